@@ -1,0 +1,403 @@
+//! The conformance suite: the behaviour every [`Store`] backend must have, as checks that
+//! every backend's tests run (feature `conformance`).
+//!
+//! Each check takes a fresh, empty store and panics with a message naming what broke; it is
+//! test code, so the "never panic" rule of the library does not apply to it. A backend's test
+//! file runs them all with [`conformance_tests!`](crate::conformance_tests):
+//!
+//! ```
+//! // In a backend's integration tests: one `#[tokio::test]` per check.
+//! ocikit_store::conformance_tests!(async { ocikit_store::MemoryStore::new() });
+//! # fn main() {}
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use ocikit_digest::{Algorithm, Digest, Hasher};
+use tokio::io::AsyncWriteExt;
+
+use crate::{DocumentKey, Error, Precondition, Store, StoreExt};
+
+/// Deterministic pseudo-random bytes (xorshift), so checks need no fixtures.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+async fn put(store: &dyn Store, data: &[u8]) -> Digest {
+    let digest = Digest::sha256(data);
+    let mut writer = store.writer().await.unwrap();
+    for chunk in data.chunks(7919) {
+        writer.write_all(chunk).await.unwrap();
+    }
+    writer.commit(&digest, data.len() as u64).await.unwrap();
+    digest
+}
+
+async fn read_all(store: &dyn Store, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+    let blob = store.open(digest, range).await.unwrap();
+    let expected_len = blob.len();
+    let chunks: Vec<Bytes> = blob.into_stream().try_collect().await.unwrap();
+    let data = chunks.concat();
+    assert_eq!(data.len() as u64, expected_len, "stream length differs from Blob::len");
+    data
+}
+
+async fn listed(store: &dyn Store) -> Vec<Digest> {
+    let mut all: Vec<Digest> = store.list().try_collect().await.unwrap();
+    all.sort();
+    all
+}
+
+/// Blobs written in chunks come back byte for byte, with the right size.
+pub async fn round_trip(store: &dyn Store) {
+    for (seed, len) in [(1, 0), (2, 1), (3, 65_536), (4, 3 << 20)] {
+        let data = bytes(seed, len);
+        let digest = put(store, &data).await;
+        assert_eq!(store.stat(&digest).await.unwrap(), Some(len as u64));
+        assert_eq!(read_all(store, &digest, None).await, data);
+        let whole = store.get_bytes(&digest, u64::MAX).await.unwrap().unwrap();
+        assert_eq!(&whole[..], &data[..]);
+    }
+}
+
+/// Absent blobs are `None`, and `require`/`open` turn that into `NotFound`.
+pub async fn missing_is_none(store: &dyn Store) {
+    let digest = Digest::sha256(b"never stored");
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
+    assert!(store.get(&digest, None).await.unwrap().is_none());
+    assert!(matches!(store.require(&digest).await, Err(Error::NotFound { digest: d }) if d == digest));
+    assert!(!store.delete(&digest).await.unwrap());
+    assert!(store.get_bytes(&digest, 10).await.unwrap().is_none());
+}
+
+/// A commit under the wrong digest or size fails and publishes nothing, under either name.
+pub async fn mismatches_are_rejected_and_invisible(store: &dyn Store) {
+    let data = bytes(10, 10_000);
+    let right = Digest::sha256(&data);
+    let wrong = Digest::sha256(b"other");
+
+    let mut writer = store.writer().await.unwrap();
+    writer.write_all(&data).await.unwrap();
+    match writer.commit(&wrong, data.len() as u64).await {
+        Err(Error::DigestMismatch { expected, actual }) => {
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, right);
+        }
+        other => panic!("expected DigestMismatch, got {other:?}"),
+    }
+
+    let mut writer = store.writer().await.unwrap();
+    writer.write_all(&data).await.unwrap();
+    assert!(matches!(
+        writer.commit(&right, data.len() as u64 + 1).await,
+        Err(Error::SizeMismatch { expected: 10_001, actual: 10_000 })
+    ));
+
+    for digest in [&right, &wrong] {
+        assert_eq!(store.stat(digest).await.unwrap(), None);
+    }
+    assert!(listed(store).await.is_empty(), "a rejected blob was listed");
+}
+
+/// Aborted and dropped writers leave nothing visible.
+pub async fn abort_leaves_no_trace(store: &dyn Store) {
+    let data = bytes(20, 100_000);
+    let digest = Digest::sha256(&data);
+    let mut writer = store.writer().await.unwrap();
+    writer.write_all(&data).await.unwrap();
+    writer.abort().await.unwrap();
+
+    let mut writer = store.writer().await.unwrap();
+    writer.write_all(&data).await.unwrap();
+    drop(writer);
+
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
+    assert!(listed(store).await.is_empty());
+}
+
+/// Committing content that exists already succeeds and changes nothing.
+pub async fn duplicate_commit_succeeds(store: &dyn Store) {
+    let data = bytes(30, 5000);
+    let first = put(store, &data).await;
+    let second = put(store, &data).await;
+    assert_eq!(first, second);
+    assert_eq!(listed(store).await, vec![first.clone()]);
+    assert_eq!(read_all(store, &first, None).await, data);
+    assert_eq!(store.put_bytes(&data).await.unwrap(), first);
+}
+
+/// Many writers of the same digest at once all succeed and the blob is intact.
+pub async fn concurrent_writers_of_one_digest(store: &dyn Store) {
+    let data = Arc::new(bytes(40, 1 << 20));
+    let digest = Digest::sha256(&data);
+    let results = futures::future::join_all((0..8).map(|i| {
+        let data = data.clone();
+        let digest = digest.clone();
+        async move {
+            let mut writer = store.writer().await?;
+            for chunk in data.chunks(4096 + i * 100) {
+                writer.write_all(chunk).await.map_err(Error::Stream)?;
+                tokio::task::yield_now().await;
+            }
+            writer.commit(&digest, data.len() as u64).await
+        }
+    }))
+    .await;
+    for result in results {
+        result.unwrap();
+    }
+    assert_eq!(read_all(store, &digest, None).await, *data);
+    assert_eq!(listed(store).await, vec![digest]);
+}
+
+/// Listing shows exactly the stored blobs, before and after a delete.
+pub async fn list_after_delete(store: &dyn Store) {
+    let mut digests = Vec::new();
+    for seed in 50..55 {
+        digests.push(put(store, &bytes(seed, 100 + seed as usize)).await);
+    }
+    digests.sort();
+    assert_eq!(listed(store).await, digests);
+    let gone = digests.remove(2);
+    assert!(store.delete(&gone).await.unwrap());
+    assert!(!store.delete(&gone).await.unwrap());
+    assert_eq!(store.stat(&gone).await.unwrap(), None);
+    assert_eq!(listed(store).await, digests);
+}
+
+/// Ranged reads at and past the edges.
+pub async fn ranged_reads(store: &dyn Store) {
+    let data = bytes(60, 2048);
+    let digest = put(store, &data).await;
+    for (range, expected) in [
+        (0..2048, &data[..]),
+        (500..1500, &data[500..1500]),
+        (2000..5000, &data[2000..]),
+        (2047..2048, &data[2047..]),
+        (0..1, &data[..1]),
+        (0..0, &data[..0]),
+        (2048..2048, &data[..0]),
+        (2048..4096, &data[..0]),
+    ] {
+        let blob = store.open(&digest, Some(range.clone())).await.unwrap();
+        assert_eq!(blob.size(), 2048);
+        assert_eq!(read_all(store, &digest, Some(range.clone())).await, expected, "range {range:?}");
+    }
+    for range in [2049..3000, 5000..10_000] {
+        assert!(
+            matches!(store.get(&digest, Some(range.clone())).await, Err(Error::InvalidRange { size: 2048, .. })),
+            "range {range:?} should be refused"
+        );
+    }
+    #[allow(clippy::reversed_empty_ranges)]
+    let backwards = 500..0;
+    assert!(matches!(store.get(&digest, Some(backwards)).await, Err(Error::InvalidRange { .. })));
+}
+
+/// SHA-512 blobs are stored and verified under their own algorithm; algorithms ocikit cannot
+/// compute are refused.
+pub async fn other_algorithms(store: &dyn Store) {
+    let data = bytes(70, 3000);
+    let digest = Digest::sha512(&data);
+    let mut writer = store.writer_with(&Algorithm::Sha512).await.unwrap();
+    writer.write_all(&data).await.unwrap();
+    writer.commit(&digest, 3000).await.unwrap();
+    assert_eq!(store.get_bytes(&digest, 1 << 20).await.unwrap().unwrap(), data);
+    assert!(listed(store).await.contains(&digest));
+
+    let md5: Digest = "md5:d41d8cd98f00b204e9800998ecf8427e".parse().unwrap();
+    assert!(matches!(
+        store.writer_with(md5.algorithm()).await,
+        Err(Error::UnsupportedAlgorithm { .. })
+    ));
+    assert!(matches!(store.put_verified(&md5, b"").await, Err(Error::UnsupportedAlgorithm { .. })));
+}
+
+/// `get_bytes` refuses blobs over the limit before reading them.
+pub async fn size_cap(store: &dyn Store) {
+    let digest = put(store, &bytes(80, 1000)).await;
+    assert!(matches!(
+        store.get_bytes(&digest, 999).await,
+        Err(Error::TooLarge { size: 1000, limit: 999 })
+    ));
+    assert!(store.get_bytes(&digest, 1000).await.unwrap().is_some());
+}
+
+/// Documents: compare-and-swap in every direction, deletes, listing by prefix.
+pub async fn documents_compare_and_swap(store: &dyn Store) {
+    let key = DocumentKey::new("index.json").unwrap();
+    assert!(store.read_document(&key).await.unwrap().is_none());
+    assert!(matches!(
+        store.write_document(&key, "x".into(), Precondition::Matches(crate::Version::new("nope"))).await,
+        Err(Error::Conflict { .. })
+    ));
+    let v1 = store.write_document(&key, "one".into(), Precondition::MustNotExist).await.unwrap();
+    assert!(matches!(
+        store.write_document(&key, "again".into(), Precondition::MustNotExist).await,
+        Err(Error::Conflict { .. })
+    ));
+    let doc = store.read_document(&key).await.unwrap().unwrap();
+    assert_eq!((&doc.bytes[..], &doc.version), (&b"one"[..], &v1));
+
+    let v2 = store
+        .write_document(&key, "two".into(), Precondition::Matches(v1.clone()))
+        .await
+        .unwrap();
+    assert_ne!(v1, v2);
+    assert!(matches!(
+        store.write_document(&key, "stale".into(), Precondition::Matches(v1.clone())).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(&store.read_document(&key).await.unwrap().unwrap().bytes[..], b"two");
+
+    assert!(matches!(
+        store.delete_document(&key, Precondition::Matches(v1)).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert!(store.delete_document(&key, Precondition::Matches(v2)).await.unwrap());
+    assert!(store.read_document(&key).await.unwrap().is_none());
+    assert!(!store.delete_document(&key, Precondition::None).await.unwrap());
+
+    let v = store.write_document(&key, "three".into(), Precondition::None).await.unwrap();
+    assert_eq!(store.read_document(&key).await.unwrap().unwrap().version, v);
+
+    for name in ["repos/a/tags.json", "repos/a/b/tags.json", "repos/ab/tags.json", "other.json"] {
+        let key = DocumentKey::new(name).unwrap();
+        store.write_document(&key, "{}".into(), Precondition::None).await.unwrap();
+    }
+    let names = |keys: Vec<DocumentKey>| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.list_documents("repos/a").await.unwrap()),
+        ["repos/a/b/tags.json", "repos/a/tags.json"]
+    );
+    assert_eq!(
+        names(store.list_documents("").await.unwrap()),
+        ["index.json", "other.json", "repos/a/b/tags.json", "repos/a/tags.json", "repos/ab/tags.json"]
+    );
+    // Blobs are not documents.
+    put(store, b"blob").await;
+    assert!(!names(store.list_documents("").await.unwrap()).iter().any(|k| k.starts_with("blobs")));
+}
+
+/// Concurrent read-modify-write updates through `update_document` lose nothing.
+pub async fn concurrent_document_updates(store: &dyn Store) {
+    let key = DocumentKey::new("counter").unwrap();
+    let tasks = (0..16).map(|i| {
+        let key = key.clone();
+        async move {
+            for round in 0..4 {
+                store
+                    .update_document(&key, |old| {
+                        let mut text = old.map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                        text.push_str(&format!("{i}.{round}\n"));
+                        Ok(Some(Bytes::from(text)))
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    futures::future::join_all(tasks).await;
+    let doc = store.read_document(&key).await.unwrap().unwrap();
+    let mut lines: Vec<&str> = std::str::from_utf8(&doc.bytes).unwrap().lines().collect();
+    lines.sort();
+    let mut expected: Vec<String> = (0..16).flat_map(|i| (0..4).map(move |r| format!("{i}.{r}"))).collect();
+    expected.sort();
+    assert_eq!(lines, expected, "an update was lost");
+}
+
+/// Size of the large-blob check.
+pub const LARGE_BLOB: u64 = 256 << 20;
+
+/// A blob of [`LARGE_BLOB`] bytes streams in and out in 1 MiB chunks without being held in
+/// memory by the test itself (the data is generated chunk by chunk).
+pub async fn large_blob(store: &dyn Store) {
+    let chunk = bytes(90, 1 << 20);
+    let chunks = LARGE_BLOB / (1 << 20);
+    let mut expected = Hasher::sha256();
+    let mut piece = chunk.clone();
+    for i in 0..chunks {
+        piece[..8].copy_from_slice(&i.to_le_bytes());
+        expected.update(&piece);
+    }
+    let digest = expected.finish();
+
+    let mut writer = store.writer().await.unwrap();
+    for i in 0..chunks {
+        piece[..8].copy_from_slice(&i.to_le_bytes());
+        writer.write_all(&piece).await.unwrap();
+    }
+    writer.commit(&digest, LARGE_BLOB).await.unwrap();
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(LARGE_BLOB));
+
+    let mut hasher = Hasher::sha256();
+    let mut total = 0u64;
+    let mut stream = store.open(&digest, None).await.unwrap().into_stream();
+    while let Some(bytes) = stream.next().await {
+        let bytes = bytes.unwrap();
+        total += bytes.len() as u64;
+        hasher.update(&bytes);
+    }
+    assert_eq!(total, LARGE_BLOB);
+    assert_eq!(hasher.finish(), digest);
+}
+
+/// What a conformance test's setup returns: a store, or a store with something that must
+/// live as long as it (a temp directory, a server process).
+pub trait TestStore: Send + Sync {
+    /// The store under test.
+    fn store(&self) -> &dyn Store;
+}
+
+impl<S: Store> TestStore for S {
+    fn store(&self) -> &dyn Store {
+        self
+    }
+}
+
+/// A store together with a guard kept alive until the check ends.
+pub struct Guarded<S, G> {
+    /// The store under test.
+    pub store: S,
+    /// Dropped after the check (e.g. a `tempfile::TempDir`).
+    pub guard: G,
+}
+
+impl<S: Store, G: Send + Sync> TestStore for Guarded<S, G> {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance check, each on a fresh store built by
+/// the given async expression (which yields a [`Store`](crate::Store) or a
+/// [`Guarded`](crate::conformance::Guarded) store). The calling crate needs tokio with `macros` and
+/// `rt-multi-thread`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            round_trip, missing_is_none, mismatches_are_rejected_and_invisible,
+            abort_leaves_no_trace, duplicate_commit_succeeds, concurrent_writers_of_one_digest,
+            list_after_delete, ranged_reads, other_algorithms, size_cap,
+            documents_compare_and_swap, concurrent_document_updates, large_blob);
+    };
+    (@each $make:expr; $($check:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let setup = $make.await;
+            $crate::conformance::$check($crate::conformance::TestStore::store(&setup)).await;
+        }
+    )*};
+}

@@ -1,0 +1,538 @@
+//! [`FsStore`]: blobs and documents in a directory, laid out as an OCI image layout.
+//!
+//! ```text
+//! <root>/blobs/<algorithm>/<encoded>   blobs (the OCI image-layout convention)
+//! <root>/<key>                         documents (`index.json`, `oci-layout`, ...)
+//! <root>/.ocikit/tmp/                  staging: temp files, renamed into place when done
+//! <root>/.ocikit/locks/                lock files serialising document updates
+//! ```
+//!
+//! Every write stages in a temp file inside the store, is fsynced, renamed into place, and
+//! the directory fsynced, so a crash at any point leaves either the old state or the new one.
+//! Blobs and documents are opened without following symlinks and must be regular files.
+//! Document updates hold an exclusive `flock` on their lock file, so compare-and-swap is safe
+//! across processes, not only threads.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, SeekFrom, Write};
+use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use ocikit_digest::{Algorithm, Digest};
+use tempfile::NamedTempFile;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+
+use crate::store::resolve_range;
+use crate::{Blob, Document, DocumentKey, Error, Precondition, Result, Staging, Store, Version};
+
+/// Largest document a filesystem store reads (documents are small: indexes, tag lists).
+pub const MAX_DOCUMENT_SIZE: u64 = 64 << 20;
+
+/// Chunk size of blob streams.
+const READ_CHUNK: usize = 1 << 20;
+
+/// A store in a local directory, laid out as an OCI image layout.
+#[derive(Clone, Debug)]
+pub struct FsStore {
+    paths: Arc<Paths>,
+}
+
+#[derive(Debug)]
+struct Paths {
+    root: PathBuf,
+    blobs: PathBuf,
+    tmp: PathBuf,
+    locks: PathBuf,
+}
+
+/// Runs blocking filesystem work off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) => Err(Error::Stream(io::Error::other(join))),
+    }
+}
+
+/// Opens a file for reading without following a symlink at the leaf and without blocking on
+/// FIFOs, and requires it to be a regular file. `Ok(None)` when absent.
+fn open_regular(path: &Path) -> Result<Option<(File, u64)>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::NotARegularFile { path: path.into() });
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::NotARegularFile { path: path.into() });
+    }
+    Ok(Some((file, meta.len())))
+}
+
+/// fsyncs a directory, making renames and unlinks in it durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Creates a directory (and parents), fsyncing each parent whose entry list changed.
+fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_durable(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(Error::io("create directory", dir, e)),
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// The version of a document's content: its SHA-256.
+fn version_of(bytes: &[u8]) -> Version {
+    Version::new(Digest::sha256(bytes).encoded())
+}
+
+impl FsStore {
+    /// Opens the store rooted at `root`, creating the directory and the store's private
+    /// subdirectories if missing.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<FsStore> {
+        let root = root.into();
+        let paths = Paths {
+            blobs: root.join("blobs"),
+            tmp: root.join(".ocikit").join("tmp"),
+            locks: root.join(".ocikit").join("locks"),
+            root,
+        };
+        let paths = blocking(move || {
+            for dir in [&paths.root, &paths.blobs, &paths.tmp, &paths.locks] {
+                create_dir_durable(dir)?;
+            }
+            Ok(paths)
+        })
+        .await?;
+        Ok(FsStore {
+            paths: Arc::new(paths),
+        })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.paths.root
+    }
+
+    /// Where a blob lives (whether or not it is stored).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let (algorithm, encoded) = digest.path_components();
+        self.paths.blobs.join(algorithm).join(encoded)
+    }
+
+    /// Where a document lives (whether or not it is stored).
+    pub fn document_path(&self, key: &DocumentKey) -> PathBuf {
+        self.paths.root.join(key.as_str())
+    }
+
+    /// The staging directory (temp files of writes in progress, or of writers that crashed).
+    pub fn temp_dir(&self) -> &Path {
+        &self.paths.tmp
+    }
+
+    /// Removes temp files older than `age`: what writers that crashed left behind. (A live
+    /// writer's temp file is younger than any sensible `age`; an hour is a safe choice.)
+    pub async fn clean_temp(&self, age: Duration) -> Result<usize> {
+        let tmp = self.paths.tmp.clone();
+        blocking(move || {
+            let mut removed = 0;
+            let now = SystemTime::now();
+            let entries = std::fs::read_dir(&tmp).map_err(|e| Error::io("list", &tmp, e))?;
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|elapsed| elapsed >= age);
+                if old && std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    fn lock_path(&self, key: &DocumentKey) -> PathBuf {
+        // `~` never appears in a key, so this mapping is one-to-one.
+        self.paths
+            .locks
+            .join(format!("{}.lock", key.as_str().replace('/', "~")))
+    }
+}
+
+/// Holds an exclusive `flock` on a document's lock file until dropped.
+struct DocumentLock {
+    _file: File,
+}
+
+impl DocumentLock {
+    fn acquire(path: &Path) -> Result<DocumentLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io("open lock file", path, e))?;
+        file.lock().map_err(|e| Error::io("lock", path, e))?;
+        // The lock is released when the file is closed.
+        Ok(DocumentLock { _file: file })
+    }
+}
+
+fn read_document_sync(path: &Path) -> Result<Option<Document>> {
+    let Some((file, size)) = open_regular(path)? else {
+        return Ok(None);
+    };
+    if size > MAX_DOCUMENT_SIZE {
+        return Err(Error::TooLarge {
+            size,
+            limit: MAX_DOCUMENT_SIZE,
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_DOCUMENT_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", path, e))?;
+    let version = version_of(&bytes);
+    Ok(Some(Document {
+        bytes: Bytes::from(bytes),
+        version,
+    }))
+}
+
+fn check_precondition(key: &DocumentKey, current: Option<&Document>, precondition: &Precondition) -> Result<()> {
+    let holds = match precondition {
+        Precondition::None => true,
+        Precondition::MustNotExist => current.is_none(),
+        Precondition::Matches(v) => current.is_some_and(|c| &c.version == v),
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(Error::Conflict {
+            key: key.to_string(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for FsStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        let path = self.blob_path(digest);
+        blocking(move || match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Err(Error::NotARegularFile { path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", path, e)),
+        })
+        .await
+    }
+
+    async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<Option<Blob>> {
+        let path = self.blob_path(digest);
+        let opened = blocking({
+            let path = path.clone();
+            move || open_regular(&path)
+        })
+        .await?;
+        let Some((file, size)) = opened else {
+            return Ok(None);
+        };
+        let range = resolve_range(range, size)?;
+        let local = file.try_clone().map_err(|e| Error::io("dup", &path, e))?;
+        let mut reader = tokio::fs::File::from_std(file);
+        if range.start > 0 {
+            reader
+                .seek(SeekFrom::Start(range.start))
+                .await
+                .map_err(|e| Error::io("seek", &path, e))?;
+        }
+        let len = range.end - range.start;
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader.take(len), READ_CHUNK)
+            .map_err(move |e| Error::io("read", path.clone(), e))
+            .boxed();
+        Ok(Some(Blob::new(size, range, stream, Some(local))))
+    }
+
+    async fn stage(&self) -> Result<Box<dyn Staging>> {
+        let tmp = self.paths.tmp.clone();
+        let temp = blocking(move || {
+            tempfile::Builder::new()
+                .prefix("blob-")
+                .tempfile_in(&tmp)
+                .map_err(|e| Error::io("create temp file in", tmp, e))
+        })
+        .await?;
+        let file = temp
+            .as_file()
+            .try_clone()
+            .map_err(|e| Error::io("dup", temp.path(), e))?;
+        Ok(Box::new(FsStaging {
+            file: tokio::fs::File::from_std(file),
+            temp: Some(temp),
+            store: self.clone(),
+        }))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool> {
+        let path = self.blob_path(digest);
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    sync_dir(dir)?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("remove", path, e)),
+        })
+        .await
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<Digest>> {
+        let blobs = self.paths.blobs.clone();
+        let listing = blocking(move || {
+            let mut found = Vec::new();
+            let algorithms = match std::fs::read_dir(&blobs) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+                Err(e) => return Err(Error::io("list", blobs, e)),
+            };
+            for algorithm_entry in algorithms {
+                let algorithm_entry = algorithm_entry.map_err(|e| Error::io("list", &blobs, e))?;
+                let is_dir = algorithm_entry.file_type().is_ok_and(|t| t.is_dir());
+                let Some(name) = algorithm_entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if !is_dir || name.parse::<Algorithm>().is_err() {
+                    continue; // stray entry: not an algorithm directory
+                }
+                let dir = algorithm_entry.path();
+                let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
+                for entry in entries {
+                    let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+                    if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                        continue;
+                    }
+                    let Some(encoded) = entry.file_name().to_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    if let Ok(digest) = Digest::parse(&format!("{name}:{encoded}")) {
+                        found.push(digest);
+                    }
+                }
+            }
+            Ok(found)
+        });
+        stream::once(listing)
+            .map(|listing| match listing {
+                Ok(digests) => stream::iter(digests.into_iter().map(Ok)).left_stream(),
+                Err(e) => stream::iter([Err(e)]).right_stream(),
+            })
+            .flatten()
+            .boxed()
+    }
+
+    async fn read_document(&self, key: &DocumentKey) -> Result<Option<Document>> {
+        let path = self.document_path(key);
+        blocking(move || read_document_sync(&path)).await
+    }
+
+    async fn write_document(
+        &self,
+        key: &DocumentKey,
+        bytes: Bytes,
+        precondition: Precondition,
+    ) -> Result<Version> {
+        let path = self.document_path(key);
+        let lock_path = self.lock_path(key);
+        let tmp = self.paths.tmp.clone();
+        let key = key.clone();
+        blocking(move || {
+            let _lock = DocumentLock::acquire(&lock_path)?;
+            let current = read_document_sync(&path)?;
+            check_precondition(&key, current.as_ref(), &precondition)?;
+            let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            create_dir_durable(&parent)?;
+            let mut temp = tempfile::Builder::new()
+                .prefix("doc-")
+                .tempfile_in(&tmp)
+                .map_err(|e| Error::io("create temp file in", &tmp, e))?;
+            temp.write_all(&bytes)
+                .and_then(|()| temp.as_file().sync_data())
+                .map_err(|e| Error::io("write", temp.path(), e))?;
+            temp.persist(&path)
+                .map_err(|e| Error::io("rename into place", &path, e.error))?;
+            sync_dir(&parent)?;
+            Ok(version_of(&bytes))
+        })
+        .await
+    }
+
+    async fn delete_document(&self, key: &DocumentKey, precondition: Precondition) -> Result<bool> {
+        let path = self.document_path(key);
+        let lock_path = self.lock_path(key);
+        let key = key.clone();
+        blocking(move || {
+            let _lock = DocumentLock::acquire(&lock_path)?;
+            let current = read_document_sync(&path)?;
+            check_precondition(&key, current.as_ref(), &precondition)?;
+            if current.is_none() {
+                return Ok(false);
+            }
+            std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            if let Some(parent) = path.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_documents(&self, prefix: &str) -> Result<Vec<DocumentKey>> {
+        let root = self.paths.root.clone();
+        let prefix = prefix.trim_end_matches('/').to_string();
+        blocking(move || {
+            let mut keys = Vec::new();
+            let mut pending = vec![String::new()];
+            while let Some(relative) = pending.pop() {
+                let dir = root.join(&relative);
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("list", dir, e)),
+                };
+                for entry in entries.flatten() {
+                    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    let key = if relative.is_empty() { name } else { format!("{relative}/{name}") };
+                    let Ok(file_type) = entry.file_type() else { continue };
+                    if file_type.is_dir() {
+                        // Descend only where keys under `prefix` can be, never into `blobs/`
+                        // or the store's private `.ocikit/`.
+                        let could_match = prefix.is_empty()
+                            || key.starts_with(&format!("{prefix}/"))
+                            || prefix.starts_with(&format!("{key}/"))
+                            || key == prefix;
+                        if could_match && DocumentKey::new(&key).is_ok() {
+                            pending.push(key);
+                        }
+                    } else if file_type.is_file()
+                        && let Ok(key) = DocumentKey::new(&key)
+                        && key.is_under(&prefix)
+                    {
+                        keys.push(key);
+                    }
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        })
+        .await
+    }
+}
+
+/// A blob being written to a temp file in `.ocikit/tmp`.
+struct FsStaging {
+    file: tokio::fs::File,
+    /// Deletes the temp file when dropped, unless persisted.
+    temp: Option<NamedTempFile>,
+    store: FsStore,
+}
+
+impl AsyncWrite for FsStaging {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+#[async_trait::async_trait]
+impl Staging for FsStaging {
+    async fn publish(mut self: Box<Self>, digest: &Digest, size: u64) -> Result<()> {
+        let Some(temp) = self.temp.take() else {
+            return Err(Error::Stream(io::Error::other("staging area already used")));
+        };
+        // Waits for the last in-flight write to land before syncing.
+        self.file
+            .flush()
+            .await
+            .map_err(|e| Error::io("write", temp.path(), e))?;
+        let target = self.store.blob_path(digest);
+        blocking(move || publish_blob(temp, &target, size)).await
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        // Let any in-flight write finish before the file is unlinked (errors are moot).
+        self.file.flush().await.ok();
+        if let Some(temp) = self.temp.take() {
+            temp.close().map_err(|e| Error::io("remove temp file", PathBuf::new(), e))?;
+        }
+        Ok(())
+    }
+}
+
+fn publish_blob(temp: NamedTempFile, target: &Path, size: u64) -> Result<()> {
+    temp.as_file()
+        .sync_data()
+        .map_err(|e| Error::io("fsync", temp.path(), e))?;
+    let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
+    create_dir_durable(&dir)?;
+    match std::fs::symlink_metadata(target) {
+        // Deduplication: the same digest is stored already (its content is checked by
+        // fsck, not here).
+        Ok(meta) if meta.is_file() && meta.len() == size => return Ok(()),
+        // Something else squats the name (a symlink, a truncated file): replace it with the
+        // verified content. `rename` replaces the entry itself, never a symlink's target.
+        Ok(_) => {
+            temp.persist(target)
+                .map_err(|e| Error::io("rename into place", target, e.error))?;
+        }
+        Err(_) => match temp.persist_noclobber(target) {
+            Ok(_) => {}
+            // Another writer published the same digest first.
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(Error::io("rename into place", target, e.error)),
+        },
+    }
+    sync_dir(&dir)
+}

@@ -1,0 +1,305 @@
+//! The [`Store`] trait and the types it speaks in.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use ocikit_digest::Digest;
+use tokio::io::AsyncWrite;
+
+use crate::{Error, Result};
+
+/// Content-addressed blobs plus named mutable documents, over one backend.
+///
+/// The required surface is small; conveniences (`writer`, `put_bytes`, `get_bytes`,
+/// `require`, `copy_to`...) live in [`crate::StoreExt`], implemented for every store.
+///
+/// **Blobs** are immutable and named by digest. A blob is visible only once a
+/// [`crate::BlobWriter`] committed it, which happens after the written bytes were verified
+/// against the expected digest and size; a writer that fails, is aborted or is dropped leaves
+/// nothing visible. Committing content that is already stored succeeds (deduplication).
+///
+/// **Documents** are small named byte strings (`index.json`, a repository's tag list) updated
+/// by compare-and-swap: [`Store::read_document`] returns a [`Version`] and
+/// [`Store::write_document`] succeeds only while the [`Precondition`] holds, failing with
+/// [`Error::Conflict`] when another writer came first. This is what keeps many writers, in
+/// many processes or on many machines, from losing each other's updates.
+///
+/// Absence is `Ok(None)` here; [`crate::StoreExt::require`] turns it into
+/// [`Error::NotFound`].
+#[async_trait::async_trait]
+pub trait Store: fmt::Debug + Send + Sync {
+    /// The size of a stored blob, or `None` when it is absent.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Opens a stored blob for reading, whole or a byte range, or `None` when it is absent.
+    ///
+    /// The range's end is clamped to the blob's size (as HTTP does); a range that starts
+    /// past the end, or ends before it starts, is [`Error::InvalidRange`]. A range starting
+    /// exactly at the end yields no bytes.
+    async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<Option<Blob>>;
+
+    /// Starts staging a new blob. Callers normally use [`crate::StoreExt::writer`], which
+    /// wraps the staging area in a hashing, verifying [`crate::BlobWriter`].
+    async fn stage(&self) -> Result<Box<dyn Staging>>;
+
+    /// Deletes a blob; returns whether it existed.
+    async fn delete(&self, digest: &Digest) -> Result<bool>;
+
+    /// Every stored blob's digest, in no particular order. Stray or malformed entries in the
+    /// backend (temp files, foreign names) are skipped, never reported as blobs.
+    fn list(&self) -> BoxStream<'_, Result<Digest>>;
+
+    /// Reads a document and its version, or `None` when it is absent.
+    async fn read_document(&self, key: &DocumentKey) -> Result<Option<Document>>;
+
+    /// Writes a document if `precondition` holds, atomically; returns the new version.
+    async fn write_document(
+        &self,
+        key: &DocumentKey,
+        bytes: Bytes,
+        precondition: Precondition,
+    ) -> Result<Version>;
+
+    /// Deletes a document if `precondition` holds; returns whether it existed.
+    async fn delete_document(&self, key: &DocumentKey, precondition: Precondition) -> Result<bool>;
+
+    /// The keys of every document whose key starts with `prefix` (a whole number of
+    /// segments: `"repos/a"` lists `repos/a/x`, not `repos/ab`), sorted.
+    async fn list_documents(&self, prefix: &str) -> Result<Vec<DocumentKey>>;
+}
+
+/// A backend's staging area for one blob being written.
+///
+/// Bytes go in through `AsyncWrite`; [`Staging::publish`] makes them visible under a digest
+/// atomically and durably, [`Staging::abort`] (or dropping the staging area) discards them.
+/// The caller, [`crate::BlobWriter`], has already verified digest and size before calling
+/// `publish`.
+#[async_trait::async_trait]
+pub trait Staging: AsyncWrite + Send + Unpin {
+    /// Publishes the staged bytes under `digest`. If a blob with that digest exists already,
+    /// the staged bytes are discarded and the call succeeds.
+    async fn publish(self: Box<Self>, digest: &Digest, size: u64) -> Result<()>;
+
+    /// Discards the staged bytes.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// A blob opened for reading: a stream of chunks, plus a local file where the backend has
+/// one (for `sendfile`-style fast paths and memory maps).
+pub struct Blob {
+    size: u64,
+    range: Range<u64>,
+    stream: BoxStream<'static, Result<Bytes>>,
+    file: Option<std::fs::File>,
+}
+
+impl Blob {
+    /// Assembles a blob handle (for backend implementations).
+    pub fn new(
+        size: u64,
+        range: Range<u64>,
+        stream: BoxStream<'static, Result<Bytes>>,
+        file: Option<std::fs::File>,
+    ) -> Blob {
+        Blob {
+            size,
+            range,
+            stream,
+            file,
+        }
+    }
+
+    /// The whole blob's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The byte range this handle yields.
+    pub fn range(&self) -> Range<u64> {
+        self.range.clone()
+    }
+
+    /// The number of bytes this handle yields.
+    pub fn len(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
+    /// Whether this handle yields no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The open local file holding the whole blob, where the backend has one. It was opened
+    /// without following symlinks and checked to be a regular file; use [`Blob::range`] to
+    /// serve the right part of it.
+    pub fn local_file(&self) -> Option<&std::fs::File> {
+        self.file.as_ref()
+    }
+
+    /// The chunks of the range.
+    pub fn into_stream(self) -> BoxStream<'static, Result<Bytes>> {
+        self.stream
+    }
+
+    /// An `AsyncRead` over the chunks of the range.
+    pub fn into_reader(self) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
+        use futures::TryStreamExt;
+        tokio_util::io::StreamReader::new(self.stream.map_err(std::io::Error::from))
+    }
+}
+
+impl fmt::Debug for Blob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Blob")
+            .field("size", &self.size)
+            .field("range", &self.range)
+            .field("local_file", &self.file.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated document key: `/`-separated segments of `[A-Za-z0-9._-]`, none empty, none
+/// starting with `.` (so no `.` or `..`, and no clash with backend-private files), at most
+/// 512 bytes. The first segment may not be `blobs`, which belongs to blob storage.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocumentKey(Arc<str>);
+
+impl DocumentKey {
+    /// Longest key accepted.
+    pub const MAX_LEN: usize = 512;
+
+    /// Validates a key.
+    pub fn new(key: &str) -> Result<DocumentKey> {
+        let invalid = |reason| Error::InvalidKey {
+            key: key.chars().take(600).collect(),
+            reason,
+        };
+        if key.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if key.len() > Self::MAX_LEN {
+            return Err(invalid("it is longer than 512 bytes"));
+        }
+        for segment in key.split('/') {
+            if segment.is_empty() {
+                return Err(invalid("it has an empty segment"));
+            }
+            if segment.starts_with('.') {
+                return Err(invalid("a segment starts with `.`"));
+            }
+            if !segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            {
+                return Err(invalid("a segment has a character outside A-Z a-z 0-9 . _ -"));
+            }
+        }
+        if key == "blobs" || key.starts_with("blobs/") {
+            return Err(invalid("`blobs/` belongs to blob storage"));
+        }
+        Ok(DocumentKey(key.into()))
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this key lies under `prefix` (whole segments).
+    pub fn is_under(&self, prefix: &str) -> bool {
+        let prefix = prefix.trim_end_matches('/');
+        prefix.is_empty()
+            || self.0.as_ref() == prefix
+            || (self.0.starts_with(prefix) && self.0.as_bytes().get(prefix.len()) == Some(&b'/'))
+    }
+}
+
+impl fmt::Display for DocumentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for DocumentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DocumentKey({})", self.0)
+    }
+}
+
+impl std::str::FromStr for DocumentKey {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        DocumentKey::new(s)
+    }
+}
+
+impl TryFrom<&str> for DocumentKey {
+    type Error = Error;
+
+    fn try_from(s: &str) -> Result<Self> {
+        DocumentKey::new(s)
+    }
+}
+
+/// An opaque token naming one state of a document, for compare-and-swap.
+///
+/// Backends derive it from the content (a hash, an ETag), so two writes of identical bytes
+/// may share a version; a compare-and-swap based on it then succeeds, which is harmless since
+/// the document is exactly what the caller read.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Version(Arc<str>);
+
+impl Version {
+    /// Wraps a backend's token.
+    pub fn new(token: impl Into<Arc<str>>) -> Version {
+        Version(token.into())
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Version({})", self.0)
+    }
+}
+
+/// A document's bytes and the version they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    /// The content.
+    pub bytes: Bytes,
+    /// The version, to pass back in [`Precondition::Matches`].
+    pub version: Version,
+}
+
+/// The condition under which a document write or delete goes ahead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Unconditionally (last writer wins). Avoid for documents others edit.
+    None,
+    /// Only if the document does not exist yet.
+    MustNotExist,
+    /// Only if the document is still at this version.
+    Matches(Version),
+}
+
+/// Checks a requested range against a blob's size, clamping the end (shared by backends).
+pub fn resolve_range(range: Option<Range<u64>>, size: u64) -> Result<Range<u64>> {
+    match range {
+        None => Ok(0..size),
+        Some(r) if r.start > r.end || r.start > size => Err(Error::InvalidRange {
+            start: r.start,
+            end: r.end,
+            size,
+        }),
+        Some(r) => Ok(r.start..r.end.min(size)),
+    }
+}

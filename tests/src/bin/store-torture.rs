@@ -1,0 +1,95 @@
+//! A worker process for the store's crash and concurrency tests (spawned by
+//! `tests/tests/cross/store_crash.rs`, never run by hand).
+//!
+//! - `store-torture write ROOT SEED`: writes blobs and rewrites a self-checking document in
+//!   a loop, printing `committed <digest>` after each blob commit, until killed.
+//! - `store-torture cas ROOT ID ROUNDS`: appends `ID.ROUND` lines to the document `counter`
+//!   by compare-and-swap, ROUNDS times.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::Write;
+
+use bytes::Bytes;
+use ocikit_digest::Digest;
+use ocikit_store::{DocumentKey, FsStore, Precondition, Store, StoreExt};
+use tokio::io::AsyncWriteExt;
+
+/// The self-checking document format: a body followed by `sum=<sha256 of the body>`.
+fn sealed(body: &str) -> Bytes {
+    Bytes::from(format!("{body}sum={}\n", Digest::sha256(body.as_bytes())))
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+async fn write_loop(root: &str, mut seed: u64) -> ocikit_store::Result<()> {
+    let store = FsStore::open(root).await?;
+    let key = DocumentKey::new("journal")?;
+    let chunk: Vec<u8> = (0..65_536u32).map(|i| (i * 7) as u8).collect();
+    let mut stdout = std::io::stdout();
+    for n in 0u64.. {
+        let size = (xorshift(&mut seed) % (512 << 10)) as usize;
+        let salt = xorshift(&mut seed).to_le_bytes();
+        let mut writer = store.writer().await?;
+        writer.write_all(&salt).await.map_err(ocikit_store::Error::Stream)?;
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            writer.write_all(&chunk[..n]).await.map_err(ocikit_store::Error::Stream)?;
+            left -= n;
+        }
+        let (digest, _) = writer.finish().await?;
+        writeln!(stdout, "committed {digest}").ok();
+        stdout.flush().ok();
+        let body = format!("seq={n}\nlast={digest}\n{}\n", "x".repeat((n % 4096) as usize));
+        store.write_document(&key, sealed(&body), Precondition::None).await?;
+    }
+    Ok(())
+}
+
+async fn cas_loop(root: &str, id: &str, rounds: u32) -> ocikit_store::Result<()> {
+    let store = FsStore::open(root).await?;
+    let key = DocumentKey::new("counter")?;
+    for round in 0..rounds {
+        store
+            .update_document(&key, |old| {
+                let mut text = old.map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                text.push_str(&format!("{id}.{round}\n"));
+                Ok(Some(Bytes::from(text)))
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("store-torture: cannot start a runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.iter().map(String::as_str).collect::<Vec<_>>()[1..] {
+            ["write", root, seed] => write_loop(root, seed.parse().unwrap_or(1)).await,
+            ["cas", root, id, rounds] => cas_loop(root, id, rounds.parse().unwrap_or(1)).await,
+            _ => {
+                eprintln!("usage: store-torture write ROOT SEED | cas ROOT ID ROUNDS");
+                std::process::exit(2);
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("store-torture: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Every committed fuzz seed and crash input is replayed through its oracle, so a crash the
+//! fuzzer once found stays a failing test until fixed (and a regression test after).
+
+use ocikit_tests::fuzz_inputs;
+
+fn replay(target: &str, oracle: fn(&[u8])) {
+    let inputs = fuzz_inputs(target);
+    assert!(!inputs.is_empty(), "no seeds for {target}");
+    for (path, bytes) in inputs {
+        let outcome = std::panic::catch_unwind(|| oracle(&bytes));
+        assert!(
+            outcome.is_ok(),
+            "oracle {target} failed on {}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn digest_parse_seeds() {
+    replay("digest_parse", ocikit_digest::fuzz::digest_parse);
+}
+
+#[test]
+fn reference_parse_seeds() {
+    replay("reference_parse", ocikit_digest::fuzz::reference_parse);
+}
+
+#[test]
+fn descriptor_json_seeds() {
+    replay("descriptor_json", ocikit_digest::fuzz::descriptor_json);
+}

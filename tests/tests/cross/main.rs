@@ -1,0 +1,6 @@
+//! Cross-crate and real-tool tests; modules by subject.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod digest_vectors;
+mod store_crash;
+mod fuzz_replay;

@@ -1,0 +1,136 @@
+//! Crash safety and cross-process compare-and-swap of the filesystem store, with real
+//! processes: writers are SIGKILLed at random points, and many processes update one document
+//! at once.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use ocikit_digest::Digest;
+use ocikit_store::{DocumentKey, FsStore, Store, StoreExt};
+
+const TORTURE: &str = env!("CARGO_BIN_EXE_store-torture");
+
+fn trials() -> u64 {
+    std::env::var("OCIKIT_CRASH_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(200)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Checks the store after a crash: every listed blob verifies, every blob the writer reported
+/// committed is there, and the journal document is intact. Returns how many temp files the
+/// crash left behind.
+async fn check_store(root: &std::path::Path, committed: &[Digest]) -> usize {
+    let store = FsStore::open(root).await.unwrap();
+    let listed: Vec<Digest> = store.list().try_collect().await.unwrap();
+    for digest in &listed {
+        let size = store.require(digest).await.unwrap();
+        store
+            .get_bytes(digest, size)
+            .await
+            .unwrap_or_else(|e| panic!("listed blob {digest} does not verify: {e}"));
+    }
+    for digest in committed {
+        assert!(listed.contains(digest), "committed blob {digest} vanished");
+    }
+    if let Some(doc) = store.read_document(&DocumentKey::new("journal").unwrap()).await.unwrap() {
+        let text = std::str::from_utf8(&doc.bytes).expect("journal is text");
+        let (body, sum) = text.rsplit_once("sum=").expect("journal has its checksum line");
+        assert_eq!(
+            sum.trim_end(),
+            Digest::sha256(body.as_bytes()).as_str(),
+            "journal document is torn"
+        );
+    }
+    std::fs::read_dir(store.temp_dir()).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn sigkilled_writers_leave_a_valid_store() {
+    let rt = runtime();
+    let mut rng = 0x1234_5678_9abc_def1_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut dir = tempfile::tempdir().unwrap();
+    let mut committed = Vec::new();
+    let mut interrupted_mid_write = 0;
+    for trial in 0..trials() {
+        if trial % 10 == 0 {
+            // A fresh store now and then keeps each check small.
+            dir = tempfile::tempdir().unwrap();
+            committed.clear();
+        }
+        let root = dir.path().join("store");
+        let mut child = Command::new(TORTURE)
+            .args(["write", root.to_str().unwrap(), &next().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start store-torture");
+        std::thread::sleep(Duration::from_micros(2_000 + next() % 40_000));
+        child.kill().expect("SIGKILL the writer");
+        child.wait().unwrap();
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        committed.extend(
+            out.lines()
+                .filter_map(|l| l.strip_prefix("committed "))
+                .map(|d| Digest::parse(d).expect("a digest")),
+        );
+        if root.exists() {
+            let leftovers = rt.block_on(check_store(&root, &committed));
+            if leftovers > 0 {
+                interrupted_mid_write += 1;
+            }
+            // Crash leftovers are removable and never needed.
+            rt.block_on(async {
+                let store = FsStore::open(&root).await.unwrap();
+                store.clean_temp(Duration::ZERO).await.unwrap();
+            });
+        }
+    }
+    assert!(
+        interrupted_mid_write * 10 >= trials(),
+        "only {interrupted_mid_write} of {} kills landed mid-write: the test is not exercising crashes",
+        trials()
+    );
+}
+
+#[test]
+fn sixteen_processes_updating_one_document_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let rounds = 20;
+    let children: Vec<_> = (0..16)
+        .map(|id| {
+            Command::new(TORTURE)
+                .args(["cas", root.to_str().unwrap(), &format!("p{id}"), &rounds.to_string()])
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start store-torture")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "worker failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let rt = runtime();
+    let text = rt.block_on(async {
+        let store = FsStore::open(&root).await.unwrap();
+        let doc = store.require_document(&DocumentKey::new("counter").unwrap()).await.unwrap();
+        String::from_utf8(doc.bytes.to_vec()).unwrap()
+    });
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    let mut expected: Vec<String> =
+        (0..16).flat_map(|id| (0..rounds).map(move |r| format!("p{id}.{r}"))).collect();
+    expected.sort();
+    assert_eq!(lines, expected, "a compare-and-swap update was lost");
+}

@@ -1,0 +1,145 @@
+//! `cargo xtask bench`: runs the comparative benchmarks and rewrites their section of
+//! `docs/benchmarks.md` (between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`).
+
+use std::process::Command;
+
+use crate::{Result, cargo, root};
+
+pub(crate) fn run(args: &[String]) -> Result {
+    let which: Vec<&str> = if args.is_empty() {
+        vec!["digest"]
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
+    for name in which {
+        match name {
+            "digest" => digest()?,
+            other => return Err(format!("unknown benchmark `{other}` (have: digest)")),
+        }
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// `(name, median, min, max)` from the `BENCH name median min max` lines a bench prints.
+fn bench_lines(output: &str) -> Vec<(String, f64, f64, f64)> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.strip_prefix("BENCH ")?.split_whitespace();
+            let name = parts.next()?.to_string();
+            let mut num = || parts.next()?.parse::<f64>().ok();
+            Some((name, num()?, num()?, num()?))
+        })
+        .collect()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let date = output_of(Command::new("date").args(["-u", "+%Y-%m-%d"])).unwrap_or_default();
+    let rustc = output_of(Command::new("rustc").arg("--version")).unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores; {rustc}; measured {date}",
+        date = date.trim(),
+        rustc = rustc.trim()
+    )
+}
+
+fn output_of(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `openssl speed -evp sha256` on 1 MiB blocks, in GB/s (median of three runs).
+fn openssl_sha256() -> Result<f64> {
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let out = output_of(Command::new("openssl").args([
+            "speed", "-evp", "sha256", "-bytes", "1048576", "-seconds", "2",
+        ]))
+        .ok_or("openssl speed failed (is openssl installed?)")?;
+        // The last line reads `sha256   1914699.78k` (thousands of bytes per second).
+        let last = out.lines().last().unwrap_or_default();
+        let kbytes = last
+            .split_whitespace()
+            .last()
+            .and_then(|s| s.trim_end_matches('k').parse::<f64>().ok())
+            .ok_or_else(|| format!("cannot read openssl's output: {last:?}"))?;
+        rates.push(kbytes * 1000.0 / 1e9);
+    }
+    Ok(median(rates))
+}
+
+fn digest() -> Result {
+    let out = cargo()
+        .args(["bench", "-q", "-p", "ocikit-digest", "--bench", "hashing"])
+        .output()
+        .map_err(|e| format!("cannot run cargo bench: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo bench failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let results = bench_lines(&String::from_utf8_lossy(&out.stdout));
+    let openssl = openssl_sha256()?;
+    let get = |name: &str| {
+        results
+            .iter()
+            .find(|r| r.0 == name)
+            .map(|r| r.1)
+            .unwrap_or(0.0)
+    };
+    let ours = get("sha256/ocikit-hasher");
+    let fastest = openssl
+        .max(get("sha256/sha2-raw"))
+        .max(get("sha256/ring-raw"));
+    let ratio = ours / fastest;
+
+    let mut table = String::from("| case | median GB/s | min | max |\n|---|---:|---:|---:|\n");
+    for (name, med, min, max) in &results {
+        table.push_str(&format!("| {name} | {med:.2} | {min:.2} | {max:.2} |\n"));
+    }
+    table.push_str(&format!(
+        "| sha256/openssl-speed-evp (1 MiB blocks) | {openssl:.2} | | |\n"
+    ));
+    let section = format!(
+        "Machine: {machine}.\n\
+         256 MiB hashed in 1 MiB chunks from one reused buffer; median of several runs after a warm-up.\n\n\
+         {table}\n\
+         ocikit SHA-256 / fastest single-core SHA-256 here = **{pct:.0}%** (goal ≥ 95%: {verdict}).\n",
+        machine = machine(),
+        pct = ratio * 100.0,
+        verdict = if ratio >= 0.95 { "met" } else { "NOT met" },
+    );
+    println!("{section}");
+    write_section("digest", &section)
+}
+
+fn write_section(name: &str, body: &str) -> Result {
+    let path = root().join("docs/benchmarks.md");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let start = format!("<!-- bench:{name}:start -->");
+    let end = format!("<!-- bench:{name}:end -->");
+    let (Some(a), Some(b)) = (text.find(&start), text.find(&end)) else {
+        return Err(format!("docs/benchmarks.md has no {start} … {end} markers"));
+    };
+    let new = format!("{}{start}\n{body}{}", &text[..a], &text[b..]);
+    std::fs::write(&path, new).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

@@ -1,0 +1,227 @@
+//! ocikit's project tooling, run as `cargo xtask <command>`.
+//!
+//! - `ci`: everything CI checks, in order: formatting, clippy, tests (with doc tests), and a
+//!   short run of every fuzz target. Installs the cargo tools it needs when they are missing.
+//! - `fuzz [--time SECS] [TARGET...]`: runs the fuzz targets (all by default).
+//! - `bench [digest]`: runs the comparative benchmarks and rewrites their section of
+//!   `docs/benchmarks.md`.
+//! - `tidy`: the repository checks that `cargo test` also runs (see `tidy.rs`).
+//!
+//! It depends on nothing but the standard library, so it builds in seconds.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+type Result<T = (), E = String> = std::result::Result<T, E>;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  ci                          fmt check, clippy -D warnings, tests (incl. doc tests), fuzz smoke
+  fuzz [--time SECS] [TARGET...]
+                              run fuzz targets (default: all, 60 s each)
+  bench [digest]              run benchmarks, rewrite docs/benchmarks.md
+  tidy                        repository checks (also run by `cargo test -p xtask`)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(&args[1..]),
+        Some("fuzz") => fuzz_command(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("tidy") => tidy::check(&root()).map_err(|problems| problems.join("\n")),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown or missing command\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs a command, echoing it first, and fails with its description if it fails.
+pub(crate) fn run(cmd: &mut Command) -> Result {
+    let shown = format!("{cmd:?}");
+    eprintln!("\n$ {shown}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed with {status}"))
+    }
+}
+
+fn step(name: &str) {
+    eprintln!("\n==> {name}");
+}
+
+fn ci(args: &[String]) -> Result {
+    let fuzz_time = parse_time(args)?.unwrap_or(5);
+    let started = std::time::Instant::now();
+
+    step("format");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
+
+    step("tidy");
+    tidy::check(&root()).map_err(|problems| problems.join("\n"))?;
+
+    step("clippy");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+
+    step("tests (unit, integration and doc tests)");
+    run(cargo().args(["test", "--workspace", "--all-features"]))?;
+
+    step("fuzz smoke");
+    fuzz(fuzz_time, &[])?;
+
+    eprintln!("\nxtask ci: all checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn parse_time(args: &[String]) -> Result<Option<u64>> {
+    match args.iter().position(|a| a == "--time") {
+        None => Ok(None),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| "--time takes a number of seconds".to_string()),
+    }
+}
+
+fn fuzz_command(args: &[String]) -> Result {
+    let time = parse_time(args)?.unwrap_or(60);
+    let mut targets = Vec::new();
+    let mut skip = false;
+    for arg in args {
+        if skip {
+            skip = false;
+        } else if arg == "--time" {
+            skip = true;
+        } else {
+            targets.push(arg.clone());
+        }
+    }
+    fuzz(time, &targets)
+}
+
+/// The fuzz targets declared in `fuzz/Cargo.toml`.
+pub(crate) fn fuzz_targets() -> Result<Vec<String>> {
+    let manifest = std::fs::read_to_string(root().join("fuzz/Cargo.toml"))
+        .map_err(|e| format!("cannot read fuzz/Cargo.toml: {e}"))?;
+    let mut targets = Vec::new();
+    let mut in_bin = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if in_bin
+            && let Some(name) = line
+                .strip_prefix("name = \"")
+                .and_then(|s| s.strip_suffix('"'))
+        {
+            targets.push(name.to_string());
+        }
+    }
+    Ok(targets)
+}
+
+/// Installs a cargo subcommand from crates.io when it is not on the PATH.
+fn ensure_cargo_tool(binary: &str, package: &str) -> Result {
+    let present = Command::new(binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        || cargo()
+            .args([binary.trim_start_matches("cargo-"), "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("{binary} is missing: installing {package} from crates.io");
+    run(cargo().args(["install", "--locked", package]))
+}
+
+/// Runs every named fuzz target (all when `targets` is empty) for `seconds` each, starting
+/// from its committed seeds. cargo-fuzz needs nightly flags; `RUSTC_BOOTSTRAP=1` lets the
+/// stable toolchain accept them.
+fn fuzz(seconds: u64, targets: &[String]) -> Result {
+    ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
+    let all = fuzz_targets()?;
+    let chosen: Vec<String> = if targets.is_empty() {
+        all.clone()
+    } else {
+        targets.to_vec()
+    };
+    for target in &chosen {
+        if !all.contains(target) {
+            return Err(format!(
+                "no fuzz target `{target}` (have: {})",
+                all.join(", ")
+            ));
+        }
+    }
+    let fuzz_dir = root().join("fuzz");
+    run(cargo()
+        .current_dir(&fuzz_dir)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "build", "-O"]))?;
+    for target in &chosen {
+        let corpus = fuzz_dir.join("corpus").join(target);
+        let seeds = fuzz_dir.join("seeds").join(target);
+        std::fs::create_dir_all(&corpus)
+            .map_err(|e| format!("cannot create {}: {e}", corpus.display()))?;
+        let mut cmd = cargo();
+        cmd.current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "-O", target])
+            .arg(&corpus);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
+        cmd.args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-rss_limit_mb=2048",
+            "-print_final_stats=1",
+        ]);
+        run(&mut cmd)?;
+    }
+    Ok(())
+}

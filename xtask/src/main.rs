@@ -5,6 +5,7 @@
 //! - `fuzz [--time SECS] [TARGET...]`: runs the fuzz targets (all by default).
 //! - `bench [digest]`: runs the comparative benchmarks and rewrites their section of
 //!   `docs/benchmarks.md`.
+//! - `stress [TRIALS]`: the store's crash-safety test with thousands of SIGKILL trials.
 //! - `tidy`: the repository checks that `cargo test` also runs (see `tidy.rs`).
 //!
 //! It depends on nothing but the standard library, so it builds in seconds.
@@ -24,7 +25,8 @@ commands:
   ci                          fmt check, clippy -D warnings, tests (incl. doc tests), fuzz smoke
   fuzz [--time SECS] [TARGET...]
                               run fuzz targets (default: all, 60 s each)
-  bench [digest]              run benchmarks, rewrite docs/benchmarks.md
+  bench [digest|store]        run benchmarks, rewrite docs/benchmarks.md
+  stress [TRIALS]             SIGKILL crash trials of the filesystem store (default 3000)
   tidy                        repository checks (also run by `cargo test -p xtask`)
 ";
 
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(&args[1..]),
         Some("fuzz") => fuzz_command(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("stress") => stress(&args[1..]),
         Some("tidy") => tidy::check(&root()).map_err(|problems| problems.join("\n")),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -103,6 +106,9 @@ fn ci(args: &[String]) -> Result {
         "-D",
         "warnings",
     ]))?;
+
+    step("test tools");
+    ensure_python_tool("moto_server", "moto[server]")?;
 
     step("tests (unit, integration and doc tests)");
     run(cargo().args(["test", "--workspace", "--all-features"]))?;
@@ -176,6 +182,51 @@ fn ensure_cargo_tool(binary: &str, package: &str) -> Result {
     }
     eprintln!("{binary} is missing: installing {package} from crates.io");
     run(cargo().args(["install", "--locked", package]))
+}
+
+/// Installs a Python tool from PyPI when its command is not on the PATH (the S3 tests need
+/// `moto_server`, a real S3-compatible server they start on 127.0.0.1).
+fn ensure_python_tool(command: &str, requirement: &str) -> Result {
+    let present = Command::new(command)
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if present {
+        return Ok(());
+    }
+    eprintln!("{command} is missing: installing {requirement} from PyPI");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", requirement]))?;
+    let installed = Command::new(command)
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if installed {
+        Ok(())
+    } else {
+        Err(format!(
+            "installed {requirement}, but `{command}` is still not on the PATH"
+        ))
+    }
+}
+
+/// Runs the filesystem store's SIGKILL crash test with many more trials than `cargo test`.
+fn stress(args: &[String]) -> Result {
+    let trials = args.first().map_or("3000", String::as_str);
+    run(cargo().env("OCIKIT_CRASH_TRIALS", trials).args([
+        "test",
+        "--release",
+        "-p",
+        "ocikit-tests",
+        "--test",
+        "cross",
+        "sigkilled",
+        "--",
+        "--nocapture",
+    ]))
 }
 
 /// Runs every named fuzz target (all when `targets` is empty) for `seconds` each, starting

@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench -p ocikit-digest --bench hashing` (or `cargo xtask bench digest`,
 //! which adds `openssl speed` and writes `docs/benchmarks.md`). Prints one line per case,
-//! `BENCH <name> <median GB/s> <min> <max>`, over several runs of a 256 MiB stream in 1 MiB
+//! `BENCH <name> <median> GB/s <min> <max>`, over several runs of a 256 MiB stream in 1 MiB
 //! chunks from one reused buffer.
 #![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used)]
 
@@ -27,7 +27,7 @@ fn measure(name: &str, runs: usize, mut f: impl FnMut()) {
         .collect();
     rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
-        "BENCH {name} {:.3} {:.3} {:.3}",
+        "BENCH {name} {:.3} GB/s {:.3} {:.3}",
         rates[rates.len() / 2],
         rates[0],
         rates[rates.len() - 1]

@@ -6,7 +6,8 @@ use crate::{Algorithm, Digest};
 ///
 /// Parse failures keep their precise, comparable kinds in the wrapped module errors
 /// ([`crate::digest::ParseError`], [`crate::reference::ParseError`],
-/// [`crate::descriptor::InvalidDescriptor`], [`crate::json::JsonError`]); verification
+/// [`crate::descriptor::InvalidDescriptor`], [`crate::media_type::InvalidMediaType`],
+/// [`crate::platform::InvalidPlatform`], [`crate::json::JsonError`]); verification
 /// failures carry the digests and sizes involved.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -20,6 +21,12 @@ pub enum Error {
     /// A descriptor broke a rule of the image spec.
     #[error("invalid descriptor")]
     Descriptor(#[from] crate::descriptor::InvalidDescriptor),
+    /// A media type broke the RFC 6838 grammar.
+    #[error("invalid media type")]
+    MediaType(#[from] crate::media_type::InvalidMediaType),
+    /// A platform string (`os/arch[/variant]`) was malformed.
+    #[error("invalid platform")]
+    Platform(#[from] crate::platform::InvalidPlatform),
     /// A JSON document was malformed or broke the I-JSON rules.
     #[error("invalid JSON document")]
     Json(#[from] crate::json::JsonError),

@@ -69,7 +69,7 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Why a JSON document was rejected, or a value could not be written canonically.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{kind}{}", PositionSuffix(*.position))]
+#[error("{kind}{}", suffix(.kind, .position))]
 pub struct JsonError {
     kind: JsonErrorKind,
     position: Option<Position>,
@@ -108,6 +108,16 @@ pub struct Position {
 }
 
 struct PositionSuffix(Option<Position>);
+
+/// The position, for kinds whose message does not already give it.
+fn suffix(kind: &JsonErrorKind, position: &Option<Position>) -> PositionSuffix {
+    match kind {
+        JsonErrorKind::Syntax { .. }
+        | JsonErrorKind::Eof { .. }
+        | JsonErrorKind::TrailingCharacters { .. } => PositionSuffix(None),
+        _ => PositionSuffix(*position),
+    }
+}
 
 impl fmt::Display for PositionSuffix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -188,8 +198,10 @@ pub enum JsonErrorKind {
     /// A NaN or infinite float was to be written; JSON cannot express it.
     #[error("non-finite number cannot be written as JSON")]
     NonFiniteNumber,
-    /// A 128-bit integer outside the range of `i64` and `u64` was to be written.
-    #[error("integer out of the range JSON numbers are written with")]
+    /// A number in the document is too large for `f64` once correctly rounded (serde_json
+    /// reports most such numbers as [`JsonErrorKind::Syntax`]), or a 128-bit integer outside
+    /// the range of `i64` and `u64` was to be written.
+    #[error("number out of range")]
     NumberOutOfRange,
     /// A map key does not serialise to a string (or an integer, written as a string).
     #[error("JSON object key must be a string")]
@@ -330,9 +342,10 @@ fn position_of(bytes: &[u8], offset: usize) -> Position {
 }
 
 /// One pass over the text that finds escaped lone surrogates (returning the byte offset of
-/// the first) and records the byte ranges of number tokens in document order, so floats can
-/// be re-read exactly. For valid JSON the scan is exact; on invalid JSON it may record
-/// nonsense, but serde_json then rejects the document anyway.
+/// the first) and records, in document order, the byte ranges of the number tokens serde_json
+/// reads as floats, so they can be re-read exactly. Strings are skipped exactly, and numbers
+/// follow the RFC 8259 grammar as serde_json does, so up to the point where serde_json stops
+/// reading an invalid document, the tokens are the ones it visits.
 fn scan(text: &str) -> Result<Vec<(usize, usize)>, usize> {
     let bytes = text.as_bytes();
     let mut numbers = Vec::new();
@@ -401,12 +414,27 @@ fn scan(text: &str) -> Result<Vec<(usize, usize)>, usize> {
                 if i == start {
                     i += 1;
                 }
-                numbers.push((start, i));
+                if read_as_float(&text[start..i]) {
+                    numbers.push((start, i));
+                }
             }
             _ => i += 1,
         }
     }
     Ok(numbers)
+}
+
+/// Whether serde_json hands this number token to the visitor as an `f64` (rather than a
+/// `u64` or `i64`): it has a fraction or exponent, is `-0`, or overflows the integer types.
+fn read_as_float(token: &str) -> bool {
+    if token.contains(['.', 'e', 'E']) || token == "-0" {
+        return true;
+    }
+    if token.starts_with('-') {
+        token.parse::<i64>().is_err()
+    } else {
+        token.parse::<u64>().is_err()
+    }
 }
 
 fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
@@ -453,8 +481,8 @@ impl Ctx<'_> {
         E::custom("strict JSON rule violated")
     }
 
-    /// The text of the next number token, in document order.
-    fn next_number_text(&mut self) -> Option<&str> {
+    /// The text of the next number token serde_json reads as a float, in document order.
+    fn next_float_text(&mut self) -> Option<&str> {
         let (start, end) = *self.numbers.get(self.next_number)?;
         self.next_number += 1;
         self.text.get(start..end)
@@ -490,14 +518,10 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        let text = self.ctx.next_number_text();
-        debug_assert_eq!(text.and_then(|t| t.parse().ok()), Some(v));
         Ok(Value::Number(v.into()))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        let text = self.ctx.next_number_text();
-        debug_assert_eq!(text.and_then(|t| t.parse().ok()), Some(v));
         Ok(Value::Number(v.into()))
     }
 
@@ -505,18 +529,25 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
         // serde_json's default float parser is not correctly rounded; std's is.
         let exact = self
             .ctx
-            .next_number_text()
-            .and_then(|t| t.parse::<f64>().ok())
-            .filter(|&exact| {
+            .next_float_text()
+            .and_then(|t| t.parse::<f64>().ok());
+        let value = match exact {
+            Some(exact) if !exact.is_finite() => {
+                return Err(self.ctx.fail(JsonErrorKind::NumberOutOfRange));
+            }
+            Some(exact) => {
                 let close = near(exact, approximate);
                 debug_assert!(close, "number tokens out of step: {exact} vs {approximate}");
-                close
-            })
-            .unwrap_or(approximate);
-        let exact = approximate;
-        match Number::from_f64(exact) {
+                if close { exact } else { approximate }
+            }
+            None => {
+                debug_assert!(exact.is_some(), "no number token for {approximate}");
+                approximate
+            }
+        };
+        match Number::from_f64(value) {
             Some(n) => Ok(Value::Number(n)),
-            None => Err(self.ctx.fail(JsonErrorKind::NonFiniteNumber)),
+            None => Err(self.ctx.fail(JsonErrorKind::NumberOutOfRange)),
         }
     }
 

@@ -12,7 +12,7 @@
 //!   size or digest mismatch.
 //! - [`media_type`], [`descriptor`], [`platform`]: media-type constants and classification,
 //!   descriptor checks, platform helpers, over the `oci-spec` types.
-//! - [`reference`]: image references and the distribution spec's name and tag grammars.
+//! - [`reference`](mod@reference): image references and the distribution spec's name and tag grammars.
 //! - [`json`]: canonical JSON for documents ocikit writes, and strict (I-JSON) parsing.
 //!
 //! ```

@@ -44,12 +44,20 @@ async fn put(store: &dyn Store, data: &[u8]) -> Digest {
     digest
 }
 
-async fn read_all(store: &dyn Store, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+async fn read_all(
+    store: &dyn Store,
+    digest: &Digest,
+    range: Option<std::ops::Range<u64>>,
+) -> Vec<u8> {
     let blob = store.open(digest, range).await.unwrap();
     let expected_len = blob.len();
     let chunks: Vec<Bytes> = blob.into_stream().try_collect().await.unwrap();
     let data = chunks.concat();
-    assert_eq!(data.len() as u64, expected_len, "stream length differs from Blob::len");
+    assert_eq!(
+        data.len() as u64,
+        expected_len,
+        "stream length differs from Blob::len"
+    );
     data
 }
 
@@ -76,7 +84,9 @@ pub async fn missing_is_none(store: &dyn Store) {
     let digest = Digest::sha256(b"never stored");
     assert_eq!(store.stat(&digest).await.unwrap(), None);
     assert!(store.get(&digest, None).await.unwrap().is_none());
-    assert!(matches!(store.require(&digest).await, Err(Error::NotFound { digest: d }) if d == digest));
+    assert!(
+        matches!(store.require(&digest).await, Err(Error::NotFound { digest: d }) if d == digest)
+    );
     assert!(!store.delete(&digest).await.unwrap());
     assert!(store.get_bytes(&digest, 10).await.unwrap().is_none());
 }
@@ -101,7 +111,10 @@ pub async fn mismatches_are_rejected_and_invisible(store: &dyn Store) {
     writer.write_all(&data).await.unwrap();
     assert!(matches!(
         writer.commit(&right, data.len() as u64 + 1).await,
-        Err(Error::SizeMismatch { expected: 10_001, actual: 10_000 })
+        Err(Error::SizeMismatch {
+            expected: 10_001,
+            actual: 10_000
+        })
     ));
 
     for digest in [&right, &wrong] {
@@ -192,17 +205,27 @@ pub async fn ranged_reads(store: &dyn Store) {
     ] {
         let blob = store.open(&digest, Some(range.clone())).await.unwrap();
         assert_eq!(blob.size(), 2048);
-        assert_eq!(read_all(store, &digest, Some(range.clone())).await, expected, "range {range:?}");
+        assert_eq!(
+            read_all(store, &digest, Some(range.clone())).await,
+            expected,
+            "range {range:?}"
+        );
     }
     for range in [2049..3000, 5000..10_000] {
         assert!(
-            matches!(store.get(&digest, Some(range.clone())).await, Err(Error::InvalidRange { size: 2048, .. })),
+            matches!(
+                store.get(&digest, Some(range.clone())).await,
+                Err(Error::InvalidRange { size: 2048, .. })
+            ),
             "range {range:?} should be refused"
         );
     }
     #[allow(clippy::reversed_empty_ranges)]
     let backwards = 500..0;
-    assert!(matches!(store.get(&digest, Some(backwards)).await, Err(Error::InvalidRange { .. })));
+    assert!(matches!(
+        store.get(&digest, Some(backwards)).await,
+        Err(Error::InvalidRange { .. })
+    ));
 }
 
 /// SHA-512 blobs are stored and verified under their own algorithm; algorithms ocikit cannot
@@ -213,7 +236,10 @@ pub async fn other_algorithms(store: &dyn Store) {
     let mut writer = store.writer_with(&Algorithm::Sha512).await.unwrap();
     writer.write_all(&data).await.unwrap();
     writer.commit(&digest, 3000).await.unwrap();
-    assert_eq!(store.get_bytes(&digest, 1 << 20).await.unwrap().unwrap(), data);
+    assert_eq!(
+        store.get_bytes(&digest, 1 << 20).await.unwrap().unwrap(),
+        data
+    );
     assert!(listed(store).await.contains(&digest));
 
     let md5: Digest = "md5:d41d8cd98f00b204e9800998ecf8427e".parse().unwrap();
@@ -221,7 +247,10 @@ pub async fn other_algorithms(store: &dyn Store) {
         store.writer_with(md5.algorithm()).await,
         Err(Error::UnsupportedAlgorithm { .. })
     ));
-    assert!(matches!(store.put_verified(&md5, b"").await, Err(Error::UnsupportedAlgorithm { .. })));
+    assert!(matches!(
+        store.put_verified(&md5, b"").await,
+        Err(Error::UnsupportedAlgorithm { .. })
+    ));
 }
 
 /// `get_bytes` refuses blobs over the limit before reading them.
@@ -229,7 +258,10 @@ pub async fn size_cap(store: &dyn Store) {
     let digest = put(store, &bytes(80, 1000)).await;
     assert!(matches!(
         store.get_bytes(&digest, 999).await,
-        Err(Error::TooLarge { size: 1000, limit: 999 })
+        Err(Error::TooLarge {
+            size: 1000,
+            limit: 999
+        })
     ));
     assert!(store.get_bytes(&digest, 1000).await.unwrap().is_some());
 }
@@ -239,12 +271,23 @@ pub async fn documents_compare_and_swap(store: &dyn Store) {
     let key = DocumentKey::new("index.json").unwrap();
     assert!(store.read_document(&key).await.unwrap().is_none());
     assert!(matches!(
-        store.write_document(&key, "x".into(), Precondition::Matches(crate::Version::new("nope"))).await,
+        store
+            .write_document(
+                &key,
+                "x".into(),
+                Precondition::Matches(crate::Version::new("nope"))
+            )
+            .await,
         Err(Error::Conflict { .. })
     ));
-    let v1 = store.write_document(&key, "one".into(), Precondition::MustNotExist).await.unwrap();
+    let v1 = store
+        .write_document(&key, "one".into(), Precondition::MustNotExist)
+        .await
+        .unwrap();
     assert!(matches!(
-        store.write_document(&key, "again".into(), Precondition::MustNotExist).await,
+        store
+            .write_document(&key, "again".into(), Precondition::MustNotExist)
+            .await,
         Err(Error::Conflict { .. })
     ));
     let doc = store.read_document(&key).await.unwrap().unwrap();
@@ -256,25 +299,51 @@ pub async fn documents_compare_and_swap(store: &dyn Store) {
         .unwrap();
     assert_ne!(v1, v2);
     assert!(matches!(
-        store.write_document(&key, "stale".into(), Precondition::Matches(v1.clone())).await,
+        store
+            .write_document(&key, "stale".into(), Precondition::Matches(v1.clone()))
+            .await,
         Err(Error::Conflict { .. })
     ));
-    assert_eq!(&store.read_document(&key).await.unwrap().unwrap().bytes[..], b"two");
+    assert_eq!(
+        &store.read_document(&key).await.unwrap().unwrap().bytes[..],
+        b"two"
+    );
 
     assert!(matches!(
         store.delete_document(&key, Precondition::Matches(v1)).await,
         Err(Error::Conflict { .. })
     ));
-    assert!(store.delete_document(&key, Precondition::Matches(v2)).await.unwrap());
+    assert!(
+        store
+            .delete_document(&key, Precondition::Matches(v2))
+            .await
+            .unwrap()
+    );
     assert!(store.read_document(&key).await.unwrap().is_none());
-    assert!(!store.delete_document(&key, Precondition::None).await.unwrap());
+    assert!(
+        !store
+            .delete_document(&key, Precondition::None)
+            .await
+            .unwrap()
+    );
 
-    let v = store.write_document(&key, "three".into(), Precondition::None).await.unwrap();
+    let v = store
+        .write_document(&key, "three".into(), Precondition::None)
+        .await
+        .unwrap();
     assert_eq!(store.read_document(&key).await.unwrap().unwrap().version, v);
 
-    for name in ["repos/a/tags.json", "repos/a/b/tags.json", "repos/ab/tags.json", "other.json"] {
+    for name in [
+        "repos/a/tags.json",
+        "repos/a/b/tags.json",
+        "repos/ab/tags.json",
+        "other.json",
+    ] {
         let key = DocumentKey::new(name).unwrap();
-        store.write_document(&key, "{}".into(), Precondition::None).await.unwrap();
+        store
+            .write_document(&key, "{}".into(), Precondition::None)
+            .await
+            .unwrap();
     }
     let names = |keys: Vec<DocumentKey>| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
     assert_eq!(
@@ -283,11 +352,21 @@ pub async fn documents_compare_and_swap(store: &dyn Store) {
     );
     assert_eq!(
         names(store.list_documents("").await.unwrap()),
-        ["index.json", "other.json", "repos/a/b/tags.json", "repos/a/tags.json", "repos/ab/tags.json"]
+        [
+            "index.json",
+            "other.json",
+            "repos/a/b/tags.json",
+            "repos/a/tags.json",
+            "repos/ab/tags.json"
+        ]
     );
     // Blobs are not documents.
     put(store, b"blob").await;
-    assert!(!names(store.list_documents("").await.unwrap()).iter().any(|k| k.starts_with("blobs")));
+    assert!(
+        !names(store.list_documents("").await.unwrap())
+            .iter()
+            .any(|k| k.starts_with("blobs"))
+    );
 }
 
 /// Concurrent read-modify-write updates through `update_document` lose nothing.
@@ -299,7 +378,9 @@ pub async fn concurrent_document_updates(store: &dyn Store) {
             for round in 0..4 {
                 store
                     .update_document(&key, |old| {
-                        let mut text = old.map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                        let mut text = old
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default();
                         text.push_str(&format!("{i}.{round}\n"));
                         Ok(Some(Bytes::from(text)))
                     })
@@ -312,7 +393,9 @@ pub async fn concurrent_document_updates(store: &dyn Store) {
     let doc = store.read_document(&key).await.unwrap().unwrap();
     let mut lines: Vec<&str> = std::str::from_utf8(&doc.bytes).unwrap().lines().collect();
     lines.sort();
-    let mut expected: Vec<String> = (0..16).flat_map(|i| (0..4).map(move |r| format!("{i}.{r}"))).collect();
+    let mut expected: Vec<String> = (0..16)
+        .flat_map(|i| (0..4).map(move |r| format!("{i}.{r}")))
+        .collect();
     expected.sort();
     assert_eq!(lines, expected, "an update was lost");
 }

@@ -113,7 +113,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Error {
         Error::Io {
             operation,
             path: path.into(),
@@ -123,7 +127,10 @@ impl Error {
 
     /// Whether this error says the thing asked for is absent.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::NotFound { .. } | Error::DocumentNotFound { .. })
+        matches!(
+            self,
+            Error::NotFound { .. } | Error::DocumentNotFound { .. }
+        )
     }
 }
 

@@ -65,9 +65,11 @@ pub trait StoreExt: Store {
 
     /// Opens a blob that must be stored ([`Error::NotFound`] otherwise).
     async fn open(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<Blob> {
-        self.get(digest, range).await?.ok_or_else(|| Error::NotFound {
-            digest: digest.clone(),
-        })
+        self.get(digest, range)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                digest: digest.clone(),
+            })
     }
 
     /// Reads a whole blob into memory, refusing blobs larger than `limit` bytes before reading
@@ -154,7 +156,10 @@ pub trait StoreExt: Store {
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             let current = self.read_document(key).await?;
             let (old, precondition) = match &current {
-                Some(doc) => (Some(&doc.bytes[..]), Precondition::Matches(doc.version.clone())),
+                Some(doc) => (
+                    Some(&doc.bytes[..]),
+                    Precondition::Matches(doc.version.clone()),
+                ),
                 None => (None, Precondition::MustNotExist),
             };
             let Some(new) = edit(old)? else {

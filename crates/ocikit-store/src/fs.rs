@@ -14,20 +14,23 @@
 //! across processes, not only threads.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::{self, Read, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use ocikit_digest::{Algorithm, Digest};
 use tempfile::NamedTempFile;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite};
+use tokio_util::sync::PollSender;
 
 use crate::store::resolve_range;
 use crate::{Blob, Document, DocumentKey, Error, Precondition, Result, Staging, Store, Version};
@@ -231,7 +234,11 @@ fn read_document_sync(path: &Path) -> Result<Option<Document>> {
     }))
 }
 
-fn check_precondition(key: &DocumentKey, current: Option<&Document>, precondition: &Precondition) -> Result<()> {
+fn check_precondition(
+    key: &DocumentKey,
+    current: Option<&Document>,
+    precondition: &Precondition,
+) -> Result<()> {
     let holds = match precondition {
         Precondition::None => true,
         Precondition::MustNotExist => current.is_none(),
@@ -294,15 +301,7 @@ impl Store for FsStore {
                 .map_err(|e| Error::io("create temp file in", tmp, e))
         })
         .await?;
-        let file = temp
-            .as_file()
-            .try_clone()
-            .map_err(|e| Error::io("dup", temp.path(), e))?;
-        Ok(Box::new(FsStaging {
-            file: tokio::fs::File::from_std(file),
-            temp: Some(temp),
-            store: self.clone(),
-        }))
+        Ok(Box::new(FsStaging::new(temp, self.clone())?))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool> {
@@ -437,8 +436,14 @@ impl Store for FsStore {
                     let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                         continue;
                     };
-                    let key = if relative.is_empty() { name } else { format!("{relative}/{name}") };
-                    let Ok(file_type) = entry.file_type() else { continue };
+                    let key = if relative.is_empty() {
+                        name
+                    } else {
+                        format!("{relative}/{name}")
+                    };
+                    let Ok(file_type) = entry.file_type() else {
+                        continue;
+                    };
                     if file_type.is_dir() {
                         // Descend only where keys under `prefix` can be, never into `blobs/`
                         // or the store's private `.ocikit/`.
@@ -464,25 +469,133 @@ impl Store for FsStore {
     }
 }
 
+/// Bytes handed to the writer thread at a time.
+const WRITE_CHUNK: usize = 1 << 20;
+/// Chunks queued for the writer thread (bounds memory to about this many MiB).
+const WRITE_QUEUE: usize = 32;
+/// The writer thread makes everything written so far durable every this many bytes, so the
+/// disk works while the caller hashes the next chunks, instead of all at the end.
+const SYNC_WINDOW: u64 = 16 << 20;
+
 /// A blob being written to a temp file in `.ocikit/tmp`.
+///
+/// Bytes are gathered into 1 MiB chunks and queued to a writer thread, which writes them and
+/// calls `fdatasync` every [`SYNC_WINDOW`] bytes. The caller (a [`crate::BlobWriter`])
+/// hashes on its own thread meanwhile, so hashing, copying into the page cache and the disk
+/// writing all overlap; the final `fdatasync` at publish time has little left to do.
 struct FsStaging {
-    file: tokio::fs::File,
+    buf: BytesMut,
+    sender: Option<PollSender<Bytes>>,
+    worker: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    /// Set when the bytes are to be kept: only then does the writer thread sync at the end.
+    keep: Arc<AtomicBool>,
     /// Deletes the temp file when dropped, unless persisted.
     temp: Option<NamedTempFile>,
     store: FsStore,
 }
 
+impl FsStaging {
+    fn new(temp: NamedTempFile, store: FsStore) -> Result<FsStaging> {
+        let mut file = temp
+            .as_file()
+            .try_clone()
+            .map_err(|e| Error::io("dup", temp.path(), e))?;
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let keep = Arc::new(AtomicBool::new(false));
+        let keep_flag = keep.clone();
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut unsynced = 0u64;
+            while let Some(chunk) = receiver.blocking_recv() {
+                file.write_all(&chunk)?;
+                unsynced += chunk.len() as u64;
+                if unsynced >= SYNC_WINDOW {
+                    file.sync_data()?;
+                    unsynced = 0;
+                }
+            }
+            if keep_flag.load(Ordering::Acquire) {
+                file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        Ok(FsStaging {
+            buf: BytesMut::with_capacity(WRITE_CHUNK),
+            sender: Some(PollSender::new(sender)),
+            worker: Some(worker),
+            keep,
+            temp: Some(temp),
+            store,
+        })
+    }
+
+    /// Queues the gathered bytes for the writer thread.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let Some(sender) = self.sender.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("staging area already closed")));
+        };
+        if std::task::ready!(sender.poll_reserve(cx)).is_err() {
+            // The writer thread stopped: it failed. Report its error.
+            return self.poll_worker(cx);
+        }
+        let chunk = self.buf.split().freeze();
+        self.buf.reserve(WRITE_CHUNK);
+        if sender.send_item(chunk).is_err() {
+            return self.poll_worker(cx);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Waits for the writer thread to end and returns its outcome.
+    fn poll_worker(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(worker) = self.worker.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("staging writer already finished")));
+        };
+        let outcome = std::task::ready!(Pin::new(worker).poll(cx));
+        self.worker = None;
+        Poll::Ready(match outcome {
+            Ok(Ok(())) => Err(io::Error::other("staging writer stopped early")),
+            Ok(Err(e)) => Err(e),
+            Err(join) => Err(io::Error::other(join)),
+        })
+    }
+
+    /// Sends what is left, closes the queue and waits until everything is written and synced.
+    async fn finish_writing(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_send(cx)).await?;
+        self.keep.store(true, Ordering::Release);
+        self.sender = None; // closing the queue ends the writer thread's loop
+        match self.worker.take() {
+            Some(worker) => worker.await.map_err(io::Error::other)?,
+            None => Err(io::Error::other("staging writer already finished")),
+        }
+    }
+}
+
 impl AsyncWrite for FsStaging {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.file).poll_write(cx, buf)
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.buf.len() >= WRITE_CHUNK {
+            std::task::ready!(self.poll_send(cx))?;
+        }
+        let n = data.len().min(WRITE_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_flush(cx)
+        // Hands everything to the writer thread; durability comes with `publish`.
+        self.poll_send(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
     }
 }
 
@@ -492,20 +605,22 @@ impl Staging for FsStaging {
         let Some(temp) = self.temp.take() else {
             return Err(Error::Stream(io::Error::other("staging area already used")));
         };
-        // Waits for the last in-flight write to land before syncing.
-        self.file
-            .flush()
-            .await
-            .map_err(|e| Error::io("write", temp.path(), e))?;
+        if let Err(e) = self.finish_writing().await {
+            return Err(Error::io("write", temp.path(), e));
+        }
         let target = self.store.blob_path(digest);
         blocking(move || publish_blob(temp, &target, size)).await
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
-        // Let any in-flight write finish before the file is unlinked (errors are moot).
-        self.file.flush().await.ok();
+        self.sender = None;
+        if let Some(worker) = self.worker.take() {
+            // Let the writer thread stop before the file is unlinked (its errors are moot).
+            worker.await.ok();
+        }
         if let Some(temp) = self.temp.take() {
-            temp.close().map_err(|e| Error::io("remove temp file", PathBuf::new(), e))?;
+            temp.close()
+                .map_err(|e| Error::io("remove temp file", PathBuf::new(), e))?;
         }
         Ok(())
     }

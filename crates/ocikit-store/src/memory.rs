@@ -40,7 +40,9 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated (every update is
         // one insert or remove), so a poisoned lock is safe to keep using.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -62,7 +64,12 @@ impl Store for MemoryStore {
             .step_by(CHUNK)
             .map(|at| Ok(part.slice(at..(at + CHUNK).min(part.len()))))
             .collect();
-        Ok(Some(Blob::new(size, range, stream::iter(chunks).boxed(), None)))
+        Ok(Some(Blob::new(
+            size,
+            range,
+            stream::iter(chunks).boxed(),
+            None,
+        )))
     }
 
     async fn stage(&self) -> Result<Box<dyn Staging>> {
@@ -82,10 +89,14 @@ impl Store for MemoryStore {
     }
 
     async fn read_document(&self, key: &DocumentKey) -> Result<Option<Document>> {
-        Ok(self.lock().documents.get(key).map(|(bytes, version)| Document {
-            bytes: bytes.clone(),
-            version: Version::new(version.to_string()),
-        }))
+        Ok(self
+            .lock()
+            .documents
+            .get(key)
+            .map(|(bytes, version)| Document {
+                bytes: bytes.clone(),
+                version: Version::new(version.to_string()),
+            }))
     }
 
     async fn write_document(
@@ -95,7 +106,11 @@ impl Store for MemoryStore {
         precondition: Precondition,
     ) -> Result<Version> {
         let mut state = self.lock();
-        check(key, state.documents.get(key).map(|(_, v)| *v), &precondition)?;
+        check(
+            key,
+            state.documents.get(key).map(|(_, v)| *v),
+            &precondition,
+        )?;
         state.next_version += 1;
         let version = state.next_version;
         state.documents.insert(key.clone(), (bytes, version));
@@ -104,7 +119,11 @@ impl Store for MemoryStore {
 
     async fn delete_document(&self, key: &DocumentKey, precondition: Precondition) -> Result<bool> {
         let mut state = self.lock();
-        check(key, state.documents.get(key).map(|(_, v)| *v), &precondition)?;
+        check(
+            key,
+            state.documents.get(key).map(|(_, v)| *v),
+            &precondition,
+        )?;
         Ok(state.documents.remove(key).is_some())
     }
 
@@ -140,7 +159,11 @@ struct MemoryStaging {
 }
 
 impl AsyncWrite for MemoryStaging {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.buf.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -194,7 +194,9 @@ impl DocumentKey {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
             {
-                return Err(invalid("a segment has a character outside A-Z a-z 0-9 . _ -"));
+                return Err(invalid(
+                    "a segment has a character outside A-Z a-z 0-9 . _ -",
+                ));
             }
         }
         if key == "blobs" || key.starts_with("blobs/") {

@@ -98,7 +98,11 @@ impl std::fmt::Debug for BlobWriter {
 }
 
 impl AsyncWrite for BlobWriter {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let n = ready!(Pin::new(&mut this.staging).poll_write(cx, buf))?;
         // Hashing here overlaps with the backend's write of the previous chunk, which runs on

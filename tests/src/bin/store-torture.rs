@@ -35,18 +35,29 @@ async fn write_loop(root: &str, mut seed: u64) -> ocikit_store::Result<()> {
         let size = (xorshift(&mut seed) % (512 << 10)) as usize;
         let salt = xorshift(&mut seed).to_le_bytes();
         let mut writer = store.writer().await?;
-        writer.write_all(&salt).await.map_err(ocikit_store::Error::Stream)?;
+        writer
+            .write_all(&salt)
+            .await
+            .map_err(ocikit_store::Error::Stream)?;
         let mut left = size;
         while left > 0 {
             let n = left.min(chunk.len());
-            writer.write_all(&chunk[..n]).await.map_err(ocikit_store::Error::Stream)?;
+            writer
+                .write_all(&chunk[..n])
+                .await
+                .map_err(ocikit_store::Error::Stream)?;
             left -= n;
         }
         let (digest, _) = writer.finish().await?;
         writeln!(stdout, "committed {digest}").ok();
         stdout.flush().ok();
-        let body = format!("seq={n}\nlast={digest}\n{}\n", "x".repeat((n % 4096) as usize));
-        store.write_document(&key, sealed(&body), Precondition::None).await?;
+        let body = format!(
+            "seq={n}\nlast={digest}\n{}\n",
+            "x".repeat((n % 4096) as usize)
+        );
+        store
+            .write_document(&key, sealed(&body), Precondition::None)
+            .await?;
     }
     Ok(())
 }
@@ -57,7 +68,9 @@ async fn cas_loop(root: &str, id: &str, rounds: u32) -> ocikit_store::Result<()>
     for round in 0..rounds {
         store
             .update_document(&key, |old| {
-                let mut text = old.map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                let mut text = old
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
                 text.push_str(&format!("{id}.{round}\n"));
                 Ok(Some(Bytes::from(text)))
             })
@@ -68,7 +81,10 @@ async fn cas_loop(root: &str, id: &str, rounds: u32) -> ocikit_store::Result<()>
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("store-torture: cannot start a runtime: {e}");

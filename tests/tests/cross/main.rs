@@ -2,5 +2,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod digest_vectors;
-mod store_crash;
 mod fuzz_replay;
+mod store_crash;

@@ -13,11 +13,18 @@ use ocikit_store::{DocumentKey, FsStore, Store, StoreExt};
 const TORTURE: &str = env!("CARGO_BIN_EXE_store-torture");
 
 fn trials() -> u64 {
-    std::env::var("OCIKIT_CRASH_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(200)
+    std::env::var("OCIKIT_CRASH_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Checks the store after a crash: every listed blob verifies, every blob the writer reported
@@ -36,16 +43,24 @@ async fn check_store(root: &std::path::Path, committed: &[Digest]) -> usize {
     for digest in committed {
         assert!(listed.contains(digest), "committed blob {digest} vanished");
     }
-    if let Some(doc) = store.read_document(&DocumentKey::new("journal").unwrap()).await.unwrap() {
+    if let Some(doc) = store
+        .read_document(&DocumentKey::new("journal").unwrap())
+        .await
+        .unwrap()
+    {
         let text = std::str::from_utf8(&doc.bytes).expect("journal is text");
-        let (body, sum) = text.rsplit_once("sum=").expect("journal has its checksum line");
+        let (body, sum) = text
+            .rsplit_once("sum=")
+            .expect("journal has its checksum line");
         assert_eq!(
             sum.trim_end(),
             Digest::sha256(body.as_bytes()).as_str(),
             "journal document is torn"
         );
     }
-    std::fs::read_dir(store.temp_dir()).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(store.temp_dir())
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -78,7 +93,12 @@ fn sigkilled_writers_leave_a_valid_store() {
         child.kill().expect("SIGKILL the writer");
         child.wait().unwrap();
         let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         committed.extend(
             out.lines()
                 .filter_map(|l| l.strip_prefix("committed "))
@@ -111,7 +131,12 @@ fn sixteen_processes_updating_one_document_lose_nothing() {
     let children: Vec<_> = (0..16)
         .map(|id| {
             Command::new(TORTURE)
-                .args(["cas", root.to_str().unwrap(), &format!("p{id}"), &rounds.to_string()])
+                .args([
+                    "cas",
+                    root.to_str().unwrap(),
+                    &format!("p{id}"),
+                    &rounds.to_string(),
+                ])
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("start store-torture")
@@ -119,18 +144,26 @@ fn sixteen_processes_updating_one_document_lose_nothing() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "worker failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "worker failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let rt = runtime();
     let text = rt.block_on(async {
         let store = FsStore::open(&root).await.unwrap();
-        let doc = store.require_document(&DocumentKey::new("counter").unwrap()).await.unwrap();
+        let doc = store
+            .require_document(&DocumentKey::new("counter").unwrap())
+            .await
+            .unwrap();
         String::from_utf8(doc.bytes.to_vec()).unwrap()
     });
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort();
-    let mut expected: Vec<String> =
-        (0..16).flat_map(|id| (0..rounds).map(move |r| format!("p{id}.{r}"))).collect();
+    let mut expected: Vec<String> = (0..16)
+        .flat_map(|id| (0..rounds).map(move |r| format!("p{id}.{r}")))
+        .collect();
     expected.sort();
     assert_eq!(lines, expected, "a compare-and-swap update was lost");
 }

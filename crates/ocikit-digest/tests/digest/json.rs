@@ -575,6 +575,8 @@ fn errors_convert_and_display() {
     let message = err.to_string();
     assert!(message.contains("duplicate object key \"a\""), "{message}");
     assert!(message.contains("line 1"), "{message}");
+    let syntax = parse_strict(b"[1,]").unwrap_err().to_string();
+    assert_eq!(syntax, "JSON syntax error at line 1 column 4");
     let top: ocikit_digest::Error = err.clone().into();
     assert!(matches!(top, ocikit_digest::Error::Json(e) if e == err));
 }
@@ -689,4 +691,51 @@ proptest! {
         let text = serde_json::to_vec(&value).unwrap();
         prop_assert_eq!(parse_strict(&text).unwrap(), value);
     }
+}
+
+#[test]
+fn numbers_beyond_f64_are_rejected() {
+    // Correctly rounded, this is infinity; serde_json's approximation may say otherwise.
+    for doc in [
+        &b"[1.7976931348623159e308]"[..],
+        b"-1.797693134862316e308",
+        b"1e309",
+    ] {
+        assert!(
+            matches!(
+                kind(doc),
+                JsonErrorKind::NumberOutOfRange | JsonErrorKind::Syntax { .. }
+            ),
+            "{:?}",
+            kind(doc)
+        );
+    }
+    assert_eq!(
+        parse_strict(b"1.7976931348623157e308").unwrap().as_f64(),
+        Some(f64::MAX)
+    );
+    assert_eq!(parse_strict(b"5e-324").unwrap().as_f64(), Some(5e-324));
+    assert_eq!(parse_strict(b"1e-400").unwrap().as_f64(), Some(0.0));
+}
+
+// Integers and floats interleave; each float is re-read from its own text.
+#[test]
+fn mixed_numbers_keep_their_exact_values() {
+    let doc = br#"[1, 0.1, -0, 18446744073709551616, -9223372036854775809, 5, "1.5", 2.5e-3,
+        {"a": 7, "b": 1.947700395895162e-169, "c": [-1, 6.162599865641032e196]}, 9.5]"#;
+    let v = parse_strict(doc).unwrap();
+    let f = |s: &str| s.parse::<f64>().unwrap();
+    assert_eq!(v[0], json!(1));
+    assert_eq!(v[1].as_f64(), Some(0.1));
+    assert!(v[2].as_f64().unwrap().is_sign_negative());
+    assert_eq!(v[3].as_f64(), Some(f("18446744073709551616")));
+    assert_eq!(v[4].as_f64(), Some(f("-9223372036854775809")));
+    assert_eq!(v[5], json!(5));
+    assert_eq!(v[6], json!("1.5"));
+    assert_eq!(v[7].as_f64(), Some(0.0025));
+    assert_eq!(v[8]["a"], json!(7));
+    assert_eq!(v[8]["b"].as_f64(), Some(f("1.947700395895162e-169")));
+    assert_eq!(v[8]["c"][0], json!(-1));
+    assert_eq!(v[8]["c"][1].as_f64(), Some(f("6.162599865641032e196")));
+    assert_eq!(v[9].as_f64(), Some(9.5));
 }

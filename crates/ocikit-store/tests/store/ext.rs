@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use ocikit_digest::Digest;
-use ocikit_store::{BlobWriter, DocumentKey, Error, FsStore, MemoryStore, Precondition, Store, StoreExt};
+use ocikit_store::{
+    BlobWriter, DocumentKey, Error, FsStore, MemoryStore, Precondition, Store, StoreExt,
+};
 
 fn assert_send_sync<T: Send + Sync>() {}
 fn assert_send<T: Send>(_: &T) {}
@@ -51,11 +53,17 @@ async fn copy_between_backends_verifies() {
     let memory = MemoryStore::new();
     let digest = memory.put_bytes(&vec![7u8; 300_000]).await.unwrap();
     memory.copy_to(&digest, &fs).await.unwrap();
-    assert_eq!(fs.get_bytes(&digest, u64::MAX).await.unwrap().unwrap(), vec![7u8; 300_000]);
+    assert_eq!(
+        fs.get_bytes(&digest, u64::MAX).await.unwrap().unwrap(),
+        vec![7u8; 300_000]
+    );
     // Copying again is a no-op; copying something absent is NotFound.
     memory.copy_to(&digest, &fs).await.unwrap();
     let absent = Digest::sha256(b"absent");
-    assert!(matches!(memory.copy_to(&absent, &fs).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        memory.copy_to(&absent, &fs).await,
+        Err(Error::NotFound { .. })
+    ));
 
     // A corrupted source is refused by the destination, which publishes nothing.
     let bad = fs.put_bytes(b"good bytes").await.unwrap();
@@ -69,15 +77,29 @@ async fn copy_between_backends_verifies() {
 async fn update_document_can_leave_a_document_alone() {
     let store = MemoryStore::new();
     let key = DocumentKey::new("doc").unwrap();
-    assert_eq!(store.update_document(&key, |_| Ok(None)).await.unwrap(), None);
+    assert_eq!(
+        store.update_document(&key, |_| Ok(None)).await.unwrap(),
+        None
+    );
     assert!(store.read_document(&key).await.unwrap().is_none());
-    let v = store.write_document(&key, "x".into(), Precondition::None).await.unwrap();
-    assert_eq!(store.update_document(&key, |_| Ok(None)).await.unwrap(), Some(v));
+    let v = store
+        .write_document(&key, "x".into(), Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.update_document(&key, |_| Ok(None)).await.unwrap(),
+        Some(v)
+    );
     // An edit's error stops the update and is returned.
     let err = store
         .update_document(&key, |_| Err(Error::DocumentNotFound { key: "why".into() }))
         .await
         .unwrap_err();
     assert!(err.is_not_found());
-    assert!(matches!(store.require_document(&DocumentKey::new("nope").unwrap()).await, Err(Error::DocumentNotFound { .. })));
+    assert!(matches!(
+        store
+            .require_document(&DocumentKey::new("nope").unwrap())
+            .await,
+        Err(Error::DocumentNotFound { .. })
+    ));
 }

@@ -32,16 +32,31 @@ async fn listed(store: &FsStore) -> Vec<Digest> {
 async fn uses_the_oci_layout_convention_and_survives_reopening() {
     let (store, dir) = fresh().await;
     let digest = store.put_bytes(b"hello").await.unwrap();
-    let path = dir.path().join("layout/blobs/sha256").join(digest.encoded());
+    let path = dir
+        .path()
+        .join("layout/blobs/sha256")
+        .join(digest.encoded());
     assert_eq!(store.blob_path(&digest), path);
     assert_eq!(std::fs::read(&path).unwrap(), b"hello");
     let key = DocumentKey::new("index.json").unwrap();
-    store.write_document(&key, "{}".into(), Precondition::MustNotExist).await.unwrap();
-    assert_eq!(std::fs::read(dir.path().join("layout/index.json")).unwrap(), b"{}");
+    store
+        .write_document(&key, "{}".into(), Precondition::MustNotExist)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("layout/index.json")).unwrap(),
+        b"{}"
+    );
 
     let reopened = FsStore::open(store.root()).await.unwrap();
-    assert_eq!(reopened.get_bytes(&digest, 100).await.unwrap().unwrap(), &b"hello"[..]);
-    assert_eq!(&reopened.read_document(&key).await.unwrap().unwrap().bytes[..], b"{}");
+    assert_eq!(
+        reopened.get_bytes(&digest, 100).await.unwrap().unwrap(),
+        &b"hello"[..]
+    );
+    assert_eq!(
+        &reopened.read_document(&key).await.unwrap().unwrap().bytes[..],
+        b"{}"
+    );
 }
 
 // SPEC C-L06: a blob that is a symlink is refused, and nothing is read through it.
@@ -54,13 +69,26 @@ async fn symlinked_blobs_are_refused() {
     std::fs::create_dir_all(store.blob_path(&digest).parent().unwrap()).unwrap();
     symlink(&outside, store.blob_path(&digest)).unwrap();
 
-    assert!(matches!(store.stat(&digest).await, Err(Error::NotARegularFile { .. })));
-    assert!(matches!(store.get(&digest, None).await, Err(Error::NotARegularFile { .. })));
-    assert!(listed(&store).await.is_empty(), "a symlink was listed as a blob");
+    assert!(matches!(
+        store.stat(&digest).await,
+        Err(Error::NotARegularFile { .. })
+    ));
+    assert!(matches!(
+        store.get(&digest, None).await,
+        Err(Error::NotARegularFile { .. })
+    ));
+    assert!(
+        listed(&store).await.is_empty(),
+        "a symlink was listed as a blob"
+    );
 
     // Publishing the real content replaces the symlink itself, never writing through it.
     store.put_bytes(b"secret").await.unwrap();
-    assert!(std::fs::symlink_metadata(store.blob_path(&digest)).unwrap().is_file());
+    assert!(
+        std::fs::symlink_metadata(store.blob_path(&digest))
+            .unwrap()
+            .is_file()
+    );
     assert_eq!(std::fs::read(&outside).unwrap(), b"secret");
     assert_eq!(listed(&store).await, vec![digest]);
 }
@@ -71,14 +99,24 @@ async fn fifo_and_directory_blobs_are_refused_without_hanging() {
     let fifo = Digest::sha256(b"fifo");
     let path = store.blob_path(&fifo);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let status = std::process::Command::new("mkfifo").arg(&path).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
     assert!(status.success());
-    let opened = tokio::time::timeout(std::time::Duration::from_secs(5), store.get(&fifo, None)).await;
-    assert!(matches!(opened.expect("opening a FIFO must not block"), Err(Error::NotARegularFile { .. })));
+    let opened =
+        tokio::time::timeout(std::time::Duration::from_secs(5), store.get(&fifo, None)).await;
+    assert!(matches!(
+        opened.expect("opening a FIFO must not block"),
+        Err(Error::NotARegularFile { .. })
+    ));
 
     let dir_blob = Digest::sha256(b"dir");
     std::fs::create_dir(store.blob_path(&dir_blob)).unwrap();
-    assert!(matches!(store.get(&dir_blob, None).await, Err(Error::NotARegularFile { .. })));
+    assert!(matches!(
+        store.get(&dir_blob, None).await,
+        Err(Error::NotARegularFile { .. })
+    ));
     assert!(listed(&store).await.is_empty());
 }
 
@@ -104,7 +142,9 @@ async fn temp_files_are_never_blobs_and_can_be_cleaned() {
     let (store, _dir) = fresh().await;
     // A writer that is dropped mid-way leaves nothing, not even its temp file.
     let mut writer = store.writer().await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut writer, b"partial").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut writer, b"partial")
+        .await
+        .unwrap();
     drop(writer);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(std::fs::read_dir(store.temp_dir()).unwrap().count(), 0);
@@ -112,8 +152,17 @@ async fn temp_files_are_never_blobs_and_can_be_cleaned() {
     // What a crashed writer leaves is ignored by list and removed by clean_temp.
     std::fs::write(store.temp_dir().join("blob-crashed"), b"partial").unwrap();
     assert!(listed(&store).await.is_empty());
-    assert_eq!(store.clean_temp(std::time::Duration::from_secs(3600)).await.unwrap(), 0);
-    assert_eq!(store.clean_temp(std::time::Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .clean_temp(std::time::Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store.clean_temp(std::time::Duration::ZERO).await.unwrap(),
+        1
+    );
 }
 
 // SPEC C-L07: tampered content is detected on read.
@@ -122,7 +171,10 @@ async fn tampered_blobs_fail_verification() {
     let (store, _dir) = fresh().await;
     let digest = store.put_bytes(b"original").await.unwrap();
     std::fs::write(store.blob_path(&digest), b"tampered").unwrap();
-    assert!(matches!(store.get_bytes(&digest, 100).await, Err(Error::DigestMismatch { .. })));
+    assert!(matches!(
+        store.get_bytes(&digest, 100).await,
+        Err(Error::DigestMismatch { .. })
+    ));
     std::fs::write(store.blob_path(&digest), b"short").unwrap();
     // The size on disk is what the store reports; verification catches the rest.
     assert_eq!(store.stat(&digest).await.unwrap(), Some(5));
@@ -136,9 +188,14 @@ async fn symlinked_documents_are_refused() {
     std::fs::write(&outside, b"{\"secret\":1}").unwrap();
     symlink(&outside, store.root().join("index.json")).unwrap();
     let key = DocumentKey::new("index.json").unwrap();
-    assert!(matches!(store.read_document(&key).await, Err(Error::NotARegularFile { .. })));
     assert!(matches!(
-        store.write_document(&key, "{}".into(), Precondition::None).await,
+        store.read_document(&key).await,
+        Err(Error::NotARegularFile { .. })
+    ));
+    assert!(matches!(
+        store
+            .write_document(&key, "{}".into(), Precondition::None)
+            .await,
         Err(Error::NotARegularFile { .. })
     ));
     assert_eq!(std::fs::read(&outside).unwrap(), b"{\"secret\":1}");
@@ -149,7 +206,10 @@ async fn private_directories_are_not_documents() {
     let (store, _dir) = fresh().await;
     std::fs::write(store.root().join(".hidden"), b"x").unwrap();
     let key = DocumentKey::new("a/b").unwrap();
-    store.write_document(&key, "1".into(), Precondition::None).await.unwrap();
+    store
+        .write_document(&key, "1".into(), Precondition::None)
+        .await
+        .unwrap();
     let keys = store.list_documents("").await.unwrap();
     assert_eq!(keys, vec![key]);
 }

@@ -4,7 +4,12 @@ use ocikit_store::{DocumentKey, Error};
 
 #[test]
 fn valid_keys() {
-    for key in ["index.json", "oci-layout", "repos/library/alpine/tags.json", "a-b_c.d/e"] {
+    for key in [
+        "index.json",
+        "oci-layout",
+        "repos/library/alpine/tags.json",
+        "a-b_c.d/e",
+    ] {
         assert_eq!(DocumentKey::new(key).unwrap().as_str(), key);
     }
 }
@@ -20,8 +25,14 @@ fn hostile_keys_are_refused_with_a_reason() {
         ("/etc/passwd", "it has an empty segment"),
         ("a//b", "it has an empty segment"),
         ("a/", "it has an empty segment"),
-        ("a\0b", "a segment has a character outside A-Z a-z 0-9 . _ -"),
-        ("a\\b", "a segment has a character outside A-Z a-z 0-9 . _ -"),
+        (
+            "a\0b",
+            "a segment has a character outside A-Z a-z 0-9 . _ -",
+        ),
+        (
+            "a\\b",
+            "a segment has a character outside A-Z a-z 0-9 . _ -",
+        ),
         ("a b", "a segment has a character outside A-Z a-z 0-9 . _ -"),
         ("blobs/sha256/abc", "`blobs/` belongs to blob storage"),
         ("blobs", "`blobs/` belongs to blob storage"),

@@ -69,7 +69,9 @@ pub use fs::FsStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
-pub use store::{Blob, Document, DocumentKey, Precondition, Staging, Store, Version, resolve_range};
+pub use store::{
+    Blob, Document, DocumentKey, Precondition, Staging, Store, Version, resolve_range,
+};
 pub use writer::BlobWriter;
 
 pub use ocikit_digest::{Algorithm, Digest};

@@ -339,3 +339,20 @@ proptest! {
         prop_assert!(!a.contains('/') && !e.contains('/') && a != ".." && e != "..");
     }
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Digest>();
+    check::<Algorithm>();
+    check::<ocikit_digest::Hasher>();
+    check::<ocikit_digest::Error>();
+    check::<ocikit_digest::digest::ParseError>();
+    check::<ocikit_digest::Reference>();
+    check::<ocikit_digest::reference::ParseError>();
+    check::<ocikit_digest::descriptor::InvalidDescriptor>();
+    check::<ocikit_digest::json::JsonError>();
+    check::<ocikit_digest::VerifyingReader<&[u8]>>();
+    check::<ocikit_digest::DigestWriter<Vec<u8>>>();
+    check::<ocikit_digest::AsyncVerifyingReader<&[u8]>>();
+}

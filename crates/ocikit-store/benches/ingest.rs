@@ -100,21 +100,21 @@ fn main() {
     let warm = std::fs::read(&source).unwrap();
 
     // Raw limit 1: SHA-256 of 1 GiB in memory.
-    report(
-        "limit/sha256-in-memory",
-        "GB/s",
-        (0..runs)
-            .map(|_| {
-                let start = Instant::now();
-                let mut h = Hasher::sha256();
-                for c in warm.chunks(CHUNK) {
-                    h.update(c);
-                }
-                std::hint::black_box(h.finish());
-                gbps(GIB, start)
-            })
-            .collect(),
-    );
+    let sha_rates: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            let mut h = Hasher::sha256();
+            for c in warm.chunks(CHUNK) {
+                h.update(c);
+            }
+            std::hint::black_box(h.finish());
+            gbps(GIB, start)
+        })
+        .collect();
+    let mut sorted = sha_rates.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let sha_limit = sorted[sorted.len() / 2];
+    report("limit/sha256-in-memory", "GB/s", sha_rates);
 
     // Raw limit 2 (a durable write of 1 GiB: write + fsync, no hashing), the coreutils
     // passes, and ocikit's ingest, interleaved run by run so that the disk's drift affects
@@ -128,52 +128,60 @@ fn main() {
     // Peak RSS from here on only (Linux: writing 5 to clear_refs resets VmHWM).
     std::fs::write("/proc/self/clear_refs", "5").ok();
     let hwm_before = vm_hwm_kib();
+    // Outputs are kept until the end: the disk is mounted with `discard`, and deleting 1 GiB
+    // would make the next case pay for the TRIM. The case order rotates every round.
     for i in 0..runs {
-        let path = dir.path().join(format!("raw-{i}"));
-        let start = Instant::now();
-        let mut f = std::fs::File::create(&path).unwrap();
-        let mut src = std::fs::File::open(&source).unwrap();
-        loop {
-            let n = std::io::Read::read(&mut src, &mut buf).unwrap();
-            if n == 0 {
-                break;
+        let (mut raw_rate, mut our_rate) = (0.0, 0.0);
+        for case in (0..3).map(|k| (k + i) % 3) {
+            match case {
+                0 => {
+                    let path = dir.path().join(format!("raw-{i}"));
+                    let start = Instant::now();
+                    let mut f = std::fs::File::create(&path).unwrap();
+                    let mut src = std::fs::File::open(&source).unwrap();
+                    loop {
+                        let n = std::io::Read::read(&mut src, &mut buf).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        f.write_all(&buf[..n]).unwrap();
+                    }
+                    f.sync_all().unwrap();
+                    raw_rate = gbps(GIB, start);
+                }
+                1 => {
+                    let dest = dir.path().join(format!("cp-{i}"));
+                    let start = Instant::now();
+                    run(Command::new("cp").arg(&source).arg(&dest));
+                    run(Command::new("sync").arg(&dest));
+                    run(Command::new("sha256sum")
+                        .arg(&source)
+                        .stdout(std::process::Stdio::null()));
+                    coreutils.push(gbps(GIB, start));
+                }
+                _ => {
+                    our_rate = rt.block_on(async {
+                        let store = FsStore::open(dir.path().join(format!("store-{i}")))
+                            .await
+                            .unwrap();
+                        let start = Instant::now();
+                        ingest_file(&store, &source, &mut buf).await;
+                        gbps(GIB, start)
+                    });
+                }
             }
-            f.write_all(&buf[..n]).unwrap();
         }
-        f.sync_all().unwrap();
-        let raw_rate = gbps(GIB, start);
-        drop(f);
-        std::fs::remove_file(&path).unwrap();
-
-        let dest = dir.path().join(format!("cp-{i}"));
-        let start = Instant::now();
-        run(Command::new("cp").arg(&source).arg(&dest));
-        run(Command::new("sync").arg(&dest));
-        run(Command::new("sha256sum")
-            .arg(&source)
-            .stdout(std::process::Stdio::null()));
-        coreutils.push(gbps(GIB, start));
-        std::fs::remove_file(&dest).unwrap();
-
-        let our_rate = rt.block_on(async {
-            let store = FsStore::open(dir.path().join(format!("store-{i}")))
-                .await
-                .unwrap();
-            let start = Instant::now();
-            let digest = ingest_file(&store, &source, &mut buf).await;
-            let rate = gbps(GIB, start);
-            store.delete(&digest).await.unwrap();
-            rate
-        });
         raw.push(raw_rate);
         ours.push(our_rate);
-        ratio.push(our_rate / raw_rate);
+        // The goal: within 10% of the slower of the two limits (this round's durable write,
+        // or hashing, whichever is slower).
+        ratio.push(our_rate / raw_rate.min(sha_limit));
     }
     let hwm_after = vm_hwm_kib();
     report("limit/durable-write", "GB/s", raw);
     report("coreutils/cp+sync+sha256sum", "GB/s", coreutils);
     report("ocikit/fs-store-ingest", "GB/s", ours);
-    report("ratio/ingest-vs-durable-write", "x", ratio);
+    report("ratio/ingest-vs-slower-limit", "x", ratio);
     println!(
         "BENCH memory/vmhwm-before-ingest {:.1} MiB 0 0",
         hwm_before as f64 / 1024.0

@@ -20,12 +20,12 @@ use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use ocikit_digest::{Algorithm, Digest};
 use tempfile::NamedTempFile;
@@ -484,8 +484,11 @@ const SYNC_WINDOW: u64 = 16 << 20;
 /// hashes on its own thread meanwhile, so hashing, copying into the page cache and the disk
 /// writing all overlap; the final `fdatasync` at publish time has little left to do.
 struct FsStaging {
-    buf: BytesMut,
-    sender: Option<PollSender<Bytes>>,
+    buf: Vec<u8>,
+    sender: Option<PollSender<Vec<u8>>>,
+    /// Buffers the writer thread has emptied, for reuse: a fresh 1 MiB allocation per chunk
+    /// would be mapped, page-faulted and zeroed every time.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
     worker: Option<tokio::task::JoinHandle<io::Result<()>>>,
     /// Set when the bytes are to be kept: only then does the writer thread sync at the end.
     keep: Arc<AtomicBool>,
@@ -500,14 +503,20 @@ impl FsStaging {
             .as_file()
             .try_clone()
             .map_err(|e| Error::io("dup", temp.path(), e))?;
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let keep = Arc::new(AtomicBool::new(false));
         let keep_flag = keep.clone();
+        let spare = Arc::new(Mutex::new(Vec::new()));
+        let returned = spare.clone();
         let worker = tokio::task::spawn_blocking(move || {
             let mut unsynced = 0u64;
-            while let Some(chunk) = receiver.blocking_recv() {
+            while let Some(mut chunk) = receiver.blocking_recv() {
                 file.write_all(&chunk)?;
                 unsynced += chunk.len() as u64;
+                chunk.clear();
+                if let Ok(mut spare) = returned.lock() {
+                    spare.push(chunk);
+                }
                 if unsynced >= SYNC_WINDOW {
                     file.sync_data()?;
                     unsynced = 0;
@@ -520,8 +529,9 @@ impl FsStaging {
             }
         });
         Ok(FsStaging {
-            buf: BytesMut::with_capacity(WRITE_CHUNK),
+            buf: Vec::with_capacity(WRITE_CHUNK),
             sender: Some(PollSender::new(sender)),
+            spare,
             worker: Some(worker),
             keep,
             temp: Some(temp),
@@ -541,8 +551,17 @@ impl FsStaging {
             // The writer thread stopped: it failed. Report its error.
             return self.poll_worker(cx);
         }
-        let chunk = self.buf.split().freeze();
-        self.buf.reserve(WRITE_CHUNK);
+        let fresh = self
+            .spare
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_else(|| Vec::with_capacity(WRITE_CHUNK));
+        let chunk = std::mem::replace(&mut self.buf, fresh);
+        let sender = match self.sender.as_mut() {
+            Some(sender) => sender,
+            None => return Poll::Ready(Err(io::Error::other("staging area already closed"))),
+        };
         if sender.send_item(chunk).is_err() {
             return self.poll_worker(cx);
         }

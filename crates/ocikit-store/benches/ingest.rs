@@ -23,7 +23,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use ocikit_digest::Hasher;
-use ocikit_store::{FsStore, MemoryStore, Store, StoreExt};
+use ocikit_store::{FsStore, MemoryStore, StoreExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GIB: u64 = 1 << 30;

@@ -5,6 +5,8 @@
 //!   a loop, printing `committed <digest>` after each blob commit, until killed.
 //! - `store-torture cas ROOT ID ROUNDS`: appends `ID.ROUND` lines to the document `counter`
 //!   by compare-and-swap, ROUNDS times.
+//! - `store-torture stream ROOT MIB`: streams a MIB-mebibyte blob in and back out, verifying
+//!   it, and prints `vmhwm_kib <peak resident set size>`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
@@ -79,6 +81,40 @@ async fn cas_loop(root: &str, id: &str, rounds: u32) -> ocikit_store::Result<()>
     Ok(())
 }
 
+async fn stream(root: &str, mib: u64) -> ocikit_store::Result<()> {
+    use futures::StreamExt;
+    let store = FsStore::open(root).await?;
+    let mut chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13) as u8).collect();
+    let mut expected = ocikit_digest::Hasher::sha256();
+    let mut writer = store.writer().await?;
+    for i in 0..mib {
+        chunk[..8].copy_from_slice(&i.to_le_bytes());
+        expected.update(&chunk);
+        writer
+            .write_all(&chunk)
+            .await
+            .map_err(ocikit_store::Error::Stream)?;
+    }
+    let digest = expected.finish();
+    writer.commit(&digest, mib << 20).await?;
+    let mut check = ocikit_digest::Hasher::sha256();
+    let mut stream = store.open(&digest, None).await?.into_stream();
+    while let Some(bytes) = stream.next().await {
+        check.update(&bytes?);
+    }
+    if check.finish() != digest {
+        return Err(ocikit_store::Error::NotFound { digest });
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("0");
+    println!("vmhwm_kib {hwm}");
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -95,8 +131,11 @@ fn main() -> std::process::ExitCode {
         match args.iter().map(String::as_str).collect::<Vec<_>>()[1..] {
             ["write", root, seed] => write_loop(root, seed.parse().unwrap_or(1)).await,
             ["cas", root, id, rounds] => cas_loop(root, id, rounds.parse().unwrap_or(1)).await,
+            ["stream", root, mib] => stream(root, mib.parse().unwrap_or(1)).await,
             _ => {
-                eprintln!("usage: store-torture write ROOT SEED | cas ROOT ID ROUNDS");
+                eprintln!(
+                    "usage: store-torture write ROOT SEED | cas ROOT ID ROUNDS | stream ROOT MIB"
+                );
                 std::process::exit(2);
             }
         }

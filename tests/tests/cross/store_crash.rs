@@ -167,3 +167,38 @@ fn sixteen_processes_updating_one_document_lose_nothing() {
     expected.sort();
     assert_eq!(lines, expected, "a compare-and-swap update was lost");
 }
+
+/// Peak resident memory of a process streaming `mib` MiB into the filesystem store and back.
+fn streaming_peak_kib(mib: u64) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(TORTURE)
+        .args([
+            "stream",
+            dir.path().join("store").to_str().unwrap(),
+            &mib.to_string(),
+        ])
+        .output()
+        .expect("start store-torture");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim()
+        .strip_prefix("vmhwm_kib ")
+        .and_then(|v| v.parse().ok())
+        .expect("a vmhwm line")
+}
+
+#[test]
+fn streaming_memory_does_not_grow_with_blob_size() {
+    // Both sizes fill the writer's bounded queue (32 MiB); past that, nothing may grow.
+    let small = streaming_peak_kib(128);
+    let large = streaming_peak_kib(512);
+    assert!(large < 96 * 1024, "streaming 512 MiB peaked at {large} KiB");
+    assert!(
+        large < small + 8 * 1024,
+        "peak memory grew with blob size: {small} KiB for 128 MiB, {large} KiB for 512 MiB"
+    );
+}

@@ -27,6 +27,7 @@ commands:
                               run fuzz targets (default: all, 60 s each)
   bench [digest|store]        run benchmarks, rewrite docs/benchmarks.md
   stress [TRIALS]             SIGKILL crash trials of the filesystem store (default 3000)
+  install-tools               install what the tests need (moto, cargo-fuzz) when missing
   tidy                        repository checks (also run by `cargo test -p xtask`)
 ";
 
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz_command(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("stress") => stress(&args[1..]),
+        Some("install-tools") => install_tools().map(|_| ()),
         Some("tidy") => tidy::check(&root()).map_err(|problems| problems.join("\n")),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -108,10 +110,15 @@ fn ci(args: &[String]) -> Result {
     ]))?;
 
     step("test tools");
-    ensure_python_tool("moto_server", "moto[server]")?;
+    let path = install_tools()?;
 
     step("tests (unit, integration and doc tests)");
-    run(cargo().args(["test", "--workspace", "--all-features"]))?;
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--all-features"]);
+    if let Some(path) = path {
+        test.env("PATH", path);
+    }
+    run(&mut test)?;
 
     step("fuzz smoke");
     fuzz(fuzz_time, &[])?;
@@ -184,33 +191,61 @@ fn ensure_cargo_tool(binary: &str, package: &str) -> Result {
     run(cargo().args(["install", "--locked", package]))
 }
 
-/// Installs a Python tool from PyPI when its command is not on the PATH (the S3 tests need
-/// `moto_server`, a real S3-compatible server they start on 127.0.0.1).
-fn ensure_python_tool(command: &str, requirement: &str) -> Result {
-    let present = Command::new(command)
-        .arg("--help")
+fn command_runs(command: &str, path: Option<&std::ffi::OsStr>) -> bool {
+    let mut cmd = Command::new(command);
+    cmd.arg("--help")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok();
-    if present {
-        return Ok(());
+        .stderr(std::process::Stdio::null());
+    if let Some(path) = path {
+        cmd.env("PATH", path);
+    }
+    cmd.status().is_ok()
+}
+
+/// Installs a Python tool from PyPI when its command is not on the PATH (the S3 tests need
+/// `moto_server`, a real S3-compatible server they start on 127.0.0.1). Returns a PATH to
+/// run the tests with, when the tool's directory had to be added to it.
+fn ensure_python_tool(command: &str, requirement: &str) -> Result<Option<std::ffi::OsString>> {
+    if command_runs(command, None) {
+        return Ok(None);
     }
     eprintln!("{command} is missing: installing {requirement} from PyPI");
     run(Command::new("python3").args(["-m", "pip", "install", "--quiet", requirement]))?;
-    let installed = Command::new(command)
-        .arg("--help")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok();
-    if installed {
-        Ok(())
+    // pyenv's shims appear only after a rehash.
+    if Command::new("pyenv").arg("rehash").status().is_ok() && command_runs(command, None) {
+        return Ok(None);
+    }
+    if command_runs(command, None) {
+        return Ok(None);
+    }
+    // Otherwise put the interpreter's scripts directory on the PATH of the test run.
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .map_err(|e| format!("cannot ask python3 for its scripts directory: {e}"))?;
+    let scripts = String::from_utf8_lossy(&scripts.stdout).trim().to_string();
+    let mut dirs = vec![PathBuf::from(&scripts)];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path = std::env::join_paths(dirs).map_err(|e| format!("cannot build PATH: {e}"))?;
+    if command_runs(command, Some(&path)) {
+        Ok(Some(path))
     } else {
         Err(format!(
-            "installed {requirement}, but `{command}` is still not on the PATH"
+            "installed {requirement}, but `{command}` is not in {scripts} or on the PATH"
         ))
     }
+}
+
+/// Installs what the tests need (moto for the S3 tests, cargo-fuzz for the fuzz smoke run).
+fn install_tools() -> Result<Option<std::ffi::OsString>> {
+    let path = ensure_python_tool("moto_server", "moto[server]")?;
+    ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
+    Ok(path)
 }
 
 /// Runs the filesystem store's SIGKILL crash test with many more trials than `cargo test`.

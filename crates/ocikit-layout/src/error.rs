@@ -1,0 +1,61 @@
+//! The crate's error type.
+
+use ocikit_digest::Digest;
+
+/// Everything that can go wrong in `ocikit-layout`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed (I/O, backend, a blob missing where one is required...).
+    #[error("store error")]
+    Store(#[from] ocikit_store::Error),
+    /// The store holds no usable OCI image layout (SPEC C-L01).
+    #[error("not an OCI image layout: {reason}")]
+    NotALayout {
+        /// What is wrong.
+        reason: String,
+    },
+    /// `index.json` is malformed (SPEC C-L03, C-J01..C-J12).
+    #[error("invalid index.json: {reason}")]
+    InvalidIndex {
+        /// What is wrong.
+        reason: String,
+        /// The underlying parse error, where there is one.
+        #[source]
+        source: Option<Box<ocikit_digest::Error>>,
+    },
+    /// A manifest, index or config document is malformed.
+    #[error("invalid document {digest}: {reason}")]
+    InvalidDocument {
+        /// The document's digest.
+        digest: Digest,
+        /// What is wrong.
+        reason: String,
+        /// The underlying parse error, where there is one.
+        #[source]
+        source: Option<Box<ocikit_digest::Error>>,
+    },
+    /// A tag (an `org.opencontainers.image.ref.name`) that breaks the annotation grammar.
+    #[error("invalid tag {tag:?}: {reason}")]
+    InvalidTag {
+        /// The tag as given.
+        tag: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No entry of `index.json` carries this tag.
+    #[error("tag {tag:?} not found")]
+    TagNotFound {
+        /// The tag.
+        tag: String,
+    },
+    /// The layout kept changing under a compare-and-swap edit of `index.json`.
+    #[error("index.json kept changing; gave up after {attempts} attempts")]
+    Contended {
+        /// How many times the edit was retried.
+        attempts: usize,
+    },
+}
+
+/// `Result` with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

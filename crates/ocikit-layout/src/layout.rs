@@ -1,0 +1,253 @@
+//! [`Layout`]: an OCI image layout on any store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ocikit_digest::oci_spec::image::Descriptor;
+use ocikit_digest::{Digest, descriptor, json};
+use ocikit_store::{DocumentKey, Error as StoreError, Precondition, Store, StoreExt};
+
+use crate::index::Index;
+use crate::{Error, Result};
+
+/// The document key of `index.json`.
+pub const INDEX_JSON: &str = "index.json";
+/// The document key of the `oci-layout` file.
+pub const OCI_LAYOUT: &str = "oci-layout";
+/// The only image-layout version there is.
+pub const LAYOUT_VERSION: &str = "1.0.0";
+/// How often an `index.json` edit is retried after losing a compare-and-swap.
+pub const MAX_EDIT_ATTEMPTS: usize = 1000;
+/// Largest manifest, index or config read into memory (the distribution spec's minimum is
+/// 4 MiB; real configs stay far below this).
+pub const MAX_DOCUMENT_SIZE: u64 = 16 << 20;
+
+fn key(name: &str) -> DocumentKey {
+    // Both names are constants that pass the key grammar.
+    DocumentKey::new(name).unwrap_or_else(|_| unreachable!("constant document key {name}"))
+}
+
+/// An OCI image layout on a store: `oci-layout`, `index.json` and `blobs/`.
+///
+/// Every edit of `index.json` is a compare-and-swap on the store (re-read, re-apply, write
+/// if unchanged, retry otherwise), so many writers (threads, processes, machines on S3)
+/// never lose each other's tags.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    store: Arc<dyn Store>,
+}
+
+impl Layout {
+    /// Opens the layout in `store`, creating `oci-layout` and an empty `index.json` when the
+    /// store has none; an existing layout is validated, not overwritten.
+    pub async fn create(store: impl Store + 'static) -> Result<Layout> {
+        let layout = Layout {
+            store: Arc::new(store),
+        };
+        let marker = format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}");
+        match layout
+            .store
+            .write_document(
+                &key(OCI_LAYOUT),
+                Bytes::from(marker),
+                Precondition::MustNotExist,
+            )
+            .await
+        {
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let empty = Bytes::from(Index::empty().to_bytes()?);
+        match layout
+            .store
+            .write_document(&key(INDEX_JSON), empty, Precondition::MustNotExist)
+            .await
+        {
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        layout.check().await?;
+        Ok(layout)
+    }
+
+    /// Opens an existing layout, checking `oci-layout` and `index.json` (SPEC C-L01, C-L03).
+    pub async fn open(store: impl Store + 'static) -> Result<Layout> {
+        let layout = Layout {
+            store: Arc::new(store),
+        };
+        layout.check().await?;
+        Ok(layout)
+    }
+
+    async fn check(&self) -> Result<()> {
+        let marker = self
+            .store
+            .read_document(&key(OCI_LAYOUT))
+            .await?
+            .ok_or_else(|| Error::NotALayout {
+                reason: "no oci-layout file".into(),
+            })?;
+        let value = json::parse_strict(&marker.bytes).map_err(|_| Error::NotALayout {
+            reason: "oci-layout is not valid JSON".into(),
+        })?;
+        match value.get("imageLayoutVersion").and_then(|v| v.as_str()) {
+            Some(LAYOUT_VERSION) => {}
+            Some(other) => {
+                return Err(Error::NotALayout {
+                    reason: format!("unsupported imageLayoutVersion {other:?}"),
+                });
+            }
+            None => {
+                return Err(Error::NotALayout {
+                    reason: "oci-layout has no imageLayoutVersion string".into(),
+                });
+            }
+        }
+        self.index().await.map(|_| ())
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// The current `index.json`.
+    pub async fn index(&self) -> Result<Index> {
+        let doc = self
+            .store
+            .read_document(&key(INDEX_JSON))
+            .await?
+            .ok_or_else(|| Error::NotALayout {
+                reason: "no index.json".into(),
+            })?;
+        Index::parse(&doc.bytes)
+    }
+
+    /// Edits `index.json` by compare-and-swap: `edit` is applied to the current index and
+    /// the result written only if nobody wrote in between; otherwise it is re-read and `edit`
+    /// applied again. `edit` returns whether it changed anything (nothing is written if not).
+    /// Returns the index as written.
+    pub async fn edit_index<F>(&self, mut edit: F) -> Result<Index>
+    where
+        F: FnMut(&mut Index) -> Result<bool>,
+    {
+        let key = key(INDEX_JSON);
+        for _ in 0..MAX_EDIT_ATTEMPTS {
+            let doc = self
+                .store
+                .read_document(&key)
+                .await?
+                .ok_or_else(|| Error::NotALayout {
+                    reason: "no index.json".into(),
+                })?;
+            let mut index = Index::parse(&doc.bytes)?;
+            if !edit(&mut index)? {
+                return Ok(index);
+            }
+            let bytes = Bytes::from(index.to_bytes()?);
+            match self
+                .store
+                .write_document(&key, bytes, Precondition::Matches(doc.version))
+                .await
+            {
+                Ok(_) => return Ok(index),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Contended {
+            attempts: MAX_EDIT_ATTEMPTS,
+        })
+    }
+
+    /// Points `tag` at `descriptor` (moving it from any entry that had it).
+    pub async fn set_tag(&self, tag: &str, descriptor: &Descriptor) -> Result<()> {
+        crate::index::validate_tag(tag)?;
+        self.edit_index(|index| index.set_tag(tag, descriptor).map(|()| true))
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes `tag`; returns whether it existed. The image's blobs stay until garbage
+    /// collection.
+    pub async fn remove_tag(&self, tag: &str) -> Result<bool> {
+        let mut removed = false;
+        self.edit_index(|index| {
+            removed = index.remove_tag(tag);
+            Ok(removed)
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    /// The descriptor a tag points at.
+    pub async fn resolve(&self, tag: &str) -> Result<Descriptor> {
+        crate::index::validate_tag(tag)?;
+        self.index()
+            .await?
+            .find(tag)
+            .cloned()
+            .ok_or_else(|| Error::TagNotFound { tag: tag.into() })
+    }
+
+    /// Every tag and the descriptor it points at, in index order.
+    pub async fn tags(&self) -> Result<Vec<(String, Descriptor)>> {
+        Ok(self
+            .index()
+            .await?
+            .tags()
+            .into_iter()
+            .map(|(name, d)| (name.to_string(), d.clone()))
+            .collect())
+    }
+
+    /// Stores `bytes` as a blob and returns its descriptor.
+    pub async fn put_blob(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
+        let digest = self.store.put_bytes(bytes).await?;
+        descriptor::new(media_type, &digest, bytes.len() as u64).map_err(|e| {
+            Error::InvalidDocument {
+                digest,
+                reason: "cannot describe the blob".into(),
+                source: Some(Box::new(e.into())),
+            }
+        })
+    }
+
+    /// Stores a JSON document (manifest, index, config) as canonical JSON and returns its
+    /// descriptor: the same value always gives the same digest.
+    pub async fn put_json<T: serde::Serialize + ?Sized>(
+        &self,
+        media_type: &str,
+        value: &T,
+    ) -> Result<Descriptor> {
+        let bytes = json::to_canonical_vec(value).map_err(|e| Error::InvalidDocument {
+            digest: Digest::sha256(b""),
+            reason: "cannot serialise".into(),
+            source: Some(Box::new(e.into())),
+        })?;
+        self.put_blob(media_type, &bytes).await
+    }
+
+    /// Reads the blob a descriptor points at, exactly as stored, checking size and digest
+    /// (SPEC C-D10, C-L07). Blobs larger than [`MAX_DOCUMENT_SIZE`] are refused unread.
+    pub async fn read_blob(&self, descriptor: &Descriptor) -> Result<Bytes> {
+        let digest = descriptor::digest_of(descriptor).map_err(|e| Error::InvalidDocument {
+            digest: Digest::sha256(b""),
+            reason: "descriptor digest is invalid".into(),
+            source: Some(Box::new(e.into())),
+        })?;
+        let stored = self.store.require(&digest).await?;
+        if stored != descriptor.size() {
+            return Err(Error::Store(StoreError::SizeMismatch {
+                expected: descriptor.size(),
+                actual: stored,
+            }));
+        }
+        let bytes = self
+            .store
+            .get_bytes(&digest, MAX_DOCUMENT_SIZE.min(descriptor.size()))
+            .await?
+            .ok_or(Error::Store(StoreError::NotFound { digest }))?;
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,30 @@
+//! OCI image layouts on any ocikit store: the index and its tags, manifests, images,
+//! artifacts and referrers, fsck, garbage collection, copy and archives.
+//!
+//! A [`Layout`] sits on any [`ocikit_store::Store`]: a directory ([`ocikit_store::FsStore`],
+//! the usual `oci:DIR` layout), memory, or an S3 bucket. Every edit of `index.json` is a
+//! compare-and-swap, so concurrent writers never lose tags.
+//!
+//! ```
+//! use ocikit_layout::Layout;
+//! use ocikit_store::MemoryStore;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let layout = Layout::create(MemoryStore::new()).await?;
+//! let config = layout.put_blob("application/vnd.oci.empty.v1+json", b"{}").await?;
+//! layout.set_tag("v1", &config).await?;
+//! assert_eq!(layout.resolve("v1").await?.digest(), config.digest());
+//! assert!(layout.resolve("../etc").await.is_err());
+//! # Ok::<(), ocikit_layout::Error>(())
+//! # }).unwrap();
+//! ```
+
+mod error;
+pub mod index;
+mod layout;
+
+pub use error::{Error, Result};
+pub use index::{Index, REF_NAME, validate_tag};
+pub use layout::{
+    INDEX_JSON, LAYOUT_VERSION, Layout, MAX_DOCUMENT_SIZE, MAX_EDIT_ATTEMPTS, OCI_LAYOUT,
+};

@@ -5,6 +5,8 @@
 //!   a loop, printing `committed <digest>` after each blob commit, until killed.
 //! - `store-torture cas ROOT ID ROUNDS`: appends `ID.ROUND` lines to the document `counter`
 //!   by compare-and-swap, ROUNDS times.
+//! - `store-torture tag ROOT ID COUNT`: tags an image COUNT times (`ID-0`, `ID-1`...) in the
+//!   OCI layout at ROOT (created if missing).
 //! - `store-torture stream ROOT MIB`: streams a MIB-mebibyte blob in and back out, verifying
 //!   it, and prints `vmhwm_kib <peak resident set size>`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -81,6 +83,17 @@ async fn cas_loop(root: &str, id: &str, rounds: u32) -> ocikit_store::Result<()>
     Ok(())
 }
 
+async fn tag_loop(root: &str, id: &str, count: u32) -> Result<(), ocikit_layout::Error> {
+    let layout = ocikit_layout::Layout::create(FsStore::open(root).await?).await?;
+    let descriptor = layout
+        .put_blob("application/vnd.oci.empty.v1+json", b"{}")
+        .await?;
+    for i in 0..count {
+        layout.set_tag(&format!("{id}-{i}"), &descriptor).await?;
+    }
+    Ok(())
+}
+
 async fn stream(root: &str, mib: u64) -> ocikit_store::Result<()> {
     use futures::StreamExt;
     let store = FsStore::open(root).await?;
@@ -132,9 +145,12 @@ fn main() -> std::process::ExitCode {
             ["write", root, seed] => write_loop(root, seed.parse().unwrap_or(1)).await,
             ["cas", root, id, rounds] => cas_loop(root, id, rounds.parse().unwrap_or(1)).await,
             ["stream", root, mib] => stream(root, mib.parse().unwrap_or(1)).await,
+            ["tag", root, id, count] => tag_loop(root, id, count.parse().unwrap_or(1))
+                .await
+                .map_err(|e| ocikit_store::Error::Stream(std::io::Error::other(e))),
             _ => {
                 eprintln!(
-                    "usage: store-torture write ROOT SEED | cas ROOT ID ROUNDS | stream ROOT MIB"
+                    "usage: store-torture write ROOT SEED | cas ROOT ID ROUNDS | stream ROOT MIB | tag ROOT ID COUNT"
                 );
                 std::process::exit(2);
             }

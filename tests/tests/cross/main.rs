@@ -3,4 +3,5 @@
 
 mod digest_vectors;
 mod fuzz_replay;
+mod layout_concurrency;
 mod store_crash;

@@ -30,3 +30,13 @@ fn reference_parse_seeds() {
 fn descriptor_json_seeds() {
     replay("descriptor_json", ocikit_digest::fuzz::descriptor_json);
 }
+
+#[test]
+fn decompress_seeds() {
+    replay("decompress", ocikit_codec::fuzz::decompress);
+}
+
+#[test]
+fn layer_apply_seeds() {
+    replay("layer_apply", ocikit_codec::fuzz::layer_apply);
+}

@@ -1,0 +1,9 @@
+//! Integration tests for `ocikit-codec`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod apply;
+mod build;
+mod compression;
+mod gnu_tar;
+mod roundtrip;
+mod writer;

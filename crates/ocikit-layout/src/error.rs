@@ -49,6 +49,28 @@ pub enum Error {
         /// The tag.
         tag: String,
     },
+    /// A layer could not be decoded, built or applied.
+    #[error("layer codec error")]
+    Codec(#[from] ocikit_codec::Error),
+    /// A local file or directory operation failed (unpack targets, archives, sources).
+    #[error("{operation} {}", path.display())]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The path involved.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A media type this operation cannot handle (it is still stored and copied as bytes).
+    #[error("unsupported media type `{media_type}` for {operation}")]
+    UnsupportedMediaType {
+        /// The media type.
+        media_type: String,
+        /// The operation that needed to understand it.
+        operation: &'static str,
+    },
     /// The layout kept changing under a compare-and-swap edit of `index.json`.
     #[error("index.json kept changing; gave up after {attempts} attempts")]
     Contended {

@@ -7,6 +7,7 @@ use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, descriptor, json};
 use ocikit_store::{DocumentKey, Error as StoreError, Precondition, Store, StoreExt};
 
+use crate::document::{self, Document};
 use crate::index::Index;
 use crate::{Error, Result};
 
@@ -249,5 +250,15 @@ impl Layout {
             .await?
             .ok_or(Error::Store(StoreError::NotFound { digest }))?;
         Ok(bytes)
+    }
+
+    /// Reads and parses the manifest or index a descriptor points at (verified, strict: see
+    /// [`Document::parse`]); any other media type is [`Document::Opaque`] and is not read.
+    pub async fn read_document(&self, descriptor: &Descriptor) -> Result<Document> {
+        if !document::is_document(descriptor.media_type().as_ref()) {
+            return Ok(Document::Opaque);
+        }
+        let bytes = self.read_blob(descriptor).await?;
+        Document::parse(descriptor, bytes)
     }
 }

@@ -19,12 +19,16 @@
 //! # }).unwrap();
 //! ```
 
+pub mod document;
 mod error;
 pub mod index;
 mod layout;
+pub mod progress;
 
+pub use document::Document;
 pub use error::{Error, Result};
 pub use index::{Index, REF_NAME, validate_tag};
 pub use layout::{
     INDEX_JSON, LAYOUT_VERSION, Layout, MAX_DOCUMENT_SIZE, MAX_EDIT_ATTEMPTS, OCI_LAYOUT,
 };
+pub use progress::{Event, Operation, Progress};

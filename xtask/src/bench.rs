@@ -7,7 +7,7 @@ use crate::{Result, cargo, root};
 
 pub(crate) fn run(args: &[String]) -> Result {
     let which: Vec<&str> = if args.is_empty() {
-        vec!["digest", "store"]
+        vec!["digest", "store", "codec"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -15,7 +15,12 @@ pub(crate) fn run(args: &[String]) -> Result {
         match name {
             "digest" => digest()?,
             "store" => store()?,
-            other => return Err(format!("unknown benchmark `{other}` (have: digest, store)")),
+            "codec" => codec()?,
+            other => {
+                return Err(format!(
+                    "unknown benchmark `{other}` (have: digest, store, codec)"
+                ));
+            }
         }
     }
     Ok(())
@@ -58,8 +63,17 @@ fn bench_lines(output: &str) -> Vec<Line> {
 
 /// Runs `cargo bench -p PACKAGE --bench BENCH` and parses its lines.
 fn cargo_bench(package: &str, bench: &str) -> Result<Vec<Line>> {
-    let out = cargo()
-        .args(["bench", "-q", "-p", package, "--bench", bench])
+    cargo_bench_with(package, bench, &[])
+}
+
+/// [`cargo_bench`] with environment variables for the bench.
+fn cargo_bench_with(package: &str, bench: &str, env: &[(&str, String)]) -> Result<Vec<Line>> {
+    let mut cmd = cargo();
+    cmd.args(["bench", "-q", "-p", package, "--bench", bench]);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd
         .output()
         .map_err(|e| format!("cannot run cargo bench: {e}"))?;
     if !out.status.success() {
@@ -189,6 +203,86 @@ fn store() -> Result {
     );
     println!("{section}");
     write_section("store", &section)
+}
+
+/// Builds a benchmark peer (a separate workspace under `xtask/peers/`, so that its
+/// dependencies never reach ocikit's graph) in release mode and returns its binary.
+pub(crate) fn peer(name: &str) -> Result<std::path::PathBuf> {
+    let manifest = root().join("xtask/peers").join(name).join("Cargo.toml");
+    let target = root().join("target/peers");
+    crate::run(
+        cargo()
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target),
+    )?;
+    Ok(target.join("release").join(format!("{name}-peer")))
+}
+
+fn line<'a>(lines: &'a [Line], name: &str) -> Option<&'a Line> {
+    lines.iter().find(|l| l.name == name)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+/// Layer writing against ocidir 0.8 on the same ~500 MiB tree, and layer application
+/// against GNU tar on tmpfs.
+fn codec() -> Result {
+    let ocidir = peer("ocidir")?;
+    let layer = cargo_bench_with(
+        "ocikit-codec",
+        "layer",
+        &[(
+            "OCIKIT_BENCH_COMPARE",
+            format!("{} layers", ocidir.display()),
+        )],
+    )?;
+    let gz_speed = median_of(&layer, "gzip6/ocikit-vs-ocidir-speed-tree");
+    let gz_size = median_of(&layer, "gzip6/ocikit-vs-ocidir-size");
+    let zstd_speed = median_of(&layer, "zstd3/ocikit-vs-ocidir-speed-tree");
+    if line(&layer, "gzip6/ocikit-vs-ocidir-speed-tree").is_none() {
+        return Err("the layer bench printed no ocidir comparison".into());
+    }
+    let section = format!(
+        "Machine: {machine}.\n\
+         A deterministic ~500 MiB tree (source-like text, binaries, a log, an incompressible \
+         asset, a database-like file, symlinks) packed into a layer: ocikit's `LayerWriter` (parallel gzip \
+         on zlib-rs, zstd worker threads; digest and diffID in one pass) against ocidir 0.8's \
+         `create_gzip_layer` and `create_layer_zstd_multithread` (its own process, built by \
+         `xtask/peers/ocidir`), both fed by the `tar` crate's builder from the tree (`-tree`) and from an \
+         in-memory tar (`-mem`); cases interleaved run by run; MB/s of uncompressed tar.\n\n\
+         {table}\n\
+         gzip level 6 from the tree: ocikit / ocidir = **{gz_speed:.2}x** (goal ≥ 3.5x: {v1}); \
+         compressed size ocikit / ocidir = **{gz_size:.3}** (goal within 2%: {v2}).\n\
+         zstd level 3 from the tree: ocikit / ocidir = **{zstd_speed:.2}x** (goal ≥ 1.1x: {v3}).\n",
+        machine = machine(),
+        table = table(&layer),
+        v1 = verdict(gz_speed >= 3.5),
+        v2 = verdict((gz_size - 1.0).abs() <= 0.02),
+        v3 = verdict(zstd_speed >= 1.1),
+    );
+    println!("{section}");
+    write_section("codec-layer", &section)?;
+
+    let apply = cargo_bench("ocikit-codec", "apply")?;
+    let gz = median_of(&apply, "gz/speedup-vs-gnu-tar");
+    let section = format!(
+        "Machine: {machine}.\n\
+         The same kind of ~500 MiB tree, packed by GNU tar (`tar -czf`, gzip -6), extracted into a fresh \
+         directory on tmpfs (`/dev/shm`): GNU `tar -xzf` (gzip in a second process) against ocikit \
+         (flate2 on zlib-rs decompressing on a second thread into `apply_layer`, diffID included); \
+         the plain tar likewise; the raw limits for reference. Cases interleaved; medians.\n\n\
+         {table}\n\
+         Apply a gzip layer into tmpfs: ocikit is **{gz:.2}x** as fast as GNU `tar -xzf` (goal ≥ 2x: {v}).\n",
+        machine = machine(),
+        table = table(&apply),
+        v = verdict(gz >= 2.0),
+    );
+    println!("{section}");
+    write_section("codec-apply", &section)
 }
 
 fn write_section(name: &str, body: &str) -> Result {

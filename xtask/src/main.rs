@@ -27,7 +27,7 @@ commands:
                               run fuzz targets (default: all, 60 s each)
   bench [digest|store]        run benchmarks, rewrite docs/benchmarks.md
   stress [TRIALS]             SIGKILL crash trials of the filesystem store (default 3000)
-  install-tools               install what the tests need (moto, cargo-fuzz) when missing
+  install-tools               install what the tests need (skopeo, umoci, moto, cargo-fuzz)
   tidy                        repository checks (also run by `cargo test -p xtask`)
 ";
 
@@ -241,8 +241,44 @@ fn ensure_python_tool(command: &str, requirement: &str) -> Result<Option<std::ff
     }
 }
 
-/// Installs what the tests need (moto for the S3 tests, cargo-fuzz for the fuzz smoke run).
+/// Installs Debian packages whose commands are missing (the interop tests run the real
+/// skopeo, umoci and GNU tar). Needs root, as CI and the developers' machines run.
+fn ensure_apt_tools(tools: &[(&str, &str)]) -> Result {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(command, _)| !command_runs(command, None))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "missing commands: installing {} from Debian's packages",
+        missing.join(" ")
+    );
+    let apt = |args: &[&str]| {
+        run(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(args))
+    };
+    apt(&["update", "-qq"])?;
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(&missing);
+    apt(&install)?;
+    for (command, package) in tools {
+        if !command_runs(command, None) {
+            return Err(format!(
+                "installed {package}, but `{command}` still does not run"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Installs what the tests need: moto (the S3 tests), skopeo, umoci and GNU tar (the
+/// interop tests), cargo-fuzz (the fuzz smoke run).
 fn install_tools() -> Result<Option<std::ffi::OsString>> {
+    ensure_apt_tools(&[("skopeo", "skopeo"), ("umoci", "umoci"), ("tar", "tar")])?;
     let path = ensure_python_tool("moto_server", "moto[server]")?;
     ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
     Ok(path)

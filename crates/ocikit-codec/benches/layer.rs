@@ -23,7 +23,8 @@
 //! - `OCIKIT_BENCH_ONLY`: a comma-separated subset of the cases (`gzip-mem`, `gzip-tree`,
 //!   `gzip-build`, `gzip-single`, and the same for `zstd`).
 //! - `OCIKIT_BENCH_GZIP_BLOCK`: the parallel gzip block size in bytes (default 1 MiB).
-//! - `OCIKIT_BENCH_COMPARE`: a program run as `<program> <tree> <runs> <out-dir>` whose
+//! - `OCIKIT_BENCH_COMPARE`: a program (and arguments; split at white space) run as
+//!   `<program> [args] <tree> <runs> <out-dir>` whose
 //!   `BENCH` lines are printed too; `BENCH ocidir/gzip6-tree` and `BENCH ocidir/zstd3-tree`
 //!   lines (MB/s) and `ocidir/gzip6-size`/`ocidir/zstd3-size` (MiB) from it give ratio lines.
 //!   (ocidir is not a dev-dependency: it forces flate2's C zlib backend, which would replace
@@ -505,7 +506,11 @@ fn main() {
     if let Some(program) = std::env::var_os("OCIKIT_BENCH_COMPARE") {
         let other_out = scratch.path().join("compare");
         std::fs::create_dir_all(&other_out).unwrap();
-        let output = std::process::Command::new(program)
+        // The program, then any arguments that go before `<tree> <runs> <out-dir>`.
+        let program = program.to_string_lossy().into_owned();
+        let mut words = program.split_whitespace();
+        let output = std::process::Command::new(words.next().unwrap())
+            .args(words)
             .arg(&root)
             .arg(runs.to_string())
             .arg(&other_out)

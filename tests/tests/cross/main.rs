@@ -3,5 +3,6 @@
 
 mod digest_vectors;
 mod fuzz_replay;
+mod interop;
 mod layout_concurrency;
 mod store_crash;

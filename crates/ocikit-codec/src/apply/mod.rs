@@ -105,6 +105,7 @@
 mod fs;
 mod hash;
 mod list;
+mod pipeline;
 mod tar;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -125,6 +126,7 @@ use rustix::io::Errno;
 use crate::{Error, InvalidEntry, Limit, Limits, Result};
 use fs::{Removed, Root};
 pub use list::{EntryKind, ListedEntry, list_entries};
+pub use pipeline::apply_blob;
 use tar::{CopyError, Header, Kind, TarReader};
 
 /// What to do with whiteouts.
@@ -413,9 +415,8 @@ pub struct ApplyReport {
 /// [`ApplyOptions::expected_diff_id`] a mismatch fails with [`Error::DiffIdMismatch`]. Past
 /// the first 8 MiB the hash runs on a helper thread (`ocikit-diffid`, fed copies of the
 /// bytes), so that it overlaps with the file system work; `tar` itself is only ever read on
-/// the calling thread. Single-threaded otherwise: to overlap decompression too, decompress
-/// on another thread and hand the bytes over through a channel or pipe (the `apply`
-/// benchmark does).
+/// the calling thread. Single-threaded otherwise: [`apply_blob`] also overlaps the
+/// decompression of a compressed blob, on a second thread.
 ///
 /// # Errors
 /// - [`Error::InvalidEntry`] for an entry the spec or the hardening rules forbid, naming it;

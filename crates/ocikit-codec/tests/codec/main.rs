@@ -5,5 +5,6 @@ mod apply;
 mod build;
 mod compression;
 mod gnu_tar;
+mod pipeline;
 mod roundtrip;
 mod writer;

@@ -4,13 +4,19 @@
 //! `ocidir-peer layers TREE RUNS OUT`: gzip level 6 and zstd level 3 layers of TREE, through
 //! ocidir's own layer writers (`create_gzip_layer`, `create_layer_zstd_multithread`), from the
 //! tree (tar crate builder straight into the writer) and from an in-memory tar.
+//!
+//! `ocidir-peer fsck LAYOUT RUNS`: `OciRead::fsck` of an existing layout (MB/s of the blob
+//! bytes under `blobs/`, and blobs/s).
+//!
+//! `ocidir-peer referrers LAYOUT DIGEST RUNS`: `OciRead::find_referrers` of one subject
+//! (milliseconds per call, and how many it found).
 
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::Instant;
 
 use cap_std_ext::cap_std::{ambient_authority, fs::Dir};
-use ocidir::OciDir;
+use ocidir::{OciDir, OciRead};
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -127,16 +133,78 @@ fn layers(tree: &Path, runs: usize, out: &Path) {
     println!("BENCH ocidir/zstd3-size {mib:.3} MiB {mib:.3} {mib:.3}");
 }
 
+fn open_layout(path: &Path) -> OciDir {
+    let dir = Dir::open_ambient_dir(path, ambient_authority()).expect("open layout dir");
+    OciDir::open(dir).expect("open layout")
+}
+
+/// Bytes and count of the files under `blobs/`.
+fn blob_bytes(layout: &Path) -> (u64, u64) {
+    let (mut bytes, mut count) = (0, 0);
+    for alg in std::fs::read_dir(layout.join("blobs")).expect("read blobs/") {
+        for blob in std::fs::read_dir(alg.expect("entry").path()).expect("read blobs/<alg>") {
+            bytes += blob.expect("entry").metadata().expect("stat blob").len();
+            count += 1;
+        }
+    }
+    (bytes, count)
+}
+
+fn fsck(layout: &Path, runs: usize) {
+    let ocidir = open_layout(layout);
+    let (bytes, count) = blob_bytes(layout);
+    let (mut rates, mut per_second) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let start = Instant::now();
+        let checked = ocidir.fsck().expect("fsck");
+        let seconds = start.elapsed().as_secs_f64();
+        assert!(checked > 0, "fsck checked nothing");
+        rates.push(bytes as f64 / seconds / 1e6);
+        per_second.push(count as f64 / seconds);
+    }
+    report("ocidir/fsck", "MB/s", rates);
+    report("ocidir/fsck-blobs", "blobs/s", per_second);
+}
+
+fn referrers(layout: &Path, digest: &str, runs: usize) {
+    use ocidir::oci_spec::image::Digest;
+    let ocidir = open_layout(layout);
+    let subject: Digest = digest.parse().expect("a digest");
+    let (mut millis, mut found) = (Vec::new(), 0);
+    for _ in 0..runs {
+        let start = Instant::now();
+        found = ocidir
+            .find_referrers(&subject, None)
+            .expect("find_referrers")
+            .len();
+        millis.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    report("ocidir/find-referrers", "ms", millis);
+    let n = found as f64;
+    println!("BENCH ocidir/find-referrers-found {n} count {n} {n}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["layers", tree, runs, out] => layers(
             Path::new(tree),
             runs.parse().expect("RUNS is a number"),
             Path::new(out),
         ),
+        ["fsck", layout, runs] => fsck(Path::new(layout), runs.parse().expect("RUNS")),
+        ["referrers", layout, digest, runs] => {
+            referrers(Path::new(layout), digest, runs.parse().expect("RUNS"))
+        }
         _ => {
-            eprintln!("usage: ocidir-peer layers TREE RUNS OUT");
+            eprintln!(
+                "usage: ocidir-peer layers TREE RUNS OUT | fsck LAYOUT RUNS | referrers LAYOUT DIGEST RUNS"
+            );
             std::process::exit(2);
         }
     }

@@ -1,0 +1,272 @@
+//! `inspect` and `cat`: looking inside.
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use ocikit::digest::Digest;
+use ocikit::digest::platform;
+use ocikit::layout::{Document, Layout};
+use ocikit::store::StoreExt;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use super::{open_layout, resolve};
+use crate::location::Location;
+use crate::output::{Output, human_size};
+
+#[derive(Debug, Serialize)]
+struct Blob {
+    digest: String,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    size: u64,
+}
+
+/// What `inspect` shows of a manifest.
+#[derive(Debug, Serialize)]
+struct ImageSummary {
+    digest: String,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<String>,
+    platform: Option<String>,
+    created: Option<String>,
+    config: Blob,
+    layers: Vec<Blob>,
+    /// The config's `config` object (Env, Entrypoint, Cmd, WorkingDir, User, Labels...),
+    /// when the config is an image config.
+    #[serde(rename = "runConfig")]
+    run_config: Option<Value>,
+    annotations: Value,
+}
+
+/// What `inspect` shows of an index.
+#[derive(Debug, Serialize)]
+struct IndexSummary {
+    digest: String,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    manifests: Vec<IndexEntry>,
+    annotations: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct IndexEntry {
+    digest: String,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    size: u64,
+    platform: Option<String>,
+}
+
+fn blob(d: &ocikit::digest::oci_spec::image::Descriptor) -> Blob {
+    Blob {
+        digest: d.digest().to_string(),
+        media_type: d.media_type().to_string(),
+        size: d.size(),
+    }
+}
+
+async fn read_config(
+    layout: &Layout,
+    descriptor: &ocikit::digest::oci_spec::image::Descriptor,
+) -> Result<Option<Value>> {
+    let kind = ocikit::digest::media_type::classify(descriptor.media_type().as_ref());
+    if !kind.is_config_like() {
+        return Ok(None);
+    }
+    let bytes = layout
+        .read_blob(descriptor)
+        .await
+        .with_context(|| format!("cannot read the config {}", descriptor.digest()))?;
+    let value = ocikit::digest::json::parse_strict(&bytes)
+        .with_context(|| format!("the config {} is not valid JSON", descriptor.digest()))?;
+    Ok(Some(value))
+}
+
+pub(crate) async fn inspect(
+    location: &Location,
+    raw: bool,
+    config: bool,
+    out: &Output,
+) -> Result<()> {
+    let (path, selector) = location.oci("inspect")?;
+    let layout = open_layout(path).await?;
+    let descriptor = resolve(&layout, selector).await?;
+    let document = layout
+        .read_document(&descriptor)
+        .await
+        .with_context(|| format!("cannot read {}", descriptor.digest()))?;
+    if raw {
+        let bytes = match &document {
+            Document::Manifest { bytes, .. } | Document::Index { bytes, .. } => bytes.clone(),
+            _ => layout.read_blob(&descriptor).await?,
+        };
+        let mut stdout = tokio::io::stdout();
+        stdout.write_all(&bytes).await?;
+        stdout.flush().await?;
+        return Ok(());
+    }
+    match document {
+        Document::Manifest { manifest, .. } => {
+            let config_value = read_config(&layout, manifest.config()).await?;
+            if config {
+                let Some(value) = config_value else {
+                    bail!(
+                        "the config of {} is {}, not an image config",
+                        descriptor.digest(),
+                        manifest.config().media_type()
+                    );
+                };
+                return out.show(&value, || {
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                });
+            }
+            let get = |key: &str| config_value.as_ref().and_then(|c| c.get(key)).cloned();
+            let platform = descriptor
+                .platform()
+                .as_ref()
+                .map(platform::format)
+                .or_else(|| {
+                    let os = get("os")?.as_str()?.to_string();
+                    let arch = get("architecture")?.as_str()?.to_string();
+                    let variant = get("variant").and_then(|v| v.as_str().map(str::to_string));
+                    Some(platform::format(&platform::build(
+                        &os,
+                        &arch,
+                        variant.as_deref(),
+                    )))
+                });
+            let summary = ImageSummary {
+                digest: descriptor.digest().to_string(),
+                media_type: descriptor.media_type().to_string(),
+                artifact_type: manifest.artifact_type().as_ref().map(|t| t.to_string()),
+                platform,
+                created: get("created").and_then(|c| c.as_str().map(str::to_string)),
+                config: blob(manifest.config()),
+                layers: manifest.layers().iter().map(blob).collect(),
+                run_config: get("config"),
+                annotations: serde_json::to_value(manifest.annotations())?,
+            };
+            out.show(&summary, || human_image(&summary))
+        }
+        Document::Index { index, .. } => {
+            if config {
+                bail!(
+                    "{} is an index: inspect one of its manifests (by digest) for a config",
+                    descriptor.digest()
+                );
+            }
+            let summary = IndexSummary {
+                digest: descriptor.digest().to_string(),
+                media_type: descriptor.media_type().to_string(),
+                manifests: index
+                    .manifests()
+                    .iter()
+                    .map(|m| IndexEntry {
+                        digest: m.digest().to_string(),
+                        media_type: m.media_type().to_string(),
+                        size: m.size(),
+                        platform: m.platform().as_ref().map(platform::format),
+                    })
+                    .collect(),
+                annotations: serde_json::to_value(index.annotations())?,
+            };
+            out.show(&summary, || {
+                let mut text = format!(
+                    "Digest:     {}\nMediaType:  {}\nManifests:\n",
+                    summary.digest, summary.media_type
+                );
+                for m in &summary.manifests {
+                    text.push_str(&format!(
+                        "  {}  {:>10}  {}\n",
+                        m.digest,
+                        human_size(m.size),
+                        m.platform.as_deref().unwrap_or("-")
+                    ));
+                }
+                text
+            })
+        }
+        _ => bail!(
+            "{} is a {}, not a manifest or index",
+            descriptor.digest(),
+            descriptor.media_type()
+        ),
+    }
+}
+
+fn human_image(s: &ImageSummary) -> String {
+    let mut text = format!("Digest:     {}\nMediaType:  {}\n", s.digest, s.media_type);
+    if let Some(t) = &s.artifact_type {
+        text.push_str(&format!("Artifact:   {t}\n"));
+    }
+    text.push_str(&format!(
+        "Platform:   {}\nCreated:    {}\nConfig:     {} ({})\nLayers:\n",
+        s.platform.as_deref().unwrap_or("-"),
+        s.created.as_deref().unwrap_or("-"),
+        s.config.digest,
+        s.config.media_type
+    ));
+    for layer in &s.layers {
+        text.push_str(&format!(
+            "  {}  {:>10}  {}\n",
+            layer.digest,
+            human_size(layer.size),
+            layer.media_type
+        ));
+    }
+    if let Some(run) = &s.run_config {
+        for key in [
+            "Entrypoint",
+            "Cmd",
+            "Env",
+            "WorkingDir",
+            "User",
+            "Labels",
+            "ExposedPorts",
+        ] {
+            if let Some(value) = run.get(key).filter(|v| !v.is_null()) {
+                text.push_str(&format!("{key}: {value}\n"));
+            }
+        }
+    }
+    text
+}
+
+pub(crate) async fn cat(location: &Location, digest: &str) -> Result<()> {
+    let (path, selector) = location.oci("cat")?;
+    if selector.is_some() {
+        bail!("cat takes a layout (oci:PATH) and a digest");
+    }
+    let digest: Digest = digest
+        .parse()
+        .with_context(|| format!("`{digest}` is not a valid digest"))?;
+    let layout = open_layout(path).await?;
+    let blob = layout
+        .store()
+        .open(&digest, None)
+        .await
+        .with_context(|| format!("no blob {digest} in {}", path.display()))?;
+    // Stream it out, hashing on the way; a mismatch fails after the bytes went out, so the
+    // exit status is what tells (as `sha256sum -c` would).
+    let size = blob.size();
+    let mut hasher = ocikit::digest::Hasher::new(digest.algorithm())
+        .with_context(|| format!("cannot verify {digest}"))?;
+    let mut stream = blob.into_stream();
+    let mut stdout = tokio::io::stdout();
+    let mut written = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        written += chunk.len() as u64;
+        stdout.write_all(&chunk).await?;
+    }
+    stdout.flush().await?;
+    let actual = hasher.finish();
+    if written != size || actual != digest {
+        bail!("blob {digest} is corrupt: its {written} bytes hash to {actual}");
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! `init`, `ls`, `tag`, `untag`: the layout and its tags.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result, bail};
+use ocikit::digest::oci_spec::image::Descriptor;
+use ocikit::digest::platform;
+use ocikit::layout::{Document, Layout};
+use ocikit::store::FsStore;
+use serde::Serialize;
+
+use super::{open_layout, resolve};
+use crate::location::{Location, Selector};
+use crate::output::{Output, human_size, short_digest};
+
+pub(crate) async fn init(location: &Location, out: &Output) -> Result<()> {
+    let (path, selector) = location.oci("init")?;
+    if selector.is_some() {
+        bail!("init takes a layout (oci:PATH), not an image");
+    }
+    let store = FsStore::open(path)
+        .await
+        .with_context(|| format!("cannot create a store at {}", path.display()))?;
+    Layout::create(store)
+        .await
+        .with_context(|| format!("cannot create a layout at {}", path.display()))?;
+    #[derive(Serialize)]
+    struct Created<'a> {
+        layout: &'a std::path::Path,
+    }
+    out.show(&Created { layout: path }, || {
+        format!("initialised OCI image layout {}", path.display())
+    })
+}
+
+/// One `ls` row.
+#[derive(Debug, Serialize)]
+pub(crate) struct Row {
+    tag: String,
+    digest: String,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    /// Bytes of the manifest (or index), configs and layers, each blob counted once.
+    size: u64,
+    platforms: Vec<String>,
+}
+
+pub(crate) async fn ls(location: &Location, out: &Output) -> Result<()> {
+    let (path, selector) = location.oci("ls")?;
+    if selector.is_some() {
+        bail!("ls takes a layout (oci:PATH), not an image");
+    }
+    let layout = open_layout(path).await?;
+    let mut rows = Vec::new();
+    for (tag, descriptor) in layout.tags().await? {
+        let (size, platforms) = footprint(&layout, &descriptor)
+            .await
+            .with_context(|| format!("cannot read the image tagged {tag:?}"))?;
+        rows.push(Row {
+            tag,
+            digest: descriptor.digest().to_string(),
+            media_type: descriptor.media_type().to_string(),
+            size,
+            platforms,
+        });
+    }
+    #[derive(Serialize)]
+    struct Listing<'a> {
+        tags: &'a [Row],
+    }
+    out.show(&Listing { tags: &rows }, || {
+        let mut text = format!("{:<24} {:<12} {:>10}  PLATFORMS\n", "TAG", "DIGEST", "SIZE");
+        for row in &rows {
+            text.push_str(&format!(
+                "{:<24} {:<12} {:>10}  {}\n",
+                row.tag,
+                short_digest(&row.digest),
+                human_size(row.size),
+                if row.platforms.is_empty() {
+                    "-".to_string()
+                } else {
+                    row.platforms.join(", ")
+                }
+            ));
+        }
+        text
+    })
+}
+
+/// The bytes an image holds (manifests, configs, layers; each blob once) and its platforms.
+async fn footprint(layout: &Layout, root: &Descriptor) -> Result<(u64, Vec<String>)> {
+    let mut seen = BTreeSet::new();
+    let mut size = 0;
+    let mut platforms = Vec::new();
+    let mut stack = vec![(root.clone(), 0usize)];
+    while let Some((descriptor, depth)) = stack.pop() {
+        if !seen.insert(descriptor.digest().to_string()) {
+            continue;
+        }
+        size += descriptor.size();
+        if depth > 8 {
+            bail!("indexes nested more than 8 deep");
+        }
+        match layout.read_document(&descriptor).await? {
+            Document::Manifest { manifest, .. } => {
+                let config = manifest.config();
+                let text = match descriptor.platform() {
+                    Some(p) => Some(platform::format(p)),
+                    None => config_platform(layout, config).await,
+                };
+                platforms.extend(text);
+                for blob in std::iter::once(config).chain(manifest.layers()) {
+                    if seen.insert(blob.digest().to_string()) {
+                        size += blob.size();
+                    }
+                }
+            }
+            Document::Index { index, .. } => {
+                for child in index.manifests().iter().rev() {
+                    stack.push((child.clone(), depth + 1));
+                }
+            }
+            _ => {}
+        }
+    }
+    platforms.sort();
+    platforms.dedup();
+    Ok((size, platforms))
+}
+
+/// `os/arch[/variant]` from an image config, when it is one.
+async fn config_platform(layout: &Layout, config: &Descriptor) -> Option<String> {
+    let bytes = layout.read_blob(config).await.ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let os = value.get("os")?.as_str()?;
+    let arch = value.get("architecture")?.as_str()?;
+    let variant = value.get("variant").and_then(|v| v.as_str());
+    Some(platform::format(&platform::build(os, arch, variant)))
+}
+
+pub(crate) async fn tag(location: &Location, new_tag: &str, out: &Output) -> Result<()> {
+    let (path, selector) = location.oci("tag")?;
+    let layout = open_layout(path).await?;
+    let descriptor = resolve(&layout, selector).await?;
+    layout
+        .set_tag(new_tag, &descriptor)
+        .await
+        .with_context(|| format!("cannot tag {} as {new_tag:?}", descriptor.digest()))?;
+    #[derive(Serialize)]
+    struct Tagged<'a> {
+        tag: &'a str,
+        digest: String,
+    }
+    out.show(
+        &Tagged {
+            tag: new_tag,
+            digest: descriptor.digest().to_string(),
+        },
+        || format!("tagged {} as {new_tag}", descriptor.digest()),
+    )
+}
+
+pub(crate) async fn untag(location: &Location, out: &Output) -> Result<()> {
+    let (path, selector) = location.oci("untag")?;
+    let Some(Selector::Tag(tag)) = selector else {
+        bail!("untag needs a tag: oci:PATH:TAG");
+    };
+    let layout = open_layout(path).await?;
+    if !layout.remove_tag(tag).await? {
+        bail!("no tag {tag:?} in {}", path.display());
+    }
+    #[derive(Serialize)]
+    struct Untagged<'a> {
+        removed: &'a str,
+    }
+    out.show(&Untagged { removed: tag }, || format!("removed tag {tag}"))
+}

@@ -1,0 +1,99 @@
+//! The commands, one module per group.
+
+mod inspect;
+mod layout;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use ocikit::digest::Digest;
+use ocikit::digest::oci_spec::image::Descriptor;
+use ocikit::layout::Layout;
+use ocikit::store::FsStore;
+
+use crate::Command;
+use crate::location::{Location, Selector};
+use crate::output::Output;
+
+pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
+    match command {
+        Command::Init { layout: location } => layout::init(&Location::parse(&location)?, out).await,
+        Command::Ls { layout: location } => layout::ls(&Location::parse(&location)?, out).await,
+        Command::Tag { image, tag } => layout::tag(&Location::parse(&image)?, &tag, out).await,
+        Command::Untag { image } => layout::untag(&Location::parse(&image)?, out).await,
+        Command::Inspect { image, raw, config } => {
+            inspect::inspect(&Location::parse(&image)?, raw, config, out).await
+        }
+        Command::Cat {
+            layout: location,
+            digest,
+        } => inspect::cat(&Location::parse(&location)?, &digest).await,
+        Command::Completions { shell } => {
+            let mut command = <crate::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "ocikit", &mut std::io::stdout());
+            Ok(())
+        }
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens an existing layout directory, without creating anything when there is none.
+pub(crate) async fn open_layout(path: &Path) -> Result<Layout> {
+    if !path.join("oci-layout").is_file() {
+        if !path.exists() {
+            bail!(
+                "no OCI image layout at {}: the directory does not exist",
+                path.display()
+            );
+        }
+        bail!(
+            "no OCI image layout at {}: it has no oci-layout file",
+            path.display()
+        );
+    }
+    let store = FsStore::open(path)
+        .await
+        .with_context(|| format!("cannot open the store at {}", path.display()))?;
+    Layout::open(store)
+        .await
+        .with_context(|| format!("cannot open the layout at {}", path.display()))
+}
+
+/// The descriptor a selector names in a layout: a tag's entry, or the index entry (or
+/// stored manifest) with that digest.
+pub(crate) async fn resolve(layout: &Layout, selector: Option<&Selector>) -> Result<Descriptor> {
+    match selector {
+        None => bail!("name an image: add :TAG or @DIGEST to the location"),
+        Some(Selector::Tag(tag)) => Ok(layout.resolve(tag).await?),
+        Some(Selector::Digest(digest)) => by_digest(layout, digest).await,
+    }
+}
+
+async fn by_digest(layout: &Layout, digest: &Digest) -> Result<Descriptor> {
+    let index = layout.index().await?;
+    if let Some(found) = index
+        .manifests()
+        .find(|d| d.digest().to_string() == digest.to_string())
+    {
+        return Ok(found.clone());
+    }
+    // Not in index.json: a manifest stored without an entry; its own mediaType says what.
+    use ocikit::store::StoreExt;
+    let bytes = layout
+        .store()
+        .get_bytes(digest, ocikit::layout::MAX_DOCUMENT_SIZE)
+        .await
+        .with_context(|| format!("cannot read {digest}"))?
+        .with_context(|| format!("no manifest {digest} in the layout"))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{digest} is not a JSON manifest or index"))?;
+    let Some(media_type) = value.get("mediaType").and_then(|m| m.as_str()) else {
+        bail!("{digest} is not in index.json and has no mediaType to say what it is");
+    };
+    Ok(ocikit::digest::descriptor::new(
+        media_type,
+        digest,
+        bytes.len() as u64,
+    )?)
+}

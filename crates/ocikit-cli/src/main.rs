@@ -1,0 +1,109 @@
+//! `ocikit`: build, inspect, verify, unpack and move OCI images and artifacts.
+//!
+//! Image locations follow skopeo's transports: `oci:PATH[:TAG]` (an OCI image layout),
+//! `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`. Every read command takes
+//! `--json` for a stable machine-readable shape; errors print their whole cause chain once
+//! and exit with status 1 (2 for a usage error).
+
+mod commands;
+mod location;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Output;
+
+/// Build, inspect, verify, unpack and move OCI images and artifacts.
+#[derive(Debug, Parser)]
+#[command(name = "ocikit", version, about, long_about = None, propagate_version = true)]
+#[command(
+    after_help = "Locations: oci:PATH[:TAG|@DIGEST], oci-archive:FILE[:TAG], \
+    docker-archive:FILE[:NAME:TAG].\n\nExamples:\n  ocikit init oci:./images\n  \
+    ocikit ls oci:./images\n  ocikit inspect oci:./images:v1 --config"
+)]
+struct Cli {
+    /// Print machine-readable JSON instead of text (read commands).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an empty OCI image layout (nothing changes if one is there already).
+    #[command(after_help = "Example:\n  ocikit init oci:./images")]
+    Init {
+        /// The layout: oci:PATH.
+        layout: String,
+    },
+    /// List a layout's tags with their digests, sizes and platforms.
+    #[command(after_help = "Examples:\n  ocikit ls oci:./images\n  ocikit ls oci:./images --json")]
+    Ls {
+        /// The layout: oci:PATH.
+        layout: String,
+    },
+    /// Point a new tag at an image (moving the tag if it exists).
+    #[command(after_help = "Examples:\n  ocikit tag oci:./images:v1 latest\n  \
+        ocikit tag oci:./images@sha256:... v2")]
+    Tag {
+        /// The image: oci:PATH:TAG or oci:PATH@DIGEST.
+        image: String,
+        /// The new tag.
+        tag: String,
+    },
+    /// Remove a tag (the image's blobs go at the next `ocikit gc`).
+    #[command(after_help = "Example:\n  ocikit untag oci:./images:old")]
+    Untag {
+        /// The tag: oci:PATH:TAG.
+        image: String,
+    },
+    /// Show an image: a summary, or its manifest, index or config.
+    #[command(after_help = "Examples:\n  ocikit inspect oci:./images:v1\n  \
+        ocikit inspect oci:./images:v1 --raw\n  ocikit inspect oci:./images:v1 --config")]
+    Inspect {
+        /// The image: oci:PATH:TAG or oci:PATH@DIGEST.
+        image: String,
+        /// Print the manifest (or index) exactly as stored.
+        #[arg(long, conflicts_with = "config")]
+        raw: bool,
+        /// Print the image config (of the first manifest, for an index).
+        #[arg(long)]
+        config: bool,
+    },
+    /// Write a blob's bytes to standard output, verified against its digest.
+    #[command(after_help = "Example:\n  ocikit cat oci:./images sha256:... > blob")]
+    Cat {
+        /// The layout: oci:PATH.
+        layout: String,
+        /// The blob's digest.
+        digest: String,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  ocikit completions bash > /etc/bash_completion.d/ocikit")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Output::new(cli.json, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return out.fail(&anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    match runtime.block_on(commands::run(cli.command, &out)) {
+        Ok(code) => code,
+        Err(err) => out.fail(&err),
+    }
+}

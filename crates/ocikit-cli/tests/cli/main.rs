@@ -1,0 +1,75 @@
+//! End-to-end tests of the `ocikit` binary: real directories, real processes, output and
+//! exit codes checked, `--json` parsed back, and bad input refused with nothing changed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod layout;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `ocikit` with `args`.
+pub(crate) fn ocikit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ocikit"))
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run ocikit")
+}
+
+/// Runs `ocikit` and expects success; returns stdout.
+pub(crate) fn ok(args: &[&str]) -> String {
+    let out = ocikit(args);
+    assert!(
+        out.status.success(),
+        "ocikit {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `ocikit` and expects failure with exit status 1 and a one-screen error on stderr;
+/// returns stderr.
+pub(crate) fn fails(args: &[&str]) -> String {
+    let out = ocikit(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ocikit {args:?} should fail with 1:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.lines().count() <= 24,
+        "error longer than a screen:\n{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "failed command printed to stdout");
+    stderr
+}
+
+/// `oci:PATH[...]` for a path.
+pub(crate) fn oci(path: &Path, rest: &str) -> String {
+    format!("oci:{}{rest}", path.display())
+}
+
+/// Every file under `dir` with its bytes, to show that a failed command changed nothing.
+pub(crate) fn contents(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,54 @@
+//! OCI container images and artifacts in Rust: the facade over the ocikit crates.
+//!
+//! ocikit is a stack of small crates, each usable on its own; this crate re-exports them by
+//! feature so that one dependency line gives you the layers you need:
+//!
+//! | module | crate | feature | what it is for |
+//! |---|---|---|---|
+//! | [`digest`] | `ocikit-digest` | always | digests, hashing and verifying readers, descriptors, media types, platforms, image references, canonical JSON |
+//! | `store` | `ocikit-store` | `fs` | content-addressed stores: filesystem, memory, S3 (`s3`) |
+//! | `codec` | `ocikit-codec` | `codec` (with `fs`) | layer compression (`gzip`, `zstd`), one-pass layer writers, reproducible layers and changesets, the hardened layer applier |
+//! | `layout` | `ocikit-layout` | `fs` | OCI image layouts on any store: tags, images, platforms, artifacts and referrers, fsck, GC, copy, archives |
+//!
+//! Default features: `fs` and `gzip`. Others: `zstd`, `s3`, `tokio` (async adapters of the
+//! digest and codec streams). The registry server and client will come as `registry`.
+//!
+//! # A first program
+//!
+//! Create a layout on disk, store a blob, tag it, and find it again:
+//!
+//! ```
+//! # #[cfg(feature = "fs")]
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use ocikit::layout::Layout;
+//! use ocikit::store::FsStore;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let layout = Layout::create(FsStore::open(dir.path().join("layout")).await?).await?;
+//! let blob = layout.put_blob("application/vnd.oci.empty.v1+json", b"{}").await?;
+//! layout.set_tag("latest", &blob).await?;
+//! assert_eq!(layout.resolve("latest").await?.digest(), blob.digest());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Verifying content
+//!
+//! ```
+//! use ocikit::digest::{Digest, Reference};
+//!
+//! let digest = Digest::sha256(b"hello");
+//! assert_eq!(digest.algorithm().as_str(), "sha256");
+//! let reference: Reference = "ghcr.io/ocikit/demo:v1".parse()?;
+//! assert_eq!(reference.tag(), Some("v1"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub use ocikit_digest as digest;
+
+#[cfg(feature = "codec")]
+pub use ocikit_codec as codec;
+#[cfg(feature = "fs")]
+pub use ocikit_layout as layout;
+#[cfg(feature = "fs")]
+pub use ocikit_store as store;

@@ -218,3 +218,83 @@ where
     };
     (reader, future)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_never_runs_more_than_the_channel_ahead() {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+        let written = Arc::new(AtomicU64::new(0));
+        let counter = written.clone();
+        let producer = tokio::task::spawn_blocking(move || {
+            let mut out = ChannelWriter::new(tx);
+            for _ in 0..200 {
+                out.write_all(&[1u8; 64 << 10]).unwrap();
+                counter.fetch_add(64 << 10, Ordering::SeqCst);
+            }
+            out.flush().unwrap();
+        });
+        let bound = ((CHANNEL_CHUNKS + 2) * CHUNK_SIZE) as u64;
+        let mut received = 0u64;
+        while let Some(chunk) = rx.recv().await {
+            received += chunk.len() as u64;
+            // A slow consumer: the producer must wait for it.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let ahead = written.load(Ordering::SeqCst).saturating_sub(received);
+            assert!(ahead <= bound, "{ahead} bytes in flight");
+        }
+        producer.await.unwrap();
+        assert_eq!(received, 200 * (64 << 10));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_whose_reader_is_gone_fails_with_broken_pipe() {
+        let (tx, rx) = mpsc::channel::<Bytes>(1);
+        drop(rx);
+        let err = tokio::task::spawn_blocking(move || {
+            let mut out = ChannelWriter::new(tx);
+            out.write_all(&vec![0u8; CHUNK_SIZE * 2])
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fed_reader_yields_the_stream_then_its_failure() {
+        let items: Vec<std::result::Result<Bytes, &'static str>> = vec![
+            Ok(Bytes::from_static(b"abc")),
+            Ok(Bytes::new()),
+            Ok(Bytes::from_static(b"def")),
+        ];
+        let (mut reader, feeding) = feed(futures::stream::iter(items));
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out).map(|_| out)
+        });
+        let (fed, read) = futures::join!(feeding, read);
+        fed.unwrap();
+        assert_eq!(read.unwrap().unwrap(), b"abcdef");
+
+        let items: Vec<std::result::Result<Bytes, &'static str>> =
+            vec![Ok(Bytes::from_static(b"abc")), Err("broken")];
+        let (mut reader, feeding) = feed(futures::stream::iter(items));
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let result = reader.read_to_end(&mut out);
+            // Once failed, it stays failed: never a clean end.
+            (result.is_err(), reader.read(&mut [0u8; 4]).is_err())
+        });
+        let (fed, read) = futures::join!(feeding, read);
+        assert_eq!(fed, Err("broken"));
+        assert_eq!(read.unwrap(), (true, true));
+    }
+}

@@ -484,9 +484,10 @@ impl ImageBuilder {
         &self.layers
     }
 
-    /// Sets the platform: `os`, `architecture`, `variant`, `os.version`, `os.features`.
+    /// Sets the platform: `os`, `architecture`, `variant`, `os.version`, `os.features`
+    /// (names normalised: `x86_64` is written `amd64`).
     pub fn platform(&mut self, platform: &Platform) -> &mut Self {
-        self.config.set_platform(platform);
+        self.config.set_platform(&platform::normalize(platform));
         self
     }
 

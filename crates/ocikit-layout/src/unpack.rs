@@ -25,6 +25,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ocikit_codec::apply::{ApplyOptions, ApplyReport, apply_layer};
 use ocikit_codec::compression::{Decoder, compression_of};
@@ -156,6 +158,7 @@ pub async fn unpack_tag(
 
 /// Everything the blocking thread needs for one layer.
 struct Job {
+    cancelled: Arc<AtomicBool>,
     digest: Digest,
     size: u64,
     media_type: String,
@@ -185,7 +188,11 @@ async fn apply_one(
         digest: digest.clone(),
         size,
     });
+    // If this future is dropped, the blocking thread stops at its next read instead of
+    // applying the rest of the layer to a root nobody waits for.
+    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let job = Job {
+        cancelled: cancel.0.clone(),
         digest: digest.clone(),
         size,
         media_type: layer.media_type().to_string(),
@@ -207,15 +214,18 @@ async fn apply_one(
                 pos: range.start,
                 end: range.end,
             };
-            tokio::task::spawn_blocking(move || apply_from(source, job))
+            let applied = tokio::task::spawn_blocking(move || apply_from(source, job))
                 .await
-                .map_err(bridge::join_error)?
+                .map_err(bridge::join_error)?;
+            drop(cancel);
+            applied
         }
         None => {
             let (reader, feed) = bridge::feed(blob.into_stream());
             let task = tokio::task::spawn_blocking(move || apply_from(reader, job));
             let (fed, applied) = futures::join!(feed, task);
             let applied = applied.map_err(bridge::join_error)?;
+            drop(cancel);
             match (fed, applied) {
                 // The stream's own error explains the reader's failure.
                 (Err(e), Err(_)) => Err(Error::Store(e)),
@@ -238,6 +248,7 @@ fn apply_from<R: Read>(source: R, job: Job) -> Result<ApplyReport> {
         digest: job.digest.clone(),
         bytes: 0,
         reported: 0,
+        cancelled: job.cancelled.clone(),
     };
     let applied = Decoder::for_media_type(&mut source, &job.media_type, job.apply.limits)
         .map_err(Error::Codec)
@@ -310,17 +321,31 @@ impl Read for FileRange {
     }
 }
 
-/// Counts the compressed bytes read and reports progress.
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Counts the compressed bytes read, reports progress, and stops when cancelled.
 struct Counting<R> {
     inner: R,
     progress: Progress,
     digest: Digest,
     bytes: u64,
     reported: u64,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            // Not `Interrupted`, which readers retry.
+            return Err(io::Error::other("the unpack was cancelled"));
+        }
         let n = self.inner.read(buf)?;
         self.bytes += n as u64;
         if self.bytes - self.reported >= PROGRESS_INTERVAL {

@@ -829,3 +829,179 @@ async fn an_index_of_several_platforms_is_written_and_resolved() {
         }
     }
 }
+
+/// A memory store whose staging areas fail once `limit` bytes were written to them.
+#[derive(Debug)]
+struct BrokenDisk {
+    inner: MemoryStore,
+    limit: usize,
+}
+
+struct BrokenStaging {
+    inner: Box<dyn ocikit_store::Staging>,
+    left: usize,
+}
+
+impl tokio::io::AsyncWrite for BrokenStaging {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other("disk full")));
+        }
+        let n = buf.len().min(self.left);
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_write(cx, &buf[..n]);
+        if let std::task::Poll::Ready(Ok(written)) = &polled {
+            this.left -= written;
+        }
+        polled
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait::async_trait]
+impl ocikit_store::Staging for BrokenStaging {
+    async fn publish(self: Box<Self>, digest: &Digest, size: u64) -> ocikit_store::Result<()> {
+        self.inner.publish(digest, size).await
+    }
+    async fn abort(self: Box<Self>) -> ocikit_store::Result<()> {
+        self.inner.abort().await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for BrokenDisk {
+    async fn stat(&self, digest: &Digest) -> ocikit_store::Result<Option<u64>> {
+        self.inner.stat(digest).await
+    }
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> ocikit_store::Result<Option<ocikit_store::Blob>> {
+        self.inner.get(digest, range).await
+    }
+    async fn stage(&self) -> ocikit_store::Result<Box<dyn ocikit_store::Staging>> {
+        Ok(Box::new(BrokenStaging {
+            inner: self.inner.stage().await?,
+            left: self.limit,
+        }))
+    }
+    async fn delete(&self, digest: &Digest) -> ocikit_store::Result<bool> {
+        self.inner.delete(digest).await
+    }
+    fn list(&self) -> futures::stream::BoxStream<'_, ocikit_store::Result<Digest>> {
+        self.inner.list()
+    }
+    async fn read_document(
+        &self,
+        key: &ocikit_store::DocumentKey,
+    ) -> ocikit_store::Result<Option<ocikit_store::Document>> {
+        self.inner.read_document(key).await
+    }
+    async fn write_document(
+        &self,
+        key: &ocikit_store::DocumentKey,
+        bytes: bytes::Bytes,
+        precondition: ocikit_store::Precondition,
+    ) -> ocikit_store::Result<ocikit_store::Version> {
+        self.inner.write_document(key, bytes, precondition).await
+    }
+    async fn delete_document(
+        &self,
+        key: &ocikit_store::DocumentKey,
+        precondition: ocikit_store::Precondition,
+    ) -> ocikit_store::Result<bool> {
+        self.inner.delete_document(key, precondition).await
+    }
+    async fn list_documents(
+        &self,
+        prefix: &str,
+    ) -> ocikit_store::Result<Vec<ocikit_store::DocumentKey>> {
+        self.inner.list_documents(prefix).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failing_mid_layer_fails_the_layer_with_its_own_error() {
+    let layout = Layout::create(BrokenDisk {
+        inner: MemoryStore::new(),
+        limit: 1 << 20,
+    })
+    .await
+    .unwrap();
+    // 8 MiB that gzip cannot shrink below the store's 1 MiB.
+    let tree = tempfile::tempdir().unwrap();
+    let mut x: u64 = 88172645463325252;
+    let noise: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(tree.path().join("noise"), &noise).unwrap();
+    let mut image = ImageBuilder::new(&layout);
+    for attempt in 0..2 {
+        let err = if attempt == 0 {
+            image
+                .add_layer_from_dir(tree.path(), LayerSpec::new())
+                .await
+                .unwrap_err()
+        } else {
+            image
+                .add_layer_from_tar(
+                    std::io::Cursor::new(tar_with(&[("noise", &noise)])),
+                    LayerSpec::new().compression(Compression::Zstd),
+                )
+                .await
+                .unwrap_err()
+        };
+        // The store's error, not the producer's resulting broken pipe.
+        match err {
+            Error::Store(ocikit_store::Error::Stream(e)) => assert_eq!(e.to_string(), "disk full"),
+            other => panic!("expected the store's error, got {other:?}"),
+        }
+    }
+    assert!(image.layers().is_empty());
+    assert_eq!(blob_count(&layout).await, 0, "nothing was published");
+}
+
+/// Servers need every future of the API to be `Send`.
+#[test]
+fn the_async_api_is_send() {
+    fn send<T: Send>(_: &T) {}
+    let layout_future = Layout::create(MemoryStore::new());
+    send(&layout_future);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let layout = runtime.block_on(layout_future).unwrap();
+    let mut image = ImageBuilder::new(&layout);
+    send(&image.add_layer_from_dir("/nonexistent", LayerSpec::new()));
+    send(&image.add_layer_from_tar(std::io::empty(), LayerSpec::new()));
+    send(&image.add_layer_from_async_tar(tokio::io::empty(), LayerSpec::new()));
+    send(&image.write());
+    send(&ImageBuilder::from_tag(&layout, "x", &PlatformQuery::any()));
+    let d = ocikit_digest::descriptor::empty();
+    send(&resolve(&layout, &d, &PlatformQuery::any()));
+    send(&unpack(&layout, &d, "/nonexistent", &UnpackOptions::new()));
+    let mut index = IndexBuilder::new(&layout);
+    send(&index.add(&d));
+    send(&index.write());
+}

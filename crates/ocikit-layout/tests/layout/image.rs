@@ -1005,3 +1005,101 @@ fn the_async_api_is_send() {
     send(&index.add(&d));
     send(&index.write());
 }
+
+#[tokio::test]
+async fn building_and_unpacking_work_on_a_current_thread_runtime() {
+    for (layout, _guard) in layouts().await {
+        let tree = tempfile::tempdir().unwrap();
+        make_tree(tree.path());
+        let mut image = ImageBuilder::new(&layout);
+        image.platform(&platform::parse("linux/amd64").unwrap());
+        image
+            .add_layer_from_dir(tree.path(), LayerSpec::new().compression(Compression::Zstd))
+            .await
+            .unwrap();
+        image
+            .add_layer_from_async_tar(
+                std::io::Cursor::new(tar_with(&[("extra", b"x".as_slice())])),
+                LayerSpec::new(),
+            )
+            .await
+            .unwrap();
+        let manifest = image.write().await.unwrap();
+        let out = tempfile::tempdir().unwrap();
+        unpack(
+            &layout,
+            &manifest,
+            out.path(),
+            &UnpackOptions::new().with_platform(linux_amd64()),
+        )
+        .await
+        .unwrap();
+        let mut got = snapshot(out.path());
+        assert!(matches!(got.remove("extra"), Some(Node::File { content, .. }) if content == b"x"));
+        assert_eq!(got, snapshot(tree.path()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_platform_base_is_resolved_and_explicit_times_are_kept() {
+    for (layout, _guard) in layouts().await {
+        let mut index = IndexBuilder::new(&layout);
+        for p in ["linux/amd64", "linux/arm64"] {
+            let mut image = ImageBuilder::new(&layout);
+            image
+                .platform(&platform::parse(p).unwrap())
+                .without_created();
+            image
+                .add_layer_from_tar(
+                    std::io::Cursor::new(tar_with(&[("arch", p.as_bytes())])),
+                    LayerSpec::new().created_by(p),
+                )
+                .await
+                .unwrap();
+            index.add(&image.write().await.unwrap()).await.unwrap();
+        }
+        let top = index.write().await.unwrap();
+        // An index of indexes can be built too.
+        let mut outer = IndexBuilder::new(&layout);
+        outer.add(&top).await.unwrap();
+        let outer = outer.write_and_tag("outer").await.unwrap();
+
+        let arm = PlatformQuery::new(&platform::parse("linux/arm64").unwrap());
+        let mut image = ImageBuilder::from_tag(&layout, "outer", &arm)
+            .await
+            .unwrap();
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400);
+        image.created(when);
+        image
+            .add_layer_from_tar(
+                std::io::Cursor::new(tar_with(&[("more", b"m".as_slice())])),
+                LayerSpec::new(),
+            )
+            .await
+            .unwrap();
+        let manifest = image.write().await.unwrap();
+        assert_eq!(
+            platform::format(manifest.platform().as_ref().unwrap()),
+            "linux/arm64"
+        );
+        let (_, config) = config_json(&layout, &manifest).await;
+        assert_eq!(config["created"], "1970-01-02T00:00:00Z");
+        assert_eq!(config["history"][0]["created_by"], "linux/arm64");
+        assert!(config["history"][0].get("created").is_none());
+        assert_eq!(config["history"][1]["created"], "1970-01-02T00:00:00Z");
+        let out = tempfile::tempdir().unwrap();
+        unpack(
+            &layout,
+            &manifest,
+            out.path(),
+            &UnpackOptions::new().with_platform(arm),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            std::fs::read(out.path().join("arch")).unwrap(),
+            b"linux/arm64"
+        );
+        let _ = outer;
+    }
+}

@@ -1103,3 +1103,52 @@ async fn a_multi_platform_base_is_resolved_and_explicit_times_are_kept() {
         let _ = outer;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builders_refuse_bad_input_before_writing_anything() {
+    for (layout, _guard) in layouts().await {
+        let before = blob_count(&layout).await;
+        let mut image = ImageBuilder::new(&layout);
+        image.exec_field("Labels", json!({"not-a-string": 1}));
+        match image.write().await {
+            Err(Error::InvalidDocument { reason, .. }) => {
+                assert!(reason.contains("not an image configuration"), "{reason}")
+            }
+            other => panic!("expected the config refused, got {other:?}"),
+        }
+        let mut image = ImageBuilder::new(&layout);
+        assert!(matches!(
+            image.write_and_tag("../escape").await,
+            Err(Error::InvalidTag { .. })
+        ));
+        image.source_date_epoch(Some(i64::MAX));
+        assert!(matches!(
+            image.write().await,
+            Err(Error::InvalidImage { .. })
+        ));
+        assert_eq!(blob_count(&layout).await, before, "nothing was written");
+
+        let mut index = IndexBuilder::new(&layout);
+        let manifest = ImageBuilder::new(&layout).write().await.unwrap();
+        let mut absent = manifest.clone();
+        absent.set_digest(Digest::sha256(b"absent").to_string().parse().unwrap());
+        assert!(matches!(
+            index.add(&absent).await,
+            Err(Error::Store(ocikit_store::Error::NotFound { .. }))
+        ));
+        let mut wrong_size = manifest.clone();
+        wrong_size.set_size(manifest.size() + 1);
+        assert!(matches!(
+            index.add(&wrong_size).await,
+            Err(Error::Store(ocikit_store::Error::SizeMismatch { .. }))
+        ));
+        // A manifest served as an index is refused (CVE-2021-41190).
+        let mut confused = manifest.clone();
+        confused.set_media_type(ocikit_digest::oci_spec::image::MediaType::ImageIndex);
+        assert!(matches!(
+            index.add(&confused).await,
+            Err(Error::InvalidDocument { .. })
+        ));
+        assert!(index.manifests().is_empty());
+    }
+}

@@ -165,7 +165,10 @@ async fn a_directory_built_then_unpacked_is_the_same_tree() {
     for (layout, _guard) in layouts().await {
         for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
             let mut image = ImageBuilder::new(&layout);
-            image.platform(&platform::parse("linux/amd64").unwrap());
+            // Whatever the environment says: mtimes are compared below.
+            image
+                .platform(&platform::parse("linux/amd64").unwrap())
+                .source_date_epoch(None);
             let layer = image
                 .add_layer_from_dir(tree.path(), LayerSpec::new().compression(compression))
                 .await
@@ -1012,7 +1015,9 @@ async fn building_and_unpacking_work_on_a_current_thread_runtime() {
         let tree = tempfile::tempdir().unwrap();
         make_tree(tree.path());
         let mut image = ImageBuilder::new(&layout);
-        image.platform(&platform::parse("linux/amd64").unwrap());
+        image
+            .platform(&platform::parse("linux/amd64").unwrap())
+            .source_date_epoch(None);
         image
             .add_layer_from_dir(tree.path(), LayerSpec::new().compression(Compression::Zstd))
             .await
@@ -1150,5 +1155,78 @@ async fn builders_refuse_bad_input_before_writing_anything() {
             Err(Error::InvalidDocument { .. })
         ));
         assert!(index.manifests().is_empty());
+    }
+}
+
+/// Runs `environment_child` in a new process of this test binary with SOURCE_DATE_EPOCH
+/// set (tests cannot set variables in their own, multithreaded, process).
+fn run_child(epoch: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "image::environment_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("SOURCE_DATE_EPOCH", epoch)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "SOURCE_DATE_EPOCH={epoch}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn source_date_epoch_is_taken_from_the_environment() {
+    run_child("86400");
+    run_child("not-a-number");
+}
+
+#[ignore = "run by source_date_epoch_is_taken_from_the_environment, with the variable set"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_child() {
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").unwrap();
+    let layout = Layout::create(MemoryStore::new()).await.unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("f"), b"f").unwrap();
+    let mut image = ImageBuilder::new(&layout);
+    image.platform(&platform::parse("linux/amd64").unwrap());
+    let added = image
+        .add_layer_from_dir(tree.path(), LayerSpec::new())
+        .await;
+    if epoch == "86400" {
+        added.unwrap();
+        let manifest = image.write().await.unwrap();
+        let (_, config) = config_json(&layout, &manifest).await;
+        assert_eq!(config["created"], "1970-01-02T00:00:00Z");
+        let out = tempfile::tempdir().unwrap();
+        unpack(
+            &layout,
+            &manifest,
+            out.path(),
+            &UnpackOptions::new().with_platform(linux_amd64()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            std::fs::metadata(out.path().join("f")).unwrap().mtime(),
+            86400
+        );
+        // An explicit choice wins over the environment.
+        image.source_date_epoch(None).created(std::time::UNIX_EPOCH);
+        let (_, config) = config_json(&layout, &image.write().await.unwrap()).await;
+        assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+    } else {
+        // A malformed value fails the build rather than being ignored.
+        match added {
+            Err(Error::Codec(ocikit_codec::Error::Io { operation, .. })) => {
+                assert_eq!(operation, "parse SOURCE_DATE_EPOCH")
+            }
+            other => panic!("expected the malformed epoch refused, got {other:?}"),
+        }
+        assert!(image.write().await.is_err());
     }
 }

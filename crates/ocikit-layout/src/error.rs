@@ -77,6 +77,40 @@ pub enum Error {
         /// How many times the edit was retried.
         attempts: usize,
     },
+    /// An image being built or read is inconsistent (layers, `rootfs.diff_ids` and history
+    /// disagree), or a builder was given something it cannot use.
+    #[error("invalid image: {reason}")]
+    InvalidImage {
+        /// What is wrong.
+        reason: String,
+    },
+    /// No manifest for the wanted platform; `available` lists the platforms there are
+    /// (`os[(os.version)]/arch[/variant]`, in index order).
+    #[error("no image for platform {wanted} (available: {})", available.join(", "))]
+    PlatformNotFound {
+        /// The platform asked for.
+        wanted: String,
+        /// The platforms found.
+        available: Vec<String>,
+    },
+    /// Image indexes nested deeper than the platform resolver allows.
+    #[error("index {digest} is nested deeper than {max_depth} levels")]
+    IndexTooDeep {
+        /// The index that was one level too deep.
+        digest: Digest,
+        /// The allowed depth.
+        max_depth: usize,
+    },
+    /// A layer of an image could not be read, decoded or applied (the source says why: a
+    /// corrupt blob is a store digest or size mismatch, a wrong diffID a codec error).
+    #[error("cannot apply layer {digest}")]
+    Layer {
+        /// The layer blob's digest.
+        digest: Digest,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -19,16 +19,23 @@
 //! # }).unwrap();
 //! ```
 
+mod bridge;
 pub mod document;
 mod error;
+pub mod image;
 pub mod index;
 mod layout;
+pub mod platform;
 pub mod progress;
+pub mod unpack;
 
 pub use document::Document;
 pub use error::{Error, Result};
+pub use image::{ImageBuilder, ImageConfig, IndexBuilder, LayerSpec};
 pub use index::{Index, REF_NAME, validate_tag};
 pub use layout::{
     INDEX_JSON, LAYOUT_VERSION, Layout, MAX_DOCUMENT_SIZE, MAX_EDIT_ATTEMPTS, OCI_LAYOUT,
 };
+pub use platform::{PlatformQuery, ResolvedImage, resolve};
 pub use progress::{Event, Operation, Progress};
+pub use unpack::{UnpackOptions, UnpackReport, unpack, unpack_tag};

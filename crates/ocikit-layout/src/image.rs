@@ -1,0 +1,1101 @@
+//! Building images and multi-platform indexes in a layout.
+//!
+//! [`ImageBuilder`] starts a new image ([`ImageBuilder::new`]) or one based on an image of
+//! the layout ([`ImageBuilder::from_image`], [`ImageBuilder::from_tag`]: its config, layers
+//! and history are carried over), adds layers — from a directory, a tar stream, or a blob
+//! already stored — each with a history entry, edits the config (entrypoint, cmd, env,
+//! labels...) and writes config and manifest as canonical JSON: the same inputs always give
+//! the same manifest digest.
+//!
+//! Layers are built, compressed and hashed on a blocking thread (`spawn_blocking`) and
+//! streamed into the store through a bounded channel: memory stays bounded whatever the
+//! layer's size, and a layer that fails on either side leaves nothing published.
+//!
+//! [`IndexBuilder`] gathers image manifests (with their platforms) into an image index.
+//!
+//! ```
+//! use ocikit_layout::image::{ImageBuilder, LayerSpec};
+//! use ocikit_layout::Layout;
+//! use ocikit_store::MemoryStore;
+//!
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! let layout = Layout::create(MemoryStore::new()).await?;
+//! let tree = tempfile::tempdir().unwrap();
+//! std::fs::write(tree.path().join("hello.txt"), b"hello\n").unwrap();
+//!
+//! let mut image = ImageBuilder::new(&layout);
+//! image
+//!     .platform(&ocikit_digest::platform::parse("linux/amd64").unwrap())
+//!     .source_date_epoch(Some(0))
+//!     .env("PATH", "/usr/bin:/bin")
+//!     .cmd(["/bin/sh"]);
+//! image
+//!     .add_layer_from_dir(tree.path(), LayerSpec::new().created_by("COPY hello.txt /"))
+//!     .await?;
+//! let manifest = image.write_and_tag("v1").await?;
+//! assert_eq!(layout.resolve("v1").await?.digest(), manifest.digest());
+//! # Ok::<(), ocikit_layout::Error>(())
+//! # }).unwrap();
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use ocikit_codec::build::{BuildOptions, build_layer};
+use ocikit_codec::compression::Compression;
+use ocikit_codec::writer::{LayerOptions, LayerWriter};
+use ocikit_digest::oci_spec::image::{
+    Descriptor, History, ImageConfiguration, ImageIndex, ImageManifestBuilder, MediaType, Platform,
+};
+use ocikit_digest::{Digest, descriptor, json, media_type, platform};
+use serde_json::{Map, Value};
+use tokio::io::AsyncRead;
+
+use crate::document::Document;
+use crate::layout::MAX_DOCUMENT_SIZE;
+use crate::platform::{PlatformQuery, resolve};
+use crate::{Error, Layout, Result, bridge};
+
+/// The annotation naming the digest of the image an image was built on.
+pub const BASE_DIGEST_ANNOTATION: &str = "org.opencontainers.image.base.digest";
+
+/// Comment of the history entries made up for base layers that had none, so that history
+/// and layers stay consistent.
+pub const MISSING_HISTORY_COMMENT: &str = "layer without recorded history";
+
+fn invalid_config(digest: &Digest, reason: impl Into<String>) -> Error {
+    Error::InvalidDocument {
+        digest: digest.clone(),
+        reason: reason.into(),
+        source: None,
+    }
+}
+
+fn invalid_image(reason: impl Into<String>) -> Error {
+    Error::InvalidImage {
+        reason: reason.into(),
+    }
+}
+
+/// Whether a config media type is an image config this crate reads (OCI or Docker).
+pub fn is_image_config(media_type: &str) -> bool {
+    let essence = media_type::essence(media_type);
+    essence == media_type::IMAGE_CONFIG || essence == media_type::DOCKER_CONFIG
+}
+
+/// An image configuration, parsed strictly and kept as JSON so that fields ocikit does not
+/// know (`Healthcheck`, `Shell`, `OnBuild`, vendor fields) survive edits.
+///
+/// [`ImageConfig::parse`] refuses what the image spec and SPEC C-J08 forbid: anything but
+/// I-JSON within [`MAX_DOCUMENT_SIZE`], a document that does not deserialise as an image
+/// configuration (wrong types, `architecture`, `os` or `rootfs` missing, labels that are not
+/// strings), empty `os` or `architecture`, `rootfs.type` other than `layers`, and diffIDs
+/// that are not digests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageConfig {
+    json: Map<String, Value>,
+}
+
+impl ImageConfig {
+    /// A config for `platform` with no layers, no history and no execution parameters.
+    pub fn new(platform: &Platform) -> ImageConfig {
+        let mut config = ImageConfig { json: Map::new() };
+        config.set_platform(platform);
+        let mut rootfs = Map::new();
+        rootfs.insert("type".into(), Value::from("layers"));
+        rootfs.insert("diff_ids".into(), Value::Array(Vec::new()));
+        config.json.insert("rootfs".into(), Value::Object(rootfs));
+        config
+    }
+
+    /// Parses a config blob; `digest` (the blob's) names it in errors.
+    pub fn parse(digest: &Digest, bytes: &[u8]) -> Result<ImageConfig> {
+        if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
+            return Err(invalid_config(digest, "config is larger than 16 MiB"));
+        }
+        let value =
+            json::parse_strict_with_limit(bytes, MAX_DOCUMENT_SIZE as usize).map_err(|e| {
+                Error::InvalidDocument {
+                    digest: digest.clone(),
+                    reason: "malformed JSON".into(),
+                    source: Some(Box::new(e.into())),
+                }
+            })?;
+        let Value::Object(json) = value else {
+            return Err(invalid_config(digest, "config is not a JSON object"));
+        };
+        let config = ImageConfig { json };
+        config.check(digest)?;
+        Ok(config)
+    }
+
+    fn check(&self, digest: &Digest) -> Result<()> {
+        let typed: ImageConfiguration = serde_json::from_value(Value::Object(self.json.clone()))
+            .map_err(|e| invalid_config(digest, format!("not an image configuration: {e}")))?;
+        if typed.os().to_string().is_empty() || typed.architecture().to_string().is_empty() {
+            return Err(invalid_config(digest, "os or architecture is empty"));
+        }
+        if typed.rootfs().typ() != "layers" {
+            return Err(invalid_config(
+                digest,
+                format!("rootfs.type is {:?}, not \"layers\"", typed.rootfs().typ()),
+            ));
+        }
+        for (i, diff_id) in typed.rootfs().diff_ids().iter().enumerate() {
+            Digest::parse(diff_id).map_err(|e| Error::InvalidDocument {
+                digest: digest.clone(),
+                reason: format!("rootfs.diff_ids[{i}] is not a digest"),
+                source: Some(Box::new(e.into())),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The config as JSON (unknown fields included).
+    pub fn as_json(&self) -> &Map<String, Value> {
+        &self.json
+    }
+
+    /// The typed view of the config (unknown fields left out).
+    pub fn to_oci(&self) -> Result<ImageConfiguration> {
+        serde_json::from_value(Value::Object(self.json.clone()))
+            .map_err(|e| invalid_image(format!("config is not an image configuration: {e}")))
+    }
+
+    /// The canonical JSON bytes of the config.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        json::value_to_canonical_vec(&Value::Object(self.json.clone())).map_err(|e| {
+            Error::InvalidDocument {
+                digest: Digest::sha256(b""),
+                reason: "cannot serialise the config".into(),
+                source: Some(Box::new(e.into())),
+            }
+        })
+    }
+
+    fn str_field(&self, key: &str) -> Option<&str> {
+        self.json.get(key).and_then(Value::as_str)
+    }
+
+    /// The platform the config names: `os`, `architecture`, `variant`, `os.version` and
+    /// `os.features`.
+    pub fn platform(&self) -> Platform {
+        let mut p = platform::build(
+            self.str_field("os").unwrap_or_default(),
+            self.str_field("architecture").unwrap_or_default(),
+            self.str_field("variant"),
+        );
+        p.set_os_version(self.str_field("os.version").map(str::to_owned));
+        let features: Option<Vec<String>> = self
+            .json
+            .get("os.features")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        p.set_os_features(features);
+        p
+    }
+
+    fn set_platform(&mut self, platform: &Platform) {
+        let fields = [
+            ("os", Some(platform.os().to_string())),
+            ("architecture", Some(platform.architecture().to_string())),
+            ("variant", platform.variant().clone()),
+            ("os.version", platform.os_version().clone()),
+        ];
+        for (key, value) in fields {
+            match value {
+                Some(v) => self.json.insert(key.into(), Value::from(v)),
+                None => self.json.remove(key),
+            };
+        }
+        match platform.os_features() {
+            Some(features) => self
+                .json
+                .insert("os.features".into(), Value::from(features.clone())),
+            None => self.json.remove("os.features"),
+        };
+    }
+
+    /// `rootfs.diff_ids`, in order.
+    pub fn diff_ids(&self) -> Vec<Digest> {
+        self.json
+            .get("rootfs")
+            .and_then(|r| r.get("diff_ids"))
+            .and_then(Value::as_array)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().and_then(|s| Digest::parse(s).ok()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The history, in order (empty when absent).
+    pub fn history(&self) -> Vec<History> {
+        self.json
+            .get("history")
+            .filter(|h| !h.is_null())
+            .and_then(|h| serde_json::from_value(h.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// Checks that layers, `rootfs.diff_ids` and history agree: one diffID per layer, and,
+    /// when there is a history, one entry without `empty_layer` per layer (SPEC C-J09).
+    pub fn check_layers(&self, digest: &Digest, layers: usize) -> Result<()> {
+        let diff_ids = self.diff_ids().len();
+        if diff_ids != layers {
+            return Err(invalid_config(
+                digest,
+                format!("config has {diff_ids} diff_ids but the manifest has {layers} layers"),
+            ));
+        }
+        let history = self.history();
+        let non_empty = history
+            .iter()
+            .filter(|h| h.empty_layer() != Some(true))
+            .count();
+        if !history.is_empty() && non_empty != diff_ids {
+            return Err(invalid_config(
+                digest,
+                format!(
+                    "history has {non_empty} entries for layers but rootfs has {diff_ids} diff_ids"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The execution parameters (`config`), created empty when absent or null.
+    fn exec(&mut self) -> &mut Map<String, Value> {
+        let entry = self
+            .json
+            .entry("config")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        match entry {
+            Value::Object(map) => map,
+            // Made an object just above.
+            _ => unreachable!("config was just made an object"),
+        }
+    }
+
+    fn exec_map(&mut self, key: &str) -> &mut Map<String, Value> {
+        let entry = self
+            .exec()
+            .entry(key)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        match entry {
+            Value::Object(map) => map,
+            _ => unreachable!("{key} was just made an object"),
+        }
+    }
+
+    fn history_mut(&mut self) -> &mut Vec<Value> {
+        let entry = self
+            .json
+            .entry("history")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if !entry.is_array() {
+            *entry = Value::Array(Vec::new());
+        }
+        match entry {
+            Value::Array(items) => items,
+            _ => unreachable!("history was just made an array"),
+        }
+    }
+
+    fn push_diff_id(&mut self, diff_id: &Digest) {
+        if let Some(Value::Array(ids)) = self
+            .json
+            .get_mut("rootfs")
+            .and_then(|r| r.get_mut("diff_ids"))
+        {
+            ids.push(Value::from(diff_id.as_str()));
+        }
+    }
+}
+
+/// How a layer being added is compressed and built, and what its history entry and
+/// descriptor annotations say.
+#[derive(Clone, Debug)]
+pub struct LayerSpec {
+    layer: LayerOptions,
+    build: BuildOptions,
+    created_by: Option<String>,
+    comment: Option<String>,
+    author: Option<String>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl Default for LayerSpec {
+    fn default() -> LayerSpec {
+        LayerSpec::new()
+    }
+}
+
+impl LayerSpec {
+    /// gzip at the default level, the default [`BuildOptions`] (mtimes clamped to the
+    /// image's SOURCE_DATE_EPOCH, if it has one), an empty history entry.
+    pub fn new() -> LayerSpec {
+        LayerSpec {
+            layer: LayerOptions::new(Compression::Gzip),
+            build: BuildOptions::new(),
+            created_by: None,
+            comment: None,
+            author: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// Compress with `compression` (gzip, zstd or none).
+    pub fn compression(mut self, compression: Compression) -> LayerSpec {
+        self.layer.compression = compression;
+        self
+    }
+
+    /// Compress at `level`.
+    pub fn level(mut self, level: i32) -> LayerSpec {
+        self.layer.level = Some(level);
+        self
+    }
+
+    /// All of the codec's layer options (compression, level, threads, block size).
+    pub fn layer_options(mut self, options: LayerOptions) -> LayerSpec {
+        self.layer = options;
+        self
+    }
+
+    /// How a directory is packed (owners, xattrs, prefix, SOURCE_DATE_EPOCH).
+    pub fn build_options(mut self, options: BuildOptions) -> LayerSpec {
+        self.build = options;
+        self
+    }
+
+    /// The history entry's `created_by` (the command, as `docker history` shows it).
+    pub fn created_by(mut self, created_by: impl Into<String>) -> LayerSpec {
+        self.created_by = Some(created_by.into());
+        self
+    }
+
+    /// The history entry's `comment`.
+    pub fn comment(mut self, comment: impl Into<String>) -> LayerSpec {
+        self.comment = Some(comment.into());
+        self
+    }
+
+    /// The history entry's `author`.
+    pub fn author(mut self, author: impl Into<String>) -> LayerSpec {
+        self.author = Some(author.into());
+        self
+    }
+
+    /// An annotation on the layer's descriptor.
+    pub fn annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> LayerSpec {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Created {
+    /// SOURCE_DATE_EPOCH (explicit or from the environment) if there is one, else the clock.
+    Default,
+    At(SystemTime),
+    Omit,
+}
+
+/// Builds an image: config, layers, manifest. See the [module documentation](self).
+///
+/// Setters take `&mut self` and return it for chaining; adding a layer is async and
+/// returns the layer's descriptor. A failed call leaves the builder as it was.
+#[derive(Clone, Debug)]
+pub struct ImageBuilder {
+    layout: Layout,
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    annotations: BTreeMap<String, String>,
+    created: Created,
+    epoch: Option<Option<i64>>,
+    /// History entries before this index came with the base image and keep their times.
+    base_history: usize,
+}
+
+impl ImageBuilder {
+    /// A new, empty image for the host platform ([`platform::current`]).
+    pub fn new(layout: &Layout) -> ImageBuilder {
+        ImageBuilder {
+            layout: layout.clone(),
+            config: ImageConfig::new(&platform::current()),
+            layers: Vec::new(),
+            annotations: BTreeMap::new(),
+            created: Created::Default,
+            epoch: None,
+            base_history: 0,
+        }
+    }
+
+    /// An image based on the image `descriptor` points at (a manifest, or an index resolved
+    /// for `platform`): its config (unknown fields included), layers and history are carried
+    /// over, and the new manifest is annotated with the base's digest
+    /// ([`BASE_DIGEST_ANNOTATION`]). The base's manifest annotations are not carried over.
+    pub async fn from_image(
+        layout: &Layout,
+        descriptor: &Descriptor,
+        platform: &PlatformQuery,
+    ) -> Result<ImageBuilder> {
+        let base = resolve(layout, descriptor, platform).await?;
+        let config_digest = base.config_digest()?;
+        base.config
+            .check_layers(&config_digest, base.manifest.layers().len())?;
+        let mut builder = ImageBuilder::new(layout);
+        builder.base_history = base.config.history().len();
+        builder.config = base.config;
+        builder.layers = base.manifest.layers().clone();
+        builder.annotations.insert(
+            BASE_DIGEST_ANNOTATION.into(),
+            base.descriptor.digest().to_string(),
+        );
+        Ok(builder)
+    }
+
+    /// [`ImageBuilder::from_image`] on the image a tag points at.
+    pub async fn from_tag(
+        layout: &Layout,
+        tag: &str,
+        platform: &PlatformQuery,
+    ) -> Result<ImageBuilder> {
+        let descriptor = layout.resolve(tag).await?;
+        ImageBuilder::from_image(layout, &descriptor, platform).await
+    }
+
+    /// The config as it stands.
+    pub fn config(&self) -> &ImageConfig {
+        &self.config
+    }
+
+    /// The layers so far, base layers first.
+    pub fn layers(&self) -> &[Descriptor] {
+        &self.layers
+    }
+
+    /// Sets the platform: `os`, `architecture`, `variant`, `os.version`, `os.features`
+    /// (names normalised: `x86_64` is written `amd64`).
+    pub fn platform(&mut self, platform: &Platform) -> &mut Self {
+        self.config.set_platform(&platform::normalize(platform));
+        self
+    }
+
+    fn set_exec(&mut self, key: &str, value: Value) -> &mut Self {
+        self.config.exec().insert(key.into(), value);
+        self
+    }
+
+    fn strings<I, S>(values: I) -> Value
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Value::Array(
+            values
+                .into_iter()
+                .map(|s| Value::String(s.into()))
+                .collect(),
+        )
+    }
+
+    /// Sets `Entrypoint`.
+    pub fn entrypoint<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.set_exec("Entrypoint", Self::strings(args))
+    }
+
+    /// Sets `Cmd`.
+    pub fn cmd<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.set_exec("Cmd", Self::strings(args))
+    }
+
+    /// Sets the environment variable `key` to `value`, replacing an existing `key=...` entry
+    /// in place (or appending).
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
+        let entry = format!("{key}={value}");
+        let exec = self.config.exec();
+        let env = exec
+            .entry("Env")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if !env.is_array() {
+            *env = Value::Array(Vec::new());
+        }
+        if let Value::Array(items) = env {
+            let prefix = format!("{key}=");
+            match items.iter_mut().find(|v| {
+                v.as_str()
+                    .is_some_and(|s| s.starts_with(&prefix) || s == key)
+            }) {
+                Some(existing) => *existing = Value::String(entry),
+                None => items.push(Value::String(entry)),
+            }
+        }
+        self
+    }
+
+    /// Removes the environment variable `key`.
+    pub fn remove_env(&mut self, key: &str) -> &mut Self {
+        let prefix = format!("{key}=");
+        if let Some(Value::Array(items)) = self.config.exec().get_mut("Env") {
+            items.retain(|v| {
+                !v.as_str()
+                    .is_some_and(|s| s.starts_with(&prefix) || s == key)
+            });
+        }
+        self
+    }
+
+    /// Sets `WorkingDir`.
+    pub fn working_dir(&mut self, dir: impl Into<String>) -> &mut Self {
+        self.set_exec("WorkingDir", Value::String(dir.into()))
+    }
+
+    /// Sets `User` (`user`, `uid`, `user:group`, `uid:gid`...).
+    pub fn user(&mut self, user: impl Into<String>) -> &mut Self {
+        self.set_exec("User", Value::String(user.into()))
+    }
+
+    /// Sets `StopSignal` (`SIGTERM`, `SIGRTMIN+3`...).
+    pub fn stop_signal(&mut self, signal: impl Into<String>) -> &mut Self {
+        self.set_exec("StopSignal", Value::String(signal.into()))
+    }
+
+    /// Sets the label `key`.
+    pub fn label(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.config
+            .exec_map("Labels")
+            .insert(key.into(), Value::String(value.into()));
+        self
+    }
+
+    /// Removes the label `key`.
+    pub fn remove_label(&mut self, key: &str) -> &mut Self {
+        self.config.exec_map("Labels").remove(key);
+        self
+    }
+
+    /// Exposes a port (`8080/tcp`, `53/udp`, `80`).
+    pub fn expose(&mut self, port: impl Into<String>) -> &mut Self {
+        self.config
+            .exec_map("ExposedPorts")
+            .insert(port.into(), Value::Object(Map::new()));
+        self
+    }
+
+    /// Declares a volume (`/var/lib/data`).
+    pub fn volume(&mut self, path: impl Into<String>) -> &mut Self {
+        self.config
+            .exec_map("Volumes")
+            .insert(path.into(), Value::Object(Map::new()));
+        self
+    }
+
+    /// Sets any other field of the execution parameters (`config`), such as `Healthcheck`
+    /// or `Shell`. The whole config is checked when written.
+    pub fn exec_field(&mut self, key: &str, value: Value) -> &mut Self {
+        self.set_exec(key, value)
+    }
+
+    /// Sets the config's `author`.
+    pub fn author(&mut self, author: impl Into<String>) -> &mut Self {
+        self.config
+            .json
+            .insert("author".into(), Value::String(author.into()));
+        self
+    }
+
+    /// Sets a manifest annotation.
+    pub fn annotation(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+
+    /// Removes a manifest annotation.
+    pub fn remove_annotation(&mut self, key: &str) -> &mut Self {
+        self.annotations.remove(key);
+        self
+    }
+
+    /// Sets the image's `created` time (and that of the history entries this builder adds).
+    pub fn created(&mut self, time: SystemTime) -> &mut Self {
+        self.created = Created::At(time);
+        self
+    }
+
+    /// Leaves `created` out of the config and of new history entries.
+    pub fn without_created(&mut self) -> &mut Self {
+        self.created = Created::Omit;
+        self
+    }
+
+    /// Sets SOURCE_DATE_EPOCH explicitly (`None`: none, whatever the environment says): it
+    /// becomes `created` (unless [`created`](Self::created) says otherwise) and clamps the
+    /// mtimes of layers built from directories whose [`BuildOptions`] name no epoch of
+    /// their own. By default it is taken from the `SOURCE_DATE_EPOCH` environment variable.
+    pub fn source_date_epoch(&mut self, epoch: Option<i64>) -> &mut Self {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    fn epoch(&self) -> Result<Option<i64>> {
+        match self.epoch {
+            Some(epoch) => Ok(epoch),
+            None => Ok(BuildOptions::from_env()?.source_date_epoch),
+        }
+    }
+
+    fn created_string(&self) -> Result<Option<String>> {
+        use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+        let time: DateTime<Utc> = match &self.created {
+            Created::Omit => return Ok(None),
+            Created::At(time) => DateTime::<Utc>::from(*time),
+            Created::Default => match self.epoch()? {
+                Some(epoch) => DateTime::from_timestamp(epoch, 0).ok_or_else(|| {
+                    invalid_image(format!("SOURCE_DATE_EPOCH {epoch} is out of range"))
+                })?,
+                None => Utc::now(),
+            },
+        };
+        if !(0..=9999).contains(&time.year()) {
+            return Err(invalid_image("created time is outside the years 0000-9999"));
+        }
+        Ok(Some(time.to_rfc3339_opts(SecondsFormat::Secs, true)))
+    }
+
+    /// Adds a layer packed from the directory `dir` (see [`ocikit_codec::build`]),
+    /// compressed as `spec` says, with a history entry; returns its descriptor.
+    pub async fn add_layer_from_dir(
+        &mut self,
+        dir: impl AsRef<Path>,
+        spec: LayerSpec,
+    ) -> Result<Descriptor> {
+        let dir: PathBuf = dir.as_ref().to_path_buf();
+        let mut build = spec.build.clone();
+        if build.source_date_epoch.is_none() {
+            build.source_date_epoch = self.epoch()?;
+        }
+        let options = spec.layer;
+        let info = bridge::write_blob(self.layout.store(), move |out| {
+            let mut writer = LayerWriter::new(out, options)?;
+            build_layer(&dir, &mut writer, &build)?;
+            let (_, info) = writer.finish()?;
+            let (digest, size) = (info.digest.clone(), info.size);
+            Ok((info, digest, size))
+        })
+        .await?;
+        self.push_layer(
+            info.media_type,
+            &info.digest,
+            info.size,
+            &info.diff_id,
+            &spec,
+        )
+    }
+
+    /// Adds a layer from an uncompressed tar stream, read on a blocking thread and
+    /// compressed as `spec` says (its build options do not apply); returns its descriptor.
+    pub async fn add_layer_from_tar(
+        &mut self,
+        tar: impl Read + Send + 'static,
+        spec: LayerSpec,
+    ) -> Result<Descriptor> {
+        let options = spec.layer;
+        let info = bridge::write_blob(self.layout.store(), move |out| {
+            let (_, info) = LayerWriter::from_reader(tar, out, options)?;
+            let (digest, size) = (info.digest.clone(), info.size);
+            Ok((info, digest, size))
+        })
+        .await?;
+        self.push_layer(
+            info.media_type,
+            &info.digest,
+            info.size,
+            &info.diff_id,
+            &spec,
+        )
+    }
+
+    /// [`add_layer_from_tar`](Self::add_layer_from_tar) for an async tar stream: it is read
+    /// on this task and handed to the blocking compressor through a bounded channel. An
+    /// error reading it fails the layer (as a [`ocikit_store::Error::Stream`]).
+    pub async fn add_layer_from_async_tar(
+        &mut self,
+        tar: impl AsyncRead + Send + Unpin + 'static,
+        spec: LayerSpec,
+    ) -> Result<Descriptor> {
+        let (reader, feed) = bridge::feed(tokio_util::io::ReaderStream::with_capacity(
+            tar,
+            bridge::CHUNK_SIZE,
+        ));
+        let options = spec.layer;
+        let write = bridge::write_blob(self.layout.store(), move |out| {
+            let (_, info) = LayerWriter::from_reader(reader, out, options)?;
+            let (digest, size) = (info.digest.clone(), info.size);
+            Ok((info, digest, size))
+        });
+        let (fed, written) = futures::join!(feed, write);
+        if let Err(e) = fed {
+            return Err(Error::Store(ocikit_store::Error::Stream(e)));
+        }
+        let info = written?;
+        self.push_layer(
+            info.media_type,
+            &info.digest,
+            info.size,
+            &info.diff_id,
+            &spec,
+        )
+    }
+
+    /// Adds a layer blob that is already in the layout, described by `layer` (its media
+    /// type must be a layer type), whose uncompressed content has `diff_id`. The blob must
+    /// be stored with the descriptor's size; its diffID is taken on trust (unpacking checks
+    /// it). The spec's compression and build options do not apply.
+    pub async fn add_layer_blob(
+        &mut self,
+        layer: &Descriptor,
+        diff_id: &Digest,
+        spec: LayerSpec,
+    ) -> Result<Descriptor> {
+        descriptor::check(layer).map_err(|e| Error::InvalidDocument {
+            digest: Digest::sha256(b""),
+            reason: "invalid layer descriptor".into(),
+            source: Some(Box::new(e.into())),
+        })?;
+        let media_type = layer.media_type().to_string();
+        if !media_type::is_layer(&media_type) {
+            return Err(Error::UnsupportedMediaType {
+                media_type,
+                operation: "add as a layer",
+            });
+        }
+        let digest = descriptor::digest_of(layer).map_err(|e| Error::InvalidDocument {
+            digest: Digest::sha256(b""),
+            reason: "invalid layer digest".into(),
+            source: Some(Box::new(e.into())),
+        })?;
+        let stored = self.layout.store().stat(&digest).await?.ok_or_else(|| {
+            Error::Store(ocikit_store::Error::NotFound {
+                digest: digest.clone(),
+            })
+        })?;
+        if stored != layer.size() {
+            return Err(Error::Store(ocikit_store::Error::SizeMismatch {
+                expected: layer.size(),
+                actual: stored,
+            }));
+        }
+        let mut descriptor = layer.clone();
+        if !spec.annotations.is_empty() {
+            let mut annotations = descriptor.annotations().clone().unwrap_or_default();
+            annotations.extend(spec.annotations.clone());
+            descriptor.set_annotations(Some(annotations));
+        }
+        self.push_descriptor(descriptor, diff_id, &spec)
+    }
+
+    fn push_layer(
+        &mut self,
+        media_type: &str,
+        digest: &Digest,
+        size: u64,
+        diff_id: &Digest,
+        spec: &LayerSpec,
+    ) -> Result<Descriptor> {
+        let mut descriptor =
+            descriptor::new(media_type, digest, size).map_err(|e| Error::InvalidDocument {
+                digest: digest.clone(),
+                reason: "cannot describe the layer".into(),
+                source: Some(Box::new(e.into())),
+            })?;
+        if !spec.annotations.is_empty() {
+            descriptor.set_annotations(Some(spec.annotations.clone().into_iter().collect()));
+        }
+        self.push_descriptor(descriptor, diff_id, spec)
+    }
+
+    fn push_descriptor(
+        &mut self,
+        descriptor: Descriptor,
+        diff_id: &Digest,
+        spec: &LayerSpec,
+    ) -> Result<Descriptor> {
+        self.backfill_history();
+        self.config.push_diff_id(diff_id);
+        let entry = history_entry(
+            spec.created_by.as_deref(),
+            spec.comment.as_deref(),
+            spec.author.as_deref(),
+            false,
+        );
+        self.config.history_mut().push(entry);
+        self.layers.push(descriptor.clone());
+        Ok(descriptor)
+    }
+
+    /// Base layers without any history get made-up entries, so that history and layers
+    /// agree once this builder adds entries.
+    fn backfill_history(&mut self) {
+        if self.config.history().is_empty() && !self.layers.is_empty() {
+            let missing = self.layers.len();
+            let history = self.config.history_mut();
+            history.clear();
+            for _ in 0..missing {
+                history.push(history_entry(
+                    None,
+                    Some(MISSING_HISTORY_COMMENT),
+                    None,
+                    false,
+                ));
+            }
+            // Made-up entries have no time: they count as base history.
+            self.base_history = missing;
+        }
+    }
+
+    /// Adds a history entry that has no layer (`empty_layer: true`), as `ENV` or `CMD`
+    /// instructions leave.
+    pub fn add_empty_history(
+        &mut self,
+        created_by: impl Into<String>,
+        comment: Option<String>,
+    ) -> &mut Self {
+        self.backfill_history();
+        let created_by = created_by.into();
+        let entry = history_entry(Some(&created_by), comment.as_deref(), None, true);
+        self.config.history_mut().push(entry);
+        self
+    }
+
+    /// The config as it will be written: `created` set, new history entries dated.
+    fn final_config(&self) -> Result<ImageConfig> {
+        let created = self.created_string()?;
+        let mut config = self.config.clone();
+        match &created {
+            Some(time) => config
+                .json
+                .insert("created".into(), Value::String(time.clone())),
+            None => config.json.remove("created"),
+        };
+        if let Some(time) = &created {
+            let base = self.base_history;
+            for entry in config.history_mut().iter_mut().skip(base) {
+                if let Value::Object(entry) = entry {
+                    entry
+                        .entry("created")
+                        .or_insert_with(|| Value::String(time.clone()));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Writes the config and the manifest (canonical JSON, `mediaType` always written) and
+    /// returns the manifest's descriptor, with the config's platform on it. Writing twice
+    /// with the same inputs gives the same digest.
+    pub async fn write(&self) -> Result<Descriptor> {
+        let config = self.final_config()?;
+        let config_bytes = config.to_bytes()?;
+        let config_digest = Digest::sha256(&config_bytes);
+        // Never write what this crate would refuse to read.
+        ImageConfig::parse(&config_digest, &config_bytes)?
+            .check_layers(&config_digest, self.layers.len())?;
+        let config_descriptor = self
+            .layout
+            .put_blob(media_type::IMAGE_CONFIG, &config_bytes)
+            .await?;
+
+        let mut manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config_descriptor)
+            .layers(self.layers.clone())
+            .build()
+            .map_err(|e| invalid_image(format!("cannot build the manifest: {e}")))?;
+        if !self.annotations.is_empty() {
+            let annotations: HashMap<String, String> =
+                self.annotations.clone().into_iter().collect();
+            manifest.set_annotations(Some(annotations));
+        }
+        let bytes = json::to_canonical_vec(&manifest).map_err(|e| Error::InvalidDocument {
+            digest: config_digest.clone(),
+            reason: "cannot serialise the manifest".into(),
+            source: Some(Box::new(e.into())),
+        })?;
+        let digest = Digest::sha256(&bytes);
+        let mut descriptor =
+            descriptor::new(media_type::IMAGE_MANIFEST, &digest, bytes.len() as u64).map_err(
+                |e| Error::InvalidDocument {
+                    digest: digest.clone(),
+                    reason: "cannot describe the manifest".into(),
+                    source: Some(Box::new(e.into())),
+                },
+            )?;
+        Document::parse(&descriptor, bytes::Bytes::from(bytes.clone()))?;
+        self.layout
+            .put_blob(media_type::IMAGE_MANIFEST, &bytes)
+            .await?;
+        descriptor.set_platform(Some(config.platform()));
+        Ok(descriptor)
+    }
+
+    /// [`write`](Self::write), then points `tag` at the manifest.
+    pub async fn write_and_tag(&self, tag: &str) -> Result<Descriptor> {
+        crate::index::validate_tag(tag)?;
+        let descriptor = self.write().await?;
+        self.layout.set_tag(tag, &descriptor).await?;
+        Ok(descriptor)
+    }
+}
+
+fn history_entry(
+    created_by: Option<&str>,
+    comment: Option<&str>,
+    author: Option<&str>,
+    empty_layer: bool,
+) -> Value {
+    let mut entry = Map::new();
+    for (key, value) in [
+        ("created_by", created_by),
+        ("comment", comment),
+        ("author", author),
+    ] {
+        if let Some(value) = value {
+            entry.insert(key.into(), Value::from(value));
+        }
+    }
+    if empty_layer {
+        entry.insert("empty_layer".into(), Value::Bool(true));
+    }
+    Value::Object(entry)
+}
+
+/// Builds an image index: manifests (usually one per platform), written as canonical JSON.
+#[derive(Clone, Debug)]
+pub struct IndexBuilder {
+    layout: Layout,
+    manifests: Vec<Descriptor>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl IndexBuilder {
+    /// An empty index.
+    pub fn new(layout: &Layout) -> IndexBuilder {
+        IndexBuilder {
+            layout: layout.clone(),
+            manifests: Vec::new(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a manifest or index of the layout. The document is read and checked (stored,
+    /// digest and size right, strictly valid); an image manifest without a platform gets
+    /// its config's. Descriptors of other media types are refused.
+    pub async fn add(&mut self, descriptor: &Descriptor) -> Result<&mut Self> {
+        let mut entry = descriptor.clone();
+        let digest = descriptor::digest_of(descriptor).map_err(|e| Error::InvalidDocument {
+            digest: Digest::sha256(b""),
+            reason: "invalid descriptor".into(),
+            source: Some(Box::new(e.into())),
+        })?;
+        match self.layout.read_document(descriptor).await? {
+            Document::Manifest { manifest, .. } => {
+                if entry.platform().is_none()
+                    && is_image_config(manifest.config().media_type().as_ref())
+                {
+                    let bytes = self.layout.read_blob(manifest.config()).await?;
+                    let config_digest = descriptor::digest_of(manifest.config()).map_err(|e| {
+                        Error::InvalidDocument {
+                            digest: digest.clone(),
+                            reason: "invalid config descriptor".into(),
+                            source: Some(Box::new(e.into())),
+                        }
+                    })?;
+                    let config = ImageConfig::parse(&config_digest, &bytes)?;
+                    entry.set_platform(Some(config.platform()));
+                }
+            }
+            Document::Index { .. } => {}
+            _ => {
+                return Err(Error::UnsupportedMediaType {
+                    media_type: descriptor.media_type().to_string(),
+                    operation: "add to an index",
+                });
+            }
+        }
+        // Tags belong to index.json, not to the index being built.
+        if let Some(annotations) = entry.annotations().clone() {
+            let kept: HashMap<String, String> = annotations
+                .into_iter()
+                .filter(|(k, _)| k != crate::index::REF_NAME)
+                .collect();
+            entry.set_annotations((!kept.is_empty()).then_some(kept));
+        }
+        self.manifests.push(entry);
+        Ok(self)
+    }
+
+    /// The entries so far.
+    pub fn manifests(&self) -> &[Descriptor] {
+        &self.manifests
+    }
+
+    /// Sets an annotation of the index.
+    pub fn annotation(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+
+    /// Writes the index (canonical JSON, `mediaType` always written) and returns its
+    /// descriptor.
+    pub async fn write(&self) -> Result<Descriptor> {
+        let mut index = ImageIndex::default();
+        index.set_schema_version(2);
+        index.set_media_type(Some(MediaType::ImageIndex));
+        index.set_manifests(self.manifests.clone());
+        if !self.annotations.is_empty() {
+            index.set_annotations(Some(self.annotations.clone().into_iter().collect()));
+        }
+        let bytes = json::to_canonical_vec(&index).map_err(|e| Error::InvalidDocument {
+            digest: Digest::sha256(b""),
+            reason: "cannot serialise the index".into(),
+            source: Some(Box::new(e.into())),
+        })?;
+        let digest = Digest::sha256(&bytes);
+        let described = descriptor::new(media_type::IMAGE_INDEX, &digest, bytes.len() as u64)
+            .map_err(|e| Error::InvalidDocument {
+                digest: digest.clone(),
+                reason: "cannot describe the index".into(),
+                source: Some(Box::new(e.into())),
+            })?;
+        // Never write what this crate would refuse to read.
+        Document::parse(&described, bytes::Bytes::from(bytes.clone()))?;
+        self.layout.put_blob(media_type::IMAGE_INDEX, &bytes).await
+    }
+
+    /// [`write`](Self::write), then points `tag` at the index.
+    pub async fn write_and_tag(&self, tag: &str) -> Result<Descriptor> {
+        crate::index::validate_tag(tag)?;
+        let descriptor = self.write().await?;
+        self.layout.set_tag(tag, &descriptor).await?;
+        Ok(descriptor)
+    }
+}

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ocikit_codec::apply::{ApplyOptions, ApplyReport, apply_layer};
-use ocikit_codec::compression::{Decoder, compression_of};
+use ocikit_codec::apply::{ApplyOptions, ApplyReport, apply_blob};
+use ocikit_codec::compression::compression_of;
 use ocikit_digest::oci_spec::image::{Descriptor, Platform};
 use ocikit_digest::{Digest, VerifyingReader, descriptor};
 use ocikit_store::{Error as StoreError, StoreExt};
@@ -236,7 +236,7 @@ async fn apply_one(
 }
 
 /// Verifies, decodes and applies one layer (on a blocking thread).
-fn apply_from<R: Read>(source: R, job: Job) -> Result<ApplyReport> {
+fn apply_from<R: Read + Send>(source: R, job: Job) -> Result<ApplyReport> {
     let verifying = VerifyingReader::new(source, job.digest.clone(), job.size).map_err(|_| {
         Error::Store(StoreError::UnsupportedAlgorithm {
             algorithm: job.digest.algorithm().clone(),
@@ -250,9 +250,10 @@ fn apply_from<R: Read>(source: R, job: Job) -> Result<ApplyReport> {
         reported: 0,
         cancelled: job.cancelled.clone(),
     };
-    let applied = Decoder::for_media_type(&mut source, &job.media_type, job.apply.limits)
-        .map_err(Error::Codec)
-        .and_then(|decoder| apply_layer(&job.root, decoder, &job.apply).map_err(Error::Codec));
+    // Decompression (and the blob's digest) on a second thread, the file-system work on
+    // this one: `apply_blob`'s pipeline.
+    let applied =
+        apply_blob(&job.root, &mut source, &job.media_type, &job.apply).map_err(Error::Codec);
     // Read whatever the decoder left, so the blob's digest is always checked: a corrupt
     // blob is reported as such, even when the decompressor or the tar parser noticed first.
     let drained = io::copy(&mut source, &mut io::sink());

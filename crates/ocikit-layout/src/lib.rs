@@ -19,14 +19,21 @@
 //! # }).unwrap();
 //! ```
 
+pub mod artifact;
 pub mod document;
 mod error;
+pub mod fsck;
+pub mod gc;
 pub mod index;
 mod layout;
 pub mod progress;
+pub mod referrers;
 
+pub use artifact::Artifact;
 pub use document::Document;
 pub use error::{Error, Result};
+pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind};
+pub use gc::{GcOptions, GcReport};
 pub use index::{Index, REF_NAME, validate_tag};
 pub use layout::{
     INDEX_JSON, LAYOUT_VERSION, Layout, MAX_DOCUMENT_SIZE, MAX_EDIT_ATTEMPTS, OCI_LAYOUT,

@@ -543,8 +543,14 @@ impl Layout {
                         let config_path = format!("{path} > config");
                         let expected =
                             if options.diff_ids && is_image_config(config.media_type().as_ref()) {
-                                self.config_diff_ids(config, &config_path, layers.len(), &mut walk)
-                                    .await
+                                self.config_diff_ids(
+                                    config,
+                                    &config_path,
+                                    layers.len(),
+                                    &mut walk,
+                                    &options.progress,
+                                )
+                                .await
                             } else {
                                 if let Ok(c) = descriptor::digest_of(config) {
                                     walk.blob(config, c, config_path, None);
@@ -591,6 +597,7 @@ impl Layout {
         path: &str,
         layers: usize,
         walk: &mut Walk,
+        progress: &Progress,
     ) -> Option<Vec<Digest>> {
         let digest = descriptor::digest_of(config).ok()?;
         if let Some(stored) = walk.read.get(&digest) {
@@ -640,6 +647,22 @@ impl Layout {
             walk.blobs += 1;
             walk.bytes += bytes.len() as u64;
             walk.read.insert(digest.clone(), stored);
+            progress.emit(Event::Started {
+                operation: Operation::Fsck,
+                digest: digest.clone(),
+                size: config.size(),
+            });
+            progress.emit(Event::Done {
+                operation: Operation::Fsck,
+                digest: digest.clone(),
+                bytes: bytes.len() as u64,
+            });
+        } else {
+            progress.emit(Event::Skipped {
+                operation: Operation::Fsck,
+                digest: digest.clone(),
+                size: config.size(),
+            });
         }
         match diff_ids_of(&bytes) {
             Ok(ids) if ids.len() == layers => Some(ids),

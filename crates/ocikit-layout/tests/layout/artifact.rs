@@ -77,7 +77,11 @@ impl Image {
 }
 
 /// Stores the image's blobs and manifest; `diff_ids` overrides the config's diffIDs.
-pub(crate) async fn image_with(layout: &Layout, seed: &str, diff_ids: Option<Vec<String>>) -> Image {
+pub(crate) async fn image_with(
+    layout: &Layout,
+    seed: &str,
+    diff_ids: Option<Vec<String>>,
+) -> Image {
     let base = tar_of(&[("etc/motd", format!("hello {seed}\n").as_bytes())]);
     let top = tar_of(&[("app/run", format!("run {seed}").as_bytes())]);
     let real_ids = vec![Digest::sha256(&base), Digest::sha256(&top)];
@@ -175,7 +179,10 @@ async fn attached_artifacts_are_spec_shaped_and_listed_untagged() {
         assert_eq!(value["config"]["digest"], EMPTY_DIGEST);
         assert_eq!(value["config"]["size"], 2);
         assert_eq!(value["layers"].as_array().unwrap().len(), 1);
-        assert_eq!(value["layers"][0]["mediaType"], "application/vnd.example.sig");
+        assert_eq!(
+            value["layers"][0]["mediaType"],
+            "application/vnd.example.sig"
+        );
         assert_eq!(
             value["layers"][0]["digest"],
             Digest::sha256(b"signature bytes").to_string()
@@ -244,9 +251,15 @@ async fn custom_config_artifacts_keep_their_config() {
         Digest::sha256(br#"{"k":"v"}"#).to_string()
     );
     assert_eq!(value["artifactType"], SIGNATURE);
-    let refs = layout.referrers(&digest(&img.manifest), None).await.unwrap();
+    let refs = layout
+        .referrers(&digest(&img.manifest), None)
+        .await
+        .unwrap();
     assert_eq!(refs.len(), 1);
-    assert_eq!(refs[0].artifact_type().as_ref().unwrap().to_string(), SIGNATURE);
+    assert_eq!(
+        refs[0].artifact_type().as_ref().unwrap().to_string(),
+        SIGNATURE
+    );
 }
 
 #[tokio::test]
@@ -255,7 +268,14 @@ async fn bad_artifacts_and_subjects_are_refused_and_change_nothing() {
         let layout = Layout::create(store).await.unwrap();
         let img = image(&layout, "v1").await;
         let before = index_bytes(&layout).await;
-        for bad in ["", "application", "a/b c", ".foo/bar", "foo/", "text/plain; charset=utf-8"] {
+        for bad in [
+            "",
+            "application",
+            "a/b c",
+            ".foo/bar",
+            "foo/",
+            "text/plain; charset=utf-8",
+        ] {
             assert!(
                 matches!(
                     layout.attach(&img.manifest, &Artifact::new(bad)).await,
@@ -276,7 +296,9 @@ async fn bad_artifacts_and_subjects_are_refused_and_change_nothing() {
         }
         // A layer is no subject.
         assert!(matches!(
-            layout.attach(&img.layers[0], &Artifact::new(SIGNATURE)).await,
+            layout
+                .attach(&img.layers[0], &Artifact::new(SIGNATURE))
+                .await,
             Err(Error::InvalidArtifact { .. })
         ));
         // A subject that is not stored, or stored with another size.

@@ -46,7 +46,10 @@ async fn two_artifacts_are_listed_and_filtered() {
             .await
             .unwrap();
         let sbom = layout
-            .attach(&img.manifest, &Artifact::new(SBOM).with_blob(SBOM, &b"{\"spdx\":1}"[..]))
+            .attach(
+                &img.manifest,
+                &Artifact::new(SBOM).with_blob(SBOM, &b"{\"spdx\":1}"[..]),
+            )
             .await
             .unwrap();
         layout
@@ -54,7 +57,10 @@ async fn two_artifacts_are_listed_and_filtered() {
             .await
             .unwrap();
 
-        let all = layout.referrers(&digest(&img.manifest), None).await.unwrap();
+        let all = layout
+            .referrers(&digest(&img.manifest), None)
+            .await
+            .unwrap();
         assert_eq!(types(&all), [SBOM, SIGNATURE]);
         let listed_sig = all.iter().find(|d| d.digest() == sig.digest()).unwrap();
         assert_eq!(listed_sig.media_type().to_string(), MANIFEST);
@@ -81,7 +87,12 @@ async fn two_artifacts_are_listed_and_filtered() {
                 .is_empty()
         );
         assert_eq!(
-            types(&layout.referrers(&digest(&other.manifest), None).await.unwrap()),
+            types(
+                &layout
+                    .referrers(&digest(&other.manifest), None)
+                    .await
+                    .unwrap()
+            ),
             [SIGNATURE]
         );
         // Digests nobody refers to, or that are not stored at all: empty lists.
@@ -161,7 +172,10 @@ async fn referrers_follow_foreign_edits_of_index_json_and_removals() {
             ["application/vnd.example.bundle", SIGNATURE, config_type]
         );
         assert!(all.iter().all(|d| d.digest() != sbom.digest()));
-        let bundle = all.iter().find(|d| d.digest() == foreign_index.digest()).unwrap();
+        let bundle = all
+            .iter()
+            .find(|d| d.digest() == foreign_index.digest())
+            .unwrap();
         assert_eq!(bundle.media_type().to_string(), INDEX);
         assert_eq!(
             bundle.annotations().clone().unwrap(),
@@ -175,11 +189,12 @@ async fn referrers_follow_foreign_edits_of_index_json_and_removals() {
             .put_blob(INDEX, &serde_json::to_vec(&bare).unwrap())
             .await
             .unwrap();
-        let mut index: Value = serde_json::from_slice(
-            &layout.index().await.unwrap().to_bytes().unwrap(),
-        )
-        .unwrap();
-        index["manifests"].as_array_mut().unwrap().push(desc_json(&bare));
+        let mut index: Value =
+            serde_json::from_slice(&layout.index().await.unwrap().to_bytes().unwrap()).unwrap();
+        index["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .push(desc_json(&bare));
         write_index(&layout, &index).await;
         let listed = layout.referrers(&subject, None).await.unwrap();
         assert_eq!(listed.len(), 4);
@@ -195,7 +210,10 @@ async fn referrers_follow_foreign_edits_of_index_json_and_removals() {
         // Detaching through ocikit, then removing the image: nothing refers any more.
         assert!(layout.detach(&digest(&sig)).await.unwrap());
         assert!(!layout.detach(&digest(&sig)).await.unwrap());
-        assert_eq!(types(&layout.referrers(&subject, Some(SIGNATURE)).await.unwrap()), Vec::<String>::new());
+        assert_eq!(
+            types(&layout.referrers(&subject, Some(SIGNATURE)).await.unwrap()),
+            Vec::<String>::new()
+        );
         assert_eq!(layout.referrers(&subject, None).await.unwrap().len(), 3);
         let removed = layout.remove_image("v1").await.unwrap().unwrap();
         assert_eq!(removed.digest(), img.manifest.digest());
@@ -207,7 +225,11 @@ async fn referrers_follow_foreign_edits_of_index_json_and_removals() {
             .manifests()
             .map(|d| d.media_type().to_string())
             .collect();
-        assert_eq!(left, ["application/xml", MANIFEST], "only the unrelated entries stay");
+        assert_eq!(
+            left,
+            ["application/xml", MANIFEST],
+            "only the unrelated entries stay"
+        );
         assert!(layout.remove_image("v1").await.unwrap().is_none());
     }
 }
@@ -235,7 +257,10 @@ async fn damaged_referrers_documents_are_rebuilt() {
                 .await
                 .unwrap();
         }
-        assert_eq!(types(&layout.referrers(&subject, None).await.unwrap()), [SIGNATURE]);
+        assert_eq!(
+            types(&layout.referrers(&subject, None).await.unwrap()),
+            [SIGNATURE]
+        );
         // A stale list left behind with a higher generation than a rebuild would give.
         let stale = DocumentKey::new(&format!(
             "ocikit/referrers/subjects/sha256/{}",
@@ -255,7 +280,11 @@ async fn damaged_referrers_documents_are_rebuilt() {
             .await
             .unwrap();
         for key in &keys {
-            layout.store().delete_document(key, Precondition::None).await.unwrap();
+            layout
+                .store()
+                .delete_document(key, Precondition::None)
+                .await
+                .unwrap();
         }
         assert!(
             layout
@@ -265,7 +294,10 @@ async fn damaged_referrers_documents_are_rebuilt() {
                 .is_empty(),
             "a rebuild clears lists it cannot vouch for"
         );
-        assert_eq!(types(&layout.referrers(&subject, None).await.unwrap()), [SIGNATURE]);
+        assert_eq!(
+            types(&layout.referrers(&subject, None).await.unwrap()),
+            [SIGNATURE]
+        );
     }
 }
 
@@ -288,7 +320,10 @@ async fn concurrent_attachers_are_all_listed() {
             }
         });
         let attached = futures::future::join_all(tasks).await;
-        let listed = layout.referrers(&digest(&img.manifest), None).await.unwrap();
+        let listed = layout
+            .referrers(&digest(&img.manifest), None)
+            .await
+            .unwrap();
         assert_eq!(listed.len(), 12);
         for d in attached {
             assert!(listed.iter().any(|l| l.digest() == d.digest()));
@@ -375,13 +410,21 @@ async fn lookups_in_sync_read_no_manifests_and_catch_up_reads_only_new_ones() {
     write_index(&layout, &json!({"schemaVersion": 2, "manifests": entries})).await;
     gets.store(0, Ordering::SeqCst);
     assert!(layout.referrers(&subject, None).await.unwrap().is_empty());
-    assert_eq!(gets.load(Ordering::SeqCst), 301, "the first lookup reads each once");
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        301,
+        "the first lookup reads each once"
+    );
 
     gets.store(0, Ordering::SeqCst);
     for _ in 0..5 {
         assert!(layout.referrers(&subject, None).await.unwrap().is_empty());
     }
-    assert_eq!(gets.load(Ordering::SeqCst), 0, "in sync: no manifest is read");
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        0,
+        "in sync: no manifest is read"
+    );
 
     // One artifact added by hand: only it is read.
     let art = json!({"schemaVersion": 2, "mediaType": MANIFEST, "artifactType": SIGNATURE,
@@ -395,6 +438,9 @@ async fn lookups_in_sync_read_no_manifests_and_catch_up_reads_only_new_ones() {
     entries.push(desc_json(&art));
     write_index(&layout, &json!({"schemaVersion": 2, "manifests": entries})).await;
     gets.store(0, Ordering::SeqCst);
-    assert_eq!(types(&layout.referrers(&subject, None).await.unwrap()), [SIGNATURE]);
+    assert_eq!(
+        types(&layout.referrers(&subject, None).await.unwrap()),
+        [SIGNATURE]
+    );
     assert_eq!(gets.load(Ordering::SeqCst), 1);
 }

@@ -412,9 +412,12 @@ impl Layout {
         Ok(())
     }
 
-    /// Deletes the referrers documents that no longer apply: empty subject documents older
-    /// than the current generation and documents that are not ours to read. Returns the keys
+    /// Deletes the referrers documents that no longer apply: subject documents left empty
+    /// (up to the current generation) and ones that are not ours to read. Returns the keys
     /// deleted (or that would be, with `dry_run`).
+    ///
+    /// An update still running in another process with an older view could write a list
+    /// back after it was pruned; the next change to that subject's referrers corrects it.
     pub(crate) async fn prune_referrers(&self, dry_run: bool) -> Result<Vec<DocumentKey>> {
         let generation = self.sync_referrers().await?;
         let store = self.store();
@@ -425,7 +428,7 @@ impl Layout {
             };
             let stale = match parse::<SubjectDoc>(&doc.bytes) {
                 Some(sub) if sub.format == FORMAT => {
-                    sub.manifests.is_empty() && sub.generation < generation
+                    sub.manifests.is_empty() && sub.generation <= generation
                 }
                 Some(_) => false,
                 None => true,

@@ -4,5 +4,6 @@
 
 mod artifact;
 mod fsck;
+mod gc;
 mod index;
 mod referrers;

@@ -61,15 +61,15 @@ pub(crate) fn digest(d: &Descriptor) -> Digest {
 
 /// A two-layer image (gzip and plain tar) whose contents depend on `seed`.
 pub(crate) struct Image {
-    pub manifest: Descriptor,
-    pub config: Descriptor,
-    pub layers: Vec<Descriptor>,
-    pub diff_ids: Vec<Digest>,
+    pub(crate) manifest: Descriptor,
+    pub(crate) config: Descriptor,
+    pub(crate) layers: Vec<Descriptor>,
+    pub(crate) diff_ids: Vec<Digest>,
 }
 
 impl Image {
     /// Every blob of the image.
-    pub fn blobs(&self) -> Vec<Digest> {
+    pub(crate) fn blobs(&self) -> Vec<Digest> {
         let mut all = vec![digest(&self.manifest), digest(&self.config)];
         all.extend(self.layers.iter().map(digest));
         all

@@ -63,7 +63,7 @@ async fn a_clean_layout_has_no_problems_and_every_blob_is_counted_once() {
         }
         assert_eq!(report.bytes_checked, bytes);
 
-        let events = events.lock().unwrap();
+        let events = events.lock().unwrap().clone();
         let done: Vec<&Digest> = events
             .iter()
             .filter_map(|e| match e {

@@ -43,16 +43,16 @@ async fn gc_sweeps_old_orphans_keeps_young_ones_and_everything_reachable() {
             .await
             .unwrap();
         assert!(dry.dry_run);
-        assert_eq!(dry.removed, [old.clone()]);
+        assert_eq!(dry.removed, vec![old.clone()]);
         assert_eq!(dry.removed_bytes, 10);
-        assert_eq!(dry.kept_young, [young.clone()]);
+        assert_eq!(dry.kept_young, vec![young.clone()]);
         assert!(present(&layout, &old).await, "a dry run deletes nothing");
 
         let report = layout.gc(&options).await.unwrap();
         assert!(!report.dry_run);
-        assert_eq!(report.removed, [old.clone()]);
+        assert_eq!(report.removed, vec![old.clone()]);
         assert_eq!(report.removed_bytes, 10);
-        assert_eq!(report.kept_young, [young.clone()]);
+        assert_eq!(report.kept_young, vec![young.clone()]);
         assert!(!present(&layout, &old).await);
         assert!(present(&layout, &young).await);
         let mut reachable = img.blobs();
@@ -100,7 +100,7 @@ async fn gc_judges_files_by_their_modification_time() {
         .set_modified(SystemTime::now() - Duration::from_secs(7200))
         .unwrap();
     let report = layout.gc(&GcOptions::new()).await.unwrap();
-    assert_eq!(report.removed, [old.clone()]);
+    assert_eq!(report.removed, vec![old.clone()]);
     assert_eq!(report.kept_young, [young]);
     assert!(!store.blob_path(&old).exists());
     // Stray entries in blobs/ (SPEC C-L08) are neither blobs nor errors.
@@ -246,10 +246,10 @@ async fn gc_deletes_referrers_documents_others_damaged() {
         .gc(&GcOptions::new().with_dry_run(true))
         .await
         .unwrap();
-    assert_eq!(dry.documents_removed, [junk.clone()]);
+    assert_eq!(dry.documents_removed, vec![junk.clone()]);
     assert!(layout.store().read_document(&junk).await.unwrap().is_some());
     let report = layout.gc(&GcOptions::new()).await.unwrap();
-    assert_eq!(report.documents_removed, [junk.clone()]);
+    assert_eq!(report.documents_removed, vec![junk.clone()]);
     assert!(layout.store().read_document(&junk).await.unwrap().is_none());
     let _ = img;
 }

@@ -5,5 +5,6 @@
 mod artifact;
 mod fsck;
 mod gc;
+mod hostile;
 mod index;
 mod referrers;

@@ -427,6 +427,7 @@ impl Layout {
         let mut depth = 0;
         while !frontier.is_empty() {
             let mut documents = Vec::new();
+            let mut this_level = std::collections::HashSet::new();
             for (d, path) in std::mem::take(&mut frontier) {
                 let Ok(digest) = descriptor::digest_of(&d) else {
                     continue; // every descriptor here was checked by the parsers
@@ -455,10 +456,7 @@ impl Layout {
                     });
                     continue;
                 }
-                if documents
-                    .iter()
-                    .any(|(_, g, _): &(Descriptor, Digest, String)| g == &digest)
-                {
+                if !this_level.insert(digest.clone()) {
                     // Reached twice at this level: compared with the stored size later.
                     frontier.push((d, path));
                     continue;

@@ -302,6 +302,7 @@ impl Layout {
     async fn catch_up(&self, old: &State, index: &Index) -> Result<State> {
         let mut manifests = BTreeMap::new();
         let mut unread = Vec::new();
+        let mut queued = std::collections::HashSet::new();
         for entry in index.manifests() {
             if !document::is_document(entry.media_type().as_ref()) {
                 continue;
@@ -315,10 +316,7 @@ impl Layout {
                     manifests.insert(digest, known.clone());
                 }
                 None => {
-                    if !unread
-                        .iter()
-                        .any(|e: &Descriptor| e.digest() == entry.digest())
-                    {
+                    if queued.insert(digest) {
                         unread.push(entry.clone());
                     }
                 }

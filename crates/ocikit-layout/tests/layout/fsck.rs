@@ -310,3 +310,81 @@ async fn invalid_documents_are_reported_and_the_walk_goes_on() {
         let _ = ok;
     }
 }
+
+#[tokio::test]
+async fn large_blobs_are_streamed_with_progress_and_rot_at_the_end_is_found() {
+    for (store, guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        // 20 MiB of pseudo-random bytes as an opaque layer.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let big: Vec<u8> = (0..20 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        let layer = layout
+            .put_blob("application/vnd.example.data", &big)
+            .await
+            .unwrap();
+        let config = layout
+            .put_blob(crate::artifact::EMPTY, b"{}")
+            .await
+            .unwrap();
+        let m = json!({"schemaVersion": 2, "mediaType": MANIFEST, "artifactType": "application/vnd.example",
+            "config": desc_json(&config), "layers": [desc_json(&layer)]});
+        let m = layout
+            .put_blob(MANIFEST, &serde_json::to_vec(&m).unwrap())
+            .await
+            .unwrap();
+        layout.set_tag("big", &m).await.unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let report = layout
+            .fsck(
+                &FsckOptions::new()
+                    .with_progress(Progress::new(move |e| sink.lock().unwrap().push(e.clone()))),
+            )
+            .await
+            .unwrap();
+        assert!(report.is_clean(), "{:#?}", report.problems);
+        assert_eq!(report.bytes_checked, (20 << 20) + 2 + m.size());
+        let steps: Vec<u64> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Progress { digest, bytes, .. } if *digest == digest_of(&layer) => {
+                    Some(*bytes)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(steps.len() >= 2, "{steps:?}");
+        assert!(
+            steps.windows(2).all(|w| w[0] < w[1]),
+            "cumulative: {steps:?}"
+        );
+
+        if let Some(dir) = &guard {
+            let fs = FsStore::open(dir.path().join("layout")).await.unwrap();
+            let path = fs.blob_path(&digest_of(&layer));
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x80;
+            std::fs::write(&path, &bytes).unwrap();
+            let report = layout.fsck(&FsckOptions::new()).await.unwrap();
+            assert_eq!(
+                kinds(&report),
+                [(
+                    digest_of(&layer),
+                    ProblemKind::DigestMismatch {
+                        actual: Digest::sha256(&bytes)
+                    }
+                )]
+            );
+        }
+    }
+}

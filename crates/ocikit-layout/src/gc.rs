@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, descriptor};
 use ocikit_store::{DocumentKey, Error as StoreError};
@@ -28,6 +28,9 @@ use crate::{Error, Index, Layout, Result};
 
 /// Deepest nesting of indexes followed (SPEC C-L13).
 pub const MAX_NESTING: usize = 64;
+
+/// Documents read at once while marking.
+const READ_CONCURRENCY: usize = 16;
 
 /// How often the mark is redone when `index.json` changed while collecting.
 const MAX_MARKS: usize = 10;
@@ -197,30 +200,46 @@ impl Layout {
             index.manifests().map(|d| (d.clone(), 0)).collect();
         let subjects = self.subjects().await?;
         loop {
-            while let Some((d, depth)) = pending.pop() {
-                let digest = descriptor::digest_of(&d).map_err(|e| Error::InvalidDocument {
-                    digest: Digest::sha256(b""),
-                    reason: "descriptor digest is invalid".into(),
-                    source: Some(Box::new(e.into())),
-                })?;
-                if !marked.insert(digest.clone()) {
-                    continue;
+            while !pending.is_empty() {
+                // One level at a time, its documents read concurrently.
+                let mut documents = Vec::new();
+                for (d, depth) in std::mem::take(&mut pending) {
+                    let digest = descriptor::digest_of(&d).map_err(|e| Error::InvalidDocument {
+                        digest: Digest::sha256(b""),
+                        reason: "descriptor digest is invalid".into(),
+                        source: Some(Box::new(e.into())),
+                    })?;
+                    if !marked.insert(digest.clone()) {
+                        continue;
+                    }
+                    if !document::is_document(d.media_type().as_ref()) {
+                        continue;
+                    }
+                    if depth > MAX_NESTING {
+                        return Err(Error::InvalidDocument {
+                            digest,
+                            reason: format!("indexes nested deeper than {MAX_NESTING}"),
+                            source: None,
+                        });
+                    }
+                    documents.push((d, depth));
                 }
-                if !document::is_document(d.media_type().as_ref()) {
-                    continue;
-                }
-                if depth > MAX_NESTING {
-                    return Err(Error::InvalidDocument {
-                        digest,
-                        reason: format!("indexes nested deeper than {MAX_NESTING}"),
-                        source: None,
-                    });
-                }
-                match self.read_document(&d).await {
-                    Ok(doc) => pending.extend(doc.children().into_iter().map(|c| (c, depth + 1))),
-                    // A missing document keeps nothing alive (SPEC A.4: blobs may be missing).
-                    Err(Error::Store(StoreError::NotFound { .. })) => {}
-                    Err(e) => return Err(e),
+                let read: Vec<(usize, Result<document::Document>)> =
+                    futures::stream::iter(documents)
+                        .map(|(d, depth)| async move { (depth, self.read_document(&d).await) })
+                        .buffer_unordered(READ_CONCURRENCY)
+                        .collect()
+                        .await;
+                for (depth, outcome) in read {
+                    match outcome {
+                        Ok(doc) => {
+                            pending.extend(doc.children().into_iter().map(|c| (c, depth + 1)))
+                        }
+                        // A missing document keeps nothing alive (SPEC A.4: blobs may be
+                        // missing).
+                        Err(Error::Store(StoreError::NotFound { .. })) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             // The referrers of reachable manifests are reachable too.

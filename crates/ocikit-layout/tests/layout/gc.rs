@@ -253,3 +253,73 @@ async fn gc_deletes_referrers_documents_others_damaged() {
     assert!(layout.store().read_document(&junk).await.unwrap().is_none());
     let _ = img;
 }
+
+/// GC running again and again while a writer pushes images: with a grace period, nothing the
+/// writer stored is lost, even before its tag exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_is_safe_while_another_writer_pushes() {
+    for (store, _guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        let writer = {
+            let layout = layout.clone();
+            tokio::spawn(async move {
+                for i in 0..15 {
+                    let img = crate::artifact::image_with(&layout, &format!("w{i}"), None).await;
+                    tokio::task::yield_now().await;
+                    layout
+                        .set_tag(&format!("w{i}"), &img.manifest)
+                        .await
+                        .unwrap();
+                    layout
+                        .attach(&img.manifest, &Artifact::new(SIGNATURE))
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let collector = {
+            let layout = layout.clone();
+            tokio::spawn(async move {
+                let mut runs = 0;
+                while runs < 200 {
+                    let report = layout
+                        .gc(&GcOptions::new().with_grace(Duration::from_secs(60)))
+                        .await
+                        .unwrap();
+                    assert!(report.removed.is_empty(), "{:?}", report.removed);
+                    runs += 1;
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        writer.await.unwrap();
+        collector.await.unwrap();
+        assert_eq!(layout.tags().await.unwrap().len(), 15);
+        assert!(layout.fsck(&FsckOptions::new()).await.unwrap().is_clean());
+    }
+}
+
+/// Storing an old unreferenced blob again renews its write time, so the grace period
+/// protects the new writer (SPEC: blobs younger than the grace period are never swept).
+#[tokio::test]
+async fn rewriting_an_old_orphan_makes_it_young_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).await.unwrap();
+    let layout = Layout::create(store.clone()).await.unwrap();
+    let blob = layout.store().put_bytes(b"reused layer").await.unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(store.blob_path(&blob))
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(7200))
+        .unwrap();
+    let dry = layout
+        .gc(&GcOptions::new().with_dry_run(true))
+        .await
+        .unwrap();
+    assert_eq!(dry.removed, vec![blob.clone()]);
+    layout.store().put_bytes(b"reused layer").await.unwrap();
+    let report = layout.gc(&GcOptions::new()).await.unwrap();
+    assert!(report.removed.is_empty());
+    assert_eq!(report.kept_young, vec![blob]);
+}

@@ -507,3 +507,41 @@ async fn lookup_speed_at_10000_manifests() {
         "in sync {in_sync:?} is not 100x faster than {naive:?}"
     );
 }
+
+/// A writer that died after committing `state` but before the subject documents and `head`:
+/// the next lookup finishes its work.
+#[tokio::test]
+async fn an_update_cut_short_is_finished_by_the_next_lookup() {
+    for (store, _guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        let img = image(&layout, "v1").await;
+        let subject = digest(&img.manifest);
+        layout
+            .attach(&img.manifest, &Artifact::new(SIGNATURE))
+            .await
+            .unwrap();
+        let head = DocumentKey::new("ocikit/referrers/head").unwrap();
+        let sub = DocumentKey::new(&format!(
+            "ocikit/referrers/subjects/sha256/{}",
+            subject.encoded()
+        ))
+        .unwrap();
+        let old_head = layout.store().read_document(&head).await.unwrap().unwrap();
+        let old_sub = layout.store().read_document(&sub).await.unwrap().unwrap();
+        layout
+            .attach(&img.manifest, &Artifact::new(SBOM))
+            .await
+            .unwrap();
+        for (key, doc) in [(&head, old_head), (&sub, old_sub)] {
+            layout
+                .store()
+                .write_document(key, doc.bytes, Precondition::None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            types(&layout.referrers(&subject, None).await.unwrap()),
+            [SBOM, SIGNATURE]
+        );
+    }
+}

@@ -83,7 +83,7 @@ pub struct GcReport {
     pub removed_bytes: u64,
     /// Unreferenced blobs kept because they are younger than the grace period, sorted.
     pub kept_young: Vec<Digest>,
-    /// How many distinct blobs are reachable.
+    /// How many distinct digests are reachable from `index.json` (stored or not).
     pub reachable: usize,
     /// Referrers documents removed (or that would be) because they no longer apply.
     pub documents_removed: Vec<DocumentKey>,

@@ -111,6 +111,16 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// An artifact that breaks the image spec's artifact rules (SPEC A.5): a bad
+    /// `artifactType` or media type, or a subject that is not a manifest or index.
+    #[error("invalid artifact: {reason}")]
+    InvalidArtifact {
+        /// What is wrong.
+        reason: String,
+        /// The underlying validation error, where there is one.
+        #[source]
+        source: Option<Box<ocikit_digest::Error>>,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

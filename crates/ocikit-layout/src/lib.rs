@@ -19,18 +19,25 @@
 //! # }).unwrap();
 //! ```
 
+pub mod artifact;
 mod bridge;
 pub mod document;
 mod error;
+pub mod fsck;
+pub mod gc;
 pub mod image;
 pub mod index;
 mod layout;
 pub mod platform;
 pub mod progress;
+pub mod referrers;
 pub mod unpack;
 
+pub use artifact::Artifact;
 pub use document::Document;
 pub use error::{Error, Result};
+pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind};
+pub use gc::{GcOptions, GcReport};
 pub use image::{ImageBuilder, ImageConfig, IndexBuilder, LayerSpec};
 pub use index::{Index, REF_NAME, validate_tag};
 pub use layout::{

@@ -195,6 +195,9 @@ macro_rules! forward_store {
             async fn delete(&self, digest: &Digest) -> Result<bool> {
                 (**self).delete(digest).await
             }
+            async fn written_at(&self, digest: &Digest) -> Result<Option<std::time::SystemTime>> {
+                (**self).written_at(digest).await
+            }
             fn list(&self) -> BoxStream<'_, Result<Digest>> {
                 (**self).list()
             }

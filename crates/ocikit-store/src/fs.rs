@@ -304,6 +304,20 @@ impl Store for FsStore {
         Ok(Box::new(FsStaging::new(temp, self.clone())?))
     }
 
+    async fn written_at(&self, digest: &Digest) -> Result<Option<SystemTime>> {
+        let path = self.blob_path(digest);
+        blocking(move || match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => meta
+                .modified()
+                .map(Some)
+                .map_err(|e| Error::io("read the modification time of", path, e)),
+            Ok(_) => Err(Error::NotARegularFile { path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", path, e)),
+        })
+        .await
+    }
+
     async fn delete(&self, digest: &Digest) -> Result<bool> {
         let path = self.blob_path(digest);
         blocking(move || match std::fs::remove_file(&path) {
@@ -645,6 +659,13 @@ impl Staging for FsStaging {
     }
 }
 
+/// Sets a blob's modification time to now, without following a symlink.
+fn touch(path: &Path) {
+    if let Ok(Some((file, _))) = open_regular(path) {
+        file.set_modified(SystemTime::now()).ok();
+    }
+}
+
 fn publish_blob(temp: NamedTempFile, target: &Path, size: u64) -> Result<()> {
     temp.as_file()
         .sync_data()
@@ -653,8 +674,13 @@ fn publish_blob(temp: NamedTempFile, target: &Path, size: u64) -> Result<()> {
     create_dir_durable(&dir)?;
     match std::fs::symlink_metadata(target) {
         // Deduplication: the same digest is stored already (its content is checked by
-        // fsck, not here).
-        Ok(meta) if meta.is_file() && meta.len() == size => return Ok(()),
+        // fsck, not here). Its modification time is renewed, so a garbage collector's grace
+        // period (`Store::written_at`) covers this writer too; that is best effort, the
+        // content is in place either way.
+        Ok(meta) if meta.is_file() && meta.len() == size => {
+            touch(target);
+            return Ok(());
+        }
         // Something else squats the name (a symlink, a truncated file): replace it with the
         // verified content. `rename` replaces the entry itself, never a symlink's target.
         Ok(_) => {

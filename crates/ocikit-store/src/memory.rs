@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -26,7 +27,8 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct State {
-    blobs: HashMap<Digest, Bytes>,
+    /// Each blob with the time it was last published.
+    blobs: HashMap<Digest, (Bytes, SystemTime)>,
     documents: BTreeMap<DocumentKey, (Bytes, u64)>,
     next_version: u64,
 }
@@ -49,11 +51,11 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
-        Ok(self.lock().blobs.get(digest).map(|b| b.len() as u64))
+        Ok(self.lock().blobs.get(digest).map(|(b, _)| b.len() as u64))
     }
 
     async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<Option<Blob>> {
-        let Some(bytes) = self.lock().blobs.get(digest).cloned() else {
+        let Some((bytes, _)) = self.lock().blobs.get(digest).cloned() else {
             return Ok(None);
         };
         let size = bytes.len() as u64;
@@ -77,6 +79,10 @@ impl Store for MemoryStore {
             store: self.clone(),
             buf: BytesMut::new(),
         }))
+    }
+
+    async fn written_at(&self, digest: &Digest) -> Result<Option<SystemTime>> {
+        Ok(self.lock().blobs.get(digest).map(|(_, at)| *at))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool> {
@@ -181,11 +187,15 @@ impl AsyncWrite for MemoryStaging {
 impl Staging for MemoryStaging {
     async fn publish(self: Box<Self>, digest: &Digest, _size: u64) -> Result<()> {
         let MemoryStaging { store, buf } = *self;
+        let now = SystemTime::now();
+        // Publishing content that is stored already keeps the stored bytes but renews the
+        // write time, so a garbage collector's grace period covers the new writer too.
         store
             .lock()
             .blobs
             .entry(digest.clone())
-            .or_insert_with(|| buf.freeze());
+            .and_modify(|(_, at)| *at = now)
+            .or_insert_with(|| (buf.freeze(), now));
         Ok(())
     }
 

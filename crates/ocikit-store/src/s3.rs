@@ -687,6 +687,13 @@ impl Store for S3Store {
         }))
     }
 
+    async fn written_at(&self, digest: &Digest) -> Result<Option<std::time::SystemTime>> {
+        Ok(self
+            .head(&self.blob_key(digest)?)
+            .await?
+            .map(|meta| std::time::SystemTime::from(meta.last_modified)))
+    }
+
     async fn delete(&self, digest: &Digest) -> Result<bool> {
         self.delete_existing(&self.blob_key(digest)?).await
     }

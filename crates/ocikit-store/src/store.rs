@@ -3,6 +3,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -44,6 +45,17 @@ pub trait Store: fmt::Debug + Send + Sync {
     /// Starts staging a new blob. Callers normally use [`crate::StoreExt::writer`], which
     /// wraps the staging area in a hashing, verifying [`crate::BlobWriter`].
     async fn stage(&self) -> Result<Box<dyn Staging>>;
+
+    /// When a blob was last written: published, or published again (deduplicated) where the
+    /// backend can record that; `None` when the blob is absent. Garbage collection uses it
+    /// for its grace period, so that blobs a concurrent writer has just stored (and not yet
+    /// referenced) are never swept.
+    ///
+    /// The default, for backends that cannot tell, is conservative: a present blob is
+    /// reported as written just now, so a grace period never lets it be swept.
+    async fn written_at(&self, digest: &Digest) -> Result<Option<SystemTime>> {
+        Ok(self.stat(digest).await?.map(|_| SystemTime::now()))
+    }
 
     /// Deletes a blob; returns whether it existed.
     async fn delete(&self, digest: &Digest) -> Result<bool>;

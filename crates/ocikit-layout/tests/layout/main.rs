@@ -2,7 +2,12 @@
 //! the `s3` feature and moto) S3 backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod artifact;
+mod fsck;
+mod gc;
+mod hostile;
 mod image;
 mod index;
 mod platform;
+mod referrers;
 mod unpack;

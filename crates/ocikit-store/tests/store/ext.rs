@@ -103,3 +103,46 @@ async fn update_document_can_leave_a_document_alone() {
         Err(Error::DocumentNotFound { .. })
     ));
 }
+
+/// `written_at`: absent blobs have none; a blob's time lies between the moments before and
+/// after it was written; publishing the same content again renews it; `Box<dyn Store>`
+/// forwards to the backend rather than using the trait's default.
+async fn written_at_tracks_publishing(store: Box<dyn Store>) {
+    use std::time::{Duration, SystemTime};
+    let absent = Digest::sha256(b"never stored");
+    assert_eq!(store.written_at(&absent).await.unwrap(), None);
+    let before = SystemTime::now() - Duration::from_millis(50);
+    let digest = store.put_bytes(b"timed").await.unwrap();
+    let after = SystemTime::now() + Duration::from_millis(50);
+    let first = store.written_at(&digest).await.unwrap().unwrap();
+    assert!(first >= before && first <= after, "{first:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = store.written_at(&digest).await.unwrap().unwrap();
+    assert_eq!(again, first, "reading does not change the write time");
+    store.put_bytes(b"timed").await.unwrap();
+    let renewed = store.written_at(&digest).await.unwrap().unwrap();
+    assert!(
+        renewed >= first + Duration::from_secs(1),
+        "{renewed:?} vs {first:?}"
+    );
+    store.delete(&digest).await.unwrap();
+    assert_eq!(store.written_at(&digest).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn written_at_on_memory_and_fs() {
+    written_at_tracks_publishing(Box::new(MemoryStore::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStore::open(dir.path()).await.unwrap();
+    written_at_tracks_publishing(Box::new(fs.clone())).await;
+    // The filesystem store reports the file's modification time, whoever set it.
+    let digest = fs.put_bytes(b"old").await.unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(fs.blob_path(&digest))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(fs.written_at(&digest).await.unwrap(), Some(old));
+}

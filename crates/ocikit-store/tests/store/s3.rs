@@ -601,3 +601,21 @@ async fn writes_wait_for_parts_in_flight() {
     }
     assert_eq!(hasher.finish(), digest);
 }
+
+#[tokio::test]
+async fn written_at_is_the_objects_last_modified_time() {
+    use std::time::SystemTime;
+    let Some((store, _)) = moto_store() else {
+        return;
+    };
+    assert_eq!(
+        store.written_at(&Digest::sha256(b"absent")).await.unwrap(),
+        None
+    );
+    // S3 keeps whole seconds.
+    let before = SystemTime::now() - Duration::from_secs(2);
+    let digest = store.put_bytes(b"timed").await.unwrap();
+    let after = SystemTime::now() + Duration::from_secs(2);
+    let at = store.written_at(&digest).await.unwrap().unwrap();
+    assert!(at >= before && at <= after, "{at:?}");
+}

@@ -1,0 +1,390 @@
+//! fsck: a clean layout is clean; every problem of a damaged one is reported in one run.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use ocikit_digest::Digest;
+use ocikit_layout::{Artifact, Event, FsckOptions, Layout, Operation, ProblemKind, Progress};
+use ocikit_store::FsStore;
+use serde_json::json;
+
+use crate::artifact::{
+    INDEX, MANIFEST, SIGNATURE, TAR_GZIP, desc_json, digest, image, image_with, stores, write_index,
+};
+
+fn kinds(report: &ocikit_layout::FsckReport) -> Vec<(Digest, ProblemKind)> {
+    report
+        .problems
+        .iter()
+        .map(|p| (p.digest.clone(), p.kind.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_clean_layout_has_no_problems_and_every_blob_is_counted_once() {
+    for (store, _guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        let a = image(&layout, "a").await;
+        let b = image(&layout, "b").await;
+        // The same image under a second tag, and both inside a nested index.
+        layout.set_tag("a-again", &a.manifest).await.unwrap();
+        let nested = json!({"schemaVersion": 2, "mediaType": INDEX,
+            "manifests": [desc_json(&a.manifest), desc_json(&b.manifest)]});
+        let nested = layout
+            .put_blob(INDEX, &serde_json::to_vec(&nested).unwrap())
+            .await
+            .unwrap();
+        layout.set_tag("multi", &nested).await.unwrap();
+        let sig = layout
+            .attach(
+                &a.manifest,
+                &Artifact::new(SIGNATURE).with_blob("application/octet-stream", &b"sig"[..]),
+            )
+            .await
+            .unwrap();
+
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let options = FsckOptions::new()
+            .with_diff_ids(true)
+            .with_progress(Progress::new(move |e| sink.lock().unwrap().push(e.clone())));
+        let report = layout.fsck(&options).await.unwrap();
+        assert!(report.is_clean(), "{:#?}", report.problems);
+
+        let mut expected: HashSet<Digest> = a.blobs().into_iter().chain(b.blobs()).collect();
+        expected.insert(digest(&nested));
+        expected.insert(digest(&sig));
+        expected.insert(Digest::sha256(b"sig"));
+        expected.insert(Digest::sha256(b"{}"));
+        assert_eq!(report.blobs_checked, expected.len() as u64);
+        let mut bytes = 0;
+        for d in &expected {
+            bytes += layout.store().stat(d).await.unwrap().unwrap();
+        }
+        assert_eq!(report.bytes_checked, bytes);
+
+        let events = events.lock().unwrap().clone();
+        let done: Vec<&Digest> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Done {
+                    operation: Operation::Fsck,
+                    digest,
+                    ..
+                } => Some(digest),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(done.len(), expected.len(), "each blob finished once");
+        assert_eq!(
+            done.iter().copied().collect::<HashSet<_>>(),
+            expected.iter().collect()
+        );
+        assert!(
+            events.iter().any(
+                |e| matches!(e, Event::Skipped { digest, .. } if *digest == digest_of(&a.manifest))
+            ),
+            "the second reach of a manifest is skipped"
+        );
+        // With one thread at a time, the same answer.
+        let one = layout
+            .fsck(&FsckOptions::new().with_concurrency(1))
+            .await
+            .unwrap();
+        assert!(one.is_clean());
+        assert_eq!(one.blobs_checked, report.blobs_checked);
+    }
+}
+
+fn digest_of(d: &ocikit_digest::oci_spec::image::Descriptor) -> Digest {
+    digest(d)
+}
+
+#[tokio::test]
+async fn missing_layer_corrupt_config_and_wrong_manifest_size_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).await.unwrap();
+    let layout = Layout::create(store.clone()).await.unwrap();
+    let a = image(&layout, "a").await;
+    let b = image(&layout, "b").await;
+    let c = image(&layout, "c").await;
+    // a: a layer is gone. b: its config rotted on disk. c: index.json gives the wrong size.
+    layout.store().delete(&digest(&a.layers[1])).await.unwrap();
+    let path = store.blob_path(&digest(&b.config));
+    let mut rotten = std::fs::read(&path).unwrap();
+    rotten[10] ^= 0x01; // bit rot: same size, other content
+    std::fs::write(&path, &rotten).unwrap();
+    let mut c_entry = desc_json(&c.manifest);
+    c_entry["size"] = json!(c.manifest.size() + 3);
+    c_entry["annotations"] = json!({"org.opencontainers.image.ref.name": "c"});
+    let tagged = |d, t: &str| {
+        let mut e = desc_json(d);
+        e["annotations"] = json!({"org.opencontainers.image.ref.name": t});
+        e
+    };
+    write_index(
+        &layout,
+        &json!({"schemaVersion": 2, "manifests": [tagged(&a.manifest, "a"), tagged(&b.manifest, "b"), c_entry]}),
+    )
+    .await;
+
+    let report = layout.fsck(&FsckOptions::new()).await.unwrap();
+    let found = kinds(&report);
+    assert_eq!(found.len(), 3, "{:#?}", report.problems);
+    assert!(found.contains(&(digest(&a.layers[1]), ProblemKind::Missing)));
+    assert!(found.contains(&(
+        digest(&b.config),
+        ProblemKind::DigestMismatch {
+            actual: Digest::sha256(&rotten)
+        }
+    )));
+    assert!(found.contains(&(
+        digest(&c.manifest),
+        ProblemKind::SizeMismatch {
+            expected: c.manifest.size() + 3,
+            actual: c.manifest.size()
+        }
+    )));
+    let missing = report
+        .problems
+        .iter()
+        .find(|p| p.kind == ProblemKind::Missing)
+        .unwrap();
+    assert_eq!(missing.path, "index.json manifests[0] (a) > layers[1]");
+    let rotten = report
+        .problems
+        .iter()
+        .find(|p| p.digest == digest(&b.config))
+        .unwrap();
+    assert_eq!(rotten.path, "index.json manifests[1] (b) > config");
+    // The healthy blobs were all still hashed.
+    assert!(report.blobs_checked >= 7, "{}", report.blobs_checked);
+}
+
+#[tokio::test]
+async fn memory_store_damage_is_reported_too() {
+    for (store, _guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        let a = image(&layout, "a").await;
+        layout.store().delete(&digest(&a.layers[0])).await.unwrap();
+        layout.store().delete(&digest(&a.config)).await.unwrap();
+        // An artifact whose subject is gone.
+        let b = image(&layout, "b").await;
+        layout
+            .attach(&b.manifest, &Artifact::new(SIGNATURE))
+            .await
+            .unwrap();
+        layout.remove_tag("b").await.unwrap();
+        layout.store().delete(&digest(&b.manifest)).await.unwrap();
+        let report = layout.fsck(&FsckOptions::new()).await.unwrap();
+        let found = kinds(&report);
+        assert!(found.contains(&(digest(&a.layers[0]), ProblemKind::Missing)));
+        assert!(found.contains(&(digest(&a.config), ProblemKind::Missing)));
+        assert!(found.contains(&(digest(&b.manifest), ProblemKind::DanglingSubject)));
+        assert_eq!(found.len(), 3, "{:#?}", report.problems);
+    }
+}
+
+#[tokio::test]
+async fn diff_id_checks_catch_wrong_configs_and_bad_layers() {
+    for (store, _guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        // The config claims the top layer's diffID is the digest of something else.
+        let good = image(&layout, "good").await;
+        let wrong_id = Digest::sha256(b"not the layer");
+        let bad = image_with(
+            &layout,
+            "bad",
+            Some(vec![good.diff_ids[0].to_string(), wrong_id.to_string()]),
+        )
+        .await;
+        layout.set_tag("bad", &bad.manifest).await.unwrap();
+        // Without diffID checks, everything hashes fine.
+        assert!(layout.fsck(&FsckOptions::new()).await.unwrap().is_clean());
+        let report = layout
+            .fsck(&FsckOptions::new().with_diff_ids(true))
+            .await
+            .unwrap();
+        // The base layer of `bad` differs from `good`'s (seeded), so it mismatches too.
+        let top = report
+            .problems
+            .iter()
+            .find(|p| p.digest == digest(&bad.layers[1]))
+            .unwrap();
+        assert_eq!(
+            top.kind,
+            ProblemKind::DiffIdMismatch {
+                expected: wrong_id.clone(),
+                actual: bad.diff_ids[1].clone()
+            }
+        );
+        assert_eq!(top.path, "index.json manifests[1] (bad) > layers[1]");
+        assert!(
+            report
+                .problems
+                .iter()
+                .all(|p| !good.blobs().contains(&p.digest)),
+            "the good image is clean: {:#?}",
+            report.problems
+        );
+
+        // A config listing too few diffIDs, and a "gzip" layer that is not gzip.
+        let not_gzip = layout.put_blob(TAR_GZIP, b"plain bytes").await.unwrap();
+        let config = json!({"architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [Digest::sha256(b"plain bytes").to_string()]}});
+        let config = layout
+            .put_blob(
+                "application/vnd.oci.image.config.v1+json",
+                &serde_json::to_vec(&config).unwrap(),
+            )
+            .await
+            .unwrap();
+        let m = json!({"schemaVersion": 2, "mediaType": MANIFEST, "config": desc_json(&config),
+            "layers": [desc_json(&not_gzip)]});
+        let m = layout
+            .put_blob(MANIFEST, &serde_json::to_vec(&m).unwrap())
+            .await
+            .unwrap();
+        layout.set_tag("undecodable", &m).await.unwrap();
+        let m2 = json!({"schemaVersion": 2, "mediaType": MANIFEST, "config": desc_json(&config),
+            "layers": [desc_json(&good.layers[0]), desc_json(&good.layers[1])]});
+        let m2 = layout
+            .put_blob(MANIFEST, &serde_json::to_vec(&m2).unwrap())
+            .await
+            .unwrap();
+        layout.set_tag("short", &m2).await.unwrap();
+        let report = layout
+            .fsck(&FsckOptions::new().with_diff_ids(true))
+            .await
+            .unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.digest == digest(&not_gzip)
+                && matches!(p.kind, ProblemKind::Undecodable { .. }))
+        );
+        assert!(report.problems.iter().any(|p| p.digest == digest(&config)
+            && p.kind
+                == ProblemKind::DiffIdCount {
+                    diff_ids: 1,
+                    layers: 2
+                }));
+    }
+}
+
+#[tokio::test]
+async fn invalid_documents_are_reported_and_the_walk_goes_on() {
+    for (store, _guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        let ok = image(&layout, "ok").await;
+        let dup = layout
+            .put_blob(
+                MANIFEST,
+                br#"{"schemaVersion":2,"schemaVersion":2,"config":{},"layers":[]}"#,
+            )
+            .await
+            .unwrap();
+        layout.set_tag("dup", &dup).await.unwrap();
+        // A config of the image type that says rootfs.type "foo" (SPEC C-J08).
+        let config = layout
+            .put_blob(
+                "application/vnd.oci.image.config.v1+json",
+                br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"foo","diff_ids":[]}}"#,
+            )
+            .await
+            .unwrap();
+        let m = json!({"schemaVersion": 2, "mediaType": MANIFEST, "config": desc_json(&config), "layers": []});
+        let m = layout
+            .put_blob(MANIFEST, &serde_json::to_vec(&m).unwrap())
+            .await
+            .unwrap();
+        layout.set_tag("foo", &m).await.unwrap();
+        let report = layout
+            .fsck(&FsckOptions::new().with_diff_ids(true))
+            .await
+            .unwrap();
+        let found = kinds(&report);
+        assert_eq!(found.len(), 2, "{:#?}", report.problems);
+        assert!(report.problems.iter().any(|p| p.digest == digest(&dup)
+            && matches!(&p.kind, ProblemKind::InvalidDocument { reason } if reason.contains("malformed JSON"))));
+        assert!(report.problems.iter().any(|p| p.digest == digest(&config)
+            && matches!(&p.kind, ProblemKind::InvalidDocument { reason } if reason.contains("rootfs.type"))));
+        let _ = ok;
+    }
+}
+
+#[tokio::test]
+async fn large_blobs_are_streamed_with_progress_and_rot_at_the_end_is_found() {
+    for (store, guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        // 20 MiB of pseudo-random bytes as an opaque layer.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let big: Vec<u8> = (0..20 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        let layer = layout
+            .put_blob("application/vnd.example.data", &big)
+            .await
+            .unwrap();
+        let config = layout
+            .put_blob(crate::artifact::EMPTY, b"{}")
+            .await
+            .unwrap();
+        let m = json!({"schemaVersion": 2, "mediaType": MANIFEST, "artifactType": "application/vnd.example",
+            "config": desc_json(&config), "layers": [desc_json(&layer)]});
+        let m = layout
+            .put_blob(MANIFEST, &serde_json::to_vec(&m).unwrap())
+            .await
+            .unwrap();
+        layout.set_tag("big", &m).await.unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let report = layout
+            .fsck(
+                &FsckOptions::new()
+                    .with_progress(Progress::new(move |e| sink.lock().unwrap().push(e.clone()))),
+            )
+            .await
+            .unwrap();
+        assert!(report.is_clean(), "{:#?}", report.problems);
+        assert_eq!(report.bytes_checked, (20 << 20) + 2 + m.size());
+        let steps: Vec<u64> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Progress { digest, bytes, .. } if *digest == digest_of(&layer) => {
+                    Some(*bytes)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(steps.len() >= 2, "{steps:?}");
+        assert!(
+            steps.windows(2).all(|w| w[0] < w[1]),
+            "cumulative: {steps:?}"
+        );
+
+        if let Some(dir) = &guard {
+            let fs = FsStore::open(dir.path().join("layout")).await.unwrap();
+            let path = fs.blob_path(&digest_of(&layer));
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x80;
+            std::fs::write(&path, &bytes).unwrap();
+            let report = layout.fsck(&FsckOptions::new()).await.unwrap();
+            assert_eq!(
+                kinds(&report),
+                [(
+                    digest_of(&layer),
+                    ProblemKind::DigestMismatch {
+                        actual: Digest::sha256(&bytes)
+                    }
+                )]
+            );
+        }
+    }
+}

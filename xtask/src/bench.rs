@@ -7,7 +7,7 @@ use crate::{Result, cargo, root};
 
 pub(crate) fn run(args: &[String]) -> Result {
     let which: Vec<&str> = if args.is_empty() {
-        vec!["digest", "store", "codec"]
+        vec!["digest", "store", "codec", "layout"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -16,9 +16,10 @@ pub(crate) fn run(args: &[String]) -> Result {
             "digest" => digest()?,
             "store" => store()?,
             "codec" => codec()?,
+            "layout" => layout()?,
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}` (have: digest, store, codec)"
+                    "unknown benchmark `{other}` (have: digest, store, codec, layout)"
                 ));
             }
         }
@@ -283,6 +284,44 @@ fn codec() -> Result {
     );
     println!("{section}");
     write_section("codec-apply", &section)
+}
+
+/// fsck, referrers and tags against ocidir 0.8, on tmpfs.
+fn layout() -> Result {
+    let ocidir = peer("ocidir")?;
+    let lines = cargo_bench_with(
+        "ocikit-layout",
+        "layout",
+        &[("OCIKIT_BENCH_PEER", ocidir.display().to_string())],
+    )?;
+    let fsck = median_of(&lines, "fsck-large/ocikit-vs-ocidir");
+    let fsck_small = median_of(&lines, "fsck-small/ocikit-vs-ocidir");
+    let referrers = median_of(&lines, "referrers/ocikit-vs-ocidir");
+    if line(&lines, "fsck-large/ocikit-vs-ocidir").is_none() {
+        return Err("the layout bench printed no ocidir comparison".into());
+    }
+    let section = format!(
+        "Machine: {machine}.\n\
+         Layouts on tmpfs (`/dev/shm`), written by ocikit's `Layout`; ocidir 0.8 runs as its own \
+         process (`xtask/peers/ocidir`), alternating with ocikit round by round. fsck: a ~1 GiB \
+         layout of 120 images × 4 random layers (64 KiB - 4 MiB), and 2,000 images × 2 layers of \
+         4-16 KiB (8,000 blobs); ocikit hashes every blob on both cores, ocidir's `fsck` on one. \
+         Referrers: one subject among 10,000 artifact manifests in `index.json`; ocikit reads its \
+         persisted referrers index (in sync), ocidir's `find_referrers` reads every manifest. \
+         Tags: per-operation cost of `resolve` and `set_tag` (a compare-and-swap of `index.json`) \
+         at 100, 1,000 and 10,000 tags.\n\n\
+         {table}\n\
+         fsck of the ~1 GiB layout: ocikit / ocidir = **{fsck:.2}x** (goal ≥ 1.7x: {v1}); \
+         of 8,000 small blobs: **{fsck_small:.2}x**.\n\
+         Referrers of one subject among 10,000 manifests: ocikit is **{referrers:.0}x** as fast \
+         as ocidir's `find_referrers` (goal ≥ 100x: {v2}).\n",
+        machine = machine(),
+        table = table(&lines),
+        v1 = verdict(fsck >= 1.7),
+        v2 = verdict(referrers >= 100.0),
+    );
+    println!("{section}");
+    write_section("layout", &section)
 }
 
 fn write_section(name: &str, body: &str) -> Result {

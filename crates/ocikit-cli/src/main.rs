@@ -5,6 +5,7 @@
 //! `--json` for a stable machine-readable shape; errors print their whole cause chain once
 //! and exit with status 1 (2 for a usage error).
 
+mod bars;
 mod commands;
 mod location;
 mod output;
@@ -83,6 +84,58 @@ enum Command {
         layout: String,
         /// The blob's digest.
         digest: String,
+    },
+    /// Build an image from directories (or tar files), one layer each.
+    Build(commands::image::BuildArgs),
+    /// Unpack an image into a root filesystem directory (new or empty).
+    #[command(after_help = "Examples:\n  ocikit unpack oci:./images:v1 ./rootfs\n  \
+        ocikit unpack oci:./images:v1 ./rootfs --platform linux/arm64")]
+    Unpack {
+        /// The image: oci:PATH:TAG or oci:PATH@DIGEST.
+        image: String,
+        /// The directory to create the root filesystem in.
+        rootfs: std::path::PathBuf,
+        /// The platform to pick from a multi-platform image (default: this machine's).
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Verify every blob reachable from index.json; exits 1 when anything is wrong.
+    #[command(
+        after_help = "Examples:\n  ocikit fsck oci:./images\n  ocikit fsck oci:./images --diff-ids --json"
+    )]
+    Fsck {
+        /// The layout: oci:PATH.
+        layout: String,
+        /// Also decompress every layer and check its diffID against the image config.
+        #[arg(long)]
+        diff_ids: bool,
+    },
+    /// Remove blobs nothing reachable from index.json refers to.
+    #[command(
+        after_help = "Examples:\n  ocikit gc oci:./images --dry-run\n  ocikit gc oci:./images --grace 0"
+    )]
+    Gc {
+        /// The layout: oci:PATH.
+        layout: String,
+        /// Report what would go without removing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep unreferenced blobs younger than this many seconds (writers in flight).
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+    },
+    /// Attach an artifact (an SBOM, a signature...) to an image as a referrer.
+    Attach(commands::health::AttachArgs),
+    /// List the artifacts attached to an image.
+    #[command(
+        after_help = "Example:\n  ocikit referrers oci:./images:v1 --artifact-type application/vnd.example.sbom+json"
+    )]
+    Referrers {
+        /// The subject image: oci:PATH:TAG or oci:PATH@DIGEST.
+        image: String,
+        /// Only referrers of this artifact type.
+        #[arg(long)]
+        artifact_type: Option<String>,
     },
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  ocikit completions bash > /etc/bash_completion.d/ocikit")]

@@ -127,6 +127,10 @@ impl Layout {
     /// tag pointed at, or `None` when there was no such tag. The blobs stay until
     /// [`Layout::gc`].
     pub async fn remove_image(&self, tag: &str) -> Result<Option<Descriptor>> {
+        // No such tag: nothing to do, and nothing (not even the referrers index) written.
+        if self.index().await?.find(tag).is_none() {
+            return Ok(None);
+        }
         let subjects = self.subjects().await?;
         let mut removed = None;
         self.edit_index(|index| {

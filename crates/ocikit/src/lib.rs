@@ -32,6 +32,33 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # Build, check and unpack an image
+//!
+//! ```
+//! # #[cfg(feature = "fs")]
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use ocikit::layout::{ImageBuilder, LayerSpec, Layout, UnpackOptions};
+//! use ocikit::store::FsStore;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let rootfs = dir.path().join("rootfs");
+//! std::fs::create_dir_all(rootfs.join("etc"))?;
+//! std::fs::write(rootfs.join("etc/motd"), "hello\n")?;
+//!
+//! let layout = Layout::create(FsStore::open(dir.path().join("images")).await?).await?;
+//! let mut image = ImageBuilder::new(&layout);
+//! image.cmd(["/bin/sh"]).env("GREETING", "hi");
+//! image.add_layer_from_dir(&rootfs, LayerSpec::new()).await?;
+//! let manifest = image.write_and_tag("v1").await?;
+//!
+//! assert!(layout.fsck(&Default::default()).await?.is_clean());
+//! let unpacked = dir.path().join("unpacked");
+//! ocikit::layout::unpack(&layout, &manifest, &unpacked, &UnpackOptions::new()).await?;
+//! assert_eq!(std::fs::read_to_string(unpacked.join("etc/motd"))?, "hello\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
 //! # Verifying content
 //!
 //! ```

@@ -166,7 +166,9 @@ pub(crate) async fn untag(location: &Location, out: &Output) -> Result<()> {
         bail!("untag needs a tag: oci:PATH:TAG");
     };
     let layout = open_layout(path).await?;
-    if !layout.remove_tag(tag).await? {
+    // The tag, and the untagged entries (attached artifacts) that only it kept alive; the
+    // blobs go at the next `ocikit gc`.
+    if layout.remove_image(tag).await?.is_none() {
         bail!("no tag {tag:?} in {}", path.display());
     }
     #[derive(Serialize)]

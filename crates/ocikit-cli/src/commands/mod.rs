@@ -1,5 +1,7 @@
 //! The commands, one module per group.
 
+pub(crate) mod health;
+pub(crate) mod image;
 mod inspect;
 mod layout;
 
@@ -18,6 +20,28 @@ use crate::output::Output;
 
 pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
     match command {
+        Command::Fsck {
+            layout: location,
+            diff_ids,
+        } => {
+            return health::fsck(&Location::parse(&location)?, diff_ids, out).await;
+        }
+        Command::Build(args) => image::build(args, out).await,
+        Command::Unpack {
+            image,
+            rootfs,
+            platform,
+        } => image::unpack(&Location::parse(&image)?, &rootfs, platform.as_deref(), out).await,
+        Command::Gc {
+            layout: location,
+            dry_run,
+            grace,
+        } => health::gc(&Location::parse(&location)?, dry_run, grace, out).await,
+        Command::Attach(args) => health::attach(args, out).await,
+        Command::Referrers {
+            image,
+            artifact_type,
+        } => health::referrers(&Location::parse(&image)?, artifact_type.as_deref(), out).await,
         Command::Init { layout: location } => layout::init(&Location::parse(&location)?, out).await,
         Command::Ls { layout: location } => layout::ls(&Location::parse(&location)?, out).await,
         Command::Tag { image, tag } => layout::tag(&Location::parse(&image)?, &tag, out).await,

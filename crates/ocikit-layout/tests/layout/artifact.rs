@@ -7,7 +7,7 @@ use bytes::Bytes;
 use ocikit_digest::Digest;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::{Artifact, Document, Error, Layout};
-use ocikit_store::{DocumentKey, FsStore, MemoryStore, Precondition, Store};
+use ocikit_store::{DocumentKey, MemoryStore, Precondition};
 use serde_json::{Value, json};
 
 pub(crate) const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -21,15 +21,7 @@ pub(crate) const EMPTY_DIGEST: &str =
 pub(crate) const SIGNATURE: &str = "application/vnd.example.signature.v1+json";
 pub(crate) const SBOM: &str = "application/spdx+json";
 
-/// A fresh store of each kind, with the directory an `FsStore` lives in.
-pub(crate) async fn stores() -> Vec<(Box<dyn Store>, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = FsStore::open(dir.path().join("layout")).await.unwrap();
-    vec![
-        (Box::new(MemoryStore::new()), None),
-        (Box::new(fs), Some(dir)),
-    ]
-}
+pub(crate) use crate::support::stores;
 
 /// A tar archive of `files`, made with the `tar` crate.
 pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {

@@ -34,9 +34,10 @@ async fn gc_sweeps_old_orphans_keeps_young_ones_and_everything_reachable() {
             .unwrap();
         layout.set_tag("multi", &nested).await.unwrap();
         let old = layout.store().put_bytes(b"old orphan").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // Whole seconds apart: S3's LastModified has a resolution of one second.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         let young = layout.store().put_bytes(b"young orphan").await.unwrap();
-        let options = GcOptions::new().with_grace(Duration::from_millis(600));
+        let options = GcOptions::new().with_grace(Duration::from_millis(1500));
 
         let dry = layout
             .gc(&options.clone().with_dry_run(true))

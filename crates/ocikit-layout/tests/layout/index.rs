@@ -4,15 +4,7 @@ use bytes::Bytes;
 use ocikit_layout::{Error, Index, Layout, validate_tag};
 use ocikit_store::{DocumentKey, FsStore, MemoryStore, Precondition, Store};
 
-/// A fresh store of each kind, with whatever must outlive it.
-async fn stores() -> Vec<(Box<dyn Store>, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = FsStore::open(dir.path().join("layout")).await.unwrap();
-    vec![
-        (Box::new(MemoryStore::new()), None),
-        (Box::new(fs), Some(dir)),
-    ]
-}
+pub(crate) use crate::support::stores;
 
 async fn write(store: &dyn Store, key: &str, bytes: &str) {
     store

@@ -10,4 +10,5 @@ mod image;
 mod index;
 mod platform;
 mod referrers;
+mod support;
 mod unpack;

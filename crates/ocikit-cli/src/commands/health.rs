@@ -1,0 +1,246 @@
+//! `fsck`, `gc`, `attach`, `referrers`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ocikit::digest::Digest;
+use ocikit::layout::{Artifact, FsckOptions, GcOptions};
+use serde::Serialize;
+
+use super::{open_layout, resolve};
+use crate::bars::Bars;
+use crate::location::Location;
+use crate::output::{Output, human_size};
+
+fn layout_only(location: &Location, what: &str) -> Result<PathBuf> {
+    let (path, selector) = location.oci(what)?;
+    if selector.is_some() {
+        bail!("{what} takes a layout (oci:PATH), not an image");
+    }
+    Ok(path.clone())
+}
+
+pub(crate) async fn fsck(location: &Location, diff_ids: bool, out: &Output) -> Result<ExitCode> {
+    let path = layout_only(location, "fsck")?;
+    let layout = open_layout(&path).await?;
+    let bars = Bars::new(out);
+    let options = FsckOptions::new()
+        .with_diff_ids(diff_ids)
+        .with_progress(bars.progress("check"));
+    let report = layout.fsck(&options).await.context("fsck could not run")?;
+    drop(bars);
+    #[derive(Serialize)]
+    struct Problem {
+        digest: String,
+        path: String,
+        problem: String,
+    }
+    #[derive(Serialize)]
+    struct Report {
+        clean: bool,
+        blobs_checked: u64,
+        bytes_checked: u64,
+        problems: Vec<Problem>,
+    }
+    let shown = Report {
+        clean: report.is_clean(),
+        blobs_checked: report.blobs_checked,
+        bytes_checked: report.bytes_checked,
+        problems: report
+            .problems
+            .iter()
+            .map(|p| Problem {
+                digest: p.digest.to_string(),
+                path: p.path.clone(),
+                problem: p.kind.to_string(),
+            })
+            .collect(),
+    };
+    out.show(&shown, || {
+        let mut text = String::new();
+        for p in &shown.problems {
+            text.push_str(&format!(
+                "{}: {} (reached by {})\n",
+                p.digest, p.problem, p.path
+            ));
+        }
+        text.push_str(&format!(
+            "{} blobs ({}) checked, {}",
+            shown.blobs_checked,
+            human_size(shown.bytes_checked),
+            match shown.problems.len() {
+                0 => "no problems".to_string(),
+                1 => "1 problem".to_string(),
+                n => format!("{n} problems"),
+            }
+        ));
+        text
+    })?;
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) async fn gc(location: &Location, dry_run: bool, grace: u64, out: &Output) -> Result<()> {
+    let path = layout_only(location, "gc")?;
+    let layout = open_layout(&path).await?;
+    let options = GcOptions::new()
+        .with_dry_run(dry_run)
+        .with_grace(Duration::from_secs(grace));
+    let report = layout
+        .gc(&options)
+        .await
+        .context("garbage collection failed")?;
+    #[derive(Serialize)]
+    struct Report {
+        dry_run: bool,
+        removed: Vec<String>,
+        removed_bytes: u64,
+        kept_young: usize,
+        reachable: usize,
+    }
+    let shown = Report {
+        dry_run,
+        removed: report.removed.iter().map(ToString::to_string).collect(),
+        removed_bytes: report.removed_bytes,
+        kept_young: report.kept_young.len(),
+        reachable: report.reachable,
+    };
+    out.show(&shown, || {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        let mut text = String::new();
+        for d in &shown.removed {
+            text.push_str(&format!("{verb} {d}\n"));
+        }
+        text.push_str(&format!(
+            "{verb} {} blobs ({}); {} reachable; {} unreferenced but younger than {grace} s kept",
+            shown.removed.len(),
+            human_size(shown.removed_bytes),
+            shown.reachable,
+            shown.kept_young
+        ));
+        text
+    })
+}
+
+/// What `ocikit attach` was asked for.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  ocikit attach oci:./images:v1 --artifact-type application/vnd.example.sbom+json sbom.json"
+)]
+pub(crate) struct AttachArgs {
+    /// The subject image: oci:PATH:TAG or oci:PATH@DIGEST.
+    image: String,
+    /// The artifact's type (a media type).
+    #[arg(long)]
+    artifact_type: String,
+    /// Files to attach, one layer each.
+    files: Vec<PathBuf>,
+    /// The media type of the files' layers.
+    #[arg(long, default_value = "application/octet-stream")]
+    file_type: String,
+    /// Manifest annotations, KEY=VALUE.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+}
+
+pub(crate) async fn attach(args: AttachArgs, out: &Output) -> Result<()> {
+    let location = Location::parse(&args.image)?;
+    let (path, selector) = location.oci("attach")?;
+    let layout = open_layout(path).await?;
+    let subject = resolve(&layout, selector).await?;
+    let mut artifact = Artifact::new(&args.artifact_type);
+    for file in &args.files {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        artifact = artifact.with_blob(&args.file_type, bytes);
+    }
+    for a in &args.annotations {
+        let Some((k, v)) = a.split_once('=') else {
+            bail!("--annotation `{a}` is not KEY=VALUE");
+        };
+        artifact = artifact.with_annotation(k, v);
+    }
+    let manifest = layout
+        .attach(&subject, &artifact)
+        .await
+        .with_context(|| format!("cannot attach to {}", subject.digest()))?;
+    #[derive(Serialize)]
+    struct Attached {
+        subject: String,
+        artifact: String,
+        #[serde(rename = "artifactType")]
+        artifact_type: String,
+    }
+    let shown = Attached {
+        subject: subject.digest().to_string(),
+        artifact: manifest.digest().to_string(),
+        artifact_type: args.artifact_type.clone(),
+    };
+    out.show(&shown, || {
+        format!(
+            "attached {} ({}) to {}",
+            shown.artifact, shown.artifact_type, shown.subject
+        )
+    })
+}
+
+pub(crate) async fn referrers(
+    location: &Location,
+    artifact_type: Option<&str>,
+    out: &Output,
+) -> Result<()> {
+    let (path, selector) = location.oci("referrers")?;
+    let layout = open_layout(path).await?;
+    let subject = resolve(&layout, selector).await?;
+    let digest: Digest = subject.digest().to_string().parse()?;
+    let found = layout.referrers(&digest, artifact_type).await?;
+    #[derive(Serialize)]
+    struct Referrer {
+        digest: String,
+        #[serde(rename = "mediaType")]
+        media_type: String,
+        #[serde(rename = "artifactType")]
+        artifact_type: Option<String>,
+        size: u64,
+    }
+    let rows: Vec<Referrer> = found
+        .iter()
+        .map(|d| Referrer {
+            digest: d.digest().to_string(),
+            media_type: d.media_type().to_string(),
+            artifact_type: d.artifact_type().as_ref().map(ToString::to_string),
+            size: d.size(),
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct Listing<'a> {
+        subject: String,
+        referrers: &'a [Referrer],
+    }
+    out.show(
+        &Listing {
+            subject: digest.to_string(),
+            referrers: &rows,
+        },
+        || {
+            let mut text = String::new();
+            for r in &rows {
+                text.push_str(&format!(
+                    "{}  {}  {}\n",
+                    r.digest,
+                    r.artifact_type.as_deref().unwrap_or("-"),
+                    human_size(r.size)
+                ));
+            }
+            if rows.is_empty() {
+                text.push_str("no referrers\n");
+            }
+            text
+        },
+    )
+}

@@ -1,0 +1,330 @@
+//! `build` and `unpack`: directories to images and back.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ocikit::codec::compression::Compression;
+use ocikit::digest::platform;
+use ocikit::layout::{ImageBuilder, LayerSpec, Layout, PlatformQuery, UnpackOptions};
+use ocikit::store::FsStore;
+use serde::Serialize;
+
+use super::resolve;
+use crate::bars::Bars;
+use crate::location::{Location, Selector};
+use crate::output::{Output, human_size};
+
+/// What `ocikit build` was asked for.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  ocikit build --tag oci:./images:v1 ./rootfs\n  \
+    ocikit build --tag oci:./images:app --from oci:./images:base --cmd /app ./app-layer\n  \
+    SOURCE_DATE_EPOCH=0 ocikit build --reproducible --compression zstd --tag oci:./images:r ./rootfs"
+)]
+pub(crate) struct BuildArgs {
+    /// Where the image goes: oci:PATH:TAG (the layout is created if missing).
+    #[arg(long, short)]
+    tag: String,
+    /// Layers, in order: directories, or uncompressed tar files.
+    #[arg(required = true)]
+    sources: Vec<PathBuf>,
+    /// More layers, after the positional ones (same meaning; for scripts that prefer flags).
+    #[arg(long = "layer")]
+    layers: Vec<PathBuf>,
+    /// Start from an existing image (oci:PATH:TAG or oci:PATH@DIGEST) and add layers on top.
+    #[arg(long)]
+    from: Option<String>,
+    /// The platform: os/arch[/variant] (default: the base's, or this machine's).
+    #[arg(long)]
+    platform: Option<String>,
+    /// The entrypoint: a JSON array (`["/bin/app","--flag"]`) or one program path.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The default command: a JSON array or one word.
+    #[arg(long)]
+    cmd: Option<String>,
+    /// Environment variables, KEY=VALUE (replacing a KEY the base set).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Labels, KEY=VALUE.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Manifest annotations, KEY=VALUE.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// The working directory.
+    #[arg(long)]
+    workdir: Option<String>,
+    /// The user (name, uid, or uid:gid).
+    #[arg(long)]
+    user: Option<String>,
+    /// Ports to expose, like 8080/tcp.
+    #[arg(long = "expose", value_name = "PORT[/PROTO]")]
+    expose: Vec<String>,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    compression: CompressionArg,
+    /// Reproducible output: file times clamped and the image's created time set to
+    /// SOURCE_DATE_EPOCH (0 when unset).
+    #[arg(long)]
+    reproducible: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum CompressionArg {
+    Gzip,
+    Zstd,
+    None,
+}
+
+fn key_value(text: &str, what: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => bail!("{what} `{text}` is not KEY=VALUE"),
+    }
+}
+
+fn words(text: &str, what: &str) -> Result<Vec<String>> {
+    if text.trim_start().starts_with('[') {
+        serde_json::from_str(text).with_context(|| format!("{what} is not a JSON array of strings"))
+    } else {
+        Ok(vec![text.to_string()])
+    }
+}
+
+pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
+    let target = Location::parse(&args.tag)?;
+    let (path, selector) = target.oci("build --tag")?;
+    let Some(Selector::Tag(tag)) = selector else {
+        bail!("--tag needs a tag: oci:PATH:TAG");
+    };
+    ocikit::layout::validate_tag(tag)?;
+    let sources: Vec<PathBuf> = args.sources.iter().chain(&args.layers).cloned().collect();
+    for source in &sources {
+        if !source.exists() {
+            bail!("layer source {} does not exist", source.display());
+        }
+    }
+    let epoch = if args.reproducible {
+        Some(match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(text) => text
+                .trim()
+                .parse::<i64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH `{text}` is not a number"))?,
+            Err(_) => 0,
+        })
+    } else {
+        None
+    };
+    let platform = args
+        .platform
+        .as_deref()
+        .map(|p| platform::parse(p).with_context(|| format!("`{p}` is not os/arch[/variant]")))
+        .transpose()?;
+    let env: Vec<(String, String)> = args
+        .env
+        .iter()
+        .map(|e| key_value(e, "--env"))
+        .collect::<Result<_>>()?;
+    let labels: Vec<(String, String)> = args
+        .labels
+        .iter()
+        .map(|e| key_value(e, "--label"))
+        .collect::<Result<_>>()?;
+    let annotations: Vec<(String, String)> = args
+        .annotations
+        .iter()
+        .map(|e| key_value(e, "--annotation"))
+        .collect::<Result<_>>()?;
+    let entrypoint = args
+        .entrypoint
+        .as_deref()
+        .map(|e| words(e, "--entrypoint"))
+        .transpose()?;
+    let cmd = args.cmd.as_deref().map(|c| words(c, "--cmd")).transpose()?;
+
+    let store = FsStore::open(path)
+        .await
+        .with_context(|| format!("cannot open a store at {}", path.display()))?;
+    let layout = Layout::create(store)
+        .await
+        .with_context(|| format!("cannot open or create the layout at {}", path.display()))?;
+    let query = platform
+        .as_ref()
+        .map_or_else(PlatformQuery::current, PlatformQuery::new);
+    let mut builder = match &args.from {
+        None => ImageBuilder::new(&layout),
+        Some(from) => {
+            let from = Location::parse(from)?;
+            let (base_path, base_selector) = from.oci("--from")?;
+            let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => a == b,
+            };
+            if !same(base_path, path) {
+                bail!(
+                    "--from must name an image in the layout of --tag ({}); copy it there first with `ocikit copy`",
+                    path.display()
+                );
+            }
+            let descriptor = resolve(&layout, base_selector).await?;
+            ImageBuilder::from_image(&layout, &descriptor, &query)
+                .await
+                .with_context(|| format!("cannot use {from} as the base"))?
+        }
+    };
+    if let Some(platform) = &platform {
+        builder.platform(platform);
+    } else if args.from.is_none() {
+        builder.platform(&platform::current());
+    }
+    builder.source_date_epoch(epoch);
+    if let Some(e) = entrypoint {
+        builder.entrypoint(e);
+    }
+    if let Some(c) = cmd {
+        builder.cmd(c);
+    }
+    for (k, v) in &env {
+        builder.env(k, v);
+    }
+    for (k, v) in labels {
+        builder.label(k, v);
+    }
+    for (k, v) in annotations {
+        builder.annotation(k, v);
+    }
+    if let Some(dir) = args.workdir {
+        builder.working_dir(dir);
+    }
+    if let Some(user) = args.user {
+        builder.user(user);
+    }
+    for port in args.expose {
+        builder.expose(port);
+    }
+    let compression = match args.compression {
+        CompressionArg::Gzip => Compression::Gzip,
+        CompressionArg::Zstd => Compression::Zstd,
+        CompressionArg::None => Compression::None,
+    };
+    #[derive(Serialize)]
+    struct LayerOut {
+        source: PathBuf,
+        digest: String,
+        size: u64,
+    }
+    let mut layers = Vec::new();
+    for source in &sources {
+        let spec = LayerSpec::new()
+            .compression(compression)
+            .created_by(format!("ocikit build {}", source.display()));
+        let descriptor = if source.is_dir() {
+            builder.add_layer_from_dir(source, spec).await
+        } else {
+            let file = std::fs::File::open(source)
+                .with_context(|| format!("cannot open {}", source.display()))?;
+            builder.add_layer_from_tar(file, spec).await
+        }
+        .with_context(|| format!("cannot build a layer from {}", source.display()))?;
+        layers.push(LayerOut {
+            source: source.clone(),
+            digest: descriptor.digest().to_string(),
+            size: descriptor.size(),
+        });
+    }
+    let manifest = builder
+        .write_and_tag(tag)
+        .await
+        .with_context(|| format!("cannot write the image to {target}"))?;
+    #[derive(Serialize)]
+    struct Built<'a> {
+        image: String,
+        digest: String,
+        layers: &'a [LayerOut],
+    }
+    out.show(
+        &Built {
+            image: target.to_string(),
+            digest: manifest.digest().to_string(),
+            layers: &layers,
+        },
+        || {
+            let mut text = String::new();
+            for l in &layers {
+                text.push_str(&format!(
+                    "layer {} {:>10}  {}\n",
+                    l.digest,
+                    human_size(l.size),
+                    l.source.display()
+                ));
+            }
+            text.push_str(&format!("built {target} {}", manifest.digest()));
+            text
+        },
+    )
+}
+
+pub(crate) async fn unpack(
+    image: &Location,
+    rootfs: &Path,
+    platform: Option<&str>,
+    out: &Output,
+) -> Result<()> {
+    let (path, selector) = image.oci("unpack")?;
+    let layout = super::open_layout(path).await?;
+    let descriptor = resolve(&layout, selector).await?;
+    let query = match platform {
+        Some(p) => PlatformQuery::new(
+            &platform::parse(p).with_context(|| format!("`{p}` is not os/arch[/variant]"))?,
+        ),
+        None => PlatformQuery::current(),
+    };
+    if rootfs.exists()
+        && std::fs::read_dir(rootfs)
+            .with_context(|| format!("cannot read {}", rootfs.display()))?
+            .next()
+            .is_some()
+    {
+        bail!(
+            "{} is not empty: unpack into a new or empty directory",
+            rootfs.display()
+        );
+    }
+    let bars = Bars::new(out);
+    let options = UnpackOptions::new()
+        .with_platform(query)
+        .with_progress(bars.progress("unpack"));
+    let report = ocikit::layout::unpack(&layout, &descriptor, rootfs, &options)
+        .await
+        .with_context(|| format!("cannot unpack {image}"))?;
+    drop(bars);
+    #[derive(Serialize)]
+    struct Unpacked {
+        manifest: String,
+        platform: String,
+        rootfs: PathBuf,
+        layers: usize,
+        files: u64,
+        bytes: u64,
+    }
+    let unpacked = Unpacked {
+        manifest: report.manifest.digest().to_string(),
+        platform: platform::format(&report.platform),
+        rootfs: rootfs.to_path_buf(),
+        layers: report.layers.len(),
+        files: report.layers.iter().map(|l| l.files).sum(),
+        bytes: report.layers.iter().map(|l| l.content_bytes).sum(),
+    };
+    out.show(&unpacked, || {
+        format!(
+            "unpacked {} ({}, {} layers, {} files, {}) into {}",
+            unpacked.manifest,
+            unpacked.platform,
+            unpacked.layers,
+            unpacked.files,
+            human_size(unpacked.bytes),
+            rootfs.display()
+        )
+    })
+}

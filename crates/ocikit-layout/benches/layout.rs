@@ -1,0 +1,395 @@
+//! Layout operations, side by side with ocidir 0.8 in one run
+//! (`cargo bench -p ocikit-layout --bench layout`; `cargo xtask bench layout` also builds the
+//! ocidir peer and writes docs/benchmarks.md):
+//!
+//! - fsck of a layout with many blobs (~1 GiB in ~600 blobs, and 8,000 small blobs):
+//!   `Layout::fsck` against ocidir's `OciRead::fsck` (run by the peer program named in
+//!   `OCIKIT_BENCH_PEER`, as `<peer> fsck <layout> 1`), interleaved round by round;
+//! - the referrers of one subject among 10,000 manifests: `Layout::referrers` (persisted
+//!   referrers index, in sync) against ocidir's `find_referrers`, which reads every manifest;
+//!   the one-time sync that builds the referrers index of a layout written by another tool
+//!   is reported too;
+//! - tag resolve and tag set with 100, 1,000 and 10,000 tags: cost per operation.
+//!
+//! Everything lives on tmpfs (`/dev/shm`, or `OCIKIT_BENCH_DIR`): this measures the code,
+//! not the disk. Prints `BENCH <name> <median> <unit> <min> <max>` lines.
+//!
+//! Environment: `OCIKIT_BENCH_RUNS` (default 3), `OCIKIT_BENCH_DIR`, `OCIKIT_BENCH_PEER`.
+#![allow(
+    missing_docs,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use ocikit_digest::Digest;
+use ocikit_digest::media_type;
+use ocikit_digest::oci_spec::image::Descriptor;
+use ocikit_layout::{FsckOptions, Layout};
+use ocikit_store::FsStore;
+use serde_json::json;
+
+fn report(name: &str, unit: &str, values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    println!(
+        "BENCH {name} {median:.3} {unit} {:.3} {:.3}",
+        values[0],
+        values[values.len() - 1]
+    );
+    median
+}
+
+fn ratio(name: &str, value: f64) {
+    println!("BENCH {name} {value:.3} x {value:.3} {value:.3}");
+}
+
+/// xorshift64*, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+async fn fs_layout(dir: &Path) -> Layout {
+    Layout::create(FsStore::open(dir).await.unwrap())
+        .await
+        .unwrap()
+}
+
+/// `images` tagged images of `layers` random layers whose sizes are drawn from
+/// `min..max` bytes. Returns the bytes stored in blobs.
+async fn images(
+    layout: &Layout,
+    rng: &mut Rng,
+    images: usize,
+    layers: usize,
+    min: usize,
+    max: usize,
+) -> u64 {
+    let mut total = 0;
+    let mut entries = Vec::new();
+    for i in 0..images {
+        let mut descriptors = Vec::new();
+        let mut diff_ids = Vec::new();
+        for _ in 0..layers {
+            let len = min + (rng.next() as usize) % (max - min);
+            let bytes = rng.bytes(len);
+            total += len as u64;
+            diff_ids.push(Digest::sha256(&bytes).to_string());
+            descriptors.push(
+                layout
+                    .put_blob(media_type::IMAGE_LAYER, &bytes)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let config = json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let config = layout
+            .put_json(media_type::IMAGE_CONFIG, &config)
+            .await
+            .unwrap();
+        let manifest = json!({
+            "schemaVersion": 2, "mediaType": media_type::IMAGE_MANIFEST,
+            "config": config, "layers": descriptors,
+        });
+        let manifest = layout
+            .put_json(media_type::IMAGE_MANIFEST, &manifest)
+            .await
+            .unwrap();
+        total += manifest.size() + config.size();
+        entries.push((format!("image-{i}"), manifest));
+    }
+    layout
+        .edit_index(|index| {
+            for (tag, descriptor) in &entries {
+                index.set_tag(tag, descriptor)?;
+            }
+            Ok(true)
+        })
+        .await
+        .unwrap();
+    total
+}
+
+fn peer(program: &Option<String>, args: &[&str]) -> Vec<(String, f64)> {
+    let Some(program) = program else {
+        return Vec::new();
+    };
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .expect("run the ocidir peer");
+    assert!(
+        out.status.success(),
+        "peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.strip_prefix("BENCH ")?.split_whitespace();
+            Some((parts.next()?.to_string(), parts.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(lines: &[(String, f64)], name: &str) -> Option<f64> {
+    lines.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+}
+
+async fn fsck_case(
+    name: &str,
+    dir: &Path,
+    bytes: u64,
+    blobs: u64,
+    runs: usize,
+    peer_program: &Option<String>,
+) {
+    let layout = Layout::open(FsStore::open(dir).await.unwrap())
+        .await
+        .unwrap();
+    let (mut ours, mut ours_blobs, mut theirs, mut theirs_blobs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Warm-up: page cache and allocator.
+    assert!(layout.fsck(&FsckOptions::new()).await.unwrap().is_clean());
+    for _ in 0..runs {
+        let start = Instant::now();
+        let report = layout.fsck(&FsckOptions::new()).await.unwrap();
+        let seconds = start.elapsed().as_secs_f64();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        ours.push(bytes as f64 / seconds / 1e6);
+        ours_blobs.push(blobs as f64 / seconds);
+        let lines = peer(peer_program, &["fsck", dir.to_str().unwrap(), "1"]);
+        if let (Some(rate), Some(per)) = (
+            value(&lines, "ocidir/fsck"),
+            value(&lines, "ocidir/fsck-blobs"),
+        ) {
+            theirs.push(rate);
+            theirs_blobs.push(per);
+        }
+    }
+    let a = report(&format!("fsck-{name}/ocikit"), "MB/s", &ours);
+    report(&format!("fsck-{name}/ocikit-blobs"), "blobs/s", &ours_blobs);
+    if !theirs.is_empty() {
+        let b = report(&format!("fsck-{name}/ocidir"), "MB/s", &theirs);
+        report(
+            &format!("fsck-{name}/ocidir-blobs"),
+            "blobs/s",
+            &theirs_blobs,
+        );
+        ratio(&format!("fsck-{name}/ocikit-vs-ocidir"), a / b);
+    }
+}
+
+async fn referrers_case(base: &Path, runs: usize, peer_program: &Option<String>) {
+    let dir = base.join("referrers");
+    let layout = fs_layout(&dir).await;
+    let mut rng = Rng(7);
+    // 1,000 subjects (tiny blobs), 10,000 artifact manifests, 10 of them on the target.
+    let empty = layout
+        .put_blob(media_type::EMPTY_JSON, b"{}")
+        .await
+        .unwrap();
+    let mut subjects = Vec::new();
+    for _ in 0..1000 {
+        let bytes = rng.bytes(64);
+        subjects.push(
+            layout
+                .put_blob(media_type::IMAGE_MANIFEST, &bytes)
+                .await
+                .unwrap(),
+        );
+    }
+    let target: Descriptor = subjects[0].clone();
+    let mut manifests = Vec::new();
+    for i in 0..10_000usize {
+        let subject = if i % 1000 == 0 {
+            &target
+        } else {
+            &subjects[1 + i % 999]
+        };
+        let manifest = json!({
+            "schemaVersion": 2, "mediaType": media_type::IMAGE_MANIFEST,
+            "artifactType": format!("application/vnd.example.kind{}", i % 3),
+            "config": empty, "layers": [empty], "subject": subject,
+            "annotations": {"n": i.to_string()},
+        });
+        manifests.push(
+            layout
+                .put_json(media_type::IMAGE_MANIFEST, &manifest)
+                .await
+                .unwrap(),
+        );
+    }
+    layout
+        .edit_index(|index| {
+            for m in &manifests {
+                index.add(m)?;
+            }
+            Ok(true)
+        })
+        .await
+        .unwrap();
+    let target_digest: Digest = target.digest().to_string().parse().unwrap();
+    // The first call brings the referrers index up to date with an index.json it has never
+    // seen (as after another tool wrote the layout): a one-time cost.
+    let start = Instant::now();
+    let found = layout.referrers(&target_digest, None).await.unwrap();
+    let sync = start.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(found.len(), 10);
+    println!("BENCH referrers/ocikit-first-sync-10000 {sync:.3} ms {sync:.3} {sync:.3}");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut samples = Vec::new();
+        for _ in 0..20 {
+            let start = Instant::now();
+            let found = layout.referrers(&target_digest, None).await.unwrap();
+            samples.push(start.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(found.len(), 10);
+        }
+        samples.sort_by(f64::total_cmp);
+        ours.push(samples[samples.len() / 2]);
+        let lines = peer(
+            peer_program,
+            &[
+                "referrers",
+                dir.to_str().unwrap(),
+                target_digest.as_ref(),
+                "1",
+            ],
+        );
+        if let Some(ms) = value(&lines, "ocidir/find-referrers") {
+            assert_eq!(value(&lines, "ocidir/find-referrers-found"), Some(10.0));
+            theirs.push(ms);
+        }
+    }
+    let a = report("referrers/ocikit-in-sync", "ms", &ours);
+    if !theirs.is_empty() {
+        let b = report("referrers/ocidir-find-referrers", "ms", &theirs);
+        ratio("referrers/ocikit-vs-ocidir", b / a);
+    }
+}
+
+async fn tags_case(base: &Path, runs: usize) {
+    for count in [100usize, 1_000, 10_000] {
+        let dir = base.join(format!("tags-{count}"));
+        let layout = fs_layout(&dir).await;
+        let blob = layout
+            .put_blob(media_type::EMPTY_JSON, b"{}")
+            .await
+            .unwrap();
+        let manifest = json!({
+            "schemaVersion": 2, "mediaType": media_type::IMAGE_MANIFEST,
+            "artifactType": "application/vnd.example", "config": blob, "layers": [blob],
+        });
+        let manifest = layout
+            .put_json(media_type::IMAGE_MANIFEST, &manifest)
+            .await
+            .unwrap();
+        layout
+            .edit_index(|index| {
+                for i in 0..count {
+                    index.set_tag(&format!("t{i}"), &manifest)?;
+                }
+                Ok(true)
+            })
+            .await
+            .unwrap();
+        let (mut resolve, mut set) = (Vec::new(), Vec::new());
+        for round in 0..runs {
+            let start = Instant::now();
+            for i in 0..50 {
+                layout
+                    .resolve(&format!("t{}", (i * 7919) % count))
+                    .await
+                    .unwrap();
+            }
+            resolve.push(start.elapsed().as_secs_f64() * 1e6 / 50.0);
+            let start = Instant::now();
+            for i in 0..20 {
+                layout
+                    .set_tag(&format!("new-{round}-{i}"), &manifest)
+                    .await
+                    .unwrap();
+            }
+            set.push(start.elapsed().as_secs_f64() * 1e6 / 20.0);
+        }
+        report(&format!("tags-{count}/resolve"), "us/op", &resolve);
+        report(&format!("tags-{count}/set"), "us/op", &set);
+    }
+}
+
+fn main() {
+    let runs: usize = std::env::var("OCIKIT_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let base: PathBuf = std::env::var_os("OCIKIT_BENCH_DIR").map_or_else(
+        || {
+            if Path::new("/dev/shm").is_dir() {
+                PathBuf::from("/dev/shm")
+            } else {
+                std::env::temp_dir()
+            }
+        },
+        Into::into,
+    );
+    let peer_program = std::env::var("OCIKIT_BENCH_PEER").ok();
+    let scratch = tempfile::tempdir_in(&base).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut rng = Rng(42);
+        let start = Instant::now();
+        let big = scratch.path().join("fsck-large");
+        let big_bytes = images(&fs_layout(&big).await, &mut rng, 120, 4, 64 << 10, 4 << 20).await;
+        let small = scratch.path().join("fsck-small");
+        let small_bytes = images(
+            &fs_layout(&small).await,
+            &mut rng,
+            2000,
+            2,
+            4 << 10,
+            16 << 10,
+        )
+        .await;
+        eprintln!(
+            "generated the fsck layouts in {:.1}s",
+            start.elapsed().as_secs_f64()
+        );
+        let mib = big_bytes as f64 / (1 << 20) as f64;
+        println!("BENCH fsck-large/layout-size {mib:.1} MiB {mib:.1} {mib:.1}");
+        fsck_case("large", &big, big_bytes, 120 * 6, runs, &peer_program).await;
+        fsck_case("small", &small, small_bytes, 2000 * 4, runs, &peer_program).await;
+        referrers_case(scratch.path(), runs, &peer_program).await;
+        tags_case(scratch.path(), runs).await;
+    });
+}

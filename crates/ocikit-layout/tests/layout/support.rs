@@ -1,0 +1,23 @@
+//! What every test module shares: a fresh store of each kind.
+
+use ocikit_store::{FsStore, MemoryStore, Store};
+
+/// A fresh, empty store of each kind, with whatever must outlive it: memory, a directory,
+/// and (with the `s3` feature) a bucket of its own on a moto server on 127.0.0.1, which the
+/// test process starts (and which must be installed under `CI=true`).
+pub(crate) async fn stores() -> Vec<(Box<dyn Store>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStore::open(dir.path().join("layout")).await.unwrap();
+    #[allow(unused_mut)] // pushed to with the `s3` feature
+    let mut stores: Vec<(Box<dyn Store>, Option<tempfile::TempDir>)> = vec![
+        (Box::new(MemoryStore::new()), None),
+        (Box::new(fs), Some(dir)),
+    ];
+    #[cfg(feature = "s3")]
+    if let Some(server) = ocikit_store::conformance::moto::shared() {
+        let bucket = server.bucket();
+        let s3 = ocikit_store::S3Store::new(server.config(&bucket, "layout")).unwrap();
+        stores.push((Box::new(s3), None));
+    }
+    stores
+}

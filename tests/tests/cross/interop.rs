@@ -1,6 +1,6 @@
 //! Interop with the real tools: layouts ocikit writes are read by skopeo and umoci, and
-//! layouts skopeo and umoci write are opened, checked and unpacked by ocikit, giving the tree
-//! umoci unpacks. The tools come from Debian's packages (`cargo xtask install-tools`); under
+//! layouts skopeo and umoci write are opened, fscked (diffIDs included) and unpacked by
+//! ocikit, giving the tree umoci unpacks. The tools come from Debian's packages (`cargo xtask install-tools`); under
 //! `CI=true` a missing tool fails the test.
 
 use std::collections::BTreeMap;
@@ -8,14 +8,12 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ocikit_codec::Limits;
-use ocikit_codec::apply::{ApplyOptions, apply_layer};
 use ocikit_codec::build::{BuildOptions, build_layer};
-use ocikit_codec::compression::{Compression, Decoder};
+use ocikit_codec::compression::Compression;
 use ocikit_codec::writer::{LayerOptions, LayerWriter};
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, media_type};
-use ocikit_layout::{Document, Layout};
+use ocikit_layout::{FsckOptions, Layout, UnpackOptions};
 use ocikit_store::FsStore;
 use ocikit_tests::require_tool;
 use serde_json::json;
@@ -124,28 +122,20 @@ async fn write_image(layout: &Layout, tree: &Path, tag: &str) -> Descriptor {
     manifest
 }
 
-/// Unpacks the image a tag names into `rootfs`, layer by layer, checking each diffID
-/// against the config. Returns the manifest digest.
-async fn unpack(layout: &Layout, tag: &str, rootfs: &Path) -> Digest {
+/// Checks the layout with ocikit's fsck (diffIDs included), then unpacks the image a tag
+/// names into `rootfs` with ocikit. Returns the manifest digest.
+async fn check_and_unpack(layout: &Layout, tag: &str, rootfs: &Path) -> String {
+    let report = layout
+        .fsck(&FsckOptions::new().with_diff_ids(true))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "fsck: {:?}", report.problems);
+    assert!(report.blobs_checked >= 3);
     let target = layout.resolve(tag).await.unwrap();
-    let Document::Manifest { manifest, .. } = layout.read_document(&target).await.unwrap() else {
-        panic!("{tag} is not an image manifest");
-    };
-    let config = layout.read_blob(manifest.config()).await.unwrap();
-    let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
-    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap().clone();
-    assert_eq!(diff_ids.len(), manifest.layers().len());
-    std::fs::create_dir_all(rootfs).unwrap();
-    for (layer, diff_id) in manifest.layers().iter().zip(diff_ids) {
-        let blob = layout.read_blob(layer).await.unwrap();
-        let tar =
-            Decoder::for_media_type(&blob[..], layer.media_type().as_ref(), Limits::default())
-                .unwrap();
-        let diff_id: Digest = diff_id.as_str().unwrap().parse().unwrap();
-        let options = ApplyOptions::new().with_expected_diff_id(Some(diff_id));
-        apply_layer(rootfs, tar, &options).unwrap();
-    }
-    target.digest().to_string().parse().unwrap()
+    let report = ocikit_layout::unpack(layout, &target, rootfs, &UnpackOptions::new())
+        .await
+        .unwrap();
+    report.manifest.digest().to_string()
 }
 
 fn tools() -> Option<(PathBuf, PathBuf)> {
@@ -257,7 +247,7 @@ fn layouts_umoci_and_skopeo_write_are_unpacked_by_ocikit_as_umoci_does() {
             let layout = Layout::open(FsStore::open(path).await.unwrap())
                 .await
                 .unwrap();
-            unpack(&layout, "two", &ours).await;
+            check_and_unpack(&layout, "two", &ours).await;
         });
         assert_eq!(snapshot(&ours), expected, "unpacking the {name} layout");
     }

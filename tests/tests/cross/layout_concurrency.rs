@@ -1,4 +1,4 @@
-//! Many processes tagging one OCI layout at once lose no tag (issue: ocidir, umoci #146,
+//! Many processes tagging one OCI layout at once lose no tag, and the layout fscks clean (issue: ocidir, umoci #146,
 //! skopeo #1028, go-containerregistry #849 and oras-go #286 all lose tags here).
 
 use std::process::{Command, Stdio};
@@ -34,6 +34,15 @@ fn sixteen_processes_times_fifty_tags_all_survive() {
         let layout = ocikit_layout::Layout::open(ocikit_store::FsStore::open(&root).await.unwrap())
             .await
             .unwrap();
+        let report = layout
+            .fsck(&ocikit_layout::FsckOptions::new())
+            .await
+            .unwrap();
+        assert!(
+            report.is_clean(),
+            "fsck after the taggers: {:?}",
+            report.problems
+        );
         layout
             .tags()
             .await

@@ -19,6 +19,8 @@
 //! # }).unwrap();
 //! ```
 
+pub mod archive;
+pub mod copy;
 pub mod document;
 mod error;
 pub mod index;

@@ -20,8 +20,12 @@
 //! layers decompressed (on the tar thread, streaming) as `<diffID hex>/layer.tar`,
 //! `manifest.json` and `repositories`.
 //!
-//! Staged files that no image turns out to reference stay in the store as unreferenced
-//! blobs until garbage collection.
+//! Only files `manifest.json` can name are staged: `*.json`, `*.tar` (skopeo writes layers
+//! as `<hex>.tar` at the top) and `blobs/<alg>/<hex>` (committed only if they hash to their
+//! name); `<id>/json`, `<id>/VERSION`, `oci-layout` and `index.json` are skipped. Symlinks
+//! are followed inside the archive only (at most 16 in a row); hardlinks, devices and FIFOs
+//! are refused. Staged files that no image turns out to reference stay in the store as
+//! unreferenced blobs until garbage collection.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

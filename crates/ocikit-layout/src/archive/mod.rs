@@ -9,6 +9,11 @@
 //! and tag nothing until every blob the tags reach is present. Hostile entries (absolute
 //! paths, `..`, links and devices where only files belong, duplicates, wrong digests,
 //! truncation) fail with [`Error::Archive`] naming the entry and an [`ArchiveErrorKind`].
+//!
+//! Known limit: the `tar` crate reads a GNU long-name or PAX extension record into memory
+//! whole, so a hostile archive can make an import hold one such record's bytes (as many as
+//! it actually sends; there is no amplification). Capping them (SPEC C-T03) needs a tar
+//! reader with metadata limits, such as ocikit-codec's, exposed for streaming entries.
 
 pub mod docker;
 pub mod oci;

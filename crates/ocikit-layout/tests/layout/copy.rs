@@ -558,3 +558,70 @@ async fn a_squatter_at_the_destination_is_replaced_by_verified_content() {
         assert_eq!(fsck(&destination).await.len(), 4);
     }
 }
+
+#[tokio::test]
+async fn graphs_deeper_than_the_limit_are_refused() {
+    let source = Layout::create(MemoryStore::new()).await.unwrap();
+    let image = make_image(&source, "deep").await;
+    let mut top = image.manifest.clone();
+    for _ in 0..=ocikit_layout::copy::MAX_GRAPH_DEPTH {
+        top = source
+            .put_json(
+                INDEX,
+                &json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": [top]}),
+            )
+            .await
+            .unwrap();
+    }
+    source.set_tag("deep", &top).await.unwrap();
+    let destination = Layout::create(MemoryStore::new()).await.unwrap();
+    match copy_tag(&source, "deep", &destination, None, &CopyOptions::new()).await {
+        Err(Error::GraphTooLarge { root, .. }) => {
+            assert_eq!(root.to_string(), top.digest().to_string())
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        destination
+            .store()
+            .list()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(destination.tags().await.unwrap().is_empty());
+}
+
+/// Every long operation's future can be spawned on a multi-threaded runtime.
+#[test]
+fn futures_are_send() {
+    fn send<T: Send>(_: T) {}
+    let a = futures::executor::block_on(Layout::create(MemoryStore::new())).unwrap();
+    let b = a.clone();
+    let options = CopyOptions::new();
+    send(copy_tag(&a, "x", &b, None, &options));
+    send(ocikit_layout::copy::copy_all(&a, &b, &options));
+    let import = ocikit_layout::archive::oci::ImportOptions::new();
+    let export = ocikit_layout::archive::oci::ExportOptions::new();
+    send(ocikit_layout::archive::oci::import(&a, &b""[..], &import));
+    send(ocikit_layout::archive::oci::export(
+        &a,
+        None,
+        Vec::new(),
+        &export,
+    ));
+    let docker = ocikit_layout::archive::docker::Options::new();
+    send(ocikit_layout::archive::docker::import(
+        &a,
+        &b""[..],
+        &docker,
+    ));
+    send(ocikit_layout::archive::docker::export(
+        &a,
+        &[],
+        Vec::new(),
+        &docker,
+    ));
+}

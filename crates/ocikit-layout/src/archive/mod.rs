@@ -10,10 +10,10 @@
 //! paths, `..`, links and devices where only files belong, duplicates, wrong digests,
 //! truncation) fail with [`Error::Archive`] naming the entry and an [`ArchiveErrorKind`].
 //!
-//! Known limit: the `tar` crate reads a GNU long-name or PAX extension record into memory
-//! whole, so a hostile archive can make an import hold one such record's bytes (as many as
-//! it actually sends; there is no amplification). Capping them (SPEC C-T03) needs a tar
-//! reader with metadata limits, such as ocikit-codec's, exposed for streaming entries.
+//! The `tar` crate reads GNU long-name and PAX extension records into memory whole, so
+//! imports put a metadata cap in front of it: it follows the archive's block structure
+//! as the `tar` crate does and fails the stream at any extension record larger than
+//! [`MAX_EXTENSION_RECORD`] (SPEC C-T03, Go CVE-2022-2879), before it is buffered.
 
 pub mod docker;
 pub mod oci;
@@ -37,6 +37,10 @@ pub const MAX_LAYOUT_FILE_SIZE: u64 = 4096;
 /// Largest JSON file (`index.json`, `manifest.json`, `repositories`, a config) read from an
 /// archive into memory.
 pub const MAX_JSON_SIZE: u64 = 16 << 20;
+
+/// Largest GNU long-name/long-link or PAX extension record an import accepts (as Go's
+/// `archive/tar` since CVE-2022-2879).
+pub const MAX_EXTENSION_RECORD: u64 = 1 << 20;
 
 /// What is wrong with an archive entry (see [`Error::Archive`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -169,6 +173,13 @@ pub(crate) fn join_inside(base_dir: &str, target: &str) -> Option<String> {
 
 /// The typed error for a `tar` crate failure while reading entries.
 pub(crate) fn tar_error(entry: &str, error: io::Error) -> Error {
+    if let Some(limit) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<ExtensionTooLarge>())
+        .map(|e| e.0)
+    {
+        return archive_error(entry, ArchiveErrorKind::TooLarge { limit });
+    }
     let kind = if error.kind() == io::ErrorKind::UnexpectedEof
         || error.to_string().contains("unexpected EOF")
         || error.to_string().contains("failed to read entire block")
@@ -191,6 +202,178 @@ pub(crate) fn tar_error(entry: &str, error: io::Error) -> Error {
 /// Whether a tar entry type is a regular file.
 pub(crate) fn is_file(kind: tar::EntryType) -> bool {
     matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
+}
+
+// --- capping extension records ------------------------------------------------------------
+
+const BLOCK: usize = 512;
+
+/// The error [`MetadataCap`] fails the stream with.
+#[derive(Debug)]
+struct ExtensionTooLarge(u64);
+
+impl std::fmt::Display for ExtensionTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tar extension record larger than {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for ExtensionTooLarge {}
+
+enum Scan {
+    /// Gathering a 512-byte header.
+    Header {
+        block: Box<[u8; BLOCK]>,
+        filled: usize,
+    },
+    /// Passing `remaining` bytes of data and padding; a PAX record's data is kept to read
+    /// its `size` the way the `tar` crate will.
+    Data {
+        remaining: u64,
+        data_left: u64,
+        pax: Option<Vec<u8>>,
+    },
+    /// Past the end-of-archive block (the `tar` crate stops reading there).
+    Done,
+}
+
+/// A [`Read`] passing a tar stream through unchanged while following its block structure as
+/// the `tar` crate does (header, data padded to 512 bytes, a PAX `size` applying to the next
+/// entry); fails at a GNU `L`/`K` or PAX `x`/`g` record larger than `limit`.
+pub(crate) struct MetadataCap<R> {
+    inner: R,
+    limit: u64,
+    state: Scan,
+    pending_pax_size: Option<u64>,
+}
+
+impl<R: Read> MetadataCap<R> {
+    /// Caps the extension records of the tar stream `inner` at `limit` bytes.
+    pub(crate) fn new(inner: R, limit: u64) -> MetadataCap<R> {
+        MetadataCap {
+            inner,
+            limit,
+            state: Scan::Header {
+                block: Box::new([0; BLOCK]),
+                filled: 0,
+            },
+            pending_pax_size: None,
+        }
+    }
+
+    fn header_done(&mut self, block: &[u8; BLOCK]) -> io::Result<Scan> {
+        if block.iter().all(|b| *b == 0) {
+            return Ok(Scan::Done);
+        }
+        let header = tar::Header::from_byte_slice(block);
+        // A header the `tar` crate cannot size fails there; stop following.
+        let Ok(size) = header.entry_size() else {
+            return Ok(Scan::Done);
+        };
+        let kind = header.entry_type();
+        let recognized = header.as_gnu().is_some() || header.as_ustar().is_some();
+        let extension = kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions();
+        if extension && size > self.limit {
+            return Err(io::Error::other(ExtensionTooLarge(self.limit)));
+        }
+        if kind.is_gnu_sparse() {
+            // Sparse files carry extra header blocks; no image archive has them.
+            return Err(io::Error::other("sparse tar entries are not supported"));
+        }
+        let data = if extension {
+            // The `tar` crate carries a pending PAX record over recognised `L`, `K` and
+            // `x` headers to the next entry; any other header (a `g`, or an extension type
+            // in an old-style header, which it reads as an entry) consumes it.
+            let carries = recognized
+                && (kind.is_gnu_longname()
+                    || kind.is_gnu_longlink()
+                    || kind.is_pax_local_extensions());
+            if !carries {
+                self.pending_pax_size = None;
+            }
+            size
+        } else {
+            self.pending_pax_size.take().unwrap_or(size)
+        };
+        let pax = (recognized && kind.is_pax_local_extensions()).then(Vec::new);
+        let padded = data
+            .checked_add(BLOCK as u64 - 1)
+            .map(|n| n & !(BLOCK as u64 - 1))
+            .ok_or_else(|| io::Error::other("tar entry size overflows"))?;
+        Ok(Scan::Data {
+            remaining: padded,
+            data_left: data,
+            pax,
+        })
+    }
+
+    fn observe(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                Scan::Done => return Ok(()),
+                Scan::Header { block, filled } => {
+                    let n = (BLOCK - *filled).min(bytes.len());
+                    block[*filled..*filled + n].copy_from_slice(&bytes[..n]);
+                    *filled += n;
+                    bytes = &bytes[n..];
+                    if *filled == BLOCK {
+                        let block = block.clone();
+                        self.state = self.header_done(&block)?;
+                    }
+                }
+                Scan::Data {
+                    remaining,
+                    data_left,
+                    pax,
+                } => {
+                    let n = (*remaining).min(bytes.len() as u64) as usize;
+                    let data_n = (*data_left).min(n as u64) as usize;
+                    if let Some(pax) = pax.as_mut() {
+                        pax.extend_from_slice(&bytes[..data_n]);
+                    }
+                    *remaining -= n as u64;
+                    *data_left -= data_n as u64;
+                    bytes = &bytes[n..];
+                    if *data_left == 0
+                        && let Some(record) = pax.take()
+                    {
+                        self.pending_pax_size = pax_size(&record);
+                    }
+                    if *remaining == 0 {
+                        self.state = Scan::Header {
+                            block: Box::new([0; BLOCK]),
+                            filled: 0,
+                        };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The PAX `size` record exactly as the `tar` crate reads it: the first `size` key, unless
+/// a malformed record comes before it.
+fn pax_size(record: &[u8]) -> Option<u64> {
+    for extension in tar::PaxExtensions::new(record) {
+        let extension = extension.ok()?;
+        if extension.key() != Ok("size") {
+            continue;
+        }
+        return extension.value().ok()?.parse().ok();
+    }
+    None
+}
+
+impl<R: Read> Read for MetadataCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.observe(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 // --- bridges between the async side and the tar thread ---------------------------------

@@ -189,7 +189,8 @@ fn blob_name(entry: &str, name: &str) -> Result<Digest> {
 
 fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>, allow_unknown: bool) -> Result<()> {
     let send = |msg| tx.blocking_send(msg).map_err(|_| consumer_gone());
-    let mut archive = tar::Archive::new(reader);
+    let mut archive =
+        tar::Archive::new(super::MetadataCap::new(reader, super::MAX_EXTENSION_RECORD));
     let entries = archive
         .entries()
         .map_err(|e| tar_error("(start of archive)", e))?;

@@ -585,3 +585,67 @@ fn clone_entry(e: &E) -> E {
         E::Raw(n, k, d, l) => E::Raw(n.clone(), *k, d.clone(), l),
     }
 }
+
+#[tokio::test]
+async fn extension_records_are_followed_and_capped() {
+    let scratch = Layout::create(MemoryStore::new()).await.unwrap();
+    let image = make_image(&scratch, "pax").await;
+    let blobs = blob_entries(&scratch, &image).await;
+    // Every name through a PAX `path` record or a GNU long name, and a PAX `size` record:
+    // the cap must follow them exactly as the tar crate does.
+    let mut builder = tar::Builder::new(Vec::new());
+    append(&mut builder, "oci-layout", OCI_LAYOUT.as_bytes());
+    for (i, (path, data)) in blobs.iter().enumerate() {
+        let size = data.len().to_string();
+        builder
+            .append_pax_extensions([
+                ("path", path.as_bytes()),
+                ("size", size.as_bytes()),
+                ("comment", &b"x".repeat(3000)[..]),
+            ])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path(format!("short{i}")).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        builder.append(&h, &data[..]).unwrap();
+    }
+    let index = index_json(&[("v1", &image)]);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(index.len() as u64);
+    h.set_mode(0o644);
+    builder
+        .append_data(
+            &mut h,
+            format!("./{}index.json", "./".repeat(100)),
+            &index[..],
+        )
+        .unwrap();
+    let tar = builder.into_inner().unwrap();
+    let layout = Layout::create(MemoryStore::new()).await.unwrap();
+    import(&layout, &tar[..], &ImportOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        layout.resolve("v1").await.unwrap().digest(),
+        image.manifest.digest()
+    );
+
+    // A 2 MiB PAX record and a 2 MiB GNU long name are refused before they are buffered.
+    let mut pax = tar::Builder::new(Vec::new());
+    pax.append_pax_extensions([("comment", &vec![b'a'; 2 << 20][..])])
+        .unwrap();
+    append(&mut pax, "oci-layout", OCI_LAYOUT.as_bytes());
+    let mut gnu = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    gnu.append_data(&mut h, "a/".repeat(1 << 20) + "x", &b"x"[..])
+        .unwrap();
+    for tar in [pax.into_inner().unwrap(), gnu.into_inner().unwrap()] {
+        let layout = Layout::create(MemoryStore::new()).await.unwrap();
+        let (_, kind) = kind_of(import(&layout, &tar[..], &ImportOptions::new()).await);
+        assert_eq!(kind, ArchiveErrorKind::TooLarge { limit: 1 << 20 });
+        assert!(layout.tags().await.unwrap().is_empty());
+    }
+}

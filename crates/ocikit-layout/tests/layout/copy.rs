@@ -625,3 +625,170 @@ fn futures_are_send() {
         &docker,
     ));
 }
+
+/// A memory store whose `get` takes a while and counts how many run at once.
+#[derive(Debug, Default)]
+struct Slow {
+    inner: MemoryStore,
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl Slow {
+    async fn enter(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        self.now.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Store for Slow {
+    fn stat<'a, 'b, 'c>(
+        &'a self,
+        digest: &'b Digest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = ocikit_store::Result<Option<u64>>> + Send + 'c>,
+    >
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        self.inner.stat(digest)
+    }
+    fn get<'a, 'b, 'c>(
+        &'a self,
+        digest: &'b Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = ocikit_store::Result<Option<ocikit_store::Blob>>>
+                + Send
+                + 'c,
+        >,
+    >
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        Box::pin(async move {
+            self.enter().await;
+            self.inner.get(digest, range).await
+        })
+    }
+    fn stage<'a, 'c>(
+        &'a self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = ocikit_store::Result<Box<dyn ocikit_store::Staging>>>
+                + Send
+                + 'c,
+        >,
+    >
+    where
+        'a: 'c,
+    {
+        self.inner.stage()
+    }
+    fn delete<'a, 'b, 'c>(
+        &'a self,
+        digest: &'b Digest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ocikit_store::Result<bool>> + Send + 'c>>
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        self.inner.delete(digest)
+    }
+    fn list(&self) -> futures::stream::BoxStream<'_, ocikit_store::Result<Digest>> {
+        self.inner.list()
+    }
+    fn read_document<'a, 'b, 'c>(
+        &'a self,
+        key: &'b ocikit_store::DocumentKey,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = ocikit_store::Result<Option<ocikit_store::Document>>>
+                + Send
+                + 'c,
+        >,
+    >
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        self.inner.read_document(key)
+    }
+    fn write_document<'a, 'b, 'c>(
+        &'a self,
+        key: &'b ocikit_store::DocumentKey,
+        bytes: bytes::Bytes,
+        precondition: ocikit_store::Precondition,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = ocikit_store::Result<ocikit_store::Version>>
+                + Send
+                + 'c,
+        >,
+    >
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        self.inner.write_document(key, bytes, precondition)
+    }
+    fn delete_document<'a, 'b, 'c>(
+        &'a self,
+        key: &'b ocikit_store::DocumentKey,
+        precondition: ocikit_store::Precondition,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ocikit_store::Result<bool>> + Send + 'c>>
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        self.inner.delete_document(key, precondition)
+    }
+    fn list_documents<'a, 'b, 'c>(
+        &'a self,
+        prefix: &'b str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = ocikit_store::Result<Vec<ocikit_store::DocumentKey>>>
+                + Send
+                + 'c,
+        >,
+    >
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        self.inner.list_documents(prefix)
+    }
+}
+
+#[tokio::test]
+async fn copies_several_blobs_at_once_but_no_more_than_asked() {
+    for concurrency in [1, 3] {
+        let slow = Arc::new(Slow::default());
+        let source = Layout::create(slow.clone()).await.unwrap();
+        let (root, _) = make_index(&source).await;
+        let destination = Layout::create(MemoryStore::new()).await.unwrap();
+        let report = copy_image(
+            &source,
+            &root,
+            &destination,
+            "x",
+            &CopyOptions::new().with_concurrency(concurrency),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.copied, 10);
+        // Six configs and layers are streamed from the source (documents come from the walk).
+        assert_eq!(
+            slow.most.load(std::sync::atomic::Ordering::SeqCst),
+            concurrency,
+            "concurrency {concurrency}"
+        );
+    }
+}

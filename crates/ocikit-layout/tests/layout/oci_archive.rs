@@ -466,6 +466,13 @@ async fn hostile_archives_are_refused_and_tag_nothing() {
         ArchiveErrorKind::Truncated,
         layer_path.clone(),
     ));
+    // Truncated inside the second header (oci-layout's header and data take 1024 bytes).
+    cases.push((
+        "truncated header",
+        whole[..1024 + 100].to_vec(),
+        ArchiveErrorKind::Truncated,
+        "(entry after oci-layout)".into(),
+    ));
     // Duplicate keys in index.json (I-JSON).
     let dup_keys: Vec<E> = valid
         .iter()

@@ -205,12 +205,19 @@ async fn imports_the_blobs_layout_of_newer_docker() {
     let base = tar_of(&[("etc/hello", b"new docker")]);
     let gz = gzip(&tar_of(&[("usr/bin/tool", b"tool")]));
     let tool_tar = tar_of(&[("usr/bin/tool", b"tool")]);
-    let config = config_for(&[&base, &tool_tar], "new");
+    let zstd_tar = tar_of(&[("opt/z", b"zstd layer")]);
+    let (zst, _) = ocikit_codec::writer::LayerWriter::from_reader(
+        &zstd_tar[..],
+        Vec::new(),
+        ocikit_codec::writer::LayerOptions::new(ocikit_codec::compression::Compression::Zstd),
+    )
+    .unwrap();
+    let config = config_for(&[&base, &tool_tar, &zstd_tar], "new");
     let path = |b: &[u8]| format!("blobs/sha256/{}", hex(&digest(b)));
     let entries = vec![
         E::File(
             "manifest.json",
-            serde_json::to_vec(&json!([{"Config": path(&config), "RepoTags": ["new:v25"], "Layers": [path(&base), path(&gz)]}])).unwrap(),
+            serde_json::to_vec(&json!([{"Config": path(&config), "RepoTags": ["new:v25"], "Layers": [path(&base), path(&gz), path(&zst)]}])).unwrap(),
         ),
         E::File("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
         E::File("index.json", br#"{"schemaVersion":2,"manifests":[]}"#.to_vec()),
@@ -219,6 +226,7 @@ async fn imports_the_blobs_layout_of_newer_docker() {
         E::Owned(path(&gz), gz.clone()),
         E::Owned(path(&config), config.clone()),
         E::Owned(path(&base), base.clone()),
+        E::Owned(path(&zst), zst.clone()),
     ];
     let layout = Layout::create(MemoryStore::new()).await.unwrap();
     let report = import(&layout, &archive(&entries)[..], &Options::new())
@@ -226,11 +234,13 @@ async fn imports_the_blobs_layout_of_newer_docker() {
         .unwrap();
     assert_eq!(
         report.images[0].diff_ids,
-        [digest(&base), digest(&tool_tar)]
+        [digest(&base), digest(&tool_tar), digest(&zstd_tar)]
     );
     let layers = layers_of(&layout, "new:v25").await;
     assert_eq!(layers[1].0, tool_tar);
     assert_eq!(layers[1].1, ["usr/bin/tool"]);
+    assert_eq!(layers[2].0, zstd_tar, "zstd detected by its magic");
+    assert_eq!(layers[2].1, ["opt/z"]);
 
     // A blobs/ entry whose content does not match its name is refused.
     let mut spoiled = entries;

@@ -271,11 +271,18 @@ async fn consume(
                 current = Some((entry, name, size, digest, writer));
             }
             Msg::Data(chunk) => {
-                if let Some((_, _, _, _, writer)) = current.as_mut() {
+                if let Some((_, _, _, digest, writer)) = current.as_mut() {
                     writer
                         .write_all(&chunk)
                         .await
                         .map_err(ocikit_store::Error::Stream)?;
+                    if let Some(digest) = digest {
+                        progress.emit(Event::Progress {
+                            operation: Operation::Import,
+                            digest: digest.clone(),
+                            bytes: writer.bytes_written(),
+                        });
+                    }
                 }
             }
             Msg::End => {

@@ -594,9 +594,21 @@ async fn graphs_deeper_than_the_limit_are_refused() {
     assert!(destination.tags().await.unwrap().is_empty());
 }
 
-/// Every long operation's future can be spawned on a multi-threaded runtime.
+/// Every long operation's future can be spawned on a multi-threaded runtime, and the
+/// option and report types cross threads.
 #[test]
 fn futures_are_send() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<CopyOptions>();
+    send_sync::<ocikit_layout::copy::CopyReport>();
+    send_sync::<ocikit_layout::archive::oci::ImportOptions>();
+    send_sync::<ocikit_layout::archive::oci::ImportReport>();
+    send_sync::<ocikit_layout::archive::oci::ExportReport>();
+    send_sync::<ocikit_layout::archive::docker::Options>();
+    send_sync::<ocikit_layout::archive::docker::ImportReport>();
+    send_sync::<ocikit_layout::archive::docker::ExportReport>();
+    send_sync::<ocikit_layout::archive::ArchiveErrorKind>();
+    send_sync::<Error>();
     fn send<T: Send>(_: T) {}
     let a = futures::executor::block_on(Layout::create(MemoryStore::new())).unwrap();
     let b = a.clone();

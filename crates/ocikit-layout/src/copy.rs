@@ -453,24 +453,13 @@ pub async fn copy_all(
 ) -> Result<CopyReport> {
     let index = source.index().await?;
     let entries: Vec<Descriptor> = index.manifests().cloned().collect();
-    merge_entries(destination, &entries, options, source).await
-}
-
-async fn merge_entries(
-    destination: &Layout,
-    entries: &[Descriptor],
-    options: &CopyOptions,
-    source: &Layout,
-) -> Result<CopyReport> {
-    for entry in entries {
+    for entry in &entries {
         if let Some(tag) = ref_name(entry) {
             crate::index::validate_tag(tag)?;
         }
     }
-    let mut report = CopyReport::default();
-    let one = copy_graph(source, entries, destination, options).await?;
-    report.add(&one);
-    set_entries(destination, entries).await?;
+    let report = copy_graph(source, &entries, destination, options).await?;
+    set_entries(destination, &entries).await?;
     Ok(report)
 }
 

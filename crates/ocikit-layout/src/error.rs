@@ -71,6 +71,37 @@ pub enum Error {
         /// The operation that needed to understand it.
         operation: &'static str,
     },
+    /// A blob could not be copied: it is missing or corrupt at the source, or the destination
+    /// refused it. Nothing was tagged at the destination (blobs copied before stay: they are
+    /// verified content).
+    #[error("cannot copy blob {digest}")]
+    Copy {
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// An archive (oci-archive or docker-archive) is unsafe, malformed or inconsistent at
+    /// `entry`; nothing was tagged.
+    #[error("archive entry {entry:?}: {kind}")]
+    Archive {
+        /// The entry's name as found in the archive (or the file the problem is about).
+        entry: String,
+        /// What is wrong (boxed to keep `Error` small).
+        kind: Box<crate::archive::ArchiveErrorKind>,
+        /// The underlying error, where there is one.
+        #[source]
+        source: Option<Box<Error>>,
+    },
+    /// An image graph (nested indexes) deeper or larger than the walk allows (SPEC C-L13).
+    #[error("image graph under {root} is too large: {reason}")]
+    GraphTooLarge {
+        /// The digest the walk started from.
+        root: Digest,
+        /// Which limit was hit.
+        reason: &'static str,
+    },
     /// The layout kept changing under a compare-and-swap edit of `index.json`.
     #[error("index.json kept changing; gave up after {attempts} attempts")]
     Contended {

@@ -19,8 +19,10 @@
 //! # }).unwrap();
 //! ```
 
+pub mod archive;
 pub mod artifact;
 mod bridge;
+pub mod copy;
 pub mod document;
 mod error;
 pub mod fsck;
@@ -34,6 +36,7 @@ pub mod referrers;
 pub mod unpack;
 
 pub use artifact::Artifact;
+pub use copy::{CopyOptions, CopyReport, copy_all, copy_graph, copy_image, copy_tag};
 pub use document::Document;
 pub use error::{Error, Result};
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind};

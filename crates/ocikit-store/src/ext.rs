@@ -218,6 +218,15 @@ macro_rules! forward_store {
             async fn list_documents(&self, prefix: &str) -> Result<Vec<DocumentKey>> {
                 (**self).list_documents(prefix).await
             }
+            async fn link_blob(
+                &self,
+                digest: &Digest,
+                size: u64,
+                file: &std::fs::File,
+                trust: crate::LinkTrust,
+            ) -> Result<crate::Linked> {
+                (**self).link_blob(digest, size, file, trust).await
+            }
         }
     )*};
 }

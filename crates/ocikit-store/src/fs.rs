@@ -17,6 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{self, Read, SeekFrom, Write};
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -33,7 +34,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite};
 use tokio_util::sync::PollSender;
 
 use crate::store::resolve_range;
-use crate::{Blob, Document, DocumentKey, Error, Precondition, Result, Staging, Store, Version};
+use crate::{
+    Blob, Document, DocumentKey, Error, LinkTrust, Linked, Precondition, Result, Staging, Store,
+    Version,
+};
 
 /// Largest document a filesystem store reads (documents are small: indexes, tag lists).
 pub const MAX_DOCUMENT_SIZE: u64 = 64 << 20;
@@ -433,6 +437,20 @@ impl Store for FsStore {
         .await
     }
 
+    async fn link_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        file: &File,
+        trust: LinkTrust,
+    ) -> Result<Linked> {
+        let target = self.blob_path(digest);
+        let tmp = self.paths.tmp.clone();
+        let source = file.try_clone().map_err(|e| Error::io("dup", &target, e))?;
+        let digest = digest.clone();
+        blocking(move || link_blob_sync(&source, &tmp, &target, &digest, size, trust)).await
+    }
+
     async fn list_documents(&self, prefix: &str) -> Result<Vec<DocumentKey>> {
         let root = self.paths.root.clone();
         let prefix = prefix.trim_end_matches('/').to_string();
@@ -695,4 +713,127 @@ fn publish_blob(temp: NamedTempFile, target: &Path, size: u64) -> Result<()> {
         },
     }
     sync_dir(&dir)
+}
+
+/// [`Store::link_blob`] for a filesystem store: clone or hardlink `source` into the staging
+/// directory, verify the new name's content unless trusted, then rename it into place.
+/// Any failure to link (another filesystem, no reflink support, no `/proc`) is
+/// [`Linked::NotSupported`], never an error: the caller copies instead.
+fn link_blob_sync(
+    source: &File,
+    tmp: &Path,
+    target: &Path,
+    digest: &Digest,
+    size: u64,
+    trust: LinkTrust,
+) -> Result<Linked> {
+    match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_file() && meta.len() == size => return Ok(Linked::Present),
+        _ => {}
+    }
+    let meta = source
+        .metadata()
+        .map_err(|e| Error::io("stat", target, e))?;
+    if !meta.is_file() {
+        return Ok(Linked::NotSupported);
+    }
+    if meta.len() != size {
+        return Err(Error::SizeMismatch {
+            expected: size,
+            actual: meta.len(),
+        });
+    }
+    // A reflink gives the destination its own inode; a hardlink shares the source's.
+    let reflink = tempfile::Builder::new()
+        .prefix("link-")
+        .tempfile_in(tmp)
+        .ok()
+        .filter(|temp| rustix::fs::ioctl_ficlone(temp.as_file(), source).is_ok());
+    let (staged, how) = match reflink {
+        Some(temp) => (temp.into_temp_path(), Linked::Reflink),
+        None => {
+            // Linking through `/proc/self/fd` links the very inode that was opened (no-follow,
+            // checked regular) and needs no privilege, unlike `AT_EMPTY_PATH`.
+            let proc_path = format!("/proc/self/fd/{}", source.as_raw_fd());
+            let linked = tempfile::Builder::new()
+                .prefix("link-")
+                .make_in(tmp, |path| {
+                    rustix::fs::linkat(
+                        rustix::fs::CWD,
+                        proc_path.as_str(),
+                        rustix::fs::CWD,
+                        path,
+                        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                    )
+                    .map_err(io::Error::from)
+                });
+            match linked {
+                Ok(temp) => (temp.into_temp_path(), Linked::Hardlink),
+                Err(_) => return Ok(Linked::NotSupported),
+            }
+        }
+    };
+    let path: &Path = &staged;
+    let Some((file, len)) = open_regular(path)? else {
+        return Ok(Linked::NotSupported);
+    };
+    if len != size {
+        return Err(Error::SizeMismatch {
+            expected: size,
+            actual: len,
+        });
+    }
+    if trust == LinkTrust::Verify {
+        let mut hasher = ocikit_digest::Hasher::new(digest.algorithm()).map_err(|_| {
+            Error::UnsupportedAlgorithm {
+                algorithm: digest.algorithm().clone(),
+            }
+        })?;
+        let mut reader = &file;
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut read = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read", path, e)),
+            };
+            hasher.update(&buf[..n]);
+            read += n as u64;
+        }
+        if read != size {
+            return Err(Error::SizeMismatch {
+                expected: size,
+                actual: read,
+            });
+        }
+        let actual = hasher.finish();
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+    }
+    file.sync_data().map_err(|e| Error::io("fsync", path, e))?;
+    let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
+    create_dir_durable(&dir)?;
+    // `link` never replaces an existing name, so a blob published meanwhile stays; anything
+    // else squatting the name (a symlink, a truncated file) is replaced by the verified
+    // content, as `publish_blob` does.
+    match std::fs::hard_link(path, target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            match std::fs::symlink_metadata(target) {
+                Ok(meta) if meta.is_file() && meta.len() == size => return Ok(Linked::Present),
+                _ => std::fs::rename(path, target)
+                    .map_err(|e| Error::io("rename into place", target, e))?,
+            }
+        }
+        Err(e) => return Err(Error::io("link into place", target, e)),
+    }
+    sync_dir(&dir)?;
+    // Dropping `staged` removes the staging name; the blob keeps its inode.
+    Ok(how)
 }

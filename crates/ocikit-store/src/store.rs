@@ -81,6 +81,55 @@ pub trait Store: fmt::Debug + Send + Sync {
     /// The keys of every document whose key starts with `prefix` (a whole number of
     /// segments: `"repos/a"` lists `repos/a/x`, not `repos/ab`), sorted.
     async fn list_documents(&self, prefix: &str) -> Result<Vec<DocumentKey>>;
+
+    /// Publishes the blob `digest` (`size` bytes) by sharing the storage of `file`, a local
+    /// file that holds it (another store's [`Blob::local_file`]), instead of copying bytes:
+    /// a reflink (copy-on-write clone), else a hardlink. Returns [`Linked::NotSupported`]
+    /// when this store cannot (the default; memory and object stores, another filesystem),
+    /// and the caller copies the bytes instead.
+    ///
+    /// **Trust rule.** With [`LinkTrust::Verify`] the store hashes its new link or clone
+    /// before publishing it and refuses content that is not `size` bytes hashing to
+    /// `digest` ([`Error::DigestMismatch`], [`Error::SizeMismatch`]), exactly as a
+    /// [`crate::BlobWriter`] would: this reads the file once but writes nothing.
+    /// [`LinkTrust::Trusted`] skips the hashing; pass it only when `file` is a blob of a
+    /// store whose every blob went through a verifying writer (an [`crate::FsStore`]
+    /// written only by ocikit, or checked since), never for a directory other tools write.
+    /// A hardlink shares the inode with the source: the two stores hold one copy, which
+    /// nothing rewrites in place (blobs are immutable and published by rename).
+    async fn link_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        file: &std::fs::File,
+        trust: LinkTrust,
+    ) -> Result<Linked> {
+        let _ = (digest, size, file, trust);
+        Ok(Linked::NotSupported)
+    }
+}
+
+/// Whether [`Store::link_blob`] re-hashes the file it links (see its trust rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkTrust {
+    /// Hash the linked content and publish it only if it matches (the safe default).
+    Verify,
+    /// Publish without hashing: the source's blobs are known to be verified on write.
+    Trusted,
+}
+
+/// How [`Store::link_blob`] published a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Linked {
+    /// A copy-on-write clone (`FICLONE`): its own inode, sharing extents with the source.
+    Reflink,
+    /// A hardlink: the same inode as the source.
+    Hardlink,
+    /// The blob was stored already; nothing was linked.
+    Present,
+    /// This store cannot link this file; copy the bytes instead.
+    NotSupported,
 }
 
 /// A backend's staging area for one blob being written.

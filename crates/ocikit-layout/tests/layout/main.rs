@@ -3,11 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod artifact;
+mod copy;
+mod docker_archive;
 mod fsck;
 mod gc;
 mod hostile;
 mod image;
 mod index;
+mod oci_archive;
 mod platform;
 mod referrers;
 mod support;

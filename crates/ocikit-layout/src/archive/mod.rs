@@ -1,0 +1,1036 @@
+//! Tar archives of images: [`oci`] (`oci-archive:`, a tarred OCI image layout, as skopeo
+//! reads and writes it) and [`docker`] (`docker-archive:`, what `docker save` writes and
+//! `docker load` reads).
+//!
+//! Both directions stream: tar parsing and writing run on a blocking thread (the `tar`
+//! crate), blob bytes flow between it and the store through bounded channels, and no
+//! archive is ever held in memory. Imports read entries in whatever order the archive has
+//! them, verify every blob before it becomes visible, cap every JSON file read into memory,
+//! and tag nothing until every blob the tags reach is present. Hostile entries (absolute
+//! paths, `..`, links and devices where only files belong, duplicates, wrong digests,
+//! truncation) fail with [`Error::Archive`] naming the entry and an [`ArchiveErrorKind`].
+//!
+//! The `tar` crate reads GNU long-name and PAX extension records into memory whole, so
+//! imports put a metadata cap in front of it: it follows the archive's block structure
+//! as the `tar` crate does and fails the stream at any extension record larger than
+//! [`MAX_EXTENSION_RECORD`] (SPEC C-T03, Go CVE-2022-2879), before it is buffered.
+
+pub mod docker;
+pub mod oci;
+
+use std::io::{self, Read, Write};
+
+use bytes::Bytes;
+use ocikit_digest::Digest;
+use ocikit_store::{Store, StoreExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::{Error, Result};
+
+/// Chunk size of the bytes moved between the async side and the tar thread.
+const CHUNK: usize = 256 << 10;
+/// Chunks queued between the async side and the tar thread (bounds memory per direction).
+const QUEUE: usize = 8;
+/// Largest `oci-layout` file read from an archive.
+pub const MAX_LAYOUT_FILE_SIZE: u64 = 4096;
+/// Largest JSON file (`index.json`, `manifest.json`, `repositories`, a config) read from an
+/// archive into memory.
+pub const MAX_JSON_SIZE: u64 = 16 << 20;
+
+/// Largest GNU long-name/long-link or PAX extension record an import accepts (as Go's
+/// `archive/tar` since CVE-2022-2879).
+pub const MAX_EXTENSION_RECORD: u64 = 1 << 20;
+
+/// What is wrong with an archive entry (see [`Error::Archive`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveErrorKind {
+    /// An absolute name, a `..` component, or a name that is not UTF-8.
+    #[error("unsafe path")]
+    UnsafePath,
+    /// A symlink, hardlink, device, FIFO or other entry type where only files and
+    /// directories belong.
+    #[error("entry type {typeflag:?} is not allowed here")]
+    UnsupportedType {
+        /// The tar typeflag byte.
+        typeflag: u8,
+    },
+    /// A file that has no place in this kind of archive.
+    #[error("not part of this archive format")]
+    Unexpected,
+    /// A second entry with a name already seen.
+    #[error("duplicate entry")]
+    Duplicate,
+    /// A blob whose content does not hash to the digest its name (or a manifest) gives.
+    #[error("content is {actual}, not what its name says")]
+    DigestMismatch {
+        /// What the content hashes to.
+        actual: Digest,
+    },
+    /// A layer whose uncompressed content does not hash to the config's diffID.
+    #[error("layer diffID is {actual}, the config says {expected}")]
+    DiffIdMismatch {
+        /// The diffID the config lists.
+        expected: Digest,
+        /// The diffID of the layer's content.
+        actual: Digest,
+    },
+    /// The archive ends inside this entry.
+    #[error("truncated")]
+    Truncated,
+    /// A file larger than what is read into memory.
+    #[error("larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// A file that is required (or referenced) but not in the archive.
+    #[error("missing")]
+    Missing,
+    /// Malformed content (JSON, a version, a reference).
+    #[error("malformed: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The tar stream itself is unreadable (bad header checksum, bad extension record).
+    #[error("not a readable tar stream")]
+    Corrupt,
+}
+
+pub(crate) fn archive_error(entry: impl Into<String>, kind: ArchiveErrorKind) -> Error {
+    Error::Archive {
+        entry: entry.into(),
+        kind: Box::new(kind),
+        source: None,
+    }
+}
+
+pub(crate) fn archive_error_with(
+    entry: impl Into<String>,
+    kind: ArchiveErrorKind,
+    source: impl Into<Error>,
+) -> Error {
+    Error::Archive {
+        entry: entry.into(),
+        kind: Box::new(kind),
+        source: Some(Box::new(source.into())),
+    }
+}
+
+pub(crate) fn malformed(entry: impl Into<String>, reason: impl Into<String>) -> Error {
+    archive_error(
+        entry,
+        ArchiveErrorKind::Malformed {
+            reason: reason.into(),
+        },
+    )
+}
+
+/// An entry name as shown in errors: lossy UTF-8, at most 300 characters.
+pub(crate) fn shown(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).chars().take(300).collect()
+}
+
+/// Normalises an entry name: drops `./` components and a trailing `/`, refuses absolute
+/// names, `..` and non-UTF-8. The empty string is the archive root (`./`).
+pub(crate) fn normalize(raw: &[u8]) -> Result<String> {
+    let unsafe_path = || archive_error(shown(raw), ArchiveErrorKind::UnsafePath);
+    let text = std::str::from_utf8(raw).map_err(|_| unsafe_path())?;
+    if text.starts_with('/') || text.contains('\0') || text.contains('\\') {
+        return Err(unsafe_path());
+    }
+    let mut parts = Vec::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(unsafe_path()),
+            other => parts.push(other),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Resolves a path relative to the directory of `base` inside the archive (for symlinks
+/// and manifest.json paths): `..` may climb up to the root, never past it.
+pub(crate) fn join_inside(base_dir: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') || target.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = base_dir.split('/').filter(|p| !p.is_empty()).collect();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// The typed error for a `tar` crate failure while reading entries.
+pub(crate) fn tar_error(entry: &str, error: io::Error) -> Error {
+    if let Some(limit) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<ExtensionTooLarge>())
+        .map(|e| e.0)
+    {
+        return archive_error(entry, ArchiveErrorKind::TooLarge { limit });
+    }
+    let kind = if error.kind() == io::ErrorKind::UnexpectedEof
+        || error.to_string().contains("unexpected EOF")
+        || error.to_string().contains("failed to read entire block")
+    {
+        ArchiveErrorKind::Truncated
+    } else {
+        ArchiveErrorKind::Corrupt
+    };
+    archive_error_with(
+        entry,
+        kind,
+        Error::Io {
+            operation: "read archive",
+            path: std::path::PathBuf::from(entry),
+            source: error,
+        },
+    )
+}
+
+/// Whether a tar entry type is a regular file.
+pub(crate) fn is_file(kind: tar::EntryType) -> bool {
+    matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
+}
+
+// --- capping extension records ------------------------------------------------------------
+
+const BLOCK: usize = 512;
+
+/// The error [`MetadataCap`] fails the stream with.
+#[derive(Debug)]
+struct ExtensionTooLarge(u64);
+
+impl std::fmt::Display for ExtensionTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tar extension record larger than {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for ExtensionTooLarge {}
+
+enum Scan {
+    /// Gathering a 512-byte header.
+    Header {
+        block: Box<[u8; BLOCK]>,
+        filled: usize,
+    },
+    /// Passing `remaining` bytes of data and padding; a PAX record's data is kept to read
+    /// its `size` the way the `tar` crate will.
+    Data {
+        remaining: u64,
+        data_left: u64,
+        pax: Option<Vec<u8>>,
+    },
+    /// Past the end-of-archive block (the `tar` crate stops reading there).
+    Done,
+}
+
+/// A [`Read`] passing a tar stream through unchanged while following its block structure as
+/// the `tar` crate does (header, data padded to 512 bytes, a PAX `size` applying to the next
+/// entry); fails at a GNU `L`/`K` or PAX `x`/`g` record larger than `limit`.
+pub(crate) struct MetadataCap<R> {
+    inner: R,
+    limit: u64,
+    state: Scan,
+    pending_pax_size: Option<u64>,
+}
+
+impl<R: Read> MetadataCap<R> {
+    /// Caps the extension records of the tar stream `inner` at `limit` bytes.
+    pub(crate) fn new(inner: R, limit: u64) -> MetadataCap<R> {
+        MetadataCap {
+            inner,
+            limit,
+            state: Scan::Header {
+                block: Box::new([0; BLOCK]),
+                filled: 0,
+            },
+            pending_pax_size: None,
+        }
+    }
+
+    fn header_done(&mut self, block: &[u8; BLOCK]) -> io::Result<Scan> {
+        if block.iter().all(|b| *b == 0) {
+            return Ok(Scan::Done);
+        }
+        let header = tar::Header::from_byte_slice(block);
+        // A header the `tar` crate cannot size fails there; stop following.
+        let Ok(size) = header.entry_size() else {
+            return Ok(Scan::Done);
+        };
+        let kind = header.entry_type();
+        let recognized = header.as_gnu().is_some() || header.as_ustar().is_some();
+        let extension = kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions();
+        if extension && size > self.limit {
+            return Err(io::Error::other(ExtensionTooLarge(self.limit)));
+        }
+        if kind.is_gnu_sparse() {
+            // Sparse files carry extra header blocks; no image archive has them.
+            return Err(io::Error::other("sparse tar entries are not supported"));
+        }
+        let data = if extension {
+            // The `tar` crate carries a pending PAX record over recognised `L`, `K` and
+            // `x` headers to the next entry; any other header (a `g`, or an extension type
+            // in an old-style header, which it reads as an entry) consumes it.
+            let carries = recognized
+                && (kind.is_gnu_longname()
+                    || kind.is_gnu_longlink()
+                    || kind.is_pax_local_extensions());
+            if !carries {
+                self.pending_pax_size = None;
+            }
+            size
+        } else {
+            self.pending_pax_size.take().unwrap_or(size)
+        };
+        let pax = (recognized && kind.is_pax_local_extensions()).then(Vec::new);
+        let padded = data
+            .checked_add(BLOCK as u64 - 1)
+            .map(|n| n & !(BLOCK as u64 - 1))
+            .ok_or_else(|| io::Error::other("tar entry size overflows"))?;
+        Ok(Scan::Data {
+            remaining: padded,
+            data_left: data,
+            pax,
+        })
+    }
+
+    fn observe(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                Scan::Done => return Ok(()),
+                Scan::Header { block, filled } => {
+                    let n = (BLOCK - *filled).min(bytes.len());
+                    block[*filled..*filled + n].copy_from_slice(&bytes[..n]);
+                    *filled += n;
+                    bytes = &bytes[n..];
+                    if *filled == BLOCK {
+                        let block = block.clone();
+                        self.state = self.header_done(&block)?;
+                    }
+                }
+                Scan::Data {
+                    remaining,
+                    data_left,
+                    pax,
+                } => {
+                    let n = (*remaining).min(bytes.len() as u64) as usize;
+                    let data_n = (*data_left).min(n as u64) as usize;
+                    if let Some(pax) = pax.as_mut() {
+                        pax.extend_from_slice(&bytes[..data_n]);
+                    }
+                    *remaining -= n as u64;
+                    *data_left -= data_n as u64;
+                    bytes = &bytes[n..];
+                    if *data_left == 0
+                        && let Some(record) = pax.take()
+                    {
+                        self.pending_pax_size = pax_size(&record);
+                    }
+                    if *remaining == 0 {
+                        self.state = Scan::Header {
+                            block: Box::new([0; BLOCK]),
+                            filled: 0,
+                        };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The PAX `size` record exactly as the `tar` crate reads it: the first `size` key, unless
+/// a malformed record comes before it.
+fn pax_size(record: &[u8]) -> Option<u64> {
+    for extension in tar::PaxExtensions::new(record) {
+        let extension = extension.ok()?;
+        if extension.key() != Ok("size") {
+            continue;
+        }
+        return extension.value().ok()?.parse().ok();
+    }
+    None
+}
+
+impl<R: Read> Read for MetadataCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.observe(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+// --- bridges between the async side and the tar thread ---------------------------------
+
+/// A [`Read`] for the tar thread over chunks the async side sends.
+pub(crate) struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    pub(crate) fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Feeds an `AsyncRead` into a channel for a [`ChannelReader`]; stops quietly when the
+/// reader is gone (the tar thread finished or failed: its own result tells which).
+pub(crate) async fn pump_reader<R: AsyncRead + Unpin>(
+    mut reader: R,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) -> Result<()> {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let n = match reader.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                let copy = io::Error::new(e.kind(), e.to_string());
+                let _ = tx.send(Err(copy)).await;
+                return Err(Error::Io {
+                    operation: "read archive stream",
+                    path: std::path::PathBuf::new(),
+                    source: e,
+                });
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        buf.truncate(n);
+        if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// A [`Write`] for the tar thread that hands bytes to the async side.
+pub(crate) struct ChannelWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    pub(crate) fn new(tx: mpsc::Sender<Vec<u8>>) -> ChannelWriter {
+        ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "archive output closed"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// Drains a [`ChannelWriter`]'s chunks into an `AsyncWrite`, then flushes it.
+pub(crate) async fn drain_writer<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) -> Result<W> {
+    let io_error = |source| Error::Io {
+        operation: "write archive stream",
+        path: std::path::PathBuf::new(),
+        source,
+    };
+    while let Some(chunk) = rx.recv().await {
+        writer.write_all(&chunk).await.map_err(io_error)?;
+    }
+    writer.flush().await.map_err(io_error)?;
+    Ok(writer)
+}
+
+/// Runs blocking work and flattens a panic into an error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) => Err(Error::Io {
+            operation: "run archive thread",
+            path: std::path::PathBuf::new(),
+            source: io::Error::other(join),
+        }),
+    }
+}
+
+// --- the tar writer thread ---------------------------------------------------------------
+
+/// What the async side asks the tar writer thread to write.
+pub(crate) enum TarMsg {
+    /// A directory entry.
+    Dir(String),
+    /// A regular file of `size` bytes whose data follows as `Data` messages until `End`.
+    /// With `decode`, the data is compressed and the entry holds its decompression, which
+    /// must hash to the given diffID.
+    File {
+        path: String,
+        size: u64,
+        decode: Option<(ocikit_codec::compression::Compression, Digest)>,
+    },
+    Data(Bytes),
+    End,
+    /// The data source failed; the entry (and the archive) must not be completed.
+    Fail(String),
+}
+
+/// Reads one entry's data from the message queue.
+struct EntryData<'a> {
+    rx: &'a mut mpsc::Receiver<TarMsg>,
+    current: Bytes,
+    done: bool,
+}
+
+impl Read for EntryData<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(TarMsg::Data(chunk)) => self.current = chunk,
+                Some(TarMsg::End) => self.done = true,
+                Some(TarMsg::Fail(why)) => return Err(io::Error::other(why)),
+                Some(_) | None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "entry data ended early",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Passes exactly `size` bytes through, hashing them; errors if the source yields more or
+/// fewer, or (with `expected`) bytes that hash to something else.
+struct Exact<R> {
+    inner: R,
+    size: u64,
+    seen: u64,
+    hasher: Option<(ocikit_digest::Hasher, Digest)>,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen += n as u64;
+        if self.seen > self.size {
+            return Err(io::Error::other("entry data is longer than its size"));
+        }
+        if let Some((hasher, _)) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        if n == 0 && !buf.is_empty() {
+            if self.seen != self.size {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "entry data is shorter than its size",
+                ));
+            }
+            if let Some((hasher, expected)) = self.hasher.take() {
+                let actual = hasher.finish();
+                if actual != expected {
+                    return Err(io::Error::other(format!(
+                        "layer content is {actual}, expected {expected}"
+                    )));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn header(size: u64, directory: bool) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(if directory { 0o755 } else { 0o644 });
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(if directory {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    header
+}
+
+/// The tar writer thread: writes what the messages say into `out`, then the end-of-archive
+/// blocks. Returns `out` flushed.
+pub(crate) fn write_tar<W: Write>(mut rx: mpsc::Receiver<TarMsg>, out: W) -> io::Result<W> {
+    let mut builder = tar::Builder::new(out);
+    builder.mode(tar::HeaderMode::Deterministic);
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            TarMsg::Dir(path) => {
+                let mut h = header(0, true);
+                builder.append_data(&mut h, format!("{path}/"), io::empty())?;
+            }
+            TarMsg::File { path, size, decode } => {
+                let mut h = header(size, false);
+                let data = EntryData {
+                    rx: &mut rx,
+                    current: Bytes::new(),
+                    done: false,
+                };
+                match decode {
+                    None => builder.append_data(
+                        &mut h,
+                        &path,
+                        Exact {
+                            inner: data,
+                            size,
+                            seen: 0,
+                            hasher: None,
+                        },
+                    )?,
+                    Some((compression, diff_id)) => {
+                        let decoder = ocikit_codec::compression::Decoder::new(
+                            data,
+                            compression,
+                            ocikit_codec::Limits::default(),
+                        );
+                        builder.append_data(
+                            &mut h,
+                            &path,
+                            Exact {
+                                inner: decoder,
+                                size,
+                                seen: 0,
+                                hasher: Some((ocikit_digest::Hasher::sha256(), diff_id)),
+                            },
+                        )?
+                    }
+                }
+            }
+            TarMsg::Fail(why) => return Err(io::Error::other(why)),
+            TarMsg::Data(_) | TarMsg::End => {
+                return Err(io::Error::other("entry data outside an entry"));
+            }
+        }
+    }
+    let mut out = builder.into_inner()?;
+    out.flush()?;
+    Ok(out)
+}
+
+/// Streams a stored blob's bytes as `Data` messages (see [`stream_blob`]), then sends
+/// `End`, or `Fail` and the typed error when the blob is missing or corrupt.
+pub(crate) async fn send_blob(
+    store: &dyn Store,
+    digest: &Digest,
+    size: u64,
+    tx: &mpsc::Sender<TarMsg>,
+    progress: impl FnMut(u64),
+) -> Result<()> {
+    match stream_blob(store, digest, size, tx, TarMsg::Data, progress).await {
+        Ok(()) => {
+            let _ = tx.send(TarMsg::End).await;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = tx.send(TarMsg::Fail(format!("blob {digest} failed"))).await;
+            Err(e)
+        }
+    }
+}
+
+/// Streams a stored blob into a channel as `wrap`ped chunks, verifying size and digest:
+/// the last chunk is sent only once the digest is checked, so a consumer never sees a
+/// complete corrupt blob. Errors are [`Error::Copy`] naming the blob.
+pub(crate) async fn stream_blob<T: Send>(
+    store: &dyn Store,
+    digest: &Digest,
+    size: u64,
+    tx: &mpsc::Sender<T>,
+    wrap: impl Fn(Bytes) -> T,
+    mut progress: impl FnMut(u64),
+) -> Result<()> {
+    stream_blob_inner(store, digest, size, tx, wrap, &mut progress)
+        .await
+        .map_err(|e| Error::Copy {
+            digest: digest.clone(),
+            source: Box::new(e),
+        })
+}
+
+async fn stream_blob_inner<T: Send>(
+    store: &dyn Store,
+    digest: &Digest,
+    size: u64,
+    tx: &mpsc::Sender<T>,
+    wrap: impl Fn(Bytes) -> T,
+    progress: &mut impl FnMut(u64),
+) -> Result<()> {
+    use futures::StreamExt;
+    let blob = store.open(digest, None).await?;
+    if blob.size() != size {
+        return Err(Error::Store(ocikit_store::Error::SizeMismatch {
+            expected: size,
+            actual: blob.size(),
+        }));
+    }
+    let mut hasher = ocikit_digest::Hasher::new(digest.algorithm()).map_err(|_| {
+        Error::Store(ocikit_store::Error::UnsupportedAlgorithm {
+            algorithm: digest.algorithm().clone(),
+        })
+    })?;
+    let check = |hasher: &ocikit_digest::Hasher| {
+        let actual = hasher.current();
+        if &actual == digest {
+            Ok(())
+        } else {
+            Err(Error::Store(ocikit_store::Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            }))
+        }
+    };
+    let mut stream = blob.into_stream();
+    let mut seen = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > size {
+            return Err(Error::Store(ocikit_store::Error::SizeMismatch {
+                expected: size,
+                actual: seen,
+            }));
+        }
+        hasher.update(&chunk);
+        if seen == size {
+            check(&hasher)?;
+        }
+        if tx.send(wrap(chunk)).await.is_err() {
+            return Err(consumer_gone());
+        }
+        progress(seen);
+    }
+    if seen != size {
+        return Err(Error::Store(ocikit_store::Error::SizeMismatch {
+            expected: size,
+            actual: seen,
+        }));
+    }
+    check(&hasher)
+}
+
+/// Decompresses a stored blob on a blocking thread (streaming, verified) and returns the
+/// size and SHA-256 of its uncompressed bytes: a layer's uncompressed size and diffID.
+pub(crate) async fn decompressed_digest(
+    store: &dyn Store,
+    digest: &Digest,
+    size: u64,
+    compression: ocikit_codec::compression::Compression,
+) -> Result<(u64, Digest)> {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(QUEUE);
+    let hashing = blocking(move || {
+        let source = ChannelReader::new(rx);
+        let mut reader: Box<dyn Read> = match compression {
+            ocikit_codec::compression::Compression::None => Box::new(source),
+            other => Box::new(ocikit_codec::compression::Decoder::new(
+                source,
+                other,
+                ocikit_codec::Limits::default(),
+            )),
+        };
+        let mut sink = ocikit_digest::DigestWriter::sha256(io::sink());
+        io::copy(&mut reader, &mut sink)
+            .map_err(|e| Error::Codec(ocikit_codec::compression::error_from_io(e)))?;
+        let (_, diff_id, written) = sink.finish();
+        Ok((written, diff_id))
+    });
+    let feeding = async {
+        let fed = stream_blob(store, digest, size, &tx, Ok, |_| {}).await;
+        drop(tx);
+        fed
+    };
+    let (fed, hashed) = futures::join!(feeding, hashing);
+    match (fed, hashed) {
+        // The decoder stopped reading: its error is the cause.
+        (Err(e), Err(cause)) if is_consumer_gone(&e) => Err(cause),
+        (Err(e), _) => Err(e),
+        (Ok(()), hashed) => hashed,
+    }
+}
+
+fn is_consumer_gone(error: &Error) -> bool {
+    match error {
+        Error::Copy { source, .. } => is_consumer_gone(source),
+        Error::Io { operation, .. } => *operation == "hand archive data over",
+        _ => false,
+    }
+}
+
+/// Runs a tar writer thread into `writer` while `feed` sends it messages; returns the
+/// writer once both are done. The feed's error comes first (it is the cause; the thread's
+/// failure is then only its echo).
+pub(crate) async fn with_tar_writer<W, F, Fut, T>(writer: W, feed: F) -> Result<(W, T)>
+where
+    W: AsyncWrite + Unpin,
+    F: FnOnce(mpsc::Sender<TarMsg>) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let (msg_tx, msg_rx) = mpsc::channel::<TarMsg>(QUEUE);
+    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    let thread = tokio::task::spawn_blocking(move || {
+        write_tar(msg_rx, ChannelWriter::new(out_tx)).map(|_| ())
+    });
+    let (fed, drained) = futures::join!(feed(msg_tx), drain_writer(writer, out_rx));
+    let written = match thread.await {
+        Ok(r) => r,
+        Err(join) => Err(io::Error::other(join)),
+    };
+    let written = written.map_err(|source| Error::Io {
+        operation: "write archive",
+        path: std::path::PathBuf::new(),
+        source,
+    });
+    // A failing output is the cause of everything else failing.
+    let writer = drained?;
+    let value = match (fed, written) {
+        // The tar thread stopped taking data: its error is the cause.
+        (Err(e), Err(cause)) if is_consumer_gone(&e) => return Err(cause),
+        (Err(e), _) => return Err(e),
+        (Ok(value), written) => {
+            written?;
+            value
+        }
+    };
+    Ok((writer, value))
+}
+
+/// Runs the tar parser `parse` on a blocking thread over `reader`, with `consume` taking
+/// its messages on the async side. The consumer's error comes first, then the parser's,
+/// then the reader's.
+pub(crate) async fn with_tar_reader<R, M, P, C, Fut, T>(
+    reader: R,
+    parse: P,
+    consume: C,
+) -> Result<T>
+where
+    R: AsyncRead + Unpin,
+    M: Send + 'static,
+    P: FnOnce(ChannelReader, mpsc::Sender<M>) -> Result<()> + Send + 'static,
+    C: FnOnce(mpsc::Receiver<M>) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let (in_tx, in_rx) = mpsc::channel::<io::Result<Bytes>>(QUEUE);
+    let (msg_tx, msg_rx) = mpsc::channel::<M>(QUEUE * 2);
+    // Spawned now (not lazily): the parser must run while the reader is pumped.
+    let parser = tokio::task::spawn_blocking(move || parse(ChannelReader::new(in_rx), msg_tx));
+    let (pumped, consumed) = futures::join!(pump_reader(reader, in_tx), consume(msg_rx));
+    let parsed = match parser.await {
+        Ok(result) => result,
+        Err(join) => Err(Error::Io {
+            operation: "run archive thread",
+            path: std::path::PathBuf::new(),
+            source: io::Error::other(join),
+        }),
+    };
+    let value = consumed?;
+    parsed?;
+    pumped?;
+    Ok(value)
+}
+
+/// Writes a blob arriving in chunks into `store`; on `verify`, commits only under that
+/// digest (the archive name), else under whatever it hashes to. Maps mismatches to typed
+/// archive errors naming `entry`.
+pub(crate) async fn commit_blob(
+    writer: ocikit_store::BlobWriter,
+    entry: &str,
+    expected: Option<(&Digest, u64)>,
+) -> Result<(Digest, u64)> {
+    match expected {
+        Some((digest, size)) => {
+            let actual = writer.digest();
+            match writer.commit(digest, size).await {
+                Ok(()) => Ok((digest.clone(), size)),
+                Err(ocikit_store::Error::DigestMismatch { .. }) => Err(archive_error(
+                    entry,
+                    ArchiveErrorKind::DigestMismatch { actual },
+                )),
+                Err(ocikit_store::Error::SizeMismatch { .. }) => {
+                    Err(archive_error(entry, ArchiveErrorKind::Truncated))
+                }
+                Err(e) => Err(archive_error_with(
+                    entry,
+                    ArchiveErrorKind::Corrupt,
+                    Error::Store(e),
+                )),
+            }
+        }
+        None => Ok(writer.finish().await?),
+    }
+}
+
+/// Reads an entry's data into memory on the tar thread, refusing more than `limit` bytes.
+pub(crate) fn read_capped(
+    entry: &mut impl Read,
+    name: &str,
+    size: u64,
+    limit: u64,
+) -> Result<Vec<u8>> {
+    if size > limit {
+        return Err(archive_error(name, ArchiveErrorKind::TooLarge { limit }));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    entry
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| tar_error(name, e))?;
+    if (bytes.len() as u64) < size {
+        return Err(archive_error(name, ArchiveErrorKind::Truncated));
+    }
+    if bytes.len() as u64 > limit {
+        return Err(archive_error(name, ArchiveErrorKind::TooLarge { limit }));
+    }
+    Ok(bytes)
+}
+
+/// Streams an entry's data on the tar thread as chunks through `send`; errors on
+/// truncation. Returns the bytes read.
+pub(crate) fn stream_entry(
+    entry: &mut impl Read,
+    name: &str,
+    size: u64,
+    mut send: impl FnMut(Bytes) -> Result<()>,
+) -> Result<u64> {
+    let mut done = 0u64;
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let n = match entry.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(tar_error(name, e)),
+        };
+        buf.truncate(n);
+        done += n as u64;
+        send(Bytes::from(buf))?;
+    }
+    if done != size {
+        return Err(archive_error(name, ArchiveErrorKind::Truncated));
+    }
+    Ok(done)
+}
+
+/// The error a tar thread reports when the async side stopped listening (the async side
+/// has the real error).
+pub(crate) fn consumer_gone() -> Error {
+    Error::Io {
+        operation: "hand archive data over",
+        path: std::path::PathBuf::new(),
+        source: io::Error::new(io::ErrorKind::BrokenPipe, "consumer stopped"),
+    }
+}
+
+/// Writes a file atomically: `write` fills a temp file beside `path`, which is synced and
+/// renamed into place only if `write` succeeds (a failed write leaves no file behind).
+pub(crate) async fn write_file_atomically<F, Fut, T>(path: &std::path::Path, write: F) -> Result<T>
+where
+    F: FnOnce(tokio::fs::File) -> Fut,
+    Fut: std::future::Future<Output = Result<(tokio::fs::File, T)>>,
+{
+    let io_error = |operation, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io {
+            operation,
+            path,
+            source,
+        }
+    };
+    let target = path.to_path_buf();
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let temp = {
+        let dir = dir.clone();
+        blocking(move || {
+            tempfile::Builder::new()
+                .prefix(".ocikit-archive-")
+                .tempfile_in(&dir)
+                .map_err(io_error("create temp file in", &dir))
+        })
+        .await?
+    };
+    let (file, temp_path) = temp.into_parts();
+    let (file, value) = write(tokio::fs::File::from_std(file)).await?;
+    let file = file.into_std().await;
+    blocking(move || {
+        file.sync_all().map_err(io_error("fsync", &temp_path))?;
+        temp_path.persist(&target).map_err(|e| Error::Io {
+            operation: "rename into place",
+            path: target.clone(),
+            source: e.error,
+        })?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error("fsync directory", &dir))
+    })
+    .await?;
+    Ok(value)
+}

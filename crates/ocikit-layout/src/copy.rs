@@ -1,0 +1,504 @@
+//! Copying images, indexes and whole layouts between layouts on any stores.
+//!
+//! A copy walks the graph from its roots ([`Layout::read_document`], [`Document::children`]),
+//! then copies every blob the destination lacks, **children before parents** (layers and
+//! configs, then the manifests that name them, then the indexes above), several blobs at once.
+//! Each blob is streamed and verified on the way in (the destination publishes it only if
+//! it hashes to its digest), so a manifest never lands before its blobs and nothing corrupt
+//! lands at all. Tags are set only once everything they reach is present.
+//!
+//! Between two [`ocikit_store::FsStore`]s on one filesystem, blobs are shared instead of
+//! copied: a reflink where the filesystem has them, else a hardlink
+//! ([`ocikit_store::Store::link_blob`]); by default the destination still hashes what it
+//! links ([`CopyOptions::with_trusted_source`] says when it need not).
+//!
+//! ```
+//! use ocikit_layout::copy::{CopyOptions, copy_tag};
+//! use ocikit_layout::Layout;
+//! use ocikit_store::MemoryStore;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let source = Layout::create(MemoryStore::new()).await?;
+//! let config = source.put_blob("application/vnd.oci.empty.v1+json", b"{}").await?;
+//! source.set_tag("v1", &config).await?;
+//! let destination = Layout::create(MemoryStore::new()).await?;
+//! let report = copy_tag(&source, "v1", &destination, Some("copied"), &CopyOptions::new()).await?;
+//! assert_eq!(report.copied, 1);
+//! assert_eq!(destination.resolve("copied").await?.digest(), config.digest());
+//! # Ok::<(), ocikit_layout::Error>(())
+//! # }).unwrap();
+//! ```
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use ocikit_digest::oci_spec::image::Descriptor;
+use ocikit_digest::{Digest, descriptor};
+use ocikit_store::{LinkTrust, Linked, Store, StoreExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::progress::{Event, Operation, Progress};
+use crate::{Document, Error, Layout, Result};
+
+/// How many nested levels (index -> index -> manifest -> blob) a walk follows.
+pub const MAX_GRAPH_DEPTH: usize = 16;
+/// How many distinct blobs one walk may reach.
+pub const MAX_GRAPH_NODES: usize = 1_000_000;
+/// Blobs copied at once by default.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// How a copy runs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CopyOptions {
+    /// Blobs copied at once (at least 1).
+    pub concurrency: usize,
+    /// Where [`Operation::Copy`] events go.
+    pub progress: Progress,
+    /// Whether to share local files (reflink, hardlink) where both stores can.
+    pub links: bool,
+    /// Whether linked files are re-hashed before they are published.
+    pub trust: LinkTrust,
+}
+
+impl Default for CopyOptions {
+    fn default() -> CopyOptions {
+        CopyOptions::new()
+    }
+}
+
+impl CopyOptions {
+    /// [`DEFAULT_CONCURRENCY`] blobs at once, no progress, links on and verified.
+    pub fn new() -> CopyOptions {
+        CopyOptions {
+            concurrency: DEFAULT_CONCURRENCY,
+            progress: Progress::none(),
+            links: true,
+            trust: LinkTrust::Verify,
+        }
+    }
+
+    /// These options copying `n` blobs at once.
+    pub fn with_concurrency(mut self, n: usize) -> CopyOptions {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// These options reporting to `progress`.
+    pub fn with_progress(mut self, progress: Progress) -> CopyOptions {
+        self.progress = progress;
+        self
+    }
+
+    /// These options with the reflink/hardlink fast path on or off.
+    pub fn with_links(mut self, on: bool) -> CopyOptions {
+        self.links = on;
+        self
+    }
+
+    /// Whether blobs shared by reflink or hardlink are published without re-hashing them.
+    ///
+    /// Off by default: the destination hashes each linked file (a read, no write), since a
+    /// directory may hold blobs other tools wrote unverified. Turn it on only when every blob
+    /// of the source store was written through ocikit's verifying writer (or checked since);
+    /// blobs streamed from other backends are always verified.
+    pub fn with_trusted_source(mut self, trusted: bool) -> CopyOptions {
+        self.trust = if trusted {
+            LinkTrust::Trusted
+        } else {
+            LinkTrust::Verify
+        };
+        self
+    }
+}
+
+/// What a copy did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyReport {
+    /// Blobs the walk reached.
+    pub blobs: usize,
+    /// Blobs streamed into the destination.
+    pub copied: usize,
+    /// Blobs shared by hardlink.
+    pub hardlinked: usize,
+    /// Blobs shared by reflink.
+    pub reflinked: usize,
+    /// Blobs the destination had already.
+    pub skipped: usize,
+    /// Bytes streamed (links and skips not counted).
+    pub bytes: u64,
+}
+
+impl CopyReport {
+    fn add(&mut self, other: &CopyReport) {
+        self.blobs += other.blobs;
+        self.copied += other.copied;
+        self.hardlinked += other.hardlinked;
+        self.reflinked += other.reflinked;
+        self.skipped += other.skipped;
+        self.bytes += other.bytes;
+    }
+}
+
+/// One blob of a graph.
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    /// The verified bytes of a manifest or index (read during the walk).
+    pub(crate) bytes: Option<Bytes>,
+}
+
+/// Every blob reachable from some roots, in levels: each level's blobs reference only blobs
+/// of earlier levels, so copying level by level puts children before parents.
+#[derive(Debug, Default)]
+pub(crate) struct Graph {
+    pub(crate) levels: Vec<Vec<Node>>,
+}
+
+impl Graph {
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.levels.iter().flatten()
+    }
+}
+
+fn digest_of(d: &Descriptor) -> Result<Digest> {
+    descriptor::digest_of(d).map_err(|e| Error::InvalidDocument {
+        digest: Digest::sha256(b""),
+        reason: "descriptor digest is invalid".into(),
+        source: Some(Box::new(e.into())),
+    })
+}
+
+fn copy_error(digest: &Digest, error: Error) -> Error {
+    match error {
+        already @ Error::Copy { .. } => already,
+        other => Error::Copy {
+            digest: digest.clone(),
+            source: Box::new(other),
+        },
+    }
+}
+
+/// Walks the graph under `roots` in `layout`, reading (and verifying) every manifest and
+/// index. A document that is missing or corrupt fails with [`Error::Copy`] naming it.
+pub(crate) async fn walk(layout: &Layout, roots: &[Descriptor]) -> Result<Graph> {
+    struct Seen {
+        size: u64,
+        bytes: Option<Bytes>,
+        children: Vec<Digest>,
+    }
+    let mut seen: HashMap<Digest, Seen> = HashMap::new();
+    let mut pending: Vec<(Descriptor, usize, Digest)> = Vec::new();
+    for root in roots {
+        let digest = digest_of(root)?;
+        pending.push((root.clone(), 0, digest));
+    }
+    while let Some((desc, depth, root)) = pending.pop() {
+        let digest = digest_of(&desc)?;
+        if seen.contains_key(&digest) {
+            continue;
+        }
+        if depth > MAX_GRAPH_DEPTH {
+            return Err(Error::GraphTooLarge {
+                root,
+                reason: "nested deeper than 16 levels",
+            });
+        }
+        if seen.len() >= MAX_GRAPH_NODES {
+            return Err(Error::GraphTooLarge {
+                root,
+                reason: "more than 1,000,000 blobs",
+            });
+        }
+        let document = layout
+            .read_document(&desc)
+            .await
+            .map_err(|e| copy_error(&digest, e))?;
+        let (bytes, children) = match &document {
+            Document::Manifest { bytes, .. } | Document::Index { bytes, .. } => {
+                let children = document.children();
+                let mut digests = Vec::with_capacity(children.len());
+                for child in children {
+                    let child_digest = digest_of(&child)?;
+                    digests.push(child_digest.clone());
+                    pending.push((child, depth + 1, root.clone()));
+                }
+                (Some(bytes.clone()), digests)
+            }
+            _ => (None, Vec::new()),
+        };
+        seen.insert(
+            digest,
+            Seen {
+                size: desc.size(),
+                bytes,
+                children,
+            },
+        );
+    }
+    // Height: 0 for leaves, 1 + the highest child for documents. Content addressing rules
+    // out cycles, and the depth limit bounds the passes.
+    let mut height: HashMap<&Digest, usize> = seen.keys().map(|d| (d, 0)).collect();
+    for _ in 0..=MAX_GRAPH_DEPTH + 1 {
+        let mut changed = false;
+        for (digest, node) in &seen {
+            let h = node
+                .children
+                .iter()
+                .map(|c| height.get(c).map_or(0, |h| h + 1))
+                .max()
+                .unwrap_or(0);
+            if height.get(digest).is_some_and(|old| h > *old) {
+                height.insert(digest, h);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let top = height.values().copied().max().unwrap_or(0);
+    let mut levels: Vec<Vec<Node>> = (0..=top).map(|_| Vec::new()).collect();
+    for (digest, node) in &seen {
+        let h = height.get(digest).copied().unwrap_or(0);
+        if let Some(level) = levels.get_mut(h) {
+            level.push(Node {
+                digest: digest.clone(),
+                size: node.size,
+                bytes: node.bytes.clone(),
+            });
+        }
+    }
+    for level in &mut levels {
+        level.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
+    }
+    if seen.is_empty() {
+        levels.clear();
+    }
+    Ok(Graph { levels })
+}
+
+/// Copies every blob reachable from `roots` that `destination` lacks; tags nothing.
+pub async fn copy_graph(
+    source: &Layout,
+    roots: &[Descriptor],
+    destination: &Layout,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
+    let graph = walk(source, roots).await?;
+    let mut report = CopyReport::default();
+    for level in graph.levels {
+        let results: Vec<CopyReport> = futures::stream::iter(level)
+            .map(|node| copy_node(source.store(), destination.store(), node, options))
+            .buffer_unordered(options.concurrency.max(1))
+            .try_collect()
+            .await?;
+        for one in &results {
+            report.add(one);
+        }
+    }
+    Ok(report)
+}
+
+async fn copy_node(
+    source: &dyn Store,
+    destination: &dyn Store,
+    node: Node,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
+    let digest = node.digest.clone();
+    copy_blob(source, destination, node, options)
+        .await
+        .map_err(|e| copy_error(&digest, e))
+}
+
+async fn copy_blob(
+    source: &dyn Store,
+    destination: &dyn Store,
+    node: Node,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
+    let progress = &options.progress;
+    let Node {
+        digest,
+        size,
+        bytes,
+    } = node;
+    let mut report = CopyReport {
+        blobs: 1,
+        ..CopyReport::default()
+    };
+    if destination.stat(&digest).await? == Some(size) {
+        progress.emit(Event::Skipped {
+            operation: Operation::Copy,
+            digest,
+            size,
+        });
+        report.skipped = 1;
+        return Ok(report);
+    }
+    progress.emit(Event::Started {
+        operation: Operation::Copy,
+        digest: digest.clone(),
+        size,
+    });
+    if let Some(bytes) = bytes {
+        // A manifest or index read (and verified) by the walk.
+        destination.put_verified(&digest, &bytes).await?;
+        report.copied = 1;
+        report.bytes = size;
+        progress.emit(Event::Done {
+            operation: Operation::Copy,
+            digest,
+            bytes: size,
+        });
+        return Ok(report);
+    }
+    let blob = source.open(&digest, None).await?;
+    if blob.size() != size {
+        return Err(Error::Store(ocikit_store::Error::SizeMismatch {
+            expected: size,
+            actual: blob.size(),
+        }));
+    }
+    if options.links
+        && let Some(file) = blob.local_file()
+    {
+        match destination
+            .link_blob(&digest, size, file, options.trust)
+            .await?
+        {
+            Linked::NotSupported => {}
+            how => {
+                match how {
+                    Linked::Hardlink => report.hardlinked = 1,
+                    Linked::Reflink => report.reflinked = 1,
+                    _ => report.skipped = 1,
+                }
+                progress.emit(Event::Done {
+                    operation: Operation::Copy,
+                    digest,
+                    bytes: size,
+                });
+                return Ok(report);
+            }
+        }
+    }
+    let mut writer = destination.writer_with(digest.algorithm()).await?;
+    let mut stream = blob.into_stream();
+    let mut done = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        writer
+            .write_all(&chunk)
+            .await
+            .map_err(ocikit_store::Error::Stream)?;
+        done += chunk.len() as u64;
+        progress.emit(Event::Progress {
+            operation: Operation::Copy,
+            digest: digest.clone(),
+            bytes: done,
+        });
+    }
+    writer.commit(&digest, size).await?;
+    report.copied = 1;
+    report.bytes = size;
+    progress.emit(Event::Done {
+        operation: Operation::Copy,
+        digest,
+        bytes: size,
+    });
+    Ok(report)
+}
+
+/// Copies the image or index `root` (with everything it reaches) into `destination` and
+/// tags it `tag` there, once all its blobs are present.
+pub async fn copy_image(
+    source: &Layout,
+    root: &Descriptor,
+    destination: &Layout,
+    tag: &str,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
+    crate::index::validate_tag(tag)?;
+    let report = copy_graph(source, std::slice::from_ref(root), destination, options).await?;
+    destination.set_tag(tag, &untagged(root)).await?;
+    Ok(report)
+}
+
+/// Copies what `tag` points at in `source` to `destination`, tagged `new_tag` there (the
+/// same tag when `None`).
+pub async fn copy_tag(
+    source: &Layout,
+    tag: &str,
+    destination: &Layout,
+    new_tag: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
+    let root = source.resolve(tag).await?;
+    copy_image(source, &root, destination, new_tag.unwrap_or(tag), options).await
+}
+
+/// Copies every entry of `source`'s `index.json` (tagged or not) into `destination`, then
+/// merges the entries into its index in one edit: tags are set (moved if they existed),
+/// untagged entries added. Tags that break the `ref.name` grammar are refused before
+/// anything is copied.
+pub async fn copy_all(
+    source: &Layout,
+    destination: &Layout,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
+    let index = source.index().await?;
+    let entries: Vec<Descriptor> = index.manifests().cloned().collect();
+    for entry in &entries {
+        if let Some(tag) = ref_name(entry) {
+            crate::index::validate_tag(tag)?;
+        }
+    }
+    let report = copy_graph(source, &entries, destination, options).await?;
+    set_entries(destination, &entries).await?;
+    Ok(report)
+}
+
+/// Merges index entries into `layout`'s index in one compare-and-swap edit.
+pub(crate) async fn set_entries(layout: &Layout, entries: &[Descriptor]) -> Result<()> {
+    let mut unique = HashSet::new();
+    layout
+        .edit_index(|index| {
+            unique.clear();
+            for entry in entries {
+                match ref_name(entry) {
+                    Some(tag) => index.set_tag(tag, entry)?,
+                    None => {
+                        if unique.insert(entry.digest().to_string()) {
+                            index.add(entry)?;
+                        }
+                    }
+                }
+            }
+            Ok(!entries.is_empty())
+        })
+        .await
+        .map(|_| ())
+}
+
+pub(crate) fn ref_name(descriptor: &Descriptor) -> Option<&str> {
+    descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::REF_NAME))
+        .map(String::as_str)
+}
+
+/// `descriptor` without its `ref.name` annotation (the tag it had where it came from).
+pub(crate) fn untagged(descriptor: &Descriptor) -> Descriptor {
+    let mut clean = descriptor.clone();
+    if let Some(mut annotations) = clean.annotations().clone() {
+        annotations.remove(crate::REF_NAME);
+        clean.set_annotations((!annotations.is_empty()).then_some(annotations));
+    }
+    clean
+}

@@ -137,6 +137,38 @@ enum Command {
         #[arg(long)]
         artifact_type: Option<String>,
     },
+    /// Copy images between any two locations (layouts, oci-archive and docker-archive
+    /// files), verifying every blob and skipping what the destination has.
+    #[command(
+        after_help = "Examples:\n  ocikit copy oci:./images:v1 oci:./other:v1\n  \
+        ocikit copy oci:./images:v1 oci-archive:./v1.tar\n  \
+        ocikit copy docker-archive:./saved.tar:alpine:3 oci:./images:alpine\n  \
+        ocikit copy oci:./images oci:./mirror   (every tag)"
+    )]
+    Copy {
+        /// Where from.
+        source: String,
+        /// Where to.
+        destination: String,
+    },
+    /// Import an archive into a layout (`copy` with an archive source).
+    #[command(after_help = "Example:\n  ocikit import docker-archive:./saved.tar oci:./images")]
+    Import {
+        /// The archive: oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG].
+        archive: String,
+        /// The layout: oci:PATH[:TAG].
+        layout: String,
+    },
+    /// Export images of a layout to an archive (`copy` with an archive destination).
+    #[command(
+        after_help = "Example:\n  ocikit export oci:./images:v1 docker-archive:./v1.tar:demo:v1"
+    )]
+    Export {
+        /// The image or layout: oci:PATH[:TAG].
+        layout: String,
+        /// The archive: oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG].
+        archive: String,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  ocikit completions bash > /etc/bash_completion.d/ocikit")]
     Completions {

@@ -1,5 +1,6 @@
 //! The commands, one module per group.
 
+mod copy;
 pub(crate) mod health;
 pub(crate) mod image;
 mod inspect;
@@ -38,6 +39,39 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             grace,
         } => health::gc(&Location::parse(&location)?, dry_run, grace, out).await,
         Command::Attach(args) => health::attach(args, out).await,
+        Command::Copy {
+            source,
+            destination,
+        } => {
+            copy::copy(
+                &Location::parse(&source)?,
+                &Location::parse(&destination)?,
+                out,
+            )
+            .await
+        }
+        Command::Import { archive, layout } => {
+            let source = Location::parse(&archive)?;
+            if matches!(source, Location::Oci { .. }) {
+                anyhow::bail!(
+                    "import reads an archive (oci-archive: or docker-archive:), not `{source}`"
+                );
+            }
+            let destination = Location::parse(&layout)?;
+            destination.oci("import")?;
+            copy::copy(&source, &destination, out).await
+        }
+        Command::Export { layout, archive } => {
+            let source = Location::parse(&layout)?;
+            source.oci("export")?;
+            let destination = Location::parse(&archive)?;
+            if matches!(destination, Location::Oci { .. }) {
+                anyhow::bail!(
+                    "export writes an archive (oci-archive: or docker-archive:), not `{destination}`"
+                );
+            }
+            copy::copy(&source, &destination, out).await
+        }
         Command::Referrers {
             image,
             artifact_type,

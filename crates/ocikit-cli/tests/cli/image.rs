@@ -186,7 +186,7 @@ fn skopeo_accepts_what_build_writes() {
     assert_eq!(Digest::sha256(&out.stdout).to_string(), digest);
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+pub(crate) fn which(tool: &str) -> Option<PathBuf> {
     let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|d| d.join(tool))
         .find(|p| p.is_file());

@@ -1,0 +1,116 @@
+//! Hostile requests of SPEC C.9-C.11: each gets the spec's status and code, never a 5xx, and
+//! touches no storage.
+
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::*;
+
+/// Sends a request with the path exactly as given (HTTP clients normalise `..` away), and
+/// returns the status and body.
+async fn raw(s: &Server, method: &Method, path: &str) -> (StatusCode, String) {
+    let addr = s.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status: u16 = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (StatusCode::from_u16(status).unwrap(), body)
+}
+
+#[tokio::test]
+async fn bad_names_are_refused_before_storage() {
+    let s = server(Backend::Fs).await;
+    let digest = s.push_blob("foo/bar", b"payload").await;
+    let long = "a".repeat(10_000);
+    let names = [
+        "foo/../bar",
+        "..",
+        "a..b",
+        "foo//bar",
+        "Foo",
+        "-foo",
+        "foo-",
+        "a___b",
+        "%2e%2e",
+        "foo%2Fbar",
+        "%252e%252e",
+        "foo/%2e%2e/bar",
+        "_registry",
+        "foo/_blobs",
+        &long,
+    ];
+    for name in names {
+        for path in [
+            format!("/v2/{name}/blobs/{digest}"),
+            format!("/v2/{name}/manifests/latest"),
+            format!("/v2/{name}/tags/list"),
+            format!("/v2/{name}/blobs/uploads/"),
+            format!("/v2/{name}/referrers/{digest}"),
+        ] {
+            for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE] {
+                let (status, body) = raw(&s, &method, &path).await;
+                // Every one of them is a malformed name, refused before routing goes on.
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}");
+                {
+                    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    assert_eq!(body["errors"][0]["code"], "NAME_INVALID", "{path}");
+                }
+            }
+        }
+    }
+    // Nothing was created by any of that.
+    let resp = s.send(Method::GET, "/v2/_catalog").await;
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["repositories"], serde_json::json!(["foo/bar"]));
+}
+
+#[tokio::test]
+async fn bad_digests_and_references() {
+    let s = server(Backend::Memory).await;
+    s.push_blob("app", b"x").await;
+    for digest in [
+        "sha256:totallywrong",
+        "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+        "sha256:../../etc/passwd",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+        "sha256:",
+        ":abc",
+    ] {
+        for method in [Method::GET, Method::HEAD, Method::DELETE] {
+            let resp = s
+                .send(method.clone(), &format!("/v2/app/blobs/{digest}"))
+                .await;
+            assert!(
+                resp.status() == StatusCode::BAD_REQUEST || resp.status() == StatusCode::NOT_FOUND,
+                "{method} {digest}: {}",
+                resp.status()
+            );
+        }
+        let resp = s
+            .send(Method::GET, &format!("/v2/app/blobs/{digest}"))
+            .await;
+        if resp.status() == StatusCode::BAD_REQUEST {
+            assert_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+        }
+    }
+    // Unknown endpoints and methods.
+    let resp = s.send(Method::GET, "/v2/app/nothing/here").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = s.send(Method::PATCH, "/v2/app/manifests/latest").await;
+    assert_error(resp, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+    let resp = s.send(Method::POST, "/v2/app/tags/list").await;
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+}

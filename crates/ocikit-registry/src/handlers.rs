@@ -385,7 +385,14 @@ async fn monolithic_upload(registry: &Registry, name: &str, digest: &str, body: 
     let store = registry.store().as_ref();
     let limit = registry.config().max_upload_size;
     let mut writer = store.writer_with(digest.algorithm()).await?;
-    let size = match upload::pump(body, &mut writer, limit).await {
+    let size = match upload::pump(
+        body,
+        &mut writer,
+        limit,
+        registry.config().body_idle_timeout,
+    )
+    .await
+    {
         Ok(size) => size,
         Err(e) => {
             writer.abort().await.ok();
@@ -494,7 +501,10 @@ async fn patch_upload(
             config.max_upload_size
         )));
     }
-    if let Some(chunk) = uploads.write_chunk(body, limit, expected).await? {
+    if let Some(chunk) = uploads
+        .write_chunk(body, limit, config.body_idle_timeout, expected)
+        .await?
+    {
         session.size += chunk.size;
         session.chunks.push(chunk.clone());
         session.updated_ms = upload::now();
@@ -567,7 +577,7 @@ async fn finish_upload(
             e => e.into(),
         });
     }
-    let received = match upload::pump(body, &mut writer, limit).await {
+    let received = match upload::pump(body, &mut writer, limit, config.body_idle_timeout).await {
         Ok(n) => n,
         Err(e) => {
             writer.abort().await.ok();
@@ -780,11 +790,20 @@ fn parse_manifest(bytes: &[u8], media_type: &str, limit: usize) -> Result<Parsed
     })
 }
 
-/// Reads a request body into memory, refusing more than `limit` bytes with 413.
-async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Failure> {
+/// Reads a request body into memory, refusing more than `limit` bytes with 413, and a body
+/// that stalls for `idle`.
+async fn read_limited(
+    body: Body,
+    limit: usize,
+    idle: std::time::Duration,
+) -> Result<Vec<u8>, Failure> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let next = tokio::time::timeout(idle, stream.next())
+            .await
+            .map_err(|_| upload_invalid("the request body stalled"))?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| upload_invalid("the request body could not be read"))?;
         if bytes.len() + chunk.len() > limit {
             return Err(too_large(format!(
@@ -827,7 +846,7 @@ async fn put_manifest(
             "manifest exceeds the limit of {limit} bytes"
         )));
     }
-    let bytes = read_limited(body, limit).await?;
+    let bytes = read_limited(body, limit, registry.config().body_idle_timeout).await?;
     let declared =
         header_str(headers, &header::CONTENT_TYPE).map(|ct| media_type::essence(ct).trim());
     let media_type = match declared {

@@ -75,6 +75,10 @@ pub struct Config {
     /// Most entries in one page of tags or catalog; larger `n` is clamped, and a `Link`
     /// header points at the rest (default 1000).
     pub max_page_size: usize,
+    /// How long a request body may stall (no bytes arriving) before the request is refused
+    /// with 400 and its partial content discarded (default one minute). This bounds what a
+    /// client declaring a larger `Content-Length` than it sends can hold.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -86,6 +90,7 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(300),
             delete_enabled: true,
             max_page_size: 1000,
+            body_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -118,6 +123,12 @@ impl Config {
     /// Sets [`Config::delete_enabled`].
     pub fn delete_enabled(mut self, enabled: bool) -> Config {
         self.delete_enabled = enabled;
+        self
+    }
+
+    /// Sets [`Config::body_idle_timeout`].
+    pub fn body_idle_timeout(mut self, timeout: Duration) -> Config {
+        self.body_idle_timeout = timeout;
         self
     }
 

@@ -95,18 +95,30 @@ pub(crate) enum PumpError {
 impl PumpError {
     pub(crate) fn into_failure(self, limit: u64) -> Failure {
         match self {
-            PumpError::Client => upload_invalid("the request body could not be read in full"),
+            PumpError::Client => {
+                upload_invalid("the request body could not be read in full, or stalled")
+            }
             PumpError::TooLarge => too_large(format!("upload exceeds the limit of {limit} bytes")),
             PumpError::Sink(e) => Failure::Internal(Error::Store(ocikit_store::Error::Stream(e))),
         }
     }
 }
 
-/// Streams a request body into `sink`, at most `limit` bytes; returns the bytes copied.
-pub(crate) async fn pump(body: Body, sink: &mut BlobWriter, limit: u64) -> Result<u64, PumpError> {
+/// Streams a request body into `sink`, at most `limit` bytes, giving up when the client
+/// sends nothing for `idle`; returns the bytes copied.
+pub(crate) async fn pump(
+    body: Body,
+    sink: &mut BlobWriter,
+    limit: u64,
+    idle: Duration,
+) -> Result<u64, PumpError> {
     let mut stream = body.into_data_stream();
     let mut copied = 0u64;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let next = tokio::time::timeout(idle, stream.next())
+            .await
+            .map_err(|_| PumpError::Client)?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| PumpError::Client)?;
         copied = copied.saturating_add(chunk.len() as u64);
         if copied > limit {
@@ -189,6 +201,7 @@ impl Uploads<'_> {
         &self,
         body: Body,
         limit: u64,
+        idle: Duration,
         expected: Option<u64>,
     ) -> Result<Option<Chunk>, Failure> {
         let mut writer = self.store.writer().await?;
@@ -197,7 +210,7 @@ impl Uploads<'_> {
             writer.abort().await.ok();
             return Err(PumpError::Sink(e).into_failure(limit));
         }
-        let size = match pump(body, &mut writer, limit).await {
+        let size = match pump(body, &mut writer, limit, idle).await {
             Ok(size) => size,
             Err(e) => {
                 writer.abort().await.ok();

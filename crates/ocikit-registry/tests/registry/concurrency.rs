@@ -106,3 +106,63 @@ async fn racing_patches_on_one_session_serialise() {
     let mut left = s.registry.upload_store().list();
     assert!(futures::StreamExt::next(&mut left).await.is_none());
 }
+
+/// Two registry processes (two `Registry` values over their own store handles on the same
+/// directories) stay consistent: a session moves between them, and concurrent tag pushes
+/// through both all survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_store_stay_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || async {
+        let registry = ocikit_registry::Registry::open(dir.path()).await.unwrap();
+        std::sync::Arc::new(Server::start(registry).await)
+    };
+    let (one, two) = (start().await, start().await);
+    let blob = data(100_000, 3);
+    let digest = Digest::sha256(&blob);
+    let loc = one.start_upload("app").await;
+    for (s, range) in [
+        (&one, 0..40_000),
+        (&two, 40_000..80_000),
+        (&one, 80_000..100_000),
+    ] {
+        let resp = s
+            .request(Method::PATCH, &loc)
+            .header(
+                "content-range",
+                format!("{}-{}", range.start, range.end - 1),
+            )
+            .body(blob[range].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    let resp = two.send(Method::PUT, &with_digest(&loc, &digest)).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let config = one.push_blob("app", b"{}").await;
+    let manifest = image_manifest((&config, 2), &[(&digest, blob.len())]);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+        let manifest = manifest.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = s
+                .put_manifest("app", &format!("t{i:02}"), MANIFEST, &manifest)
+                .await;
+            assert_eq!(resp.status(), StatusCode::CREATED);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for s in [&one, &two] {
+        let resp = s.send(Method::GET, "/v2/app/tags/list").await;
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["tags"].as_array().unwrap().len(), 20);
+        let resp = s
+            .send(Method::GET, &format!("/v2/app/blobs/{digest}"))
+            .await;
+        assert_eq!(resp.bytes().await.unwrap(), &blob[..]);
+    }
+}

@@ -10,13 +10,25 @@ use crate::*;
 /// returns the status and body.
 async fn raw(s: &Server, method: &Method, path: &str) -> (StatusCode, String) {
     let addr = s.base.trim_start_matches("http://");
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    conn.write_all(request.as_bytes()).await.unwrap();
+    raw_request(s, request.as_bytes()).await
+}
+
+/// Writes `request` as is and reads the response (the connection left open for writing).
+async fn raw_request(s: &Server, request: &[u8]) -> (StatusCode, String) {
+    let addr = s.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
     let mut response = Vec::new();
-    conn.read_to_end(&mut response).await.unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        conn.read_to_end(&mut response),
+    )
+    .await
+    .expect("the server answered instead of waiting forever")
+    .unwrap();
     let response = String::from_utf8_lossy(&response).into_owned();
     let status: u16 = response
         .split(' ')
@@ -113,4 +125,41 @@ async fn bad_digests_and_references() {
     assert_error(resp, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
     let resp = s.send(Method::POST, "/v2/app/tags/list").await;
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// C-U03: a body shorter than its declared length is not waited for forever, and nothing of
+/// it is kept.
+#[tokio::test]
+async fn stalled_bodies_are_refused() {
+    let config =
+        ocikit_registry::Config::default().body_idle_timeout(std::time::Duration::from_millis(300));
+    let s = server_with(Backend::Fs, config).await;
+    let loc = s.start_upload("app").await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let digest = ocikit_digest::Digest::sha256(&[7u8; 100]);
+    for (method, path) in [
+        ("PATCH", loc.clone()),
+        ("PUT", with_digest(&loc, &digest)),
+        ("POST", format!("/v2/app/blobs/uploads/?digest={digest}")),
+        ("PUT", "/v2/app/manifests/stalled".to_owned()),
+    ] {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {MANIFEST}\r\nContent-Length: 100\r\n\r\n"
+        )
+        .into_bytes();
+        request.extend_from_slice(&[7u8; 10]);
+        let (status, body) = raw_request(&s, &request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["errors"][0]["code"], "BLOB_UPLOAD_INVALID");
+    }
+    let resp = s.send(Method::GET, &loc).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&resp, "range"), "0-0");
+    let resp = s
+        .send(Method::GET, &format!("/v2/app/blobs/{digest}"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let mut left = s.registry.upload_store().list();
+    assert!(futures::StreamExt::next(&mut left).await.is_none());
 }

@@ -28,6 +28,29 @@ use ocikit_store::{
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+#[test]
+fn public_types_are_send_and_sync() {
+    fn check<T: Send + Sync + 'static>() {}
+    check::<Registry>();
+    check::<Config>();
+    check::<ocikit_registry::Error>();
+    check::<ocikit_registry::ErrorCode>();
+    check::<ocikit_registry::SweepReport>();
+    fn future<F: std::future::Future + Send>(_: F) {}
+    let registry = Registry::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryStore::new()),
+        Config::default(),
+    )
+    .unwrap();
+    future(registry.sweep_uploads());
+    let uploads: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    assert!(matches!(
+        Registry::new(uploads.clone(), uploads, Config::default()),
+        Err(ocikit_registry::Error::SharedUploadStore)
+    ));
+}
+
 /// A running server and a client for it.
 pub(crate) struct Server {
     pub(crate) base: String,

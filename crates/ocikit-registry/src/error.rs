@@ -306,7 +306,3 @@ pub(crate) fn too_large(message: impl Into<String>) -> Failure {
     )
     .into()
 }
-
-pub(crate) fn unsupported(status: StatusCode, message: impl Into<String>) -> Failure {
-    ApiError::new(status, ErrorCode::Unsupported, message).into()
-}

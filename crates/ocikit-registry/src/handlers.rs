@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::error::{
     ApiError, ErrorCode, Failure, blob_unknown, digest_invalid, manifest_invalid, manifest_unknown,
-    name_unknown, size_invalid, too_large, unsupported, upload_invalid, upload_unknown,
+    name_unknown, size_invalid, too_large, upload_invalid, upload_unknown,
 };
 use crate::meta::{self, ManifestRecord, Referrer};
 use crate::route::{self, Query, RangeRequest, Route};
@@ -130,26 +130,40 @@ async fn dispatch(registry: &Registry, request: Request) -> Handled {
         Route::Referrers { name, digest } if method == Method::GET => {
             referrers(r, &name, &digest, &query).await
         }
-        other => Err(unsupported(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!(
-                "method {method} is not allowed on {}",
-                match other {
-                    Route::Base => "/v2/",
-                    Route::Catalog => "the catalog",
-                    Route::Blob { .. } => "blobs",
-                    Route::Uploads { .. } | Route::Upload { .. } => "uploads",
-                    Route::Manifest { .. } => "manifests",
-                    Route::Tags { .. } => "tags",
-                    Route::Referrers { .. } => "referrers",
-                }
-            ),
-        )),
+        other => {
+            let (what, allow) = match other {
+                Route::Base => ("/v2/", "GET, HEAD"),
+                Route::Catalog => ("the catalog", "GET"),
+                Route::Blob { .. } => ("blobs", "GET, HEAD, DELETE"),
+                Route::Uploads { .. } => ("uploads", "POST"),
+                Route::Upload { .. } => ("uploads", "GET, PATCH, PUT, DELETE"),
+                Route::Manifest { .. } => ("manifests", "GET, HEAD, PUT, DELETE"),
+                Route::Tags { .. } => ("tags", "GET"),
+                Route::Referrers { .. } => ("referrers", "GET"),
+            };
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                format!("method {method} is not allowed on {what}"),
+            )
+            .header(header::ALLOW, allow)
+            .into())
+        }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
+
+fn deletion_disabled(allow: &str) -> Failure {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::Unsupported,
+        "deletion is disabled on this registry",
+    )
+    .header(header::ALLOW, allow)
+    .into()
+}
 
 fn parse_digest(s: &str) -> Result<Digest, Failure> {
     Digest::parse_supported(s).map_err(|e| digest_invalid(format!("invalid digest `{s}`: {e}")))
@@ -316,10 +330,7 @@ fn parse_range_header(headers: &HeaderMap, size: u64) -> RangeRequest {
 
 async fn delete_blob(registry: &Registry, name: &str, digest: &str) -> Handled {
     if !registry.config().delete_enabled {
-        return Err(unsupported(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "deletion is disabled on this registry",
-        ));
+        return Err(deletion_disabled("GET, HEAD"));
     }
     let digest = parse_digest(digest)?;
     if !meta::unlink_blob(registry.store().as_ref(), name, &digest).await? {
@@ -927,10 +938,7 @@ async fn put_manifest(
 
 async fn delete_manifest(registry: &Registry, name: &str, reference: &str) -> Handled {
     if !registry.config().delete_enabled {
-        return Err(unsupported(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "deletion is disabled on this registry",
-        ));
+        return Err(deletion_disabled("GET, HEAD, PUT"));
     }
     let store = registry.store().as_ref();
     let existed = match parse_reference(reference)? {

@@ -125,6 +125,7 @@ async fn bad_digests_and_references() {
     assert_error(resp, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
     let resp = s.send(Method::POST, "/v2/app/tags/list").await;
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&resp, "allow"), "GET");
 }
 
 /// C-U03: a body shorter than its declared length is not waited for forever, and nothing of

@@ -68,19 +68,20 @@ async fn build_layout(dir: &Path) -> (Vec<u8>, Digest) {
     (bytes, digest)
 }
 
-async fn skopeo(args: &[&str]) {
-    let out = tokio::process::Command::new(SKOPEO)
-        .args(["--insecure-policy", "copy", "--preserve-digests"])
-        .args(args)
-        .output()
-        .await
-        .unwrap();
+async fn skopeo(args: &[&str]) -> String {
+    let mut command = tokio::process::Command::new(SKOPEO);
+    command.arg("--insecure-policy");
+    if args[0] != "list-tags" && args[0] != "delete" && args[0] != "inspect" {
+        command.args(["copy", "--preserve-digests"]);
+    }
+    let out = command.args(args).output().await.unwrap();
     assert!(
         out.status.success(),
         "skopeo {args:?} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,5 +129,42 @@ async fn skopeo_pushes_and_pulls_back() {
         let copied = std::fs::read(back.join(d.blob_path())).unwrap();
         assert_eq!(original, copied);
     }
+
+    // Registry to registry (skopeo offers a cross-repository mount for each blob), then
+    // list-tags, inspect and delete.
+    let other = format!("docker://{host}/other/app:copy");
+    skopeo(&[
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &src,
+        &other,
+    ])
+    .await;
+    let resp = s.send(Method::GET, "/v2/other/app/manifests/copy").await;
+    assert_eq!(header(&resp, "docker-content-digest"), digest.as_str());
+    for blob in [&m["config"], &m["layers"][0]] {
+        let resp = s
+            .send(
+                Method::HEAD,
+                &format!("/v2/other/app/blobs/{}", blob["digest"].as_str().unwrap()),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let tags = skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{host}/library/app"),
+    ])
+    .await;
+    let tags: serde_json::Value = serde_json::from_str(&tags).unwrap();
+    assert_eq!(tags["Tags"], json!(["v1"]));
+    let inspect = skopeo(&["inspect", "--tls-verify=false", "--raw", &src]).await;
+    assert_eq!(inspect.as_bytes(), &manifest[..]);
+    skopeo(&["delete", "--tls-verify=false", &other]).await;
+    let resp = s.send(Method::GET, "/v2/other/app/manifests/copy").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = s.send(Method::GET, "/v2/library/app/manifests/v1").await;
+    assert_eq!(resp.status(), StatusCode::OK);
     s.stop().await;
 }

@@ -19,7 +19,7 @@ use crate::error::{
 };
 use crate::meta::{self, ManifestRecord, Referrer};
 use crate::route::{self, Query, RangeRequest, Route};
-use crate::upload::{self, Session, Uploads};
+use crate::upload::{self, BodyRules, Session, Uploads};
 use crate::{Error, Registry, keys};
 
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -105,7 +105,7 @@ async fn dispatch(registry: &Registry, request: Request) -> Handled {
             delete_blob(r, &name, &digest).await
         }
         Route::Uploads { name } if method == Method::POST => {
-            start_upload(r, &name, &query, body).await
+            start_upload(r, &name, &query, headers, body).await
         }
         Route::Upload { name, id } if method == Method::PATCH => {
             patch_upload(r, &name, &id, headers, body).await
@@ -342,7 +342,13 @@ async fn delete_blob(registry: &Registry, name: &str, digest: &str) -> Handled {
 // ---------------------------------------------------------------------------------------------
 // Uploads
 
-async fn start_upload(registry: &Registry, name: &str, query: &Query, body: Body) -> Handled {
+async fn start_upload(
+    registry: &Registry,
+    name: &str,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Handled {
     let store = registry.store().as_ref();
     if let Some(mount) = query.first("mount") {
         let digest = parse_digest(mount)?;
@@ -361,7 +367,7 @@ async fn start_upload(registry: &Registry, name: &str, query: &Query, body: Body
         }
     } else {
         match query.one("digest") {
-            Ok(digest) => return monolithic_upload(registry, name, digest, body).await,
+            Ok(digest) => return monolithic_upload(registry, name, digest, headers, body).await,
             Err(0) => {}
             Err(_) => return Err(digest_invalid("more than one `digest` parameter")),
         }
@@ -391,19 +397,23 @@ async fn start_upload(registry: &Registry, name: &str, query: &Query, body: Body
         .done()
 }
 
-async fn monolithic_upload(registry: &Registry, name: &str, digest: &str, body: Body) -> Handled {
+async fn monolithic_upload(
+    registry: &Registry,
+    name: &str,
+    digest: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Handled {
     let digest = parse_digest(digest)?;
     let store = registry.store().as_ref();
     let limit = registry.config().max_upload_size;
     let mut writer = store.writer_with(digest.algorithm()).await?;
-    let size = match upload::pump(
-        body,
-        &mut writer,
+    let rules = BodyRules {
         limit,
-        registry.config().body_idle_timeout,
-    )
-    .await
-    {
+        idle: registry.config().body_idle_timeout,
+        declared: content_length(headers),
+    };
+    let size = match upload::pump(body, &mut writer, rules).await {
         Ok(size) => size,
         Err(e) => {
             writer.abort().await.ok();
@@ -513,7 +523,15 @@ async fn patch_upload(
         )));
     }
     if let Some(chunk) = uploads
-        .write_chunk(body, limit, config.body_idle_timeout, expected)
+        .write_chunk(
+            body,
+            BodyRules {
+                limit,
+                idle: config.body_idle_timeout,
+                declared: content_length(headers),
+            },
+            expected,
+        )
         .await?
     {
         session.size += chunk.size;
@@ -588,7 +606,12 @@ async fn finish_upload(
             e => e.into(),
         });
     }
-    let received = match upload::pump(body, &mut writer, limit, config.body_idle_timeout).await {
+    let rules = BodyRules {
+        limit,
+        idle: config.body_idle_timeout,
+        declared: content_length(headers),
+    };
+    let received = match upload::pump(body, &mut writer, rules).await {
         Ok(n) => n,
         Err(e) => {
             writer.abort().await.ok();
@@ -807,15 +830,22 @@ async fn read_limited(
     body: Body,
     limit: usize,
     idle: std::time::Duration,
+    declared: Option<u64>,
 ) -> Result<Vec<u8>, Failure> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
     loop {
+        let short = |received: usize| match declared {
+            Some(declared) if (received as u64) < declared => size_invalid(format!(
+                "Content-Length declared {declared} bytes, {received} arrived"
+            )),
+            _ => upload_invalid("the request body could not be read in full, or stalled"),
+        };
         let next = tokio::time::timeout(idle, stream.next())
             .await
-            .map_err(|_| upload_invalid("the request body stalled"))?;
+            .map_err(|_| short(bytes.len()))?;
         let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|_| upload_invalid("the request body could not be read"))?;
+        let chunk = chunk.map_err(|_| short(bytes.len()))?;
         if bytes.len() + chunk.len() > limit {
             return Err(too_large(format!(
                 "manifest exceeds the limit of {limit} bytes"
@@ -857,7 +887,13 @@ async fn put_manifest(
             "manifest exceeds the limit of {limit} bytes"
         )));
     }
-    let bytes = read_limited(body, limit, registry.config().body_idle_timeout).await?;
+    let bytes = read_limited(
+        body,
+        limit,
+        registry.config().body_idle_timeout,
+        content_length(headers),
+    )
+    .await?;
     let declared =
         header_str(headers, &header::CONTENT_TYPE).map(|ct| media_type::essence(ct).trim());
     let media_type = match declared {

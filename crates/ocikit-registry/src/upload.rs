@@ -84,8 +84,15 @@ pub(crate) fn parse_id(id: &str) -> Option<Uuid> {
 
 /// Why copying a request body stopped.
 pub(crate) enum PumpError {
-    /// The client's body failed (disconnect, framing error).
+    /// The client's body failed (disconnect, framing error) or stalled.
     Client,
+    /// The body ended or stalled before the `Content-Length` it declared.
+    Short {
+        /// The declared length.
+        declared: u64,
+        /// The bytes that arrived.
+        received: u64,
+    },
     /// The body exceeded the limit.
     TooLarge,
     /// Writing to the store failed.
@@ -98,28 +105,46 @@ impl PumpError {
             PumpError::Client => {
                 upload_invalid("the request body could not be read in full, or stalled")
             }
+            PumpError::Short { declared, received } => size_invalid(format!(
+                "Content-Length declared {declared} bytes, {received} arrived"
+            )),
             PumpError::TooLarge => too_large(format!("upload exceeds the limit of {limit} bytes")),
             PumpError::Sink(e) => Failure::Internal(Error::Store(ocikit_store::Error::Stream(e))),
         }
     }
 }
 
-/// Streams a request body into `sink`, at most `limit` bytes, giving up when the client
-/// sends nothing for `idle`; returns the bytes copied.
+/// How a request body is read: at most `limit` bytes, giving up when nothing arrives for
+/// `idle`, and `declared` is its `Content-Length`, if any.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyRules {
+    pub(crate) limit: u64,
+    pub(crate) idle: Duration,
+    pub(crate) declared: Option<u64>,
+}
+
+/// Streams a request body into `sink` under `rules`; returns the bytes copied.
 pub(crate) async fn pump(
     body: Body,
     sink: &mut BlobWriter,
-    limit: u64,
-    idle: Duration,
+    rules: BodyRules,
 ) -> Result<u64, PumpError> {
     let mut stream = body.into_data_stream();
     let mut copied = 0u64;
+    let failed = |copied: u64| match rules.declared {
+        Some(declared) if copied < declared => PumpError::Short {
+            declared,
+            received: copied,
+        },
+        _ => PumpError::Client,
+    };
+    let limit = rules.limit;
     loop {
-        let next = tokio::time::timeout(idle, stream.next())
+        let next = tokio::time::timeout(rules.idle, stream.next())
             .await
-            .map_err(|_| PumpError::Client)?;
+            .map_err(|_| failed(copied))?;
         let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|_| PumpError::Client)?;
+        let chunk = chunk.map_err(|_| failed(copied))?;
         copied = copied.saturating_add(chunk.len() as u64);
         if copied > limit {
             return Err(PumpError::TooLarge);
@@ -200,17 +225,17 @@ impl Uploads<'_> {
     pub(crate) async fn write_chunk(
         &self,
         body: Body,
-        limit: u64,
-        idle: Duration,
+        rules: BodyRules,
         expected: Option<u64>,
     ) -> Result<Option<Chunk>, Failure> {
+        let limit = rules.limit;
         let mut writer = self.store.writer().await?;
         let nonce = Uuid::new_v4();
         if let Err(e) = writer.write_all(nonce.as_bytes()).await {
             writer.abort().await.ok();
             return Err(PumpError::Sink(e).into_failure(limit));
         }
-        let size = match pump(body, &mut writer, limit, idle).await {
+        let size = match pump(body, &mut writer, rules).await {
             Ok(size) => size,
             Err(e) => {
                 writer.abort().await.ok();

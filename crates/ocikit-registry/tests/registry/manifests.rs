@@ -84,6 +84,18 @@ async fn push_by_digest_with_tags_and_sha512() {
         assert_eq!(header(&resp, "docker-content-digest"), digest.as_str());
         assert_eq!(resp.bytes().await.unwrap(), &manifest[..]);
     }
+    // At most 100 tags in one push; nothing is tagged when the request is refused.
+    let many: String = (0..101).map(|i| format!("tag=m{i}&")).collect();
+    let resp = s
+        .request(Method::PUT, &format!("/v2/app/manifests/{digest}?{many}"))
+        .header("content-type", MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    let resp = s.send(Method::GET, "/v2/app/manifests/m0").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     // The same bytes under their sha256 name were never pushed.
     let resp = s
         .send(

@@ -167,3 +167,54 @@ async fn referrers_with_filter_as_the_conformance_suite_checks() {
         assert!(all.iter().all(|d| d["digest"] != pushed[0].as_str()));
     }
 }
+
+#[tokio::test]
+async fn referrers_are_paginated_with_link() {
+    let s = server_with(
+        Backend::Memory,
+        ocikit_registry::Config::default().max_page_size(2),
+    )
+    .await;
+    let subject = Digest::sha256(b"some subject");
+    let mut pushed = Vec::new();
+    for i in 0..5 {
+        let kind = if i % 2 == 0 {
+            BAGEL
+        } else {
+            "application/vnd.other"
+        };
+        let bytes = artifact(EMPTY, Some(kind), (&subject, 10), &format!("n{i}"));
+        let resp = s
+            .put_manifest("app", &format!("r{i}"), MANIFEST, &bytes)
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        pushed.push(Digest::sha256(&bytes).to_string());
+    }
+    for (query, expected) in [(String::new(), 5), (format!("?artifactType={BAGEL}"), 3)] {
+        let mut next = format!("/v2/app/referrers/{subject}{query}");
+        let mut seen = Vec::new();
+        loop {
+            let resp = s.send(Method::GET, &next).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            let link = header(&resp, "link");
+            let body: Value = resp.json().await.unwrap();
+            let page = body["manifests"].as_array().unwrap();
+            assert!(page.len() <= 2);
+            seen.extend(
+                page.iter()
+                    .map(|d| d["digest"].as_str().unwrap().to_owned()),
+            );
+            if link.is_empty() {
+                break;
+            }
+            assert!(link.ends_with("; rel=\"next\""), "{link}");
+            next = link[1..link.find('>').unwrap()].to_owned();
+        }
+        assert_eq!(seen.len(), expected, "{query}");
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), expected);
+        assert!(seen.iter().all(|d| pushed.contains(d)));
+    }
+}

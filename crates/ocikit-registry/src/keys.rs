@@ -72,9 +72,22 @@ pub fn tag(name: &str, tag: &str) -> Result<DocumentKey> {
 }
 
 /// The list of manifests in repository `name` whose subject is `subject`.
+///
+/// A subject in an algorithm ocikit cannot compute (which a manifest may still name) has an
+/// encoded part of any length and alphabet; it is keyed by the SHA-256 of its digest string
+/// under `_other/`, which no algorithm name can be (they start with `[a-z0-9]`).
 pub fn referrers(name: &str, subject: &Digest) -> Result<DocumentKey> {
-    let (alg, hex) = subject.path_components();
-    key(format!("{}/_referrers/{alg}/{hex}", repository(name)))
+    if subject.is_supported() {
+        let (alg, hex) = subject.path_components();
+        key(format!("{}/_referrers/{alg}/{hex}", repository(name)))
+    } else {
+        let hashed = Digest::sha256(subject.as_str().as_bytes());
+        key(format!(
+            "{}/_referrers/_other/{}",
+            repository(name),
+            hashed.encoded()
+        ))
+    }
 }
 
 /// The marker saying repository `name` exists.
@@ -108,6 +121,8 @@ mod tests {
         assert!(referrers(&name, &sha512).unwrap().as_str().len() <= DocumentKey::MAX_LEN);
         assert!(tag(&name, &"t".repeat(128)).is_ok());
         assert!(blob_link(&name, &sha512).is_ok());
+        let odd = Digest::parse(&format!("foo+bar:{}=", "A".repeat(900))).unwrap();
+        assert!(referrers(&name, &odd).unwrap().as_str().len() <= DocumentKey::MAX_LEN);
     }
 
     #[test]

@@ -218,3 +218,24 @@ async fn referrers_are_paginated_with_link() {
         assert!(seen.iter().all(|d| pushed.contains(d)));
     }
 }
+
+/// Subjects in algorithms ocikit cannot compute are still indexed and listed (keys never
+/// carry their free-form encoded part), and asking about them never fails.
+#[tokio::test]
+async fn subjects_in_other_algorithms() {
+    let s = server(Backend::Fs).await;
+    let blake3 = format!("blake3:{}", "ab".repeat(32));
+    let odd = format!("foo+bar:{}=", "Zz_-".repeat(150));
+    for subject in [&blake3, &odd] {
+        let d = Digest::parse(subject).unwrap();
+        let bytes = artifact(EMPTY, Some(BAGEL), (&d, 10), "other");
+        let resp = s.put_manifest("app", "x", MANIFEST, &bytes).await;
+        assert_eq!(resp.status(), StatusCode::CREATED, "{subject}");
+        assert_eq!(header(&resp, "oci-subject"), subject.as_str());
+        let (list, _) = referrers(&s, &format!("/v2/app/referrers/{subject}")).await;
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["digest"], Digest::sha256(&bytes).as_str());
+    }
+    let (none, _) = referrers(&s, &format!("/v2/app/referrers/blake3:{}", "cd".repeat(32))).await;
+    assert!(none.is_empty());
+}

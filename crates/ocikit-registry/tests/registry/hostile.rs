@@ -205,3 +205,105 @@ async fn truncated_bodies_are_size_invalid() {
     let resp = s.send(Method::GET, "/v2/app/manifests/truncated").await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+/// A bounded barrage of generated requests mixing valid and hostile parts: none gets a 5xx.
+#[tokio::test]
+async fn generated_requests_never_get_a_server_error() {
+    let s = server(Backend::Fs).await;
+    let blob = data(300, 9);
+    let digest = s.push_blob("a/b", &blob).await;
+    let loc = s.start_upload("a/b").await;
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+    let names = [
+        "a/b", "a", "A", "a/../b", "a%2Fb", "_x", "a/blobs", "", "a//b", "%ff%fe",
+    ];
+    let digests = [
+        digest.to_string(),
+        ocikit_digest::Digest::sha512(b"x").to_string(),
+        "sha256:zz".into(),
+        format!("blake3:{}", "a".repeat(64)),
+        format!("foo+bar:{}=", "Q".repeat(700)),
+        "sha256%3A".into(),
+        String::new(),
+    ];
+    let endpoints = [
+        "blobs/{d}",
+        "manifests/{d}",
+        "manifests/latest",
+        "referrers/{d}",
+        "blobs/uploads/",
+        "blobs/uploads/{id}",
+        "tags/list",
+        "manifests/.bad",
+        "blobs/uploads/x",
+    ];
+    let queries = [
+        "",
+        "?digest={d}",
+        "?digest={d}&digest={d}",
+        "?mount={d}&from=a/b",
+        "?n=-1",
+        "?n=3&last=zz",
+        "?artifactType=x/y",
+        "?digest-algorithm=sha512",
+        "?tag=ok&tag=.bad",
+        "?mount=&from=",
+    ];
+    let ranges = [
+        None,
+        Some("0-9"),
+        Some("bytes=0-"),
+        Some("5-1"),
+        Some("0-99999999999999999999"),
+    ];
+    let methods = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut answered = 0;
+    for _ in 0..600 {
+        let d = &digests[next(digests.len())];
+        let path = format!(
+            "/v2/{}/{}{}",
+            names[next(names.len())],
+            endpoints[next(endpoints.len())],
+            queries[next(queries.len())]
+        )
+        .replace("{d}", d)
+        .replace("{id}", &id);
+        let method = methods[next(methods.len())].clone();
+        let mut request = s.request(method.clone(), &path);
+        if let Some(range) = ranges[next(ranges.len())] {
+            request = request
+                .header("content-range", range)
+                .header("range", range);
+        }
+        if next(2) == 0 {
+            request = request.header("content-type", MANIFEST);
+        }
+        let body = match next(3) {
+            0 => Vec::new(),
+            1 => blob.clone(),
+            _ => br#"{"schemaVersion":2,"layers":[],"subject":{"digest":"sha256:zz"}}"#.to_vec(),
+        };
+        let Ok(resp) = request.body(body).send().await else {
+            continue;
+        };
+        assert!(
+            !resp.status().is_server_error(),
+            "{method} {path}: {}",
+            resp.status()
+        );
+    }
+}

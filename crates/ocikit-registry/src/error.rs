@@ -1,0 +1,308 @@
+//! The crate's error type, the distribution spec's error codes, and the HTTP error responses
+//! built from them.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Everything that can go wrong running a registry (as opposed to a client's request being
+/// refused, which is an HTTP response, not an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed.
+    #[error("store operation failed")]
+    Store(#[from] ocikit_store::Error),
+    /// A metadata document the registry wrote does not parse any more.
+    #[error("registry metadata document `{key}` is corrupt")]
+    Metadata {
+        /// The document's key.
+        key: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An upload session lists a chunk that the upload store no longer holds.
+    #[error("upload session `{session}` lost its chunk {chunk}")]
+    LostChunk {
+        /// The session id.
+        session: String,
+        /// The scratch digest of the missing chunk.
+        chunk: ocikit_digest::Digest,
+    },
+    /// The content store and the upload store are the same object: chunks would be mixed
+    /// with content.
+    #[error("the upload store must be separate from the content store")]
+    SharedUploadStore,
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("http server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// `Result` with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error codes of the distribution spec (`DS §Error Codes`); the only codes this
+/// registry ever sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Blob unknown to registry.
+    BlobUnknown,
+    /// Blob upload invalid.
+    BlobUploadInvalid,
+    /// Blob upload unknown to registry.
+    BlobUploadUnknown,
+    /// Provided digest did not match uploaded content, or is not a valid digest.
+    DigestInvalid,
+    /// Manifest references a manifest or blob unknown to registry.
+    ManifestBlobUnknown,
+    /// Manifest invalid.
+    ManifestInvalid,
+    /// Manifest unknown to registry.
+    ManifestUnknown,
+    /// Invalid repository name.
+    NameInvalid,
+    /// Repository name not known to registry.
+    NameUnknown,
+    /// Provided length did not match content length.
+    SizeInvalid,
+    /// Authentication required.
+    Unauthorized,
+    /// Requested access to the resource is denied.
+    Denied,
+    /// The operation is unsupported.
+    Unsupported,
+    /// Too many requests.
+    TooManyRequests,
+}
+
+impl ErrorCode {
+    /// The code as sent in `errors[].code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BlobUnknown => "BLOB_UNKNOWN",
+            ErrorCode::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            ErrorCode::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            ErrorCode::DigestInvalid => "DIGEST_INVALID",
+            ErrorCode::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            ErrorCode::ManifestInvalid => "MANIFEST_INVALID",
+            ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
+            ErrorCode::NameInvalid => "NAME_INVALID",
+            ErrorCode::NameUnknown => "NAME_UNKNOWN",
+            ErrorCode::SizeInvalid => "SIZE_INVALID",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Denied => "DENIED",
+            ErrorCode::Unsupported => "UNSUPPORTED",
+            ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+        }
+    }
+
+    /// Parses a code as sent in `errors[].code`.
+    pub fn parse(code: &str) -> Option<ErrorCode> {
+        const ALL: [ErrorCode; 14] = [
+            ErrorCode::BlobUnknown,
+            ErrorCode::BlobUploadInvalid,
+            ErrorCode::BlobUploadUnknown,
+            ErrorCode::DigestInvalid,
+            ErrorCode::ManifestBlobUnknown,
+            ErrorCode::ManifestInvalid,
+            ErrorCode::ManifestUnknown,
+            ErrorCode::NameInvalid,
+            ErrorCode::NameUnknown,
+            ErrorCode::SizeInvalid,
+            ErrorCode::Unauthorized,
+            ErrorCode::Denied,
+            ErrorCode::Unsupported,
+            ErrorCode::TooManyRequests,
+        ];
+        ALL.into_iter().find(|c| c.as_str() == code)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused request: status, code, message and extra headers, sent as the spec's envelope
+/// `{"errors":[{"code":..,"message":..,"detail":..}]}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+    detail: Option<serde_json::Value>,
+    headers: HeaderMap,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            detail: None,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub(crate) fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub(crate) fn header(mut self, name: HeaderName, value: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            self.headers.insert(name, value);
+        }
+        self
+    }
+}
+
+/// Why a handler did not succeed: the client's fault (an [`ApiError`]) or ours (an
+/// [`Error`], answered with a bare 500 that reveals nothing; the error itself rides in the
+/// response's extensions as an `Arc<Error>`).
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Api(Box<ApiError>),
+    Internal(Error),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Api(Box::new(e))
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Internal(e)
+    }
+}
+
+impl From<ocikit_store::Error> for Failure {
+    fn from(e: ocikit_store::Error) -> Self {
+        Failure::Internal(Error::Store(e))
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Api(e) => {
+                let mut entry = serde_json::json!({
+                    "code": e.code.as_str(),
+                    "message": e.message,
+                });
+                if let (Some(detail), Some(map)) = (e.detail, entry.as_object_mut()) {
+                    map.insert("detail".into(), detail);
+                }
+                let body = serde_json::json!({ "errors": [entry] }).to_string();
+                let mut response = (e.status, body).into_response();
+                response.headers_mut().extend(e.headers);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Failure::Internal(error) => {
+                let mut response = (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Body::from("internal server error"),
+                )
+                    .into_response();
+                // The cause stays out of the body; an embedding application (a logging
+                // layer) finds it in the response's extensions.
+                response.extensions_mut().insert(std::sync::Arc::new(error));
+                response
+            }
+        }
+    }
+}
+
+// Short constructors for the refusals the handlers send.
+
+pub(crate) fn name_invalid(message: impl Into<String>) -> Failure {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::NameInvalid, message).into()
+}
+
+pub(crate) fn name_unknown(name: &str) -> Failure {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NameUnknown,
+        "repository name not known to registry",
+    )
+    .detail(serde_json::json!({ "name": name }))
+    .into()
+}
+
+pub(crate) fn digest_invalid(message: impl Into<String>) -> Failure {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::DigestInvalid, message).into()
+}
+
+pub(crate) fn blob_unknown(digest: &str) -> Failure {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::BlobUnknown,
+        "blob unknown to registry",
+    )
+    .detail(serde_json::json!({ "digest": digest }))
+    .into()
+}
+
+pub(crate) fn manifest_unknown(reference: &str) -> Failure {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::ManifestUnknown,
+        "manifest unknown to registry",
+    )
+    .detail(serde_json::json!({ "reference": reference }))
+    .into()
+}
+
+pub(crate) fn manifest_invalid(message: impl Into<String>) -> Failure {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, message).into()
+}
+
+pub(crate) fn upload_unknown() -> Failure {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::BlobUploadUnknown,
+        "blob upload unknown to registry",
+    )
+    .into()
+}
+
+pub(crate) fn upload_invalid(message: impl Into<String>) -> Failure {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::BlobUploadInvalid,
+        message,
+    )
+    .into()
+}
+
+pub(crate) fn size_invalid(message: impl Into<String>) -> Failure {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::SizeInvalid, message).into()
+}
+
+pub(crate) fn too_large(message: impl Into<String>) -> Failure {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::SizeInvalid,
+        message,
+    )
+    .into()
+}

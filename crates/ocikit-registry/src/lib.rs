@@ -1,0 +1,272 @@
+//! An OCI Distribution Spec v1.1 registry server over any ocikit store.
+//!
+//! This crate sits on top of `ocikit-store` (blobs and compare-and-swap documents) and
+//! `ocikit-digest` (digests, the name and tag grammars): a [`Registry`] serves the spec's
+//! pull, push, content-discovery and content-management endpoints over HTTP (axum on hyper,
+//! tokio) from a content store and a separate upload store.
+//!
+//! - **Repositories are isolated.** Blobs are stored once, by digest, but a blob or manifest
+//!   is visible in a repository only if it was pushed or mounted there; what each repository
+//!   holds is kept in documents of the content store ([`keys`] gives the scheme), changed by
+//!   compare-and-swap, so several processes may serve one store (one S3 bucket).
+//! - **Uploads stream and survive restarts.** Every chunk goes straight to the upload store;
+//!   memory does not grow with blob size, and a session started on one process can be
+//!   finished on another, or after a restart. Content is published only once it matches the
+//!   client's digest (sha256 or sha512).
+//! - **Manifests are stored byte for byte** and served with the media type they were pushed
+//!   with; referrers are indexed as manifests with a `subject` arrive.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), ocikit_registry::Error> {
+//! use ocikit_registry::Registry;
+//!
+//! let registry = Registry::open("/var/lib/registry").await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000")
+//!     .await
+//!     .map_err(ocikit_registry::Error::Serve)?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! // ... hand `stop` to whatever decides when to shut down ...
+//! # drop(stop);
+//! registry
+//!     .serve(listener, async {
+//!         stopped.await.ok();
+//!     })
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod handlers;
+pub mod keys;
+mod meta;
+mod route;
+mod upload;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ocikit_digest::Digest;
+use ocikit_store::{FsStore, Store};
+
+pub use error::{Error, ErrorCode, Result};
+pub use upload::SweepReport;
+
+/// A registry's limits and switches.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest manifest accepted, in bytes; larger pushes get 413. The spec asks for at least
+    /// 4 MiB; the default is 8 MiB.
+    pub max_manifest_size: usize,
+    /// Largest blob one upload session may receive, in bytes (default 64 GiB).
+    pub max_upload_size: u64,
+    /// How long an upload session may sit idle before it expires (default one hour).
+    pub upload_ttl: Duration,
+    /// How often [`Registry::serve`] sweeps the upload store (default five minutes).
+    pub sweep_interval: Duration,
+    /// Whether manifests, tags and blobs may be deleted (default true); when false, DELETE
+    /// gets 405 `UNSUPPORTED`.
+    pub delete_enabled: bool,
+    /// Most entries in one page of tags or catalog; larger `n` is clamped, and a `Link`
+    /// header points at the rest (default 1000).
+    pub max_page_size: usize,
+    /// How long a request body may stall (no bytes arriving) before the request is refused
+    /// with 400 and its partial content discarded (default one minute). This bounds what a
+    /// client declaring a larger `Content-Length` than it sends can hold.
+    pub body_idle_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_manifest_size: 8 << 20,
+            max_upload_size: 64 << 30,
+            upload_ttl: Duration::from_secs(3600),
+            sweep_interval: Duration::from_secs(300),
+            delete_enabled: true,
+            max_page_size: 1000,
+            body_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::max_manifest_size`].
+    pub fn max_manifest_size(mut self, bytes: usize) -> Config {
+        self.max_manifest_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_upload_size`].
+    pub fn max_upload_size(mut self, bytes: u64) -> Config {
+        self.max_upload_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::upload_ttl`].
+    pub fn upload_ttl(mut self, ttl: Duration) -> Config {
+        self.upload_ttl = ttl;
+        self
+    }
+
+    /// Sets [`Config::sweep_interval`].
+    pub fn sweep_interval(mut self, interval: Duration) -> Config {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// Sets [`Config::delete_enabled`].
+    pub fn delete_enabled(mut self, enabled: bool) -> Config {
+        self.delete_enabled = enabled;
+        self
+    }
+
+    /// Sets [`Config::body_idle_timeout`].
+    pub fn body_idle_timeout(mut self, timeout: Duration) -> Config {
+        self.body_idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::max_page_size`].
+    pub fn max_page_size(mut self, entries: usize) -> Config {
+        self.max_page_size = entries.max(1);
+        self
+    }
+}
+
+/// An OCI distribution registry over a content store and an upload store. Cheap to clone;
+/// clones share everything.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    uploads: Arc<dyn Store>,
+    config: Config,
+    /// Scratch chunks no session listed at the last sweep.
+    suspects: Mutex<HashSet<Digest>>,
+}
+
+impl Registry {
+    /// A registry keeping content and metadata in `store`, and upload sessions and their
+    /// chunks in `uploads`, which must be a different store (another directory, another
+    /// bucket prefix): nothing in it is ever served, and sweeps delete what no session lists.
+    pub fn new(store: Arc<dyn Store>, uploads: Arc<dyn Store>, config: Config) -> Result<Registry> {
+        if std::ptr::addr_eq(Arc::as_ptr(&store), Arc::as_ptr(&uploads)) {
+            return Err(Error::SharedUploadStore);
+        }
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                store,
+                uploads,
+                config,
+                suspects: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// A registry on a directory, with the default configuration: content in an [`FsStore`]
+    /// at `root` (an OCI image layout's `blobs/`, with the registry's documents under
+    /// `_registry/`), uploads in an [`FsStore`] at `root/.ocikit/registry-uploads`, inside the
+    /// store's private directory where no document key or blob path can reach.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Registry> {
+        let root = root.into();
+        let store = FsStore::open(&root).await?;
+        let uploads = FsStore::open(root.join(".ocikit").join("registry-uploads")).await?;
+        Registry::new(Arc::new(store), Arc::new(uploads), Config::default())
+    }
+
+    /// The content store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The upload store.
+    pub fn upload_store(&self) -> &Arc<dyn Store> {
+        &self.inner.uploads
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The HTTP routes, for embedding in a larger axum application or serving with
+    /// [`Registry::serve`]. A 500 response carries its cause as an `Arc<Error>` in its
+    /// extensions (the body never says more than "internal server error"), for a logging
+    /// layer to pick up.
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .fallback(handlers::handle)
+            .with_state(self.clone())
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets
+    /// requests in flight finish, and returns. Sweeps the upload store every
+    /// [`Config::sweep_interval`] meanwhile.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let sweeper = {
+            let registry = self.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(registry.inner.config.sweep_interval);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    // A failed sweep is retried at the next tick; nothing is lost meanwhile.
+                    registry.sweep_uploads().await.ok();
+                }
+            })
+        };
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(Error::Serve);
+        sweeper.abort();
+        served
+    }
+
+    /// Binds `addr` and serves until `shutdown` completes (see [`Registry::serve`]).
+    pub async fn serve_addr(
+        &self,
+        addr: SocketAddr,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        self.serve(listener, shutdown).await
+    }
+
+    /// Removes expired upload sessions and their chunks, and scratch chunks that no session
+    /// listed at this sweep and the previous one.
+    pub async fn sweep_uploads(&self) -> Result<SweepReport> {
+        let mut suspects = self
+            .inner
+            .suspects
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        let report = upload::sweep(
+            self.inner.uploads.as_ref(),
+            self.inner.config.upload_ttl,
+            &mut suspects,
+        )
+        .await;
+        if let Ok(mut s) = self.inner.suspects.lock() {
+            *s = suspects;
+        }
+        report
+    }
+}

@@ -1,0 +1,123 @@
+//! Pulls: `/v2/`, blob HEAD/GET with ranges (SPEC B.3 end-2, CTm "range requests").
+
+use std::sync::Arc;
+
+use ocikit_digest::Digest;
+use ocikit_registry::{Config, Registry};
+use ocikit_store::MemoryStore;
+use reqwest::{Method, StatusCode};
+
+use crate::*;
+
+#[tokio::test]
+async fn base_endpoint_answers_200() {
+    let s = server(Backend::Memory).await;
+    for path in ["/v2/", "/v2"] {
+        let resp = s.send(Method::GET, path).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            header(&resp, "docker-distribution-api-version"),
+            "registry/2.0"
+        );
+    }
+    let resp = s.send(Method::GET, "/v1/").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn range_requests_follow_rfc_9110() {
+    for backend in BACKENDS {
+        let s = server(backend).await;
+        let blob = data(2048, 11);
+        let digest = s.push_blob("app", &blob).await;
+        let path = format!("/v2/app/blobs/{digest}");
+        for (range, expected, content_range) in [
+            ("bytes=500-1499", 500..1500, "bytes 500-1499/2048"),
+            ("bytes=500-", 500..2048, "bytes 500-2047/2048"),
+            ("bytes=-500", 1548..2048, "bytes 1548-2047/2048"),
+            ("bytes=2000-5000", 2000..2048, "bytes 2000-2047/2048"),
+            ("bytes=0-0", 0..1, "bytes 0-0/2048"),
+        ] {
+            let resp = s
+                .request(Method::GET, &path)
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+            assert_eq!(header(&resp, "content-range"), content_range);
+            assert_eq!(
+                header(&resp, "content-length"),
+                expected.clone().count().to_string()
+            );
+            assert_eq!(resp.bytes().await.unwrap(), &blob[expected]);
+        }
+        for range in ["bytes=500-0", "bytes=5000-10000", "bytes=2048-", "bytes=-0"] {
+            let resp = s
+                .request(Method::GET, &path)
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+            assert_eq!(header(&resp, "content-range"), "bytes */2048");
+        }
+        // Several ranges or another unit: the whole blob.
+        for range in ["bytes=0-1,5-6", "lines=1-2"] {
+            let resp = s
+                .request(Method::GET, &path)
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.bytes().await.unwrap(), &blob[..]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn head_never_reads_the_blob() {
+    let store = Arc::new(CountingStore::default());
+    let registry = Registry::new(
+        store.clone(),
+        Arc::new(MemoryStore::new()),
+        Config::default(),
+    )
+    .unwrap();
+    let s = Server::start(registry).await;
+    let blob = data(100_000, 12);
+    let digest = s.push_blob("app", &blob).await;
+    let before = store.gets();
+    for _ in 0..3 {
+        let resp = s
+            .send(Method::HEAD, &format!("/v2/app/blobs/{digest}"))
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(header(&resp, "content-length"), "100000");
+        assert_eq!(header(&resp, "docker-content-digest"), digest.as_str());
+    }
+    assert_eq!(store.gets(), before, "HEAD opened the blob");
+    let resp = s
+        .send(Method::GET, &format!("/v2/app/blobs/{digest}"))
+        .await;
+    assert_eq!(resp.bytes().await.unwrap(), &blob[..]);
+    assert_eq!(store.gets(), before + 1);
+}
+
+#[tokio::test]
+async fn missing_blobs_and_repositories() {
+    let s = server(Backend::Memory).await;
+    let dummy = Digest::sha256(b"hello world");
+    let resp = s
+        .send(Method::GET, &format!("/v2/nowhere/blobs/{dummy}"))
+        .await;
+    assert_error(resp, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
+    s.push_blob("app", b"x").await;
+    let resp = s.send(Method::GET, &format!("/v2/app/blobs/{dummy}")).await;
+    assert_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    let resp = s
+        .send(Method::HEAD, &format!("/v2/app/blobs/{dummy}"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}

@@ -137,6 +137,16 @@ enum Command {
         #[arg(long)]
         artifact_type: Option<String>,
     },
+    /// List what changed in a root filesystem since it was unpacked from an image.
+    #[command(after_help = "Example:\n  ocikit diff oci:./images:v1 ./rootfs")]
+    Diff {
+        /// The image: oci:PATH:TAG or oci:PATH@DIGEST.
+        image: String,
+        /// The root filesystem.
+        rootfs: std::path::PathBuf,
+    },
+    /// Add what changed in a root filesystem as a new layer on top of its image.
+    Repack(commands::repack::RepackArgs),
     /// Copy images between any two locations (layouts, oci-archive and docker-archive
     /// files), verifying every blob and skipping what the destination has.
     #[command(

@@ -5,6 +5,7 @@ pub(crate) mod health;
 pub(crate) mod image;
 mod inspect;
 mod layout;
+pub(crate) mod repack;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -39,6 +40,10 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             grace,
         } => health::gc(&Location::parse(&location)?, dry_run, grace, out).await,
         Command::Attach(args) => health::attach(args, out).await,
+        Command::Diff { image, rootfs } => {
+            repack::diff(&Location::parse(&image)?, &rootfs, out).await
+        }
+        Command::Repack(args) => repack::repack(args, out).await,
         Command::Copy {
             source,
             destination,

@@ -5,6 +5,7 @@
 mod copy;
 mod image;
 mod layout;
+mod repack;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -152,6 +152,16 @@ pub enum Error {
         #[source]
         source: Option<Box<ocikit_digest::Error>>,
     },
+    /// The store holds another component's references to its blobs (an ocikit registry's
+    /// `_registry/` documents), which a layout's garbage collection does not read: it would
+    /// delete content that is in use, so it refuses.
+    #[error(
+        "the store holds `{prefix}` documents (an ocikit registry); collect its garbage through the registry"
+    )]
+    ForeignReferences {
+        /// The document prefix found.
+        prefix: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

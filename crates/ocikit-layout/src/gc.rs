@@ -35,6 +35,10 @@ const READ_CONCURRENCY: usize = 16;
 /// How often the mark is redone when `index.json` changed while collecting.
 const MAX_MARKS: usize = 10;
 
+/// The document prefix under which an ocikit registry keeps its references (see
+/// [`Error::ForeignReferences`]).
+const REGISTRY_PREFIX: &str = "_registry";
+
 /// Options of [`Layout::gc`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -270,6 +274,13 @@ impl Layout {
     /// documentation for what is safe while others write).
     pub async fn gc(&self, options: &GcOptions) -> Result<GcReport> {
         let store = self.store();
+        // A registry on the same store references its blobs from `_registry/` documents,
+        // not from index.json: sweeping by index.json alone would delete all its content.
+        if !store.list_documents(REGISTRY_PREFIX).await?.is_empty() {
+            return Err(Error::ForeignReferences {
+                prefix: format!("{REGISTRY_PREFIX}/"),
+            });
+        }
         let (mut marked, mut marked_from) = self.mark().await?;
         let mut listed: Vec<Digest> = store.list().try_collect().await?;
         listed.sort();

@@ -324,3 +324,36 @@ async fn rewriting_an_old_orphan_makes_it_young_again() {
     assert!(report.removed.is_empty());
     assert_eq!(report.kept_young, vec![blob]);
 }
+
+/// A store an ocikit registry also serves keeps the registry's references in `_registry/`
+/// documents; a layout GC, which does not read them, refuses instead of deleting its blobs.
+#[tokio::test]
+async fn gc_refuses_a_store_that_holds_registry_metadata() {
+    for (store, _guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        let pushed = layout
+            .store()
+            .put_bytes(b"a blob a registry holds")
+            .await
+            .unwrap();
+        layout
+            .store()
+            .write_document(
+                &DocumentKey::new("_registry/repositories/app/_tags/v1").unwrap(),
+                Bytes::from(format!("{{\"digest\":\"{pushed}\"}}")),
+                Precondition::MustNotExist,
+            )
+            .await
+            .unwrap();
+        let options = GcOptions::new().with_grace(Duration::ZERO);
+        let err = layout.gc(&options).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::ForeignReferences { prefix } if prefix == "_registry/"),
+            "{err:?}"
+        );
+        assert!(
+            layout.store().exists(&pushed).await.unwrap(),
+            "gc deleted a registry blob"
+        );
+    }
+}

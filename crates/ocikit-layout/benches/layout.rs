@@ -14,7 +14,8 @@
 //! Everything lives on tmpfs (`/dev/shm`, or `OCIKIT_BENCH_DIR`): this measures the code,
 //! not the disk. Prints `BENCH <name> <median> <unit> <min> <max>` lines.
 //!
-//! Environment: `OCIKIT_BENCH_RUNS` (default 3), `OCIKIT_BENCH_DIR`, `OCIKIT_BENCH_PEER`.
+//! Environment: `OCIKIT_BENCH_RUNS` (default 3), `OCIKIT_BENCH_DIR`, `OCIKIT_BENCH_PEER`,
+//! `OCIKIT_BENCH_ONLY` (a comma-separated subset of `fsck`, `referrers`, `tags`).
 #![allow(
     missing_docs,
     clippy::print_stdout,
@@ -367,29 +368,38 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
+        let only = std::env::var("OCIKIT_BENCH_ONLY").unwrap_or_default();
+        let enabled = |case: &str| only.is_empty() || only.split(',').any(|c| c == case);
         let mut rng = Rng(42);
-        let start = Instant::now();
-        let big = scratch.path().join("fsck-large");
-        let big_bytes = images(&fs_layout(&big).await, &mut rng, 120, 4, 64 << 10, 4 << 20).await;
-        let small = scratch.path().join("fsck-small");
-        let small_bytes = images(
-            &fs_layout(&small).await,
-            &mut rng,
-            2000,
-            2,
-            4 << 10,
-            16 << 10,
-        )
-        .await;
-        eprintln!(
-            "generated the fsck layouts in {:.1}s",
-            start.elapsed().as_secs_f64()
-        );
-        let mib = big_bytes as f64 / (1 << 20) as f64;
-        println!("BENCH fsck-large/layout-size {mib:.1} MiB {mib:.1} {mib:.1}");
-        fsck_case("large", &big, big_bytes, 120 * 6, runs, &peer_program).await;
-        fsck_case("small", &small, small_bytes, 2000 * 4, runs, &peer_program).await;
-        referrers_case(scratch.path(), runs, &peer_program).await;
-        tags_case(scratch.path(), runs).await;
+        if enabled("fsck") {
+            let start = Instant::now();
+            let big = scratch.path().join("fsck-large");
+            let big_bytes =
+                images(&fs_layout(&big).await, &mut rng, 120, 4, 64 << 10, 4 << 20).await;
+            let small = scratch.path().join("fsck-small");
+            let small_bytes = images(
+                &fs_layout(&small).await,
+                &mut rng,
+                2000,
+                2,
+                4 << 10,
+                16 << 10,
+            )
+            .await;
+            eprintln!(
+                "generated the fsck layouts in {:.1}s",
+                start.elapsed().as_secs_f64()
+            );
+            let mib = big_bytes as f64 / (1 << 20) as f64;
+            println!("BENCH fsck-large/layout-size {mib:.1} MiB {mib:.1} {mib:.1}");
+            fsck_case("large", &big, big_bytes, 120 * 6, runs, &peer_program).await;
+            fsck_case("small", &small, small_bytes, 2000 * 4, runs, &peer_program).await;
+        }
+        if enabled("referrers") {
+            referrers_case(scratch.path(), runs, &peer_program).await;
+        }
+        if enabled("tags") {
+            tags_case(scratch.path(), runs).await;
+        }
     });
 }

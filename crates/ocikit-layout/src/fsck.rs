@@ -43,7 +43,8 @@ const DOCUMENT_CONCURRENCY: usize = 8;
 pub struct FsckOptions {
     /// Also decompress layers and compare their diffIDs with the image configs.
     pub diff_ids: bool,
-    /// Blobs hashed at once (default: the number of CPUs).
+    /// Blobs checked at once (default: twice the number of CPUs, so that opening the next
+    /// blob overlaps hashing the current ones).
     pub concurrency: usize,
     /// Where [`Operation::Fsck`] events go.
     pub progress: Progress,
@@ -55,7 +56,7 @@ impl Default for FsckOptions {
     fn default() -> FsckOptions {
         FsckOptions {
             diff_ids: false,
-            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            concurrency: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             progress: Progress::none(),
             limits: Limits::default(),
         }
@@ -319,6 +320,7 @@ fn hash_blob(
     progress: &Progress,
 ) -> std::result::Result<Hashed, ProblemKind> {
     let hasher = Hasher::new(digest.algorithm()).map_err(|_| ProblemKind::Unverifiable)?;
+    let size = blob.size();
     let reader: Box<dyn Read> = match blob.local_file().map(std::fs::File::try_clone) {
         Some(Ok(file)) => Box::new(file),
         Some(Err(e)) => {
@@ -339,7 +341,10 @@ fn hash_blob(
     let unreadable = |e: std::io::Error| ProblemKind::Unreadable {
         reason: error_chain(&e),
     };
-    let mut buf = vec![0u8; CHUNK];
+    // Sized to the blob (most blobs are small): a fresh 1 MiB buffer per blob costs more
+    // than hashing a small blob does.
+    let want = usize::try_from(size).unwrap_or(CHUNK).clamp(8 << 10, CHUNK);
+    let mut buf = vec![0u8; if decode.is_some() { CHUNK } else { want }];
     let diff_id = match decode {
         Some(limits) => {
             let outcome = match Decoder::for_media_type(&mut source, media_type, limits) {

@@ -96,12 +96,24 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
+/// The directory that holds `path`'s entry: its parent, or `.` for a relative path of one
+/// component (whose `parent()` is the empty path).
+fn parent_dir(path: &Path) -> Option<&Path> {
+    path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    })
+}
+
 /// Creates a directory (and parents), fsyncing each parent whose entry list changed.
 fn create_dir_durable(dir: &Path) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = dir.parent() {
+    if let Some(parent) = parent_dir(dir) {
         create_dir_durable(parent)?;
     }
     match std::fs::create_dir(dir) {
@@ -109,7 +121,7 @@ fn create_dir_durable(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(Error::io("create directory", dir, e)),
     }
-    if let Some(parent) = dir.parent() {
+    if let Some(parent) = parent_dir(dir) {
         sync_dir(parent)?;
     }
     Ok(())

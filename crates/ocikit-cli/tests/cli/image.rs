@@ -327,3 +327,32 @@ fn bad_builds_and_unpacks_are_refused_without_side_effects() {
     ]);
     assert!(err.contains("plan9") || err.contains("platform"), "{err}");
 }
+
+/// The README's first command uses a relative layout path (`oci:demo-layout:hello`).
+#[test]
+fn relative_layout_paths_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ocikit"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let source = example();
+    run(&[
+        "build",
+        "--tag",
+        "oci:demo-layout:hello",
+        source.to_str().unwrap(),
+    ]);
+    assert!(dir.path().join("demo-layout/oci-layout").is_file());
+    assert!(run(&["ls", "oci:demo-layout"]).contains("hello"));
+    assert!(run(&["fsck", "oci:demo-layout"]).contains("no problems"));
+}

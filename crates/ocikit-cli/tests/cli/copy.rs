@@ -3,29 +3,14 @@
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::Value;
-
-use crate::{fails, oci, ok};
-
-fn json(args: &[&str]) -> Value {
-    let mut with_json = vec!["--json"];
-    with_json.extend_from_slice(args);
-    serde_json::from_str(&ok(&with_json)).unwrap()
-}
-
-fn example() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/example-rootfs")
-        .display()
-        .to_string()
-}
+use crate::{example, example_arg, fails, json, oci, ok};
 
 fn built(layout: &Path, tag: &str) -> String {
     json(&[
         "build",
         "--tag",
         &oci(layout, &format!(":{tag}")),
-        &example(),
+        example_arg(),
     ])["digest"]
         .as_str()
         .unwrap()
@@ -140,7 +125,7 @@ fn docker_archive_round_trip_keeps_the_layers() {
     ]);
     assert_eq!(
         std::fs::read(rootfs.join("etc/motd")).unwrap(),
-        std::fs::read(Path::new(&example()).join("etc/motd")).unwrap()
+        std::fs::read(example().join("etc/motd")).unwrap()
     );
 }
 

@@ -8,12 +8,7 @@ use std::process::Command;
 use ocikit::digest::Digest;
 use serde_json::Value;
 
-use crate::{contents, fails, oci, ocikit, ok};
-
-/// The example tree of the README's first command.
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/example-rootfs")
-}
+use crate::{contents, example, fails, json, oci, ocikit, ok};
 
 /// Kind, permission bits and content (or link target) of every entry, by relative path.
 fn tree(root: &Path) -> BTreeMap<PathBuf, (String, u32, Vec<u8>)> {
@@ -42,12 +37,6 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, (String, u32, Vec<u8>)> {
         }
     }
     out
-}
-
-fn json(args: &[&str]) -> Value {
-    let mut with_json = vec!["--json"];
-    with_json.extend_from_slice(args);
-    serde_json::from_str(&ok(&with_json)).unwrap()
 }
 
 fn build(layout: &Path, tag: &str, extra: &[&str]) -> String {

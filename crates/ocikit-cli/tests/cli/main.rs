@@ -51,6 +51,24 @@ pub(crate) fn fails(args: &[&str]) -> String {
     stderr
 }
 
+/// Runs `ocikit --json` with `args`, expects success, and parses its output.
+pub(crate) fn json(args: &[&str]) -> serde_json::Value {
+    let mut with_json = vec!["--json"];
+    with_json.extend_from_slice(args);
+    serde_json::from_str(&ok(&with_json)).unwrap()
+}
+
+/// The example tree of the README's first command.
+pub(crate) fn example() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/example-rootfs")
+}
+
+/// [`example`] as a command-line argument.
+pub(crate) fn example_arg() -> &'static str {
+    static ARG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ARG.get_or_init(|| example().display().to_string())
+}
+
 /// `oci:PATH[...]` for a path.
 pub(crate) fn oci(path: &Path, rest: &str) -> String {
     format!("oci:{}{rest}", path.display())

@@ -1,29 +1,12 @@
 //! `diff` and `repack`: changes to an unpacked root filesystem, as a listing and as a layer.
 
-use std::path::Path;
-
-use serde_json::Value;
-
-use crate::{fails, oci, ok};
-
-fn json(args: &[&str]) -> Value {
-    let mut with_json = vec!["--json"];
-    with_json.extend_from_slice(args);
-    serde_json::from_str(&ok(&with_json)).unwrap()
-}
-
-fn example() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/example-rootfs")
-        .display()
-        .to_string()
-}
+use crate::{example_arg, fails, json, oci, ok};
 
 #[test]
 fn diff_lists_and_repack_layers_the_changes() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("images");
-    json(&["build", "--tag", &oci(&layout, ":v1"), &example()]);
+    json(&["build", "--tag", &oci(&layout, ":v1"), example_arg()]);
     let rootfs = dir.path().join("rootfs");
     ok(&[
         "unpack",
@@ -98,7 +81,7 @@ fn diff_lists_and_repack_layers_the_changes() {
 fn repack_refuses_what_it_cannot_use() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("images");
-    json(&["build", "--tag", &oci(&layout, ":v1"), &example()]);
+    json(&["build", "--tag", &oci(&layout, ":v1"), example_arg()]);
     let missing = dir.path().join("missing");
     let err = fails(&[
         "repack",
@@ -108,7 +91,13 @@ fn repack_refuses_what_it_cannot_use() {
         "v2",
     ]);
     assert!(err.contains("not a directory"), "{err}");
-    let err = fails(&["repack", &oci(&layout, ":v1"), &example(), "--tag", "../x"]);
+    let err = fails(&[
+        "repack",
+        &oci(&layout, ":v1"),
+        example_arg(),
+        "--tag",
+        "../x",
+    ]);
     assert!(err.contains("../x"), "{err}");
     let tags = json(&["ls", &oci(&layout, "")])["tags"]
         .as_array()

@@ -11,16 +11,18 @@
 //!
 //! Three kinds of document under `ocikit/referrers/`:
 //!
-//! - `state`: the fingerprint (SHA-256) of the `index.json` bytes it reflects, a generation
-//!   number, what each listed document's `subject` is, and which subjects the last
-//!   generation changed;
-//! - `head`: the fingerprint and generation of the last complete update (a few bytes);
+//! - `state`: the version token of the `index.json` it reflects (the store's, as
+//!   `read_document` returns it: the SHA-256 of the bytes on the filesystem store, the ETag on
+//!   S3), a generation number, what each listed document's `subject` is, and which subjects
+//!   the last generation changed;
+//! - `head`: the version token and generation of the last complete update (a few bytes);
 //! - `subjects/<alg>/<encoded>`: one subject's referrers, stamped with the generation that
 //!   wrote them.
 //!
-//! A lookup reads and hashes `index.json`, reads `head` and, when the fingerprints agree,
-//! the one subject document: its cost does not grow with the number of manifests beyond
-//! hashing `index.json`. When they differ (any writer, ocikit or another tool, changed
+//! A lookup reads `head`, asks the store for `index.json`'s version (the filesystem store
+//! answers from the file's metadata when it read that version before, without reading the
+//! file) and, when the two agree, reads the one subject document: its cost does not grow
+//! with the number of manifests at all. When they differ (any writer, ocikit or another tool, changed
 //! `index.json`), the lookup first brings the index up to date incrementally: it reads only
 //! the documents listed since, drops the ones no longer listed, commits `state` by
 //! compare-and-swap, rewrites the subject documents that changed (never over a newer
@@ -46,8 +48,9 @@ pub const REFERRERS_PREFIX: &str = "ocikit/referrers";
 const STATE: &str = "ocikit/referrers/state";
 const HEAD: &str = "ocikit/referrers/head";
 const SUBJECTS: &str = "ocikit/referrers/subjects";
-/// Format version of the documents; others are rebuilt.
-const FORMAT: u32 = 1;
+/// Format version of the documents; others are rebuilt. (2: `index` is the store's version
+/// token of `index.json`, no longer a SHA-256 of its bytes.)
+const FORMAT: u32 = 2;
 /// Documents read at once while catching up.
 const READ_CONCURRENCY: usize = 16;
 /// How often an update is retried after losing a compare-and-swap of `state`.
@@ -115,18 +118,6 @@ fn encode<T: Serialize>(value: &T) -> Result<Bytes> {
             reason: format!("cannot serialise the referrers index: {e}"),
             source: None,
         })
-}
-
-/// The fingerprint of `index.json` bytes: their SHA-256 (hashed on a blocking thread when
-/// large).
-async fn fingerprint(bytes: &Bytes) -> Result<String> {
-    if bytes.len() < (1 << 20) {
-        return Ok(Digest::sha256(bytes).to_string());
-    }
-    let bytes = bytes.clone();
-    tokio::task::spawn_blocking(move || Digest::sha256(&bytes).to_string())
-        .await
-        .map_err(|e| Error::Store(StoreError::Stream(std::io::Error::other(e))))
 }
 
 /// The referrers-response descriptor of a document `entry` points at.
@@ -202,13 +193,21 @@ impl Layout {
     pub async fn sync_referrers(&self) -> Result<u64> {
         let store = self.store();
         for _ in 0..MAX_SYNC_ATTEMPTS {
-            let index_doc = store.require_document(&key(INDEX_JSON)?).await?;
-            let fp = fingerprint(&index_doc.bytes).await?;
             let head = store
                 .read_document(&key(HEAD)?)
                 .await?
                 .and_then(|d| parse::<Head>(&d.bytes))
                 .filter(|h| h.format == FORMAT);
+            // The cheap check first: `index.json`'s version token (from the file's metadata
+            // on the filesystem store, without reading it) against the one `head` reflects.
+            if let Some(head) = &head
+                && let Some(version) = store.document_version(&key(INDEX_JSON)?).await?
+                && head.index == version.as_str()
+            {
+                return Ok(head.generation);
+            }
+            let index_doc = store.require_document(&key(INDEX_JSON)?).await?;
+            let fp = index_doc.version.as_str().to_string();
             if let Some(head) = &head
                 && head.index == fp
             {

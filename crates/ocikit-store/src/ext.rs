@@ -204,6 +204,9 @@ macro_rules! forward_store {
             async fn read_document(&self, key: &DocumentKey) -> Result<Option<Document>> {
                 (**self).read_document(key).await
             }
+            async fn document_version(&self, key: &DocumentKey) -> Result<Option<Version>> {
+                (**self).document_version(key).await
+            }
             async fn write_document(
                 &self,
                 key: &DocumentKey,

@@ -57,6 +57,72 @@ struct Paths {
     blobs: PathBuf,
     tmp: PathBuf,
     locks: PathBuf,
+    /// The versions of documents as last read, by path, for `document_version`.
+    versions: Mutex<std::collections::HashMap<PathBuf, Seen>>,
+}
+
+/// Documents whose versions `document_version` remembers, at most (the map is cleared when
+/// it would grow past this).
+const MAX_REMEMBERED_VERSIONS: usize = 4096;
+
+/// How much older than the read a file's last change must be for the remembered version to
+/// be trusted: file times have a coarse granularity (a clock tick), so a file changed in
+/// place within the same tick as a read could keep its times. As git does with its index
+/// ("racily clean" entries), a version read too soon after the file changed is re-checked
+/// by reading the file again.
+const RACY_WINDOW: Duration = Duration::from_millis(100);
+
+/// What identifies one state of a file on disk: replacing it (a new inode) or writing it
+/// in place (new times, or a new size) changes at least one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The file's last change (the later of mtime and ctime).
+    fn changed(&self) -> SystemTime {
+        let at = |(secs, nanos): (i64, i64)| {
+            let secs = Duration::from_secs(secs.max(0).unsigned_abs());
+            SystemTime::UNIX_EPOCH + secs + Duration::from_nanos(nanos.max(0).unsigned_abs())
+        };
+        at(self.mtime).max(at(self.ctime))
+    }
+}
+
+/// A document version as read, with the state of its file and when it was read.
+#[derive(Clone, Debug)]
+struct Seen {
+    file: FileId,
+    version: Version,
+    read_at: SystemTime,
+}
+
+impl Seen {
+    /// Whether the version still stands for a file now in state `file`.
+    fn still(&self, file: &FileId) -> bool {
+        self.file == *file
+            && self
+                .file
+                .changed()
+                .checked_add(RACY_WINDOW)
+                .is_some_and(|safe| safe <= self.read_at)
+    }
 }
 
 /// Runs blocking filesystem work off the async executor.
@@ -142,6 +208,7 @@ impl FsStore {
             tmp: root.join(".ocikit").join("tmp"),
             locks: root.join(".ocikit").join("locks"),
             root,
+            versions: Mutex::new(std::collections::HashMap::new()),
         };
         let paths = blocking(move || {
             for dir in [&paths.root, &paths.blobs, &paths.tmp, &paths.locks] {
@@ -230,9 +297,17 @@ impl DocumentLock {
 }
 
 fn read_document_sync(path: &Path) -> Result<Option<Document>> {
+    Ok(read_document_seen(path)?.map(|(doc, _)| doc))
+}
+
+/// Reads a document and notes the state of the file it was read from (from the same open
+/// descriptor, so the two agree).
+fn read_document_seen(path: &Path) -> Result<Option<(Document, Seen)>> {
+    let read_at = SystemTime::now();
     let Some((file, size)) = open_regular(path)? else {
         return Ok(None);
     };
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
     if size > MAX_DOCUMENT_SIZE {
         return Err(Error::TooLarge {
             size,
@@ -244,10 +319,33 @@ fn read_document_sync(path: &Path) -> Result<Option<Document>> {
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("read", path, e))?;
     let version = version_of(&bytes);
-    Ok(Some(Document {
-        bytes: Bytes::from(bytes),
-        version,
-    }))
+    let seen = Seen {
+        file: FileId::of(&meta),
+        version: version.clone(),
+        read_at,
+    };
+    Ok(Some((
+        Document {
+            bytes: Bytes::from(bytes),
+            version,
+        },
+        seen,
+    )))
+}
+
+impl Paths {
+    fn remember(&self, path: PathBuf, seen: Seen) {
+        if let Ok(mut versions) = self.versions.lock() {
+            if versions.len() >= MAX_REMEMBERED_VERSIONS {
+                versions.clear();
+            }
+            versions.insert(path, seen);
+        }
+    }
+
+    fn remembered(&self, path: &Path) -> Option<Seen> {
+        self.versions.lock().ok()?.get(path).cloned()
+    }
 }
 
 fn check_precondition(
@@ -395,7 +493,43 @@ impl Store for FsStore {
 
     async fn read_document(&self, key: &DocumentKey) -> Result<Option<Document>> {
         let path = self.document_path(key);
-        blocking(move || read_document_sync(&path)).await
+        let paths = Arc::clone(&self.paths);
+        blocking(move || {
+            let read = read_document_seen(&path)?;
+            Ok(read.map(|(doc, seen)| {
+                paths.remember(path, seen);
+                doc
+            }))
+        })
+        .await
+    }
+
+    /// From the file's metadata when the document was read before and its file has not
+    /// changed since (same inode, size and times, and not changed within
+    /// [`RACY_WINDOW`] of that read); otherwise by reading it.
+    async fn document_version(&self, key: &DocumentKey) -> Result<Option<Version>> {
+        let path = self.document_path(key);
+        let paths = Arc::clone(&self.paths);
+        blocking(move || {
+            match std::fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Ok(meta) if meta.is_file() => {
+                    if let Some(seen) = paths.remembered(&path)
+                        && seen.still(&FileId::of(&meta))
+                    {
+                        return Ok(Some(seen.version));
+                    }
+                }
+                // Anything else: the read below reports it as it would.
+                _ => {}
+            }
+            let read = read_document_seen(&path)?;
+            Ok(read.map(|(doc, seen)| {
+                paths.remember(path, seen);
+                doc.version
+            }))
+        })
+        .await
     }
 
     async fn write_document(

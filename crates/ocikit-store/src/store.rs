@@ -67,6 +67,14 @@ pub trait Store: fmt::Debug + Send + Sync {
     /// Reads a document and its version, or `None` when it is absent.
     async fn read_document(&self, key: &DocumentKey) -> Result<Option<Document>>;
 
+    /// The version [`Store::read_document`] would return now, or `None` when the document
+    /// is absent, for callers that only need to know whether a document changed. Backends
+    /// that can tell without reading the document (the filesystem store, from the file's
+    /// metadata) override it; the default reads it.
+    async fn document_version(&self, key: &DocumentKey) -> Result<Option<Version>> {
+        Ok(self.read_document(key).await?.map(|d| d.version))
+    }
+
     /// Writes a document if `precondition` holds, atomically; returns the new version.
     async fn write_document(
         &self,

@@ -213,3 +213,60 @@ async fn private_directories_are_not_documents() {
     let keys = store.list_documents("").await.unwrap();
     assert_eq!(keys, vec![key]);
 }
+
+/// `document_version` agrees with `read_document`, follows the store's own writes, and
+/// notices another program's edits made in place, with the same size, right after a read
+/// (times of coarse granularity) and later.
+#[tokio::test]
+async fn document_versions_follow_every_change() {
+    let (store, _dir) = fresh().await;
+    let key = DocumentKey::new("index.json").unwrap();
+    assert_eq!(store.document_version(&key).await.unwrap(), None);
+    let written = store
+        .write_document(&key, "{\"a\":1}".into(), Precondition::MustNotExist)
+        .await
+        .unwrap();
+    let read = store.read_document(&key).await.unwrap().unwrap();
+    assert_eq!(read.version, written);
+    assert_eq!(
+        store.document_version(&key).await.unwrap(),
+        Some(written.clone())
+    );
+
+    // Another program rewrites the file in place, same length, at once.
+    let path = store.document_path(&key);
+    std::fs::write(&path, "{\"a\":2}").unwrap();
+    let now = store.document_version(&key).await.unwrap().unwrap();
+    assert_ne!(
+        now, written,
+        "an in-place edit right after a read went unnoticed"
+    );
+    assert_eq!(
+        now,
+        store.read_document(&key).await.unwrap().unwrap().version
+    );
+
+    // Read long after the last change, the version comes from the metadata; an in-place
+    // edit then changes the file's times, and is noticed too.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let settled = store.read_document(&key).await.unwrap().unwrap().version;
+    assert_eq!(
+        store.document_version(&key).await.unwrap(),
+        Some(settled.clone())
+    );
+    std::fs::write(&path, "{\"a\":3}").unwrap();
+    let edited = store.document_version(&key).await.unwrap().unwrap();
+    assert_ne!(edited, settled);
+    assert_eq!(
+        edited,
+        store.read_document(&key).await.unwrap().unwrap().version
+    );
+
+    // Replaced by rename, and removed.
+    let other = path.with_extension("new");
+    std::fs::write(&other, "{\"b\":4}").unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    assert_ne!(store.document_version(&key).await.unwrap(), Some(edited));
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(store.document_version(&key).await.unwrap(), None);
+}

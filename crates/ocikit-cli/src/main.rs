@@ -179,6 +179,19 @@ enum Command {
         /// The archive: oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG].
         archive: String,
     },
+    /// Serve a directory as an OCI Distribution v1.1 registry (until SIGTERM or Ctrl-C).
+    #[command(
+        after_help = "Example:\n  ocikit serve --root ./registry --addr 127.0.0.1:5000\n  \
+        skopeo copy --dest-tls-verify=false oci:./images:v1 docker://127.0.0.1:5000/app:v1"
+    )]
+    Serve {
+        /// The directory the registry keeps its content in (created if missing).
+        #[arg(long)]
+        root: std::path::PathBuf,
+        /// The address to listen on (port 0: any free port; the one chosen is printed).
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        addr: std::net::SocketAddr,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  ocikit completions bash > /etc/bash_completion.d/ocikit")]
     Completions {

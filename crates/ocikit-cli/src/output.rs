@@ -41,6 +41,13 @@ impl Output {
         Ok(())
     }
 
+    /// A status line for people, on stderr so that stdout stays clean, unless `-q`.
+    pub(crate) fn status(&self, text: &str) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
+    }
+
     /// Prints an error and its causes, once each, and returns the failure exit code.
     pub(crate) fn fail(&self, err: &anyhow::Error) -> ExitCode {
         let mut stderr = std::io::stderr().lock();

@@ -11,7 +11,8 @@
 //! | `layout` | `ocikit-layout` | `fs` | OCI image layouts on any store: tags, images, platforms, artifacts and referrers, fsck, GC, copy, archives |
 //!
 //! Default features: `fs` and `gzip`. Others: `zstd`, `s3`, `tokio` (async adapters of the
-//! digest and codec streams). The registry server and client will come as `registry`.
+//! digest and codec streams), `registry` (the OCI Distribution registry server, as
+//! `ocikit::registry`; its client will join it).
 //!
 //! # A first program
 //!
@@ -77,5 +78,7 @@ pub use ocikit_digest as digest;
 pub use ocikit_codec as codec;
 #[cfg(feature = "fs")]
 pub use ocikit_layout as layout;
+#[cfg(feature = "registry")]
+pub use ocikit_registry as registry;
 #[cfg(feature = "fs")]
 pub use ocikit_store as store;

@@ -6,6 +6,7 @@ mod copy;
 mod image;
 mod layout;
 mod repack;
+mod serve;
 
 use std::path::Path;
 use std::process::{Command, Output};

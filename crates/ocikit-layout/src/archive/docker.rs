@@ -41,9 +41,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::{
-    ArchiveErrorKind, ChannelReader, MAX_JSON_SIZE, TarMsg, archive_error, archive_error_with,
-    commit_blob, consumer_gone, decompressed_digest, is_file, join_inside, malformed, normalize,
-    read_capped, send_blob, shown, stream_entry, tar_error, with_tar_reader, with_tar_writer,
+    ArchiveErrorKind, ChannelReader, ImportEntry, MAX_JSON_SIZE, TarMsg, archive_error,
+    archive_error_with, claim_file, commit_blob, consumer_gone, decompressed_digest,
+    for_each_entry, join_inside, malformed, read_capped, send_blob, stream_entry, with_tar_reader,
+    with_tar_writer,
 };
 use crate::copy::set_entries;
 use crate::layout::MAX_DOCUMENT_SIZE;
@@ -144,25 +145,16 @@ fn stageable(name: &str) -> bool {
 
 fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>) -> Result<()> {
     let send = |msg| tx.blocking_send(msg).map_err(|_| consumer_gone());
-    let mut archive =
-        tar::Archive::new(super::MetadataCap::new(reader, super::MAX_EXTENSION_RECORD));
-    let entries = archive
-        .entries()
-        .map_err(|e| tar_error("(start of archive)", e))?;
     let mut seen = HashSet::new();
-    let mut last = String::from("(start of archive)");
-    for entry in entries {
-        let mut entry = entry.map_err(|e| tar_error(&format!("(entry after {last})"), e))?;
-        let raw = entry.path_bytes().into_owned();
-        let shown_name = shown(&raw);
-        last.clone_from(&shown_name);
-        let kind = entry.header().entry_type();
-        if kind.is_pax_global_extensions() {
-            continue;
-        }
-        let name = normalize(&raw)?;
+    for_each_entry(reader, |entry| {
+        let ImportEntry {
+            data: entry,
+            name,
+            shown: shown_name,
+            kind,
+        } = entry;
         if kind == tar::EntryType::Directory {
-            continue;
+            return Ok(());
         }
         if kind == tar::EntryType::Symlink {
             // Older `docker save` links identical layers to one copy.
@@ -182,22 +174,12 @@ fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>) -> Result<()> {
                 name,
                 target: resolved,
             })?;
-            continue;
+            return Ok(());
         }
-        if !is_file(kind) {
-            return Err(archive_error(
-                shown_name,
-                ArchiveErrorKind::UnsupportedType {
-                    typeflag: kind.as_byte(),
-                },
-            ));
-        }
-        if !seen.insert(name.clone()) {
-            return Err(archive_error(shown_name, ArchiveErrorKind::Duplicate));
-        }
+        claim_file(&mut seen, &name, &shown_name, kind)?;
         let size = entry.size();
         if name == MANIFEST_JSON || name == REPOSITORIES {
-            let bytes = read_capped(&mut entry, &shown_name, size, MAX_JSON_SIZE)?;
+            let bytes = read_capped(entry, &shown_name, size, MAX_JSON_SIZE)?;
             send(Msg::Json {
                 name,
                 entry: shown_name,
@@ -221,15 +203,13 @@ fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>) -> Result<()> {
                 size,
                 digest,
             })?;
-            stream_entry(&mut entry, &shown_name, size, |chunk| {
-                send(Msg::Data(chunk))
-            })?;
+            stream_entry(entry, &shown_name, size, |chunk| send(Msg::Data(chunk)))?;
             send(Msg::End)?;
         }
         // Anything else (`<id>/json`, `<id>/VERSION`, `oci-layout`, `index.json`) is not
         // needed: its data is skipped.
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[derive(Default)]

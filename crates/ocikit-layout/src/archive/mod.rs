@@ -204,6 +204,72 @@ pub(crate) fn is_file(kind: tar::EntryType) -> bool {
     matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
 }
 
+/// One entry of an archive being imported, past the checks every importer makes.
+pub(crate) struct ImportEntry<'a, 'e> {
+    /// The entry, to read its data from.
+    pub(crate) data: &'a mut tar::Entry<'e, MetadataCap<ChannelReader>>,
+    /// The name, normalised (never absolute, no `..`).
+    pub(crate) name: String,
+    /// The name as the archive spells it, for errors.
+    pub(crate) shown: String,
+    /// The entry's type.
+    pub(crate) kind: tar::EntryType,
+}
+
+/// Walks the entries of an archive being imported on the tar thread: extension records
+/// capped at [`MAX_EXTENSION_RECORD`], PAX global headers skipped, names normalised, and a
+/// read error naming the entry after which it struck; `visit` sees every other entry.
+pub(crate) fn for_each_entry(
+    reader: ChannelReader,
+    mut visit: impl FnMut(ImportEntry<'_, '_>) -> Result<()>,
+) -> Result<()> {
+    let mut archive = tar::Archive::new(MetadataCap::new(reader, MAX_EXTENSION_RECORD));
+    let entries = archive
+        .entries()
+        .map_err(|e| tar_error("(start of archive)", e))?;
+    let mut last = String::from("(start of archive)");
+    for entry in entries {
+        let mut entry = entry.map_err(|e| tar_error(&format!("(entry after {last})"), e))?;
+        let raw = entry.path_bytes().into_owned();
+        let shown_name = shown(&raw);
+        last.clone_from(&shown_name);
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            continue;
+        }
+        let name = normalize(&raw)?;
+        visit(ImportEntry {
+            data: &mut entry,
+            name,
+            shown: shown_name,
+            kind,
+        })?;
+    }
+    Ok(())
+}
+
+/// Claims a file entry's name: only regular files, and each name once (`seen` holds the
+/// names claimed so far).
+pub(crate) fn claim_file(
+    seen: &mut std::collections::HashSet<String>,
+    name: &str,
+    shown: &str,
+    kind: tar::EntryType,
+) -> Result<()> {
+    if !is_file(kind) {
+        return Err(archive_error(
+            shown,
+            ArchiveErrorKind::UnsupportedType {
+                typeflag: kind.as_byte(),
+            },
+        ));
+    }
+    if !seen.insert(name.to_string()) {
+        return Err(archive_error(shown, ArchiveErrorKind::Duplicate));
+    }
+    Ok(())
+}
+
 // --- capping extension records ------------------------------------------------------------
 
 const BLOCK: usize = 512;

@@ -37,9 +37,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::{
-    ArchiveErrorKind, ChannelReader, MAX_JSON_SIZE, MAX_LAYOUT_FILE_SIZE, TarMsg, archive_error,
-    archive_error_with, commit_blob, consumer_gone, is_file, malformed, normalize, read_capped,
-    send_blob, shown, stream_entry, tar_error, with_tar_reader, with_tar_writer,
+    ArchiveErrorKind, ChannelReader, ImportEntry, MAX_JSON_SIZE, MAX_LAYOUT_FILE_SIZE, TarMsg,
+    archive_error, archive_error_with, claim_file, commit_blob, consumer_gone, for_each_entry,
+    malformed, read_capped, send_blob, stream_entry, with_tar_reader, with_tar_writer,
 };
 use crate::copy::{ref_name, set_entries, walk};
 use crate::layout::{INDEX_JSON, LAYOUT_VERSION, OCI_LAYOUT};
@@ -189,40 +189,21 @@ fn blob_name(entry: &str, name: &str) -> Result<Digest> {
 
 fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>, allow_unknown: bool) -> Result<()> {
     let send = |msg| tx.blocking_send(msg).map_err(|_| consumer_gone());
-    let mut archive =
-        tar::Archive::new(super::MetadataCap::new(reader, super::MAX_EXTENSION_RECORD));
-    let entries = archive
-        .entries()
-        .map_err(|e| tar_error("(start of archive)", e))?;
     let mut seen = HashSet::new();
-    let mut last = String::from("(start of archive)");
-    for entry in entries {
-        let mut entry = entry.map_err(|e| tar_error(&format!("(entry after {last})"), e))?;
-        let raw = entry.path_bytes().into_owned();
-        let shown_name = shown(&raw);
-        last.clone_from(&shown_name);
-        let kind = entry.header().entry_type();
-        if kind.is_pax_global_extensions() {
-            continue;
-        }
-        let name = normalize(&raw)?;
+    for_each_entry(reader, |entry| {
+        let ImportEntry {
+            data: entry,
+            name,
+            shown: shown_name,
+            kind,
+        } = entry;
         if kind == tar::EntryType::Directory {
             if is_layout_dir(&name) || allow_unknown {
-                continue;
+                return Ok(());
             }
             return Err(archive_error(shown_name, ArchiveErrorKind::Unexpected));
         }
-        if !is_file(kind) {
-            return Err(archive_error(
-                shown_name,
-                ArchiveErrorKind::UnsupportedType {
-                    typeflag: kind.as_byte(),
-                },
-            ));
-        }
-        if !seen.insert(name.clone()) {
-            return Err(archive_error(shown_name, ArchiveErrorKind::Duplicate));
-        }
+        claim_file(&mut seen, &name, &shown_name, kind)?;
         let size = entry.size();
         match name.as_str() {
             "oci-layout" | "index.json" => {
@@ -231,7 +212,7 @@ fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>, allow_unknown: bool) -> R
                 } else {
                     (OCI_LAYOUT, MAX_LAYOUT_FILE_SIZE)
                 };
-                let bytes = read_capped(&mut entry, &shown_name, size, limit)?;
+                let bytes = read_capped(entry, &shown_name, size, limit)?;
                 send(Msg::Document {
                     name: key,
                     entry: shown_name,
@@ -245,9 +226,7 @@ fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>, allow_unknown: bool) -> R
                     digest,
                     size,
                 })?;
-                stream_entry(&mut entry, &shown_name, size, |chunk| {
-                    send(Msg::Data(chunk))
-                })?;
+                stream_entry(entry, &shown_name, size, |chunk| send(Msg::Data(chunk)))?;
                 send(Msg::End)?;
             }
             // What `docker save` adds beside its OCI layout (docker 25 and later).
@@ -255,8 +234,8 @@ fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>, allow_unknown: bool) -> R
             _ if allow_unknown => {}
             _ => return Err(archive_error(shown_name, ArchiveErrorKind::Unexpected)),
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[derive(Default)]

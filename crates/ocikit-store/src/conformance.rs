@@ -499,3 +499,104 @@ macro_rules! conformance_tests {
         }
     )*};
 }
+
+/// What [`Intercept`] does with each blob `get` of its inner store returns.
+pub type GetHook = Arc<dyn Fn(&Digest, Option<crate::Blob>) -> Option<crate::Blob> + Send + Sync>;
+
+/// A store that forwards everything to `inner`, except that every blob `get` returns goes
+/// through `hook` first: for tests that count reads, or corrupt or truncate a stream.
+pub struct Intercept<S> {
+    /// The store doing the work.
+    pub inner: S,
+    /// Sees (and may replace) every `get` result.
+    pub hook: GetHook,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Intercept<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intercept")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Intercept<S> {
+    /// `inner` with `hook` on its gets.
+    pub fn new(
+        inner: S,
+        hook: impl Fn(&Digest, Option<crate::Blob>) -> Option<crate::Blob> + Send + Sync + 'static,
+    ) -> Intercept<S> {
+        Intercept {
+            inner,
+            hook: Arc::new(hook),
+        }
+    }
+
+    /// `inner`, counting its gets in `gets`.
+    pub fn counting(inner: S, gets: Arc<std::sync::atomic::AtomicUsize>) -> Intercept<S> {
+        Intercept::new(inner, move |_, blob| {
+            gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            blob
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Store> Store for Intercept<S> {
+    async fn stat(&self, digest: &Digest) -> crate::Result<Option<u64>> {
+        self.inner.stat(digest).await
+    }
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> crate::Result<Option<crate::Blob>> {
+        let blob = self.inner.get(digest, range).await?;
+        Ok((self.hook)(digest, blob))
+    }
+    async fn written_at(&self, digest: &Digest) -> crate::Result<Option<std::time::SystemTime>> {
+        self.inner.written_at(digest).await
+    }
+    async fn stage(&self) -> crate::Result<Box<dyn crate::Staging>> {
+        self.inner.stage().await
+    }
+    async fn delete(&self, digest: &Digest) -> crate::Result<bool> {
+        self.inner.delete(digest).await
+    }
+    fn list(&self) -> futures::stream::BoxStream<'_, crate::Result<Digest>> {
+        self.inner.list()
+    }
+    async fn read_document(&self, key: &DocumentKey) -> crate::Result<Option<crate::Document>> {
+        self.inner.read_document(key).await
+    }
+    async fn document_version(&self, key: &DocumentKey) -> crate::Result<Option<crate::Version>> {
+        self.inner.document_version(key).await
+    }
+    async fn write_document(
+        &self,
+        key: &DocumentKey,
+        bytes: Bytes,
+        precondition: Precondition,
+    ) -> crate::Result<crate::Version> {
+        self.inner.write_document(key, bytes, precondition).await
+    }
+    async fn delete_document(
+        &self,
+        key: &DocumentKey,
+        precondition: Precondition,
+    ) -> crate::Result<bool> {
+        self.inner.delete_document(key, precondition).await
+    }
+    async fn list_documents(&self, prefix: &str) -> crate::Result<Vec<DocumentKey>> {
+        self.inner.list_documents(prefix).await
+    }
+    async fn link_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        file: &std::fs::File,
+        trust: crate::LinkTrust,
+    ) -> crate::Result<crate::Linked> {
+        self.inner.link_blob(digest, size, file, trust).await
+    }
+}

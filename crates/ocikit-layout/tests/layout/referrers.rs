@@ -1,17 +1,14 @@
 //! The referrers index: listing, filtering, staying right when other writers edit
 //! `index.json`, and costing no manifest reads when in sync.
 
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use ocikit_digest::Digest;
 use ocikit_layout::{Artifact, Layout};
-use ocikit_store::{
-    Blob, Document, DocumentKey, MemoryStore, Precondition, Staging, Store, Version,
-};
+use ocikit_store::conformance::Intercept;
+use ocikit_store::{DocumentKey, MemoryStore, Precondition};
 use serde_json::{Value, json};
 
 use crate::artifact::{
@@ -331,67 +328,12 @@ async fn concurrent_attachers_are_all_listed() {
     }
 }
 
-/// A store that counts blob reads.
-#[derive(Debug)]
-struct Counting {
-    inner: MemoryStore,
-    gets: Arc<AtomicUsize>,
-}
-
-#[async_trait::async_trait]
-impl Store for Counting {
-    async fn stat(&self, digest: &Digest) -> ocikit_store::Result<Option<u64>> {
-        self.inner.stat(digest).await
-    }
-    async fn get(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-    ) -> ocikit_store::Result<Option<Blob>> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(digest, range).await
-    }
-    async fn stage(&self) -> ocikit_store::Result<Box<dyn Staging>> {
-        self.inner.stage().await
-    }
-    async fn delete(&self, digest: &Digest) -> ocikit_store::Result<bool> {
-        self.inner.delete(digest).await
-    }
-    fn list(&self) -> BoxStream<'_, ocikit_store::Result<Digest>> {
-        self.inner.list()
-    }
-    async fn read_document(&self, key: &DocumentKey) -> ocikit_store::Result<Option<Document>> {
-        self.inner.read_document(key).await
-    }
-    async fn write_document(
-        &self,
-        key: &DocumentKey,
-        bytes: Bytes,
-        precondition: Precondition,
-    ) -> ocikit_store::Result<Version> {
-        self.inner.write_document(key, bytes, precondition).await
-    }
-    async fn delete_document(
-        &self,
-        key: &DocumentKey,
-        precondition: Precondition,
-    ) -> ocikit_store::Result<bool> {
-        self.inner.delete_document(key, precondition).await
-    }
-    async fn list_documents(&self, prefix: &str) -> ocikit_store::Result<Vec<DocumentKey>> {
-        self.inner.list_documents(prefix).await
-    }
-}
-
 #[tokio::test]
 async fn lookups_in_sync_read_no_manifests_and_catch_up_reads_only_new_ones() {
     let gets = Arc::new(AtomicUsize::new(0));
-    let layout = Layout::create(Counting {
-        inner: MemoryStore::new(),
-        gets: gets.clone(),
-    })
-    .await
-    .unwrap();
+    let layout = Layout::create(Intercept::counting(MemoryStore::new(), gets.clone()))
+        .await
+        .unwrap();
     let img = image(&layout, "base").await;
     let subject = digest(&img.manifest);
     // 300 more manifests listed in index.json, none referring to anything.

@@ -2,12 +2,10 @@
 //! unsupported media types, progress and apply options; on every backend (the memory store
 //! streams blobs through the async bridge, the filesystem store gives local files).
 
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use ocikit_codec::apply::{ApplyOptions, DevicePolicy};
 use ocikit_codec::compression::Compression;
 use ocikit_digest::oci_spec::image::Descriptor;
@@ -16,9 +14,8 @@ use ocikit_layout::{
     Error, Event, ImageBuilder, LayerSpec, Layout, Operation, PlatformQuery, Progress,
     UnpackOptions, unpack, unpack_tag,
 };
-use ocikit_store::{
-    Blob, Document, DocumentKey, MemoryStore, Precondition, Staging, Store, Version,
-};
+use ocikit_store::conformance::Intercept;
+use ocikit_store::{Blob, MemoryStore};
 use serde_json::json;
 
 use crate::image::{layouts, put_manifest, snapshot};
@@ -220,28 +217,14 @@ async fn a_blob_corrupted_on_disk_fails_and_names_its_digest() {
     }
 }
 
-/// A memory store that serves one blob with a byte flipped, through its stream.
-#[derive(Debug)]
-struct Corrupting {
-    inner: MemoryStore,
-    target: Mutex<Option<Digest>>,
-}
-
-#[async_trait::async_trait]
-impl Store for Corrupting {
-    async fn stat(&self, digest: &Digest) -> ocikit_store::Result<Option<u64>> {
-        self.inner.stat(digest).await
-    }
-    async fn get(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-    ) -> ocikit_store::Result<Option<Blob>> {
-        let Some(blob) = self.inner.get(digest, range).await? else {
-            return Ok(None);
-        };
-        if self.target.lock().unwrap().as_ref() != Some(digest) {
-            return Ok(Some(blob));
+/// A memory store whose stream of the `target` blob (once set) has one byte flipped.
+fn corrupting() -> (Intercept<MemoryStore>, Arc<Mutex<Option<Digest>>>) {
+    let target: Arc<Mutex<Option<Digest>>> = Arc::new(Mutex::new(None));
+    let aim = Arc::clone(&target);
+    let store = Intercept::new(MemoryStore::new(), move |digest, blob| {
+        let blob = blob?;
+        if aim.lock().unwrap().as_ref() != Some(digest) {
+            return Some(blob);
         }
         let (size, range) = (blob.size(), blob.range());
         let mut flipped = false;
@@ -260,47 +243,15 @@ impl Store for Corrupting {
                 })
             })
             .boxed();
-        Ok(Some(Blob::new(size, range, stream, None)))
-    }
-    async fn stage(&self) -> ocikit_store::Result<Box<dyn Staging>> {
-        self.inner.stage().await
-    }
-    async fn delete(&self, digest: &Digest) -> ocikit_store::Result<bool> {
-        self.inner.delete(digest).await
-    }
-    fn list(&self) -> BoxStream<'_, ocikit_store::Result<Digest>> {
-        self.inner.list()
-    }
-    async fn read_document(&self, key: &DocumentKey) -> ocikit_store::Result<Option<Document>> {
-        self.inner.read_document(key).await
-    }
-    async fn write_document(
-        &self,
-        key: &DocumentKey,
-        bytes: Bytes,
-        precondition: Precondition,
-    ) -> ocikit_store::Result<Version> {
-        self.inner.write_document(key, bytes, precondition).await
-    }
-    async fn delete_document(
-        &self,
-        key: &DocumentKey,
-        precondition: Precondition,
-    ) -> ocikit_store::Result<bool> {
-        self.inner.delete_document(key, precondition).await
-    }
-    async fn list_documents(&self, prefix: &str) -> ocikit_store::Result<Vec<DocumentKey>> {
-        self.inner.list_documents(prefix).await
-    }
+        Some(Blob::new(size, range, stream, None))
+    });
+    (store, target)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_corrupted_in_a_streamed_store_fails_and_names_its_digest() {
-    let store = Arc::new(Corrupting {
-        inner: MemoryStore::new(),
-        target: Mutex::new(None),
-    });
-    let layout = Layout::create(store.clone()).await.unwrap();
+    let (store, target) = corrupting();
+    let layout = Layout::create(store).await.unwrap();
     for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
         let tar = tar_of(&[("f", &vec![9u8; 300_000])]);
         let manifest = image_of(&layout, &[tar], compression).await;
@@ -311,7 +262,7 @@ async fn a_blob_corrupted_in_a_streamed_store_fails_and_names_its_digest() {
         unpack(&layout, &manifest, out.path(), &amd64())
             .await
             .unwrap();
-        *store.target.lock().unwrap() = Some(digest.clone());
+        *target.lock().unwrap() = Some(digest.clone());
         let out = tempfile::tempdir().unwrap();
         match unpack(&layout, &manifest, out.path(), &amd64()).await {
             Err(Error::Layer {
@@ -328,7 +279,7 @@ async fn a_blob_corrupted_in_a_streamed_store_fails_and_names_its_digest() {
             }
             other => panic!("{compression:?}: expected a layer failure, got {other:?}"),
         }
-        *store.target.lock().unwrap() = None;
+        *target.lock().unwrap() = None;
     }
 }
 

@@ -14,17 +14,11 @@ mod restart;
 mod skopeo;
 mod tags;
 
-use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use futures::stream::BoxStream;
 use ocikit_digest::Digest;
 use ocikit_registry::{Config, Registry};
-use ocikit_store::{
-    Blob, Document, DocumentKey, FsStore, MemoryStore, Precondition, Staging, Store, Version,
-};
+use ocikit_store::{FsStore, MemoryStore, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -263,63 +257,5 @@ pub(crate) async fn server_with(backend: Backend, config: Config) -> Server {
             let registry = Registry::new(Arc::new(store), Arc::new(uploads), config).unwrap();
             Server::start_keeping(registry, vec![dir]).await
         }
-    }
-}
-
-/// A store that counts blob reads, to prove HEAD never reads a blob.
-#[derive(Debug, Default)]
-pub(crate) struct CountingStore {
-    pub(crate) inner: MemoryStore,
-    pub(crate) gets: AtomicUsize,
-}
-
-impl CountingStore {
-    pub(crate) fn gets(&self) -> usize {
-        self.gets.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for CountingStore {
-    async fn stat(&self, digest: &Digest) -> ocikit_store::Result<Option<u64>> {
-        self.inner.stat(digest).await
-    }
-    async fn get(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-    ) -> ocikit_store::Result<Option<Blob>> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(digest, range).await
-    }
-    async fn stage(&self) -> ocikit_store::Result<Box<dyn Staging>> {
-        self.inner.stage().await
-    }
-    async fn delete(&self, digest: &Digest) -> ocikit_store::Result<bool> {
-        self.inner.delete(digest).await
-    }
-    fn list(&self) -> BoxStream<'_, ocikit_store::Result<Digest>> {
-        self.inner.list()
-    }
-    async fn read_document(&self, key: &DocumentKey) -> ocikit_store::Result<Option<Document>> {
-        self.inner.read_document(key).await
-    }
-    async fn write_document(
-        &self,
-        key: &DocumentKey,
-        bytes: Bytes,
-        precondition: Precondition,
-    ) -> ocikit_store::Result<Version> {
-        self.inner.write_document(key, bytes, precondition).await
-    }
-    async fn delete_document(
-        &self,
-        key: &DocumentKey,
-        precondition: Precondition,
-    ) -> ocikit_store::Result<bool> {
-        self.inner.delete_document(key, precondition).await
-    }
-    async fn list_documents(&self, prefix: &str) -> ocikit_store::Result<Vec<DocumentKey>> {
-        self.inner.list_documents(prefix).await
     }
 }

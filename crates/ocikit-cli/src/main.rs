@@ -179,19 +179,16 @@ enum Command {
         /// The archive: oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG].
         archive: String,
     },
-    /// Serve a directory as an OCI Distribution v1.1 registry (until SIGTERM or Ctrl-C).
+    /// Serve a directory or an S3 bucket as an OCI Distribution v1.1 registry (until SIGTERM
+    /// or Ctrl-C).
     #[command(
-        after_help = "Example:\n  ocikit serve --root ./registry --addr 127.0.0.1:5000\n  \
-        skopeo copy --dest-tls-verify=false oci:./images:v1 docker://127.0.0.1:5000/app:v1"
+        after_help = "Examples:\n  ocikit serve --root ./registry --addr 127.0.0.1:5000\n  \
+        skopeo copy --dest-tls-verify=false oci:./images:v1 docker://127.0.0.1:5000/app:v1\n  \
+        ocikit serve --root ./registry --addr 0.0.0.0:5000 --tls-cert cert.pem --tls-key key.pem \\\n    \
+        --htpasswd ./writers.htpasswd --htpasswd-read-only ./readers.htpasswd\n  \
+        AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. ocikit serve --s3-bucket images --s3-region eu-west-1"
     )]
-    Serve {
-        /// The directory the registry keeps its content in (created if missing).
-        #[arg(long)]
-        root: std::path::PathBuf,
-        /// The address to listen on (port 0: any free port; the one chosen is printed).
-        #[arg(long, default_value = "127.0.0.1:5000")]
-        addr: std::net::SocketAddr,
-    },
+    Serve(commands::serve::ServeArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  ocikit completions bash > /etc/bash_completion.d/ocikit")]
     Completions {

@@ -46,6 +46,39 @@ pub enum Error {
     /// The HTTP server failed.
     #[error("http server failed")]
     Serve(#[source] std::io::Error),
+    /// A line of an `htpasswd` file is not `name:bcrypt-hash`.
+    #[error("htpasswd `{origin}` line {line}: {reason}")]
+    Htpasswd {
+        /// The file (or other origin) the text came from.
+        origin: String,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configuration file (htpasswd, certificate, key) cannot be read.
+    #[error("cannot read `{path}`")]
+    ReadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PEM certificate or key file does not hold what it should.
+    #[error("`{path}` is not a usable PEM {what}")]
+    Pem {
+        /// The file.
+        path: std::path::PathBuf,
+        /// "certificate chain" or "private key".
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate and key do not make a TLS configuration (mismatched, unsupported).
+    #[error("the TLS certificate and key are not usable")]
+    Tls(#[source] rustls::Error),
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

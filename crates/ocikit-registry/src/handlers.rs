@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use ocikit_digest::reference::{validate_name, validate_tag};
 use ocikit_digest::{Algorithm, Digest, json, media_type};
-use ocikit_store::StoreExt;
+use ocikit_store::{DocumentKey, StoreExt};
 use serde_json::Value;
 
+use crate::auth::{Access, Verdict};
 use crate::error::{
     ApiError, ErrorCode, Failure, blob_unknown, digest_invalid, manifest_invalid, manifest_unknown,
     name_unknown, size_invalid, too_large, upload_invalid, upload_unknown,
@@ -80,8 +81,100 @@ pub(crate) async fn handle(State(registry): State<Registry>, request: Request) -
     }
 }
 
+/// Logs every request once it is answered (target `ocikit_registry::access`), and the cause
+/// chain of every 500.
+pub(crate) async fn log_request(request: Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(error) = response.extensions().get::<std::sync::Arc<Error>>() {
+        tracing::error!(
+            target: "ocikit_registry::access",
+            %method, path, status, ms, error = %crate::error_chain(error.as_ref()),
+            "request failed"
+        );
+    } else {
+        tracing::info!(target: "ocikit_registry::access", %method, path, status, ms, "request");
+    }
+    response
+}
+
+/// `/healthz`: 200 when the content store answers a read, 503 when it does not.
+async fn health(registry: &Registry) -> Handled {
+    let probe = async {
+        let key = DocumentKey::new(keys::HEALTH_PROBE)?;
+        registry.store().document_version(&key).await?;
+        registry.upload_store().document_version(&key).await
+    };
+    match probe.await {
+        Ok(_) => reply(StatusCode::OK)
+            .json(&serde_json::json!({"status": "ok"}))
+            .done(),
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "health check: the store failed");
+            Ok((
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"status":"unavailable"}"#,
+            )
+                .into_response())
+        }
+    }
+}
+
+/// Whether the request may go on: credentials against [`crate::Config::users`], writes
+/// against [`crate::Config::read_only`].
+async fn admit(registry: &Registry, method: &Method, headers: &HeaderMap) -> Result<(), Failure> {
+    let config = registry.config();
+    let writes = !(method == Method::GET || method == Method::HEAD);
+    if let Some(users) = &config.users {
+        let credentials = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        let anonymous_ok = !writes && config.anonymous_read && credentials.is_none();
+        if !anonymous_ok {
+            match users.check(credentials).await {
+                Verdict::Allowed(Access::ReadWrite) => {}
+                Verdict::Allowed(_) if !writes => {}
+                Verdict::Allowed(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        ErrorCode::Denied,
+                        "this user may pull but not push or delete",
+                    )
+                    .into());
+                }
+                Verdict::Unauthenticated => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        ErrorCode::Unauthorized,
+                        "authentication required",
+                    )
+                    .header(header::WWW_AUTHENTICATE, r#"Basic realm="ocikit""#)
+                    .into());
+                }
+            }
+        }
+    }
+    if writes && config.read_only {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            "the registry is read-only",
+        )
+        .header(header::ALLOW, "GET, HEAD")
+        .into());
+    }
+    Ok(())
+}
+
 async fn dispatch(registry: &Registry, request: Request) -> Handled {
     let (parts, body) = request.into_parts();
+    if parts.uri.path() == "/healthz" && matches!(parts.method, Method::GET | Method::HEAD) {
+        return health(registry).await;
+    }
+    admit(registry, &parts.method, &parts.headers).await?;
     let Some(route) = route::parse_path(parts.uri.path())? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -38,6 +38,10 @@ pub const ROOT: &str = "_registry";
 /// The prefix of every repository's catalog marker.
 pub const CATALOG_PREFIX: &str = "_registry/catalog";
 
+/// A document that never exists, whose version `/healthz` asks both stores for: one cheap
+/// round trip that proves a store answers.
+pub const HEALTH_PROBE: &str = "_registry/health-probe";
+
 /// The prefix of upload session documents in the upload store.
 pub const SESSIONS_PREFIX: &str = "sessions";
 

@@ -36,11 +36,13 @@
 //! # }
 //! ```
 
+mod auth;
 mod error;
 mod handlers;
 pub mod keys;
 mod meta;
 mod route;
+mod tls;
 mod upload;
 
 use std::collections::HashSet;
@@ -53,7 +55,9 @@ use std::time::Duration;
 use ocikit_digest::Digest;
 use ocikit_store::{FsStore, Store};
 
+pub use auth::{Access, Users};
 pub use error::{Error, ErrorCode, Result};
+pub use tls::TlsConfig;
 pub use upload::SweepReport;
 
 /// A registry's limits and switches.
@@ -79,6 +83,15 @@ pub struct Config {
     /// with 400 and its partial content discarded (default one minute). This bounds what a
     /// client declaring a larger `Content-Length` than it sends can hold.
     pub body_idle_timeout: Duration,
+    /// Refuses every request that would change something (pushes, deletions) with 405
+    /// `UNSUPPORTED`, for maintenance windows and mirrors (default false).
+    pub read_only: bool,
+    /// Who may pull and push; `None` (the default) lets anyone do anything. With users, a
+    /// request without valid credentials gets 401 `UNAUTHORIZED` and a `WWW-Authenticate:
+    /// Basic` challenge, and a pull-only user who pushes gets 403 `DENIED`.
+    pub users: Option<Arc<Users>>,
+    /// With [`Config::users`], lets requests without credentials pull (default false).
+    pub anonymous_read: bool,
 }
 
 impl Default for Config {
@@ -91,6 +104,9 @@ impl Default for Config {
             delete_enabled: true,
             max_page_size: 1000,
             body_idle_timeout: Duration::from_secs(60),
+            read_only: false,
+            users: None,
+            anonymous_read: false,
         }
     }
 }
@@ -129,6 +145,24 @@ impl Config {
     /// Sets [`Config::body_idle_timeout`].
     pub fn body_idle_timeout(mut self, timeout: Duration) -> Config {
         self.body_idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::read_only`].
+    pub fn read_only(mut self, read_only: bool) -> Config {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Sets [`Config::users`].
+    pub fn users(mut self, users: Option<Users>) -> Config {
+        self.users = users.map(Arc::new);
+        self
+    }
+
+    /// Sets [`Config::anonymous_read`].
+    pub fn anonymous_read(mut self, allowed: bool) -> Config {
+        self.anonymous_read = allowed;
         self
     }
 
@@ -200,13 +234,17 @@ impl Registry {
     }
 
     /// The HTTP routes, for embedding in a larger axum application or serving with
-    /// [`Registry::serve`]. A 500 response carries its cause as an `Arc<Error>` in its
-    /// extensions (the body never says more than "internal server error"), for a logging
-    /// layer to pick up.
+    /// [`Registry::serve`]: the distribution API under `/v2/`, and `/healthz` (200 when the
+    /// store answers, 503 when it does not; never behind authentication). Every request is
+    /// logged through `tracing` (target `ocikit_registry::access`: method, path, status,
+    /// milliseconds); a 500 response carries its cause as an `Arc<Error>` in its extensions
+    /// (the body never says more than "internal server error"), and it is logged at `error`
+    /// with its cause chain.
     pub fn router(&self) -> axum::Router {
         axum::Router::new()
             .fallback(handlers::handle)
             .with_state(self.clone())
+            .layer(axum::middleware::from_fn(handlers::log_request))
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets
@@ -217,6 +255,30 @@ impl Registry {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Serves HTTPS on `listener` with `tls` until `shutdown` completes (see
+    /// [`Registry::serve`]). Handshakes run concurrently, each bounded to ten seconds.
+    pub async fn serve_tls(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: &TlsConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let listener = tls::TlsListener::new(listener, tls).map_err(Error::Serve)?;
+        self.serve_on(listener, shutdown).await
+    }
+
+    async fn serve_on<L>(
+        &self,
+        listener: L,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()>
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let sweeper = {
             let registry = self.clone();
             tokio::spawn(async move {
@@ -225,7 +287,9 @@ impl Registry {
                 loop {
                     ticks.tick().await;
                     // A failed sweep is retried at the next tick; nothing is lost meanwhile.
-                    registry.sweep_uploads().await.ok();
+                    if let Err(e) = registry.sweep_uploads().await {
+                        tracing::warn!(error = %error_chain(&e), "sweeping the upload store failed");
+                    }
                 }
             })
         };
@@ -269,4 +333,16 @@ impl Registry {
         }
         report
     }
+}
+
+/// An error and its causes, `: `-separated, for logs.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

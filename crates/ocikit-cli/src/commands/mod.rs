@@ -6,6 +6,7 @@ pub(crate) mod image;
 mod inspect;
 mod layout;
 pub(crate) mod repack;
+pub(crate) mod serve;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -40,7 +41,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             grace,
         } => health::gc(&Location::parse(&location)?, dry_run, grace, out).await,
         Command::Attach(args) => health::attach(args, out).await,
-        Command::Serve { root, addr } => serve(&root, addr, out).await,
+        Command::Serve(args) => serve::serve(args, out).await,
         Command::Diff { image, rootfs } => {
             repack::diff(&Location::parse(&image)?, &rootfs, out).await
         }
@@ -160,32 +161,4 @@ async fn by_digest(layout: &Layout, digest: &Digest) -> Result<Descriptor> {
         digest,
         bytes.len() as u64,
     )?)
-}
-
-/// `ocikit serve`: the registry on `addr` until SIGTERM or Ctrl-C, then a graceful stop
-/// (requests in flight finish).
-async fn serve(root: &Path, addr: std::net::SocketAddr, out: &Output) -> Result<()> {
-    // Listen first: an address that cannot be had leaves no registry directory behind.
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let registry = ocikit::registry::Registry::open(root)
-        .await
-        .with_context(|| format!("cannot open a registry at {}", root.display()))?;
-    let bound = listener.local_addr()?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch for SIGTERM")?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    out.status(&format!("serving {} on http://{bound}", root.display()));
-    registry
-        .serve(listener, shutdown)
-        .await
-        .context("the registry stopped with an error")?;
-    out.status("stopped");
-    Ok(())
 }

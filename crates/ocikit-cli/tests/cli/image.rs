@@ -39,7 +39,7 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, (String, u32, Vec<u8>)> {
     out
 }
 
-fn build(layout: &Path, tag: &str, extra: &[&str]) -> String {
+pub(crate) fn build(layout: &Path, tag: &str, extra: &[&str]) -> String {
     let target = oci(layout, &format!(":{tag}"));
     let source = example();
     let mut args = vec!["build", "--tag", target.as_str()];

@@ -2,6 +2,7 @@
 //! reqwest, on memory and filesystem stores.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod concurrency;
 mod delete;
 mod hostile;

@@ -1,0 +1,215 @@
+//! `ocikit serve`: the registry on a directory or an S3 bucket, over HTTP or HTTPS, open or
+//! behind htpasswd users, until SIGTERM or Ctrl-C, then a graceful stop (requests in flight
+//! finish).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ocikit::registry::{Access, Config, Registry, TlsConfig, Users};
+use ocikit::store::s3::S3Config;
+use ocikit::store::{FsStore, S3Store, Store};
+
+use crate::output::Output;
+
+/// Options of `ocikit serve`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("users").multiple(true).args(["htpasswd", "htpasswd_read_only"])))]
+pub(crate) struct ServeArgs {
+    /// The directory the registry keeps its content in (created if missing).
+    #[arg(
+        long,
+        required_unless_present = "s3_bucket",
+        conflicts_with = "s3_bucket"
+    )]
+    root: Option<std::path::PathBuf>,
+    /// The address to listen on (port 0: any free port; the one chosen is printed).
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    addr: std::net::SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (leaf first).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Users who may pull and push: an htpasswd file of bcrypt entries (`htpasswd -B`).
+    /// Repeatable. With any users, requests need credentials.
+    #[arg(long, value_name = "FILE")]
+    htpasswd: Vec<std::path::PathBuf>,
+    /// Users who may only pull: an htpasswd file of bcrypt entries. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    htpasswd_read_only: Vec<std::path::PathBuf>,
+    /// With users, let requests without credentials pull.
+    #[arg(long, requires = "users")]
+    anonymous_read: bool,
+    /// Refuse every push and deletion (405), for maintenance windows and mirrors.
+    #[arg(long)]
+    read_only: bool,
+    /// Refuse deletions of manifests, tags and blobs (405).
+    #[arg(long)]
+    no_delete: bool,
+    /// Which logs to write on stderr: a level (error, warn, info, debug, trace, off) or
+    /// target=level pairs, e.g. `warn,ocikit_registry::access=info`.
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    log: String,
+    /// The format of the logs.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Keep content in this S3 bucket instead of a directory (credentials from the
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment).
+    #[arg(long, value_name = "BUCKET")]
+    s3_bucket: Option<String>,
+    /// The key prefix in the bucket: content under PREFIX/content, uploads under
+    /// PREFIX/uploads.
+    #[arg(
+        long,
+        default_value = "registry",
+        requires = "s3_bucket",
+        value_name = "PREFIX"
+    )]
+    s3_prefix: String,
+    /// The endpoint of an S3-compatible server (`http://` allowed for it).
+    #[arg(long, requires = "s3_bucket", value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// The bucket's region (else AWS_REGION).
+    #[arg(long, requires = "s3_bucket")]
+    s3_region: Option<String>,
+}
+
+/// The format of `serve`'s logs.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
+    // Everything that can be refused is checked before the registry directory is created.
+    let mut config = Config::default()
+        .read_only(args.read_only)
+        .delete_enabled(!args.no_delete)
+        .anonymous_read(args.anonymous_read);
+    if !args.htpasswd.is_empty() || !args.htpasswd_read_only.is_empty() {
+        let mut users = Users::new();
+        for (files, access) in [
+            (&args.htpasswd, Access::ReadWrite),
+            (&args.htpasswd_read_only, Access::Read),
+        ] {
+            for file in files {
+                users
+                    .load_htpasswd(file, access)
+                    .context("cannot load the registry's users")?;
+            }
+        }
+        anyhow::ensure!(
+            !users.is_empty(),
+            "the htpasswd files define no users: nobody could log in"
+        );
+        config = config.users(Some(users));
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(TlsConfig::from_pem_files(cert, key).context("cannot set up TLS")?)
+        }
+        _ => None,
+    };
+    init_logs(&args.log, args.log_format)?;
+    // Listen first: an address that cannot be had leaves no registry directory behind.
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let (store, uploads, what): (Arc<dyn Store>, Arc<dyn Store>, String) =
+        match (&args.root, &args.s3_bucket) {
+            (Some(root), _) => {
+                let store = FsStore::open(root)
+                    .await
+                    .with_context(|| format!("cannot open a registry at {}", root.display()))?;
+                let uploads = FsStore::open(root.join(".ocikit").join("registry-uploads"))
+                    .await
+                    .with_context(|| format!("cannot open a registry at {}", root.display()))?;
+                (
+                    Arc::new(store),
+                    Arc::new(uploads),
+                    root.display().to_string(),
+                )
+            }
+            (None, Some(bucket)) => {
+                let prefix = args.s3_prefix.trim_matches('/');
+                let join = |part: &str| {
+                    if prefix.is_empty() {
+                        part.to_owned()
+                    } else {
+                        format!("{prefix}/{part}")
+                    }
+                };
+                let s3 = |part: &str| -> Result<S3Store> {
+                    let mut config = S3Config::new(bucket).with_prefix(join(part));
+                    if let Some(endpoint) = &args.s3_endpoint {
+                        config = config
+                            .with_endpoint(endpoint)
+                            .with_allow_http(endpoint.starts_with("http://"));
+                    }
+                    if let Some(region) = &args.s3_region {
+                        config = config.with_region(region);
+                    }
+                    S3Store::new(config).with_context(|| format!("cannot use S3 bucket {bucket}"))
+                };
+                (
+                    Arc::new(s3("content")?),
+                    Arc::new(s3("uploads")?),
+                    format!("s3://{bucket}/{}", join("content")),
+                )
+            }
+            (None, None) => anyhow::bail!("serve needs --root DIR or --s3-bucket BUCKET"),
+        };
+    let registry = Registry::new(store, uploads, config).context("cannot start the registry")?;
+    let bound = listener.local_addr()?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    out.status(&format!("serving {what} on {scheme}://{bound}"));
+    let served = match &tls {
+        Some(tls) => registry.serve_tls(listener, tls, shutdown).await,
+        None => registry.serve(listener, shutdown).await,
+    };
+    served.context("the registry stopped with an error")?;
+    out.status("stopped");
+    Ok(())
+}
+
+/// Request logs on stderr (after the status line), filtered by `filter`: a level
+/// (`info`), or `target=level` pairs (`warn,ocikit_registry::access=info`).
+fn init_logs(filter: &str, format: LogFormat) -> Result<()> {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let targets: tracing_subscriber::filter::Targets = filter
+        .parse()
+        .with_context(|| format!("`{filter}` is not a log filter (try `info` or `warn`)"))?;
+    let ansi = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry().with(targets);
+    let installed = match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    installed.context("cannot set up logging")
+}

@@ -1,0 +1,296 @@
+//! Basic authentication against bcrypt `htpasswd` users, each allowed to pull or to pull and
+//! push.
+//!
+//! bcrypt is slow on purpose (tens of milliseconds at the usual costs), and a registry client
+//! sends its credentials with every request, so a verified `user:password` pair is remembered
+//! for a while under a keyed hash (never the password itself); verification runs on the
+//! blocking pool, a few at a time, never inside a poll that other requests share.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use sha2::Digest as _;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+
+/// What a user may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Access {
+    /// Pull only: `GET` and `HEAD`.
+    Read,
+    /// Pull and push (and delete, where deletion is enabled).
+    ReadWrite,
+}
+
+/// The outcome of checking a request's credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Known user, right password: may do what the access allows.
+    Allowed(Access),
+    /// No credentials, malformed ones, an unknown user or a wrong password.
+    Unauthenticated,
+}
+
+/// How long a verified `user:password` pair is trusted without running bcrypt again.
+const REMEMBER: Duration = Duration::from_secs(300);
+/// Most remembered pairs; past this the memory is cleared and rebuilt as requests come.
+const REMEMBER_MAX: usize = 4096;
+/// Longest `Authorization` header considered.
+const MAX_HEADER: usize = 4096;
+
+/// The users a registry accepts, read from `htpasswd` files of bcrypt entries
+/// (`htpasswd -B`: `name:$2y$...`).
+pub struct Users {
+    users: HashMap<String, User>,
+    /// Pairs verified lately: keyed hash of `user\0password` → when, and the access granted.
+    verified: Mutex<HashMap<[u8; 32], (Instant, Access)>>,
+    /// A per-process secret mixed into the remembered pairs' hashes.
+    key: [u8; 32],
+    /// Bounds concurrent bcrypt verifications, so a flood of wrong passwords queues instead
+    /// of taking every blocking thread.
+    bcrypt_slots: Semaphore,
+}
+
+struct User {
+    hash: String,
+    access: Access,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the hashes.
+        let mut names: Vec<_> = self.users.iter().map(|(n, u)| (n, u.access)).collect();
+        names.sort();
+        f.debug_struct("Users").field("users", &names).finish()
+    }
+}
+
+impl Default for Users {
+    fn default() -> Users {
+        Users::new()
+    }
+}
+
+impl Users {
+    /// No users yet.
+    pub fn new() -> Users {
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Users {
+            users: HashMap::new(),
+            verified: Mutex::new(HashMap::new()),
+            key,
+            bcrypt_slots: Semaphore::new(4),
+        }
+    }
+
+    /// Adds the users of an `htpasswd` file's text, each with `access`. Blank lines and lines
+    /// starting with `#` are skipped; every other line must be `name:bcrypt-hash`. A name
+    /// already added is refused, so one user cannot silently hold two passwords.
+    pub fn add_htpasswd(&mut self, text: &str, access: Access, origin: &str) -> Result<()> {
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim_end_matches('\r').trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |reason: &str| Error::Htpasswd {
+                origin: origin.to_owned(),
+                line: n + 1,
+                reason: reason.to_owned(),
+            };
+            let (name, hash) = line.split_once(':').ok_or_else(|| bad("no `:`"))?;
+            if name.is_empty() || name.chars().any(|c| c.is_control() || c == ':') {
+                return Err(bad("the user name is empty or holds a control character"));
+            }
+            if !["$2a$", "$2b$", "$2x$", "$2y$"]
+                .iter()
+                .any(|p| hash.starts_with(p))
+            {
+                return Err(bad(
+                    "the password hash is not bcrypt (make it with `htpasswd -B`)",
+                ));
+            }
+            // Checks the hash's shape now, not at the first login.
+            hash.parse::<bcrypt::HashParts>()
+                .map_err(|_| bad("the bcrypt hash is malformed"))?;
+            if self.users.contains_key(name) {
+                return Err(bad("the user is already defined"));
+            }
+            self.users.insert(
+                name.to_owned(),
+                User {
+                    hash: hash.to_owned(),
+                    access,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds the users of the `htpasswd` file at `path` (see [`Users::add_htpasswd`]).
+    pub fn load_htpasswd(&mut self, path: &Path, access: Access) -> Result<()> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.add_htpasswd(&text, access, &path.display().to_string())
+    }
+
+    /// How many users there are.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether there are no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Checks an `Authorization` header value.
+    pub(crate) async fn check(&self, header: Option<&[u8]>) -> Verdict {
+        let Some((name, password)) = header.and_then(parse_basic) else {
+            return Verdict::Unauthenticated;
+        };
+        let Some(user) = self.users.get(&name) else {
+            return Verdict::Unauthenticated;
+        };
+        let key = self.pair_key(&name, &password);
+        let remembered = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|verified| verified.get(&key).copied());
+        if let Some((at, access)) = remembered
+            && at.elapsed() < REMEMBER
+            && access == user.access
+        {
+            return Verdict::Allowed(access);
+        }
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return Verdict::Unauthenticated;
+        };
+        let hash = user.hash.clone();
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or(false);
+        if !ok {
+            return Verdict::Unauthenticated;
+        }
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= REMEMBER_MAX {
+                verified.clear();
+            }
+            verified.insert(key, (Instant::now(), user.access));
+        }
+        Verdict::Allowed(user.access)
+    }
+
+    fn pair_key(&self, name: &str, password: &str) -> [u8; 32] {
+        let mut h = sha2::Sha256::new();
+        h.update(self.key);
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+}
+
+/// `Basic base64(name:password)` → the name and password.
+fn parse_basic(header: &[u8]) -> Option<(String, String)> {
+    if header.len() > MAX_HEADER {
+        return None;
+    }
+    let text = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, encoded) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (name, password) = decoded.split_once(':')?;
+    Some((name.to_owned(), password.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, password: &str) -> Vec<u8> {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn verifies_bcrypt_users_and_remembers_them() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let mut users = Users::new();
+        users
+            .add_htpasswd(
+                &format!("# comment\n\nalice:{hash}\n"),
+                Access::ReadWrite,
+                "t",
+            )
+            .unwrap();
+        let good = basic("alice", "s3cret");
+        assert_eq!(
+            users.check(Some(&good)).await,
+            Verdict::Allowed(Access::ReadWrite)
+        );
+        // The second time comes from memory, and gives the same answer.
+        assert_eq!(
+            users.check(Some(&good)).await,
+            Verdict::Allowed(Access::ReadWrite)
+        );
+        for bad in [
+            basic("alice", "wrong"),
+            basic("bob", "s3cret"),
+            b"Bearer abc".to_vec(),
+            b"Basic !!!".to_vec(),
+            b"Basic".to_vec(),
+        ] {
+            assert_eq!(users.check(Some(&bad)).await, Verdict::Unauthenticated);
+        }
+        assert_eq!(users.check(None).await, Verdict::Unauthenticated);
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_bcrypt_htpasswd() {
+        let hash = bcrypt::hash("x", 4).unwrap();
+        for (text, reason) in [
+            ("alice", "no `:`"),
+            ("alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "not bcrypt"),
+            ("alice:$apr1$abc$def", "not bcrypt"),
+            ("alice:$2y$05$short", "malformed"),
+            (":$2y$05$abc", "empty"),
+        ] {
+            let err = Users::new()
+                .add_htpasswd(text, Access::Read, "f")
+                .unwrap_err();
+            assert!(err.to_string().contains("line 1"), "{err}");
+            let source = format!("{err:?}");
+            assert!(source.contains(reason), "{text}: {source}");
+        }
+        let mut users = Users::new();
+        users
+            .add_htpasswd(&format!("a:{hash}"), Access::Read, "f")
+            .unwrap();
+        let err = users
+            .add_htpasswd(&format!("\na:{hash}"), Access::ReadWrite, "g")
+            .unwrap_err();
+        assert!(format!("{err:?}").contains("already defined"), "{err:?}");
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+}

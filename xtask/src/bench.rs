@@ -7,7 +7,7 @@ use crate::{Result, cargo, root};
 
 pub(crate) fn run(args: &[String]) -> Result {
     let which: Vec<&str> = if args.is_empty() {
-        vec!["digest", "store", "codec", "layout"]
+        vec!["digest", "store", "codec", "layout", "registry"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -17,9 +17,10 @@ pub(crate) fn run(args: &[String]) -> Result {
             "store" => store()?,
             "codec" => codec()?,
             "layout" => layout()?,
+            "registry" => registry()?,
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}` (have: digest, store, codec, layout)"
+                    "unknown benchmark `{other}` (have: digest, store, codec, layout, registry)"
                 ));
             }
         }
@@ -322,6 +323,52 @@ fn layout() -> Result {
     );
     println!("{section}");
     write_section("layout", &section)
+}
+
+fn registry() -> Result {
+    crate::ensure_apt_tools(&[("docker-registry", "docker-registry"), ("wrk", "wrk")])?;
+    crate::run(cargo().args(["build", "--release", "-q", "-p", "ocikit-cli"]))?;
+    let server = root().join("target/release/ocikit");
+    let lines = cargo_bench_with(
+        "ocikit-registry",
+        "registry",
+        &[("OCIKIT_BENCH_SERVER", server.display().to_string())],
+    )?;
+    if line(&lines, "push-monolithic/ocikit-vs-distribution").is_none() {
+        return Err("the registry bench printed no distribution comparison".into());
+    }
+    let push = median_of(&lines, "push-monolithic/ocikit-vs-distribution");
+    let chunked = median_of(&lines, "push-chunked/ocikit-vs-distribution");
+    let pull = median_of(&lines, "pull/ocikit-vs-distribution");
+    let get = median_of(&lines, "manifest-get/ocikit-vs-distribution");
+    let rss = median_of(&lines, "peak-rss/ocikit");
+    let p99 = median_of(&lines, "manifest-get-p99/ocikit");
+    let p99_d = median_of(&lines, "manifest-get-p99/distribution");
+    let section = format!(
+        "Machine: {machine}.\n\
+         Both servers as their own processes on loopback, filesystem storage on tmpfs \
+         (`/dev/shm`): Debian's `docker-registry` 2.8.2 (in-memory blob-descriptor cache, access \
+         log off) against `ocikit serve --log off` (release build), alternating round by round; \
+         the client is reqwest on one thread. Push: a fresh 500 MiB blob each time, POST + PUT \
+         and POST + 8 MiB PATCHes with `Content-Range` + PUT. Pull: GET of the same blob, bytes \
+         counted. Manifest GET by tag: `wrk -t2 -c8 -d10s` with the OCI Accept header. Peak \
+         RSS: the server's VmHWM over the whole run.\n\n\
+         {table}\n\
+         Push of a 500 MiB blob: ocikit / distribution = **{push:.2}x** monolithic, \
+         **{chunked:.2}x** chunked (goal ≥ 2x: {v1}); ocikit's peak RSS **{rss:.0} MiB** (goal \
+         ≤ 64 MiB: {v2}).\n\
+         Pull of the same blob: **{pull:.2}x** (goal ≥ 1x: {v3}).\n\
+         Manifest GET by tag under wrk: **{get:.2}x** distribution's requests/s (goal ≥ 1x: \
+         {v4}); p99 {p99:.2} ms (distribution {p99_d:.2} ms).\n",
+        machine = machine(),
+        table = table(&lines),
+        v1 = verdict(push >= 2.0 && chunked >= 2.0),
+        v2 = verdict(rss <= 64.0),
+        v3 = verdict(pull >= 1.0),
+        v4 = verdict(get >= 1.0),
+    );
+    println!("{section}");
+    write_section("registry", &section)
 }
 
 fn write_section(name: &str, body: &str) -> Result {

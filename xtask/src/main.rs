@@ -243,7 +243,7 @@ fn ensure_python_tool(command: &str, requirement: &str) -> Result<Option<std::ff
 
 /// Installs Debian packages whose commands are missing (the interop tests run the real
 /// skopeo, umoci and GNU tar). Needs root, as CI and the developers' machines run.
-fn ensure_apt_tools(tools: &[(&str, &str)]) -> Result {
+pub(crate) fn ensure_apt_tools(tools: &[(&str, &str)]) -> Result {
     let missing: Vec<&str> = tools
         .iter()
         .filter(|(command, _)| !command_runs(command, None))

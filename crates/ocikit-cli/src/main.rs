@@ -191,6 +191,33 @@ enum Command {
         /// The address to listen on (port 0: any free port; the one chosen is printed).
         #[arg(long, default_value = "127.0.0.1:5000")]
         addr: std::net::SocketAddr,
+        /// Also collect garbage online this often (`30m`, `6h`; off by default), as
+        /// `registry-gc` would with the options below.
+        #[arg(long, value_parser = commands::registry::parse_duration)]
+        gc_interval: Option<std::time::Duration>,
+        #[command(flatten)]
+        gc: commands::registry::GcArgs,
+    },
+    /// Collect a registry directory's garbage; safe while `ocikit serve` runs on it.
+    #[command(
+        name = "registry-gc",
+        after_help = "Removes blob links no kept manifest references and blobs no repository \
+        references, once older than the grace period (pushes in flight are safe).\n\n\
+        Examples:\n  ocikit registry-gc --root ./registry --dry-run\n  \
+        ocikit registry-gc --root ./registry --delete-untagged --grace 2h --json"
+    )]
+    RegistryGc {
+        /// The registry's directory (as given to `ocikit serve --root`).
+        #[arg(long)]
+        root: std::path::PathBuf,
+        /// Report what would go without removing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only these repositories' links and manifests (repeatable; default all).
+        #[arg(long = "repository", value_name = "NAME")]
+        repositories: Vec<String>,
+        #[command(flatten)]
+        gc: commands::registry::GcArgs,
     },
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  ocikit completions bash > /etc/bash_completion.d/ocikit")]

@@ -5,6 +5,7 @@ pub(crate) mod health;
 pub(crate) mod image;
 mod inspect;
 mod layout;
+pub(crate) mod registry;
 pub(crate) mod repack;
 
 use std::path::Path;
@@ -40,7 +41,18 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             grace,
         } => health::gc(&Location::parse(&location)?, dry_run, grace, out).await,
         Command::Attach(args) => health::attach(args, out).await,
-        Command::Serve { root, addr } => serve(&root, addr, out).await,
+        Command::Serve {
+            root,
+            addr,
+            gc_interval,
+            gc,
+        } => serve(&root, addr, gc_interval.map(|i| (i, gc)), out).await,
+        Command::RegistryGc {
+            root,
+            dry_run,
+            repositories,
+            gc,
+        } => registry::gc(&root, dry_run, repositories, &gc, out).await,
         Command::Diff { image, rootfs } => {
             repack::diff(&Location::parse(&image)?, &rootfs, out).await
         }
@@ -164,7 +176,12 @@ async fn by_digest(layout: &Layout, digest: &Digest) -> Result<Descriptor> {
 
 /// `ocikit serve`: the registry on `addr` until SIGTERM or Ctrl-C, then a graceful stop
 /// (requests in flight finish).
-async fn serve(root: &Path, addr: std::net::SocketAddr, out: &Output) -> Result<()> {
+async fn serve(
+    root: &Path,
+    addr: std::net::SocketAddr,
+    gc: Option<(std::time::Duration, registry::GcArgs)>,
+    out: &Output,
+) -> Result<()> {
     // Listen first: an address that cannot be had leaves no registry directory behind.
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -182,10 +199,16 @@ async fn serve(root: &Path, addr: std::net::SocketAddr, out: &Output) -> Result<
         }
     };
     out.status(&format!("serving {} on http://{bound}", root.display()));
-    registry
+    let collector =
+        gc.map(|(interval, args)| registry::spawn_periodic(&registry, interval, args, *out));
+    let served = registry
         .serve(listener, shutdown)
         .await
-        .context("the registry stopped with an error")?;
+        .context("the registry stopped with an error");
+    if let Some(collector) = collector {
+        collector.abort();
+    }
+    served?;
     out.status("stopped");
     Ok(())
 }

@@ -189,6 +189,27 @@ enum Command {
         AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. ocikit serve --s3-bucket images --s3-region eu-west-1"
     )]
     Serve(commands::serve::ServeArgs),
+    /// Collect a registry directory's garbage; safe while `ocikit serve` runs on it.
+    #[command(
+        name = "registry-gc",
+        after_help = "Removes blob links no kept manifest references and blobs no repository \
+        references, once older than the grace period (pushes in flight are safe).\n\n\
+        Examples:\n  ocikit registry-gc --root ./registry --dry-run\n  \
+        ocikit registry-gc --root ./registry --delete-untagged --grace 2h --json"
+    )]
+    RegistryGc {
+        /// The registry's directory (as given to `ocikit serve --root`).
+        #[arg(long)]
+        root: std::path::PathBuf,
+        /// Report what would go without removing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only these repositories' links and manifests (repeatable; default all).
+        #[arg(long = "repository", value_name = "NAME")]
+        repositories: Vec<String>,
+        #[command(flatten)]
+        gc: commands::registry::GcArgs,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  ocikit completions bash > /etc/bash_completion.d/ocikit")]
     Completions {

@@ -158,7 +158,12 @@ async fn start_upload(client: &reqwest::Client, base: &str, name: &str) -> Strin
 }
 
 /// POST + PUT of `blob`; seconds.
-async fn push_monolithic(client: &reqwest::Client, base: &str, blob: &Bytes, digest: &Digest) -> f64 {
+async fn push_monolithic(
+    client: &reqwest::Client,
+    base: &str,
+    blob: &Bytes,
+    digest: &Digest,
+) -> f64 {
     let started = Instant::now();
     let loc = start_upload(client, base, "bench/blob").await;
     let resp = client
@@ -230,7 +235,9 @@ async fn pull(client: &reqwest::Client, base: &str, digest: &Digest, size: usize
 
 /// Pushes a small image tagged `v1` to `bench/app`; the manifest's path.
 async fn push_image(client: &reqwest::Client, base: &str) -> String {
-    let config = Bytes::from_static(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
+    let config = Bytes::from_static(
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+    );
     let config_digest = Digest::sha256(&config);
     let loc = start_upload(client, base, "bench/app").await;
     let resp = client

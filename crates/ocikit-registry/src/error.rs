@@ -43,6 +43,32 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Garbage collection options that cannot be honoured.
+    #[error("invalid garbage collection options")]
+    GcOptions(#[from] crate::GcOptionsError),
+    /// A manifest the registry accepted no longer parses, so what it references is unknown.
+    #[error("manifest {digest} is corrupt")]
+    CorruptManifest {
+        /// The manifest's digest.
+        digest: ocikit_digest::Digest,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The content store holds references the registry does not know about (an OCI image
+    /// layout's `index.json`), so sweeping its blobs could delete that content.
+    #[error("the content store also holds `{key}`; refusing to sweep its blobs")]
+    ForeignReferences {
+        /// The document holding the foreign references.
+        key: String,
+    },
+    /// A blob vanished (a garbage collection deleted it) between being published and being
+    /// linked; the request fails and the client retries.
+    #[error("blob {digest} was collected while it was being published")]
+    BlobCollected {
+        /// The blob's digest.
+        digest: ocikit_digest::Digest,
+    },
     /// The HTTP server failed.
     #[error("http server failed")]
     Serve(#[source] std::io::Error),

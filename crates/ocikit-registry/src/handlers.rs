@@ -456,6 +456,11 @@ async fn start_upload(
             && let Some(size) = store.stat(&digest).await?
         {
             meta::link_blob(store, name, &digest, size).await?;
+            // Linked, then checked: a garbage collection that deleted the blob meanwhile
+            // either saw the link and restored it, or is seen here (see `gc`).
+            if store.stat(&digest).await?.is_none() {
+                return open_session(registry, name, query).await;
+            }
             return reply(StatusCode::CREATED)
                 .header(header::LOCATION, format!("/v2/{name}/blobs/{digest}"))
                 .header(DOCKER_CONTENT_DIGEST, digest.as_str())
@@ -468,6 +473,11 @@ async fn start_upload(
             Err(_) => return Err(digest_invalid("more than one `digest` parameter")),
         }
     }
+    open_session(registry, name, query).await
+}
+
+/// Answers a POST with a new upload session (202).
+async fn open_session(registry: &Registry, name: &str, query: &Query) -> Handled {
     let algorithm = match query.first("digest-algorithm") {
         None => None,
         Some(a) => match a.parse::<Algorithm>() {
@@ -518,6 +528,11 @@ async fn monolithic_upload(
     };
     commit(writer, &digest, size).await?;
     meta::link_blob(store, name, &digest, size).await?;
+    // Linked, then checked (see `gc`): the body is gone, so a blob collected in between
+    // fails the request, and the client retries.
+    if store.stat(&digest).await?.is_none() {
+        return Err(Error::BlobCollected { digest }.into());
+    }
     blob_created(name, &digest)
 }
 
@@ -750,10 +765,46 @@ async fn finish_upload(
     }
     let size = session.size + received;
     let committed = commit(writer, &digest, size).await;
-    uploads.delete_chunks(&session.chunks).await;
+    if committed.is_err() {
+        uploads.delete_chunks(&session.chunks).await;
+    }
     committed?;
-    meta::link_blob(store, name, &digest, size).await?;
+    let linked = link_checked(registry, &uploads, &id, &session, &digest, size, received).await;
+    uploads.delete_chunks(&session.chunks).await;
+    linked?;
     blob_created(name, &digest)
+}
+
+/// Links a finished upload's blob, then checks that it is still stored (see `gc`): if a
+/// collection deleted it in between, the chunks (still held) are published again. The body
+/// of the closing PUT is not held, so an upload whose last bytes came with it fails instead
+/// and the client retries.
+async fn link_checked(
+    registry: &Registry,
+    uploads: &Uploads<'_>,
+    id: &uuid::Uuid,
+    session: &Session,
+    digest: &Digest,
+    size: u64,
+    put_bytes: u64,
+) -> Result<(), Failure> {
+    let store = registry.store().as_ref();
+    meta::link_blob(store, &session.repository, digest, size).await?;
+    if store.stat(digest).await?.is_some() {
+        return Ok(());
+    }
+    if put_bytes > 0 {
+        return Err(Error::BlobCollected {
+            digest: digest.clone(),
+        }
+        .into());
+    }
+    let mut writer = store.writer_with(digest.algorithm()).await?;
+    if let Err(e) = uploads.replay(id, &session.chunks, &mut writer).await {
+        writer.abort().await.ok();
+        return Err(e.into());
+    }
+    commit(writer, digest, size).await
 }
 
 async fn upload_status(registry: &Registry, name: &str, id: &str) -> Handled {
@@ -1045,9 +1096,15 @@ async fn put_manifest(
             media_type: media_type.clone(),
             size,
             subject: parsed.subject.clone(),
+            pushed_ms: Some(upload::now()),
         },
     )
     .await?;
+    // Recorded, then checked (see `gc`): content a collection deleted in between is
+    // stored again from the bytes at hand.
+    if store.stat(&digest).await?.is_none() {
+        store.put_verified(&digest, &bytes).await?;
+    }
     if let Some(subject) = &parsed.subject {
         let referrer = Referrer {
             media_type: media_type.clone(),

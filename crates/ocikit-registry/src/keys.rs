@@ -5,8 +5,8 @@
 //! repository holds is a document under `_registry/`):
 //!
 //! ```text
-//! _registry/repositories/<name>/_blobs/<alg>/<hex>      blob linked into <name>   {"size":N}
-//! _registry/repositories/<name>/_manifests/<alg>/<hex>  manifest in <name>        {"mediaType","size","subject"?}
+//! _registry/repositories/<name>/_blobs/<alg>/<hex>      blob linked into <name>   {"size":N,"linked_ms"}
+//! _registry/repositories/<name>/_manifests/<alg>/<hex>  manifest in <name>        {"mediaType","size","subject"?,"pushed_ms"}
 //! _registry/repositories/<name>/_tags/<tag>             tag of <name>             {"digest"}
 //! _registry/repositories/<name>/_referrers/<alg>/<hex>  referrers of a subject    {"manifests":[descriptor...]}
 //! _registry/catalog/<name>/_repository                  <name> exists (for _catalog)
@@ -18,6 +18,9 @@
 //! sessions/<uuid>                                       an upload session         {"repository","chunks":[..],..}
 //! blobs/<alg>/<hex>                                     one received chunk, prefixed by a 16-byte nonce
 //! ```
+//!
+//! The `_ms` times (milliseconds since the Unix epoch of the last push or mount) are what
+//! garbage collection's grace period is measured from ([`crate::gc`]).
 //!
 //! No key can collide with another kind of key or with a repository: repository name
 //! components match `[a-z0-9]+(...)` and so never start with `_`, while every segment the

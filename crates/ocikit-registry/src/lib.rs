@@ -13,6 +13,8 @@
 //!   memory does not grow with blob size, and a session started on one process can be
 //!   finished on another, or after a restart. Content is published only once it matches the
 //!   client's digest (sha256 or sha512).
+//! - **Garbage collection runs online** ([`Registry::gc`]): per repository or across all,
+//!   while pushes go on; a grace period and re-checks protect what is being pushed.
 //! - **Manifests are stored byte for byte** and served with the media type they were pushed
 //!   with; referrers are indexed as manifests with a `subject` arrive.
 //!
@@ -38,6 +40,7 @@
 
 mod auth;
 mod error;
+pub mod gc;
 mod handlers;
 pub mod keys;
 mod meta;
@@ -57,6 +60,7 @@ use ocikit_store::{FsStore, Store};
 
 pub use auth::{Access, Users};
 pub use error::{Error, ErrorCode, Result};
+pub use gc::{GcOptions, GcOptionsError, GcReport, RepositoryGc};
 pub use tls::TlsConfig;
 pub use upload::SweepReport;
 
@@ -187,6 +191,8 @@ struct Inner {
     config: Config,
     /// Scratch chunks no session listed at the last sweep.
     suspects: Mutex<HashSet<Digest>>,
+    /// Held by a running garbage collection: one at a time.
+    gc: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -203,6 +209,7 @@ impl Registry {
                 uploads,
                 config,
                 suspects: Mutex::new(HashSet::new()),
+                gc: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -332,6 +339,38 @@ impl Registry {
             *s = suspects;
         }
         report
+    }
+
+    /// Collects garbage while the registry serves: untagged manifests (if asked), blob
+    /// links no kept manifest references, and blobs no repository references, each only
+    /// once older than [`GcOptions::grace`]. Safe while pushes run: the argument is in the
+    /// [`gc`] module's documentation. Collections in this process run one at a time.
+    ///
+    /// Refuses options naming invalid or unknown repositories, or an empty list of them
+    /// ([`Error::GcOptions`]), and, when sweeping blobs, a content store an OCI image
+    /// layout's `index.json` shares ([`Error::ForeignReferences`]). A kept manifest whose
+    /// content is not JSON any more aborts the collection ([`Error::CorruptManifest`]),
+    /// since what it references is unknown.
+    pub async fn gc(&self, options: &GcOptions) -> Result<GcReport> {
+        let _one_at_a_time = self.inner.gc.lock().await;
+        let store = self.inner.store.as_ref();
+        if options.sweep_blobs {
+            gc::check_no_layout(store).await?;
+        }
+        let mut collector = gc::Collector::new(store, options)?;
+        let names = collector.repositories().await?;
+        let mut report = GcReport {
+            dry_run: options.dry_run,
+            ..GcReport::default()
+        };
+        for name in names {
+            let collected = collector.repository(&name).await?;
+            report.repositories.push(collected);
+        }
+        if options.sweep_blobs {
+            collector.sweep(&mut report).await?;
+        }
+        Ok(report)
     }
 }
 

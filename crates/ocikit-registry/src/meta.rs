@@ -20,6 +20,11 @@ const MAX_ATTEMPTS: usize = 1000;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct BlobLink {
     pub(crate) size: u64,
+    /// When the link was last written (a push or a mount), in milliseconds since the Unix
+    /// epoch: garbage collection never unlinks a blob within its grace period of this.
+    /// Links written before the field existed lack it; the collector stamps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) linked_ms: Option<u64>,
 }
 
 /// A manifest pushed to a repository: how to serve it and what it refers to.
@@ -30,6 +35,10 @@ pub(crate) struct ManifestRecord {
     pub(crate) size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) subject: Option<Digest>,
+    /// When the manifest was last pushed, in milliseconds since the Unix epoch: garbage
+    /// collection never deletes an untagged manifest within its grace period of this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pushed_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -179,7 +188,10 @@ pub(crate) async fn link_blob(
     write_json(
         store,
         &keys::blob_link(name, digest)?,
-        &BlobLink { size },
+        &BlobLink {
+            size,
+            linked_ms: Some(crate::upload::now()),
+        },
         Precondition::None,
     )
     .await?;

@@ -5,6 +5,7 @@ pub(crate) mod health;
 pub(crate) mod image;
 mod inspect;
 mod layout;
+pub(crate) mod registry;
 pub(crate) mod repack;
 pub(crate) mod serve;
 
@@ -42,6 +43,12 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         } => health::gc(&Location::parse(&location)?, dry_run, grace, out).await,
         Command::Attach(args) => health::attach(args, out).await,
         Command::Serve(args) => serve::serve(args, out).await,
+        Command::RegistryGc {
+            root,
+            dry_run,
+            repositories,
+            gc,
+        } => registry::gc(&root, dry_run, repositories, &gc, out).await,
         Command::Diff { image, rootfs } => {
             repack::diff(&Location::parse(&image)?, &rootfs, out).await
         }

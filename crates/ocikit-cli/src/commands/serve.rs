@@ -73,6 +73,12 @@ pub(crate) struct ServeArgs {
     /// The bucket's region (else AWS_REGION).
     #[arg(long, requires = "s3_bucket")]
     s3_region: Option<String>,
+    /// Also collect garbage online this often (`30m`, `6h`; off by default), as
+    /// `registry-gc` would with the options below.
+    #[arg(long, value_parser = super::registry::parse_duration)]
+    gc_interval: Option<std::time::Duration>,
+    #[command(flatten)]
+    gc: super::registry::GcArgs,
 }
 
 /// The format of `serve`'s logs.
@@ -175,10 +181,16 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     out.status(&format!("serving {what} on {scheme}://{bound}"));
+    let collector = args
+        .gc_interval
+        .map(|interval| super::registry::spawn_periodic(&registry, interval, args.gc, *out));
     let served = match &tls {
         Some(tls) => registry.serve_tls(listener, tls, shutdown).await,
         None => registry.serve(listener, shutdown).await,
     };
+    if let Some(collector) = collector {
+        collector.abort();
+    }
     served.context("the registry stopped with an error")?;
     out.status("stopped");
     Ok(())

@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod copy;
+mod crash;
 mod image;
 mod layout;
+mod registry;
 mod repack;
 mod serve;
 

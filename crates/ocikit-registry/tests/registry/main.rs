@@ -5,6 +5,7 @@
 mod access;
 mod concurrency;
 mod delete;
+mod gc;
 mod hostile;
 mod isolation;
 mod manifests;
@@ -31,6 +32,8 @@ fn public_types_are_send_and_sync() {
     check::<ocikit_registry::Error>();
     check::<ocikit_registry::ErrorCode>();
     check::<ocikit_registry::SweepReport>();
+    check::<ocikit_registry::GcReport>();
+    check::<ocikit_registry::GcOptions>();
     fn future<F: std::future::Future + Send>(_: F) {}
     let registry = Registry::new(
         Arc::new(MemoryStore::new()),
@@ -39,6 +42,7 @@ fn public_types_are_send_and_sync() {
     )
     .unwrap();
     future(registry.sweep_uploads());
+    future(registry.gc(&ocikit_registry::GcOptions::new()));
     let uploads: Arc<dyn Store> = Arc::new(MemoryStore::new());
     assert!(matches!(
         Registry::new(uploads.clone(), uploads, Config::default()),

@@ -1,0 +1,193 @@
+//! `registry-gc`, and the periodic collection of `serve --gc-interval`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ocikit::registry::{GcOptions, GcReport, Registry, RepositoryGc};
+use serde::Serialize;
+
+use crate::output::{Output, human_size};
+
+/// The collection options `registry-gc` and `serve --gc-interval` share.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct GcArgs {
+    /// Also remove manifests that no tag, tagged index or kept subject keeps.
+    #[arg(long)]
+    pub(crate) delete_untagged: bool,
+    /// Keep anything written less than this long ago (`90s`, `30m`, `1h`, `2d`; plain
+    /// numbers are seconds): longer than any client takes between its blobs and its manifest.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub(crate) grace: Duration,
+}
+
+/// `90`, `90s`, `30m`, `2h`, `1d` as a duration.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 90s, 30m, 1h or 2d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+impl GcArgs {
+    fn options(&self) -> GcOptions {
+        GcOptions::new()
+            .grace(self.grace)
+            .delete_untagged(self.delete_untagged)
+    }
+}
+
+/// The `--json` shape of a collection: totals first, then the details.
+#[derive(Serialize)]
+struct Shown<'a> {
+    dry_run: bool,
+    manifests_removed: usize,
+    links_removed: usize,
+    blobs_removed: usize,
+    bytes_freed: u64,
+    blobs_kept_young: usize,
+    blobs_restored: usize,
+    blobs: Vec<String>,
+    repositories: &'a [RepositoryGc],
+}
+
+fn summary(report: &GcReport, grace: Duration) -> String {
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    format!(
+        "{verb} {} manifests, {} links, {} blobs ({}); {} unreferenced blobs younger than {} s kept",
+        report.manifests_removed(),
+        report.links_removed(),
+        report.blobs_removed.len(),
+        human_size(report.bytes_freed),
+        report.blobs_kept_young.len(),
+        grace.as_secs()
+    )
+}
+
+/// `ocikit registry-gc`.
+pub(crate) async fn gc(
+    root: &Path,
+    dry_run: bool,
+    repositories: Vec<String>,
+    args: &GcArgs,
+    out: &Output,
+) -> Result<()> {
+    // Opening would create a missing directory: a mistyped path is an error instead.
+    if !root.is_dir() {
+        anyhow::bail!("{} is not a registry directory", root.display());
+    }
+    let registry = Registry::open(root)
+        .await
+        .with_context(|| format!("cannot open a registry at {}", root.display()))?;
+    let mut options = args.options().dry_run(dry_run);
+    if !repositories.is_empty() {
+        options = options.repositories(repositories);
+    }
+    let report = registry
+        .gc(&options)
+        .await
+        .context("garbage collection failed")?;
+    let shown = Shown {
+        dry_run,
+        manifests_removed: report.manifests_removed(),
+        links_removed: report.links_removed(),
+        blobs_removed: report.blobs_removed.len(),
+        bytes_freed: report.bytes_freed,
+        blobs_kept_young: report.blobs_kept_young.len(),
+        blobs_restored: report.blobs_restored.len(),
+        blobs: report
+            .blobs_removed
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        repositories: &report.repositories,
+    };
+    out.show(&shown, || {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        let mut text = String::new();
+        for repo in &report.repositories {
+            if repo.skipped {
+                text.push_str(&format!(
+                    "{}: skipped (its manifests kept changing)\n",
+                    repo.name
+                ));
+            } else if !repo.manifests_removed.is_empty() || !repo.links_removed.is_empty() {
+                text.push_str(&format!(
+                    "{}: {verb} {} manifests, {} links ({})\n",
+                    repo.name,
+                    repo.manifests_removed.len(),
+                    repo.links_removed.len(),
+                    human_size(repo.links_removed_bytes)
+                ));
+            }
+        }
+        for d in &shown.blobs {
+            text.push_str(&format!("{verb} {d}\n"));
+        }
+        text.push_str(&summary(&report, args.grace));
+        text
+    })
+}
+
+/// Collects garbage every `interval` while `serve` runs, printing one status line per
+/// collection that removed something, and each failure (retried at the next tick).
+pub(crate) fn spawn_periodic(
+    registry: &Registry,
+    interval: Duration,
+    args: GcArgs,
+    out: Output,
+) -> tokio::task::JoinHandle<()> {
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match registry.gc(&args.options()).await {
+                Ok(report) => {
+                    if report.manifests_removed() + report.links_removed() > 0
+                        || !report.blobs_removed.is_empty()
+                    {
+                        out.status(&format!("gc: {}", summary(&report, args.grace)));
+                    }
+                }
+                Err(e) => out.status(&format!("gc failed: {:#}", anyhow::Error::new(e))),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
+    }
+}

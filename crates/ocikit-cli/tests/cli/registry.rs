@@ -1,0 +1,323 @@
+//! The registry binary end to end: `registry-gc` on a directory a running `serve` holds, and
+//! `serve --gc-interval`; the helpers (a `serve` process, raw HTTP/1.1) serve `crash` too.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ocikit::digest::Digest;
+
+use crate::{fails, json};
+
+/// A running `ocikit serve`.
+pub(crate) struct Serve {
+    child: Child,
+    pub(crate) addr: String,
+    _stderr: BufReader<ChildStderr>,
+}
+
+impl Serve {
+    pub(crate) fn start(root: &Path, extra: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ocikit"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--root"])
+            .arg(root)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .rsplit_once("http://")
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Serve {
+            child,
+            addr,
+            _stderr: stderr,
+        }
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub(crate) fn kill9(mut self) {
+        let killed = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        self.child.wait().unwrap();
+    }
+
+    pub(crate) fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(&self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream
+    }
+
+    /// One request with `Connection: close`; status, headers (lowercase names) and body.
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Reply {
+        let mut stream = self.connect();
+        write_head(&mut stream, &self.addr, method, path, headers, body.len());
+        stream.write_all(body).unwrap();
+        read_reply(&mut stream)
+    }
+
+    pub(crate) fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub(crate) fn write_head(
+    stream: &mut TcpStream,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    len: usize,
+) {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {len}\r\n"
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+}
+
+pub(crate) fn read_reply(stream: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&raw[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+/// Deterministic test bytes (a different generator from the server's own code).
+pub(crate) fn data(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as u8
+        })
+        .collect()
+}
+
+/// Pushes a blob monolithically (POST, then PUT with the bytes); returns its digest.
+pub(crate) fn push_blob(s: &Serve, name: &str, bytes: &[u8]) -> Digest {
+    let digest = Digest::sha256(bytes);
+    let started = s.request("POST", &format!("/v2/{name}/blobs/uploads/"), &[], b"");
+    assert_eq!(started.status, 202);
+    let location = started.header("location").unwrap().to_owned();
+    let done = s.request(
+        "PUT",
+        &format!("{location}?digest={digest}"),
+        &[("Content-Type", "application/octet-stream".into())],
+        bytes,
+    );
+    assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
+    digest
+}
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Pushes an image (config and layers) under `tag`; returns the manifest digest and the
+/// blob digests.
+fn push_image(s: &Serve, name: &str, tag: &str, layers: &[Vec<u8>]) -> (Digest, Vec<Digest>) {
+    let config = format!("{{\"image\":\"{name}:{tag}\"}}").into_bytes();
+    let config_digest = push_blob(s, name, &config);
+    let mut blobs = vec![config_digest.clone()];
+    let mut descriptors = Vec::new();
+    for layer in layers {
+        let d = push_blob(s, name, layer);
+        descriptors.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": layer.len()
+        }));
+        blobs.push(d);
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+        "layers": descriptors,
+    }))
+    .unwrap();
+    let pushed = s.request(
+        "PUT",
+        &format!("/v2/{name}/manifests/{tag}"),
+        &[("Content-Type", MANIFEST.into())],
+        &manifest,
+    );
+    assert_eq!(pushed.status, 201);
+    (Digest::sha256(&manifest), blobs)
+}
+
+pub(crate) fn blob_status(s: &Serve, name: &str, digest: &Digest) -> u16 {
+    s.request("HEAD", &format!("/v2/{name}/blobs/{digest}"), &[], b"")
+        .status
+}
+
+#[test]
+fn registry_gc_collects_a_live_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("registry");
+    let s = Serve::start(&root, &[]);
+    let shared = data(20_000, 1);
+    let (old, old_blobs) = push_image(&s, "app", "v1", &[shared.clone(), data(30_000, 2)]);
+    let (_, new_blobs) = push_image(&s, "app", "v2", std::slice::from_ref(&shared));
+    // v1's manifest goes; its own layer and config become garbage.
+    let deleted = s.request("DELETE", &format!("/v2/app/manifests/{old}"), &[], b"");
+    assert_eq!(deleted.status, 202);
+    let root_arg = root.to_str().unwrap();
+
+    // Within the (default, one hour) grace period nothing goes.
+    let report = json(&["registry-gc", "--root", root_arg]);
+    assert_eq!(report["links_removed"], 0, "{report}");
+    assert_eq!(report["blobs_removed"], 0, "{report}");
+
+    std::thread::sleep(Duration::from_millis(20));
+    let dry = json(&[
+        "registry-gc",
+        "--root",
+        root_arg,
+        "--grace",
+        "0",
+        "--dry-run",
+    ]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["links_removed"], 2, "{dry}");
+    // The manifest's own content, its config and its unshared layer.
+    assert_eq!(dry["blobs_removed"], 3, "{dry}");
+    assert_eq!(blob_status(&s, "app", &old_blobs[2]), 200);
+
+    let real = json(&["registry-gc", "--root", root_arg, "--grace", "0s"]);
+    assert_eq!(real["blobs"], dry["blobs"]);
+    assert_eq!(real["bytes_freed"], dry["bytes_freed"]);
+    assert!(real["bytes_freed"].as_u64().unwrap() > 30_000);
+    assert_eq!(real["repositories"][0]["name"], "app");
+    assert_eq!(blob_status(&s, "app", &old_blobs[2]), 404);
+    assert!(!root.join(old_blobs[2].blob_path()).exists());
+    // The running server still serves v2 whole.
+    for blob in &new_blobs {
+        let got = s.request("GET", &format!("/v2/app/blobs/{blob}"), &[], b"");
+        assert_eq!(got.status, 200);
+        assert_eq!(&Digest::sha256(&got.body), blob);
+    }
+    let text = crate::ok(&["registry-gc", "--root", root_arg, "--grace", "0"]);
+    assert!(
+        text.contains("removed 0 manifests, 0 links, 0 blobs"),
+        "{text}"
+    );
+
+    let err = fails(&["registry-gc", "--root", root_arg, "--repository", "Nope"]);
+    assert!(err.contains("not a valid repository name"), "{err}");
+    let err = fails(&["registry-gc", "--root", root_arg, "--repository", "missing"]);
+    assert!(err.contains("no repository `missing`"), "{err}");
+    let missing = dir.path().join("typo");
+    let err = fails(&["registry-gc", "--root", missing.to_str().unwrap()]);
+    assert!(err.contains("not a registry directory"), "{err}");
+    assert!(!missing.exists());
+    s.stop();
+}
+
+#[test]
+fn serve_collects_on_an_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("registry");
+    let s = Serve::start(&root, &["--gc-interval", "1s", "--grace", "0"]);
+    let (manifest, blobs) = push_image(&s, "app", "v1", &[data(5000, 3)]);
+    let deleted = s.request("DELETE", &format!("/v2/app/manifests/{manifest}"), &[], b"");
+    assert_eq!(deleted.status, 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while root.join(blobs[1].blob_path()).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the periodic collection never ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(blob_status(&s, "app", &blobs[1]), 404);
+    s.stop();
+}

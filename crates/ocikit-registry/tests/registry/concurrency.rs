@@ -8,7 +8,7 @@ use crate::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_push_the_same_blob_and_different_tags() {
-    for backend in BACKENDS {
+    for backend in backends() {
         let s = std::sync::Arc::new(server(backend).await);
         let blob = data(200_000, 1);
         let digest = Digest::sha256(&blob);

@@ -15,7 +15,7 @@ async fn tag_count(s: &Server, name: &str) -> usize {
 
 #[tokio::test]
 async fn deletes() {
-    for backend in BACKENDS {
+    for backend in backends() {
         let s = server(backend).await;
         let layer = data(500, 1);
         let l = s.push_blob("app", &layer).await;

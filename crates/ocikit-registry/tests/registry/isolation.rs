@@ -9,7 +9,7 @@ use crate::*;
 
 #[tokio::test]
 async fn blobs_and_manifests_are_visible_only_where_pushed() {
-    for backend in BACKENDS {
+    for backend in backends() {
         let s = server(backend).await;
         let blob = data(4096, 1);
         let digest = s.push_blob("team-a/app", &blob).await;
@@ -79,7 +79,7 @@ async fn blobs_and_manifests_are_visible_only_where_pushed() {
 
 #[tokio::test]
 async fn mounts_check_the_source_repository() {
-    for backend in BACKENDS {
+    for backend in backends() {
         let s = server(backend).await;
         let blob = data(42, 2);
         let digest = s.push_blob("src", &blob).await;

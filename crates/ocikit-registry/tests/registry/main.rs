@@ -235,9 +235,22 @@ pub(crate) const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub(crate) enum Backend {
     Memory,
     Fs,
+    /// Content and uploads under two prefixes of a fresh bucket on the shared moto server.
+    S3,
 }
 
+/// The local backends.
 pub(crate) const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Fs];
+
+/// Every backend: the local ones, and S3 when moto is installed (always under `CI=true`,
+/// where a missing moto fails the test instead).
+pub(crate) fn backends() -> Vec<Backend> {
+    let mut all = BACKENDS.to_vec();
+    if ocikit_store::conformance::moto::shared().is_some() {
+        all.push(Backend::S3);
+    }
+    all
+}
 
 /// A server on a fresh pair of stores of `backend`.
 pub(crate) async fn server(backend: Backend) -> Server {
@@ -261,6 +274,14 @@ pub(crate) async fn server_with(backend: Backend, config: Config) -> Server {
             let uploads = FsStore::open(dir.path().join("uploads")).await.unwrap();
             let registry = Registry::new(Arc::new(store), Arc::new(uploads), config).unwrap();
             Server::start_keeping(registry, vec![dir]).await
+        }
+        Backend::S3 => {
+            let moto = ocikit_store::conformance::moto::shared().expect("moto for S3 tests");
+            let bucket = moto.bucket();
+            let store = ocikit_store::S3Store::new(moto.config(&bucket, "content")).unwrap();
+            let uploads = ocikit_store::S3Store::new(moto.config(&bucket, "uploads")).unwrap();
+            let registry = Registry::new(Arc::new(store), Arc::new(uploads), config).unwrap();
+            Server::start(registry).await
         }
     }
 }

@@ -20,7 +20,7 @@ async fn image(s: &Server, name: &str, seed: u8) -> Vec<u8> {
 
 #[tokio::test]
 async fn push_and_pull_by_tag_and_digest() {
-    for backend in BACKENDS {
+    for backend in backends() {
         let s = server(backend).await;
         let manifest = image(&s, "app", 1).await;
         let digest = Digest::sha256(&manifest);

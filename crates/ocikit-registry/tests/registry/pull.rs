@@ -28,7 +28,7 @@ async fn base_endpoint_answers_200() {
 
 #[tokio::test]
 async fn range_requests_follow_rfc_9110() {
-    for backend in BACKENDS {
+    for backend in backends() {
         let s = server(backend).await;
         let blob = data(2048, 11);
         let digest = s.push_blob("app", &blob).await;

@@ -42,7 +42,7 @@ async fn referrers(s: &Server, path: &str) -> (Vec<Value>, String) {
 
 #[tokio::test]
 async fn referrers_with_filter_as_the_conformance_suite_checks() {
-    for backend in BACKENDS {
+    for backend in backends() {
         let s = server(backend).await;
         s.push_blob("app", b"{}").await;
         let subject = {

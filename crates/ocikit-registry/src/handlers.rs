@@ -18,6 +18,7 @@ use crate::error::{
     ApiError, ErrorCode, Failure, blob_unknown, digest_invalid, manifest_invalid, manifest_unknown,
     name_unknown, size_invalid, too_large, upload_invalid, upload_unknown,
 };
+use crate::live::{LiveUpload, Tee};
 use crate::meta::{self, ManifestRecord, Referrer};
 use crate::route::{self, Query, RangeRequest, Route};
 use crate::upload::{self, BodyRules, Session, Uploads};
@@ -519,7 +520,7 @@ async fn monolithic_upload(
         idle: registry.config().body_idle_timeout,
         declared: content_length(headers),
     };
-    let size = match upload::pump(body, &mut writer, rules).await {
+    let size = match upload::pump(body, &mut writer, rules, None).await {
         Ok(size) => size,
         Err(e) => {
             writer.abort().await.ok();
@@ -633,7 +634,20 @@ async fn patch_upload(
             config.max_upload_size
         )));
     }
-    if let Some(chunk) = uploads
+    let live = match registry.inner.live.take(&id) {
+        Some(live) if live.matches(session.chunks.len(), session.size) => Some(live),
+        Some(_) => None,
+        None if session.chunks.is_empty() && registry.inner.live.has_room() => {
+            let algorithm = session.algorithm.clone().unwrap_or(Algorithm::Sha256);
+            match registry.store().writer_with(&algorithm).await {
+                Ok(writer) => Some(LiveUpload::new(writer, algorithm)),
+                Err(_) => None,
+            }
+        }
+        None => None,
+    };
+    let mut tee = live.map(Tee::start);
+    let written = uploads
         .write_chunk(
             body,
             BodyRules {
@@ -642,9 +656,20 @@ async fn patch_upload(
                 declared: content_length(headers),
             },
             expected,
+            tee.as_mut(),
         )
-        .await?
-    {
+        .await;
+    let chunk = match written {
+        Ok(chunk) => chunk,
+        Err(e) => {
+            if let Some(tee) = tee {
+                tee.abandon();
+            }
+            return Err(e);
+        }
+    };
+    let chunk_was_empty = chunk.is_none();
+    if let Some(chunk) = chunk {
         session.size += chunk.size;
         session.chunks.push(chunk.clone());
         session.updated_ms = upload::now();
@@ -657,6 +682,9 @@ async fn patch_upload(
         )
         .await;
         if let Err(e) = written {
+            if let Some(tee) = tee {
+                tee.abandon();
+            }
             uploads.delete_chunks(std::slice::from_ref(&chunk)).await;
             return Err(match e {
                 Error::Store(ocikit_store::Error::Conflict { .. }) => ApiError::new(
@@ -667,6 +695,16 @@ async fn patch_upload(
                 .into(),
                 e => e.into(),
             });
+        }
+    }
+    if let Some(tee) = tee
+        && let Some(mut live) = tee.finish().await
+    {
+        if !chunk_was_empty {
+            live.chunks += 1;
+        }
+        if live.matches(session.chunks.len(), session.size) {
+            registry.inner.live.put(id, live);
         }
     }
     reply(StatusCode::ACCEPTED)
@@ -709,20 +747,29 @@ async fn finish_upload(
     let expected = announced_chunk(headers, name, &id, session.size)?;
     let limit = config.max_upload_size.saturating_sub(session.size);
     let store = registry.store().as_ref();
-    let mut writer = store.writer_with(digest.algorithm()).await?;
-    if let Err(e) = uploads.replay(&id, &session.chunks, &mut writer).await {
-        writer.abort().await.ok();
-        return Err(match e {
-            Error::LostChunk { .. } => upload_unknown(),
-            e => e.into(),
-        });
-    }
+    let live = registry.inner.live.take(&id).filter(|live| {
+        live.matches(session.chunks.len(), session.size) && &live.algorithm == digest.algorithm()
+    });
+    let mut writer = match live {
+        Some(live) => live.writer,
+        None => {
+            let mut writer = store.writer_with(digest.algorithm()).await?;
+            if let Err(e) = uploads.replay(&id, &session.chunks, &mut writer).await {
+                writer.abort().await.ok();
+                return Err(match e {
+                    Error::LostChunk { .. } => upload_unknown(),
+                    e => e.into(),
+                });
+            }
+            writer
+        }
+    };
     let rules = BodyRules {
         limit,
         idle: config.body_idle_timeout,
         declared: content_length(headers),
     };
-    let received = match upload::pump(body, &mut writer, rules).await {
+    let received = match upload::pump(body, &mut writer, rules, None).await {
         Ok(n) => n,
         Err(e) => {
             writer.abort().await.ok();
@@ -827,6 +874,8 @@ async fn upload_status(registry: &Registry, name: &str, id: &str) -> Handled {
 
 async fn cancel_upload(registry: &Registry, name: &str, id: &str) -> Handled {
     let id = session_id(id)?;
+    // Whatever the outcome, this process's live writer for it goes.
+    drop(registry.inner.live.take(&id));
     let uploads = Uploads {
         store: registry.upload_store().as_ref(),
     };

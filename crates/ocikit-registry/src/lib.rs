@@ -43,6 +43,7 @@ mod error;
 pub mod gc;
 mod handlers;
 pub mod keys;
+mod live;
 mod meta;
 mod route;
 mod tls;
@@ -193,6 +194,8 @@ struct Inner {
     suspects: Mutex<HashSet<Digest>>,
     /// Held by a running garbage collection: one at a time.
     gc: tokio::sync::Mutex<()>,
+    /// Chunked uploads' content-store writers kept between requests.
+    live: live::Live,
 }
 
 impl Registry {
@@ -210,6 +213,7 @@ impl Registry {
                 config,
                 suspects: Mutex::new(HashSet::new()),
                 gc: tokio::sync::Mutex::new(()),
+                live: live::Live::default(),
             }),
         })
     }
@@ -323,6 +327,7 @@ impl Registry {
     /// Removes expired upload sessions and their chunks, and scratch chunks that no session
     /// listed at this sweep and the previous one.
     pub async fn sweep_uploads(&self) -> Result<SweepReport> {
+        self.inner.live.expire(self.inner.config.upload_ttl);
         let mut suspects = self
             .inner
             .suspects

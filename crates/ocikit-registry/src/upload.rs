@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::error::{Failure, size_invalid, too_large, upload_invalid};
+use crate::live::Tee;
 use crate::meta::{read_json, write_json};
 use crate::{Error, Result, keys};
 
@@ -124,10 +125,12 @@ pub(crate) struct BodyRules {
 }
 
 /// Streams a request body into `sink` under `rules`; returns the bytes copied.
+/// With a `tee`, every chunk is also handed to a live writer (see [`crate::live`]).
 pub(crate) async fn pump(
     body: Body,
     sink: &mut BlobWriter,
     rules: BodyRules,
+    mut tee: Option<&mut Tee>,
 ) -> Result<u64, PumpError> {
     let mut stream = body.into_data_stream();
     let mut copied = 0u64;
@@ -148,6 +151,9 @@ pub(crate) async fn pump(
         copied = copied.saturating_add(chunk.len() as u64);
         if copied > limit {
             return Err(PumpError::TooLarge);
+        }
+        if let Some(tee) = tee.as_deref_mut() {
+            tee.send(&chunk).await;
         }
         sink.write_all(&chunk).await.map_err(PumpError::Sink)?;
     }
@@ -227,6 +233,7 @@ impl Uploads<'_> {
         body: Body,
         rules: BodyRules,
         expected: Option<u64>,
+        tee: Option<&mut Tee>,
     ) -> Result<Option<Chunk>, Failure> {
         let limit = rules.limit;
         let mut writer = self.store.writer().await?;
@@ -235,7 +242,7 @@ impl Uploads<'_> {
             writer.abort().await.ok();
             return Err(PumpError::Sink(e).into_failure(limit));
         }
-        let size = match pump(body, &mut writer, rules).await {
+        let size = match pump(body, &mut writer, rules, tee).await {
             Ok(size) => size,
             Err(e) => {
                 writer.abort().await.ok();

@@ -15,7 +15,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::{self, Read, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -27,10 +27,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, StreamExt};
 use ocikit_digest::{Algorithm, Digest};
 use tempfile::NamedTempFile;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio_util::sync::PollSender;
 
 use crate::store::resolve_range;
@@ -392,16 +392,27 @@ impl Store for FsStore {
         };
         let range = resolve_range(range, size)?;
         let local = file.try_clone().map_err(|e| Error::io("dup", &path, e))?;
-        let mut reader = tokio::fs::File::from_std(file);
-        if range.start > 0 {
-            reader
-                .seek(SeekFrom::Start(range.start))
-                .await
-                .map_err(|e| Error::io("seek", &path, e))?;
-        }
-        let len = range.end - range.start;
-        let stream = tokio_util::io::ReaderStream::with_capacity(reader.take(len), READ_CHUNK)
-            .map_err(move |e| Error::io("read", path.clone(), e))
+        // Positioned reads of READ_CHUNK straight into the buffers handed out (no copy
+        // through an intermediate file buffer), each on the blocking pool, two in flight so
+        // the next chunk is read while the consumer takes this one. A file shorter than its
+        // size said (truncated behind our back) ends the stream with an error.
+        let file = Arc::new(file);
+        let starts = (range.start..range.end).step_by(READ_CHUNK);
+        let end = range.end;
+        let stream = stream::iter(starts)
+            .map(move |at| {
+                let file = file.clone();
+                let path = path.clone();
+                let len = usize::try_from((end - at).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+                blocking(move || {
+                    use std::os::unix::fs::FileExt as _;
+                    let mut buf = vec![0u8; len];
+                    file.read_exact_at(&mut buf, at)
+                        .map_err(|e| Error::io("read", &path, e))?;
+                    Ok(Bytes::from(buf))
+                })
+            })
+            .buffered(2)
             .boxed();
         Ok(Some(Blob::new(size, range, stream, Some(local))))
     }

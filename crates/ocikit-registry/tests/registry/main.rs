@@ -8,6 +8,7 @@ mod delete;
 mod gc;
 mod hostile;
 mod isolation;
+mod live;
 mod manifests;
 mod pull;
 mod push;

@@ -270,3 +270,50 @@ async fn document_versions_follow_every_change() {
     std::fs::remove_file(&path).unwrap();
     assert_eq!(store.document_version(&key).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn reads_stream_in_order_and_a_blob_truncated_behind_our_back_fails_the_stream() {
+    use futures::StreamExt;
+    let (store, dir) = fresh().await;
+    // Not a multiple of the read chunk, so the last read is short; ranges cross chunks.
+    let bytes: Vec<u8> = (0..(3u32 << 20) + 12_345).map(|i| (i % 251) as u8).collect();
+    let digest = store.put_bytes(&bytes).await.unwrap();
+    for range in [None, Some(5..(2 << 20) + 7), Some(0..1), Some(10..10)] {
+        let blob = store.get(&digest, range.clone()).await.unwrap().unwrap();
+        let mut got = Vec::new();
+        let mut stream = blob.into_stream();
+        while let Some(chunk) = stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        let want = match &range {
+            Some(r) => &bytes[r.start as usize..r.end as usize],
+            None => &bytes[..],
+        };
+        assert!(got == want, "range {range:?}");
+    }
+    let blob = store.get(&digest, None).await.unwrap().unwrap();
+    let path = dir
+        .path()
+        .join("layout/blobs/sha256")
+        .join(&digest.as_str()["sha256:".len()..]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let mut stream = blob.into_stream();
+    let mut got = 0;
+    let mut failed = false;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => got += c.len(),
+            Err(e) => {
+                assert!(e.to_string().contains("read"), "{e}");
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "a short file ended the stream quietly after {got} bytes");
+}

@@ -276,7 +276,9 @@ async fn reads_stream_in_order_and_a_blob_truncated_behind_our_back_fails_the_st
     use futures::StreamExt;
     let (store, dir) = fresh().await;
     // Not a multiple of the read chunk, so the last read is short; ranges cross chunks.
-    let bytes: Vec<u8> = (0..(3u32 << 20) + 12_345).map(|i| (i % 251) as u8).collect();
+    let bytes: Vec<u8> = (0..(3u32 << 20) + 12_345)
+        .map(|i| (i % 251) as u8)
+        .collect();
     let digest = store.put_bytes(&bytes).await.unwrap();
     for range in [None, Some(5..(2 << 20) + 7), Some(0..1), Some(10..10)] {
         let blob = store.get(&digest, range.clone()).await.unwrap().unwrap();
@@ -315,5 +317,8 @@ async fn reads_stream_in_order_and_a_blob_truncated_behind_our_back_fails_the_st
             }
         }
     }
-    assert!(failed, "a short file ended the stream quietly after {got} bytes");
+    assert!(
+        failed,
+        "a short file ended the stream quietly after {got} bytes"
+    );
 }

@@ -420,9 +420,16 @@ struct Hashed {
 /// Hashes a blob of `size` bytes read from `reader` on this (blocking) thread, reading into
 /// `buf` (grown as needed, kept for the next blob); with `decode`, decompresses it as
 /// `media_type` too and hashes the output.
+///
+/// `local` says `reader` is a regular file that held `size` bytes when it was opened: a
+/// read of a regular file comes back short only at its end, so one that does so exactly at
+/// `size` ends the blob, sparing the read that returns nothing (a syscall per blob, which
+/// counts when the blobs are small). Anything else is read until a read returns nothing.
+#[allow(clippy::too_many_arguments)] // private, and every argument is a different thing
 fn hash_blob(
     reader: impl Read,
     size: u64,
+    local: bool,
     digest: &Digest,
     media_type: &str,
     decode: Option<Limits>,
@@ -475,7 +482,9 @@ fn hash_blob(
     loop {
         match source.read(buf) {
             Ok(0) => break,
+            Ok(n) if local && n < buf.len() && source.bytes == size => break,
             Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(unreadable(e)),
         }
     }
@@ -566,6 +575,7 @@ fn check_local(
     let outcome = hash_blob(
         &file,
         size,
+        true,
         &check.digest,
         &check.media_type,
         decode,
@@ -606,11 +616,10 @@ fn read_local(local: &dyn LocalBlobs, digest: &Digest, declared: u64) -> WholeRe
     if size > limit {
         return fail(StoreError::TooLarge { size, limit });
     }
-    // One byte more than the size, to notice a file that grew since it was opened.
-    let mut bytes = Vec::with_capacity(usize::try_from(size).map_or(0, |n| n + 1));
-    if let Err(e) = (&file).take(size + 1).read_to_end(&mut bytes) {
-        return fail(StoreError::Stream(e));
-    }
+    let bytes = match read_file(&file, size) {
+        Ok(bytes) => bytes,
+        Err(e) => return fail(StoreError::Stream(e)),
+    };
     if bytes.len() as u64 != size {
         return fail(StoreError::SizeMismatch {
             expected: size,
@@ -636,14 +645,42 @@ fn read_local(local: &dyn LocalBlobs, digest: &Digest, declared: u64) -> WholeRe
     (stored, Ok(Bytes::from(bytes)))
 }
 
+/// Reads a regular file that held `size` bytes when it was opened (at most one byte more,
+/// to notice one that grew). As in [`hash_blob`], a read that comes back short exactly at
+/// `size` is the end.
+fn read_file(mut file: &std::fs::File, size: u64) -> std::io::Result<Vec<u8>> {
+    let too_large = |_| std::io::Error::other("the file does not fit in memory");
+    let want = usize::try_from(size).map_err(too_large)?.saturating_add(1);
+    let mut bytes = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        let asked = want - filled;
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if n < asked && filled as u64 == size {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
 /// How fsck reads blobs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 enum Mode {
     /// From local files ([`ocikit_store::Store::local_blobs`]), on this many blocking
     /// workers sharing one queue.
     Local {
         /// Workers.
         workers: usize,
+        /// The store's local files.
+        files: Arc<dyn LocalBlobs>,
     },
     /// Streamed from the store, this many at once, each hashed on a blocking thread.
     Streamed {
@@ -758,6 +795,8 @@ impl Layout {
             .enumerate()
             .map(|(i, d)| (d.clone(), entry_path(i, d)))
             .collect();
+        // Freed while the first documents are read, rather than before or after.
+        let mut index = Some(index);
         let mut depth = 0;
         while !frontier.is_empty() {
             let mut documents = Vec::new();
@@ -809,9 +848,12 @@ impl Layout {
                 documents.push((d, digest, path));
             }
             let deferred = std::mem::take(&mut frontier);
-            let results = self.read_documents(documents, mode).await;
+            let done_with = index.take();
+            let (results, ()) = futures::join!(self.read_documents(documents, &mode), async move {
+                drop(done_with)
+            });
             let configs = if options.diff_ids {
-                self.read_configs(&results, mode).await
+                self.read_configs(&results, &mode).await
             } else {
                 ConfigReads::new()
             };
@@ -907,7 +949,7 @@ impl Layout {
             frontier.extend(deferred);
             depth += 1;
         }
-        self.check_blobs(&mut walk, options, mode).await;
+        self.check_blobs(&mut walk, options, &mode).await;
         let mut problems = walk.problems;
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(FsckReport {
@@ -921,13 +963,15 @@ impl Layout {
     /// has them, else streams.
     fn mode(&self, options: &FsckOptions) -> Mode {
         let concurrency = options.concurrency.max(1);
-        if self.store().local_blobs().is_some() {
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            Mode::Local {
-                workers: concurrency.min(cpus),
+        match self.store().local_blobs() {
+            Some(files) => {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                Mode::Local {
+                    workers: concurrency.min(cpus),
+                    files,
+                }
             }
-        } else {
-            Mode::Streamed { concurrency }
+            None => Mode::Streamed { concurrency },
         }
     }
 
@@ -936,22 +980,19 @@ impl Layout {
     async fn read_documents(
         &self,
         documents: Vec<(Descriptor, Digest, String)>,
-        mode: Mode,
+        mode: &Mode,
     ) -> DocumentReads {
         match mode {
-            Mode::Local { workers } => {
-                let store = self.shared_store().clone();
+            Mode::Local { workers, files } => {
+                let files = files.clone();
                 let documents = Arc::new(documents);
                 let order = (0..documents.len()).collect();
                 let reads = on_workers(
                     documents.clone(),
                     order,
-                    workers,
+                    *workers,
                     move |(d, digest, path): &(Descriptor, Digest, String), _buf: &mut Vec<u8>| {
-                        let Some(local) = store.local_blobs() else {
-                            return (None, Err(worker_failed_error()));
-                        };
-                        let (stored, bytes) = read_local(local, digest, d.size());
+                        let (stored, bytes) = read_local(&*files, digest, d.size());
                         let parsed = bytes
                             .and_then(|bytes| Document::parse(d, bytes))
                             .map(|doc| Parsed::of(doc, path));
@@ -988,7 +1029,7 @@ impl Layout {
 
     /// Reads (and verifies) the image configs of the manifests in `results`, once each, for
     /// their diffIDs.
-    async fn read_configs(&self, results: &DocumentReads, mode: Mode) -> ConfigReads {
+    async fn read_configs(&self, results: &DocumentReads, mode: &Mode) -> ConfigReads {
         let mut wanted = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (.., outcome) in results {
@@ -1002,18 +1043,15 @@ impl Layout {
         }
         let wanted = Arc::new(wanted);
         let reads: Vec<WholeRead> = match mode {
-            Mode::Local { workers } => {
-                let store = self.shared_store().clone();
+            Mode::Local { workers, files } => {
+                let files = files.clone();
                 let order = (0..wanted.len()).collect();
                 on_workers(
                     wanted.clone(),
                     order,
-                    workers,
-                    move |(d, digest): &(Descriptor, Digest), _buf: &mut Vec<u8>| match store
-                        .local_blobs()
-                    {
-                        Some(local) => read_local(local, digest, d.size()),
-                        None => (None, Err(worker_failed_error())),
+                    *workers,
+                    move |(d, digest): &(Descriptor, Digest), _buf: &mut Vec<u8>| {
+                        read_local(&*files, digest, d.size())
                     },
                 )
                 .await
@@ -1039,45 +1077,21 @@ impl Layout {
             .collect()
     }
 
-    /// Hashes every pending blob: on the local workers, largest first so that they finish
-    /// together, or streamed, `concurrency` at a time.
-    async fn check_blobs(&self, walk: &mut Walk, options: &FsckOptions, mode: Mode) {
+    /// Hashes every pending blob and records what is wrong with each.
+    async fn check_blobs(&self, walk: &mut Walk, options: &FsckOptions, mode: &Mode) {
         let pending: Arc<Vec<BlobCheck>> = Arc::new(
             std::mem::take(&mut walk.pending)
                 .into_iter()
                 .filter(|c| !walk.read.contains_key(&c.digest))
                 .collect(),
         );
-        let results: Vec<Checked> = match mode {
-            Mode::Local { workers } => {
-                let mut order: Vec<usize> = (0..pending.len()).collect();
-                let largest = |c: &BlobCheck| c.reaches.iter().map(|(size, _)| *size).max();
-                order.sort_by_key(|&i| std::cmp::Reverse(pending.get(i).and_then(largest)));
-                let store = self.shared_store().clone();
-                let limits = options.limits;
-                let progress = options.progress.clone();
-                on_workers(
-                    pending.clone(),
-                    order,
-                    workers,
-                    move |check: &BlobCheck, buf: &mut Vec<u8>| match store.local_blobs() {
-                        Some(local) => check_local(local, check, limits, &progress, buf),
-                        None => (Err(worker_failed()), None),
-                    },
-                )
-                .await
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| (Err(worker_failed()), None)))
-                .collect()
-            }
-            Mode::Streamed { concurrency } => {
-                futures::stream::iter(pending.iter())
-                    .map(|check| self.check_streamed(check, options))
-                    .buffered(concurrency)
-                    .collect()
-                    .await
-            }
-        };
+        // The walk's maps are not needed any more: freed while the blobs are hashed.
+        let done_with = (
+            std::mem::take(&mut walk.read),
+            std::mem::take(&mut walk.by_digest),
+        );
+        let hashing = self.hash_pending(&pending, options, mode);
+        let (results, ()) = futures::join!(hashing, async move { drop(done_with) });
         for (check, (outcome, size)) in pending.iter().zip(results) {
             let Some((_, first_path)) = check.reaches.first() else {
                 continue;
@@ -1139,6 +1153,45 @@ impl Layout {
         }
     }
 
+    /// Hashes `pending`: on the local workers, largest first so that they finish together,
+    /// or streamed, `concurrency` at a time. The results are in the order of `pending`.
+    async fn hash_pending(
+        &self,
+        pending: &Arc<Vec<BlobCheck>>,
+        options: &FsckOptions,
+        mode: &Mode,
+    ) -> Vec<Checked> {
+        match mode {
+            Mode::Local { workers, files } => {
+                let files = files.clone();
+                let mut order: Vec<usize> = (0..pending.len()).collect();
+                let largest = |c: &BlobCheck| c.reaches.iter().map(|(size, _)| *size).max();
+                order.sort_by_key(|&i| std::cmp::Reverse(pending.get(i).and_then(largest)));
+                let limits = options.limits;
+                let progress = options.progress.clone();
+                on_workers(
+                    pending.clone(),
+                    order,
+                    *workers,
+                    move |check: &BlobCheck, buf: &mut Vec<u8>| {
+                        check_local(&*files, check, limits, &progress, buf)
+                    },
+                )
+                .await
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| (Err(worker_failed()), None)))
+                .collect()
+            }
+            Mode::Streamed { concurrency } => {
+                futures::stream::iter(pending.iter())
+                    .map(|check| self.check_streamed(check, options))
+                    .buffered(*concurrency)
+                    .collect()
+                    .await
+            }
+        }
+    }
+
     /// Hashes one blob streamed from the store (on a blocking thread of its own).
     async fn check_streamed(&self, check: &BlobCheck, options: &FsckOptions) -> Checked {
         let blob = match self.store().get(&check.digest, None).await {
@@ -1158,6 +1211,7 @@ impl Layout {
                 Some(Ok(file)) => hash_blob(
                     file,
                     size,
+                    true,
                     &digest,
                     &media_type,
                     decode,
@@ -1170,6 +1224,7 @@ impl Layout {
                 None => hash_blob(
                     tokio_util::io::SyncIoBridge::new(blob.into_reader()),
                     size,
+                    false,
                     &digest,
                     &media_type,
                     decode,

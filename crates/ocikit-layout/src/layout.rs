@@ -112,11 +112,6 @@ impl Layout {
         &*self.store
     }
 
-    /// The store underneath, shared (for work handed to blocking threads).
-    pub(crate) fn shared_store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// The current `index.json`.
     pub async fn index(&self) -> Result<Index> {
         let doc = self

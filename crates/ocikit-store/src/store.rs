@@ -122,9 +122,11 @@ pub trait Store: fmt::Debug + Send + Sync {
     ///
     /// For callers that already run on a blocking thread and read many blobs there (fsck
     /// hashing thousands of small blobs in one blocking job): opening through it costs no hop
-    /// through the async runtime per blob. Wrappers that must see every read (test stores
-    /// that intercept `get`) keep the default.
-    fn local_blobs(&self) -> Option<&dyn LocalBlobs> {
+    /// through the async runtime per blob. Each call returns a fresh handle meant for one
+    /// batch of reads (it may keep the blob directories open, and then sees them as they
+    /// were when first used); take a new one for the next batch. Wrappers that must see every
+    /// read (test stores that intercept `get`) keep the default.
+    fn local_blobs(&self) -> Option<Arc<dyn LocalBlobs>> {
         None
     }
 }

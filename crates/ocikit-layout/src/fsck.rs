@@ -512,7 +512,7 @@ impl<R: Read> Read for Counting<'_, R> {
         self.bytes += n as u64;
         if self.bytes - self.reported >= PROGRESS_EVERY {
             self.reported = self.bytes;
-            self.progress.emit(Event::Progress {
+            self.progress.emit_with(|| Event::Progress {
                 operation: Operation::Fsck,
                 digest: self.digest.clone(),
                 bytes: self.bytes,
@@ -526,13 +526,13 @@ impl<R: Read> Read for Counting<'_, R> {
 /// `Started`.
 fn emit_started(progress: &Progress, check: &BlobCheck, size: u64) {
     for _ in 1..check.reaches.len() {
-        progress.emit(Event::Skipped {
+        progress.emit_with(|| Event::Skipped {
             operation: Operation::Fsck,
             digest: check.digest.clone(),
             size,
         });
     }
-    progress.emit(Event::Started {
+    progress.emit_with(|| Event::Started {
         operation: Operation::Fsck,
         digest: check.digest.clone(),
         size,
@@ -546,7 +546,7 @@ fn emit_done(
     outcome: &std::result::Result<Hashed, ProblemKind>,
 ) {
     if let Ok(hashed) = outcome {
-        progress.emit(Event::Done {
+        progress.emit_with(|| Event::Done {
             operation: Operation::Fsck,
             digest: check.digest.clone(),
             bytes: hashed.bytes,
@@ -822,7 +822,7 @@ impl Layout {
                             },
                         );
                     }
-                    options.progress.emit(Event::Skipped {
+                    options.progress.emit_with(|| Event::Skipped {
                         operation: Operation::Fsck,
                         digest,
                         size: d.size(),
@@ -858,7 +858,7 @@ impl Layout {
                 ConfigReads::new()
             };
             for (d, digest, path, size, outcome) in results {
-                options.progress.emit(Event::Started {
+                options.progress.emit_with(|| Event::Started {
                     operation: Operation::Fsck,
                     digest: digest.clone(),
                     size: d.size(),
@@ -888,7 +888,7 @@ impl Layout {
                 walk.blobs += 1;
                 walk.bytes += d.size();
                 walk.read.insert(digest.clone(), size);
-                options.progress.emit(Event::Done {
+                options.progress.emit_with(|| Event::Done {
                     operation: Operation::Fsck,
                     digest: digest.clone(),
                     bytes: d.size(),
@@ -1307,18 +1307,18 @@ fn config_diff_ids(
         walk.blobs += 1;
         walk.bytes += bytes.len() as u64;
         walk.read.insert(digest.clone(), stored);
-        progress.emit(Event::Started {
+        progress.emit_with(|| Event::Started {
             operation: Operation::Fsck,
             digest: digest.clone(),
             size: config.size(),
         });
-        progress.emit(Event::Done {
+        progress.emit_with(|| Event::Done {
             operation: Operation::Fsck,
             digest: digest.clone(),
             bytes: bytes.len() as u64,
         });
     } else {
-        progress.emit(Event::Skipped {
+        progress.emit_with(|| Event::Skipped {
             operation: Operation::Fsck,
             digest: digest.clone(),
             size: config.size(),

@@ -758,7 +758,8 @@ fn take_back<I: Clone>(items: Arc<Vec<I>>) -> Vec<I> {
     Arc::try_unwrap(items).unwrap_or_else(|shared| (*shared).clone())
 }
 
-/// A worker that failed (it panicked): what each of its unfinished items reports.
+/// A worker that failed (it panicked, and its results were lost): what each item it had
+/// taken reports.
 fn worker_failed() -> ProblemKind {
     ProblemKind::Unreadable {
         reason: "the hashing thread failed".into(),
@@ -1183,11 +1184,16 @@ impl Layout {
                 .collect()
             }
             Mode::Streamed { concurrency } => {
-                futures::stream::iter(pending.iter())
-                    .map(|check| self.check_streamed(check, options))
-                    .buffered(*concurrency)
+                // Unordered, so that one slow blob does not hold back the start of others;
+                // put back in order afterwards.
+                let mut results: Vec<(usize, Checked)> = futures::stream::iter(pending.iter())
+                    .enumerate()
+                    .map(|(i, check)| async move { (i, self.check_streamed(check, options).await) })
+                    .buffer_unordered(*concurrency)
                     .collect()
-                    .await
+                    .await;
+                results.sort_by_key(|(i, _)| *i);
+                results.into_iter().map(|(_, checked)| checked).collect()
             }
         }
     }

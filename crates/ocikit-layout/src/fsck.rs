@@ -2,11 +2,19 @@
 //!
 //! Everything reachable from `index.json` is checked: nested indexes, manifests, configs,
 //! layers, and the artifacts attached to them (referrers are entries of `index.json`, so
-//! the walk reaches them). Documents are read through [`Layout::read_document`] and parsed
-//! strictly ([`crate::Document::parse`]); every blob, documents included, is hashed in full
-//! (large ones streamed on blocking threads, several at once), and each descriptor's size is
-//! compared with the stored one. With [`FsckOptions::diff_ids`], layers are also
-//! decompressed and their diffIDs compared with the image config's `rootfs.diff_ids`.
+//! the walk reaches them). Documents are read with the checks of [`Layout::read_document`]
+//! and parsed strictly ([`crate::Document::parse`]); every blob, documents included, is
+//! hashed in full, and each descriptor's size is compared with the stored one. With
+//! [`FsckOptions::diff_ids`], layers are also decompressed and their diffIDs compared with
+//! the image config's `rootfs.diff_ids`.
+//!
+//! Where the store keeps blobs in local files ([`ocikit_store::Store::local_blobs`], the
+//! filesystem store), a fixed pool of blocking workers, one per CPU, pulls blobs from one
+//! shared queue and reads each from its file into one reused buffer: no hop through the
+//! async runtime per blob, which is what small blobs cost most. The documents of each level
+//! of the walk are read and parsed the same way, and layers are taken largest first so that
+//! the workers finish together. Other stores (memory, object stores) stream every blob,
+//! `concurrency` at a time, and hash each on a blocking thread.
 //!
 //! Nothing stops at the first problem: the [`FsckReport`] lists every one, with the digest
 //! and the path by which it was reached. Blobs reached more than once are read once.
@@ -14,13 +22,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use ocikit_codec::Limits;
 use ocikit_codec::compression::Decoder;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, DigestReader, Hasher, descriptor, json, media_type};
-use ocikit_store::{Blob, Error as StoreError};
+use ocikit_store::{Error as StoreError, LocalBlobs};
 use serde_json::Value;
 
 use crate::document::{self, Document};
@@ -32,6 +43,8 @@ use crate::{Error, Layout, Result};
 const MAX_CONFIG_SIZE: u64 = crate::MAX_DOCUMENT_SIZE;
 /// Bytes read at a time while hashing.
 const CHUNK: usize = 1 << 20;
+/// The smallest read buffer.
+const MIN_BUFFER: usize = 8 << 10;
 /// A `Progress` event at least every this many bytes of one blob.
 const PROGRESS_EVERY: u64 = 8 << 20;
 /// Documents read at once.
@@ -43,8 +56,9 @@ const DOCUMENT_CONCURRENCY: usize = 8;
 pub struct FsckOptions {
     /// Also decompress layers and compare their diffIDs with the image configs.
     pub diff_ids: bool,
-    /// Blobs checked at once (default: twice the number of CPUs, so that opening the next
-    /// blob overlaps hashing the current ones).
+    /// Blobs checked at once (default: twice the number of CPUs, so that fetching the next
+    /// blob from a remote store overlaps hashing the current ones). On a store with local
+    /// files, at most one worker per CPU hashes, whatever this says above that.
     pub concurrency: usize,
     /// Where [`Operation::Fsck`] events go.
     pub progress: Progress,
@@ -226,12 +240,23 @@ impl Walk {
     }
 
     fn blob(&mut self, d: &Descriptor, digest: Digest, path: String, diff_id: Option<Digest>) {
+        self.add(digest, d.media_type().to_string(), d.size(), path, diff_id);
+    }
+
+    fn add(
+        &mut self,
+        digest: Digest,
+        media_type: String,
+        size: u64,
+        path: String,
+        diff_id: Option<Digest>,
+    ) {
         let i = match self.by_digest.get(&digest) {
             Some(&i) => i,
             None => {
                 self.pending.push(BlobCheck {
                     digest: digest.clone(),
-                    media_type: d.media_type().to_string(),
+                    media_type,
                     reaches: Vec::new(),
                     diff_ids: Vec::new(),
                 });
@@ -239,10 +264,92 @@ impl Walk {
                 self.pending.len() - 1
             }
         };
+        let Some(check) = self.pending.get_mut(i) else {
+            return;
+        };
         if let Some(diff_id) = diff_id {
-            self.pending[i].diff_ids.push((diff_id, path.clone()));
+            check.diff_ids.push((diff_id, path.clone()));
         }
-        self.pending[i].reaches.push((d.size(), path));
+        check.reaches.push((size, path));
+    }
+}
+
+/// A layer of a manifest, as the walk needs it.
+#[derive(Debug)]
+struct Layer {
+    /// Its position in `layers`.
+    index: usize,
+    digest: Digest,
+    media_type: String,
+    size: u64,
+    path: String,
+}
+
+/// What the walk needs of a document that was read and parsed: its references, their
+/// digests parsed and their paths built (on the worker that read it, where there is one).
+#[derive(Debug)]
+enum Parsed {
+    /// A manifest: its config (with its path) and its layers.
+    Manifest {
+        subject: Option<Digest>,
+        config: Box<Descriptor>,
+        config_path: String,
+        layers: Vec<Layer>,
+        /// Entries in `layers` (some may be left out of `layers`: invalid digests).
+        layer_count: usize,
+    },
+    /// An index: its manifests, with their paths.
+    Index {
+        subject: Option<Digest>,
+        manifests: Vec<(Descriptor, String)>,
+    },
+    /// Anything else.
+    Opaque,
+}
+
+impl Parsed {
+    /// The references of `doc`, reached by `path`.
+    fn of(doc: Document, path: &str) -> Parsed {
+        let subject = doc.subject().and_then(|s| descriptor::digest_of(s).ok());
+        match doc {
+            Document::Manifest { manifest, .. } => Parsed::Manifest {
+                subject,
+                config: Box::new(manifest.config().clone()),
+                config_path: format!("{path} > config"),
+                layer_count: manifest.layers().len(),
+                layers: manifest
+                    .layers()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, layer)| {
+                        Some(Layer {
+                            index,
+                            digest: descriptor::digest_of(layer).ok()?,
+                            media_type: layer.media_type().to_string(),
+                            size: layer.size(),
+                            path: format!("{path} > layers[{index}]"),
+                        })
+                    })
+                    .collect(),
+            },
+            Document::Index { index, .. } => Parsed::Index {
+                subject,
+                manifests: index
+                    .manifests()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (m.clone(), format!("{path} > manifests[{i}]")))
+                    .collect(),
+            },
+            _ => Parsed::Opaque,
+        }
+    }
+
+    fn subject(&self) -> Option<&Digest> {
+        match self {
+            Parsed::Manifest { subject, .. } | Parsed::Index { subject, .. } => subject.as_ref(),
+            Parsed::Opaque => None,
+        }
     }
 }
 
@@ -310,48 +417,55 @@ struct Hashed {
     diff_id: Option<std::result::Result<Digest, String>>,
 }
 
-/// Hashes a blob on this (blocking) thread, from its local file or its stream; with
-/// `decode`, decompresses it as `media_type` too and hashes the output.
+/// Hashes a blob of `size` bytes read from `reader` on this (blocking) thread, reading into
+/// `buf` (grown as needed, kept for the next blob); with `decode`, decompresses it as
+/// `media_type` too and hashes the output.
+///
+/// `local` says `reader` is a regular file that held `size` bytes when it was opened: a
+/// read of a regular file comes back short only at its end, so one that does so exactly at
+/// `size` ends the blob, sparing the read that returns nothing (a syscall per blob, which
+/// counts when the blobs are small). Anything else is read until a read returns nothing.
+#[allow(clippy::too_many_arguments)] // private, and every argument is a different thing
 fn hash_blob(
-    blob: Blob,
+    reader: impl Read,
+    size: u64,
+    local: bool,
     digest: &Digest,
     media_type: &str,
     decode: Option<Limits>,
     progress: &Progress,
+    buf: &mut Vec<u8>,
 ) -> std::result::Result<Hashed, ProblemKind> {
     let hasher = Hasher::new(digest.algorithm()).map_err(|_| ProblemKind::Unverifiable)?;
-    let size = blob.size();
-    let reader: Box<dyn Read> = match blob.local_file().map(std::fs::File::try_clone) {
-        Some(Ok(file)) => Box::new(file),
-        Some(Err(e)) => {
-            return Err(ProblemKind::Unreadable {
-                reason: format!("cannot reopen the blob file: {e}"),
-            });
-        }
-        None => Box::new(tokio_util::io::SyncIoBridge::new(blob.into_reader())),
-    };
     let mut source = Counting {
         inner: reader,
         hasher,
         bytes: 0,
         reported: 0,
-        digest: digest.clone(),
-        progress: progress.clone(),
+        digest,
+        progress,
     };
     let unreadable = |e: std::io::Error| ProblemKind::Unreadable {
         reason: error_chain(&e),
     };
-    // Sized to the blob (most blobs are small): a fresh 1 MiB buffer per blob costs more
-    // than hashing a small blob does.
-    let want = usize::try_from(size).unwrap_or(CHUNK).clamp(8 << 10, CHUNK);
-    let mut buf = vec![0u8; if decode.is_some() { CHUNK } else { want }];
+    // Sized to the blob, at most CHUNK: most blobs are small, and the buffer is reused.
+    let want = if decode.is_some() {
+        CHUNK
+    } else {
+        usize::try_from(size)
+            .unwrap_or(CHUNK)
+            .clamp(MIN_BUFFER, CHUNK)
+    };
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
     let diff_id = match decode {
         Some(limits) => {
             let outcome = match Decoder::for_media_type(&mut source, media_type, limits) {
                 Ok(decoder) => {
                     let mut plain = DigestReader::sha256(decoder);
                     loop {
-                        match plain.read(&mut buf) {
+                        match plain.read(buf) {
                             Ok(0) => break Ok(plain.digest()),
                             Ok(_) => {}
                             Err(e) => break Err(error_chain(&e)),
@@ -366,9 +480,11 @@ fn hash_blob(
     };
     // Whatever decoding left (or all of it): the digest covers every byte.
     loop {
-        match source.read(&mut buf) {
+        match source.read(buf) {
             Ok(0) => break,
+            Ok(n) if local && n < buf.len() && source.bytes == size => break,
             Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(unreadable(e)),
         }
     }
@@ -380,23 +496,23 @@ fn hash_blob(
 }
 
 /// A reader that hashes and counts what passes through and reports progress.
-struct Counting {
-    inner: Box<dyn Read>,
+struct Counting<'a, R> {
+    inner: R,
     hasher: Hasher,
     bytes: u64,
     reported: u64,
-    digest: Digest,
-    progress: Progress,
+    digest: &'a Digest,
+    progress: &'a Progress,
 }
 
-impl Read for Counting {
+impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
         if self.bytes - self.reported >= PROGRESS_EVERY {
             self.reported = self.bytes;
-            self.progress.emit(Event::Progress {
+            self.progress.emit_with(|| Event::Progress {
                 operation: Operation::Fsck,
                 digest: self.digest.clone(),
                 bytes: self.bytes,
@@ -405,6 +521,256 @@ impl Read for Counting {
         Ok(n)
     }
 }
+
+/// The events of a blob about to be hashed: one `Skipped` for each further reach, then
+/// `Started`.
+fn emit_started(progress: &Progress, check: &BlobCheck, size: u64) {
+    for _ in 1..check.reaches.len() {
+        progress.emit_with(|| Event::Skipped {
+            operation: Operation::Fsck,
+            digest: check.digest.clone(),
+            size,
+        });
+    }
+    progress.emit_with(|| Event::Started {
+        operation: Operation::Fsck,
+        digest: check.digest.clone(),
+        size,
+    });
+}
+
+/// The `Done` event of a blob that was hashed to the end.
+fn emit_done(
+    progress: &Progress,
+    check: &BlobCheck,
+    outcome: &std::result::Result<Hashed, ProblemKind>,
+) {
+    if let Ok(hashed) = outcome {
+        progress.emit_with(|| Event::Done {
+            operation: Operation::Fsck,
+            digest: check.digest.clone(),
+            bytes: hashed.bytes,
+        });
+    }
+}
+
+/// What checking one blob found, and its stored size when it is stored.
+type Checked = (std::result::Result<Hashed, ProblemKind>, Option<u64>);
+
+/// Hashes one blob from its local file, on this (blocking) thread.
+fn check_local(
+    local: &dyn LocalBlobs,
+    check: &BlobCheck,
+    limits: Limits,
+    progress: &Progress,
+    buf: &mut Vec<u8>,
+) -> Checked {
+    let (file, size) = match local.open_blocking(&check.digest) {
+        Ok(Some(found)) => found,
+        Ok(None) => return (Err(ProblemKind::Missing), None),
+        Err(e) => return (Err(store_problem(&e)), None),
+    };
+    emit_started(progress, check, size);
+    let decode = (!check.diff_ids.is_empty()).then_some(limits);
+    let outcome = hash_blob(
+        &file,
+        size,
+        true,
+        &check.digest,
+        &check.media_type,
+        decode,
+        progress,
+        buf,
+    );
+    emit_done(progress, check, &outcome);
+    (outcome, Some(size))
+}
+
+/// What reading a whole small blob found: its stored size (when it is stored) and, when it
+/// is the declared size and hashes to its digest, its bytes.
+type WholeRead = (Option<u64>, Result<Bytes>);
+
+/// Reads the whole blob `digest`, declared `declared` bytes, from its local file on this
+/// (blocking) thread, with the checks [`Layout::read_blob`] makes: the stored size is the
+/// declared one and at most [`crate::MAX_DOCUMENT_SIZE`], and the bytes hash to the digest.
+fn read_local(local: &dyn LocalBlobs, digest: &Digest, declared: u64) -> WholeRead {
+    let (file, size) = match local.open_blocking(digest) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let missing = StoreError::NotFound {
+                digest: digest.clone(),
+            };
+            return (None, Err(missing.into()));
+        }
+        Err(e) => return (None, Err(e.into())),
+    };
+    let stored = Some(size);
+    let fail = |e: StoreError| (stored, Err(e.into()));
+    if size != declared {
+        return fail(StoreError::SizeMismatch {
+            expected: declared,
+            actual: size,
+        });
+    }
+    let limit = crate::MAX_DOCUMENT_SIZE.min(declared);
+    if size > limit {
+        return fail(StoreError::TooLarge { size, limit });
+    }
+    let bytes = match read_file(&file, size) {
+        Ok(bytes) => bytes,
+        Err(e) => return fail(StoreError::Stream(e)),
+    };
+    if bytes.len() as u64 != size {
+        return fail(StoreError::SizeMismatch {
+            expected: size,
+            actual: bytes.len() as u64,
+        });
+    }
+    if digest.is_supported() {
+        match Digest::compute(digest.algorithm(), &bytes) {
+            Ok(actual) if actual == *digest => {}
+            Ok(actual) => {
+                return fail(StoreError::DigestMismatch {
+                    expected: digest.clone(),
+                    actual,
+                });
+            }
+            Err(_) => {
+                return fail(StoreError::UnsupportedAlgorithm {
+                    algorithm: digest.algorithm().clone(),
+                });
+            }
+        }
+    }
+    (stored, Ok(Bytes::from(bytes)))
+}
+
+/// Reads a regular file that held `size` bytes when it was opened (at most one byte more,
+/// to notice one that grew). As in [`hash_blob`], a read that comes back short exactly at
+/// `size` is the end.
+fn read_file(mut file: &std::fs::File, size: u64) -> std::io::Result<Vec<u8>> {
+    let too_large = |_| std::io::Error::other("the file does not fit in memory");
+    let want = usize::try_from(size).map_err(too_large)?.saturating_add(1);
+    let mut bytes = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        let asked = want - filled;
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if n < asked && filled as u64 == size {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
+/// How fsck reads blobs.
+#[derive(Clone)]
+enum Mode {
+    /// From local files ([`ocikit_store::Store::local_blobs`]), on this many blocking
+    /// workers sharing one queue.
+    Local {
+        /// Workers.
+        workers: usize,
+        /// The store's local files.
+        files: Arc<dyn LocalBlobs>,
+    },
+    /// Streamed from the store, this many at once, each hashed on a blocking thread.
+    Streamed {
+        /// Blobs at once.
+        concurrency: usize,
+    },
+}
+
+/// Tells a pool's workers to take no further items when dropped: when `fsck` is cancelled,
+/// they stop after the blob at hand.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `job` on every item, taken in `order` (indexes into `items`), on `workers` blocking
+/// threads that share one queue; each worker passes one buffer to all its jobs. Returns the
+/// results by item index, `None` for items whose worker failed.
+async fn on_workers<I, T, F>(
+    items: Arc<Vec<I>>,
+    order: Vec<usize>,
+    workers: usize,
+    job: F,
+) -> Vec<Option<T>>
+where
+    I: Send + Sync + 'static,
+    T: Send + 'static,
+    F: Fn(&I, &mut Vec<u8>) -> T + Send + Sync + 'static,
+{
+    let mut results: Vec<Option<T>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    if items.is_empty() {
+        return results;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(stop.clone());
+    let queue = Arc::new((order, AtomicUsize::new(0)));
+    let job = Arc::new(job);
+    let handles: Vec<_> = (0..workers.clamp(1, items.len()))
+        .map(|_| {
+            let (items, queue, job, stop) =
+                (items.clone(), queue.clone(), job.clone(), stop.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::new();
+                let mut done = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let (order, next) = &*queue;
+                    let taken = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((i, item)) = order.get(taken).and_then(|&i| Some((i, items.get(i)?)))
+                    else {
+                        break;
+                    };
+                    done.push((i, job(item, &mut buf)));
+                }
+                done
+            })
+        })
+        .collect();
+    for handle in handles {
+        if let Ok(done) = handle.await {
+            for (i, result) in done {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(result);
+                }
+            }
+        }
+    }
+    results
+}
+
+/// Takes back the items handed to [`on_workers`] (whose workers are done with them).
+fn take_back<I: Clone>(items: Arc<Vec<I>>) -> Vec<I> {
+    Arc::try_unwrap(items).unwrap_or_else(|shared| (*shared).clone())
+}
+
+/// A worker that failed (it panicked, and its results were lost): what each item it had
+/// taken reports.
+fn worker_failed() -> ProblemKind {
+    ProblemKind::Unreadable {
+        reason: "the hashing thread failed".into(),
+    }
+}
+
+/// The documents of one level of the walk, with what reading each found.
+type DocumentReads = Vec<(Descriptor, Digest, String, Option<u64>, Result<Parsed>)>;
+
+/// Image configs read for their diffIDs, by digest and declared size.
+type ConfigReads = HashMap<(Digest, u64), WholeRead>;
 
 fn entry_path(i: usize, d: &Descriptor) -> String {
     match d
@@ -423,12 +789,15 @@ impl Layout {
     /// cannot be read or parsed.
     pub async fn fsck(&self, options: &FsckOptions) -> Result<FsckReport> {
         let index = self.index().await?;
+        let mode = self.mode(options);
         let mut walk = Walk::default();
         let mut frontier: Vec<(Descriptor, String)> = index
             .manifests()
             .enumerate()
             .map(|(i, d)| (d.clone(), entry_path(i, d)))
             .collect();
+        // Freed while the first documents are read, rather than before or after.
+        let mut index = Some(index);
         let mut depth = 0;
         while !frontier.is_empty() {
             let mut documents = Vec::new();
@@ -454,7 +823,7 @@ impl Layout {
                             },
                         );
                     }
-                    options.progress.emit(Event::Skipped {
+                    options.progress.emit_with(|| Event::Skipped {
                         operation: Operation::Fsck,
                         digest,
                         size: d.size(),
@@ -480,18 +849,17 @@ impl Layout {
                 documents.push((d, digest, path));
             }
             let deferred = std::mem::take(&mut frontier);
-            let results: Vec<_> = futures::stream::iter(documents)
-                .map(|(d, digest, path)| async move {
-                    let stored = self.store().stat(&digest).await;
-                    let outcome = self.read_document(&d).await;
-                    (d, digest, path, stored, outcome)
-                })
-                .buffered(DOCUMENT_CONCURRENCY)
-                .collect()
-                .await;
-            for (d, digest, path, stored, outcome) in results {
-                let size = stored.ok().flatten();
-                options.progress.emit(Event::Started {
+            let done_with = index.take();
+            let (results, ()) = futures::join!(self.read_documents(documents, &mode), async move {
+                drop(done_with)
+            });
+            let configs = if options.diff_ids {
+                self.read_configs(&results, &mode).await
+            } else {
+                ConfigReads::new()
+            };
+            for (d, digest, path, size, outcome) in results {
+                options.progress.emit_with(|| Event::Started {
                     operation: Operation::Fsck,
                     digest: digest.clone(),
                     size: d.size(),
@@ -521,68 +889,68 @@ impl Layout {
                 walk.blobs += 1;
                 walk.bytes += d.size();
                 walk.read.insert(digest.clone(), size);
-                options.progress.emit(Event::Done {
+                options.progress.emit_with(|| Event::Done {
                     operation: Operation::Fsck,
                     digest: digest.clone(),
                     bytes: d.size(),
                 });
-                if let Some(subject) = doc.subject()
-                    && let Ok(s) = descriptor::digest_of(subject)
-                {
-                    match self.store().stat(&s).await {
+                if let Some(s) = doc.subject() {
+                    match self.store().stat(s).await {
                         Ok(Some(_)) => {}
                         Ok(None) => walk.problem(
-                            &s,
+                            s,
                             &format!("{path} > subject"),
                             ProblemKind::DanglingSubject,
                         ),
-                        Err(e) => walk.problem(&s, &format!("{path} > subject"), store_problem(&e)),
+                        Err(e) => walk.problem(s, &format!("{path} > subject"), store_problem(&e)),
                     }
                 }
-                match &doc {
-                    Document::Manifest { manifest, .. } => {
-                        let config = manifest.config();
-                        let layers = manifest.layers();
-                        let config_path = format!("{path} > config");
+                match doc {
+                    Parsed::Manifest {
+                        config,
+                        config_path,
+                        layers,
+                        layer_count,
+                        ..
+                    } => {
                         let expected =
                             if options.diff_ids && is_image_config(config.media_type().as_ref()) {
-                                self.config_diff_ids(
-                                    config,
+                                config_diff_ids(
+                                    &config,
                                     &config_path,
-                                    layers.len(),
+                                    layer_count,
+                                    &configs,
                                     &mut walk,
                                     &options.progress,
                                 )
-                                .await
                             } else {
-                                if let Ok(c) = descriptor::digest_of(config) {
-                                    walk.blob(config, c, config_path, None);
+                                if let Ok(c) = descriptor::digest_of(&config) {
+                                    walk.blob(&config, c, config_path, None);
                                 }
                                 None
                             };
-                        for (i, layer) in layers.iter().enumerate() {
-                            let Ok(l) = descriptor::digest_of(layer) else {
-                                continue;
-                            };
+                        for layer in layers {
                             let diff_id = expected
                                 .as_ref()
-                                .and_then(|ids| ids.get(i).cloned())
-                                .filter(|_| media_type::is_layer(layer.media_type().as_ref()));
-                            walk.blob(layer, l, format!("{path} > layers[{i}]"), diff_id);
+                                .and_then(|ids| ids.get(layer.index).cloned())
+                                .filter(|_| media_type::is_layer(&layer.media_type));
+                            walk.add(
+                                layer.digest,
+                                layer.media_type,
+                                layer.size,
+                                layer.path,
+                                diff_id,
+                            );
                         }
                     }
-                    Document::Index { index, .. } => {
-                        for (i, m) in index.manifests().iter().enumerate() {
-                            frontier.push((m.clone(), format!("{path} > manifests[{i}]")));
-                        }
-                    }
-                    _ => {}
+                    Parsed::Index { manifests, .. } => frontier.extend(manifests),
+                    Parsed::Opaque => {}
                 }
             }
             frontier.extend(deferred);
             depth += 1;
         }
-        self.check_blobs(&mut walk, options).await;
+        self.check_blobs(&mut walk, options, &mode).await;
         let mut problems = walk.problems;
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(FsckReport {
@@ -592,122 +960,140 @@ impl Layout {
         })
     }
 
-    /// Reads and checks an image config; returns its diffIDs when they match the layer
-    /// count (problems go to `walk`).
-    async fn config_diff_ids(
+    /// Local files on one blocking worker per CPU (at most `concurrency`) where the store
+    /// has them, else streams.
+    fn mode(&self, options: &FsckOptions) -> Mode {
+        let concurrency = options.concurrency.max(1);
+        match self.store().local_blobs() {
+            Some(files) => {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                Mode::Local {
+                    workers: concurrency.min(cpus),
+                    files,
+                }
+            }
+            None => Mode::Streamed { concurrency },
+        }
+    }
+
+    /// Reads, verifies and parses the documents of one level of the walk, in their order,
+    /// with their stored sizes.
+    async fn read_documents(
         &self,
-        config: &Descriptor,
-        path: &str,
-        layers: usize,
-        walk: &mut Walk,
-        progress: &Progress,
-    ) -> Option<Vec<Digest>> {
-        let digest = descriptor::digest_of(config).ok()?;
-        if let Some(stored) = walk.read.get(&digest) {
-            if let Some(actual) = *stored
-                && actual != config.size()
-            {
-                walk.problem(
-                    &digest,
-                    path,
-                    ProblemKind::SizeMismatch {
-                        expected: config.size(),
-                        actual,
+        documents: Vec<(Descriptor, Digest, String)>,
+        mode: &Mode,
+    ) -> DocumentReads {
+        match mode {
+            Mode::Local { workers, files } => {
+                let files = files.clone();
+                let documents = Arc::new(documents);
+                let order = (0..documents.len()).collect();
+                let reads = on_workers(
+                    documents.clone(),
+                    order,
+                    *workers,
+                    move |(d, digest, path): &(Descriptor, Digest, String), _buf: &mut Vec<u8>| {
+                        let (stored, bytes) = read_local(&*files, digest, d.size());
+                        let parsed = bytes
+                            .and_then(|bytes| Document::parse(d, bytes))
+                            .map(|doc| Parsed::of(doc, path));
+                        (stored, parsed)
                     },
-                );
+                )
+                .await;
+                take_back(documents)
+                    .into_iter()
+                    .zip(reads)
+                    .map(|((d, digest, path), read)| {
+                        let (stored, outcome) =
+                            read.unwrap_or_else(|| (None, Err(worker_failed_error())));
+                        (d, digest, path, stored, outcome)
+                    })
+                    .collect()
             }
-        } else if config.size() > MAX_CONFIG_SIZE {
-            // Too large to read into memory: hash it like a layer, skip the diffIDs.
-            walk.blob(config, digest, path.to_string(), None);
-            return None;
-        }
-        let stored = self.store().stat(&digest).await.ok().flatten();
-        let first = !walk.read.contains_key(&digest);
-        let bytes = match self.read_blob(config).await {
-            Ok(bytes) => bytes,
-            Err(Error::Store(e)) => {
-                if first {
-                    walk.problem(&digest, path, store_problem(&e));
-                    walk.read.insert(digest, stored);
-                }
-                return None;
-            }
-            Err(e) => {
-                if first {
-                    walk.problem(
-                        &digest,
-                        path,
-                        ProblemKind::Unreadable {
-                            reason: error_chain(&e),
-                        },
-                    );
-                    walk.read.insert(digest, stored);
-                }
-                return None;
-            }
-        };
-        if first {
-            walk.blobs += 1;
-            walk.bytes += bytes.len() as u64;
-            walk.read.insert(digest.clone(), stored);
-            progress.emit(Event::Started {
-                operation: Operation::Fsck,
-                digest: digest.clone(),
-                size: config.size(),
-            });
-            progress.emit(Event::Done {
-                operation: Operation::Fsck,
-                digest: digest.clone(),
-                bytes: bytes.len() as u64,
-            });
-        } else {
-            progress.emit(Event::Skipped {
-                operation: Operation::Fsck,
-                digest: digest.clone(),
-                size: config.size(),
-            });
-        }
-        match diff_ids_of(&bytes) {
-            Ok(ids) if ids.len() == layers => Some(ids),
-            Ok(ids) => {
-                walk.problem(
-                    &digest,
-                    path,
-                    ProblemKind::DiffIdCount {
-                        diff_ids: ids.len(),
-                        layers,
-                    },
-                );
-                None
-            }
-            Err(reason) => {
-                if first {
-                    walk.problem(&digest, path, ProblemKind::InvalidDocument { reason });
-                }
-                None
+            Mode::Streamed { .. } => {
+                futures::stream::iter(documents)
+                    .map(|(d, digest, path)| async move {
+                        let stored = self.store().stat(&digest).await.ok().flatten();
+                        let outcome = self
+                            .read_document(&d)
+                            .await
+                            .map(|doc| Parsed::of(doc, &path));
+                        (d, digest, path, stored, outcome)
+                    })
+                    .buffered(DOCUMENT_CONCURRENCY)
+                    .collect()
+                    .await
             }
         }
     }
 
-    /// Hashes every pending blob, `options.concurrency` at a time on blocking threads.
-    async fn check_blobs(&self, walk: &mut Walk, options: &FsckOptions) {
-        let pending: Vec<BlobCheck> = std::mem::take(&mut walk.pending)
-            .into_iter()
-            .filter(|c| !walk.read.contains_key(&c.digest))
-            .collect();
-        let results: Vec<(
-            BlobCheck,
-            std::result::Result<Hashed, ProblemKind>,
-            Option<u64>,
-        )> = futures::stream::iter(pending)
-            .map(|check| async move {
-                let (outcome, size) = self.check_blob(&check, options).await;
-                (check, outcome, size)
-            })
-            .buffer_unordered(options.concurrency.max(1))
+    /// Reads (and verifies) the image configs of the manifests in `results`, once each, for
+    /// their diffIDs.
+    async fn read_configs(&self, results: &DocumentReads, mode: &Mode) -> ConfigReads {
+        let mut wanted = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (.., outcome) in results {
+            if let Ok(Parsed::Manifest { config, .. }) = outcome
+                && is_image_config(config.media_type().as_ref())
+                && let Ok(digest) = descriptor::digest_of(config)
+                && seen.insert((digest.clone(), config.size()))
+            {
+                wanted.push(((**config).clone(), digest));
+            }
+        }
+        let wanted = Arc::new(wanted);
+        let reads: Vec<WholeRead> = match mode {
+            Mode::Local { workers, files } => {
+                let files = files.clone();
+                let order = (0..wanted.len()).collect();
+                on_workers(
+                    wanted.clone(),
+                    order,
+                    *workers,
+                    move |(d, digest): &(Descriptor, Digest), _buf: &mut Vec<u8>| {
+                        read_local(&*files, digest, d.size())
+                    },
+                )
+                .await
+                .into_iter()
+                .map(|read| read.unwrap_or_else(|| (None, Err(worker_failed_error()))))
+                .collect()
+            }
+            Mode::Streamed { .. } => {
+                futures::stream::iter(wanted.iter())
+                    .map(|(d, digest)| async move {
+                        let stored = self.store().stat(digest).await.ok().flatten();
+                        (stored, self.read_blob(d).await)
+                    })
+                    .buffered(DOCUMENT_CONCURRENCY)
+                    .collect()
+                    .await
+            }
+        };
+        wanted
+            .iter()
+            .zip(reads)
+            .map(|((d, digest), read)| ((digest.clone(), d.size()), read))
             .collect()
-            .await;
-        for (check, outcome, size) in results {
+    }
+
+    /// Hashes every pending blob and records what is wrong with each.
+    async fn check_blobs(&self, walk: &mut Walk, options: &FsckOptions, mode: &Mode) {
+        let pending: Arc<Vec<BlobCheck>> = Arc::new(
+            std::mem::take(&mut walk.pending)
+                .into_iter()
+                .filter(|c| !walk.read.contains_key(&c.digest))
+                .collect(),
+        );
+        // The walk's maps are not needed any more: freed while the blobs are hashed.
+        let done_with = (
+            std::mem::take(&mut walk.read),
+            std::mem::take(&mut walk.by_digest),
+        );
+        let hashing = self.hash_pending(&pending, options, mode);
+        let (results, ()) = futures::join!(hashing, async move { drop(done_with) });
+        for (check, (outcome, size)) in pending.iter().zip(results) {
             let Some((_, first_path)) = check.reaches.first() else {
                 continue;
             };
@@ -768,36 +1154,90 @@ impl Layout {
         }
     }
 
-    /// Hashes one blob; also returns its stored size when it is stored.
-    async fn check_blob(
+    /// Hashes `pending`: on the local workers, largest first so that they finish together,
+    /// or streamed, `concurrency` at a time. The results are in the order of `pending`.
+    async fn hash_pending(
         &self,
-        check: &BlobCheck,
+        pending: &Arc<Vec<BlobCheck>>,
         options: &FsckOptions,
-    ) -> (std::result::Result<Hashed, ProblemKind>, Option<u64>) {
+        mode: &Mode,
+    ) -> Vec<Checked> {
+        match mode {
+            Mode::Local { workers, files } => {
+                let files = files.clone();
+                let mut order: Vec<usize> = (0..pending.len()).collect();
+                let largest = |c: &BlobCheck| c.reaches.iter().map(|(size, _)| *size).max();
+                order.sort_by_key(|&i| std::cmp::Reverse(pending.get(i).and_then(largest)));
+                let limits = options.limits;
+                let progress = options.progress.clone();
+                on_workers(
+                    pending.clone(),
+                    order,
+                    *workers,
+                    move |check: &BlobCheck, buf: &mut Vec<u8>| {
+                        check_local(&*files, check, limits, &progress, buf)
+                    },
+                )
+                .await
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| (Err(worker_failed()), None)))
+                .collect()
+            }
+            Mode::Streamed { concurrency } => {
+                // Unordered, so that one slow blob does not hold back the start of others;
+                // put back in order afterwards.
+                let mut results: Vec<(usize, Checked)> = futures::stream::iter(pending.iter())
+                    .enumerate()
+                    .map(|(i, check)| async move { (i, self.check_streamed(check, options).await) })
+                    .buffer_unordered(*concurrency)
+                    .collect()
+                    .await;
+                results.sort_by_key(|(i, _)| *i);
+                results.into_iter().map(|(_, checked)| checked).collect()
+            }
+        }
+    }
+
+    /// Hashes one blob streamed from the store (on a blocking thread of its own).
+    async fn check_streamed(&self, check: &BlobCheck, options: &FsckOptions) -> Checked {
         let blob = match self.store().get(&check.digest, None).await {
             Ok(Some(blob)) => blob,
             Ok(None) => return (Err(ProblemKind::Missing), None),
             Err(e) => return (Err(store_problem(&e)), None),
         };
         let size = blob.size();
-        for _ in 1..check.reaches.len() {
-            options.progress.emit(Event::Skipped {
-                operation: Operation::Fsck,
-                digest: check.digest.clone(),
-                size,
-            });
-        }
-        options.progress.emit(Event::Started {
-            operation: Operation::Fsck,
-            digest: check.digest.clone(),
-            size,
-        });
+        emit_started(&options.progress, check, size);
         let decode = (!check.diff_ids.is_empty()).then_some(options.limits);
         let digest = check.digest.clone();
         let media_type = check.media_type.clone();
         let progress = options.progress.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            hash_blob(blob, &digest, &media_type, decode, &progress)
+            let mut buf = Vec::new();
+            match blob.local_file().map(std::fs::File::try_clone) {
+                Some(Ok(file)) => hash_blob(
+                    file,
+                    size,
+                    true,
+                    &digest,
+                    &media_type,
+                    decode,
+                    &progress,
+                    &mut buf,
+                ),
+                Some(Err(e)) => Err(ProblemKind::Unreadable {
+                    reason: format!("cannot reopen the blob file: {e}"),
+                }),
+                None => hash_blob(
+                    tokio_util::io::SyncIoBridge::new(blob.into_reader()),
+                    size,
+                    false,
+                    &digest,
+                    &media_type,
+                    decode,
+                    &progress,
+                    &mut buf,
+                ),
+            }
         })
         .await
         .unwrap_or_else(|e| {
@@ -805,13 +1245,116 @@ impl Layout {
                 reason: format!("hashing thread failed: {e}"),
             })
         });
-        if let Ok(hashed) = &outcome {
-            options.progress.emit(Event::Done {
-                operation: Operation::Fsck,
-                digest: check.digest.clone(),
-                bytes: hashed.bytes,
-            });
-        }
+        emit_done(&options.progress, check, &outcome);
         (outcome, Some(size))
     }
+}
+
+/// Checks an image config read for its diffIDs (`configs` holds what reading it found);
+/// returns its diffIDs when they match the layer count (problems go to `walk`).
+fn config_diff_ids(
+    config: &Descriptor,
+    path: &str,
+    layers: usize,
+    configs: &ConfigReads,
+    walk: &mut Walk,
+    progress: &Progress,
+) -> Option<Vec<Digest>> {
+    let digest = descriptor::digest_of(config).ok()?;
+    if let Some(stored) = walk.read.get(&digest) {
+        if let Some(actual) = *stored
+            && actual != config.size()
+        {
+            walk.problem(
+                &digest,
+                path,
+                ProblemKind::SizeMismatch {
+                    expected: config.size(),
+                    actual,
+                },
+            );
+        }
+    } else if config.size() > MAX_CONFIG_SIZE {
+        // Too large to read into memory: hash it like a layer, skip the diffIDs.
+        walk.blob(config, digest, path.to_string(), None);
+        return None;
+    }
+    let Some((stored, read)) = configs.get(&(digest.clone(), config.size())) else {
+        // Not read (cannot happen: every image config of the level is): hash it instead.
+        walk.blob(config, digest, path.to_string(), None);
+        return None;
+    };
+    let stored = *stored;
+    let first = !walk.read.contains_key(&digest);
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(Error::Store(e)) => {
+            if first {
+                walk.problem(&digest, path, store_problem(e));
+                walk.read.insert(digest, stored);
+            }
+            return None;
+        }
+        Err(e) => {
+            if first {
+                walk.problem(
+                    &digest,
+                    path,
+                    ProblemKind::Unreadable {
+                        reason: error_chain(e),
+                    },
+                );
+                walk.read.insert(digest, stored);
+            }
+            return None;
+        }
+    };
+    if first {
+        walk.blobs += 1;
+        walk.bytes += bytes.len() as u64;
+        walk.read.insert(digest.clone(), stored);
+        progress.emit_with(|| Event::Started {
+            operation: Operation::Fsck,
+            digest: digest.clone(),
+            size: config.size(),
+        });
+        progress.emit_with(|| Event::Done {
+            operation: Operation::Fsck,
+            digest: digest.clone(),
+            bytes: bytes.len() as u64,
+        });
+    } else {
+        progress.emit_with(|| Event::Skipped {
+            operation: Operation::Fsck,
+            digest: digest.clone(),
+            size: config.size(),
+        });
+    }
+    match diff_ids_of(bytes) {
+        Ok(ids) if ids.len() == layers => Some(ids),
+        Ok(ids) => {
+            walk.problem(
+                &digest,
+                path,
+                ProblemKind::DiffIdCount {
+                    diff_ids: ids.len(),
+                    layers,
+                },
+            );
+            None
+        }
+        Err(reason) => {
+            if first {
+                walk.problem(&digest, path, ProblemKind::InvalidDocument { reason });
+            }
+            None
+        }
+    }
+}
+
+/// The error of a read whose worker failed.
+fn worker_failed_error() -> Error {
+    Error::Store(StoreError::Stream(std::io::Error::other(
+        "the hashing thread failed",
+    )))
 }

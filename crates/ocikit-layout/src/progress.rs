@@ -90,6 +90,14 @@ impl Progress {
             f(&event);
         }
     }
+
+    /// Reports the event `event` makes, making it only when there is a sink (an event
+    /// clones a digest: per blob of a large fsck, that adds up).
+    pub(crate) fn emit_with(&self, event: impl FnOnce() -> Event) {
+        if let Some(f) = &self.0 {
+            f(&event());
+        }
+    }
 }
 
 impl fmt::Debug for Progress {

@@ -79,6 +79,13 @@ pub async fn round_trip(store: &dyn Store) {
         assert_eq!(read_all(store, &digest, None).await, data);
         let whole = store.get_bytes(&digest, u64::MAX).await.unwrap().unwrap();
         assert_eq!(&whole[..], &data[..]);
+        if let Some(local) = store.local_blobs() {
+            let (mut file, size) = local.open_blocking(&digest).unwrap().unwrap();
+            assert_eq!(size, len as u64);
+            let mut read = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut read).unwrap();
+            assert_eq!(read, data, "a local blob file holds the blob");
+        }
     }
 }
 
@@ -92,6 +99,9 @@ pub async fn missing_is_none(store: &dyn Store) {
     );
     assert!(!store.delete(&digest).await.unwrap());
     assert!(store.get_bytes(&digest, 10).await.unwrap().is_none());
+    if let Some(local) = store.local_blobs() {
+        assert!(local.open_blocking(&digest).unwrap().is_none());
+    }
 }
 
 /// A commit under the wrong digest or size fails and publishes nothing, under either name.
@@ -504,7 +514,8 @@ macro_rules! conformance_tests {
 pub type GetHook = Arc<dyn Fn(&Digest, Option<crate::Blob>) -> Option<crate::Blob> + Send + Sync>;
 
 /// A store that forwards everything to `inner`, except that every blob `get` returns goes
-/// through `hook` first: for tests that count reads, or corrupt or truncate a stream.
+/// through `hook` first: for tests that count reads, or corrupt or truncate a stream. It
+/// offers no [`Store::local_blobs`], so that every blob read goes through the hook.
 pub struct Intercept<S> {
     /// The store doing the work.
     pub inner: S,

@@ -230,6 +230,9 @@ macro_rules! forward_store {
             ) -> Result<crate::Linked> {
                 (**self).link_blob(digest, size, file, trust).await
             }
+            fn local_blobs(&self) -> Option<Arc<dyn crate::LocalBlobs>> {
+                (**self).local_blobs()
+            }
         }
     )*};
 }

@@ -35,8 +35,8 @@ use tokio_util::sync::PollSender;
 
 use crate::store::resolve_range;
 use crate::{
-    Blob, Document, DocumentKey, Error, LinkTrust, Linked, Precondition, Result, Staging, Store,
-    Version,
+    Blob, Document, DocumentKey, Error, LinkTrust, Linked, LocalBlobs, Precondition, Result,
+    Staging, Store, Version,
 };
 
 /// Largest document a filesystem store reads (documents are small: indexes, tag lists).
@@ -230,7 +230,13 @@ impl FsStore {
     /// Where a blob lives (whether or not it is stored).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         let (algorithm, encoded) = digest.path_components();
-        self.paths.blobs.join(algorithm).join(encoded)
+        // Sized once: fsck opens thousands of blobs by path.
+        let blobs = self.paths.blobs.as_os_str().len();
+        let mut path = PathBuf::with_capacity(blobs + algorithm.len() + encoded.len() + 2);
+        path.push(&self.paths.blobs);
+        path.push(algorithm);
+        path.push(encoded);
+        path
     }
 
     /// Where a document lives (whether or not it is stored).
@@ -364,6 +370,78 @@ fn check_precondition(
         Err(Error::Conflict {
             key: key.to_string(),
         })
+    }
+}
+
+/// [`Store::local_blobs`] of a filesystem store: opens blobs relative to their algorithm's
+/// directory, opened once per handle, so that opening one blob walks one path component, not
+/// the whole path (fsck opens thousands).
+#[derive(Debug)]
+struct LocalFiles {
+    store: FsStore,
+    /// The directory of each algorithm used so far: open, or `None` when it is absent.
+    dirs: Mutex<Vec<(Algorithm, Option<Arc<std::os::fd::OwnedFd>>)>>,
+}
+
+impl LocalFiles {
+    /// The open directory of `digest`'s algorithm's blobs (`None` when there is none).
+    fn dir(&self, digest: &Digest) -> Result<Option<Arc<std::os::fd::OwnedFd>>> {
+        let algorithm = digest.algorithm();
+        let mut dirs = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, dir)) = dirs.iter().find(|(a, _)| a == algorithm) {
+            return Ok(dir.clone());
+        }
+        let path = self.store.paths.blobs.join(digest.path_components().0);
+        // As a path-based open would: the directory's own path may go through symlinks
+        // (only blobs themselves must not be symlinks).
+        let dir = match rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            Ok(fd) => Some(Arc::new(fd)),
+            Err(rustix::io::Errno::NOENT) => None,
+            Err(e) => return Err(Error::io("open", path, e.into())),
+        };
+        dirs.push((algorithm.clone(), dir.clone()));
+        Ok(dir)
+    }
+}
+
+impl LocalBlobs for LocalFiles {
+    fn open_blocking(&self, digest: &Digest) -> Result<Option<(File, u64)>> {
+        let Some(dir) = self.dir(digest)? else {
+            return Ok(None);
+        };
+        let (_, encoded) = digest.path_components();
+        let flags = rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::NONBLOCK
+            | rustix::fs::OFlags::CLOEXEC;
+        let file = match rustix::fs::openat(&*dir, encoded, flags, rustix::fs::Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(rustix::io::Errno::LOOP) => {
+                return Err(Error::NotARegularFile {
+                    path: self.store.blob_path(digest),
+                });
+            }
+            Err(e) => return Err(Error::io("open", self.store.blob_path(digest), e.into())),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("stat", self.store.blob_path(digest), e))?;
+        if !meta.is_file() {
+            return Err(Error::NotARegularFile {
+                path: self.store.blob_path(digest),
+            });
+        }
+        Ok(Some((file, meta.len())))
     }
 }
 
@@ -606,6 +684,13 @@ impl Store for FsStore {
         let source = file.try_clone().map_err(|e| Error::io("dup", &target, e))?;
         let digest = digest.clone();
         blocking(move || link_blob_sync(&source, &tmp, &target, &digest, size, trust)).await
+    }
+
+    fn local_blobs(&self) -> Option<Arc<dyn LocalBlobs>> {
+        Some(Arc::new(LocalFiles {
+            store: self.clone(),
+            dirs: Mutex::new(Vec::new()),
+        }))
     }
 
     async fn list_documents(&self, prefix: &str) -> Result<Vec<DocumentKey>> {

@@ -115,6 +115,29 @@ pub trait Store: fmt::Debug + Send + Sync {
         let _ = (digest, size, file, trust);
         Ok(Linked::NotSupported)
     }
+
+    /// This store's blobs as local files that can be opened synchronously, where the backend
+    /// keeps them so (the filesystem store); `None` otherwise (the default: memory and object
+    /// stores), and callers use [`Store::get`].
+    ///
+    /// For callers that already run on a blocking thread and read many blobs there (fsck
+    /// hashing thousands of small blobs in one blocking job): opening through it costs no hop
+    /// through the async runtime per blob. Each call returns a fresh handle meant for one
+    /// batch of reads (it may keep the blob directories open, and then sees them as they
+    /// were when first used); take a new one for the next batch. Wrappers that must see every
+    /// read (test stores that intercept `get`) keep the default.
+    fn local_blobs(&self) -> Option<Arc<dyn LocalBlobs>> {
+        None
+    }
+}
+
+/// Blobs kept as local files, opened on the calling thread: see [`Store::local_blobs`].
+pub trait LocalBlobs: Send + Sync {
+    /// Opens a stored blob on the calling thread, which blocks; returns the open file and its
+    /// size, or `None` when the blob is absent. The file is opened as [`Blob::local_file`]'s
+    /// is: without following symlinks (without blocking on a FIFO either), and checked to be
+    /// a regular file ([`Error::NotARegularFile`] otherwise).
+    fn open_blocking(&self, digest: &Digest) -> Result<Option<(std::fs::File, u64)>>;
 }
 
 /// Whether [`Store::link_blob`] re-hashes the file it links (see its trust rule).

@@ -388,3 +388,247 @@ async fn large_blobs_are_streamed_with_progress_and_rot_at_the_end_is_found() {
         }
     }
 }
+
+/// Every problem of `report` as `(digest, path, kind)`, sorted.
+fn problems(report: &ocikit_layout::FsckReport) -> Vec<(Digest, String, ProblemKind)> {
+    let mut all: Vec<_> = report
+        .problems
+        .iter()
+        .map(|p| (p.digest.clone(), p.path.clone(), p.kind.clone()))
+        .collect();
+    all.sort_by(|a, b| (&a.1, a.0.to_string()).cmp(&(&b.1, b.0.to_string())));
+    all
+}
+
+/// `count` tagged images `img-0`, `img-1`... (two layers, a config and a manifest each), as
+/// entries 0, 1... of `index.json`.
+async fn many_images(layout: &Layout, count: usize) -> Vec<crate::artifact::Image> {
+    let mut all = Vec::new();
+    for i in 0..count {
+        all.push(image(layout, &format!("img-{i}")).await);
+    }
+    all
+}
+
+fn entry(i: usize) -> String {
+    format!("index.json manifests[{i}] (img-{i})")
+}
+
+#[tokio::test]
+async fn many_blobs_missing_among_them_are_all_reported_on_every_store() {
+    for (store, _guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        let images = many_images(&layout, 24).await;
+        let gone = [
+            (
+                3,
+                digest(&images[3].layers[0]),
+                format!("{} > layers[0]", entry(3)),
+            ),
+            (
+                8,
+                digest(&images[8].layers[1]),
+                format!("{} > layers[1]", entry(8)),
+            ),
+            (
+                12,
+                digest(&images[12].config),
+                format!("{} > config", entry(12)),
+            ),
+            (19, digest(&images[19].manifest), entry(19)),
+            (
+                23,
+                digest(&images[23].layers[1]),
+                format!("{} > layers[1]", entry(23)),
+            ),
+        ];
+        for (_, d, _) in &gone {
+            assert!(layout.store().delete(d).await.unwrap());
+        }
+        let mut expected: Vec<_> = gone
+            .iter()
+            .map(|(_, d, path)| (d.clone(), path.clone(), ProblemKind::Missing))
+            .collect();
+        expected.sort_by(|a, b| (&a.1, a.0.to_string()).cmp(&(&b.1, b.0.to_string())));
+        let report = layout.fsck(&FsckOptions::new()).await.unwrap();
+        assert_eq!(problems(&report), expected);
+        // 96 blobs; 5 are gone and the missing manifest's 3 were never reached.
+        assert_eq!(report.blobs_checked, 96 - 5 - 3);
+        let one = layout
+            .fsck(&FsckOptions::new().with_concurrency(1))
+            .await
+            .unwrap();
+        assert_eq!(one, report, "one blob at a time finds the same");
+    }
+}
+
+#[tokio::test]
+async fn corrupt_and_truncated_files_among_many_are_all_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).await.unwrap();
+    let layout = Layout::create(store.clone()).await.unwrap();
+    let images = many_images(&layout, 24).await;
+    let flip = |d: &ocikit_digest::oci_spec::image::Descriptor| {
+        let path = store.blob_path(&digest(d));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        Digest::sha256(&bytes)
+    };
+    let cut = |d: &ocikit_digest::oci_spec::image::Descriptor| {
+        let path = store.blob_path(&digest(d));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 5);
+        std::fs::write(&path, &bytes).unwrap();
+        (Digest::sha256(&bytes), bytes.len() as u64)
+    };
+    let mut expected = Vec::new();
+    for (i, layer) in [(2, 0), (6, 1), (15, 0)] {
+        let actual = flip(&images[i].layers[layer]);
+        expected.push((
+            digest(&images[i].layers[layer]),
+            format!("{} > layers[{layer}]", entry(i)),
+            ProblemKind::DigestMismatch { actual },
+        ));
+    }
+    let actual = flip(&images[9].config);
+    expected.push((
+        digest(&images[9].config),
+        format!("{} > config", entry(9)),
+        ProblemKind::DigestMismatch { actual },
+    ));
+    // A manifest that rotted: reported, and what it references is not reached.
+    let actual = flip(&images[11].manifest);
+    expected.push((
+        digest(&images[11].manifest),
+        entry(11),
+        ProblemKind::DigestMismatch { actual },
+    ));
+    // A truncated layer has the wrong size and the wrong content.
+    let (actual, short) = cut(&images[17].layers[1]);
+    let path = format!("{} > layers[1]", entry(17));
+    let declared = images[17].layers[1].size();
+    expected.push((
+        digest(&images[17].layers[1]),
+        path.clone(),
+        ProblemKind::SizeMismatch {
+            expected: declared,
+            actual: short,
+        },
+    ));
+    expected.push((
+        digest(&images[17].layers[1]),
+        path,
+        ProblemKind::DigestMismatch { actual },
+    ));
+    // A truncated config is hashed like a layer (and, with diffID checks, refused by its
+    // size unread); a truncated manifest is refused by its size.
+    let (actual, short) = cut(&images[20].config);
+    expected.push((
+        digest(&images[20].config),
+        format!("{} > config", entry(20)),
+        ProblemKind::SizeMismatch {
+            expected: images[20].config.size(),
+            actual: short,
+        },
+    ));
+    let hashed_config = (
+        digest(&images[20].config),
+        format!("{} > config", entry(20)),
+        ProblemKind::DigestMismatch { actual },
+    );
+    let (_, short) = cut(&images[22].manifest);
+    expected.push((
+        digest(&images[22].manifest),
+        entry(22),
+        ProblemKind::SizeMismatch {
+            expected: images[22].manifest.size(),
+            actual: short,
+        },
+    ));
+    let mut hashed = expected.clone();
+    hashed.push(hashed_config);
+    hashed.sort_by(|a, b| (&a.1, a.0.to_string()).cmp(&(&b.1, b.0.to_string())));
+
+    let report = layout.fsck(&FsckOptions::new()).await.unwrap();
+    assert_eq!(problems(&report), hashed);
+    // 96 blobs; the two broken manifests and their 2 * 3 blobs are not counted.
+    assert_eq!(report.blobs_checked, 96 - 2 - 6);
+    let one = layout
+        .fsck(&FsckOptions::new().with_concurrency(1))
+        .await
+        .unwrap();
+    assert_eq!(one, report, "one blob at a time finds the same");
+    // With diffID checks the same damage is found (and the corrupt layers' content too).
+    let with_ids = layout
+        .fsck(&FsckOptions::new().with_diff_ids(true))
+        .await
+        .unwrap();
+    for problem in &expected {
+        assert!(
+            problems(&with_ids).contains(problem),
+            "{problem:?} not in {:#?}",
+            with_ids.problems
+        );
+    }
+}
+
+// SPEC C-L06: fsck never reads through a blob that is a symlink, and a directory or a FIFO
+// where a blob should be is reported without hanging.
+#[tokio::test]
+async fn blobs_that_are_not_regular_files_are_reported_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path().join("layout")).await.unwrap();
+    let layout = Layout::create(store.clone()).await.unwrap();
+    let images = many_images(&layout, 6).await;
+    // Symlinks to files holding exactly the right bytes: following them would pass.
+    let mut replaced = Vec::new();
+    for (n, d) in [&images[1].layers[0], &images[4].manifest]
+        .into_iter()
+        .enumerate()
+    {
+        let path = store.blob_path(&digest(d));
+        let copy = dir.path().join(format!("outside-{n}"));
+        std::fs::rename(&path, &copy).unwrap();
+        std::os::unix::fs::symlink(&copy, &path).unwrap();
+        replaced.push(digest(d));
+    }
+    let as_dir = store.blob_path(&digest(&images[2].layers[1]));
+    std::fs::remove_file(&as_dir).unwrap();
+    std::fs::create_dir(&as_dir).unwrap();
+    replaced.push(digest(&images[2].layers[1]));
+    let fifo = store.blob_path(&digest(&images[3].config));
+    std::fs::remove_file(&fifo).unwrap();
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    replaced.push(digest(&images[3].config));
+
+    for options in [
+        FsckOptions::new(),
+        FsckOptions::new().with_concurrency(1),
+        FsckOptions::new().with_diff_ids(true),
+    ] {
+        let report =
+            tokio::time::timeout(std::time::Duration::from_secs(20), layout.fsck(&options))
+                .await
+                .expect("fsck must not block on a FIFO")
+                .unwrap();
+        let mut found: Vec<Digest> = report.problems.iter().map(|p| p.digest.clone()).collect();
+        found.sort();
+        let mut want = replaced.clone();
+        want.sort();
+        assert_eq!(found, want, "{:#?}", report.problems);
+        for p in &report.problems {
+            assert!(
+                matches!(&p.kind, ProblemKind::Unreadable { reason } if reason.contains("not a regular file")),
+                "{p}"
+            );
+        }
+    }
+}

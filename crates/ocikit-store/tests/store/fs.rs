@@ -77,6 +77,13 @@ async fn symlinked_blobs_are_refused() {
         store.get(&digest, None).await,
         Err(Error::NotARegularFile { .. })
     ));
+    let local = store
+        .local_blobs()
+        .expect("the filesystem store has local blobs");
+    assert!(matches!(
+        local.open_blocking(&digest),
+        Err(Error::NotARegularFile { .. })
+    ));
     assert!(
         listed(&store).await.is_empty(),
         "a symlink was listed as a blob"
@@ -110,11 +117,35 @@ async fn fifo_and_directory_blobs_are_refused_without_hanging() {
         opened.expect("opening a FIFO must not block"),
         Err(Error::NotARegularFile { .. })
     ));
+    let local = store
+        .local_blobs()
+        .expect("the filesystem store has local blobs");
+    let blocking = {
+        let store = store.clone();
+        let fifo = fifo.clone();
+        tokio::task::spawn_blocking(move || {
+            store.local_blobs().map(|local| {
+                matches!(
+                    local.open_blocking(&fifo),
+                    Err(Error::NotARegularFile { .. })
+                )
+            })
+        })
+    };
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(5), blocking).await;
+    assert_eq!(
+        refused.expect("opening a FIFO must not block").unwrap(),
+        Some(true)
+    );
 
     let dir_blob = Digest::sha256(b"dir");
     std::fs::create_dir(store.blob_path(&dir_blob)).unwrap();
     assert!(matches!(
         store.get(&dir_blob, None).await,
+        Err(Error::NotARegularFile { .. })
+    ));
+    assert!(matches!(
+        local.open_blocking(&dir_blob),
         Err(Error::NotARegularFile { .. })
     ));
     assert!(listed(&store).await.is_empty());

@@ -34,10 +34,15 @@ async fn gc_sweeps_old_orphans_keeps_young_ones_and_everything_reachable() {
             .unwrap();
         layout.set_tag("multi", &nested).await.unwrap();
         let old = layout.store().put_bytes(b"old orphan").await.unwrap();
-        // Whole seconds apart: S3's LastModified has a resolution of one second.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let old_written = std::time::Instant::now();
+        // Seconds apart (S3's LastModified has a resolution of one second), and the grace
+        // period taken from the clock: `old` is a second past it when the collections start,
+        // and `young` stays inside it for four more seconds, however slow a loaded machine
+        // makes the two collections.
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let young = layout.store().put_bytes(b"young orphan").await.unwrap();
-        let options = GcOptions::new().with_grace(Duration::from_millis(1500));
+        let grace = old_written.elapsed() - Duration::from_secs(1);
+        let options = GcOptions::new().with_grace(grace);
 
         let dry = layout
             .gc(&options.clone().with_dry_run(true))

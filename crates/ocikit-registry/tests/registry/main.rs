@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access;
+mod client;
 mod concurrency;
 mod delete;
 mod gc;
@@ -51,6 +52,13 @@ fn public_types_are_send_and_sync() {
     ));
 }
 
+/// A plain reqwest client. reqwest is built without a crypto provider of its own (the
+/// library hands it rustls-on-ring explicitly), so the tests install ring as the default.
+pub(crate) fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
 /// A running server and a client for it.
 pub(crate) struct Server {
     pub(crate) base: String,
@@ -82,7 +90,7 @@ impl Server {
         });
         Server {
             base: format!("http://{addr}"),
-            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            client: http_client(),
             registry,
             shutdown: Some(tx),
             task: Some(task),
@@ -96,7 +104,7 @@ impl Server {
             tx.send(()).ok();
         }
         // The client's idle keep-alive connections would hold a graceful shutdown open.
-        self.client = reqwest::Client::new();
+        self.client = http_client();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(std::time::Duration::from_secs(10), task)
                 .await

@@ -1,6 +1,6 @@
 //! The commands, one module per group.
 
-mod copy;
+pub(crate) mod copy;
 pub(crate) mod health;
 pub(crate) mod image;
 mod inspect;
@@ -56,13 +56,45 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Copy {
             source,
             destination,
+            transfer,
         } => {
             copy::copy(
                 &Location::parse(&source)?,
                 &Location::parse(&destination)?,
+                &transfer,
                 out,
             )
             .await
+        }
+        Command::Pull {
+            image,
+            layout,
+            transfer,
+        } => {
+            let source = Location::parse(&image)?;
+            if !matches!(source, Location::Docker { .. }) {
+                bail!("pull reads from a registry (docker://HOST/NAME:TAG), not `{source}`");
+            }
+            let destination = Location::parse(&layout)?;
+            if matches!(destination, Location::Docker { .. }) {
+                bail!("pull writes a layout or an archive, not `{destination}`; use copy");
+            }
+            copy::copy(&source, &destination, &transfer, out).await
+        }
+        Command::Push {
+            image,
+            destination,
+            transfer,
+        } => {
+            let source = Location::parse(&image)?;
+            if matches!(source, Location::Docker { .. }) {
+                bail!("push reads a layout or an archive, not `{source}`; use copy");
+            }
+            let destination = Location::parse(&destination)?;
+            if !matches!(destination, Location::Docker { .. }) {
+                bail!("push writes to a registry (docker://HOST/NAME:TAG), not `{destination}`");
+            }
+            copy::copy(&source, &destination, &transfer, out).await
         }
         Command::Import { archive, layout } => {
             let source = Location::parse(&archive)?;
@@ -73,7 +105,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             }
             let destination = Location::parse(&layout)?;
             destination.oci("import")?;
-            copy::copy(&source, &destination, out).await
+            copy::copy(&source, &destination, &copy::TransferArgs::default(), out).await
         }
         Command::Export { layout, archive } => {
             let source = Location::parse(&layout)?;
@@ -84,7 +116,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
                     "export writes an archive (oci-archive: or docker-archive:), not `{destination}`"
                 );
             }
-            copy::copy(&source, &destination, out).await
+            copy::copy(&source, &destination, &copy::TransferArgs::default(), out).await
         }
         Command::Referrers {
             image,

@@ -4,6 +4,7 @@
 
 mod copy;
 mod crash;
+mod docker;
 mod image;
 mod layout;
 mod registry;

@@ -1,0 +1,237 @@
+//! `docker://` locations end to end against Debian's `docker-registry` (distribution 2.8.2),
+//! started here on 127.0.0.1 with filesystem storage in a temp dir: ocikit pushes and skopeo
+//! pulls it back, skopeo pushes and ocikit pulls; digests agree byte for byte.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ocikit::digest::Digest;
+
+use crate::{fails, json, oci, ok};
+
+/// A running `docker-registry serve`.
+struct Distribution {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Distribution {
+    /// Starts distribution on a free loopback port, or `None` without the binary (a
+    /// failure under CI=true).
+    fn start() -> Option<Distribution> {
+        let binary = crate::image::which("docker-registry")?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Distribution {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.answers() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(server)
+    }
+
+    /// Whether `GET /v2/` answers 200.
+    fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(&self.addr) else {
+            return false;
+        };
+        let request = format!(
+            "GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        if stream.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok();
+        response.starts_with("HTTP/1.1 200")
+    }
+
+    fn image(&self, name: &str) -> String {
+        format!("docker://{}/{name}", self.addr)
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn skopeo(args: &[&str]) -> Vec<u8> {
+    let skopeo = crate::image::which("skopeo").expect("skopeo");
+    let out = Command::new(skopeo)
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The digest `oci:` layout `layout` gives `tag`.
+fn tagged(layout: &Path, tag: &str) -> String {
+    let listing = json(&["ls", &oci(layout, "")]);
+    listing["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tag"] == tag)
+        .unwrap_or_else(|| panic!("no tag {tag}: {listing}"))["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn ocikit_pushes_to_distribution_and_skopeo_pulls_it_back() {
+    if crate::image::which("skopeo").is_none() {
+        return;
+    }
+    let Some(registry) = Distribution::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    let digest = crate::image::build(&layout, "hello", &[]);
+    let target = registry.image("team/hello:v1");
+
+    // Plain HTTP is refused unless asked for.
+    let err = fails(&["push", &oci(&layout, ":hello"), &target]);
+    assert!(err.contains(&registry.addr), "{err}");
+    ok(&[
+        "push",
+        "--dest-tls-verify=false",
+        &oci(&layout, ":hello"),
+        &target,
+    ]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &target]);
+    assert_eq!(Digest::sha256(&raw).to_string(), digest);
+    let copied = dir.path().join("skopeo");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &target,
+        &format!("oci:{}:back", copied.display()),
+    ]);
+    assert_eq!(tagged(&copied, "back"), digest);
+
+    // And ocikit pulls it back too, through `copy` and `pull`; pushing again skips it all.
+    let pulled = dir.path().join("pulled");
+    ok(&[
+        "pull",
+        "--src-tls-verify=false",
+        &target,
+        &oci(&pulled, ":back"),
+    ]);
+    assert_eq!(tagged(&pulled, "back"), digest);
+    ok(&["fsck", &oci(&pulled, "")]);
+    let again = json(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &oci(&layout, ":hello"),
+        &target,
+    ]);
+    assert_eq!(again["blobs_copied"], 0, "{again}");
+    // By digest, registry to archive (through a scratch layout).
+    let archive = dir.path().join("hello.tar");
+    ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("{}@{digest}", registry.image("team/hello")),
+        &format!("oci-archive:{}:hello", archive.display()),
+    ]);
+    assert!(archive.is_file());
+}
+
+#[test]
+fn skopeo_pushes_to_distribution_and_ocikit_pulls_it() {
+    if crate::image::which("skopeo").is_none() {
+        return;
+    }
+    let Some(registry) = Distribution::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    crate::image::build(&layout, "hello", &["--env", "FROM=skopeo"]);
+    let target = registry.image("skopeo/hello:v2");
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &oci(&layout, ":hello"),
+        &target,
+    ]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &target]);
+    let digest = Digest::sha256(&raw).to_string();
+
+    let pulled = dir.path().join("pulled");
+    let report = json(&[
+        "copy",
+        "--src-tls-verify=false",
+        &target,
+        &oci(&pulled, ":v2"),
+    ]);
+    assert!(report["blobs_copied"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(tagged(&pulled, "v2"), digest);
+    ok(&["fsck", &oci(&pulled, "")]);
+    // Registry to registry: a second repository on the same server.
+    let mirror = registry.image("mirror/hello:v2");
+    ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &target,
+        &mirror,
+    ]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &mirror]);
+    assert_eq!(Digest::sha256(&raw).to_string(), digest);
+    // A tag the registry lacks names the registry and the repository.
+    let err = fails(&[
+        "pull",
+        "--src-tls-verify=false",
+        &registry.image("skopeo/hello:nope"),
+        &oci(&pulled, ":x"),
+    ]);
+    assert!(
+        err.contains("skopeo/hello") && err.contains(&registry.addr),
+        "{err}"
+    );
+}

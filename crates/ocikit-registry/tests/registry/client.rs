@@ -862,3 +862,113 @@ async fn https_with_a_trusted_root_and_refused_without_it() {
         .unwrap();
     assert_same_blobs(&source, &destination).await;
 }
+
+/// Debian's `docker-registry` (distribution 2.8.2) on a free loopback port, with
+/// filesystem storage in a temp dir; `None` without the binary (a failure under CI=true).
+struct Distribution {
+    child: tokio::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Distribution {
+    async fn start() -> Option<Distribution> {
+        let binary = std::path::Path::new("/usr/bin/docker-registry");
+        if !binary.is_file() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "docker-registry is required under CI=true"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let probe = crate::http_client();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = probe.get(format!("http://{addr}/v2/")).send().await
+                && r.status() == StatusCode::OK
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(Distribution {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+#[tokio::test]
+async fn distribution_round_trips_a_multi_arch_index_with_chunked_blobs() {
+    let Some(mut distribution) = Distribution::start().await else {
+        return;
+    };
+    let source = empty_layout().await;
+    let index = multi_arch(&source).await;
+    // 64 KiB monolithic limit, 40 KiB chunks: the 150 and 300 KB layers go in PATCHes.
+    let client = client(&distribution.addr, None);
+    let pushed = client
+        .push(&source, &index, "team/app", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    assert_eq!((pushed.transferred, pushed.manifests), (6, 3));
+    let mounted = client
+        .push(
+            &source,
+            &index,
+            "team/other",
+            Some("v1"),
+            &PushOptions::new().with_mount_from(Some("team/app".into())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(mounted.mounted, 6, "{mounted:?}");
+    for repository in ["team/app", "team/other"] {
+        let destination = empty_layout().await;
+        client
+            .pull(repository, "v1", &destination, "v1", &PullOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            destination.resolve("v1").await.unwrap().digest(),
+            index.digest()
+        );
+        assert_same_blobs(&source, &destination).await;
+    }
+    assert_eq!(
+        client.tags("team/app").await.unwrap(),
+        vec!["v1".to_string()]
+    );
+    distribution.child.kill().await.ok();
+}

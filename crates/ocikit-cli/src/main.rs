@@ -179,6 +179,22 @@ enum Command {
         #[command(flatten)]
         transfer: commands::copy::TransferArgs,
     },
+    /// Log in to a registry: check the credentials, then keep them in Docker's config.json
+    /// (shared with docker, podman and skopeo; used when no --creds are given).
+    #[command(
+        after_help = "Examples:\n  echo \"$PASSWORD\" | ocikit login -u alice --password-stdin registry.example\n  \
+        ocikit login -u alice --password-stdin --tls-verify=false 127.0.0.1:5000 < pw.txt"
+    )]
+    Login(commands::login::LoginArgs),
+    /// Forget a registry's credentials (in Docker's config.json).
+    #[command(after_help = "Example:\n  ocikit logout registry.example")]
+    Logout {
+        /// The registry: HOST[:PORT].
+        registry: String,
+        /// The credentials file (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json).
+        #[arg(long, value_name = "PATH")]
+        authfile: Option<std::path::PathBuf>,
+    },
     /// Push an image from a layout or an archive to a registry (`copy` to docker://).
     #[command(
         after_help = "Example:\n  ocikit push --dest-creds user:pw oci:./images:v1 docker://registry.example/app:v1"

@@ -252,6 +252,17 @@ pub enum Error {
         /// The platforms the index lists.
         available: Vec<String>,
     },
+    /// Docker's `config.json` cannot be read, parsed or written.
+    #[error("docker config `{path}`: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+        /// The I/O cause, if any.
+        #[source]
+        source: Option<std::io::Error>,
+    },
     /// Reading or writing the local layout failed during a pull or push.
     #[error(
         "layout operation failed while transferring {what} of repository {repository} on registry {registry}"

@@ -18,7 +18,7 @@ use ocikit::store::FsStore;
 use serde::Serialize;
 
 use ocikit::layout::PlatformQuery;
-use ocikit::registry::client::{Client, Credentials, PullOptions, PushOptions};
+use ocikit::registry::client::{Client, Credentials, DockerConfig, PullOptions, PushOptions};
 
 use super::{open_layout, resolve};
 use crate::bars::Bars;
@@ -49,6 +49,10 @@ pub(crate) struct TransferArgs {
     /// Credentials for the destination registry.
     #[arg(long, value_name = "USER:PASSWORD")]
     dest_creds: Option<String>,
+    /// The credentials file for registries without --src-creds/--dest-creds (default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; see `ocikit login`).
+    #[arg(long, value_name = "PATH")]
+    authfile: Option<PathBuf>,
     /// From a registry, copy every image of an index (default: only this machine's
     /// platform, as skopeo does).
     #[arg(long)]
@@ -66,6 +70,7 @@ impl Default for TransferArgs {
             dest_tls_verify: true,
             src_creds: None,
             dest_creds: None,
+            authfile: None,
             all: false,
             platform: None,
         }
@@ -83,7 +88,7 @@ impl TransferArgs {
             Some(text) => {
                 Some(Credentials::parse(text).context("write credentials as USER:PASSWORD")?)
             }
-            None => None,
+            None => self.stored_credentials(registry)?,
         };
         Client::builder(registry)
             .plain_http(!verify)
@@ -91,6 +96,19 @@ impl TransferArgs {
             .credentials(credentials)
             .build()
             .with_context(|| format!("cannot set up a client for {registry}"))
+    }
+
+    /// What `ocikit login` (or docker, podman, skopeo) stored for `registry`. Without a
+    /// file to look in (no HOME, no DOCKER_CONFIG), anonymous.
+    fn stored_credentials(&self, registry: &str) -> Result<Option<Credentials>> {
+        let path = match &self.authfile {
+            Some(path) => path.clone(),
+            None => match DockerConfig::default_path() {
+                Some(path) => path,
+                None => return Ok(None),
+            },
+        };
+        Ok(DockerConfig::load(&path)?.credentials(registry)?)
     }
 
     fn pull_options(&self, bars: &Bars) -> Result<PullOptions> {

@@ -5,6 +5,7 @@ pub(crate) mod health;
 pub(crate) mod image;
 mod inspect;
 mod layout;
+pub(crate) mod login;
 pub(crate) mod registry;
 pub(crate) mod repack;
 pub(crate) mod serve;
@@ -80,6 +81,10 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
                 bail!("pull writes a layout or an archive, not `{destination}`; use copy");
             }
             copy::copy(&source, &destination, &transfer, out).await
+        }
+        Command::Login(args) => login::login(args, out).await,
+        Command::Logout { registry, authfile } => {
+            login::logout(&registry, authfile.as_ref(), out).await
         }
         Command::Push {
             image,

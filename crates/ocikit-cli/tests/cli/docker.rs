@@ -235,3 +235,126 @@ fn skopeo_pushes_to_distribution_and_ocikit_pulls_it() {
         "{err}"
     );
 }
+
+/// Runs `ocikit` with `DOCKER_CONFIG` pointing at `config_dir`, feeding `stdin`.
+fn with_config(config_dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocikit"))
+        .args(args)
+        .env("DOCKER_CONFIG", config_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn login_stores_credentials_that_push_and_pull_use_and_logout_forgets_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("writers"),
+        format!("alice:{}\n", bcrypt::hash("alice-pw", 4).unwrap()),
+    )
+    .unwrap();
+    let server = crate::registry::Serve::start(
+        &d.join("registry"),
+        &["--htpasswd", d.join("writers").to_str().unwrap()],
+    );
+    let config_dir = d.join("docker");
+    let config = config_dir.join("config.json");
+    let layout = d.join("images");
+    let digest = crate::image::build(&layout, "hello", &[]);
+    let target = format!("docker://{}/team/hello:v1", server.addr);
+    let push = [
+        "push",
+        "--dest-tls-verify=false",
+        &oci(&layout, ":hello"),
+        &target,
+    ];
+
+    // A wrong password is refused and nothing is written.
+    let out = with_config(
+        &config_dir,
+        &[
+            "login",
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--tls-verify=false",
+            &server.addr,
+        ],
+        "wrong\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&server.addr));
+    assert!(!config.exists());
+    let out = with_config(&config_dir, &push, "");
+    assert_eq!(out.status.code(), Some(1), "anonymous push must fail");
+
+    let out = with_config(
+        &config_dir,
+        &[
+            "login",
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--tls-verify=false",
+            &server.addr,
+        ],
+        "alice-pw\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert!(
+        stored["auths"][&server.addr]["auth"].is_string(),
+        "{stored}"
+    );
+
+    let out = with_config(&config_dir, &push, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pulled = d.join("pulled");
+    let out = with_config(
+        &config_dir,
+        &[
+            "pull",
+            "--src-tls-verify=false",
+            &target,
+            &oci(&pulled, ":v1"),
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tagged(&pulled, "v1"), digest);
+
+    let out = with_config(&config_dir, &["logout", &server.addr], "");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("logged out"));
+    let out = with_config(&config_dir, &push, "");
+    assert_eq!(out.status.code(), Some(1), "logged out: push must fail");
+}

@@ -38,6 +38,7 @@
 //! ```
 
 mod auth;
+pub mod docker_config;
 mod pull;
 mod push;
 
@@ -55,6 +56,7 @@ use reqwest::{Method, StatusCode, Url};
 use crate::{Error, Result};
 
 pub use auth::Credentials;
+pub use docker_config::DockerConfig;
 pub use pull::PullOptions;
 pub use push::PushOptions;
 
@@ -822,6 +824,24 @@ impl Client {
         reference: &str,
     ) -> Result<(Descriptor, Bytes)> {
         pull::get_manifest(self, repository, reference).await
+    }
+
+    /// Checks that the registry answers `GET /v2/` with 200 (authenticating as it asks,
+    /// with a token for no scope): what `login` does to test credentials.
+    pub async fn ping(&self) -> Result<()> {
+        let url = self
+            .inner
+            .base
+            .join("v2/")
+            .map_err(|e| Error::ClientSetup {
+                registry: self.inner.registry.clone(),
+                reason: "cannot form the /v2/ URL".into(),
+                source: Some(Box::new(e)),
+            })?;
+        let mut req = Request::new(Method::GET, url, "", "GET /v2/".into());
+        req.scopes.clear();
+        self.expect(&req, &[StatusCode::OK]).await?;
+        Ok(())
     }
 
     /// Whether the repository holds the blob (HEAD).

@@ -41,6 +41,7 @@ mod auth;
 pub mod docker_config;
 mod pull;
 mod push;
+pub mod referrers;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -842,6 +843,20 @@ impl Client {
         req.scopes.clear();
         self.expect(&req, &[StatusCode::OK]).await?;
         Ok(())
+    }
+
+    /// The referrers of `subject` in `repository` (only those of `artifact_type`, when
+    /// given): from the referrers API, or, where the registry lacks it (404), from the
+    /// referrers tag schema's index ([`referrers::fallback_tag`]); none when neither exists.
+    /// Pushing a manifest with a `subject` to a registry without the API adds it to that
+    /// index.
+    pub async fn referrers(
+        &self,
+        repository: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>> {
+        referrers::list(self, repository, subject, artifact_type).await
     }
 
     /// Whether the repository holds the blob (HEAD).

@@ -134,7 +134,21 @@ pub(super) async fn push(
             Some(tag) if digest == root_digest => tag.to_string(),
             _ => digest.to_string(),
         };
-        put_manifest(client, repository, &reference, &descriptor, bytes).await?;
+        let document = Document::parse(&descriptor, bytes.clone()).map_err(|e| Error::Layout {
+            registry: client.registry().to_string(),
+            repository: repository.to_string(),
+            what: format!("manifest {digest}"),
+            source: Box::new(e),
+        })?;
+        let acknowledged = put_manifest(client, repository, &reference, &descriptor, bytes).await?;
+        if let Some(subject) = document.subject()
+            && !acknowledged
+        {
+            // No `OCI-Subject`: the registry keeps no referrers index; the tag schema.
+            let subject = digest_of(client, repository, subject)?;
+            super::referrers::add_to_fallback(client, repository, &subject, &descriptor, &document)
+                .await?;
+        }
         report.manifests += 1;
     }
     report.root = Some(root.clone());
@@ -343,14 +357,15 @@ fn with_digest(mut location: Url, digest: &Digest) -> Url {
     location
 }
 
-/// Pushes a manifest's exact bytes to `reference` (a tag or its digest).
+/// Pushes a manifest's exact bytes to `reference` (a tag or its digest); returns whether
+/// the registry answered with `OCI-Subject` (it indexes referrers itself).
 pub(super) async fn put_manifest(
     client: &Client,
     repository: &str,
     reference: &str,
     descriptor: &Descriptor,
     bytes: Bytes,
-) -> Result<()> {
+) -> Result<bool> {
     let req = Request::new(
         Method::PUT,
         client.url(repository, &format!("manifests/{reference}"))?,
@@ -360,6 +375,6 @@ pub(super) async fn put_manifest(
     .push_scope()
     .header(header::CONTENT_TYPE, descriptor.media_type().as_ref())
     .body(Body::Bytes(bytes));
-    client.expect(&req, &[StatusCode::CREATED]).await?;
-    Ok(())
+    let response = client.expect(&req, &[StatusCode::CREATED]).await?;
+    Ok(response.headers().contains_key("oci-subject"))
 }

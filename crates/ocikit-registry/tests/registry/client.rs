@@ -972,3 +972,123 @@ async fn distribution_round_trips_a_multi_arch_index_with_chunked_blobs() {
     );
     distribution.child.kill().await.ok();
 }
+
+/// An artifact manifest (empty config, one blob) whose subject is `subject`.
+async fn artifact(
+    layout: &Layout,
+    subject: &Descriptor,
+    artifact_type: &str,
+    payload: &[u8],
+) -> Descriptor {
+    let config = layout
+        .put_blob("application/vnd.oci.empty.v1+json", b"{}")
+        .await
+        .unwrap();
+    let blob = layout.put_blob(artifact_type, payload).await.unwrap();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": config.digest().to_string(), "size": 2},
+        "layers": [{"mediaType": artifact_type, "digest": blob.digest().to_string(), "size": blob.size()}],
+        "subject": {"mediaType": subject.media_type().to_string(),
+                    "digest": subject.digest().to_string(), "size": subject.size()},
+        "annotations": {"org.example.note": payload.len().to_string()},
+    });
+    layout
+        .put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Pushes an image and two artifacts about it (one twice), then lists its referrers.
+async fn push_referrers(client: &Client) -> (Digest, Vec<Descriptor>) {
+    let source = empty_layout().await;
+    let subject = image(&source, "amd64", &[data(2_000, 21)]).await;
+    client
+        .push(&source, &subject, "signed", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    let sbom = artifact(
+        &source,
+        &subject,
+        "application/vnd.example.sbom+json",
+        b"sbom",
+    )
+    .await;
+    let sig = artifact(
+        &source,
+        &subject,
+        "application/vnd.example.sig",
+        b"signature",
+    )
+    .await;
+    for a in [&sbom, &sig, &sbom] {
+        client
+            .push(&source, a, "signed", None, &PushOptions::new())
+            .await
+            .unwrap();
+    }
+    let digest: Digest = subject.digest().to_string().parse().unwrap();
+    let all = client.referrers("signed", &digest, None).await.unwrap();
+    let sboms = client
+        .referrers("signed", &digest, Some("application/vnd.example.sbom+json"))
+        .await
+        .unwrap();
+    assert_eq!(sboms.len(), 1);
+    assert_eq!(sboms[0].digest(), sbom.digest());
+    assert_eq!(
+        sboms[0].annotations().as_ref().unwrap()["org.example.note"],
+        "4"
+    );
+    // The artifact pulls back by digest.
+    let destination = empty_layout().await;
+    client
+        .pull(
+            "signed",
+            sig.digest().as_ref(),
+            &destination,
+            "sig",
+            &PullOptions::new(),
+        )
+        .await
+        .unwrap();
+    (digest, all)
+}
+
+#[tokio::test]
+async fn referrers_through_the_api_on_our_server() {
+    let server = Server::start(registry(Config::default())).await;
+    let client = client(&addr(&server), None);
+    let (subject, all) = push_referrers(&client).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    // The server indexes referrers itself: no fallback tag was written.
+    let tags = client.tags("signed").await.unwrap();
+    assert!(!tags.contains(&ocikit_registry::client::referrers::fallback_tag(&subject)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn referrers_through_the_tag_schema_on_distribution() {
+    let Some(mut distribution) = Distribution::start().await else {
+        return;
+    };
+    let client = client(&distribution.addr, None);
+    let (subject, all) = push_referrers(&client).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    let tags = client.tags("signed").await.unwrap();
+    assert!(
+        tags.contains(&ocikit_registry::client::referrers::fallback_tag(&subject)),
+        "{tags:?}"
+    );
+    // No referrers for something else.
+    assert!(
+        client
+            .referrers("signed", &Digest::sha256(b"other"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    distribution.child.kill().await.ok();
+}

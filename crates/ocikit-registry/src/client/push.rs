@@ -290,6 +290,7 @@ async fn push_blob(
     if size > settings.monolithic_limit {
         let chunk = settings.chunk_size.max(min_chunk).max(1);
         let mut offset = 0u64;
+        let mut resumes = 0u32;
         while offset < size {
             let end = (offset + chunk).min(size);
             let req = Request::new(
@@ -306,9 +307,40 @@ async fn push_blob(
                 digest: digest.clone(),
                 range: offset..end,
             });
-            let response = client.expect(&req, &[StatusCode::ACCEPTED]).await?;
-            location = client.location(&req, &response)?;
-            offset = end;
+            let failure = match client.send(&req).await {
+                Ok(response) if response.status() == StatusCode::ACCEPTED => {
+                    location = client.location(&req, &response)?;
+                    offset = end;
+                    None
+                }
+                Ok(response)
+                    if response.status() == StatusCode::RANGE_NOT_SATISFIABLE
+                        || response.status().is_server_error() =>
+                {
+                    Some(client.status_error(&req, response).await)
+                }
+                Ok(response) => return Err(client.status_error(&req, response).await),
+                Err(e @ Error::Request { .. }) => Some(e),
+                Err(e) => return Err(e),
+            };
+            if let Some(failure) = failure {
+                // The chunk was refused (416: the session holds another length) or its
+                // answer lost: ask the session how much it has, and go on from there.
+                if resumes >= settings.retries {
+                    return Err(failure);
+                }
+                resumes += 1;
+                let Ok((at, next)) = upload_status(client, repository, &location, &what).await
+                else {
+                    return Err(failure);
+                };
+                if next > size {
+                    return Err(failure);
+                }
+                location = at;
+                offset = next;
+                continue;
+            }
             progress.emit(Event::Progress {
                 operation: Operation::Copy,
                 digest: digest.clone(),
@@ -347,6 +379,38 @@ async fn push_blob(
         bytes: size,
     });
     Ok(Pushed::Uploaded(size))
+}
+
+/// Where an upload session stands (`GET <location>`: 204, `Range: 0-<last>`): its location
+/// and the offset of the next byte. `0-0` is read as nothing received (the spec's
+/// ambiguity; re-sending one byte costs less than skipping one).
+async fn upload_status(
+    client: &Client,
+    repository: &str,
+    location: &Url,
+    what: &str,
+) -> Result<(Url, u64)> {
+    let req = Request::new(
+        Method::GET,
+        location.clone(),
+        repository,
+        format!("{what} (status)"),
+    )
+    .push_scope();
+    let response = client.expect(&req, &[StatusCode::NO_CONTENT]).await?;
+    let next = response
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().trim_start_matches("bytes=").split_once('-'))
+        .and_then(|(_, last)| last.parse::<u64>().ok())
+        .map_or(0, |last| if last == 0 { 0 } else { last + 1 });
+    let at = if response.headers().contains_key(header::LOCATION) {
+        client.location(&req, &response)?
+    } else {
+        location.clone()
+    };
+    Ok((at, next))
 }
 
 /// `location` with `digest=` appended (after the query it may already carry).

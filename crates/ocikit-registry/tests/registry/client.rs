@@ -1092,3 +1092,63 @@ async fn referrers_through_the_tag_schema_on_distribution() {
     );
     distribution.child.kill().await.ok();
 }
+
+/// Counts PATCHes and upload status queries; the second PATCH reaches the registry but its
+/// answer is replaced by a 503, as if the connection had dropped after the registry took it.
+#[derive(Default)]
+struct LostAnswer {
+    patches: AtomicUsize,
+    status_queries: AtomicUsize,
+}
+
+async fn lose_second_patch_answer(
+    State(state): State<Arc<LostAnswer>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let is_patch = req.method() == "PATCH";
+    if req.method() == "GET" && req.uri().path().contains("/blobs/uploads/") {
+        state.status_queries.fetch_add(1, Ordering::SeqCst);
+    }
+    let response = next.run(req).await;
+    if is_patch && state.patches.fetch_add(1, Ordering::SeqCst) == 1 {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    response
+}
+
+#[tokio::test]
+async fn a_chunked_push_resumes_from_the_sessions_range_after_a_lost_answer() {
+    let state = Arc::new(LostAnswer::default());
+    let registry = registry(Config::default());
+    let app = registry
+        .router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            lose_second_patch_answer,
+        ));
+    let addr = serve(app).await;
+    let source = empty_layout().await;
+    let manifest = image(&source, "amd64", &[data(200_000, 31)]).await;
+    let client = client(&addr, None);
+    let report = client
+        .push(
+            &source,
+            &manifest,
+            "chunks",
+            Some("v1"),
+            &PushOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.transferred, 2);
+    // 200 KB in 40 KiB chunks is 5 PATCHes; the retried second one got 416.
+    assert_eq!(state.patches.load(Ordering::SeqCst), 6);
+    assert_eq!(state.status_queries.load(Ordering::SeqCst), 1);
+    let destination = empty_layout().await;
+    client
+        .pull("chunks", "v1", &destination, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_same_blobs(&source, &destination).await;
+}

@@ -212,6 +212,27 @@ fn skopeo_pushes_to_distribution_and_ocikit_pulls_it() {
     assert!(report["blobs_copied"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(tagged(&pulled, "v2"), digest);
     ok(&["fsck", &oci(&pulled, "")]);
+    // Docker schema 2 (skopeo converts): the same bytes come back under Docker types.
+    let docker = registry.image("skopeo/hello-v2s2:v2");
+    skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &oci(&layout, ":hello"),
+        &docker,
+    ]);
+    let raw_v2s2 = skopeo(&["inspect", "--raw", "--tls-verify=false", &docker]);
+    assert!(String::from_utf8_lossy(&raw_v2s2).contains("vnd.docker.distribution.manifest.v2"));
+    let v2s2 = dir.path().join("v2s2");
+    ok(&[
+        "pull",
+        "--src-tls-verify=false",
+        &docker,
+        &oci(&v2s2, ":v2"),
+    ]);
+    assert_eq!(tagged(&v2s2, "v2"), Digest::sha256(&raw_v2s2).to_string());
+    ok(&["fsck", &oci(&v2s2, "")]);
     // Registry to registry: a second repository on the same server.
     let mirror = registry.image("mirror/hello:v2");
     ok(&[

@@ -67,16 +67,27 @@ enum Command {
     },
     /// Show an image: a summary, or its manifest, index or config.
     #[command(after_help = "Examples:\n  ocikit inspect oci:./images:v1\n  \
-        ocikit inspect oci:./images:v1 --raw\n  ocikit inspect oci:./images:v1 --config")]
+        ocikit inspect oci:./images:v1 --raw\n  ocikit inspect oci:./images:v1 --config\n  \
+        ocikit inspect --raw docker://registry.example/app:v1")]
     Inspect {
-        /// The image: oci:PATH:TAG or oci:PATH@DIGEST.
+        /// The image: oci:PATH:TAG, oci:PATH@DIGEST or docker://HOST/NAME[:TAG|@DIGEST].
         image: String,
-        /// Print the manifest (or index) exactly as stored.
+        /// Print the manifest (or index) exactly as stored (verified against its digest).
         #[arg(long, conflicts_with = "config")]
         raw: bool,
         /// Print the image config (of the first manifest, for an index).
         #[arg(long)]
         config: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// List a registry repository's tags.
+    #[command(after_help = "Example:\n  ocikit tags docker://registry.example/app")]
+    Tags {
+        /// The repository: docker://HOST[:PORT]/NAME.
+        repository: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Write a blob's bytes to standard output, verified against its digest.
     #[command(after_help = "Example:\n  ocikit cat oci:./images sha256:... > blob")]
@@ -262,6 +273,24 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// How to reach a registry for a command that reads from one.
+#[derive(Debug, clap::Args)]
+struct RegistryArgs {
+    /// Verify the registry's TLS certificate; `false` speaks plain HTTP to it.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: bool,
+    /// Credentials (default: what `ocikit login` stored, else anonymous).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+}
+
+impl RegistryArgs {
+    fn transfer(self) -> commands::copy::TransferArgs {
+        commands::copy::TransferArgs::source(self.tls_verify, self.creds)
+    }
 }
 
 fn main() -> ExitCode {

@@ -78,7 +78,17 @@ impl Default for TransferArgs {
 }
 
 impl TransferArgs {
-    fn client(&self, registry: &str, source: bool) -> Result<Client> {
+    /// The arguments of a command that only reads from a registry (`inspect`, `tags`).
+    pub(crate) fn source(tls_verify: bool, creds: Option<String>) -> TransferArgs {
+        TransferArgs {
+            src_tls_verify: tls_verify,
+            src_creds: creds,
+            ..TransferArgs::default()
+        }
+    }
+
+    /// A client for the source (`source`) or destination registry `registry`.
+    pub(crate) fn client(&self, registry: &str, source: bool) -> Result<Client> {
         let (verify, creds) = if source {
             (self.src_tls_verify, &self.src_creds)
         } else {

@@ -131,9 +131,19 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Ls { layout: location } => layout::ls(&Location::parse(&location)?, out).await,
         Command::Tag { image, tag } => layout::tag(&Location::parse(&image)?, &tag, out).await,
         Command::Untag { image } => layout::untag(&Location::parse(&image)?, out).await,
-        Command::Inspect { image, raw, config } => {
-            inspect::inspect(&Location::parse(&image)?, raw, config, out).await
+        Command::Inspect {
+            image,
+            raw,
+            config,
+            registry,
+        } => {
+            let transfer = registry.transfer();
+            inspect::inspect(&Location::parse(&image)?, raw, config, &transfer, out).await
         }
+        Command::Tags {
+            repository,
+            registry,
+        } => inspect::tags(&Location::parse(&repository)?, &registry.transfer(), out).await,
         Command::Cat {
             layout: location,
             digest,

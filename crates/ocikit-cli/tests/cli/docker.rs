@@ -144,6 +144,18 @@ fn ocikit_pushes_to_distribution_and_skopeo_pulls_it_back() {
     ]);
     let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &target]);
     assert_eq!(Digest::sha256(&raw).to_string(), digest);
+    // ocikit's own inspect and tags agree.
+    let ours = crate::ocikit(&["inspect", "--raw", "--tls-verify=false", &target]);
+    assert!(ours.status.success());
+    assert_eq!(ours.stdout, raw);
+    let summary = json(&["inspect", "--tls-verify=false", &target]);
+    assert_eq!(summary["digest"], digest.as_str());
+    assert!(
+        summary["created"].is_string(),
+        "the config was read: {summary}"
+    );
+    let tags = json(&["tags", "--tls-verify=false", &registry.image("team/hello")]);
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
     let copied = dir.path().join("skopeo");
     skopeo(&[
         "copy",

@@ -859,6 +859,21 @@ impl Client {
         referrers::list(self, repository, subject, artifact_type).await
     }
 
+    /// Streams the blob `digest` (`size` bytes) of `repository` into `store` through a
+    /// verifying writer, resuming with `Range` if the download breaks off. Returns the bytes
+    /// downloaded, or `None` when the store had the blob already.
+    pub async fn fetch_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        store: &dyn ocikit_store::Store,
+        progress: &ocikit_layout::progress::Progress,
+    ) -> Result<Option<u64>> {
+        self.validate_repository(repository)?;
+        pull::fetch_blob(self, repository, store, digest.clone(), size, progress).await
+    }
+
     /// Whether the repository holds the blob (HEAD).
     pub async fn blob_exists(&self, repository: &str, digest: &Digest) -> Result<bool> {
         self.validate_repository(repository)?;

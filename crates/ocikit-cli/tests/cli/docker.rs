@@ -390,4 +390,44 @@ fn login_stores_credentials_that_push_and_pull_use_and_logout_forgets_them() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("logged out"));
     let out = with_config(&config_dir, &push, "");
     assert_eq!(out.status.code(), Some(1), "logged out: push must fail");
+
+    // A credential helper named for the registry in credHelpers answers instead.
+    let bin = d.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-ocikit-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh
+[ \"$1\" = get ] || exit 1
+read server
+             [ \"$server\" = \"{}\" ] || {{ echo 'credentials not found'; exit 1; }}
+             echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"alice\",\"Secret\":\"alice-pw\"}}'
+",
+            server.addr
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &config,
+        format!(r#"{{"credHelpers":{{"{}":"ocikit-test"}}}}"#, server.addr),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ocikit"))
+        .args(push)
+        .env("DOCKER_CONFIG", &config_dir)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

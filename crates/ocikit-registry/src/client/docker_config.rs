@@ -1,9 +1,11 @@
 //! Credentials kept in Docker's `config.json` (`auths`), read and written the way `docker
 //! login` does, so that ocikit, docker, podman and skopeo share one login.
 //!
-//! Only the `auths` entries are used: `auth` (base64 of `user:password`) or `username` and
-//! `password`. Credential helpers (`credHelpers`, `credsStore`) are not run; every other
-//! field of the file is kept as it is when the file is written.
+//! Credentials come from a credential helper (`credHelpers` for the registry, else
+//! `credsStore`; `docker-credential-<name> get`), else from the `auths` entries: `auth`
+//! (base64 of `user:password`) or `username` and `password`. Writing (`set`, `remove`,
+//! `save`) touches `auths` only, never a helper; every other field of the file is kept as it
+//! is.
 
 use std::path::{Path, PathBuf};
 
@@ -107,8 +109,38 @@ impl DockerConfig {
         &self.path
     }
 
-    /// The credentials stored for `registry` (`host[:port]`), if any.
+    /// The credentials for `registry` (`host[:port]`), if any: from the credential helper
+    /// `credHelpers` names for it, else from the `credsStore` helper, else from `auths`.
+    /// A helper is the program `docker-credential-<name>` on `PATH`, run as `get` with the
+    /// registry on standard input (Docker's protocol); its "not found" falls through to the
+    /// next source. Identity tokens (`<token>` users) are not supported and count as none.
     pub fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
+        let helper_for = self
+            .root
+            .get("credHelpers")
+            .and_then(Value::as_object)
+            .and_then(|helpers| {
+                keys(registry)
+                    .into_iter()
+                    .find_map(|k| helpers.get(&k).and_then(Value::as_str).map(|h| (k, h)))
+            });
+        if let Some((key, helper)) = helper_for
+            && let Some(found) = self.run_helper(helper, &key)?
+        {
+            return Ok(Some(found));
+        }
+        if let Some(store) = self
+            .root
+            .get("credsStore")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            for key in keys(registry) {
+                if let Some(found) = self.run_helper(store, &key)? {
+                    return Ok(Some(found));
+                }
+            }
+        }
         let Some(auths) = self.root.get("auths").and_then(Value::as_object) else {
             return Ok(None);
         };
@@ -143,6 +175,68 @@ impl DockerConfig {
             }
         }
         Ok(None)
+    }
+
+    /// Runs `docker-credential-<helper> get` for `server`; `None` when it has nothing.
+    fn run_helper(&self, helper: &str, server: &str) -> Result<Option<Credentials>> {
+        if helper.is_empty()
+            || !helper
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(config_error(
+                &self.path,
+                format!("credential helper name {helper:?} is not a plain name"),
+            ));
+        }
+        let program = format!("docker-credential-{helper}");
+        let helper_error = |reason: String, source: Option<std::io::Error>| Error::ConfigFile {
+            path: self.path.clone(),
+            reason,
+            source,
+        };
+        let mut child = match std::process::Command::new(&program)
+            .arg("get")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            // A helper named but not installed gives nothing, as for an anonymous pull.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(helper_error(format!("cannot run {program}"), Some(e)));
+            }
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, server.as_bytes())
+                .map_err(|e| helper_error(format!("cannot talk to {program}"), Some(e)))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|e| helper_error(format!("cannot run {program}"), Some(e)))?;
+        if !output.status.success() {
+            // Docker's helpers answer "credentials not found" with a failure exit.
+            return Ok(None);
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(rename = "Username", default)]
+            username: String,
+            #[serde(rename = "Secret", default)]
+            secret: String,
+        }
+        let answer: Answer = serde_json::from_slice(&output.stdout).map_err(|e| {
+            helper_error(
+                format!("{program} answered something other than its JSON: {e}"),
+                None,
+            )
+        })?;
+        if answer.username.is_empty() || answer.username == "<token>" {
+            return Ok(None);
+        }
+        Ok(Some(Credentials::new(answer.username, answer.secret)))
     }
 
     /// Records `credentials` for `registry` (replacing any entry under another key form).

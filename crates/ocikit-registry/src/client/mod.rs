@@ -223,6 +223,7 @@ impl ClientBuilder {
                 credentials: self.credentials.clone(),
                 auth: Mutex::new(AuthState::default()),
                 token_fetch: tokio::sync::Mutex::new(()),
+                downloads: Mutex::new(std::collections::HashMap::new()),
                 settings: self,
             }),
         })
@@ -308,6 +309,9 @@ struct Inner {
     auth: Mutex<AuthState>,
     /// Held while a token is fetched.
     token_fetch: tokio::sync::Mutex<()>,
+    /// One lock per blob being downloaded, so that concurrent pulls through this client
+    /// never fetch one blob twice at once (the second finds it stored).
+    downloads: Mutex<std::collections::HashMap<Digest, std::sync::Weak<tokio::sync::Mutex<()>>>>,
     settings: ClientBuilder,
 }
 
@@ -622,6 +626,22 @@ impl Client {
             return Ok(token);
         }
         self.fetch_token(req, realm, service).await
+    }
+
+    /// The download lock of `digest` (created when nobody holds it).
+    pub(crate) fn download_lock(&self, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .inner
+            .downloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(lock) = map.get(digest).and_then(std::sync::Weak::upgrade) {
+            return lock;
+        }
+        map.retain(|_, weak| weak.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(digest.clone(), Arc::downgrade(&lock));
+        lock
     }
 
     fn lock_auth(&self) -> std::sync::MutexGuard<'_, AuthState> {

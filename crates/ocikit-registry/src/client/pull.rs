@@ -478,6 +478,8 @@ pub(super) async fn fetch_blob(
     let url = client.url(repository, &format!("blobs/{digest}"))?;
     let base_req = Request::new(Method::GET, url, repository, what);
     let store_error = |e: ocikit_store::Error| client.layout_error(&base_req, e.into());
+    let lock = client.download_lock(&digest);
+    let _single_flight = lock.lock().await;
     if store.stat(&digest).await.map_err(store_error)? == Some(size) {
         progress.emit(Event::Skipped {
             operation: Operation::Copy,

@@ -1152,3 +1152,45 @@ async fn a_chunked_push_resumes_from_the_sessions_range_after_a_lost_answer() {
         .unwrap();
     assert_same_blobs(&source, &destination).await;
 }
+
+async fn count_blob_gets(
+    State(count): State<Arc<AtomicUsize>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method() == "GET" && req.uri().path().contains("/blobs/sha256:") {
+        count.fetch_add(1, Ordering::SeqCst);
+    }
+    next.run(req).await
+}
+
+#[tokio::test]
+async fn concurrent_pulls_through_one_client_fetch_each_blob_once() {
+    let gets = Arc::new(AtomicUsize::new(0));
+    let registry = registry(Config::default());
+    let app = registry
+        .router()
+        .layer(axum::middleware::from_fn_with_state(
+            gets.clone(),
+            count_blob_gets,
+        ));
+    let addr = serve(app).await;
+    let source = empty_layout().await;
+    let index = multi_arch(&source).await;
+    let client = client(&addr, None);
+    client
+        .push(&source, &index, "app", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    let destination = empty_layout().await;
+    let options = PullOptions::new();
+    let (a, b, c) = tokio::join!(
+        client.pull("app", "v1", &destination, "a", &options),
+        client.pull("app", "v1", &destination, "b", &options),
+        client.pull("app", index.digest().as_ref(), &destination, "c", &options),
+    );
+    let transferred = a.unwrap().transferred + b.unwrap().transferred + c.unwrap().transferred;
+    assert_eq!(transferred, 6, "each blob downloaded by one of the pulls");
+    assert_eq!(gets.load(Ordering::SeqCst), 6);
+    assert_same_blobs(&source, &destination).await;
+}

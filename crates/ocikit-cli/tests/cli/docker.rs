@@ -431,3 +431,123 @@ read server
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Adds a hand-written index over two tagged images of `layout` and tags it `tag`; returns
+/// its digest.
+fn write_index(layout: &Path, images: &[(&str, &str)], tag: &str) -> String {
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap().clone();
+    let mut manifests = Vec::new();
+    for (image_tag, arch) in images {
+        let entry = entries
+            .iter()
+            .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == *image_tag)
+            .unwrap();
+        manifests.push(serde_json::json!({
+            "mediaType": entry["mediaType"], "digest": entry["digest"], "size": entry["size"],
+            "platform": {"os": "linux", "architecture": arch}
+        }));
+    }
+    let bytes = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .unwrap();
+    let digest = Digest::sha256(&bytes);
+    std::fs::write(layout.join(digest.blob_path()), &bytes).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest.to_string(), "size": bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag}
+        }));
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    digest.to_string()
+}
+
+#[test]
+fn a_multi_arch_index_goes_through_distribution_whole_or_one_platform() {
+    if crate::image::which("skopeo").is_none() {
+        return;
+    }
+    let Some(registry) = Distribution::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    let amd = crate::image::build(&layout, "amd", &["--platform", "linux/amd64"]);
+    let arm = crate::image::build(
+        &layout,
+        "arm",
+        &["--platform", "linux/arm64", "--env", "ARCH=arm64"],
+    );
+    let index = write_index(&layout, &[("amd", "amd64"), ("arm", "arm64")], "multi");
+    let target = registry.image("multi/app:v1");
+    ok(&[
+        "push",
+        "--dest-tls-verify=false",
+        &oci(&layout, ":multi"),
+        &target,
+    ]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &target]);
+    assert_eq!(Digest::sha256(&raw).to_string(), index);
+    let skopeo_copy = dir.path().join("skopeo");
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &target,
+        &format!("oci:{}:all", skopeo_copy.display()),
+    ]);
+    assert_eq!(tagged(&skopeo_copy, "all"), index);
+
+    let pulled = dir.path().join("pulled");
+    ok(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &target,
+        &oci(&pulled, ":all"),
+    ]);
+    assert_eq!(tagged(&pulled, "all"), index);
+    ok(&[
+        "pull",
+        "--platform",
+        "linux/arm64",
+        "--src-tls-verify=false",
+        &target,
+        &oci(&pulled, ":arm"),
+    ]);
+    assert_eq!(tagged(&pulled, "arm"), arm);
+    ok(&[
+        "pull",
+        "--platform",
+        "linux/amd64",
+        "--src-tls-verify=false",
+        &target,
+        &oci(&pulled, ":amd"),
+    ]);
+    assert_eq!(tagged(&pulled, "amd"), amd);
+    ok(&["fsck", &oci(&pulled, "")]);
+    // From an archive to the registry, through a scratch layout.
+    let archive = dir.path().join("multi.tar");
+    ok(&[
+        "copy",
+        &oci(&layout, ":multi"),
+        &format!("oci-archive:{}:multi", archive.display()),
+    ]);
+    let from_archive = registry.image("multi/from-archive:v1");
+    ok(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}:multi", archive.display()),
+        &from_archive,
+    ]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &from_archive]);
+    assert_eq!(Digest::sha256(&raw).to_string(), index);
+}

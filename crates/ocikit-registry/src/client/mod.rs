@@ -726,14 +726,33 @@ impl Client {
                 pairs.append_pair("scope", scope);
             }
         }
-        let mut builder = self.inner.http.get(url);
-        if let Some(credentials) = &self.inner.credentials {
-            builder = builder.header(header::AUTHORIZATION, credentials.basic());
-        }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| self.request_error(req, e))?;
+        // The token endpoint is retried like the registry (429, 5xx, connection errors).
+        let mut attempt = 0u32;
+        let response = loop {
+            let mut builder = self.inner.http.get(url.clone());
+            if let Some(credentials) = &self.inner.credentials {
+                builder = builder.header(header::AUTHORIZATION, credentials.basic());
+            }
+            let retries_left = attempt < self.inner.settings.retries;
+            match builder.send().await {
+                Ok(r)
+                    if retries_left
+                        && (r.status() == StatusCode::TOO_MANY_REQUESTS
+                            || r.status().is_server_error()) =>
+                {
+                    let delay = retry_after(&r)
+                        .unwrap_or_else(|| self.backoff(attempt))
+                        .min(self.inner.settings.max_backoff);
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(r) => break r,
+                Err(e) if retries_left && retryable(&e) => {
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+                Err(e) => return Err(self.request_error(req, e)),
+            }
+            attempt += 1;
+        };
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(Error::Unauthorized {

@@ -335,10 +335,19 @@ struct Tokens {
     requests: AtomicUsize,
     /// Requests that reached the registry with a Basic header (must be none).
     basic_seen: AtomicUsize,
+    /// Token requests still to answer with 503.
+    failures: AtomicUsize,
 }
 
 /// `GET /token?service=..&scope=..`: alice's credentials get any scope asked for.
 async fn token_endpoint(state: Arc<Tokens>, req: Request) -> Response {
+    if state
+        .failures
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     state.requests.fetch_add(1, Ordering::SeqCst);
     let expected = format!(
         "Basic {}",
@@ -501,6 +510,11 @@ async fn bearer_tokens_are_fetched_per_scope_and_reused() {
         0,
         "basic credentials only go to the realm"
     );
+    // A token endpoint answering 503 twice is retried.
+    state.failures.store(2, Ordering::SeqCst);
+    let retried = client(&addr, Credentials::parse("alice:alice-pw"));
+    retried.tags("team/app").await.unwrap();
+    assert_eq!(state.failures.load(Ordering::SeqCst), 0);
 }
 
 /// A fake registry serving fixed responses per path.

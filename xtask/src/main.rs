@@ -278,7 +278,12 @@ pub(crate) fn ensure_apt_tools(tools: &[(&str, &str)]) -> Result {
 /// Installs what the tests need: moto (the S3 tests), skopeo, umoci and GNU tar (the
 /// interop tests), cargo-fuzz (the fuzz smoke run).
 fn install_tools() -> Result<Option<std::ffi::OsString>> {
-    ensure_apt_tools(&[("skopeo", "skopeo"), ("umoci", "umoci"), ("tar", "tar")])?;
+    ensure_apt_tools(&[
+        ("skopeo", "skopeo"),
+        ("umoci", "umoci"),
+        ("tar", "tar"),
+        ("docker-registry", "docker-registry"),
+    ])?;
     let path = ensure_python_tool("moto_server", "moto[server]")?;
     ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
     Ok(path)

@@ -1,11 +1,12 @@
 //! Image locations in skopeo's transport syntax: `oci:PATH[:TAG|@DIGEST]`,
-//! `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`.
+//! `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`,
+//! `docker://[HOST[:PORT]/]NAME[:TAG|@DIGEST]`.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use ocikit::digest::Digest;
+use ocikit::digest::{Digest, Reference};
 
 /// What names an image inside a layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +41,15 @@ pub(crate) enum Location {
         path: PathBuf,
         reference: Option<String>,
     },
+    /// An image in a registry: the API host (`registry-1.docker.io` for Docker Hub), the
+    /// repository as the API names it, a tag (`latest` when none was written) or digest,
+    /// and the reference as written.
+    Docker {
+        registry: String,
+        repository: String,
+        selector: Selector,
+        written: String,
+    },
 }
 
 impl fmt::Display for Location {
@@ -60,11 +70,12 @@ impl fmt::Display for Location {
                 write!(f, "docker-archive:{}", path.display())?;
                 reference.iter().try_for_each(|r| write!(f, ":{r}"))
             }
+            Location::Docker { written, .. } => write!(f, "docker://{written}"),
         }
     }
 }
 
-const TRANSPORTS: &str = "oci:, oci-archive:, docker-archive:";
+const TRANSPORTS: &str = "oci:, oci-archive:, docker-archive:, docker://";
 
 /// Splits `PATH[:REST]` at the first `:` (skopeo's rule: paths cannot hold a colon).
 fn path_and_rest(text: &str) -> Result<(PathBuf, Option<&str>)> {
@@ -119,10 +130,24 @@ impl Location {
                     reference: reference.map(str::to_string),
                 })
             }
-            "docker" => bail!(
-                "the docker:// transport (registries) arrives with ocikit's registry client; \
-                 use oci:, oci-archive: or docker-archive: for now"
-            ),
+            "docker" => {
+                let Some(written) = rest.strip_prefix("//") else {
+                    bail!("write registry locations as docker://HOST[:PORT]/NAME[:TAG|@DIGEST]");
+                };
+                let reference = Reference::parse_normalized(written)
+                    .with_context(|| format!("`{written}` is not a valid image reference"))?;
+                let selector = match (reference.digest(), reference.tag()) {
+                    (Some(digest), _) => Selector::Digest(digest.clone()),
+                    (None, Some(tag)) => Selector::Tag(tag.to_string()),
+                    (None, None) => Selector::Tag("latest".into()),
+                };
+                Ok(Location::Docker {
+                    registry: reference.api_host().to_string(),
+                    repository: reference.api_repository().into_owned(),
+                    selector,
+                    written: written.to_string(),
+                })
+            }
             other => bail!("unknown transport `{other}:` (transports: {TRANSPORTS})"),
         }
     }
@@ -162,7 +187,7 @@ mod tests {
             Location::parse(&format!("oci:dir@{digest}")).unwrap(),
             Location::Oci {
                 path: "dir".into(),
-                selector: Some(Selector::Digest(digest))
+                selector: Some(Selector::Digest(digest.clone()))
             }
         );
         assert_eq!(
@@ -179,7 +204,23 @@ mod tests {
                 tag: None
             }
         );
+        assert_eq!(
+            Location::parse("docker://127.0.0.1:5000/team/app:v1").unwrap(),
+            Location::Docker {
+                registry: "127.0.0.1:5000".into(),
+                repository: "team/app".into(),
+                selector: Selector::Tag("v1".into()),
+                written: "127.0.0.1:5000/team/app:v1".into(),
+            }
+        );
+        let hub = Location::parse(&format!("docker://alpine@{digest}")).unwrap();
+        assert!(matches!(
+            hub,
+            Location::Docker { ref registry, ref repository, selector: Selector::Digest(_), .. }
+                if registry == "registry-1.docker.io" && repository == "library/alpine"
+        ));
         for text in [
+            "docker://localhost:5000/a",
             "oci:dir:v1",
             "oci-archive:a.tar:t",
             "docker-archive:d.tar:n:t",
@@ -193,7 +234,8 @@ mod tests {
         let message = |text: &str| format!("{:#}", Location::parse(text).unwrap_err());
         assert!(message("dir").contains("did you mean `oci:dir`"));
         assert!(message("zip:dir").contains("unknown transport `zip:`"));
-        assert!(message("docker://alpine").contains("registry client"));
+        assert!(message("docker:alpine").contains("docker://HOST"));
+        assert!(message("docker://UPPER/x:").contains("not a valid image reference"));
         assert!(message("oci:").contains("empty path"));
         assert!(message("oci:dir:").contains("names no tag"));
         assert!(message("oci:dir@sha256:abc").contains("not a valid digest"));

@@ -1,7 +1,8 @@
 //! `ocikit`: build, inspect, verify, unpack and move OCI images and artifacts.
 //!
 //! Image locations follow skopeo's transports: `oci:PATH[:TAG]` (an OCI image layout),
-//! `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`. Every read command takes
+//! `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, and registries as
+//! `docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`. Every read command takes
 //! `--json` for a stable machine-readable shape; errors print their whole cause chain once
 //! and exit with status 1 (2 for a usage error).
 
@@ -21,7 +22,7 @@ use crate::output::Output;
 #[command(name = "ocikit", version, about, long_about = None, propagate_version = true)]
 #[command(
     after_help = "Locations: oci:PATH[:TAG|@DIGEST], oci-archive:FILE[:TAG], \
-    docker-archive:FILE[:NAME:TAG].\n\nExamples:\n  ocikit init oci:./images\n  \
+    docker-archive:FILE[:NAME:TAG], docker://HOST[:PORT]/NAME[:TAG|@DIGEST].\n\nExamples:\n  ocikit init oci:./images\n  \
     ocikit ls oci:./images\n  ocikit inspect oci:./images:v1 --config"
 )]
 struct Cli {
@@ -66,16 +67,27 @@ enum Command {
     },
     /// Show an image: a summary, or its manifest, index or config.
     #[command(after_help = "Examples:\n  ocikit inspect oci:./images:v1\n  \
-        ocikit inspect oci:./images:v1 --raw\n  ocikit inspect oci:./images:v1 --config")]
+        ocikit inspect oci:./images:v1 --raw\n  ocikit inspect oci:./images:v1 --config\n  \
+        ocikit inspect --raw docker://registry.example/app:v1")]
     Inspect {
-        /// The image: oci:PATH:TAG or oci:PATH@DIGEST.
+        /// The image: oci:PATH:TAG, oci:PATH@DIGEST or docker://HOST/NAME[:TAG|@DIGEST].
         image: String,
-        /// Print the manifest (or index) exactly as stored.
+        /// Print the manifest (or index) exactly as stored (verified against its digest).
         #[arg(long, conflicts_with = "config")]
         raw: bool,
         /// Print the image config (of the first manifest, for an index).
         #[arg(long)]
         config: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// List a registry repository's tags.
+    #[command(after_help = "Example:\n  ocikit tags docker://registry.example/app")]
+    Tags {
+        /// The repository: docker://HOST[:PORT]/NAME.
+        repository: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Write a blob's bytes to standard output, verified against its digest.
     #[command(after_help = "Example:\n  ocikit cat oci:./images sha256:... > blob")]
@@ -148,18 +160,63 @@ enum Command {
     /// Add what changed in a root filesystem as a new layer on top of its image.
     Repack(commands::repack::RepackArgs),
     /// Copy images between any two locations (layouts, oci-archive and docker-archive
-    /// files), verifying every blob and skipping what the destination has.
+    /// files, registries), verifying every blob and skipping what the destination has.
     #[command(
         after_help = "Examples:\n  ocikit copy oci:./images:v1 oci:./other:v1\n  \
         ocikit copy oci:./images:v1 oci-archive:./v1.tar\n  \
         ocikit copy docker-archive:./saved.tar:alpine:3 oci:./images:alpine\n  \
-        ocikit copy oci:./images oci:./mirror   (every tag)"
+        ocikit copy oci:./images oci:./mirror   (every tag)\n  \
+        ocikit copy --all docker://registry.example/app:v1 oci:./images:app\n  \
+        ocikit copy --dest-tls-verify=false oci:./images:v1 docker://127.0.0.1:5000/app:v1"
     )]
     Copy {
         /// Where from.
         source: String,
         /// Where to.
         destination: String,
+        #[command(flatten)]
+        transfer: commands::copy::TransferArgs,
+    },
+    /// Pull an image from a registry into a layout or an archive (`copy` from docker://).
+    #[command(
+        after_help = "Examples:\n  ocikit pull docker://registry.example/app:v1 oci:./images:app\n  \
+        ocikit pull --src-tls-verify=false --src-creds user:pw docker://127.0.0.1:5000/app:v1 oci:./images"
+    )]
+    Pull {
+        /// The image: docker://HOST[:PORT]/NAME[:TAG|@DIGEST].
+        image: String,
+        /// Where to: oci:PATH[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
+        layout: String,
+        #[command(flatten)]
+        transfer: commands::copy::TransferArgs,
+    },
+    /// Log in to a registry: check the credentials, then keep them in Docker's config.json
+    /// (shared with docker, podman and skopeo; used when no --creds are given).
+    #[command(
+        after_help = "Examples:\n  echo \"$PASSWORD\" | ocikit login -u alice --password-stdin registry.example\n  \
+        ocikit login -u alice --password-stdin --tls-verify=false 127.0.0.1:5000 < pw.txt"
+    )]
+    Login(commands::login::LoginArgs),
+    /// Forget a registry's credentials (in Docker's config.json).
+    #[command(after_help = "Example:\n  ocikit logout registry.example")]
+    Logout {
+        /// The registry: HOST[:PORT].
+        registry: String,
+        /// The credentials file (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json).
+        #[arg(long, value_name = "PATH")]
+        authfile: Option<std::path::PathBuf>,
+    },
+    /// Push an image from a layout or an archive to a registry (`copy` to docker://).
+    #[command(
+        after_help = "Example:\n  ocikit push --dest-creds user:pw oci:./images:v1 docker://registry.example/app:v1"
+    )]
+    Push {
+        /// The image: oci:PATH:TAG, oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
+        image: String,
+        /// The registry image: docker://HOST[:PORT]/NAME[:TAG|@DIGEST].
+        destination: String,
+        #[command(flatten)]
+        transfer: commands::copy::TransferArgs,
     },
     /// Import an archive into a layout (`copy` with an archive source).
     #[command(after_help = "Example:\n  ocikit import docker-archive:./saved.tar oci:./images")]
@@ -216,6 +273,24 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// How to reach a registry for a command that reads from one.
+#[derive(Debug, clap::Args)]
+struct RegistryArgs {
+    /// Verify the registry's TLS certificate; `false` speaks plain HTTP to it.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: bool,
+    /// Credentials (default: what `ocikit login` stored, else anonymous).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+}
+
+impl RegistryArgs {
+    fn transfer(self) -> commands::copy::TransferArgs {
+        commands::copy::TransferArgs::source(self.tls_verify, self.creds)
+    }
 }
 
 fn main() -> ExitCode {

@@ -323,6 +323,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // reqwest is built without a crypto provider of its own: install ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(4)

@@ -105,6 +105,179 @@ pub enum Error {
     /// The certificate and key do not make a TLS configuration (mismatched, unsupported).
     #[error("the TLS certificate and key are not usable")]
     Tls(#[source] rustls::Error),
+
+    // The client's errors (`crate::client`): each names the registry and repository.
+    /// The client cannot be built as configured (TLS setup, an invalid registry name).
+    #[error("cannot set up a client for registry {registry}: {reason}")]
+    ClientSetup {
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// What is wrong.
+        reason: String,
+        /// The cause, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// Plain HTTP was asked for a registry that is not on a loopback address, without
+    /// allowing insecure registries explicitly.
+    #[error(
+        "refusing plain http to registry {registry}, which is not a loopback address (insecure registries must be allowed explicitly)"
+    )]
+    InsecureRegistry {
+        /// The registry.
+        registry: String,
+    },
+    /// A repository name or reference does not follow the distribution spec's grammar.
+    #[error("`{name}` is not a valid repository name or reference for registry {registry}")]
+    InvalidName {
+        /// The registry.
+        registry: String,
+        /// The offending text.
+        name: String,
+        /// The grammar error.
+        #[source]
+        source: ocikit_digest::reference::ParseError,
+    },
+    /// A request could not be sent, or its response not read (connection refused, reset,
+    /// timed out), after every retry.
+    #[error("request to registry {registry} failed: {what} in repository {repository}")]
+    Request {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The request (`GET manifest v1`, `PUT blob sha256:...`).
+        what: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The registry does not have what was asked for (404).
+    #[error("registry {registry} has no {what} in repository {repository}")]
+    NotFound {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// What was missing (`manifest v1`, `blob sha256:...`).
+        what: String,
+    },
+    /// The registry wants credentials the client does not have, or refused the ones it sent
+    /// (401 or 403 after authenticating).
+    #[error("registry {registry} refused access to repository {repository} ({status}) for {what}")]
+    Unauthorized {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The request.
+        what: String,
+        /// 401 or 403.
+        status: u16,
+    },
+    /// The registry answered with a status the operation cannot continue from.
+    #[error("registry {registry} answered {status} to {what} in repository {repository}: {detail}")]
+    Status {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The request.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The spec's error codes and messages from the body, or a part of the body.
+        detail: String,
+    },
+    /// Content the registry sent does not hash to the digest asked for (or to the
+    /// `Docker-Content-Digest` it claimed); nothing of it was stored.
+    #[error(
+        "registry {registry} sent content for {expected} in repository {repository} that hashes to {actual}"
+    )]
+    ContentMismatch {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The digest asked for (or claimed).
+        expected: Box<ocikit_digest::Digest>,
+        /// The digest of what arrived.
+        actual: Box<ocikit_digest::Digest>,
+    },
+    /// The registry sent more or fewer bytes than a descriptor's size; nothing was stored.
+    #[error(
+        "registry {registry} sent {actual} bytes for {digest} in repository {repository}, not {expected}"
+    )]
+    ContentSize {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The content.
+        digest: ocikit_digest::Digest,
+        /// The size expected.
+        expected: u64,
+        /// The size received (so far, when it was too large).
+        actual: u64,
+    },
+    /// A response breaks the protocol (no `Location` on an upload, a manifest that is not
+    /// JSON, a token endpoint answering without a token).
+    #[error(
+        "registry {registry} sent an invalid response to {what} in repository {repository}: {reason}"
+    )]
+    InvalidResponse {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The request.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No image in an index matches the platform asked for.
+    #[error(
+        "no image for platform {wanted} in {reference} of repository {repository} on registry {registry} (available: {})",
+        available.join(", ")
+    )]
+    PlatformNotFound {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The tag or digest resolved.
+        reference: String,
+        /// The platform asked for.
+        wanted: String,
+        /// The platforms the index lists.
+        available: Vec<String>,
+    },
+    /// Docker's `config.json` cannot be read, parsed or written.
+    #[error("docker config `{path}`: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+        /// The I/O cause, if any.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// Reading or writing the local layout failed during a pull or push.
+    #[error(
+        "layout operation failed while transferring {what} of repository {repository} on registry {registry}"
+    )]
+    Layout {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The content (`blob sha256:...`, `tag v1`).
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<ocikit_layout::Error>,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -12,7 +12,7 @@
 //!
 //! Default features: `fs` and `gzip`. Others: `zstd`, `s3`, `tokio` (async adapters of the
 //! digest and codec streams), `registry` (the OCI Distribution registry server, as
-//! `ocikit::registry`; its client will join it).
+//! `ocikit::registry`, with its client in `ocikit::registry::client`).
 //!
 //! # A first program
 //!

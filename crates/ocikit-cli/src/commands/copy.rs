@@ -1,9 +1,12 @@
-//! `copy` (and its shorthands `import` and `export`): images between any two transports.
+//! `copy` (and its shorthands `import`, `export`, `pull` and `push`): images between any two
+//! transports.
 //!
 //! The source is first made a layout: an `oci:` source is used as it is, an archive is
-//! imported (streaming, verified) into a scratch layout beside the destination, so that the
-//! destination side only ever copies from a layout, with hardlinks where both sit on one
-//! filesystem. Nothing is tagged at the destination before every blob it reaches is there.
+//! imported (streaming, verified) and a registry image pulled into a scratch layout beside
+//! the destination, so that the destination side only ever copies (or pushes) from a layout,
+//! with hardlinks where both sit on one filesystem. A registry image bound for an `oci:`
+//! layout is pulled straight into it. Nothing is tagged at the destination before every
+//! blob it reaches is there.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,9 @@ use ocikit::layout::{CopyOptions, Layout, copy_image};
 use ocikit::store::FsStore;
 use serde::Serialize;
 
+use ocikit::layout::PlatformQuery;
+use ocikit::registry::client::{Client, Credentials, DockerConfig, PullOptions, PushOptions};
+
 use super::{open_layout, resolve};
 use crate::bars::Bars;
 use crate::location::{Location, Selector};
@@ -23,6 +29,119 @@ use crate::output::{Output, human_size};
 struct Item {
     tag: Option<String>,
     root: Descriptor,
+}
+
+/// How to reach registries (`docker://` locations) and what to take from an index.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TransferArgs {
+    /// Verify the source registry's TLS certificate; `false` speaks plain HTTP to it (for
+    /// test registries: credentials and content then travel unprotected).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    src_tls_verify: bool,
+    /// Verify the destination registry's TLS certificate; `false` speaks plain HTTP.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    dest_tls_verify: bool,
+    /// Credentials for the source registry.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    src_creds: Option<String>,
+    /// Credentials for the destination registry.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    dest_creds: Option<String>,
+    /// The credentials file for registries without --src-creds/--dest-creds (default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; see `ocikit login`).
+    #[arg(long, value_name = "PATH")]
+    authfile: Option<PathBuf>,
+    /// From a registry, copy every image of an index (default: only this machine's
+    /// platform, as skopeo does).
+    #[arg(long)]
+    all: bool,
+    /// From a registry, copy this platform's image of an index (os/arch[/variant]).
+    #[arg(long, conflicts_with = "all")]
+    platform: Option<String>,
+}
+
+impl Default for TransferArgs {
+    /// What the flags default to: TLS verified, anonymous, this machine's platform.
+    fn default() -> TransferArgs {
+        TransferArgs {
+            src_tls_verify: true,
+            dest_tls_verify: true,
+            src_creds: None,
+            dest_creds: None,
+            authfile: None,
+            all: false,
+            platform: None,
+        }
+    }
+}
+
+impl TransferArgs {
+    /// The arguments of a command that only reads from a registry (`inspect`, `tags`).
+    pub(crate) fn source(tls_verify: bool, creds: Option<String>) -> TransferArgs {
+        TransferArgs {
+            src_tls_verify: tls_verify,
+            src_creds: creds,
+            ..TransferArgs::default()
+        }
+    }
+
+    /// A client for the source (`source`) or destination registry `registry`.
+    pub(crate) fn client(&self, registry: &str, source: bool) -> Result<Client> {
+        let (verify, creds) = if source {
+            (self.src_tls_verify, &self.src_creds)
+        } else {
+            (self.dest_tls_verify, &self.dest_creds)
+        };
+        let credentials = match creds {
+            Some(text) => {
+                Some(Credentials::parse(text).context("write credentials as USER:PASSWORD")?)
+            }
+            None => self.stored_credentials(registry)?,
+        };
+        Client::builder(registry)
+            .plain_http(!verify)
+            .allow_insecure(!verify)
+            .credentials(credentials)
+            .build()
+            .with_context(|| format!("cannot set up a client for {registry}"))
+    }
+
+    /// What `ocikit login` (or docker, podman, skopeo) stored for `registry`. Without a
+    /// file to look in (no HOME, no DOCKER_CONFIG), anonymous.
+    fn stored_credentials(&self, registry: &str) -> Result<Option<Credentials>> {
+        let path = match &self.authfile {
+            Some(path) => path.clone(),
+            None => match DockerConfig::default_path() {
+                Some(path) => path,
+                None => return Ok(None),
+            },
+        };
+        Ok(DockerConfig::load(&path)?.credentials(registry)?)
+    }
+
+    fn pull_options(&self, bars: &Bars) -> Result<PullOptions> {
+        let platform = if self.all {
+            None
+        } else if let Some(text) = &self.platform {
+            let platform = ocikit::digest::platform::parse(text)
+                .with_context(|| format!("`{text}` is not a platform (os/arch[/variant])"))?;
+            Some(PlatformQuery::new(&platform))
+        } else {
+            Some(PlatformQuery::current())
+        };
+        Ok(PullOptions::new()
+            .with_platform(platform)
+            .with_progress(bars.progress("pull")))
+    }
+}
+
+fn reference_text(selector: &Selector) -> String {
+    match selector {
+        Selector::Tag(tag) => tag.clone(),
+        Selector::Digest(digest) => digest.to_string(),
+    }
 }
 
 /// A directory for scratch layouts next to `near` (so hardlinks work), removed on drop.
@@ -43,8 +162,38 @@ async fn scratch_layout(dir: &Path) -> Result<Layout> {
 }
 
 /// The source as a layout and the images to copy from it.
-async fn stage(source: &Location, scratch: &Path, bars: &Bars) -> Result<(Layout, Vec<Item>)> {
+async fn stage(
+    source: &Location,
+    scratch: &Path,
+    transfer: &TransferArgs,
+    bars: &Bars,
+) -> Result<(Layout, Vec<Item>)> {
     match source {
+        Location::Docker {
+            registry,
+            repository,
+            selector,
+            ..
+        } => {
+            let layout = scratch_layout(scratch).await?;
+            let client = transfer.client(registry, true)?;
+            let report = client
+                .pull(
+                    repository,
+                    &reference_text(selector),
+                    &layout,
+                    "pulled",
+                    &transfer.pull_options(bars)?,
+                )
+                .await
+                .with_context(|| format!("cannot pull {source}"))?;
+            let root = report.root.context("the pull reported no image")?;
+            let tag = match selector {
+                Selector::Tag(tag) => Some(tag.clone()),
+                Selector::Digest(_) => None,
+            };
+            Ok((layout, vec![Item { tag, root }]))
+        }
         Location::Oci { path, selector } => {
             let layout = open_layout(path).await?;
             let items = match selector {
@@ -160,11 +309,43 @@ struct Copied {
     bytes: u64,
 }
 
-pub(crate) async fn copy(source: &Location, destination: &Location, out: &Output) -> Result<()> {
+pub(crate) async fn copy(
+    source: &Location,
+    destination: &Location,
+    transfer: &TransferArgs,
+    out: &Output,
+) -> Result<()> {
+    if let (
+        Location::Docker {
+            registry,
+            repository,
+            selector,
+            ..
+        },
+        Location::Oci {
+            path,
+            selector: wanted,
+        },
+    ) = (source, destination)
+    {
+        return pull_into_layout(
+            source,
+            registry,
+            repository,
+            selector,
+            destination,
+            path,
+            wanted.as_ref(),
+            transfer,
+            out,
+        )
+        .await;
+    }
     let near = match destination {
         Location::Oci { path, .. }
         | Location::OciArchive { path, .. }
         | Location::DockerArchive { path, .. } => path.clone(),
+        Location::Docker { .. } => PathBuf::from("./registry-push"),
     };
     if let (Location::Oci { path: a, .. }, Location::Oci { path: b, .. }) = (source, destination)
         && a == b
@@ -174,7 +355,7 @@ pub(crate) async fn copy(source: &Location, destination: &Location, out: &Output
     }
     let scratch = scratch_near(&near)?;
     let bars = Bars::new(out);
-    let (staged, items) = stage(source, scratch.path(), &bars).await?;
+    let (staged, items) = stage(source, scratch.path(), transfer, &bars).await?;
     let options = CopyOptions::new().with_progress(bars.progress("copy"));
     let mut copied = Copied {
         source: source.to_string(),
@@ -242,6 +423,45 @@ pub(crate) async fn copy(source: &Location, destination: &Location, out: &Output
             copied.bytes = report.bytes;
             copied.images = tags;
         }
+        Location::Docker {
+            registry,
+            repository,
+            selector,
+            ..
+        } => {
+            let client = transfer.client(registry, false)?;
+            let tag = match selector {
+                Selector::Tag(tag) if items.len() == 1 => Some(tag.as_str()),
+                Selector::Tag(_) => bail!(
+                    "the source holds {} images: name one in the source",
+                    items.len()
+                ),
+                Selector::Digest(digest) => {
+                    if items.len() != 1 || items[0].root.digest().to_string() != digest.to_string()
+                    {
+                        bail!("the destination names {digest}, which is not the source image");
+                    }
+                    None
+                }
+            };
+            let options = PushOptions::new().with_progress(bars.progress("push"));
+            for item in &items {
+                let report = client
+                    .push(&staged, &item.root, repository, tag, &options)
+                    .await
+                    .with_context(|| {
+                        format!("cannot push {} to {destination}", item.root.digest())
+                    })?;
+                copied.blobs_copied += report.transferred + report.mounted;
+                copied.blobs_skipped += report.skipped;
+                copied.bytes += report.bytes;
+                copied.images.push(format!(
+                    "{} {}",
+                    tag.unwrap_or("(by digest)"),
+                    item.root.digest()
+                ));
+            }
+        }
         Location::DockerArchive { path, reference } => {
             let repo_tags = match reference {
                 Some(r) if items.len() == 1 => vec![r.clone()],
@@ -289,7 +509,61 @@ pub(crate) async fn copy(source: &Location, destination: &Location, out: &Output
         }
     }
     drop(bars);
-    out.show(&copied, || {
+    show(&copied, out)
+}
+
+/// Pulls a registry image straight into a layout (no scratch copy).
+#[allow(clippy::too_many_arguments)]
+async fn pull_into_layout(
+    source: &Location,
+    registry: &str,
+    repository: &str,
+    selector: &Selector,
+    destination: &Location,
+    path: &Path,
+    wanted: Option<&Selector>,
+    transfer: &TransferArgs,
+    out: &Output,
+) -> Result<()> {
+    let tag = match (wanted, selector) {
+        (Some(Selector::Tag(tag)), _) | (None, Selector::Tag(tag)) => tag.clone(),
+        (Some(Selector::Digest(_)), _) => {
+            bail!("the destination takes a tag (oci:PATH:TAG), not a digest")
+        }
+        (None, Selector::Digest(_)) => {
+            bail!("name a tag for the destination (oci:PATH:TAG): the source is named by digest")
+        }
+    };
+    let layout = Layout::create(FsStore::open(path).await?)
+        .await
+        .with_context(|| format!("cannot open or create the layout at {}", path.display()))?;
+    let bars = Bars::new(out);
+    let client = transfer.client(registry, true)?;
+    let report = client
+        .pull(
+            repository,
+            &reference_text(selector),
+            &layout,
+            &tag,
+            &transfer.pull_options(&bars)?,
+        )
+        .await
+        .with_context(|| format!("cannot pull {source}"))?;
+    drop(bars);
+    let root = report.root.context("the pull reported no image")?;
+    let copied = Copied {
+        source: source.to_string(),
+        destination: destination.to_string(),
+        images: vec![format!("{tag} {}", root.digest())],
+        blobs_copied: report.transferred,
+        blobs_skipped: report.skipped,
+        bytes: report.bytes,
+    };
+    show(&copied, out)
+}
+
+fn show(copied: &Copied, out: &Output) -> Result<()> {
+    out.show(copied, || {
         format!(
             "copied {} image(s) from {} to {}: {} blobs written, {} already there, {}",
             copied.images.len(),

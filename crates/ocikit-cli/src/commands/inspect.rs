@@ -10,8 +10,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use ocikit::store::MemoryStore;
+
+use super::copy::TransferArgs;
 use super::{open_layout, resolve};
-use crate::location::Location;
+use crate::location::{Location, Selector};
 use crate::output::{Output, human_size};
 
 #[derive(Debug, Serialize)]
@@ -85,15 +88,68 @@ async fn read_config(
     Ok(Some(value))
 }
 
+/// A registry image's manifest (and, for an image, its config) in a memory layout, so that
+/// `inspect` reads it as it reads a layout's.
+async fn from_registry(
+    location: &Location,
+    transfer: &TransferArgs,
+    want_config: bool,
+) -> Result<(Layout, ocikit::digest::oci_spec::image::Descriptor)> {
+    let Location::Docker {
+        registry,
+        repository,
+        selector,
+        ..
+    } = location
+    else {
+        bail!("{location} is not a registry image");
+    };
+    let client = transfer.client(registry, true)?;
+    let reference = match selector {
+        Selector::Tag(tag) => tag.clone(),
+        Selector::Digest(digest) => digest.to_string(),
+    };
+    let (descriptor, bytes) = client
+        .get_manifest(repository, &reference)
+        .await
+        .with_context(|| format!("cannot read {location}"))?;
+    let layout = Layout::create(MemoryStore::new()).await?;
+    let digest: Digest = descriptor.digest().to_string().parse()?;
+    layout.store().put_verified(&digest, &bytes).await?;
+    if want_config
+        && let Document::Manifest { manifest, .. } = layout.read_document(&descriptor).await?
+    {
+        let config = manifest.config();
+        let config_digest: Digest = config.digest().to_string().parse()?;
+        client
+            .fetch_blob(
+                repository,
+                &config_digest,
+                config.size(),
+                layout.store(),
+                &Default::default(),
+            )
+            .await
+            .with_context(|| format!("cannot read the config of {location}"))?;
+    }
+    Ok((layout, descriptor))
+}
+
 pub(crate) async fn inspect(
     location: &Location,
     raw: bool,
     config: bool,
+    transfer: &TransferArgs,
     out: &Output,
 ) -> Result<()> {
-    let (path, selector) = location.oci("inspect")?;
-    let layout = open_layout(path).await?;
-    let descriptor = resolve(&layout, selector).await?;
+    let (layout, descriptor) = if matches!(location, Location::Docker { .. }) {
+        from_registry(location, transfer, !raw).await?
+    } else {
+        let (path, selector) = location.oci("inspect")?;
+        let layout = open_layout(path).await?;
+        let descriptor = resolve(&layout, selector).await?;
+        (layout, descriptor)
+    };
     let document = layout
         .read_document(&descriptor)
         .await
@@ -269,4 +325,34 @@ pub(crate) async fn cat(location: &Location, digest: &str) -> Result<()> {
         bail!("blob {digest} is corrupt: its {written} bytes hash to {actual}");
     }
     Ok(())
+}
+
+#[derive(Serialize)]
+struct Tags {
+    repository: String,
+    tags: Vec<String>,
+}
+
+/// `tags docker://HOST/NAME`: the repository's tags.
+pub(crate) async fn tags(location: &Location, transfer: &TransferArgs, out: &Output) -> Result<()> {
+    let Location::Docker {
+        registry,
+        repository,
+        ..
+    } = location
+    else {
+        bail!(
+            "tags lists a registry repository (docker://HOST/NAME), not `{location}`; for a layout use ls"
+        );
+    };
+    let client = transfer.client(registry, true)?;
+    let tags = client
+        .tags(repository)
+        .await
+        .with_context(|| format!("cannot list the tags of {location}"))?;
+    let shown = Tags {
+        repository: format!("{registry}/{repository}"),
+        tags,
+    };
+    out.show(&shown, || shown.tags.join("\n"))
 }

@@ -1,10 +1,11 @@
 //! The commands, one module per group.
 
-mod copy;
+pub(crate) mod copy;
 pub(crate) mod health;
 pub(crate) mod image;
 mod inspect;
 mod layout;
+pub(crate) mod login;
 pub(crate) mod registry;
 pub(crate) mod repack;
 pub(crate) mod serve;
@@ -56,13 +57,49 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Copy {
             source,
             destination,
+            transfer,
         } => {
             copy::copy(
                 &Location::parse(&source)?,
                 &Location::parse(&destination)?,
+                &transfer,
                 out,
             )
             .await
+        }
+        Command::Pull {
+            image,
+            layout,
+            transfer,
+        } => {
+            let source = Location::parse(&image)?;
+            if !matches!(source, Location::Docker { .. }) {
+                bail!("pull reads from a registry (docker://HOST/NAME:TAG), not `{source}`");
+            }
+            let destination = Location::parse(&layout)?;
+            if matches!(destination, Location::Docker { .. }) {
+                bail!("pull writes a layout or an archive, not `{destination}`; use copy");
+            }
+            copy::copy(&source, &destination, &transfer, out).await
+        }
+        Command::Login(args) => login::login(args, out).await,
+        Command::Logout { registry, authfile } => {
+            login::logout(&registry, authfile.as_ref(), out).await
+        }
+        Command::Push {
+            image,
+            destination,
+            transfer,
+        } => {
+            let source = Location::parse(&image)?;
+            if matches!(source, Location::Docker { .. }) {
+                bail!("push reads a layout or an archive, not `{source}`; use copy");
+            }
+            let destination = Location::parse(&destination)?;
+            if !matches!(destination, Location::Docker { .. }) {
+                bail!("push writes to a registry (docker://HOST/NAME:TAG), not `{destination}`");
+            }
+            copy::copy(&source, &destination, &transfer, out).await
         }
         Command::Import { archive, layout } => {
             let source = Location::parse(&archive)?;
@@ -73,7 +110,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             }
             let destination = Location::parse(&layout)?;
             destination.oci("import")?;
-            copy::copy(&source, &destination, out).await
+            copy::copy(&source, &destination, &copy::TransferArgs::default(), out).await
         }
         Command::Export { layout, archive } => {
             let source = Location::parse(&layout)?;
@@ -84,7 +121,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
                     "export writes an archive (oci-archive: or docker-archive:), not `{destination}`"
                 );
             }
-            copy::copy(&source, &destination, out).await
+            copy::copy(&source, &destination, &copy::TransferArgs::default(), out).await
         }
         Command::Referrers {
             image,
@@ -94,9 +131,19 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Ls { layout: location } => layout::ls(&Location::parse(&location)?, out).await,
         Command::Tag { image, tag } => layout::tag(&Location::parse(&image)?, &tag, out).await,
         Command::Untag { image } => layout::untag(&Location::parse(&image)?, out).await,
-        Command::Inspect { image, raw, config } => {
-            inspect::inspect(&Location::parse(&image)?, raw, config, out).await
+        Command::Inspect {
+            image,
+            raw,
+            config,
+            registry,
+        } => {
+            let transfer = registry.transfer();
+            inspect::inspect(&Location::parse(&image)?, raw, config, &transfer, out).await
         }
+        Command::Tags {
+            repository,
+            registry,
+        } => inspect::tags(&Location::parse(&repository)?, &registry.transfer(), out).await,
         Command::Cat {
             layout: location,
             digest,

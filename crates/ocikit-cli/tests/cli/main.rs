@@ -4,6 +4,7 @@
 
 mod copy;
 mod crash;
+mod docker;
 mod image;
 mod layout;
 mod registry;
@@ -18,6 +19,8 @@ pub(crate) fn ocikit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ocikit"))
         .args(args)
         .env_remove("SOURCE_DATE_EPOCH")
+        // No registry credentials but what a test gives (never the developer's logins).
+        .env("DOCKER_CONFIG", "/nonexistent/ocikit-tests-docker-config")
         .output()
         .expect("run ocikit")
 }

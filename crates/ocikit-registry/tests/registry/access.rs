@@ -391,7 +391,7 @@ async fn serves_https_and_a_silent_client_does_not_hold_up_others() {
     assert_eq!(status, 404, "the blob is not linked into `app`");
 
     // Plain HTTP on the TLS port gets no HTTP answer.
-    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let plain = crate::http_client();
     assert!(
         plain
             .get(format!("http://{addr}/v2/"))

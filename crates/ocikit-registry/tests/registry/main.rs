@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access;
+mod client;
 mod concurrency;
 mod delete;
 mod gc;
@@ -42,13 +43,56 @@ fn public_types_are_send_and_sync() {
         Config::default(),
     )
     .unwrap();
+    check::<ocikit_registry::client::Client>();
+    check::<ocikit_registry::client::Credentials>();
+    check::<ocikit_registry::client::DockerConfig>();
+    check::<ocikit_registry::client::PullOptions>();
+    check::<ocikit_registry::client::PushOptions>();
+    check::<ocikit_registry::client::TransferReport>();
     future(registry.sweep_uploads());
     future(registry.gc(&ocikit_registry::GcOptions::new()));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = ocikit_registry::client::Client::builder("127.0.0.1:1")
+        .plain_http(true)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let layout = rt
+        .block_on(ocikit_layout::Layout::create(MemoryStore::new()))
+        .unwrap();
+    let root = ocikit_digest::descriptor::empty();
+    future(client.pull(
+        "a",
+        "v1",
+        &layout,
+        "t",
+        &ocikit_registry::client::PullOptions::new(),
+    ));
+    future(client.push(
+        &layout,
+        &root,
+        "a",
+        None,
+        &ocikit_registry::client::PushOptions::new(),
+    ));
+    future(client.referrers("a", &Digest::sha256(b""), None));
+    future(client.tags("a"));
+    future(client.ping());
     let uploads: Arc<dyn Store> = Arc::new(MemoryStore::new());
     assert!(matches!(
         Registry::new(uploads.clone(), uploads, Config::default()),
         Err(ocikit_registry::Error::SharedUploadStore)
     ));
+}
+
+/// A plain reqwest client. reqwest is built without a crypto provider of its own (the
+/// library hands it rustls-on-ring explicitly), so the tests install ring as the default.
+pub(crate) fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 /// A running server and a client for it.
@@ -82,7 +126,7 @@ impl Server {
         });
         Server {
             base: format!("http://{addr}"),
-            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            client: http_client(),
             registry,
             shutdown: Some(tx),
             task: Some(task),
@@ -96,7 +140,7 @@ impl Server {
             tx.send(()).ok();
         }
         // The client's idle keep-alive connections would hold a graceful shutdown open.
-        self.client = reqwest::Client::new();
+        self.client = http_client();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(std::time::Duration::from_secs(10), task)
                 .await

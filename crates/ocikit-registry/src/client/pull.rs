@@ -1,0 +1,630 @@
+//! Pulling: manifests resolved and verified, blobs streamed into a layout's store.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use ocikit_digest::oci_spec::image::Descriptor;
+use ocikit_digest::{Digest, Reference, descriptor, media_type, platform};
+use ocikit_layout::document::{Document, is_document};
+use ocikit_layout::image::ImageConfig;
+use ocikit_layout::progress::{Event, Operation, Progress};
+use ocikit_layout::{Layout, MAX_DOCUMENT_SIZE, PlatformQuery};
+use ocikit_store::{Store, StoreExt};
+use reqwest::header::{self, HeaderValue};
+use reqwest::{Method, StatusCode};
+use tokio::io::AsyncWriteExt;
+
+use super::{Client, MANIFEST_ACCEPT, Request, TransferReport, declared_media_type, read_limited};
+use crate::{Error, Result};
+
+/// Nested indexes followed at most.
+const MAX_DEPTH: usize = 8;
+
+/// How a pull runs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PullOptions {
+    /// `None`: an index is pulled whole, every image in it (the digest pulled is the
+    /// digest tagged). `Some`: the first image of the index matching the platform (the
+    /// rules of [`ocikit_layout::platform`]) is pulled and tagged instead; a plain
+    /// manifest is pulled as it is.
+    pub platform: Option<PlatformQuery>,
+    /// Blobs downloaded at once (at least 1), largest first.
+    pub concurrency: usize,
+    /// Where [`Operation::Copy`] events go.
+    pub progress: Progress,
+}
+
+impl Default for PullOptions {
+    fn default() -> PullOptions {
+        PullOptions::new()
+    }
+}
+
+impl PullOptions {
+    /// Whole indexes, [`super::DEFAULT_CONCURRENCY`] blobs at once, no progress.
+    pub fn new() -> PullOptions {
+        PullOptions {
+            platform: None,
+            concurrency: super::DEFAULT_CONCURRENCY,
+            progress: Progress::none(),
+        }
+    }
+
+    /// These options picking one platform's image out of an index.
+    pub fn with_platform(mut self, platform: Option<PlatformQuery>) -> PullOptions {
+        self.platform = platform;
+        self
+    }
+
+    /// These options downloading `n` blobs at once.
+    pub fn with_concurrency(mut self, n: usize) -> PullOptions {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// These options reporting to `progress`.
+    pub fn with_progress(mut self, progress: Progress) -> PullOptions {
+        self.progress = progress;
+        self
+    }
+}
+
+/// Checks `reference` (a tag or a digest) against the grammar; returns the digest, if it is
+/// one.
+fn parse_reference(client: &Client, repository: &str, reference: &str) -> Result<Option<Digest>> {
+    client.validate_repository(repository)?;
+    let joined = if reference.contains(':') {
+        format!("{repository}@{reference}")
+    } else {
+        format!("{repository}:{reference}")
+    };
+    let parsed = Reference::parse(&joined).map_err(|e| Error::InvalidName {
+        registry: client.registry().to_string(),
+        name: reference.to_string(),
+        source: e,
+    })?;
+    Ok(parsed.digest().cloned())
+}
+
+pub(super) async fn get_manifest(
+    client: &Client,
+    repository: &str,
+    reference: &str,
+) -> Result<(Descriptor, Bytes)> {
+    let requested = parse_reference(client, repository, reference)?;
+    let req = Request::new(
+        Method::GET,
+        client.url(repository, &format!("manifests/{reference}"))?,
+        repository,
+        format!("GET manifest {reference}"),
+    )
+    .header(header::ACCEPT, MANIFEST_ACCEPT);
+    let response = client.expect(&req, &[StatusCode::OK]).await?;
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let claimed = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Digest::parse(v.trim()).ok());
+    let invalid = |reason: String| Error::InvalidResponse {
+        registry: client.registry().to_string(),
+        repository: repository.to_string(),
+        what: req.what.clone(),
+        reason,
+    };
+    let bytes = read_limited(response, MAX_DOCUMENT_SIZE as usize)
+        .await
+        .map_err(|e| client.request_error(&req, e))?
+        .ok_or_else(|| invalid("manifest larger than 16 MiB".into()))?;
+    let mismatch = |expected: &Digest, actual: Digest| Error::ContentMismatch {
+        registry: client.registry().to_string(),
+        repository: repository.to_string(),
+        expected: Box::new(expected.clone()),
+        actual: Box::new(actual),
+    };
+    let hash = |digest: &Digest| {
+        Digest::compute(digest.algorithm(), &bytes)
+            .map_err(|_| invalid(format!("cannot verify {digest}: unsupported algorithm")))
+    };
+    // The body is verified against what was asked for; `Docker-Content-Digest` is only
+    // ever checked, never believed.
+    let digest = match &requested {
+        Some(wanted) => {
+            let actual = hash(wanted)?;
+            if &actual != wanted {
+                return Err(mismatch(wanted, actual));
+            }
+            actual
+        }
+        None => Digest::sha256(&bytes),
+    };
+    if let Some(claimed) = &claimed
+        && claimed.is_supported()
+    {
+        let actual = hash(claimed)?;
+        if &actual != claimed {
+            return Err(mismatch(claimed, actual));
+        }
+    }
+    let declared = declared_media_type(content_type.as_deref(), &bytes)
+        .ok_or_else(|| invalid("neither a mediaType nor a Content-Type".into()))?;
+    if let Some(content_type) = &content_type {
+        let essence = media_type::essence(content_type);
+        if is_document(essence) && essence != declared {
+            return Err(invalid(format!(
+                "Content-Type {essence} but mediaType {declared} (CVE-2021-41190)"
+            )));
+        }
+    }
+    if !is_document(&declared) {
+        return Err(invalid(format!(
+            "{declared} is not a manifest or index type"
+        )));
+    }
+    let descriptor = descriptor::new(&declared, &digest, bytes.len() as u64)
+        .map_err(|e| invalid(format!("no descriptor can describe it: {e}")))?;
+    Ok((descriptor, bytes))
+}
+
+/// Fetches a document a descriptor names, checking its size too.
+async fn get_child(
+    client: &Client,
+    repository: &str,
+    child: &Descriptor,
+) -> Result<(Descriptor, Bytes)> {
+    let digest = digest_of(client, repository, child)?;
+    let (_, bytes) = get_manifest(client, repository, digest.as_str()).await?;
+    if bytes.len() as u64 != child.size() {
+        return Err(Error::ContentSize {
+            registry: client.registry().to_string(),
+            repository: repository.to_string(),
+            digest,
+            expected: child.size(),
+            actual: bytes.len() as u64,
+        });
+    }
+    Ok((child.clone(), bytes))
+}
+
+fn digest_of(client: &Client, repository: &str, d: &Descriptor) -> Result<Digest> {
+    descriptor::digest_of(d).map_err(|e| Error::InvalidResponse {
+        registry: client.registry().to_string(),
+        repository: repository.to_string(),
+        what: "read a descriptor".into(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_document(
+    client: &Client,
+    repository: &str,
+    descriptor: &Descriptor,
+    bytes: &Bytes,
+) -> Result<Document> {
+    Document::parse(descriptor, bytes.clone()).map_err(|e| Error::Layout {
+        registry: client.registry().to_string(),
+        repository: repository.to_string(),
+        what: format!("manifest {}", descriptor.digest()),
+        source: Box::new(e),
+    })
+}
+
+pub(super) async fn pull(
+    client: &Client,
+    repository: &str,
+    reference: &str,
+    layout: &Layout,
+    tag: &str,
+    options: &PullOptions,
+) -> Result<TransferReport> {
+    let layout_error = |what: String, e: ocikit_layout::Error| Error::Layout {
+        registry: client.registry().to_string(),
+        repository: repository.to_string(),
+        what,
+        source: Box::new(e),
+    };
+    ocikit_layout::validate_tag(tag).map_err(|e| layout_error(format!("tag {tag}"), e))?;
+    let (mut root, mut root_bytes) = get_manifest(client, repository, reference).await?;
+    if let Some(query) = &options.platform
+        && media_type::is_index_like(root.media_type().as_ref())
+    {
+        let mut available = Vec::new();
+        match select(
+            client,
+            repository,
+            layout,
+            &root,
+            &root_bytes,
+            query,
+            1,
+            &mut available,
+        )
+        .await?
+        {
+            Some((found, bytes)) => {
+                root = found;
+                root_bytes = bytes;
+            }
+            None => {
+                return Err(Error::PlatformNotFound {
+                    registry: client.registry().to_string(),
+                    repository: repository.to_string(),
+                    reference: reference.to_string(),
+                    wanted: query
+                        .platform()
+                        .map_or_else(|| "any".into(), platform::format),
+                    available,
+                });
+            }
+        }
+    }
+    // Walk the documents (fetching and verifying each), children before parents.
+    let mut documents: Vec<(Descriptor, Bytes)> = Vec::new();
+    let mut blobs: HashMap<Digest, u64> = HashMap::new();
+    let mut seen: HashSet<Digest> = HashSet::new();
+    walk(
+        client,
+        repository,
+        root.clone(),
+        root_bytes,
+        0,
+        &mut documents,
+        &mut blobs,
+        &mut seen,
+    )
+    .await?;
+    let mut report = TransferReport {
+        blobs: blobs.len(),
+        ..TransferReport::default()
+    };
+    let mut order: Vec<(Digest, u64)> = blobs.into_iter().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+    let results: Vec<Option<u64>> = futures::stream::iter(order)
+        .map(|(digest, size)| {
+            fetch_blob(
+                client,
+                repository,
+                layout.store(),
+                digest,
+                size,
+                &options.progress,
+            )
+        })
+        .buffer_unordered(options.concurrency.max(1))
+        .try_collect()
+        .await?;
+    for result in results {
+        match result {
+            Some(bytes) => {
+                report.transferred += 1;
+                report.bytes += bytes;
+            }
+            None => report.skipped += 1,
+        }
+    }
+    for (descriptor, bytes) in &documents {
+        let digest = digest_of(client, repository, descriptor)?;
+        layout
+            .store()
+            .put_verified(&digest, bytes)
+            .await
+            .map_err(|e| layout_error(format!("manifest {digest}"), e.into()))?;
+        report.manifests += 1;
+    }
+    layout
+        .set_tag(tag, &root)
+        .await
+        .map_err(|e| layout_error(format!("tag {tag}"), e))?;
+    report.root = Some(root);
+    Ok(report)
+}
+
+/// Collects the documents under `descriptor` in post-order, and the leaf blobs.
+#[allow(clippy::too_many_arguments)]
+fn walk<'a>(
+    client: &'a Client,
+    repository: &'a str,
+    descriptor: Descriptor,
+    bytes: Bytes,
+    depth: usize,
+    documents: &'a mut Vec<(Descriptor, Bytes)>,
+    blobs: &'a mut HashMap<Digest, u64>,
+    seen: &'a mut HashSet<Digest>,
+) -> futures::future::BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        let digest = digest_of(client, repository, &descriptor)?;
+        if !seen.insert(digest.clone()) {
+            return Ok(());
+        }
+        if depth > MAX_DEPTH {
+            return Err(Error::InvalidResponse {
+                registry: client.registry().to_string(),
+                repository: repository.to_string(),
+                what: format!("manifest {digest}"),
+                reason: format!("indexes nested deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        let document = parse_document(client, repository, &descriptor, &bytes)?;
+        for child in document.children() {
+            if is_document(child.media_type().as_ref()) {
+                let (child, child_bytes) = get_child(client, repository, &child).await?;
+                walk(
+                    client,
+                    repository,
+                    child,
+                    child_bytes,
+                    depth + 1,
+                    documents,
+                    blobs,
+                    seen,
+                )
+                .await?;
+            } else {
+                blobs.insert(digest_of(client, repository, &child)?, child.size());
+            }
+        }
+        documents.push((descriptor, bytes));
+        Ok(())
+    })
+}
+
+/// Finds the first image of an index matching `query`: entries with a `platform` are
+/// matched by it, entries without one by their config (fetched, and kept in the store).
+#[allow(clippy::too_many_arguments)]
+fn select<'a>(
+    client: &'a Client,
+    repository: &'a str,
+    layout: &'a Layout,
+    _index: &'a Descriptor,
+    bytes: &'a Bytes,
+    query: &'a PlatformQuery,
+    depth: usize,
+    available: &'a mut Vec<String>,
+) -> futures::future::BoxFuture<'a, Result<Option<(Descriptor, Bytes)>>> {
+    Box::pin(async move {
+        let Document::Index { index, .. } = parse_document(client, repository, _index, bytes)?
+        else {
+            return Ok(None);
+        };
+        for entry in index.manifests() {
+            let kind = entry.media_type().to_string();
+            if media_type::is_manifest_like(&kind) {
+                if let Some(have) = entry.platform() {
+                    available.push(platform::format(have));
+                    if query.matches(have) {
+                        return get_child(client, repository, entry).await.map(Some);
+                    }
+                    continue;
+                }
+                let (entry, entry_bytes) = get_child(client, repository, entry).await?;
+                let Document::Manifest { manifest, .. } =
+                    parse_document(client, repository, &entry, &entry_bytes)?
+                else {
+                    continue;
+                };
+                let config = manifest.config();
+                if !ocikit_layout::image::is_image_config(config.media_type().as_ref()) {
+                    continue;
+                }
+                let config_digest = digest_of(client, repository, config)?;
+                fetch_blob(
+                    client,
+                    repository,
+                    layout.store(),
+                    config_digest.clone(),
+                    config.size(),
+                    &Progress::none(),
+                )
+                .await?;
+                let config_bytes = layout
+                    .store()
+                    .get_bytes(&config_digest, MAX_DOCUMENT_SIZE)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let Ok(parsed) = ImageConfig::parse(&config_digest, &config_bytes) else {
+                    continue;
+                };
+                let have = parsed.platform();
+                available.push(platform::format(&have));
+                if query.matches(&have) {
+                    let mut entry = entry;
+                    entry.set_platform(Some(have));
+                    return Ok(Some((entry, entry_bytes)));
+                }
+            } else if media_type::is_index_like(&kind) && depth < MAX_DEPTH {
+                if entry.platform().as_ref().is_some_and(|p| !query.matches(p)) {
+                    continue;
+                }
+                let (child, child_bytes) = get_child(client, repository, entry).await?;
+                if let Some(found) = select(
+                    client,
+                    repository,
+                    layout,
+                    &child,
+                    &child_bytes,
+                    query,
+                    depth + 1,
+                    available,
+                )
+                .await?
+                {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// Streams a blob into `store` through a verifying writer, resuming with `Range` when the
+/// download breaks off. Returns the bytes downloaded, or `None` when the store had it.
+pub(super) async fn fetch_blob(
+    client: &Client,
+    repository: &str,
+    store: &dyn Store,
+    digest: Digest,
+    size: u64,
+    progress: &Progress,
+) -> Result<Option<u64>> {
+    let what = format!("GET blob {digest}");
+    let url = client.url(repository, &format!("blobs/{digest}"))?;
+    let base_req = Request::new(Method::GET, url, repository, what);
+    let store_error = |e: ocikit_store::Error| client.layout_error(&base_req, e.into());
+    let lock = client.download_lock(&digest);
+    let _single_flight = lock.lock().await;
+    if store.stat(&digest).await.map_err(store_error)? == Some(size) {
+        progress.emit(Event::Skipped {
+            operation: Operation::Copy,
+            digest,
+            size,
+        });
+        return Ok(None);
+    }
+    progress.emit(Event::Started {
+        operation: Operation::Copy,
+        digest: digest.clone(),
+        size,
+    });
+    let size_error = |actual: u64| Error::ContentSize {
+        registry: client.registry().to_string(),
+        repository: repository.to_string(),
+        digest: digest.clone(),
+        expected: size,
+        actual,
+    };
+    let mut writer = store
+        .writer_with(digest.algorithm())
+        .await
+        .map_err(store_error)?;
+    let mut done = 0u64;
+    let mut resumes = 0u32;
+    loop {
+        let mut req = Request::new(
+            Method::GET,
+            base_req.url.clone(),
+            repository,
+            base_req.what.clone(),
+        );
+        if done > 0 {
+            req.headers.insert(
+                header::RANGE,
+                HeaderValue::from_str(&format!("bytes={done}-"))
+                    .unwrap_or(HeaderValue::from_static("bytes=0-")),
+            );
+        }
+        let mut response = match client
+            .expect(&req, &[StatusCode::OK, StatusCode::PARTIAL_CONTENT])
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => {
+                writer.abort().await.ok();
+                return Err(e);
+            }
+        };
+        if done > 0 && response.status() == StatusCode::OK {
+            // The registry ignored the range: start over.
+            writer.abort().await.ok();
+            writer = store
+                .writer_with(digest.algorithm())
+                .await
+                .map_err(store_error)?;
+            done = 0;
+        } else if response.status() == StatusCode::PARTIAL_CONTENT
+            && !content_range_starts_at(&response, done)
+        {
+            writer.abort().await.ok();
+            return Err(Error::InvalidResponse {
+                registry: client.registry().to_string(),
+                repository: repository.to_string(),
+                what: req.what.clone(),
+                reason: format!("a partial response that does not start at byte {done}"),
+            });
+        }
+        if response.status() == StatusCode::OK
+            && let Some(length) = response.content_length()
+            && length != size
+        {
+            writer.abort().await.ok();
+            return Err(size_error(length));
+        }
+        let broke = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    done += chunk.len() as u64;
+                    if done > size {
+                        writer.abort().await.ok();
+                        return Err(size_error(done));
+                    }
+                    if let Err(e) = writer.write_all(&chunk).await {
+                        writer.abort().await.ok();
+                        return Err(store_error(ocikit_store::Error::Stream(e)));
+                    }
+                    progress.emit(Event::Progress {
+                        operation: Operation::Copy,
+                        digest: digest.clone(),
+                        bytes: done,
+                    });
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        match broke {
+            None if done == size => break,
+            None => {
+                // The connection ended early, but cleanly: resume as for an error.
+                if resumes >= client.settings().retries {
+                    writer.abort().await.ok();
+                    return Err(size_error(done));
+                }
+            }
+            Some(e) => {
+                if resumes >= client.settings().retries {
+                    writer.abort().await.ok();
+                    return Err(client.request_error(&req, e));
+                }
+            }
+        }
+        resumes += 1;
+        tokio::time::sleep(client.backoff(resumes - 1)).await;
+    }
+    match writer.commit(&digest, size).await {
+        Ok(()) => {}
+        Err(ocikit_store::Error::DigestMismatch { expected, actual }) => {
+            return Err(Error::ContentMismatch {
+                registry: client.registry().to_string(),
+                repository: repository.to_string(),
+                expected: Box::new(expected),
+                actual: Box::new(actual),
+            });
+        }
+        Err(ocikit_store::Error::SizeMismatch { actual, .. }) => return Err(size_error(actual)),
+        Err(e) => return Err(store_error(e)),
+    }
+    progress.emit(Event::Done {
+        operation: Operation::Copy,
+        digest,
+        bytes: size,
+    });
+    Ok(Some(size))
+}
+
+fn content_range_starts_at(response: &reqwest::Response, start: u64) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        == Some(start)
+}

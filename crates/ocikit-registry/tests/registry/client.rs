@@ -1,0 +1,1210 @@
+//! The client (`ocikit_registry::client`) against ocikit's own server (anonymous, htpasswd
+//! users, a bearer-token front written here) and against small hostile servers: wrong bytes
+//! under the right `Docker-Content-Digest`, redirects to another origin, 503s and a blob
+//! download cut off halfway.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use ocikit_digest::Digest;
+use ocikit_digest::oci_spec::image::Descriptor;
+use ocikit_layout::{Layout, PlatformQuery};
+use ocikit_registry::client::{Client, Credentials, PullOptions, PushOptions};
+use ocikit_registry::{Access, Config, Error, Registry, Users};
+use ocikit_store::{MemoryStore, Store, StoreExt};
+use serde_json::json;
+
+use crate::{Server, data};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+fn registry(config: Config) -> Registry {
+    Registry::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryStore::new()),
+        config,
+    )
+    .unwrap()
+}
+
+fn addr(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_string()
+}
+
+/// A quick client: plain HTTP on loopback, short backoff, small chunks so that the larger
+/// layers go through chunked PATCHes.
+fn client(registry: &str, credentials: Option<Credentials>) -> Client {
+    Client::builder(registry)
+        .plain_http(true)
+        .credentials(credentials)
+        .retries(4, Duration::from_millis(10), Duration::from_millis(200))
+        .chunking(64 << 10, 40 << 10)
+        .build()
+        .unwrap()
+}
+
+async fn empty_layout() -> Layout {
+    Layout::create(MemoryStore::new()).await.unwrap()
+}
+
+/// An image manifest for `arch` with these layers, written by hand.
+async fn image(layout: &Layout, arch: &str, layers: &[Vec<u8>]) -> Descriptor {
+    let mut layer_descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for layer in layers {
+        let d = layout.put_blob(LAYER, layer).await.unwrap();
+        diff_ids.push(d.digest().to_string());
+        layer_descriptors.push(json!({
+            "mediaType": LAYER, "digest": d.digest().to_string(), "size": d.size()
+        }));
+    }
+    let config = json!({
+        "architecture": arch, "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    });
+    let config = layout
+        .put_blob(
+            "application/vnd.oci.image.config.v1+json",
+            &serde_json::to_vec(&config).unwrap(),
+        )
+        .await
+        .unwrap();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config.digest().to_string(), "size": config.size()
+        },
+        "layers": layer_descriptors,
+    });
+    layout
+        .put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A two-platform index: amd64 with three layers (one of 300 KiB, pushed in chunks), arm64
+/// with two (one shared with amd64). Tagged `v1`.
+async fn multi_arch(layout: &Layout) -> Descriptor {
+    let shared = data(20_000, 1);
+    let amd64 = image(
+        layout,
+        "amd64",
+        &[shared.clone(), data(300_000, 2), data(1_000, 3)],
+    )
+    .await;
+    let arm64 = image(layout, "arm64", &[shared, data(150_000, 4)]).await;
+    let entry = |d: &Descriptor, arch: &str| {
+        json!({
+            "mediaType": OCI_MANIFEST, "digest": d.digest().to_string(), "size": d.size(),
+            "platform": {"architecture": arch, "os": "linux"}
+        })
+    };
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [entry(&amd64, "amd64"), entry(&arm64, "arm64")],
+    });
+    let index = layout
+        .put_blob(OCI_INDEX, &serde_json::to_vec(&index).unwrap())
+        .await
+        .unwrap();
+    layout.set_tag("v1", &index).await.unwrap();
+    index
+}
+
+async fn digests(store: &dyn Store) -> Vec<Digest> {
+    let mut all: Vec<Digest> = store.list().map(|d| d.unwrap()).collect().await;
+    all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    all
+}
+
+/// Every blob of `a` is in `b` with the same bytes, and `b` holds nothing else.
+async fn assert_same_blobs(a: &Layout, b: &Layout) {
+    let left = digests(a.store()).await;
+    assert_eq!(left, digests(b.store()).await);
+    for digest in left {
+        assert_eq!(
+            a.store().get_bytes(&digest, 1 << 30).await.unwrap(),
+            b.store().get_bytes(&digest, 1 << 30).await.unwrap(),
+            "{digest}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn push_then_pull_a_multi_arch_index_byte_for_byte() {
+    let server = Server::start(registry(Config::default())).await;
+    let source = empty_layout().await;
+    let index = multi_arch(&source).await;
+    let client = client(&addr(&server), None);
+    let pushed = client
+        .push(&source, &index, "team/app", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    // Two configs, four distinct layers (one shared).
+    assert_eq!(pushed.blobs, 6, "{pushed:?}");
+    assert_eq!(pushed.transferred, 6);
+    assert_eq!(pushed.manifests, 3);
+
+    let destination = empty_layout().await;
+    let pulled = client
+        .pull("team/app", "v1", &destination, "copy", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(pulled.transferred, 6);
+    assert_eq!(pulled.manifests, 3);
+    assert_eq!(
+        destination.resolve("copy").await.unwrap().digest(),
+        index.digest()
+    );
+    assert_same_blobs(&source, &destination).await;
+
+    // Again: everything is present on both sides, nothing moves.
+    let again = client
+        .push(&source, &index, "team/app", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    assert_eq!((again.skipped, again.transferred), (6, 0));
+    let again = client
+        .pull("team/app", "v1", &destination, "copy", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_eq!((again.skipped, again.transferred), (6, 0));
+
+    // By digest, and the tags the registry lists.
+    let by_digest = empty_layout().await;
+    client
+        .pull(
+            "team/app",
+            index.digest().as_ref(),
+            &by_digest,
+            "d",
+            &PullOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_same_blobs(&source, &by_digest).await;
+    assert_eq!(
+        client.tags("team/app").await.unwrap(),
+        vec!["v1".to_string()]
+    );
+    assert!(matches!(
+        client
+            .pull("team/app", "nope", &by_digest, "x", &PullOptions::new())
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pull_picks_one_platform_out_of_an_index() {
+    let server = Server::start(registry(Config::default())).await;
+    let source = empty_layout().await;
+    let index = multi_arch(&source).await;
+    let client = client(&addr(&server), None);
+    client
+        .push(&source, &index, "app", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    let destination = empty_layout().await;
+    let arm = ocikit_digest::platform::parse("linux/arm64").unwrap();
+    let report = client
+        .pull(
+            "app",
+            "v1",
+            &destination,
+            "arm",
+            &PullOptions::new().with_platform(Some(PlatformQuery::new(&arm))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.blobs, 3, "config and two layers");
+    assert_eq!(report.manifests, 1);
+    let tagged = destination.resolve("arm").await.unwrap();
+    let resolved = ocikit_layout::resolve(&destination, &tagged, &PlatformQuery::new(&arm))
+        .await
+        .unwrap();
+    assert_eq!(resolved.platform().architecture().to_string(), "arm64");
+    let riscv = ocikit_digest::platform::parse("linux/riscv64").unwrap();
+    let err = client
+        .pull(
+            "app",
+            "v1",
+            &destination,
+            "none",
+            &PullOptions::new().with_platform(Some(PlatformQuery::new(&riscv))),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        Error::PlatformNotFound { available, .. } => {
+            assert_eq!(available, vec!["linux/amd64", "linux/arm64"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
+fn users() -> Users {
+    let mut users = Users::new();
+    let alice = bcrypt::hash("alice-pw", 4).unwrap();
+    users
+        .add_htpasswd(&format!("alice:{alice}\n"), Access::ReadWrite, "rw")
+        .unwrap();
+    users
+}
+
+#[tokio::test]
+async fn basic_auth_with_htpasswd_users() {
+    let server = Server::start(registry(Config::default().users(Some(users())))).await;
+    let source = empty_layout().await;
+    let manifest = image(&source, "amd64", &[data(5_000, 9)]).await;
+
+    let anonymous = client(&addr(&server), None);
+    let err = anonymous
+        .push(
+            &source,
+            &manifest,
+            "private",
+            Some("v1"),
+            &PushOptions::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
+    let wrong = client(&addr(&server), Credentials::parse("alice:nope"));
+    let err = wrong
+        .push(
+            &source,
+            &manifest,
+            "private",
+            Some("v1"),
+            &PushOptions::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    assert!(err.to_string().contains(&addr(&server)), "{err}");
+    assert!(err.to_string().contains("private"), "{err}");
+
+    let alice = client(&addr(&server), Credentials::parse("alice:alice-pw"));
+    alice
+        .push(
+            &source,
+            &manifest,
+            "private",
+            Some("v1"),
+            &PushOptions::new(),
+        )
+        .await
+        .unwrap();
+    let destination = empty_layout().await;
+    alice
+        .pull("private", "v1", &destination, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_same_blobs(&source, &destination).await;
+    server.stop().await;
+}
+
+/// The token endpoint and the registry guard of the bearer test.
+#[derive(Default)]
+struct Tokens {
+    port: Mutex<u16>,
+    /// Token -> the scopes it grants.
+    issued: Mutex<HashMap<String, Vec<String>>>,
+    /// Token requests served.
+    requests: AtomicUsize,
+    /// Requests that reached the registry with a Basic header (must be none).
+    basic_seen: AtomicUsize,
+    /// Token requests still to answer with 503.
+    failures: AtomicUsize,
+}
+
+/// `GET /token?service=..&scope=..`: alice's credentials get any scope asked for.
+async fn token_endpoint(state: Arc<Tokens>, req: Request) -> Response {
+    if state
+        .failures
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:alice-pw")
+    );
+    if req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(&expected)
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let query = req.uri().query().unwrap_or("");
+    let mut scopes = Vec::new();
+    let mut service = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "scope" => scopes.push(v.to_string()),
+            "service" => service = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    assert_eq!(service.as_deref(), Some("ocikit-test"));
+    let token = format!("t{}", uuid::Uuid::new_v4().simple());
+    state.issued.lock().unwrap().insert(token.clone(), scopes);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"token": token, "expires_in": 300}).to_string(),
+        ))
+        .unwrap()
+}
+
+/// The repository a `/v2/...` path names.
+fn repository_of(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v2/")?;
+    ["/blobs/", "/manifests/", "/tags/"]
+        .iter()
+        .filter_map(|marker| rest.rfind(marker).map(|i| rest[..i].to_string()))
+        .max_by_key(String::len)
+}
+
+/// Lets a request through only with a bearer token granting its scope; otherwise a 401
+/// challenge naming the token endpoint.
+async fn bearer_guard(State(state): State<Arc<Tokens>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(repository) = repository_of(&path) else {
+        return next.run(req).await;
+    };
+    let action = if req.method() == "GET" || req.method() == "HEAD" {
+        "pull"
+    } else {
+        "pull,push"
+    };
+    let needed = format!("repository:{repository}:{action}");
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if presented
+        .as_deref()
+        .is_some_and(|p| p.starts_with("Basic "))
+    {
+        state.basic_seen.fetch_add(1, Ordering::SeqCst);
+    }
+    let granted = presented
+        .as_deref()
+        .and_then(|p| p.strip_prefix("Bearer "))
+        .and_then(|t| state.issued.lock().unwrap().get(t).cloned())
+        .is_some_and(|scopes| {
+            scopes.iter().any(|s| {
+                s == &needed
+                    || (action == "pull" && s == &format!("repository:{repository}:pull,push"))
+            })
+        });
+    if granted {
+        return next.run(req).await;
+    }
+    let port = *state.port.lock().unwrap();
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header(
+            header::WWW_AUTHENTICATE,
+            format!(
+                r#"Bearer realm="http://127.0.0.1:{port}/token",service="ocikit-test",scope="{needed}""#
+            ),
+        )
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// Serves `app` on an ephemeral loopback port; returns `host:port`.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.ok();
+    });
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_fetched_per_scope_and_reused() {
+    let state = Arc::new(Tokens::default());
+    let registry = registry(Config::default());
+    let app = registry
+        .router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            bearer_guard,
+        ))
+        .route(
+            "/token",
+            axum::routing::get({
+                let state = state.clone();
+                move |req: Request| token_endpoint(state.clone(), req)
+            }),
+        );
+    let addr = serve(app).await;
+    *state.port.lock().unwrap() = addr.rsplit(':').next().unwrap().parse().unwrap();
+
+    let source = empty_layout().await;
+    let index = multi_arch(&source).await;
+
+    let anonymous = client(&addr, None);
+    let err = anonymous
+        .push(&source, &index, "team/app", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+
+    let alice = client(&addr, Credentials::parse("alice:alice-pw"));
+    alice
+        .push(&source, &index, "team/app", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    // Two scopes (pull for the HEADs, pull,push for uploads), one token each, reused for
+    // every one of the dozens of requests the push made.
+    let after_push = state.requests.load(Ordering::SeqCst);
+    assert!(after_push <= 1 + 2, "{after_push} token requests");
+    let destination = empty_layout().await;
+    alice
+        .pull("team/app", "v1", &destination, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        state.requests.load(Ordering::SeqCst),
+        after_push,
+        "pull token reused"
+    );
+    assert_same_blobs(&source, &destination).await;
+    // A new client (no cache) needs one token for a pull of another repository's scope.
+    let fresh = client(&addr, Credentials::parse("alice:alice-pw"));
+    fresh.tags("team/app").await.unwrap();
+    assert_eq!(state.requests.load(Ordering::SeqCst), after_push + 1);
+    assert_eq!(
+        state.basic_seen.load(Ordering::SeqCst),
+        0,
+        "basic credentials only go to the realm"
+    );
+    // A token endpoint answering 503 twice is retried.
+    state.failures.store(2, Ordering::SeqCst);
+    let retried = client(&addr, Credentials::parse("alice:alice-pw"));
+    retried.tags("team/app").await.unwrap();
+    assert_eq!(state.failures.load(Ordering::SeqCst), 0);
+}
+
+/// A fake registry serving fixed responses per path.
+type Routes = Arc<HashMap<String, (HeaderMap, Bytes)>>;
+
+async fn fixed(routes: Routes, req: Request) -> Response {
+    match routes.get(req.uri().path()) {
+        Some((headers, body)) => {
+            let mut response = Response::new(Body::from(body.clone()));
+            *response.headers_mut() = headers.clone();
+            response
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in pairs {
+        map.insert(
+            header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    map
+}
+
+fn manifest_json(layer: &[u8], config: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": Digest::sha256(config).to_string(), "size": config.len()},
+        "layers": [{"mediaType": LAYER, "digest": Digest::sha256(layer).to_string(), "size": layer.len()}],
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn wrong_bytes_under_the_right_digest_are_refused_and_nothing_is_stored() {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let good_layer = data(10_000, 7);
+    let good = manifest_json(&good_layer, config);
+    let other = manifest_json(&data(10_000, 8), config);
+    let good_digest = Digest::sha256(&good);
+    let mut evil_layer = good_layer.clone();
+    evil_layer[5_000] ^= 1;
+    let layer_digest = Digest::sha256(&good_layer);
+    let mut routes = HashMap::new();
+    let manifest_headers = |digest: &Digest| {
+        headers(&[
+            ("content-type", OCI_MANIFEST),
+            ("docker-content-digest", digest.as_str()),
+        ])
+    };
+    // The tag and the digest both answer with another manifest's bytes, claiming the digest.
+    routes.insert(
+        "/v2/evil/manifests/v1".to_string(),
+        (manifest_headers(&good_digest), Bytes::from(other.clone())),
+    );
+    routes.insert(
+        format!("/v2/evil/manifests/{good_digest}"),
+        (manifest_headers(&good_digest), Bytes::from(other)),
+    );
+    // A good manifest whose layer comes back with one bit flipped.
+    routes.insert(
+        "/v2/evil/manifests/v2".to_string(),
+        (manifest_headers(&good_digest), Bytes::from(good.clone())),
+    );
+    routes.insert(
+        format!("/v2/evil/blobs/{}", Digest::sha256(config)),
+        (headers(&[]), Bytes::from_static(config)),
+    );
+    routes.insert(
+        format!("/v2/evil/blobs/{layer_digest}"),
+        (
+            headers(&[("docker-content-digest", layer_digest.as_str())]),
+            Bytes::from(evil_layer),
+        ),
+    );
+    let routes: Routes = Arc::new(routes);
+    let app = axum::Router::new().fallback({
+        let routes = routes.clone();
+        move |req: Request| fixed(routes.clone(), req)
+    });
+    let addr = serve(app).await;
+    let client = client(&addr, None);
+    let layout = empty_layout().await;
+    for reference in ["v1", good_digest.as_str()] {
+        let err = client
+            .pull("evil", reference, &layout, "x", &PullOptions::new())
+            .await
+            .unwrap_err();
+        match err {
+            Error::ContentMismatch { expected, .. } => assert_eq!(*expected, good_digest),
+            other => panic!("{reference}: {other:?}"),
+        }
+    }
+    let err = client
+        .pull("evil", "v2", &layout, "x", &PullOptions::new())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::ContentMismatch { expected, .. } => assert_eq!(**expected, layer_digest),
+        other => panic!("{other:?}"),
+    }
+    assert!(!layout.store().exists(&layer_digest).await.unwrap());
+    assert!(
+        !layout.store().exists(&good_digest).await.unwrap(),
+        "no manifest without its blobs"
+    );
+    assert!(layout.tags().await.unwrap().is_empty());
+}
+
+/// Counts and answers: a registry behind basic auth whose blobs redirect to a second
+/// server (another origin), which records the `Authorization` headers it receives.
+#[derive(Default)]
+struct Flaky {
+    manifest_gets: AtomicUsize,
+    blob_gets: AtomicUsize,
+    ranges: Mutex<Vec<String>>,
+    cdn_authorization: Mutex<Vec<Option<String>>>,
+}
+
+#[tokio::test]
+async fn retries_resumes_and_keeps_credentials_off_redirects() {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let layer = data(200_000, 11);
+    let manifest = manifest_json(&layer, &config);
+    let state = Arc::new(Flaky::default());
+
+    // The "CDN": serves the layer; the first GET is cut off halfway.
+    let cdn = axum::Router::new().fallback({
+        let state = state.clone();
+        let layer = Bytes::from(layer.clone());
+        move |req: Request| {
+            let state = state.clone();
+            let layer = layer.clone();
+            async move {
+                let auth = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.to_str().unwrap().to_string());
+                state.cdn_authorization.lock().unwrap().push(auth);
+                let n = state.blob_gets.fetch_add(1, Ordering::SeqCst);
+                if let Some(range) = req.headers().get(header::RANGE) {
+                    let range = range.to_str().unwrap().to_string();
+                    state.ranges.lock().unwrap().push(range.clone());
+                    let start: usize = range
+                        .trim_start_matches("bytes=")
+                        .trim_end_matches('-')
+                        .parse()
+                        .unwrap();
+                    return Response::builder()
+                        .status(StatusCode::PARTIAL_CONTENT)
+                        .header(
+                            header::CONTENT_RANGE,
+                            format!("bytes {start}-{}/{}", layer.len() - 1, layer.len()),
+                        )
+                        .body(Body::from(layer.slice(start..)))
+                        .unwrap();
+                }
+                if n == 0 {
+                    let half = layer.slice(..layer.len() / 2);
+                    // Half the bytes go out; then the connection drops.
+                    let cut = futures::stream::once(async move { Ok::<_, std::io::Error>(half) })
+                        .chain(futures::stream::once(async {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            Err(std::io::Error::other("cut"))
+                        }));
+                    return Response::builder()
+                        .header(header::CONTENT_LENGTH, layer.len())
+                        .body(Body::from_stream(cut))
+                        .unwrap();
+                }
+                Response::new(Body::from(layer))
+            }
+        }
+    });
+    let cdn_addr = serve(cdn).await;
+
+    let expected_auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:alice-pw")
+    );
+    let registry_app = axum::Router::new().fallback({
+        let state = state.clone();
+        let manifest = Bytes::from(manifest.clone());
+        let config = Bytes::from(config.clone());
+        let layer_digest = Digest::sha256(&layer);
+        move |req: Request| {
+            let state = state.clone();
+            let manifest = manifest.clone();
+            let config = config.clone();
+            let expected_auth = expected_auth.clone();
+            let cdn_addr = cdn_addr.clone();
+            let layer_digest = layer_digest.clone();
+            async move {
+                if req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    != Some(expected_auth.as_str())
+                {
+                    return Response::builder()
+                        .status(StatusCode::UNAUTHORIZED)
+                        .header(header::WWW_AUTHENTICATE, r#"Basic realm="flaky""#)
+                        .body(Body::empty())
+                        .unwrap();
+                }
+                let path = req.uri().path();
+                if path == "/v2/flaky/manifests/v1" {
+                    // Two 503s before the manifest.
+                    if state.manifest_gets.fetch_add(1, Ordering::SeqCst) < 2 {
+                        return Response::builder()
+                            .status(StatusCode::SERVICE_UNAVAILABLE)
+                            .header(header::RETRY_AFTER, "0")
+                            .body(Body::empty())
+                            .unwrap();
+                    }
+                    return Response::builder()
+                        .header(header::CONTENT_TYPE, OCI_MANIFEST)
+                        .body(Body::from(manifest))
+                        .unwrap();
+                }
+                if path == format!("/v2/flaky/blobs/{}", Digest::sha256(&config)) {
+                    return Response::new(Body::from(config));
+                }
+                if path == format!("/v2/flaky/blobs/{layer_digest}") {
+                    return Response::builder()
+                        .status(StatusCode::TEMPORARY_REDIRECT)
+                        .header(
+                            header::LOCATION,
+                            format!("http://{cdn_addr}/cdn/{layer_digest}"),
+                        )
+                        .body(Body::empty())
+                        .unwrap();
+                }
+                StatusCode::NOT_FOUND.into_response()
+            }
+        }
+    });
+    let addr = serve(registry_app).await;
+    let client = client(&addr, Credentials::parse("alice:alice-pw"));
+    let layout = empty_layout().await;
+    let report = client
+        .pull("flaky", "v1", &layout, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(report.transferred, 2);
+    assert_eq!(
+        state.manifest_gets.load(Ordering::SeqCst),
+        3,
+        "two 503s, then the manifest"
+    );
+    assert_eq!(
+        layout
+            .store()
+            .get_bytes(&Digest::sha256(&layer), 1 << 20)
+            .await
+            .unwrap()
+            .unwrap(),
+        Bytes::from(layer.clone())
+    );
+    assert_eq!(
+        *state.ranges.lock().unwrap(),
+        vec![format!("bytes={}-", layer.len() / 2)],
+        "the cut download resumed where it stopped"
+    );
+    let seen = state.cdn_authorization.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(Option::is_none),
+        "credentials leaked: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn pushes_mount_blobs_from_another_repository() {
+    let server = Server::start(registry(Config::default())).await;
+    let source = empty_layout().await;
+    let index = multi_arch(&source).await;
+    let client = client(&addr(&server), None);
+    client
+        .push(&source, &index, "base", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    let report = client
+        .push(
+            &source,
+            &index,
+            "derived",
+            Some("v1"),
+            &PushOptions::new().with_mount_from(Some("base".into())),
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.mounted, report.transferred), (6, 0), "{report:?}");
+    let destination = empty_layout().await;
+    client
+        .pull("derived", "v1", &destination, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_same_blobs(&source, &destination).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn https_with_a_trusted_root_and_refused_without_it() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    let tls = ocikit_registry::TlsConfig::from_pem_files(
+        &dir.path().join("cert.pem"),
+        &dir.path().join("key.pem"),
+    )
+    .unwrap();
+    let registry = registry(Config::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let serving = registry.clone();
+    tokio::spawn(async move {
+        serving
+            .serve_tls(listener, &tls, std::future::pending())
+            .await
+            .ok();
+    });
+    let source = empty_layout().await;
+    let manifest = image(&source, "amd64", &[data(3_000, 5)]).await;
+    let untrusted = Client::builder(&addr)
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let err = untrusted
+        .push(&source, &manifest, "tls", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Request { .. }), "{err:?}");
+    let trusted = Client::builder(&addr)
+        .add_root_certificate(cert.der().clone())
+        .build()
+        .unwrap();
+    trusted
+        .push(&source, &manifest, "tls", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    let destination = empty_layout().await;
+    trusted
+        .pull("tls", "v1", &destination, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_same_blobs(&source, &destination).await;
+}
+
+/// Debian's `docker-registry` (distribution 2.8.2) on a free loopback port, with
+/// filesystem storage in a temp dir; `None` without the binary (a failure under CI=true).
+struct Distribution {
+    child: tokio::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Distribution {
+    async fn start() -> Option<Distribution> {
+        let binary = std::path::Path::new("/usr/bin/docker-registry");
+        if !binary.is_file() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "docker-registry is required under CI=true"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let probe = crate::http_client();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = probe.get(format!("http://{addr}/v2/")).send().await
+                && r.status() == StatusCode::OK
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(Distribution {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+#[tokio::test]
+async fn distribution_round_trips_a_multi_arch_index_with_chunked_blobs() {
+    let Some(mut distribution) = Distribution::start().await else {
+        return;
+    };
+    let source = empty_layout().await;
+    let index = multi_arch(&source).await;
+    // 64 KiB monolithic limit, 40 KiB chunks: the 150 and 300 KB layers go in PATCHes.
+    let client = client(&distribution.addr, None);
+    let pushed = client
+        .push(&source, &index, "team/app", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    assert_eq!((pushed.transferred, pushed.manifests), (6, 3));
+    let mounted = client
+        .push(
+            &source,
+            &index,
+            "team/other",
+            Some("v1"),
+            &PushOptions::new().with_mount_from(Some("team/app".into())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(mounted.mounted, 6, "{mounted:?}");
+    for repository in ["team/app", "team/other"] {
+        let destination = empty_layout().await;
+        client
+            .pull(repository, "v1", &destination, "v1", &PullOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            destination.resolve("v1").await.unwrap().digest(),
+            index.digest()
+        );
+        assert_same_blobs(&source, &destination).await;
+    }
+    assert_eq!(
+        client.tags("team/app").await.unwrap(),
+        vec!["v1".to_string()]
+    );
+    distribution.child.kill().await.ok();
+}
+
+/// An artifact manifest (empty config, one blob) whose subject is `subject`.
+async fn artifact(
+    layout: &Layout,
+    subject: &Descriptor,
+    artifact_type: &str,
+    payload: &[u8],
+) -> Descriptor {
+    let config = layout
+        .put_blob("application/vnd.oci.empty.v1+json", b"{}")
+        .await
+        .unwrap();
+    let blob = layout.put_blob(artifact_type, payload).await.unwrap();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": config.digest().to_string(), "size": 2},
+        "layers": [{"mediaType": artifact_type, "digest": blob.digest().to_string(), "size": blob.size()}],
+        "subject": {"mediaType": subject.media_type().to_string(),
+                    "digest": subject.digest().to_string(), "size": subject.size()},
+        "annotations": {"org.example.note": payload.len().to_string()},
+    });
+    layout
+        .put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Pushes an image and two artifacts about it (one twice), then lists its referrers.
+async fn push_referrers(client: &Client) -> (Digest, Vec<Descriptor>) {
+    let source = empty_layout().await;
+    let subject = image(&source, "amd64", &[data(2_000, 21)]).await;
+    client
+        .push(&source, &subject, "signed", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    let sbom = artifact(
+        &source,
+        &subject,
+        "application/vnd.example.sbom+json",
+        b"sbom",
+    )
+    .await;
+    let sig = artifact(
+        &source,
+        &subject,
+        "application/vnd.example.sig",
+        b"signature",
+    )
+    .await;
+    for a in [&sbom, &sig, &sbom] {
+        client
+            .push(&source, a, "signed", None, &PushOptions::new())
+            .await
+            .unwrap();
+    }
+    let digest: Digest = subject.digest().to_string().parse().unwrap();
+    let all = client.referrers("signed", &digest, None).await.unwrap();
+    let sboms = client
+        .referrers("signed", &digest, Some("application/vnd.example.sbom+json"))
+        .await
+        .unwrap();
+    assert_eq!(sboms.len(), 1);
+    assert_eq!(sboms[0].digest(), sbom.digest());
+    assert_eq!(
+        sboms[0].annotations().as_ref().unwrap()["org.example.note"],
+        "4"
+    );
+    // The artifact pulls back by digest.
+    let destination = empty_layout().await;
+    client
+        .pull(
+            "signed",
+            sig.digest().as_ref(),
+            &destination,
+            "sig",
+            &PullOptions::new(),
+        )
+        .await
+        .unwrap();
+    (digest, all)
+}
+
+#[tokio::test]
+async fn referrers_through_the_api_on_our_server() {
+    let server = Server::start(registry(Config::default())).await;
+    let client = client(&addr(&server), None);
+    let (subject, all) = push_referrers(&client).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    // The server indexes referrers itself: no fallback tag was written.
+    let tags = client.tags("signed").await.unwrap();
+    assert!(!tags.contains(&ocikit_registry::client::referrers::fallback_tag(&subject)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn referrers_through_the_tag_schema_on_distribution() {
+    let Some(mut distribution) = Distribution::start().await else {
+        return;
+    };
+    let client = client(&distribution.addr, None);
+    let (subject, all) = push_referrers(&client).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    let tags = client.tags("signed").await.unwrap();
+    assert!(
+        tags.contains(&ocikit_registry::client::referrers::fallback_tag(&subject)),
+        "{tags:?}"
+    );
+    // No referrers for something else.
+    assert!(
+        client
+            .referrers("signed", &Digest::sha256(b"other"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    distribution.child.kill().await.ok();
+}
+
+/// Counts PATCHes and upload status queries; the second PATCH reaches the registry but its
+/// answer is replaced by a 503, as if the connection had dropped after the registry took it.
+#[derive(Default)]
+struct LostAnswer {
+    patches: AtomicUsize,
+    status_queries: AtomicUsize,
+}
+
+async fn lose_second_patch_answer(
+    State(state): State<Arc<LostAnswer>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let is_patch = req.method() == "PATCH";
+    if req.method() == "GET" && req.uri().path().contains("/blobs/uploads/") {
+        state.status_queries.fetch_add(1, Ordering::SeqCst);
+    }
+    let response = next.run(req).await;
+    if is_patch && state.patches.fetch_add(1, Ordering::SeqCst) == 1 {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    response
+}
+
+#[tokio::test]
+async fn a_chunked_push_resumes_from_the_sessions_range_after_a_lost_answer() {
+    let state = Arc::new(LostAnswer::default());
+    let registry = registry(Config::default());
+    let app = registry
+        .router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            lose_second_patch_answer,
+        ));
+    let addr = serve(app).await;
+    let source = empty_layout().await;
+    let manifest = image(&source, "amd64", &[data(200_000, 31)]).await;
+    let client = client(&addr, None);
+    let report = client
+        .push(
+            &source,
+            &manifest,
+            "chunks",
+            Some("v1"),
+            &PushOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.transferred, 2);
+    // 200 KB in 40 KiB chunks is 5 PATCHes; the retried second one got 416.
+    assert_eq!(state.patches.load(Ordering::SeqCst), 6);
+    assert_eq!(state.status_queries.load(Ordering::SeqCst), 1);
+    let destination = empty_layout().await;
+    client
+        .pull("chunks", "v1", &destination, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_same_blobs(&source, &destination).await;
+}
+
+async fn count_blob_gets(
+    State(count): State<Arc<AtomicUsize>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method() == "GET" && req.uri().path().contains("/blobs/sha256:") {
+        count.fetch_add(1, Ordering::SeqCst);
+    }
+    next.run(req).await
+}
+
+#[tokio::test]
+async fn concurrent_pulls_through_one_client_fetch_each_blob_once() {
+    let gets = Arc::new(AtomicUsize::new(0));
+    let registry = registry(Config::default());
+    let app = registry
+        .router()
+        .layer(axum::middleware::from_fn_with_state(
+            gets.clone(),
+            count_blob_gets,
+        ));
+    let addr = serve(app).await;
+    let source = empty_layout().await;
+    let index = multi_arch(&source).await;
+    let client = client(&addr, None);
+    client
+        .push(&source, &index, "app", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    let destination = empty_layout().await;
+    let options = PullOptions::new();
+    let (a, b, c) = tokio::join!(
+        client.pull("app", "v1", &destination, "a", &options),
+        client.pull("app", "v1", &destination, "b", &options),
+        client.pull("app", index.digest().as_ref(), &destination, "c", &options),
+    );
+    let transferred = a.unwrap().transferred + b.unwrap().transferred + c.unwrap().transferred;
+    assert_eq!(transferred, 6, "each blob downloaded by one of the pulls");
+    assert_eq!(gets.load(Ordering::SeqCst), 6);
+    assert_same_blobs(&source, &destination).await;
+}

@@ -7,7 +7,7 @@ use crate::{Result, cargo, root};
 
 pub(crate) fn run(args: &[String]) -> Result {
     let which: Vec<&str> = if args.is_empty() {
-        vec!["digest", "store", "codec", "layout", "registry"]
+        vec!["digest", "store", "codec", "layout", "registry", "client"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -18,9 +18,10 @@ pub(crate) fn run(args: &[String]) -> Result {
             "codec" => codec()?,
             "layout" => layout()?,
             "registry" => registry()?,
+            "client" => client()?,
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}` (have: digest, store, codec, layout, registry)"
+                    "unknown benchmark `{other}` (have: digest, store, codec, layout, registry, client)"
                 ));
             }
         }
@@ -369,6 +370,231 @@ fn registry() -> Result {
     );
     println!("{section}");
     write_section("registry", &section)
+}
+
+/// Runs `cmd` and returns its wall time in seconds, failing on a non-zero exit.
+fn timed(cmd: &mut Command) -> Result<f64> {
+    let started = std::time::Instant::now();
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// A child process killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn wait_for_port(port: u16) -> Result {
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(format!("nothing listens on 127.0.0.1:{port}"))
+}
+
+/// Pull and push of a ~500 MiB five-layer image through real registries: ocikit's client
+/// against skopeo, from distribution 2.8 into a layout, and from a layout into ocikit's
+/// server.
+fn client() -> Result {
+    crate::ensure_apt_tools(&[("docker-registry", "docker-registry"), ("skopeo", "skopeo")])?;
+    crate::run(cargo().args(["build", "--release", "-q", "-p", "ocikit-cli"]))?;
+    let ocikit = root().join("target/release/ocikit");
+    let dir = std::path::PathBuf::from(format!(
+        "/dev/shm/ocikit-bench-client-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let result = client_in(&dir, &ocikit);
+    std::fs::remove_dir_all(&dir).ok();
+    result
+}
+
+fn client_in(dir: &std::path::Path, ocikit: &std::path::Path) -> Result {
+    let runs = 3;
+    // Five layers of 100 MiB of xorshift bytes (incompressible, as most layer bytes are),
+    // uncompressed: a pull moves and verifies bytes, it never decompresses.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut layers = Vec::new();
+    for i in 0..5 {
+        let layer = dir.join(format!("layer{i}"));
+        std::fs::create_dir_all(&layer).map_err(|e| e.to_string())?;
+        let mut bytes = Vec::with_capacity(100 << 20);
+        while bytes.len() < 100 << 20 {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            bytes.extend_from_slice(&state.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        }
+        std::fs::write(layer.join("data.bin"), &bytes).map_err(|e| e.to_string())?;
+        layers.push(layer);
+    }
+    let source = dir.join("source");
+    let mut build = Command::new(ocikit);
+    build
+        .args(["-q", "build", "--compression", "none", "--tag"])
+        .arg(format!("oci:{}:v1", source.display()))
+        .args(&layers);
+    timed(&mut build)?;
+    let image_bytes: u64 = std::fs::read_dir(source.join("blobs/sha256"))
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let mb = image_bytes as f64 / 1e6;
+
+    let dist_port = free_port()?;
+    let config = dir.join("distribution.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+             storage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    \
+             rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{dist_port}\n",
+            dir.join("distribution").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let _distribution = Child(
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start docker-registry: {e}"))?,
+    );
+    wait_for_port(dist_port)?;
+    let remote = format!("docker://127.0.0.1:{dist_port}/bench/app:v1");
+    let src = format!("oci:{}:v1", source.display());
+    timed(Command::new(ocikit).args(["-q", "copy", "--dest-tls-verify=false", &src, &remote]))?;
+
+    let mut pull_skopeo = Vec::new();
+    let mut pull_ocikit = Vec::new();
+    let mut push_skopeo = Vec::new();
+    let mut push_ocikit = Vec::new();
+    for round in 0..runs {
+        let dest = dir.join("pulled");
+        let into = format!("oci:{}:v1", dest.display());
+        for first in [round % 2 == 0, round % 2 != 0] {
+            std::fs::remove_dir_all(&dest).ok();
+            if first {
+                let t = timed(Command::new("skopeo").args([
+                    "--insecure-policy",
+                    "copy",
+                    "-q",
+                    "--src-tls-verify=false",
+                    &remote,
+                    &into,
+                ]))?;
+                pull_skopeo.push(mb / t);
+            } else {
+                let t = timed(Command::new(ocikit).args([
+                    "-q",
+                    "copy",
+                    "--src-tls-verify=false",
+                    &remote,
+                    &into,
+                ]))?;
+                pull_ocikit.push(mb / t);
+            }
+        }
+        // Pushes into ocikit's server, each into a server of its own: skopeo remembers which
+        // registries hold which blobs and would mount them instead of sending them again.
+        let push_into = |name: &str, tool: &mut Command| -> Result<f64> {
+            let port = free_port()?;
+            let _server = Child(
+                Command::new(ocikit)
+                    .args(["-q", "serve", "--log", "off", "--addr"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--root")
+                    .arg(dir.join(format!("serve-{name}-{round}")))
+                    .spawn()
+                    .map_err(|e| format!("cannot start ocikit serve: {e}"))?,
+            );
+            wait_for_port(port)?;
+            let t = timed(tool.arg(format!("docker://127.0.0.1:{port}/{name}/app:v1")))?;
+            std::fs::remove_dir_all(dir.join(format!("serve-{name}-{round}"))).ok();
+            Ok(mb / t)
+        };
+        push_skopeo.push(push_into(
+            "skopeo",
+            Command::new("skopeo").args([
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--dest-tls-verify=false",
+                &src,
+            ]),
+        )?);
+        push_ocikit.push(push_into(
+            "ocikit",
+            Command::new(ocikit).args(["-q", "copy", "--dest-tls-verify=false", &src]),
+        )?);
+        eprintln!("client bench: round {round} done");
+    }
+    let line = |name: &str, unit: &str, v: &[f64]| {
+        let mut sorted = v.to_vec();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        Line {
+            name: name.to_owned(),
+            median: median(v.to_vec()),
+            unit: unit.to_owned(),
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+        }
+    };
+    let pull = median(pull_ocikit.clone()) / median(pull_skopeo.clone());
+    let push = median(push_ocikit.clone()) / median(push_skopeo.clone());
+    let lines = vec![
+        line("image-size", "MB", &[mb]),
+        line("pull-from-distribution/skopeo", "MB/s", &pull_skopeo),
+        line("pull-from-distribution/ocikit", "MB/s", &pull_ocikit),
+        line("pull-from-distribution/ocikit-vs-skopeo", "x", &[pull]),
+        line("push-to-ocikit-serve/skopeo", "MB/s", &push_skopeo),
+        line("push-to-ocikit-serve/ocikit", "MB/s", &push_ocikit),
+        line("push-to-ocikit-serve/ocikit-vs-skopeo", "x", &[push]),
+    ];
+    let section = format!(
+        "Machine: {machine}.\n\
+         A five-layer image of {mb:.0} MB (100 MiB of incompressible bytes a layer, uncompressed \
+         tar) in a layout on tmpfs. Pull: from Debian's `docker-registry` 2.8.2 on loopback \
+         (filesystem storage on tmpfs) into a fresh layout on tmpfs, `skopeo copy \
+         docker://… oci:…` against `ocikit copy docker://… oci:…` (release build), alternating \
+         which goes first. Push: the same image from the layout into `ocikit serve`, each push \
+         into a fresh server (skopeo would otherwise mount blobs it remembers instead of sending \
+         them). Whole commands timed, {runs} runs, medians.\n\n\
+         {table}\n\
+         Pull from distribution into a layout: ocikit / skopeo = **{pull:.2}x** (goal ≥ 3x: \
+         {v1}).\n\
+         Push into ocikit's server: ocikit / skopeo = **{push:.2}x** (no goal; reported).\n",
+        machine = machine(),
+        table = table(&lines),
+        v1 = verdict(pull >= 3.0),
+    );
+    println!("{section}");
+    write_section("client", &section)
 }
 
 fn write_section(name: &str, body: &str) -> Result {

@@ -67,6 +67,12 @@ pub use gc::{GcOptions, GcOptionsError, GcReport, RepositoryGc};
 pub use tls::TlsConfig;
 pub use upload::SweepReport;
 
+/// The write queue, in MiB, of the filesystem stores [`Registry::open`] opens (see
+/// `FsStore::with_write_queue`): a chunked upload feeds two writers at once (its scratch
+/// chunk and the live content writer), so this bounds an upload's buffers to about twice
+/// this much even when the writer threads fall behind.
+pub const FS_WRITE_QUEUE_MIB: usize = 8;
+
 /// A registry's limits and switches.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -226,8 +232,12 @@ impl Registry {
     /// store's private directory where no document key or blob path can reach.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Registry> {
         let root = root.into();
-        let store = FsStore::open(&root).await?;
-        let uploads = FsStore::open(root.join(".ocikit").join("registry-uploads")).await?;
+        let store = FsStore::open(&root)
+            .await?
+            .with_write_queue(FS_WRITE_QUEUE_MIB);
+        let uploads = FsStore::open(root.join(".ocikit").join("registry-uploads"))
+            .await?
+            .with_write_queue(FS_WRITE_QUEUE_MIB);
         Registry::new(Arc::new(store), Arc::new(uploads), Config::default())
     }
 

@@ -49,6 +49,8 @@ const READ_CHUNK: usize = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct FsStore {
     paths: Arc<Paths>,
+    /// Chunks (of [`WRITE_CHUNK`]) a blob writer may queue for its writer thread.
+    write_queue: usize,
 }
 
 #[derive(Debug)]
@@ -219,7 +221,17 @@ impl FsStore {
         .await?;
         Ok(FsStore {
             paths: Arc::new(paths),
+            write_queue: WRITE_QUEUE,
         })
+    }
+
+    /// This store with blob writers that queue at most `mib` MiB (at least one) for their
+    /// writer threads, instead of 32: a bound on each writer's memory when the disk or the
+    /// writer thread falls behind, for servers with many writers at once (a registry). A
+    /// smaller queue overlaps less of the hashing with the disk's work on large ingests.
+    pub fn with_write_queue(mut self, mib: usize) -> FsStore {
+        self.write_queue = mib.max(1);
+        self
     }
 
     /// The store's root directory.
@@ -745,7 +757,8 @@ impl Store for FsStore {
 
 /// Bytes handed to the writer thread at a time.
 const WRITE_CHUNK: usize = 1 << 20;
-/// Chunks queued for the writer thread (bounds memory to about this many MiB).
+/// Chunks queued for the writer thread by default (bounds memory to about this many MiB;
+/// see [`FsStore::with_write_queue`]).
 const WRITE_QUEUE: usize = 32;
 /// The writer thread makes everything written so far durable every this many bytes, so the
 /// disk works while the caller hashes the next chunks, instead of all at the end.
@@ -777,7 +790,7 @@ impl FsStaging {
             .as_file()
             .try_clone()
             .map_err(|e| Error::io("dup", temp.path(), e))?;
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(store.write_queue);
         let keep = Arc::new(AtomicBool::new(false));
         let keep_flag = keep.clone();
         let spare = Arc::new(Mutex::new(Vec::new()));

@@ -128,12 +128,15 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
     let (store, uploads, what): (Arc<dyn Store>, Arc<dyn Store>, String) =
         match (&args.root, &args.s3_bucket) {
             (Some(root), _) => {
+                let queue = ocikit::registry::FS_WRITE_QUEUE_MIB;
                 let store = FsStore::open(root)
                     .await
-                    .with_context(|| format!("cannot open a registry at {}", root.display()))?;
+                    .with_context(|| format!("cannot open a registry at {}", root.display()))?
+                    .with_write_queue(queue);
                 let uploads = FsStore::open(root.join(".ocikit").join("registry-uploads"))
                     .await
-                    .with_context(|| format!("cannot open a registry at {}", root.display()))?;
+                    .with_context(|| format!("cannot open a registry at {}", root.display()))?
+                    .with_write_queue(queue);
                 (
                     Arc::new(store),
                     Arc::new(uploads),

@@ -353,3 +353,22 @@ async fn reads_stream_in_order_and_a_blob_truncated_behind_our_back_fails_the_st
         "a short file ended the stream quietly after {got} bytes"
     );
 }
+
+#[tokio::test]
+async fn a_one_chunk_write_queue_still_stores_large_blobs_whole() {
+    use tokio::io::AsyncWriteExt;
+    let (store, _dir) = fresh().await;
+    let store = store.with_write_queue(0); // clamped to one chunk
+    let bytes: Vec<u8> = (0..(9u32 << 20) + 5).map(|i| (i % 253) as u8).collect();
+    let mut writer = store.writer().await.unwrap();
+    for part in bytes.chunks(300_000) {
+        writer.write_all(part).await.unwrap();
+    }
+    let (digest, size) = writer.finish().await.unwrap();
+    assert_eq!(digest, Digest::sha256(&bytes));
+    assert_eq!(size, bytes.len() as u64);
+    assert_eq!(
+        store.get_bytes(&digest, 16 << 20).await.unwrap().unwrap(),
+        bytes
+    );
+}

@@ -143,11 +143,15 @@ enum Command {
         after_help = "Example:\n  ocikit referrers oci:./images:v1 --artifact-type application/vnd.example.sbom+json"
     )]
     Referrers {
-        /// The subject image: oci:PATH:TAG or oci:PATH@DIGEST.
+        /// The subject image: oci:PATH:TAG, oci:PATH@DIGEST, or
+        /// docker://HOST[:PORT]/NAME[:TAG|@DIGEST] (the referrers API, or the referrers tag
+        /// schema where the registry has no API).
         image: String,
         /// Only referrers of this artifact type.
         #[arg(long)]
         artifact_type: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// List what changed in a root filesystem since it was unpacked from an image.
     #[command(after_help = "Example:\n  ocikit diff oci:./images:v1 ./rootfs")]

@@ -192,13 +192,43 @@ pub(crate) async fn attach(args: AttachArgs, out: &Output) -> Result<()> {
 pub(crate) async fn referrers(
     location: &Location,
     artifact_type: Option<&str>,
+    transfer: &super::copy::TransferArgs,
     out: &Output,
 ) -> Result<()> {
-    let (path, selector) = location.oci("referrers")?;
-    let layout = open_layout(path).await?;
-    let subject = resolve(&layout, selector).await?;
-    let digest: Digest = subject.digest().to_string().parse()?;
-    let found = layout.referrers(&digest, artifact_type).await?;
+    let (digest, found) = match location {
+        // A registry's referrers API, or its referrers tag schema where it has no API.
+        Location::Docker {
+            registry,
+            repository,
+            selector,
+            ..
+        } => {
+            let client = transfer.client(registry, true)?;
+            let digest: Digest = match selector {
+                crate::location::Selector::Digest(digest) => digest.to_string().parse()?,
+                crate::location::Selector::Tag(tag) => {
+                    let (descriptor, _) = client
+                        .get_manifest(repository, tag)
+                        .await
+                        .with_context(|| format!("cannot read {location}"))?;
+                    descriptor.digest().to_string().parse()?
+                }
+            };
+            let found = client
+                .referrers(repository, &digest, artifact_type)
+                .await
+                .with_context(|| format!("cannot list the referrers of {location}"))?;
+            (digest, found)
+        }
+        _ => {
+            let (path, selector) = location.oci("referrers")?;
+            let layout = open_layout(path).await?;
+            let subject = resolve(&layout, selector).await?;
+            let digest: Digest = subject.digest().to_string().parse()?;
+            let found = layout.referrers(&digest, artifact_type).await?;
+            (digest, found)
+        }
+    };
     #[derive(Serialize)]
     struct Referrer {
         digest: String,

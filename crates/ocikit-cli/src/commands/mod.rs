@@ -126,7 +126,16 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Referrers {
             image,
             artifact_type,
-        } => health::referrers(&Location::parse(&image)?, artifact_type.as_deref(), out).await,
+            registry,
+        } => {
+            health::referrers(
+                &Location::parse(&image)?,
+                artifact_type.as_deref(),
+                &registry.transfer(),
+                out,
+            )
+            .await
+        }
         Command::Init { layout: location } => layout::init(&Location::parse(&location)?, out).await,
         Command::Ls { layout: location } => layout::ls(&Location::parse(&location)?, out).await,
         Command::Tag { image, tag } => layout::tag(&Location::parse(&image)?, &tag, out).await,

@@ -551,3 +551,62 @@ fn a_multi_arch_index_goes_through_distribution_whole_or_one_platform() {
     let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &from_archive]);
     assert_eq!(Digest::sha256(&raw).to_string(), index);
 }
+
+#[test]
+fn referrers_of_a_registry_image_come_from_the_api_or_the_tag_schema() {
+    let Some(distribution) = Distribution::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("src");
+    let subject = crate::image::build(&layout, "v1", &[]);
+    let file = dir.path().join("sig.bin");
+    std::fs::write(&file, b"a signature").unwrap();
+    let attached = json(&[
+        "attach",
+        &oci(&layout, ":v1"),
+        "--artifact-type",
+        "application/vnd.example.sig",
+        file.to_str().unwrap(),
+    ]);
+    let artifact = attached["artifact"].as_str().unwrap().to_owned();
+    ok(&["tag", &oci(&layout, &format!("@{artifact}")), "sig"]);
+    // Ours has the referrers API; distribution 2.8 has not, so the client keeps the
+    // referrers tag schema's index there.
+    let ours = crate::registry::Serve::start(&dir.path().join("registry"), &["--log", "warn"]);
+    for addr in [ours.addr.clone(), distribution.addr.clone()] {
+        for tag in ["v1", "sig"] {
+            ok(&[
+                "copy",
+                "--dest-tls-verify=false",
+                &oci(&layout, &format!(":{tag}")),
+                &format!("docker://{addr}/app:{tag}"),
+            ]);
+        }
+        for image in [
+            format!("docker://{addr}/app:v1"),
+            format!("docker://{addr}/app@{subject}"),
+        ] {
+            let listed = json(&["referrers", "--tls-verify=false", &image]);
+            assert_eq!(listed["subject"], subject.as_str(), "{addr}");
+            let referrers = listed["referrers"].as_array().unwrap();
+            assert_eq!(referrers.len(), 1, "{addr}: {listed}");
+            assert_eq!(referrers[0]["digest"], artifact.as_str());
+            assert_eq!(referrers[0]["artifactType"], "application/vnd.example.sig");
+        }
+        let filtered = json(&[
+            "referrers",
+            "--tls-verify=false",
+            "--artifact-type",
+            "application/vnd.example.sbom",
+            &format!("docker://{addr}/app:v1"),
+        ]);
+        assert_eq!(filtered["referrers"].as_array().unwrap().len(), 0, "{addr}");
+        let err = fails(&[
+            "referrers",
+            "--tls-verify=false",
+            &format!("docker://{addr}/app:missing"),
+        ]);
+        assert!(err.contains("app"), "{err}");
+    }
+}

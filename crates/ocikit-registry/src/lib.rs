@@ -231,6 +231,11 @@ impl Registry {
     /// `_registry/`), uploads in an [`FsStore`] at `root/.ocikit/registry-uploads`, inside the
     /// store's private directory where no document key or blob path can reach.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Registry> {
+        Registry::open_with(root, Config::default()).await
+    }
+
+    /// [`Registry::open`] with `config`.
+    pub async fn open_with(root: impl Into<PathBuf>, config: Config) -> Result<Registry> {
         let root = root.into();
         let store = FsStore::open(&root)
             .await?
@@ -238,7 +243,7 @@ impl Registry {
         let uploads = FsStore::open(root.join(".ocikit").join("registry-uploads"))
             .await?
             .with_write_queue(FS_WRITE_QUEUE_MIB);
-        Registry::new(Arc::new(store), Arc::new(uploads), Config::default())
+        Registry::new(Arc::new(store), Arc::new(uploads), config)
     }
 
     /// The content store.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use ocikit::registry::{Access, Config, Registry, TlsConfig, Users};
 use ocikit::store::s3::S3Config;
-use ocikit::store::{FsStore, S3Store, Store};
+use ocikit::store::{S3Store, Store};
 
 use crate::output::Output;
 
@@ -125,54 +125,43 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    let (store, uploads, what): (Arc<dyn Store>, Arc<dyn Store>, String) =
-        match (&args.root, &args.s3_bucket) {
-            (Some(root), _) => {
-                let queue = ocikit::registry::FS_WRITE_QUEUE_MIB;
-                let store = FsStore::open(root)
-                    .await
-                    .with_context(|| format!("cannot open a registry at {}", root.display()))?
-                    .with_write_queue(queue);
-                let uploads = FsStore::open(root.join(".ocikit").join("registry-uploads"))
-                    .await
-                    .with_context(|| format!("cannot open a registry at {}", root.display()))?
-                    .with_write_queue(queue);
-                (
-                    Arc::new(store),
-                    Arc::new(uploads),
-                    root.display().to_string(),
-                )
-            }
-            (None, Some(bucket)) => {
-                let prefix = args.s3_prefix.trim_matches('/');
-                let join = |part: &str| {
-                    if prefix.is_empty() {
-                        part.to_owned()
-                    } else {
-                        format!("{prefix}/{part}")
-                    }
-                };
-                let s3 = |part: &str| -> Result<S3Store> {
-                    let mut config = S3Config::new(bucket).with_prefix(join(part));
-                    if let Some(endpoint) = &args.s3_endpoint {
-                        config = config
-                            .with_endpoint(endpoint)
-                            .with_allow_http(endpoint.starts_with("http://"));
-                    }
-                    if let Some(region) = &args.s3_region {
-                        config = config.with_region(region);
-                    }
-                    S3Store::new(config).with_context(|| format!("cannot use S3 bucket {bucket}"))
-                };
-                (
-                    Arc::new(s3("content")?),
-                    Arc::new(s3("uploads")?),
-                    format!("s3://{bucket}/{}", join("content")),
-                )
-            }
-            (None, None) => anyhow::bail!("serve needs --root DIR or --s3-bucket BUCKET"),
-        };
-    let registry = Registry::new(store, uploads, config).context("cannot start the registry")?;
+    let (registry, what) = match (&args.root, &args.s3_bucket) {
+        (Some(root), _) => (
+            Registry::open_with(root, config)
+                .await
+                .with_context(|| format!("cannot open a registry at {}", root.display()))?,
+            root.display().to_string(),
+        ),
+        (None, Some(bucket)) => {
+            let prefix = args.s3_prefix.trim_matches('/');
+            let join = |part: &str| {
+                if prefix.is_empty() {
+                    part.to_owned()
+                } else {
+                    format!("{prefix}/{part}")
+                }
+            };
+            let s3 = |part: &str| -> Result<S3Store> {
+                let mut config = S3Config::new(bucket).with_prefix(join(part));
+                if let Some(endpoint) = &args.s3_endpoint {
+                    config = config
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"));
+                }
+                if let Some(region) = &args.s3_region {
+                    config = config.with_region(region);
+                }
+                S3Store::new(config).with_context(|| format!("cannot use S3 bucket {bucket}"))
+            };
+            let store: Arc<dyn Store> = Arc::new(s3("content")?);
+            let uploads: Arc<dyn Store> = Arc::new(s3("uploads")?);
+            (
+                Registry::new(store, uploads, config).context("cannot start the registry")?,
+                format!("s3://{bucket}/{}", join("content")),
+            )
+        }
+        (None, None) => anyhow::bail!("serve needs --root DIR or --s3-bucket BUCKET"),
+    };
     let bound = listener.local_addr()?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;

@@ -4,26 +4,40 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ocikit::digest::Digest;
 
 use crate::{fails, json};
 
-/// A running `ocikit serve`.
+/// A running `ocikit serve`, its address, and its stderr after the status line (drained on a
+/// thread, so request logs never fill the pipe and stall the server).
 pub(crate) struct Serve {
     child: Child,
     pub(crate) addr: String,
-    _stderr: BufReader<ChildStderr>,
+    logs: Arc<Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Serve {
+    /// `ocikit serve --root ROOT` with `extra` options.
     pub(crate) fn start(root: &Path, extra: &[&str]) -> Serve {
+        let mut args = vec!["--root", root.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Serve::start_args(&args)
+    }
+
+    /// `ocikit serve` on a free loopback port with `args` (S3 credentials for moto in the
+    /// environment).
+    pub(crate) fn start_args(args: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ocikit"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--root"])
-            .arg(root)
-            .args(extra)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -32,13 +46,23 @@ impl Serve {
         stderr.read_line(&mut line).unwrap();
         let addr = line
             .trim()
-            .rsplit_once("http://")
+            .rsplit_once("://")
             .map(|(_, a)| a.to_string())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let logs = Arc::new(Mutex::new(String::new()));
+        let sink = logs.clone();
+        let drain = std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
         Serve {
             child,
             addr,
-            _stderr: stderr,
+            logs,
+            drain: Some(drain),
         }
     }
 
@@ -74,12 +98,18 @@ impl Serve {
         read_reply(&mut stream)
     }
 
-    pub(crate) fn stop(mut self) {
+    /// SIGTERM; how the process exited, and its whole stderr after the status line.
+    pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String) {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
-        self.child.wait().unwrap();
+        let exit = self.child.wait().unwrap();
+        if let Some(drain) = self.drain.take() {
+            drain.join().unwrap();
+        }
+        let logs = self.logs.lock().unwrap().clone();
+        (exit, logs)
     }
 }
 

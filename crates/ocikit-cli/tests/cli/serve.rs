@@ -1,12 +1,13 @@
 //! `serve`: the registry answers on the address it prints, stops gracefully on SIGTERM, and
 //! refuses an address it cannot listen on.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::fails;
+use crate::registry::Serve;
 
 /// One plain HTTP/1.1 request; the status code.
 fn status(addr: &str, path: &str) -> u16 {
@@ -27,34 +28,13 @@ fn status(addr: &str, path: &str) -> u16 {
 #[test]
 fn serves_the_distribution_api_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("registry");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ocikit"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--root"])
-        .arg(&root)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .rsplit_once("http://")
-        .map(|(_, a)| a.to_string())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let server = Serve::start(&dir.path().join("registry"), &[]);
+    let addr = server.addr.clone();
     assert_eq!(status(&addr, "/v2/"), 200);
     assert_eq!(status(&addr, "/v2/library/app/manifests/v1"), 404);
     assert_eq!(status(&addr, "/v2/UPPER/manifests/v1"), 400);
-
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let exit = child.wait().unwrap();
+    let (exit, rest) = server.stop();
     assert!(exit.success(), "serve did not stop cleanly: {exit}");
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("stopped"), "{rest}");
 }
 
@@ -67,79 +47,6 @@ fn an_address_in_use_is_refused() {
     let err = fails(&["serve", "--addr", &addr, "--root", root.to_str().unwrap()]);
     assert!(err.contains("cannot listen"), "{err}");
     assert!(!root.exists(), "a refused serve created its root");
-}
-
-/// A running `ocikit serve`, its address, and its stderr after the status line (drained on a
-/// thread so logs never fill the pipe). Stopped with SIGTERM on drop.
-struct Serving {
-    child: std::process::Child,
-    addr: String,
-    logs: std::sync::Arc<std::sync::Mutex<String>>,
-    drain: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Serving {
-    fn start(args: &[&str]) -> Serving {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ocikit"))
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .rsplit_once("://")
-            .map(|(_, a)| a.to_string())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = logs.clone();
-        let drain = std::thread::spawn(move || {
-            let mut line = String::new();
-            while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
-                sink.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        Serving {
-            child,
-            addr,
-            logs,
-            drain: Some(drain),
-        }
-    }
-
-    /// Stops the server with SIGTERM; its whole stderr after the status line.
-    fn stop(mut self) -> String {
-        self.terminate();
-        self.logs.lock().unwrap().clone()
-    }
-
-    fn terminate(&mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .ok();
-        let exit = self.child.wait().unwrap();
-        if let Some(drain) = self.drain.take() {
-            drain.join().unwrap();
-        }
-        assert!(exit.success(), "serve did not stop cleanly: {exit}");
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        if self.drain.is_some() {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
-    }
 }
 
 fn skopeo(args: &[&str]) -> std::process::Output {
@@ -196,7 +103,7 @@ fn skopeo_pushes_over_https_with_credentials_and_pull_only_users_cannot() {
     let layout = d.join("images");
     let digest = crate::image::build(&layout, "hello", &[]);
     let root = d.join("registry");
-    let server = Serving::start(&[
+    let server = Serve::start_args(&[
         "--root",
         root.to_str().unwrap(),
         "--tls-cert",
@@ -265,7 +172,8 @@ fn skopeo_pushes_over_https_with_credentials_and_pull_only_users_cannot() {
         let out = skopeo(&args);
         assert!(!out.status.success(), "{what} succeeded");
     }
-    let logs = server.stop();
+    let (exit, logs) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
     // One JSON log line per request, with method, path and status.
     let requests: Vec<serde_json::Value> = logs
         .lines()
@@ -355,7 +263,7 @@ fn serves_from_an_s3_bucket_across_restarts() {
         "--read-only",
     ];
     // Pushes need a writable server; the read-only one after it serves what was pushed.
-    let server = Serving::start(&args[..6]);
+    let server = Serve::start_args(&args[..6]);
     let dest = format!("docker://{}/app:v1", server.addr);
     skopeo_ok(&[
         "copy",
@@ -363,8 +271,9 @@ fn serves_from_an_s3_bucket_across_restarts() {
         &format!("oci:{}:hello", layout.display()),
         &dest,
     ]);
-    server.stop();
-    let server = Serving::start(&args);
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+    let server = Serve::start_args(&args);
     let dest = format!("docker://{}/app:v1", server.addr);
     let raw = skopeo_ok(&["inspect", "--raw", "--tls-verify=false", &dest]);
     assert_eq!(
@@ -386,7 +295,8 @@ fn serves_from_an_s3_bucket_across_restarts() {
         &copy,
     ]);
     assert!(!refused.status.success(), "a read-only server took a push");
-    server.stop();
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
     // Nothing of it is on the local disk: the content is in the bucket under the prefix.
     let (status, listing) = moto.request(
         "GET",

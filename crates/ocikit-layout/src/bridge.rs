@@ -89,37 +89,69 @@ where
     T: Send + 'static,
     F: FnOnce(&mut ChannelWriter) -> Result<(T, Digest, u64)> + Send + 'static,
 {
-    let mut writer = store.writer().await?;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    let (mut out, pump) = blob_sink(store).await?;
     let producer = tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter::new(tx);
         let produced = produce(&mut out)?;
         out.flush()
             .map_err(|e| Error::Codec(ocikit_codec::compression::error_from_io(e)))?;
         Ok::<_, Error>(produced)
     });
-    let mut write_error = None;
-    while let Some(chunk) = rx.recv().await {
-        if let Err(e) = writer.write_all(&chunk).await {
-            write_error = Some(StoreError::Stream(e));
-            break;
+    let (pumped, produced) = futures::join!(pump, producer);
+    match produced.map_err(join_error) {
+        Ok(Ok((value, digest, size))) => {
+            pumped?.commit(&digest, size).await?;
+            Ok(value)
         }
+        produced => finish_failed(pumped, produced.and_then(|p| p).map(|_| ())).await,
     }
-    // Stop the producer (its next send fails) if the store side gave up.
-    drop(rx);
-    let produced = producer.await.map_err(join_error);
-    match (write_error, produced) {
-        (Some(e), _) => {
-            abort(writer).await;
-            Err(Error::Store(e))
+}
+
+/// A [`ChannelWriter`] for a blocking producer, and the future that hands what it writes
+/// to a new blob of `store` (run it on the async side while the producer writes). The
+/// future ends once the writer is dropped, returning the blob's writer uncommitted: the
+/// caller commits it under the digest the producer computed, or aborts it. If the store
+/// fails, the future returns its error and the producer's next write fails with
+/// [`io::ErrorKind::BrokenPipe`].
+pub(crate) async fn blob_sink(
+    store: &dyn Store,
+) -> Result<(
+    ChannelWriter,
+    impl Future<Output = Result<BlobWriter>> + Send + use<>,
+)> {
+    let mut writer = store.writer().await?;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    let pump = async move {
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = writer.write_all(&chunk).await {
+                // Dropping `rx` stops the producer at its next chunk.
+                drop(rx);
+                abort(writer).await;
+                return Err(Error::Store(StoreError::Stream(e)));
+            }
         }
-        (None, Err(e)) | (None, Ok(Err(e))) => {
+        Ok(writer)
+    };
+    Ok((ChannelWriter::new(tx), pump))
+}
+
+/// The error for a blob whose producer or store failed: the store's error if it failed (the
+/// producer's is then a consequence: "broken pipe"), else the producer's. Discards the
+/// staged bytes.
+pub(crate) async fn finish_failed<T>(
+    pumped: Result<BlobWriter>,
+    produced: Result<()>,
+) -> Result<T> {
+    match (pumped, produced) {
+        (Err(e), _) => Err(e),
+        (Ok(writer), Err(e)) => {
             abort(writer).await;
             Err(e)
         }
-        (None, Ok(Ok((value, digest, size)))) => {
-            writer.commit(&digest, size).await?;
-            Ok(value)
+        (Ok(writer), Ok(())) => {
+            abort(writer).await;
+            Err(Error::Store(StoreError::Stream(io::Error::other(
+                "the blob's producer stopped without a result",
+            ))))
         }
     }
 }

@@ -1,5 +1,5 @@
 //! OCI image layouts on any ocikit store: the index and its tags, manifests, images,
-//! artifacts and referrers, fsck, garbage collection, copy and archives.
+//! artifacts and referrers, fsck, garbage collection, copy, recompression and archives.
 //!
 //! A [`Layout`] sits on any [`ocikit_store::Store`]: a directory ([`ocikit_store::FsStore`],
 //! the usual `oci:DIR` layout), memory, or an S3 bucket. Every edit of `index.json` is a
@@ -32,7 +32,9 @@ pub mod index;
 mod layout;
 pub mod platform;
 pub mod progress;
+pub mod recompress;
 pub mod referrers;
+mod source;
 pub mod unpack;
 
 pub use artifact::Artifact;
@@ -48,4 +50,5 @@ pub use layout::{
 };
 pub use platform::{PlatformQuery, ResolvedImage, resolve};
 pub use progress::{Event, Operation, Progress};
+pub use recompress::{RecompressOptions, RecompressReport, recompress};
 pub use unpack::{UnpackOptions, UnpackReport, unpack, unpack_tag};

@@ -23,6 +23,8 @@ pub enum Operation {
     Export,
     /// Verifying blobs.
     Fsck,
+    /// Recompressing layers (the events name the source layer).
+    Recompress,
 }
 
 /// One step of an operation on one blob.

@@ -21,22 +21,16 @@
 //! through a bounded channel that reads ahead while the blocking thread decompresses.
 //! Progress is reported as [`Event`]s of [`Operation::Unpack`], in compressed bytes.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 
 use ocikit_codec::apply::{ApplyOptions, ApplyReport, apply_blob};
 use ocikit_codec::compression::compression_of;
 use ocikit_digest::oci_spec::image::{Descriptor, Platform};
-use ocikit_digest::{Digest, VerifyingReader, descriptor};
-use ocikit_store::{Error as StoreError, StoreExt};
+use ocikit_digest::{Digest, descriptor};
 
-use crate::bridge;
 use crate::platform::{PlatformQuery, resolve};
-use crate::progress::{Event, Operation, Progress};
+use crate::progress::{Operation, Progress};
+use crate::source;
 use crate::{Error, Layout, Result};
 
 /// How often (in compressed bytes) progress is reported while a layer is applied.
@@ -156,17 +150,6 @@ pub async fn unpack_tag(
     unpack(layout, &descriptor, root, options).await
 }
 
-/// Everything the blocking thread needs for one layer.
-struct Job {
-    cancelled: Arc<AtomicBool>,
-    digest: Digest,
-    size: u64,
-    media_type: String,
-    root: PathBuf,
-    apply: ApplyOptions,
-    progress: Progress,
-}
-
 async fn apply_one(
     layout: &Layout,
     layer: &Descriptor,
@@ -175,188 +158,18 @@ async fn apply_one(
     root: &Path,
     options: &UnpackOptions,
 ) -> Result<ApplyReport> {
-    let size = layer.size();
-    let blob = layout.store().open(digest, None).await?;
-    if blob.size() != size {
-        return Err(Error::Store(StoreError::SizeMismatch {
-            expected: size,
-            actual: blob.size(),
-        }));
-    }
-    options.progress.emit(Event::Started {
-        operation: Operation::Unpack,
-        digest: digest.clone(),
-        size,
-    });
-    // If this future is dropped, the blocking thread stops at its next read instead of
-    // applying the rest of the layer to a root nobody waits for.
-    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
-    let job = Job {
-        cancelled: cancel.0.clone(),
-        digest: digest.clone(),
-        size,
-        media_type: layer.media_type().to_string(),
-        root: root.to_path_buf(),
-        apply: options.apply.clone().with_expected_diff_id(Some(diff_id)),
-        progress: options.progress.clone(),
-    };
-    let local = blob
-        .local_file()
-        .map(File::try_clone)
-        .transpose()
-        .map_err(|e| Error::Store(StoreError::Stream(e)))?;
-    match local {
-        Some(file) => {
-            let range = blob.range();
-            drop(blob);
-            let source = FileRange {
-                file,
-                pos: range.start,
-                end: range.end,
-            };
-            let applied = tokio::task::spawn_blocking(move || apply_from(source, job))
-                .await
-                .map_err(bridge::join_error)?;
-            drop(cancel);
-            applied
-        }
-        None => {
-            let (reader, feed) = bridge::feed(blob.into_stream());
-            let task = tokio::task::spawn_blocking(move || apply_from(reader, job));
-            let (fed, applied) = futures::join!(feed, task);
-            let applied = applied.map_err(bridge::join_error)?;
-            drop(cancel);
-            match (fed, applied) {
-                // The stream's own error explains the reader's failure.
-                (Err(e), Err(_)) => Err(Error::Store(e)),
-                (_, applied) => applied,
-            }
-        }
-    }
-}
-
-/// Verifies, decodes and applies one layer (on a blocking thread).
-fn apply_from<R: Read + Send>(source: R, job: Job) -> Result<ApplyReport> {
-    let verifying = VerifyingReader::new(source, job.digest.clone(), job.size).map_err(|_| {
-        Error::Store(StoreError::UnsupportedAlgorithm {
-            algorithm: job.digest.algorithm().clone(),
-        })
-    })?;
-    let mut source = Counting {
-        inner: verifying,
-        progress: job.progress.clone(),
-        digest: job.digest.clone(),
-        bytes: 0,
-        reported: 0,
-        cancelled: job.cancelled.clone(),
-    };
+    let root = root.to_path_buf();
+    let media_type = layer.media_type().to_string();
+    let apply = options.apply.clone().with_expected_diff_id(Some(diff_id));
     // Decompression (and the blob's digest) on a second thread, the file-system work on
-    // this one: `apply_blob`'s pipeline.
-    let applied =
-        apply_blob(&job.root, &mut source, &job.media_type, &job.apply).map_err(Error::Codec);
-    // Read whatever the decoder left, so the blob's digest is always checked: a corrupt
-    // blob is reported as such, even when the decompressor or the tar parser noticed first.
-    let drained = io::copy(&mut source, &mut io::sink());
-    if let Err(e) = &drained
-        && let Some(corrupt) = blob_error(e)
-    {
-        return Err(corrupt);
-    }
-    let report = applied?;
-    match drained {
-        Err(e) => return Err(Error::Store(StoreError::Stream(e))),
-        Ok(_) if !source.inner.is_verified() => {
-            return Err(Error::Store(StoreError::Stream(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "layer blob was not verified",
-            ))));
-        }
-        Ok(_) => {}
-    }
-    job.progress.emit(Event::Done {
-        operation: Operation::Unpack,
-        digest: job.digest,
-        bytes: source.bytes,
-    });
-    Ok(report)
-}
-
-/// The store error for a verification failure of the blob's bytes.
-fn blob_error(e: &io::Error) -> Option<Error> {
-    let inner = e.get_ref()?.downcast_ref::<ocikit_digest::Error>()?;
-    match inner {
-        ocikit_digest::Error::DigestMismatch { expected, actual } => {
-            Some(Error::Store(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual: actual.clone(),
-            }))
-        }
-        ocikit_digest::Error::SizeMismatch { expected, actual } => {
-            Some(Error::Store(StoreError::SizeMismatch {
-                expected: *expected,
-                actual: *actual,
-            }))
-        }
-        _ => None,
-    }
-}
-
-/// A byte range of a local file, read with positioned reads (the descriptor may be shared
-/// with the store's own stream, so its offset is never used).
-struct FileRange {
-    file: File,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for FileRange {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.end.saturating_sub(self.pos);
-        let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
-        if n == 0 {
-            return Ok(0);
-        }
-        let read = self.file.read_at(&mut buf[..n], self.pos)?;
-        self.pos += read as u64;
-        Ok(read)
-    }
-}
-
-/// Sets its flag when dropped.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Counts the compressed bytes read, reports progress, and stops when cancelled.
-struct Counting<R> {
-    inner: R,
-    progress: Progress,
-    digest: Digest,
-    bytes: u64,
-    reported: u64,
-    cancelled: Arc<AtomicBool>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.cancelled.load(Ordering::Relaxed) {
-            // Not `Interrupted`, which readers retry.
-            return Err(io::Error::other("the unpack was cancelled"));
-        }
-        let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
-        if self.bytes - self.reported >= PROGRESS_INTERVAL {
-            self.reported = self.bytes;
-            self.progress.emit(Event::Progress {
-                operation: Operation::Unpack,
-                digest: self.digest.clone(),
-                bytes: self.bytes,
-            });
-        }
-        Ok(n)
-    }
+    // the blocking one: `apply_blob`'s pipeline.
+    source::read_verified(
+        layout.store(),
+        digest,
+        layer.size(),
+        Operation::Unpack,
+        &options.progress,
+        move |blob| apply_blob(&root, blob, &media_type, &apply).map_err(Error::Codec),
+    )
+    .await
 }

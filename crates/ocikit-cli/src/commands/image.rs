@@ -77,6 +77,17 @@ pub(crate) enum CompressionArg {
     None,
 }
 
+impl CompressionArg {
+    /// The codec's compression.
+    pub(crate) fn compression(self) -> Compression {
+        match self {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::None => Compression::None,
+        }
+    }
+}
+
 fn key_value(text: &str, what: &str) -> Result<(String, String)> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -203,11 +214,7 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     for port in args.expose {
         builder.expose(port);
     }
-    let compression = match args.compression {
-        CompressionArg::Gzip => Compression::Gzip,
-        CompressionArg::Zstd => Compression::Zstd,
-        CompressionArg::None => Compression::None,
-    };
+    let compression = args.compression.compression();
     #[derive(Serialize)]
     struct LayerOut {
         source: PathBuf,

@@ -12,7 +12,6 @@ use anyhow::{Context, Result, bail};
 use ocikit::codec::Limits;
 use ocikit::codec::apply::{EntryKind, list_entries};
 use ocikit::codec::build::{BuildOptions, build_changeset};
-use ocikit::codec::compression::Compression;
 use ocikit::digest::oci_spec::image::Descriptor;
 use ocikit::layout::{ImageBuilder, LayerSpec, Layout, PlatformQuery, UnpackOptions};
 use serde::Serialize;
@@ -183,11 +182,7 @@ pub(crate) async fn repack(args: RepackArgs, out: &Output) -> Result<()> {
         ImageBuilder::from_image(&changes.layout, &changes.base, &PlatformQuery::current())
             .await
             .with_context(|| format!("cannot use {image} as the base"))?;
-    let compression = match args.compression {
-        CompressionArg::Gzip => Compression::Gzip,
-        CompressionArg::Zstd => Compression::Zstd,
-        CompressionArg::None => Compression::None,
-    };
+    let compression = args.compression.compression();
     let file = std::fs::File::open(&changes.tar)
         .with_context(|| format!("cannot read {}", changes.tar.display()))?;
     let layer = builder

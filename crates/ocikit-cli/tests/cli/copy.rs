@@ -167,3 +167,212 @@ fn bad_copies_are_refused_and_leave_no_destination() {
         "scratch directories left behind: {leftovers:?}"
     );
 }
+
+/// The layer media types and digests of an image, and its config's diffIDs.
+fn layers_of(layout: &Path, tag: &str) -> (Vec<String>, Vec<String>, serde_json::Value) {
+    let manifest = json(&["inspect", "--raw", &oci(layout, &format!(":{tag}"))]);
+    let config = json(&["inspect", "--config", &oci(layout, &format!(":{tag}"))]);
+    let layers = manifest["layers"].as_array().unwrap();
+    (
+        layers
+            .iter()
+            .map(|l| l["mediaType"].as_str().unwrap().to_string())
+            .collect(),
+        layers
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect(),
+        config["rootfs"].clone(),
+    )
+}
+
+#[test]
+fn copy_with_compression_recompresses_and_real_tools_read_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let source = built(&a, "v1");
+    let before = crate::contents(&a);
+    let copied = json(&[
+        "copy",
+        "--compression",
+        "zstd",
+        &oci(&a, ":v1"),
+        &oci(&b, ":zstd"),
+    ]);
+    assert_eq!(copied["layers_recompressed"], 1, "{copied}");
+    assert_eq!(
+        crate::contents(&a),
+        before,
+        "the source layout was written to"
+    );
+    let (types, digests, rootfs) = layers_of(&b, "zstd");
+    let (_, source_digests, source_rootfs) = layers_of(&a, "v1");
+    assert_eq!(types, ["application/vnd.oci.image.layer.v1.tar+zstd"]);
+    assert_ne!(digests, source_digests);
+    assert_eq!(
+        rootfs, source_rootfs,
+        "diffIDs are the uncompressed content's"
+    );
+    assert_ne!(digest_of(&b, "zstd"), source);
+    assert_eq!(json(&["fsck", &oci(&b, "")])["clean"], true);
+
+    // Same files out of both.
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+    ok(&["unpack", "-q", &oci(&a, ":v1"), ours.to_str().unwrap()]);
+    ok(&["unpack", "-q", &oci(&b, ":zstd"), theirs.to_str().unwrap()]);
+    let strip = |root: &Path| -> Vec<_> {
+        crate::contents(root)
+            .into_iter()
+            .map(|(p, c)| (p.strip_prefix(root).unwrap().to_path_buf(), c))
+            .collect()
+    };
+    assert_eq!(strip(&ours), strip(&theirs));
+
+    // skopeo reads the zstd layer (recompressing it to gzip), and umoci unpacks skopeo's
+    // copy, checking each layer against the diffIDs our config kept.
+    if let (Some(skopeo), Some(umoci)) =
+        (crate::image::which("skopeo"), crate::image::which("umoci"))
+    {
+        let through = dir.path().join("through-skopeo");
+        let out = Command::new(skopeo)
+            .args(["copy", "--dest-compress", "--dest-compress-format", "gzip"])
+            .arg(format!("oci:{}:zstd", b.display()))
+            .arg(format!("oci:{}:gz", through.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bundle = dir.path().join("bundle");
+        let out = Command::new(umoci)
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:gz", through.display()))
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(strip(&ours), strip(&bundle.join("rootfs")));
+    }
+
+    // Back to gzip at level 1, through an oci-archive.
+    let archive = format!("oci-archive:{}:gz", dir.path().join("gz.tar").display());
+    json(&[
+        "copy",
+        "--compression",
+        "gzip",
+        "--compression-level",
+        "1",
+        &oci(&b, ":zstd"),
+        &archive,
+    ]);
+    let c = dir.path().join("c");
+    json(&["copy", &archive, &oci(&c, "")]);
+    let (types, _, rootfs) = layers_of(&c, "gz");
+    assert_eq!(types, ["application/vnd.oci.image.layer.v1.tar+gzip"]);
+    assert_eq!(rootfs, source_rootfs);
+}
+
+#[test]
+fn copy_with_compression_refuses_bad_layers_and_bad_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    built(&a, "v1");
+    let usage = |args: &[&str], needle: &str| {
+        let out = crate::ocikit(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(needle), "{err}");
+    };
+    usage(
+        &[
+            "copy",
+            "--compression-level",
+            "3",
+            &oci(&a, ":v1"),
+            &oci(&b, ":x"),
+        ],
+        "--compression",
+    );
+    usage(
+        &[
+            "copy",
+            "--compression",
+            "lz4",
+            &oci(&a, ":v1"),
+            &oci(&b, ":x"),
+        ],
+        "lz4",
+    );
+
+    // A corrupt layer: named, and nothing tagged at the destination.
+    let (_, digests, _) = layers_of(&a, "v1");
+    let digest = ocikit::digest::Digest::parse(&digests[0]).unwrap();
+    let path = a.join(digest.blob_path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = fails(&[
+        "copy",
+        "--compression",
+        "zstd",
+        &oci(&a, ":v1"),
+        &oci(&b, ":x"),
+    ]);
+    assert!(err.contains(digest.as_str()), "{err}");
+    if b.exists() {
+        assert!(
+            fails(&["inspect", &oci(&b, ":x")]).contains('x'),
+            "a failed copy tagged its destination"
+        );
+    }
+}
+
+#[test]
+fn copy_with_compression_pushes_to_and_pulls_from_a_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    built(&a, "v1");
+    let (_, _, source_rootfs) = layers_of(&a, "v1");
+    let root = dir.path().join("registry");
+    let server = crate::registry::Serve::start(&root, &[]);
+    let remote = format!("docker://{}/app:zstd", server.addr);
+    let pushed = json(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--compression",
+        "zstd",
+        &oci(&a, ":v1"),
+        &remote,
+    ]);
+    assert_eq!(pushed["layers_recompressed"], 1, "{pushed}");
+    // Pulled as it is: zstd, the same diffIDs.
+    let b = dir.path().join("b");
+    json(&["pull", "--src-tls-verify=false", &remote, &oci(&b, ":zstd")]);
+    let (types, _, rootfs) = layers_of(&b, "zstd");
+    assert_eq!(types, ["application/vnd.oci.image.layer.v1.tar+zstd"]);
+    assert_eq!(rootfs, source_rootfs);
+    // Pulled and recompressed to gzip on the way into a layout.
+    let c = dir.path().join("c");
+    let pulled = json(&[
+        "pull",
+        "--src-tls-verify=false",
+        "--compression",
+        "gzip",
+        &remote,
+        &oci(&c, ":gz"),
+    ]);
+    assert_eq!(pulled["layers_recompressed"], 1, "{pulled}");
+    let (types, _, rootfs) = layers_of(&c, "gz");
+    assert_eq!(types, ["application/vnd.oci.image.layer.v1.tar+gzip"]);
+    assert_eq!(rootfs, source_rootfs);
+    assert_eq!(json(&["fsck", &oci(&c, "")])["clean"], true);
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "{exit}");
+}

@@ -135,7 +135,7 @@ pub(crate) async fn config_json(layout: &Layout, d: &Descriptor) -> (Value, Valu
     (manifest, config)
 }
 
-async fn blob_count(layout: &Layout) -> usize {
+pub(crate) async fn blob_count(layout: &Layout) -> usize {
     layout
         .store()
         .list()

@@ -194,8 +194,9 @@ enum Command {
         #[command(flatten)]
         transfer: commands::copy::TransferArgs,
     },
-    /// Log in to a registry: check the credentials, then keep them in Docker's config.json
-    /// (shared with docker, podman and skopeo; used when no --creds are given).
+    /// Log in to a registry: check the credentials, then keep them in Docker's config.json,
+    /// or in the credential helper it names (credHelpers, credsStore) as docker does (shared
+    /// with docker, podman and skopeo; used when no --creds are given).
     #[command(
         after_help = "Examples:\n  echo \"$PASSWORD\" | ocikit login -u alice --password-stdin registry.example\n  \
         ocikit login -u alice --password-stdin --tls-verify=false 127.0.0.1:5000 < pw.txt"

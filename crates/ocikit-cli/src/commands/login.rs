@@ -1,5 +1,6 @@
-//! `login` and `logout`: credentials in Docker's `config.json`, shared with docker, podman
-//! and skopeo, and used by `copy`, `pull` and `push` when no `--creds` are given.
+//! `login` and `logout`: credentials in Docker's `config.json` (or the credential helper it
+//! names: `credHelpers`, `credsStore`), shared with docker, podman and skopeo, and used by
+//! `copy`, `pull` and `push` when no `--creds` are given.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ struct LoggedIn {
     registry: String,
     username: String,
     config: String,
+    /// The credential helper that keeps the secret, when config.json names one.
+    helper: Option<String>,
 }
 
 pub(crate) async fn login(args: LoginArgs, out: &Output) -> Result<()> {
@@ -91,17 +94,22 @@ pub(crate) async fn login(args: LoginArgs, out: &Output) -> Result<()> {
         .with_context(|| format!("cannot log in to {registry}"))?;
     let path = config_path(args.authfile.as_ref())?;
     let mut config = DockerConfig::load(&path)?;
-    config.set(&registry, &credentials);
+    let helper = config.store(&registry, &credentials)?;
     config.save()?;
     let shown = LoggedIn {
         registry,
         username: args.username,
         config: path.display().to_string(),
+        helper,
     };
     out.show(&shown, || {
+        let kept = match &shown.helper {
+            Some(helper) => format!("credential helper docker-credential-{helper}"),
+            None => shown.config.clone(),
+        };
         format!(
-            "logged in to {} as {} (credentials in {})",
-            shown.registry, shown.username, shown.config
+            "logged in to {} as {} (credentials in {kept})",
+            shown.registry, shown.username
         )
     })
 }
@@ -116,7 +124,7 @@ pub(crate) async fn logout(registry: &str, authfile: Option<&PathBuf>, out: &Out
     let registry = registry_name(registry)?;
     let path = config_path(authfile)?;
     let mut config = DockerConfig::load(&path)?;
-    let removed = config.remove(&registry);
+    let removed = config.erase(&registry)?;
     if removed {
         config.save()?;
     }

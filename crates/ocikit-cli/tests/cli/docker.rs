@@ -271,7 +271,26 @@ fn skopeo_pushes_to_distribution_and_ocikit_pulls_it() {
 
 /// Runs `ocikit` with `DOCKER_CONFIG` pointing at `config_dir`, feeding `stdin`.
 fn with_config(config_dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ocikit"))
+    with_helpers(config_dir, None, args, stdin)
+}
+
+/// [`with_config`] with `bin` (credential helpers) first on `PATH`.
+fn with_helpers(
+    config_dir: &Path,
+    bin: Option<&Path>,
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ocikit"));
+    if let Some(bin) = bin {
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        command.env("PATH", path);
+    }
+    let mut child = command
         .args(args)
         .env("DOCKER_CONFIG", config_dir)
         .stdin(Stdio::piped())
@@ -430,6 +449,141 @@ read server
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn login_keeps_the_secret_in_the_credential_helper_config_json_names() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("writers"),
+        format!("alice:{}\n", bcrypt::hash("alice-pw", 4).unwrap()),
+    )
+    .unwrap();
+    let server = crate::registry::Serve::start(
+        &d.join("registry"),
+        &["--htpasswd", d.join("writers").to_str().unwrap()],
+    );
+    // A helper speaking Docker's protocol, keeping one secret in a file.
+    let bin = d.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let state = d.join("helper-state.json");
+    let script = |name: &str, body: String| {
+        let path = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let state_text = state.display().to_string();
+    script(
+        "ocikit-store",
+        format!(
+            "state='{state_text}'
+case \"$1\" in
+  store) cat > \"$state\" ;;
+  get) read server
+       if [ -f \"$state\" ] && grep -q \"\\\"ServerURL\\\":\\\"$server\\\"\" \"$state\"; then cat \"$state\";
+       else echo 'credentials not found in native keychain'; exit 1; fi ;;
+  erase) read server; [ -f \"$state\" ] && rm \"$state\" || {{ echo 'credentials not found'; exit 1; }} ;;
+  *) exit 1 ;;
+esac
+"
+        ),
+    );
+    script(
+        "ocikit-broken",
+        "cat > /dev/null; echo 'the keychain is locked'; exit 1\n".into(),
+    );
+    let config_dir = d.join("docker");
+    std::fs::create_dir(&config_dir).unwrap();
+    let config = config_dir.join("config.json");
+    let layout = d.join("images");
+    crate::image::build(&layout, "hello", &[]);
+    let target = format!("docker://{}/team/hello:v1", server.addr);
+    let push = [
+        "push",
+        "--dest-tls-verify=false",
+        &oci(&layout, ":hello"),
+        &target,
+    ];
+    let login = [
+        "login",
+        "-u",
+        "alice",
+        "--password-stdin",
+        "--tls-verify=false",
+        &server.addr,
+    ];
+    let bin = Some(bin.as_path());
+
+    // A helper that is not installed, or refuses: login fails and changes nothing.
+    for (helper, said) in [
+        ("ocikit-missing", "docker-credential-ocikit-missing"),
+        ("ocikit-broken", "the keychain is locked"),
+    ] {
+        let before = format!(r#"{{"credsStore":"{helper}"}}"#);
+        std::fs::write(&config, &before).unwrap();
+        let out = with_helpers(&config_dir, bin, &login, "alice-pw\n");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(said), "{err}");
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+    }
+
+    // A stale clear-text entry goes; the secret goes to the helper; the file keeps `{}`.
+    let stale = "b2xkOnNlY3JldA=="; // old:secret
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"credsStore":"ocikit-store","auths":{{"{}":{{"auth":"{stale}"}}}},"psFormat":"x"}}"#,
+            server.addr
+        ),
+    )
+    .unwrap();
+    let out = with_helpers(&config_dir, bin, &login, "alice-pw\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("docker-credential-ocikit-store"));
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(
+        stored["auths"][&server.addr],
+        serde_json::json!({}),
+        "{stored}"
+    );
+    assert_eq!(stored["psFormat"], "x");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        !text.contains(stale) && !text.contains("alice-pw"),
+        "{text}"
+    );
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(
+        kept,
+        serde_json::json!({"ServerURL": server.addr, "Username": "alice", "Secret": "alice-pw"})
+    );
+
+    // Push finds the credentials through the helper.
+    let out = with_helpers(&config_dir, bin, &push, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Logout erases them in the helper and the file; push is anonymous again.
+    let out = with_helpers(&config_dir, bin, &["logout", &server.addr], "");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("logged out"));
+    assert!(!state.exists(), "the helper still holds the secret");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert!(stored["auths"].get(&server.addr).is_none(), "{stored}");
+    let out = with_helpers(&config_dir, bin, &push, "");
+    assert_eq!(out.status.code(), Some(1), "logged out: push must fail");
 }
 
 /// Adds a hand-written index over two tagged images of `layout` and tags it `tag`; returns

@@ -3,9 +3,12 @@
 //!
 //! Credentials come from a credential helper (`credHelpers` for the registry, else
 //! `credsStore`; `docker-credential-<name> get`), else from the `auths` entries: `auth`
-//! (base64 of `user:password`) or `username` and `password`. Writing (`set`, `remove`,
-//! `save`) touches `auths` only, never a helper; every other field of the file is kept as it
-//! is.
+//! (base64 of `user:password`) or `username` and `password`. [`DockerConfig::set`],
+//! [`DockerConfig::remove`] and [`DockerConfig::save`] touch `auths` only; every other field
+//! of the file is kept as it is. [`DockerConfig::store`] and [`DockerConfig::erase`] do what
+//! `docker login` and `docker logout` do: with a helper configured for the registry the
+//! secret goes to the helper (`store`, `erase`) and `auths` keeps only an empty entry, never
+//! the password.
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +51,40 @@ fn is_docker_hub(registry: &str) -> bool {
         registry,
         "docker.io" | "index.docker.io" | "registry-1.docker.io"
     )
+}
+
+/// The key `docker login` files `registry` under.
+fn primary_key(registry: &str) -> String {
+    if is_docker_hub(registry) {
+        DOCKER_HUB_KEY.to_string()
+    } else {
+        registry.to_string()
+    }
+}
+
+/// The program for credential helper `helper`, which must be a plain name.
+fn helper_program(path: &Path, helper: &str) -> Result<String> {
+    if helper.is_empty()
+        || !helper
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(config_error(
+            path,
+            format!("credential helper name {helper:?} is not a plain name"),
+        ));
+    }
+    Ok(format!("docker-credential-{helper}"))
+}
+
+/// What a helper printed, for an error message (its first line, stdout then stderr).
+fn said(output: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_string()
+        + String::from_utf8_lossy(&output.stderr).trim();
+    match text.lines().next() {
+        Some(line) if !line.is_empty() => line.chars().take(200).collect(),
+        _ => format!("exit status {}", output.status),
+    }
 }
 
 /// The keys an `auths` entry for `registry` may be filed under.
@@ -179,43 +216,12 @@ impl DockerConfig {
 
     /// Runs `docker-credential-<helper> get` for `server`; `None` when it has nothing.
     fn run_helper(&self, helper: &str, server: &str) -> Result<Option<Credentials>> {
-        if helper.is_empty()
-            || !helper
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(config_error(
-                &self.path,
-                format!("credential helper name {helper:?} is not a plain name"),
-            ));
-        }
-        let program = format!("docker-credential-{helper}");
-        let helper_error = |reason: String, source: Option<std::io::Error>| Error::ConfigFile {
-            path: self.path.clone(),
-            reason,
-            source,
-        };
-        let mut child = match std::process::Command::new(&program)
-            .arg("get")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
+        let program = helper_program(&self.path, helper)?;
+        let output = match self.call_helper(&program, "get", server.as_bytes())? {
             // A helper named but not installed gives nothing, as for an anonymous pull.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(helper_error(format!("cannot run {program}"), Some(e)));
-            }
+            None => return Ok(None),
+            Some(output) => output,
         };
-        if let Some(mut stdin) = child.stdin.take() {
-            std::io::Write::write_all(&mut stdin, server.as_bytes())
-                .map_err(|e| helper_error(format!("cannot talk to {program}"), Some(e)))?;
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(|e| helper_error(format!("cannot run {program}"), Some(e)))?;
         if !output.status.success() {
             // Docker's helpers answer "credentials not found" with a failure exit.
             return Ok(None);
@@ -228,9 +234,9 @@ impl DockerConfig {
             secret: String,
         }
         let answer: Answer = serde_json::from_slice(&output.stdout).map_err(|e| {
-            helper_error(
+            config_error(
+                &self.path,
                 format!("{program} answered something other than its JSON: {e}"),
-                None,
             )
         })?;
         if answer.username.is_empty() || answer.username == "<token>" {
@@ -239,16 +245,120 @@ impl DockerConfig {
         Ok(Some(Credentials::new(answer.username, answer.secret)))
     }
 
-    /// Records `credentials` for `registry` (replacing any entry under another key form).
-    pub fn set(&mut self, registry: &str, credentials: &Credentials) {
-        self.remove(registry);
-        let key = if is_docker_hub(registry) {
-            DOCKER_HUB_KEY.to_string()
-        } else {
-            registry.to_string()
+    /// Runs `program action` with `input` on its standard input; `None` when the program
+    /// is not installed.
+    fn call_helper(
+        &self,
+        program: &str,
+        action: &str,
+        input: &[u8],
+    ) -> Result<Option<std::process::Output>> {
+        let helper_error = |reason: String, source: std::io::Error| Error::ConfigFile {
+            path: self.path.clone(),
+            reason,
+            source: Some(source),
         };
-        let raw = format!("{}:{}", credentials.username, credentials.password);
-        let auth = base64::engine::general_purpose::STANDARD.encode(raw);
+        let mut child = match std::process::Command::new(program)
+            .arg(action)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(helper_error(format!("cannot run {program}"), e)),
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, input)
+                .map_err(|e| helper_error(format!("cannot talk to {program}"), e))?;
+        }
+        child
+            .wait_with_output()
+            .map(Some)
+            .map_err(|e| helper_error(format!("cannot run {program}"), e))
+    }
+
+    /// The credential helper that keeps `registry`'s secrets, if the file names one:
+    /// `credHelpers` for it, else `credsStore`.
+    pub fn helper_for(&self, registry: &str) -> Option<String> {
+        let named = self
+            .root
+            .get("credHelpers")
+            .and_then(Value::as_object)
+            .and_then(|helpers| {
+                keys(registry)
+                    .into_iter()
+                    .find_map(|k| helpers.get(&k).and_then(Value::as_str).map(str::to_string))
+            });
+        named.or_else(|| {
+            self.root
+                .get("credsStore")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        })
+    }
+
+    /// Keeps `credentials` for `registry` as `docker login` does: through the registry's
+    /// credential helper when the file names one ([`helper_for`](Self::helper_for); the
+    /// helper must be installed), with only an empty `auths` entry left in the file, else
+    /// in `auths` ([`set`](Self::set)). Returns the helper used, if any. Call
+    /// [`save`](Self::save) afterwards.
+    pub fn store(&mut self, registry: &str, credentials: &Credentials) -> Result<Option<String>> {
+        let Some(helper) = self.helper_for(registry) else {
+            self.set(registry, credentials);
+            return Ok(None);
+        };
+        let program = helper_program(&self.path, &helper)?;
+        let key = primary_key(registry);
+        let input = serde_json::json!({
+            "ServerURL": key,
+            "Username": credentials.username,
+            "Secret": credentials.password,
+        });
+        let output = self
+            .call_helper(&program, "store", input.to_string().as_bytes())?
+            .ok_or_else(|| {
+                config_error(
+                    &self.path,
+                    format!("it names the credential helper {program}, which is not installed"),
+                )
+            })?;
+        if !output.status.success() {
+            return Err(config_error(
+                &self.path,
+                format!(
+                    "{program} refused to store the credentials: {}",
+                    said(&output)
+                ),
+            ));
+        }
+        // No secret stays in the file; the empty entry tells docker the registry is logged in.
+        self.remove(registry);
+        self.insert_auth(key, Map::new());
+        Ok(Some(helper))
+    }
+
+    /// Forgets `registry`'s credentials as `docker logout` does: in its credential helper
+    /// (when the file names one and it is installed) and in `auths`. Returns whether there
+    /// were any. Call [`save`](Self::save) afterwards.
+    pub fn erase(&mut self, registry: &str) -> Result<bool> {
+        let mut erased = false;
+        if let Some(helper) = self.helper_for(registry) {
+            let program = helper_program(&self.path, &helper)?;
+            let key = primary_key(registry);
+            if let Some(output) = self.call_helper(&program, "erase", key.as_bytes())? {
+                // Helpers fail with "credentials not found" for a registry they do not hold.
+                erased = output.status.success();
+            }
+        }
+        Ok(self.remove(registry) | erased)
+    }
+
+    /// Files `entry` under `key` in `auths`, which is created (or reset, if it is not an
+    /// object) as needed.
+    fn insert_auth(&mut self, key: String, entry: Map<String, Value>) {
         let auths = self
             .root
             .entry("auths")
@@ -256,11 +366,19 @@ impl DockerConfig {
         if !auths.is_object() {
             *auths = Value::Object(Map::new());
         }
-        if let Value::Object(auths) = auths {
-            let mut entry = Map::new();
-            entry.insert("auth".into(), Value::String(auth));
+        if let Some(auths) = auths.as_object_mut() {
             auths.insert(key, Value::Object(entry));
         }
+    }
+
+    /// Records `credentials` for `registry` (replacing any entry under another key form).
+    pub fn set(&mut self, registry: &str, credentials: &Credentials) {
+        self.remove(registry);
+        let raw = format!("{}:{}", credentials.username, credentials.password);
+        let auth = base64::engine::general_purpose::STANDARD.encode(raw);
+        let mut entry = Map::new();
+        entry.insert("auth".into(), Value::String(auth));
+        self.insert_auth(primary_key(registry), entry);
     }
 
     /// Forgets the credentials for `registry`; returns whether there were any.

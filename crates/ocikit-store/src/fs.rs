@@ -201,8 +201,8 @@ fn version_of(bytes: &[u8]) -> Version {
 }
 
 impl FsStore {
-    /// Opens the store rooted at `root`, creating the directory and the store's private
-    /// subdirectories if missing.
+    /// Opens the store rooted at `root`, creating it and its `blobs/` directory if missing;
+    /// the store's private `.ocikit/` subdirectories are created by the first write.
     pub async fn open(root: impl Into<PathBuf>) -> Result<FsStore> {
         let root = root.into();
         let paths = Paths {
@@ -213,7 +213,9 @@ impl FsStore {
             versions: Mutex::new(std::collections::HashMap::new()),
         };
         let paths = blocking(move || {
-            for dir in [&paths.root, &paths.blobs, &paths.tmp, &paths.locks] {
+            // The private `.ocikit/` subdirectories appear with the first write, so that
+            // reading a layout another tool made leaves it as it was.
+            for dir in [&paths.root, &paths.blobs] {
                 create_dir_durable(dir)?;
             }
             Ok(paths)
@@ -268,7 +270,12 @@ impl FsStore {
         blocking(move || {
             let mut removed = 0;
             let now = SystemTime::now();
-            let entries = std::fs::read_dir(&tmp).map_err(|e| Error::io("list", &tmp, e))?;
+            let entries = match std::fs::read_dir(&tmp) {
+                Ok(entries) => entries,
+                // Nothing was ever written here.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(Error::io("list", &tmp, e)),
+            };
             for entry in entries.flatten() {
                 let Ok(meta) = entry.metadata() else { continue };
                 let old = meta
@@ -300,6 +307,9 @@ struct DocumentLock {
 
 impl DocumentLock {
     fn acquire(path: &Path) -> Result<DocumentLock> {
+        if let Some(dir) = parent_dir(path) {
+            create_dir_durable(dir)?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -510,6 +520,7 @@ impl Store for FsStore {
     async fn stage(&self) -> Result<Box<dyn Staging>> {
         let tmp = self.paths.tmp.clone();
         let temp = blocking(move || {
+            create_dir_durable(&tmp)?;
             tempfile::Builder::new()
                 .prefix("blob-")
                 .tempfile_in(&tmp)
@@ -649,6 +660,7 @@ impl Store for FsStore {
             check_precondition(&key, current.as_ref(), &precondition)?;
             let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
             create_dir_durable(&parent)?;
+            create_dir_durable(&tmp)?;
             let mut temp = tempfile::Builder::new()
                 .prefix("doc-")
                 .tempfile_in(&tmp)
@@ -695,7 +707,11 @@ impl Store for FsStore {
         let tmp = self.paths.tmp.clone();
         let source = file.try_clone().map_err(|e| Error::io("dup", &target, e))?;
         let digest = digest.clone();
-        blocking(move || link_blob_sync(&source, &tmp, &target, &digest, size, trust)).await
+        blocking(move || {
+            create_dir_durable(&tmp)?;
+            link_blob_sync(&source, &tmp, &target, &digest, size, trust)
+        })
+        .await
     }
 
     fn local_blobs(&self) -> Option<Arc<dyn LocalBlobs>> {

@@ -222,3 +222,48 @@ fn usage_errors_exit_2_and_help_has_examples() {
     let script = ok(&["completions", "bash"]);
     assert!(script.contains("ocikit"), "{script}");
 }
+
+/// Commands that only read a layout leave one another tool wrote exactly as it was (no
+/// `.ocikit/` appears in it); the first command that writes makes what it needs.
+#[test]
+fn read_only_commands_leave_a_foreign_layout_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("foreign");
+    let (digest, _) = image(&path, "v1");
+    std::fs::remove_dir_all(path.join(".ocikit")).unwrap();
+    let before = contents(&path);
+    let rootfs = dir.path().join("rootfs");
+    let copy = dir.path().join("copy");
+    let archive = format!("oci-archive:{}", dir.path().join("v1.tar").display());
+    for args in [
+        vec!["ls", &oci(&path, "")],
+        vec!["inspect", &oci(&path, ":v1")],
+        vec!["inspect", "--raw", &oci(&path, ":v1")],
+        vec!["inspect", "--config", &oci(&path, ":v1")],
+        vec!["fsck", &oci(&path, "")],
+        vec!["cat", &oci(&path, ""), &digest],
+        vec![
+            "unpack",
+            "-q",
+            "--platform",
+            "linux/arm64/v8",
+            &oci(&path, ":v1"),
+            rootfs.to_str().unwrap(),
+        ],
+        vec!["copy", &oci(&path, ":v1"), &oci(&copy, ":v1")],
+        vec!["export", &oci(&path, ":v1"), &archive],
+    ] {
+        ok(&args);
+        assert_eq!(
+            contents(&path),
+            before,
+            "`ocikit {}` wrote into it",
+            args[0]
+        );
+    }
+    assert!(!path.join(".ocikit").exists());
+    assert_eq!(std::fs::read(rootfs.join("hello.txt")).unwrap(), b"hello\n");
+    ok(&["tag", "-q", &oci(&path, ":v1"), "v2"]);
+    assert_ne!(contents(&path), before);
+    assert!(ok(&["ls", &oci(&path, "")]).contains("v2"));
+}

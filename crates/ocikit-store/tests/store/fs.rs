@@ -372,3 +372,67 @@ async fn a_one_chunk_write_queue_still_stores_large_blobs_whole() {
         bytes
     );
 }
+
+/// Reading a layout another tool wrote leaves it exactly as it was: the private `.ocikit/`
+/// directories appear only with the first write of each kind, and then work as usual.
+#[tokio::test]
+async fn reading_a_foreign_layout_writes_nothing_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("foreign");
+    std::fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+    let digest = Digest::sha256(b"made elsewhere");
+    std::fs::write(
+        root.join("blobs/sha256").join(digest.encoded()),
+        b"made elsewhere",
+    )
+    .unwrap();
+    std::fs::write(root.join("index.json"), b"{}").unwrap();
+    let entries = |root: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = entries(&root);
+
+    let store = FsStore::open(&root).await.unwrap();
+    assert_eq!(listed(&store).await, vec![digest.clone()]);
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(14));
+    assert!(store.get_bytes(&digest, 100).await.unwrap().is_some());
+    let key = DocumentKey::new("index.json").unwrap();
+    assert!(store.read_document(&key).await.unwrap().is_some());
+    assert_eq!(store.list_documents("").await.unwrap(), vec![key.clone()]);
+    assert_eq!(
+        store
+            .clean_temp(std::time::Duration::from_secs(0))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(entries(&root), before, "a read created something");
+    assert!(!root.join(".ocikit").exists());
+
+    // Each kind of write makes what it needs.
+    store
+        .write_document(&key, "{\"v\":1}".into(), Precondition::None)
+        .await
+        .unwrap();
+    assert!(root.join(".ocikit/locks").is_dir());
+    let written = store.put_bytes(b"ours").await.unwrap();
+    assert!(root.join(".ocikit/tmp").is_dir());
+    assert_eq!(
+        store.get_bytes(&written, 10).await.unwrap().unwrap(),
+        &b"ours"[..]
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let other = FsStore::open(fresh.path().join("other")).await.unwrap();
+    assert!(!fresh.path().join("other/.ocikit").exists());
+    assert!(
+        other
+            .delete_document(&key, Precondition::None)
+            .await
+            .is_ok_and(|deleted| !deleted)
+    );
+}

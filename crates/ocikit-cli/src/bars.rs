@@ -78,6 +78,57 @@ impl Bars {
     }
 }
 
+impl Bars {
+    /// A bar for one piece of work that is not a blob event stream: `total` bytes when they
+    /// are known (advanced by a [`Counted`] reader), else a spinner with the elapsed time.
+    /// Hidden when bars are off.
+    pub(crate) fn task(
+        &self,
+        verb: &'static str,
+        message: String,
+        total: Option<u64>,
+    ) -> ProgressBar {
+        if !self.enabled {
+            return ProgressBar::hidden();
+        }
+        let (bar, template) = match total {
+            Some(total) => (
+                ProgressBar::new(total),
+                "{prefix:>9} {msg:14} [{bar:30}] {bytes:>10}/{total_bytes:10} {binary_bytes_per_sec}",
+            ),
+            None => (
+                ProgressBar::new_spinner(),
+                "{prefix:>9} {spinner} {msg} ({elapsed})",
+            ),
+        };
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(verb);
+        bar.set_message(message);
+        let bar = self.multi.add(bar);
+        if total.is_none() {
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        }
+        bar
+    }
+}
+
+/// A reader that advances a bar by the bytes read through it.
+pub(crate) struct Counted<R> {
+    pub(crate) inner: R,
+    pub(crate) bar: ProgressBar,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
 impl Drop for Bars {
     fn drop(&mut self) {
         let _ = self.multi.clear();

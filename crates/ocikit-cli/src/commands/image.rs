@@ -10,7 +10,7 @@ use ocikit::store::FsStore;
 use serde::Serialize;
 
 use super::resolve;
-use crate::bars::Bars;
+use crate::bars::{Bars, Counted};
 use crate::location::{Location, Selector};
 use crate::output::{Output, human_size};
 
@@ -26,7 +26,7 @@ pub(crate) struct BuildArgs {
     #[arg(long, short)]
     tag: String,
     /// Layers, in order: directories, or uncompressed tar files.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "layers")]
     sources: Vec<PathBuf>,
     /// More layers, after the positional ones (same meaning; for scripts that prefer flags).
     #[arg(long = "layer")]
@@ -222,16 +222,29 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
         size: u64,
     }
     let mut layers = Vec::new();
+    let bars = Bars::new(out);
     for source in &sources {
         let spec = LayerSpec::new()
             .compression(compression)
             .created_by(format!("ocikit build {}", source.display()));
+        let name = source.display().to_string();
         let descriptor = if source.is_dir() {
-            builder.add_layer_from_dir(source, spec).await
+            let bar = bars.task("build", name, None);
+            let built = builder.add_layer_from_dir(source, spec).await;
+            bar.finish_and_clear();
+            built
         } else {
             let file = std::fs::File::open(source)
                 .with_context(|| format!("cannot open {}", source.display()))?;
-            builder.add_layer_from_tar(file, spec).await
+            let size = file.metadata().ok().map(|m| m.len());
+            let bar = bars.task("build", name, size);
+            let counted = Counted {
+                inner: file,
+                bar: bar.clone(),
+            };
+            let built = builder.add_layer_from_tar(counted, spec).await;
+            bar.finish_and_clear();
+            built
         }
         .with_context(|| format!("cannot build a layer from {}", source.display()))?;
         layers.push(LayerOut {

@@ -17,6 +17,7 @@ use ocikit::layout::{ImageBuilder, LayerSpec, Layout, PlatformQuery, UnpackOptio
 use serde::Serialize;
 
 use super::{open_layout, resolve};
+use crate::bars::{Bars, Counted};
 use crate::commands::image::CompressionArg;
 use crate::location::Location;
 use crate::output::{Output, human_size};
@@ -176,8 +177,11 @@ pub(crate) async fn repack(args: RepackArgs, out: &Output) -> Result<()> {
     ocikit::layout::validate_tag(&args.tag)?;
     // Repacking onto the base's own tag moves the tag to the new image, as `umoci repack`.
     image.oci("repack")?;
+    let bars = Bars::new(out);
+    let comparing = bars.task("compare", args.rootfs.display().to_string(), None);
     let changes = changes(&image, &args.rootfs, args.opaque_whiteouts).await?;
     let listed = describe(&changes.tar, &changes.lower)?;
+    comparing.finish_and_clear();
     let mut builder =
         ImageBuilder::from_image(&changes.layout, &changes.base, &PlatformQuery::current())
             .await
@@ -185,15 +189,25 @@ pub(crate) async fn repack(args: RepackArgs, out: &Output) -> Result<()> {
     let compression = args.compression.compression();
     let file = std::fs::File::open(&changes.tar)
         .with_context(|| format!("cannot read {}", changes.tar.display()))?;
+    let bar = bars.task(
+        "compress",
+        format!("{} changes", listed.len()),
+        file.metadata().ok().map(|m| m.len()),
+    );
     let layer = builder
         .add_layer_from_tar(
-            std::io::BufReader::new(file),
+            Counted {
+                inner: std::io::BufReader::new(file),
+                bar: bar.clone(),
+            },
             LayerSpec::new()
                 .compression(compression)
                 .created_by(args.created_by.clone()),
         )
         .await
         .context("cannot store the changes as a layer")?;
+    bar.finish_and_clear();
+    drop(bars);
     let manifest = builder.write_and_tag(&args.tag).await?;
     #[derive(Serialize)]
     struct Repacked {

@@ -173,6 +173,115 @@ fn skopeo_accepts_what_build_writes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(Digest::sha256(&out.stdout).to_string(), digest);
+    // Plain inspect parses the config too: platform, env and layers as ours says.
+    let out = Command::new(which("skopeo").unwrap())
+        .arg("inspect")
+        .arg(oci(&layout, ":hello"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = json(&["inspect", "--config", &oci(&layout, ":hello")]);
+    assert_eq!(theirs["Digest"], digest.as_str());
+    assert_eq!(theirs["Architecture"], ours["architecture"]);
+    assert_eq!(theirs["Os"], ours["os"]);
+    assert_eq!(theirs["Layers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn build_takes_layers_from_flags_in_order_and_draws_progress_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("f"), "from a").unwrap();
+    std::fs::write(b.join("f"), "from b").unwrap();
+    std::fs::write(b.join("only-b"), "b").unwrap();
+    let layout = dir.path().join("images");
+    let target = oci(&layout, ":layers");
+    let built = json(&[
+        "build",
+        "--tag",
+        &target,
+        "--layer",
+        a.to_str().unwrap(),
+        "--layer",
+        b.to_str().unwrap(),
+    ]);
+    let layers = built["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{built}");
+    assert_eq!(layers[0]["source"], a.to_str().unwrap());
+    assert_eq!(layers[1]["source"], b.to_str().unwrap());
+    let rootfs = dir.path().join("rootfs");
+    ok(&["unpack", "-q", &target, rootfs.to_str().unwrap()]);
+    assert_eq!(std::fs::read(rootfs.join("f")).unwrap(), b"from b");
+    assert!(rootfs.join("only-b").is_file());
+    // Positional sources come first, then --layer ones.
+    let mixed = json(&[
+        "build",
+        "--tag",
+        &oci(&layout, ":mixed"),
+        "--layer",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert_eq!(mixed["layers"][0]["source"], b.to_str().unwrap());
+    assert_eq!(mixed["layers"][1]["source"], a.to_str().unwrap());
+    // No layer at all is a usage error.
+    let out = crate::ocikit(&["build", "--tag", &oci(&layout, ":none")]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // On a terminal (util-linux `script` gives one), build draws a bar per layer: bytes for
+    // a tar file, a spinner for a directory; off a terminal it draws nothing.
+    let tar = dir.path().join("b.tar");
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&b)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let command = format!(
+        "{} build --tag {} {} {}",
+        env!("CARGO_BIN_EXE_ocikit"),
+        oci(&layout, ":tty"),
+        a.display(),
+        tar.display()
+    );
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let drawn = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{drawn}");
+    assert!(drawn.contains("build "), "{drawn}");
+    assert!(
+        drawn.contains(a.to_str().unwrap()),
+        "no spinner for the directory: {drawn}"
+    );
+    assert!(
+        drawn.contains(tar.to_str().unwrap()),
+        "no bar for the tar: {drawn}"
+    );
+    let plain = crate::ocikit(&[
+        "build",
+        "--tag",
+        &oci(&layout, ":plain"),
+        a.to_str().unwrap(),
+    ]);
+    assert!(plain.status.success());
+    assert!(
+        plain.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
 }
 
 pub(crate) fn which(tool: &str) -> Option<PathBuf> {

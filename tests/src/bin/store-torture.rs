@@ -2,7 +2,8 @@
 //! `tests/tests/cross/store_crash.rs`, never run by hand).
 //!
 //! - `store-torture write ROOT SEED`: writes blobs and rewrites a self-checking document in
-//!   a loop, printing `committed <digest>` after each blob commit, until killed.
+//!   a loop, printing `committed <digest>` after each blob commit and `document <seq>`
+//!   after each document write, until killed.
 //! - `store-torture cas ROOT ID ROUNDS`: appends `ID.ROUND` lines to the document `counter`
 //!   by compare-and-swap, ROUNDS times.
 //! - `store-torture tag ROOT ID COUNT`: tags an image COUNT times (`ID-0`, `ID-1`...) in the
@@ -62,6 +63,8 @@ async fn write_loop(root: &str, mut seed: u64) -> ocikit_store::Result<()> {
         store
             .write_document(&key, sealed(&body), Precondition::None)
             .await?;
+        writeln!(stdout, "document {n}").ok();
+        stdout.flush().ok();
     }
     Ok(())
 }

@@ -28,9 +28,14 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Checks the store after a crash: every listed blob verifies, every blob the writer reported
-/// committed is there, and the journal document is intact. Returns how many temp files the
-/// crash left behind.
-async fn check_store(root: &std::path::Path, committed: &[Digest]) -> usize {
+/// committed is there, and the journal document is intact, no older than the last write a
+/// writer saw acknowledged (`acknowledged`: its sequence number), and names a blob that is
+/// there. Returns how many temp files the crash left behind.
+async fn check_store(
+    root: &std::path::Path,
+    committed: &[Digest],
+    acknowledged: Option<u64>,
+) -> usize {
     let store = FsStore::open(root).await.unwrap();
     let listed: Vec<Digest> = store.list().try_collect().await.unwrap();
     for digest in &listed {
@@ -43,20 +48,42 @@ async fn check_store(root: &std::path::Path, committed: &[Digest]) -> usize {
     for digest in committed {
         assert!(listed.contains(digest), "committed blob {digest} vanished");
     }
-    if let Some(doc) = store
+    let journal = store
         .read_document(&DocumentKey::new("journal").unwrap())
         .await
-        .unwrap()
-    {
-        let text = std::str::from_utf8(&doc.bytes).expect("journal is text");
-        let (body, sum) = text
-            .rsplit_once("sum=")
-            .expect("journal has its checksum line");
-        assert_eq!(
-            sum.trim_end(),
-            Digest::sha256(body.as_bytes()).as_str(),
-            "journal document is torn"
-        );
+        .unwrap();
+    match (journal, acknowledged) {
+        (None, None) => {}
+        (None, Some(seq)) => panic!("the journal vanished after write {seq} was acknowledged"),
+        (Some(doc), acknowledged) => {
+            let text = std::str::from_utf8(&doc.bytes).expect("journal is text");
+            let (body, sum) = text
+                .rsplit_once("sum=")
+                .expect("journal has its checksum line");
+            assert_eq!(
+                sum.trim_end(),
+                Digest::sha256(body.as_bytes()).as_str(),
+                "journal document is torn"
+            );
+            let field = |name: &str| {
+                body.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("journal has no {name} line: {body}"))
+                    .to_string()
+            };
+            let seq: u64 = field("seq=").parse().expect("a sequence number");
+            if let Some(acknowledged) = acknowledged {
+                assert!(
+                    seq >= acknowledged,
+                    "the journal went back to write {seq} after write {acknowledged} was acknowledged"
+                );
+            }
+            let last = Digest::parse(&field("last=")).expect("a digest");
+            assert!(
+                listed.contains(&last),
+                "the journal names {last}, which is gone"
+            );
+        }
     }
     std::fs::read_dir(store.temp_dir())
         .map(|d| d.count())
@@ -75,12 +102,15 @@ fn sigkilled_writers_leave_a_valid_store() {
     };
     let mut dir = tempfile::tempdir().unwrap();
     let mut committed = Vec::new();
+    let mut acknowledged: Option<u64> = None;
     let mut interrupted_mid_write = 0;
+    let mut documents_checked = 0;
     for trial in 0..trials() {
         if trial % 10 == 0 {
             // A fresh store now and then keeps each check small.
             dir = tempfile::tempdir().unwrap();
             committed.clear();
+            acknowledged = None;
         }
         let root = dir.path().join("store");
         let mut child = Command::new(TORTURE)
@@ -104,8 +134,23 @@ fn sigkilled_writers_leave_a_valid_store() {
                 .filter_map(|l| l.strip_prefix("committed "))
                 .map(|d| Digest::parse(d).expect("a digest")),
         );
+        // Each writer starts its sequence at 0 again: what it acknowledged last is the floor
+        // for this trial (a later writer's older numbers would not be a regression).
+        let seen = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("document "))
+            .map(|n| n.parse::<u64>().expect("a sequence number"))
+            .max();
+        if seen.is_some() {
+            acknowledged = seen;
+            documents_checked += 1;
+        } else if acknowledged.is_some() {
+            // This writer acknowledged nothing; the journal may hold an older writer's last
+            // write or this writer's unacknowledged first: only its integrity is checked.
+            acknowledged = Some(0);
+        }
         if root.exists() {
-            let leftovers = rt.block_on(check_store(&root, &committed));
+            let leftovers = rt.block_on(check_store(&root, &committed, acknowledged));
             if leftovers > 0 {
                 interrupted_mid_write += 1;
             }
@@ -116,6 +161,11 @@ fn sigkilled_writers_leave_a_valid_store() {
             });
         }
     }
+    assert!(
+        documents_checked * 10 >= trials(),
+        "only {documents_checked} of {} writers got a document write acknowledged",
+        trials()
+    );
     assert!(
         interrupted_mid_write * 10 >= trials(),
         "only {interrupted_mid_write} of {} kills landed mid-write: the test is not exercising crashes",

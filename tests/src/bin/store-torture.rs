@@ -9,7 +9,8 @@
 //! - `store-torture tag ROOT ID COUNT`: tags an image COUNT times (`ID-0`, `ID-1`...) in the
 //!   OCI layout at ROOT (created if missing).
 //! - `store-torture stream ROOT MIB`: streams a MIB-mebibyte blob in and back out, verifying
-//!   it, and prints `vmhwm_kib <peak resident set size>`.
+//!   it, and prints `vmhwm_kib <peak resident set size>`; `stream-s3 ENDPOINT BUCKET MIB`
+//!   does the same on an S3 server (moto's test credentials).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
@@ -97,9 +98,8 @@ async fn tag_loop(root: &str, id: &str, count: u32) -> Result<(), ocikit_layout:
     Ok(())
 }
 
-async fn stream(root: &str, mib: u64) -> ocikit_store::Result<()> {
+async fn stream(store: &dyn Store, mib: u64) -> ocikit_store::Result<()> {
     use futures::StreamExt;
-    let store = FsStore::open(root).await?;
     let mut chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13) as u8).collect();
     let mut expected = ocikit_digest::Hasher::sha256();
     let mut writer = store.writer().await?;
@@ -147,13 +147,27 @@ fn main() -> std::process::ExitCode {
         match args.iter().map(String::as_str).collect::<Vec<_>>()[1..] {
             ["write", root, seed] => write_loop(root, seed.parse().unwrap_or(1)).await,
             ["cas", root, id, rounds] => cas_loop(root, id, rounds.parse().unwrap_or(1)).await,
-            ["stream", root, mib] => stream(root, mib.parse().unwrap_or(1)).await,
+            ["stream", root, mib] => match FsStore::open(root).await {
+                Ok(store) => stream(&store, mib.parse().unwrap_or(1)).await,
+                Err(e) => Err(e),
+            },
+            ["stream-s3", endpoint, bucket, mib] => {
+                let config = ocikit_store::s3::S3Config::new(bucket)
+                    .with_endpoint(endpoint)
+                    .with_credentials("testing", "testing")
+                    .with_allow_http(true)
+                    .with_prefix("stream");
+                match ocikit_store::S3Store::new(config) {
+                    Ok(store) => stream(&store, mib.parse().unwrap_or(1)).await,
+                    Err(e) => Err(e),
+                }
+            }
             ["tag", root, id, count] => tag_loop(root, id, count.parse().unwrap_or(1))
                 .await
                 .map_err(|e| ocikit_store::Error::Stream(std::io::Error::other(e))),
             _ => {
                 eprintln!(
-                    "usage: store-torture write ROOT SEED | cas ROOT ID ROUNDS | stream ROOT MIB | tag ROOT ID COUNT"
+                    "usage: store-torture write ROOT SEED | cas ROOT ID ROUNDS | stream ROOT MIB | stream-s3 ENDPOINT BUCKET MIB | tag ROOT ID COUNT"
                 );
                 std::process::exit(2);
             }

@@ -218,15 +218,11 @@ fn sixteen_processes_updating_one_document_lose_nothing() {
     assert_eq!(lines, expected, "a compare-and-swap update was lost");
 }
 
-/// Peak resident memory of a process streaming `mib` MiB into the filesystem store and back.
-fn streaming_peak_kib(mib: u64) -> u64 {
-    let dir = tempfile::tempdir().unwrap();
+/// Peak resident memory of a `store-torture` process run with `args` (it streams a blob
+/// into a store and back, then reports its VmHWM).
+fn streaming_peak_kib(args: &[&str]) -> u64 {
     let out = Command::new(TORTURE)
-        .args([
-            "stream",
-            dir.path().join("store").to_str().unwrap(),
-            &mib.to_string(),
-        ])
+        .args(args)
         .output()
         .expect("start store-torture");
     assert!(
@@ -241,16 +237,47 @@ fn streaming_peak_kib(mib: u64) -> u64 {
         .expect("a vmhwm line")
 }
 
+/// [`streaming_peak_kib`] for `mib` MiB into a fresh filesystem store.
+fn fs_streaming_peak_kib(mib: u64) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    streaming_peak_kib(&["stream", root.to_str().unwrap(), &mib.to_string()])
+}
+
 #[test]
 fn streaming_memory_does_not_grow_with_blob_size() {
     // The writer's bounded queue holds up to 32 MiB; how full it gets depends on how fast the
     // disk drains it, so two runs may differ by up to that much whatever their sizes. Growth
     // with blob size would show as hundreds of MiB between these two, far above that band.
-    let small = streaming_peak_kib(64);
-    let large = streaming_peak_kib(512);
+    let small = fs_streaming_peak_kib(64);
+    let large = fs_streaming_peak_kib(512);
     assert!(large < 96 * 1024, "streaming 512 MiB peaked at {large} KiB");
     assert!(
         large < small + 48 * 1024,
         "peak memory grew with blob size: {small} KiB for 64 MiB, {large} KiB for 512 MiB"
+    );
+}
+
+/// The S3 backend streams too: multipart parts in flight bound the writer, ranged reads the
+/// reader. On moto (started on 127.0.0.1 by the test; required under CI=true).
+#[test]
+fn s3_streaming_memory_does_not_grow_with_blob_size() {
+    let Some(server) = ocikit_store::conformance::moto::shared() else {
+        return;
+    };
+    let peak = |mib: u64| {
+        let bucket = server.bucket();
+        streaming_peak_kib(&["stream-s3", &server.endpoint(), &bucket, &mib.to_string()])
+    };
+    let small = peak(24);
+    let large = peak(224);
+    eprintln!("s3 streaming peaks: {small} KiB for 24 MiB, {large} KiB for 224 MiB");
+    assert!(
+        large < 128 * 1024,
+        "streaming 224 MiB to S3 peaked at {large} KiB"
+    );
+    assert!(
+        large < small + 48 * 1024,
+        "peak memory grew with blob size: {small} KiB for 24 MiB, {large} KiB for 224 MiB"
     );
 }

@@ -9,6 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
+// The library users' guide: its examples are this crate's doc tests, run against a registry
+// each starts on 127.0.0.1, so the guide cannot drift from the API.
+#[doc = include_str!("../../docs/guide.md")]
+mod guide {}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

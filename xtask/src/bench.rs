@@ -1,11 +1,20 @@
 //! `cargo xtask bench`: runs the comparative benchmarks and rewrites their section of
-//! `docs/benchmarks.md` (between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`).
+//! `docs/benchmarks.md` (between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`),
+//! then redraws the section's charts (`docs/bench/*.svg`, linked from the section) from the
+//! table it just wrote. `cargo xtask bench charts` redraws every chart from the tables as
+//! they are, running no benchmark.
 
 use std::process::Command;
 
 use crate::{Result, cargo, root};
 
 pub(crate) fn run(args: &[String]) -> Result {
+    if args.iter().any(|a| a == "charts") {
+        if args.len() > 1 {
+            return Err("`bench charts` takes no other argument".into());
+        }
+        return charts::redraw_all();
+    }
     let which: Vec<&str> = if args.is_empty() {
         vec!["digest", "store", "codec", "layout", "registry", "client"]
     } else {
@@ -29,12 +38,15 @@ pub(crate) fn run(args: &[String]) -> Result {
     Ok(())
 }
 
+mod charts;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-/// One line of a bench's output: `BENCH name median unit min max`.
+/// One line of a bench's output: `BENCH name median unit min max`, and one row of a table.
+#[derive(Debug, PartialEq)]
 struct Line {
     name: String,
     median: f64,
@@ -198,7 +210,7 @@ fn store() -> Result {
          {table}\n\
          Ingest / slower limit (per round: min of that round's durable write and SHA-256; median of the ratios) = **{pct:.0}%** \
          (goal: within 10% of the slower limit, i.e. ≥ 90%: {verdict}).\n\
-         Memory high-water mark while streaming 1 GiB: {hwm_during:.0} MiB (process baseline {hwm_before:.0} MiB).\n",
+         Memory high-water mark while streaming 1 GiB: {hwm_during:.0} MiB (process baseline {hwm_before:.0} MiB; no goal, reported).\n",
         machine = machine(),
         table = table(&lines),
         pct = ratio * 100.0,
@@ -279,7 +291,9 @@ fn codec() -> Result {
          (flate2 on zlib-rs decompressing on a second thread into `apply_layer`, diffID included); \
          the plain tar likewise; the raw limits for reference. Cases interleaved; medians.\n\n\
          {table}\n\
-         Apply a gzip layer into tmpfs: ocikit is **{gz:.2}x** as fast as GNU `tar -xzf` (goal ≥ 2x: {v}).\n",
+         Apply a gzip layer into tmpfs: ocikit is **{gz:.2}x** as fast as GNU `tar -xzf` (goal ≥ 2x: {v}).\n\
+         Apply a plain tar layer: ocikit is **{plain:.2}x** as fast as GNU `tar -xf` (no goal; reported).\n",
+        plain = median_of(&apply, "plain/speedup-vs-gnu-tar"),
         machine = machine(),
         table = table(&apply),
         v = verdict(gz >= 2.0),
@@ -314,7 +328,7 @@ fn layout() -> Result {
          at 100, 1,000 and 10,000 tags.\n\n\
          {table}\n\
          fsck of the ~1 GiB layout: ocikit / ocidir = **{fsck:.2}x** (goal ≥ 1.7x: {v1}); \
-         of 8,000 small blobs: **{fsck_small:.2}x**.\n\
+         of 8,000 small blobs: **{fsck_small:.2}x** (no goal; reported).\n\
          Referrers of one subject among 10,000 manifests: ocikit is **{referrers:.0}x** as fast \
          as ocidir's `find_referrers` (goal ≥ 100x: {v2}).\n",
         machine = machine(),
@@ -606,6 +620,8 @@ fn write_section(name: &str, body: &str) -> Result {
     let (Some(a), Some(b)) = (text.find(&start), text.find(&end)) else {
         return Err(format!("docs/benchmarks.md has no {start} … {end} markers"));
     };
+    let body = charts::with_links(name, body);
     let new = format!("{}{start}\n{body}{}", &text[..a], &text[b..]);
-    std::fs::write(&path, new).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    std::fs::write(&path, &new).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    charts::draw_section(&new, name)
 }

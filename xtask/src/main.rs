@@ -3,15 +3,18 @@
 //! - `ci`: everything CI checks, in order: formatting, clippy, tests (with doc tests), and a
 //!   short run of every fuzz target. Installs the cargo tools it needs when they are missing.
 //! - `fuzz [--time SECS] [TARGET...]`: runs the fuzz targets (all by default).
-//! - `bench [digest]`: runs the comparative benchmarks and rewrites their section of
-//!   `docs/benchmarks.md`.
+//! - `bench [NAME...]`: runs the comparative benchmarks and rewrites their section of
+//!   `docs/benchmarks.md` and their charts; `bench charts` redraws the charts from the tables.
+//! - `docs`: regenerates `docs/cli.md` from the clap definition of the `ocikit` binary.
 //! - `stress [TRIALS]`: the store's crash-safety test with thousands of SIGKILL trials.
 //! - `tidy`: the repository checks that `cargo test` also runs (see `tidy.rs`).
 //!
-//! It depends on nothing but the standard library, so it builds in seconds.
+//! Its one dependency is plotters with only its SVG backend (the benchmark charts), so it
+//! builds in seconds.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod docs;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +28,9 @@ commands:
   ci                          fmt check, clippy -D warnings, tests (incl. doc tests), fuzz smoke
   fuzz [--time SECS] [TARGET...]
                               run fuzz targets (default: all, 60 s each)
-  bench [digest|store]        run benchmarks, rewrite docs/benchmarks.md
+  bench [NAME...|charts]      run benchmarks, rewrite docs/benchmarks.md and its charts
+                              (`charts`: redraw docs/bench/*.svg from the tables only)
+  docs                        regenerate docs/cli.md from the CLI's clap definition
   stress [TRIALS]             SIGKILL crash trials of the filesystem store (default 3000)
   install-tools               install what the tests need (skopeo, umoci, moto, cargo-fuzz)
   tidy                        repository checks (also run by `cargo test -p xtask`)
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(&args[1..]),
         Some("fuzz") => fuzz_command(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("docs") => docs::run(&args[1..]),
         Some("stress") => stress(&args[1..]),
         Some("install-tools") => install_tools().map(|_| ()),
         Some("tidy") => tidy::check(&root()).map_err(|problems| problems.join("\n")),

@@ -10,6 +10,7 @@ mod bars;
 mod commands;
 mod location;
 mod output;
+mod reference;
 
 use std::process::ExitCode;
 
@@ -299,6 +300,9 @@ impl RegistryArgs {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(reference::ARG) {
+        return reference::print();
+    }
     let cli = Cli::parse();
     let out = Output::new(cli.json, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

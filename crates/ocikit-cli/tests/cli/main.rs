@@ -7,6 +7,7 @@ mod crash;
 mod docker;
 mod image;
 mod layout;
+mod reference;
 mod registry;
 mod repack;
 mod serve;

@@ -232,6 +232,19 @@ const CHARTS: &[Chart] = &[
             ),
         ],
     },
+    Chart {
+        section: "recompress",
+        file: "recompress.svg",
+        title: "Recompressing a gzip image to zstd, layout to layout",
+        bars: &[
+            ("ocikit copy --compression", "gzip-to-zstd/ocikit"),
+            ("skopeo copy --dest-compress-format", "gzip-to-zstd/skopeo"),
+        ],
+        ratios: &[reported(
+            "ocikit / skopeo",
+            "gzip-to-zstd/ocikit-vs-skopeo",
+        )],
+    },
 ];
 
 /// The sections of `docs/benchmarks.md`, in the order the file has them.
@@ -243,6 +256,7 @@ const SECTIONS: &[&str] = &[
     "layout",
     "registry",
     "client",
+    "recompress",
 ];
 
 /// `cargo xtask bench charts`: re-links and redraws every section's charts from the tables

@@ -1,7 +1,8 @@
 //! ocikit's project tooling, run as `cargo xtask <command>`.
 //!
-//! - `ci`: everything CI checks, in order: formatting, clippy, tests (with doc tests), and a
-//!   short run of every fuzz target. Installs the cargo tools it needs when they are missing.
+//! - `ci`: everything CI checks, in order: formatting, tidy, clippy, cargo-deny's licence,
+//!   ban and source checks, tests (with doc tests), and a short run of every fuzz target.
+//!   Installs the cargo tools it needs (cargo-deny, cargo-fuzz) when they are missing.
 //! - `fuzz [--time SECS] [TARGET...]`: runs the fuzz targets (all by default).
 //! - `bench [digest]`: runs the comparative benchmarks and rewrites their section of
 //!   `docs/benchmarks.md`.
@@ -32,7 +33,8 @@ type Result<T = (), E = String> = std::result::Result<T, E>;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci                          fmt check, clippy -D warnings, tests (incl. doc tests), fuzz smoke
+  ci                          fmt check, tidy, clippy -D warnings, cargo-deny (licences, bans,
+                              sources), tests (incl. doc tests), fuzz smoke
   fuzz [--time SECS] [TARGET...]
                               run fuzz targets (default: all, 60 s each)
   bench [digest|store]        run benchmarks, rewrite docs/benchmarks.md

@@ -538,32 +538,14 @@ fn publish_dry_run(root: &Path, no_verify: bool, allow_dirty: bool) -> Result {
     let mut taken = Vec::new();
     for package in &order {
         let name = &package.name;
-        match index_lookup(name)? {
-            Published::Free => {
-                eprintln!("{name} {}: new on crates.io", package.version);
+        let published = index_lookup(name)?;
+        match decide(package, &published, || published_repository(name))? {
+            Decision::Publish(note) => {
+                eprintln!("{name} {}: {note}", package.version);
                 to_publish.push(name.as_str());
             }
-            Published::Versions(versions) if versions.contains(&package.version) => {
-                eprintln!("{name} {}: already published, skipped", package.version);
-            }
-            Published::Versions(versions) => {
-                let theirs = published_repository(name)?;
-                if theirs.as_deref() == package.repository.as_deref() {
-                    eprintln!(
-                        "{name} {}: to publish (crates.io has {})",
-                        package.version,
-                        versions.join(", ")
-                    );
-                    to_publish.push(name.as_str());
-                } else {
-                    taken.push(format!(
-                        "the name `{name}` is taken on crates.io by another project \
-                         (versions {}; repository {})",
-                        versions.join(", "),
-                        theirs.as_deref().unwrap_or("not given")
-                    ));
-                }
-            }
+            Decision::Skip => eprintln!("{name} {}: already published, skipped", package.version),
+            Decision::Taken(problem) => taken.push(problem),
         }
     }
     if !taken.is_empty() {
@@ -588,6 +570,49 @@ fn publish_dry_run(root: &Path, no_verify: bool, allow_dirty: bool) -> Result {
     }
     println!("git tag -a v{version} -m \"ocikit {version}\"");
     Ok(())
+}
+
+/// What to do with one crate in a publishing run.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Publish it (why, for the log).
+    Publish(String),
+    /// Its version is already on crates.io.
+    Skip,
+    /// Its name belongs to another project.
+    Taken(String),
+}
+
+/// Decides from the index what happens to `package`. When the name exists without our
+/// version, `their_repository` (asked only then) tells whether the crate is ours: the same
+/// repository as ours, or another project's.
+pub(crate) fn decide(
+    package: &Package,
+    published: &Published,
+    their_repository: impl FnOnce() -> Result<Option<String>>,
+) -> Result<Decision> {
+    Ok(match published {
+        Published::Free => Decision::Publish("new on crates.io".into()),
+        Published::Versions(versions) if versions.contains(&package.version) => Decision::Skip,
+        Published::Versions(versions) => {
+            let theirs = their_repository()?;
+            if theirs.is_some() && theirs == package.repository {
+                Decision::Publish(format!(
+                    "to publish (crates.io has {})",
+                    versions.join(", ")
+                ))
+            } else {
+                Decision::Taken(format!(
+                    "the name `{}` is taken on crates.io by another project (versions {}; \
+                     repository {}, ours is {})",
+                    package.name,
+                    versions.join(", "),
+                    theirs.as_deref().unwrap_or("not given"),
+                    package.repository.as_deref().unwrap_or("not given"),
+                ))
+            }
+        }
+    })
 }
 
 /// The path of a crate's file in a sparse cargo index.
@@ -1024,6 +1049,43 @@ e = []
         assert!(position("ocikit-layout") < position("ocikit-registry"));
         assert!(position("ocikit") < position("ocikit-cli"));
         assert!(!order.contains(&"xtask") && !order.contains(&"ocikit-tests"));
+    }
+
+    #[test]
+    fn publishing_skips_published_versions_and_refuses_taken_names() {
+        let mut ws = workspace(&[("ocikit-digest", true, &[])]);
+        let mut ours = ws.packages.remove(0);
+        ours.repository = Some("https://github.com/ocikit/ocikit".into());
+        let never = || -> Result<Option<String>> { panic!("no need to ask for the repository") };
+        assert_eq!(
+            decide(&ours, &Published::Free, never),
+            Ok(Decision::Publish("new on crates.io".into()))
+        );
+        let has_ours = Published::Versions(vec!["0.0.1".into(), "0.1.0".into()]);
+        assert_eq!(decide(&ours, &has_ours, never), Ok(Decision::Skip));
+        let older = Published::Versions(vec!["0.0.1".into()]);
+        assert_eq!(
+            decide(&ours, &older, || Ok(ours.repository.clone())),
+            Ok(Decision::Publish("to publish (crates.io has 0.0.1)".into()))
+        );
+        let Ok(Decision::Taken(problem)) = decide(&ours, &older, || {
+            Ok(Some("https://github.com/someone/else".into()))
+        }) else {
+            panic!("a name with another repository is taken");
+        };
+        assert!(problem.contains("`ocikit-digest` is taken"), "{problem}");
+        assert!(
+            problem.contains("https://github.com/someone/else"),
+            "{problem}"
+        );
+        assert!(matches!(
+            decide(&ours, &older, || Ok(None)),
+            Ok(Decision::Taken(_))
+        ));
+        assert_eq!(
+            decide(&ours, &older, || Err("offline".into())),
+            Err("offline".to_string())
+        );
     }
 
     #[test]

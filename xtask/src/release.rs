@@ -1089,6 +1089,46 @@ e = []
     }
 
     #[test]
+    fn lists_the_crates_changed_since_the_last_tag() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        let git = |args: &[&str]| {
+            let status = Command::new("git")
+                .current_dir(root)
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("git runs");
+            assert!(status.success(), "git {args:?}");
+        };
+        let mut ws = workspace(&[("a", true, &[]), ("b", true, &[])]);
+        for package in &mut ws.packages {
+            let crate_dir = root.join("crates").join(&package.name);
+            std::fs::create_dir_all(&crate_dir).expect("mkdir");
+            std::fs::write(crate_dir.join("lib.rs"), "// one\n").expect("write");
+            package.manifest_path = crate_dir.join("Cargo.toml");
+        }
+        git(&["init", "-q"]);
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "one"]);
+        assert_eq!(last_tag(root), Ok(None));
+        git(&["tag", "-a", "v0.1.0", "-m", "v0.1.0"]);
+        assert_eq!(last_tag(root), Ok(Some("v0.1.0".into())));
+        std::fs::write(root.join("crates/b/lib.rs"), "// two\n").expect("write");
+        git(&["commit", "-q", "-am", "two"]);
+        let crates: Vec<&Package> = ws.packages.iter().collect();
+        assert_eq!(
+            changed_since(root, "v0.1.0", &crates),
+            Ok(vec!["b".to_string()])
+        );
+        assert!(
+            changed_since(root, "v9", &crates).is_err(),
+            "an unknown tag fails"
+        );
+    }
+
+    #[test]
     fn index_paths_and_versions() {
         assert_eq!(index_path("a"), "1/a");
         assert_eq!(index_path("ab"), "2/ab");

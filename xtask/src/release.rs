@@ -12,7 +12,10 @@
 //! - `prepare <version> [--allow-dirty] [--no-ci]`: bumps the workspace version and every
 //!   internal dependency's `version =`, rolls `CHANGELOG.md` (the `[Unreleased]` section
 //!   becomes `[<version>] - <date>` under a new empty `[Unreleased]`), refreshes the lock file
-//!   and runs `xtask ci`.
+//!   (`cargo update --workspace`, offline when it can) and runs `xtask ci`. The version must
+//!   be greater than the current one, or equal to it while that was never released (no tag
+//!   `v<version>`, no changelog section): the first release of the version the manifests
+//!   already carry.
 //! - `publish --dry-run [--no-verify] [--allow-dirty]`: walks the crates in dependency order,
 //!   skips those whose version is already in the crates.io index, reports a name taken by
 //!   another project, dry-runs `cargo publish` for the rest, and prints the tag command.
@@ -309,11 +312,21 @@ fn prepare(root: &Path, version: &str, allow_dirty: bool, no_ci: bool) -> Result
     eprintln!("rolled CHANGELOG.md: [Unreleased] is now [{new}] - {date}");
 
     crate::step("refresh Cargo.lock");
-    crate::run(
-        crate::cargo()
-            .current_dir(root)
-            .args(["update", "--workspace"]),
-    )?;
+    // Only the workspace's own entries change, which needs no index: offline first, and
+    // online only if cargo finds it needs to read the index after all.
+    let offline =
+        crate::run(
+            crate::cargo()
+                .current_dir(root)
+                .args(["update", "--workspace", "--offline"]),
+        );
+    if offline.is_err() {
+        crate::run(
+            crate::cargo()
+                .current_dir(root)
+                .args(["update", "--workspace"]),
+        )?;
+    }
 
     if no_ci {
         eprintln!("\n--no-ci: skipping `cargo xtask ci`");

@@ -41,13 +41,26 @@ const INDEX: &str = "https://index.crates.io";
 pub(crate) fn run(args: &[String]) -> Result {
     let flag = |name: &str| args.iter().any(|a| a == name);
     let root = crate::root();
+    let known: &[&str] = match args.first().map(String::as_str) {
+        Some("check") => &["--no-verify", "--allow-dirty"],
+        Some("prepare") => &["--allow-dirty", "--no-ci"],
+        Some("publish") => &["--dry-run", "--no-verify", "--allow-dirty"],
+        _ => &[],
+    };
+    if let Some(unknown) = args
+        .iter()
+        .skip(1)
+        .find(|a| a.starts_with('-') && !known.contains(&a.as_str()))
+    {
+        return Err(format!("unknown option {unknown}\n{USAGE}"));
+    }
     match args.first().map(String::as_str) {
         Some("check") => check(&root, flag("--no-verify"), flag("--allow-dirty")),
         Some("prepare") => {
             let version = args
                 .iter()
                 .skip(1)
-                .find(|a| !a.starts_with("--"))
+                .find(|a| !a.starts_with('-'))
                 .ok_or_else(|| format!("prepare needs a version\n{USAGE}"))?;
             prepare(&root, version, flag("--allow-dirty"), flag("--no-ci"))
         }
@@ -1138,6 +1151,33 @@ e = []
         assert!(
             changed_since(root, "v9", &crates).is_err(),
             "an unknown tag fails"
+        );
+    }
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn refuses_to_publish_and_unknown_options_before_doing_anything() {
+        for command in [&["publish"][..], &["publish", "--no-verify"]] {
+            let refusal = run(&args(command)).expect_err("never publishes");
+            assert!(refusal.contains("runs only with --dry-run"), "{refusal}");
+        }
+        let typo = run(&args(&["check", "--no-verfy"])).expect_err("a typo");
+        assert!(typo.contains("unknown option --no-verfy"), "{typo}");
+        let wrong_command =
+            run(&args(&["prepare", "0.2.0", "--dry-run"])).expect_err("not prepare's");
+        assert!(
+            wrong_command.contains("unknown option --dry-run"),
+            "{wrong_command}"
+        );
+        let missing = run(&args(&["prepare", "--no-ci"])).expect_err("no version");
+        assert!(missing.contains("prepare needs a version"), "{missing}");
+        let unknown = run(&args(&["ship"])).expect_err("no such command");
+        assert!(
+            unknown.contains("unknown or missing release command"),
+            "{unknown}"
         );
     }
 

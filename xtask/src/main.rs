@@ -1,20 +1,31 @@
 //! ocikit's project tooling, run as `cargo xtask <command>`.
 //!
-//! - `ci`: everything CI checks, in order: formatting, clippy, tests (with doc tests), and a
-//!   short run of every fuzz target. Installs the cargo tools it needs when they are missing.
+//! - `ci`: everything CI checks, in order: formatting, tidy, clippy, cargo-deny's licence,
+//!   ban and source checks, tests (with doc tests), and a short run of every fuzz target.
+//!   Installs the cargo tools it needs (cargo-deny, cargo-fuzz) when they are missing.
 //! - `fuzz [--time SECS] [TARGET...]`: runs the fuzz targets (all by default).
 //! - `bench [NAME...]`: runs the comparative benchmarks and rewrites their section of
 //!   `docs/benchmarks.md` and their charts; `bench charts` redraws the charts from the tables.
 //! - `docs`: regenerates `docs/cli.md` from the clap definition of the `ocikit` binary.
 //! - `stress [TRIALS]`: the store's crash-safety test with thousands of SIGKILL trials.
 //! - `tidy`: the repository checks that `cargo test` also runs (see `tidy.rs`).
+//! - `release check | prepare <version> | publish --dry-run`: packaging checks, the version
+//!   bump and changelog roll, and a publishing dry run (see `release.rs`; nothing is ever
+//!   published from here).
+//! - `deny [--advisories]`: cargo-deny's licence, ban and source checks (also run by `ci`);
+//!   `--advisories` adds the RustSec advisory check, which fetches the advisory database
+//!   from GitHub and so runs only where GitHub is reachable (not in CI).
 //!
-//! Its one dependency is plotters with only its SVG backend (the benchmark charts), so it
-//! builds in seconds.
+//! It depends on `serde_json` (reading `cargo metadata`), `semver` (release versions),
+//! `toml_edit` (editing manifests without losing their comments), `chrono` (the changelog's
+//! date) and plotters with only its SVG backend (the benchmark charts), so it builds in
+//! seconds.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
 mod docs;
+mod metadata;
+mod release;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +36,8 @@ type Result<T = (), E = String> = std::result::Result<T, E>;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci                          fmt check, clippy -D warnings, tests (incl. doc tests), fuzz smoke
+  ci                          fmt check, tidy, clippy -D warnings, cargo-deny (licences, bans,
+                              sources), tests (incl. doc tests), fuzz smoke
   fuzz [--time SECS] [TARGET...]
                               run fuzz targets (default: all, 60 s each)
   bench [NAME...|charts]      run benchmarks, rewrite docs/benchmarks.md and its charts
@@ -34,6 +46,18 @@ commands:
   stress [TRIALS]             SIGKILL crash trials of the filesystem store (default 3000)
   install-tools               install what the tests need (skopeo, umoci, moto, cargo-fuzz)
   tidy                        repository checks (also run by `cargo test -p xtask`)
+  release check [--no-verify] [--allow-dirty]
+                              manifests complete, every publishable crate packages (in
+                              dependency order), crates changed since the last tag
+  release prepare <version> [--allow-dirty] [--no-ci]
+                              bump the workspace and internal dependency versions, roll
+                              CHANGELOG.md, refresh Cargo.lock, run `ci`
+  release publish --dry-run [--no-verify] [--allow-dirty]
+                              skip versions already on crates.io, `cargo publish --dry-run`
+                              the rest, print the tag command (refuses without --dry-run:
+                              nothing is published from xtask)
+  deny [--advisories]         cargo-deny: licences, bans, sources (part of `ci`);
+                              --advisories also checks RustSec (needs GitHub access)
 ";
 
 fn main() -> ExitCode {
@@ -46,6 +70,8 @@ fn main() -> ExitCode {
         Some("stress") => stress(&args[1..]),
         Some("install-tools") => install_tools().map(|_| ()),
         Some("tidy") => tidy::check(&root()).map_err(|problems| problems.join("\n")),
+        Some("release") => release::run(&args[1..]),
+        Some("deny") => deny(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -115,6 +141,9 @@ fn ci(args: &[String]) -> Result {
         "warnings",
     ]))?;
 
+    step("cargo-deny (licences, bans, sources)");
+    deny(&[])?;
+
     step("test tools");
     let path = install_tools()?;
 
@@ -178,6 +207,27 @@ pub(crate) fn fuzz_targets() -> Result<Vec<String>> {
         }
     }
     Ok(targets)
+}
+
+/// Runs cargo-deny's licence, ban and source checks (deny.toml), installing cargo-deny
+/// when missing. `--advisories` adds the advisory check, which clones the RustSec database
+/// from GitHub: CI cannot reach GitHub, so it is opt-in, for machines with internet.
+/// Installing cargo-deny is the slow part on a fresh machine: a cold `cargo install --locked
+/// cargo-deny` (0.20.2) took 9 min 38 s on the 2 shared cores of the development machine,
+/// under load (337 s of CPU); CI's time budget has room for it.
+fn deny(args: &[String]) -> Result {
+    let advisories = args.iter().any(|a| a == "--advisories");
+    if let Some(other) = args.iter().find(|a| *a != "--advisories") {
+        return Err(format!("deny: unknown argument {other}\n\n{USAGE}"));
+    }
+    ensure_cargo_tool("cargo-deny", "cargo-deny")?;
+    let mut checks = vec!["licenses", "bans", "sources"];
+    if advisories {
+        checks.push("advisories");
+    }
+    run(cargo()
+        .args(["deny", "check", "--hide-inclusion-graph"])
+        .args(checks))
 }
 
 /// Installs a cargo subcommand from crates.io when it is not on the PATH.

@@ -641,9 +641,35 @@ fn recompress_in(dir: &std::path::Path, ocikit: &std::path::Path) -> Result {
     // Three layers of 64 MiB of words drawn from a small vocabulary: text-like content that
     // gzip shrinks about threefold, so both codecs do real work.
     const WORDS: &[&str] = &[
-        "layer", "image", "digest", "manifest", "index", "blob", "config", "tar", "root",
-        "usr", "lib", "bin", "etc", "share", "doc", "locale", "python3", "site-packages",
-        "0x1f", "42", "error", "return", "static", "const", "function", "=", "{", "}", "\n",
+        "layer",
+        "image",
+        "digest",
+        "manifest",
+        "index",
+        "blob",
+        "config",
+        "tar",
+        "root",
+        "usr",
+        "lib",
+        "bin",
+        "etc",
+        "share",
+        "doc",
+        "locale",
+        "python3",
+        "site-packages",
+        "0x1f",
+        "42",
+        "error",
+        "return",
+        "static",
+        "const",
+        "function",
+        "=",
+        "{",
+        "}",
+        "\n",
     ];
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut layers = Vec::new();

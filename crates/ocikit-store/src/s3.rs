@@ -258,7 +258,8 @@ impl S3Store {
     /// Connects to the bucket `config` describes. No request is made until the store is used.
     ///
     /// Conditional PUT (`If-Match` / `If-None-Match`) is enabled: document compare-and-swap
-    /// relies on it.
+    /// relies on it. HTTPS runs on rustls with ring: if the program has not installed a
+    /// process-default rustls crypto provider, this installs ring's.
     ///
     /// ```no_run
     /// use ocikit_store::s3::S3Config;
@@ -309,6 +310,9 @@ impl S3Store {
         if let Some(endpoint) = &config.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
+        // The HTTP client's rustls has no bundled provider: ring, unless the program chose
+        // one already (then that one stays).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let s3 = Arc::new(builder.build().map_err(backend)?);
         let http = ReqwestConnector::default()
             .connect(&ClientOptions::new().with_allow_http(config.allow_http))

@@ -240,10 +240,7 @@ const CHARTS: &[Chart] = &[
             ("ocikit copy --compression", "gzip-to-zstd/ocikit"),
             ("skopeo copy --dest-compress-format", "gzip-to-zstd/skopeo"),
         ],
-        ratios: &[reported(
-            "ocikit / skopeo",
-            "gzip-to-zstd/ocikit-vs-skopeo",
-        )],
+        ratios: &[reported("ocikit / skopeo", "gzip-to-zstd/ocikit-vs-skopeo")],
     },
 ];
 

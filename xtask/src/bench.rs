@@ -577,17 +577,7 @@ fn client_in(dir: &std::path::Path, ocikit: &std::path::Path) -> Result {
         )?);
         eprintln!("client bench: round {round} done");
     }
-    let line = |name: &str, unit: &str, v: &[f64]| {
-        let mut sorted = v.to_vec();
-        sorted.sort_by(|a, b| a.total_cmp(b));
-        Line {
-            name: name.to_owned(),
-            median: median(v.to_vec()),
-            unit: unit.to_owned(),
-            min: sorted[0],
-            max: sorted[sorted.len() - 1],
-        }
-    };
+    let line = summary;
     let pull = median(pull_ocikit.clone()) / median(pull_skopeo.clone());
     let push = median(push_ocikit.clone()) / median(push_skopeo.clone());
     let lines = vec![
@@ -731,17 +721,7 @@ fn recompress_in(dir: &std::path::Path, ocikit: &std::path::Path) -> Result {
         }
         eprintln!("recompress bench: round {round} done");
     }
-    let line = |name: &str, unit: &str, v: &[f64]| {
-        let mut sorted = v.to_vec();
-        sorted.sort_by(|a, b| a.total_cmp(b));
-        Line {
-            name: name.to_owned(),
-            median: median(v.to_vec()),
-            unit: unit.to_owned(),
-            min: sorted[0],
-            max: sorted[sorted.len() - 1],
-        }
-    };
+    let line = summary;
     let ratio = median(with_ocikit.clone()) / median(with_skopeo.clone());
     let lines = vec![
         line("uncompressed-size", "MB", &[mb]),
@@ -764,6 +744,19 @@ fn recompress_in(dir: &std::path::Path, ocikit: &std::path::Path) -> Result {
     );
     println!("{section}");
     write_section("recompress", &section)
+}
+
+/// A table row for measurements `v` (at least one): their median, min and max.
+fn summary(name: &str, unit: &str, v: &[f64]) -> Line {
+    let mut sorted = v.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    Line {
+        name: name.to_owned(),
+        median: median(v.to_vec()),
+        unit: unit.to_owned(),
+        min: sorted[0],
+        max: sorted[sorted.len() - 1],
+    }
 }
 
 fn write_section(name: &str, body: &str) -> Result {

@@ -152,26 +152,12 @@ impl DockerConfig {
     /// registry on standard input (Docker's protocol); its "not found" falls through to the
     /// next source. Identity tokens (`<token>` users) are not supported and count as none.
     pub fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
-        let helper_for = self
-            .root
-            .get("credHelpers")
-            .and_then(Value::as_object)
-            .and_then(|helpers| {
-                keys(registry)
-                    .into_iter()
-                    .find_map(|k| helpers.get(&k).and_then(Value::as_str).map(|h| (k, h)))
-            });
-        if let Some((key, helper)) = helper_for
+        if let Some((key, helper)) = self.registry_helper(registry)
             && let Some(found) = self.run_helper(helper, &key)?
         {
             return Ok(Some(found));
         }
-        if let Some(store) = self
-            .root
-            .get("credsStore")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-        {
+        if let Some(store) = self.creds_store() {
             for key in keys(registry) {
                 if let Some(found) = self.run_helper(store, &key)? {
                     return Ok(Some(found));
@@ -282,22 +268,26 @@ impl DockerConfig {
     /// The credential helper that keeps `registry`'s secrets, if the file names one:
     /// `credHelpers` for it, else `credsStore`.
     pub fn helper_for(&self, registry: &str) -> Option<String> {
-        let named = self
-            .root
-            .get("credHelpers")
-            .and_then(Value::as_object)
-            .and_then(|helpers| {
-                keys(registry)
-                    .into_iter()
-                    .find_map(|k| helpers.get(&k).and_then(Value::as_str).map(str::to_string))
-            });
-        named.or_else(|| {
-            self.root
-                .get("credsStore")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        })
+        self.registry_helper(registry)
+            .map(|(_, helper)| helper)
+            .or_else(|| self.creds_store())
+            .map(str::to_string)
+    }
+
+    /// The `credHelpers` entry for `registry`: the key it is filed under and the helper.
+    fn registry_helper(&self, registry: &str) -> Option<(String, &str)> {
+        let helpers = self.root.get("credHelpers").and_then(Value::as_object)?;
+        keys(registry)
+            .into_iter()
+            .find_map(|k| helpers.get(&k).and_then(Value::as_str).map(|h| (k, h)))
+    }
+
+    /// The `credsStore` helper, if one is named.
+    fn creds_store(&self) -> Option<&str> {
+        self.root
+            .get("credsStore")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     /// Keeps `credentials` for `registry` as `docker login` does: through the registry's

@@ -331,14 +331,16 @@ pub(crate) fn ensure_apt_tools(tools: &[(&str, &str)]) -> Result {
     Ok(())
 }
 
-/// Installs what the tests need: moto (the S3 tests), skopeo, umoci and GNU tar (the
-/// interop tests), cargo-fuzz (the fuzz smoke run).
+/// Installs what the tests need: moto (the S3 tests), skopeo, umoci, GNU tar and
+/// docker-registry (the interop tests), script(1) (a terminal for the progress-bar test),
+/// cargo-fuzz (the fuzz smoke run).
 fn install_tools() -> Result<Option<std::ffi::OsString>> {
     ensure_apt_tools(&[
         ("skopeo", "skopeo"),
         ("umoci", "umoci"),
         ("tar", "tar"),
         ("docker-registry", "docker-registry"),
+        ("script", "bsdutils"),
     ])?;
     let path = ensure_python_tool("moto_server", "moto[server]")?;
     ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;

@@ -220,7 +220,7 @@ fn deny(args: &[String]) -> Result {
     if let Some(other) = args.iter().find(|a| *a != "--advisories") {
         return Err(format!("deny: unknown argument {other}\n\n{USAGE}"));
     }
-    ensure_cargo_tool("cargo-deny", "cargo-deny")?;
+    ensure_cargo_tool("cargo-deny", CARGO_DENY)?;
     let mut checks = vec!["licenses", "bans", "sources"];
     if advisories {
         checks.push("advisories");
@@ -229,6 +229,13 @@ fn deny(args: &[String]) -> Result {
         .args(["deny", "check", "--hide-inclusion-graph"])
         .args(checks))
 }
+
+/// The cargo tools `ci` installs when missing, pinned: a fresh CI machine must get the
+/// versions the checks were written against, not whatever crates.io has that day (a newer
+/// release may need a newer toolchain or read deny.toml differently).
+const CARGO_DENY: &str = "cargo-deny@0.20.2";
+/// See [`CARGO_DENY`].
+const CARGO_FUZZ: &str = "cargo-fuzz@0.13.2";
 
 /// Installs a cargo subcommand from crates.io when it is not on the PATH.
 fn ensure_cargo_tool(binary: &str, package: &str) -> Result {
@@ -343,7 +350,7 @@ fn install_tools() -> Result<Option<std::ffi::OsString>> {
         ("script", "bsdutils"),
     ])?;
     let path = ensure_python_tool("moto_server", "moto[server]")?;
-    ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
+    ensure_cargo_tool("cargo-fuzz", CARGO_FUZZ)?;
     Ok(path)
 }
 
@@ -367,7 +374,7 @@ fn stress(args: &[String]) -> Result {
 /// from its committed seeds. cargo-fuzz needs nightly flags; `RUSTC_BOOTSTRAP=1` lets the
 /// stable toolchain accept them.
 fn fuzz(seconds: u64, targets: &[String]) -> Result {
-    ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
+    ensure_cargo_tool("cargo-fuzz", CARGO_FUZZ)?;
     let all = fuzz_targets()?;
     let chosen: Vec<String> = if targets.is_empty() {
         all.clone()

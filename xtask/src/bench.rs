@@ -518,31 +518,22 @@ fn client_in(dir: &std::path::Path, ocikit: &std::path::Path) -> Result {
     let mut push_skopeo = Vec::new();
     let mut push_ocikit = Vec::new();
     for round in 0..runs {
-        let dest = dir.join("pulled");
-        let into = format!("oci:{}:v1", dest.display());
-        for first in [round % 2 == 0, round % 2 != 0] {
-            std::fs::remove_dir_all(&dest).ok();
-            if first {
-                let t = timed(Command::new("skopeo").args([
-                    "--insecure-policy",
-                    "copy",
-                    "-q",
-                    "--src-tls-verify=false",
-                    &remote,
-                    &into,
-                ]))?;
-                pull_skopeo.push(mb / t);
-            } else {
-                let t = timed(Command::new(ocikit).args([
-                    "-q",
-                    "copy",
-                    "--src-tls-verify=false",
-                    &remote,
-                    &into,
-                ]))?;
-                pull_ocikit.push(mb / t);
-            }
-        }
+        let into = format!("oci:{}:v1", dir.join("pulled").display());
+        let (theirs, ours) = copy_both_ways(
+            round,
+            &dir.join("pulled"),
+            Command::new("skopeo").args([
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                &remote,
+                &into,
+            ]),
+            Command::new(ocikit).args(["-q", "copy", "--src-tls-verify=false", &remote, &into]),
+        )?;
+        pull_skopeo.push(mb / theirs);
+        pull_ocikit.push(mb / ours);
         // Pushes into ocikit's server, each into a server of its own: skopeo remembers which
         // registries hold which blobs and would mount them instead of sending them again.
         let push_into = |name: &str, tool: &mut Command| -> Result<f64> {
@@ -577,17 +568,16 @@ fn client_in(dir: &std::path::Path, ocikit: &std::path::Path) -> Result {
         )?);
         eprintln!("client bench: round {round} done");
     }
-    let line = summary;
     let pull = median(pull_ocikit.clone()) / median(pull_skopeo.clone());
     let push = median(push_ocikit.clone()) / median(push_skopeo.clone());
     let lines = vec![
-        line("image-size", "MB", &[mb]),
-        line("pull-from-distribution/skopeo", "MB/s", &pull_skopeo),
-        line("pull-from-distribution/ocikit", "MB/s", &pull_ocikit),
-        line("pull-from-distribution/ocikit-vs-skopeo", "x", &[pull]),
-        line("push-to-ocikit-serve/skopeo", "MB/s", &push_skopeo),
-        line("push-to-ocikit-serve/ocikit", "MB/s", &push_ocikit),
-        line("push-to-ocikit-serve/ocikit-vs-skopeo", "x", &[push]),
+        summary("image-size", "MB", &[mb]),
+        summary("pull-from-distribution/skopeo", "MB/s", &pull_skopeo),
+        summary("pull-from-distribution/ocikit", "MB/s", &pull_ocikit),
+        summary("pull-from-distribution/ocikit-vs-skopeo", "x", &[pull]),
+        summary("push-to-ocikit-serve/skopeo", "MB/s", &push_skopeo),
+        summary("push-to-ocikit-serve/ocikit", "MB/s", &push_ocikit),
+        summary("push-to-ocikit-serve/ocikit-vs-skopeo", "x", &[push]),
     ];
     let section = format!(
         "Machine: {machine}.\n\
@@ -692,42 +682,31 @@ fn recompress_in(dir: &std::path::Path, ocikit: &std::path::Path) -> Result {
     let mut with_skopeo = Vec::new();
     let mut with_ocikit = Vec::new();
     for round in 0..runs {
-        let dest = dir.join("dest");
-        let into = format!("oci:{}:v1", dest.display());
-        for first in [round % 2 == 0, round % 2 != 0] {
-            std::fs::remove_dir_all(&dest).ok();
-            if first {
-                let t = timed(Command::new("skopeo").args([
-                    "--insecure-policy",
-                    "copy",
-                    "-q",
-                    "--dest-compress-format",
-                    "zstd",
-                    &src,
-                    &into,
-                ]))?;
-                with_skopeo.push(mb / t);
-            } else {
-                let t = timed(Command::new(ocikit).args([
-                    "-q",
-                    "copy",
-                    "--compression",
-                    "zstd",
-                    &src,
-                    &into,
-                ]))?;
-                with_ocikit.push(mb / t);
-            }
-        }
+        let into = format!("oci:{}:v1", dir.join("dest").display());
+        let (theirs, ours) = copy_both_ways(
+            round,
+            &dir.join("dest"),
+            Command::new("skopeo").args([
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--dest-compress-format",
+                "zstd",
+                &src,
+                &into,
+            ]),
+            Command::new(ocikit).args(["-q", "copy", "--compression", "zstd", &src, &into]),
+        )?;
+        with_skopeo.push(mb / theirs);
+        with_ocikit.push(mb / ours);
         eprintln!("recompress bench: round {round} done");
     }
-    let line = summary;
     let ratio = median(with_ocikit.clone()) / median(with_skopeo.clone());
     let lines = vec![
-        line("uncompressed-size", "MB", &[mb]),
-        line("gzip-to-zstd/skopeo", "MB/s", &with_skopeo),
-        line("gzip-to-zstd/ocikit", "MB/s", &with_ocikit),
-        line("gzip-to-zstd/ocikit-vs-skopeo", "x", &[ratio]),
+        summary("uncompressed-size", "MB", &[mb]),
+        summary("gzip-to-zstd/skopeo", "MB/s", &with_skopeo),
+        summary("gzip-to-zstd/ocikit", "MB/s", &with_ocikit),
+        summary("gzip-to-zstd/ocikit-vs-skopeo", "x", &[ratio]),
     ];
     let section = format!(
         "Machine: {machine}.\n\
@@ -744,6 +723,27 @@ fn recompress_in(dir: &std::path::Path, ocikit: &std::path::Path) -> Result {
     );
     println!("{section}");
     write_section("recompress", &section)
+}
+
+/// Times `skopeo` and `ocikit` (two commands writing into `dest`), each into a fresh
+/// `dest`, skopeo first in even rounds and ocikit first in odd ones; returns their seconds.
+fn copy_both_ways(
+    round: usize,
+    dest: &std::path::Path,
+    skopeo: &mut Command,
+    ocikit: &mut Command,
+) -> Result<(f64, f64)> {
+    let timed_fresh = |cmd: &mut Command| {
+        std::fs::remove_dir_all(dest).ok();
+        timed(cmd)
+    };
+    if round.is_multiple_of(2) {
+        let theirs = timed_fresh(skopeo)?;
+        Ok((theirs, timed_fresh(ocikit)?))
+    } else {
+        let ours = timed_fresh(ocikit)?;
+        Ok((timed_fresh(skopeo)?, ours))
+    }
 }
 
 /// A table row for measurements `v` (at least one): their median, min and max.

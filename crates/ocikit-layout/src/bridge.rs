@@ -97,13 +97,7 @@ where
         Ok::<_, Error>(produced)
     });
     let (pumped, produced) = futures::join!(pump, producer);
-    match produced.map_err(join_error) {
-        Ok(Ok((value, digest, size))) => {
-            pumped?.commit(&digest, size).await?;
-            Ok(value)
-        }
-        produced => finish_failed(pumped, produced.and_then(|p| p).map(|_| ())).await,
-    }
+    finish(pumped, produced.map_err(join_error).and_then(|p| p)).await
 }
 
 /// A [`ChannelWriter`] for a blocking producer, and the future that hands what it writes
@@ -134,12 +128,12 @@ pub(crate) async fn blob_sink(
     Ok((ChannelWriter::new(tx), pump))
 }
 
-/// The error for a blob whose producer or store failed: the store's error if it failed (the
-/// producer's is then a consequence: "broken pipe"), else the producer's. Discards the
-/// staged bytes.
-pub(crate) async fn finish_failed<T>(
+/// Ends a blob written through [`blob_sink`]: commits it under the digest and size the
+/// producer returned with its value, or discards it. When both sides failed the store's
+/// error wins (the producer's is then a consequence: "broken pipe").
+pub(crate) async fn finish<T>(
     pumped: Result<BlobWriter>,
-    produced: Result<()>,
+    produced: Result<(T, Digest, u64)>,
 ) -> Result<T> {
     match (pumped, produced) {
         (Err(e), _) => Err(e),
@@ -147,11 +141,9 @@ pub(crate) async fn finish_failed<T>(
             abort(writer).await;
             Err(e)
         }
-        (Ok(writer), Ok(())) => {
-            abort(writer).await;
-            Err(Error::Store(StoreError::Stream(io::Error::other(
-                "the blob's producer stopped without a result",
-            ))))
+        (Ok(writer), Ok((value, digest, size))) => {
+            writer.commit(&digest, size).await?;
+            Ok(value)
         }
     }
 }

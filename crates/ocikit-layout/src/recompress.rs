@@ -267,24 +267,19 @@ impl Run<'_> {
         for (layer, diff_id) in layers.iter().zip(&diff_ids) {
             plans.push(self.plan(layer, diff_id, oci)?);
         }
-        let jobs: Vec<(Digest, u64, Compression, Digest)> = plans
-            .iter()
-            .filter_map(|plan| match plan {
-                Plan::Recompress {
-                    digest,
-                    size,
-                    from,
-                    diff_id,
-                } if !self.layers.contains_key(digest) => {
-                    Some((digest.clone(), *size, *from, diff_id.clone()))
-                }
-                _ => None,
-            })
-            .collect();
+        // Each layer not converted yet, once (an image may list a layer twice).
         let mut unique: Vec<(Digest, u64, Compression, Digest)> = Vec::new();
-        for job in jobs {
-            if !unique.iter().any(|(d, ..)| *d == job.0) {
-                unique.push(job);
+        for plan in &plans {
+            if let Plan::Recompress {
+                digest,
+                size,
+                from,
+                diff_id,
+            } = plan
+                && !self.layers.contains_key(digest)
+                && !unique.iter().any(|(d, ..)| d == digest)
+            {
+                unique.push((digest.clone(), *size, *from, diff_id.clone()));
             }
         }
         let written: Vec<(Digest, u64, Map<String, Value>)> = futures::stream::iter(unique)
@@ -541,18 +536,19 @@ async fn recompress_layer(
         },
     );
     let (pumped, read) = futures::join!(pump, read);
-    let info = match read {
-        Ok(info) if info.diff_id == expected => info,
-        Ok(info) => {
-            let mismatch = Error::Codec(ocikit_codec::Error::DiffIdMismatch {
+    // A layer whose content is not its diffID is refused, never published re-labelled.
+    let checked = read.and_then(|info| {
+        if info.diff_id == expected {
+            let (digest, size) = (info.digest.clone(), info.size);
+            Ok((info, digest, size))
+        } else {
+            Err(Error::Codec(ocikit_codec::Error::DiffIdMismatch {
                 expected,
                 actual: info.diff_id,
-            });
-            return bridge::finish_failed(pumped, Err(mismatch)).await;
+            }))
         }
-        Err(e) => return bridge::finish_failed(pumped, Err(e)).await,
-    };
-    pumped?.commit(&info.digest, info.size).await?;
+    });
+    let info = bridge::finish(pumped, checked).await?;
     Ok(blob_fields(
         family.layer_type(options.compression),
         &info.digest,

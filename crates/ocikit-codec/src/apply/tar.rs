@@ -13,11 +13,19 @@
 //!   [`Limits::max_entry_metadata`], counted with every other extension of the same entry and
 //!   512 bytes per extension header (C-T03); `g` global headers are checked the same way and
 //!   then ignored (C-S07).
+//! - The archive ends at the first zero block (the end-of-archive marker, one or two blocks),
+//!   or where the stream ends cleanly at an entry boundary: after an entry's header and data,
+//!   with or without the padding to the next block (C-T05). That is what Go's archive/tar,
+//!   GNU tar and umoci read, and umoci (`repack`, `insert`) writes layers with neither end
+//!   blocks nor final padding. A stream that ends inside a header, inside an extension
+//!   header or its records, or inside an entry's data is truncated ([`Error::Corrupt`] with
+//!   [`io::ErrorKind::UnexpectedEof`]), in both modes.
 //! - Strict mode also refuses the ambiguous cases: two PAX headers or two long names for one
 //!   entry, a GNU long name together with a PAX `path`, a header-only entry (directory,
-//!   link, device, FIFO) with a non-zero size, a non-numeric PAX `mtime`, a missing
-//!   end-of-archive marker (C-T05) and a non-zero block after the first zero block.
-//!   Lenient mode does what Go does.
+//!   link, device, FIFO) with a non-zero size, a non-numeric PAX `mtime`, PAX numbers with a
+//!   leading `+` (Go accepts them, GNU tar does not), a PAX global header carrying `size`,
+//!   `path` or `linkpath` (GNU tar applies them to the entries that follow, Go ignores them)
+//!   and a non-zero block after the first zero block. Lenient mode does what Go does.
 //! - Entry data is streamed, never preallocated from a header (C-T04); the stream is hashed
 //!   as it is read (the diffID), including any bytes after the end-of-archive marker.
 
@@ -349,7 +357,13 @@ impl<R: Read> TarReader<R> {
             return Ok(None);
         }
         if have < BLOCK {
-            return Err(truncated());
+            return Err(Error::Corrupt {
+                format: "tar",
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "tar stream ends inside a header",
+                ),
+            });
         }
         let mut block = [0u8; BLOCK];
         block.copy_from_slice(&self.buf[self.start..self.start + BLOCK]);
@@ -370,6 +384,22 @@ impl<R: Read> TarReader<R> {
             n -= take as u64;
         }
         Ok(())
+    }
+
+    /// Skips the padding after an entry's data. `false` when the stream ends inside it (or
+    /// right where it starts): a clean end of the archive.
+    fn skip_padding(&mut self, mut n: u64) -> Result<bool> {
+        while n > 0 {
+            if self.buffered() == 0 && self.fill(BLOCK)? == 0 {
+                return Ok(false);
+            }
+            let take = usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(self.buffered());
+            self.start += take;
+            n -= take as u64;
+        }
+        Ok(true)
     }
 
     /// Reads `n` bytes (already checked against the metadata limit).
@@ -444,19 +474,22 @@ impl<R: Read> TarReader<R> {
         if self.done {
             return Ok(None);
         }
-        // Whatever the caller left of the previous entry.
-        let rest = self.remaining + self.padding;
+        // Whatever the caller left of the previous entry: its data must all be there; its
+        // padding may be cut short by the end of the stream (the end of the archive).
+        let (rest, padding) = (self.remaining, self.padding);
         self.remaining = 0;
         self.padding = 0;
         self.skip(rest)?;
+        if !self.skip_padding(padding)? {
+            self.done = true;
+            return Ok(None);
+        }
 
         let mut pending = Pending::default();
         loop {
             let Some(block) = self.block()? else {
-                // End of stream at a header boundary without the end-of-archive marker.
-                if self.strict {
-                    return Err(corrupt("tar stream ends without an end-of-archive marker"));
-                }
+                // End of stream at an entry boundary without the end-of-archive marker: the
+                // end of the archive, unless extension headers were waiting for their entry.
                 if pending.pax.is_some()
                     || pending.long_name.is_some()
                     || pending.long_link.is_some()
@@ -575,6 +608,16 @@ impl<R: Read> TarReader<R> {
                 if value.is_empty() {
                     continue;
                 }
+                // Go's strconv takes a leading `+`; GNU tar refuses it.
+                if matches!(key.as_slice(), b"size" | b"uid" | b"gid" | b"mtime")
+                    && value.first() == Some(&b'+')
+                {
+                    self.strict_check(
+                        false,
+                        &name,
+                        &format!("PAX {} with a leading `+`", String::from_utf8_lossy(&key)),
+                    )?;
+                }
                 match key.as_slice() {
                     b"path" => {
                         self.strict_check(
@@ -649,7 +692,23 @@ impl<R: Read> TarReader<R> {
             // Checked like any extension, then ignored (SPEC C-S07).
             let mut pending = Pending::default();
             let data = self.extension(&mut pending, size)?;
-            parse_pax(&data).ok_or_else(|| malformed(&name, "malformed PAX global record"))?;
+            let records =
+                parse_pax(&data).ok_or_else(|| malformed(&name, "malformed PAX global record"))?;
+            // GNU tar applies these to every entry that follows (so it frames and names them
+            // differently from Go, which ignores them): strict mode refuses them.
+            if let Some((key, _)) = records
+                .iter()
+                .find(|(key, _)| matches!(key.as_slice(), b"size" | b"path" | b"linkpath"))
+            {
+                self.strict_check(
+                    false,
+                    &name,
+                    &format!(
+                        "PAX global record `{}` would apply to every entry",
+                        String::from_utf8_lossy(key)
+                    ),
+                )?;
+            }
             size = 0;
         } else if kind.header_only() && size > 0 {
             // Go reads no data for these whatever the size says; strict mode refuses the

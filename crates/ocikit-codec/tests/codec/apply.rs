@@ -1793,9 +1793,9 @@ fn c_s06_unknown_and_sparse_types() {
 fn c_s07_pax_global_headers_are_ignored() {
     let global = Ent {
         data: [
-            pax_record(b"path", b"evil"),
             pax_record(b"uid", b"666"),
             pax_record(b"mtime", b"1"),
+            pax_record(b"comment", b"made by a test"),
         ]
         .concat(),
         ..ent("pax_global_header", b'g')
@@ -1818,6 +1818,60 @@ fn c_s07_pax_global_headers_are_ignored() {
     };
     let sb = Sandbox::new();
     malformed(sb.apply(&[bad], &strict()));
+}
+
+/// A global header whose records would change framing (`size`) or names (`path`,
+/// `linkpath`) for the entries after it: GNU tar applies them, Go ignores them, so the two
+/// list different entries. Strict mode refuses; lenient mode ignores them, as Go does.
+#[test]
+fn c_s07_global_headers_that_change_framing_or_names_are_refused_in_strict_mode() {
+    let global = |key: &[u8], value: &[u8]| Ent {
+        data: pax_record(key, value),
+        ..ent("pax_global_header", b'g')
+    };
+    let smuggled = tar_body(&[file("smuggled", b"s")]);
+    let size = smuggled.len().to_string();
+    for (key, value) in [
+        (&b"size"[..], size.as_bytes()),
+        (b"path", b"evil"),
+        (b"linkpath", b"/etc/passwd"),
+    ] {
+        let mut bytes = tar_body(&[global(key, value), file("f", b"")]);
+        bytes.extend_from_slice(&smuggled);
+        bytes.extend_from_slice(&[0u8; 1024]);
+        let detail = malformed(Sandbox::new().apply_bytes(&bytes, &strict()));
+        assert!(detail.contains("global"), "{detail}");
+        let sb = Sandbox::new();
+        sb.apply_bytes(&bytes, &lenient()).unwrap();
+        assert_eq!(sb.names(), ["f", "smuggled"]);
+    }
+}
+
+/// PAX numbers with a leading `+`: Go's strconv accepts them, GNU tar refuses them.
+#[test]
+fn pax_numbers_with_a_plus_sign_are_refused_in_strict_mode() {
+    for (key, value) in [
+        ("size", &b"+1"[..]),
+        ("uid", b"+5"),
+        ("gid", b"+5"),
+        ("mtime", b"+77"),
+        ("mtime", b"+77.5"),
+    ] {
+        let entry = || file("f", b"x").pax(key, value);
+        let detail = malformed(Sandbox::new().apply(&[entry()], &strict()));
+        assert!(detail.contains(key), "{key}: {detail}");
+        let sb = Sandbox::new();
+        sb.apply(&[entry()], &lenient()).unwrap();
+        assert_eq!(sb.read("f"), b"x");
+    }
+    // Without the sign, the same numbers are fine.
+    let sb = Sandbox::new();
+    sb.apply(
+        &[file("f", b"x").pax("size", b"1").pax("mtime", b"77.5")],
+        &strict(),
+    )
+    .unwrap();
+    assert_eq!(fs::symlink_metadata(sb.p("f")).unwrap().mtime(), 77);
 }
 
 #[test]
@@ -1979,25 +2033,27 @@ fn c_t04_huge_declared_sizes_stream_and_fail_at_eof() {
 #[test]
 fn c_t05_truncated_archives_are_errors() {
     let full = tar_of(&[file("a", &[b'a'; 1000]), file("b", b"b")]);
-    let sb = Sandbox::new();
-    for cut in [100, 512 + 500, 512 * 3 + 100, full.len() - 1024] {
-        let r = sb.apply_bytes(&full[..cut], &strict());
-        assert!(
-            matches!(r, Err(Error::Corrupt { .. })),
-            "cut at {cut}: {r:?}"
-        );
+    // Inside the first header, inside a's data, inside b's header, and one byte into the end
+    // marker's place after a whole entry is fine (see below); these are not entry boundaries.
+    for cut in [100, 512 + 500, 512 * 3 + 100] {
+        for options in [strict(), lenient()] {
+            let sb = Sandbox::new();
+            let r = sb.apply_bytes(&full[..cut], &options);
+            assert!(
+                matches!(r, Err(Error::Corrupt { .. })),
+                "cut at {cut}: {r:?}"
+            );
+        }
     }
-    // Missing the end-of-archive marker: lenient mode (as Go) accepts it.
-    let body = tar_body(&[file("a", b"a")]);
-    corrupt(Sandbox::new().apply_bytes(&body, &strict()));
-    let sb = Sandbox::new();
-    sb.apply_bytes(&body, &lenient()).unwrap();
-    assert_eq!(sb.read("a"), b"a");
-    // One zero block then the end of the stream is a proper end (as Go).
-    let mut one = body.clone();
-    one.extend_from_slice(&[0u8; 512]);
-    Sandbox::new().apply_bytes(&one, &strict()).unwrap();
+    // A PAX header whose entry never comes.
+    let mut pax_only = tar_body(&[raw_pax(&pax_record(b"path", b"x"))]);
+    corrupt(Sandbox::new().apply_bytes(&pax_only, &strict()));
+    corrupt(Sandbox::new().apply_bytes(&pax_only, &lenient()));
+    // ... or is cut inside its records.
+    pax_only.truncate(512 + 4);
+    corrupt(Sandbox::new().apply_bytes(&pax_only, &strict()));
     // A zero block then a header: not an end marker.
+    let body = tar_body(&[file("a", b"a")]);
     let mut hidden = body.clone();
     hidden.extend_from_slice(&[0u8; 512]);
     hidden.extend(tar_of(&[file("hidden", b"h")]));
@@ -2005,6 +2061,71 @@ fn c_t05_truncated_archives_are_errors() {
     let sb = Sandbox::new();
     sb.apply_bytes(&hidden, &lenient()).unwrap();
     assert!(!sb.exists("hidden"));
+}
+
+/// The end-of-archive rule: a stream that ends at an entry boundary, after the last entry's
+/// data (padded or not), ends the archive, as for umoci, Go's archive/tar and GNU tar; one
+/// that ends inside a header or inside an entry's data is truncated. Both modes agree.
+#[test]
+fn archives_end_at_any_entry_boundary_and_nowhere_else() {
+    let entries = [dir("d"), file("d/f", b"hello"), file("last", &[b'l'; 700])];
+    let body = tar_body(&entries);
+    let last_data_end = body.len() - (512 - 700 % 512); // 700 bytes of data, then padding
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("no end blocks", body.clone()),
+        ("one end block", [&body[..], &[0u8; 512]].concat()),
+        ("two end blocks", [&body[..], &[0u8; 1024]].concat()),
+        (
+            "trailing zero blocks",
+            [&body[..], &[0u8; 512 * 20]].concat(),
+        ),
+        ("no final padding", body[..last_data_end].to_vec()),
+        (
+            "part of the final padding",
+            body[..last_data_end + 100].to_vec(),
+        ),
+    ];
+    for (what, bytes) in &cases {
+        for options in [strict(), lenient()] {
+            let sb = Sandbox::new();
+            let report = sb
+                .apply_bytes(bytes, &options)
+                .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            assert_eq!(sb.names(), ["d", "d/f", "last"], "{what}");
+            assert_eq!(sb.read("d/f"), b"hello", "{what}");
+            assert_eq!(sb.read("last"), [b'l'; 700], "{what}");
+            // The diffID covers every byte of the stream.
+            assert_eq!(report.diff_id, Digest::sha256(bytes), "{what}");
+            assert_eq!(report.tar_size, bytes.len() as u64, "{what}");
+        }
+    }
+    // An empty stream is an empty archive.
+    let sb = Sandbox::new();
+    sb.apply_bytes(&[], &strict()).unwrap();
+    assert!(sb.names().is_empty());
+    // A header-only last entry, no end blocks.
+    let sb = Sandbox::new();
+    sb.apply_bytes(&tar_body(&[file("f", b"x"), dir("e")]), &strict())
+        .unwrap();
+    assert_eq!(sb.names(), ["e", "f"]);
+
+    // Ends inside the last header, or inside the last entry's data.
+    let last_header = body.len() - 1024 - 512;
+    for (what, cut) in [
+        ("inside the last header", last_header + 1),
+        ("inside the last header", last_header + 511),
+        ("inside the last data", last_header + 512 + 1),
+        ("inside the last data", last_data_end - 1),
+    ] {
+        for options in [strict(), lenient()] {
+            let r = Sandbox::new().apply_bytes(&body[..cut], &options);
+            assert!(
+                matches!(&r, Err(Error::Corrupt { format: "tar", source })
+                    if source.kind() == std::io::ErrorKind::UnexpectedEof),
+                "{what} ({cut}): {r:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -203,6 +203,13 @@ impl Users {
     }
 }
 
+/// Whether `header` is `Basic` with an empty name and password: what containers/image
+/// (skopeo, podman) sends after a `Basic` challenge when it has no credentials. It means
+/// "anonymous", and is treated as no `Authorization` at all.
+pub(crate) fn is_empty_basic(header: &[u8]) -> bool {
+    parse_basic(header).is_some_and(|(name, password)| name.is_empty() && password.is_empty())
+}
+
 /// `Basic base64(name:password)` → the name and password.
 fn parse_basic(header: &[u8]) -> Option<(String, String)> {
     if header.len() > MAX_HEADER {

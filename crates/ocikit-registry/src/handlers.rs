@@ -128,12 +128,26 @@ async fn health(registry: &Registry) -> Handled {
 
 /// Whether the request may go on: credentials against [`crate::Config::users`], writes
 /// against [`crate::Config::read_only`].
-async fn admit(registry: &Registry, method: &Method, headers: &HeaderMap) -> Result<(), Failure> {
+///
+/// With [`crate::Config::anonymous_read`], reads without credentials go on, except the base
+/// endpoint `/v2/`: clients such as skopeo ping it first and send credentials only if it
+/// challenges them, so it always answers anonymous requests with the challenge (as
+/// Distribution does), or those clients could never push.
+async fn admit(
+    registry: &Registry,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<(), Failure> {
     let config = registry.config();
     let writes = !(method == Method::GET || method == Method::HEAD);
     if let Some(users) = &config.users {
-        let credentials = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        let anonymous_ok = !writes && config.anonymous_read && credentials.is_none();
+        let credentials = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .filter(|v| !crate::auth::is_empty_basic(v));
+        let base = matches!(route::parse_path(path), Ok(Some(Route::Base)));
+        let anonymous_ok = !writes && !base && config.anonymous_read && credentials.is_none();
         if !anonymous_ok {
             match users.check(credentials).await {
                 Verdict::Allowed(Access::ReadWrite) => {}
@@ -175,7 +189,7 @@ async fn dispatch(registry: &Registry, request: Request) -> Handled {
     if parts.uri.path() == "/healthz" && matches!(parts.method, Method::GET | Method::HEAD) {
         return health(registry).await;
     }
-    admit(registry, &parts.method, &parts.headers).await?;
+    admit(registry, &parts.method, parts.uri.path(), &parts.headers).await?;
     let Some(route) = route::parse_path(parts.uri.path())? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

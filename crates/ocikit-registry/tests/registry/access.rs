@@ -160,6 +160,77 @@ async fn anonymous_reads_pull_but_never_push_and_bad_credentials_still_fail() {
     server.stop().await;
 }
 
+/// skopeo (containers/image) pings `GET /v2/` first and sends credentials only if that
+/// answers with a challenge; a 200 there locks it out of pushing. So the base endpoint
+/// challenges anonymous requests even when anonymous pulls are allowed, as Distribution
+/// does, and everything a pull needs still answers without credentials (also to the empty
+/// `Basic` pair such clients send after a challenge when they have no credentials).
+#[tokio::test]
+async fn anonymous_read_challenges_the_base_endpoint_but_serves_pulls() {
+    let config = Config::default().users(Some(users())).anonymous_read(true);
+    let server = server_with(BACKENDS[0], config).await;
+    let alice = basic("alice", "alice-pw");
+    let layer = data(3_000, 4);
+    let resp = push_as(&server, &alice, "pub", &layer).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = push_as(&server, &alice, "pub", b"{}").await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let layer_digest = ocikit_digest::Digest::sha256(&layer);
+    let config_digest = ocikit_digest::Digest::sha256(b"{}");
+    let manifest = crate::image_manifest((&config_digest, 2), &[(&layer_digest, layer.len())]);
+    let resp = server
+        .request(Method::PUT, "/v2/pub/manifests/v1")
+        .header("authorization", &alice)
+        .header("content-type", crate::MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let manifest_digest = ocikit_digest::Digest::sha256(&manifest);
+
+    for method in [Method::GET, Method::HEAD] {
+        let resp = server.send(method.clone(), "/v2/").await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method}");
+        assert_eq!(header(&resp, "www-authenticate"), r#"Basic realm="ocikit""#);
+    }
+    for who in [&alice, &basic("bob", "bob-pw")] {
+        let resp = server
+            .request(Method::GET, "/v2/")
+            .header("authorization", who)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let empty_pair = basic("", "");
+    let reads = [
+        (Method::GET, "/v2/pub/manifests/v1".to_owned()),
+        (Method::HEAD, "/v2/pub/manifests/v1".to_owned()),
+        (Method::GET, format!("/v2/pub/manifests/{manifest_digest}")),
+        (Method::GET, format!("/v2/pub/blobs/{layer_digest}")),
+        (Method::HEAD, format!("/v2/pub/blobs/{layer_digest}")),
+        (Method::GET, "/v2/pub/tags/list".to_owned()),
+        (Method::GET, format!("/v2/pub/referrers/{manifest_digest}")),
+    ];
+    for (method, path) in &reads {
+        for auth in [None, Some(&empty_pair)] {
+            let mut request = server.request(method.clone(), path);
+            if let Some(auth) = auth {
+                request = request.header("authorization", auth);
+            }
+            let resp = request.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{method} {path} ({auth:?})");
+        }
+    }
+    // The empty pair is anonymous, not a user: it pushes no more than no credentials do.
+    let resp = push_as(&server, &empty_pair, "pub", b"anonymous").await;
+    assert_error(resp, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    let resp = server.send(Method::POST, "/v2/pub/blobs/uploads/").await;
+    assert_error(resp, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn read_only_refuses_every_write_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -325,6 +325,66 @@ async fn basic_auth_with_htpasswd_users() {
     server.stop().await;
 }
 
+/// With anonymous reads, `/v2/` challenges anonymous clients, but an anonymous client
+/// still pulls (it goes on with the request and does not stop at the challenge), and a
+/// client with credentials pushes.
+#[tokio::test]
+async fn anonymous_read_pulls_without_credentials_and_pushes_with_them() {
+    let config = Config::default().users(Some(users())).anonymous_read(true);
+    let server = Server::start(registry(config)).await;
+    let source = empty_layout().await;
+    let manifest = image(&source, "amd64", &[data(5_000, 2), data(90_000, 3)]).await;
+    let alice = client(&addr(&server), Credentials::parse("alice:alice-pw"));
+    alice.ping().await.unwrap();
+    alice
+        .push(
+            &source,
+            &manifest,
+            "public",
+            Some("v1"),
+            &PushOptions::new(),
+        )
+        .await
+        .unwrap();
+
+    let anonymous = client(&addr(&server), None);
+    let err = anonymous.ping().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
+    assert_eq!(anonymous.tags("public").await.unwrap(), vec!["v1"]);
+    let destination = empty_layout().await;
+    anonymous
+        .pull("public", "v1", &destination, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_same_blobs(&source, &destination).await;
+    let subject: Digest = manifest.digest().to_string().parse().unwrap();
+    assert!(
+        anonymous
+            .referrers("public", &subject, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = anonymous
+        .push(
+            &source,
+            &manifest,
+            "public",
+            Some("v2"),
+            &PushOptions::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
+    server.stop().await;
+}
+
 /// The token endpoint and the registry guard of the bearer test.
 #[derive(Default)]
 struct Tokens {

@@ -18,7 +18,7 @@ use ocikit_store::FsStore;
 use ocikit_tests::require_tool;
 use serde_json::json;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -27,7 +27,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Runs a tool, failing the test with its output when it fails; returns stdout.
-fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -42,13 +42,13 @@ fn run(cmd: &mut Command) -> String {
 
 /// What a tree holds, by relative path: kind, permission bits, and content or link target.
 #[derive(Debug, PartialEq, Eq)]
-enum Node {
+pub(crate) enum Node {
     Dir(u32),
     File(u32, Vec<u8>),
     Link(PathBuf),
 }
 
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -212,8 +212,10 @@ fn layouts_umoci_and_skopeo_write_are_unpacked_by_ocikit_as_umoci_does() {
         .arg(&bundle));
     let rootfs = bundle.join("rootfs");
     sample_tree(&rootfs);
+    // `--refresh-bundle`: the second repack is a diff against this layer (with a whiteout),
+    // not against the empty base.
     run(Command::new(&umoci)
-        .args(["repack", "--image"])
+        .args(["repack", "--refresh-bundle", "--image"])
         .arg(layout_arg("one"))
         .arg(&bundle));
     std::fs::remove_file(rootfs.join("etc/empty")).unwrap();

@@ -6,3 +6,5 @@ mod fuzz_replay;
 mod interop;
 mod layout_concurrency;
 mod store_crash;
+mod tar_quirks;
+mod umoci_images;

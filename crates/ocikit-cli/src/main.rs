@@ -23,14 +23,17 @@ use crate::output::Output;
 #[command(name = "ocikit", version, about, long_about = None, propagate_version = true)]
 #[command(
     after_help = "Locations: oci:PATH[:TAG|@DIGEST], oci-archive:FILE[:TAG], \
-    docker-archive:FILE[:NAME:TAG], docker://HOST[:PORT]/NAME[:TAG|@DIGEST].\n\nExamples:\n  ocikit init oci:./images\n  \
+    docker-archive:FILE[:NAME:TAG], docker://HOST[:PORT]/NAME[:TAG|@DIGEST].\n\n\
+    JSON: every --json output spells its keys in camelCase, as the OCI documents do \
+    (mediaType, blobsCopied); documents and annotations shown inside it keep their own keys. \
+    -q: read commands print only their answer (tags, digests), others nothing.\n\nExamples:\n  ocikit init oci:./images\n  \
     ocikit ls oci:./images\n  ocikit inspect oci:./images:v1 --config"
 )]
 struct Cli {
-    /// Print machine-readable JSON instead of text (read commands).
+    /// Print machine-readable JSON instead of text (keys in camelCase).
     #[arg(long, global = true)]
     json: bool,
-    /// Print nothing but errors.
+    /// Print nothing but errors, and the answer of a read command (tags, digests).
     #[arg(short, long, global = true)]
     quiet: bool,
     #[command(subcommand)]
@@ -125,7 +128,7 @@ enum Command {
     },
     /// Remove blobs nothing reachable from index.json refers to.
     #[command(
-        after_help = "Examples:\n  ocikit gc oci:./images --dry-run\n  ocikit gc oci:./images --grace 0"
+        after_help = "Examples:\n  ocikit gc oci:./images --dry-run\n  ocikit gc oci:./images --grace 10m"
     )]
     Gc {
         /// The layout: oci:PATH.
@@ -133,9 +136,10 @@ enum Command {
         /// Report what would go without removing anything.
         #[arg(long)]
         dry_run: bool,
-        /// Keep unreferenced blobs younger than this many seconds (writers in flight).
-        #[arg(long, default_value_t = 3600)]
-        grace: u64,
+        /// Keep unreferenced blobs younger than this (writers in flight): `90s`, `30m`,
+        /// `1h`, `2d`; plain numbers are seconds.
+        #[arg(long, default_value = "1h", value_parser = commands::registry::parse_duration)]
+        grace: std::time::Duration,
     },
     /// Attach an artifact (an SBOM, a signature...) to an image as a referrer.
     Attach(commands::health::AttachArgs),
@@ -170,6 +174,10 @@ enum Command {
         after_help = "Examples:\n  ocikit copy oci:./images:v1 oci:./other:v1\n  \
         ocikit copy oci:./images:v1 oci-archive:./v1.tar\n  \
         ocikit copy docker-archive:./saved.tar:alpine:3 oci:./images:alpine\n  \
+    ///
+    /// The summary counts the whole image: every blob it reaches, each once, and their
+    /// bytes, whether written, mounted (within one registry, blobs are mounted from the
+    /// source repository, not uploaded again) or already present.
         ocikit copy oci:./images oci:./mirror   (every tag)\n  \
         ocikit copy --all docker://registry.example/app:v1 oci:./images:app\n  \
         ocikit copy --dest-tls-verify=false oci:./images:v1 docker://127.0.0.1:5000/app:v1"
@@ -252,18 +260,26 @@ enum Command {
         AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. ocikit serve --s3-bucket images --s3-region eu-west-1"
     )]
     Serve(commands::serve::ServeArgs),
-    /// Collect a registry directory's garbage; safe while `ocikit serve` runs on it.
+    /// Collect a registry's garbage (a directory or an S3 bucket); safe while `ocikit serve`
+    /// runs on it.
     #[command(
         name = "registry-gc",
         after_help = "Removes blob links no kept manifest references and blobs no repository \
         references, once older than the grace period (pushes in flight are safe).\n\n\
         Examples:\n  ocikit registry-gc --root ./registry --dry-run\n  \
-        ocikit registry-gc --root ./registry --delete-untagged --grace 2h --json"
+        ocikit registry-gc --root ./registry --delete-untagged --grace 2h --json\n  \
+        ocikit registry-gc --s3-bucket images --s3-region eu-west-1 --dry-run"
     )]
     RegistryGc {
         /// The registry's directory (as given to `ocikit serve --root`).
-        #[arg(long)]
-        root: std::path::PathBuf,
+        #[arg(
+            long,
+            required_unless_present = "s3_bucket",
+            conflicts_with = "s3_bucket"
+        )]
+        root: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        s3: commands::registry::S3Args,
         /// Report what would go without removing anything.
         #[arg(long)]
         dry_run: bool,

@@ -42,6 +42,7 @@ use crate::progress::{Event, Operation, Progress};
 use crate::{Document, Error, Layout, Result};
 
 /// How many nested levels (index -> index -> manifest -> blob) a walk follows.
+use crate::platform::PlatformQuery;
 pub const MAX_GRAPH_DEPTH: usize = 16;
 /// How many distinct blobs one walk may reach.
 pub const MAX_GRAPH_NODES: usize = 1_000_000;
@@ -68,6 +69,9 @@ impl Default for CopyOptions {
     }
 }
 
+    /// From an index, copy only this platform's image ([`CopyOptions::select`]); `None`
+    /// copies an index whole.
+    pub platform: Option<PlatformQuery>,
 impl CopyOptions {
     /// [`DEFAULT_CONCURRENCY`] blobs at once, no progress, links on and verified.
     pub fn new() -> CopyOptions {
@@ -86,6 +90,27 @@ impl CopyOptions {
     }
 
     /// These options reporting to `progress`.
+            platform: None,
+        }
+    }
+
+    /// These options copying, from an index, only the image for `platform` (`None`: the
+    /// whole index). An image manifest is copied as it is, whatever its platform.
+    pub fn with_platform(mut self, platform: Option<PlatformQuery>) -> CopyOptions {
+        self.platform = platform;
+        self
+    }
+
+    /// What a copy of `root` takes: `root` itself, or, when a platform is set and `root`
+    /// is an index, the manifest [`crate::platform::resolve`] finds for it there (with
+    /// the index entry's platform). No match is [`Error::PlatformNotFound`].
+    pub async fn select(&self, layout: &Layout, root: &Descriptor) -> Result<Descriptor> {
+        match &self.platform {
+            Some(query) if ocikit_digest::media_type::is_index_like(root.media_type().as_ref()) => {
+                let found = crate::platform::resolve(layout, root, query).await?;
+                Ok(untagged(&found.descriptor))
+            }
+            _ => Ok(root.clone()),
     pub fn with_progress(mut self, progress: Progress) -> CopyOptions {
         self.progress = progress;
         self
@@ -148,6 +173,9 @@ pub(crate) struct Node {
     pub(crate) digest: Digest,
     pub(crate) size: u64,
     /// The verified bytes of a manifest or index (read during the walk).
+    /// Bytes of every blob the walk reached, each counted once, whether it was streamed,
+    /// linked or already there: the size of what the destination now holds of the image.
+    pub total_bytes: u64,
     pub(crate) bytes: Option<Bytes>,
 }
 
@@ -158,6 +186,7 @@ pub(crate) struct Graph {
     pub(crate) levels: Vec<Vec<Node>>,
 }
 
+        self.total_bytes += other.total_bytes;
 impl Graph {
     pub(crate) fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.levels.iter().flatten()
@@ -348,6 +377,7 @@ async fn copy_blob(
     if let Some(bytes) = bytes {
         // A manifest or index read (and verified) by the walk.
         destination.put_verified(&digest, &bytes).await?;
+        total_bytes: size,
         report.copied = 1;
         report.bytes = size;
         progress.emit(Event::Done {
@@ -415,7 +445,9 @@ async fn copy_blob(
 }
 
 /// Copies the image or index `root` (with everything it reaches) into `destination` and
-/// tags it `tag` there, once all its blobs are present.
+/// tags it `tag` there, once all its blobs are present. With a platform set
+/// ([`CopyOptions::with_platform`]) an index's image for that platform is copied and
+/// tagged instead.
 pub async fn copy_image(
     source: &Layout,
     root: &Descriptor,
@@ -424,8 +456,9 @@ pub async fn copy_image(
     options: &CopyOptions,
 ) -> Result<CopyReport> {
     crate::index::validate_tag(tag)?;
-    let report = copy_graph(source, std::slice::from_ref(root), destination, options).await?;
-    destination.set_tag(tag, &untagged(root)).await?;
+    let root = options.select(source, root).await?;
+    let report = copy_graph(source, std::slice::from_ref(&root), destination, options).await?;
+    destination.set_tag(tag, &untagged(&root)).await?;
     Ok(report)
 }
 
@@ -452,6 +485,16 @@ pub async fn copy_all(
     options: &CopyOptions,
 ) -> Result<CopyReport> {
     let index = source.index().await?;
+/// How much an image is: the blobs reachable from `roots` in `layout` and their bytes, each
+/// blob counted once (as [`CopyReport::blobs`] and [`CopyReport::total_bytes`] count a
+/// copy of it).
+pub async fn reach(layout: &Layout, roots: &[Descriptor]) -> Result<(usize, u64)> {
+    let graph = walk(layout, roots).await?;
+    Ok(graph.nodes().fold((0, 0), |(blobs, bytes), node| {
+        (blobs + 1, bytes + node.size)
+    }))
+}
+
     let entries: Vec<Descriptor> = index.manifests().cloned().collect();
     for entry in &entries {
         if let Some(tag) = ref_name(entry) {

@@ -13,6 +13,16 @@ pub enum Error {
     /// The store failed.
     #[error("store operation failed")]
     Store(#[from] ocikit_store::Error),
+    /// A store does not answer (an S3 bucket that does not exist, credentials it refuses, a
+    /// directory that cannot be read): found by [`crate::Registry::check_stores`].
+    #[error("the registry's {which} store does not answer")]
+    StoreUnavailable {
+        /// `content` or `upload`.
+        which: &'static str,
+        /// The store's error.
+        #[source]
+        source: ocikit_store::Error,
+    },
     /// A metadata document the registry wrote does not parse any more.
     #[error("registry metadata document `{key}` is corrupt")]
     Metadata {

@@ -185,6 +185,7 @@ pub enum GcOptionsError {
 
 /// What the collection did (or, in a dry run, would do) in one repository.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct RepositoryGc {
     /// The repository.
@@ -207,6 +208,7 @@ pub struct RepositoryGc {
 
 /// What [`crate::Registry::gc`] did (or, in a dry run, would do).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct GcReport {
     /// Whether this was a dry run.

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use ocikit_digest::reference::{validate_name, validate_tag};
 use ocikit_digest::{Algorithm, Digest, json, media_type};
-use ocikit_store::{DocumentKey, StoreExt};
+use ocikit_store::StoreExt;
 use serde_json::Value;
 
 use crate::auth::{Access, Verdict};
@@ -103,14 +103,9 @@ pub(crate) async fn log_request(request: Request, next: axum::middleware::Next) 
     response
 }
 
-/// `/healthz`: 200 when the content store answers a read, 503 when it does not.
+/// `/healthz`: 200 when both stores answer [`Registry::check_stores`], 503 when one does not.
 async fn health(registry: &Registry) -> Handled {
-    let probe = async {
-        let key = DocumentKey::new(keys::HEALTH_PROBE)?;
-        registry.store().document_version(&key).await?;
-        registry.upload_store().document_version(&key).await
-    };
-    match probe.await {
+    match registry.check_stores().await {
         Ok(_) => reply(StatusCode::OK)
             .json(&serde_json::json!({"status": "ok"}))
             .done(),

@@ -41,8 +41,9 @@ pub const ROOT: &str = "_registry";
 /// The prefix of every repository's catalog marker.
 pub const CATALOG_PREFIX: &str = "_registry/catalog";
 
-/// A document that never exists, whose version `/healthz` asks both stores for: one cheap
-/// round trip that proves a store answers.
+/// A document that never exists, which `/healthz` and [`crate::Registry::check_stores`]
+/// read and list in both stores: two cheap round trips that prove a store answers (a
+/// listing, unlike a read of a missing key, fails on a missing bucket).
 pub const HEALTH_PROBE: &str = "_registry/health-probe";
 
 /// The prefix of upload session documents in the upload store.

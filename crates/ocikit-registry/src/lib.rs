@@ -261,6 +261,28 @@ impl Registry {
         &self.inner.config
     }
 
+    /// Checks that both stores answer, with a read of a document that never exists and a
+    /// listing under a prefix that holds nothing: a store that cannot serve (an S3 bucket
+    /// that does not exist, credentials it refuses, a directory that cannot be read) fails
+    /// here with the store's error ([`Error::StoreUnavailable`]), so a server can refuse to
+    /// start instead of answering every push with 500. `/healthz` runs the same check.
+    pub async fn check_stores(&self) -> Result<()> {
+        let key = ocikit_store::DocumentKey::new(keys::HEALTH_PROBE)?;
+        for (which, store) in [
+            ("content", &self.inner.store),
+            ("upload", &self.inner.uploads),
+        ] {
+            let probe = async {
+                store.document_version(&key).await?;
+                store.list_documents(keys::HEALTH_PROBE).await
+            };
+            probe
+                .await
+                .map_err(|source| Error::StoreUnavailable { which, source })?;
+        }
+        Ok(())
+    }
+
     /// The HTTP routes, for embedding in a larger axum application or serving with
     /// [`Registry::serve`]: the distribution API under `/v2/`, and `/healthz` (200 when the
     /// store answers, 503 when it does not; never behind authentication). Every request is

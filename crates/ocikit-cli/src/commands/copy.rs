@@ -58,7 +58,8 @@ pub(crate) struct TransferArgs {
     /// platform, as skopeo does).
     #[arg(long)]
     all: bool,
-    /// From a registry, copy this platform's image of an index (os/arch[/variant]).
+    /// Copy this platform's image of an index (os/arch[/variant]), from any source (default:
+    /// from a registry, this machine's; from a layout or an archive, the whole index).
     #[arg(long, conflicts_with = "all")]
     platform: Option<String>,
     /// Recompress every layer for the destination (new layer digests, so new manifest
@@ -142,15 +143,23 @@ impl TransferArgs {
         Ok(DockerConfig::load(&path)?.credentials(registry)?)
     }
 
+    /// The platform `--platform` names, if any.
+    fn platform(&self) -> Result<Option<PlatformQuery>> {
+        self.platform
+            .as_deref()
+            .map(|text| {
+                let platform = ocikit::digest::platform::parse(text)
+                    .with_context(|| format!("`{text}` is not a platform (os/arch[/variant])"))?;
+                Ok(PlatformQuery::new(&platform))
+            })
+            .transpose()
+    }
+
     fn pull_options(&self, bars: &Bars) -> Result<PullOptions> {
         let platform = if self.all {
             None
-        } else if let Some(text) = &self.platform {
-            let platform = ocikit::digest::platform::parse(text)
-                .with_context(|| format!("`{text}` is not a platform (os/arch[/variant])"))?;
-            Some(PlatformQuery::new(&platform))
         } else {
-            Some(PlatformQuery::current())
+            Some(self.platform()?.unwrap_or_else(PlatformQuery::current))
         };
         Ok(PullOptions::new()
             .with_platform(platform)
@@ -320,16 +329,37 @@ fn destination_tags(items: &[Item], wanted: Option<&str>) -> Result<Vec<String>>
     }
 }
 
-#[derive(Debug, Serialize)]
+/// What a copy reports. `blobs` and `bytes` measure the whole image as the destination now
+/// holds it (every blob reached, each once: written, mounted or already there), so a
+/// repeated copy reports the same size; the other counts say how each blob got there.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Copied {
     source: String,
     destination: String,
     images: Vec<String>,
-    blobs_copied: usize,
-    blobs_skipped: usize,
+    /// Blobs of the image(s), each once.
+    blobs: usize,
+    /// Their bytes.
     bytes: u64,
+    /// Blobs written (streamed, linked or uploaded).
+    blobs_copied: usize,
+    /// Blobs a registry mounted from the source repository instead of an upload.
+    blobs_mounted: usize,
+    /// Blobs the destination had already.
+    blobs_skipped: usize,
     /// Layers recompressed on the way (`--compression`).
     layers_recompressed: usize,
+}
+
+impl Copied {
+    /// Counts the blobs and bytes of `roots` in `layout`.
+    async fn measure(&mut self, layout: &Layout, roots: &[Descriptor]) -> Result<()> {
+        let (blobs, bytes) = ocikit::layout::copy::reach(layout, roots).await?;
+        self.blobs = blobs;
+        self.bytes = bytes;
+        Ok(())
+    }
 }
 
 pub(crate) async fn copy(
@@ -380,15 +410,20 @@ pub(crate) async fn copy(
     let scratch = scratch_near(&near)?;
     let bars = Bars::new(out);
     let (mut staged, mut items) = stage(source, scratch.path(), transfer, &bars).await?;
-    let options = CopyOptions::new().with_progress(bars.progress("copy"));
+    let options = CopyOptions::new()
+        .with_progress(bars.progress("copy"))
+        .with_platform(transfer.platform()?);
+    // From an index, only the wanted platform's image (a registry pull chose it already).
+    for item in &mut items {
+        item.root = options
+            .select(&staged, &item.root)
+            .await
+            .with_context(|| format!("cannot pick a platform from {source}"))?;
+    }
     let mut copied = Copied {
         source: source.to_string(),
         destination: destination.to_string(),
-        images: Vec::new(),
-        blobs_copied: 0,
-        blobs_skipped: 0,
-        bytes: 0,
-        layers_recompressed: 0,
+        ..Copied::default()
     };
     if let Some(format) = transfer.compression {
         if matches!(source, Location::Oci { .. }) {
@@ -438,7 +473,6 @@ pub(crate) async fn copy(
                     })?;
                 copied.blobs_copied += report.copied + report.hardlinked + report.reflinked;
                 copied.blobs_skipped += report.skipped;
-                copied.bytes += report.bytes;
                 copied.images.push(format!("{tag} {}", item.root.digest()));
             }
         }
@@ -470,7 +504,6 @@ pub(crate) async fn copy(
             .await
             .with_context(|| format!("cannot write {destination}"))?;
             copied.blobs_copied = report.blobs;
-            copied.bytes = report.bytes;
             copied.images = tags;
         }
         Location::Docker {
@@ -494,7 +527,18 @@ pub(crate) async fn copy(
                     None
                 }
             };
-            let options = PushOptions::new().with_progress(bars.progress("push"));
+            // Within one registry, blobs are mounted from the source repository.
+            let mount_from = match source {
+                Location::Docker {
+                    registry: from_registry,
+                    repository: from,
+                    ..
+                } if from_registry == registry && from != repository => Some(from.clone()),
+                _ => None,
+            };
+            let options = PushOptions::new()
+                .with_mount_from(mount_from)
+                .with_progress(bars.progress("push"));
             for item in &items {
                 let report = client
                     .push(&staged, &item.root, repository, tag, &options)
@@ -502,9 +546,9 @@ pub(crate) async fn copy(
                     .with_context(|| {
                         format!("cannot push {} to {destination}", item.root.digest())
                     })?;
-                copied.blobs_copied += report.transferred + report.mounted;
+                copied.blobs_copied += report.transferred;
+                copied.blobs_mounted += report.mounted;
                 copied.blobs_skipped += report.skipped;
-                copied.bytes += report.bytes;
                 copied.images.push(format!(
                     "{} {}",
                     tag.unwrap_or("(by digest)"),
@@ -554,11 +598,12 @@ pub(crate) async fn copy(
             .await
             .with_context(|| format!("cannot write {destination}"))?;
             copied.blobs_copied = report.layers;
-            copied.bytes = report.bytes;
             copied.images = repo_tags;
         }
     }
     drop(bars);
+    let roots: Vec<Descriptor> = items.iter().map(|i| i.root.clone()).collect();
+    copied.measure(&staged, &roots).await?;
     show(&copied, out)
 }
 
@@ -601,31 +646,44 @@ async fn pull_into_layout(
         .with_context(|| format!("cannot pull {source}"))?;
     drop(bars);
     let root = report.root.context("the pull reported no image")?;
-    let copied = Copied {
+    let mut copied = Copied {
         source: source.to_string(),
         destination: destination.to_string(),
         images: vec![format!("{tag} {}", root.digest())],
         blobs_copied: report.transferred,
         blobs_skipped: report.skipped,
-        bytes: report.bytes,
-        layers_recompressed: 0,
+        ..Copied::default()
     };
+    copied.measure(&layout, std::slice::from_ref(&root)).await?;
     show(&copied, out)
 }
 
 fn show(copied: &Copied, out: &Output) -> Result<()> {
     out.show(copied, || {
-        let recompressed = match copied.layers_recompressed {
-            0 => String::new(),
-            n => format!(" ({n} layers recompressed)"),
+        let mut how = Vec::new();
+        if copied.blobs_skipped > 0 {
+            how.push(format!("{} already present", copied.blobs_skipped));
+        }
+        if copied.blobs_mounted > 0 {
+            how.push(format!("{} mounted", copied.blobs_mounted));
+        }
+        if copied.layers_recompressed > 0 {
+            how.push(format!(
+                "{} layers recompressed",
+                copied.layers_recompressed
+            ));
+        }
+        let how = if how.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", how.join(", "))
         };
         format!(
-            "copied {} image(s) from {} to {}: {} blobs written, {} already there, {}{recompressed}",
+            "copied {} image(s) from {} to {}: {} blobs, {}{how}",
             copied.images.len(),
             copied.source,
             copied.destination,
-            copied.blobs_copied,
-            copied.blobs_skipped,
+            copied.blobs,
             human_size(copied.bytes)
         )
     })

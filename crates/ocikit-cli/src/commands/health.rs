@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{open_layout, resolve};
 use crate::bars::Bars;
 use crate::location::Location;
-use crate::output::{Output, human_size};
+use crate::output::{Output, human_duration, human_size};
 
 fn layout_only(location: &Location, what: &str) -> Result<PathBuf> {
     let (path, selector) = location.oci(what)?;
@@ -32,12 +32,14 @@ pub(crate) async fn fsck(location: &Location, diff_ids: bool, out: &Output) -> R
     let report = layout.fsck(&options).await.context("fsck could not run")?;
     drop(bars);
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Problem {
         digest: String,
         path: String,
         problem: String,
     }
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Report {
         clean: bool,
         blobs_checked: u64,
@@ -85,17 +87,21 @@ pub(crate) async fn fsck(location: &Location, diff_ids: bool, out: &Output) -> R
     })
 }
 
-pub(crate) async fn gc(location: &Location, dry_run: bool, grace: u64, out: &Output) -> Result<()> {
+pub(crate) async fn gc(
+    location: &Location,
+    dry_run: bool,
+    grace: Duration,
+    out: &Output,
+) -> Result<()> {
     let path = layout_only(location, "gc")?;
     let layout = open_layout(&path).await?;
-    let options = GcOptions::new()
-        .with_dry_run(dry_run)
-        .with_grace(Duration::from_secs(grace));
+    let options = GcOptions::new().with_dry_run(dry_run).with_grace(grace);
     let report = layout
         .gc(&options)
         .await
         .context("garbage collection failed")?;
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Report {
         dry_run: bool,
         removed: Vec<String>,
@@ -117,11 +123,12 @@ pub(crate) async fn gc(location: &Location, dry_run: bool, grace: u64, out: &Out
             text.push_str(&format!("{verb} {d}\n"));
         }
         text.push_str(&format!(
-            "{verb} {} blobs ({}); {} reachable; {} unreferenced but younger than {grace} s kept",
+            "{verb} {} blobs ({}); {} reachable; {} unreferenced but younger than {} kept",
             shown.removed.len(),
             human_size(shown.removed_bytes),
             shown.reachable,
-            shown.kept_young
+            shown.kept_young,
+            human_duration(grace)
         ));
         text
     })
@@ -170,6 +177,7 @@ pub(crate) async fn attach(args: AttachArgs, out: &Output) -> Result<()> {
         .await
         .with_context(|| format!("cannot attach to {}", subject.digest()))?;
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Attached {
         subject: String,
         artifact: String,
@@ -230,6 +238,7 @@ pub(crate) async fn referrers(
         }
     };
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Referrer {
         digest: String,
         #[serde(rename = "mediaType")]
@@ -248,11 +257,12 @@ pub(crate) async fn referrers(
         })
         .collect();
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Listing<'a> {
         subject: String,
         referrers: &'a [Referrer],
     }
-    out.show(
+    out.answer(
         &Listing {
             subject: digest.to_string(),
             referrers: &rows,
@@ -272,5 +282,6 @@ pub(crate) async fn referrers(
             }
             text
         },
+        || rows.iter().map(|r| format!("{}\n", r.digest)).collect(),
     )
 }

@@ -68,6 +68,10 @@ pub(crate) struct BuildArgs {
     /// SOURCE_DATE_EPOCH (0 when unset).
     #[arg(long)]
     reproducible: bool,
+    /// The history entry of each new layer says it was created by TEXT (default: `ocikit
+    /// build`, whatever the path given, so that the same tree gives the same image).
+    #[arg(long, value_name = "TEXT", default_value = "ocikit build")]
+    created_by: String,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -216,6 +220,7 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     }
     let compression = args.compression.compression();
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct LayerOut {
         source: PathBuf,
         digest: String,
@@ -226,7 +231,7 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     for source in &sources {
         let spec = LayerSpec::new()
             .compression(compression)
-            .created_by(format!("ocikit build {}", source.display()));
+            .created_by(args.created_by.clone());
         let name = source.display().to_string();
         let descriptor = if source.is_dir() {
             let bar = bars.task("build", name, None);
@@ -258,6 +263,7 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
         .await
         .with_context(|| format!("cannot write the image to {target}"))?;
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Built<'a> {
         image: String,
         digest: String,
@@ -310,6 +316,7 @@ pub(crate) async fn unpack(
             "{} is not empty: unpack into a new or empty directory",
             rootfs.display()
         );
+    #[serde(rename_all = "camelCase")]
     }
     let bars = Bars::new(out);
     let options = UnpackOptions::new()

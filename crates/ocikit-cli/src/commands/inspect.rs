@@ -18,6 +18,7 @@ use crate::location::{Location, Selector};
 use crate::output::{Output, human_size};
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Blob {
     digest: String,
     #[serde(rename = "mediaType")]
@@ -27,6 +28,7 @@ struct Blob {
 
 /// What `inspect` shows of a manifest.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ImageSummary {
     digest: String,
     #[serde(rename = "mediaType")]
@@ -46,6 +48,7 @@ struct ImageSummary {
 
 /// What `inspect` shows of an index.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct IndexSummary {
     digest: String,
     #[serde(rename = "mediaType")]
@@ -55,6 +58,7 @@ struct IndexSummary {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct IndexEntry {
     digest: String,
     #[serde(rename = "mediaType")]
@@ -205,7 +209,11 @@ pub(crate) async fn inspect(
                 run_config: get("config"),
                 annotations: serde_json::to_value(manifest.annotations())?,
             };
-            out.show(&summary, || human_image(&summary))
+            out.answer(
+                &summary,
+                || human_image(&summary),
+                || format!("{}\n", summary.digest),
+            )
         }
         Document::Index { index, .. } => {
             if config {
@@ -229,21 +237,26 @@ pub(crate) async fn inspect(
                     .collect(),
                 annotations: serde_json::to_value(index.annotations())?,
             };
-            out.show(&summary, || {
-                let mut text = format!(
-                    "Digest:     {}\nMediaType:  {}\nManifests:\n",
-                    summary.digest, summary.media_type
-                );
-                for m in &summary.manifests {
-                    text.push_str(&format!(
-                        "  {}  {:>10}  {}\n",
-                        m.digest,
-                        human_size(m.size),
-                        m.platform.as_deref().unwrap_or("-")
-                    ));
-                }
-                text
-            })
+            out.answer(
+                &summary,
+                || {
+                    let mut text = format!(
+                        "Digest:     {}\nMediaType:  {}\nManifests:\n",
+                        summary.digest, summary.media_type
+                    );
+                    for m in &summary.manifests {
+                        text.push_str(&format!(
+                            "  {}  {:>10}  {}\n",
+                            m.digest,
+                            human_size(m.size),
+                            m.platform.as_deref().unwrap_or("-")
+                        ));
+                    }
+                    text.push_str(&human_annotations(&summary.annotations));
+                    text
+                },
+                || format!("{}\n", summary.digest),
+            )
         }
         _ => bail!(
             "{} is a {}, not a manifest or index",
@@ -273,6 +286,7 @@ fn human_image(s: &ImageSummary) -> String {
             layer.media_type
         ));
     }
+    text.push_str(&human_annotations(&s.annotations));
     if let Some(run) = &s.run_config {
         for key in [
             "Entrypoint",
@@ -287,6 +301,23 @@ fn human_image(s: &ImageSummary) -> String {
                 text.push_str(&format!("{key}: {value}\n"));
             }
         }
+    }
+    text
+}
+
+/// `Annotations:` and one `  key: value` line each, sorted; nothing when there are none.
+fn human_annotations(annotations: &Value) -> String {
+    let Some(map) = annotations.as_object().filter(|m| !m.is_empty()) else {
+        return String::new();
+    };
+    let mut pairs: Vec<(&String, &Value)> = map.iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut text = "Annotations:\n".to_string();
+    for (key, value) in pairs {
+        let value = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_string);
+        text.push_str(&format!("  {key}: {value}\n"));
     }
     text
 }
@@ -328,6 +359,7 @@ pub(crate) async fn cat(location: &Location, digest: &str) -> Result<()> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Tags {
     repository: String,
     tags: Vec<String>,
@@ -354,5 +386,6 @@ pub(crate) async fn tags(location: &Location, transfer: &TransferArgs, out: &Out
         repository: format!("{registry}/{repository}"),
         tags,
     };
-    out.show(&shown, || shown.tags.join("\n"))
+    let lines = || shown.tags.iter().map(|t| format!("{t}\n")).collect();
+    out.answer(&shown, lines, lines)
 }

@@ -25,6 +25,7 @@ pub(crate) async fn init(location: &Location, out: &Output) -> Result<()> {
         .await
         .with_context(|| format!("cannot create a layout at {}", path.display()))?;
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Created<'a> {
         layout: &'a std::path::Path,
     }
@@ -35,6 +36,7 @@ pub(crate) async fn init(location: &Location, out: &Output) -> Result<()> {
 
 /// One `ls` row.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct Row {
     tag: String,
     digest: String,
@@ -65,26 +67,32 @@ pub(crate) async fn ls(location: &Location, out: &Output) -> Result<()> {
         });
     }
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Listing<'a> {
         tags: &'a [Row],
     }
-    out.show(&Listing { tags: &rows }, || {
-        let mut text = format!("{:<24} {:<12} {:>10}  PLATFORMS\n", "TAG", "DIGEST", "SIZE");
-        for row in &rows {
-            text.push_str(&format!(
-                "{:<24} {:<12} {:>10}  {}\n",
-                row.tag,
-                short_digest(&row.digest),
-                human_size(row.size),
-                if row.platforms.is_empty() {
-                    "-".to_string()
-                } else {
-                    row.platforms.join(", ")
-                }
-            ));
-        }
-        text
-    })
+    let quiet = || rows.iter().map(|r| format!("{}\n", r.tag)).collect();
+    out.answer(
+        &Listing { tags: &rows },
+        || {
+            let mut text = format!("{:<24} {:<12} {:>10}  PLATFORMS\n", "TAG", "DIGEST", "SIZE");
+            for row in &rows {
+                text.push_str(&format!(
+                    "{:<24} {:<12} {:>10}  {}\n",
+                    row.tag,
+                    short_digest(&row.digest),
+                    human_size(row.size),
+                    if row.platforms.is_empty() {
+                        "-".to_string()
+                    } else {
+                        row.platforms.join(", ")
+                    }
+                ));
+            }
+            text
+        },
+        quiet,
+    )
 }
 
 /// The bytes an image holds (manifests, configs, layers; each blob once) and its platforms.
@@ -157,6 +165,7 @@ pub(crate) async fn tag(location: &Location, new_tag: &str, out: &Output) -> Res
             digest: descriptor.digest().to_string(),
         },
         || format!("tagged {} as {new_tag}", descriptor.digest()),
+    #[serde(rename_all = "camelCase")]
     )
 }
 
@@ -177,3 +186,4 @@ pub(crate) async fn untag(location: &Location, out: &Output) -> Result<()> {
     }
     out.show(&Untagged { removed: tag }, || format!("removed tag {tag}"))
 }
+    #[serde(rename_all = "camelCase")]

@@ -57,6 +57,7 @@ pub(crate) fn config_path(authfile: Option<&PathBuf>) -> Result<PathBuf> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct LoggedIn {
     registry: String,
     username: String,
@@ -115,6 +116,7 @@ pub(crate) async fn login(args: LoginArgs, out: &Output) -> Result<()> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct LoggedOut {
     registry: String,
     removed: bool,

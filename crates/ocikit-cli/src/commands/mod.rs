@@ -46,10 +46,11 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Serve(args) => serve::serve(args, out).await,
         Command::RegistryGc {
             root,
+            s3,
             dry_run,
             repositories,
             gc,
-        } => registry::gc(&root, dry_run, repositories, &gc, out).await,
+        } => registry::gc(root.as_deref(), &s3, dry_run, repositories, &gc, out).await,
         Command::Diff { image, rootfs } => {
             repack::diff(&Location::parse(&image)?, &rootfs, out).await
         }

@@ -1,10 +1,13 @@
 //! `registry-gc`, and the periodic collection of `serve --gc-interval`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ocikit::registry::{GcOptions, GcReport, Registry, RepositoryGc};
+use ocikit::registry::{Config, GcOptions, GcReport, Registry, RepositoryGc};
+use ocikit::store::s3::S3Config;
+use ocikit::store::{S3Store, Store};
 use serde::Serialize;
 
 use crate::output::{Output, human_size};
@@ -19,6 +22,65 @@ pub(crate) struct GcArgs {
     /// numbers are seconds): longer than any client takes between its blobs and its manifest.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub(crate) grace: Duration,
+}
+
+/// A registry kept in an S3 bucket, as `serve` and `registry-gc` take it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct S3Args {
+    /// Keep content in this S3 bucket instead of a directory (credentials from the
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment).
+    #[arg(long, value_name = "BUCKET")]
+    pub(crate) s3_bucket: Option<String>,
+    /// The key prefix in the bucket: content under PREFIX/content, uploads under
+    /// PREFIX/uploads.
+    #[arg(
+        long,
+        default_value = "registry",
+        requires = "s3_bucket",
+        value_name = "PREFIX"
+    )]
+    s3_prefix: String,
+    /// The endpoint of an S3-compatible server (`http://` allowed for it).
+    #[arg(long, requires = "s3_bucket", value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// The bucket's region (else AWS_REGION).
+    #[arg(long, requires = "s3_bucket")]
+    s3_region: Option<String>,
+}
+
+impl S3Args {
+    /// The registry in the bucket (content and uploads under two prefixes), and how to name
+    /// it: `s3://BUCKET/PREFIX/content`.
+    pub(crate) fn open(&self, config: Config) -> Result<(Registry, String)> {
+        let Some(bucket) = &self.s3_bucket else {
+            anyhow::bail!("a registry needs --root DIR or --s3-bucket BUCKET");
+        };
+        let prefix = self.s3_prefix.trim_matches('/');
+        let join = |part: &str| {
+            if prefix.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{prefix}/{part}")
+            }
+        };
+        let s3 = |part: &str| -> Result<S3Store> {
+            let mut config = S3Config::new(bucket).with_prefix(join(part));
+            if let Some(endpoint) = &self.s3_endpoint {
+                config = config
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"));
+            }
+            if let Some(region) = &self.s3_region {
+                config = config.with_region(region);
+            }
+            S3Store::new(config).with_context(|| format!("cannot use S3 bucket {bucket}"))
+        };
+        let store: Arc<dyn Store> = Arc::new(s3("content")?);
+        let uploads: Arc<dyn Store> = Arc::new(s3("uploads")?);
+        let registry =
+            Registry::new(store, uploads, config).context("cannot start the registry")?;
+        Ok((registry, format!("s3://{bucket}/{}", join("content"))))
+    }
 }
 
 /// `90`, `90s`, `30m`, `2h`, `1d` as a duration.
@@ -80,21 +142,32 @@ fn summary(report: &GcReport, grace: Duration) -> String {
     )
 }
 
-/// `ocikit registry-gc`.
+/// `ocikit registry-gc`, on the registry in `root` or in the bucket of `s3`.
 pub(crate) async fn gc(
-    root: &Path,
+    root: Option<&Path>,
+    s3: &S3Args,
     dry_run: bool,
     repositories: Vec<String>,
     args: &GcArgs,
     out: &Output,
 ) -> Result<()> {
-    // Opening would create a missing directory: a mistyped path is an error instead.
-    if !root.is_dir() {
-        anyhow::bail!("{} is not a registry directory", root.display());
-    }
-    let registry = Registry::open(root)
+    let (registry, what) = match root {
+        Some(root) => {
+            // Opening would create a missing directory: a mistyped path is an error instead.
+            if !root.is_dir() {
+                anyhow::bail!("{} is not a registry directory", root.display());
+            }
+            let registry = Registry::open(root)
+                .await
+                .with_context(|| format!("cannot open a registry at {}", root.display()))?;
+            (registry, root.display().to_string())
+        }
+        None => s3.open(Config::default())?,
+    };
+    registry
+        .check_stores()
         .await
-        .with_context(|| format!("cannot open a registry at {}", root.display()))?;
+        .with_context(|| format!("cannot collect garbage in {what}"))?;
     let mut options = args.options().dry_run(dry_run);
     if !repositories.is_empty() {
         options = options.repositories(repositories);

@@ -75,6 +75,7 @@ async fn changes(image: &Location, rootfs: &Path, opaque: bool) -> Result<Change
 
 /// One changed path.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Change {
     path: String,
     /// `added`, `modified`, `deleted` or `emptied` (an opaque directory).
@@ -119,6 +120,7 @@ pub(crate) async fn diff(image: &Location, rootfs: &Path, out: &Output) -> Resul
     let changes = changes(image, rootfs, false).await?;
     let listed = describe(&changes.tar, &changes.lower)?;
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Diff<'a> {
         image: String,
         changes: &'a [Change],
@@ -210,6 +212,7 @@ pub(crate) async fn repack(args: RepackArgs, out: &Output) -> Result<()> {
     drop(bars);
     let manifest = builder.write_and_tag(&args.tag).await?;
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Repacked {
         digest: String,
         layer: String,

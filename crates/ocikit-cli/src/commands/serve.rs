@@ -2,12 +2,8 @@
 //! behind htpasswd users, until SIGTERM or Ctrl-C, then a graceful stop (requests in flight
 //! finish).
 
-use std::sync::Arc;
-
 use anyhow::{Context, Result};
 use ocikit::registry::{Access, Config, Registry, TlsConfig, Users};
-use ocikit::store::s3::S3Config;
-use ocikit::store::{S3Store, Store};
 
 use crate::output::Output;
 
@@ -54,25 +50,8 @@ pub(crate) struct ServeArgs {
     /// The format of the logs.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Keep content in this S3 bucket instead of a directory (credentials from the
-    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment).
-    #[arg(long, value_name = "BUCKET")]
-    s3_bucket: Option<String>,
-    /// The key prefix in the bucket: content under PREFIX/content, uploads under
-    /// PREFIX/uploads.
-    #[arg(
-        long,
-        default_value = "registry",
-        requires = "s3_bucket",
-        value_name = "PREFIX"
-    )]
-    s3_prefix: String,
-    /// The endpoint of an S3-compatible server (`http://` allowed for it).
-    #[arg(long, requires = "s3_bucket", value_name = "URL")]
-    s3_endpoint: Option<String>,
-    /// The bucket's region (else AWS_REGION).
-    #[arg(long, requires = "s3_bucket")]
-    s3_region: Option<String>,
+    #[command(flatten)]
+    s3: super::registry::S3Args,
     /// Also collect garbage online this often (`30m`, `6h`; off by default), as
     /// `registry-gc` would with the options below.
     #[arg(long, value_parser = super::registry::parse_duration)]
@@ -125,43 +104,21 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    let (registry, what) = match (&args.root, &args.s3_bucket) {
-        (Some(root), _) => (
+    let (registry, what) = match &args.root {
+        Some(root) => (
             Registry::open_with(root, config)
                 .await
                 .with_context(|| format!("cannot open a registry at {}", root.display()))?,
             root.display().to_string(),
         ),
-        (None, Some(bucket)) => {
-            let prefix = args.s3_prefix.trim_matches('/');
-            let join = |part: &str| {
-                if prefix.is_empty() {
-                    part.to_owned()
-                } else {
-                    format!("{prefix}/{part}")
-                }
-            };
-            let s3 = |part: &str| -> Result<S3Store> {
-                let mut config = S3Config::new(bucket).with_prefix(join(part));
-                if let Some(endpoint) = &args.s3_endpoint {
-                    config = config
-                        .with_endpoint(endpoint)
-                        .with_allow_http(endpoint.starts_with("http://"));
-                }
-                if let Some(region) = &args.s3_region {
-                    config = config.with_region(region);
-                }
-                S3Store::new(config).with_context(|| format!("cannot use S3 bucket {bucket}"))
-            };
-            let store: Arc<dyn Store> = Arc::new(s3("content")?);
-            let uploads: Arc<dyn Store> = Arc::new(s3("uploads")?);
-            (
-                Registry::new(store, uploads, config).context("cannot start the registry")?,
-                format!("s3://{bucket}/{}", join("content")),
-            )
-        }
-        (None, None) => anyhow::bail!("serve needs --root DIR or --s3-bucket BUCKET"),
+        None => args.s3.open(config)?,
     };
+    // A store that cannot serve (a missing bucket, refused credentials) stops the server
+    // here, with the store's message, rather than every push later with a 500.
+    registry
+        .check_stores()
+        .await
+        .with_context(|| format!("cannot serve {what}"))?;
     let bound = listener.local_addr()?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;

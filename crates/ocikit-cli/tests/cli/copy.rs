@@ -30,11 +30,11 @@ fn layout_to_layout_then_again_skips_everything() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let digest = built(&a, "v1");
     let first = json(&["copy", &oci(&a, ":v1"), &oci(&b, ":copied")]);
-    assert_eq!(first["blobs_copied"], 3, "{first}");
+    assert_eq!(first["blobsCopied"], 3, "{first}");
     assert_eq!(digest_of(&b, "copied"), digest);
     let again = json(&["copy", &oci(&a, ":v1"), &oci(&b, ":copied")]);
-    assert_eq!(again["blobs_skipped"], 3, "{again}");
-    assert_eq!(again["blobs_copied"], 0, "{again}");
+    assert_eq!(again["blobsSkipped"], 3, "{again}");
+    assert_eq!(again["blobsCopied"], 0, "{again}");
     assert_eq!(json(&["fsck", &oci(&b, "")])["clean"], true);
 
     // Every tag when no tag is named.
@@ -199,7 +199,7 @@ fn copy_with_compression_recompresses_and_real_tools_read_the_result() {
         &oci(&a, ":v1"),
         &oci(&b, ":zstd"),
     ]);
-    assert_eq!(copied["layers_recompressed"], 1, "{copied}");
+    assert_eq!(copied["layersRecompressed"], 1, "{copied}");
     assert_eq!(
         crate::contents(&a),
         before,
@@ -351,7 +351,7 @@ fn copy_with_compression_pushes_to_and_pulls_from_a_registry() {
         &oci(&a, ":v1"),
         &remote,
     ]);
-    assert_eq!(pushed["layers_recompressed"], 1, "{pushed}");
+    assert_eq!(pushed["layersRecompressed"], 1, "{pushed}");
     // Pulled as it is: zstd, the same diffIDs.
     let b = dir.path().join("b");
     json(&["pull", "--src-tls-verify=false", &remote, &oci(&b, ":zstd")]);
@@ -368,7 +368,7 @@ fn copy_with_compression_pushes_to_and_pulls_from_a_registry() {
         &remote,
         &oci(&c, ":gz"),
     ]);
-    assert_eq!(pulled["layers_recompressed"], 1, "{pulled}");
+    assert_eq!(pulled["layersRecompressed"], 1, "{pulled}");
     let (types, _, rootfs) = layers_of(&c, "gz");
     assert_eq!(types, ["application/vnd.oci.image.layer.v1.tar+gzip"]);
     assert_eq!(rootfs, source_rootfs);

@@ -181,7 +181,7 @@ fn ocikit_pushes_to_distribution_and_skopeo_pulls_it_back() {
         &oci(&layout, ":hello"),
         &target,
     ]);
-    assert_eq!(again["blobs_copied"], 0, "{again}");
+    assert_eq!(again["blobsCopied"], 0, "{again}");
     // By digest, registry to archive (through a scratch layout).
     let archive = dir.path().join("hello.tar");
     ok(&[
@@ -221,7 +221,7 @@ fn skopeo_pushes_to_distribution_and_ocikit_pulls_it() {
         &target,
         &oci(&pulled, ":v2"),
     ]);
-    assert!(report["blobs_copied"].as_u64().unwrap() >= 2, "{report}");
+    assert!(report["blobsCopied"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(tagged(&pulled, "v2"), digest);
     ok(&["fsck", &oci(&pulled, "")]);
     // Docker schema 2 (skopeo converts): the same bytes come back under Docker types.

@@ -63,7 +63,7 @@ fn build_ls_fsck_unpack_gives_back_the_tree() {
 
     let report = json(&["fsck", &oci(&layout, ""), "--diff-ids"]);
     assert_eq!(report["clean"], true, "{report}");
-    assert_eq!(report["blobs_checked"], 3);
+    assert_eq!(report["blobsChecked"], 3);
 
     let summary = json(&["inspect", &oci(&layout, ":hello")]);
     assert_eq!(

@@ -284,8 +284,8 @@ fn registry_gc_collects_a_live_registry() {
 
     // Within the (default, one hour) grace period nothing goes.
     let report = json(&["registry-gc", "--root", root_arg]);
-    assert_eq!(report["links_removed"], 0, "{report}");
-    assert_eq!(report["blobs_removed"], 0, "{report}");
+    assert_eq!(report["linksRemoved"], 0, "{report}");
+    assert_eq!(report["blobsRemoved"], 0, "{report}");
 
     std::thread::sleep(Duration::from_millis(20));
     let dry = json(&[
@@ -296,16 +296,16 @@ fn registry_gc_collects_a_live_registry() {
         "0",
         "--dry-run",
     ]);
-    assert_eq!(dry["dry_run"], true);
-    assert_eq!(dry["links_removed"], 2, "{dry}");
+    assert_eq!(dry["dryRun"], true);
+    assert_eq!(dry["linksRemoved"], 2, "{dry}");
     // The manifest's own content, its config and its unshared layer.
-    assert_eq!(dry["blobs_removed"], 3, "{dry}");
+    assert_eq!(dry["blobsRemoved"], 3, "{dry}");
     assert_eq!(blob_status(&s, "app", &old_blobs[2]), 200);
 
     let real = json(&["registry-gc", "--root", root_arg, "--grace", "0s"]);
     assert_eq!(real["blobs"], dry["blobs"]);
-    assert_eq!(real["bytes_freed"], dry["bytes_freed"]);
-    assert!(real["bytes_freed"].as_u64().unwrap() > 30_000);
+    assert_eq!(real["bytesFreed"], dry["bytesFreed"]);
+    assert!(real["bytesFreed"].as_u64().unwrap() > 30_000);
     assert_eq!(real["repositories"][0]["name"], "app");
     assert_eq!(blob_status(&s, "app", &old_blobs[2]), 404);
     assert!(!root.join(old_blobs[2].blob_path()).exists());

@@ -12,6 +12,7 @@ mod image;
 mod index;
 mod oci_archive;
 mod platform;
+mod real_world_copy;
 mod recompress;
 mod referrers;
 mod support;

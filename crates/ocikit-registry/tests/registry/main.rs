@@ -16,6 +16,7 @@ mod push;
 mod referrers;
 mod restart;
 mod skopeo;
+mod stores;
 mod tags;
 
 use std::sync::Arc;

@@ -1,0 +1,278 @@
+//! The registry and TLS behaviour real clients rely on: skopeo pushing to and pulling from
+//! `serve --htpasswd --anonymous-read`, the TLS flags as skopeo means them
+//! (`--tls-verify=false`, `--cert-dir`, `--ca-file`), and S3 registries that fail fast on a
+//! missing bucket and are collected by `registry-gc`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::registry::Serve;
+use crate::{fails, ok};
+
+fn skopeo(args: &[&str]) -> std::process::Output {
+    let skopeo = crate::image::which("skopeo").expect("skopeo");
+    Command::new(skopeo)
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn skopeo_ok(args: &[&str]) -> String {
+    let out = skopeo(args);
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn htpasswd(path: &Path, user: &str, password: &str) {
+    std::fs::write(
+        path,
+        format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap()),
+    )
+    .unwrap();
+}
+
+/// skopeo pings `/v2/` and sends credentials only when it challenges; with anonymous reads
+/// the registry still challenges there, so skopeo pushes with credentials, and anyone
+/// (skopeo and ocikit) pulls without.
+#[test]
+fn skopeo_pushes_with_credentials_and_pulls_anonymously_under_anonymous_read() {
+    if crate::image::which("skopeo").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    htpasswd(&d.join("writers"), "alice", "alice-pw");
+    let layout = d.join("images");
+    let digest = crate::image::build(&layout, "hello", &[]);
+    let server = Serve::start(
+        &d.join("registry"),
+        &[
+            "--htpasswd",
+            d.join("writers").to_str().unwrap(),
+            "--anonymous-read",
+        ],
+    );
+    let src = format!("oci:{}:hello", layout.display());
+    let v1 = format!("docker://{}/app:v1", server.addr);
+    skopeo_ok(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:alice-pw",
+        &src,
+        &v1,
+    ]);
+    // Anonymous pulls: skopeo's inspect and copy, ocikit's pull and inspect.
+    let raw = skopeo_ok(&["inspect", "--raw", "--tls-verify=false", &v1]);
+    assert_eq!(
+        ocikit::digest::Digest::sha256(raw.as_bytes()).to_string(),
+        digest
+    );
+    let pulled = d.join("pulled");
+    skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        &v1,
+        &format!("oci:{}:hello", pulled.display()),
+    ]);
+    let ours = d.join("ours");
+    ok(&[
+        "pull",
+        "--src-tls-verify=false",
+        &v1,
+        &format!("oci:{}:hello", ours.display()),
+    ]);
+    let shown = crate::json(&["inspect", &format!("oci:{}:hello", ours.display())]);
+    assert_eq!(shown["digest"], digest.as_str());
+    // ocikit pushes with credentials too; nobody pushes without.
+    ok(&[
+        "push",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:alice-pw",
+        &src,
+        &format!("docker://{}/app:v2", server.addr),
+    ]);
+    let v3 = format!("docker://{}/app:v3", server.addr);
+    let refused = skopeo(&["copy", "--dest-tls-verify=false", &src, &v3]);
+    assert!(!refused.status.success(), "an anonymous skopeo push landed");
+    let err = fails(&["push", "--dest-tls-verify=false", &src, &v3]);
+    assert!(err.contains("401"), "{err}");
+    let tags = skopeo_ok(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{}/app", server.addr),
+    ]);
+    let tags: serde_json::Value = serde_json::from_str(&tags).unwrap();
+    assert_eq!(tags["Tags"], serde_json::json!(["v1", "v2"]));
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+}
+
+/// `ocikit` with moto's credentials in the environment; waits at most `limit`, then kills it
+/// and fails the test (a server that should have refused to start would run forever).
+fn ocikit_s3(args: &[&str], limit: std::time::Duration) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocikit"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("DOCKER_CONFIG", "/nonexistent/ocikit-tests-docker-config")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ocikit {args:?} still ran after {limit:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A bucket that does not exist stops `serve` at once with the store's message; an
+/// existing one serves.
+#[test]
+fn serve_fails_fast_on_a_missing_bucket_and_starts_on_an_existing_one() {
+    let Some(moto) = ocikit_store::conformance::moto::shared() else {
+        return;
+    };
+    let endpoint = moto.endpoint();
+    let missing = format!("{}-missing", moto.bucket());
+    let out = ocikit_s3(
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--s3-bucket",
+            &missing,
+            "--s3-endpoint",
+            &endpoint,
+        ],
+        std::time::Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(&missing), "{stderr}");
+    assert!(stderr.contains("store does not answer"), "{stderr}");
+    assert!(
+        stderr.contains("NoSuchBucket") || stderr.contains("does not exist"),
+        "the store's own message: {stderr}"
+    );
+    assert!(!stderr.contains("serving"), "{stderr}");
+
+    let bucket = moto.bucket();
+    let server = Serve::start_args(&["--s3-bucket", &bucket, "--s3-endpoint", &endpoint]);
+    let health = server.request("GET", "/healthz", &[], b"");
+    assert_eq!(health.status, 200);
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+}
+
+/// `registry-gc` takes the same S3 options as `serve` and collects what a deleted manifest
+/// left behind in the bucket.
+#[test]
+fn registry_gc_collects_an_s3_registry() {
+    let Some(moto) = ocikit_store::conformance::moto::shared() else {
+        return;
+    };
+    let endpoint = moto.endpoint();
+    let bucket = moto.bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    let digest = crate::image::build(&layout, "hello", &[]);
+    let shown = crate::json(&["inspect", &format!("oci:{}:hello", layout.display())]);
+    let layer = shown["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let s3 = [
+        "--s3-bucket",
+        bucket.as_str(),
+        "--s3-endpoint",
+        endpoint.as_str(),
+    ];
+    let server = Serve::start_args(&s3);
+    ok(&[
+        "push",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:hello", layout.display()),
+        &format!("docker://{}/app:v1", server.addr),
+    ]);
+    let blob = format!("/v2/app/blobs/{layer}");
+    assert_eq!(server.request("HEAD", &blob, &[], b"").status, 200);
+    let deleted = server.request("DELETE", &format!("/v2/app/manifests/{digest}"), &[], b"");
+    assert_eq!(deleted.status, 202);
+
+    let gc = |extra: &[&str]| {
+        let mut args = vec!["--json", "registry-gc"];
+        args.extend_from_slice(&s3);
+        args.extend_from_slice(extra);
+        let out = ocikit_s3(&args, std::time::Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let report = gc(&["--grace", "0", "--dry-run"]);
+    assert_eq!(report["dryRun"], true, "{report}");
+    assert!(
+        report["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == layer.as_str()),
+        "{report}"
+    );
+    assert_eq!(server.request("HEAD", &blob, &[], b"").status, 200);
+    let report = gc(&["--grace", "0"]);
+    assert!(
+        report["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == layer.as_str()),
+        "{report}"
+    );
+    assert_eq!(server.request("HEAD", &blob, &[], b"").status, 404);
+    let (status, listing) = moto.request(
+        "GET",
+        &format!("/{bucket}?list-type=2&prefix=registry/content/blobs/"),
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(!listing.contains(&layer["sha256:".len()..]), "{listing}");
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+
+    // A missing bucket is an error, not an empty collection.
+    let missing = format!("{bucket}-missing");
+    let out = ocikit_s3(
+        &[
+            "registry-gc",
+            "--s3-bucket",
+            &missing,
+            "--s3-endpoint",
+            &endpoint,
+        ],
+        std::time::Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&missing), "{stderr}");
+    // A directory and a bucket at once are a usage error.
+    let out = crate::ocikit(&["registry-gc", "--root", "x", "--s3-bucket", "b"]);
+    assert_eq!(out.status.code(), Some(2));
+}

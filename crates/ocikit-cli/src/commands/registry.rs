@@ -113,6 +113,7 @@ impl GcArgs {
 
 /// The `--json` shape of a collection: totals first, then the details.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Shown<'a> {
     dry_run: bool,
     manifests_removed: usize,

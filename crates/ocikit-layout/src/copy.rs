@@ -7,10 +7,14 @@
 //! it hashes to its digest), so a manifest never lands before its blobs and nothing corrupt
 //! lands at all. Tags are set only once everything they reach is present.
 //!
-//! Between two [`ocikit_store::FsStore`]s on one filesystem, blobs are shared instead of
-//! copied: a reflink where the filesystem has them, else a hardlink
-//! ([`ocikit_store::Store::link_blob`]); by default the destination still hashes what it
-//! links ([`CopyOptions::with_trusted_source`] says when it need not).
+//! Between two [`ocikit_store::FsStore`]s, blobs go file to file
+//! ([`ocikit_store::Store::link_blob`]): a reflink where the filesystem has them, else a copy
+//! made by the kernel. Either way the destination is independent of the source: a byte
+//! later flipped in one never shows in the other. Hardlinks, which make the two layouts
+//! share blob files (corrupting one corrupts both), are made only when asked for
+//! ([`CopyOptions::with_link_mode`] with [`LinkMode::Hardlink`]). By default the
+//! destination still hashes what it links or copies ([`CopyOptions::with_trusted_source`]
+//! says when it need not).
 //!
 //! ```
 //! use ocikit_layout::copy::{CopyOptions, copy_tag};
@@ -35,14 +39,14 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, descriptor};
-use ocikit_store::{LinkTrust, Linked, Store, StoreExt};
+use ocikit_store::{LinkMode, LinkTrust, Linked, Store, StoreExt};
 use tokio::io::AsyncWriteExt;
 
+use crate::platform::PlatformQuery;
 use crate::progress::{Event, Operation, Progress};
 use crate::{Document, Error, Layout, Result};
 
 /// How many nested levels (index -> index -> manifest -> blob) a walk follows.
-use crate::platform::PlatformQuery;
 pub const MAX_GRAPH_DEPTH: usize = 16;
 /// How many distinct blobs one walk may reach.
 pub const MAX_GRAPH_NODES: usize = 1_000_000;
@@ -57,10 +61,17 @@ pub struct CopyOptions {
     pub concurrency: usize,
     /// Where [`Operation::Copy`] events go.
     pub progress: Progress,
-    /// Whether to share local files (reflink, hardlink) where both stores can.
+    /// Whether blobs go file to file (reflink, kernel copy or hardlink, as [`Self::link`]
+    /// says) where both stores are local; otherwise they are streamed.
     pub links: bool,
+    /// What a file-to-file copy may share with the source: an independent copy (the
+    /// default) or, with [`LinkMode::Hardlink`], the source's very files.
+    pub link: LinkMode,
     /// Whether linked files are re-hashed before they are published.
     pub trust: LinkTrust,
+    /// From an index, copy only this platform's image ([`CopyOptions::select`]); `None`
+    /// copies an index whole.
+    pub platform: Option<PlatformQuery>,
 }
 
 impl Default for CopyOptions {
@@ -69,27 +80,16 @@ impl Default for CopyOptions {
     }
 }
 
-    /// From an index, copy only this platform's image ([`CopyOptions::select`]); `None`
-    /// copies an index whole.
-    pub platform: Option<PlatformQuery>,
 impl CopyOptions {
-    /// [`DEFAULT_CONCURRENCY`] blobs at once, no progress, links on and verified.
+    /// [`DEFAULT_CONCURRENCY`] blobs at once, no progress, file-to-file copies on, as
+    /// independent copies, verified.
     pub fn new() -> CopyOptions {
         CopyOptions {
             concurrency: DEFAULT_CONCURRENCY,
             progress: Progress::none(),
             links: true,
+            link: LinkMode::Copy,
             trust: LinkTrust::Verify,
-        }
-    }
-
-    /// These options copying `n` blobs at once.
-    pub fn with_concurrency(mut self, n: usize) -> CopyOptions {
-        self.concurrency = n.max(1);
-        self
-    }
-
-    /// These options reporting to `progress`.
             platform: None,
         }
     }
@@ -111,14 +111,33 @@ impl CopyOptions {
                 Ok(untagged(&found.descriptor))
             }
             _ => Ok(root.clone()),
+        }
+    }
+
+    /// These options copying `n` blobs at once.
+    pub fn with_concurrency(mut self, n: usize) -> CopyOptions {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// These options reporting to `progress`.
     pub fn with_progress(mut self, progress: Progress) -> CopyOptions {
         self.progress = progress;
         self
     }
 
-    /// These options with the reflink/hardlink fast path on or off.
+    /// These options with the file-to-file fast path (reflink, kernel copy, hardlink) on or
+    /// off; off streams every blob through a verifying writer.
     pub fn with_links(mut self, on: bool) -> CopyOptions {
         self.links = on;
+        self
+    }
+
+    /// What file-to-file copies may share: [`LinkMode::Copy`] (the default) gives the
+    /// destination files of its own; [`LinkMode::Hardlink`] makes source and destination
+    /// share blob files, so corrupting one corrupts both.
+    pub fn with_link_mode(mut self, mode: LinkMode) -> CopyOptions {
+        self.link = mode;
         self
     }
 
@@ -144,7 +163,7 @@ impl CopyOptions {
 pub struct CopyReport {
     /// Blobs the walk reached.
     pub blobs: usize,
-    /// Blobs streamed into the destination.
+    /// Blobs copied into the destination (streamed, or copied file to file).
     pub copied: usize,
     /// Blobs shared by hardlink.
     pub hardlinked: usize,
@@ -152,8 +171,11 @@ pub struct CopyReport {
     pub reflinked: usize,
     /// Blobs the destination had already.
     pub skipped: usize,
-    /// Bytes streamed (links and skips not counted).
+    /// Bytes copied, streamed or file to file (reflinks, hardlinks and skips not counted).
     pub bytes: u64,
+    /// Bytes of every blob the walk reached, each counted once, whether it was streamed,
+    /// linked or already there: the size of what the destination now holds of the image.
+    pub total_bytes: u64,
 }
 
 impl CopyReport {
@@ -164,6 +186,7 @@ impl CopyReport {
         self.reflinked += other.reflinked;
         self.skipped += other.skipped;
         self.bytes += other.bytes;
+        self.total_bytes += other.total_bytes;
     }
 }
 
@@ -173,9 +196,6 @@ pub(crate) struct Node {
     pub(crate) digest: Digest,
     pub(crate) size: u64,
     /// The verified bytes of a manifest or index (read during the walk).
-    /// Bytes of every blob the walk reached, each counted once, whether it was streamed,
-    /// linked or already there: the size of what the destination now holds of the image.
-    pub total_bytes: u64,
     pub(crate) bytes: Option<Bytes>,
 }
 
@@ -186,7 +206,6 @@ pub(crate) struct Graph {
     pub(crate) levels: Vec<Vec<Node>>,
 }
 
-        self.total_bytes += other.total_bytes;
 impl Graph {
     pub(crate) fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.levels.iter().flatten()
@@ -358,6 +377,7 @@ async fn copy_blob(
     } = node;
     let mut report = CopyReport {
         blobs: 1,
+        total_bytes: size,
         ..CopyReport::default()
     };
     if destination.stat(&digest).await? == Some(size) {
@@ -377,7 +397,6 @@ async fn copy_blob(
     if let Some(bytes) = bytes {
         // A manifest or index read (and verified) by the walk.
         destination.put_verified(&digest, &bytes).await?;
-        total_bytes: size,
         report.copied = 1;
         report.bytes = size;
         progress.emit(Event::Done {
@@ -398,7 +417,7 @@ async fn copy_blob(
         && let Some(file) = blob.local_file()
     {
         match destination
-            .link_blob(&digest, size, file, options.trust)
+            .link_blob(&digest, size, file, options.trust, options.link)
             .await?
         {
             Linked::NotSupported => {}
@@ -406,6 +425,10 @@ async fn copy_blob(
                 match how {
                     Linked::Hardlink => report.hardlinked = 1,
                     Linked::Reflink => report.reflinked = 1,
+                    Linked::Copied => {
+                        report.copied = 1;
+                        report.bytes = size;
+                    }
                     _ => report.skipped = 1,
                 }
                 progress.emit(Event::Done {
@@ -462,6 +485,16 @@ pub async fn copy_image(
     Ok(report)
 }
 
+/// How much an image is: the blobs reachable from `roots` in `layout` and their bytes, each
+/// blob counted once (as [`CopyReport::blobs`] and [`CopyReport::total_bytes`] count a
+/// copy of it).
+pub async fn reach(layout: &Layout, roots: &[Descriptor]) -> Result<(usize, u64)> {
+    let graph = walk(layout, roots).await?;
+    Ok(graph.nodes().fold((0, 0), |(blobs, bytes), node| {
+        (blobs + 1, bytes + node.size)
+    }))
+}
+
 /// Copies what `tag` points at in `source` to `destination`, tagged `new_tag` there (the
 /// same tag when `None`).
 pub async fn copy_tag(
@@ -485,16 +518,6 @@ pub async fn copy_all(
     options: &CopyOptions,
 ) -> Result<CopyReport> {
     let index = source.index().await?;
-/// How much an image is: the blobs reachable from `roots` in `layout` and their bytes, each
-/// blob counted once (as [`CopyReport::blobs`] and [`CopyReport::total_bytes`] count a
-/// copy of it).
-pub async fn reach(layout: &Layout, roots: &[Descriptor]) -> Result<(usize, u64)> {
-    let graph = walk(layout, roots).await?;
-    Ok(graph.nodes().fold((0, 0), |(blobs, bytes), node| {
-        (blobs + 1, bytes + node.size)
-    }))
-}
-
     let entries: Vec<Descriptor> = index.manifests().cloned().collect();
     for entry in &entries {
         if let Some(tag) = ref_name(entry) {

@@ -607,7 +607,8 @@ impl<S: Store> Store for Intercept<S> {
         size: u64,
         file: &std::fs::File,
         trust: crate::LinkTrust,
+        mode: crate::LinkMode,
     ) -> crate::Result<crate::Linked> {
-        self.inner.link_blob(digest, size, file, trust).await
+        self.inner.link_blob(digest, size, file, trust, mode).await
     }
 }

@@ -227,8 +227,9 @@ macro_rules! forward_store {
                 size: u64,
                 file: &std::fs::File,
                 trust: crate::LinkTrust,
+                mode: crate::LinkMode,
             ) -> Result<crate::Linked> {
-                (**self).link_blob(digest, size, file, trust).await
+                (**self).link_blob(digest, size, file, trust, mode).await
             }
             fn local_blobs(&self) -> Option<Arc<dyn crate::LocalBlobs>> {
                 (**self).local_blobs()

@@ -35,8 +35,8 @@ use tokio_util::sync::PollSender;
 
 use crate::store::resolve_range;
 use crate::{
-    Blob, Document, DocumentKey, Error, LinkTrust, Linked, LocalBlobs, Precondition, Result,
-    Staging, Store, Version,
+    Blob, Document, DocumentKey, Error, LinkMode, LinkTrust, Linked, LocalBlobs, Precondition,
+    Result, Staging, Store, Version,
 };
 
 /// Largest document a filesystem store reads (documents are small: indexes, tag lists).
@@ -184,7 +184,11 @@ fn create_dir_durable(dir: &Path) -> Result<()> {
     if let Some(parent) = parent_dir(dir) {
         create_dir_durable(parent)?;
     }
-    match std::fs::create_dir(dir) {
+    let created = {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(DIR_MODE).create(dir)
+    };
+    match created {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(Error::io("create directory", dir, e)),
@@ -521,10 +525,7 @@ impl Store for FsStore {
         let tmp = self.paths.tmp.clone();
         let temp = blocking(move || {
             create_dir_durable(&tmp)?;
-            tempfile::Builder::new()
-                .prefix("blob-")
-                .tempfile_in(&tmp)
-                .map_err(|e| Error::io("create temp file in", tmp, e))
+            temp_file(&tmp, "blob-")
         })
         .await?;
         Ok(Box::new(FsStaging::new(temp, self.clone())?))
@@ -661,10 +662,7 @@ impl Store for FsStore {
             let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
             create_dir_durable(&parent)?;
             create_dir_durable(&tmp)?;
-            let mut temp = tempfile::Builder::new()
-                .prefix("doc-")
-                .tempfile_in(&tmp)
-                .map_err(|e| Error::io("create temp file in", &tmp, e))?;
+            let mut temp = temp_file(&tmp, "doc-")?;
             temp.write_all(&bytes)
                 .and_then(|()| temp.as_file().sync_data())
                 .map_err(|e| Error::io("write", temp.path(), e))?;
@@ -702,6 +700,7 @@ impl Store for FsStore {
         size: u64,
         file: &File,
         trust: LinkTrust,
+        mode: LinkMode,
     ) -> Result<Linked> {
         let target = self.blob_path(digest);
         let tmp = self.paths.tmp.clone();
@@ -709,7 +708,7 @@ impl Store for FsStore {
         let digest = digest.clone();
         blocking(move || {
             create_dir_durable(&tmp)?;
-            link_blob_sync(&source, &tmp, &target, &digest, size, trust)
+            link_blob_sync(&source, &tmp, &target, &digest, size, trust, mode)
         })
         .await
     }
@@ -948,6 +947,88 @@ impl Staging for FsStaging {
     }
 }
 
+/// Mode of the files a store creates (blobs, documents), before the umask: readable by
+/// everyone, as skopeo and umoci create them (0644 under the usual umask of 022).
+const FILE_MODE: u32 = 0o644;
+/// Mode of the directories a store creates, before the umask (as skopeo's).
+const DIR_MODE: u32 = 0o755;
+
+/// A new temp file in `dir`, created with [`FILE_MODE`] (less the umask) rather than
+/// `tempfile`'s private 0600, since it is renamed into place as a blob or document.
+fn temp_file(dir: &Path, prefix: &str) -> Result<NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(FILE_MODE))
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create temp file in", dir, e))
+}
+
+/// Copies the first `size` bytes of `source` into `destination` (at the same offsets,
+/// leaving both files' positions alone): in the kernel (`copy_file_range`) where it can,
+/// else through a buffer. A source shorter than `size` is [`Error::SizeMismatch`].
+fn copy_bytes(source: &File, destination: &File, size: u64, path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let mut done = 0u64;
+    let mut in_kernel = true;
+    let mut buf = Vec::new();
+    while done < size {
+        let want = usize::try_from(size - done)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        if in_kernel {
+            let (mut from, mut to) = (done, done);
+            match rustix::fs::copy_file_range(
+                source,
+                Some(&mut from),
+                destination,
+                Some(&mut to),
+                want,
+            ) {
+                Ok(0) => {
+                    return Err(Error::SizeMismatch {
+                        expected: size,
+                        actual: done,
+                    });
+                }
+                Ok(n) => done += n as u64,
+                Err(rustix::io::Errno::INTR) => {}
+                // Not between these files (another filesystem on an old kernel, a filesystem
+                // without it): copy through a buffer from where it stopped.
+                Err(
+                    rustix::io::Errno::XDEV
+                    | rustix::io::Errno::NOSYS
+                    | rustix::io::Errno::INVAL
+                    | rustix::io::Errno::OPNOTSUPP
+                    | rustix::io::Errno::PERM,
+                ) => in_kernel = false,
+                Err(e) => return Err(Error::io("copy into", path, e.into())),
+            }
+            continue;
+        }
+        if buf.is_empty() {
+            buf = vec![0u8; READ_CHUNK];
+        }
+        let chunk = want.min(buf.len());
+        let n = match source.read_at(&mut buf[..chunk], done) {
+            Ok(0) => {
+                return Err(Error::SizeMismatch {
+                    expected: size,
+                    actual: done,
+                });
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("copy into", path, e)),
+        };
+        destination
+            .write_all_at(&buf[..n], done)
+            .map_err(|e| Error::io("write", path, e))?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
 /// Sets a blob's modification time to now, without following a symlink.
 fn touch(path: &Path) {
     if let Ok(Some((file, _))) = open_regular(path) {
@@ -986,10 +1067,11 @@ fn publish_blob(temp: NamedTempFile, target: &Path, size: u64) -> Result<()> {
     sync_dir(&dir)
 }
 
-/// [`Store::link_blob`] for a filesystem store: clone or hardlink `source` into the staging
-/// directory, verify the new name's content unless trusted, then rename it into place.
-/// Any failure to link (another filesystem, no reflink support, no `/proc`) is
-/// [`Linked::NotSupported`], never an error: the caller copies instead.
+/// [`Store::link_blob`] for a filesystem store: stage a reflink, a copy or (only when `mode`
+/// asks) a hardlink of `source` in the staging directory, verify the new name's content
+/// unless trusted, then move it into place. A hardlink that cannot be made (another
+/// filesystem, no `/proc`) is [`Linked::NotSupported`], never an error: the caller copies
+/// instead.
 fn link_blob_sync(
     source: &File,
     tmp: &Path,
@@ -997,6 +1079,7 @@ fn link_blob_sync(
     digest: &Digest,
     size: u64,
     trust: LinkTrust,
+    mode: LinkMode,
 ) -> Result<Linked> {
     match std::fs::symlink_metadata(target) {
         Ok(meta) if meta.is_file() && meta.len() == size => return Ok(Linked::Present),
@@ -1014,15 +1097,20 @@ fn link_blob_sync(
             actual: meta.len(),
         });
     }
-    // A reflink gives the destination its own inode; a hardlink shares the source's.
-    let reflink = tempfile::Builder::new()
-        .prefix("link-")
-        .tempfile_in(tmp)
-        .ok()
-        .filter(|temp| rustix::fs::ioctl_ficlone(temp.as_file(), source).is_ok());
-    let (staged, how) = match reflink {
-        Some(temp) => (temp.into_temp_path(), Linked::Reflink),
-        None => {
+    let (staged, how) = match mode {
+        LinkMode::Copy => {
+            // A reflink, else a copy: either way a file of its own, which writing to the
+            // source (or to it) later leaves alone.
+            let temp = temp_file(tmp, "link-")?;
+            let how = if rustix::fs::ioctl_ficlone(temp.as_file(), source).is_ok() {
+                Linked::Reflink
+            } else {
+                copy_bytes(source, temp.as_file(), size, temp.path())?;
+                Linked::Copied
+            };
+            (temp.into_temp_path(), how)
+        }
+        LinkMode::Hardlink => {
             // Linking through `/proc/self/fd` links the very inode that was opened (no-follow,
             // checked regular) and needs no privilege, unlike `AT_EMPTY_PATH`.
             let proc_path = format!("/proc/self/fd/{}", source.as_raw_fd());

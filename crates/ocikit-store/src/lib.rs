@@ -70,8 +70,8 @@ pub use memory::MemoryStore;
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
 pub use store::{
-    Blob, Document, DocumentKey, LinkTrust, Linked, LocalBlobs, Precondition, Staging, Store,
-    Version, resolve_range,
+    Blob, Document, DocumentKey, LinkMode, LinkTrust, Linked, LocalBlobs, Precondition, Staging,
+    Store, Version, resolve_range,
 };
 pub use writer::BlobWriter;
 

@@ -90,29 +90,37 @@ pub trait Store: fmt::Debug + Send + Sync {
     /// segments: `"repos/a"` lists `repos/a/x`, not `repos/ab`), sorted.
     async fn list_documents(&self, prefix: &str) -> Result<Vec<DocumentKey>>;
 
-    /// Publishes the blob `digest` (`size` bytes) by sharing the storage of `file`, a local
-    /// file that holds it (another store's [`Blob::local_file`]), instead of copying bytes:
-    /// a reflink (copy-on-write clone), else a hardlink. Returns [`Linked::NotSupported`]
-    /// when this store cannot (the default; memory and object stores, another filesystem),
-    /// and the caller copies the bytes instead.
+    /// Publishes the blob `digest` (`size` bytes) from `file`, a local file that holds it
+    /// (another store's [`Blob::local_file`]), without streaming it through the caller.
+    /// `mode` says what the two may share:
     ///
-    /// **Trust rule.** With [`LinkTrust::Verify`] the store hashes its new link or clone
+    /// - [`LinkMode::Copy`]: an independent copy, its own inode: a reflink (copy-on-write
+    ///   clone, sharing extents until either side is written) where the filesystem has them,
+    ///   else a copy of the bytes made by the kernel (`copy_file_range`). Writing to either
+    ///   file later never changes the other.
+    /// - [`LinkMode::Hardlink`]: a hardlink, the source's own inode: source and destination
+    ///   share one file, so corrupting one corrupts both.
+    ///
+    /// Returns [`Linked::NotSupported`] when this store cannot (the default; memory and
+    /// object stores; a hardlink to another filesystem), and the caller copies the bytes
+    /// instead.
+    ///
+    /// **Trust rule.** With [`LinkTrust::Verify`] the store hashes its new link, clone or copy
     /// before publishing it and refuses content that is not `size` bytes hashing to
     /// `digest` ([`Error::DigestMismatch`], [`Error::SizeMismatch`]), exactly as a
-    /// [`crate::BlobWriter`] would: this reads the file once but writes nothing.
-    /// [`LinkTrust::Trusted`] skips the hashing; pass it only when `file` is a blob of a
-    /// store whose every blob went through a verifying writer (an [`crate::FsStore`]
-    /// written only by ocikit, or checked since), never for a directory other tools write.
-    /// A hardlink shares the inode with the source: the two stores hold one copy, which
-    /// nothing rewrites in place (blobs are immutable and published by rename).
+    /// [`crate::BlobWriter`] would. [`LinkTrust::Trusted`] skips the hashing; pass it only
+    /// when `file` is a blob of a store whose every blob went through a verifying writer (an
+    /// [`crate::FsStore`] written only by ocikit, or checked since), never for a directory
+    /// other tools write.
     async fn link_blob(
         &self,
         digest: &Digest,
         size: u64,
         file: &std::fs::File,
         trust: LinkTrust,
+        mode: LinkMode,
     ) -> Result<Linked> {
-        let _ = (digest, size, file, trust);
+        let _ = (digest, size, file, trust, mode);
         Ok(Linked::NotSupported)
     }
 
@@ -149,6 +157,19 @@ pub enum LinkTrust {
     Trusted,
 }
 
+/// What [`Store::link_blob`] may share between the source file and the published blob.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkMode {
+    /// An independent copy (the default): a reflink where the filesystem supports it, else
+    /// a plain copy of the bytes. The two files never change together.
+    #[default]
+    Copy,
+    /// A hardlink: source and destination share blob files, so corrupting one corrupts
+    /// both. Saves the space and time of a copy where reflinks are not available.
+    Hardlink,
+}
+
 /// How [`Store::link_blob`] published a blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -157,6 +178,8 @@ pub enum Linked {
     Reflink,
     /// A hardlink: the same inode as the source.
     Hardlink,
+    /// A copy of the bytes into a new file (no reflink support): its own inode and blocks.
+    Copied,
     /// The blob was stored already; nothing was linked.
     Present,
     /// This store cannot link this file; copy the bytes instead.

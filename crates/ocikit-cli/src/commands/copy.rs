@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use ocikit::digest::oci_spec::image::Descriptor;
 use ocikit::layout::archive::{docker, oci};
 use ocikit::layout::{CopyOptions, Layout, RecompressOptions, copy_image, recompress};
-use ocikit::store::FsStore;
+use ocikit::store::{FsStore, LinkMode};
 use serde::Serialize;
 
 use ocikit::layout::PlatformQuery;
@@ -80,6 +80,11 @@ pub(crate) struct TransferArgs {
         alias = "dest-compress-level"
     )]
     compression_level: Option<i32>,
+    /// Between two layouts (oci: to oci:), hardlink blobs instead of copying them (a
+    /// reflink where the filesystem has them, else a plain copy): source and destination
+    /// share blob files: corrupting one corrupts both.
+    #[arg(long)]
+    hardlink: bool,
 }
 
 impl Default for TransferArgs {
@@ -95,6 +100,7 @@ impl Default for TransferArgs {
             platform: None,
             compression: None,
             compression_level: None,
+            hardlink: false,
         }
     }
 }
@@ -410,7 +416,18 @@ pub(crate) async fn copy(
     let scratch = scratch_near(&near)?;
     let bars = Bars::new(out);
     let (mut staged, mut items) = stage(source, scratch.path(), transfer, &bars).await?;
+    // Blobs go file to file as independent copies, unless --hardlink asks to share them;
+    // hardlinks from a scratch layout (removed when done) share nothing with the user's.
+    let link_mode = |from_scratch: bool| {
+        if transfer.hardlink || from_scratch {
+            LinkMode::Hardlink
+        } else {
+            LinkMode::Copy
+        }
+    };
+    let mut from_scratch = !matches!(source, Location::Oci { .. });
     let options = CopyOptions::new()
+        .with_link_mode(link_mode(from_scratch))
         .with_progress(bars.progress("copy"))
         .with_platform(transfer.platform()?);
     // From an index, only the wanted platform's image (a registry pull chose it already).
@@ -427,14 +444,15 @@ pub(crate) async fn copy(
     };
     if let Some(format) = transfer.compression {
         if matches!(source, Location::Oci { .. }) {
-            // The source layout is only read: recompress in a scratch copy (hardlinks where
-            // it shares a filesystem with the source).
+            // The source layout is only read: recompress in a scratch copy (independent
+            // copies of the source's blobs unless --hardlink).
             let layout = scratch_layout(&scratch.path().join("recompress")).await?;
             for item in &items {
                 let tag = item.tag.clone().unwrap_or_else(|| "staged".into());
                 copy_image(&staged, &item.root, &layout, &tag, &options).await?;
             }
             staged = layout;
+            from_scratch = true;
         }
         let options = RecompressOptions::new(format.compression())
             .with_level(transfer.compression_level)
@@ -450,6 +468,7 @@ pub(crate) async fn copy(
             }
         }
     }
+    let options = options.with_link_mode(link_mode(from_scratch));
     match destination {
         Location::Oci { path, selector } => {
             let wanted = match selector {

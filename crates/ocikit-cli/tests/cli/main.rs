@@ -8,6 +8,7 @@ mod docker;
 mod image;
 mod layout;
 mod real_world_cli;
+mod real_world_store;
 mod reference;
 mod registry;
 mod repack;

@@ -13,7 +13,7 @@ use ocikit_digest::Digest;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::copy::{CopyOptions, copy_all, copy_image, copy_tag};
 use ocikit_layout::{Document, Error, Event, Layout, Operation, Progress};
-use ocikit_store::{FsStore, MemoryStore, Store, StoreExt};
+use ocikit_store::{FsStore, LinkMode, MemoryStore, Store, StoreExt};
 use serde_json::json;
 
 pub(crate) const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -315,28 +315,30 @@ async fn copy_between_every_pair_of_backends() {
 }
 
 #[tokio::test]
-async fn fs_to_fs_on_one_filesystem_shares_blobs() {
+async fn fs_to_fs_hardlinks_share_blobs_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let (source, source_store) = fs_layout(&dir.path().join("src")).await;
     let image = make_image(&source, "linked").await;
     source.set_tag("v1", &image.manifest).await.unwrap();
     let (destination, destination_store) = fs_layout(&dir.path().join("dst")).await;
-    let report = copy_tag(&source, "v1", &destination, None, &CopyOptions::new())
-        .await
-        .unwrap();
-    // The layers and the config are opaque blobs: linked. The manifest was read by the walk
-    // and is written from memory.
-    assert_eq!(report.hardlinked + report.reflinked, 3, "{report:?}");
+    let report = copy_tag(
+        &source,
+        "v1",
+        &destination,
+        None,
+        &CopyOptions::new().with_link_mode(LinkMode::Hardlink),
+    )
+    .await
+    .unwrap();
+    // The layers and the config are opaque blobs: hardlinked, as asked. The manifest was
+    // read by the walk and is written from memory.
+    assert_eq!(report.hardlinked, 3, "{report:?}");
     assert_eq!(report.copied, 1);
     for blob in &image.blobs {
         let d = digest(blob);
         let a = std::fs::metadata(source_store.blob_path(&d)).unwrap();
         let b = std::fs::metadata(destination_store.blob_path(&d)).unwrap();
-        if report.hardlinked > 0 {
-            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "same inode");
-        } else {
-            assert_ne!(a.ino(), b.ino(), "a reflink has its own inode");
-        }
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "same inode");
         assert_eq!(
             std::fs::read(destination_store.blob_path(&d)).unwrap(),
             *blob
@@ -468,7 +470,7 @@ async fn trusted_links_skip_hashing_and_verified_ones_do_not() {
     );
     // Trusting the source publishes what it has without reading it: exactly why trust is
     // only for stores whose blobs were verified on write.
-    let (trusted, _) = fs_layout(&dir.path().join("trusted")).await;
+    let (trusted, trusted_store) = fs_layout(&dir.path().join("trusted")).await;
     let report = copy_tag(
         &source,
         "v1",
@@ -478,7 +480,12 @@ async fn trusted_links_skip_hashing_and_verified_ones_do_not() {
     )
     .await
     .unwrap();
-    assert_eq!(report.hardlinked + report.reflinked, 3);
+    assert_eq!(report.hardlinked, 0, "{report:?}");
+    assert_eq!(
+        std::fs::read(trusted_store.blob_path(&layer)).unwrap(),
+        std::fs::read(source_store.blob_path(&layer)).unwrap(),
+        "published as it was, unread"
+    );
 }
 
 #[tokio::test]
@@ -803,4 +810,62 @@ async fn copies_several_blobs_at_once_but_no_more_than_asked() {
             "concurrency {concurrency}"
         );
     }
+}
+
+/// Flips the last byte of a stored blob in place (same inode, as bit rot or a stray write
+/// would), unlike [`corrupt`], which replaces the file.
+fn flip_in_place(store: &FsStore, d: &Digest) {
+    use std::os::unix::fs::FileExt;
+    let path = store.blob_path(d);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let at = file.metadata().unwrap().len() - 1;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+}
+
+#[tokio::test]
+async fn a_default_copy_is_independent_of_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, source_store) = fs_layout(&dir.path().join("a")).await;
+    let image = make_image(&source, "independent").await;
+    source.set_tag("v1", &image.manifest).await.unwrap();
+    let (destination, destination_store) = fs_layout(&dir.path().join("b")).await;
+    let report = copy_tag(&source, "v1", &destination, None, &CopyOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(report.hardlinked, 0, "{report:?}");
+    let layer = digest(&image.blobs[0]);
+    let a = std::fs::metadata(source_store.blob_path(&layer)).unwrap();
+    let b = std::fs::metadata(destination_store.blob_path(&layer)).unwrap();
+    assert_ne!((a.dev(), a.ino()), (b.dev(), b.ino()), "its own inode");
+
+    flip_in_place(&destination_store, &layer);
+    let options = ocikit_layout::FsckOptions::new();
+    let in_source = source.fsck(&options).await.unwrap();
+    assert!(in_source.is_clean(), "{:?}", in_source.problems);
+    let in_destination = destination.fsck(&options).await.unwrap();
+    let flagged: Vec<&Digest> = in_destination.problems.iter().map(|p| &p.digest).collect();
+    assert_eq!(flagged, [&layer], "{:?}", in_destination.problems);
+
+    // Hardlinks, only when asked, share the files: that is what the option says it does.
+    let (linked, linked_store) = fs_layout(&dir.path().join("c")).await;
+    let report = copy_tag(
+        &source,
+        "v1",
+        &linked,
+        None,
+        &CopyOptions::new().with_link_mode(LinkMode::Hardlink),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.hardlinked, 3, "{report:?}");
+    let c = std::fs::metadata(linked_store.blob_path(&layer)).unwrap();
+    assert_eq!((a.dev(), a.ino()), (c.dev(), c.ino()), "one shared inode");
+    flip_in_place(&linked_store, &layer);
+    assert!(!source.fsck(&options).await.unwrap().is_clean());
 }

@@ -436,3 +436,188 @@ async fn reading_a_foreign_layout_writes_nothing_into_it() {
             .is_ok_and(|deleted| !deleted)
     );
 }
+
+/// Flips the last byte of a file in place (same inode), as bit rot or a stray write would.
+fn flip_in_place(path: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let at = file.metadata().unwrap().len() - 1;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+}
+
+fn inode(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.dev(), meta.ino())
+}
+
+fn temp_entries(store: &FsStore) -> usize {
+    std::fs::read_dir(store.temp_dir()).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn linked_blobs_are_independent_copies_unless_hardlinks_are_asked_for() {
+    use ocikit_store::{LinkMode, LinkTrust, Linked};
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| FsStore::open(dir.path().join(name));
+    let source = open("a").await.unwrap();
+    // Larger than one read chunk, not a multiple of a page.
+    let bytes: Vec<u8> = (0..(2 << 20) + 4321).map(|i| (i * 7 % 251) as u8).collect();
+    let size = bytes.len() as u64;
+    let digest = source.put_bytes(&bytes).await.unwrap();
+    let blob = source.get(&digest, None).await.unwrap().unwrap();
+    let file = blob.local_file().unwrap();
+
+    // The default: a reflink or a copy, either way a file of its own.
+    let copy = open("b").await.unwrap();
+    let how = copy
+        .link_blob(&digest, size, file, LinkTrust::Verify, LinkMode::default())
+        .await
+        .unwrap();
+    assert!(matches!(how, Linked::Reflink | Linked::Copied), "{how:?}");
+    assert_ne!(
+        inode(&copy.blob_path(&digest)),
+        inode(&source.blob_path(&digest))
+    );
+    assert_eq!(std::fs::read(copy.blob_path(&digest)).unwrap(), bytes);
+    assert_eq!(temp_entries(&copy), 0, "no staging names left behind");
+    flip_in_place(&copy.blob_path(&digest));
+    assert_eq!(
+        std::fs::read(source.blob_path(&digest)).unwrap(),
+        bytes,
+        "a write to the copy changed the source"
+    );
+    // Present already (even corrupt: fsck's business): nothing is linked.
+    assert_eq!(
+        copy.link_blob(&digest, size, file, LinkTrust::Verify, LinkMode::Copy)
+            .await
+            .unwrap(),
+        Linked::Present
+    );
+
+    // Hardlinks, asked for: one inode, shared.
+    let linked = open("c").await.unwrap();
+    let how = linked
+        .link_blob(&digest, size, file, LinkTrust::Verify, LinkMode::Hardlink)
+        .await
+        .unwrap();
+    assert_eq!(how, Linked::Hardlink);
+    assert_eq!(
+        inode(&linked.blob_path(&digest)),
+        inode(&source.blob_path(&digest))
+    );
+
+    // A source that does not hash to the digest is refused, and nothing is published.
+    let wrong = Digest::sha256(b"something else");
+    for mode in [LinkMode::Copy, LinkMode::Hardlink] {
+        let refused = open(&format!("refused-{mode:?}")).await.unwrap();
+        let result = refused
+            .link_blob(&wrong, size, file, LinkTrust::Verify, mode)
+            .await;
+        assert!(
+            matches!(result, Err(Error::DigestMismatch { ref expected, .. }) if *expected == wrong),
+            "{mode:?}: {result:?}"
+        );
+        assert_eq!(refused.stat(&wrong).await.unwrap(), None, "{mode:?}");
+        assert_eq!(temp_entries(&refused), 0, "{mode:?}");
+        // A size that is not the file's is refused before anything is written.
+        assert!(matches!(
+            refused
+                .link_blob(&digest, size + 1, file, LinkTrust::Verify, mode)
+                .await,
+            Err(Error::SizeMismatch { .. })
+        ));
+    }
+}
+
+/// Sets the process umask for the life of the guard. The umask is process-wide: tests that
+/// need one set it themselves (and only ever narrow what other tests see for a moment).
+struct Umask(rustix::fs::Mode);
+
+impl Umask {
+    fn set(mask: u32) -> Umask {
+        Umask(rustix::process::umask(rustix::fs::Mode::from_raw_mode(
+            mask,
+        )))
+    }
+}
+
+impl Drop for Umask {
+    fn drop(&mut self) {
+        rustix::process::umask(self.0);
+    }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Layouts are created as skopeo creates them: files 0644 and directories 0755, less the
+/// umask, so that other users can read them (not `tempfile`'s private 0600).
+#[tokio::test]
+async fn files_and_directories_get_skopeo_modes_less_the_umask() {
+    use ocikit_store::{LinkMode, LinkTrust};
+    let dir = tempfile::tempdir().unwrap();
+    for (mask, file_mode, dir_mode) in [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)] {
+        let root = dir.path().join(format!("layout-{mask:o}"));
+        let (store, other, digest, linked) = {
+            let _umask = Umask::set(mask);
+            let store = FsStore::open(&root).await.unwrap();
+            let digest = store.put_bytes(b"readable").await.unwrap();
+            let key = DocumentKey::new("index.json").unwrap();
+            store
+                .write_document(&key, "{}".into(), Precondition::None)
+                .await
+                .unwrap();
+            // A blob that arrives file to file gets the same mode.
+            let other = FsStore::open(dir.path().join(format!("other-{mask:o}")))
+                .await
+                .unwrap();
+            let linked = other.put_bytes(b"copied file to file").await.unwrap();
+            let blob = other.get(&linked, None).await.unwrap().unwrap();
+            store
+                .link_blob(
+                    &linked,
+                    19,
+                    blob.local_file().unwrap(),
+                    LinkTrust::Verify,
+                    LinkMode::Copy,
+                )
+                .await
+                .unwrap();
+            (store, other, digest, linked)
+        };
+        drop(other);
+        for file in [
+            store.blob_path(&digest),
+            store.blob_path(&linked),
+            root.join("index.json"),
+        ] {
+            assert_eq!(mode(&file), file_mode, "umask {mask:o}: {}", file.display());
+        }
+        for directory in [
+            root.clone(),
+            root.join("blobs"),
+            root.join("blobs/sha256"),
+            store.temp_dir().to_path_buf(),
+        ] {
+            assert_eq!(
+                mode(&directory),
+                dir_mode,
+                "umask {mask:o}: {}",
+                directory.display()
+            );
+        }
+    }
+}

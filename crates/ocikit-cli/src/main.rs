@@ -170,14 +170,14 @@ enum Command {
     Repack(commands::repack::RepackArgs),
     /// Copy images between any two locations (layouts, oci-archive and docker-archive
     /// files, registries), verifying every blob and skipping what the destination has.
-    #[command(
-        after_help = "Examples:\n  ocikit copy oci:./images:v1 oci:./other:v1\n  \
-        ocikit copy oci:./images:v1 oci-archive:./v1.tar\n  \
-        ocikit copy docker-archive:./saved.tar:alpine:3 oci:./images:alpine\n  \
     ///
     /// The summary counts the whole image: every blob it reaches, each once, and their
     /// bytes, whether written, mounted (within one registry, blobs are mounted from the
     /// source repository, not uploaded again) or already present.
+    #[command(
+        after_help = "Examples:\n  ocikit copy oci:./images:v1 oci:./other:v1\n  \
+        ocikit copy oci:./images:v1 oci-archive:./v1.tar\n  \
+        ocikit copy docker-archive:./saved.tar:alpine:3 oci:./images:alpine\n  \
         ocikit copy oci:./images oci:./mirror   (every tag)\n  \
         ocikit copy --all docker://registry.example/app:v1 oci:./images:app\n  \
         ocikit copy --dest-tls-verify=false oci:./images:v1 docker://127.0.0.1:5000/app:v1"

@@ -316,7 +316,6 @@ pub(crate) async fn unpack(
             "{} is not empty: unpack into a new or empty directory",
             rootfs.display()
         );
-    #[serde(rename_all = "camelCase")]
     }
     let bars = Bars::new(out);
     let options = UnpackOptions::new()
@@ -327,6 +326,7 @@ pub(crate) async fn unpack(
         .with_context(|| format!("cannot unpack {image}"))?;
     drop(bars);
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Unpacked {
         manifest: String,
         platform: String,

@@ -155,6 +155,7 @@ pub(crate) async fn tag(location: &Location, new_tag: &str, out: &Output) -> Res
         .await
         .with_context(|| format!("cannot tag {} as {new_tag:?}", descriptor.digest()))?;
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Tagged<'a> {
         tag: &'a str,
         digest: String,
@@ -165,7 +166,6 @@ pub(crate) async fn tag(location: &Location, new_tag: &str, out: &Output) -> Res
             digest: descriptor.digest().to_string(),
         },
         || format!("tagged {} as {new_tag}", descriptor.digest()),
-    #[serde(rename_all = "camelCase")]
     )
 }
 
@@ -181,9 +181,9 @@ pub(crate) async fn untag(location: &Location, out: &Output) -> Result<()> {
         bail!("no tag {tag:?} in {}", path.display());
     }
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Untagged<'a> {
         removed: &'a str,
     }
     out.show(&Untagged { removed: tag }, || format!("removed tag {tag}"))
 }
-    #[serde(rename_all = "camelCase")]

@@ -1,7 +1,7 @@
 //! `ocikit`: build, inspect, verify, unpack and move OCI images and artifacts.
 //!
 //! Image locations follow skopeo's transports: `oci:PATH[:TAG]` (an OCI image layout),
-//! `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, and registries as
+//! `oci-archive:FILE[:TAG|@DIGEST]`, `docker-archive:FILE[:NAME:TAG]`, and registries as
 //! `docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`. Every read command takes
 //! `--json` for a stable machine-readable shape; errors print their whole cause chain once
 //! and exit with status 1 (2 for a usage error).
@@ -22,7 +22,7 @@ use crate::output::Output;
 #[derive(Debug, Parser)]
 #[command(name = "ocikit", version, about, long_about = None, propagate_version = true)]
 #[command(
-    after_help = "Locations: oci:PATH[:TAG|@DIGEST], oci-archive:FILE[:TAG], \
+    after_help = "Locations: oci:PATH[:TAG|@DIGEST], oci-archive:FILE[:TAG|@DIGEST], \
     docker-archive:FILE[:NAME:TAG], docker://HOST[:PORT]/NAME[:TAG|@DIGEST].\n\n\
     JSON: every --json output spells its keys in camelCase, as the OCI documents do \
     (mediaType, blobsCopied); documents and annotations shown inside it keep their own keys. \
@@ -56,11 +56,12 @@ enum Command {
     },
     /// Point a new tag at an image (moving the tag if it exists).
     #[command(after_help = "Examples:\n  ocikit tag oci:./images:v1 latest\n  \
+        ocikit tag oci:./images:v1 oci:./images:stable\n  \
         ocikit tag oci:./images@sha256:... v2")]
     Tag {
         /// The image: oci:PATH:TAG or oci:PATH@DIGEST.
         image: String,
-        /// The new tag.
+        /// The new tag: TAG, or oci:PATH:TAG with the image's own PATH.
         tag: String,
     },
     /// Remove a tag (the image's blobs go at the next `ocikit gc`).
@@ -225,7 +226,7 @@ enum Command {
         after_help = "Example:\n  ocikit push --dest-creds user:pw oci:./images:v1 docker://registry.example/app:v1"
     )]
     Push {
-        /// The image: oci:PATH:TAG, oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
+        /// The image: oci:PATH:TAG, oci-archive:FILE[:TAG|@DIGEST], docker-archive:FILE[:NAME:TAG].
         image: String,
         /// The registry image: docker://HOST[:PORT]/NAME[:TAG|@DIGEST].
         destination: String,
@@ -233,11 +234,13 @@ enum Command {
         transfer: commands::copy::TransferArgs,
     },
     /// Import an archive into a layout (`copy` with an archive source).
-    #[command(after_help = "Example:\n  ocikit import docker-archive:./saved.tar oci:./images")]
+    #[command(after_help = "Examples:\n  ocikit import docker-archive:./saved.tar oci:./images\n  \
+        ocikit import oci-archive:./skopeo.tar@sha256:... oci:./images:app")]
     Import {
-        /// The archive: oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG].
+        /// The archive: oci-archive:FILE[:TAG|@DIGEST] (every image when neither is given) or
+        /// docker-archive:FILE[:NAME[:TAG]] (names matched as docker does).
         archive: String,
-        /// The layout: oci:PATH[:TAG].
+        /// The layout: oci:PATH, or oci:PATH:TAG to tag the (one) imported image TAG.
         layout: String,
     },
     /// Export images of a layout to an archive (`copy` with an archive destination).
@@ -247,7 +250,10 @@ enum Command {
     Export {
         /// The image or layout: oci:PATH[:TAG].
         layout: String,
-        /// The archive: oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG].
+        /// The archive: oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]. A whole
+        /// layout goes into a docker-archive as DIR:TAG for each plain tag (DIR being the
+        /// layout directory's name, lowercase), and under its own name for a tag that is a
+        /// reference (docker.io/demo/hello:v1).
         archive: String,
     },
     /// Serve a directory or an S3 bucket as an OCI Distribution v1.1 registry (until SIGTERM

@@ -253,16 +253,38 @@ async fn stage(
             };
             Ok((layout, items))
         }
-        Location::OciArchive { path, tag } => {
+        Location::OciArchive { path, selector } => {
             let layout = scratch_layout(scratch).await?;
             let mut options = oci::ImportOptions::new().with_progress(bars.progress("read"));
-            if let Some(tag) = tag {
-                options = options.with_tags([tag.clone()]);
+            match selector {
+                Some(Selector::Tag(tag)) => options = options.with_tags([tag.clone()]),
+                Some(Selector::Digest(digest)) => options = options.with_digest(digest.clone()),
+                None => {}
             }
-            oci::import_path(&layout, path, &options)
+            let report = oci::import_path(&layout, path, &options)
                 .await
                 .with_context(|| format!("cannot read {source}"))?;
-            let items = tagged_items(&layout, tag.as_deref()).await?;
+            // Every image, tagged or not (skopeo writes untagged archives by default).
+            let items: Vec<Item> = report
+                .entries
+                .iter()
+                .map(|entry| {
+                    let tag = entry
+                        .annotations()
+                        .as_ref()
+                        .and_then(|a| a.get(ocikit::layout::REF_NAME))
+                        .cloned();
+                    let mut root = entry.clone();
+                    if let Some(mut annotations) = root.annotations().clone() {
+                        annotations.remove(ocikit::layout::REF_NAME);
+                        root.set_annotations((!annotations.is_empty()).then_some(annotations));
+                    }
+                    Item { tag, root }
+                })
+                .collect();
+            if items.is_empty() {
+                bail!("{} holds no image", path.display());
+            }
             Ok((layout, items))
         }
         Location::DockerArchive { path, reference } => {
@@ -271,48 +293,25 @@ async fn stage(
             let report = docker::import_path(&layout, path, &options)
                 .await
                 .with_context(|| format!("cannot read {source}"))?;
-            let mut items = Vec::new();
-            for image in report.images {
-                let wanted = match reference {
-                    Some(r) => image.tags.iter().any(|t| t == r),
-                    None => true,
-                };
-                if wanted {
-                    items.push(Item {
-                        tag: image.tags.first().cloned(),
-                        root: image.manifest,
-                    });
-                }
-            }
+            let item = |image: &docker::ImportedImage| Item {
+                tag: image.tags.first().cloned(),
+                root: image.manifest.clone(),
+            };
+            let items: Vec<Item> = match reference {
+                // Names are matched as docker matches them (`hello` is
+                // docker.io/library/hello:latest).
+                Some(r) => match report.find(r)? {
+                    Some(image) => vec![item(image)],
+                    None => bail!("{} has no image named {r:?}", path.display()),
+                },
+                None => report.images.iter().map(item).collect(),
+            };
             if items.is_empty() {
-                match reference {
-                    Some(r) => bail!("{} has no image tagged {r:?}", path.display()),
-                    None => bail!("{} holds no image", path.display()),
-                }
+                bail!("{} holds no image", path.display());
             }
             Ok((layout, items))
         }
     }
-}
-
-async fn tagged_items(layout: &Layout, only: Option<&str>) -> Result<Vec<Item>> {
-    let items: Vec<Item> = layout
-        .tags()
-        .await?
-        .into_iter()
-        .filter(|(t, _)| only.is_none_or(|o| o == t))
-        .map(|(tag, root)| Item {
-            tag: Some(tag),
-            root,
-        })
-        .collect();
-    if items.is_empty() {
-        match only {
-            Some(tag) => bail!("the archive has no image tagged {tag:?}"),
-            None => bail!("the archive holds no tagged image"),
-        }
-    }
-    Ok(items)
 }
 
 /// The tags the destination gives the items: its own tag for a single image, else each
@@ -442,7 +441,16 @@ pub(crate) async fn copy(
         destination: destination.to_string(),
         ..Copied::default()
     };
-    if let Some(format) = transfer.compression {
+    // A docker-archive's layers are plain tar: a registry gets them gzipped, as skopeo
+    // pushes them, unless --compression says otherwise.
+    let compression = transfer.compression.or_else(|| {
+        matches!(
+            (source, destination),
+            (Location::DockerArchive { .. }, Location::Docker { .. })
+        )
+        .then_some(CompressionArg::Gzip)
+    });
+    if let Some(format) = compression {
         if matches!(source, Location::Oci { .. }) {
             // The source layout is only read: recompress in a scratch copy (independent
             // copies of the source's blobs unless --hardlink).
@@ -478,25 +486,64 @@ pub(crate) async fn copy(
                     bail!("the destination takes a tag (oci:PATH:TAG), not a digest")
                 }
             };
-            let tags = destination_tags(&items, wanted)?;
+            // An archive's untagged images stay untagged (as skopeo imports them) unless the
+            // destination names one.
+            let archive = matches!(
+                source,
+                Location::OciArchive { .. } | Location::DockerArchive { .. }
+            );
+            let tags: Vec<Option<String>> = match wanted {
+                None if archive => items.iter().map(|i| i.tag.clone()).collect(),
+                _ => destination_tags(&items, wanted)?
+                    .into_iter()
+                    .map(Some)
+                    .collect(),
+            };
             let layout = Layout::create(FsStore::open(path).await?)
                 .await
                 .with_context(|| {
                     format!("cannot open or create the layout at {}", path.display())
                 })?;
             for (item, tag) in items.iter().zip(&tags) {
-                let report = copy_image(&staged, &item.root, &layout, tag, &options)
-                    .await
-                    .with_context(|| {
-                        format!("cannot copy {} to {destination}", item.root.digest())
-                    })?;
+                let copy = async {
+                    match tag {
+                        Some(tag) => copy_image(&staged, &item.root, &layout, tag, &options).await,
+                        None => {
+                            let report = ocikit::layout::copy_graph(
+                                &staged,
+                                std::slice::from_ref(&item.root),
+                                &layout,
+                                &options,
+                            )
+                            .await?;
+                            layout
+                                .edit_index(|index| index.add(&item.root).map(|()| true))
+                                .await?;
+                            Ok(report)
+                        }
+                    }
+                };
+                let report = copy.await.with_context(|| {
+                    format!("cannot copy {} to {destination}", item.root.digest())
+                })?;
                 copied.blobs_copied += report.copied + report.hardlinked + report.reflinked;
                 copied.blobs_skipped += report.skipped;
-                copied.images.push(format!("{tag} {}", item.root.digest()));
+                copied.images.push(format!(
+                    "{} {}",
+                    tag.as_deref().unwrap_or("(untagged)"),
+                    item.root.digest()
+                ));
             }
         }
-        Location::OciArchive { path, tag } => {
-            let tags = destination_tags(&items, tag.as_deref())?;
+        Location::OciArchive { path, selector } => {
+            let tag = match selector {
+                None => None,
+                Some(Selector::Tag(tag)) => Some(tag.as_str()),
+                Some(Selector::Digest(_)) => {
+                    bail!("the destination takes a tag (oci-archive:FILE:TAG), not a digest")
+                }
+            };
+            let tags = destination_tags(&items, tag)?;
             // The archive's index carries the tags as the staged layout has them: retag in a
             // scratch layout when they differ (hardlinks, so nearly free).
             let retag = items
@@ -577,22 +624,35 @@ pub(crate) async fn copy(
         }
         Location::DockerArchive { path, reference } => {
             let repo_tags = match reference {
-                Some(r) if items.len() == 1 => vec![r.clone()],
+                // `hello` is `hello:latest`, as docker names it.
+                Some(r) if items.len() == 1 => {
+                    let tagged = r.rsplit('/').next().is_some_and(|last| last.contains(':'));
+                    vec![if tagged {
+                        r.clone()
+                    } else {
+                        format!("{r}:latest")
+                    }]
+                }
                 Some(_) => bail!("the source holds {} images: name one", items.len()),
-                None => items
-                    .iter()
-                    .map(|i| {
-                        let tag = i
-                            .tag
-                            .as_deref()
-                            .context("name a NAME:TAG for the archive")?;
-                        Ok(if tag.contains(':') {
-                            tag.to_string()
-                        } else {
-                            format!("{tag}:latest")
+                // A whole layout: `v1` becomes NAME:v1, NAME from the source's name (see
+                // docker::repo_tag_for); tags that are references stay.
+                None => {
+                    let name = image_name(source);
+                    items
+                        .iter()
+                        .map(|i| {
+                            let tag = i.tag.as_deref().context(
+                                "name the image for the archive: docker-archive:FILE:NAME:TAG",
+                            )?;
+                            docker::repo_tag_for(tag, &name).with_context(|| {
+                                format!(
+                                    "cannot name the image tagged {tag:?} after {name:?}; \
+                                     name it: docker-archive:FILE:NAME:TAG"
+                                )
+                            })
                         })
-                    })
-                    .collect::<Result<_>>()?,
+                        .collect::<Result<_>>()?
+                }
             };
             // docker-archive export names images by their tag in the layout.
             let dir = scratch.path().join("export");
@@ -624,6 +684,27 @@ pub(crate) async fn copy(
     let roots: Vec<Descriptor> = items.iter().map(|i| i.root.clone()).collect();
     copied.measure(&staged, &roots).await?;
     show(&copied, out)
+}
+
+/// What the images of a source are called in a docker-archive written without names: the
+/// layout directory's or archive file's name (lowercase), or the registry repository.
+fn image_name(source: &Location) -> String {
+    let stem = |path: &Path| {
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        path.file_stem()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+    };
+    match source {
+        Location::Oci { path, .. } => {
+            let path = path.canonicalize().unwrap_or_else(|_| path.clone());
+            path.file_name()
+                .map(|s| s.to_string_lossy().to_lowercase())
+                .unwrap_or_default()
+        }
+        Location::OciArchive { path, .. } | Location::DockerArchive { path, .. } => stem(path),
+        Location::Docker { repository, .. } => repository.clone(),
+    }
 }
 
 /// Pulls a registry image straight into a layout (no scratch copy).

@@ -153,8 +153,11 @@ pub(crate) async fn tag(location: &Location, new_tag: &str, out: &Output) -> Res
     layout
         .set_tag(new_tag, &descriptor)
         .await
+/// `tag IMAGE NEW`: NEW is a bare tag or `oci:PATH:TAG` naming the image's own layout.
         .with_context(|| format!("cannot tag {} as {new_tag:?}", descriptor.digest()))?;
     #[derive(Serialize)]
+    let new_tag = Location::tag_in(new_tag, path, "tag")?;
+    let new_tag = new_tag.as_str();
     #[serde(rename_all = "camelCase")]
     struct Tagged<'a> {
         tag: &'a str,

@@ -160,7 +160,7 @@ pub(crate) struct RepackArgs {
     image: String,
     /// The modified root filesystem.
     rootfs: PathBuf,
-    /// The new image's tag (in the same layout).
+    /// The new image's tag in the same layout: TAG or oci:PATH:TAG.
     #[arg(long, short)]
     tag: String,
     /// Layer compression.
@@ -176,9 +176,9 @@ pub(crate) struct RepackArgs {
 
 pub(crate) async fn repack(args: RepackArgs, out: &Output) -> Result<()> {
     let image = Location::parse(&args.image)?;
-    ocikit::layout::validate_tag(&args.tag)?;
     // Repacking onto the base's own tag moves the tag to the new image, as `umoci repack`.
-    image.oci("repack")?;
+    let (path, _) = image.oci("repack")?;
+    let tag = Location::tag_in(&args.tag, path, "repack --tag")?;
     let bars = Bars::new(out);
     let comparing = bars.task("compare", args.rootfs.display().to_string(), None);
     let changes = changes(&image, &args.rootfs, args.opaque_whiteouts).await?;
@@ -210,7 +210,7 @@ pub(crate) async fn repack(args: RepackArgs, out: &Output) -> Result<()> {
         .context("cannot store the changes as a layer")?;
     bar.finish_and_clear();
     drop(bars);
-    let manifest = builder.write_and_tag(&args.tag).await?;
+    let manifest = builder.write_and_tag(&tag).await?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Repacked {
@@ -232,7 +232,7 @@ pub(crate) async fn repack(args: RepackArgs, out: &Output) -> Result<()> {
             shown.layer,
             human_size(shown.layer_size),
             shown.digest,
-            args.tag
+            tag
         )
     })
 }

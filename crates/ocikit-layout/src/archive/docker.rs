@@ -15,10 +15,13 @@
 //! and must match the config's `rootfs.diff_ids`. Each image becomes an OCI manifest over
 //! the config (docker's config JSON is an OCI config) and the layers as they were, tagged
 //! with each of its `RepoTags` in full (`name:tag` fits the `ref.name` grammar).
+//! [`ImportReport::find`] picks an image by name as docker does (`hello` is
+//! `docker.io/library/hello:latest`, whichever way the archive spells it).
 //!
 //! [`export`] writes chosen tags as `docker load` expects them: configs as `<hex>.json`,
 //! layers decompressed (on the tar thread, streaming) as `<diffID hex>/layer.tar`,
-//! `manifest.json` and `repositories`.
+//! `manifest.json` and `repositories`. [`repo_tag_for`] names the images of a whole layout
+//! exported without names.
 //!
 //! Only files `manifest.json` can name are staged: `*.json`, `*.tar` (skopeo writes layers
 //! as `<hex>.tar` at the top) and `blobs/<alg>/<hex>` (committed only if they hash to their
@@ -103,6 +106,62 @@ pub struct ImportReport {
     pub files: usize,
     /// Their bytes.
     pub bytes: u64,
+}
+
+impl ImportReport {
+    /// The image a reference names (`docker-archive:FILE:NAME[:TAG]`), matched as docker
+    /// matches names: both it and each `RepoTags` entry are normalised first, so
+    /// `demo/hello:v1` finds `docker.io/demo/hello:v1` (what skopeo writes) and `hello`
+    /// finds `hello:latest` and `docker.io/library/hello:latest`. `RepoTags` entries that are
+    /// not references match only when written exactly alike.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTag`] when `reference` is not a docker reference.
+    pub fn find(&self, reference: &str) -> Result<Option<&ImportedImage>> {
+        let wanted = normalized(reference).ok_or_else(|| Error::InvalidTag {
+            tag: reference.chars().take(300).collect(),
+            reason: "not a docker reference (NAME[:TAG])",
+        })?;
+        Ok(self.images.iter().find(|image| {
+            image
+                .tags
+                .iter()
+                .any(|tag| tag == reference || normalized(tag).as_deref() == Some(&wanted))
+        }))
+    }
+}
+
+/// `text` as docker reads a name: `docker.io/library/hello:latest` for `hello`.
+fn normalized(text: &str) -> Option<String> {
+    Reference::parse_normalized(text)
+        .ok()
+        .filter(|r| r.digest().is_none())
+        .map(|r| r.to_string())
+}
+
+/// The `RepoTags` entry a layout tag gets when a whole layout is exported without names
+/// (`export oci:DIR docker-archive:FILE`). The rule:
+///
+/// - a tag that is itself a reference, with a `/` or a `:` (`docker.io/demo/hello:v1`, as a
+///   docker-archive import or `skopeo copy … oci:DIR:NAME:TAG` sets it), is kept, with
+///   `:latest` added when it names no tag;
+/// - a plain tag (`v1`) becomes `NAME:v1`, `name` being what the images are called
+///   (the CLI passes the layout directory's name).
+///
+/// # Errors
+/// [`Error::InvalidTag`] when the result is not a docker `name:tag` (`name` outside the
+/// repository-name grammar, an uppercase name, a tag outside the tag grammar).
+pub fn repo_tag_for(layout_tag: &str, name: &str) -> Result<String> {
+    let text = if layout_tag.contains(['/', ':']) {
+        match Reference::parse(layout_tag) {
+            Ok(r) if r.tag().is_none() && r.digest().is_none() => format!("{layout_tag}:latest"),
+            _ => layout_tag.to_string(),
+        }
+    } else {
+        format!("{name}:{layout_tag}")
+    };
+    check_repo_tag(&text)?;
+    Ok(text)
 }
 
 /// What a docker-archive export wrote.

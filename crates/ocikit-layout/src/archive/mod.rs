@@ -97,6 +97,13 @@ pub enum ArchiveErrorKind {
     /// The tar stream itself is unreadable (bad header checksum, bad extension record).
     #[error("not a readable tar stream")]
     Corrupt,
+    /// The archive's image list (`index.json`, `manifest.json`) has no image by this digest
+    /// or name.
+    #[error("no image {wanted} in the archive")]
+    NotInIndex {
+        /// The digest or name asked for.
+        wanted: String,
+    },
 }
 
 pub(crate) fn archive_error(entry: impl Into<String>, kind: ArchiveErrorKind) -> Error {

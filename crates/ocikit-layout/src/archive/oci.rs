@@ -5,7 +5,9 @@
 //! streamed into the store and committed only if it hashes to its name; `oci-layout` and
 //! `index.json` are read under size caps and parsed strictly ([`Index::parse`]); the
 //! archive's index entries are merged into the layout's index (one compare-and-swap edit)
-//! only once every blob they reach is present. [`export`] writes chosen tags (or everything)
+//! only once every blob they reach is present. Untagged entries (what `skopeo copy …
+//! oci-archive:FILE` writes by default) are imported untagged; [`ImportOptions::with_digest`]
+//! picks one image by digest. [`export`] writes chosen tags (or everything)
 //! with the blobs they reach, each verified as it is read from the store.
 //!
 //! ```
@@ -50,8 +52,12 @@ use crate::{Error, Index, Layout, Result};
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct ImportOptions {
-    /// Import only these tags of the archive (all its index entries when `None`).
+    /// Import only these tags of the archive (all its index entries, tagged or not, when
+    /// `None`).
     pub tags: Option<Vec<String>>,
+    /// Import only the index entry (or entries) with this manifest or index digest
+    /// (`oci-archive:FILE@DIGEST`); combined with `tags`, an entry must match both.
+    pub digest: Option<Digest>,
     /// Where [`Operation::Import`] events go.
     pub progress: Progress,
     /// Skip files that have no place in an OCI layout instead of refusing the archive
@@ -69,6 +75,13 @@ impl ImportOptions {
     /// These options importing only `tags`.
     pub fn with_tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
         self.tags = Some(tags.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// These options importing only the index entry with `digest` (untagged archives, as
+    /// skopeo writes them by default, name their images only by digest).
+    pub fn with_digest(mut self, digest: Digest) -> ImportOptions {
+        self.digest = Some(digest);
         self
     }
 
@@ -311,7 +324,8 @@ async fn consume(
 /// # Errors
 /// [`Error::Archive`] naming the entry for hostile or malformed content (nothing is tagged
 /// then; blobs committed before the problem stay, as verified, unreferenced content),
-/// [`Error::TagNotFound`] for a requested tag the archive lacks, [`Error::InvalidTag`] for
+/// [`Error::TagNotFound`] for a requested tag the archive lacks,
+/// [`ArchiveErrorKind::NotInIndex`] for a requested digest it lacks, [`Error::InvalidTag`] for
 /// an archive tag outside the `ref.name` grammar.
 pub async fn import<R>(layout: &Layout, reader: R, options: &ImportOptions) -> Result<ImportReport>
 where
@@ -345,7 +359,7 @@ where
             e,
         )
     })?;
-    let entries = select(&index, options.tags.as_deref())?;
+    let entries = select(&index, options.tags.as_deref(), options.digest.as_ref())?;
     for entry in &entries {
         if let Some(tag) = ref_name(entry) {
             crate::index::validate_tag(tag)?;
@@ -377,9 +391,15 @@ pub async fn import_path(
     import(layout, file, options).await
 }
 
-fn select(index: &Index, tags: Option<&[String]>) -> Result<Vec<Descriptor>> {
-    match tags {
-        None => Ok(index.manifests().cloned().collect()),
+/// The index entries to import: every one, the tagged ones asked for, and of those the
+/// ones with the digest asked for.
+fn select(
+    index: &Index,
+    tags: Option<&[String]>,
+    digest: Option<&Digest>,
+) -> Result<Vec<Descriptor>> {
+    let entries: Vec<Descriptor> = match tags {
+        None => index.manifests().cloned().collect(),
         Some(tags) => tags
             .iter()
             .map(|tag| {
@@ -388,8 +408,24 @@ fn select(index: &Index, tags: Option<&[String]>) -> Result<Vec<Descriptor>> {
                     .cloned()
                     .ok_or_else(|| Error::TagNotFound { tag: tag.clone() })
             })
-            .collect(),
+            .collect::<Result<_>>()?,
+    };
+    let Some(digest) = digest else {
+        return Ok(entries);
+    };
+    let chosen: Vec<Descriptor> = entries
+        .into_iter()
+        .filter(|e| e.digest().to_string() == digest.as_str())
+        .collect();
+    if chosen.is_empty() {
+        return Err(archive_error(
+            INDEX_JSON,
+            ArchiveErrorKind::NotInIndex {
+                wanted: digest.to_string(),
+            },
+        ));
     }
+    Ok(chosen)
 }
 
 /// Checks that every blob `roots` reach is in `layout` (documents verified as they are

@@ -601,3 +601,66 @@ async fn bad_docker_archives_are_refused_and_tag_nothing() {
     ));
     assert!(layout.tags().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn references_find_images_as_docker_normalises_them() {
+    let legacy = legacy_archive();
+    let layout = Layout::create(MemoryStore::new()).await.unwrap();
+    let report = import(&layout, &legacy.tar[..], &Options::new())
+        .await
+        .unwrap();
+    let a = &report.images[0];
+    // `app:latest` in RepoTags is docker.io/library/app:latest, however it is written.
+    for wanted in [
+        "app",
+        "app:latest",
+        "library/app",
+        "docker.io/library/app:latest",
+        "index.docker.io/library/app",
+        "example.com/app:1.0",
+    ] {
+        assert_eq!(report.find(wanted).unwrap(), Some(a), "{wanted}");
+    }
+    for absent in [
+        "app:1.0",
+        "example.com/app",
+        "other/app:latest",
+        "localhost/app",
+    ] {
+        assert_eq!(report.find(absent).unwrap(), None, "{absent}");
+    }
+    for bad in ["Bad Name", "app:", "../app"] {
+        assert!(
+            matches!(report.find(bad), Err(Error::InvalidTag { .. })),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn whole_layout_exports_name_images_by_layout_and_tag() {
+    use ocikit_layout::archive::docker::repo_tag_for;
+    assert_eq!(repo_tag_for("v1", "images").unwrap(), "images:v1");
+    assert_eq!(repo_tag_for("latest", "images").unwrap(), "images:latest");
+    // A tag that is a whole reference (what a docker-archive import or skopeo sets) is kept.
+    assert_eq!(
+        repo_tag_for("docker.io/demo/hello:v1", "images").unwrap(),
+        "docker.io/demo/hello:v1"
+    );
+    assert_eq!(repo_tag_for("app:1.0", "images").unwrap(), "app:1.0");
+    assert_eq!(
+        repo_tag_for("demo/hello", "images").unwrap(),
+        "demo/hello:latest"
+    );
+    for (tag, name) in [
+        ("v1", "Images"),
+        ("v1", ""),
+        ("v1", "a b"),
+        ("-v1", "images"),
+    ] {
+        assert!(
+            matches!(repo_tag_for(tag, name), Err(Error::InvalidTag { .. })),
+            "{tag} in {name}"
+        );
+    }
+}

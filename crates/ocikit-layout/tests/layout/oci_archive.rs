@@ -649,3 +649,97 @@ async fn extension_records_are_followed_and_capped() {
         assert!(layout.tags().await.unwrap().is_empty());
     }
 }
+
+/// An archive whose index entries carry no `ref.name`, as `skopeo copy oci:L:t
+/// oci-archive:F` writes it by default.
+async fn untagged_archive() -> (Vec<u8>, TestImage, TestImage) {
+    let scratch = Layout::create(MemoryStore::new()).await.unwrap();
+    let a = make_image(&scratch, "untagged-a").await;
+    let b = make_image(&scratch, "untagged-b").await;
+    let mut blobs = blob_entries(&scratch, &a).await;
+    blobs.extend(blob_entries(&scratch, &b).await);
+    let manifests: Vec<_> = [&a, &b]
+        .iter()
+        .map(|image| {
+            json!({
+                "mediaType": MANIFEST,
+                "digest": image.manifest.digest().to_string(),
+                "size": image.manifest.size(),
+            })
+        })
+        .collect();
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap();
+    let entries: Vec<E> = std::iter::once(E::File("oci-layout", OCI_LAYOUT.into()))
+        .chain(blobs.into_iter().map(|(p, d)| E::Owned(p, d)))
+        .chain([E::File("index.json", index)])
+        .collect();
+    (archive(&entries), a, b)
+}
+
+#[tokio::test]
+async fn untagged_archives_import_every_image_and_a_digest_selects_one() {
+    let (tar, a, b) = untagged_archive().await;
+    let digests = |layout: &Layout| {
+        let layout = layout.clone();
+        async move {
+            let index = layout.index().await.unwrap();
+            index
+                .manifests()
+                .map(|d| {
+                    assert!(d.annotations().is_none(), "an untagged entry got a name");
+                    d.digest().to_string()
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = Layout::create(MemoryStore::new()).await.unwrap();
+    let report = import(&all, &tar[..], &ImportOptions::new()).await.unwrap();
+    assert_eq!(report.entries.len(), 2);
+    assert!(report.tags().is_empty());
+    assert_eq!(
+        digests(&all).await,
+        [
+            a.manifest.digest().to_string(),
+            b.manifest.digest().to_string()
+        ]
+    );
+    let checked = all.fsck(&ocikit_layout::FsckOptions::new()).await.unwrap();
+    assert!(checked.is_clean(), "{:?}", checked.problems);
+    assert_eq!(checked.blobs_checked, 8);
+
+    let wanted: Digest = b.manifest.digest().to_string().parse().unwrap();
+    let one = Layout::create(MemoryStore::new()).await.unwrap();
+    let report = import(
+        &one,
+        &tar[..],
+        &ImportOptions::new().with_digest(wanted.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.entries.len(), 1);
+    assert_eq!(report.entries[0].digest().to_string(), wanted.to_string());
+    assert_eq!(digests(&one).await, [wanted.to_string()]);
+}
+
+#[tokio::test]
+async fn a_digest_the_archive_lacks_is_refused_and_adds_nothing() {
+    let (tar, _, _) = untagged_archive().await;
+    let layout = Layout::create(MemoryStore::new()).await.unwrap();
+    let absent = Digest::sha256(b"not in this archive");
+    let (entry, kind) = kind_of(
+        import(
+            &layout,
+            &tar[..],
+            &ImportOptions::new().with_digest(absent.clone()),
+        )
+        .await,
+    );
+    assert_eq!(entry, "index.json");
+    assert_eq!(
+        kind,
+        ArchiveErrorKind::NotInIndex {
+            wanted: absent.to_string()
+        }
+    );
+    assert_eq!(layout.index().await.unwrap().manifests().count(), 0);
+}

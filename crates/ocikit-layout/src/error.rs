@@ -152,6 +152,24 @@ pub enum Error {
         #[source]
         source: Option<Box<ocikit_digest::Error>>,
     },
+    /// Content named by a digest whose algorithm ocikit cannot compute (a well-formed but
+    /// unregistered one, such as `foo:…`): it cannot be verified, so it is never read as if
+    /// it were.
+    #[error("cannot verify {digest}: ocikit does not compute its algorithm")]
+    Unverifiable {
+        /// The digest.
+        digest: Digest,
+    },
+    /// An all-or-nothing unpack ([`crate::unpack::unpack_staged`]) was given a target that
+    /// exists and is not an empty directory.
+    #[error(
+        "{} is not empty or not a directory; the target must be new or an empty directory",
+        path.display()
+    )]
+    TargetExists {
+        /// The target.
+        path: std::path::PathBuf,
+    },
     /// The store holds another component's references to its blobs (an ocikit registry's
     /// `_registry/` documents), which a layout's garbage collection does not read: it would
     /// delete content that is in use, so it refuses.

@@ -6,7 +6,10 @@
 //! and parsed strictly ([`crate::Document::parse`]); every blob, documents included, is
 //! hashed in full, and each descriptor's size is compared with the stored one. With
 //! [`FsckOptions::diff_ids`], layers are also decompressed and their diffIDs compared with
-//! the image config's `rootfs.diff_ids`.
+//! the image config's `rootfs.diff_ids`; a layer whose media type ocikit cannot decode is
+//! reported ([`ProblemKind::UndecodableMediaType`]), not skipped. A blob under a digest
+//! algorithm ocikit cannot compute is reported [`ProblemKind::Unverifiable`] and, being
+//! unverified, is not parsed or followed.
 //!
 //! Where the store keeps blobs in local files ([`ocikit_store::Store::local_blobs`], the
 //! filesystem store), a fixed pool of blocking workers, one per CPU, pulls blobs from one
@@ -177,9 +180,18 @@ pub enum ProblemKind {
         /// Why.
         reason: String,
     },
-    /// The digest's algorithm is one ocikit cannot compute.
+    /// The digest's algorithm is one ocikit cannot compute: the blob is stored, but nothing
+    /// can tell whether its bytes are the right ones, so it was not read as a document.
     #[error("digest algorithm cannot be verified")]
     Unverifiable,
+    /// A layer of an image whose diffID could not be checked (with
+    /// [`FsckOptions::diff_ids`]): its media type is not a layer type ocikit can decode.
+    /// Its bytes are still hashed against its digest.
+    #[error("diffID not checked: cannot decode layer media type `{media_type}`")]
+    UndecodableMediaType {
+        /// The layer's media type.
+        media_type: String,
+    },
     /// The store failed to deliver the blob.
     #[error("unreadable: {reason}")]
     Unreadable {
@@ -350,6 +362,16 @@ impl Parsed {
             Parsed::Manifest { subject, .. } | Parsed::Index { subject, .. } => subject.as_ref(),
             Parsed::Opaque => None,
         }
+    }
+}
+
+/// What a failed read of a whole blob (a document or a config) says about it: `None` for
+/// errors that are not about the blob's bytes (a document that is not valid).
+fn read_problem(e: &Error) -> Option<ProblemKind> {
+    match e {
+        Error::Store(e) => Some(store_problem(e)),
+        Error::Unverifiable { .. } => Some(ProblemKind::Unverifiable),
+        _ => None,
     }
 }
 
@@ -592,7 +614,8 @@ type WholeRead = (Option<u64>, Result<Bytes>);
 
 /// Reads the whole blob `digest`, declared `declared` bytes, from its local file on this
 /// (blocking) thread, with the checks [`Layout::read_blob`] makes: the stored size is the
-/// declared one and at most [`crate::MAX_DOCUMENT_SIZE`], and the bytes hash to the digest.
+/// declared one and at most [`crate::MAX_DOCUMENT_SIZE`], its digest's algorithm is one
+/// ocikit computes ([`Error::Unverifiable`] otherwise), and the bytes hash to the digest.
 fn read_local(local: &dyn LocalBlobs, digest: &Digest, declared: u64) -> WholeRead {
     let (file, size) = match local.open_blocking(digest) {
         Ok(Some(found)) => found,
@@ -605,6 +628,12 @@ fn read_local(local: &dyn LocalBlobs, digest: &Digest, declared: u64) -> WholeRe
         Err(e) => return (None, Err(e.into())),
     };
     let stored = Some(size);
+    if !digest.is_supported() {
+        let unverifiable = Error::Unverifiable {
+            digest: digest.clone(),
+        };
+        return (stored, Err(unverifiable));
+    }
     let fail = |e: StoreError| (stored, Err(e.into()));
     if size != declared {
         return fail(StoreError::SizeMismatch {
@@ -626,20 +655,18 @@ fn read_local(local: &dyn LocalBlobs, digest: &Digest, declared: u64) -> WholeRe
             actual: bytes.len() as u64,
         });
     }
-    if digest.is_supported() {
-        match Digest::compute(digest.algorithm(), &bytes) {
-            Ok(actual) if actual == *digest => {}
-            Ok(actual) => {
-                return fail(StoreError::DigestMismatch {
-                    expected: digest.clone(),
-                    actual,
-                });
-            }
-            Err(_) => {
-                return fail(StoreError::UnsupportedAlgorithm {
-                    algorithm: digest.algorithm().clone(),
-                });
-            }
+    match Digest::compute(digest.algorithm(), &bytes) {
+        Ok(actual) if actual == *digest => {}
+        Ok(actual) => {
+            return fail(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        Err(_) => {
+            return fail(StoreError::UnsupportedAlgorithm {
+                algorithm: digest.algorithm().clone(),
+            });
         }
     }
     (stored, Ok(Bytes::from(bytes)))
@@ -866,8 +893,10 @@ impl Layout {
                 });
                 let doc = match outcome {
                     Ok(doc) => doc,
-                    Err(Error::Store(e)) => {
-                        walk.problem(&digest, &path, store_problem(&e));
+                    Err(e) if read_problem(&e).is_some() => {
+                        if let Some(kind) = read_problem(&e) {
+                            walk.problem(&digest, &path, kind);
+                        }
                         walk.read.insert(digest, size);
                         continue;
                     }
@@ -930,10 +959,23 @@ impl Layout {
                                 None
                             };
                         for layer in layers {
-                            let diff_id = expected
+                            let mut diff_id = expected
                                 .as_ref()
-                                .and_then(|ids| ids.get(layer.index).cloned())
-                                .filter(|_| media_type::is_layer(&layer.media_type));
+                                .and_then(|ids| ids.get(layer.index).cloned());
+                            if diff_id.is_some()
+                                && media_type::layer_compression(&layer.media_type).is_none()
+                            {
+                                // The config names a diffID that cannot be computed: said,
+                                // not skipped.
+                                walk.problem(
+                                    &layer.digest,
+                                    &layer.path,
+                                    ProblemKind::UndecodableMediaType {
+                                        media_type: layer.media_type.clone(),
+                                    },
+                                );
+                                diff_id = None;
+                            }
                             walk.add(
                                 layer.digest,
                                 layer.media_type,
@@ -1288,9 +1330,9 @@ fn config_diff_ids(
     let first = !walk.read.contains_key(&digest);
     let bytes = match read {
         Ok(bytes) => bytes,
-        Err(Error::Store(e)) => {
-            if first {
-                walk.problem(&digest, path, store_problem(e));
+        Err(e) if read_problem(e).is_some() => {
+            if first && let Some(kind) = read_problem(e) {
+                walk.problem(&digest, path, kind);
                 walk.read.insert(digest, stored);
             }
             return None;

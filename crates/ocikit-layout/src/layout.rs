@@ -8,6 +8,7 @@ use ocikit_digest::{Digest, descriptor, json};
 use ocikit_store::{DocumentKey, Error as StoreError, Precondition, Store, StoreExt};
 
 use crate::document::{self, Document};
+use crate::image::{ImageConfig, is_image_config};
 use crate::index::Index;
 use crate::{Error, Result};
 
@@ -162,8 +163,15 @@ impl Layout {
     }
 
     /// Points `tag` at `descriptor` (moving it from any entry that had it).
+    ///
+    /// A descriptor whose digest ocikit cannot verify (an unregistered algorithm) is refused
+    /// with [`Error::Unverifiable`]: a tag names content that reads can check.
     pub async fn set_tag(&self, tag: &str, descriptor: &Descriptor) -> Result<()> {
         crate::index::validate_tag(tag)?;
+        let digest = digest_of(descriptor)?;
+        if !digest.is_supported() {
+            return Err(Error::Unverifiable { digest });
+        }
         self.edit_index(|index| index.set_tag(tag, descriptor).map(|()| true))
             .await
             .map(|_| ())
@@ -230,14 +238,15 @@ impl Layout {
     }
 
     /// Reads the blob a descriptor points at, exactly as stored, checking size and digest
-    /// (SPEC C-D10, C-L07). Blobs larger than [`MAX_DOCUMENT_SIZE`] are refused unread.
+    /// (SPEC C-D10, C-L07). Blobs larger than [`MAX_DOCUMENT_SIZE`] are refused unread, and
+    /// so are blobs under a digest algorithm ocikit cannot compute ([`Error::Unverifiable`]):
+    /// what this returns was always verified.
     pub async fn read_blob(&self, descriptor: &Descriptor) -> Result<Bytes> {
-        let digest = descriptor::digest_of(descriptor).map_err(|e| Error::InvalidDocument {
-            digest: Digest::sha256(b""),
-            reason: "descriptor digest is invalid".into(),
-            source: Some(Box::new(e.into())),
-        })?;
+        let digest = digest_of(descriptor)?;
         let stored = self.store.require(&digest).await?;
+        if !digest.is_supported() {
+            return Err(Error::Unverifiable { digest });
+        }
         if stored != descriptor.size() {
             return Err(Error::Store(StoreError::SizeMismatch {
                 expected: descriptor.size(),
@@ -252,6 +261,19 @@ impl Layout {
         Ok(bytes)
     }
 
+    /// Reads and parses the image config a descriptor points at (verified, as
+    /// [`Layout::read_blob`] does, and strict: see [`ImageConfig::parse`], which refuses
+    /// duplicate keys among the rest). `None` when the descriptor's media type is not an
+    /// image config (an artifact's config), which is then not read.
+    pub async fn read_image_config(&self, descriptor: &Descriptor) -> Result<Option<ImageConfig>> {
+        if !is_image_config(descriptor.media_type().as_ref()) {
+            return Ok(None);
+        }
+        let digest = digest_of(descriptor)?;
+        let bytes = self.read_blob(descriptor).await?;
+        ImageConfig::parse(&digest, &bytes).map(Some)
+    }
+
     /// Reads and parses the manifest or index a descriptor points at (verified, strict: see
     /// [`Document::parse`]); any other media type is [`Document::Opaque`] and is not read.
     pub async fn read_document(&self, descriptor: &Descriptor) -> Result<Document> {
@@ -261,4 +283,13 @@ impl Layout {
         let bytes = self.read_blob(descriptor).await?;
         Document::parse(descriptor, bytes)
     }
+}
+
+/// The digest of a descriptor, parsed.
+fn digest_of(descriptor: &Descriptor) -> Result<Digest> {
+    descriptor::digest_of(descriptor).map_err(|e| Error::InvalidDocument {
+        digest: Digest::sha256(b""),
+        reason: "descriptor digest is invalid".into(),
+        source: Some(Box::new(e.into())),
+    })
 }

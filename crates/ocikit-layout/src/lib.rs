@@ -51,4 +51,6 @@ pub use layout::{
 pub use platform::{PlatformQuery, ResolvedImage, resolve};
 pub use progress::{Event, Operation, Progress};
 pub use recompress::{RecompressOptions, RecompressReport, recompress};
-pub use unpack::{UnpackOptions, UnpackReport, unpack, unpack_tag};
+pub use unpack::{
+    UnpackOptions, UnpackReport, unpack, unpack_staged, unpack_tag, unpack_tag_staged,
+};

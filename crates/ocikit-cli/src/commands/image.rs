@@ -25,7 +25,8 @@ pub(crate) struct BuildArgs {
     /// Where the image goes: oci:PATH:TAG (the layout is created if missing).
     #[arg(long, short)]
     tag: String,
-    /// Layers, in order: directories, or uncompressed tar files.
+    /// Layers, in order: directories, or tar files (uncompressed, gzip or zstd; checked as
+    /// they are read).
     #[arg(required_unless_present = "layers")]
     sources: Vec<PathBuf>,
     /// More layers, after the positional ones (same meaning; for scripts that prefer flags).
@@ -306,22 +307,12 @@ pub(crate) async fn unpack(
         ),
         None => PlatformQuery::current(),
     };
-    if rootfs.exists()
-        && std::fs::read_dir(rootfs)
-            .with_context(|| format!("cannot read {}", rootfs.display()))?
-            .next()
-            .is_some()
-    {
-        bail!(
-            "{} is not empty: unpack into a new or empty directory",
-            rootfs.display()
-        );
-    }
     let bars = Bars::new(out);
     let options = UnpackOptions::new()
         .with_platform(query)
         .with_progress(bars.progress("unpack"));
-    let report = ocikit::layout::unpack(&layout, &descriptor, rootfs, &options)
+    // All or nothing: staged beside `rootfs` (new or empty) and renamed into place whole.
+    let report = ocikit::layout::unpack_staged(&layout, &descriptor, rootfs, &options)
         .await
         .with_context(|| format!("cannot unpack {image}"))?;
     drop(bars);

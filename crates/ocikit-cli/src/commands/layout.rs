@@ -114,7 +114,7 @@ async fn footprint(layout: &Layout, root: &Descriptor) -> Result<(u64, Vec<Strin
                 let config = manifest.config();
                 let text = match descriptor.platform() {
                     Some(p) => Some(platform::format(p)),
-                    None => config_platform(layout, config).await,
+                    None => config_platform(layout, config).await?,
                 };
                 platforms.extend(text);
                 for blob in std::iter::once(config).chain(manifest.layers()) {
@@ -136,28 +136,35 @@ async fn footprint(layout: &Layout, root: &Descriptor) -> Result<(u64, Vec<Strin
     Ok((size, platforms))
 }
 
-/// `os/arch[/variant]` from an image config, when it is one.
-async fn config_platform(layout: &Layout, config: &Descriptor) -> Option<String> {
-    let bytes = layout.read_blob(config).await.ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let os = value.get("os")?.as_str()?;
-    let arch = value.get("architecture")?.as_str()?;
-    let variant = value.get("variant").and_then(|v| v.as_str());
-    Some(platform::format(&platform::build(os, arch, variant)))
+/// `os/arch[/variant]` from an image config (read verified and parsed strictly, so that a
+/// config with duplicate keys is an error, not whichever value came last); `None` for the
+/// config of an artifact.
+async fn config_platform(layout: &Layout, config: &Descriptor) -> Result<Option<String>> {
+    let Some(image) = layout
+        .read_image_config(config)
+        .await
+        .with_context(|| format!("cannot read the config {}", config.digest()))?
+    else {
+        return Ok(None);
+    };
+    let p = image.platform();
+    let (os, arch) = (p.os().to_string(), p.architecture().to_string());
+    let short = platform::build(&os, &arch, p.variant().as_deref());
+    Ok(Some(platform::format(&short)))
 }
 
+/// `tag IMAGE NEW`: NEW is a bare tag or `oci:PATH:TAG` naming the image's own layout.
 pub(crate) async fn tag(location: &Location, new_tag: &str, out: &Output) -> Result<()> {
     let (path, selector) = location.oci("tag")?;
+    let new_tag = Location::tag_in(new_tag, path, "tag")?;
+    let new_tag = new_tag.as_str();
     let layout = open_layout(path).await?;
     let descriptor = resolve(&layout, selector).await?;
     layout
         .set_tag(new_tag, &descriptor)
         .await
-/// `tag IMAGE NEW`: NEW is a bare tag or `oci:PATH:TAG` naming the image's own layout.
         .with_context(|| format!("cannot tag {} as {new_tag:?}", descriptor.digest()))?;
     #[derive(Serialize)]
-    let new_tag = Location::tag_in(new_tag, path, "tag")?;
-    let new_tag = new_tag.as_str();
     #[serde(rename_all = "camelCase")]
     struct Tagged<'a> {
         tag: &'a str,

@@ -10,6 +10,7 @@ mod layout;
 mod real_world_archives;
 mod real_world_cli;
 mod real_world_store;
+mod real_world_unpack;
 mod reference;
 mod registry;
 mod repack;

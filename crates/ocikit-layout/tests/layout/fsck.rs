@@ -9,7 +9,8 @@ use ocikit_store::FsStore;
 use serde_json::json;
 
 use crate::artifact::{
-    INDEX, MANIFEST, SIGNATURE, TAR_GZIP, desc_json, digest, image, image_with, stores, write_index,
+    CONFIG, INDEX, MANIFEST, SIGNATURE, TAR_GZIP, desc_json, digest, image, image_with, stores,
+    write_index,
 };
 
 fn kinds(report: &ocikit_layout::FsckReport) -> Vec<(Digest, ProblemKind)> {
@@ -630,5 +631,219 @@ async fn blobs_that_are_not_regular_files_are_reported_not_followed() {
                 "{p}"
             );
         }
+    }
+}
+
+/// Writes `bytes` as a blob under `foo:` (a well-formed digest of an algorithm nobody
+/// registered), as another tool could, straight into the layout directory at `root`.
+fn put_foreign(root: &std::path::Path, bytes: &[u8]) -> Digest {
+    let encoded = Digest::sha256(bytes).encoded().to_string();
+    let dir = root.join("blobs").join("foo");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(&encoded), bytes).unwrap();
+    Digest::parse(&format!("foo:{encoded}")).unwrap()
+}
+
+fn foreign_desc(media_type: &str, digest: &Digest, size: usize) -> serde_json::Value {
+    json!({"mediaType": media_type, "digest": digest.to_string(), "size": size})
+}
+
+/// A layout holding one sound image and three that reach content under `foo:`: the
+/// manifest itself, the config, a layer. Returns the layout, the foreign digests
+/// (manifest, config, layer) and the descriptors of the three images.
+async fn foreign_layout(
+    root: &std::path::Path,
+    store_of: impl Fn(FsStore) -> Box<dyn ocikit_store::Store>,
+) -> (
+    Layout,
+    [Digest; 3],
+    Vec<ocikit_digest::oci_spec::image::Descriptor>,
+) {
+    let layout = Layout::create(store_of(FsStore::open(root).await.unwrap()))
+        .await
+        .unwrap();
+    let sound = image(&layout, "sound").await;
+    let manifest_bytes = layout.read_blob(&sound.manifest).await.unwrap();
+    let config_bytes = layout.read_blob(&sound.config).await.unwrap();
+    let top_bytes = layout.read_blob(&sound.layers[1]).await.unwrap();
+    let foreign_manifest = put_foreign(root, &manifest_bytes);
+    let foreign_config = put_foreign(root, &config_bytes);
+    let foreign_layer = put_foreign(root, &top_bytes);
+    let with = |config: serde_json::Value, layers: Vec<serde_json::Value>| {
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": MANIFEST,
+            "config": config, "layers": layers}))
+        .unwrap()
+    };
+    let config_json = desc_json(&sound.config);
+    let layers_json: Vec<_> = sound.layers.iter().map(desc_json).collect();
+    let by_config = with(
+        foreign_desc(
+            "application/vnd.oci.image.config.v1+json",
+            &foreign_config,
+            config_bytes.len(),
+        ),
+        layers_json.clone(),
+    );
+    let by_config = layout.put_blob(MANIFEST, &by_config).await.unwrap();
+    let by_layer = with(
+        config_json,
+        vec![
+            layers_json[0].clone(),
+            foreign_desc(
+                "application/vnd.oci.image.layer.v1.tar",
+                &foreign_layer,
+                top_bytes.len(),
+            ),
+        ],
+    );
+    let by_layer = layout.put_blob(MANIFEST, &by_layer).await.unwrap();
+    let mut index = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(root.join("index.json")).unwrap(),
+    )
+    .unwrap();
+    let tagged = |d: serde_json::Value, tag: &str| {
+        let mut d = d;
+        d["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+        d
+    };
+    let by_manifest = foreign_desc(MANIFEST, &foreign_manifest, manifest_bytes.len());
+    for (d, tag) in [
+        (by_manifest.clone(), "by-manifest"),
+        (desc_json(&by_config), "by-config"),
+        (desc_json(&by_layer), "by-layer"),
+    ] {
+        index["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .push(tagged(d, tag));
+    }
+    write_index(&layout, &index).await;
+    let by_manifest: ocikit_digest::oci_spec::image::Descriptor =
+        serde_json::from_value(by_manifest).unwrap();
+    (
+        layout,
+        [foreign_manifest, foreign_config, foreign_layer],
+        vec![by_manifest, by_config, by_layer],
+    )
+}
+
+#[tokio::test]
+async fn content_under_an_unregistered_algorithm_is_reported_unverifiable() {
+    // Local files (one worker pool) and a streamed store over the same directory.
+    let stores: [fn(FsStore) -> Box<dyn ocikit_store::Store>; 2] = [
+        |fs| Box::new(fs),
+        |fs| {
+            Box::new(ocikit_store::conformance::Intercept::new(fs, |_, blob| {
+                blob
+            }))
+        },
+    ];
+    for store_of in stores {
+        for diff_ids in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (layout, [manifest, config, layer], _) =
+                foreign_layout(&dir.path().join("layout"), store_of).await;
+            let report = layout
+                .fsck(&FsckOptions::new().with_diff_ids(diff_ids))
+                .await
+                .unwrap();
+            let mut found = kinds(&report);
+            found.sort_by_key(|(d, _)| d.to_string());
+            let mut expected = vec![
+                (manifest.clone(), ProblemKind::Unverifiable),
+                (config.clone(), ProblemKind::Unverifiable),
+                (layer.clone(), ProblemKind::Unverifiable),
+            ];
+            expected.sort_by_key(|(d, _)| d.to_string());
+            assert_eq!(
+                found, expected,
+                "diff_ids {diff_ids}: {:#?}",
+                report.problems
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn reads_refuse_content_under_an_unregistered_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("layout");
+    let (layout, [manifest, config, layer], images) =
+        foreign_layout(&root, |fs| Box::new(fs)).await;
+    let unverifiable = |result: ocikit_layout::Result<()>, digest: &Digest| match result {
+        Err(ocikit_layout::Error::Unverifiable { digest: named }) => assert_eq!(&named, digest),
+        other => panic!("expected {digest} refused as unverifiable, got {other:?}"),
+    };
+    let by_manifest = &images[0];
+    unverifiable(layout.read_blob(by_manifest).await.map(drop), &manifest);
+    unverifiable(layout.read_document(by_manifest).await.map(drop), &manifest);
+    unverifiable(layout.set_tag("again", by_manifest).await, &manifest);
+    let platform =
+        ocikit_layout::PlatformQuery::new(&ocikit_digest::platform::parse("linux/amd64").unwrap());
+    let options = ocikit_layout::UnpackOptions::new().with_platform(platform);
+    for (image, digest) in images.iter().zip([&manifest, &config, &layer]) {
+        let out = tempfile::tempdir().unwrap();
+        let root = out.path().join("root");
+        let result = ocikit_layout::unpack(&layout, image, &root, &options).await;
+        unverifiable(result.map(drop), digest);
+        assert!(!root.exists(), "{digest}: the root was touched");
+    }
+    let Ok(ocikit_layout::Document::Manifest {
+        manifest: by_config,
+        ..
+    }) = layout.read_document(&images[1]).await
+    else {
+        panic!("the manifest naming a foreign config is itself sound");
+    };
+    unverifiable(
+        layout.read_image_config(by_config.config()).await.map(drop),
+        &config,
+    );
+    assert!(layout.resolve("again").await.is_err(), "the tag was set");
+    // The same bytes under their sha256 digest read as ever.
+    assert!(layout.resolve("sound").await.is_ok());
+    let sound = layout.resolve("sound").await.unwrap();
+    layout.read_document(&sound).await.unwrap();
+}
+
+#[tokio::test]
+async fn layers_whose_diff_id_cannot_be_computed_are_reported() {
+    for (store, _guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        let sound = image(&layout, "sound").await;
+        let odd_type = "application/vnd.example.layer.v1+squashfs";
+        let odd = layout.put_blob(odd_type, b"hsqs not a tar").await.unwrap();
+        let config = json!({"architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [
+                sound.diff_ids[0].to_string(), Digest::sha256(b"hsqs not a tar").to_string()]}});
+        let config = layout
+            .put_blob(CONFIG, &serde_json::to_vec(&config).unwrap())
+            .await
+            .unwrap();
+        let manifest = json!({"schemaVersion": 2, "mediaType": MANIFEST,
+            "config": desc_json(&config),
+            "layers": [desc_json(&sound.layers[0]), desc_json(&odd)]});
+        let manifest = layout
+            .put_blob(MANIFEST, &serde_json::to_vec(&manifest).unwrap())
+            .await
+            .unwrap();
+        layout.set_tag("odd", &manifest).await.unwrap();
+        // Without diffIDs, nothing is wrong: every blob hashes to its digest.
+        let report = layout.fsck(&FsckOptions::new()).await.unwrap();
+        assert!(report.is_clean(), "{:#?}", report.problems);
+        let report = layout
+            .fsck(&FsckOptions::new().with_diff_ids(true))
+            .await
+            .unwrap();
+        assert_eq!(
+            problems(&report),
+            [(
+                digest(&odd),
+                "index.json manifests[1] (odd) > layers[1]".to_string(),
+                ProblemKind::UndecodableMediaType {
+                    media_type: odd_type.into()
+                }
+            )]
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Unpacking images: whiteouts across layers, diffID and blob verification, strict configs,
-//! unsupported media types, progress and apply options; on every backend (the memory store
+//! unsupported media types, progress and apply options, all-or-nothing staged unpacks; on
+//! every backend (the memory store
 //! streams blobs through the async bridge, the filesystem store gives local files).
 
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, platform};
 use ocikit_layout::{
     Error, Event, ImageBuilder, LayerSpec, Layout, Operation, PlatformQuery, Progress,
-    UnpackOptions, unpack, unpack_tag,
+    UnpackOptions, unpack, unpack_staged, unpack_tag,
 };
 use ocikit_store::conformance::Intercept;
 use ocikit_store::{Blob, MemoryStore};
@@ -445,4 +446,256 @@ async fn apply_options_are_passed_through_and_tags_unpack() {
             Err(Error::TagNotFound { .. })
         ));
     }
+}
+
+// All-or-nothing unpacks (`unpack_staged`): the target holds the whole image or is as it
+// was; staging left by a killed process is removed by the next unpack of the same target.
+
+/// The names in `dir` (not recursive), sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// An uncompressed one-layer image whose last file is `last`, on a filesystem layout; and
+/// the path of the layer's blob file.
+async fn image_ending_in(
+    layout: &Layout,
+    guard: &tempfile::TempDir,
+    last: &[u8],
+) -> (Descriptor, std::path::PathBuf, Vec<u8>) {
+    let tar = tar_of(&[("etc/", b""), ("big", &vec![3u8; 200_000]), ("last", last)]);
+    let manifest = image_of(layout, std::slice::from_ref(&tar), Compression::None).await;
+    let (m, _) = crate::image::config_json(layout, &manifest).await;
+    let digest = Digest::parse(m["layers"][0]["digest"].as_str().unwrap()).unwrap();
+    let path = guard.path().join("layout").join(digest.blob_path());
+    (manifest, path, tar)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_flipped_at_the_end_of_a_layer_leaves_no_target() {
+    for (layout, guard) in layouts().await {
+        let Some(guard) = guard else { continue };
+        let last = b"the last file of the layer";
+        let (manifest, blob, tar) = image_ending_in(&layout, &guard, last).await;
+        // Flip a byte of the last file's content: every entry is written before the blob's
+        // digest is known to be wrong.
+        let mut bytes = std::fs::read(&blob).unwrap();
+        assert_eq!(bytes, tar);
+        let at = find(&bytes, last) + 4;
+        bytes[at] ^= 0x20;
+        std::fs::write(&blob, &bytes).unwrap();
+
+        // In place, the tree looks complete, the corrupt file included: what `unpack`
+        // documents, and why `unpack_staged` exists.
+        let in_place = tempfile::tempdir().unwrap();
+        let err = unpack(&layout, &manifest, in_place.path(), &amd64())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Layer { source, .. }
+                if matches!(**source, Error::Store(ocikit_store::Error::DigestMismatch { .. }))),
+            "{err:?}"
+        );
+        assert_eq!(names(in_place.path()), ["big", "etc", "last"]);
+        assert_ne!(std::fs::read(in_place.path().join("last")).unwrap(), last);
+
+        let parent = tempfile::tempdir().unwrap();
+        let target = parent.path().join("rootfs");
+        let err = unpack_staged(&layout, &manifest, &target, &amd64())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Layer { source, .. }
+                if matches!(**source, Error::Store(ocikit_store::Error::DigestMismatch { .. }))),
+            "{err:?}"
+        );
+        assert!(!target.exists());
+        assert!(
+            listing(parent.path()).is_empty(),
+            "{:?}",
+            listing(parent.path())
+        );
+
+        // An existing empty target stays as it was.
+        std::fs::create_dir(&target).unwrap();
+        unpack_staged(&layout, &manifest, &target, &amd64())
+            .await
+            .unwrap_err();
+        assert_eq!(listing(parent.path()), ["rootfs"]);
+        assert!(listing(&target).is_empty());
+
+        // Repaired, the same call unpacks the whole tree, replacing the empty directory.
+        std::fs::write(&blob, &tar).unwrap();
+        let report = unpack_staged(&layout, &manifest, &target, &amd64())
+            .await
+            .unwrap();
+        assert_eq!(report.layers.len(), 1);
+        assert_eq!(listing(parent.path()), ["rootfs"]);
+        assert_eq!(names(&target), ["big", "etc", "last"]);
+        assert_eq!(std::fs::read(target.join("last")).unwrap(), last);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_diff_id_leaves_no_target() {
+    for (layout, _guard) in layouts().await {
+        // The blob is sound; the config's diffID is not.
+        let tar = tar_of(&[("a", b"a"), ("b", &vec![1u8; 50_000])]);
+        let layer = layout.put_blob(TAR, &tar).await.unwrap();
+        let claimed = Digest::sha256(b"not this layer");
+        let manifest = put_manifest(
+            &layout,
+            &config_with(&[claimed.to_string()]),
+            std::slice::from_ref(&layer),
+        )
+        .await;
+        let parent = tempfile::tempdir().unwrap();
+        let target = parent.path().join("deep").join("rootfs");
+        match unpack_staged(&layout, &manifest, &target, &amd64()).await {
+            Err(Error::Layer { source, .. }) => assert!(
+                matches!(
+                    *source,
+                    Error::Codec(ocikit_codec::Error::DiffIdMismatch { .. })
+                ),
+                "{source:?}"
+            ),
+            other => panic!("expected a diffID mismatch, got {other:?}"),
+        }
+        assert!(!target.exists());
+        assert!(listing(&parent.path().join("deep")).is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_targets_must_be_new_or_empty() {
+    for (layout, _guard) in layouts().await {
+        let manifest = image_of(&layout, &[tar_of(&[("f", b"f")])], Compression::Gzip).await;
+        let parent = tempfile::tempdir().unwrap();
+        let busy = parent.path().join("busy");
+        std::fs::create_dir(&busy).unwrap();
+        std::fs::write(busy.join("mine"), b"mine").unwrap();
+        let file = parent.path().join("file");
+        std::fs::write(&file, b"file").unwrap();
+        for target in [&busy, &file] {
+            match unpack_staged(&layout, &manifest, target, &amd64()).await {
+                Err(Error::TargetExists { path }) => assert_eq!(&path, target),
+                other => panic!("expected the target refused, got {other:?}"),
+            }
+        }
+        assert_eq!(std::fs::read(busy.join("mine")).unwrap(), b"mine");
+        assert_eq!(std::fs::read(&file).unwrap(), b"file");
+        assert_eq!(listing(parent.path()), ["busy", "file"]);
+        // A link to an empty directory is followed: the directory is replaced.
+        let empty = parent.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let link = parent.path().join("link");
+        std::os::unix::fs::symlink(&empty, &link).unwrap();
+        unpack_staged(&layout, &manifest, &link, &amd64())
+            .await
+            .unwrap();
+        assert_eq!(names(&empty), ["f"]);
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(listing(parent.path()), ["busy", "empty", "file", "link"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_staging_is_removed_and_live_staging_is_left_alone() {
+    let (layout, _guard) = layouts().await.pop().unwrap();
+    let manifest = image_of(&layout, &[tar_of(&[("f", b"f")])], Compression::Gzip).await;
+    let parent = tempfile::tempdir().unwrap();
+    let target = parent.path().join("rootfs");
+    // Left by a killed unpack: a partial tree, its lock file held by nobody.
+    let stale = parent.path().join(".rootfs.ocikit-staging-killed1");
+    std::fs::create_dir_all(stale.join("rootfs/usr/bin")).unwrap();
+    std::fs::write(stale.join("rootfs/usr/bin/half"), b"half").unwrap();
+    std::fs::write(stale.join("lock"), b"").unwrap();
+    // Killed before it made its lock file.
+    let lockless = parent.path().join(".rootfs.ocikit-staging-killed2");
+    std::fs::create_dir_all(lockless.join("rootfs")).unwrap();
+    // A running unpack of the same target (here: a lock this test holds).
+    let live = parent.path().join(".rootfs.ocikit-staging-running");
+    std::fs::create_dir_all(live.join("rootfs")).unwrap();
+    let held = std::fs::File::create(live.join("lock")).unwrap();
+    held.lock().unwrap();
+    // Another target's staging, stale or not, is not this unpack's business.
+    let other = parent.path().join(".other.ocikit-staging-killed3");
+    std::fs::create_dir_all(other.join("rootfs")).unwrap();
+
+    unpack_staged(&layout, &manifest, &target, &amd64())
+        .await
+        .unwrap();
+    assert_eq!(names(&target), ["f"]);
+    assert_eq!(
+        listing(parent.path()),
+        [
+            ".other.ocikit-staging-killed3",
+            ".rootfs.ocikit-staging-running",
+            "rootfs"
+        ]
+    );
+    assert!(
+        live.join("rootfs").is_dir(),
+        "a live staging directory was touched"
+    );
+    drop(held);
+    // Once its process is gone, it is stale too.
+    std::fs::remove_dir_all(&target).unwrap();
+    unpack_staged(&layout, &manifest, &target, &amd64())
+        .await
+        .unwrap();
+    assert_eq!(
+        listing(parent.path()),
+        [".other.ocikit-staging-killed3", "rootfs"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_staged_unpack_leaves_no_target() {
+    let (layout, _guard) = layouts().await.pop().unwrap();
+    let big: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+    let manifest = image_of(
+        &layout,
+        &[tar_of(&[("a", &big)]), tar_of(&[("b", &big)])],
+        Compression::None,
+    )
+    .await;
+    let parent = tempfile::tempdir().unwrap();
+    let target = parent.path().join("rootfs");
+    let started = Arc::new(tokio::sync::Notify::new());
+    let notify = started.clone();
+    let options = amd64().with_progress(Progress::new(move |e| {
+        if matches!(e, Event::Progress { .. }) {
+            notify.notify_one();
+        }
+    }));
+    tokio::select! {
+        done = unpack_staged(&layout, &manifest, &target, &options) => {
+            panic!("the unpack finished before it was dropped: {done:?}")
+        }
+        () = started.notified() => {}
+    }
+    // The staging directory is removed on a blocking thread: wait for it, with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !listing(parent.path()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            listing(parent.path())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!target.exists());
 }

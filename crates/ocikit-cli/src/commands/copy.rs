@@ -18,7 +18,9 @@ use ocikit::store::{FsStore, LinkMode};
 use serde::Serialize;
 
 use ocikit::layout::PlatformQuery;
-use ocikit::registry::client::{Client, Credentials, DockerConfig, PullOptions, PushOptions};
+use ocikit::registry::client::{
+    Client, ClientBuilder, Credentials, DockerConfig, PullOptions, PushOptions,
+};
 
 use super::{open_layout, resolve};
 use crate::bars::Bars;
@@ -32,18 +34,91 @@ struct Item {
     root: Descriptor,
 }
 
+/// How to reach one registry over TLS, for the commands that talk to one (`inspect`, `tags`,
+/// `referrers`, `login`); `copy` has a `--src-` and a `--dest-` variant of each.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct TlsArgs {
+    /// Verify the registry's TLS certificate; `false` accepts any certificate, and plain
+    /// HTTP if the registry does not speak HTTPS (for test registries: credentials and
+    /// content then travel unprotected).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: bool,
+    /// Trust the certificate authorities in DIR/*.crt, and present DIR/NAME.cert with
+    /// DIR/NAME.key if the registry asks for a client certificate (as skopeo).
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    /// Trust the certificate authorities of this PEM file as well as the system's.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// A client builder for `registry` set up as these flags say.
+    pub(crate) fn client(&self, registry: &str) -> ClientBuilder {
+        let mut builder = Client::builder(registry).allow_insecure(!self.tls_verify);
+        if let Some(dir) = &self.cert_dir {
+            builder = builder.cert_dir(dir);
+        }
+        if let Some(file) = &self.ca_file {
+            builder = builder.ca_file(file);
+        }
+        builder
+    }
+}
+
+/// `err`, with what to do about it on top when a registry spoke plain HTTP or presented a
+/// certificate that does not verify: the flags that change that.
+pub(crate) fn tls_hint(err: anyhow::Error) -> anyhow::Error {
+    use ocikit::registry::Error as RegistryError;
+    let hint = err.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(RegistryError::NotHttps { registry, .. }) => Some(format!(
+            "{registry} speaks plain HTTP, not HTTPS: allow that with --tls-verify=false \
+             (with copy: --src-tls-verify=false or --dest-tls-verify=false)"
+        )),
+        Some(RegistryError::Certificate { registry, .. }) => Some(format!(
+            "the TLS certificate of {registry} does not verify: trust its authority with \
+             --ca-file FILE or --cert-dir DIR, or skip verification with --tls-verify=false \
+             (with copy: --src-/--dest- variants)"
+        )),
+        _ => None,
+    });
+    match hint {
+        Some(hint) => err.context(hint),
+        None => err,
+    }
+}
+
 /// How to reach registries (`docker://` locations) and what to take from an index.
 #[derive(Debug, clap::Args)]
 pub(crate) struct TransferArgs {
-    /// Verify the source registry's TLS certificate; `false` speaks plain HTTP to it (for
-    /// test registries: credentials and content then travel unprotected).
+    /// Verify the source registry's TLS certificate; `false` accepts any certificate, and
+    /// plain HTTP if the registry does not speak HTTPS (for test registries: credentials and
+    /// content then travel unprotected).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     src_tls_verify: bool,
-    /// Verify the destination registry's TLS certificate; `false` speaks plain HTTP.
+    /// Verify the destination registry's TLS certificate; `false` accepts any certificate,
+    /// and plain HTTP if the registry does not speak HTTPS.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     dest_tls_verify: bool,
+    /// For the source registry, trust the certificate authorities in DIR/*.crt, and present
+    /// DIR/NAME.cert with DIR/NAME.key if it asks for a client certificate (as skopeo).
+    #[arg(long, value_name = "DIR")]
+    src_cert_dir: Option<PathBuf>,
+    /// For the destination registry, trust DIR/*.crt, and present DIR/NAME.cert with
+    /// DIR/NAME.key if it asks for a client certificate.
+    #[arg(long, value_name = "DIR")]
+    dest_cert_dir: Option<PathBuf>,
+    /// For the source registry, trust the certificate authorities of this PEM file as well
+    /// as the system's.
+    #[arg(long, value_name = "FILE")]
+    src_ca_file: Option<PathBuf>,
+    /// For the destination registry, trust the certificate authorities of this PEM file as
+    /// well as the system's.
+    #[arg(long, value_name = "FILE")]
+    dest_ca_file: Option<PathBuf>,
     /// Credentials for the source registry.
     #[arg(long, value_name = "USER:PASSWORD")]
     src_creds: Option<String>,
@@ -93,6 +168,10 @@ impl Default for TransferArgs {
         TransferArgs {
             src_tls_verify: true,
             dest_tls_verify: true,
+            src_cert_dir: None,
+            dest_cert_dir: None,
+            src_ca_file: None,
+            dest_ca_file: None,
             src_creds: None,
             dest_creds: None,
             authfile: None,
@@ -107,9 +186,11 @@ impl Default for TransferArgs {
 
 impl TransferArgs {
     /// The arguments of a command that only reads from a registry (`inspect`, `tags`).
-    pub(crate) fn source(tls_verify: bool, creds: Option<String>) -> TransferArgs {
+    pub(crate) fn source(tls: TlsArgs, creds: Option<String>) -> TransferArgs {
         TransferArgs {
-            src_tls_verify: tls_verify,
+            src_tls_verify: tls.tls_verify,
+            src_cert_dir: tls.cert_dir,
+            src_ca_file: tls.ca_file,
             src_creds: creds,
             ..TransferArgs::default()
         }
@@ -117,10 +198,20 @@ impl TransferArgs {
 
     /// A client for the source (`source`) or destination registry `registry`.
     pub(crate) fn client(&self, registry: &str, source: bool) -> Result<Client> {
-        let (verify, creds) = if source {
-            (self.src_tls_verify, &self.src_creds)
+        let (tls, creds) = if source {
+            let tls = TlsArgs {
+                tls_verify: self.src_tls_verify,
+                cert_dir: self.src_cert_dir.clone(),
+                ca_file: self.src_ca_file.clone(),
+            };
+            (tls, &self.src_creds)
         } else {
-            (self.dest_tls_verify, &self.dest_creds)
+            let tls = TlsArgs {
+                tls_verify: self.dest_tls_verify,
+                cert_dir: self.dest_cert_dir.clone(),
+                ca_file: self.dest_ca_file.clone(),
+            };
+            (tls, &self.dest_creds)
         };
         let credentials = match creds {
             Some(text) => {
@@ -128,9 +219,7 @@ impl TransferArgs {
             }
             None => self.stored_credentials(registry)?,
         };
-        Client::builder(registry)
-            .plain_http(!verify)
-            .allow_insecure(!verify)
+        tls.client(registry)
             .credentials(credentials)
             .build()
             .with_context(|| format!("cannot set up a client for {registry}"))
@@ -328,7 +417,7 @@ fn destination_tags(items: &[Item], wanted: Option<&str>) -> Result<Vec<String>>
             .map(|i| {
                 i.tag
                     .clone()
-                    .context("name a tag for the destination (the source image is named by digest)")
+                    .context("name a tag for the destination: the source image has no tag")
             })
             .collect(),
     }

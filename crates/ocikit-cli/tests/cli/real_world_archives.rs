@@ -99,6 +99,16 @@ fn skopeos_untagged_oci_archive_imports_every_image() {
         ),
     ]);
 
+    // An archive has nowhere to keep an untagged image's name: it asks for one.
+    let unnamed = dir.path().join("unnamed.tar");
+    let err = fails(&[
+        "copy",
+        &written,
+        &format!("oci-archive:{}", unnamed.display()),
+    ]);
+    assert!(err.contains("has no tag"), "{err}");
+    assert!(!unnamed.exists());
+
     // A digest the archive lacks is refused and leaves no layout behind.
     let absent = ocikit::digest::Digest::sha256(b"not there");
     let missing = dir.path().join("missing");

@@ -306,10 +306,8 @@ enum Command {
 /// How to reach a registry for a command that reads from one.
 #[derive(Debug, clap::Args)]
 struct RegistryArgs {
-    /// Verify the registry's TLS certificate; `false` speaks plain HTTP to it.
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true")]
-    tls_verify: bool,
+    #[command(flatten)]
+    tls: commands::copy::TlsArgs,
     /// Credentials (default: what `ocikit login` stored, else anonymous).
     #[arg(long, value_name = "USER:PASSWORD")]
     creds: Option<String>,
@@ -317,7 +315,7 @@ struct RegistryArgs {
 
 impl RegistryArgs {
     fn transfer(self) -> commands::copy::TransferArgs {
-        commands::copy::TransferArgs::source(self.tls_verify, self.creds)
+        commands::copy::TransferArgs::source(self.tls, self.creds)
     }
 }
 
@@ -336,6 +334,6 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli.command, &out)) {
         Ok(code) => code,
-        Err(err) => out.fail(&err),
+        Err(err) => out.fail(&commands::copy::tls_hint(err)),
     }
 }

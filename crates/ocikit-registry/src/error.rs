@@ -137,6 +137,29 @@ pub enum Error {
         /// The registry.
         registry: String,
     },
+    /// The registry answered the TLS handshake in plain HTTP: it does not speak HTTPS, and
+    /// insecure registries were not allowed ([`crate::client::ClientBuilder::allow_insecure`]).
+    #[error(
+        "registry {registry} speaks plain http, not https, and insecure registries are not allowed"
+    )]
+    NotHttps {
+        /// The registry.
+        registry: String,
+        /// The TLS failure.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The registry's TLS certificate does not verify against the trusted roots (the
+    /// system's, plus [`crate::client::ClientBuilder::ca_file`] and
+    /// [`crate::client::ClientBuilder::cert_dir`]).
+    #[error("the tls certificate of registry {registry} does not verify")]
+    Certificate {
+        /// The registry.
+        registry: String,
+        /// The TLS failure.
+        #[source]
+        source: reqwest::Error,
+    },
     /// A repository name or reference does not follow the distribution spec's grammar.
     #[error("`{name}` is not a valid repository name or reference for registry {registry}")]
     InvalidName {

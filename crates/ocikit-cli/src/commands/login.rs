@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use ocikit::registry::client::{Client, Credentials, DockerConfig};
+use ocikit::registry::client::{Credentials, DockerConfig};
 use serde::Serialize;
 
 use crate::output::Output;
@@ -25,10 +25,8 @@ pub(crate) struct LoginArgs {
     /// Read the password from standard input.
     #[arg(long)]
     password_stdin: bool,
-    /// Verify the registry's TLS certificate; `false` speaks plain HTTP to it.
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true")]
-    tls_verify: bool,
+    #[command(flatten)]
+    tls: super::copy::TlsArgs,
     /// The credentials file (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json).
     #[arg(long, value_name = "PATH")]
     authfile: Option<PathBuf>,
@@ -83,9 +81,9 @@ pub(crate) async fn login(args: LoginArgs, out: &Output) -> Result<()> {
         bail!("the user name must be non-empty and hold no `:`");
     }
     let credentials = Credentials::new(args.username.clone(), password);
-    let client = Client::builder(&registry)
-        .plain_http(!args.tls_verify)
-        .allow_insecure(!args.tls_verify)
+    let client = args
+        .tls
+        .client(&registry)
         .credentials(Some(credentials.clone()))
         .build()
         .with_context(|| format!("cannot set up a client for {registry}"))?;

@@ -276,3 +276,136 @@ fn registry_gc_collects_an_s3_registry() {
     let out = crate::ocikit(&["registry-gc", "--root", "x", "--s3-bucket", "b"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A throwaway certificate for 127.0.0.1 in `dir`: cert.pem and key.pem for `serve`, and
+/// certs.d/ca.crt for `--cert-dir`.
+fn certificate(dir: &Path) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::create_dir_all(dir.join("certs.d")).unwrap();
+    std::fs::write(dir.join("certs.d/ca.crt"), cert.pem()).unwrap();
+}
+
+/// The TLS flags mean what they mean in skopeo, against `serve --tls-cert` with a
+/// self-signed certificate: refused by default with a certificate error; accepted with
+/// `--tls-verify=false`, with `--ca-file` naming it, and with `--cert-dir` holding it as
+/// `ca.crt`, in every command that talks to a registry.
+#[test]
+fn tls_flags_against_a_self_signed_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certificate(d);
+    let layout = d.join("images");
+    let digest = crate::image::build(&layout, "hello", &[]);
+    let server = Serve::start(
+        &d.join("registry"),
+        &[
+            "--tls-cert",
+            d.join("cert.pem").to_str().unwrap(),
+            "--tls-key",
+            d.join("key.pem").to_str().unwrap(),
+        ],
+    );
+    let src = format!("oci:{}:hello", layout.display());
+    let v1 = format!("docker://{}/app:v1", server.addr);
+    let ca = d.join("cert.pem");
+    let ca = ca.to_str().unwrap();
+    let certs = d.join("certs.d");
+    let certs = certs.to_str().unwrap();
+
+    let err = fails(&["push", &src, &v1]);
+    assert!(err.contains("certificate"), "{err}");
+    assert!(err.contains("--ca-file"), "the hint names the flags: {err}");
+    ok(&["push", "--dest-tls-verify=false", &src, &v1]);
+    ok(&[
+        "copy",
+        "--dest-ca-file",
+        ca,
+        &src,
+        &format!("docker://{}/app:v2", server.addr),
+    ]);
+    ok(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        &src,
+        &format!("docker://{}/app:v3", server.addr),
+    ]);
+
+    let err = fails(&["inspect", &v1]);
+    assert!(err.contains("certificate"), "{err}");
+    for flags in [
+        vec!["--tls-verify=false"],
+        vec!["--ca-file", ca],
+        vec!["--cert-dir", certs],
+    ] {
+        let mut args = vec!["inspect"];
+        args.extend(&flags);
+        args.push(&v1);
+        let mut with_json = vec!["--json"];
+        with_json.extend(&args);
+        let shown: serde_json::Value = serde_json::from_str(&ok(&with_json)).unwrap();
+        assert_eq!(shown["digest"], digest.as_str(), "{flags:?}");
+        let mut tags = vec!["tags"];
+        tags.extend(&flags);
+        let repo = format!("docker://{}/app", server.addr);
+        tags.push(&repo);
+        let listed = ok(&tags);
+        assert!(listed.contains("v3"), "{flags:?}: {listed}");
+    }
+    let pulled = d.join("pulled");
+    ok(&[
+        "pull",
+        "--src-cert-dir",
+        certs,
+        &v1,
+        &format!("oci:{}:hello", pulled.display()),
+    ]);
+    ok(&[
+        "copy",
+        "--src-ca-file",
+        ca,
+        &format!("docker://{}/app:v2", server.addr),
+        &format!("oci:{}:v2", pulled.display()),
+    ]);
+    // A CA file that is not one is refused, naming it.
+    let err = fails(&[
+        "inspect",
+        "--ca-file",
+        d.join("key.pem").to_str().unwrap(),
+        &v1,
+    ]);
+    assert!(err.contains("key.pem"), "{err}");
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+}
+
+/// A plain-HTTP registry used without `--tls-verify=false` fails with an error that says
+/// so and names the flag; with the flag, ocikit speaks HTTP to it.
+#[test]
+fn a_plain_http_registry_needs_tls_verify_false() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    crate::image::build(&layout, "hello", &[]);
+    let server = Serve::start(&d.join("registry"), &[]);
+    let src = format!("oci:{}:hello", layout.display());
+    let v1 = format!("docker://{}/app:v1", server.addr);
+    let err = fails(&["push", &src, &v1]);
+    assert!(err.contains("plain HTTP"), "{err}");
+    assert!(err.contains("--tls-verify=false"), "{err}");
+    ok(&["push", "--dest-tls-verify=false", &src, &v1]);
+    let repo = format!("docker://{}/app", server.addr);
+    for args in [vec!["inspect", v1.as_str()], vec!["tags", repo.as_str()]] {
+        let err = fails(&args);
+        assert!(err.contains("--tls-verify=false"), "{args:?}: {err}");
+    }
+    assert!(ok(&["tags", "--tls-verify=false", &repo]).contains("v1"));
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+}

@@ -2,8 +2,13 @@
 //! one.
 //!
 //! A [`Client`] talks to one registry (`host[:port]`), over HTTPS (rustls on ring, the
-//! system's roots plus any given) or, for loopback addresses or when insecure registries are
-//! allowed explicitly, plain HTTP.
+//! system's roots plus any given: [`ClientBuilder::ca_file`], [`ClientBuilder::cert_dir`]) or,
+//! for loopback addresses or when insecure registries are allowed explicitly, plain HTTP.
+//! An insecure client ([`ClientBuilder::allow_insecure`]) behaves as skopeo's
+//! `--tls-verify=false`: HTTPS accepting any certificate, and plain HTTP when the registry
+//! does not speak TLS. A registry that answers in plain HTTP while HTTPS is expected fails
+//! with [`Error::NotHttps`], one whose certificate does not verify with
+//! [`Error::Certificate`]; neither is retried.
 //!
 //! - **Authentication.** Requests go out anonymously until the registry challenges: a
 //!   `Basic` challenge makes the client send its [`Credentials`] from then on; a `Bearer`
@@ -43,6 +48,8 @@ mod pull;
 mod push;
 pub mod referrers;
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,6 +96,8 @@ pub struct ClientBuilder {
     allow_insecure: bool,
     accept_invalid_certs: bool,
     roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    ca_files: Vec<PathBuf>,
+    cert_dirs: Vec<PathBuf>,
     connect_timeout: Duration,
     read_timeout: Duration,
     retries: u32,
@@ -114,8 +123,11 @@ impl ClientBuilder {
     }
 
     /// Allows plain HTTP to registries that are not on loopback addresses, and, with
-    /// HTTPS, certificates that do not verify. Credentials and content then travel
-    /// unprotected: only for test registries on trusted networks.
+    /// HTTPS, certificates that do not verify. Unless [`ClientBuilder::plain_http`] forces
+    /// plain HTTP, the client tries HTTPS first (once, with `GET /v2/`) and speaks plain HTTP
+    /// only if the registry does not answer over TLS but does over HTTP, as skopeo's
+    /// `--tls-verify=false` does. Credentials and content then travel unprotected: only for
+    /// test registries on trusted networks.
     pub fn allow_insecure(mut self, on: bool) -> ClientBuilder {
         self.allow_insecure = on;
         self.accept_invalid_certs = on;
@@ -128,6 +140,24 @@ impl ClientBuilder {
         certificate: rustls_pki_types::CertificateDer<'static>,
     ) -> ClientBuilder {
         self.roots.push(certificate);
+        self
+    }
+
+    /// Trusts the certificate authorities of a PEM file (one certificate or a bundle) as
+    /// well as the system's. The file is read by [`ClientBuilder::build`].
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> ClientBuilder {
+        self.ca_files.push(path.into());
+        self
+    }
+
+    /// Uses a certificate directory as containers/image (skopeo, podman) reads
+    /// `/etc/containers/certs.d/HOST/`: every `*.crt` file holds certificate authorities to
+    /// trust as well as the system's, and a `NAME.cert` with its `NAME.key` beside it is a
+    /// client certificate chain and private key, presented when the registry asks for one
+    /// (mutual TLS). A `.cert` without its `.key`, a `.key` without its `.cert`, or more than
+    /// one pair is an error. The directory is read by [`ClientBuilder::build`].
+    pub fn cert_dir(mut self, path: impl Into<PathBuf>) -> ClientBuilder {
+        self.cert_dirs.push(path.into());
         self
     }
 
@@ -186,6 +216,31 @@ impl ClientBuilder {
         let scheme = if self.plain_http { "http" } else { "https" };
         let base = Url::parse(&format!("{scheme}://{}/", self.registry))
             .map_err(|e| setup("not a usable host[:port]", Some(Box::new(e))))?;
+        let mut roots = self.roots.clone();
+        let mut identity = None;
+        for file in &self.ca_files {
+            roots.extend(read_certificates(file).map_err(|(reason, source)| {
+                setup(&format!("CA file `{}`: {reason}", file.display()), source)
+            })?);
+        }
+        for dir in &self.cert_dirs {
+            let (found, pair) = read_cert_dir(dir).map_err(|(reason, source)| {
+                setup(
+                    &format!("certificate directory `{}`: {reason}", dir.display()),
+                    source,
+                )
+            })?;
+            roots.extend(found);
+            if let Some(pair) = pair {
+                if identity.is_some() {
+                    return Err(setup(
+                        "more than one client certificate (.cert and .key pair) given",
+                        None,
+                    ));
+                }
+                identity = Some(pair);
+            }
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -194,19 +249,21 @@ impl ClientBuilder {
             tls.dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
         } else {
-            let verifier = if self.roots.is_empty() {
+            let verifier = if roots.is_empty() {
                 rustls_platform_verifier::Verifier::new(provider)
             } else {
-                rustls_platform_verifier::Verifier::new_with_extra_roots(
-                    self.roots.iter().cloned(),
-                    provider,
-                )
+                rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider)
             }
             .map_err(|e| setup("certificate verifier", Some(Box::new(e))))?;
             tls.dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
-        }
-        .with_no_client_auth();
+        };
+        let tls = match identity {
+            None => tls.with_no_client_auth(),
+            Some((chain, key)) => tls
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| setup("the client certificate and key", Some(Box::new(e))))?,
+        };
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
@@ -224,6 +281,8 @@ impl ClientBuilder {
                 auth: Mutex::new(AuthState::default()),
                 token_fetch: tokio::sync::Mutex::new(()),
                 downloads: Mutex::new(std::collections::HashMap::new()),
+                plain_fallback: AtomicBool::new(false),
+                scheme_probe: tokio::sync::OnceCell::new(),
                 settings: self,
             }),
         })
@@ -280,6 +339,128 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
     }
 }
 
+/// Why a certificate file or directory cannot be used, and the cause.
+type ReadFailure = (String, Option<Box<dyn std::error::Error + Send + Sync>>);
+
+/// The certificates of a PEM file (at least one).
+fn read_certificates(
+    path: &Path,
+) -> std::result::Result<Vec<rustls_pki_types::CertificateDer<'static>>, ReadFailure> {
+    use rustls_pki_types::pem::PemObject as _;
+    let bytes = std::fs::read(path).map_err(|e| ("cannot read it".to_string(), Some(e.into())))?;
+    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| ("not PEM certificates".to_string(), Some(e.into())))?;
+    if certificates.is_empty() {
+        return Err(("holds no PEM certificate".into(), None));
+    }
+    Ok(certificates)
+}
+
+/// A client certificate chain and its private key.
+type Identity = (
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+);
+
+/// The roots (`*.crt`) and the client certificate (`NAME.cert` + `NAME.key`) of a
+/// containers-style certificate directory.
+#[allow(clippy::type_complexity)]
+fn read_cert_dir(
+    dir: &Path,
+) -> std::result::Result<
+    (
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        Option<Identity>,
+    ),
+    ReadFailure,
+> {
+    use rustls_pki_types::pem::PemObject as _;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| ("cannot read it".to_string(), Some(e.into())))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ("cannot read it".to_string(), Some(e.into())))?;
+        names.push(entry.path());
+    }
+    names.sort();
+    let with_extension = |ext: &str| -> Vec<PathBuf> {
+        names
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .cloned()
+            .collect()
+    };
+    let mut roots = Vec::new();
+    for file in with_extension("crt") {
+        roots.extend(
+            read_certificates(&file)
+                .map_err(|(reason, source)| (format!("`{}` {reason}", file.display()), source))?,
+        );
+    }
+    let certs = with_extension("cert");
+    let keys = with_extension("key");
+    for key in &keys {
+        if !certs.contains(&key.with_extension("cert")) {
+            return Err((
+                format!("`{}` has no matching .cert file", key.display()),
+                None,
+            ));
+        }
+    }
+    let mut identity = None;
+    for cert in &certs {
+        let key = cert.with_extension("key");
+        if !keys.contains(&key) {
+            return Err((
+                format!("`{}` has no matching .key file", cert.display()),
+                None,
+            ));
+        }
+        if identity.is_some() {
+            return Err(("holds more than one client certificate".into(), None));
+        }
+        let chain = read_certificates(cert)
+            .map_err(|(reason, source)| (format!("`{}` {reason}", cert.display()), source))?;
+        let der = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).map_err(|e| {
+            (
+                format!("`{}` is not a PEM private key", key.display()),
+                Some(e.into()),
+            )
+        })?;
+        identity = Some((chain, der));
+    }
+    Ok((roots, identity))
+}
+
+/// The TLS error under a request error, if the request failed in the TLS layer.
+fn tls_failure(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // An io::Error's `source` skips the error it wraps (which may be another
+        // io::Error): go into it instead.
+        cause = match c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    None
+}
+
+/// Whether a TLS failure means the server answered in plain text (an HTTP server).
+fn answered_plain_text(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+    )
+}
+
 /// Whether `registry` (`host[:port]`) names a loopback address.
 pub fn is_loopback(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {
@@ -312,6 +493,10 @@ struct Inner {
     /// One lock per blob being downloaded, so that concurrent pulls through this client
     /// never fetch one blob twice at once (the second finds it stored).
     downloads: Mutex<std::collections::HashMap<Digest, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+    /// An insecure client found that the registry speaks plain HTTP, not HTTPS.
+    plain_fallback: AtomicBool,
+    /// Done once an insecure client knows which scheme the registry speaks.
+    scheme_probe: tokio::sync::OnceCell<()>,
     settings: ClientBuilder,
 }
 
@@ -404,6 +589,8 @@ impl Client {
             allow_insecure: false,
             accept_invalid_certs: false,
             roots: Vec::new(),
+            ca_files: Vec::new(),
+            cert_dirs: Vec::new(),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             retries: 4,
@@ -465,9 +652,52 @@ impl Client {
     }
 
     fn same_origin(&self, url: &Url) -> bool {
-        url.scheme() == self.inner.base.scheme()
-            && url.host_str() == self.inner.base.host_str()
-            && url.port_or_known_default() == self.inner.base.port_or_known_default()
+        let base = self.effective(&self.inner.base);
+        url.scheme() == base.scheme()
+            && url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default()
+    }
+
+    /// `url` as it must be sent: an `https` URL of the registry becomes `http` once an
+    /// insecure client found that the registry speaks plain HTTP.
+    fn effective(&self, url: &Url) -> Url {
+        let base = &self.inner.base;
+        let mut url = url.clone();
+        if self.inner.plain_fallback.load(Ordering::Relaxed)
+            && url.scheme() == "https"
+            && url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default()
+        {
+            // https and http are both special schemes: the change cannot fail.
+            let _ = url.set_scheme("http");
+        }
+        url
+    }
+
+    /// For an insecure client that may speak HTTPS, finds out once whether the registry
+    /// does: `GET /v2/` over HTTPS (any certificate accepted), and if that fails but the same
+    /// request over plain HTTP gets an answer, plain HTTP from then on.
+    async fn probe_scheme(&self) {
+        let settings = &self.inner.settings;
+        if !settings.allow_insecure || settings.plain_http {
+            return;
+        }
+        self.inner
+            .scheme_probe
+            .get_or_init(|| async {
+                let Ok(https) = self.inner.base.join("v2/") else {
+                    return;
+                };
+                if self.inner.http.get(https.clone()).send().await.is_ok() {
+                    return;
+                }
+                let mut http = https;
+                let _ = http.set_scheme("http");
+                if self.inner.http.get(http).send().await.is_ok() {
+                    self.inner.plain_fallback.store(true, Ordering::Relaxed);
+                }
+            })
+            .await;
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -482,7 +712,8 @@ impl Client {
     /// retrying 429, 5xx and connection errors. Returns the final response, whatever its
     /// status.
     pub(crate) async fn send(&self, req: &Request) -> Result<reqwest::Response> {
-        let mut url = req.url.clone();
+        self.probe_scheme().await;
+        let mut url = self.effective(&req.url);
         let mut attempt = 0u32;
         let mut hops = 0usize;
         let mut challenged = false;
@@ -788,6 +1019,21 @@ impl Client {
     }
 
     pub(crate) fn request_error(&self, req: &Request, source: reqwest::Error) -> Error {
+        match tls_failure(&source) {
+            Some(tls) if answered_plain_text(tls) => {
+                return Error::NotHttps {
+                    registry: self.inner.registry.clone(),
+                    source,
+                };
+            }
+            Some(rustls::Error::InvalidCertificate(_)) => {
+                return Error::Certificate {
+                    registry: self.inner.registry.clone(),
+                    source,
+                };
+            }
+            _ => {}
+        }
         Error::Request {
             registry: self.inner.registry.clone(),
             repository: req.repository.clone(),
@@ -991,8 +1237,10 @@ impl Client {
     }
 }
 
+/// Whether a request error may go away by itself; TLS failures (a certificate that does not
+/// verify, a server that does not speak TLS) do not.
 fn retryable(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+    (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) && tls_failure(e).is_none()
 }
 
 /// `Retry-After` in seconds (an HTTP date is treated as "soon": one second).

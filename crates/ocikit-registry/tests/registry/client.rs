@@ -920,7 +920,7 @@ async fn https_with_a_trusted_root_and_refused_without_it() {
         .push(&source, &manifest, "tls", Some("v1"), &PushOptions::new())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Request { .. }), "{err:?}");
+    assert!(matches!(err, Error::Certificate { .. }), "{err:?}");
     let trusted = Client::builder(&addr)
         .add_root_certificate(cert.der().clone())
         .build()
@@ -935,6 +935,158 @@ async fn https_with_a_trusted_root_and_refused_without_it() {
         .await
         .unwrap();
     assert_same_blobs(&source, &destination).await;
+}
+
+/// A registry serving HTTPS on loopback with a fresh self-signed certificate for
+/// 127.0.0.1, whose PEM is written to `dir/cert.pem`; its address and the certificate.
+async fn tls_registry(dir: &std::path::Path) -> (String, rcgen::Certificate) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let tls =
+        ocikit_registry::TlsConfig::from_pem_files(&dir.join("cert.pem"), &dir.join("key.pem"))
+            .unwrap();
+    let registry = registry(Config::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        registry
+            .serve_tls(listener, &tls, std::future::pending())
+            .await
+            .ok();
+    });
+    (addr, cert)
+}
+
+/// What skopeo's TLS flags mean, as client options: by default a self-signed certificate is
+/// refused (at once, without retries); insecure accepts it; a CA file or a certificate
+/// directory holding it as `ca.crt` trusts it; unusable files are refused when building.
+#[tokio::test]
+async fn tls_verification_off_ca_files_and_certificate_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _cert) = tls_registry(dir.path()).await;
+    let source = empty_layout().await;
+    let manifest = image(&source, "amd64", &[data(3_000, 7)]).await;
+    let slow_retries = |b: ocikit_registry::client::ClientBuilder| {
+        b.retries(4, Duration::from_secs(2), Duration::from_secs(2))
+    };
+
+    let started = std::time::Instant::now();
+    let err = slow_retries(Client::builder(&addr))
+        .build()
+        .unwrap()
+        .push(&source, &manifest, "tls", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Certificate { .. }), "{err:?}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a certificate failure was retried"
+    );
+
+    let insecure = Client::builder(&addr).allow_insecure(true).build().unwrap();
+    insecure
+        .push(&source, &manifest, "tls", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+
+    let by_file = Client::builder(&addr)
+        .ca_file(dir.path().join("cert.pem"))
+        .build()
+        .unwrap();
+    let destination = empty_layout().await;
+    by_file
+        .pull("tls", "v1", &destination, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_same_blobs(&source, &destination).await;
+
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(dir.path().join("cert.pem"), certs.join("ca.crt")).unwrap();
+    std::fs::write(certs.join("README"), "not a certificate, and not read").unwrap();
+    let by_dir = Client::builder(&addr).cert_dir(&certs).build().unwrap();
+    assert_eq!(by_dir.tags("tls").await.unwrap(), vec!["v1"]);
+
+    // Files that cannot be used are refused when building, naming the file.
+    std::fs::write(dir.path().join("garbage.pem"), "hello\n").unwrap();
+    let lonely = dir.path().join("lonely.d");
+    std::fs::create_dir(&lonely).unwrap();
+    std::fs::copy(dir.path().join("cert.pem"), lonely.join("client.cert")).unwrap();
+    let bad_crt = dir.path().join("bad.d");
+    std::fs::create_dir(&bad_crt).unwrap();
+    std::fs::write(
+        bad_crt.join("ca.crt"),
+        "-----BEGIN CERTIFICATE-----\nnope\n",
+    )
+    .unwrap();
+    for (builder, expect) in [
+        (
+            Client::builder(&addr).ca_file(dir.path().join("garbage.pem")),
+            "garbage.pem",
+        ),
+        (
+            Client::builder(&addr).ca_file(dir.path().join("missing.pem")),
+            "missing.pem",
+        ),
+        (Client::builder(&addr).cert_dir(&lonely), "no matching .key"),
+        (Client::builder(&addr).cert_dir(&bad_crt), "ca.crt"),
+        (
+            Client::builder(&addr).cert_dir(dir.path().join("nope.d")),
+            "nope.d",
+        ),
+    ] {
+        let err = builder.build().unwrap_err();
+        assert!(matches!(err, Error::ClientSetup { .. }), "{err:?}");
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+}
+
+/// A plain-HTTP registry: refused over HTTPS with an error that says it speaks plain HTTP
+/// (at once, without retries); an insecure client finds out and speaks HTTP to it.
+#[tokio::test]
+async fn plain_http_registries_need_insecure_and_insecure_falls_back_to_http() {
+    let server = Server::start(registry(Config::default())).await;
+    let addr = addr(&server);
+    let source = empty_layout().await;
+    let manifest = image(&source, "amd64", &[data(3_000, 8)]).await;
+    let started = std::time::Instant::now();
+    let strict = Client::builder(&addr)
+        .retries(4, Duration::from_secs(2), Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let err = strict
+        .push(&source, &manifest, "plain", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotHttps { .. }), "{err:?}");
+    assert!(err.to_string().contains("plain http"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a plain-http answer was retried"
+    );
+    let err = strict.ping().await.unwrap_err();
+    assert!(matches!(err, Error::NotHttps { .. }), "{err:?}");
+
+    let insecure = Client::builder(&addr).allow_insecure(true).build().unwrap();
+    insecure.ping().await.unwrap();
+    insecure
+        .push(&source, &manifest, "plain", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    let destination = empty_layout().await;
+    insecure
+        .pull("plain", "v1", &destination, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_same_blobs(&source, &destination).await;
+    assert_eq!(insecure.tags("plain").await.unwrap(), vec!["v1"]);
+    server.stop().await;
 }
 
 /// Debian's `docker-registry` (distribution 2.8.2) on a free loopback port, with

@@ -179,9 +179,8 @@ pub(crate) async fn inspect(
                         manifest.config().media_type()
                     );
                 };
-                return out.show(&value, || {
-                    serde_json::to_string_pretty(&value).unwrap_or_default()
-                });
+                let text = || serde_json::to_string_pretty(&value).unwrap_or_default();
+                return out.answer(&value, text, text);
             }
             let get = |key: &str| config_value.as_ref().and_then(|c| c.get(key)).cloned();
             let platform = descriptor

@@ -139,7 +139,10 @@ fn reproducible_build_does_not_depend_on_how_the_path_is_written() {
     let c = build(&plain, "c", &["--created-by", "COPY rootfs /"]);
     assert_ne!(a, c);
     let config = json(&["inspect", "--config", &oci(&layout, ":c")]);
-    assert_eq!(config["history"][0]["created_by"], "COPY rootfs /", "{config}");
+    assert_eq!(
+        config["history"][0]["created_by"], "COPY rootfs /",
+        "{config}"
+    );
     let config = json(&["inspect", "--config", &oci(&layout, ":a")]);
     let default = config["history"][0]["created_by"].as_str().unwrap();
     assert!(!default.contains("rootfs"), "the path is in {default:?}");
@@ -231,7 +234,10 @@ fn copy_summary_counts_the_whole_image() {
     assert_eq!(again["blobsSkipped"], 7, "{again}");
     assert_eq!(again["blobsCopied"], 0, "{again}");
     let text = ok(&["import", &archive, &oci(&imported, "")]);
-    assert!(text.contains("7 blobs, 6.0 MiB (7 already present)"), "{text}");
+    assert!(
+        text.contains("7 blobs, 6.0 MiB (7 already present)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -286,7 +292,8 @@ fn copy_within_one_registry_mounts_instead_of_uploading() {
         })
         .collect();
     assert!(
-        to_b.iter().all(|r| r["method"] == "POST" && r["status"] == 201),
+        to_b.iter()
+            .all(|r| r["method"] == "POST" && r["status"] == 201),
         "blobs were uploaded to b, not mounted: {to_b:?}"
     );
     // The config and the layer.
@@ -309,7 +316,10 @@ fn a_closed_stdout_ends_quietly() {
     let layout = dir.path().join("images");
     let multi = multi_platform(&layout, 4 << 20);
     let manifest = json(&["inspect", &oci(&layout, &format!("@{}", multi.arm64))]);
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // A 4 MiB layer does not fit in a pipe: `cat` is still writing when the reader goes.
     let mut child = Command::new(env!("CARGO_BIN_EXE_ocikit"))
         .args(["cat", &oci(&layout, ""), &layer])
@@ -506,6 +516,15 @@ fn quiet_read_commands_print_the_answer() {
         ok(&["referrers", "-q", &oci(&layout, ":multi")]),
         format!("{attached}\n")
     );
+    // The config is the answer of `inspect --config`.
+    let config = ok(&[
+        "inspect",
+        "-q",
+        "--config",
+        &oci(&layout, &format!("@{}", multi.arm64)),
+    ]);
+    let config: Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["architecture"], "arm64");
     // Write commands stay silent under -q.
     assert_eq!(ok(&["tag", "-q", &oci(&layout, ":multi"), "v9"]), "");
     assert_eq!(ok(&["untag", "-q", &oci(&layout, ":v9")]), "");
@@ -546,7 +565,13 @@ fn inspect_shows_annotations() {
         "{manifest}"
     );
     // An image without annotations shows no such section.
-    ok(&["build", "-q", "--tag", &oci(&layout, ":plain"), example_arg()]);
+    ok(&[
+        "build",
+        "-q",
+        "--tag",
+        &oci(&layout, ":plain"),
+        example_arg(),
+    ]);
     let plain = ok(&["inspect", &oci(&layout, ":plain")]);
     assert!(!plain.contains("Annotations"), "{plain}");
 }

@@ -54,6 +54,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A stream given as a tar archive is not one: its first header is not a tar header
+    /// (after decompression, when the stream was gzip or zstd).
+    #[error("{} is not a tar archive", not_tar_what(compression))]
+    NotTar {
+        /// What the stream was: `"uncompressed"`, `"gzip"` or `"zstd"`.
+        compression: &'static str,
+        /// What the tar reader found.
+        #[source]
+        source: Box<Error>,
+    },
     /// A tar entry that the spec or our hardening rules forbid; nothing outside the root was
     /// touched.
     #[error("refused tar entry {path:?}: {reason}")]
@@ -162,6 +172,13 @@ pub enum InvalidEntry {
         /// What was malformed.
         detail: String,
     },
+}
+
+fn not_tar_what(compression: &str) -> String {
+    match compression {
+        "uncompressed" => "the input".to_owned(),
+        other => format!("the {other}-compressed input"),
+    }
 }
 
 impl Error {

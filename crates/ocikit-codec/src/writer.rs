@@ -32,8 +32,12 @@ use std::io::{self, Read, Write};
 use ocikit_digest::media_type::oci_layer_type;
 use ocikit_digest::{Digest, DigestWriter, Hasher};
 
-use crate::compression::{Compression, DEFAULT_GZIP_BLOCK_SIZE, Encoder, error_from_io_as};
-use crate::{Error, Result};
+use crate::apply::check_tar;
+use crate::compression::{
+    self, Compression, DEFAULT_GZIP_BLOCK_SIZE, Decoder, Encoder, MAGIC_LEN, error_from_io_as,
+    sniff,
+};
+use crate::{Error, Limits, Result};
 
 /// How [`LayerWriter`] compresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +179,72 @@ impl<W: Write> LayerWriter<W> {
         layer.finish()
     }
 
+    /// Writes the layer for a tar *file* as users hand one over (`ocikit build`, `crane
+    /// append -f`): an uncompressed, gzip- or zstd-compressed tar, told apart by its magic
+    /// bytes. Compressed files are decompressed within `limits`; the layer holds the tar's
+    /// bytes, compressed as `options` say, and its diffID is that of the uncompressed tar.
+    ///
+    /// The tar is read with the applier's strict reader as it streams through (headers,
+    /// checksums, extension records, framing; entry names are not judged), so that a layer
+    /// written here is one that unpacking can read. On any error the bytes written to
+    /// `writer` so far are not a layer: discard them.
+    ///
+    /// ```
+    /// use ocikit_codec::Error;
+    /// use ocikit_codec::compression::Compression;
+    /// use ocikit_codec::writer::{LayerOptions, LayerWriter};
+    /// use ocikit_codec::Limits;
+    ///
+    /// let options = LayerOptions::new(Compression::Gzip);
+    /// let refused = LayerWriter::from_tar_file(&b"garbage"[..], Vec::new(), options, Limits::default());
+    /// assert!(matches!(refused, Err(Error::NotTar { compression: "uncompressed", .. })));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotTar`] when the (decompressed) file does not start with a tar header;
+    /// [`Error::Corrupt`] for a truncated or corrupt tar, gzip or zstd stream;
+    /// [`Error::InvalidEntry`] for headers the strict reader refuses;
+    /// [`Error::LimitExceeded`] past `limits`; [`Error::Io`] for errors reading the file
+    /// (operation `"read"`) or writing the layer (operation `"write"`).
+    pub fn from_tar_file(
+        mut file: impl Read,
+        writer: W,
+        options: LayerOptions,
+        limits: Limits,
+    ) -> Result<(W, LayerInfo)> {
+        let mut prefix = [0u8; MAGIC_LEN];
+        let mut have = 0;
+        while have < MAGIC_LEN {
+            match file.read(&mut prefix[have..]) {
+                Ok(0) => break,
+                Ok(n) => have += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", None, e)),
+            }
+        }
+        let detected = sniff(&prefix[..have]);
+        let source = io::Cursor::new(prefix).take(have as u64).chain(file);
+        let tar: Box<dyn Read + '_> = match detected {
+            Compression::Gzip | Compression::Zstd => {
+                Box::new(Decoder::new(source, detected, limits))
+            }
+            _ => Box::new(source),
+        };
+        let mut layer = LayerWriter::new(writer, options)?;
+        let mut failed = None;
+        let tee = Tee {
+            inner: tar,
+            layer: &mut layer,
+            failed: &mut failed,
+        };
+        let checked = check_tar(tee, limits, compression::name(detected));
+        if let Some(write_error) = failed {
+            return Err(write_error);
+        }
+        checked?;
+        layer.finish()
+    }
+
     /// Uncompressed bytes written so far.
     pub fn uncompressed_size(&self) -> u64 {
         self.uncompressed
@@ -233,5 +303,24 @@ impl<W: Write> Write for LayerWriter<W> {
             // A zstd flush would end a block early and change the output.
             _ => self.encoder.get_mut().flush(),
         }
+    }
+}
+
+/// A reader that writes everything it reads into the layer.
+struct Tee<'a, R, W: Write> {
+    inner: R,
+    layer: &'a mut LayerWriter<W>,
+    failed: &'a mut Option<Error>,
+}
+
+impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Err(e) = self.layer.write_all(buf.get(..n).unwrap_or(buf)) {
+            let message = e.to_string();
+            *self.failed = Some(error_from_io_as(e, "write"));
+            return Err(io::Error::other(message));
+        }
+        Ok(n)
     }
 }

@@ -43,6 +43,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use ocikit_codec::Limits;
 use ocikit_codec::build::{BuildOptions, build_layer};
 use ocikit_codec::compression::Compression;
 use ocikit_codec::writer::{LayerOptions, LayerWriter};
@@ -710,8 +711,13 @@ impl ImageBuilder {
         )
     }
 
-    /// Adds a layer from an uncompressed tar stream, read on a blocking thread and
-    /// compressed as `spec` says (its build options do not apply); returns its descriptor.
+    /// Adds a layer from a tar file's bytes (uncompressed, or gzip- or zstd-compressed: told
+    /// apart by their magic bytes, as `crane append -f` does), read on a blocking thread,
+    /// checked with the applier's strict tar reader as it streams, and compressed as `spec`
+    /// says (its build options do not apply); returns its descriptor. The diffID is that of
+    /// the uncompressed tar. Input that is not a tar
+    /// ([`ocikit_codec::Error::NotTar`]), a truncated tar or one the reader refuses fails,
+    /// and nothing is published (see [`LayerWriter::from_tar_file`]).
     pub async fn add_layer_from_tar(
         &mut self,
         tar: impl Read + Send + 'static,
@@ -719,7 +725,7 @@ impl ImageBuilder {
     ) -> Result<Descriptor> {
         let options = spec.layer;
         let info = bridge::write_blob(self.layout.store(), move |out| {
-            let (_, info) = LayerWriter::from_reader(tar, out, options)?;
+            let (_, info) = LayerWriter::from_tar_file(tar, out, options, Limits::default())?;
             let (digest, size) = (info.digest.clone(), info.size);
             Ok((info, digest, size))
         })
@@ -747,7 +753,7 @@ impl ImageBuilder {
         ));
         let options = spec.layer;
         let write = bridge::write_blob(self.layout.store(), move |out| {
-            let (_, info) = LayerWriter::from_reader(reader, out, options)?;
+            let (_, info) = LayerWriter::from_tar_file(reader, out, options, Limits::default())?;
             let (digest, size) = (info.digest.clone(), info.size);
             Ok((info, digest, size))
         });

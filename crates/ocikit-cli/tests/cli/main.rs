@@ -9,6 +9,7 @@ mod image;
 mod layout;
 mod real_world_archives;
 mod real_world_cli;
+mod real_world_layers;
 mod real_world_registry;
 mod real_world_store;
 mod real_world_unpack;

@@ -6,7 +6,7 @@ use std::io::Read;
 use ocikit_digest::{Digest, Hasher};
 
 use super::tar::{Kind, TarReader};
-use crate::{Limits, Result};
+use crate::{Error, Limits, Result};
 
 /// What a listed entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,4 +126,26 @@ pub fn list_entries<R: Read>(tar: R, limits: Limits) -> Result<(Vec<ListedEntry>
     }
     let (diff_id, _) = reader.finish()?;
     Ok((entries, diff_id))
+}
+
+/// Reads a whole tar stream with the applier's strict reader, entry data skipped: what
+/// [`LayerWriter::from_tar_file`](crate::writer::LayerWriter::from_tar_file) checks a tar
+/// file with. A stream whose first header is not a tar header is [`Error::NotTar`]
+/// (`compression` names what the stream was); anything the reader refuses later keeps its
+/// own error.
+pub(crate) fn check_tar<R: Read>(tar: R, limits: Limits, compression: &'static str) -> Result<()> {
+    let mut reader = TarReader::new(tar, Hasher::sha256(), limits, true);
+    match reader.next_header() {
+        Ok(_) => {}
+        Err(err @ Error::Corrupt { format: "tar", .. }) => {
+            return Err(Error::NotTar {
+                compression,
+                source: Box::new(err),
+            });
+        }
+        Err(err) => return Err(err),
+    }
+    while reader.next_header()?.is_some() {}
+    reader.finish()?;
+    Ok(())
 }

@@ -125,6 +125,7 @@ use rustix::io::Errno;
 
 use crate::{Error, InvalidEntry, Limit, Limits, Result};
 use fs::{Removed, Root};
+pub(crate) use list::check_tar;
 pub use list::{EntryKind, ListedEntry, list_entries};
 pub use pipeline::apply_blob;
 use tar::{CopyError, Header, Kind, TarReader};

@@ -287,3 +287,130 @@ proptest! {
         prop_assert_eq!(again.0, blob);
     }
 }
+
+/// `tar` compressed by the gzip and zstd crates directly (not by this crate's encoder).
+fn gzip_and_zstd_of(tar: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(tar).unwrap();
+    (gz.finish().unwrap(), zstd::encode_all(tar, 3).unwrap())
+}
+
+#[test]
+fn tar_files_plain_gzip_or_zstd_give_the_layer_of_the_tar() {
+    let tar = sample_tar();
+    let (gz, zst) = gzip_and_zstd_of(&tar);
+    for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        let options = LayerOptions::new(compression).with_threads(2);
+        let expected = LayerWriter::from_reader(&tar[..], Vec::new(), options).unwrap();
+        for (what, source) in [("plain", &tar), ("gzip", &gz), ("zstd", &zst)] {
+            let got =
+                LayerWriter::from_tar_file(&source[..], Vec::new(), options, Limits::default())
+                    .unwrap_or_else(|e| panic!("{what} into {compression:?}: {e:?}"));
+            assert_eq!(got, expected, "{what} into {compression:?}");
+            // The diffID is of the uncompressed tar, whatever the file's compression.
+            assert_eq!(got.1.diff_id, Digest::sha256(&tar));
+            assert_eq!(decode(&got.0, compression).unwrap(), tar);
+        }
+    }
+    // A tar as umoci writes it (no end blocks, no final padding) is a tar; its bytes are kept.
+    let mut header = tar::Header::new_ustar();
+    header.set_path("hello").unwrap();
+    header.set_size(5);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let cut = [&header.as_bytes()[..], b"hello"].concat();
+    let options = LayerOptions::new(Compression::None);
+    let (blob, info) =
+        LayerWriter::from_tar_file(&cut[..], Vec::new(), options, Limits::default()).unwrap();
+    assert_eq!(
+        (blob.as_slice(), info.diff_id),
+        (&cut[..], Digest::sha256(&cut))
+    );
+    // An empty file is an empty archive.
+    LayerWriter::from_tar_file(&b""[..], Vec::new(), options, Limits::default()).unwrap();
+}
+
+#[test]
+fn tar_files_that_are_not_tars_are_refused() {
+    let tar = sample_tar();
+    let options = LayerOptions::new(Compression::Gzip).with_threads(0);
+    let refuse = |source: &[u8]| {
+        LayerWriter::from_tar_file(source, Vec::new(), options, Limits::default())
+            .expect_err("accepted")
+    };
+    // Not a tar at all, plain or compressed.
+    let (gz_garbage, zst_garbage) = gzip_and_zstd_of(&noise(4096, 7));
+    for (source, compression) in [
+        (&b"garbage\n"[..], "uncompressed"),
+        (&noise(4096, 7), "uncompressed"),
+        (&text_like(10_000, 8), "uncompressed"),
+        (&gz_garbage, "gzip"),
+        (&zst_garbage, "zstd"),
+    ] {
+        match refuse(source) {
+            Error::NotTar {
+                compression: found, ..
+            } => assert_eq!(found, compression),
+            other => panic!("expected NotTar, got {other:?}"),
+        }
+    }
+    // A tar cut inside an entry's data, or inside a header: truncated.
+    // usr/ is block 0, usr/share/doc.txt's header block 1, its 700,000 bytes from block 2.
+    for cut in [512 + 100, 1024 + 100, 1024 + 700_000 - 1] {
+        match refuse(&tar[..cut]) {
+            Error::Corrupt {
+                format: "tar",
+                source,
+            } => assert_eq!(source.kind(), io::ErrorKind::UnexpectedEof, "cut at {cut}"),
+            other => panic!("cut at {cut}: expected a truncated tar, got {other:?}"),
+        }
+    }
+    // A gzip file cut short: the gzip stream is corrupt.
+    let (gz, _) = gzip_and_zstd_of(&tar);
+    assert!(matches!(
+        refuse(&gz[..gz.len() / 2]),
+        Error::Corrupt { format: "gzip", .. }
+    ));
+    // What the strict reader refuses (here a PAX number with a leading `+`).
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("size", &b"+1"[..])])
+        .unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_path("f").unwrap();
+    header.set_size(1);
+    header.set_cksum();
+    builder.append(&header, &b"x"[..]).unwrap();
+    let plus = builder.into_inner().unwrap();
+    assert!(matches!(refuse(&plus), Error::InvalidEntry { .. }));
+}
+
+#[test]
+fn tar_file_write_and_read_errors_are_not_taken_for_bad_tars() {
+    let tar = [sample_tar(), sample_tar()].concat();
+    let options = LayerOptions::new(Compression::None).with_threads(0);
+    match LayerWriter::from_tar_file(
+        &tar[..],
+        Failing { room: 50_000 },
+        options,
+        Limits::default(),
+    ) {
+        Err(Error::Io {
+            operation, source, ..
+        }) => {
+            assert_eq!(operation, "write");
+            assert_eq!(source.kind(), io::ErrorKind::StorageFull);
+        }
+        other => panic!("{other:?}"),
+    }
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("broken source"))
+        }
+    }
+    match LayerWriter::from_tar_file(Broken, Vec::new(), options, Limits::default()) {
+        Err(Error::Io { operation, .. }) => assert_eq!(operation, "read"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1222,3 +1222,64 @@ async fn environment_child() {
         assert!(image.write().await.is_err());
     }
 }
+
+/// Tar files as users hand them over: a gzip-compressed tar (compressed by flate2) is
+/// decompressed, its diffID that of the tar, its layer written in the requested compression;
+/// text and a truncated tar are refused, and nothing is published or added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tar_files_are_checked_and_may_be_compressed() {
+    use std::io::Write;
+    let tar = tar_with(&[("etc/motd", b"welcome\n".as_slice()), ("big", &[7u8; 3000])]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    let gz = gz.finish().unwrap();
+    for (layout, _guard) in layouts().await {
+        let mut image = ImageBuilder::new(&layout);
+        image.platform(&platform::parse("linux/amd64").unwrap());
+        for source in [&gz, &tar] {
+            let layer = image
+                .add_layer_from_tar(
+                    std::io::Cursor::new(source.clone()),
+                    LayerSpec::new().compression(Compression::Zstd),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                layer.media_type().to_string(),
+                ocikit_digest::media_type::IMAGE_LAYER_ZSTD
+            );
+        }
+        assert_eq!(
+            image.config().diff_ids(),
+            [Digest::sha256(&tar), Digest::sha256(&tar)]
+        );
+        let before = blob_count(&layout).await;
+        let truncated = tar[..512 + 4].to_vec();
+        for (what, bad) in [("text", b"garbage\n".to_vec()), ("truncated", truncated)] {
+            let err = image
+                .add_layer_from_tar(std::io::Cursor::new(bad.clone()), LayerSpec::new())
+                .await
+                .unwrap_err();
+            match (what, &err) {
+                ("text", Error::Codec(ocikit_codec::Error::NotTar { .. }))
+                | ("truncated", Error::Codec(ocikit_codec::Error::Corrupt { .. })) => {}
+                _ => panic!("{what}: {err:?}"),
+            }
+            let err = image
+                .add_layer_from_async_tar(std::io::Cursor::new(bad), LayerSpec::new())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::Codec(_)), "{what} (async): {err:?}");
+        }
+        assert_eq!(blob_count(&layout).await, before, "nothing was published");
+        assert_eq!(image.layers().len(), 2);
+        let manifest = image.write().await.unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let root = out.path().join("rootfs");
+        unpack(&layout, &manifest, &root, &UnpackOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(root.join("etc/motd")).unwrap(), b"welcome\n");
+        assert_eq!(std::fs::read(root.join("big")).unwrap(), [7u8; 3000]);
+    }
+}

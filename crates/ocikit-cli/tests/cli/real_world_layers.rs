@@ -1,0 +1,207 @@
+//! "Refuse what is not a layer" (issue 14): `build` reads tar-file sources with the strict tar
+//! reader as they stream. A gzip- or zstd-compressed tar (compressed by the system's `gzip`
+//! and `zstd`) is decompressed, as `crane append -f layer.tar.gz` does: the layer's diffID is
+//! that of the tar and unpacking gives its tree. Text and a truncated tar are refused, with
+//! nothing tagged and the layout unchanged.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ocikit::digest::Digest;
+
+use crate::{contents, fails, json, oci, ok};
+
+/// A tar with a directory, a text file, an executable and a symlink, written by the `tar`
+/// crate, and the tree it holds (path → (kind, mode, content or link target)).
+type Tree = BTreeMap<PathBuf, (&'static str, u32, Vec<u8>)>;
+
+fn sample() -> (Vec<u8>, Tree) {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut tree = Tree::new();
+    let mut add = |path: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: &str| {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(path).unwrap();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_mtime(1_700_000_000);
+        header.set_size(data.len() as u64);
+        if !link.is_empty() {
+            header.set_link_name(link).unwrap();
+        }
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+        let node = match kind {
+            tar::EntryType::Directory => ("dir", mode, Vec::new()),
+            tar::EntryType::Symlink => ("link", 0, link.as_bytes().to_vec()),
+            _ => ("file", mode, data.to_vec()),
+        };
+        tree.insert(PathBuf::from(path.trim_end_matches('/')), node);
+    };
+    add("etc/", tar::EntryType::Directory, 0o755, b"", "");
+    add("etc/motd", tar::EntryType::Regular, 0o644, b"welcome\n", "");
+    let tool: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    add("etc/tool", tar::EntryType::Regular, 0o755, &tool, "");
+    add("etc/link", tar::EntryType::Symlink, 0o777, b"", "motd");
+    (builder.into_inner().unwrap(), tree)
+}
+
+/// What unpacking left under `root`, in the form of [`sample`]'s tree.
+fn tree_of(root: &Path) -> Tree {
+    let mut out = Tree::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let mode = meta.permissions().mode() & 0o7777;
+            let node = if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                ("link", 0, target.into_os_string().into_encoded_bytes())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                ("dir", mode, Vec::new())
+            } else {
+                ("file", mode, std::fs::read(&path).unwrap())
+            };
+            out.insert(rel, node);
+        }
+    }
+    out
+}
+
+/// `bytes` through the system's `tool` (`gzip -c` or `zstd -c`); `None` (a skip, said so)
+/// when the tool is missing outside CI.
+#[allow(clippy::print_stderr)] // says why the test skips
+fn compress(tool: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    let child = Command::new(tool)
+        .args(["-c", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: cannot run `{tool}`: {e}");
+            return None;
+        }
+        Err(e) => panic!("`{tool}` is required under CI: {e}"),
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "{tool} failed");
+    Some(out.stdout)
+}
+
+/// The diffIDs of the image `tag` names, read from the layout's files with serde_json.
+fn diff_ids(layout: &Path, tag: &str) -> Vec<String> {
+    let read = |digest: &str| -> serde_json::Value {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let manifest = read(entry["digest"].as_str().unwrap());
+    let config = read(manifest["config"]["digest"].as_str().unwrap());
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn build_takes_plain_gzip_and_zstd_tar_files() {
+    let (tar, expected) = sample();
+    let (Some(gz), Some(zst)) = (compress("gzip", &tar), compress("zstd", &tar)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    for (name, bytes) in [
+        ("layer.tar", &tar),
+        ("layer.tar.gz", &gz),
+        ("layer.tar.zst", &zst),
+    ] {
+        let source = dir.path().join(name);
+        std::fs::write(&source, bytes).unwrap();
+        for compression in ["gzip", "zstd", "none"] {
+            let tag = format!("{}-{compression}", name.replace('.', "-"));
+            json(&[
+                "build",
+                "--compression",
+                compression,
+                "--tag",
+                &oci(&layout, &format!(":{tag}")),
+                source.to_str().unwrap(),
+            ]);
+            assert_eq!(
+                diff_ids(&layout, &tag),
+                [Digest::sha256(&tar).to_string()],
+                "{tag}: the diffID is the tar's"
+            );
+            let rootfs = dir.path().join(format!("rootfs-{tag}"));
+            ok(&[
+                "unpack",
+                &oci(&layout, &format!(":{tag}")),
+                rootfs.to_str().unwrap(),
+            ]);
+            assert_eq!(tree_of(&rootfs), expected, "{tag}");
+        }
+    }
+    ok(&["fsck", "--diff-ids", &oci(&layout, "")]);
+}
+
+#[test]
+fn build_refuses_what_is_not_a_tar_and_tags_nothing() {
+    let (tar, _) = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    // A good image first, so that "unchanged" has something to keep.
+    let good = dir.path().join("good.tar");
+    std::fs::write(&good, &tar).unwrap();
+    ok(&[
+        "build",
+        "--tag",
+        &oci(&layout, ":good"),
+        good.to_str().unwrap(),
+    ]);
+    let before = contents(&layout);
+    // Cut inside etc/tool's data (its header is the third block).
+    let cut = 512 * 3 + 1000;
+    for (name, bytes, says) in [
+        ("garbage", b"garbage\n".to_vec(), "not a tar archive"),
+        ("truncated.tar", tar[..cut].to_vec(), "ends inside"),
+    ] {
+        let source = dir.path().join(name);
+        std::fs::write(&source, bytes).unwrap();
+        let stderr = fails(&[
+            "build",
+            "--tag",
+            &oci(&layout, ":bad"),
+            source.to_str().unwrap(),
+        ]);
+        assert!(stderr.contains(says), "{name}: {stderr}");
+        assert!(
+            stderr.contains(name),
+            "{name}: the source is named: {stderr}"
+        );
+        assert_eq!(contents(&layout), before, "{name}: the layout changed");
+    }
+    // (index.json among the unchanged files: nothing was tagged.)
+    assert!(before.iter().any(|(p, _)| p.ends_with("index.json")));
+}

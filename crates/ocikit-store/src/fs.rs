@@ -4,7 +4,8 @@
 //! <root>/blobs/<algorithm>/<encoded>   blobs (the OCI image-layout convention)
 //! <root>/<key>                         documents (`index.json`, `oci-layout`, ...)
 //! <root>/.ocikit/tmp/                  staging: temp files, renamed into place when done
-//! <root>/.ocikit/locks/                lock files serialising document updates
+//! <root>/.ocikit/locks/                lock files serialising document updates (one per
+//!                                      document that exists: removed with it)
 //! ```
 //!
 //! Every write stages in a temp file inside the store, is fsynced, renamed into place, and
@@ -305,27 +306,70 @@ impl FsStore {
 }
 
 /// Holds an exclusive `flock` on a document's lock file until dropped.
+///
+/// Lock files are bounded by the documents that exist: an operation that leaves its document
+/// absent removes the lock file before it lets go ([`DocumentLock::release`]), so deleted
+/// documents (a registry's blob links, tags, upload sessions) leave no lock files behind.
+/// Removing a lock file is safe because of how it is taken: after the `flock` is granted,
+/// the locker checks that the path still names the file it locked (the same device and
+/// inode); if the file was removed (or replaced) meanwhile, the lock guards nothing and the
+/// locker tries again on whatever the path names now. So two holders at once are never
+/// possible: a holder's file is the one at the path for as long as it holds it.
 struct DocumentLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
 impl DocumentLock {
     fn acquire(path: &Path) -> Result<DocumentLock> {
+        use std::os::unix::fs::MetadataExt;
         if let Some(dir) = parent_dir(path) {
             create_dir_durable(dir)?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| Error::io("open lock file", path, e))?;
-        file.lock().map_err(|e| Error::io("lock", path, e))?;
-        // The lock is released when the file is closed.
-        Ok(DocumentLock { _file: file })
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(FILE_MODE)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| Error::io("open lock file", path, e))?;
+            file.lock().map_err(|e| Error::io("lock", path, e))?;
+            let held = file
+                .metadata()
+                .map_err(|e| Error::io("stat lock file", path, e))?;
+            match std::fs::symlink_metadata(path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    // The lock is released when the file is closed.
+                    return Ok(DocumentLock {
+                        file,
+                        path: path.to_path_buf(),
+                    });
+                }
+                // Removed (or replaced) by the holder before us: lock the current one.
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("stat lock file", path, e)),
+            }
+        }
     }
+
+    /// Lets go of the lock, first removing the lock file when the document is `absent`
+    /// (while still holding it, so no one else can be holding it too).
+    fn release(self, absent: bool) {
+        if absent {
+            // Best effort: a lock file left behind is harmless, only untidy.
+            std::fs::remove_file(&self.path).ok();
+        }
+        drop(self.file);
+    }
+}
+
+/// Whether nothing at all is at `path` (an error other than "not found" counts as present).
+fn is_absent(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound)
 }
 
 fn read_document_sync(path: &Path) -> Result<Option<Document>> {
@@ -656,20 +700,25 @@ impl Store for FsStore {
         let tmp = self.paths.tmp.clone();
         let key = key.clone();
         blocking(move || {
-            let _lock = DocumentLock::acquire(&lock_path)?;
-            let current = read_document_sync(&path)?;
-            check_precondition(&key, current.as_ref(), &precondition)?;
-            let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            create_dir_durable(&parent)?;
-            create_dir_durable(&tmp)?;
-            let mut temp = temp_file(&tmp, "doc-")?;
-            temp.write_all(&bytes)
-                .and_then(|()| temp.as_file().sync_data())
-                .map_err(|e| Error::io("write", temp.path(), e))?;
-            temp.persist(&path)
-                .map_err(|e| Error::io("rename into place", &path, e.error))?;
-            sync_dir(&parent)?;
-            Ok(version_of(&bytes))
+            let lock = DocumentLock::acquire(&lock_path)?;
+            let written = (|| {
+                let current = read_document_sync(&path)?;
+                check_precondition(&key, current.as_ref(), &precondition)?;
+                let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                create_dir_durable(&parent)?;
+                create_dir_durable(&tmp)?;
+                let mut temp = temp_file(&tmp, "doc-")?;
+                temp.write_all(&bytes)
+                    .and_then(|()| temp.as_file().sync_data())
+                    .map_err(|e| Error::io("write", temp.path(), e))?;
+                temp.persist(&path)
+                    .map_err(|e| Error::io("rename into place", &path, e.error))?;
+                sync_dir(&parent)?;
+                Ok(version_of(&bytes))
+            })();
+            // A write refused (a precondition on an absent document) leaves nothing to lock.
+            lock.release(written.is_err() && is_absent(&path));
+            written
         })
         .await
     }
@@ -679,17 +728,21 @@ impl Store for FsStore {
         let lock_path = self.lock_path(key);
         let key = key.clone();
         blocking(move || {
-            let _lock = DocumentLock::acquire(&lock_path)?;
-            let current = read_document_sync(&path)?;
-            check_precondition(&key, current.as_ref(), &precondition)?;
-            if current.is_none() {
-                return Ok(false);
-            }
-            std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
-            if let Some(parent) = path.parent() {
-                sync_dir(parent)?;
-            }
-            Ok(true)
+            let lock = DocumentLock::acquire(&lock_path)?;
+            let deleted = (|| {
+                let current = read_document_sync(&path)?;
+                check_precondition(&key, current.as_ref(), &precondition)?;
+                if current.is_none() {
+                    return Ok(false);
+                }
+                std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                if let Some(parent) = path.parent() {
+                    sync_dir(parent)?;
+                }
+                Ok(true)
+            })();
+            lock.release(is_absent(&path));
+            deleted
         })
         .await
     }

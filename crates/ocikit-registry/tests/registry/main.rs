@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access;
+mod bounded_files;
 mod client;
 mod concurrency;
 mod delete;

@@ -621,3 +621,113 @@ async fn files_and_directories_get_skopeo_modes_less_the_umask() {
         }
     }
 }
+
+fn lock_files(store: &FsStore) -> Vec<String> {
+    let locks = store.root().join(".ocikit/locks");
+    let mut names: Vec<String> = std::fs::read_dir(locks)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Lock files are bounded by the documents that exist: deleting a document (or being
+/// refused on an absent one) removes its lock file, so traffic does not pile them up.
+#[tokio::test]
+async fn lock_files_go_with_their_documents() {
+    let (store, _dir) = fresh().await;
+    let keep = DocumentKey::new("index.json").unwrap();
+    store
+        .write_document(&keep, "{}".into(), Precondition::MustNotExist)
+        .await
+        .unwrap();
+    for i in 0..50 {
+        let key = DocumentKey::new(&format!("repos/app/tags/t{i}")).unwrap();
+        let version = store
+            .write_document(&key, format!("{i}").into(), Precondition::MustNotExist)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .delete_document(&key, Precondition::Matches(version))
+                .await
+                .unwrap()
+        );
+        // Refused, and deleting what is not there: no lock file either.
+        let refused = store
+            .write_document(
+                &key,
+                "x".into(),
+                Precondition::Matches(ocikit_store::Version::new("nope")),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(Error::Conflict { .. })),
+            "{refused:?}"
+        );
+        assert!(
+            !store
+                .delete_document(&key, Precondition::None)
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(lock_files(&store), ["index.json.lock"]);
+    // The document that stays works as before.
+    store
+        .write_document(&keep, "{\"v\":2}".into(), Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!(
+        &store.read_document(&keep).await.unwrap().unwrap().bytes[..],
+        b"{\"v\":2}"
+    );
+}
+
+/// Removing lock files keeps compare-and-swap exclusive: writers racing to create and delete
+/// one document (through separate handles, as separate processes would) never both create
+/// it, so each one's delete of the version it wrote succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_lock_files_keeps_compare_and_swap_exclusive() {
+    let (store, _dir) = fresh().await;
+    let key = DocumentKey::new("contended").unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..6 {
+        let handle = FsStore::open(store.root()).await.unwrap();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut created = 0;
+            for round in 0..150 {
+                let bytes = format!("task {task} round {round}");
+                match handle
+                    .write_document(&key, bytes.into(), Precondition::MustNotExist)
+                    .await
+                {
+                    Ok(version) => {
+                        created += 1;
+                        let deleted = handle
+                            .delete_document(&key, Precondition::Matches(version))
+                            .await;
+                        assert!(
+                            matches!(deleted, Ok(true)),
+                            "another writer replaced task {task}'s document: {deleted:?}"
+                        );
+                    }
+                    Err(Error::Conflict { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            created
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        created += task.await.unwrap();
+    }
+    assert!(created > 0);
+    assert!(store.read_document(&key).await.unwrap().is_none());
+    assert!(lock_files(&store).is_empty(), "{:?}", lock_files(&store));
+}

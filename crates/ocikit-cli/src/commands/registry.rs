@@ -27,8 +27,8 @@ pub(crate) struct GcArgs {
 /// A registry kept in an S3 bucket, as `serve` and `registry-gc` take it.
 #[derive(Debug, clap::Args)]
 pub(crate) struct S3Args {
-    /// Keep content in this S3 bucket instead of a directory (credentials from the
-    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment).
+    /// The S3 bucket the registry keeps its content in, instead of a directory
+    /// (credentials from the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment).
     #[arg(long, value_name = "BUCKET")]
     pub(crate) s3_bucket: Option<String>,
     /// The key prefix in the bucket: content under PREFIX/content, uploads under

@@ -31,6 +31,10 @@
 //! with positioned reads on the blocking thread), otherwise streamed from the async store
 //! through a bounded channel that reads ahead while the blocking thread decompresses.
 //! Progress is reported as [`Event`]s of [`Operation::Unpack`], in compressed bytes.
+//!
+//! [`Decoder`]: ocikit_codec::compression::Decoder
+//! [`apply_layer`]: ocikit_codec::apply::apply_layer
+//! [`Event`]: crate::Event
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -423,6 +427,9 @@ fn check_target(target: &Path) -> Result<PathBuf> {
             Ok(real) if real.is_dir() => real,
             _ => return Err(exists()),
         }
+    } else if meta.is_dir() && target.file_name().is_none() {
+        // `.` or `dir/..`: the directory's own name is what gets replaced.
+        std::fs::canonicalize(target).map_err(|e| io_error("resolve", target, e))?
     } else if meta.is_dir() {
         target.to_path_buf()
     } else {

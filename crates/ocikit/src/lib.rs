@@ -54,7 +54,8 @@
 //!
 //! assert!(layout.fsck(&Default::default()).await?.is_clean());
 //! let unpacked = dir.path().join("unpacked");
-//! ocikit::layout::unpack(&layout, &manifest, &unpacked, &UnpackOptions::new()).await?;
+//! // All or nothing: `unpacked` appears only once the whole tree is there.
+//! ocikit::layout::unpack_staged(&layout, &manifest, &unpacked, &UnpackOptions::new()).await?;
 //! assert_eq!(std::fs::read_to_string(unpacked.join("etc/motd"))?, "hello\n");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();

@@ -104,7 +104,12 @@ enum Command {
     },
     /// Build an image from directories (or tar files), one layer each.
     Build(commands::image::BuildArgs),
-    /// Unpack an image into a root filesystem directory (new or empty).
+    /// Unpack an image into a root filesystem directory (new or empty), all or nothing.
+    ///
+    /// The tree is built in a hidden staging directory beside the target
+    /// (`.NAME.ocikit-staging-*`) and renamed into place only once every layer was applied
+    /// and every digest and diffID matched; on any failure the target is left as it was.
+    /// Staging left by a killed run is removed by the next unpack of the same target.
     #[command(after_help = "Examples:\n  ocikit unpack oci:./images:v1 ./rootfs\n  \
         ocikit unpack oci:./images:v1 ./rootfs --platform linux/arm64")]
     Unpack {

@@ -1047,6 +1047,106 @@ async fn tls_verification_off_ca_files_and_certificate_directories() {
     }
 }
 
+/// A certificate directory's `NAME.cert` and `NAME.key` are presented to a registry that
+/// asks for a client certificate (mutual TLS); without them the registry refuses the client.
+#[tokio::test]
+async fn client_certificates_from_a_certificate_directory() {
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&server_key)
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["client.example".to_owned()])
+        .unwrap()
+        .self_signed(&client_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut trusted_clients = rustls::RootCertStore::empty();
+    trusted_clients.add(client_cert.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(trusted_clients),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let server_key_der = rustls_pki_types::PrivatePkcs8KeyDer::from(server_key.serialize_der());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server_cert.der().clone()], server_key_der.into())
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = ocikit_registry::TlsConfig::from_rustls(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let serving = registry(Config::default());
+    tokio::spawn(async move {
+        serving
+            .serve_tls(listener, &tls, std::future::pending())
+            .await
+            .ok();
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let roots_only = dir.path().join("roots");
+    std::fs::create_dir(&roots_only).unwrap();
+    std::fs::write(roots_only.join("ca.crt"), server_cert.pem()).unwrap();
+    let anonymous = Client::builder(&addr)
+        .cert_dir(&roots_only)
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .build()
+        .unwrap();
+    assert!(
+        anonymous.ping().await.is_err(),
+        "served without a client certificate"
+    );
+
+    let with_identity = dir.path().join("identity");
+    std::fs::create_dir(&with_identity).unwrap();
+    std::fs::write(with_identity.join("ca.crt"), server_cert.pem()).unwrap();
+    std::fs::write(with_identity.join("client.cert"), client_cert.pem()).unwrap();
+    std::fs::write(with_identity.join("client.key"), client_key.serialize_pem()).unwrap();
+    let client = Client::builder(&addr)
+        .cert_dir(&with_identity)
+        .build()
+        .unwrap();
+    client.ping().await.unwrap();
+    let source = empty_layout().await;
+    let manifest = image(&source, "amd64", &[data(2_000, 9)]).await;
+    client
+        .push(&source, &manifest, "mtls", Some("v1"), &PushOptions::new())
+        .await
+        .unwrap();
+    let destination = empty_layout().await;
+    client
+        .pull("mtls", "v1", &destination, "v1", &PullOptions::new())
+        .await
+        .unwrap();
+    assert_same_blobs(&source, &destination).await;
+
+    // Two identities are one too many.
+    std::fs::copy(
+        with_identity.join("client.cert"),
+        with_identity.join("other.cert"),
+    )
+    .unwrap();
+    std::fs::copy(
+        with_identity.join("client.key"),
+        with_identity.join("other.key"),
+    )
+    .unwrap();
+    let err = Client::builder(&addr)
+        .cert_dir(&with_identity)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("more than one client certificate"),
+        "{err}"
+    );
+}
+
 /// A plain-HTTP registry: refused over HTTPS with an error that says it speaks plain HTTP
 /// (at once, without retries); an insecure client finds out and speaks HTTP to it.
 #[tokio::test]

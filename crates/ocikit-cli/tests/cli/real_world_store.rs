@@ -113,6 +113,10 @@ fn ocikit_with_umask(mask: &str, args: &[&str]) {
     );
 }
 
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
 /// Whether this process runs as root (needed to run a command as another user).
 fn is_root() -> bool {
     let out = Command::new("id").arg("-u").output().unwrap();
@@ -157,6 +161,16 @@ fn a_layout_made_under_umask_022_is_readable_by_other_users() {
         checked >= 5,
         "index.json, oci-layout and three blobs: {checked}"
     );
+    // Archives too.
+    for (name, transport, suffix) in [
+        ("a.tar", "oci-archive", ""),
+        ("d.tar", "docker-archive", ":demo/app:v1"),
+    ] {
+        let file = dir.path().join(name);
+        let destination = format!("{transport}:{}{suffix}", file.display());
+        ocikit_with_umask("022", &["copy", "-q", &target, &destination]);
+        assert_eq!(mode_of(&file), 0o644, "{destination}");
+    }
 
     // And another user reads it. Root is needed to be someone else.
     let Some(runuser) = which("runuser") else {

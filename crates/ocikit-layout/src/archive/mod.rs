@@ -1083,8 +1083,11 @@ where
     let temp = {
         let dir = dir.clone();
         blocking(move || {
+            // Readable by others less the umask, as skopeo creates archives (not 0600).
+            use std::os::unix::fs::PermissionsExt;
             tempfile::Builder::new()
                 .prefix(".ocikit-archive-")
+                .permissions(std::fs::Permissions::from_mode(0o644))
                 .tempfile_in(&dir)
                 .map_err(io_error("create temp file in", &dir))
         })

@@ -699,3 +699,38 @@ async fn a_dropped_staged_unpack_leaves_no_target() {
     }
     assert!(!target.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_entry_in_a_later_layer_leaves_no_target() {
+    for (layout, _guard) in layouts().await {
+        let layers = [
+            tar_of(&[("etc/", b""), ("etc/a", b"a")]),
+            tar_of(&[("f", b"f"), ("dev:null", b"")]),
+        ];
+        let manifest = image_of(&layout, &layers, Compression::Gzip).await;
+        let refuse =
+            amd64().with_apply_options(ApplyOptions::new().with_devices(DevicePolicy::Refuse));
+        let parent = tempfile::tempdir().unwrap();
+        let target = parent.path().join("rootfs");
+        match unpack_staged(&layout, &manifest, &target, &refuse).await {
+            Err(Error::Layer { source, .. }) => assert!(
+                matches!(
+                    *source,
+                    Error::Codec(ocikit_codec::Error::InvalidEntry { .. })
+                ),
+                "{source:?}"
+            ),
+            other => panic!("expected the device refused, got {other:?}"),
+        }
+        assert!(
+            listing(parent.path()).is_empty(),
+            "{:?}",
+            listing(parent.path())
+        );
+        // With devices allowed (or skipped), the same image unpacks whole.
+        unpack_staged(&layout, &manifest, &target, &amd64())
+            .await
+            .unwrap();
+        assert_eq!(listing(&target)[..2], ["etc", "f"]);
+    }
+}

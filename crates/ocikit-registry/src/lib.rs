@@ -104,6 +104,11 @@ pub struct Config {
     /// Basic` challenge, and a pull-only user who pushes gets 403 `DENIED`.
     pub users: Option<Arc<Users>>,
     /// With [`Config::users`], lets requests without credentials pull (default false).
+    /// The base endpoint `GET /v2/` still answers them with 401 and the challenge, as
+    /// Distribution does: clients such as skopeo ping it first and send their credentials
+    /// only if it challenges them, so without that they could never push. A `Basic` header
+    /// with an empty name and password (what such clients send after a challenge when they
+    /// have no credentials) counts as none.
     pub anonymous_read: bool,
 }
 

@@ -75,7 +75,11 @@
 //!   metadata; file data is streamed, never buffered whole. `tar::Archive::unpack` is never
 //!   used.
 //! - Unknown entry types are refused in strict mode ([`InvalidEntry::UnsupportedType`]) or
-//!   skipped; PAX global headers are ignored; mtimes out of range are saturated.
+//!   skipped; PAX global headers are ignored (strict mode refuses those that carry `size`,
+//!   `path` or `linkpath`, which GNU tar would apply); mtimes out of range are saturated.
+//! - The archive ends at its end-of-archive marker, or where the stream ends at an entry
+//!   boundary (umoci writes layers without end blocks); a stream that ends inside a header
+//!   or an entry's data is [`Error::Corrupt`].
 //!
 //! # Failure
 //!

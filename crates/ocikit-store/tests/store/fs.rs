@@ -731,3 +731,44 @@ async fn removing_lock_files_keeps_compare_and_swap_exclusive() {
     assert!(store.read_document(&key).await.unwrap().is_none());
     assert!(lock_files(&store).is_empty(), "{:?}", lock_files(&store));
 }
+
+/// Across filesystems (a tmpfs and the temp directory's): a copy still works (the kernel may
+/// refuse `copy_file_range` there, and the bytes go through a buffer), and a hardlink, which
+/// cannot be made, is `NotSupported` so the caller streams instead.
+#[tokio::test]
+async fn linking_across_filesystems_copies_or_declines() {
+    use ocikit_store::{LinkMode, LinkTrust, Linked};
+    let shm = std::path::Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return;
+    }
+    let there = tempfile::tempdir_in(shm).unwrap();
+    let here = tempfile::tempdir().unwrap();
+    let source = FsStore::open(there.path().join("a")).await.unwrap();
+    let bytes: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i * 13 % 241) as u8).collect();
+    let digest = source.put_bytes(&bytes).await.unwrap();
+    let blob = source.get(&digest, None).await.unwrap().unwrap();
+    let file = blob.local_file().unwrap();
+    let size = bytes.len() as u64;
+    let destination = FsStore::open(here.path().join("b")).await.unwrap();
+    assert_eq!(
+        destination
+            .link_blob(&digest, size, file, LinkTrust::Verify, LinkMode::Hardlink)
+            .await
+            .unwrap(),
+        Linked::NotSupported
+    );
+    assert_eq!(destination.stat(&digest).await.unwrap(), None);
+    assert_eq!(
+        destination
+            .link_blob(&digest, size, file, LinkTrust::Verify, LinkMode::Copy)
+            .await
+            .unwrap(),
+        Linked::Copied
+    );
+    assert_eq!(
+        std::fs::read(destination.blob_path(&digest)).unwrap(),
+        bytes
+    );
+    assert_eq!(temp_entries(&destination), 0);
+}

@@ -239,8 +239,10 @@ enum Command {
         transfer: commands::copy::TransferArgs,
     },
     /// Import an archive into a layout (`copy` with an archive source).
-    #[command(after_help = "Examples:\n  ocikit import docker-archive:./saved.tar oci:./images\n  \
-        ocikit import oci-archive:./skopeo.tar@sha256:... oci:./images:app")]
+    #[command(
+        after_help = "Examples:\n  ocikit import docker-archive:./saved.tar oci:./images\n  \
+        ocikit import oci-archive:./skopeo.tar@sha256:... oci:./images:app"
+    )]
     Import {
         /// The archive: oci-archive:FILE[:TAG|@DIGEST] (every image when neither is given) or
         /// docker-archive:FILE[:NAME[:TAG]] (names matched as docker does).

@@ -83,12 +83,18 @@ async fn a_platform_picks_one_image_of_an_index() {
         let whole = copy_image(&source, &index, &destination, "all", &CopyOptions::new())
             .await
             .unwrap();
-        assert_eq!(destination.resolve("all").await.unwrap().digest(), index.digest());
+        assert_eq!(
+            destination.resolve("all").await.unwrap().digest(),
+            index.digest()
+        );
         assert_eq!(whole.blobs, 7);
         assert_eq!(whole.skipped, 3, "the arm64 blobs were there");
         assert_eq!(
             whole.total_bytes,
-            reach(&source, std::slice::from_ref(&index)).await.unwrap().1,
+            reach(&source, std::slice::from_ref(&index))
+                .await
+                .unwrap()
+                .1,
             "skipped blobs count in the total"
         );
         // A plain manifest is copied whatever the platform asked for.
@@ -97,7 +103,10 @@ async fn a_platform_picks_one_image_of_an_index() {
             .await
             .unwrap();
         assert_eq!(plain.blobs, 3);
-        assert_eq!(destination.resolve("amd").await.unwrap().digest(), amd64.digest());
+        assert_eq!(
+            destination.resolve("amd").await.unwrap().digest(),
+            amd64.digest()
+        );
     }
 }
 

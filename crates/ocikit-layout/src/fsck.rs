@@ -386,7 +386,9 @@ fn store_problem(e: &StoreError) -> ProblemKind {
             expected: *expected,
             actual: *actual,
         },
-        StoreError::UnsupportedAlgorithm { .. } => ProblemKind::Unverifiable,
+        StoreError::UnsupportedAlgorithm { .. } | StoreError::Unverifiable { .. } => {
+            ProblemKind::Unverifiable
+        }
         other => ProblemKind::Unreadable {
             reason: error_chain(other),
         },

@@ -266,6 +266,56 @@ pub async fn other_algorithms(store: &dyn Store) {
     ));
 }
 
+/// `get_bytes` never returns content under a digest ocikit cannot compute (a well-formed but
+/// unregistered algorithm, `foo:…`) as if it were verified: it refuses it with
+/// [`Error::Unverifiable`] naming the digest, whatever the backend serves for it. (Backends
+/// cannot be given such a blob through a writer, so the backend's answer is supplied by an
+/// [`Intercept`] where the backend has none.)
+pub async fn unverifiable_digests_are_refused(store: &dyn Store) {
+    let data = bytes(81, 300);
+    let verified = put(store, &data).await;
+    let foreign: Digest = format!("foo:{}", verified.encoded()).parse().unwrap();
+    assert!(!foreign.is_supported());
+    let served = Bytes::from(data.clone());
+    let wanted = foreign.clone();
+    let store = Intercept::new(store, move |digest, blob| {
+        if digest != &wanted || blob.is_some() {
+            return blob;
+        }
+        let chunk = served.clone();
+        let size = chunk.len() as u64;
+        Some(crate::Blob::new(
+            size,
+            0..size,
+            futures::stream::once(async move { Ok(chunk) }).boxed(),
+            None,
+        ))
+    });
+    match store.get_bytes(&foreign, u64::MAX).await {
+        Err(err @ Error::Unverifiable { .. }) => {
+            assert!(
+                matches!(&err, Error::Unverifiable { digest } if digest == &foreign),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains(foreign.as_str()), "{err}");
+        }
+        other => panic!(
+            "get_bytes of {foreign} was not refused as unverifiable: {:?}",
+            other.map(|read| read.map(|bytes| bytes.len()))
+        ),
+    }
+    // The refusal is about the algorithm: the same bytes under SHA-256 read.
+    assert_eq!(
+        store.get_bytes(&verified, u64::MAX).await.unwrap().unwrap(),
+        data
+    );
+    // Absent stays absent.
+    let absent: Digest = format!("foo:{}", Digest::sha256(b"absent").encoded())
+        .parse()
+        .unwrap();
+    assert!(store.get_bytes(&absent, u64::MAX).await.unwrap().is_none());
+}
+
 /// `get_bytes` refuses blobs over the limit before reading them.
 pub async fn size_cap(store: &dyn Store) {
     let digest = put(store, &bytes(80, 1000)).await;
@@ -494,7 +544,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $make;
             round_trip, missing_is_none, mismatches_are_rejected_and_invisible,
             abort_leaves_no_trace, duplicate_commit_succeeds, concurrent_writers_of_one_digest,
-            list_after_delete, ranged_reads, other_algorithms, size_cap,
+            list_after_delete, ranged_reads, other_algorithms, size_cap, unverifiable_digests_are_refused,
             documents_compare_and_swap, concurrent_document_updates, large_blob);
     };
     (@each $make:expr; $($check:ident),*) => {$(

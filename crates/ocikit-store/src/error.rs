@@ -54,6 +54,14 @@ pub enum Error {
         /// The algorithm.
         algorithm: Algorithm,
     },
+    /// Content named by a digest whose algorithm ocikit cannot compute (a well-formed but
+    /// unregistered one, such as `foo:…`): it cannot be verified, so it is never read as if
+    /// it were.
+    #[error("cannot verify {digest}: ocikit does not compute its algorithm")]
+    Unverifiable {
+        /// The digest.
+        digest: Digest,
+    },
     /// A document key that is not a safe relative name.
     #[error("invalid document key `{key}`: {reason}")]
     InvalidKey {

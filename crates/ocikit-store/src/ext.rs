@@ -73,11 +73,18 @@ pub trait StoreExt: Store {
     }
 
     /// Reads a whole blob into memory, refusing blobs larger than `limit` bytes before reading
-    /// them, and verifying the bytes against the digest (where ocikit can compute it).
+    /// them, and verifying the bytes against the digest. A stored blob under a digest whose
+    /// algorithm ocikit cannot compute is refused unread with [`Error::Unverifiable`]: what
+    /// this returns was always verified. `None` when the blob is not stored.
     async fn get_bytes(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>> {
         let Some(blob) = self.get(digest, None).await? else {
             return Ok(None);
         };
+        if !digest.is_supported() {
+            return Err(Error::Unverifiable {
+                digest: digest.clone(),
+            });
+        }
         if blob.size() > limit {
             return Err(Error::TooLarge {
                 size: blob.size(),
@@ -103,18 +110,15 @@ pub trait StoreExt: Store {
                 actual: buf.len() as u64,
             });
         }
-        if digest.is_supported() {
-            let actual = Digest::compute(digest.algorithm(), &buf).map_err(|_| {
-                Error::UnsupportedAlgorithm {
-                    algorithm: digest.algorithm().clone(),
-                }
+        let actual =
+            Digest::compute(digest.algorithm(), &buf).map_err(|_| Error::Unverifiable {
+                digest: digest.clone(),
             })?;
-            if &actual != digest {
-                return Err(Error::DigestMismatch {
-                    expected: digest.clone(),
-                    actual,
-                });
-            }
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
         }
         Ok(Some(buf.freeze()))
     }

@@ -620,7 +620,8 @@ fn check_repo_tag(repo_tag: &str) -> Result<()> {
 /// [`Error::UnsupportedMediaType`] when a tag points at an index (pick a platform's
 /// manifest first), [`Error::InvalidTag`] for a RepoTag that is not `name:tag`,
 /// [`Error::InvalidDocument`] when a layer's content does not match the config's diffID,
-/// [`Error::Copy`] naming a missing or corrupt blob.
+/// [`Error::Copy`] naming a missing or corrupt blob, [`Error::Unverifiable`] naming a
+/// manifest, config or layer under a digest algorithm ocikit cannot compute.
 pub async fn export<W>(
     layout: &Layout,
     images: &[(&str, &str)],
@@ -684,6 +685,11 @@ where
                 reason: "layer digest is invalid".into(),
                 source: Some(Box::new(e.into())),
             })?;
+            // Checked before anything is written: a layer ocikit cannot hash is never
+            // exported as if it had been verified (the config is, by `read_blob`).
+            if !digest.is_supported() {
+                return Err(Error::Unverifiable { digest });
+            }
             let (uncompressed, diff_id) = match layer_cache.get(&digest) {
                 Some(known) => known.clone(),
                 // Uncompressed: the diffID is the digest (the content is verified as it is

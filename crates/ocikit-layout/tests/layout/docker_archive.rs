@@ -664,3 +664,84 @@ fn whole_layout_exports_name_images_by_layout_and_tag() {
         );
     }
 }
+
+/// Issue 14: nothing unverifiable is exported as if it were verified. An image whose config,
+/// or one of whose layers, is stored under a well-formed but unregistered algorithm (`foo:`,
+/// as another tool could write it) is refused by the export with [`Error::Unverifiable`]
+/// naming the digest, and no archive is written.
+#[tokio::test]
+async fn export_refuses_content_under_an_unregistered_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("layout");
+    let layout = Layout::create(ocikit_store::FsStore::open(&root).await.unwrap())
+        .await
+        .unwrap();
+    let image = make_image(&layout, "foreign").await;
+    layout.set_tag("sound", &image.manifest).await.unwrap();
+    let Document::Manifest { manifest, .. } = layout.read_document(&image.manifest).await.unwrap()
+    else {
+        panic!("not a manifest")
+    };
+    // The same bytes under `foo:`, written where another tool would put them.
+    let put_foreign = |bytes: &[u8]| -> Digest {
+        let foreign: Digest = format!("foo:{}", hex(&digest(bytes))).parse().unwrap();
+        std::fs::create_dir_all(root.join("blobs/foo")).unwrap();
+        std::fs::write(root.join("blobs/foo").join(hex(&digest(bytes))), bytes).unwrap();
+        foreign
+    };
+    let foreign_config = put_foreign(&image.config);
+    let foreign_layer = put_foreign(&image.blobs[1]);
+    let described = |d: &ocikit_digest::oci_spec::image::Descriptor, foreign: Option<&Digest>| {
+        let mut value = serde_json::to_value(d).unwrap();
+        if let Some(foreign) = foreign {
+            value["digest"] = json!(foreign.to_string());
+        }
+        value
+    };
+    let layers = manifest.layers();
+    for (tag, config, top, foreign) in [
+        (
+            "by-config",
+            described(manifest.config(), Some(&foreign_config)),
+            described(&layers[1], None),
+            &foreign_config,
+        ),
+        (
+            "by-layer",
+            described(manifest.config(), None),
+            described(&layers[1], Some(&foreign_layer)),
+            &foreign_layer,
+        ),
+    ] {
+        let doc = layout
+            .put_json(
+                super::copy::MANIFEST,
+                &json!({"schemaVersion": 2, "mediaType": super::copy::MANIFEST,
+                    "config": config, "layers": [described(&layers[0], None), top]}),
+            )
+            .await
+            .unwrap();
+        layout.set_tag(tag, &doc).await.unwrap();
+        match export(&layout, &[(tag, "demo/x:1")], Vec::new(), &Options::new()).await {
+            Err(Error::Unverifiable { digest }) => assert_eq!(&digest, foreign, "{tag}"),
+            Err(other) => panic!("{tag}: refused, but not as unverifiable: {other:?}"),
+            Ok((archive, _)) => panic!("{tag}: exported {} bytes", archive.len()),
+        }
+        let path = dir.path().join(format!("{tag}.tar"));
+        assert!(
+            export_path(&layout, &[(tag, "demo/x:1")], &path, &Options::new())
+                .await
+                .is_err()
+        );
+        assert!(!path.exists(), "{tag}: an archive was left behind");
+    }
+    // The sound image exports: the refusal is about the algorithm.
+    export(
+        &layout,
+        &[("sound", "demo/x:1")],
+        Vec::new(),
+        &Options::new(),
+    )
+    .await
+    .unwrap();
+}

@@ -196,6 +196,30 @@ async fn temp_files_are_never_blobs_and_can_be_cleaned() {
     );
 }
 
+// Issue 14: a blob under an unregistered algorithm, as another tool could write it, is
+// refused by reads, never returned unverified.
+#[tokio::test]
+async fn blobs_under_an_unregistered_algorithm_are_refused() {
+    let (store, _dir) = fresh().await;
+    let data = b"{\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}";
+    let foreign: Digest = format!("foo:{}", Digest::sha256(data).encoded())
+        .parse()
+        .unwrap();
+    let path = store.blob_path(&foreign);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, data).unwrap();
+    // The store sees it...
+    assert_eq!(store.stat(&foreign).await.unwrap(), Some(data.len() as u64));
+    // ...and refuses to read it as verified content.
+    match store.get_bytes(&foreign, 1 << 20).await {
+        Err(Error::Unverifiable { digest }) => assert_eq!(digest, foreign),
+        other => panic!(
+            "{foreign} was not refused: {:?}",
+            other.map(|read| read.map(|bytes| bytes.len()))
+        ),
+    }
+}
+
 // SPEC C-L07: tampered content is detected on read.
 #[tokio::test]
 async fn tampered_blobs_fail_verification() {

@@ -22,7 +22,8 @@ use crate::output::{Output, human_size};
     SOURCE_DATE_EPOCH=0 ocikit build --reproducible --compression zstd --tag oci:./images:r ./rootfs"
 )]
 pub(crate) struct BuildArgs {
-    /// Where the image goes: oci:PATH:TAG (the layout is created if missing).
+    /// Where the image goes: oci:PATH:TAG (a missing layout is created, once the build has
+    /// succeeded).
     #[arg(long, short)]
     tag: String,
     /// Layers, in order: directories, or tar files (uncompressed, gzip or zstd; checked as
@@ -108,6 +109,99 @@ fn words(text: &str, what: &str) -> Result<Vec<String>> {
     }
 }
 
+/// Where `build` makes its layout. A layout that exists is edited in place: its writes are
+/// atomic and a build that fails tags nothing, so it stays as it was. A layout that does not
+/// exist yet (or an empty directory) is made in a staging directory beside it and renamed
+/// into place only once the image is tagged, so a build that fails leaves no directory (the
+/// rule of docs/ARCHITECTURE.md: a command that fails leaves the layouts it was given as
+/// they were). The staging directory is removed when this is dropped.
+enum NewLayout {
+    /// The layout exists: no staging.
+    InPlace,
+    /// The layout is made in `scratch`/layout and renamed to the target by [`Self::commit`].
+    Staged {
+        /// The staging directory, in the nearest existing ancestor of the target (the same
+        /// filesystem, so the rename is one step).
+        scratch: tempfile::TempDir,
+        /// The mode of the empty directory the layout replaces, kept.
+        mode: Option<u32>,
+    },
+}
+
+impl NewLayout {
+    fn prepare(path: &Path) -> Result<NewLayout> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Ok(meta) if meta.is_dir() => {
+                let mut entries = std::fs::read_dir(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if entries.next().is_some() {
+                    return Ok(NewLayout::InPlace);
+                }
+                Some(meta.permissions().mode() & 0o7777)
+            }
+            // A file or a symlink: opened in place (and refused there if it is no layout).
+            Ok(_) => return Ok(NewLayout::InPlace),
+        };
+        let mut ancestor = path.parent();
+        let base = loop {
+            match ancestor {
+                None => break PathBuf::from("."),
+                Some(p) if p.as_os_str().is_empty() => break PathBuf::from("."),
+                Some(p) if p.is_dir() => break p.to_path_buf(),
+                Some(p) => ancestor = p.parent(),
+            }
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix(".ocikit-build-")
+            .tempdir_in(&base)
+            .with_context(|| format!("cannot create a staging directory in {}", base.display()))?;
+        Ok(NewLayout::Staged { scratch, mode })
+    }
+
+    /// The directory the layout is made in.
+    fn root(&self, path: &Path) -> PathBuf {
+        match self {
+            NewLayout::InPlace => path.to_path_buf(),
+            NewLayout::Staged { scratch, .. } => scratch.path().join("layout"),
+        }
+    }
+
+    /// Moves a staged layout into place (creating the target's missing parents now that
+    /// the build succeeded); nothing for a layout edited in place.
+    fn commit(self, path: &Path) -> Result<()> {
+        let NewLayout::Staged { scratch, mode } = self else {
+            return Ok(());
+        };
+        let staged = scratch.path().join("layout");
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set the mode of {}", staged.display()))?;
+        }
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        // Onto nothing, or onto the empty directory found (which rename(2) replaces; one
+        // that filled up meanwhile makes it fail, and the staged layout goes).
+        std::fs::rename(&staged, path).with_context(|| {
+            format!(
+                "cannot move the new layout into place at {}",
+                path.display()
+            )
+        })?;
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("cannot sync {}", parent.display()))?;
+        Ok(())
+    }
+}
+
 pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     let target = Location::parse(&args.tag)?;
     let (path, selector) = target.oci("build --tag")?;
@@ -159,67 +253,14 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
         .transpose()?;
     let cmd = args.cmd.as_deref().map(|c| words(c, "--cmd")).transpose()?;
 
-    let store = FsStore::open(path)
+    let destination = NewLayout::prepare(path)?;
+    let root = destination.root(path);
+    let store = FsStore::open(&root)
         .await
         .with_context(|| format!("cannot open a store at {}", path.display()))?;
     let layout = Layout::create(store)
         .await
         .with_context(|| format!("cannot open or create the layout at {}", path.display()))?;
-    let query = platform
-        .as_ref()
-        .map_or_else(PlatformQuery::current, PlatformQuery::new);
-    let mut builder = match &args.from {
-        None => ImageBuilder::new(&layout),
-        Some(from) => {
-            let from = Location::parse(from)?;
-            let (base_path, base_selector) = from.oci("--from")?;
-            let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => a == b,
-            };
-            if !same(base_path, path) {
-                bail!(
-                    "--from must name an image in the layout of --tag ({}); copy it there first with `ocikit copy`",
-                    path.display()
-                );
-            }
-            let descriptor = resolve(&layout, base_selector).await?;
-            ImageBuilder::from_image(&layout, &descriptor, &query)
-                .await
-                .with_context(|| format!("cannot use {from} as the base"))?
-        }
-    };
-    if let Some(platform) = &platform {
-        builder.platform(platform);
-    } else if args.from.is_none() {
-        builder.platform(&platform::current());
-    }
-    builder.source_date_epoch(epoch);
-    if let Some(e) = entrypoint {
-        builder.entrypoint(e);
-    }
-    if let Some(c) = cmd {
-        builder.cmd(c);
-    }
-    for (k, v) in &env {
-        builder.env(k, v);
-    }
-    for (k, v) in labels {
-        builder.label(k, v);
-    }
-    for (k, v) in annotations {
-        builder.annotation(k, v);
-    }
-    if let Some(dir) = args.workdir {
-        builder.working_dir(dir);
-    }
-    if let Some(user) = args.user {
-        builder.user(user);
-    }
-    for port in args.expose {
-        builder.expose(port);
-    }
-    let compression = args.compression.compression();
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct LayerOut {
@@ -227,42 +268,106 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
         digest: String,
         size: u64,
     }
-    let mut layers = Vec::new();
-    let bars = Bars::new(out);
-    for source in &sources {
-        let spec = LayerSpec::new()
-            .compression(compression)
-            .created_by(args.created_by.clone());
-        let name = source.display().to_string();
-        let descriptor = if source.is_dir() {
-            let bar = bars.task("build", name, None);
-            let built = builder.add_layer_from_dir(source, spec).await;
-            bar.finish_and_clear();
-            built
-        } else {
-            let file = std::fs::File::open(source)
-                .with_context(|| format!("cannot open {}", source.display()))?;
-            let size = file.metadata().ok().map(|m| m.len());
-            let bar = bars.task("build", name, size);
-            let counted = Counted {
-                inner: file,
-                bar: bar.clone(),
-            };
-            let built = builder.add_layer_from_tar(counted, spec).await;
-            bar.finish_and_clear();
-            built
+    // Everything that can fail with the layout open; `destination` (and with it a staged
+    // layout) is dropped, and so removed, when it does.
+    let built = async {
+        let query = platform
+            .as_ref()
+            .map_or_else(PlatformQuery::current, PlatformQuery::new);
+        let mut builder = match &args.from {
+            None => ImageBuilder::new(&layout),
+            Some(from) => {
+                let from = Location::parse(from)?;
+                let (base_path, base_selector) = from.oci("--from")?;
+                let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => a == b,
+                };
+                if !same(base_path, path) {
+                    bail!(
+                        "--from must name an image in the layout of --tag ({}); copy it there first with `ocikit copy`",
+                        path.display()
+                    );
+                }
+                let descriptor = resolve(&layout, base_selector).await?;
+                ImageBuilder::from_image(&layout, &descriptor, &query)
+                    .await
+                    .with_context(|| format!("cannot use {from} as the base"))?
+            }
+        };
+        if let Some(platform) = &platform {
+            builder.platform(platform);
+        } else if args.from.is_none() {
+            builder.platform(&platform::current());
         }
-        .with_context(|| format!("cannot build a layer from {}", source.display()))?;
-        layers.push(LayerOut {
-            source: source.clone(),
-            digest: descriptor.digest().to_string(),
-            size: descriptor.size(),
-        });
+        builder.source_date_epoch(epoch);
+        if let Some(e) = entrypoint {
+            builder.entrypoint(e);
+        }
+        if let Some(c) = cmd {
+            builder.cmd(c);
+        }
+        for (k, v) in &env {
+            builder.env(k, v);
+        }
+        for (k, v) in labels {
+            builder.label(k, v);
+        }
+        for (k, v) in annotations {
+            builder.annotation(k, v);
+        }
+        if let Some(dir) = args.workdir {
+            builder.working_dir(dir);
+        }
+        if let Some(user) = args.user {
+            builder.user(user);
+        }
+        for port in args.expose {
+            builder.expose(port);
+        }
+        let compression = args.compression.compression();
+        let mut layers = Vec::new();
+        let bars = Bars::new(out);
+        for source in &sources {
+            let spec = LayerSpec::new()
+                .compression(compression)
+                .created_by(args.created_by.clone());
+            let name = source.display().to_string();
+            let descriptor = if source.is_dir() {
+                let bar = bars.task("build", name, None);
+                let built = builder.add_layer_from_dir(source, spec).await;
+                bar.finish_and_clear();
+                built
+            } else {
+                let file = std::fs::File::open(source)
+                    .with_context(|| format!("cannot open {}", source.display()))?;
+                let size = file.metadata().ok().map(|m| m.len());
+                let bar = bars.task("build", name, size);
+                let counted = Counted {
+                    inner: file,
+                    bar: bar.clone(),
+                };
+                let built = builder.add_layer_from_tar(counted, spec).await;
+                bar.finish_and_clear();
+                built
+            }
+            .with_context(|| format!("cannot build a layer from {}", source.display()))?;
+            layers.push(LayerOut {
+                source: source.clone(),
+                digest: descriptor.digest().to_string(),
+                size: descriptor.size(),
+            });
+        }
+        let manifest = builder
+            .write_and_tag(tag)
+            .await
+            .with_context(|| format!("cannot write the image to {target}"))?;
+        Ok::<_, anyhow::Error>((manifest, layers))
     }
-    let manifest = builder
-        .write_and_tag(tag)
-        .await
-        .with_context(|| format!("cannot write the image to {target}"))?;
+    .await;
+    drop(layout);
+    let (manifest, layers) = built?;
+    destination.commit(path)?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Built<'a> {

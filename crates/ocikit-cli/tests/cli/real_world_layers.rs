@@ -205,3 +205,175 @@ fn build_refuses_what_is_not_a_tar_and_tags_nothing() {
     // (index.json among the unchanged files: nothing was tagged.)
     assert!(before.iter().any(|(p, _)| p.ends_with("index.json")));
 }
+
+/// Every path under `dir` (directories included), sorted: what a failed command must leave
+/// as it found it.
+fn paths_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// "A command that fails leaves the layouts it was given as they were" (docs/ARCHITECTURE.md):
+/// a build that fails into a layout that does not exist yet (or an empty directory) leaves
+/// no layout behind: no `oci-layout`, no `index.json`, no `blobs/`, no staging directory,
+/// no parent directories it made. The same builds with a good source create the layout.
+#[test]
+fn a_failed_build_into_a_new_layout_leaves_no_directory() {
+    let (tar, _) = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage-file");
+    std::fs::write(&garbage, b"garbage\n").unwrap();
+    let good = dir.path().join("good.tar");
+    std::fs::write(&good, &tar).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let empty = work.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let targets = [
+        work.join("NEW"),
+        work.join("parents/not/there/NEW"),
+        empty.clone(),
+    ];
+    let before = paths_under(&work);
+    for target in &targets {
+        let stderr = fails(&[
+            "build",
+            "--tag",
+            &oci(target, ":t"),
+            "--layer",
+            garbage.to_str().unwrap(),
+        ]);
+        assert!(stderr.contains("not a tar archive"), "{stderr}");
+        assert_eq!(
+            paths_under(&work),
+            before,
+            "a failed build into {} left something",
+            target.display()
+        );
+    }
+    assert!(!work.join("NEW").exists() && !work.join("parents").exists());
+    assert!(empty.is_dir(), "the empty directory given stays");
+
+    // The same targets with a good source: the layout appears, complete, and reads back.
+    for target in &targets {
+        ok(&[
+            "build",
+            "--tag",
+            &oci(target, ":t"),
+            "--layer",
+            good.to_str().unwrap(),
+        ]);
+        assert!(target.join("oci-layout").is_file(), "{}", target.display());
+        ok(&["fsck", &oci(target, "")]);
+        assert!(ok(&["ls", &oci(target, "")]).contains('t'));
+    }
+    // Nothing else appeared beside them (no staging left behind).
+    let mut names: Vec<String> = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["NEW", "empty", "parents"]);
+}
+
+/// The other half of the rule: a failed build into a layout that exists leaves every file
+/// and directory of it as it was, byte for byte.
+#[test]
+fn a_failed_build_into_an_existing_layout_leaves_it_byte_identical() {
+    let (tar, _) = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    let good = dir.path().join("good.tar");
+    std::fs::write(&good, &tar).unwrap();
+    ok(&[
+        "build",
+        "--tag",
+        &oci(&layout, ":good"),
+        good.to_str().unwrap(),
+    ]);
+    let garbage = dir.path().join("garbage-file");
+    std::fs::write(&garbage, b"garbage\n").unwrap();
+    let files = contents(&layout);
+    let paths = paths_under(&layout);
+    // A good layer then a bad one: the first layer's blob must not stay either.
+    let stderr = fails(&[
+        "build",
+        "--tag",
+        &oci(&layout, ":bad"),
+        "--layer",
+        good.to_str().unwrap(),
+        "--layer",
+        garbage.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("not a tar archive"), "{stderr}");
+    assert_eq!(contents(&layout), files, "a file changed");
+    assert_eq!(paths_under(&layout), paths, "a path appeared or vanished");
+}
+
+/// Issue 14, "nothing unverifiable is ever treated as verified": a manifest named by a digest
+/// under an unregistered algorithm (`oci:L@foo:…`, stored but in no index entry) is refused
+/// with the digest named, not read unverified.
+#[test]
+fn an_image_named_by_an_unverifiable_digest_is_refused() {
+    let (tar, _) = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    let good = dir.path().join("good.tar");
+    std::fs::write(&good, &tar).unwrap();
+    ok(&["build", "--tag", &oci(&layout, ":v1"), good.to_str().unwrap()]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = Digest::parse(index["manifests"][0]["digest"].as_str().unwrap()).unwrap();
+    let bytes = std::fs::read(layout.join("blobs/sha256").join(manifest.encoded())).unwrap();
+    std::fs::create_dir_all(layout.join("blobs/foo")).unwrap();
+    std::fs::write(layout.join("blobs/foo").join(manifest.encoded()), &bytes).unwrap();
+    let foreign = format!("foo:{}", manifest.encoded());
+    // Bytes that are no manifest at all under `foo:`: reading them to find a media type
+    // would already be using them unverified.
+    let junk = Digest::sha256(b"junk");
+    std::fs::write(layout.join("blobs/foo").join(junk.encoded()), b"junk").unwrap();
+    let junk = format!("foo:{}", junk.encoded());
+    // The sound digest reads: the refusal is about the algorithm.
+    ok(&["inspect", &oci(&layout, &format!("@{manifest}"))]);
+    let target = dir.path().join("rootfs");
+    for (foreign, args) in [
+        (
+            &foreign,
+            vec!["inspect".to_string(), oci(&layout, &format!("@{foreign}"))],
+        ),
+        (
+            &junk,
+            vec!["inspect".to_string(), oci(&layout, &format!("@{junk}"))],
+        ),
+        (
+            &foreign,
+            vec![
+                "unpack".to_string(),
+                oci(&layout, &format!("@{foreign}")),
+                target.to_str().unwrap().to_string(),
+            ],
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stderr = fails(&args);
+        assert!(
+            stderr.contains(foreign.as_str()) && stderr.contains("cannot verify"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!target.exists());
+}

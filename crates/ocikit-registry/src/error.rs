@@ -311,6 +311,30 @@ pub enum Error {
         #[source]
         source: Box<ocikit_layout::Error>,
     },
+    /// A copy's destination names a digest that is not the digest of the image copied
+    /// (after platform selection); nothing was copied.
+    #[error(
+        "the destination names {wanted} in repository {repository} on registry {registry}, but the image copied is {actual}"
+    )]
+    NotTheSource {
+        /// The registry.
+        registry: String,
+        /// The destination repository.
+        repository: String,
+        /// The digest the destination names.
+        wanted: Box<ocikit_digest::Digest>,
+        /// The digest of the image the source resolved to.
+        actual: Box<ocikit_digest::Digest>,
+    },
+    /// A scratch directory for a blob streamed between two repositories cannot be made.
+    #[error("cannot create a scratch directory in `{}`", path.display())]
+    Scratch {
+        /// Where it was to be made.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -5,8 +5,10 @@
 //! imported (streaming, verified) and a registry image pulled into a scratch layout beside
 //! the destination, so that the destination side only ever copies (or pushes) from a layout,
 //! with hardlinks where both sit on one filesystem. A registry image bound for an `oci:`
-//! layout is pulled straight into it. Nothing is tagged at the destination before every
-//! blob it reaches is there.
+//! layout is pulled straight into it. A registry image bound for another repository of the
+//! same registry (reached with the same credentials and TLS settings) is copied there
+//! without any blob passing through: manifests only, blobs mounted. Nothing is tagged at the
+//! destination before every blob it reaches is there.
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +21,7 @@ use serde::Serialize;
 
 use ocikit::layout::PlatformQuery;
 use ocikit::registry::client::{
-    Client, ClientBuilder, Credentials, DockerConfig, PullOptions, PushOptions,
+    Client, ClientBuilder, CopyWithinOptions, Credentials, DockerConfig, PullOptions, PushOptions,
 };
 
 use super::{open_layout, resolve};
@@ -250,15 +252,29 @@ impl TransferArgs {
             .transpose()
     }
 
-    fn pull_options(&self, bars: &Bars) -> Result<PullOptions> {
-        let platform = if self.all {
+    /// What to take from a registry's index: everything with --all, else --platform's
+    /// image or this machine's.
+    fn registry_platform(&self) -> Result<Option<PlatformQuery>> {
+        Ok(if self.all {
             None
         } else {
             Some(self.platform()?.unwrap_or_else(PlatformQuery::current))
-        };
+        })
+    }
+
+    fn pull_options(&self, bars: &Bars) -> Result<PullOptions> {
         Ok(PullOptions::new()
-            .with_platform(platform)
+            .with_platform(self.registry_platform()?)
             .with_progress(bars.progress("pull")))
+    }
+
+    /// Whether the source and the destination are reached the same way (TLS settings and
+    /// credentials), so that one client can do a copy within one registry.
+    fn same_access(&self) -> bool {
+        self.src_tls_verify == self.dest_tls_verify
+            && self.src_cert_dir == self.dest_cert_dir
+            && self.src_ca_file == self.dest_ca_file
+            && self.src_creds == self.dest_creds
     }
 }
 
@@ -462,6 +478,39 @@ pub(crate) async fn copy(
     transfer: &TransferArgs,
     out: &Output,
 ) -> Result<()> {
+    // Within one registry, blobs never pass through here: mounted from the source
+    // repository (streamed only where the registry refuses a mount).
+    if let (
+        Location::Docker {
+            registry,
+            repository: from,
+            selector,
+            ..
+        },
+        Location::Docker {
+            registry: to_registry,
+            repository: to,
+            selector: target,
+            ..
+        },
+    ) = (source, destination)
+        && registry == to_registry
+        && transfer.compression.is_none()
+        && transfer.same_access()
+    {
+        return copy_within_registry(
+            source,
+            destination,
+            registry,
+            from,
+            selector,
+            to,
+            target,
+            transfer,
+            out,
+        )
+        .await;
+    }
     if let (
         Location::Docker {
             registry,
@@ -794,6 +843,56 @@ fn image_name(source: &Location) -> String {
         Location::OciArchive { path, .. } | Location::DockerArchive { path, .. } => stem(path),
         Location::Docker { repository, .. } => repository.clone(),
     }
+}
+
+/// Copies a registry image to another repository of the same registry: only its manifests
+/// pass through the client ([`Client::copy_within`]).
+#[allow(clippy::too_many_arguments)]
+async fn copy_within_registry(
+    source: &Location,
+    destination: &Location,
+    registry: &str,
+    from: &str,
+    selector: &Selector,
+    to: &str,
+    target: &Selector,
+    transfer: &TransferArgs,
+    out: &Output,
+) -> Result<()> {
+    let client = transfer.client(registry, false)?;
+    let bars = Bars::new(out);
+    let options = CopyWithinOptions::new()
+        .with_platform(transfer.registry_platform()?)
+        .with_progress(bars.progress("copy"));
+    let target_text = reference_text(target);
+    let report = client
+        .copy_within(
+            from,
+            &reference_text(selector),
+            to,
+            Some(&target_text),
+            &options,
+        )
+        .await
+        .with_context(|| format!("cannot copy {source} to {destination}"))?;
+    drop(bars);
+    let root = report.root.context("the copy reported no image")?;
+    let label = match target {
+        Selector::Tag(tag) => tag.as_str(),
+        Selector::Digest(_) => "(by digest)",
+    };
+    let copied = Copied {
+        source: source.to_string(),
+        destination: destination.to_string(),
+        images: vec![format!("{label} {}", root.digest())],
+        blobs: report.blobs,
+        bytes: report.total_bytes,
+        blobs_copied: report.transferred,
+        blobs_mounted: report.mounted,
+        blobs_skipped: report.skipped,
+        ..Copied::default()
+    };
+    show(&copied, out)
 }
 
 /// Pulls a registry image straight into a layout (no scratch copy).

@@ -298,6 +298,18 @@ fn copy_within_one_registry_mounts_instead_of_uploading() {
     );
     // The config and the layer.
     assert_eq!(to_b.len(), 2, "{logs}");
+    // No layer byte moved: the copy read only the manifest of a, never a blob (pushing to a
+    // only asked whether blobs were there, with HEAD).
+    let read_from_a: Vec<&Value> = requests
+        .iter()
+        .filter(|r| {
+            r["method"] == "GET" && r["path"].as_str().unwrap().starts_with("/v2/team/a/blobs/")
+        })
+        .collect();
+    assert!(
+        read_from_a.is_empty(),
+        "the copy downloaded blobs of a: {read_from_a:?}"
+    );
     assert_eq!(report["blobsMounted"], 2, "{report}");
     // The pushes to a were uploads: the log does tell uploads apart.
     assert!(

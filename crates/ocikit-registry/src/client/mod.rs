@@ -43,6 +43,7 @@
 //! ```
 
 mod auth;
+mod copy;
 pub mod docker_config;
 mod pull;
 mod push;
@@ -64,6 +65,7 @@ use reqwest::{Method, StatusCode, Url};
 use crate::{Error, Result};
 
 pub use auth::Credentials;
+pub use copy::CopyWithinOptions;
 pub use docker_config::DockerConfig;
 pub use pull::PullOptions;
 pub use push::PushOptions;
@@ -518,6 +520,9 @@ pub struct TransferReport {
     pub manifests: usize,
     /// Blob bytes transferred.
     pub bytes: u64,
+    /// The bytes of every blob the image reaches, each once, however it got there
+    /// (transferred, mounted or present already).
+    pub total_bytes: u64,
 }
 
 /// A request body, re-made for every attempt.
@@ -1221,6 +1226,29 @@ impl Client {
         options: &PullOptions,
     ) -> Result<TransferReport> {
         pull::pull(self, repository, reference, layout, tag, options).await
+    }
+
+    /// Copies `reference` (a tag or digest) of repository `from` to repository `to` of this
+    /// registry without downloading its blobs: only its manifests and indexes are fetched
+    /// and verified, every blob `to` lacks is mounted from `from`, and a blob the registry
+    /// will not mount (it opens an upload session instead) is streamed, verified, through a
+    /// scratch directory. The documents are pushed children first, the root last: under
+    /// `destination` when it is a tag, by digest otherwise; a `destination` digest must be
+    /// the root's ([`Error::NotTheSource`]), checked before anything moves. See
+    /// [`CopyWithinOptions`] for platform selection.
+    ///
+    /// Where an index entry has no `platform`, selecting a platform reads its config (a
+    /// small blob) to match by; nothing else but documents is downloaded unless the
+    /// registry refuses a mount.
+    pub async fn copy_within(
+        &self,
+        from: &str,
+        reference: &str,
+        to: &str,
+        destination: Option<&str>,
+        options: &CopyWithinOptions,
+    ) -> Result<TransferReport> {
+        copy::copy_within(self, from, reference, to, destination, options).await
     }
 
     /// Pushes `root` (an image or index of `layout`, with everything it reaches) to

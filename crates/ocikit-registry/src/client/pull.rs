@@ -73,7 +73,11 @@ impl PullOptions {
 
 /// Checks `reference` (a tag or a digest) against the grammar; returns the digest, if it is
 /// one.
-fn parse_reference(client: &Client, repository: &str, reference: &str) -> Result<Option<Digest>> {
+pub(super) fn parse_reference(
+    client: &Client,
+    repository: &str,
+    reference: &str,
+) -> Result<Option<Digest>> {
     client.validate_repository(repository)?;
     let joined = if reference.contains(':') {
         format!("{repository}@{reference}")
@@ -192,7 +196,7 @@ async fn get_child(
     Ok((child.clone(), bytes))
 }
 
-fn digest_of(client: &Client, repository: &str, d: &Descriptor) -> Result<Digest> {
+pub(super) fn digest_of(client: &Client, repository: &str, d: &Descriptor) -> Result<Digest> {
     descriptor::digest_of(d).map_err(|e| Error::InvalidResponse {
         registry: client.registry().to_string(),
         repository: repository.to_string(),
@@ -201,7 +205,7 @@ fn digest_of(client: &Client, repository: &str, d: &Descriptor) -> Result<Digest
     })
 }
 
-fn parse_document(
+pub(super) fn parse_document(
     client: &Client,
     repository: &str,
     descriptor: &Descriptor,
@@ -213,6 +217,50 @@ fn parse_document(
         what: format!("manifest {}", descriptor.digest()),
         source: Box::new(e),
     })
+}
+
+/// Fetches and verifies `reference` of `repository`, and with a platform query, the first
+/// image of the index matching it instead (see [`PullOptions::platform`]). Configs of index
+/// entries without a `platform` are fetched to match by; into `layout`'s store when given,
+/// else only in memory.
+pub(super) async fn resolve_root(
+    client: &Client,
+    repository: &str,
+    reference: &str,
+    layout: Option<&Layout>,
+    query: Option<&PlatformQuery>,
+) -> Result<(Descriptor, Bytes)> {
+    let (root, root_bytes) = get_manifest(client, repository, reference).await?;
+    let Some(query) = query else {
+        return Ok((root, root_bytes));
+    };
+    if !media_type::is_index_like(root.media_type().as_ref()) {
+        return Ok((root, root_bytes));
+    }
+    let mut available = Vec::new();
+    match select(
+        client,
+        repository,
+        layout,
+        &root,
+        &root_bytes,
+        query,
+        1,
+        &mut available,
+    )
+    .await?
+    {
+        Some(found) => Ok(found),
+        None => Err(Error::PlatformNotFound {
+            registry: client.registry().to_string(),
+            repository: repository.to_string(),
+            reference: reference.to_string(),
+            wanted: query
+                .platform()
+                .map_or_else(|| "any".into(), platform::format),
+            available,
+        }),
+    }
 }
 
 pub(super) async fn pull(
@@ -230,40 +278,14 @@ pub(super) async fn pull(
         source: Box::new(e),
     };
     ocikit_layout::validate_tag(tag).map_err(|e| layout_error(format!("tag {tag}"), e))?;
-    let (mut root, mut root_bytes) = get_manifest(client, repository, reference).await?;
-    if let Some(query) = &options.platform
-        && media_type::is_index_like(root.media_type().as_ref())
-    {
-        let mut available = Vec::new();
-        match select(
-            client,
-            repository,
-            layout,
-            &root,
-            &root_bytes,
-            query,
-            1,
-            &mut available,
-        )
-        .await?
-        {
-            Some((found, bytes)) => {
-                root = found;
-                root_bytes = bytes;
-            }
-            None => {
-                return Err(Error::PlatformNotFound {
-                    registry: client.registry().to_string(),
-                    repository: repository.to_string(),
-                    reference: reference.to_string(),
-                    wanted: query
-                        .platform()
-                        .map_or_else(|| "any".into(), platform::format),
-                    available,
-                });
-            }
-        }
-    }
+    let (root, root_bytes) = resolve_root(
+        client,
+        repository,
+        reference,
+        Some(layout),
+        options.platform.as_ref(),
+    )
+    .await?;
     // Walk the documents (fetching and verifying each), children before parents.
     let mut documents: Vec<(Descriptor, Bytes)> = Vec::new();
     let mut blobs: HashMap<Digest, u64> = HashMap::new();
@@ -281,6 +303,7 @@ pub(super) async fn pull(
     .await?;
     let mut report = TransferReport {
         blobs: blobs.len(),
+        total_bytes: blobs.values().sum(),
         ..TransferReport::default()
     };
     let mut order: Vec<(Digest, u64)> = blobs.into_iter().collect();
@@ -327,7 +350,7 @@ pub(super) async fn pull(
 
 /// Collects the documents under `descriptor` in post-order, and the leaf blobs.
 #[allow(clippy::too_many_arguments)]
-fn walk<'a>(
+pub(super) fn walk<'a>(
     client: &'a Client,
     repository: &'a str,
     descriptor: Descriptor,
@@ -380,7 +403,7 @@ fn walk<'a>(
 fn select<'a>(
     client: &'a Client,
     repository: &'a str,
-    layout: &'a Layout,
+    layout: Option<&'a Layout>,
     _index: &'a Descriptor,
     bytes: &'a Bytes,
     query: &'a PlatformQuery,
@@ -413,22 +436,29 @@ fn select<'a>(
                     continue;
                 }
                 let config_digest = digest_of(client, repository, config)?;
-                fetch_blob(
-                    client,
-                    repository,
-                    layout.store(),
-                    config_digest.clone(),
-                    config.size(),
-                    &Progress::none(),
-                )
-                .await?;
-                let config_bytes = layout
-                    .store()
-                    .get_bytes(&config_digest, MAX_DOCUMENT_SIZE)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
+                let config_bytes = match layout {
+                    Some(layout) => {
+                        fetch_blob(
+                            client,
+                            repository,
+                            layout.store(),
+                            config_digest.clone(),
+                            config.size(),
+                            &Progress::none(),
+                        )
+                        .await?;
+                        layout
+                            .store()
+                            .get_bytes(&config_digest, MAX_DOCUMENT_SIZE)
+                            .await
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default()
+                    }
+                    None => get_small_blob(client, repository, &config_digest, config.size())
+                        .await?
+                        .unwrap_or_default(),
+                };
                 let Ok(parsed) = ImageConfig::parse(&config_digest, &config_bytes) else {
                     continue;
                 };
@@ -462,6 +492,57 @@ fn select<'a>(
         }
         Ok(None)
     })
+}
+
+/// Fetches a blob of at most [`MAX_DOCUMENT_SIZE`] bytes (a config) into memory, verified
+/// against its digest and size; `None` when the descriptor says it is larger.
+async fn get_small_blob(
+    client: &Client,
+    repository: &str,
+    digest: &Digest,
+    size: u64,
+) -> Result<Option<Bytes>> {
+    if size > MAX_DOCUMENT_SIZE {
+        return Ok(None);
+    }
+    let req = Request::new(
+        Method::GET,
+        client.url(repository, &format!("blobs/{digest}"))?,
+        repository,
+        format!("GET blob {digest}"),
+    );
+    let response = client.expect(&req, &[StatusCode::OK]).await?;
+    let size_error = |actual: u64| Error::ContentSize {
+        registry: client.registry().to_string(),
+        repository: repository.to_string(),
+        digest: digest.clone(),
+        expected: size,
+        actual,
+    };
+    // One byte more than announced is enough to tell that it is too large.
+    let bytes = read_limited(response, size as usize + 1)
+        .await
+        .map_err(|e| client.request_error(&req, e))?
+        .ok_or_else(|| size_error(size + 1))?;
+    if bytes.len() as u64 != size {
+        return Err(size_error(bytes.len() as u64));
+    }
+    let actual =
+        Digest::compute(digest.algorithm(), &bytes).map_err(|_| Error::InvalidResponse {
+            registry: client.registry().to_string(),
+            repository: repository.to_string(),
+            what: req.what.clone(),
+            reason: format!("cannot verify {digest}: unsupported algorithm"),
+        })?;
+    if &actual != digest {
+        return Err(Error::ContentMismatch {
+            registry: client.registry().to_string(),
+            repository: repository.to_string(),
+            expected: Box::new(digest.clone()),
+            actual: Box::new(actual),
+        });
+    }
+    Ok(Some(bytes))
 }
 
 /// Streams a blob into `store` through a verifying writer, resuming with `Range` when the

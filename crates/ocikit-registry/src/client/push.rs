@@ -109,6 +109,7 @@ pub(super) async fn push(
     .await?;
     let mut report = TransferReport {
         blobs: blobs.len(),
+        total_bytes: blobs.iter().map(|(_, size)| size).sum(),
         ..TransferReport::default()
     };
     blobs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
@@ -254,29 +255,69 @@ async fn push_blob(
         digest: digest.clone(),
         size,
     });
+    let session =
+        match start_upload(client, repository, &digest, options.mount_from.as_deref()).await? {
+            Started::Mounted => {
+                progress.emit(Event::Done {
+                    operation: Operation::Copy,
+                    digest,
+                    bytes: size,
+                });
+                return Ok(Pushed::Mounted);
+            }
+            Started::Session(session) => session,
+        };
+    upload_into(client, layout, repository, &digest, size, session, progress).await?;
+    progress.emit(Event::Done {
+        operation: Operation::Copy,
+        digest,
+        bytes: size,
+    });
+    Ok(Pushed::Uploaded(size))
+}
+
+/// An upload session the registry opened.
+pub(super) struct Session {
+    /// Where to send the data.
+    location: Url,
+    /// The registry's `OCI-Chunk-Min-Length` (0 without).
+    min_chunk: u64,
+}
+
+/// What the registry did with a POST to `blobs/uploads/`.
+pub(super) enum Started {
+    /// It mounted the blob from the other repository (201).
+    Mounted,
+    /// It opened an upload session (202): without `from`, or when it would not mount.
+    Session(Session),
+}
+
+/// `POST /v2/<repository>/blobs/uploads/`, with `?mount=<digest>&from=<from>` when `from`
+/// names another repository.
+pub(super) async fn start_upload(
+    client: &Client,
+    repository: &str,
+    digest: &Digest,
+    from: Option<&str>,
+) -> Result<Started> {
     let what = format!("upload blob {digest}");
     let mut start = client.url(repository, "blobs/uploads/")?;
     let mut scopes = vec![format!("repository:{repository}:pull,push")];
-    if let Some(from) = options.mount_from.as_deref().filter(|f| *f != repository) {
+    if let Some(from) = from.filter(|f| *f != repository) {
         start
             .query_pairs_mut()
             .append_pair("mount", digest.as_str())
             .append_pair("from", from);
         scopes.push(format!("repository:{from}:pull"));
     }
-    let mut req = Request::new(Method::POST, start, repository, what.clone()).push_scope();
-    req.scopes = scopes.clone();
+    let mut req = Request::new(Method::POST, start, repository, what).push_scope();
+    req.scopes = scopes;
     req = req.header(header::CONTENT_LENGTH, "0");
     let response = client
         .expect(&req, &[StatusCode::CREATED, StatusCode::ACCEPTED])
         .await?;
     if response.status() == StatusCode::CREATED {
-        progress.emit(Event::Done {
-            operation: Operation::Copy,
-            digest,
-            bytes: size,
-        });
-        return Ok(Pushed::Mounted);
+        return Ok(Started::Mounted);
     }
     let min_chunk = response
         .headers()
@@ -284,8 +325,30 @@ async fn push_blob(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    let mut location = client.location(&req, &response)?;
-    drop(response);
+    let location = client.location(&req, &response)?;
+    Ok(Started::Session(Session {
+        location,
+        min_chunk,
+    }))
+}
+
+/// Uploads the blob `digest` (`size` bytes) of `layout` into an open session: in one PUT up
+/// to the client's monolithic limit, else in PATCH chunks (resumed where the session says it
+/// stands when one is refused or its answer lost), then the closing PUT with `?digest=`.
+pub(super) async fn upload_into(
+    client: &Client,
+    layout: &Layout,
+    repository: &str,
+    digest: &Digest,
+    size: u64,
+    session: Session,
+    progress: &Progress,
+) -> Result<()> {
+    let what = format!("upload blob {digest}");
+    let Session {
+        mut location,
+        min_chunk,
+    } = session;
     let settings = client.settings();
     if size > settings.monolithic_limit {
         let chunk = settings.chunk_size.max(min_chunk).max(1);
@@ -349,7 +412,7 @@ async fn push_blob(
         }
         let req = Request::new(
             Method::PUT,
-            with_digest(location, &digest),
+            with_digest(location, digest),
             repository,
             what,
         )
@@ -360,7 +423,7 @@ async fn push_blob(
     } else {
         let req = Request::new(
             Method::PUT,
-            with_digest(location, &digest),
+            with_digest(location, digest),
             repository,
             what,
         )
@@ -373,12 +436,7 @@ async fn push_blob(
         });
         client.expect(&req, &[StatusCode::CREATED]).await?;
     }
-    progress.emit(Event::Done {
-        operation: Operation::Copy,
-        digest,
-        bytes: size,
-    });
-    Ok(Pushed::Uploaded(size))
+    Ok(())
 }
 
 /// Where an upload session stands (`GET <location>`: 204, `Range: 0-<last>`): its location

@@ -6,6 +6,7 @@ mod access;
 mod bounded_files;
 mod client;
 mod concurrency;
+mod copy_within;
 mod delete;
 mod gc;
 mod hostile;

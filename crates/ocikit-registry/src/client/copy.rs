@@ -1,0 +1,302 @@
+//! Copying an image between two repositories of one registry without moving its blobs.
+//!
+//! Only the documents travel through the client: the manifest or index named is fetched and
+//! verified (against the digest asked for, or for a tag against `Docker-Content-Digest`
+//! when the registry sends one), then every manifest and index it reaches (each against the
+//! digest and size its parent gives). The verified documents name the blobs; each blob the
+//! destination lacks is mounted from the source repository
+//! (`POST /v2/<to>/blobs/uploads/?mount=<digest>&from=<from>`). A registry that will not
+//! mount one (it answers 202 with an upload session, as Distribution does when the
+//! credentials cannot read the source) gets that one blob streamed: downloaded from the
+//! source into a scratch directory through a verifying writer, then uploaded into the
+//! session the registry opened. The documents are pushed last, children before parents,
+//! the root under the destination's tag: nothing is tagged before everything it reaches is
+//! in the destination repository.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use ocikit_digest::Digest;
+use ocikit_digest::oci_spec::image::Descriptor;
+use ocikit_layout::progress::{Event, Operation, Progress};
+use ocikit_layout::{Layout, PlatformQuery};
+use ocikit_store::FsStore;
+
+use super::push::{self, Started};
+use super::{Client, TransferReport, pull};
+use crate::{Error, Result};
+
+/// How [`Client::copy_within`] runs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CopyWithinOptions {
+    /// `None`: an index is copied whole, every image in it. `Some`: the first image of the
+    /// index matching the platform is copied (and tagged) instead, as
+    /// [`super::PullOptions::platform`] picks it; a plain manifest is copied as it is.
+    pub platform: Option<PlatformQuery>,
+    /// Blobs mounted (or streamed) at once (at least 1), largest first.
+    pub concurrency: usize,
+    /// Where to make the scratch directory for blobs the registry will not mount (default:
+    /// the system's temporary directory). Made only when one is needed, removed at the end.
+    pub scratch_dir: Option<PathBuf>,
+    /// Where [`Operation::Copy`] events go.
+    pub progress: Progress,
+}
+
+impl Default for CopyWithinOptions {
+    fn default() -> CopyWithinOptions {
+        CopyWithinOptions::new()
+    }
+}
+
+impl CopyWithinOptions {
+    /// Whole indexes, [`super::DEFAULT_CONCURRENCY`] blobs at once, scratch in the system's
+    /// temporary directory, no progress.
+    pub fn new() -> CopyWithinOptions {
+        CopyWithinOptions {
+            platform: None,
+            concurrency: super::DEFAULT_CONCURRENCY,
+            scratch_dir: None,
+            progress: Progress::none(),
+        }
+    }
+
+    /// These options picking one platform's image out of an index.
+    pub fn with_platform(mut self, platform: Option<PlatformQuery>) -> CopyWithinOptions {
+        self.platform = platform;
+        self
+    }
+
+    /// These options moving `n` blobs at once.
+    pub fn with_concurrency(mut self, n: usize) -> CopyWithinOptions {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// These options making their scratch directory (if any) in `dir`.
+    pub fn with_scratch_dir(mut self, dir: Option<PathBuf>) -> CopyWithinOptions {
+        self.scratch_dir = dir;
+        self
+    }
+
+    /// These options reporting to `progress`.
+    pub fn with_progress(mut self, progress: Progress) -> CopyWithinOptions {
+        self.progress = progress;
+        self
+    }
+}
+
+/// How one blob got to the destination repository.
+enum Moved {
+    Present,
+    Mounted,
+    Streamed(u64),
+}
+
+/// The scratch layout for streamed blobs, made on first use.
+struct Scratch {
+    registry: String,
+    repository: String,
+    parent: PathBuf,
+    made: tokio::sync::OnceCell<(tempfile::TempDir, Layout)>,
+}
+
+impl Scratch {
+    fn new(registry: &str, repository: &str, parent: Option<PathBuf>) -> Scratch {
+        Scratch {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            parent: parent.unwrap_or_else(std::env::temp_dir),
+            made: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn layout(&self) -> Result<&Layout> {
+        let (_, layout) = self
+            .made
+            .get_or_try_init(|| async {
+                let parent = self.parent.clone();
+                let scratch_error = |source| Error::Scratch {
+                    path: self.parent.clone(),
+                    source,
+                };
+                let dir = tokio::task::spawn_blocking(move || {
+                    tempfile::Builder::new()
+                        .prefix(".ocikit-copy-")
+                        .tempdir_in(parent)
+                })
+                .await
+                .map_err(|e| scratch_error(std::io::Error::other(e)))?
+                .map_err(scratch_error)?;
+                let layout_error = |source: ocikit_layout::Error| Error::Layout {
+                    registry: self.registry.clone(),
+                    repository: self.repository.clone(),
+                    what: format!("the scratch layout in `{}`", dir.path().display()),
+                    source: Box::new(source),
+                };
+                let store = FsStore::open(dir.path().join("layout"))
+                    .await
+                    .map_err(|e| layout_error(e.into()))?;
+                let layout = Layout::create(store).await.map_err(layout_error)?;
+                Ok::<_, Error>((dir, layout))
+            })
+            .await?;
+        Ok(layout)
+    }
+
+    /// Removes the scratch directory, if one was made (off the async threads).
+    async fn remove(self) {
+        if let Some((dir, layout)) = self.made.into_inner() {
+            drop(layout);
+            // A directory that cannot be removed is left to the system's temp cleaning.
+            let _ = tokio::task::spawn_blocking(move || dir.close()).await;
+        }
+    }
+}
+
+pub(super) async fn copy_within(
+    client: &Client,
+    from: &str,
+    reference: &str,
+    to: &str,
+    destination: Option<&str>,
+    options: &CopyWithinOptions,
+) -> Result<TransferReport> {
+    client.validate_repository(from)?;
+    let wanted = match destination {
+        Some(destination) => pull::parse_reference(client, to, destination)?,
+        None => {
+            client.validate_repository(to)?;
+            None
+        }
+    };
+    let tag = destination.filter(|_| wanted.is_none());
+    let (root, root_bytes) =
+        pull::resolve_root(client, from, reference, None, options.platform.as_ref()).await?;
+    let root_digest = pull::digest_of(client, from, &root)?;
+    if let Some(wanted) = wanted
+        && wanted != root_digest
+    {
+        return Err(Error::NotTheSource {
+            registry: client.registry().to_string(),
+            repository: to.to_string(),
+            wanted: Box::new(wanted),
+            actual: Box::new(root_digest),
+        });
+    }
+    // Every document, fetched and verified, children before parents; the blobs they name.
+    let mut documents: Vec<(Descriptor, Bytes)> = Vec::new();
+    let mut blobs: HashMap<Digest, u64> = HashMap::new();
+    let mut seen: HashSet<Digest> = HashSet::new();
+    pull::walk(
+        client,
+        from,
+        root.clone(),
+        root_bytes,
+        0,
+        &mut documents,
+        &mut blobs,
+        &mut seen,
+    )
+    .await?;
+    let mut report = TransferReport {
+        blobs: blobs.len(),
+        total_bytes: blobs.values().sum(),
+        ..TransferReport::default()
+    };
+    let mut order: Vec<(Digest, u64)> = blobs.into_iter().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+    let scratch = Scratch::new(client.registry(), to, options.scratch_dir.clone());
+    let moved: Result<Vec<Moved>> = futures::stream::iter(order)
+        .map(|(digest, size)| move_blob(client, from, to, digest, size, &scratch, options))
+        .buffer_unordered(options.concurrency.max(1))
+        .try_collect()
+        .await;
+    scratch.remove().await;
+    for result in moved? {
+        match result {
+            Moved::Present => report.skipped += 1,
+            Moved::Mounted => report.mounted += 1,
+            Moved::Streamed(bytes) => {
+                report.transferred += 1;
+                report.bytes += bytes;
+            }
+        }
+    }
+    for (descriptor, bytes) in documents {
+        let digest = pull::digest_of(client, from, &descriptor)?;
+        let target = match tag {
+            Some(tag) if digest == root_digest => tag.to_string(),
+            _ => digest.to_string(),
+        };
+        let document = pull::parse_document(client, from, &descriptor, &bytes)?;
+        let acknowledged = push::put_manifest(client, to, &target, &descriptor, bytes).await?;
+        if let Some(subject) = document.subject()
+            && !acknowledged
+        {
+            // No `OCI-Subject`: the registry keeps no referrers index; the tag schema.
+            let subject = pull::digest_of(client, from, subject)?;
+            super::referrers::add_to_fallback(client, to, &subject, &descriptor, &document).await?;
+        }
+        report.manifests += 1;
+    }
+    report.root = Some(root);
+    Ok(report)
+}
+
+/// Gets one blob into `to`: present already, mounted from `from`, or (where the registry
+/// opens an upload session instead of mounting) downloaded verified into the scratch
+/// layout and uploaded into that session.
+async fn move_blob(
+    client: &Client,
+    from: &str,
+    to: &str,
+    digest: Digest,
+    size: u64,
+    scratch: &Scratch,
+    options: &CopyWithinOptions,
+) -> Result<Moved> {
+    let progress = &options.progress;
+    if client.blob_exists(to, &digest).await? {
+        progress.emit(Event::Skipped {
+            operation: Operation::Copy,
+            digest,
+            size,
+        });
+        return Ok(Moved::Present);
+    }
+    progress.emit(Event::Started {
+        operation: Operation::Copy,
+        digest: digest.clone(),
+        size,
+    });
+    let moved = match push::start_upload(client, to, &digest, Some(from)).await? {
+        Started::Mounted => Moved::Mounted,
+        Started::Session(session) => {
+            let layout = scratch.layout().await?;
+            pull::fetch_blob(
+                client,
+                from,
+                layout.store(),
+                digest.clone(),
+                size,
+                &Progress::none(),
+            )
+            .await?;
+            let uploaded =
+                push::upload_into(client, layout, to, &digest, size, session, progress).await;
+            // Scratch space is held only while the blob is in flight.
+            layout.store().delete(&digest).await.ok();
+            uploaded?;
+            Moved::Streamed(size)
+        }
+    };
+    progress.emit(Event::Done {
+        operation: Operation::Copy,
+        digest,
+        bytes: size,
+    });
+    Ok(moved)
+}

@@ -142,6 +142,6 @@ mod tests {
             }
         }
         // Defaults are shown (`gc --grace` defaults to an hour).
-        assert!(doc.contains("Default value: `3600`"), "{doc}");
+        assert!(doc.contains("Default value: `1h`"), "{doc}");
     }
 }

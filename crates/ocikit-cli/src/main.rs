@@ -195,6 +195,11 @@ enum Command {
         destination: String,
         #[command(flatten)]
         transfer: commands::copy::TransferArgs,
+        /// Between two layouts (oci: to oci:), hardlink blobs instead of copying them (a
+        /// reflink where the filesystem has them, else a plain copy): source and destination
+        /// share blob files: corrupting one corrupts both.
+        #[arg(long)]
+        hardlink: bool,
     },
     /// Pull an image from a registry into a layout or an archive (`copy` from docker://).
     #[command(

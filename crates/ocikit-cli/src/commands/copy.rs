@@ -157,11 +157,11 @@ pub(crate) struct TransferArgs {
         alias = "dest-compress-level"
     )]
     compression_level: Option<i32>,
-    /// Between two layouts (oci: to oci:), hardlink blobs instead of copying them (a
-    /// reflink where the filesystem has them, else a plain copy): source and destination
-    /// share blob files: corrupting one corrupts both.
-    #[arg(long)]
-    hardlink: bool,
+    /// Between two layouts (oci: to oci:), hardlink blobs instead of copying them. Not a
+    /// flag of the shared set: only `copy --hardlink` sets it (pull and push have a registry
+    /// on one side, nothing to link).
+    #[arg(skip)]
+    pub(crate) hardlink: bool,
 }
 
 impl Default for TransferArgs {

@@ -58,15 +58,23 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Copy {
             source,
             destination,
-            transfer,
+            mut transfer,
+            hardlink,
         } => {
-            copy::copy(
-                &Location::parse(&source)?,
-                &Location::parse(&destination)?,
-                &transfer,
-                out,
-            )
-            .await
+            let source = Location::parse(&source)?;
+            let destination = Location::parse(&destination)?;
+            if hardlink
+                && !matches!(
+                    (&source, &destination),
+                    (Location::Oci { .. }, Location::Oci { .. })
+                )
+            {
+                bail!(
+                    "--hardlink acts only between two layouts (oci: to oci:), not from {source} to {destination}"
+                );
+            }
+            transfer.hardlink = hardlink;
+            copy::copy(&source, &destination, &transfer, out).await
         }
         Command::Pull {
             image,

@@ -334,7 +334,12 @@ fn an_image_named_by_an_unverifiable_digest_is_refused() {
     let layout = dir.path().join("images");
     let good = dir.path().join("good.tar");
     std::fs::write(&good, &tar).unwrap();
-    ok(&["build", "--tag", &oci(&layout, ":v1"), good.to_str().unwrap()]);
+    ok(&[
+        "build",
+        "--tag",
+        &oci(&layout, ":v1"),
+        good.to_str().unwrap(),
+    ]);
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let manifest = Digest::parse(index["manifests"][0]["digest"].as_str().unwrap()).unwrap();
@@ -376,4 +381,73 @@ fn an_image_named_by_an_unverifiable_digest_is_refused() {
         );
     }
     assert!(!target.exists());
+}
+
+/// `--hardlink` appears only where it acts: `copy` between two layouts. `pull` and `push`
+/// (a registry on one side: nothing to link to) do not offer it, and `copy` refuses it where
+/// a registry or an archive is involved instead of ignoring it.
+#[test]
+fn hardlink_is_offered_only_where_it_acts() {
+    assert!(ok(&["copy", "--help"]).contains("--hardlink"));
+    for command in ["pull", "push", "import", "export"] {
+        let help = ok(&[command, "--help"]);
+        assert!(!help.contains("--hardlink"), "{command} --help: {help}");
+    }
+    // A usage error, as for any flag a command does not have.
+    let out = crate::ocikit(&[
+        "pull",
+        "--hardlink",
+        "docker://127.0.0.1:9/a:b",
+        "oci:/nonexistent/x:y",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--hardlink"), "{stderr}");
+
+    let (tar, _) = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    let good = dir.path().join("good.tar");
+    std::fs::write(&good, &tar).unwrap();
+    ok(&[
+        "build",
+        "--tag",
+        &oci(&layout, ":v1"),
+        good.to_str().unwrap(),
+    ]);
+    let archive = dir.path().join("v1.tar");
+    let stderr = fails(&[
+        "copy",
+        "--hardlink",
+        &oci(&layout, ":v1"),
+        &format!("oci-archive:{}", archive.display()),
+    ]);
+    assert!(
+        stderr.contains("--hardlink") && stderr.contains("oci:"),
+        "{stderr}"
+    );
+    assert!(!archive.exists());
+    // Between layouts it acts: the blob files are shared.
+    let other = dir.path().join("other");
+    ok(&[
+        "copy",
+        "-q",
+        "--hardlink",
+        &oci(&layout, ":v1"),
+        &oci(&other, ":v1"),
+    ]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(other.join("index.json")).unwrap()).unwrap();
+    let manifest = Digest::parse(index["manifests"][0]["digest"].as_str().unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(other.join("blobs/sha256").join(manifest.encoded())).unwrap(),
+    )
+    .unwrap();
+    let layer = Digest::parse(manifest["layers"][0]["digest"].as_str().unwrap()).unwrap();
+    let path = |root: &Path| root.join("blobs/sha256").join(layer.encoded());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(path(&layout)).unwrap().ino(),
+        std::fs::metadata(path(&other)).unwrap().ino()
+    );
 }

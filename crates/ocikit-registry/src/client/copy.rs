@@ -13,13 +13,10 @@
 //! the root under the destination's tag: nothing is tagged before everything it reaches is
 //! in the destination repository.
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ocikit_digest::Digest;
-use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::progress::{Event, Operation, Progress};
 use ocikit_layout::{Layout, PlatformQuery};
 use ocikit_store::FsStore;
@@ -187,27 +184,11 @@ pub(super) async fn copy_within(
         });
     }
     // Every document, fetched and verified, children before parents; the blobs they name.
-    let mut documents: Vec<(Descriptor, Bytes)> = Vec::new();
-    let mut blobs: HashMap<Digest, u64> = HashMap::new();
-    let mut seen: HashSet<Digest> = HashSet::new();
-    pull::walk(
-        client,
-        from,
-        root.clone(),
-        root_bytes,
-        0,
-        &mut documents,
-        &mut blobs,
-        &mut seen,
-    )
-    .await?;
-    let mut report = TransferReport {
-        blobs: blobs.len(),
-        total_bytes: blobs.values().sum(),
-        ..TransferReport::default()
-    };
-    let mut order: Vec<(Digest, u64)> = blobs.into_iter().collect();
-    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+    let pull::Graph {
+        documents,
+        blobs: order,
+        mut report,
+    } = pull::graph(client, from, &root, root_bytes).await?;
     let scratch = Scratch::new(client.registry(), to, options.scratch_dir.clone());
     let moved: Result<Vec<Moved>> = futures::stream::iter(order)
         .map(|(digest, size)| move_blob(client, from, to, digest, size, &scratch, options))

@@ -286,28 +286,11 @@ pub(super) async fn pull(
         options.platform.as_ref(),
     )
     .await?;
-    // Walk the documents (fetching and verifying each), children before parents.
-    let mut documents: Vec<(Descriptor, Bytes)> = Vec::new();
-    let mut blobs: HashMap<Digest, u64> = HashMap::new();
-    let mut seen: HashSet<Digest> = HashSet::new();
-    walk(
-        client,
-        repository,
-        root.clone(),
-        root_bytes,
-        0,
-        &mut documents,
-        &mut blobs,
-        &mut seen,
-    )
-    .await?;
-    let mut report = TransferReport {
-        blobs: blobs.len(),
-        total_bytes: blobs.values().sum(),
-        ..TransferReport::default()
-    };
-    let mut order: Vec<(Digest, u64)> = blobs.into_iter().collect();
-    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+    let Graph {
+        documents,
+        blobs: order,
+        mut report,
+    } = graph(client, repository, &root, root_bytes).await?;
     let results: Vec<Option<u64>> = futures::stream::iter(order)
         .map(|(digest, size)| {
             fetch_blob(
@@ -348,9 +331,56 @@ pub(super) async fn pull(
     Ok(report)
 }
 
+/// The image graph under a root document, fetched and verified.
+pub(super) struct Graph {
+    /// Every document, children before parents.
+    pub(super) documents: Vec<(Descriptor, Bytes)>,
+    /// Every leaf blob once, largest first (ties by digest), so the long transfers start
+    /// first.
+    pub(super) blobs: Vec<(Digest, u64)>,
+    /// A report with the blob count and the total of their sizes filled in.
+    pub(super) report: TransferReport,
+}
+
+/// Walks the documents under `root` (whose bytes are `root_bytes`, already verified),
+/// fetching and verifying each, and collects the blobs they name.
+pub(super) async fn graph(
+    client: &Client,
+    repository: &str,
+    root: &Descriptor,
+    root_bytes: Bytes,
+) -> Result<Graph> {
+    let mut documents: Vec<(Descriptor, Bytes)> = Vec::new();
+    let mut blobs: HashMap<Digest, u64> = HashMap::new();
+    let mut seen: HashSet<Digest> = HashSet::new();
+    walk(
+        client,
+        repository,
+        root.clone(),
+        root_bytes,
+        0,
+        &mut documents,
+        &mut blobs,
+        &mut seen,
+    )
+    .await?;
+    let report = TransferReport {
+        blobs: blobs.len(),
+        total_bytes: blobs.values().sum(),
+        ..TransferReport::default()
+    };
+    let mut order: Vec<(Digest, u64)> = blobs.into_iter().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+    Ok(Graph {
+        documents,
+        blobs: order,
+        report,
+    })
+}
+
 /// Collects the documents under `descriptor` in post-order, and the leaf blobs.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn walk<'a>(
+fn walk<'a>(
     client: &'a Client,
     repository: &'a str,
     descriptor: Descriptor,

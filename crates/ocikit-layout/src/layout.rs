@@ -1,15 +1,17 @@
 //! [`Layout`]: an OCI image layout on any store.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, descriptor, json};
-use ocikit_store::{DocumentKey, Error as StoreError, Precondition, Store, StoreExt};
+use ocikit_store::{DocumentKey, Error as StoreError, FsStore, Precondition, Store, StoreExt};
 
 use crate::document::{self, Document};
 use crate::image::{ImageConfig, is_image_config};
 use crate::index::Index;
+use crate::staging::Staging;
 use crate::{Error, Result};
 
 /// The document key of `index.json`.
@@ -70,6 +72,72 @@ impl Layout {
         }
         layout.check().await?;
         Ok(layout)
+    }
+
+    /// Starts a new layout in the local directory `path`, all or nothing: it is made in a
+    /// staging directory beside `path` and appears there only when
+    /// [`StagedLayout::commit`] renames it into place, whole; dropping the
+    /// [`StagedLayout`] (or a failing commit) removes it, leaving `path` as it was.
+    ///
+    /// For a store on a local filesystem only ([`FsStore`]): a layout on another store has
+    /// no directory to rename, and its writes are atomic one by one.
+    ///
+    /// `path` must not exist, or be an empty directory (a symbolic link to one is followed;
+    /// a mount point is refused); anything else is [`Error::TargetExists`]
+    /// ([`Layout::create_or_stage`] opens an existing layout in place instead). Missing
+    /// parent directories are created only by the commit. The staging directory,
+    /// `.NAME.ocikit-staging-RANDOM` in the parent (or the nearest existing ancestor), holds
+    /// a `lock` file and the layout in its `layout` subdirectory, which is what is renamed:
+    /// nothing of the staging ends up in the layout. It is locked (`flock`) while the
+    /// [`StagedLayout`] lives, so one left by a killed process is found stale and removed
+    /// by the next `create_staged` of the same path, while one still in use is left alone:
+    /// the mechanism [`crate::unpack::unpack_staged`] uses too.
+    pub async fn create_staged(path: impl AsRef<Path>) -> Result<StagedLayout> {
+        let target = path.as_ref().to_path_buf();
+        let staging =
+            tokio::task::spawn_blocking(move || Staging::prepare(&target, "layout", "create"))
+                .await
+                .map_err(crate::bridge::join_error)??;
+        let root = staging.path();
+        let layout = Layout::create(FsStore::open(&root).await?).await?;
+        Ok(StagedLayout {
+            path: staging.target().to_path_buf(),
+            layout,
+            staging: Some(staging),
+        })
+    }
+
+    /// The layout to write into at the local directory `path` (on an [`FsStore`]): a
+    /// directory that is there and not empty is opened in place, as [`Layout::create`]
+    /// opens it (its writes are atomic, so a failed run changes no tag in it); anything else
+    /// is a new layout, staged as [`Layout::create_staged`] stages it. Either way, call
+    /// [`StagedLayout::commit`] once everything is written.
+    pub async fn create_or_stage(path: impl AsRef<Path>) -> Result<StagedLayout> {
+        let path = path.as_ref();
+        let existing = match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(crate::staging::io_error("inspect", path, e)),
+            Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+                .map_err(|e| crate::staging::io_error("read", path, e))?
+                .next()
+                .is_some(),
+            // A symbolic link is staged onto when it leads to an empty directory, refused
+            // otherwise; a file is no layout, and FsStore says so.
+            Ok(meta) if meta.file_type().is_symlink() => match std::fs::read_dir(path) {
+                Ok(mut entries) => entries.next().is_some(),
+                Err(_) => true,
+            },
+            Ok(_) => true,
+        };
+        if !existing {
+            return Layout::create_staged(path).await;
+        }
+        let layout = Layout::create(FsStore::open(path).await?).await?;
+        Ok(StagedLayout {
+            path: path.to_path_buf(),
+            layout,
+            staging: None,
+        })
     }
 
     /// Opens an existing layout, checking `oci-layout` and `index.json` (SPEC C-L01, C-L03).
@@ -282,6 +350,80 @@ impl Layout {
         }
         let bytes = self.read_blob(descriptor).await?;
         Document::parse(descriptor, bytes)
+    }
+}
+
+/// A layout on a local filesystem being written, made by [`Layout::create_staged`] or
+/// [`Layout::create_or_stage`]: write through [`StagedLayout::layout`], then
+/// [`StagedLayout::commit`]. A new layout lives in a staging directory until the commit and
+/// is removed with it when this is dropped uncommitted.
+#[derive(Debug)]
+pub struct StagedLayout {
+    /// Where the layout is (or goes).
+    path: PathBuf,
+    /// The layout written through (in the staging directory when new).
+    layout: Layout,
+    /// The staging directory of a new layout; `None` for one opened in place.
+    staging: Option<Staging>,
+}
+
+impl StagedLayout {
+    /// The layout to write through. For a new layout it is valid until
+    /// [`StagedLayout::commit`]; use the layout the commit returns afterwards.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Whether the layout is new (staged), not an existing one opened in place.
+    pub fn is_new(&self) -> bool {
+        self.staging.is_some()
+    }
+
+    /// Where the layout appears.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Gives up a new layout: its staging directory is removed before this returns (dropping
+    /// the [`StagedLayout`] removes it too, on a blocking thread, without waiting). A layout
+    /// opened in place is left as it is.
+    pub async fn discard(self) {
+        let StagedLayout {
+            layout, staging, ..
+        } = self;
+        drop(layout);
+        if let Some(staging) = staging {
+            let _ = tokio::task::spawn_blocking(move || staging.discard()).await;
+        }
+    }
+
+    /// Puts a new layout in place (the mode of an empty directory it replaces is kept; the
+    /// filesystem is synced, missing parents are created, the layout renamed into place and
+    /// the parent directory synced) and returns it opened there; for a layout opened in
+    /// place, returns it. On failure the staging directory is removed and the target is as
+    /// it was.
+    pub async fn commit(self) -> Result<Layout> {
+        let StagedLayout {
+            path,
+            layout,
+            staging,
+        } = self;
+        let Some(staging) = staging else {
+            return Ok(layout);
+        };
+        drop(layout);
+        tokio::task::spawn_blocking(move || {
+            if let Some(mode) = staging.replaced_mode() {
+                use std::os::unix::fs::PermissionsExt;
+                let root = staging.path();
+                std::fs::set_permissions(&root, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| crate::staging::io_error("set the mode of", &root, e))?;
+            }
+            staging.commit()
+        })
+        .await
+        .map_err(crate::bridge::join_error)??;
+        Layout::open(FsStore::open(&path).await?).await
     }
 }
 

@@ -35,6 +35,7 @@ pub mod progress;
 pub mod recompress;
 pub mod referrers;
 mod source;
+mod staging;
 pub mod unpack;
 
 pub use artifact::Artifact;
@@ -47,6 +48,7 @@ pub use image::{ImageBuilder, ImageConfig, IndexBuilder, LayerSpec};
 pub use index::{Index, REF_NAME, validate_tag};
 pub use layout::{
     INDEX_JSON, LAYOUT_VERSION, Layout, MAX_DOCUMENT_SIZE, MAX_EDIT_ATTEMPTS, OCI_LAYOUT,
+    StagedLayout,
 };
 pub use platform::{PlatformQuery, ResolvedImage, resolve};
 pub use progress::{Event, Operation, Progress};

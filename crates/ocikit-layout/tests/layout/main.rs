@@ -15,5 +15,6 @@ mod platform;
 mod real_world_copy;
 mod recompress;
 mod referrers;
+mod staging;
 mod support;
 mod unpack;

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ocikit::digest::oci_spec::image::Descriptor;
 use ocikit::layout::archive::{docker, oci};
-use ocikit::layout::{CopyOptions, Layout, RecompressOptions, copy_image, recompress};
+use ocikit::layout::{
+    CopyOptions, Layout, RecompressOptions, StagedLayout, copy_image, recompress,
+};
 use ocikit::store::{FsStore, LinkMode};
 use serde::Serialize;
 
@@ -637,41 +639,50 @@ pub(crate) async fn copy(
                     .map(Some)
                     .collect(),
             };
-            let layout = Layout::create(FsStore::open(path).await?)
-                .await
-                .with_context(|| {
-                    format!("cannot open or create the layout at {}", path.display())
-                })?;
-            for (item, tag) in items.iter().zip(&tags) {
-                let copy = async {
-                    match tag {
-                        Some(tag) => copy_image(&staged, &item.root, &layout, tag, &options).await,
-                        None => {
-                            let report = ocikit::layout::copy_graph(
-                                &staged,
-                                std::slice::from_ref(&item.root),
-                                &layout,
-                                &options,
-                            )
-                            .await?;
-                            layout
-                                .edit_index(|index| index.add(&item.root).map(|()| true))
+            // A layout that does not exist yet is made in a staging directory and appears
+            // only once everything is copied: a failed copy leaves nothing.
+            let target = Layout::create_or_stage(path).await.with_context(|| {
+                format!("cannot open or create the layout at {}", path.display())
+            })?;
+            let layout = target.layout().clone();
+            let written = async {
+                for (item, tag) in items.iter().zip(&tags) {
+                    let copy = async {
+                        match tag {
+                            Some(tag) => {
+                                copy_image(&staged, &item.root, &layout, tag, &options).await
+                            }
+                            None => {
+                                let report = ocikit::layout::copy_graph(
+                                    &staged,
+                                    std::slice::from_ref(&item.root),
+                                    &layout,
+                                    &options,
+                                )
                                 .await?;
-                            Ok(report)
+                                layout
+                                    .edit_index(|index| index.add(&item.root).map(|()| true))
+                                    .await?;
+                                Ok(report)
+                            }
                         }
-                    }
-                };
-                let report = copy.await.with_context(|| {
-                    format!("cannot copy {} to {destination}", item.root.digest())
-                })?;
-                copied.blobs_copied += report.copied + report.hardlinked + report.reflinked;
-                copied.blobs_skipped += report.skipped;
-                copied.images.push(format!(
-                    "{} {}",
-                    tag.as_deref().unwrap_or("(untagged)"),
-                    item.root.digest()
-                ));
+                    };
+                    let report = copy.await.with_context(|| {
+                        format!("cannot copy {} to {destination}", item.root.digest())
+                    })?;
+                    copied.blobs_copied += report.copied + report.hardlinked + report.reflinked;
+                    copied.blobs_skipped += report.skipped;
+                    copied.images.push(format!(
+                        "{} {}",
+                        tag.as_deref().unwrap_or("(untagged)"),
+                        item.root.digest()
+                    ));
+                }
+                Ok::<(), anyhow::Error>(())
             }
+            .await;
+            drop(layout);
+            commit_or_discard(target, written, path).await?;
         }
         Location::OciArchive { path, selector } => {
             let tag = match selector {
@@ -917,22 +928,32 @@ async fn pull_into_layout(
             bail!("name a tag for the destination (oci:PATH:TAG): the source is named by digest")
         }
     };
-    let layout = Layout::create(FsStore::open(path).await?)
+    let client = transfer.client(registry, true)?;
+    let target = Layout::create_or_stage(path)
         .await
         .with_context(|| format!("cannot open or create the layout at {}", path.display()))?;
     let bars = Bars::new(out);
-    let client = transfer.client(registry, true)?;
-    let report = client
-        .pull(
-            repository,
-            &reference_text(selector),
-            &layout,
-            &tag,
-            &transfer.pull_options(&bars)?,
-        )
-        .await
-        .with_context(|| format!("cannot pull {source}"))?;
+    let pulled = async {
+        client
+            .pull(
+                repository,
+                &reference_text(selector),
+                target.layout(),
+                &tag,
+                &transfer.pull_options(&bars)?,
+            )
+            .await
+            .with_context(|| format!("cannot pull {source}"))
+    }
+    .await;
     drop(bars);
+    let (layout, report) = match pulled {
+        Ok(report) => (commit(target, path).await?, report),
+        Err(e) => {
+            target.discard().await;
+            return Err(e);
+        }
+    };
     let root = report.root.context("the pull reported no image")?;
     let mut copied = Copied {
         source: source.to_string(),
@@ -944,6 +965,29 @@ async fn pull_into_layout(
     };
     copied.measure(&layout, std::slice::from_ref(&root)).await?;
     show(&copied, out)
+}
+
+/// Puts a layout written by a copy in place (a new one appears only now), or removes a new
+/// one when the copy failed: a failed copy leaves the destination as it was.
+async fn commit_or_discard(
+    target: StagedLayout,
+    written: Result<()>,
+    path: &Path,
+) -> Result<Layout> {
+    match written {
+        Ok(()) => commit(target, path).await,
+        Err(e) => {
+            target.discard().await;
+            Err(e)
+        }
+    }
+}
+
+async fn commit(target: StagedLayout, path: &Path) -> Result<Layout> {
+    target
+        .commit()
+        .await
+        .with_context(|| format!("cannot put the new layout in place at {}", path.display()))
 }
 
 fn show(copied: &Copied, out: &Output) -> Result<()> {

@@ -6,7 +6,6 @@ use anyhow::{Context, Result, bail};
 use ocikit::codec::compression::Compression;
 use ocikit::digest::platform;
 use ocikit::layout::{ImageBuilder, LayerSpec, Layout, PlatformQuery, UnpackOptions};
-use ocikit::store::FsStore;
 use serde::Serialize;
 
 use super::resolve;
@@ -109,99 +108,6 @@ fn words(text: &str, what: &str) -> Result<Vec<String>> {
     }
 }
 
-/// Where `build` makes its layout. A layout that exists is edited in place: its writes are
-/// atomic and a build that fails tags nothing, so it stays as it was. A layout that does not
-/// exist yet (or an empty directory) is made in a staging directory beside it and renamed
-/// into place only once the image is tagged, so a build that fails leaves no directory (the
-/// rule of docs/ARCHITECTURE.md: a command that fails leaves the layouts it was given as
-/// they were). The staging directory is removed when this is dropped.
-enum NewLayout {
-    /// The layout exists: no staging.
-    InPlace,
-    /// The layout is made in `scratch`/layout and renamed to the target by [`Self::commit`].
-    Staged {
-        /// The staging directory, in the nearest existing ancestor of the target (the same
-        /// filesystem, so the rename is one step).
-        scratch: tempfile::TempDir,
-        /// The mode of the empty directory the layout replaces, kept.
-        mode: Option<u32>,
-    },
-}
-
-impl NewLayout {
-    fn prepare(path: &Path) -> Result<NewLayout> {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-            Ok(meta) if meta.is_dir() => {
-                let mut entries = std::fs::read_dir(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                if entries.next().is_some() {
-                    return Ok(NewLayout::InPlace);
-                }
-                Some(meta.permissions().mode() & 0o7777)
-            }
-            // A file or a symlink: opened in place (and refused there if it is no layout).
-            Ok(_) => return Ok(NewLayout::InPlace),
-        };
-        let mut ancestor = path.parent();
-        let base = loop {
-            match ancestor {
-                None => break PathBuf::from("."),
-                Some(p) if p.as_os_str().is_empty() => break PathBuf::from("."),
-                Some(p) if p.is_dir() => break p.to_path_buf(),
-                Some(p) => ancestor = p.parent(),
-            }
-        };
-        let scratch = tempfile::Builder::new()
-            .prefix(".ocikit-build-")
-            .tempdir_in(&base)
-            .with_context(|| format!("cannot create a staging directory in {}", base.display()))?;
-        Ok(NewLayout::Staged { scratch, mode })
-    }
-
-    /// The directory the layout is made in.
-    fn root(&self, path: &Path) -> PathBuf {
-        match self {
-            NewLayout::InPlace => path.to_path_buf(),
-            NewLayout::Staged { scratch, .. } => scratch.path().join("layout"),
-        }
-    }
-
-    /// Moves a staged layout into place (creating the target's missing parents now that
-    /// the build succeeded); nothing for a layout edited in place.
-    fn commit(self, path: &Path) -> Result<()> {
-        let NewLayout::Staged { scratch, mode } = self else {
-            return Ok(());
-        };
-        let staged = scratch.path().join("layout");
-        if let Some(mode) = mode {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
-                .with_context(|| format!("cannot set the mode of {}", staged.display()))?;
-        }
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-        // Onto nothing, or onto the empty directory found (which rename(2) replaces; one
-        // that filled up meanwhile makes it fail, and the staged layout goes).
-        std::fs::rename(&staged, path).with_context(|| {
-            format!(
-                "cannot move the new layout into place at {}",
-                path.display()
-            )
-        })?;
-        std::fs::File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .with_context(|| format!("cannot sync {}", parent.display()))?;
-        Ok(())
-    }
-}
-
 pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     let target = Location::parse(&args.tag)?;
     let (path, selector) = target.oci("build --tag")?;
@@ -253,14 +159,15 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
         .transpose()?;
     let cmd = args.cmd.as_deref().map(|c| words(c, "--cmd")).transpose()?;
 
-    let destination = NewLayout::prepare(path)?;
-    let root = destination.root(path);
-    let store = FsStore::open(&root)
-        .await
-        .with_context(|| format!("cannot open a store at {}", path.display()))?;
-    let layout = Layout::create(store)
+    // A layout that exists is edited in place: its writes are atomic and a build that fails
+    // tags nothing, so it stays as it was. One that does not exist yet (or an empty
+    // directory) is staged and appears only once the image is tagged, so a build that fails
+    // leaves no directory (docs/ARCHITECTURE.md: a command that fails leaves the layouts it
+    // was given as they were).
+    let destination = Layout::create_or_stage(path)
         .await
         .with_context(|| format!("cannot open or create the layout at {}", path.display()))?;
+    let layout = destination.layout().clone();
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct LayerOut {
@@ -268,8 +175,8 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
         digest: String,
         size: u64,
     }
-    // Everything that can fail with the layout open; `destination` (and with it a staged
-    // layout) is dropped, and so removed, when it does.
+    // Everything that can fail with the layout open; a staged layout is discarded when it
+    // does.
     let built = async {
         let query = platform
             .as_ref()
@@ -366,8 +273,17 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     }
     .await;
     drop(layout);
-    let (manifest, layers) = built?;
-    destination.commit(path)?;
+    let (manifest, layers) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            destination.discard().await;
+            return Err(e);
+        }
+    };
+    destination
+        .commit()
+        .await
+        .with_context(|| format!("cannot put the new layout in place at {}", path.display()))?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Built<'a> {

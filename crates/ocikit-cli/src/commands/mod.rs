@@ -223,14 +223,18 @@ async fn by_digest(layout: &Layout, digest: &Digest) -> Result<Descriptor> {
         .await
         .with_context(|| format!("cannot read {digest}"))?
         .with_context(|| format!("no manifest {digest} in the layout"))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{digest} is not a JSON manifest or index"))?;
+    // The strict parser (no duplicate keys: with serde_json alone the last `mediaType`
+    // would win), then the document read as what it says it is, verified and checked as
+    // every walk checks it.
+    let value = ocikit::digest::json::parse_strict(&bytes)
+        .with_context(|| format!("{digest} is not a valid JSON manifest or index"))?;
     let Some(media_type) = value.get("mediaType").and_then(|m| m.as_str()) else {
         bail!("{digest} is not in index.json and has no mediaType to say what it is");
     };
-    Ok(ocikit::digest::descriptor::new(
-        media_type,
-        digest,
-        bytes.len() as u64,
-    )?)
+    let descriptor = ocikit::digest::descriptor::new(media_type, digest, bytes.len() as u64)?;
+    layout
+        .read_document(&descriptor)
+        .await
+        .with_context(|| format!("{digest} is not a valid manifest or index"))?;
+    Ok(descriptor)
 }

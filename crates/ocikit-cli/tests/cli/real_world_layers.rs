@@ -451,3 +451,202 @@ fn hardlink_is_offered_only_where_it_acts() {
         std::fs::metadata(path(&other)).unwrap().ino()
     );
 }
+
+/// Every entry under `dir` whose name marks it as ocikit staging (or scratch) left behind.
+fn staging_under(dir: &Path) -> Vec<PathBuf> {
+    paths_under(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(".ocikit-"))
+        })
+        .collect()
+}
+
+/// A built layout at `dir/A` (tag `t`); returns the path of its layer blob (the largest).
+fn built_layout(dir: &Path) -> (PathBuf, PathBuf) {
+    let (tar, _) = sample();
+    let good = dir.join("good.tar");
+    std::fs::write(&good, &tar).unwrap();
+    let layout = dir.join("A");
+    ok(&[
+        "build",
+        "--tag",
+        &oci(&layout, ":t"),
+        good.to_str().unwrap(),
+    ]);
+    let largest = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    (layout, largest)
+}
+
+/// Issue 14, "finish completely or leave nothing": a copy into a layout that does not exist
+/// yet that fails (a corrupt source blob) leaves no layout, no parents and no staging.
+#[test]
+fn a_failed_copy_into_a_new_layout_leaves_no_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, blob) = built_layout(dir.path());
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    // The sound copy works, and then the source is spoilt.
+    let sound = work.join("sound");
+    ok(&["copy", &oci(&source, ":t"), &oci(&sound, ":t")]);
+    ok(&["fsck", &oci(&sound, "")]);
+    std::fs::remove_dir_all(&sound).unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+    for target in [work.join("NEW"), work.join("not/there/NEW")] {
+        fails(&["copy", &oci(&source, ":t"), &oci(&target, ":t")]);
+        assert!(
+            paths_under(&work).is_empty(),
+            "a failed copy into {} left {:?}",
+            target.display(),
+            paths_under(&work)
+        );
+    }
+}
+
+/// A pull into a layout that does not exist yet that fails (here: nothing listens) leaves no
+/// layout either.
+#[test]
+fn a_failed_pull_into_a_new_layout_leaves_no_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The listener is gone: connections are refused.
+    for target in [dir.path().join("NEW"), dir.path().join("not/there/NEW")] {
+        fails(&[
+            "pull",
+            &format!("docker://127.0.0.1:{port}/demo/app:v1"),
+            &oci(&target, ":v1"),
+        ]);
+        assert!(
+            paths_under(dir.path()).is_empty(),
+            "{:?}",
+            paths_under(dir.path())
+        );
+    }
+}
+
+/// The same for an import whose archive lacks the tag asked for.
+#[test]
+fn a_failed_import_into_a_new_layout_leaves_no_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _) = built_layout(dir.path());
+    let archive = dir.path().join("a.tar");
+    ok(&[
+        "export",
+        &oci(&source, ":t"),
+        &format!("oci-archive:{}", archive.display()),
+    ]);
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let target = work.join("NEW");
+    fails(&[
+        "import",
+        &format!("oci-archive:{}:missing", archive.display()),
+        &oci(&target, ""),
+    ]);
+    assert!(paths_under(&work).is_empty(), "{:?}", paths_under(&work));
+    // The tag that is there imports.
+    ok(&[
+        "import",
+        &format!("oci-archive:{}:t", archive.display()),
+        &oci(&target, ""),
+    ]);
+    ok(&["fsck", &oci(&target, "")]);
+    assert!(
+        staging_under(&work).is_empty(),
+        "{:?}",
+        staging_under(&work)
+    );
+}
+
+/// Staging left by a killed build (its lock held by nobody) is removed by the next build of
+/// the same target; staging still in use (its lock held) is left alone.
+#[test]
+fn staging_of_a_killed_run_is_removed_by_the_next_run_for_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _) = built_layout(dir.path());
+    let (tar, _) = sample();
+    let good = dir.path().join("good.tar");
+    std::fs::write(&good, &tar).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let killed = |name: &str| {
+        let stale = work.join(format!(".{name}.ocikit-staging-killed1"));
+        std::fs::create_dir_all(stale.join("layout/blobs/sha256")).unwrap();
+        std::fs::write(stale.join("layout/oci-layout"), b"{}").unwrap();
+        std::fs::write(stale.join("lock"), b"").unwrap();
+        stale
+    };
+    let stale = killed("NEW");
+    let live = work.join(".NEW.ocikit-staging-running");
+    std::fs::create_dir_all(live.join("layout")).unwrap();
+    let held = std::fs::File::create(live.join("lock")).unwrap();
+    held.lock().unwrap();
+    ok(&[
+        "build",
+        "--tag",
+        &oci(&work.join("NEW"), ":t"),
+        good.to_str().unwrap(),
+    ]);
+    assert!(!stale.exists(), "the killed build's staging stayed");
+    assert!(live.join("layout").is_dir(), "a live staging was touched");
+    drop(held);
+    // Copies into a new layout clean up the same way.
+    let stale = killed("COPY");
+    ok(&["copy", &oci(&source, ":t"), &oci(&work.join("COPY"), ":t")]);
+    assert!(!stale.exists(), "the killed copy's staging stayed");
+    ok(&["fsck", &oci(&work.join("COPY"), "")]);
+}
+
+/// A manifest named by digest and in no index entry is read with the strict parser: one
+/// with a duplicate key (serde_json would keep the last `mediaType`) is refused by every
+/// command that names it so, and `tag` tags nothing.
+#[test]
+fn a_manifest_with_a_duplicate_key_named_by_digest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, _) = built_layout(dir.path());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = Digest::parse(index["manifests"][0]["digest"].as_str().unwrap()).unwrap();
+    let text = String::from_utf8(
+        std::fs::read(layout.join("blobs/sha256").join(manifest.encoded())).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        text.starts_with('{') && text.contains("\"mediaType\""),
+        "{text}"
+    );
+    let twice = format!(
+        "{{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",{}",
+        &text[1..]
+    );
+    let digest = Digest::sha256(twice.as_bytes());
+    std::fs::write(layout.join("blobs/sha256").join(digest.encoded()), &twice).unwrap();
+    let files = contents(&layout);
+    for args in [
+        vec!["inspect".to_string(), oci(&layout, &format!("@{digest}"))],
+        vec![
+            "tag".to_string(),
+            oci(&layout, &format!("@{digest}")),
+            "dup".to_string(),
+        ],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stderr = fails(&args);
+        assert!(stderr.contains("duplicate"), "{args:?}: {stderr}");
+    }
+    assert_eq!(contents(&layout), files, "the layout changed");
+    // The sound manifest, named the same way, is fine.
+    ok(&["tag", &oci(&layout, &format!("@{manifest}")), "again"]);
+}

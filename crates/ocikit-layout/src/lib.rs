@@ -35,7 +35,7 @@ pub mod progress;
 pub mod recompress;
 pub mod referrers;
 mod source;
-mod staging;
+pub mod staging;
 pub mod unpack;
 
 pub use artifact::Artifact;
@@ -53,6 +53,7 @@ pub use layout::{
 pub use platform::{PlatformQuery, ResolvedImage, resolve};
 pub use progress::{Event, Operation, Progress};
 pub use recompress::{RecompressOptions, RecompressReport, recompress};
+pub use staging::Scratch;
 pub use unpack::{
     UnpackOptions, UnpackReport, unpack, unpack_staged, unpack_tag, unpack_tag_staged,
 };

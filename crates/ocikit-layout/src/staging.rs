@@ -98,40 +98,17 @@ impl Staging {
                 Some(p) => child = p,
             }
         };
-        let prefix = staging_prefix(name);
+        let prefix = staging_prefix(name, STAGING_MARK);
         remove_stale(&base, &prefix);
-        for _ in 0..STAGING_ATTEMPTS {
-            let dir = tempfile::Builder::new()
-                .prefix(&prefix)
-                .rand_bytes(12)
-                .tempdir_in(&base)
-                .map_err(|e| io_error("create a staging directory in", &base, e))?
-                .keep();
-            match claim(&dir) {
-                Ok(Some(lock)) => {
-                    return Ok(Staging {
-                        dir,
-                        inner,
-                        target,
-                        parent,
-                        replaced_mode,
-                        lock: Some(lock),
-                    });
-                }
-                // A cleaner (another run for this target) took it for stale in the moment
-                // before it was locked, and removes it: make another.
-                Ok(None) => continue,
-                Err(e) => {
-                    let _ = remove_tree(&dir);
-                    return Err(io_error("lock", &dir.join(STAGING_LOCK), e));
-                }
-            }
-        }
-        let e = std::io::Error::new(
-            std::io::ErrorKind::WouldBlock,
-            "every staging directory made was claimed by another process",
-        );
-        Err(io_error("stage", &target, e))
+        let (dir, lock) = make_locked(&base, &prefix, &target)?;
+        Ok(Staging {
+            dir,
+            inner,
+            target,
+            parent,
+            replaced_mode,
+            lock: Some(lock),
+        })
     }
 
     /// Where the tree is made (the staging directory's subdirectory).
@@ -266,13 +243,120 @@ fn check_target(target: &Path, operation: &'static str) -> Result<(PathBuf, Opti
     Ok((target, Some(mode)))
 }
 
-/// `.NAME.ocikit-staging-`, with at most [`STAGING_NAME_MAX`] bytes of the name.
-fn staging_prefix(name: &OsStr) -> OsString {
+/// `.NAME` then `mark` (`.ocikit-staging-`), with at most [`STAGING_NAME_MAX`] bytes of
+/// the name.
+fn staging_prefix(name: &OsStr, mark: &str) -> OsString {
     let bytes = name.as_bytes();
     let mut prefix = b".".to_vec();
     prefix.extend_from_slice(bytes.get(..STAGING_NAME_MAX).unwrap_or(bytes));
-    prefix.extend_from_slice(STAGING_MARK.as_bytes());
+    prefix.extend_from_slice(mark.as_bytes());
     OsString::from_vec(prefix)
+}
+
+/// Makes a directory `prefix…` in `base` and takes the lock of its `lock` file.
+fn make_locked(base: &Path, prefix: &OsStr, target: &Path) -> Result<(PathBuf, File)> {
+    for _ in 0..STAGING_ATTEMPTS {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .rand_bytes(12)
+            .tempdir_in(base)
+            .map_err(|e| io_error("create a staging directory in", base, e))?
+            .keep();
+        match claim(&dir) {
+            Ok(Some(lock)) => return Ok((dir, lock)),
+            // A cleaner (another run for this target) took it for stale in the moment
+            // before it was locked, and removes it: make another.
+            Ok(None) => continue,
+            Err(e) => {
+                let _ = remove_tree(&dir);
+                return Err(io_error("lock", &dir.join(STAGING_LOCK), e));
+            }
+        }
+    }
+    let e = std::io::Error::new(
+        std::io::ErrorKind::WouldBlock,
+        "every staging directory made was claimed by another process",
+    );
+    Err(io_error("stage", target, e))
+}
+
+/// What follows the name in the names of scratch directories.
+const SCRATCH_MARK: &str = ".ocikit-scratch-";
+
+/// A scratch directory beside a path on a local filesystem (on the same filesystem, so files
+/// can be hard-linked or renamed from it to the path), for work that must not be seen there:
+/// a copy's intermediate layouts. Named `.NAME.ocikit-scratch-RANDOM` in the path's parent
+/// (or nearest existing ancestor); it holds a `lock` file, locked (`flock`) while this value
+/// lives, and the work in [`Scratch::path`]. Dropping it removes it, on the dropping thread
+/// (as `tempfile::TempDir` does). A scratch directory left by a killed process is found by
+/// its lock, which nobody holds, and removed by the next [`Scratch::near`] for the same path;
+/// one in use is left alone. See the [`staging`](self) mechanism this shares.
+#[derive(Debug)]
+pub struct Scratch {
+    /// The scratch directory.
+    dir: PathBuf,
+    /// The locked `lock` file.
+    lock: Option<File>,
+}
+
+impl Scratch {
+    /// Makes a scratch directory beside `path` (which need not exist), after removing the
+    /// stale ones of killed processes for the same path.
+    pub async fn near(path: impl AsRef<Path>) -> Result<Scratch> {
+        let path = path.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || Scratch::near_blocking(&path))
+            .await
+            .map_err(crate::bridge::join_error)?
+    }
+
+    fn near_blocking(path: &Path) -> Result<Scratch> {
+        let path = match path.file_name() {
+            Some(_) => path.to_path_buf(),
+            // `.` or `dir/..`: named by what it resolves to.
+            None => std::fs::canonicalize(path).map_err(|e| io_error("resolve", path, e))?,
+        };
+        let no_name = || {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the path does not end in a name",
+            );
+            io_error("make scratch space for", &path, e)
+        };
+        let mut child: &Path = &path;
+        let (base, name) = loop {
+            let name = child.file_name().ok_or_else(no_name)?;
+            match child.parent() {
+                Some(p) if p.as_os_str().is_empty() => break (PathBuf::from("."), name),
+                None => break (PathBuf::from("."), name),
+                Some(p) if p.is_dir() => break (p.to_path_buf(), name),
+                Some(p) => child = p,
+            }
+        };
+        let prefix = staging_prefix(name, SCRATCH_MARK);
+        remove_stale(&base, &prefix);
+        let (dir, lock) = make_locked(&base, &prefix, &path)?;
+        let scratch = Scratch {
+            dir,
+            lock: Some(lock),
+        };
+        let work = scratch.path();
+        std::fs::create_dir(&work).map_err(|e| io_error("create", &work, e))?;
+        Ok(scratch)
+    }
+
+    /// The directory to work in (inside the scratch directory, beside its lock file).
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("scratch")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            let _ = remove_tree(&self.dir);
+            drop(lock);
+        }
+    }
 }
 
 /// Removes the stale staging directories (`prefix…`) in `parent`: those whose lock no

@@ -287,17 +287,30 @@ fn reference_text(selector: &Selector) -> String {
     }
 }
 
-/// A directory for scratch layouts next to `near` (so hardlinks work), removed on drop.
-fn scratch_near(near: &Path) -> Result<tempfile::TempDir> {
-    let parent = near
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    tempfile::Builder::new()
-        .prefix(".ocikit-copy-")
-        .tempdir_in(&parent)
-        .or_else(|_| tempfile::tempdir())
-        .context("cannot create a scratch directory")
+/// Scratch space for intermediate layouts: beside `near` (so hardlinks work, and a killed
+/// run's scratch is removed by the next run for the same destination), or in the system's
+/// temporary directory where nothing can be made there. Removed on drop.
+enum ScratchSpace {
+    Beside(ocikit::layout::Scratch),
+    Temporary(tempfile::TempDir),
+}
+
+impl ScratchSpace {
+    async fn near(near: &Path) -> Result<ScratchSpace> {
+        match ocikit::layout::Scratch::near(near).await {
+            Ok(scratch) => Ok(ScratchSpace::Beside(scratch)),
+            Err(_) => tempfile::tempdir()
+                .map(ScratchSpace::Temporary)
+                .context("cannot create a scratch directory"),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        match self {
+            ScratchSpace::Beside(scratch) => scratch.path(),
+            ScratchSpace::Temporary(dir) => dir.path().to_path_buf(),
+        }
+    }
 }
 
 async fn scratch_layout(dir: &Path) -> Result<Layout> {
@@ -552,9 +565,10 @@ pub(crate) async fn copy(
     {
         bail!("source and destination are the same layout; use `ocikit tag` to add a tag");
     }
-    let scratch = scratch_near(&near)?;
+    let scratch = ScratchSpace::near(&near).await?;
+    let scratch_dir = scratch.path();
     let bars = Bars::new(out);
-    let (mut staged, mut items) = stage(source, scratch.path(), transfer, &bars).await?;
+    let (mut staged, mut items) = stage(source, scratch_dir.as_path(), transfer, &bars).await?;
     // Blobs go file to file as independent copies, unless --hardlink asks to share them;
     // hardlinks from a scratch layout (removed when done) share nothing with the user's.
     let link_mode = |from_scratch: bool| {
@@ -594,7 +608,7 @@ pub(crate) async fn copy(
         if matches!(source, Location::Oci { .. }) {
             // The source layout is only read: recompress in a scratch copy (independent
             // copies of the source's blobs unless --hardlink).
-            let layout = scratch_layout(&scratch.path().join("recompress")).await?;
+            let layout = scratch_layout(&scratch_dir.as_path().join("recompress")).await?;
             for item in &items {
                 let tag = item.tag.clone().unwrap_or_else(|| "staged".into());
                 copy_image(&staged, &item.root, &layout, &tag, &options).await?;
@@ -700,7 +714,7 @@ pub(crate) async fn copy(
                 .zip(&tags)
                 .any(|(i, t)| i.tag.as_deref() != Some(t));
             let (layout, _keep) = if retag {
-                let dir = scratch.path().join("retagged");
+                let dir = scratch_dir.as_path().join("retagged");
                 let layout = scratch_layout(&dir).await?;
                 for (item, tag) in items.iter().zip(&tags) {
                     copy_image(&staged, &item.root, &layout, tag, &options).await?;
@@ -804,7 +818,7 @@ pub(crate) async fn copy(
                 }
             };
             // docker-archive export names images by their tag in the layout.
-            let dir = scratch.path().join("export");
+            let dir = scratch_dir.as_path().join("export");
             let layout = scratch_layout(&dir).await?;
             let mut pairs = Vec::new();
             for (n, item) in items.iter().enumerate() {

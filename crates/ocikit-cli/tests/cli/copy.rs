@@ -160,7 +160,7 @@ fn bad_copies_are_refused_and_leave_no_destination() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".ocikit-copy-"))
+        .filter(|n| n.contains(".ocikit-"))
         .collect();
     assert!(
         leftovers.is_empty(),

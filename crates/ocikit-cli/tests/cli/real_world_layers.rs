@@ -602,10 +602,19 @@ fn staging_of_a_killed_run_is_removed_by_the_next_run_for_the_target() {
     assert!(!stale.exists(), "the killed build's staging stayed");
     assert!(live.join("layout").is_dir(), "a live staging was touched");
     drop(held);
-    // Copies into a new layout clean up the same way.
+    // Copies into a new layout clean up the same way, scratch space included.
     let stale = killed("COPY");
+    let scratch = work.join(".COPY.ocikit-scratch-killed1");
+    std::fs::create_dir_all(scratch.join("scratch/layout/blobs/sha256")).unwrap();
+    std::fs::write(scratch.join("lock"), b"").unwrap();
     ok(&["copy", &oci(&source, ":t"), &oci(&work.join("COPY"), ":t")]);
     assert!(!stale.exists(), "the killed copy's staging stayed");
+    assert!(!scratch.exists(), "the killed copy's scratch stayed");
+    let left: Vec<PathBuf> = staging_under(&work)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".COPY."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     ok(&["fsck", &oci(&work.join("COPY"), "")]);
 }
 

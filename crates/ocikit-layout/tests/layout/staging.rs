@@ -144,3 +144,45 @@ async fn stale_staging_is_removed_and_live_staging_left_alone() {
         listing(parent.path())
     );
 }
+
+#[tokio::test]
+async fn scratch_space_is_removed_when_dropped_and_after_a_killed_run() {
+    use ocikit_layout::Scratch;
+    let parent = tempfile::tempdir().unwrap();
+    let target = parent.path().join("dest");
+    // Left by a killed run (lock held by nobody), and one still in use.
+    let stale = parent.path().join(".dest.ocikit-scratch-killed1");
+    std::fs::create_dir_all(stale.join("scratch/layout/blobs")).unwrap();
+    std::fs::write(stale.join("lock"), b"").unwrap();
+    let live = parent.path().join(".dest.ocikit-scratch-running");
+    std::fs::create_dir_all(live.join("scratch")).unwrap();
+    let held = std::fs::File::create(live.join("lock")).unwrap();
+    held.lock().unwrap();
+
+    let scratch = Scratch::near(&target).await.unwrap();
+    assert!(scratch.path().is_dir());
+    assert!(scratch.path().starts_with(parent.path()));
+    std::fs::write(scratch.path().join("work"), b"work").unwrap();
+    assert!(!stale.exists(), "the killed run's scratch stayed");
+    assert!(live.join("scratch").is_dir(), "a live scratch was touched");
+    drop(scratch);
+    assert_eq!(listing(parent.path()), [".dest.ocikit-scratch-running"]);
+    drop(held);
+    // Beside a path whose parents do not exist yet: in the nearest existing ancestor.
+    let scratch = Scratch::near(parent.path().join("a/b/dest")).await.unwrap();
+    assert_eq!(
+        scratch.path().parent().unwrap().parent().unwrap(),
+        parent.path()
+    );
+    assert!(live.exists(), "another path's scratch was touched");
+    drop(scratch);
+    // The next run for `dest` removes the one whose process is gone.
+    let scratch = Scratch::near(&target).await.unwrap();
+    assert!(!live.exists(), "the finished run's scratch stayed");
+    drop(scratch);
+    assert!(
+        listing(parent.path()).is_empty(),
+        "{:?}",
+        listing(parent.path())
+    );
+}

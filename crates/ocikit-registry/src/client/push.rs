@@ -410,30 +410,20 @@ pub(super) async fn upload_into(
                 bytes: offset,
             });
         }
-        let req = Request::new(
-            Method::PUT,
-            with_digest(location, digest),
-            repository,
-            what,
-        )
-        .push_scope()
-        .header(header::CONTENT_LENGTH, "0")
-        .header(header::CONTENT_TYPE, "application/octet-stream");
+        let req = Request::new(Method::PUT, with_digest(location, digest), repository, what)
+            .push_scope()
+            .header(header::CONTENT_LENGTH, "0")
+            .header(header::CONTENT_TYPE, "application/octet-stream");
         client.expect(&req, &[StatusCode::CREATED]).await?;
     } else {
-        let req = Request::new(
-            Method::PUT,
-            with_digest(location, digest),
-            repository,
-            what,
-        )
-        .push_scope()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(Body::Blob {
-            layout: layout.clone(),
-            digest: digest.clone(),
-            range: 0..size,
-        });
+        let req = Request::new(Method::PUT, with_digest(location, digest), repository, what)
+            .push_scope()
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(Body::Blob {
+                layout: layout.clone(),
+                digest: digest.clone(),
+                range: 0..size,
+            });
         client.expect(&req, &[StatusCode::CREATED]).await?;
     }
     Ok(())

@@ -48,7 +48,12 @@ enum Command {
         /// The layout: oci:PATH.
         layout: String,
     },
-    /// List a layout's tags with their digests, sizes and platforms.
+    /// List a layout's images: tags with their digests, sizes and platforms.
+    ///
+    /// Untagged images (as `skopeo copy ... oci:DIR` without a tag leaves them) are listed
+    /// too, with TAG `<none>`: in --json their row has no `tag` key, and -q prints their
+    /// digest where it prints the tags of the others. An image a tag names is listed under
+    /// its tags only; artifacts attached to an image are listed by `ocikit referrers`.
     #[command(after_help = "Examples:\n  ocikit ls oci:./images\n  ocikit ls oci:./images --json")]
     Ls {
         /// The layout: oci:PATH.
@@ -337,6 +342,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let out = Output::new(cli.json, cli.quiet);
+    let tls_flags = tls_flags(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -346,6 +352,30 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli.command, &out)) {
         Ok(code) => code,
-        Err(err) => out.fail(&commands::copy::tls_hint(err)),
+        Err(err) => out.fail(&commands::copy::tls_hint(err, &tls_flags)),
+    }
+}
+
+/// How `command` spells its TLS flags, for the hint on a TLS failure.
+fn tls_flags(command: &Command) -> commands::copy::TlsFlags {
+    use commands::copy::TlsFlags;
+    match command {
+        Command::Copy {
+            source,
+            destination,
+            ..
+        } => TlsFlags::Sides {
+            source: Some(source.clone()),
+            destination: Some(destination.clone()),
+        },
+        Command::Pull { image, .. } => TlsFlags::Sides {
+            source: Some(image.clone()),
+            destination: None,
+        },
+        Command::Push { destination, .. } => TlsFlags::Sides {
+            source: None,
+            destination: Some(destination.clone()),
+        },
+        _ => TlsFlags::One,
     }
 }

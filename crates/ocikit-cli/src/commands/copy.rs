@@ -71,20 +71,89 @@ impl TlsArgs {
     }
 }
 
+/// How the command that ran spells its TLS flags, so that a hint names flags it takes.
+#[derive(Debug)]
+pub(crate) enum TlsFlags {
+    /// One registry: `--tls-verify`, `--ca-file`, `--cert-dir` (`inspect`, `tags`, ...).
+    One,
+    /// A source and a destination (`copy`, `pull`, `push`): `--src-` and `--dest-` forms.
+    Sides {
+        /// The source location, if the command has one.
+        source: Option<String>,
+        /// The destination location, if the command has one.
+        destination: Option<String>,
+    },
+}
+
+impl TlsFlags {
+    /// The flag prefixes that set `registry`'s TLS options: `""` for [`TlsFlags::One`]; for
+    /// [`TlsFlags::Sides`], the side(s) whose `docker://` location names `registry` (both
+    /// registry sides when none does by name, as for Docker Hub's short names).
+    fn prefixes(&self, registry: &str) -> Vec<&'static str> {
+        let TlsFlags::Sides {
+            source,
+            destination,
+        } = self
+        else {
+            return vec![""];
+        };
+        let sides = [("src-", source), ("dest-", destination)];
+        let host = |location: &str| {
+            location
+                .strip_prefix("docker://")
+                .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
+        };
+        let remote: Vec<(&'static str, Option<String>)> = sides
+            .iter()
+            .filter_map(|(prefix, location)| {
+                let location = location.as_deref()?;
+                location
+                    .starts_with("docker://")
+                    .then(|| (*prefix, host(location)))
+            })
+            .collect();
+        let named: Vec<&'static str> = remote
+            .iter()
+            .filter(|(_, host)| host.as_deref() == Some(registry))
+            .map(|(prefix, _)| *prefix)
+            .collect();
+        match (named.is_empty(), remote.is_empty()) {
+            (false, _) => named,
+            (true, false) => remote.iter().map(|(prefix, _)| *prefix).collect(),
+            (true, true) => vec!["src-", "dest-"],
+        }
+    }
+}
+
 /// `err`, with what to do about it on top when a registry spoke plain HTTP or presented a
-/// certificate that does not verify: the flags that change that.
-pub(crate) fn tls_hint(err: anyhow::Error) -> anyhow::Error {
+/// certificate that does not verify: the flags that change that, as `flags` spells them.
+pub(crate) fn tls_hint(err: anyhow::Error, flags: &TlsFlags) -> anyhow::Error {
     use ocikit::registry::Error as RegistryError;
+    let either = |prefixes: &[&str], flag: &str| {
+        prefixes
+            .iter()
+            .map(|prefix| format!("--{prefix}{flag}"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
     let hint = err.chain().find_map(|cause| match cause.downcast_ref() {
-        Some(RegistryError::NotHttps { registry, .. }) => Some(format!(
-            "{registry} speaks plain HTTP, not HTTPS: allow that with --tls-verify=false \
-             (with copy: --src-tls-verify=false or --dest-tls-verify=false)"
-        )),
-        Some(RegistryError::Certificate { registry, .. }) => Some(format!(
-            "the TLS certificate of {registry} does not verify: trust its authority with \
-             --ca-file FILE or --cert-dir DIR, or skip verification with --tls-verify=false \
-             (with copy: --src-/--dest- variants)"
-        )),
+        Some(RegistryError::NotHttps { registry, .. }) => {
+            let prefixes = flags.prefixes(registry);
+            Some(format!(
+                "{registry} speaks plain HTTP, not HTTPS: allow that with {}",
+                either(&prefixes, "tls-verify=false")
+            ))
+        }
+        Some(RegistryError::Certificate { registry, .. }) => {
+            let prefixes = flags.prefixes(registry);
+            Some(format!(
+                "the TLS certificate of {registry} does not verify: trust its authority with \
+                 {} FILE or {} DIR, or skip verification with {}",
+                either(&prefixes, "ca-file"),
+                either(&prefixes, "cert-dir"),
+                either(&prefixes, "tls-verify=false")
+            ))
+        }
         _ => None,
     });
     match hint {

@@ -1,0 +1,48 @@
+//! A new user's review of issue 14's fixes, with the real peers: error messages that name
+//! the flags the command in hand really has, and say what happened rather than something
+//! that sounds like another operation.
+
+use crate::registry::Serve;
+use crate::{fails, ok};
+
+/// Every `--…tls-verify` flag an error names.
+fn tls_flags_named(err: &str) -> Vec<&str> {
+    err.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+        .filter(|word| word.starts_with("--") && word.contains("tls-verify"))
+        .map(|word| word.split('=').next().unwrap_or(word))
+        .collect()
+}
+
+/// A plain-HTTP registry used without the flag that allows it: the hint names that flag as
+/// the command spells it (`pull` and `push` have only the `--src-`/`--dest-` forms, and only
+/// the side that is a registry matters), never a flag the command would refuse.
+#[test]
+fn the_plain_http_hint_names_the_flag_the_command_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    crate::image::build(&layout, "hello", &[]);
+    let server = Serve::start(&d.join("registry"), &[]);
+    let src = format!("oci:{}:hello", layout.display());
+    let remote = format!("docker://{}/app:v1", server.addr);
+    let pulled = format!("oci:{}:v1", d.join("pulled").display());
+
+    let err = fails(&["push", &src, &remote]);
+    assert_eq!(tls_flags_named(&err), ["--dest-tls-verify"], "{err}");
+    let err = fails(&["copy", &src, &remote]);
+    assert_eq!(tls_flags_named(&err), ["--dest-tls-verify"], "{err}");
+    ok(&["push", "--dest-tls-verify=false", &src, &remote]);
+
+    let err = fails(&["pull", &remote, &pulled]);
+    assert_eq!(tls_flags_named(&err), ["--src-tls-verify"], "{err}");
+    let err = fails(&["copy", &remote, &pulled]);
+    assert_eq!(tls_flags_named(&err), ["--src-tls-verify"], "{err}");
+    let err = fails(&["inspect", &remote]);
+    assert_eq!(tls_flags_named(&err), ["--tls-verify"], "{err}");
+    // Each flag the hints named is one the command takes.
+    ok(&["pull", "--src-tls-verify=false", &remote, &pulled]);
+    ok(&["inspect", "--tls-verify=false", &remote]);
+
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+}

@@ -24,20 +24,23 @@ pub enum Error {
         /// The key asked for.
         key: String,
     },
-    /// Written content hashed to another digest than the one promised; nothing was published.
-    #[error("digest mismatch: expected {expected}, written content is {actual}")]
+    /// Content hashed to another digest than the one promised: content being written (then
+    /// nothing was published), or a stored blob being read (then it is corrupt). The message
+    /// says neither, so that it is true for both.
+    #[error("digest mismatch: expected {expected}, the content hashes to {actual}")]
     DigestMismatch {
-        /// The digest the writer was told to expect.
+        /// The digest the writer or reader was told to expect.
         expected: Digest,
-        /// The digest of what was written.
+        /// The digest of the content.
         actual: Digest,
     },
-    /// Written content had another size than the one promised; nothing was published.
-    #[error("size mismatch: expected {expected} bytes, {actual} were written")]
+    /// Content had another size than the one promised, written (nothing was published) or
+    /// read (the stored blob is corrupt).
+    #[error("size mismatch: expected {expected} bytes, the content has {actual}")]
     SizeMismatch {
         /// The promised size.
         expected: u64,
-        /// The number of bytes written.
+        /// The number of bytes of the content (as far as it was read when it overran).
         actual: u64,
     },
     /// A compare-and-swap write lost: the document changed (or appeared, or vanished) since

@@ -46,3 +46,41 @@ fn the_plain_http_hint_names_the_flag_the_command_has() {
     let (exit, _) = server.stop();
     assert!(exit.success(), "serve did not stop cleanly: {exit}");
 }
+
+/// Reading a corrupt blob is not writing one: `unpack` of a layer whose stored bytes changed
+/// says what the content hashes to, not "written content" (as `cat` says for the same blob).
+#[test]
+fn a_corrupt_blob_read_by_unpack_is_not_called_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    let digest = crate::image::build(&layout, "hello", &[]);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(digest.strip_prefix("sha256:").unwrap()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let path = layout
+        .join("blobs/sha256")
+        .join(layer.strip_prefix("sha256:").unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let target = d.join("rootfs");
+    let err = fails(&[
+        "unpack",
+        &format!("oci:{}:hello", layout.display()),
+        target.to_str().unwrap(),
+    ]);
+    assert!(err.contains(layer), "names the blob: {err}");
+    assert!(err.contains("hashes to"), "{err}");
+    assert!(!err.contains("written"), "nothing was written: {err}");
+    assert!(!target.exists());
+}

@@ -119,11 +119,12 @@ impl Job {
         R: Read + Send,
         F: FnOnce(BlobReader<'_>) -> Result<T>,
     {
+        // Content under an algorithm ocikit cannot compute is never used unverified.
         let verifying =
             VerifyingReader::new(source, self.digest.clone(), self.size).map_err(|_| {
-                Error::Store(StoreError::UnsupportedAlgorithm {
-                    algorithm: self.digest.algorithm().clone(),
-                })
+                Error::Unverifiable {
+                    digest: self.digest.clone(),
+                }
             })?;
         let mut source = Counting {
             inner: verifying,

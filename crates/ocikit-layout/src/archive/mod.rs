@@ -771,7 +771,8 @@ pub(crate) async fn send_blob(
 
 /// Streams a stored blob into a channel as `wrap`ped chunks, verifying size and digest:
 /// the last chunk is sent only once the digest is checked, so a consumer never sees a
-/// complete corrupt blob. Errors are [`Error::Copy`] naming the blob.
+/// complete corrupt blob. Errors are [`Error::Copy`] naming the blob, or
+/// [`Error::Unverifiable`] for a blob under an algorithm ocikit cannot compute.
 pub(crate) async fn stream_blob<T: Send>(
     store: &dyn Store,
     digest: &Digest,
@@ -782,9 +783,13 @@ pub(crate) async fn stream_blob<T: Send>(
 ) -> Result<()> {
     stream_blob_inner(store, digest, size, tx, wrap, &mut progress)
         .await
-        .map_err(|e| Error::Copy {
-            digest: digest.clone(),
-            source: Box::new(e),
+        .map_err(|e| match e {
+            // Names the blob already, as every read path reports it.
+            unverifiable @ Error::Unverifiable { .. } => unverifiable,
+            other => Error::Copy {
+                digest: digest.clone(),
+                source: Box::new(other),
+            },
         })
 }
 
@@ -804,11 +809,11 @@ async fn stream_blob_inner<T: Send>(
             actual: blob.size(),
         }));
     }
-    let mut hasher = ocikit_digest::Hasher::new(digest.algorithm()).map_err(|_| {
-        Error::Store(ocikit_store::Error::UnsupportedAlgorithm {
-            algorithm: digest.algorithm().clone(),
-        })
-    })?;
+    // Content under an algorithm ocikit cannot compute is never used unverified.
+    let mut hasher =
+        ocikit_digest::Hasher::new(digest.algorithm()).map_err(|_| Error::Unverifiable {
+            digest: digest.clone(),
+        })?;
     let check = |hasher: &ocikit_digest::Hasher| {
         let actual = hasher.current();
         if &actual == digest {

@@ -591,3 +591,24 @@ async fn wrong_diff_ids_and_undecodable_layers_are_refused_and_publish_nothing()
         ));
     }
 }
+
+/// Issue 14 leftover: a layer under an unregistered algorithm is refused by the verified
+/// read recompression shares with unpack, with [`Error::Unverifiable`] naming the layer's
+/// digest (not an error naming only the algorithm), and nothing is published.
+#[tokio::test]
+async fn a_layer_under_an_unregistered_algorithm_is_refused_naming_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("layout");
+    let layout = Layout::create(ocikit_store::FsStore::open(&root).await.unwrap())
+        .await
+        .unwrap();
+    let (image, foreign) =
+        crate::oci_archive::image_with_a_foreign_layer(&layout, &root, "foreign").await;
+    let before = blob_count(&layout).await;
+    let result = recompress(&layout, &image, &RecompressOptions::new(Compression::Gzip)).await;
+    refused(&layout, before, result, &foreign, |cause| {
+        matches!(cause, Error::Unverifiable { digest } if digest == &foreign)
+            && cause.to_string().contains(foreign.as_str())
+    })
+    .await;
+}

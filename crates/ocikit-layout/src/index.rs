@@ -125,6 +125,14 @@ impl Index {
             .collect()
     }
 
+    /// Every entry with its tag (`None` for an untagged one), in index order, as they are:
+    /// a tag or a digest may appear more than once.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = (Option<&str>, &Descriptor)> {
+        self.entries
+            .iter()
+            .map(|e| (ref_name(&e.descriptor), &e.descriptor))
+    }
+
     /// Points `tag` at `descriptor`: entries that carried the tag are removed (the tag moves),
     /// and a new entry with the tag is appended.
     pub fn set_tag(&mut self, tag: &str, descriptor: &Descriptor) -> Result<()> {

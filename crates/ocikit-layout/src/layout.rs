@@ -278,6 +278,49 @@ impl Layout {
             .collect())
     }
 
+    /// The images `index.json` lists, as a listing shows them, in index order: every tag
+    /// with the first entry carrying it (as [`Layout::tags`]), and every untagged entry (as
+    /// `skopeo copy … oci:DIR` and untagged oci-archives leave them) with `None`, unless a
+    /// tag names the same digest or an earlier untagged entry listed it already.
+    ///
+    /// An untagged manifest or index with a `subject` is an artifact attached to another
+    /// image (see [`Layout::attach`]) and is not listed ([`Layout::referrers`] lists it);
+    /// telling that needs the document, so each untagged manifest or index is read, verified
+    /// as [`Layout::read_document`] reads it, and its errors (a manifest that is not stored,
+    /// corrupt or unverifiable) are this listing's. Entries of other media types are listed
+    /// unread.
+    pub async fn entries(&self) -> Result<Vec<(Option<String>, Descriptor)>> {
+        let index = self.index().await?;
+        let tagged: std::collections::HashSet<&str> = index
+            .tags()
+            .into_iter()
+            .map(|(_, d)| d.digest().as_ref())
+            .collect();
+        let mut tags_seen = std::collections::HashSet::new();
+        let mut untagged_seen = std::collections::HashSet::new();
+        let mut listed = Vec::new();
+        for (tag, descriptor) in index.entries() {
+            match tag {
+                Some(tag) => {
+                    if tags_seen.insert(tag) {
+                        listed.push((Some(tag.to_string()), descriptor.clone()));
+                    }
+                }
+                None => {
+                    let digest = descriptor.digest().as_ref();
+                    if tagged.contains(digest) || !untagged_seen.insert(digest) {
+                        continue;
+                    }
+                    if self.read_document(descriptor).await?.subject().is_some() {
+                        continue;
+                    }
+                    listed.push((None, descriptor.clone()));
+                }
+            }
+        }
+        Ok(listed)
+    }
+
     /// Stores `bytes` as a blob and returns its descriptor.
     pub async fn put_blob(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
         let digest = self.store.put_bytes(bytes).await?;

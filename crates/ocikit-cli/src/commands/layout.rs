@@ -34,11 +34,12 @@ pub(crate) async fn init(location: &Location, out: &Output) -> Result<()> {
     })
 }
 
-/// One `ls` row.
+/// One `ls` row: a tag, or an untagged image (no `tag` key in JSON).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Row {
-    tag: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<String>,
     digest: String,
     #[serde(rename = "mediaType")]
     media_type: String,
@@ -54,10 +55,18 @@ pub(crate) async fn ls(location: &Location, out: &Output) -> Result<()> {
     }
     let layout = open_layout(path).await?;
     let mut rows = Vec::new();
-    for (tag, descriptor) in layout.tags().await? {
-        let (size, platforms) = footprint(&layout, &descriptor)
-            .await
-            .with_context(|| format!("cannot read the image tagged {tag:?}"))?;
+    let entries = layout
+        .entries()
+        .await
+        .with_context(|| format!("cannot list the images of {}", path.display()))?;
+    for (tag, descriptor) in entries {
+        let (size, platforms) =
+            footprint(&layout, &descriptor)
+                .await
+                .with_context(|| match &tag {
+                    Some(tag) => format!("cannot read the image tagged {tag:?}"),
+                    None => format!("cannot read the untagged image {}", descriptor.digest()),
+                })?;
         rows.push(Row {
             tag,
             digest: descriptor.digest().to_string(),
@@ -71,7 +80,12 @@ pub(crate) async fn ls(location: &Location, out: &Output) -> Result<()> {
     struct Listing<'a> {
         tags: &'a [Row],
     }
-    let quiet = || rows.iter().map(|r| format!("{}\n", r.tag)).collect();
+    // Tags, and the digests of untagged images (what names them).
+    let quiet = || {
+        rows.iter()
+            .map(|r| format!("{}\n", r.tag.as_deref().unwrap_or(&r.digest)))
+            .collect()
+    };
     out.answer(
         &Listing { tags: &rows },
         || {
@@ -79,7 +93,7 @@ pub(crate) async fn ls(location: &Location, out: &Output) -> Result<()> {
             for row in &rows {
                 text.push_str(&format!(
                     "{:<24} {:<12} {:>10}  {}\n",
-                    row.tag,
+                    row.tag.as_deref().unwrap_or(UNTAGGED),
                     short_digest(&row.digest),
                     human_size(row.size),
                     if row.platforms.is_empty() {
@@ -94,6 +108,9 @@ pub(crate) async fn ls(location: &Location, out: &Output) -> Result<()> {
         quiet,
     )
 }
+
+/// The TAG column of an untagged image, as docker and podman show one.
+const UNTAGGED: &str = "<none>";
 
 /// The bytes an image holds (manifests, configs, layers; each blob once) and its platforms.
 async fn footprint(layout: &Layout, root: &Descriptor) -> Result<(u64, Vec<String>)> {

@@ -330,3 +330,96 @@ async fn read_blob_checks_size_and_digest() {
     let index = Index::empty();
     assert_eq!(index.manifests().len(), 0);
 }
+
+/// Issue 14 leftover: a layout whose images are untagged (as `skopeo copy … oci:L` writes
+/// them) lists them, by digest; an image that a tag names is listed under its tags only, an
+/// artifact attached to an image is not an image of its own, and each digest is listed once.
+#[tokio::test]
+async fn entries_list_untagged_images_once_each_and_tagged_ones_by_tag() {
+    use crate::copy::make_image;
+    for (layout, _guard) in crate::image::layouts().await {
+        let a = make_image(&layout, "a").await;
+        let b = make_image(&layout, "b").await;
+        assert!(layout.entries().await.unwrap().is_empty());
+        layout
+            .edit_index(|index| {
+                index.add(&a.manifest)?;
+                index.add(&b.manifest)?;
+                Ok(true)
+            })
+            .await
+            .unwrap();
+        let listed =
+            |entries: Vec<(Option<String>, ocikit_digest::oci_spec::image::Descriptor)>| {
+                entries
+                    .into_iter()
+                    .map(|(tag, d)| (tag, d.digest().to_string()))
+                    .collect::<Vec<_>>()
+            };
+        let (da, db) = (
+            a.manifest.digest().to_string(),
+            b.manifest.digest().to_string(),
+        );
+        assert_eq!(
+            listed(layout.entries().await.unwrap()),
+            [(None, da.clone()), (None, db.clone())]
+        );
+        // The tags ocikit's `tags` knew all along are still every tag.
+        assert!(layout.tags().await.unwrap().is_empty());
+
+        // A tag on b: b is listed under it, no longer as untagged; a second tag lists it twice.
+        layout.set_tag("v1", &b.manifest).await.unwrap();
+        layout.set_tag("latest", &b.manifest).await.unwrap();
+        let artifact = layout
+            .attach(
+                &a.manifest,
+                &ocikit_layout::Artifact::new("application/vnd.example.sig"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            listed(layout.entries().await.unwrap()),
+            [
+                (None, da.clone()),
+                (Some("v1".to_string()), db.clone()),
+                (Some("latest".to_string()), db.clone()),
+            ]
+        );
+        // A tagged artifact is listed under its tag, as every tag is.
+        layout.set_tag("sig", &artifact).await.unwrap();
+        assert_eq!(
+            listed(layout.entries().await.unwrap()).last(),
+            Some(&(Some("sig".to_string()), artifact.digest().to_string()))
+        );
+    }
+}
+
+/// An untagged entry whose manifest is not stored makes the listing fail naming it (it
+/// cannot tell what the entry is), as does one whose manifest is corrupt.
+#[tokio::test]
+async fn entries_refuse_an_untagged_entry_they_cannot_read() {
+    use crate::copy::make_image;
+    for (layout, _guard) in crate::image::layouts().await {
+        let a = make_image(&layout, "a").await;
+        let missing = ocikit_digest::descriptor::new(
+            "application/vnd.oci.image.manifest.v1+json",
+            &ocikit_digest::Digest::sha256(b"not stored"),
+            10,
+        )
+        .unwrap();
+        layout
+            .edit_index(|index| {
+                index.add(&a.manifest)?;
+                index.add(&missing)?;
+                Ok(true)
+            })
+            .await
+            .unwrap();
+        match layout.entries().await {
+            Err(Error::Store(ocikit_store::Error::NotFound { digest })) => {
+                assert_eq!(digest.as_str(), missing.digest().as_ref())
+            }
+            other => panic!("expected the missing manifest named, got {other:?}"),
+        }
+    }
+}

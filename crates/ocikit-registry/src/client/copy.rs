@@ -36,7 +36,10 @@ pub struct CopyWithinOptions {
     /// Blobs mounted (or streamed) at once (at least 1), largest first.
     pub concurrency: usize,
     /// Where to make the scratch directory for blobs the registry will not mount (default:
-    /// the system's temporary directory). Made only when one is needed, removed at the end.
+    /// the system's temporary directory). Made only when one is needed, removed at the end:
+    /// it is `.ocikit-copy.ocikit-scratch-RANDOM`, an [`ocikit_layout::Scratch`], locked
+    /// while the copy runs, so one that a killed copy left there is removed by the next copy
+    /// that needs scratch space in the same directory.
     pub scratch_dir: Option<PathBuf>,
     /// Where [`Operation::Copy`] events go.
     pub progress: Progress,
@@ -92,12 +95,17 @@ enum Moved {
     Streamed(u64),
 }
 
-/// The scratch layout for streamed blobs, made on first use.
+/// The name the scratch space of [`Client::copy_within`] is made beside, in the scratch
+/// directory: scratch directories are `.ocikit-copy.ocikit-scratch-RANDOM` there.
+const SCRATCH_NAME: &str = "ocikit-copy";
+
+/// The scratch layout for streamed blobs, made on first use: an [`ocikit_layout::Scratch`]
+/// (locked while the copy runs, so that the next copy removes one a killed copy left).
 struct Scratch {
     registry: String,
     repository: String,
     parent: PathBuf,
-    made: tokio::sync::OnceCell<(tempfile::TempDir, Layout)>,
+    made: tokio::sync::OnceCell<(ocikit_layout::Scratch, Layout)>,
 }
 
 impl Scratch {
@@ -114,29 +122,25 @@ impl Scratch {
         let (_, layout) = self
             .made
             .get_or_try_init(|| async {
-                let parent = self.parent.clone();
-                let scratch_error = |source| Error::Scratch {
-                    path: self.parent.clone(),
-                    source,
-                };
-                let dir = tokio::task::spawn_blocking(move || {
-                    tempfile::Builder::new()
-                        .prefix(".ocikit-copy-")
-                        .tempdir_in(parent)
-                })
-                .await
-                .map_err(|e| scratch_error(std::io::Error::other(e)))?
-                .map_err(scratch_error)?;
-                let layout_error = |source: ocikit_layout::Error| Error::Layout {
+                let layout_error = |what: String, source: ocikit_layout::Error| Error::Layout {
                     registry: self.registry.clone(),
                     repository: self.repository.clone(),
-                    what: format!("the scratch layout in `{}`", dir.path().display()),
+                    what,
                     source: Box::new(source),
                 };
+                // Stale scratch directories of killed copies go first.
+                let dir = ocikit_layout::Scratch::near(self.parent.join(SCRATCH_NAME))
+                    .await
+                    .map_err(|e| {
+                        layout_error(format!("scratch space in `{}`", self.parent.display()), e)
+                    })?;
+                let what = || format!("the scratch layout in `{}`", dir.path().display());
                 let store = FsStore::open(dir.path().join("layout"))
                     .await
-                    .map_err(|e| layout_error(e.into()))?;
-                let layout = Layout::create(store).await.map_err(layout_error)?;
+                    .map_err(|e| layout_error(what(), e.into()))?;
+                let layout = Layout::create(store)
+                    .await
+                    .map_err(|e| layout_error(what(), e))?;
                 Ok::<_, Error>((dir, layout))
             })
             .await?;
@@ -147,8 +151,8 @@ impl Scratch {
     async fn remove(self) {
         if let Some((dir, layout)) = self.made.into_inner() {
             drop(layout);
-            // A directory that cannot be removed is left to the system's temp cleaning.
-            let _ = tokio::task::spawn_blocking(move || dir.close()).await;
+            // One that cannot be removed now is removed by the next copy (its lock is free).
+            let _ = tokio::task::spawn_blocking(move || drop(dir)).await;
         }
     }
 }

@@ -656,3 +656,66 @@ fn copy_within_is_send() {
     let client = client("127.0.0.1:1");
     send(client.copy_within("a", "v1", "b", Some("v1"), &CopyWithinOptions::new()));
 }
+
+/// Issue 14 leftover: the scratch space of a refused mount is a locked scratch directory
+/// (`.ocikit-copy.ocikit-scratch-*` in the scratch directory), so what a killed copy left
+/// there (its lock free) is removed by the next copy that needs scratch space, while one a
+/// running copy holds is left alone.
+#[tokio::test]
+async fn a_killed_copys_scratch_space_is_removed_by_the_next_copy_that_needs_one() {
+    let wire = Arc::new(Wire {
+        refuse_mounts: true,
+        ..Wire::default()
+    });
+    let addr = serve(wire.clone()).await;
+    let client = client(&addr);
+    let source = seed(&client).await;
+    let scratch = tempfile::tempdir().unwrap();
+    // A killed copy's leftovers: the lock file nobody holds, and a blob half downloaded.
+    let stale = scratch
+        .path()
+        .join(".ocikit-copy.ocikit-scratch-killed0001");
+    std::fs::create_dir_all(stale.join("scratch/layout/blobs/sha256")).unwrap();
+    std::fs::write(stale.join("lock"), b"").unwrap();
+    std::fs::write(
+        stale
+            .join("scratch/layout/blobs/sha256")
+            .join("0".repeat(64)),
+        vec![7u8; 4096],
+    )
+    .unwrap();
+    // A copy still running: its lock is held.
+    let live = scratch
+        .path()
+        .join(".ocikit-copy.ocikit-scratch-running001");
+    std::fs::create_dir_all(&live).unwrap();
+    let held = std::fs::File::create(live.join("lock")).unwrap();
+    held.try_lock().unwrap();
+    // Not scratch space at all.
+    let other = scratch.path().join("keep-me");
+    std::fs::write(&other, b"mine").unwrap();
+
+    let report = client
+        .copy_within(
+            "team/src",
+            "v1",
+            "team/dst",
+            Some("v1"),
+            &CopyWithinOptions::new().with_scratch_dir(Some(scratch.path().to_path_buf())),
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.mounted, report.transferred), (0, 5));
+    let mut left: Vec<String> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [".ocikit-copy.ocikit-scratch-running001", "keep-me"],
+        "the stale scratch directory stays, or the copy's own was not removed"
+    );
+    assert_holds_source(&client, "team/dst", "v1", &source).await;
+    drop(held);
+}

@@ -326,15 +326,6 @@ pub enum Error {
         /// The digest of the image the source resolved to.
         actual: Box<ocikit_digest::Digest>,
     },
-    /// A scratch directory for a blob streamed between two repositories cannot be made.
-    #[error("cannot create a scratch directory in `{}`", path.display())]
-    Scratch {
-        /// Where it was to be made.
-        path: std::path::PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -482,18 +482,26 @@ async fn stage(
             let report = docker::import_path(&layout, path, &options)
                 .await
                 .with_context(|| format!("cannot read {source}"))?;
-            let item = |image: &docker::ImportedImage| Item {
-                tag: image.tags.first().cloned(),
+            let item = |image: &docker::ImportedImage, tag: Option<&str>| Item {
+                tag: tag.map(str::to_owned),
                 root: image.manifest.clone(),
             };
             let items: Vec<Item> = match reference {
                 // Names are matched as docker matches them (`hello` is
-                // docker.io/library/hello:latest).
-                Some(r) => match report.find(r)? {
-                    Some(image) => vec![item(image)],
+                // docker.io/library/hello:latest); the image keeps the name that matched.
+                Some(r) => match report.find_tag(r)? {
+                    Some((image, tag)) => vec![item(image, Some(tag))],
                     None => bail!("{} has no image named {r:?}", path.display()),
                 },
-                None => report.images.iter().map(item).collect(),
+                // Every name of every image, as `docker load` sets them.
+                None => report
+                    .images
+                    .iter()
+                    .flat_map(|image| match image.tags.as_slice() {
+                        [] => vec![item(image, None)],
+                        tags => tags.iter().map(|t| item(image, Some(t))).collect(),
+                    })
+                    .collect(),
             };
             if items.is_empty() {
                 bail!("{} holds no image", path.display());
@@ -503,11 +511,15 @@ async fn stage(
     }
 }
 
-/// The tags the destination gives the items: its own tag for a single image, else each
-/// image's tag.
+/// The tags the destination gives the items: its own tag for a single image (then one tag,
+/// for the first item: the others are the same image under other names), else each image's
+/// tag.
 fn destination_tags(items: &[Item], wanted: Option<&str>) -> Result<Vec<String>> {
+    let one_image = items
+        .iter()
+        .all(|i| items.first().map(|first| first.root.digest()) == Some(i.root.digest()));
     match wanted {
-        Some(tag) if items.len() == 1 => Ok(vec![tag.to_string()]),
+        Some(tag) if one_image => Ok(vec![tag.to_string()]),
         Some(_) => bail!(
             "the source holds {} images: name one in the source, or leave the destination's tag out",
             items.len()

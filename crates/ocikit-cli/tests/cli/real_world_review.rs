@@ -84,3 +84,75 @@ fn a_corrupt_blob_read_by_unpack_is_not_called_written() {
     assert!(!err.contains("written"), "nothing was written: {err}");
     assert!(!target.exists());
 }
+
+/// The tags (`org.opencontainers.image.ref.name`) of layout `layout`'s index, sorted.
+fn layout_tags(layout: &std::path::Path) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut tags: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_owned)
+        .collect();
+    tags.sort();
+    tags
+}
+
+/// An image with several `RepoTags` (skopeo's `--additional-tag`, or `docker save` of an
+/// image with several names): an import keeps every name, as `docker load` does, and an
+/// import that names one of them tags the image with that name, not with the first.
+#[test]
+fn every_repo_tag_of_a_docker_archive_image_is_imported_and_the_one_named_is_used() {
+    let Some(skopeo) = crate::image::which("skopeo") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    crate::image::build(&layout, "hello", &[]);
+    let archive = d.join("two-names.tar");
+    let out = std::process::Command::new(skopeo)
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--additional-tag",
+            "demo/x:two",
+        ])
+        .arg(format!("oci:{}:hello", layout.display()))
+        .arg(format!("docker-archive:{}:demo/x:one", archive.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let all = d.join("all");
+    ok(&[
+        "import",
+        &format!("docker-archive:{}", archive.display()),
+        &format!("oci:{}", all.display()),
+    ]);
+    assert_eq!(
+        layout_tags(&all),
+        ["docker.io/demo/x:one", "docker.io/demo/x:two"]
+    );
+
+    let second = d.join("second");
+    ok(&[
+        "import",
+        &format!("docker-archive:{}:demo/x:two", archive.display()),
+        &format!("oci:{}", second.display()),
+    ]);
+    assert_eq!(layout_tags(&second), ["docker.io/demo/x:two"]);
+    let err = fails(&[
+        "import",
+        &format!("docker-archive:{}:demo/x:three", archive.display()),
+        &format!("oci:{}", d.join("none").display()),
+    ]);
+    assert!(err.contains("demo/x:three"), "{err}");
+    assert!(!d.join("none").exists());
+}

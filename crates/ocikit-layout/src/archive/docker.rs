@@ -118,15 +118,25 @@ impl ImportReport {
     /// # Errors
     /// [`Error::InvalidTag`] when `reference` is not a docker reference.
     pub fn find(&self, reference: &str) -> Result<Option<&ImportedImage>> {
+        Ok(self.find_tag(reference)?.map(|(image, _)| image))
+    }
+
+    /// As [`ImportReport::find`], with the `RepoTags` entry that matched: the name to give
+    /// the image (an image may have several, and the one asked for is not always the first).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTag`] when `reference` is not a docker reference.
+    pub fn find_tag(&self, reference: &str) -> Result<Option<(&ImportedImage, &str)>> {
         let wanted = normalized(reference).ok_or_else(|| Error::InvalidTag {
             tag: reference.chars().take(300).collect(),
             reason: "not a docker reference (NAME[:TAG])",
         })?;
-        Ok(self.images.iter().find(|image| {
+        Ok(self.images.iter().find_map(|image| {
             image
                 .tags
                 .iter()
-                .any(|tag| tag == reference || normalized(tag).as_deref() == Some(&wanted))
+                .find(|tag| *tag == reference || normalized(tag).as_deref() == Some(&wanted))
+                .map(|tag| (image, tag.as_str()))
         }))
     }
 }

@@ -637,6 +637,31 @@ async fn references_find_images_as_docker_normalises_them() {
     }
 }
 
+/// An image with several names: the one a reference matches is the one reported, not the
+/// first (`docker-archive:FILE:example.com/app:1.0` names the image `example.com/app:1.0`).
+#[tokio::test]
+async fn references_find_the_name_they_match() {
+    let legacy = legacy_archive();
+    let layout = Layout::create(MemoryStore::new()).await.unwrap();
+    let report = import(&layout, &legacy.tar[..], &Options::new())
+        .await
+        .unwrap();
+    let a = &report.images[0];
+    assert_eq!(a.tags.len(), 2, "{:?}", a.tags);
+    for (wanted, name) in [
+        ("app", "app:latest"),
+        ("docker.io/library/app:latest", "app:latest"),
+        ("example.com/app:1.0", "example.com/app:1.0"),
+    ] {
+        assert_eq!(
+            report.find_tag(wanted).unwrap(),
+            Some((a, name)),
+            "{wanted}"
+        );
+    }
+    assert_eq!(report.find_tag("app:1.0").unwrap(), None);
+}
+
 #[test]
 fn whole_layout_exports_name_images_by_layout_and_tag() {
     use ocikit_layout::archive::docker::repo_tag_for;

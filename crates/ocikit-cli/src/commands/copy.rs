@@ -559,11 +559,16 @@ struct Copied {
 }
 
 impl Copied {
-    /// Counts the blobs and bytes of `roots` in `layout`.
+    /// Counts the blobs and bytes of `roots` in `layout`. A blob that one image of this copy
+    /// wrote and the next one found (one image under two tags) was not already present: the
+    /// blobs skipped are at most those this copy neither wrote nor mounted.
     async fn measure(&mut self, layout: &Layout, roots: &[Descriptor]) -> Result<()> {
         let (blobs, bytes) = ocikit::layout::copy::reach(layout, roots).await?;
         self.blobs = blobs;
         self.bytes = bytes;
+        self.blobs_skipped = self
+            .blobs_skipped
+            .min(blobs.saturating_sub(self.blobs_copied + self.blobs_mounted));
         Ok(())
     }
 }

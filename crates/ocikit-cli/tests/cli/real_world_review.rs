@@ -156,3 +156,24 @@ fn every_repo_tag_of_a_docker_archive_image_is_imported_and_the_one_named_is_use
     assert!(err.contains("demo/x:three"), "{err}");
     assert!(!d.join("none").exists());
 }
+
+/// One image under two tags copied into a new layout: nothing was "already present" there;
+/// the second tag's blobs are the ones this copy just wrote. A copy into a layout that holds
+/// part of the image still counts what it found.
+#[test]
+fn a_copy_into_a_new_layout_finds_nothing_already_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    crate::image::build(&layout, "hello", &[]);
+    let src = format!("oci:{}", layout.display());
+    ok(&["tag", &format!("{src}:hello"), "again"]);
+    let copied = crate::json(&["copy", &src, &format!("oci:{}", d.join("new").display())]);
+    assert_eq!(copied["blobsSkipped"], 0, "{copied}");
+    assert_eq!(copied["blobsCopied"], copied["blobs"], "{copied}");
+
+    // The same copy again: every blob is there already, once each.
+    let again = crate::json(&["copy", &src, &format!("oci:{}", d.join("new").display())]);
+    assert_eq!(again["blobsCopied"], 0, "{again}");
+    assert_eq!(again["blobsSkipped"], again["blobs"], "{again}");
+}

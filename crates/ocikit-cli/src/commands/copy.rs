@@ -88,14 +88,16 @@ pub(crate) enum TlsFlags {
 impl TlsFlags {
     /// The flag prefixes that set `registry`'s TLS options: `""` for [`TlsFlags::One`]; for
     /// [`TlsFlags::Sides`], the side(s) whose `docker://` location names `registry` (both
-    /// registry sides when none does by name, as for Docker Hub's short names).
-    fn prefixes(&self, registry: &str) -> Vec<&'static str> {
+    /// registry sides when none does by name, as for Docker Hub's short names), and how to
+    /// join them: "and" when both sides are that registry (a copy within it needs both),
+    /// else "or".
+    fn prefixes(&self, registry: &str) -> (Vec<&'static str>, &'static str) {
         let TlsFlags::Sides {
             source,
             destination,
         } = self
         else {
-            return vec![""];
+            return (vec![""], " or ");
         };
         let sides = [("src-", source), ("dest-", destination)];
         let host = |location: &str| {
@@ -118,9 +120,9 @@ impl TlsFlags {
             .map(|(prefix, _)| *prefix)
             .collect();
         match (named.is_empty(), remote.is_empty()) {
-            (false, _) => named,
-            (true, false) => remote.iter().map(|(prefix, _)| *prefix).collect(),
-            (true, true) => vec!["src-", "dest-"],
+            (false, _) => (named, " and "),
+            (true, false) => (remote.iter().map(|(prefix, _)| *prefix).collect(), " or "),
+            (true, true) => (vec!["src-", "dest-"], " or "),
         }
     }
 }
@@ -129,12 +131,12 @@ impl TlsFlags {
 /// certificate that does not verify: the flags that change that, as `flags` spells them.
 pub(crate) fn tls_hint(err: anyhow::Error, flags: &TlsFlags) -> anyhow::Error {
     use ocikit::registry::Error as RegistryError;
-    let either = |prefixes: &[&str], flag: &str| {
+    let either = |(prefixes, joiner): &(Vec<&str>, &str), flag: &str| {
         prefixes
             .iter()
             .map(|prefix| format!("--{prefix}{flag}"))
             .collect::<Vec<_>>()
-            .join(" or ")
+            .join(joiner)
     };
     let hint = err.chain().find_map(|cause| match cause.downcast_ref() {
         Some(RegistryError::NotHttps { registry, .. }) => {

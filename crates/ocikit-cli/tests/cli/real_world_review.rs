@@ -42,6 +42,20 @@ fn the_plain_http_hint_names_the_flag_the_command_has() {
     // Each flag the hints named is one the command takes.
     ok(&["pull", "--src-tls-verify=false", &remote, &pulled]);
     ok(&["inspect", "--tls-verify=false", &remote]);
+    // A copy within that registry needs both flags, and says so (not "one or the other").
+    let other = format!("docker://{}/other:v1", server.addr);
+    let err = fails(&["copy", "--src-tls-verify=false", &remote, &other]);
+    assert!(
+        err.contains("--src-tls-verify=false and --dest-tls-verify=false"),
+        "{err}"
+    );
+    ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &remote,
+        &other,
+    ]);
 
     let (exit, _) = server.stop();
     assert!(exit.success(), "serve did not stop cleanly: {exit}");
@@ -176,4 +190,31 @@ fn a_copy_into_a_new_layout_finds_nothing_already_present() {
     let again = crate::json(&["copy", &src, &format!("oci:{}", d.join("new").display())]);
     assert_eq!(again["blobsCopied"], 0, "{again}");
     assert_eq!(again["blobsSkipped"], again["blobs"], "{again}");
+}
+
+/// A tag the registry does not have: the error says which manifest is missing in words, not
+/// the HTTP request ("has no GET manifest latest"), and names `latest` when no tag was given,
+/// as skopeo does.
+#[test]
+fn a_missing_tag_is_named_without_the_http_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Serve::start(&d.join("registry"), &[]);
+    let target = format!("oci:{}", d.join("pulled").display());
+    for (image, tag) in [("app", "latest"), ("app:v9", "v9")] {
+        let err = fails(&[
+            "pull",
+            "--src-tls-verify=false",
+            &format!("docker://{}/{image}", server.addr),
+            &target,
+        ]);
+        assert!(
+            err.contains(&format!("has no manifest {tag} in repository app")),
+            "{err}"
+        );
+        assert!(!err.contains("GET"), "{err}");
+    }
+    assert!(!d.join("pulled").exists());
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
 }

@@ -1063,10 +1063,16 @@ impl Client {
         let repository = req.repository.clone();
         let what = req.what.clone();
         match status {
+            // "has no manifest v1", not "has no GET manifest v1": what is missing, without
+            // the request's method.
             StatusCode::NOT_FOUND => Error::NotFound {
                 registry,
                 repository,
-                what,
+                what: ["GET ", "HEAD "]
+                    .iter()
+                    .find_map(|method| what.strip_prefix(method))
+                    .unwrap_or(&what)
+                    .to_owned(),
             },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Unauthorized {
                 registry,

@@ -67,9 +67,17 @@ impl Output {
             return ExitCode::SUCCESS;
         }
         let mut stderr = std::io::stderr().lock();
-        let _ = writeln!(stderr, "error: {err}");
+        let mut above = err.to_string();
+        let _ = writeln!(stderr, "error: {above}");
         for cause in err.chain().skip(1) {
-            let _ = writeln!(stderr, "  caused by: {cause}");
+            let text = cause.to_string();
+            // Some libraries repeat their cause's message inside their own (the S3 store,
+            // several levels deep): a cause the line above already says is left out.
+            if text.is_empty() || above.contains(&text) {
+                continue;
+            }
+            let _ = writeln!(stderr, "  caused by: {text}");
+            above = text;
         }
         ExitCode::FAILURE
     }

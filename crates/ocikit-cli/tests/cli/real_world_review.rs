@@ -218,3 +218,35 @@ fn a_missing_tag_is_named_without_the_http_method() {
     let (exit, _) = server.stop();
     assert!(exit.success(), "serve did not stop cleanly: {exit}");
 }
+
+/// Libraries that repeat their cause's message in their own (the S3 store does, four deep)
+/// print it once: a cause whose text the line above already holds adds nothing.
+#[test]
+fn a_cause_the_line_above_already_says_is_not_repeated() {
+    let Some(moto) = ocikit_store::conformance::moto::shared() else {
+        return;
+    };
+    let missing = format!("{}-missing", moto.bucket());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ocikit"))
+        .args([
+            "registry-gc",
+            "--s3-bucket",
+            &missing,
+            "--s3-endpoint",
+            &moto.endpoint(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("store does not answer"), "{stderr}");
+    assert_eq!(
+        stderr.matches("NoSuchBucket").count(),
+        1,
+        "the store's message, once: {stderr}"
+    );
+}

@@ -160,6 +160,21 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The registry's TLS certificate is a CA certificate (basicConstraints CA:TRUE) used
+    /// as the server's own, as `openssl req -x509` makes one by default. Trusting it (with
+    /// [`crate::client::ClientBuilder::ca_file`]) does not help: the TLS stack accepts only
+    /// server certificates that are not CAs, where Go's (skopeo's) accepts a trusted one.
+    #[error(
+        "the tls certificate of registry {registry} is a CA certificate (CA:TRUE) used as a \
+         server certificate, which is refused even when trusted"
+    )]
+    CaAsServerCertificate {
+        /// The registry.
+        registry: String,
+        /// The TLS failure.
+        #[source]
+        source: reqwest::Error,
+    },
     /// A repository name or reference does not follow the distribution spec's grammar.
     #[error("`{name}` is not a valid repository name or reference for registry {registry}")]
     InvalidName {

@@ -156,6 +156,16 @@ pub(crate) fn tls_hint(err: anyhow::Error, flags: &TlsFlags) -> anyhow::Error {
                 either(&prefixes, "tls-verify=false")
             ))
         }
+        Some(RegistryError::CaAsServerCertificate { registry, .. }) => {
+            let prefixes = flags.prefixes(registry);
+            Some(format!(
+                "the TLS certificate of {registry} is a CA certificate (CA:TRUE) serving as its \
+                 own server certificate, which ocikit refuses even when trusted: give the \
+                 registry a certificate with basicConstraints CA:FALSE (openssl req -x509 \
+                 -addext basicConstraints=critical,CA:FALSE ...), or skip verification with {}",
+                either(&prefixes, "tls-verify=false")
+            ))
+        }
         _ => None,
     });
     match hint {

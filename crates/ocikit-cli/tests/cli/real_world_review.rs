@@ -250,3 +250,78 @@ fn a_cause_the_line_above_already_says_is_not_repeated() {
         "the store's message, once: {stderr}"
     );
 }
+
+/// A self-signed certificate that is also a CA (basicConstraints CA:TRUE, what
+/// `openssl req -x509` makes by default) used as the registry's own certificate: ocikit's
+/// TLS stack refuses it even when trusted with `--ca-file` (skopeo accepts it). The error
+/// says so and what to do, instead of "trust its authority with --ca-file", which the user
+/// has just done.
+#[test]
+fn a_ca_certificate_used_as_the_server_certificate_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(d.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(d.join("key.pem"), key.serialize_pem()).unwrap();
+    let server = Serve::start(
+        &d.join("registry"),
+        &[
+            "--tls-cert",
+            d.join("cert.pem").to_str().unwrap(),
+            "--tls-key",
+            d.join("key.pem").to_str().unwrap(),
+        ],
+    );
+    let repo = format!("docker://{}/app", server.addr);
+    let err = fails(&[
+        "tags",
+        "--ca-file",
+        d.join("cert.pem").to_str().unwrap(),
+        &repo,
+    ]);
+    assert!(err.contains("CA:TRUE"), "{err}");
+    assert!(
+        err.contains("CA:FALSE"),
+        "says what certificate to make: {err}"
+    );
+    assert!(!err.contains("trust its authority"), "{err}");
+    // Without the CA file, the same: trusting it would not help.
+    let err = fails(&["tags", &repo]);
+    assert!(err.contains("CA:FALSE"), "{err}");
+    assert!(err.contains("--tls-verify=false"), "{err}");
+    // A certificate that is not a CA, trusted with --ca-file, is accepted.
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&leaf_key)
+        .unwrap();
+    std::fs::write(d.join("leaf.pem"), leaf.pem()).unwrap();
+    std::fs::write(d.join("leaf-key.pem"), leaf_key.serialize_pem()).unwrap();
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+    let server = Serve::start(
+        &d.join("registry"),
+        &[
+            "--tls-cert",
+            d.join("leaf.pem").to_str().unwrap(),
+            "--tls-key",
+            d.join("leaf-key.pem").to_str().unwrap(),
+        ],
+    );
+    let repo = format!("docker://{}/app", server.addr);
+    let err = fails(&[
+        "tags",
+        "--ca-file",
+        d.join("leaf.pem").to_str().unwrap(),
+        &repo,
+    ]);
+    assert!(
+        err.contains("has no tags in repository app"),
+        "reached it: {err}"
+    );
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+}

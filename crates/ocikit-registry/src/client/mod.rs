@@ -1031,6 +1031,14 @@ impl Client {
                     source,
                 };
             }
+            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
+                if format!("{other:?}").contains("CaUsedAsEndEntity") =>
+            {
+                return Error::CaAsServerCertificate {
+                    registry: self.inner.registry.clone(),
+                    source,
+                };
+            }
             Some(rustls::Error::InvalidCertificate(_)) => {
                 return Error::Certificate {
                     registry: self.inner.registry.clone(),

@@ -376,6 +376,7 @@ fn tls_flags(command: &Command) -> commands::copy::TlsFlags {
             source: None,
             destination: Some(destination.clone()),
         },
+        Command::Login(_) => TlsFlags::Login,
         _ => TlsFlags::One,
     }
 }

@@ -74,8 +74,11 @@ impl TlsArgs {
 /// How the command that ran spells its TLS flags, so that a hint names flags it takes.
 #[derive(Debug)]
 pub(crate) enum TlsFlags {
-    /// One registry: `--tls-verify`, `--ca-file`, `--cert-dir` (`inspect`, `tags`, ...).
+    /// One registry: `--tls-verify`, `--ca-file`, `--cert-dir`, `--creds` (`inspect`,
+    /// `tags`, ...).
     One,
+    /// `login`: the TLS flags of [`TlsFlags::One`], credentials of its own.
+    Login,
     /// A source and a destination (`copy`, `pull`, `push`): `--src-` and `--dest-` forms.
     Sides {
         /// The source location, if the command has one.
@@ -127,8 +130,9 @@ impl TlsFlags {
     }
 }
 
-/// `err`, with what to do about it on top when a registry spoke plain HTTP or presented a
-/// certificate that does not verify: the flags that change that, as `flags` spells them.
+/// `err`, with what to do about it on top when a registry spoke plain HTTP, presented a
+/// certificate that does not verify, or wants credentials: the flags that change that, as
+/// `flags` spells them.
 pub(crate) fn tls_hint(err: anyhow::Error, flags: &TlsFlags) -> anyhow::Error {
     use ocikit::registry::Error as RegistryError;
     let either = |(prefixes, joiner): &(Vec<&str>, &str), flag: &str| {
@@ -154,6 +158,14 @@ pub(crate) fn tls_hint(err: anyhow::Error, flags: &TlsFlags) -> anyhow::Error {
                 either(&prefixes, "ca-file"),
                 either(&prefixes, "cert-dir"),
                 either(&prefixes, "tls-verify=false")
+            ))
+        }
+        Some(RegistryError::Unauthorized { registry, .. }) if !matches!(flags, TlsFlags::Login) => {
+            let prefixes = flags.prefixes(registry);
+            Some(format!(
+                "{registry} wants credentials, or refused the ones given: give them with {} \
+                 USER:PASSWORD, or store them with `ocikit login {registry}`",
+                either(&prefixes, "creds")
             ))
         }
         Some(RegistryError::CaAsServerCertificate { registry, .. }) => {

@@ -325,3 +325,55 @@ fn a_ca_certificate_used_as_the_server_certificate_is_explained() {
     let (exit, _) = server.stop();
     assert!(exit.success(), "serve did not stop cleanly: {exit}");
 }
+
+/// A registry that wants credentials: the error says which flag gives them to this command
+/// (`--dest-creds` for a push, `--src-creds` for a pull, `--creds` for `tags`) or that
+/// `ocikit login` stores them, as the TLS hints do for their flags.
+#[test]
+fn a_registry_that_wants_credentials_is_told_how_to_give_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("users"),
+        format!("alice:{}\n", bcrypt::hash("alice-pw", 4).unwrap()),
+    )
+    .unwrap();
+    let layout = d.join("images");
+    crate::image::build(&layout, "hello", &[]);
+    let server = Serve::start(
+        &d.join("registry"),
+        &["--htpasswd", d.join("users").to_str().unwrap()],
+    );
+    let src = format!("oci:{}:hello", layout.display());
+    let remote = format!("docker://{}/app:v1", server.addr);
+    let err = fails(&["push", "--dest-tls-verify=false", &src, &remote]);
+    assert!(err.contains("--dest-creds USER:PASSWORD"), "{err}");
+    assert!(err.contains("ocikit login"), "{err}");
+    let err = fails(&[
+        "push",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:wrong",
+        &src,
+        &remote,
+    ]);
+    assert!(err.contains("--dest-creds"), "{err}");
+    ok(&[
+        "push",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:alice-pw",
+        &src,
+        &remote,
+    ]);
+    let pulled = format!("oci:{}:v1", d.join("pulled").display());
+    let err = fails(&["pull", "--src-tls-verify=false", &remote, &pulled]);
+    assert!(err.contains("--src-creds USER:PASSWORD"), "{err}");
+    assert!(!err.contains("--dest-creds"), "{err}");
+    let repo = format!("docker://{}/app", server.addr);
+    let err = fails(&["tags", "--tls-verify=false", &repo]);
+    assert!(err.contains("--creds USER:PASSWORD"), "{err}");
+    assert!(!err.contains("-src-creds"), "{err}");
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+}

@@ -189,7 +189,7 @@ enum Command {
         after_help = "Examples:\n  ocikit copy oci:./images:v1 oci:./other:v1\n  \
         ocikit copy oci:./images:v1 oci-archive:./v1.tar\n  \
         ocikit copy docker-archive:./saved.tar:alpine:3 oci:./images:alpine\n  \
-        ocikit copy oci:./images oci:./mirror   (every tag)\n  \
+        ocikit copy oci:./images oci:./mirror   (every image, tagged or not)\n  \
         ocikit copy --all docker://registry.example/app:v1 oci:./images:app\n  \
         ocikit copy --dest-tls-verify=false oci:./images:v1 docker://127.0.0.1:5000/app:v1"
     )]

@@ -454,16 +454,17 @@ async fn stage(
                     tag: None,
                     root: resolve(&layout, Some(digest)).await?,
                 }],
+                // Every image, tagged or not (`skopeo copy … oci:DIR` leaves it untagged).
                 None => layout
-                    .tags()
+                    .entries()
                     .await?
                     .into_iter()
-                    .map(|(tag, root)| Item {
-                        tag: Some(tag),
-                        root,
-                    })
+                    .map(|(tag, root)| Item { tag, root })
                     .collect(),
             };
+            if items.is_empty() {
+                bail!("{} holds no image", path.display());
+            }
             Ok((layout, items))
         }
         Location::OciArchive { path, selector } => {
@@ -551,9 +552,12 @@ fn destination_tags(items: &[Item], wanted: Option<&str>) -> Result<Vec<String>>
         None => items
             .iter()
             .map(|i| {
-                i.tag
-                    .clone()
-                    .context("name a tag for the destination: the source image has no tag")
+                i.tag.clone().with_context(|| {
+                    format!(
+                        "name a tag for the destination: the source image {} has no tag",
+                        i.root.digest()
+                    )
+                })
             })
             .collect(),
     }
@@ -750,11 +754,13 @@ pub(crate) async fn copy(
                     bail!("the destination takes a tag (oci:PATH:TAG), not a digest")
                 }
             };
-            // An archive's untagged images stay untagged (as skopeo imports them) unless the
-            // destination names one.
+            // Untagged images of an archive or a whole layout stay untagged (as skopeo
+            // imports them) unless the destination names one.
             let archive = matches!(
                 source,
-                Location::OciArchive { .. } | Location::DockerArchive { .. }
+                Location::OciArchive { .. }
+                    | Location::DockerArchive { .. }
+                    | Location::Oci { selector: None, .. }
             );
             let tags: Vec<Option<String>> = match wanted {
                 None if archive => items.iter().map(|i| i.tag.clone()).collect(),

@@ -377,3 +377,54 @@ fn a_registry_that_wants_credentials_is_told_how_to_give_them() {
     let (exit, _) = server.stop();
     assert!(exit.success(), "serve did not stop cleanly: {exit}");
 }
+
+/// A layout whose image is untagged (`skopeo copy … oci:DIR` without a tag) copied whole:
+/// the image is copied and stays untagged, as for untagged archives, instead of "copied 0
+/// image(s)" and an empty layout. A layout with no image at all is refused, as an archive
+/// with none is, and nothing is created.
+#[test]
+fn a_whole_layout_copy_takes_its_untagged_images_too() {
+    let Some(skopeo) = crate::image::which("skopeo") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    let digest = crate::image::build(&layout, "hello", &[]);
+    let untagged = d.join("untagged");
+    let out = std::process::Command::new(skopeo)
+        .args(["--insecure-policy", "copy"])
+        .arg(format!("oci:{}:hello", layout.display()))
+        .arg(format!("oci:{}", untagged.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(layout_tags(&untagged).is_empty());
+
+    let copy = d.join("copy");
+    let copied = crate::json(&[
+        "copy",
+        &format!("oci:{}", untagged.display()),
+        &format!("oci:{}", copy.display()),
+    ]);
+    assert_eq!(copied["blobs"], 3, "{copied}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copy.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str(), "{index}");
+    assert!(layout_tags(&copy).is_empty(), "stays untagged: {index}");
+    ok(&["fsck", &format!("oci:{}", copy.display())]);
+
+    let empty = d.join("empty");
+    ok(&["init", &format!("oci:{}", empty.display())]);
+    let err = fails(&[
+        "copy",
+        &format!("oci:{}", empty.display()),
+        &format!("oci:{}", d.join("nothing").display()),
+    ]);
+    assert!(err.contains("holds no image"), "{err}");
+    assert!(!d.join("nothing").exists());
+}

@@ -212,7 +212,10 @@ pub enum Error {
     },
     /// The registry wants credentials the client does not have, or refused the ones it sent
     /// (401 or 403 after authenticating).
-    #[error("registry {registry} refused access to repository {repository} ({status}) for {what}")]
+    #[error(
+        "registry {registry} refused access{} ({status}) for {what}",
+        to_repository(repository)
+    )]
     Unauthorized {
         /// The registry.
         registry: String,
@@ -528,6 +531,15 @@ impl IntoResponse for Failure {
 }
 
 // Short constructors for the refusals the handlers send.
+
+/// ` to repository NAME`, or nothing for a request outside any repository (`GET /v2/`).
+fn to_repository(repository: &str) -> String {
+    if repository.is_empty() {
+        String::new()
+    } else {
+        format!(" to repository {repository}")
+    }
+}
 
 pub(crate) fn name_invalid(message: impl Into<String>) -> Failure {
     ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::NameInvalid, message).into()

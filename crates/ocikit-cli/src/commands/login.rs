@@ -87,10 +87,18 @@ pub(crate) async fn login(args: LoginArgs, out: &Output) -> Result<()> {
         .credentials(Some(credentials.clone()))
         .build()
         .with_context(|| format!("cannot set up a client for {registry}"))?;
-    client
-        .ping()
-        .await
-        .with_context(|| format!("cannot log in to {registry}"))?;
+    match client.ping().await {
+        Ok(()) => {}
+        Err(e @ ocikit::registry::Error::Unauthorized { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot log in to {registry}: it refused the credentials of {}",
+                args.username
+            )));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot log in to {registry}")));
+        }
+    }
     let path = config_path(args.authfile.as_ref())?;
     let mut config = DockerConfig::load(&path)?;
     let helper = config.store(&registry, &credentials)?;

@@ -428,3 +428,49 @@ fn a_whole_layout_copy_takes_its_untagged_images_too() {
     assert!(err.contains("holds no image"), "{err}");
     assert!(!d.join("nothing").exists());
 }
+
+/// `login` with a wrong password says the registry refused that user's credentials, not
+/// "refused access to repository  (401) for GET /v2/" (no repository is involved).
+#[test]
+fn a_refused_login_says_the_credentials_were_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("users"),
+        format!("alice:{}\n", bcrypt::hash("alice-pw", 4).unwrap()),
+    )
+    .unwrap();
+    let server = Serve::start(
+        &d.join("registry"),
+        &["--htpasswd", d.join("users").to_str().unwrap()],
+    );
+    let authfile = d.join("config.json");
+    let err = fails(&[
+        "login",
+        "--tls-verify=false",
+        "--authfile",
+        authfile.to_str().unwrap(),
+        "-u",
+        "alice",
+        "-p",
+        "wrong",
+        &server.addr.to_string(),
+    ]);
+    assert!(err.contains("refused the credentials of alice"), "{err}");
+    assert!(!err.contains("repository  "), "{err}");
+    assert!(!authfile.exists());
+    ok(&[
+        "login",
+        "--tls-verify=false",
+        "--authfile",
+        authfile.to_str().unwrap(),
+        "-u",
+        "alice",
+        "-p",
+        "alice-pw",
+        &server.addr.to_string(),
+    ]);
+    assert!(authfile.exists());
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+}

@@ -161,12 +161,13 @@ pub enum Error {
         source: reqwest::Error,
     },
     /// The registry's TLS certificate is a CA certificate (basicConstraints CA:TRUE) used
-    /// as the server's own, as `openssl req -x509` makes one by default. Trusting it (with
-    /// [`crate::client::ClientBuilder::ca_file`]) does not help: the TLS stack accepts only
-    /// server certificates that are not CAs, where Go's (skopeo's) accepts a trusted one.
+    /// as the server's own, as `openssl req -x509` makes one by default, and the client was
+    /// not given that exact certificate to trust. Trusting it (with
+    /// [`crate::client::ClientBuilder::ca_file`] or a certificate directory) makes the client
+    /// accept it, as Go's TLS stack (skopeo's) does.
     #[error(
         "the tls certificate of registry {registry} is a CA certificate (CA:TRUE) used as a \
-         server certificate, which is refused even when trusted"
+         server certificate, and not one this client was given to trust"
     )]
     CaAsServerCertificate {
         /// The registry.

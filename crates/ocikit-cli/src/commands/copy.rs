@@ -172,9 +172,11 @@ pub(crate) fn tls_hint(err: anyhow::Error, flags: &TlsFlags) -> anyhow::Error {
             let prefixes = flags.prefixes(registry);
             Some(format!(
                 "the TLS certificate of {registry} is a CA certificate (CA:TRUE) serving as its \
-                 own server certificate, which ocikit refuses even when trusted: give the \
-                 registry a certificate with basicConstraints CA:FALSE (openssl req -x509 \
-                 -addext basicConstraints=critical,CA:FALSE ...), or skip verification with {}",
+                 own server certificate: trust exactly that certificate with {} (or a \
+                 certificate directory, {}), give the registry a certificate with \
+                 basicConstraints CA:FALSE, or skip verification with {}",
+                either(&prefixes, "ca-file"),
+                either(&prefixes, "cert-dir"),
                 either(&prefixes, "tls-verify=false")
             ))
         }

@@ -320,7 +320,10 @@ fn tls_flags_against_a_self_signed_registry() {
 
     let err = fails(&["push", &src, &v1]);
     assert!(err.contains("certificate"), "{err}");
-    assert!(err.contains("--dest-ca-file"), "the hint names push's flags: {err}");
+    assert!(
+        err.contains("--dest-ca-file"),
+        "the hint names push's flags: {err}"
+    );
     ok(&["push", "--dest-tls-verify=false", &src, &v1]);
     ok(&[
         "copy",
@@ -398,7 +401,10 @@ fn a_plain_http_registry_needs_tls_verify_false() {
     let v1 = format!("docker://{}/app:v1", server.addr);
     let err = fails(&["push", &src, &v1]);
     assert!(err.contains("plain HTTP"), "{err}");
-    assert!(err.contains("--dest-tls-verify=false"), "push's flag: {err}");
+    assert!(
+        err.contains("--dest-tls-verify=false"),
+        "push's flag: {err}"
+    );
     ok(&["push", "--dest-tls-verify=false", &src, &v1]);
     let repo = format!("docker://{}/app", server.addr);
     for args in [vec!["inspect", v1.as_str()], vec!["tags", repo.as_str()]] {

@@ -252,12 +252,12 @@ fn a_cause_the_line_above_already_says_is_not_repeated() {
 }
 
 /// A self-signed certificate that is also a CA (basicConstraints CA:TRUE, what
-/// `openssl req -x509` makes by default) used as the registry's own certificate: ocikit's
-/// TLS stack refuses it even when trusted with `--ca-file` (skopeo accepts it). The error
-/// says so and what to do, instead of "trust its authority with --ca-file", which the user
-/// has just done.
+/// `openssl req -x509` makes by default) used as the registry's own certificate: accepted
+/// when the user trusts exactly that certificate (`--ca-file`, `--cert-dir`), as skopeo
+/// accepts it, with its host name still checked; refused otherwise, with a hint that says
+/// how to trust it.
 #[test]
-fn a_ca_certificate_used_as_the_server_certificate_is_explained() {
+fn a_trusted_ca_certificate_serving_as_the_server_certificate_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let key = rcgen::KeyPair::generate().unwrap();
@@ -276,22 +276,61 @@ fn a_ca_certificate_used_as_the_server_certificate_is_explained() {
         ],
     );
     let repo = format!("docker://{}/app", server.addr);
+    // Trusted byte for byte with --ca-file (or as a .crt of --cert-dir), it is accepted, as
+    // skopeo accepts it.
     let err = fails(&[
         "tags",
         "--ca-file",
         d.join("cert.pem").to_str().unwrap(),
         &repo,
     ]);
-    assert!(err.contains("CA:TRUE"), "{err}");
     assert!(
-        err.contains("CA:FALSE"),
-        "says what certificate to make: {err}"
+        err.contains("has no tags in repository app"),
+        "reached it: {err}"
     );
-    assert!(!err.contains("trust its authority"), "{err}");
-    // Without the CA file, the same: trusting it would not help.
+    std::fs::create_dir(d.join("certs")).unwrap();
+    std::fs::copy(d.join("cert.pem"), d.join("certs/ca.crt")).unwrap();
+    let err = fails(&[
+        "tags",
+        "--cert-dir",
+        d.join("certs").to_str().unwrap(),
+        &repo,
+    ]);
+    assert!(
+        err.contains("has no tags in repository app"),
+        "reached it: {err}"
+    );
+    // Not trusted, it is refused, and the hint says how to trust it.
     let err = fails(&["tags", &repo]);
-    assert!(err.contains("CA:FALSE"), "{err}");
+    assert!(err.contains("CA:TRUE"), "{err}");
+    assert!(err.contains("--ca-file"), "{err}");
     assert!(err.contains("--tls-verify=false"), "{err}");
+    // Trusted, but under another name: the host name is still checked.
+    let other = rcgen::CertificateParams::new(vec!["registry.invalid".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(d.join("other.pem"), other.pem()).unwrap();
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "serve did not stop cleanly: {exit}");
+    let server = Serve::start(
+        &d.join("registry"),
+        &[
+            "--tls-cert",
+            d.join("other.pem").to_str().unwrap(),
+            "--tls-key",
+            d.join("key.pem").to_str().unwrap(),
+        ],
+    );
+    let repo = format!("docker://{}/app", server.addr);
+    let err = fails(&[
+        "tags",
+        "--ca-file",
+        d.join("other.pem").to_str().unwrap(),
+        &repo,
+    ]);
+    assert!(!err.contains("has no tags"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
     // A certificate that is not a CA, trusted with --ca-file, is accepted.
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])

@@ -243,6 +243,7 @@ impl ClientBuilder {
                 identity = Some(pair);
             }
         }
+        let roots_for_pinning = roots.clone();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -258,7 +259,10 @@ impl ClientBuilder {
             }
             .map_err(|e| setup("certificate verifier", Some(Box::new(e))))?;
             tls.dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_custom_certificate_verifier(Arc::new(TrustedExactly {
+                    inner: verifier,
+                    trusted: roots_for_pinning,
+                }))
         };
         let tls = match identity {
             None => tls.with_no_client_auth(),
@@ -288,6 +292,86 @@ impl ClientBuilder {
                 settings: self,
             }),
         })
+    }
+}
+
+/// The certificate verifier of a client: the platform verifier with the roots the caller
+/// added, and one case more, as Go's TLS stack (skopeo's) has it. A server certificate that
+/// is itself one of those added roots, byte for byte, is accepted although it is a CA
+/// (basicConstraints CA:TRUE, as `openssl req -x509` makes a self-signed certificate by
+/// default), once its host name matches. The verifier refuses such a certificate only for
+/// being a CA, after it checked its validity period; the user trusted exactly that
+/// certificate, so nothing else is taken on faith. A CA certificate that the user did not
+/// add is refused as before ([`Error::CaAsServerCertificate`]).
+#[derive(Debug)]
+struct TrustedExactly {
+    inner: rustls_platform_verifier::Verifier,
+    trusted: Vec<rustls_pki_types::CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for TrustedExactly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let refused = match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(verified) => return Ok(verified),
+            Err(e) => e,
+        };
+        let ca_as_end_entity = matches!(
+            &refused,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))
+                if format!("{other:?}").contains("CaUsedAsEndEntity")
+        );
+        if !ca_as_end_entity
+            || !self
+                .trusted
+                .iter()
+                .any(|t| t.as_ref() == end_entity.as_ref())
+        {
+            return Err(refused);
+        }
+        let certificate = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        certificate
+            .verify_is_valid_for_subject_name(server_name)
+            .map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+            })?;
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -44,7 +44,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// No entry of `index.json` carries this tag.
-    #[error("tag {tag:?} not found")]
+    #[error("no tag {tag:?}")]
     TagNotFound {
         /// The tag.
         tag: String,

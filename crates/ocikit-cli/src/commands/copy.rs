@@ -586,6 +586,12 @@ struct Copied {
     blobs_skipped: usize,
     /// Layers recompressed on the way (`--compression`).
     layers_recompressed: usize,
+    /// Distinct images (by digest) copied, for the summary line.
+    #[serde(skip)]
+    image_count: usize,
+    /// Names (tags, repo tags) the destination gives them, for the summary line.
+    #[serde(skip)]
+    tags: usize,
 }
 
 impl Copied {
@@ -804,6 +810,7 @@ pub(crate) async fn copy(
                     })?;
                     copied.blobs_copied += report.copied + report.hardlinked + report.reflinked;
                     copied.blobs_skipped += report.skipped;
+                    copied.tags += usize::from(tag.is_some());
                     copied.images.push(format!(
                         "{} {}",
                         tag.as_deref().unwrap_or("(untagged)"),
@@ -824,34 +831,49 @@ pub(crate) async fn copy(
                     bail!("the destination takes a tag (oci-archive:FILE:TAG), not a digest")
                 }
             };
-            let tags = destination_tags(&items, tag)?;
-            // The archive's index carries the tags as the staged layout has them: retag in a
-            // scratch layout when they differ (hardlinks, so nearly free).
-            let retag = items
+            // A whole layout or archive goes in as it is: untagged images stay untagged,
+            // as skopeo writes them into an oci-archive; a tag given names the one image.
+            let whole = tag.is_none()
+                && matches!(
+                    source,
+                    Location::OciArchive { .. }
+                        | Location::DockerArchive { .. }
+                        | Location::Oci { selector: None, .. }
+                );
+            let tags: Vec<Option<String>> = if whole {
+                items.iter().map(|i| i.tag.clone()).collect()
+            } else {
+                destination_tags(&items, tag)?
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            };
+            let images: Vec<(Option<&str>, &Descriptor)> = items
                 .iter()
                 .zip(&tags)
-                .any(|(i, t)| i.tag.as_deref() != Some(t));
-            let (layout, _keep) = if retag {
-                let dir = scratch_dir.as_path().join("retagged");
-                let layout = scratch_layout(&dir).await?;
-                for (item, tag) in items.iter().zip(&tags) {
-                    copy_image(&staged, &item.root, &layout, tag, &options).await?;
-                }
-                (layout, Some(dir))
-            } else {
-                (staged.clone(), None)
-            };
-            let names: Vec<&str> = tags.iter().map(String::as_str).collect();
-            let report = oci::export_path(
-                &layout,
-                Some(&names),
+                .map(|(item, tag)| (tag.as_deref(), &item.root))
+                .collect();
+            let report = oci::export_images_path(
+                &staged,
+                &images,
                 path,
                 &oci::ExportOptions::new().with_progress(bars.progress("write")),
             )
             .await
             .with_context(|| format!("cannot write {destination}"))?;
             copied.blobs_copied = report.blobs;
-            copied.images = tags;
+            copied.tags = tags.iter().flatten().count();
+            copied.images = items
+                .iter()
+                .zip(&tags)
+                .map(|(item, tag)| {
+                    format!(
+                        "{} {}",
+                        tag.as_deref().unwrap_or("(untagged)"),
+                        item.root.digest()
+                    )
+                })
+                .collect();
         }
         Location::Docker {
             registry,
@@ -896,6 +918,7 @@ pub(crate) async fn copy(
                 copied.blobs_copied += report.transferred;
                 copied.blobs_mounted += report.mounted;
                 copied.blobs_skipped += report.skipped;
+                copied.tags += usize::from(tag.is_some());
                 copied.images.push(format!(
                     "{} {}",
                     tag.unwrap_or("(by digest)"),
@@ -958,11 +981,17 @@ pub(crate) async fn copy(
             .await
             .with_context(|| format!("cannot write {destination}"))?;
             copied.blobs_copied = report.layers;
+            copied.tags = repo_tags.len();
             copied.images = repo_tags;
         }
     }
     drop(bars);
     let roots: Vec<Descriptor> = items.iter().map(|i| i.root.clone()).collect();
+    copied.image_count = roots
+        .iter()
+        .map(|r| r.digest().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     copied.measure(&staged, &roots).await?;
     show(&copied, out)
 }
@@ -1033,6 +1062,8 @@ async fn copy_within_registry(
         blobs_copied: report.transferred,
         blobs_mounted: report.mounted,
         blobs_skipped: report.skipped,
+        image_count: 1,
+        tags: usize::from(matches!(target, Selector::Tag(_))),
         ..Copied::default()
     };
     show(&copied, out)
@@ -1093,6 +1124,8 @@ async fn pull_into_layout(
         images: vec![format!("{tag} {}", root.digest())],
         blobs_copied: report.transferred,
         blobs_skipped: report.skipped,
+        image_count: 1,
+        tags: 1,
         ..Copied::default()
     };
     copied.measure(&layout, std::slice::from_ref(&root)).await?;
@@ -1133,8 +1166,8 @@ fn show(copied: &Copied, out: &Output) -> Result<()> {
         }
         if copied.layers_recompressed > 0 {
             how.push(format!(
-                "{} layers recompressed",
-                copied.layers_recompressed
+                "{} recompressed",
+                plural(copied.layers_recompressed, "layer")
             ));
         }
         let how = if how.is_empty() {
@@ -1142,13 +1175,28 @@ fn show(copied: &Copied, out: &Output) -> Result<()> {
         } else {
             format!(" ({})", how.join(", "))
         };
+        // One image under several names is one image: the names are counted apart.
+        let images = plural(copied.image_count, "image");
+        let images = if copied.tags > copied.image_count {
+            format!("{images} ({})", plural(copied.tags, "tag"))
+        } else {
+            images
+        };
         format!(
-            "copied {} image(s) from {} to {}: {} blobs, {}{how}",
-            copied.images.len(),
+            "copied {images} from {} to {}: {}, {}{how}",
             copied.source,
             copied.destination,
-            copied.blobs,
+            plural(copied.blobs, "blob"),
             human_size(copied.bytes)
         )
     })
+}
+
+/// `n` and `noun`, plural unless `n` is 1 ("1 image", "3 images").
+pub(crate) fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }

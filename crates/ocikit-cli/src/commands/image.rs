@@ -321,7 +321,7 @@ pub(crate) async fn unpack(
 ) -> Result<()> {
     let (path, selector) = image.oci("unpack")?;
     let layout = super::open_layout(path).await?;
-    let descriptor = resolve(&layout, selector).await?;
+    let descriptor = super::resolve_at(path, &layout, selector).await?;
     let query = match platform {
         Some(p) => PlatformQuery::new(
             &platform::parse(p).with_context(|| format!("`{p}` is not os/arch[/variant]"))?,
@@ -357,11 +357,14 @@ pub(crate) async fn unpack(
     };
     out.show(&unpacked, || {
         format!(
-            "unpacked {} ({}, {} layers, {} files, {}) into {}",
+            "unpacked {} ({}, {}, {}, {}) into {}",
             unpacked.manifest,
             unpacked.platform,
-            unpacked.layers,
-            unpacked.files,
+            super::copy::plural(unpacked.layers, "layer"),
+            super::copy::plural(
+                usize::try_from(unpacked.files).unwrap_or(usize::MAX),
+                "file"
+            ),
             human_size(unpacked.bytes),
             rootfs.display()
         )

@@ -207,6 +207,27 @@ pub(crate) async fn resolve(layout: &Layout, selector: Option<&Selector>) -> Res
     }
 }
 
+/// [`resolve`] in the layout at `path`: a missing tag is named with that layout, as `untag`
+/// says it (the library's layout does not know where it is).
+pub(crate) async fn resolve_at(
+    path: &Path,
+    layout: &Layout,
+    selector: Option<&Selector>,
+) -> Result<Descriptor> {
+    let result = resolve(layout, selector).await;
+    match (result, selector) {
+        (Err(e), Some(Selector::Tag(tag)))
+            if matches!(
+                e.downcast_ref::<ocikit::layout::Error>(),
+                Some(ocikit::layout::Error::TagNotFound { .. })
+            ) =>
+        {
+            Err(e.context(format!("no tag {tag:?} in {}", path.display())))
+        }
+        (result, _) => result,
+    }
+}
+
 async fn by_digest(layout: &Layout, digest: &Digest) -> Result<Descriptor> {
     let index = layout.index().await?;
     if let Some(found) = index

@@ -513,3 +513,181 @@ fn a_refused_login_says_the_credentials_were_refused() {
     let (exit, _) = server.stop();
     assert!(exit.success(), "serve did not stop cleanly: {exit}");
 }
+
+/// The index entries of an oci-archive: (digest, tag if any), in order.
+fn archive_entries(archive: &std::path::Path) -> Vec<(String, Option<String>)> {
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    let mut index = None;
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("index.json") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            index = Some(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+        }
+    }
+    let index = index.expect("the archive has an index.json");
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["digest"].as_str().unwrap().to_owned(),
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// A whole layout holding an untagged image (as `skopeo copy … oci:DIR` leaves it) and a
+/// tagged one, exported (or copied) into an oci-archive: the untagged image goes in
+/// untagged, as skopeo writes such entries, the tagged one with its tag; skopeo reads the
+/// archive. A docker-archive needs names, and still says so.
+#[test]
+fn a_whole_layout_with_untagged_images_exports_to_an_oci_archive() {
+    let Some(skopeo) = crate::image::which("skopeo") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    let untagged_digest = crate::image::build(&layout, "hello", &[]);
+    let mixed = d.join("mixed");
+    let out = std::process::Command::new(&skopeo)
+        .args(["--insecure-policy", "copy"])
+        .arg(format!("oci:{}:hello", layout.display()))
+        .arg(format!("oci:{}", mixed.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tagged_digest = crate::image::build(&mixed, "other", &["--label", "which=other"]);
+    assert_ne!(tagged_digest, untagged_digest);
+    assert_eq!(layout_tags(&mixed), ["other"]);
+    let source = format!("oci:{}", mixed.display());
+
+    for (n, command) in ["export", "copy"].into_iter().enumerate() {
+        let archive = d.join(format!("out-{n}.tar"));
+        ok(&[
+            command,
+            &source,
+            &format!("oci-archive:{}", archive.display()),
+        ]);
+        let mut entries = archive_entries(&archive);
+        entries.sort();
+        let mut expected = vec![
+            (untagged_digest.clone(), None),
+            (tagged_digest.clone(), Some("other".to_owned())),
+        ];
+        expected.sort();
+        assert_eq!(entries, expected, "{command}");
+        // skopeo reads the archive: the tagged image by its tag.
+        let out = std::process::Command::new(&skopeo)
+            .args(["--insecure-policy", "copy"])
+            .arg(format!("oci-archive:{}:other", archive.display()))
+            .arg(format!(
+                "oci:{}:back",
+                d.join(format!("back-{n}")).display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let err = fails(&[
+        "export",
+        &source,
+        &format!("docker-archive:{}", d.join("out.docker.tar").display()),
+    ]);
+    assert!(err.contains("name the image for the archive"), "{err}");
+    assert!(!d.join("out.docker.tar").exists());
+}
+
+/// One image under three tags copied whole is one image, not three: the summary counts
+/// images by digest and says the tags apart; an unpack of a one-layer image says "1 layer",
+/// not "1 layers". The `--json` keys stay as they were.
+#[test]
+fn summaries_count_images_and_say_singulars() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    crate::image::build(&layout, "hello", &[]);
+    for tag in ["v2", "v3"] {
+        ok(&["tag", "-q", &format!("oci:{}:hello", layout.display()), tag]);
+    }
+    let text = ok(&[
+        "copy",
+        &format!("oci:{}", layout.display()),
+        &format!("oci:{}", d.join("copy").display()),
+    ]);
+    assert!(text.contains("copied 1 image (3 tags) from"), "{text}");
+    let copied = crate::json(&[
+        "copy",
+        &format!("oci:{}:hello", layout.display()),
+        &format!("oci:{}", d.join("copy2").display()),
+    ]);
+    assert!(copied["blobsCopied"].is_number(), "{copied}");
+    let text = ok(&[
+        "copy",
+        &format!("oci:{}:hello", layout.display()),
+        &format!("oci:{}", d.join("copy3").display()),
+    ]);
+    assert!(text.contains("copied 1 image from"), "{text}");
+
+    let one = d.join("one");
+    std::fs::create_dir(&one).unwrap();
+    std::fs::write(one.join("only"), b"one file").unwrap();
+    let single = d.join("single");
+    ok(&[
+        "build",
+        "--tag",
+        &format!("oci:{}:one", single.display()),
+        one.to_str().unwrap(),
+    ]);
+    let unpacked = crate::json(&[
+        "unpack",
+        &format!("oci:{}:one", single.display()),
+        d.join("rootfs-json").to_str().unwrap(),
+    ]);
+    assert_eq!(unpacked["layers"], 1, "{unpacked}");
+    let files = unpacked["files"].as_u64().unwrap();
+    let text = ok(&[
+        "unpack",
+        &format!("oci:{}:one", single.display()),
+        d.join("rootfs").to_str().unwrap(),
+    ]);
+    let files_text = if files == 1 {
+        "1 file,".to_owned()
+    } else {
+        format!("{files} files,")
+    };
+    assert!(text.contains(&format!("1 layer, {files_text}")), "{text}");
+}
+
+/// A tag the layout lacks is named with the layout, as `untag` says it.
+#[test]
+fn a_missing_tag_names_the_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    crate::image::build(&layout, "hello", &[]);
+    let err = fails(&[
+        "unpack",
+        &format!("oci:{}:nope", layout.display()),
+        d.join("rootfs").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains(&format!("no tag \"nope\" in {}", layout.display())),
+        "{err}"
+    );
+    assert!(!d.join("rootfs").exists());
+}

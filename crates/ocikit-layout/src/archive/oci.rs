@@ -468,28 +468,59 @@ pub async fn export<W>(
 where
     W: AsyncWrite + Unpin + Send,
 {
-    let mut index = Index::empty();
-    let roots: Vec<Descriptor> = match tags {
+    let mut images: Vec<(Option<String>, Descriptor)> = Vec::new();
+    match tags {
         Some(tags) => {
-            let mut roots = Vec::new();
             for tag in tags {
-                let descriptor = layout.resolve(tag).await?;
-                index.set_tag(tag, &descriptor)?;
-                roots.push(descriptor);
+                images.push((Some((*tag).to_owned()), layout.resolve(tag).await?));
             }
-            roots
         }
         None => {
-            let current = layout.index().await?;
-            for descriptor in current.manifests() {
-                match ref_name(descriptor) {
-                    Some(tag) => index.set_tag(tag, descriptor)?,
-                    None => index.add(descriptor)?,
-                }
+            for descriptor in layout.index().await?.manifests() {
+                images.push((ref_name(descriptor).map(str::to_owned), descriptor.clone()));
             }
-            current.manifests().cloned().collect()
         }
-    };
+    }
+    let images: Vec<(Option<&str>, &Descriptor)> = images
+        .iter()
+        .map(|(tag, descriptor)| (tag.as_deref(), descriptor))
+        .collect();
+    export_images(layout, &images, writer, options).await
+}
+
+/// Exports the images `images` of `layout` as an oci-archive into `writer`, each under the
+/// tag given with it (`org.opencontainers.image.ref.name`), or untagged for `None`, as
+/// skopeo writes untagged images; one image may come several times, under several tags.
+/// Returns the writer and what was written; blobs are streamed and verified as by
+/// [`export`].
+pub async fn export_images<W>(
+    layout: &Layout,
+    images: &[(Option<&str>, &Descriptor)],
+    writer: W,
+    options: &ExportOptions,
+) -> Result<(W, ExportReport)>
+where
+    W: AsyncWrite + Unpin + Send,
+{
+    let mut index = Index::empty();
+    let mut roots: Vec<Descriptor> = Vec::new();
+    for (tag, descriptor) in images {
+        match tag {
+            Some(tag) => index.set_tag(tag, descriptor)?,
+            None => {
+                // An untagged entry carries no name, whatever the descriptor was found under.
+                let mut untagged = (*descriptor).clone();
+                if let Some(mut annotations) = untagged.annotations().clone() {
+                    annotations.remove(crate::index::REF_NAME);
+                    untagged.set_annotations((!annotations.is_empty()).then_some(annotations));
+                }
+                index.add(&untagged)?
+            }
+        }
+        if !roots.iter().any(|r| r.digest() == descriptor.digest()) {
+            roots.push((*descriptor).clone());
+        }
+    }
     let index_bytes = index.to_bytes()?;
     let graph = walk(layout, &roots).await?;
     let progress = &options.progress;
@@ -577,6 +608,26 @@ pub async fn export_path(
 ) -> Result<ExportReport> {
     super::write_file_atomically(path.as_ref(), |file| async move {
         let (mut file, report) = export(layout, tags, file, options).await?;
+        file.flush().await.map_err(|source| Error::Io {
+            operation: "write archive",
+            path: Default::default(),
+            source,
+        })?;
+        Ok((file, report))
+    })
+    .await
+}
+
+/// Exports `images` to a file at `path`, atomically, as [`export_path`] does (see
+/// [`export_images`]).
+pub async fn export_images_path(
+    layout: &Layout,
+    images: &[(Option<&str>, &Descriptor)],
+    path: impl AsRef<Path>,
+    options: &ExportOptions,
+) -> Result<ExportReport> {
+    super::write_file_atomically(path.as_ref(), |file| async move {
+        let (mut file, report) = export_images(layout, images, file, options).await?;
         file.flush().await.map_err(|source| Error::Io {
             operation: "write archive",
             path: Default::default(),

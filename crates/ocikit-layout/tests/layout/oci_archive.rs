@@ -808,3 +808,75 @@ async fn export_refuses_a_blob_under_an_unregistered_algorithm_naming_its_digest
         .await
         .unwrap();
 }
+
+/// `export_images` writes untagged images untagged (a stale `ref.name` on the descriptor is
+/// dropped) and one image under several tags once, with each tag; the archive imports to
+/// the same entries. An image the layout lacks, or a tag outside the grammar, is refused.
+#[tokio::test]
+async fn export_images_writes_untagged_images_untagged() {
+    use ocikit_layout::archive::oci::export_images;
+    let source = Layout::create(MemoryStore::new()).await.unwrap();
+    let loose = make_image(&source, "loose").await;
+    let named = make_image(&source, "named").await;
+    let mut stale = loose.manifest.clone();
+    stale.set_annotations(Some(
+        [(
+            "org.opencontainers.image.ref.name".to_owned(),
+            "old".to_owned(),
+        )]
+        .into(),
+    ));
+    let images = [
+        (None, &stale),
+        (Some("v1"), &named.manifest),
+        (Some("v2"), &named.manifest),
+    ];
+    let (tar, report) = export_images(&source, &images, Vec::new(), &ExportOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(report.blobs, 8, "each blob once");
+    let back = Layout::create(MemoryStore::new()).await.unwrap();
+    import(&back, &tar[..], &ImportOptions::new())
+        .await
+        .unwrap();
+    let entries: Vec<(Option<String>, String)> = back
+        .index()
+        .await
+        .unwrap()
+        .entries()
+        .map(|(tag, d)| (tag.map(str::to_owned), d.digest().to_string()))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (None, loose.manifest.digest().to_string()),
+            (Some("v1".to_owned()), named.manifest.digest().to_string()),
+            (Some("v2".to_owned()), named.manifest.digest().to_string()),
+        ]
+    );
+    let checked = back.fsck(&ocikit_layout::FsckOptions::new()).await.unwrap();
+    assert!(checked.is_clean(), "{:?}", checked.problems);
+
+    let elsewhere = Layout::create(MemoryStore::new()).await.unwrap();
+    let absent = make_image(&elsewhere, "absent").await;
+    assert!(
+        export_images(
+            &source,
+            &[(None, &absent.manifest)],
+            Vec::new(),
+            &ExportOptions::new()
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        export_images(
+            &source,
+            &[(Some("bad tag!"), &named.manifest)],
+            Vec::new(),
+            &ExportOptions::new()
+        )
+        .await
+        .is_err()
+    );
+}

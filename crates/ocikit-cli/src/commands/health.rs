@@ -9,7 +9,7 @@ use ocikit::digest::Digest;
 use ocikit::layout::{Artifact, FsckOptions, GcOptions};
 use serde::Serialize;
 
-use super::{open_layout, resolve};
+use super::{open_layout, resolve_at};
 use crate::bars::Bars;
 use crate::location::Location;
 use crate::output::{Output, human_duration, human_size};
@@ -159,7 +159,7 @@ pub(crate) async fn attach(args: AttachArgs, out: &Output) -> Result<()> {
     let location = Location::parse(&args.image)?;
     let (path, selector) = location.oci("attach")?;
     let layout = open_layout(path).await?;
-    let subject = resolve(&layout, selector).await?;
+    let subject = resolve_at(path, &layout, selector).await?;
     let mut artifact = Artifact::new(&args.artifact_type);
     for file in &args.files {
         let bytes =
@@ -231,7 +231,7 @@ pub(crate) async fn referrers(
         _ => {
             let (path, selector) = location.oci("referrers")?;
             let layout = open_layout(path).await?;
-            let subject = resolve(&layout, selector).await?;
+            let subject = resolve_at(path, &layout, selector).await?;
             let digest: Digest = subject.digest().to_string().parse()?;
             let found = layout.referrers(&digest, artifact_type).await?;
             (digest, found)

@@ -8,7 +8,7 @@ use ocikit::digest::platform;
 use ocikit::layout::{ImageBuilder, LayerSpec, Layout, PlatformQuery, UnpackOptions};
 use serde::Serialize;
 
-use super::resolve;
+use super::resolve_at;
 use crate::bars::{Bars, Counted};
 use crate::location::{Location, Selector};
 use crate::output::{Output, human_size};
@@ -196,7 +196,7 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
                         path.display()
                     );
                 }
-                let descriptor = resolve(&layout, base_selector).await?;
+                let descriptor = resolve_at(base_path, &layout, base_selector).await?;
                 ImageBuilder::from_image(&layout, &descriptor, &query)
                     .await
                     .with_context(|| format!("cannot use {from} as the base"))?

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use ocikit::store::MemoryStore;
 
 use super::copy::TransferArgs;
-use super::{open_layout, resolve};
+use super::{open_layout, resolve_at};
 use crate::location::{Location, Selector};
 use crate::output::{Output, human_size};
 
@@ -151,7 +151,7 @@ pub(crate) async fn inspect(
     } else {
         let (path, selector) = location.oci("inspect")?;
         let layout = open_layout(path).await?;
-        let descriptor = resolve(&layout, selector).await?;
+        let descriptor = resolve_at(path, &layout, selector).await?;
         (layout, descriptor)
     };
     let document = layout

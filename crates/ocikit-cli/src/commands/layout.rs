@@ -9,7 +9,7 @@ use ocikit::layout::{Document, Layout};
 use ocikit::store::FsStore;
 use serde::Serialize;
 
-use super::{open_layout, resolve};
+use super::{open_layout, resolve_at};
 use crate::location::{Location, Selector};
 use crate::output::{Output, human_size, short_digest};
 
@@ -176,7 +176,7 @@ pub(crate) async fn tag(location: &Location, new_tag: &str, out: &Output) -> Res
     let new_tag = Location::tag_in(new_tag, path, "tag")?;
     let new_tag = new_tag.as_str();
     let layout = open_layout(path).await?;
-    let descriptor = resolve(&layout, selector).await?;
+    let descriptor = resolve_at(path, &layout, selector).await?;
     layout
         .set_tag(new_tag, &descriptor)
         .await

@@ -16,7 +16,7 @@ use ocikit::digest::oci_spec::image::Descriptor;
 use ocikit::layout::{ImageBuilder, LayerSpec, Layout, PlatformQuery, UnpackOptions};
 use serde::Serialize;
 
-use super::{open_layout, resolve};
+use super::{open_layout, resolve_at};
 use crate::bars::{Bars, Counted};
 use crate::commands::image::CompressionArg;
 use crate::location::Location;
@@ -38,7 +38,7 @@ async fn changes(image: &Location, rootfs: &Path, opaque: bool) -> Result<Change
         bail!("{} is not a directory", rootfs.display());
     }
     let layout = open_layout(path).await?;
-    let base = resolve(&layout, selector).await?;
+    let base = resolve_at(path, &layout, selector).await?;
     let scratch = tempfile::Builder::new()
         .prefix(".ocikit-repack-")
         .tempdir()

@@ -690,4 +690,16 @@ fn a_missing_tag_names_the_layout() {
         "{err}"
     );
     assert!(!d.join("rootfs").exists());
+    // Every command that reads an image from a layout says it the same way.
+    let image = format!("oci:{}:nope", layout.display());
+    let named = format!("no tag \"nope\" in {}", layout.display());
+    for args in [
+        vec!["inspect", image.as_str()],
+        vec!["tag", image.as_str(), "other"],
+        vec!["referrers", image.as_str()],
+    ] {
+        let err = fails(&args);
+        assert!(err.contains(&named), "{args:?}: {err}");
+        assert_eq!(err.matches("nope").count(), 1, "said once: {err}");
+    }
 }

@@ -328,12 +328,7 @@ impl rustls::client::danger::ServerCertVerifier for TrustedExactly {
             Ok(verified) => return Ok(verified),
             Err(e) => e,
         };
-        let ca_as_end_entity = matches!(
-            &refused,
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))
-                if format!("{other:?}").contains("CaUsedAsEndEntity")
-        );
-        if !ca_as_end_entity
+        if !is_ca_as_end_entity(&refused)
             || !self
                 .trusted
                 .iter()
@@ -373,6 +368,16 @@ impl rustls::client::danger::ServerCertVerifier for TrustedExactly {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// Whether the certificate verifier refused a server certificate for being a CA
+/// (basicConstraints CA:TRUE), the one refusal [`TrustedExactly`] may overrule.
+fn is_ca_as_end_entity(error: &rustls::Error) -> bool {
+    matches!(
+        error,
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))
+            if other.0.downcast_ref::<webpki::Error>() == Some(&webpki::Error::CaUsedAsEndEntity)
+    )
 }
 
 /// A certificate verifier that accepts anything ([`ClientBuilder::allow_insecure`]), still
@@ -1115,9 +1120,7 @@ impl Client {
                     source,
                 };
             }
-            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
-                if format!("{other:?}").contains("CaUsedAsEndEntity") =>
-            {
+            Some(tls) if is_ca_as_end_entity(tls) => {
                 return Error::CaAsServerCertificate {
                     registry: self.inner.registry.clone(),
                     source,

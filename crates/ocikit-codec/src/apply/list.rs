@@ -134,7 +134,8 @@ pub fn list_entries<R: Read>(tar: R, limits: Limits) -> Result<(Vec<ListedEntry>
 /// (`compression` names what the stream was); anything the reader refuses later keeps its
 /// own error.
 pub(crate) fn check_tar<R: Read>(tar: R, limits: Limits, compression: &'static str) -> Result<()> {
-    let mut reader = TarReader::new(tar, Hasher::sha256(), limits, true);
+    // The layer writer the bytes are teed into computes the diffID: no second hash here.
+    let mut reader = TarReader::unhashed(tar, limits, true);
     match reader.next_header() {
         Ok(_) => {}
         Err(err @ Error::Corrupt { format: "tar", .. }) => {
@@ -145,7 +146,7 @@ pub(crate) fn check_tar<R: Read>(tar: R, limits: Limits, compression: &'static s
         }
         Err(err) => return Err(err),
     }
+    // At the end of the archive the reader has read the rest of the stream.
     while reader.next_header()?.is_some() {}
-    reader.finish()?;
     Ok(())
 }

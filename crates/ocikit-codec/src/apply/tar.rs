@@ -301,9 +301,19 @@ fn parse_pax(mut data: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
 
 impl<R: Read> TarReader<R> {
     pub(crate) fn new(inner: R, hasher: Hasher, limits: Limits, strict: bool) -> TarReader<R> {
+        TarReader::with_hash(inner, DiffIdHasher::new(hasher), limits, strict)
+    }
+
+    /// A reader that checks the archive without hashing it (its diffID is computed by
+    /// whoever else sees the bytes); [`TarReader::finish`] then fails.
+    pub(crate) fn unhashed(inner: R, limits: Limits, strict: bool) -> TarReader<R> {
+        TarReader::with_hash(inner, DiffIdHasher::off(), limits, strict)
+    }
+
+    fn with_hash(inner: R, hash: DiffIdHasher, limits: Limits, strict: bool) -> TarReader<R> {
         TarReader {
             inner,
-            hash: DiffIdHasher::new(hasher),
+            hash,
             buf: vec![0u8; BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,

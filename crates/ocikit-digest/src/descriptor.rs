@@ -241,6 +241,12 @@ pub fn from_value(value: Value) -> Result<Descriptor, InvalidDescriptor> {
     Ok(descriptor)
 }
 
+/// The raw-JSON checks of [`from_value`] alone (for descriptors inside a document that is
+/// deserialised whole).
+pub(crate) fn check_value(value: &Value) -> Result<(), InvalidDescriptor> {
+    check_raw(value).map_err(InvalidDescriptor::new)
+}
+
 fn check_raw(value: &Value) -> Result<(), InvalidDescriptorKind> {
     use InvalidDescriptorKind as K;
     let Value::Object(object) = value else {

@@ -7,7 +7,8 @@ use crate::{Algorithm, Digest};
 /// Parse failures keep their precise, comparable kinds in the wrapped module errors
 /// ([`crate::digest::ParseError`], [`crate::reference::ParseError`],
 /// [`crate::descriptor::InvalidDescriptor`], [`crate::media_type::InvalidMediaType`],
-/// [`crate::platform::InvalidPlatform`], [`crate::json::JsonError`]); verification
+/// [`crate::platform::InvalidPlatform`], [`crate::json::JsonError`],
+/// [`crate::document::InvalidDocument`], [`crate::graph::GraphError`]); verification
 /// failures carry the digests and sizes involved.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -27,6 +28,12 @@ pub enum Error {
     /// A platform string (`os/arch[/variant]`) was malformed.
     #[error("invalid platform")]
     Platform(#[from] crate::platform::InvalidPlatform),
+    /// A manifest or index broke a rule of [`crate::document`].
+    #[error("invalid manifest or index")]
+    Document(#[source] Box<crate::document::InvalidDocument>),
+    /// A graph walk refused a graph ([`crate::graph`]).
+    #[error("image graph refused")]
+    Graph(#[source] Box<crate::graph::GraphError>),
     /// A JSON document was malformed or broke the I-JSON rules.
     #[error("invalid JSON document")]
     Json(#[from] crate::json::JsonError),
@@ -57,6 +64,18 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::document::InvalidDocument> for Error {
+    fn from(err: crate::document::InvalidDocument) -> Self {
+        Error::Document(Box::new(err))
+    }
+}
+
+impl From<crate::graph::GraphError> for Error {
+    fn from(err: crate::graph::GraphError) -> Self {
+        Error::Graph(Box::new(err))
+    }
+}
 
 impl From<Error> for std::io::Error {
     /// Wraps the error as [`std::io::ErrorKind::InvalidData`], keeping it as the source so

@@ -12,6 +12,8 @@
 //!   size or digest mismatch.
 //! - [`media_type`], [`descriptor`], [`platform`]: media-type constants and classification,
 //!   descriptor checks, platform helpers, over the `oci-spec` types.
+//! - [`document`] and [`graph`]: the one strict parser of manifests and indexes, and the
+//!   one graph walk over them, with one set of limits.
 //! - [`reference`](mod@reference): image references and the distribution spec's name and tag grammars.
 //! - [`json`]: canonical JSON for documents ocikit writes, and strict (I-JSON) parsing.
 //!
@@ -51,10 +53,12 @@ pub mod algorithm;
 mod async_io;
 pub mod descriptor;
 pub mod digest;
+pub mod document;
 mod error;
 #[cfg(feature = "__fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod graph;
 mod hash;
 mod io;
 pub mod json;

@@ -3,6 +3,8 @@
 
 mod descriptor;
 mod digest;
+mod document;
+mod graph;
 mod hashing;
 mod json;
 mod media_type;

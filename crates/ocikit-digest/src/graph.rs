@@ -1,0 +1,528 @@
+//! The one graph walk over manifests and indexes, with one set of [`Limits`].
+//!
+//! Everything that follows an image from its root (a layout's copy, fsck, garbage
+//! collection and footprint; the client's push and pull) walks it here, so the limits
+//! and the parser ([`Document::parse_with_limit`]) are the same everywhere:
+//!
+//! - documents nest at most [`MAX_DEPTH`] levels below a root ([`GraphError::TooDeep`]);
+//! - a walk reaches at most [`MAX_NODES`] distinct blobs ([`GraphError::TooManyNodes`]);
+//! - a document is at most [`MAX_DOCUMENT_SIZE`] bytes;
+//! - a document that reaches itself is refused ([`GraphError::Cycle`]; content addressing
+//!   rules cycles out, but a walk over unverified bytes must not trust that).
+//!
+//! The core, [`Walker`], is synchronous and does no I/O: it says which documents it wants
+//! ([`Walker::next_wanted`], or a whole batch with [`Walker::take_wanted`] for callers that
+//! fetch concurrently) and takes their bytes ([`Walker::visit`]). [`walk`] drives it with an
+//! async fetch function, one document at a time; stores and registries are remote, and how
+//! bytes are fetched and verified is the caller's business (a walker checks no digests).
+//! [`Graph`] gives the result children first ([`Graph::levels`]), for copies that must land
+//! a blob before anything that names it.
+//!
+//! ```
+//! use ocikit_digest::graph::{self, Limits};
+//! use ocikit_digest::{Digest, descriptor, media_type};
+//!
+//! let config = descriptor::empty();
+//! let manifest = serde_json::to_vec(&serde_json::json!({
+//!     "schemaVersion": 2, "mediaType": media_type::IMAGE_MANIFEST,
+//!     "config": config, "layers": []
+//! }))?;
+//! let root = descriptor::new(media_type::IMAGE_MANIFEST, &Digest::sha256(&manifest),
+//!     manifest.len() as u64)?;
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let graph = graph::walk(&[root], &Limits::new(), |_wanted| {
+//!     let bytes = manifest.clone();
+//!     async move { Ok::<_, graph::GraphError>(bytes.into()) }
+//! }).await?;
+//! assert_eq!(graph.len(), 2);
+//! let order: Vec<_> = graph.children_first().map(|n| n.digest.clone()).collect();
+//! assert_eq!(order, [Digest::parse(config.digest().as_ref())?, Digest::sha256(&manifest)]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+
+use bytes::Bytes;
+use oci_spec::image::Descriptor;
+
+use crate::Digest;
+use crate::descriptor::{self, InvalidDescriptor};
+pub use crate::document::MAX_DOCUMENT_SIZE;
+use crate::document::{Document, InvalidDocument, is_document};
+
+/// Documents nest at most this many levels below a root (a root index is level 0, the
+/// manifests it lists level 1, ...).
+pub const MAX_DEPTH: usize = 16;
+/// A walk reaches at most this many distinct blobs (documents and leaves).
+pub const MAX_NODES: usize = 1_000_000;
+
+/// The limits of a walk; [`Limits::new`] gives [`MAX_DEPTH`], [`MAX_NODES`] and
+/// [`MAX_DOCUMENT_SIZE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Deepest level a document may sit at below a root.
+    pub max_depth: usize,
+    /// Most distinct nodes a walk may reach.
+    pub max_nodes: usize,
+    /// Largest document read, in bytes.
+    pub max_document_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::new()
+    }
+}
+
+impl Limits {
+    /// The default limits.
+    pub const fn new() -> Limits {
+        Limits {
+            max_depth: MAX_DEPTH,
+            max_nodes: MAX_NODES,
+            max_document_size: MAX_DOCUMENT_SIZE,
+        }
+    }
+
+    /// These limits with documents at most `depth` levels below a root.
+    pub const fn with_max_depth(mut self, depth: usize) -> Limits {
+        self.max_depth = depth;
+        self
+    }
+
+    /// These limits with at most `nodes` nodes.
+    pub const fn with_max_nodes(mut self, nodes: usize) -> Limits {
+        self.max_nodes = nodes;
+        self
+    }
+
+    /// These limits with documents of at most `bytes` bytes.
+    pub const fn with_max_document_size(mut self, bytes: u64) -> Limits {
+        self.max_document_size = bytes;
+        self
+    }
+}
+
+/// Why a walk stopped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// A descriptor (a root, or one inside a document) has an invalid digest.
+    #[error("invalid descriptor")]
+    Descriptor(#[source] Box<InvalidDescriptor>),
+    /// A document broke a rule of [`Document::parse`].
+    #[error("invalid document {digest}")]
+    Document {
+        /// The document.
+        digest: Digest,
+        /// The rule it broke.
+        #[source]
+        source: Box<InvalidDocument>,
+    },
+    /// A document sits deeper below its root than [`Limits::max_depth`].
+    #[error("document {digest} under {root} is nested deeper than {max} levels")]
+    TooDeep {
+        /// The root the walk reached it from.
+        root: Digest,
+        /// The document one level too deep.
+        digest: Digest,
+        /// The limit.
+        max: usize,
+    },
+    /// The walk reached more than [`Limits::max_nodes`] distinct blobs.
+    #[error("image graph under {root} has more than {max} blobs")]
+    TooManyNodes {
+        /// The root whose walk went over the limit.
+        root: Digest,
+        /// The limit.
+        max: usize,
+    },
+    /// A document reaches itself.
+    #[error("document {digest} reaches itself")]
+    Cycle {
+        /// A document on the cycle.
+        digest: Digest,
+    },
+    /// [`Walker::visit`] was given a document the walk did not ask for.
+    #[error("document {digest} was not asked for")]
+    NotWanted {
+        /// The document.
+        digest: Digest,
+    },
+    /// [`Walker::finish`] was called while a document was still wanted.
+    #[error("document {digest} was never read")]
+    NotVisited {
+        /// The document.
+        digest: Digest,
+    },
+}
+
+/// One blob of a graph.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Node {
+    /// The descriptor it was first reached by.
+    pub descriptor: Descriptor,
+    /// Its digest.
+    pub digest: Digest,
+    /// Levels below its root (a root is 0), on the first path that reached it.
+    pub depth: usize,
+    /// 0 for a leaf; 1 + the highest child for a document (after [`Walker::finish`]).
+    pub height: usize,
+    /// The parsed document, for a manifest or index the walk read; `None` for a leaf and for
+    /// a document the caller skipped ([`Walker::skip`]).
+    pub document: Option<Document>,
+    root: usize,
+    children: Vec<usize>,
+    state: State,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Leaf,
+    Wanted,
+    Visited,
+    Skipped,
+}
+
+impl Node {
+    /// Whether its media type names a manifest or index.
+    pub fn is_document(&self) -> bool {
+        is_document(self.descriptor.media_type().as_ref())
+    }
+
+    /// The exact bytes of a document the walk read.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        self.document.as_ref().and_then(Document::bytes)
+    }
+
+    /// Its size, as its descriptor declares.
+    pub fn size(&self) -> u64 {
+        self.descriptor.size()
+    }
+}
+
+/// The synchronous core of a walk: it names the documents it wants and takes their bytes.
+#[derive(Debug)]
+pub struct Walker {
+    limits: Limits,
+    nodes: Vec<Node>,
+    by_digest: HashMap<Digest, usize>,
+    wanted: VecDeque<usize>,
+    roots: Vec<usize>,
+}
+
+impl Walker {
+    /// An empty walk under `limits`.
+    pub fn new(limits: Limits) -> Walker {
+        Walker {
+            limits,
+            nodes: Vec::new(),
+            by_digest: HashMap::new(),
+            wanted: VecDeque::new(),
+            roots: Vec::new(),
+        }
+    }
+
+    /// Adds a root (may be called again after documents were visited, to extend the walk);
+    /// one already reached is not walked again.
+    pub fn add_root(&mut self, root: &Descriptor) -> Result<(), GraphError> {
+        let digest =
+            descriptor::digest_of(root).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
+        if self.by_digest.contains_key(&digest) {
+            return Ok(());
+        }
+        let at = self.insert(root, digest.clone(), 0, None, &digest)?;
+        self.roots.push(at);
+        Ok(())
+    }
+
+    fn insert(
+        &mut self,
+        descriptor: &Descriptor,
+        digest: Digest,
+        depth: usize,
+        root: Option<usize>,
+        root_digest: &Digest,
+    ) -> Result<usize, GraphError> {
+        if self.nodes.len() >= self.limits.max_nodes {
+            return Err(GraphError::TooManyNodes {
+                root: root_digest.clone(),
+                max: self.limits.max_nodes,
+            });
+        }
+        let document = is_document(descriptor.media_type().as_ref());
+        if document && depth > self.limits.max_depth {
+            return Err(GraphError::TooDeep {
+                root: root_digest.clone(),
+                digest,
+                max: self.limits.max_depth,
+            });
+        }
+        let at = self.nodes.len();
+        self.nodes.push(Node {
+            descriptor: descriptor.clone(),
+            digest: digest.clone(),
+            depth,
+            height: 0,
+            document: None,
+            root: root.unwrap_or(at),
+            children: Vec::new(),
+            state: if document { State::Wanted } else { State::Leaf },
+        });
+        self.by_digest.insert(digest, at);
+        if document {
+            self.wanted.push_back(at);
+        }
+        Ok(at)
+    }
+
+    /// The next document whose bytes the walk wants (breadth first), or `None` when it has
+    /// read everything it reached.
+    pub fn next_wanted(&mut self) -> Option<Descriptor> {
+        let at = self.wanted.pop_front()?;
+        self.nodes.get(at).map(|n| n.descriptor.clone())
+    }
+
+    /// Every document wanted now (one level, roughly), to fetch concurrently; the
+    /// documents they name are wanted next.
+    pub fn take_wanted(&mut self) -> Vec<Descriptor> {
+        let wanted: Vec<usize> = self.wanted.drain(..).collect();
+        wanted
+            .into_iter()
+            .filter_map(|at| self.nodes.get(at).map(|n| n.descriptor.clone()))
+            .collect()
+    }
+
+    /// Takes the bytes of a wanted document (read and verified by the caller), parses them
+    /// with [`Document::parse_with_limit`] and adds the blobs it names.
+    pub fn visit(
+        &mut self,
+        descriptor: &Descriptor,
+        bytes: Bytes,
+    ) -> Result<&Document, GraphError> {
+        let digest =
+            descriptor::digest_of(descriptor).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
+        let at = match self.by_digest.get(&digest) {
+            Some(&at) if self.nodes[at].state == State::Wanted => at,
+            _ => return Err(GraphError::NotWanted { digest }),
+        };
+        let media_type = self.nodes[at].descriptor.media_type().to_string();
+        let document =
+            Document::parse_with_limit(&media_type, bytes, self.limits.max_document_size).map_err(
+                |source| GraphError::Document {
+                    digest: digest.clone(),
+                    source: Box::new(source),
+                },
+            )?;
+        let (depth, root) = (self.nodes[at].depth, self.nodes[at].root);
+        let root_digest = self.nodes[root].digest.clone();
+        let mut children = Vec::new();
+        for child in document.children() {
+            let child_digest =
+                descriptor::digest_of(&child).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
+            let child_at = match self.by_digest.get(&child_digest) {
+                Some(&known) => known,
+                None => self.insert(&child, child_digest, depth + 1, Some(root), &root_digest)?,
+            };
+            children.push(child_at);
+        }
+        let node = &mut self.nodes[at];
+        node.children = children;
+        node.state = State::Visited;
+        Ok(node.document.insert(document))
+    }
+
+    /// Gives up on a wanted document (one that is missing, where the caller allows that): it
+    /// stays in the graph as a leaf with no document.
+    pub fn skip(&mut self, descriptor: &Descriptor) -> Result<(), GraphError> {
+        let digest =
+            descriptor::digest_of(descriptor).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
+        match self.by_digest.get(&digest) {
+            Some(&at) if self.nodes[at].state == State::Wanted => {
+                self.nodes[at].state = State::Skipped;
+                Ok(())
+            }
+            _ => Err(GraphError::NotWanted { digest }),
+        }
+    }
+
+    /// Whether the walk has reached `digest`.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.by_digest.contains_key(digest)
+    }
+
+    /// How many distinct blobs the walk has reached.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the walk has reached nothing yet.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The walk's nodes so far, in the order they were reached.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Ends the walk: every wanted document must have been visited or skipped; refuses
+    /// cycles and computes each node's height.
+    pub fn finish(mut self) -> Result<Graph, GraphError> {
+        if let Some(node) = self.nodes.iter().find(|n| n.state == State::Wanted) {
+            return Err(GraphError::NotVisited {
+                digest: node.digest.clone(),
+            });
+        }
+        heights(&mut self.nodes)?;
+        Ok(Graph {
+            nodes: self.nodes,
+            by_digest: self.by_digest,
+            roots: self.roots,
+        })
+    }
+}
+
+/// Heights by an iterative depth-first search; a child still on the stack is a cycle.
+fn heights(nodes: &mut [Node]) -> Result<(), GraphError> {
+    const WHITE: u8 = 0;
+    const GREY: u8 = 1;
+    const BLACK: u8 = 2;
+    let mut colour = vec![WHITE; nodes.len()];
+    for start in 0..nodes.len() {
+        if colour[start] != WHITE {
+            continue;
+        }
+        // (node, index of the next child to look at)
+        let mut stack = vec![(start, 0usize)];
+        colour[start] = GREY;
+        while let Some(&mut (at, ref mut next)) = stack.last_mut() {
+            if let Some(&child) = nodes[at].children.get(*next) {
+                *next += 1;
+                match colour[child] {
+                    WHITE => {
+                        colour[child] = GREY;
+                        stack.push((child, 0));
+                    }
+                    GREY => {
+                        return Err(GraphError::Cycle {
+                            digest: nodes[child].digest.clone(),
+                        });
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let height = nodes[at]
+                .children
+                .iter()
+                .map(|&c| nodes[c].height + 1)
+                .max()
+                .unwrap_or(0);
+            nodes[at].height = height;
+            colour[at] = BLACK;
+            stack.pop();
+        }
+    }
+    Ok(())
+}
+
+/// A finished walk: every blob reached from the roots, once.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    nodes: Vec<Node>,
+    by_digest: HashMap<Digest, usize>,
+    roots: Vec<usize>,
+}
+
+impl Graph {
+    /// Every node, in the order the walk reached them (breadth first).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node of `digest`.
+    pub fn get(&self, digest: &Digest) -> Option<&Node> {
+        self.by_digest.get(digest).map(|&at| &self.nodes[at])
+    }
+
+    /// The roots, in the order they were added (roots reached earlier from another root are
+    /// not repeated).
+    pub fn roots(&self) -> impl Iterator<Item = &Node> {
+        self.roots.iter().map(|&at| &self.nodes[at])
+    }
+
+    /// The nodes a document names (config and layers, or manifests), in its order.
+    pub fn children<'a>(&'a self, node: &'a Node) -> impl Iterator<Item = &'a Node> {
+        node.children.iter().map(|&at| &self.nodes[at])
+    }
+
+    /// How many distinct blobs the walk reached.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the walk reached nothing.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The sum of every node's declared size, each blob counted once.
+    pub fn total_size(&self) -> u64 {
+        self.nodes.iter().map(Node::size).sum()
+    }
+
+    /// The nodes by height: level 0 holds the leaves (and skipped documents), each later
+    /// level only documents whose children are all in earlier levels; within a level, in
+    /// digest order.
+    pub fn levels(&self) -> Vec<Vec<&Node>> {
+        let top = self.nodes.iter().map(|n| n.height).max();
+        let mut levels: Vec<Vec<&Node>> = match top {
+            Some(top) => (0..=top).map(|_| Vec::new()).collect(),
+            None => Vec::new(),
+        };
+        for node in &self.nodes {
+            if let Some(level) = levels.get_mut(node.height) {
+                level.push(node);
+            }
+        }
+        for level in &mut levels {
+            level.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
+        }
+        levels
+    }
+
+    /// Every node, children before the documents that name them ([`Graph::levels`] in
+    /// order).
+    pub fn children_first(&self) -> impl Iterator<Item = &Node> {
+        self.levels().into_iter().flatten()
+    }
+}
+
+/// Walks the graph under `roots`, fetching each wanted document's bytes with `fetch` (which
+/// must verify them), one at a time; see [`Walker`] for concurrent fetching.
+pub async fn walk<E, F, Fut>(
+    roots: &[Descriptor],
+    limits: &Limits,
+    mut fetch: F,
+) -> Result<Graph, E>
+where
+    F: FnMut(Descriptor) -> Fut,
+    Fut: Future<Output = Result<Bytes, E>>,
+    E: From<GraphError>,
+{
+    let mut walker = Walker::new(*limits);
+    for root in roots {
+        walker.add_root(root)?;
+    }
+    while let Some(wanted) = walker.next_wanted() {
+        let bytes = fetch(wanted.clone()).await?;
+        walker.visit(&wanted, bytes)?;
+    }
+    Ok(walker.finish()?)
+}

@@ -177,8 +177,12 @@ async fn temp_files_are_never_blobs_and_can_be_cleaned() {
         .await
         .unwrap();
     drop(writer);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert_eq!(std::fs::read_dir(store.temp_dir()).unwrap().count(), 0);
+    ocikit_testkit::eventually(
+        "the dropped writer's temp file removed",
+        std::time::Duration::from_secs(10),
+        || async { (std::fs::read_dir(store.temp_dir()).unwrap().count() == 0).then_some(()) },
+    )
+    .await;
 
     // What a crashed writer leaves is ignored by list and removed by clean_temp.
     std::fs::write(store.temp_dir().join("blob-crashed"), b"partial").unwrap();

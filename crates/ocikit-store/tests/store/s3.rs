@@ -4,8 +4,8 @@
 //! versioned buckets, backpressure.
 //!
 //! The moto tests need `moto_server` on `PATH` (`pip install 'moto[server]'`); the server is
-//! `ocikit_store::conformance::moto`. Without it they print "skipping" and pass, except under
-//! `CI=true`, where they fail.
+//! `ocikit_testkit::moto`. Without it they print "skipping" and pass, except under CI, where
+//! they fail.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +16,10 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, PutOptions, PutPayload};
 use ocikit_digest::{Digest, Hasher};
-use ocikit_store::conformance::moto::{self, MotoServer};
 use ocikit_store::s3::{MIN_PART_SIZE, S3Config};
 use ocikit_store::{DocumentKey, Error, Precondition, S3Store, Store, StoreExt};
+use ocikit_testkit::moto::{self, MotoServer};
+use ocikit_testkit::prng::bytes;
 use tokio::io::AsyncWriteExt;
 
 // ---------------------------------------------------------------------------------------
@@ -31,30 +32,26 @@ fn moto() -> Option<&'static MotoServer> {
     moto::shared()
 }
 
+/// The configuration of a store in `bucket` on moto, under `prefix`.
+fn config(server: &MotoServer, bucket: &str, prefix: &str) -> S3Config {
+    S3Config::new(bucket)
+        .with_endpoint(server.endpoint())
+        .with_credentials(moto::ACCESS_KEY, moto::SECRET_KEY)
+        .with_allow_http(true)
+        .with_prefix(prefix)
+}
+
 /// A store in a fresh bucket under the prefix `layout`, with its bucket's name.
 fn moto_store() -> Option<(S3Store, String)> {
     let server = moto()?;
     let bucket = server.bucket();
-    let store = S3Store::new(server.config(&bucket, "layout")).unwrap();
+    let store = S3Store::new(config(server, &bucket, "layout")).unwrap();
     Some((store, bucket))
 }
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// Deterministic pseudo-random bytes (xorshift).
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
 
 async fn put_chunked(store: &S3Store, data: &[u8], chunk: usize) -> Digest {
     let digest = Digest::sha256(data);
@@ -98,18 +95,12 @@ async fn put_raw(store: &Arc<dyn ObjectStore>, key: &str, data: &'static [u8]) {
 /// Waits up to 10 s for the bucket's multipart uploads to be gone (dropped writers abort
 /// theirs in the background).
 async fn assert_no_pending_uploads(server: &MotoServer, bucket: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let pending = server.pending_uploads(bucket);
-        if pending.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "multipart uploads left behind: {pending:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ocikit_testkit::eventually(
+        "no multipart uploads left behind",
+        Duration::from_secs(10),
+        || async { server.pending_uploads(bucket).is_empty().then_some(()) },
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -183,7 +174,7 @@ async fn keys_follow_the_layout_under_the_prefix() {
 async fn multipart_blobs_stream_and_leave_no_temp_objects() {
     let Some(server) = moto() else { return };
     let bucket = server.bucket();
-    let store = S3Store::new(server.config(&bucket, "layout"))
+    let store = S3Store::new(config(server, &bucket, "layout"))
         .unwrap()
         .with_part_size(MIN_PART_SIZE)
         .with_upload_concurrency(3);
@@ -226,7 +217,7 @@ async fn multipart_blobs_stream_and_leave_no_temp_objects() {
 async fn blobs_over_the_copy_limit_are_copied_through_the_client() {
     let Some(server) = moto() else { return };
     let bucket = server.bucket();
-    let store = S3Store::new(server.config(&bucket, "layout"))
+    let store = S3Store::new(config(server, &bucket, "layout"))
         .unwrap()
         .with_part_size(MIN_PART_SIZE)
         .with_server_copy_limit(0);
@@ -248,7 +239,7 @@ async fn blobs_over_the_copy_limit_are_copied_through_the_client() {
 async fn failed_aborted_and_dropped_multipart_writers_leave_nothing() {
     let Some(server) = moto() else { return };
     let bucket = server.bucket();
-    let store = S3Store::new(server.config(&bucket, "layout"))
+    let store = S3Store::new(config(server, &bucket, "layout"))
         .unwrap()
         .with_part_size(MIN_PART_SIZE);
     let data = bytes(3, (11 << 20) + 7);
@@ -312,8 +303,8 @@ async fn stray_objects_are_never_blobs_or_documents() {
 async fn stores_sharing_a_bucket_are_independent() {
     let Some(server) = moto() else { return };
     let bucket = server.bucket();
-    let a = S3Store::new(server.config(&bucket, "/team/a/")).unwrap();
-    let b = S3Store::new(server.config(&bucket, "team/b")).unwrap();
+    let a = S3Store::new(config(server, &bucket, "/team/a/")).unwrap();
+    let b = S3Store::new(config(server, &bucket, "team/b")).unwrap();
     assert_eq!(a.prefix(), "team/a");
     let key = DocumentKey::new("index.json").unwrap();
 
@@ -350,7 +341,7 @@ async fn stores_sharing_a_bucket_are_independent() {
 async fn a_store_with_no_prefix_uses_the_whole_bucket() {
     let Some(server) = moto() else { return };
     let bucket = server.bucket();
-    let store = S3Store::new(server.config(&bucket, "")).unwrap();
+    let store = S3Store::new(config(server, &bucket, "")).unwrap();
     assert_eq!(store.prefix(), "");
     let digest = store.put_bytes(b"top").await.unwrap();
     let key = DocumentKey::new("repos/x/tags.json").unwrap();
@@ -443,7 +434,7 @@ async fn versioned_buckets_work_and_versions_name_the_object_version() {
     let Some(server) = moto() else { return };
     let bucket = server.bucket();
     server.enable_versioning(&bucket);
-    let store = S3Store::new(server.config(&bucket, "layout")).unwrap();
+    let store = S3Store::new(config(server, &bucket, "layout")).unwrap();
     let key = DocumentKey::new("index.json").unwrap();
     let v1 = store
         .write_document(&key, "one".into(), Precondition::MustNotExist)
@@ -479,7 +470,7 @@ async fn versioned_buckets_work_and_versions_name_the_object_version() {
 #[tokio::test]
 async fn a_missing_bucket_is_a_backend_error_on_write() {
     let Some(server) = moto() else { return };
-    let store = S3Store::new(server.config("no-such-bucket", "")).unwrap();
+    let store = S3Store::new(config(server, "no-such-bucket", "")).unwrap();
     let key = DocumentKey::new("index.json").unwrap();
     for precondition in [Precondition::None, Precondition::MustNotExist] {
         let result = store.write_document(&key, "{}".into(), precondition).await;

@@ -1,15 +1,19 @@
 //! Canonical JSON for documents ocikit writes, and strict (I-JSON) parsing for documents it
 //! reads.
 //!
+//! Both sit on serde_json; this module adds only what serde_json does not do: refuse
+//! duplicate object keys (serde_json keeps the last one, a parser-differential risk), U+0000
+//! and noncharacters, and deep nesting; and write object members in canonical order.
+//!
 //! # Canonical form
 //!
 //! [`to_canonical_vec`], [`value_to_canonical_vec`] and [`canonicalize`] write JSON with
 //!
 //! - object members sorted by their keys compared as sequences of **UTF-16 code units**, the
-//!   order RFC 8785 (JCS) uses. It differs from UTF-8 byte (code point) order only when a
-//!   character above the Basic Multilingual Plane is compared with one in `U+E000..=U+FFFF`;
-//!   sorting is done explicitly while writing, so it does not depend on whether serde_json's
-//!   `preserve_order` feature is enabled;
+//!   order RFC 8785 (JCS) uses. It differs from UTF-8 byte (code point) order, the order of
+//!   serde_json's sorted maps, only when a character above the Basic Multilingual Plane is
+//!   compared with one in `U+E000..=U+FFFF`; sorting is done explicitly while writing, so it
+//!   does not depend on whether serde_json's `preserve_order` feature is enabled;
 //! - no insignificant whitespace;
 //! - strings escaped by serde_json, which escapes exactly what RFC 8785 escapes (`"`, `\`, and
 //!   control characters, as `\b \t \n \f \r` or lowercase `\u00xx`) and writes everything
@@ -19,10 +23,13 @@
 //!   formats do not use, so for documents whose numbers are integers of magnitude at most
 //!   2^53 the output is RFC 8785 canonical JSON.
 //!
-//! Non-finite floats, keys that do not serialise to strings, duplicate keys, strings
-//! containing U+0000 or a Unicode noncharacter, and nesting deeper than [`MAX_DEPTH`] are
-//! rejected, so canonical output always parses again with [`parse_strict`], to an equal value,
-//! and canonicalising it again gives the same bytes: same value, same bytes, same digest.
+//! [`to_canonical_vec`] writes the value with serde_json and reads it back strictly, so
+//! duplicate keys (from flattened structs, say), keys that do not serialise to strings,
+//! strings containing U+0000 or a Unicode noncharacter, 128-bit integers outside the range of
+//! `i64` and `u64`, and nesting deeper than [`MAX_DEPTH`] are rejected. Non-finite floats
+//! are written as `null`, as serde_json writes them (no OCI document has floats). So
+//! canonical output always parses again with [`parse_strict`], to an equal value, and
+//! canonicalising it again gives the same bytes: same value, same bytes, same digest.
 //!
 //! # Strict parsing
 //!
@@ -30,10 +37,9 @@
 //! also follows the I-JSON rules (RFC 7493) and ocikit's limits. They reject documents
 //! larger than [`MAX_DOCUMENT_SIZE`] (the `_with_limit` variants take another limit),
 //! invalid UTF-8, escaped lone surrogates (`"\ud800"`), U+0000 and Unicode noncharacters in
-//! strings and keys, duplicate object keys at any depth (serde_json on its own keeps the last
-//! one, a parser-differential risk), nesting deeper than [`MAX_DEPTH`], and anything after
-//! the value but whitespace. Numbers are correctly rounded (serde_json's default float
-//! parser is not, so parsed floats are re-read from their text).
+//! strings and keys, duplicate object keys at any depth, nesting deeper than [`MAX_DEPTH`],
+//! and anything after the value but whitespace. Numbers are correctly rounded (serde_json's
+//! `float_roundtrip` parser).
 //!
 //! ```
 //! use ocikit_digest::json::{self, JsonErrorKind};
@@ -47,12 +53,12 @@
 //! ```
 
 use std::cmp::Ordering;
-use std::fmt;
+use std::{fmt, io};
 
 use serde::Serialize;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde::ser::{self, Impossible};
-use serde_json::{Map, Number, Value};
+use serde_json::error::Category;
+use serde_json::{Map, Value};
 
 /// Largest document [`parse_strict`] and [`from_slice_strict`] accept: 16 MiB.
 ///
@@ -195,15 +201,13 @@ pub enum JsonErrorKind {
         /// The limit.
         max: usize,
     },
-    /// A NaN or infinite float was to be written; JSON cannot express it.
-    #[error("non-finite number cannot be written as JSON")]
-    NonFiniteNumber,
-    /// A number in the document is too large for `f64` once correctly rounded (serde_json
-    /// reports most such numbers as [`JsonErrorKind::Syntax`]), or a 128-bit integer outside
-    /// the range of `i64` and `u64` was to be written.
+    /// A 128-bit integer outside the range of `i64` and `u64` was to be written (a number in a
+    /// document too large for `f64` is a [`JsonErrorKind::Syntax`] error).
     #[error("number out of range")]
     NumberOutOfRange,
-    /// A map key does not serialise to a string (or an integer, written as a string).
+    /// A map key does not serialise to a string (serde_json writes strings, characters,
+    /// unit variants, integers, floats and booleans as strings; sequences, maps, `()`
+    /// and `None` it refuses).
     #[error("JSON object key must be a string")]
     KeyMustBeString,
     /// The document is valid JSON but does not have the shape of the requested type.
@@ -247,31 +251,19 @@ pub fn parse_strict_with_limit(bytes: &[u8], max_size: usize) -> Result<Value, J
             ));
         }
     };
-    let numbers = scan(text).map_err(|offset| {
-        JsonError::at(
-            JsonErrorKind::LoneSurrogate { offset },
-            Some(position_of(bytes, offset)),
-        )
-    })?;
-    let mut ctx = Ctx {
-        text,
-        numbers,
-        next_number: 0,
-        error: None,
-    };
+    let mut broken = None;
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = Seed {
-        ctx: &mut ctx,
+    let value = Strict {
+        broken: &mut broken,
         depth: 0,
     }
     .deserialize(&mut de);
     let value = match value {
         Ok(value) => value,
         Err(e) => {
-            let position = serde_position(&e);
-            return Err(match ctx.error.take() {
-                Some(kind) => JsonError::at(kind, position),
-                None => classify(&e),
+            return Err(match broken.take() {
+                Some(kind) => JsonError::at(kind, serde_position(&e)),
+                None => classify(text, &e),
             });
         }
     };
@@ -313,15 +305,22 @@ fn serde_position(e: &serde_json::Error) -> Option<Position> {
     })
 }
 
-fn classify(e: &serde_json::Error) -> JsonError {
+/// Maps a serde_json parse error that none of our own rules raised.
+fn classify(text: &str, e: &serde_json::Error) -> JsonError {
     let (line, column) = (e.line(), e.column());
     let kind = match e.classify() {
-        serde_json::error::Category::Eof => JsonErrorKind::Eof { line, column },
-        serde_json::error::Category::Data => JsonErrorKind::Type {
+        Category::Eof => JsonErrorKind::Eof { line, column },
+        Category::Data => JsonErrorKind::Type {
             message: e.to_string(),
         },
-        serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
-            JsonErrorKind::Syntax { line, column }
+        Category::Syntax | Category::Io => {
+            match lone_surrogate(text, offset_of(text, line, column)) {
+                Some(offset) => {
+                    let position = position_of(text.as_bytes(), offset);
+                    return JsonError::at(JsonErrorKind::LoneSurrogate { offset }, Some(position));
+                }
+                None => JsonErrorKind::Syntax { line, column },
+            }
         }
     };
     JsonError::at(kind, serde_position(e))
@@ -341,100 +340,43 @@ fn position_of(bytes: &[u8], offset: usize) -> Position {
     }
 }
 
-/// One pass over the text that finds escaped lone surrogates (returning the byte offset of
-/// the first) and records, in document order, the byte ranges of the number tokens serde_json
-/// reads as floats, so they can be re-read exactly. Strings are skipped exactly, and numbers
-/// follow the RFC 8259 grammar as serde_json does, so up to the point where serde_json stops
-/// reading an invalid document, the tokens are the ones it visits.
-fn scan(text: &str) -> Result<Vec<(usize, usize)>, usize> {
-    let bytes = text.as_bytes();
-    let mut numbers = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                i += 1;
-                while i < bytes.len() {
-                    match bytes[i] {
-                        b'"' => break,
-                        b'\\' => {
-                            if bytes.get(i + 1) == Some(&b'u') {
-                                match hex4(bytes, i + 2) {
-                                    Some(0xD800..=0xDBFF) => {
-                                        let low_ok = bytes.get(i + 6) == Some(&b'\\')
-                                            && bytes.get(i + 7) == Some(&b'u')
-                                            && matches!(hex4(bytes, i + 8), Some(0xDC00..=0xDFFF));
-                                        if !low_ok {
-                                            return Err(i);
-                                        }
-                                        i += 12;
-                                    }
-                                    Some(0xDC00..=0xDFFF) => return Err(i),
-                                    _ => i += 2,
-                                }
-                            } else {
-                                i += 2;
-                            }
-                        }
-                        _ => i += 1,
-                    }
-                }
-                i += 1; // the closing quote
-            }
-            b'-' | b'0'..=b'9' => {
-                // Exactly the RFC 8259 number grammar, as serde_json reads it, so that on a
-                // document serde_json stops reading mid-way the tokens so far still match.
-                let start = i;
-                let digits = |mut i: usize| {
-                    while i < bytes.len() && bytes[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                    i
-                };
-                if bytes[i] == b'-' {
-                    i += 1;
-                }
-                if bytes.get(i) == Some(&b'0') {
-                    i += 1;
-                } else {
-                    i = digits(i);
-                }
-                if bytes.get(i) == Some(&b'.') && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                    i = digits(i + 1);
-                }
-                if matches!(bytes.get(i), Some(b'e' | b'E')) {
-                    let mut j = i + 1;
-                    if matches!(bytes.get(j), Some(b'+' | b'-')) {
-                        j += 1;
-                    }
-                    if bytes.get(j).is_some_and(u8::is_ascii_digit) {
-                        i = digits(j);
-                    }
-                }
-                if i == start {
-                    i += 1;
-                }
-                if read_as_float(&text[start..i]) {
-                    numbers.push((start, i));
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    Ok(numbers)
+/// The byte offset just past the last byte serde_json read when it reported an error at
+/// `line` and `column` (its column counts the bytes of the line read so far).
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let line_start = text
+        .match_indices('\n')
+        .nth(line.saturating_sub(2))
+        .filter(|_| line > 1)
+        .map_or(0, |(i, _)| i + 1);
+    (line_start + column).min(text.len())
 }
 
-/// Whether serde_json hands this number token to the visitor as an `f64` (rather than a
-/// `u64` or `i64`): it has a fraction or exponent, is `-0`, or overflows the integer types.
-fn read_as_float(token: &str) -> bool {
-    if token.contains(['.', 'e', 'E']) || token == "-0" {
-        return true;
+/// The byte offset of the first `\u` escape of a lone surrogate that ends at or before
+/// `end`, for naming the syntax error serde_json reported there (it rejects lone surrogates
+/// but does not say so in a way we can match). Only strings hold backslashes in a document
+/// that serde_json read up to `end`, so escapes are found without tracking strings.
+fn lone_surrogate(text: &str, end: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i + 6 <= end {
+        if bytes[i] != b'\\' {
+            i += 1;
+        } else if bytes.get(i + 1) != Some(&b'u') {
+            i += 2;
+        } else {
+            match hex4(bytes, i + 2) {
+                Some(0xD800..=0xDBFF)
+                    if bytes.get(i + 6..i + 8) == Some(b"\\u")
+                        && matches!(hex4(bytes, i + 8), Some(0xDC00..=0xDFFF)) =>
+                {
+                    i += 12;
+                }
+                Some(0xD800..=0xDFFF) => return Some(i),
+                _ => i += 2,
+            }
+        }
     }
-    if token.starts_with('-') {
-        token.parse::<i64>().is_err()
-    } else {
-        token.parse::<u64>().is_err()
-    }
+    None
 }
 
 fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
@@ -461,40 +403,29 @@ fn check_str(s: &str) -> Result<(), JsonErrorKind> {
     }
 }
 
-/// Whether a correctly rounded float and serde_json's approximation of the same text agree
-/// up to serde_json's error (a few units in the last place; more near the subnormal range).
-fn near(exact: f64, approximate: f64) -> bool {
-    let difference = (exact - approximate).abs();
-    difference <= exact.abs().max(approximate.abs()) * 1e-9 || difference <= 1e-300
-}
-
-struct Ctx<'t> {
-    text: &'t str,
-    numbers: Vec<(usize, usize)>,
-    next_number: usize,
-    error: Option<JsonErrorKind>,
-}
-
-impl Ctx<'_> {
-    fn fail<E: de::Error>(&mut self, kind: JsonErrorKind) -> E {
-        self.error = Some(kind);
-        E::custom("strict JSON rule violated")
-    }
-
-    /// The text of the next number token serde_json reads as a float, in document order.
-    fn next_float_text(&mut self) -> Option<&str> {
-        let (start, end) = *self.numbers.get(self.next_number)?;
-        self.next_number += 1;
-        self.text.get(start..end)
-    }
-}
-
-struct Seed<'c, 't> {
-    ctx: &'c mut Ctx<'t>,
+/// Builds a `Value` from serde_json's tokens, refusing what I-JSON and our limits forbid.
+/// The first broken rule is left in `broken`, since serde's error type carries only text.
+struct Strict<'b> {
+    broken: &'b mut Option<JsonErrorKind>,
     depth: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
+impl<'b> Strict<'b> {
+    fn fail<E: de::Error>(self, kind: JsonErrorKind) -> E {
+        *self.broken = Some(kind);
+        E::custom("strict JSON rule violated")
+    }
+
+    fn nested<E: de::Error>(self) -> Result<(&'b mut Option<JsonErrorKind>, usize), E> {
+        let depth = self.depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(self.fail(JsonErrorKind::TooDeep { max: MAX_DEPTH }));
+        }
+        Ok((self.broken, depth))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
     type Value = Value;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
@@ -502,7 +433,7 @@ impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Seed<'_, '_> {
+impl<'de> Visitor<'de> for Strict<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -518,62 +449,40 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+        Ok(Value::from(v))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+        Ok(Value::from(v))
     }
 
-    fn visit_f64<E: de::Error>(self, approximate: f64) -> Result<Value, E> {
-        // serde_json's default float parser is not correctly rounded; std's is.
-        let exact = self
-            .ctx
-            .next_float_text()
-            .and_then(|t| t.parse::<f64>().ok());
-        let value = match exact {
-            Some(exact) if !exact.is_finite() => {
-                return Err(self.ctx.fail(JsonErrorKind::NumberOutOfRange));
-            }
-            Some(exact) => {
-                let close = near(exact, approximate);
-                debug_assert!(close, "number tokens out of step: {exact} vs {approximate}");
-                if close { exact } else { approximate }
-            }
-            None => {
-                debug_assert!(exact.is_some(), "no number token for {approximate}");
-                approximate
-            }
-        };
-        match Number::from_f64(value) {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // serde_json reports numbers beyond f64 as syntax errors, so `v` is finite.
+        match serde_json::Number::from_f64(v) {
             Some(n) => Ok(Value::Number(n)),
-            None => Err(self.ctx.fail(JsonErrorKind::NumberOutOfRange)),
+            None => Err(self.fail(JsonErrorKind::NumberOutOfRange)),
         }
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
         match check_str(v) {
             Ok(()) => Ok(Value::String(v.to_owned())),
-            Err(kind) => Err(self.ctx.fail(kind)),
+            Err(kind) => Err(self.fail(kind)),
         }
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
         match check_str(&v) {
             Ok(()) => Ok(Value::String(v)),
-            Err(kind) => Err(self.ctx.fail(kind)),
+            Err(kind) => Err(self.fail(kind)),
         }
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let depth = self.depth + 1;
-        let ctx = self.ctx;
-        if depth > MAX_DEPTH {
-            return Err(ctx.fail(JsonErrorKind::TooDeep { max: MAX_DEPTH }));
-        }
+        let (broken, depth) = self.nested()?;
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(Seed {
-            ctx: &mut *ctx,
+        while let Some(item) = seq.next_element_seed(Strict {
+            broken: &mut *broken,
             depth,
         })? {
             items.push(item);
@@ -582,23 +491,20 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let depth = self.depth + 1;
-        let ctx = self.ctx;
-        if depth > MAX_DEPTH {
-            return Err(ctx.fail(JsonErrorKind::TooDeep { max: MAX_DEPTH }));
-        }
+        let (broken, depth) = self.nested()?;
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            let strict = Strict {
+                broken: &mut *broken,
+                depth,
+            };
             if let Err(kind) = check_str(&key) {
-                return Err(ctx.fail(kind));
+                return Err(strict.fail(kind));
             }
             if object.contains_key(&key) {
-                return Err(ctx.fail(JsonErrorKind::DuplicateKey { key }));
+                return Err(strict.fail(JsonErrorKind::DuplicateKey { key }));
             }
-            let value = map.next_value_seed(Seed {
-                ctx: &mut *ctx,
-                depth,
-            })?;
+            let value = map.next_value_seed(strict)?;
             object.insert(key, value);
         }
         Ok(Value::Object(object))
@@ -610,13 +516,49 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
 
 /// Serialises `value` as canonical JSON (see the [module documentation](self)).
 ///
-/// The value is first turned into a tree, rejecting non-finite floats, duplicate keys (from
-/// flattened structs, say) and keys that are not strings; then written with sorted keys.
+/// The value is written by serde_json and read back with the strict parser, which refuses
+/// duplicate keys (from flattened structs, say); then written with sorted keys.
 pub fn to_canonical_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, JsonError> {
-    let tree = value
-        .serialize(ValueSerializer)
-        .map_err(|e| JsonError::new(e.0))?;
+    let mut text = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut text, Checked);
+    value.serialize(&mut serializer).map_err(|e| {
+        JsonError::new(match e.classify() {
+            // Writing to a `Vec` never fails: only `Checked` raises I/O errors.
+            Category::Io => JsonErrorKind::NumberOutOfRange,
+            // serde_json's serializer reports only map keys it cannot write as syntax errors.
+            Category::Syntax => JsonErrorKind::KeyMustBeString,
+            Category::Data | Category::Eof => JsonErrorKind::Serialize {
+                message: e.to_string(),
+            },
+        })
+    })?;
+    let tree = parse_strict_with_limit(&text, usize::MAX).map_err(|e| JsonError::new(e.kind))?;
     value_to_canonical_vec(&tree)
+}
+
+/// serde_json's compact format, refusing 128-bit integers that the strict parser would read
+/// back as floats (outside the range of `i64` and `u64`).
+struct Checked;
+
+fn out_of_range() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "number out of range")
+}
+
+impl serde_json::ser::Formatter for Checked {
+    fn write_i128<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: i128) -> io::Result<()> {
+        match (i64::try_from(value), u64::try_from(value)) {
+            (Ok(v), _) => self.write_i64(writer, v),
+            (_, Ok(v)) => self.write_u64(writer, v),
+            _ => Err(out_of_range()),
+        }
+    }
+
+    fn write_u128<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: u128) -> io::Result<()> {
+        match u64::try_from(value) {
+            Ok(v) => self.write_u64(writer, v),
+            Err(_) => Err(out_of_range()),
+        }
+    }
 }
 
 /// Writes a JSON value as canonical JSON.
@@ -640,15 +582,7 @@ fn utf16_cmp(a: &str, b: &str) -> Ordering {
 
 fn write_value(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), JsonErrorKind> {
     match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => {
-            if n.as_f64().is_some_and(|f| !f.is_finite()) {
-                return Err(JsonErrorKind::NonFiniteNumber);
-            }
-            write_json(n, out)?;
-        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => write_json(value, out)?,
         Value::String(s) => write_string(s, out)?,
         Value::Array(items) => {
             let depth = enter(depth)?;
@@ -697,521 +631,4 @@ fn write_json<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(),
     serde_json::to_writer(out, value).map_err(|e| JsonErrorKind::Serialize {
         message: e.to_string(),
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// A serde serializer that builds a `Value`, stricter than `serde_json::to_value` (which turns
-// NaN into `null` and lets a later duplicate key overwrite an earlier one).
-
-#[derive(Debug)]
-struct SerError(JsonErrorKind);
-
-impl fmt::Display for SerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SerError {}
-
-impl ser::Error for SerError {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        SerError(JsonErrorKind::Serialize {
-            message: msg.to_string(),
-        })
-    }
-}
-
-/// Struct names serde_json uses for `Number` (with `arbitrary_precision`) and `RawValue`.
-const SERDE_JSON_NUMBER_TOKEN: &str = "$serde_json::private::Number";
-const SERDE_JSON_RAW_TOKEN: &str = "$serde_json::private::RawValue";
-
-struct ValueSerializer;
-
-fn float(v: f64) -> Result<Value, SerError> {
-    Number::from_f64(v)
-        .map(Value::Number)
-        .ok_or(SerError(JsonErrorKind::NonFiniteNumber))
-}
-
-impl ser::Serializer for ValueSerializer {
-    type Ok = Value;
-    type Error = SerError;
-    type SerializeSeq = SeqBuilder;
-    type SerializeTuple = SeqBuilder;
-    type SerializeTupleStruct = SeqBuilder;
-    type SerializeTupleVariant = SeqBuilder;
-    type SerializeMap = MapBuilder;
-    type SerializeStruct = MapBuilder;
-    type SerializeStructVariant = MapBuilder;
-
-    fn serialize_bool(self, v: bool) -> Result<Value, SerError> {
-        Ok(Value::Bool(v))
-    }
-    fn serialize_i8(self, v: i8) -> Result<Value, SerError> {
-        Ok(Value::from(v))
-    }
-    fn serialize_i16(self, v: i16) -> Result<Value, SerError> {
-        Ok(Value::from(v))
-    }
-    fn serialize_i32(self, v: i32) -> Result<Value, SerError> {
-        Ok(Value::from(v))
-    }
-    fn serialize_i64(self, v: i64) -> Result<Value, SerError> {
-        Ok(Value::from(v))
-    }
-    fn serialize_i128(self, v: i128) -> Result<Value, SerError> {
-        if let Ok(v) = i64::try_from(v) {
-            Ok(Value::from(v))
-        } else if let Ok(v) = u64::try_from(v) {
-            Ok(Value::from(v))
-        } else {
-            Err(SerError(JsonErrorKind::NumberOutOfRange))
-        }
-    }
-    fn serialize_u8(self, v: u8) -> Result<Value, SerError> {
-        Ok(Value::from(v))
-    }
-    fn serialize_u16(self, v: u16) -> Result<Value, SerError> {
-        Ok(Value::from(v))
-    }
-    fn serialize_u32(self, v: u32) -> Result<Value, SerError> {
-        Ok(Value::from(v))
-    }
-    fn serialize_u64(self, v: u64) -> Result<Value, SerError> {
-        Ok(Value::from(v))
-    }
-    fn serialize_u128(self, v: u128) -> Result<Value, SerError> {
-        u64::try_from(v)
-            .map(Value::from)
-            .map_err(|_| SerError(JsonErrorKind::NumberOutOfRange))
-    }
-    fn serialize_f32(self, v: f32) -> Result<Value, SerError> {
-        float(f64::from(v))
-    }
-    fn serialize_f64(self, v: f64) -> Result<Value, SerError> {
-        float(v)
-    }
-    fn serialize_char(self, v: char) -> Result<Value, SerError> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn serialize_str(self, v: &str) -> Result<Value, SerError> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn serialize_bytes(self, v: &[u8]) -> Result<Value, SerError> {
-        Ok(Value::Array(v.iter().map(|&b| Value::from(b)).collect()))
-    }
-    fn serialize_none(self) -> Result<Value, SerError> {
-        Ok(Value::Null)
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Value, SerError> {
-        value.serialize(self)
-    }
-    fn serialize_unit(self) -> Result<Value, SerError> {
-        Ok(Value::Null)
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<Value, SerError> {
-        Ok(Value::Null)
-    }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<Value, SerError> {
-        Ok(Value::String(variant.to_owned()))
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<Value, SerError> {
-        value.serialize(self)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        value: &T,
-    ) -> Result<Value, SerError> {
-        let mut map = Map::new();
-        map.insert(variant.to_owned(), value.serialize(self)?);
-        Ok(Value::Object(map))
-    }
-    fn serialize_seq(self, _len: Option<usize>) -> Result<SeqBuilder, SerError> {
-        Ok(SeqBuilder {
-            variant: None,
-            items: Vec::new(),
-        })
-    }
-    fn serialize_tuple(self, len: usize) -> Result<SeqBuilder, SerError> {
-        self.serialize_seq(Some(len))
-    }
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        len: usize,
-    ) -> Result<SeqBuilder, SerError> {
-        self.serialize_seq(Some(len))
-    }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        _len: usize,
-    ) -> Result<SeqBuilder, SerError> {
-        Ok(SeqBuilder {
-            variant: Some(variant),
-            items: Vec::new(),
-        })
-    }
-    fn serialize_map(self, _len: Option<usize>) -> Result<MapBuilder, SerError> {
-        Ok(MapBuilder::new(None, Token::None))
-    }
-    fn serialize_struct(self, name: &'static str, _len: usize) -> Result<MapBuilder, SerError> {
-        let token = match name {
-            SERDE_JSON_NUMBER_TOKEN => Token::Number,
-            SERDE_JSON_RAW_TOKEN => Token::Raw,
-            _ => Token::None,
-        };
-        Ok(MapBuilder::new(None, token))
-    }
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        _len: usize,
-    ) -> Result<MapBuilder, SerError> {
-        Ok(MapBuilder::new(Some(variant), Token::None))
-    }
-}
-
-struct SeqBuilder {
-    variant: Option<&'static str>,
-    items: Vec<Value>,
-}
-
-impl SeqBuilder {
-    fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SerError> {
-        self.items.push(value.serialize(ValueSerializer)?);
-        Ok(())
-    }
-
-    fn finish(self) -> Value {
-        let array = Value::Array(self.items);
-        match self.variant {
-            Some(variant) => {
-                let mut map = Map::new();
-                map.insert(variant.to_owned(), array);
-                Value::Object(map)
-            }
-            None => array,
-        }
-    }
-}
-
-impl ser::SerializeSeq for SeqBuilder {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SerError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTuple for SeqBuilder {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SerError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTupleStruct for SeqBuilder {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SerError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTupleVariant for SeqBuilder {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SerError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        Ok(self.finish())
-    }
-}
-
-/// serde_json's private struct tokens, whose single field holds JSON text.
-enum Token {
-    None,
-    Number,
-    Raw,
-}
-
-struct MapBuilder {
-    variant: Option<&'static str>,
-    token: Token,
-    map: Map<String, Value>,
-    next_key: Option<String>,
-}
-
-impl MapBuilder {
-    fn new(variant: Option<&'static str>, token: Token) -> MapBuilder {
-        MapBuilder {
-            variant,
-            token,
-            map: Map::new(),
-            next_key: None,
-        }
-    }
-
-    fn insert(&mut self, key: String, value: Value) -> Result<(), SerError> {
-        if self.map.contains_key(&key) {
-            return Err(SerError(JsonErrorKind::DuplicateKey { key }));
-        }
-        self.map.insert(key, value);
-        Ok(())
-    }
-
-    fn finish(self) -> Result<Value, SerError> {
-        match self.token {
-            Token::None => {}
-            Token::Number | Token::Raw => {
-                // The single field is the JSON text of the number or raw value.
-                let text = match self.map.into_iter().next() {
-                    Some((_, Value::String(text))) => text,
-                    _ => {
-                        return Err(SerError(JsonErrorKind::Serialize {
-                            message: "malformed serde_json private token".into(),
-                        }));
-                    }
-                };
-                return parse_strict(text.as_bytes()).map_err(|e| SerError(e.kind));
-            }
-        }
-        let object = Value::Object(self.map);
-        Ok(match self.variant {
-            Some(variant) => {
-                let mut map = Map::new();
-                map.insert(variant.to_owned(), object);
-                Value::Object(map)
-            }
-            None => object,
-        })
-    }
-}
-
-impl ser::SerializeMap for MapBuilder {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), SerError> {
-        self.next_key = Some(key.serialize(KeySerializer)?);
-        Ok(())
-    }
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SerError> {
-        let key = self.next_key.take().ok_or_else(|| {
-            SerError(JsonErrorKind::Serialize {
-                message: "map value serialised before its key".into(),
-            })
-        })?;
-        let value = value.serialize(ValueSerializer)?;
-        self.insert(key, value)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeStruct for MapBuilder {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), SerError> {
-        let value = value.serialize(ValueSerializer)?;
-        self.insert(key.to_owned(), value)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeStructVariant for MapBuilder {
-    type Ok = Value;
-    type Error = SerError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), SerError> {
-        let value = value.serialize(ValueSerializer)?;
-        self.insert(key.to_owned(), value)
-    }
-    fn end(self) -> Result<Value, SerError> {
-        self.finish()
-    }
-}
-
-/// Serialises map keys: strings, characters, integers (as their decimal text, as serde_json
-/// does), unit variants and newtypes around those.
-struct KeySerializer;
-
-fn key_error() -> SerError {
-    SerError(JsonErrorKind::KeyMustBeString)
-}
-
-impl ser::Serializer for KeySerializer {
-    type Ok = String;
-    type Error = SerError;
-    type SerializeSeq = Impossible<String, SerError>;
-    type SerializeTuple = Impossible<String, SerError>;
-    type SerializeTupleStruct = Impossible<String, SerError>;
-    type SerializeTupleVariant = Impossible<String, SerError>;
-    type SerializeMap = Impossible<String, SerError>;
-    type SerializeStruct = Impossible<String, SerError>;
-    type SerializeStructVariant = Impossible<String, SerError>;
-
-    fn serialize_bool(self, _v: bool) -> Result<String, SerError> {
-        Err(key_error())
-    }
-    fn serialize_i8(self, v: i8) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i16(self, v: i16) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i32(self, v: i32) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i64(self, v: i64) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i128(self, v: i128) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u8(self, v: u8) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u16(self, v: u16) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u32(self, v: u32) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u64(self, v: u64) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u128(self, v: u128) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_f32(self, _v: f32) -> Result<String, SerError> {
-        Err(key_error())
-    }
-    fn serialize_f64(self, _v: f64) -> Result<String, SerError> {
-        Err(key_error())
-    }
-    fn serialize_char(self, v: char) -> Result<String, SerError> {
-        Ok(v.to_string())
-    }
-    fn serialize_str(self, v: &str) -> Result<String, SerError> {
-        Ok(v.to_owned())
-    }
-    fn serialize_bytes(self, _v: &[u8]) -> Result<String, SerError> {
-        Err(key_error())
-    }
-    fn serialize_none(self) -> Result<String, SerError> {
-        Err(key_error())
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<String, SerError> {
-        Err(key_error())
-    }
-    fn serialize_unit(self) -> Result<String, SerError> {
-        Err(key_error())
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<String, SerError> {
-        Err(key_error())
-    }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<String, SerError> {
-        Ok(variant.to_owned())
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<String, SerError> {
-        value.serialize(self)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _value: &T,
-    ) -> Result<String, SerError> {
-        Err(key_error())
-    }
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, SerError> {
-        Err(key_error())
-    }
-    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, SerError> {
-        Err(key_error())
-    }
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleStruct, SerError> {
-        Err(key_error())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleVariant, SerError> {
-        Err(key_error())
-    }
-    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, SerError> {
-        Err(key_error())
-    }
-    fn serialize_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStruct, SerError> {
-        Err(key_error())
-    }
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStructVariant, SerError> {
-        Err(key_error())
-    }
 }

@@ -166,25 +166,24 @@ fn to_canonical_vec_handles_enums_bytes_and_integer_keys() {
     );
 }
 
+// Non-finite floats are written as `null`, as serde_json writes them: never as `NaN` or
+// `Infinity`, which are not JSON, so the output is still canonical and parses strictly.
 #[test]
-fn to_canonical_vec_rejects_non_finite_floats() {
+fn to_canonical_vec_writes_non_finite_floats_as_null() {
+    #[derive(Serialize)]
+    struct S {
+        inner: Vec<f64>,
+    }
     for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-        let err = to_canonical_vec(&f).unwrap_err();
-        assert_eq!(err.kind(), &JsonErrorKind::NonFiniteNumber);
-        #[derive(Serialize)]
-        struct S {
-            inner: Vec<f64>,
-        }
-        let err = to_canonical_vec(&S {
+        assert_eq!(to_canonical_vec(&f).unwrap(), b"null");
+        let out = to_canonical_vec(&S {
             inner: vec![1.0, f],
         })
-        .unwrap_err();
-        assert_eq!(err.kind(), &JsonErrorKind::NonFiniteNumber);
+        .unwrap();
+        assert_eq!(out, br#"{"inner":[1.0,null]}"#);
+        assert_eq!(canonicalize(&out).unwrap(), out);
     }
-    assert_eq!(
-        to_canonical_vec(&f32::NAN).unwrap_err().kind(),
-        &JsonErrorKind::NonFiniteNumber
-    );
+    assert_eq!(to_canonical_vec(&f32::NAN).unwrap(), b"null");
     assert_eq!(to_canonical_vec(&1.5f64).unwrap(), b"1.5");
 }
 
@@ -217,10 +216,33 @@ fn to_canonical_vec_rejects_bad_keys_and_huge_integers() {
         &JsonErrorKind::KeyMustBeString
     );
     let mut map = BTreeMap::new();
-    map.insert(Some("a"), 3);
+    map.insert(None::<&str>, 3);
     assert_eq!(
         to_canonical_vec(&map).unwrap_err().kind(),
         &JsonErrorKind::KeyMustBeString
+    );
+    let mut map = BTreeMap::new();
+    map.insert(vec![1u8], 3);
+    assert_eq!(
+        to_canonical_vec(&map).unwrap_err().kind(),
+        &JsonErrorKind::KeyMustBeString
+    );
+    // Keys serde_json writes as strings are written, then sorted as strings.
+    let mut map = BTreeMap::new();
+    map.insert(Some("b"), 1);
+    map.insert(Some("a"), 2);
+    assert_eq!(to_canonical_vec(&map).unwrap(), br#"{"a":2,"b":1}"#);
+    // A 128-bit integer that fits is written exactly; one that does not is refused, not
+    // turned into a float.
+    assert_eq!(
+        to_canonical_vec(&i128::from(u64::MAX)).unwrap(),
+        b"18446744073709551615"
+    );
+    assert_eq!(
+        to_canonical_vec(&(u128::from(u64::MAX) + 1))
+            .unwrap_err()
+            .kind(),
+        &JsonErrorKind::NumberOutOfRange
     );
     assert_eq!(
         to_canonical_vec(&u128::MAX).unwrap_err().kind(),

@@ -1,8 +1,11 @@
 //! ocikit's project tooling, run as `cargo xtask <command>`.
 //!
-//! - `ci`: everything CI checks, in order: formatting, tidy, clippy, cargo-deny's licence,
-//!   ban and source checks, tests (with doc tests), and a short run of every fuzz target.
-//!   Installs the cargo tools it needs (cargo-deny, cargo-fuzz) when they are missing.
+//! - `ci [--time SECS]`: everything CI checks (see `ci.rs`): formatting, tidy, lock files,
+//!   clippy (with the MSRV lint), the dependencies' MSRV, cargo-deny's licence, ban and
+//!   source checks, rustdoc, every test with every feature, every crate on its own (default
+//!   features and `--no-default-features`), the facade's features one by one, and a short
+//!   run of every fuzz target. Installs the cargo tools it needs (cargo-deny, cargo-fuzz)
+//!   when they are missing; refuses arguments it does not know.
 //! - `fuzz [--time SECS] [TARGET...]`: runs the fuzz targets (all by default).
 //! - `bench [NAME...]`: runs the comparative benchmarks and rewrites their section of
 //!   `docs/benchmarks.md` and their charts; `bench charts` redraws the charts from the tables.
@@ -23,6 +26,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod ci;
 mod docs;
 mod metadata;
 mod release;
@@ -31,13 +35,18 @@ mod tidy;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use ci::ci;
+
 type Result<T = (), E = String> = std::result::Result<T, E>;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci                          fmt check, tidy, clippy -D warnings, cargo-deny (licences, bans,
-                              sources), tests (incl. doc tests), fuzz smoke
+  ci [--time SECS]            fmt check, tidy, lock files, clippy -D warnings (with the MSRV
+                              lint), dependencies' MSRV, cargo-deny (licences, bans, sources),
+                              rustdoc -D warnings, tests with all features (incl. doc tests),
+                              each crate alone (default and --no-default-features), the
+                              facade's features one by one, fuzz smoke (SECS each, default 5)
   fuzz [--time SECS] [TARGET...]
                               run fuzz targets (default: all, 60 s each)
   bench [NAME...|charts]      run benchmarks, rewrite docs/benchmarks.md and its charts
@@ -95,7 +104,7 @@ pub(crate) fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
     cmd
@@ -115,51 +124,9 @@ pub(crate) fn run(cmd: &mut Command) -> Result {
     }
 }
 
-fn step(name: &str) {
+/// Announces a step of a longer command.
+pub(crate) fn step(name: &str) {
     eprintln!("\n==> {name}");
-}
-
-fn ci(args: &[String]) -> Result {
-    let fuzz_time = parse_time(args)?.unwrap_or(5);
-    let started = std::time::Instant::now();
-
-    step("format");
-    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
-
-    step("tidy");
-    tidy::check(&root()).map_err(|problems| problems.join("\n"))?;
-
-    step("clippy");
-    run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--all-features",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-
-    step("cargo-deny (licences, bans, sources)");
-    deny(&[])?;
-
-    step("test tools");
-    let path = install_tools()?;
-
-    step("tests (unit, integration and doc tests)");
-    let mut test = cargo();
-    test.args(["test", "--workspace", "--all-features"]);
-    if let Some(path) = path {
-        test.env("PATH", path);
-    }
-    run(&mut test)?;
-
-    step("fuzz smoke");
-    fuzz(fuzz_time, &[])?;
-
-    eprintln!("\nxtask ci: all checks passed in {:.0?}", started.elapsed());
-    Ok(())
 }
 
 fn parse_time(args: &[String]) -> Result<Option<u64>> {
@@ -215,7 +182,7 @@ pub(crate) fn fuzz_targets() -> Result<Vec<String>> {
 /// Installing cargo-deny is the slow part on a fresh machine: a cold `cargo install --locked
 /// cargo-deny` (0.20.2) took 9 min 38 s on the 2 shared cores of the development machine,
 /// under load (337 s of CPU); CI's time budget has room for it.
-fn deny(args: &[String]) -> Result {
+pub(crate) fn deny(args: &[String]) -> Result {
     let advisories = args.iter().any(|a| a == "--advisories");
     if let Some(other) = args.iter().find(|a| *a != "--advisories") {
         return Err(format!("deny: unknown argument {other}\n\n{USAGE}"));
@@ -226,7 +193,7 @@ fn deny(args: &[String]) -> Result {
         checks.push("advisories");
     }
     run(cargo()
-        .args(["deny", "check", "--hide-inclusion-graph"])
+        .args(["deny", "--locked", "check", "--hide-inclusion-graph"])
         .args(checks))
 }
 
@@ -341,7 +308,7 @@ pub(crate) fn ensure_apt_tools(tools: &[(&str, &str)]) -> Result {
 /// Installs what the tests need: moto (the S3 tests), skopeo, umoci, GNU tar and
 /// docker-registry (the interop tests), script(1) (a terminal for the progress-bar test),
 /// cargo-fuzz (the fuzz smoke run).
-fn install_tools() -> Result<Option<std::ffi::OsString>> {
+pub(crate) fn install_tools() -> Result<Option<std::ffi::OsString>> {
     ensure_apt_tools(&[
         ("skopeo", "skopeo"),
         ("umoci", "umoci"),
@@ -373,7 +340,7 @@ fn stress(args: &[String]) -> Result {
 /// Runs every named fuzz target (all when `targets` is empty) for `seconds` each, starting
 /// from its committed seeds. cargo-fuzz needs nightly flags; `RUSTC_BOOTSTRAP=1` lets the
 /// stable toolchain accept them.
-fn fuzz(seconds: u64, targets: &[String]) -> Result {
+pub(crate) fn fuzz(seconds: u64, targets: &[String]) -> Result {
     ensure_cargo_tool("cargo-fuzz", CARGO_FUZZ)?;
     let all = fuzz_targets()?;
     let chosen: Vec<String> = if targets.is_empty() {

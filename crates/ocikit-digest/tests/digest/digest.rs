@@ -354,5 +354,6 @@ fn public_types_are_send_and_sync() {
     check::<ocikit_digest::json::JsonError>();
     check::<ocikit_digest::VerifyingReader<&[u8]>>();
     check::<ocikit_digest::DigestWriter<Vec<u8>>>();
+    #[cfg(feature = "tokio")]
     check::<ocikit_digest::AsyncVerifyingReader<&[u8]>>();
 }

@@ -232,6 +232,9 @@ proptest! {
     }
 }
 
+// The async twins exist only with the `tokio` feature (`cargo test -p ocikit-digest --features tokio`,
+// or `--all-features` as CI runs).
+#[cfg(feature = "tokio")]
 #[tokio::test]
 async fn async_adapters_agree_with_sync_ones() {
     use ocikit_digest::{AsyncDigestReader, AsyncDigestWriter, AsyncVerifyingReader};

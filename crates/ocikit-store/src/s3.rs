@@ -51,14 +51,13 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
-use object_store::client::{
-    HttpClient, HttpConnector, HttpRequest, HttpRequestBody, ReqwestConnector,
-};
+use object_store::client::{HttpClient, HttpConnector, HttpRequest, HttpRequestBody};
 use object_store::path::Path;
 use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer};
 use object_store::{
-    ClientOptions, CopyMode, CopyOptions, GetOptions, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload, UpdateVersion, WriteMultipart,
+    ClientConfigKey, ClientOptions, CopyMode, CopyOptions, GetOptions, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, UpdateVersion,
+    WriteMultipart,
 };
 use ocikit_digest::Digest;
 use tokio::io::AsyncWrite;
@@ -224,6 +223,101 @@ struct ConditionalDelete {
     http: HttpClient,
 }
 
+/// object_store's HTTP clients: reqwest with a rustls configuration of our own on ring (the
+/// system's roots through rustls-platform-verifier, as reqwest's own), so that no
+/// process-default crypto provider is needed and none is installed: a library does not change
+/// process-global state.
+///
+/// It builds the client as object_store's own connector does for the options an [`S3Store`]
+/// can meet (HTTP allowed or not, user agent, proxy and its exclusions, HTTP/1 or HTTP/2
+/// only, no transparent decompression, object_store's default timeouts), and refuses any
+/// other client option (from `AWS_*` variables, say) that differs from object_store's
+/// default rather than ignoring it. Resolved addresses are not shuffled.
+#[derive(Debug)]
+struct RingConnector;
+
+/// object_store's default request and connect timeouts (checked against its `ClientOptions`).
+const TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl HttpConnector for RingConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let failed = |what: &str, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
+            object_store::Error::Generic {
+                store: BACKEND,
+                source: match source {
+                    Some(source) => format!("{what}: {source}").into(),
+                    None => what.into(),
+                },
+            }
+        };
+        let value = |key: &ClientConfigKey| options.get_config_value(key);
+        let flag = |key: ClientConfigKey| value(&key).is_some_and(|v| v == "true");
+        let defaults = ClientOptions::default();
+        for key in [
+            ClientConfigKey::AllowInvalidCertificates,
+            ClientConfigKey::NoSystemCertificates,
+            ClientConfigKey::Timeout,
+            ClientConfigKey::ConnectTimeout,
+            ClientConfigKey::ReadTimeout,
+            ClientConfigKey::PoolIdleTimeout,
+            ClientConfigKey::PoolMaxIdlePerHost,
+            ClientConfigKey::Http2KeepAliveInterval,
+            ClientConfigKey::Http2KeepAliveTimeout,
+            ClientConfigKey::Http2KeepAliveWhileIdle,
+            ClientConfigKey::Http2MaxFrameSize,
+            ClientConfigKey::ProxyCaCertificate,
+        ] {
+            if value(&key) != defaults.get_config_value(&key) {
+                return Err(failed(
+                    &format!("the S3 client option {key:?} is not supported"),
+                    None,
+                ));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+            .map_err(|e| failed("certificate verifier", Some(Box::new(e))))?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| failed("TLS protocol versions", Some(Box::new(e))))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let user_agent = value(&ClientConfigKey::UserAgent)
+            .unwrap_or_else(|| concat!("ocikit/", env!("CARGO_PKG_VERSION")).to_owned());
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .user_agent(user_agent)
+            .timeout(TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            // Transparent decompression would break the sizes object_store relies on.
+            .no_gzip()
+            .no_brotli()
+            .no_zstd()
+            .no_deflate()
+            .https_only(!flag(ClientConfigKey::AllowHttp));
+        if flag(ClientConfigKey::Http1Only) {
+            builder = builder.http1_only();
+        }
+        if flag(ClientConfigKey::Http2Only) {
+            builder = builder.http2_prior_knowledge();
+        }
+        if let Some(url) = value(&ClientConfigKey::ProxyUrl) {
+            let mut proxy =
+                reqwest::Proxy::all(url).map_err(|e| failed("proxy", Some(Box::new(e))))?;
+            if let Some(excludes) = value(&ClientConfigKey::ProxyExcludes) {
+                proxy = proxy.no_proxy(reqwest::NoProxy::from_string(&excludes));
+            }
+            builder = builder.proxy(proxy);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| failed("HTTP client", Some(Box::new(e))))?;
+        Ok(HttpClient::new(client))
+    }
+}
+
 /// A store in an S3-compatible bucket, under a key prefix. Cloning it gives another handle
 /// to the same store.
 ///
@@ -258,8 +352,8 @@ impl S3Store {
     /// Connects to the bucket `config` describes. No request is made until the store is used.
     ///
     /// Conditional PUT (`If-Match` / `If-None-Match`) is enabled: document compare-and-swap
-    /// relies on it. HTTPS runs on rustls with ring: if the program has not installed a
-    /// process-default rustls crypto provider, this installs ring's.
+    /// relies on it. HTTPS runs on rustls with ring, handed to the HTTP clients directly: no
+    /// process-default rustls crypto provider is needed, and none is installed.
     ///
     /// ```no_run
     /// use ocikit_store::s3::S3Config;
@@ -310,11 +404,13 @@ impl S3Store {
         if let Some(endpoint) = &config.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
-        // The HTTP client's rustls has no bundled provider: ring, unless the program chose
-        // one already (then that one stays).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let s3 = Arc::new(builder.build().map_err(backend)?);
-        let http = ReqwestConnector::default()
+        let s3 = Arc::new(
+            builder
+                .with_http_connector(RingConnector)
+                .build()
+                .map_err(backend)?,
+        );
+        let http = RingConnector
             .connect(&ClientOptions::new().with_allow_http(config.allow_http))
             .map_err(backend)?;
         let mut store = S3Store::from_object_store(s3.clone(), &config.prefix)?;

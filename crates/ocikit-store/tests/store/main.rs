@@ -8,3 +8,5 @@ mod keys;
 mod memory;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "s3")]
+mod s3_provider;

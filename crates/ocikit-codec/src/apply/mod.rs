@@ -134,6 +134,7 @@ pub use options::{ApplyMode, ApplyOptions, ApplyReport, DevicePolicy, XattrPolic
 pub use pipeline::apply_blob;
 use tar::{Header, Kind, TarReader};
 use whiteout::{Class, classify};
+pub use whiteout::{Class as NameClass, classify as classify_name};
 
 /// Applies one layer — the *uncompressed* tar stream `tar` — to the directory `root`, which
 /// must exist; see the [module documentation](self).

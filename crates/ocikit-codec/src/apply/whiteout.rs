@@ -15,26 +15,35 @@ use crate::{InvalidEntry, Result};
 
 use super::{Applier, ApplyMode, fs, join, split_parent};
 
-/// What an entry's (normalised) name says it is.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Class<'a> {
+/// What a layer entry's name says it is, by the whiteout rules of the image spec (see the
+/// [module documentation](super)); [`classify_name`](super::classify_name) tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Class<'a> {
+    /// An ordinary entry.
     Normal,
-    /// `dir/.wh.name`
+    /// `dir/.wh.name`: removes `dir/name` of lower layers.
     Whiteout {
+        /// The directory (empty for the root), without a trailing `/`.
         dir: &'a [u8],
+        /// The name removed.
         target: &'a [u8],
     },
-    /// `dir/.wh..wh..opq`
+    /// `dir/.wh..wh..opq`: removes everything `dir` held from lower layers.
     Opaque {
+        /// The directory (empty for the root), without a trailing `/`.
         dir: &'a [u8],
     },
-    /// `.wh..wh.*` metadata (or anything below it).
+    /// `.wh..wh.*` AUFS metadata (or anything below it): skipped.
     Aufs,
-    /// An entry below a `.wh.` directory component.
+    /// An entry below a `.wh.` directory component: skipped.
     BelowWhiteout,
 }
 
-pub(super) fn classify(path: &[u8]) -> Result<Class<'_>, InvalidEntry> {
+/// Classifies a layer entry's name, normalised (no leading `/`, no `.`, `..` or empty
+/// components, no trailing `/`); refuses a whiteout of an empty, `.` or `..` name with
+/// [`InvalidEntry::BadWhiteoutTarget`].
+pub fn classify(path: &[u8]) -> Result<Class<'_>, InvalidEntry> {
     let mut offset = 0;
     let mut components = path.split(|&b| b == b'/').peekable();
     while let Some(component) = components.next() {

@@ -7,4 +7,5 @@ mod compression;
 mod gnu_tar;
 mod pipeline;
 mod roundtrip;
+mod whiteout_names;
 mod writer;

@@ -18,6 +18,7 @@
 //! [`Error`] inside; [`error_from_io`] takes it back out.
 //!
 //! ```
+//! # #[cfg(feature = "gzip")] {
 //! use std::io::{Read, Write};
 //! use ocikit_codec::compression::{Compression, Decoder, Encoder};
 //! use ocikit_codec::Limits;
@@ -34,6 +35,7 @@
 //! let mut tar = Vec::new();
 //! decoder.read_to_end(&mut tar)?;
 //! assert_eq!(tar, b"a tar stream, in real life");
+//! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -27,6 +27,7 @@
 //! Pack a directory into a gzip layer, then apply the layer to a fresh root:
 //!
 //! ```
+//! # #[cfg(feature = "gzip")] {
 //! use ocikit_codec::apply::{apply_layer, ApplyOptions};
 //! use ocikit_codec::build::{build_layer, BuildOptions};
 //! use ocikit_codec::compression::{Compression, Decoder};
@@ -51,6 +52,7 @@
 //! let report = apply_layer(root.path(), tar, &options)?;
 //! assert_eq!(report.diff_id, layer.diff_id);
 //! assert_eq!(std::fs::read(root.path().join("etc/motd"))?, b"hello from a layer\n");
+//! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

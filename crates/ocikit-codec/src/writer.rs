@@ -9,6 +9,7 @@
 //! worker for gzip, zstd's job buffers for zstd.
 //!
 //! ```
+//! # #[cfg(feature = "gzip")] {
 //! use std::io::Write;
 //! use ocikit_codec::compression::Compression;
 //! use ocikit_codec::writer::{LayerOptions, LayerWriter};
@@ -24,6 +25,7 @@
 //! assert_eq!(info.size, blob.len() as u64);
 //! assert_eq!(info.diff_id, Digest::sha256(&tar));
 //! assert_eq!(info.uncompressed_size, tar.len() as u64);
+//! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -190,6 +192,7 @@ impl<W: Write> LayerWriter<W> {
     /// `writer` so far are not a layer: discard them.
     ///
     /// ```
+    /// # #[cfg(feature = "gzip")] {
     /// use ocikit_codec::Error;
     /// use ocikit_codec::compression::Compression;
     /// use ocikit_codec::writer::{LayerOptions, LayerWriter};
@@ -198,6 +201,7 @@ impl<W: Write> LayerWriter<W> {
     /// let options = LayerOptions::new(Compression::Gzip);
     /// let refused = LayerWriter::from_tar_file(&b"garbage"[..], Vec::new(), options, Limits::default());
     /// assert!(matches!(refused, Err(Error::NotTar { compression: "uncompressed", .. })));
+    /// # }
     /// ```
     ///
     /// # Errors

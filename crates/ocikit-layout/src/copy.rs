@@ -33,23 +33,24 @@
 //! # }).unwrap();
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ocikit_digest::oci_spec::image::Descriptor;
-use ocikit_digest::{Digest, descriptor};
+use ocikit_digest::{Digest, platform};
 use ocikit_store::{LinkMode, LinkTrust, Linked, Store, StoreExt};
 use tokio::io::AsyncWriteExt;
 
 use crate::platform::PlatformQuery;
 use crate::progress::{Event, Operation, Progress};
-use crate::{Document, Error, Layout, Result};
+use crate::{Error, Layout, Result};
 
-/// How many nested levels (index -> index -> manifest -> blob) a walk follows.
-pub const MAX_GRAPH_DEPTH: usize = 16;
-/// How many distinct blobs one walk may reach.
-pub const MAX_GRAPH_NODES: usize = 1_000_000;
+/// How many levels of documents below a root a walk follows ([`ocikit_digest::graph`]'s
+/// one limit).
+pub const MAX_GRAPH_DEPTH: usize = ocikit_digest::graph::MAX_DEPTH;
+/// How many distinct blobs one walk may reach ([`ocikit_digest::graph`]'s one limit).
+pub const MAX_GRAPH_NODES: usize = ocikit_digest::graph::MAX_NODES;
 /// Blobs copied at once by default.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
@@ -212,14 +213,6 @@ impl Graph {
     }
 }
 
-fn digest_of(d: &Descriptor) -> Result<Digest> {
-    descriptor::digest_of(d).map_err(|e| Error::InvalidDocument {
-        digest: Digest::sha256(b""),
-        reason: "descriptor digest is invalid".into(),
-        source: Some(Box::new(e.into())),
-    })
-}
-
 fn copy_error(digest: &Digest, error: Error) -> Error {
     match error {
         already @ Error::Copy { .. } => already,
@@ -230,102 +223,30 @@ fn copy_error(digest: &Digest, error: Error) -> Error {
     }
 }
 
-/// Walks the graph under `roots` in `layout`, reading (and verifying) every manifest and
-/// index. A document that is missing or corrupt fails with [`Error::Copy`] naming it.
+/// Walks the graph under `roots` in `layout` ([`ocikit_digest::graph`], its limits),
+/// reading (and verifying) every manifest and index. A document that is missing or corrupt
+/// fails with [`Error::Copy`] naming it.
 pub(crate) async fn walk(layout: &Layout, roots: &[Descriptor]) -> Result<Graph> {
-    struct Seen {
-        size: u64,
-        bytes: Option<Bytes>,
-        children: Vec<Digest>,
-    }
-    let mut seen: HashMap<Digest, Seen> = HashMap::new();
-    let mut pending: Vec<(Descriptor, usize, Digest)> = Vec::new();
-    for root in roots {
-        let digest = digest_of(root)?;
-        pending.push((root.clone(), 0, digest));
-    }
-    while let Some((desc, depth, root)) = pending.pop() {
-        let digest = digest_of(&desc)?;
-        if seen.contains_key(&digest) {
-            continue;
-        }
-        if depth > MAX_GRAPH_DEPTH {
-            return Err(Error::GraphTooLarge {
-                root,
-                reason: "nested deeper than 16 levels",
-            });
-        }
-        if seen.len() >= MAX_GRAPH_NODES {
-            return Err(Error::GraphTooLarge {
-                root,
-                reason: "more than 1,000,000 blobs",
-            });
-        }
-        let document = layout
-            .read_document(&desc)
-            .await
-            .map_err(|e| copy_error(&digest, e))?;
-        let (bytes, children) = match &document {
-            Document::Manifest { bytes, .. } | Document::Index { bytes, .. } => {
-                let children = document.children();
-                let mut digests = Vec::with_capacity(children.len());
-                for child in children {
-                    let child_digest = digest_of(&child)?;
-                    digests.push(child_digest.clone());
-                    pending.push((child, depth + 1, root.clone()));
-                }
-                (Some(bytes.clone()), digests)
-            }
-            _ => (None, Vec::new()),
-        };
-        seen.insert(
-            digest,
-            Seen {
-                size: desc.size(),
-                bytes,
-                children,
-            },
-        );
-    }
-    // Height: 0 for leaves, 1 + the highest child for documents. Content addressing rules
-    // out cycles, and the depth limit bounds the passes.
-    let mut height: HashMap<&Digest, usize> = seen.keys().map(|d| (d, 0)).collect();
-    for _ in 0..=MAX_GRAPH_DEPTH + 1 {
-        let mut changed = false;
-        for (digest, node) in &seen {
-            let h = node
-                .children
-                .iter()
-                .map(|c| height.get(c).map_or(0, |h| h + 1))
-                .max()
-                .unwrap_or(0);
-            if height.get(digest).is_some_and(|old| h > *old) {
-                height.insert(digest, h);
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    let top = height.values().copied().max().unwrap_or(0);
-    let mut levels: Vec<Vec<Node>> = (0..=top).map(|_| Vec::new()).collect();
-    for (digest, node) in &seen {
-        let h = height.get(digest).copied().unwrap_or(0);
-        if let Some(level) = levels.get_mut(h) {
-            level.push(Node {
-                digest: digest.clone(),
-                size: node.size,
-                bytes: node.bytes.clone(),
-            });
-        }
-    }
-    for level in &mut levels {
-        level.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
-    }
-    if seen.is_empty() {
-        levels.clear();
-    }
+    let graph = crate::document::walk(layout, roots, copy_error)
+        .await
+        .map_err(|e| match e {
+            Error::InvalidDocument { ref digest, .. } => copy_error(&digest.clone(), e),
+            other => other,
+        })?;
+    let levels = graph
+        .levels()
+        .into_iter()
+        .map(|level| {
+            level
+                .into_iter()
+                .map(|node| Node {
+                    digest: node.digest.clone(),
+                    size: node.size(),
+                    bytes: node.bytes().cloned(),
+                })
+                .collect()
+        })
+        .collect();
     Ok(Graph { levels })
 }
 
@@ -493,6 +414,49 @@ pub async fn reach(layout: &Layout, roots: &[Descriptor]) -> Result<(usize, u64)
     Ok(graph.nodes().fold((0, 0), |(blobs, bytes), node| {
         (blobs + 1, bytes + node.size)
     }))
+}
+
+/// What an image holds, as `ocikit ls` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Footprint {
+    /// Blobs reachable from the root (documents, configs, layers), each counted once.
+    pub blobs: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The platforms of its images (`os/arch[/variant]`), sorted, each once: an index
+    /// entry's `platform`, else the image config's; artifacts have none.
+    pub platforms: Vec<String>,
+}
+
+/// The footprint of the image or index `root` in `layout`: one walk
+/// ([`ocikit_digest::graph`]), every document verified and parsed strictly, and the config
+/// of each image without a platform in its index entry read strictly
+/// ([`Layout::read_image_config`]).
+pub async fn footprint(layout: &Layout, root: &Descriptor) -> Result<Footprint> {
+    let graph = crate::document::walk(layout, std::slice::from_ref(root), |_, e| e).await?;
+    let mut platforms = Vec::new();
+    for node in graph.nodes() {
+        let Some(ocikit_digest::document::Document::Manifest { manifest, .. }) = &node.document
+        else {
+            continue;
+        };
+        if let Some(p) = node.descriptor.platform() {
+            platforms.push(platform::format(p));
+        } else if let Some(config) = layout.read_image_config(manifest.config()).await? {
+            let p = config.platform();
+            let (os, arch) = (p.os().to_string(), p.architecture().to_string());
+            let short = platform::build(&os, &arch, p.variant().as_deref());
+            platforms.push(platform::format(&short));
+        }
+    }
+    platforms.sort();
+    platforms.dedup();
+    Ok(Footprint {
+        blobs: graph.len(),
+        bytes: graph.total_size(),
+        platforms,
+    })
 }
 
 /// Copies what `tag` points at in `source` to `destination`, tagged `new_tag` there (the

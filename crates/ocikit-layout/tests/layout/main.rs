@@ -5,6 +5,7 @@
 mod artifact;
 mod copy;
 mod docker_archive;
+mod footprint;
 mod fsck;
 mod gc;
 mod hostile;

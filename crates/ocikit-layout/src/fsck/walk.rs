@@ -1,0 +1,586 @@
+//! The walk of [`Layout::fsck`]: documents level by level from `index.json`, the blobs
+//! they reach, and what checking each found.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ocikit_digest::oci_spec::image::Descriptor;
+use ocikit_digest::{Digest, descriptor, json, media_type};
+use serde_json::Value;
+
+use super::read::{Mode, WholeRead};
+use super::{
+    FsckOptions, FsckReport, MAX_CONFIG_SIZE, Problem, ProblemKind, error_chain, read_problem,
+    store_problem,
+};
+use crate::document::{self, Document};
+use crate::gc::MAX_NESTING;
+use crate::progress::{Event, Operation, Progress};
+use crate::{Layout, Result};
+
+/// A blob to hash, with every way it was reached.
+#[derive(Debug)]
+pub(super) struct BlobCheck {
+    pub(super) digest: Digest,
+    pub(super) media_type: String,
+    /// `(declared size, path)` of each reach; the first is the one reported.
+    pub(super) reaches: Vec<(u64, String)>,
+    /// `(diffID, path)` the configs expect.
+    pub(super) diff_ids: Vec<(Digest, String)>,
+}
+
+#[derive(Default)]
+pub(super) struct Walk {
+    pub(super) problems: Vec<Problem>,
+    pub(super) blobs: u64,
+    pub(super) bytes: u64,
+    /// Blobs read while walking, with their stored size (`None` when unusable).
+    pub(super) read: HashMap<Digest, Option<u64>>,
+    /// Blobs left for hashing, in the order first reached.
+    pub(super) pending: Vec<BlobCheck>,
+    pub(super) by_digest: HashMap<Digest, usize>,
+}
+
+impl Walk {
+    pub(super) fn problem(&mut self, digest: &Digest, path: &str, kind: ProblemKind) {
+        self.problems.push(Problem {
+            digest: digest.clone(),
+            path: path.to_string(),
+            kind,
+        });
+    }
+
+    pub(super) fn blob(
+        &mut self,
+        d: &Descriptor,
+        digest: Digest,
+        path: String,
+        diff_id: Option<Digest>,
+    ) {
+        self.add(digest, d.media_type().to_string(), d.size(), path, diff_id);
+    }
+
+    pub(super) fn add(
+        &mut self,
+        digest: Digest,
+        media_type: String,
+        size: u64,
+        path: String,
+        diff_id: Option<Digest>,
+    ) {
+        let i = match self.by_digest.get(&digest) {
+            Some(&i) => i,
+            None => {
+                self.pending.push(BlobCheck {
+                    digest: digest.clone(),
+                    media_type,
+                    reaches: Vec::new(),
+                    diff_ids: Vec::new(),
+                });
+                self.by_digest.insert(digest, self.pending.len() - 1);
+                self.pending.len() - 1
+            }
+        };
+        let Some(check) = self.pending.get_mut(i) else {
+            return;
+        };
+        if let Some(diff_id) = diff_id {
+            check.diff_ids.push((diff_id, path.clone()));
+        }
+        check.reaches.push((size, path));
+    }
+}
+
+/// A layer of a manifest, as the walk needs it.
+#[derive(Debug)]
+pub(super) struct Layer {
+    /// Its position in `layers`.
+    pub(super) index: usize,
+    pub(super) digest: Digest,
+    pub(super) media_type: String,
+    pub(super) size: u64,
+    pub(super) path: String,
+}
+
+/// What the walk needs of a document that was read and parsed: its references, their
+/// digests parsed and their paths built (on the worker that read it, where there is one).
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// A manifest: its config (with its path) and its layers.
+    Manifest {
+        subject: Option<Digest>,
+        config: Box<Descriptor>,
+        config_path: String,
+        layers: Vec<Layer>,
+        /// Entries in `layers` (some may be left out of `layers`: invalid digests).
+        layer_count: usize,
+    },
+    /// An index: its manifests, with their paths.
+    Index {
+        subject: Option<Digest>,
+        manifests: Vec<(Descriptor, String)>,
+    },
+    /// Anything else.
+    Opaque,
+}
+
+impl Parsed {
+    /// The references of `doc`, reached by `path`.
+    pub(super) fn of(doc: Document, path: &str) -> Parsed {
+        let subject = doc.subject().and_then(|s| descriptor::digest_of(s).ok());
+        match doc {
+            Document::Manifest { manifest, .. } => Parsed::Manifest {
+                subject,
+                config: Box::new(manifest.config().clone()),
+                config_path: format!("{path} > config"),
+                layer_count: manifest.layers().len(),
+                layers: manifest
+                    .layers()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, layer)| {
+                        Some(Layer {
+                            index,
+                            digest: descriptor::digest_of(layer).ok()?,
+                            media_type: layer.media_type().to_string(),
+                            size: layer.size(),
+                            path: format!("{path} > layers[{index}]"),
+                        })
+                    })
+                    .collect(),
+            },
+            Document::Index { index, .. } => Parsed::Index {
+                subject,
+                manifests: index
+                    .manifests()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (m.clone(), format!("{path} > manifests[{i}]")))
+                    .collect(),
+            },
+            _ => Parsed::Opaque,
+        }
+    }
+
+    pub(super) fn subject(&self) -> Option<&Digest> {
+        match self {
+            Parsed::Manifest { subject, .. } | Parsed::Index { subject, .. } => subject.as_ref(),
+            Parsed::Opaque => None,
+        }
+    }
+}
+
+/// The diffIDs of an image config, or why they cannot be had.
+pub(super) fn diff_ids_of(bytes: &[u8]) -> std::result::Result<Vec<Digest>, String> {
+    let value = json::parse_strict(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+    let rootfs = value.get("rootfs").ok_or("rootfs is missing")?;
+    if rootfs.get("type").and_then(Value::as_str) != Some("layers") {
+        return Err("rootfs.type is not \"layers\"".into());
+    }
+    let Some(Value::Array(ids)) = rootfs.get("diff_ids") else {
+        return Err("rootfs.diff_ids is not an array".into());
+    };
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            id.as_str()
+                .and_then(|s| Digest::parse(s).ok())
+                .ok_or_else(|| format!("rootfs.diff_ids[{i}] is not a digest"))
+        })
+        .collect()
+}
+
+pub(super) fn is_image_config(media_type: &str) -> bool {
+    matches!(
+        media_type::essence(media_type),
+        media_type::IMAGE_CONFIG | media_type::DOCKER_CONFIG
+    )
+}
+
+/// The documents of one level of the walk, with what reading each found.
+pub(super) type DocumentReads = Vec<(Descriptor, Digest, String, Option<u64>, Result<Parsed>)>;
+
+/// Image configs read for their diffIDs, by digest and declared size.
+pub(super) type ConfigReads = HashMap<(Digest, u64), WholeRead>;
+
+pub(super) fn entry_path(i: usize, d: &Descriptor) -> String {
+    match d
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::REF_NAME))
+    {
+        Some(tag) => format!("index.json manifests[{i}] ({tag})"),
+        None => format!("index.json manifests[{i}]"),
+    }
+}
+
+impl Layout {
+    /// Verifies everything reachable from `index.json` (see the [module](crate::fsck)
+    /// documentation) and reports every problem found. Fails only when `index.json` itself
+    /// cannot be read or parsed.
+    pub async fn fsck(&self, options: &FsckOptions) -> Result<FsckReport> {
+        let index = self.index().await?;
+        let mode = self.mode(options);
+        let mut walk = Walk::default();
+        let mut frontier: Vec<(Descriptor, String)> = index
+            .manifests()
+            .enumerate()
+            .map(|(i, d)| (d.clone(), entry_path(i, d)))
+            .collect();
+        // Freed while the first documents are read, rather than before or after.
+        let mut index = Some(index);
+        let mut depth = 0;
+        while !frontier.is_empty() {
+            let mut documents = Vec::new();
+            let mut this_level = std::collections::HashSet::new();
+            for (d, path) in std::mem::take(&mut frontier) {
+                let Ok(digest) = descriptor::digest_of(&d) else {
+                    continue; // every descriptor here was checked by the parsers
+                };
+                if !document::is_document(d.media_type().as_ref()) {
+                    walk.blob(&d, digest, path, None);
+                    continue;
+                }
+                if let Some(stored) = walk.read.get(&digest) {
+                    if let Some(actual) = *stored
+                        && actual != d.size()
+                    {
+                        walk.problem(
+                            &digest,
+                            &path,
+                            ProblemKind::SizeMismatch {
+                                expected: d.size(),
+                                actual,
+                            },
+                        );
+                    }
+                    options.progress.emit_with(|| Event::Skipped {
+                        operation: Operation::Fsck,
+                        digest,
+                        size: d.size(),
+                    });
+                    continue;
+                }
+                if !this_level.insert(digest.clone()) {
+                    // Reached twice at this level: compared with the stored size later.
+                    frontier.push((d, path));
+                    continue;
+                }
+                if depth > MAX_NESTING {
+                    walk.problem(
+                        &digest,
+                        &path,
+                        ProblemKind::InvalidDocument {
+                            reason: format!("indexes nested deeper than {MAX_NESTING}"),
+                        },
+                    );
+                    walk.read.insert(digest, None);
+                    continue;
+                }
+                documents.push((d, digest, path));
+            }
+            let deferred = std::mem::take(&mut frontier);
+            let done_with = index.take();
+            let (results, ()) = futures::join!(self.read_documents(documents, &mode), async move {
+                drop(done_with)
+            });
+            let configs = if options.diff_ids {
+                self.read_configs(&results, &mode).await
+            } else {
+                ConfigReads::new()
+            };
+            for (d, digest, path, size, outcome) in results {
+                options.progress.emit_with(|| Event::Started {
+                    operation: Operation::Fsck,
+                    digest: digest.clone(),
+                    size: d.size(),
+                });
+                let doc = match outcome {
+                    Ok(doc) => doc,
+                    Err(e) if read_problem(&e).is_some() => {
+                        if let Some(kind) = read_problem(&e) {
+                            walk.problem(&digest, &path, kind);
+                        }
+                        walk.read.insert(digest, size);
+                        continue;
+                    }
+                    Err(e) => {
+                        // Verified bytes, but not a valid document.
+                        walk.blobs += 1;
+                        walk.bytes += d.size();
+                        walk.problem(
+                            &digest,
+                            &path,
+                            ProblemKind::InvalidDocument {
+                                reason: error_chain(&e),
+                            },
+                        );
+                        walk.read.insert(digest, size);
+                        continue;
+                    }
+                };
+                walk.blobs += 1;
+                walk.bytes += d.size();
+                walk.read.insert(digest.clone(), size);
+                options.progress.emit_with(|| Event::Done {
+                    operation: Operation::Fsck,
+                    digest: digest.clone(),
+                    bytes: d.size(),
+                });
+                if let Some(s) = doc.subject() {
+                    match self.store().stat(s).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => walk.problem(
+                            s,
+                            &format!("{path} > subject"),
+                            ProblemKind::DanglingSubject,
+                        ),
+                        Err(e) => walk.problem(s, &format!("{path} > subject"), store_problem(&e)),
+                    }
+                }
+                match doc {
+                    Parsed::Manifest {
+                        config,
+                        config_path,
+                        layers,
+                        layer_count,
+                        ..
+                    } => {
+                        let expected =
+                            if options.diff_ids && is_image_config(config.media_type().as_ref()) {
+                                config_diff_ids(
+                                    &config,
+                                    &config_path,
+                                    layer_count,
+                                    &configs,
+                                    &mut walk,
+                                    &options.progress,
+                                )
+                            } else {
+                                if let Ok(c) = descriptor::digest_of(&config) {
+                                    walk.blob(&config, c, config_path, None);
+                                }
+                                None
+                            };
+                        for layer in layers {
+                            let mut diff_id = expected
+                                .as_ref()
+                                .and_then(|ids| ids.get(layer.index).cloned());
+                            if diff_id.is_some()
+                                && media_type::layer_compression(&layer.media_type).is_none()
+                            {
+                                // The config names a diffID that cannot be computed: said,
+                                // not skipped.
+                                walk.problem(
+                                    &layer.digest,
+                                    &layer.path,
+                                    ProblemKind::UndecodableMediaType {
+                                        media_type: layer.media_type.clone(),
+                                    },
+                                );
+                                diff_id = None;
+                            }
+                            walk.add(
+                                layer.digest,
+                                layer.media_type,
+                                layer.size,
+                                layer.path,
+                                diff_id,
+                            );
+                        }
+                    }
+                    Parsed::Index { manifests, .. } => frontier.extend(manifests),
+                    Parsed::Opaque => {}
+                }
+            }
+            frontier.extend(deferred);
+            depth += 1;
+        }
+        self.check_blobs(&mut walk, options, &mode).await;
+        let mut problems = walk.problems;
+        problems.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(FsckReport {
+            problems,
+            blobs_checked: walk.blobs,
+            bytes_checked: walk.bytes,
+        })
+    }
+
+    /// Hashes every pending blob and records what is wrong with each.
+    pub(super) async fn check_blobs(&self, walk: &mut Walk, options: &FsckOptions, mode: &Mode) {
+        let pending: Arc<Vec<BlobCheck>> = Arc::new(
+            std::mem::take(&mut walk.pending)
+                .into_iter()
+                .filter(|c| !walk.read.contains_key(&c.digest))
+                .collect(),
+        );
+        // The walk's maps are not needed any more: freed while the blobs are hashed.
+        let done_with = (
+            std::mem::take(&mut walk.read),
+            std::mem::take(&mut walk.by_digest),
+        );
+        let hashing = self.hash_pending(&pending, options, mode);
+        let (results, ()) = futures::join!(hashing, async move { drop(done_with) });
+        for (check, (outcome, size)) in pending.iter().zip(results) {
+            let Some((_, first_path)) = check.reaches.first() else {
+                continue;
+            };
+            if let Some(actual) = size {
+                for (declared, path) in &check.reaches {
+                    if *declared != actual {
+                        walk.problem(
+                            &check.digest,
+                            path,
+                            ProblemKind::SizeMismatch {
+                                expected: *declared,
+                                actual,
+                            },
+                        );
+                    }
+                }
+            }
+            let hashed = match outcome {
+                Ok(hashed) => hashed,
+                Err(kind) => {
+                    walk.problem(&check.digest, first_path, kind);
+                    continue;
+                }
+            };
+            walk.blobs += 1;
+            walk.bytes += hashed.bytes;
+            if hashed.digest != check.digest {
+                walk.problem(
+                    &check.digest,
+                    first_path,
+                    ProblemKind::DigestMismatch {
+                        actual: hashed.digest,
+                    },
+                );
+            }
+            match hashed.diff_id {
+                Some(Ok(actual)) => {
+                    for (expected, path) in &check.diff_ids {
+                        if *expected != actual {
+                            walk.problem(
+                                &check.digest,
+                                path,
+                                ProblemKind::DiffIdMismatch {
+                                    expected: expected.clone(),
+                                    actual: actual.clone(),
+                                },
+                            );
+                        }
+                    }
+                }
+                Some(Err(reason)) => walk.problem(
+                    &check.digest,
+                    first_path,
+                    ProblemKind::Undecodable { reason },
+                ),
+                None => {}
+            }
+        }
+    }
+}
+
+/// Checks an image config read for its diffIDs (`configs` holds what reading it found);
+/// returns its diffIDs when they match the layer count (problems go to `walk`).
+pub(super) fn config_diff_ids(
+    config: &Descriptor,
+    path: &str,
+    layers: usize,
+    configs: &ConfigReads,
+    walk: &mut Walk,
+    progress: &Progress,
+) -> Option<Vec<Digest>> {
+    let digest = descriptor::digest_of(config).ok()?;
+    if let Some(stored) = walk.read.get(&digest) {
+        if let Some(actual) = *stored
+            && actual != config.size()
+        {
+            walk.problem(
+                &digest,
+                path,
+                ProblemKind::SizeMismatch {
+                    expected: config.size(),
+                    actual,
+                },
+            );
+        }
+    } else if config.size() > MAX_CONFIG_SIZE {
+        // Too large to read into memory: hash it like a layer, skip the diffIDs.
+        walk.blob(config, digest, path.to_string(), None);
+        return None;
+    }
+    let Some((stored, read)) = configs.get(&(digest.clone(), config.size())) else {
+        // Not read (cannot happen: every image config of the level is): hash it instead.
+        walk.blob(config, digest, path.to_string(), None);
+        return None;
+    };
+    let stored = *stored;
+    let first = !walk.read.contains_key(&digest);
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(e) if read_problem(e).is_some() => {
+            if first && let Some(kind) = read_problem(e) {
+                walk.problem(&digest, path, kind);
+                walk.read.insert(digest, stored);
+            }
+            return None;
+        }
+        Err(e) => {
+            if first {
+                walk.problem(
+                    &digest,
+                    path,
+                    ProblemKind::Unreadable {
+                        reason: error_chain(e),
+                    },
+                );
+                walk.read.insert(digest, stored);
+            }
+            return None;
+        }
+    };
+    if first {
+        walk.blobs += 1;
+        walk.bytes += bytes.len() as u64;
+        walk.read.insert(digest.clone(), stored);
+        progress.emit_with(|| Event::Started {
+            operation: Operation::Fsck,
+            digest: digest.clone(),
+            size: config.size(),
+        });
+        progress.emit_with(|| Event::Done {
+            operation: Operation::Fsck,
+            digest: digest.clone(),
+            bytes: bytes.len() as u64,
+        });
+    } else {
+        progress.emit_with(|| Event::Skipped {
+            operation: Operation::Fsck,
+            digest: digest.clone(),
+            size: config.size(),
+        });
+    }
+    match diff_ids_of(bytes) {
+        Ok(ids) if ids.len() == layers => Some(ids),
+        Ok(ids) => {
+            walk.problem(
+                &digest,
+                path,
+                ProblemKind::DiffIdCount {
+                    diff_ids: ids.len(),
+                    layers,
+                },
+            );
+            None
+        }
+        Err(reason) => {
+            if first {
+                walk.problem(&digest, path, ProblemKind::InvalidDocument { reason });
+            }
+            None
+        }
+    }
+}

@@ -136,17 +136,27 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     }
 }
 
+/// `open(2)` flags as `OpenOptionsExt::custom_flags` takes them.
+fn open_flags(flags: rustix::fs::OFlags) -> i32 {
+    // The O_* flags are small positive values of a C int; rustix holds them as unsigned.
+    flags.bits().cast_signed()
+}
+
 /// Opens a file for reading without following a symlink at the leaf and without blocking on
 /// FIFOs, and requires it to be a regular file. `Ok(None)` when absent.
 fn open_regular(path: &Path) -> Result<Option<(File, u64)>> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .custom_flags(open_flags(
+            rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::NONBLOCK
+                | rustix::fs::OFlags::CLOEXEC,
+        ))
         .open(path);
     let file = match file {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             return Err(Error::NotARegularFile { path: path.into() });
         }
         Err(e) => return Err(Error::io("open", path, e)),
@@ -333,7 +343,9 @@ impl DocumentLock {
                 .create(true)
                 .truncate(false)
                 .mode(FILE_MODE)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .custom_flags(open_flags(
+                    rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+                ))
                 .open(path)
                 .map_err(|e| Error::io("open lock file", path, e))?;
             file.lock().map_err(|e| Error::io("lock", path, e))?;

@@ -1,7 +1,6 @@
 //! `copy`, `import`, `export` between layouts and archives.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::{example, example_arg, fails, json, oci, ok};
 
@@ -76,18 +75,10 @@ fn oci_archive_round_trip_keeps_digests_and_skopeo_reads_it() {
     ]);
     assert_eq!(digest_of(&back2, "other"), digest);
 
-    if let Some(skopeo) = crate::image::which("skopeo") {
-        let out = Command::new(skopeo)
-            .args(["inspect", "--raw", &archive_loc])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if let Some(skopeo) = ocikit_testkit::tool::skopeo() {
+        let raw = skopeo.ok(&["inspect", "--raw", &archive_loc]);
         assert_eq!(
-            ocikit::digest::Digest::sha256(&out.stdout).to_string(),
+            ocikit::digest::Digest::sha256(raw.as_bytes()).to_string(),
             digest
         );
     }
@@ -230,33 +221,27 @@ fn copy_with_compression_recompresses_and_real_tools_read_the_result() {
 
     // skopeo reads the zstd layer (recompressing it to gzip), and umoci unpacks skopeo's
     // copy, checking each layer against the diffIDs our config kept.
-    if let (Some(skopeo), Some(umoci)) =
-        (crate::image::which("skopeo"), crate::image::which("umoci"))
-    {
+    if let (Some(skopeo), Some(umoci)) = (
+        ocikit_testkit::tool::skopeo(),
+        ocikit_testkit::tool::umoci(),
+    ) {
         let through = dir.path().join("through-skopeo");
-        let out = Command::new(skopeo)
-            .args(["copy", "--dest-compress", "--dest-compress-format", "gzip"])
-            .arg(format!("oci:{}:zstd", b.display()))
-            .arg(format!("oci:{}:gz", through.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        skopeo.ok(&[
+            "copy",
+            "--dest-compress",
+            "--dest-compress-format",
+            "gzip",
+            &format!("oci:{}:zstd", b.display()),
+            &format!("oci:{}:gz", through.display()),
+        ]);
         let bundle = dir.path().join("bundle");
-        let out = Command::new(umoci)
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:gz", through.display()))
-            .arg(&bundle)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        umoci.ok(&[
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:gz", through.display()),
+            bundle.to_str().unwrap(),
+        ]);
         assert_eq!(strip(&ours), strip(&bundle.join("rootfs")));
     }
 

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use ocikit::digest::Digest;
 
-use crate::registry::{Serve, blob_status, data, push_blob, read_reply, write_head};
+use ocikit_testkit::http;
+use ocikit_testkit::prng::bytes;
+
+use crate::registry::{Serve, blob_status, push_blob};
 
 const BLOB: usize = 64 << 20;
 const CHUNK: usize = 4 << 20;
@@ -44,17 +47,21 @@ fn upload_until_killed(
         let start = n * CHUNK;
         let chunk = &blob[start..start + CHUNK];
         let mut stream = s.connect();
-        write_head(
-            &mut stream,
-            &s.addr,
-            "PATCH",
-            location,
-            &[
-                ("Content-Type", "application/octet-stream".into()),
-                ("Content-Range", format!("{start}-{}", start + CHUNK - 1)),
-            ],
-            CHUNK,
-        );
+        stream
+            .write_all(
+                http::head(
+                    &s.addr,
+                    "PATCH",
+                    location,
+                    &[
+                        ("Content-Type", "application/octet-stream".into()),
+                        ("Content-Range", format!("{start}-{}", start + CHUNK - 1)),
+                    ],
+                    CHUNK,
+                )
+                .as_bytes(),
+            )
+            .unwrap();
         if n == last && mid == 1 {
             stream.write_all(&chunk[..CHUNK / 2]).unwrap();
             stream.flush().unwrap();
@@ -68,7 +75,7 @@ fn upload_until_killed(
             s.kill9();
             return (acked, sent);
         }
-        let reply = read_reply(&mut stream);
+        let reply = http::read_response(&mut stream);
         assert_eq!(
             reply.status,
             202,
@@ -87,7 +94,7 @@ fn upload_until_killed(
 
 #[test]
 fn sigkill_mid_upload_then_resume_and_no_partial_blob_is_visible() {
-    let blob = data(BLOB, 7);
+    let blob = bytes(7, BLOB);
     let digest = Digest::sha256(&blob);
     let kills = [
         KillPoint::MidBody(0),
@@ -176,7 +183,7 @@ fn sigkill_mid_upload_then_resume_and_no_partial_blob_is_visible() {
 
 #[test]
 fn sigkill_then_a_fresh_monolithic_upload_of_the_torn_blob() {
-    let blob = data(BLOB / 4, 9);
+    let blob = bytes(9, BLOB / 4);
     let digest = Digest::sha256(&blob);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("registry");
@@ -185,14 +192,18 @@ fn sigkill_then_a_fresh_monolithic_upload_of_the_torn_blob() {
     let started = s.request("POST", "/v2/app/blobs/uploads/", &[], b"");
     let location = started.header("location").unwrap().to_owned();
     let mut stream = s.connect();
-    write_head(
-        &mut stream,
-        &s.addr,
-        "PUT",
-        &format!("{location}?digest={digest}"),
-        &[("Content-Type", "application/octet-stream".into())],
-        blob.len(),
-    );
+    stream
+        .write_all(
+            http::head(
+                &s.addr,
+                "PUT",
+                &format!("{location}?digest={digest}"),
+                &[("Content-Type", "application/octet-stream".into())],
+                blob.len(),
+            )
+            .as_bytes(),
+        )
+        .unwrap();
     stream.write_all(&blob[..blob.len() / 2]).unwrap();
     stream.flush().unwrap();
     std::thread::sleep(Duration::from_millis(200));

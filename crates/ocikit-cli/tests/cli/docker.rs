@@ -2,108 +2,18 @@
 //! started here on 127.0.0.1 with filesystem storage in a temp dir: ocikit pushes and skopeo
 //! pulls it back, skopeo pushes and ocikit pulls; digests agree byte for byte.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use ocikit::digest::Digest;
+use ocikit_testkit::distribution::Distribution;
 
 use crate::{fails, json, oci, ok};
 
-/// A running `docker-registry serve`.
-struct Distribution {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Distribution {
-    /// Starts distribution on a free loopback port, or `None` without the binary (a
-    /// failure under CI=true).
-    fn start() -> Option<Distribution> {
-        let binary = crate::image::which("docker-registry")?;
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Distribution {
-            child,
-            addr,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.answers() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(server)
-    }
-
-    /// Whether `GET /v2/` answers 200.
-    fn answers(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(&self.addr) else {
-            return false;
-        };
-        let request = format!(
-            "GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        );
-        if stream.write_all(request.as_bytes()).is_err() {
-            return false;
-        }
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok();
-        response.starts_with("HTTP/1.1 200")
-    }
-
-    fn image(&self, name: &str) -> String {
-        format!("docker://{}/{name}", self.addr)
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
+/// `bytes` skopeo writes to stdout for `args` (it must succeed).
 fn skopeo(args: &[&str]) -> Vec<u8> {
-    let skopeo = crate::image::which("skopeo").expect("skopeo");
-    let out = Command::new(skopeo)
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    crate::skopeo().ok(args).into_bytes()
 }
 
 /// The digest `oci:` layout `layout` gives `tag`.
@@ -122,7 +32,7 @@ fn tagged(layout: &Path, tag: &str) -> String {
 
 #[test]
 fn ocikit_pushes_to_distribution_and_skopeo_pulls_it_back() {
-    if crate::image::which("skopeo").is_none() {
+    if ocikit_testkit::tool::skopeo().is_none() {
         return;
     }
     let Some(registry) = Distribution::start() else {
@@ -135,7 +45,7 @@ fn ocikit_pushes_to_distribution_and_skopeo_pulls_it_back() {
 
     // Plain HTTP is refused unless asked for.
     let err = fails(&["push", &oci(&layout, ":hello"), &target]);
-    assert!(err.contains(&registry.addr), "{err}");
+    assert!(err.contains(registry.addr()), "{err}");
     ok(&[
         "push",
         "--dest-tls-verify=false",
@@ -195,7 +105,7 @@ fn ocikit_pushes_to_distribution_and_skopeo_pulls_it_back() {
 
 #[test]
 fn skopeo_pushes_to_distribution_and_ocikit_pulls_it() {
-    if crate::image::which("skopeo").is_none() {
+    if ocikit_testkit::tool::skopeo().is_none() {
         return;
     }
     let Some(registry) = Distribution::start() else {
@@ -264,7 +174,7 @@ fn skopeo_pushes_to_distribution_and_ocikit_pulls_it() {
         &oci(&pulled, ":x"),
     ]);
     assert!(
-        err.contains("skopeo/hello") && err.contains(&registry.addr),
+        err.contains("skopeo/hello") && err.contains(registry.addr()),
         "{err}"
     );
 }
@@ -626,7 +536,7 @@ fn write_index(layout: &Path, images: &[(&str, &str)], tag: &str) -> String {
 
 #[test]
 fn a_multi_arch_index_goes_through_distribution_whole_or_one_platform() {
-    if crate::image::which("skopeo").is_none() {
+    if ocikit_testkit::tool::skopeo().is_none() {
         return;
     }
     let Some(registry) = Distribution::start() else {
@@ -728,7 +638,7 @@ fn referrers_of_a_registry_image_come_from_the_api_or_the_tag_schema() {
     // Ours has the referrers API; distribution 2.8 has not, so the client keeps the
     // referrers tag schema's index there.
     let ours = crate::registry::Serve::start(&dir.path().join("registry"), &["--log", "warn"]);
-    for addr in [ours.addr.clone(), distribution.addr.clone()] {
+    for addr in [ours.addr.clone(), distribution.addr().to_owned()] {
         for tag in ["v1", "sig"] {
             ok(&[
                 "copy",

@@ -156,25 +156,27 @@ fn from_adds_a_layer_on_top_of_a_base() {
 
 #[test]
 fn skopeo_accepts_what_build_writes() {
-    let Some(skopeo) = which("skopeo") else {
+    let Some(skopeo) = ocikit_testkit::tool::skopeo() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("images");
     let digest = build(&layout, "hello", &[]);
-    let out = Command::new(skopeo)
+    let raw = skopeo
+        .command()
         .args(["inspect", "--raw"])
         .arg(oci(&layout, ":hello"))
         .output()
         .unwrap();
     assert!(
-        out.status.success(),
+        raw.status.success(),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&raw.stderr)
     );
-    assert_eq!(Digest::sha256(&out.stdout).to_string(), digest);
+    assert_eq!(Digest::sha256(&raw.stdout).to_string(), digest);
     // Plain inspect parses the config too: platform, env and layers as ours says.
-    let out = Command::new(which("skopeo").unwrap())
+    let out = skopeo
+        .command()
         .arg("inspect")
         .arg(oci(&layout, ":hello"))
         .output()
@@ -282,19 +284,6 @@ fn build_takes_layers_from_flags_in_order_and_draws_progress_on_a_terminal() {
         "{}",
         String::from_utf8_lossy(&plain.stderr)
     );
-}
-
-pub(crate) fn which(tool: &str) -> Option<PathBuf> {
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "`{tool}` is required under CI=true"
-        );
-    }
-    found
 }
 
 #[test]

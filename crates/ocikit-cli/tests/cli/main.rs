@@ -34,6 +34,11 @@ pub(crate) fn ocikit(args: &[&str]) -> Output {
         .expect("run ocikit")
 }
 
+/// skopeo (with `--insecure-policy`), for a test that has checked it is installed.
+pub(crate) fn skopeo() -> ocikit_testkit::Tool {
+    ocikit_testkit::tool::skopeo().expect("skopeo is installed")
+}
+
 /// Runs `ocikit` and expects success; returns stdout.
 pub(crate) fn ok(args: &[&str]) -> String {
     let out = ocikit(args);

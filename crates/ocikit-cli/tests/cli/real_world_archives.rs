@@ -10,18 +10,7 @@ use crate::{fails, json, oci, ok};
 
 /// skopeo with `args`, expected to succeed (None without skopeo, outside CI).
 fn skopeo(args: &[&str]) -> Option<String> {
-    let skopeo = crate::image::which("skopeo")?;
-    let out = Command::new(skopeo)
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8(out.stdout).unwrap())
+    Some(ocikit_testkit::tool::skopeo()?.ok(args))
 }
 
 /// The entries of `index.json` in a layout: `(digest, ref.name)`.

@@ -14,7 +14,9 @@ use ocikit::layout::Layout;
 use ocikit::store::FsStore;
 use serde_json::{Value, json};
 
-use crate::registry::{Serve, data};
+use ocikit_testkit::prng::bytes;
+
+use crate::registry::Serve;
 use crate::{example_arg, fails, json, oci, ocikit, ok};
 
 /// The digests of a two-platform index written with the library: its own, and its
@@ -46,7 +48,7 @@ fn multi_platform(path: &Path, layer_size: usize) -> Multi {
             header.set_mode(0o644);
             header.set_cksum();
             builder
-                .append(&header, &data(layer_size, n as u32 + 7)[..])
+                .append(&header, &bytes(n as u64 + 7, layer_size)[..])
                 .unwrap();
             let tar = builder.into_inner().unwrap();
             let mut writer =

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use ocikit::digest::Digest;
 
@@ -75,21 +75,14 @@ fn tree_of(root: &Path) -> Tree {
 
 /// `bytes` through the system's `tool` (`gzip -c` or `zstd -c`); `None` (a skip, said so)
 /// when the tool is missing outside CI.
-#[allow(clippy::print_stderr)] // says why the test skips
 fn compress(tool: &str, bytes: &[u8]) -> Option<Vec<u8>> {
-    let child = Command::new(tool)
+    let mut child = ocikit_testkit::Tool::require(tool)?
+        .command()
         .args(["-c", "-q"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping: cannot run `{tool}`: {e}");
-            return None;
-        }
-        Err(e) => panic!("`{tool}` is required under CI: {e}"),
-    };
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let input = bytes.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());

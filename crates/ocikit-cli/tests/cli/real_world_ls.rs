@@ -3,7 +3,6 @@
 //! TAG `<none>`, no `tag` key in `--json`, their digest under `-q`.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -12,17 +11,7 @@ use crate::{fails, json, oci, ok};
 
 /// skopeo with `args`, expected to succeed (None without skopeo, outside CI).
 fn skopeo(args: &[&str]) -> Option<()> {
-    let skopeo = crate::image::which("skopeo")?;
-    let out = Command::new(skopeo)
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ocikit_testkit::tool::skopeo()?.ok(args);
     Some(())
 }
 

@@ -9,25 +9,6 @@ use std::process::Command;
 use crate::registry::Serve;
 use crate::{fails, ok};
 
-fn skopeo(args: &[&str]) -> std::process::Output {
-    let skopeo = crate::image::which("skopeo").expect("skopeo");
-    Command::new(skopeo)
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn skopeo_ok(args: &[&str]) -> String {
-    let out = skopeo(args);
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn htpasswd(path: &Path, user: &str, password: &str) {
     std::fs::write(
         path,
@@ -41,7 +22,7 @@ fn htpasswd(path: &Path, user: &str, password: &str) {
 /// (skopeo and ocikit) pulls without.
 #[test]
 fn skopeo_pushes_with_credentials_and_pulls_anonymously_under_anonymous_read() {
-    if crate::image::which("skopeo").is_none() {
+    if ocikit_testkit::tool::skopeo().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -59,7 +40,7 @@ fn skopeo_pushes_with_credentials_and_pulls_anonymously_under_anonymous_read() {
     );
     let src = format!("oci:{}:hello", layout.display());
     let v1 = format!("docker://{}/app:v1", server.addr);
-    skopeo_ok(&[
+    crate::skopeo().ok(&[
         "copy",
         "--dest-tls-verify=false",
         "--dest-creds",
@@ -68,13 +49,13 @@ fn skopeo_pushes_with_credentials_and_pulls_anonymously_under_anonymous_read() {
         &v1,
     ]);
     // Anonymous pulls: skopeo's inspect and copy, ocikit's pull and inspect.
-    let raw = skopeo_ok(&["inspect", "--raw", "--tls-verify=false", &v1]);
+    let raw = crate::skopeo().ok(&["inspect", "--raw", "--tls-verify=false", &v1]);
     assert_eq!(
         ocikit::digest::Digest::sha256(raw.as_bytes()).to_string(),
         digest
     );
     let pulled = d.join("pulled");
-    skopeo_ok(&[
+    crate::skopeo().ok(&[
         "copy",
         "--src-tls-verify=false",
         &v1,
@@ -99,11 +80,11 @@ fn skopeo_pushes_with_credentials_and_pulls_anonymously_under_anonymous_read() {
         &format!("docker://{}/app:v2", server.addr),
     ]);
     let v3 = format!("docker://{}/app:v3", server.addr);
-    let refused = skopeo(&["copy", "--dest-tls-verify=false", &src, &v3]);
+    let refused = crate::skopeo().output(&["copy", "--dest-tls-verify=false", &src, &v3]);
     assert!(!refused.status.success(), "an anonymous skopeo push landed");
     let err = fails(&["push", "--dest-tls-verify=false", &src, &v3]);
     assert!(err.contains("401"), "{err}");
-    let tags = skopeo_ok(&[
+    let tags = crate::skopeo().ok(&[
         "list-tags",
         "--tls-verify=false",
         &format!("docker://{}/app", server.addr),
@@ -119,9 +100,7 @@ fn skopeo_pushes_with_credentials_and_pulls_anonymously_under_anonymous_read() {
 fn ocikit_s3(args: &[&str], limit: std::time::Duration) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ocikit"))
         .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
+        .envs(ocikit_testkit::moto::ENV)
         .env("DOCKER_CONFIG", "/nonexistent/ocikit-tests-docker-config")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -146,7 +125,7 @@ fn ocikit_s3(args: &[&str], limit: std::time::Duration) -> std::process::Output 
 /// existing one serves.
 #[test]
 fn serve_fails_fast_on_a_missing_bucket_and_starts_on_an_existing_one() {
-    let Some(moto) = ocikit_store::conformance::moto::shared() else {
+    let Some(moto) = ocikit_testkit::moto::shared() else {
         return;
     };
     let endpoint = moto.endpoint();
@@ -186,7 +165,7 @@ fn serve_fails_fast_on_a_missing_bucket_and_starts_on_an_existing_one() {
 /// left behind in the bucket.
 #[test]
 fn registry_gc_collects_an_s3_registry() {
-    let Some(moto) = ocikit_store::conformance::moto::shared() else {
+    let Some(moto) = ocikit_testkit::moto::shared() else {
         return;
     };
     let endpoint = moto.endpoint();
@@ -277,20 +256,6 @@ fn registry_gc_collects_an_s3_registry() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// A throwaway certificate for 127.0.0.1 in `dir`: cert.pem and key.pem for `serve`, and
-/// certs.d/ca.crt for `--cert-dir`.
-fn certificate(dir: &Path) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    std::fs::create_dir_all(dir.join("certs.d")).unwrap();
-    std::fs::write(dir.join("certs.d/ca.crt"), cert.pem()).unwrap();
-}
-
 /// The TLS flags mean what they mean in skopeo, against `serve --tls-cert` with a
 /// self-signed certificate: refused by default with a certificate error; accepted with
 /// `--tls-verify=false`, with `--ca-file` naming it, and with `--cert-dir` holding it as
@@ -299,7 +264,7 @@ fn certificate(dir: &Path) {
 fn tls_flags_against_a_self_signed_registry() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    certificate(d);
+    crate::registry::certificate(d, "certs.d");
     let layout = d.join("images");
     let digest = crate::image::build(&layout, "hello", &[]);
     let server = Serve::start(

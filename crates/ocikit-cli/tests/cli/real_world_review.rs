@@ -119,7 +119,7 @@ fn layout_tags(layout: &std::path::Path) -> Vec<String> {
 /// import that names one of them tags the image with that name, not with the first.
 #[test]
 fn every_repo_tag_of_a_docker_archive_image_is_imported_and_the_one_named_is_used() {
-    let Some(skopeo) = crate::image::which("skopeo") else {
+    let Some(skopeo) = ocikit_testkit::tool::skopeo() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -127,22 +127,13 @@ fn every_repo_tag_of_a_docker_archive_image_is_imported_and_the_one_named_is_use
     let layout = d.join("images");
     crate::image::build(&layout, "hello", &[]);
     let archive = d.join("two-names.tar");
-    let out = std::process::Command::new(skopeo)
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--additional-tag",
-            "demo/x:two",
-        ])
-        .arg(format!("oci:{}:hello", layout.display()))
-        .arg(format!("docker-archive:{}:demo/x:one", archive.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    skopeo.ok(&[
+        "copy",
+        "--additional-tag",
+        "demo/x:two",
+        &format!("oci:{}:hello", layout.display()),
+        &format!("docker-archive:{}:demo/x:one", archive.display()),
+    ]);
 
     let all = d.join("all");
     ok(&[
@@ -223,7 +214,7 @@ fn a_missing_tag_is_named_without_the_http_method() {
 /// print it once: a cause whose text the line above already holds adds nothing.
 #[test]
 fn a_cause_the_line_above_already_says_is_not_repeated() {
-    let Some(moto) = ocikit_store::conformance::moto::shared() else {
+    let Some(moto) = ocikit_testkit::moto::shared() else {
         return;
     };
     let missing = format!("{}-missing", moto.bucket());
@@ -235,9 +226,7 @@ fn a_cause_the_line_above_already_says_is_not_repeated() {
             "--s3-endpoint",
             &moto.endpoint(),
         ])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
+        .envs(ocikit_testkit::moto::ENV)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -423,7 +412,7 @@ fn a_registry_that_wants_credentials_is_told_how_to_give_them() {
 /// with none is, and nothing is created.
 #[test]
 fn a_whole_layout_copy_takes_its_untagged_images_too() {
-    let Some(skopeo) = crate::image::which("skopeo") else {
+    let Some(skopeo) = ocikit_testkit::tool::skopeo() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -431,17 +420,11 @@ fn a_whole_layout_copy_takes_its_untagged_images_too() {
     let layout = d.join("images");
     let digest = crate::image::build(&layout, "hello", &[]);
     let untagged = d.join("untagged");
-    let out = std::process::Command::new(skopeo)
-        .args(["--insecure-policy", "copy"])
-        .arg(format!("oci:{}:hello", layout.display()))
-        .arg(format!("oci:{}", untagged.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    skopeo.ok(&[
+        "copy",
+        &format!("oci:{}:hello", layout.display()),
+        &format!("oci:{}", untagged.display()),
+    ]);
     assert!(layout_tags(&untagged).is_empty());
 
     let copy = d.join("copy");
@@ -548,7 +531,7 @@ fn archive_entries(archive: &std::path::Path) -> Vec<(String, Option<String>)> {
 /// archive. A docker-archive needs names, and still says so.
 #[test]
 fn a_whole_layout_with_untagged_images_exports_to_an_oci_archive() {
-    let Some(skopeo) = crate::image::which("skopeo") else {
+    let Some(skopeo) = ocikit_testkit::tool::skopeo() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -556,17 +539,11 @@ fn a_whole_layout_with_untagged_images_exports_to_an_oci_archive() {
     let layout = d.join("images");
     let untagged_digest = crate::image::build(&layout, "hello", &[]);
     let mixed = d.join("mixed");
-    let out = std::process::Command::new(&skopeo)
-        .args(["--insecure-policy", "copy"])
-        .arg(format!("oci:{}:hello", layout.display()))
-        .arg(format!("oci:{}", mixed.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    skopeo.ok(&[
+        "copy",
+        &format!("oci:{}:hello", layout.display()),
+        &format!("oci:{}", mixed.display()),
+    ]);
     let tagged_digest = crate::image::build(&mixed, "other", &["--label", "which=other"]);
     assert_ne!(tagged_digest, untagged_digest);
     assert_eq!(layout_tags(&mixed), ["other"]);
@@ -588,20 +565,12 @@ fn a_whole_layout_with_untagged_images_exports_to_an_oci_archive() {
         expected.sort();
         assert_eq!(entries, expected, "{command}");
         // skopeo reads the archive: the tagged image by its tag.
-        let out = std::process::Command::new(&skopeo)
-            .args(["--insecure-policy", "copy"])
-            .arg(format!("oci-archive:{}:other", archive.display()))
-            .arg(format!(
-                "oci:{}:back",
-                d.join(format!("back-{n}")).display()
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let back = d.join(format!("back-{n}"));
+        skopeo.ok(&[
+            "copy",
+            &format!("oci-archive:{}:other", archive.display()),
+            &format!("oci:{}:back", back.display()),
+        ]);
     }
     let err = fails(&[
         "export",

@@ -1,14 +1,16 @@
 //! The registry binary end to end: `registry-gc` on a directory a running `serve` holds, and
 //! `serve --gc-interval`; the helpers (a `serve` process, raw HTTP/1.1) serve `crash` too.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ocikit::digest::Digest;
+use ocikit_testkit::http::{self, Response};
+use ocikit_testkit::prng::bytes;
 
 use crate::{fails, json};
 
@@ -35,9 +37,7 @@ impl Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ocikit"))
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
+            .envs(ocikit_testkit::moto::ENV)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -76,12 +76,9 @@ impl Serve {
         self.child.wait().unwrap();
     }
 
+    /// A connection to the server (a read timeout set).
     pub(crate) fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(&self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        stream
+        http::connect(&self.addr)
     }
 
     /// One request with `Connection: close`; status, headers (lowercase names) and body.
@@ -91,11 +88,8 @@ impl Serve {
         path: &str,
         headers: &[(&str, String)],
         body: &[u8],
-    ) -> Reply {
-        let mut stream = self.connect();
-        write_head(&mut stream, &self.addr, method, path, headers, body.len());
-        stream.write_all(body).unwrap();
-        read_reply(&mut stream)
+    ) -> Response {
+        http::request(&self.addr, method, path, headers, body)
     }
 
     /// SIGTERM; how the process exited, and its whole stderr after the status line.
@@ -120,100 +114,18 @@ impl Drop for Serve {
     }
 }
 
-pub(crate) struct Reply {
-    pub(crate) status: u16,
-    headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
-}
-
-impl Reply {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-pub(crate) fn write_head(
-    stream: &mut TcpStream,
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    len: usize,
-) {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {len}\r\n"
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-}
-
-pub(crate) fn read_reply(stream: &mut TcpStream) -> Reply {
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
-    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
+/// A throwaway certificate for 127.0.0.1 in `dir`: cert.pem and key.pem for `serve`, and
+/// `cert_dir`/ca.crt for `--cert-dir` (ocikit's and skopeo's).
+pub(crate) fn certificate(dir: &Path, cert_dir: &str) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
         .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
+        .self_signed(&key)
         .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size_text = std::str::from_utf8(&raw[..line_end]).unwrap();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
-}
-
-/// Deterministic test bytes (a different generator from the server's own code).
-pub(crate) fn data(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 8) as u8
-        })
-        .collect()
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::create_dir_all(dir.join(cert_dir)).unwrap();
+    std::fs::write(dir.join(cert_dir).join("ca.crt"), cert.pem()).unwrap();
 }
 
 /// Pushes a blob monolithically (POST, then PUT with the bytes); returns its digest.
@@ -274,8 +186,8 @@ fn registry_gc_collects_a_live_registry() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("registry");
     let s = Serve::start(&root, &[]);
-    let shared = data(20_000, 1);
-    let (old, old_blobs) = push_image(&s, "app", "v1", &[shared.clone(), data(30_000, 2)]);
+    let shared = bytes(1, 20_000);
+    let (old, old_blobs) = push_image(&s, "app", "v1", &[shared.clone(), bytes(2, 30_000)]);
     let (_, new_blobs) = push_image(&s, "app", "v2", std::slice::from_ref(&shared));
     // v1's manifest goes; its own layer and config become garbage.
     let deleted = s.request("DELETE", &format!("/v2/app/manifests/{old}"), &[], b"");
@@ -287,7 +199,11 @@ fn registry_gc_collects_a_live_registry() {
     assert_eq!(report["linksRemoved"], 0, "{report}");
     assert_eq!(report["blobsRemoved"], 0, "{report}");
 
-    std::thread::sleep(Duration::from_millis(20));
+    // Past the pushes' millisecond stamps, so that a grace of zero finds them old.
+    let pushed = std::time::SystemTime::now();
+    ocikit_testkit::wait_until("a millisecond past the pushes", Duration::from_secs(5), || {
+        (std::time::SystemTime::now() > pushed + Duration::from_millis(2)).then_some(())
+    });
     let dry = json(&[
         "registry-gc",
         "--root",
@@ -337,17 +253,14 @@ fn serve_collects_on_an_interval() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("registry");
     let s = Serve::start(&root, &["--gc-interval", "1s", "--grace", "0"]);
-    let (manifest, blobs) = push_image(&s, "app", "v1", &[data(5000, 3)]);
+    let (manifest, blobs) = push_image(&s, "app", "v1", &[bytes(3, 5000)]);
     let deleted = s.request("DELETE", &format!("/v2/app/manifests/{manifest}"), &[], b"");
     assert_eq!(deleted.status, 202);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while root.join(blobs[1].blob_path()).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the periodic collection never ran"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    ocikit_testkit::wait_until(
+        "the periodic collection removed the blob",
+        Duration::from_secs(20),
+        || (!root.join(blobs[1].blob_path()).exists()).then_some(()),
+    );
     assert_eq!(blob_status(&s, "app", &blobs[1]), 404);
     s.stop();
 }

@@ -1,28 +1,14 @@
 //! `serve`: the registry answers on the address it prints, stops gracefully on SIGTERM, and
 //! refuses an address it cannot listen on.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::Command;
-use std::time::Duration;
+use std::net::TcpListener;
 
 use crate::fails;
 use crate::registry::Serve;
 
 /// One plain HTTP/1.1 request; the status code.
 fn status(addr: &str, path: &str) -> u16 {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response.split(' ').nth(1).unwrap().parse().unwrap()
+    ocikit_testkit::http::request(addr, "GET", path, &[], b"").status
 }
 
 #[test]
@@ -49,47 +35,14 @@ fn an_address_in_use_is_refused() {
     assert!(!root.exists(), "a refused serve created its root");
 }
 
-fn skopeo(args: &[&str]) -> std::process::Output {
-    let skopeo = crate::image::which("skopeo").expect("skopeo");
-    Command::new(skopeo)
-        .args(["--insecure-policy"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn skopeo_ok(args: &[&str]) -> String {
-    let out = skopeo(args);
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A throwaway certificate for 127.0.0.1 in `dir` (cert.pem, key.pem, and certs/ca.crt for
-/// skopeo's --cert-dir).
-fn certificate(dir: &std::path::Path) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    std::fs::create_dir_all(dir.join("certs")).unwrap();
-    std::fs::write(dir.join("certs/ca.crt"), cert.pem()).unwrap();
-}
-
 #[test]
 fn skopeo_pushes_over_https_with_credentials_and_pull_only_users_cannot() {
-    if crate::image::which("skopeo").is_none() {
+    if ocikit_testkit::tool::skopeo().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    certificate(d);
+    crate::registry::certificate(d, "certs");
     std::fs::write(
         d.join("writers"),
         format!("alice:{}\n", bcrypt::hash("alice-pw", 4).unwrap()),
@@ -122,7 +75,7 @@ fn skopeo_pushes_over_https_with_credentials_and_pull_only_users_cannot() {
     let src = format!("oci:{}:hello", layout.display());
     let dest = format!("docker://{}/app:v1", server.addr);
     // Verified TLS (skopeo's default), alice's credentials: the push lands.
-    skopeo_ok(&[
+    crate::skopeo().ok(&[
         "copy",
         "--dest-cert-dir",
         certs,
@@ -131,7 +84,7 @@ fn skopeo_pushes_over_https_with_credentials_and_pull_only_users_cannot() {
         &src,
         &dest,
     ]);
-    let raw = skopeo_ok(&[
+    let raw = crate::skopeo().ok(&[
         "inspect",
         "--raw",
         "--cert-dir",
@@ -169,7 +122,7 @@ fn skopeo_pushes_over_https_with_credentials_and_pull_only_users_cannot() {
             "untrusted certificate",
         ),
     ] {
-        let out = skopeo(&args);
+        let out = crate::skopeo().output(&args);
         assert!(!out.status.success(), "{what} succeeded");
     }
     let (exit, logs) = server.stop();
@@ -242,10 +195,10 @@ fn serve_refuses_bad_settings_before_creating_anything() {
 
 #[test]
 fn serves_from_an_s3_bucket_across_restarts() {
-    let Some(moto) = ocikit_store::conformance::moto::shared() else {
+    let Some(moto) = ocikit_testkit::moto::shared() else {
         return;
     };
-    if crate::image::which("skopeo").is_none() {
+    if ocikit_testkit::tool::skopeo().is_none() {
         return;
     }
     let bucket = moto.bucket();
@@ -265,7 +218,7 @@ fn serves_from_an_s3_bucket_across_restarts() {
     // Pushes need a writable server; the read-only one after it serves what was pushed.
     let server = Serve::start_args(&args[..6]);
     let dest = format!("docker://{}/app:v1", server.addr);
-    skopeo_ok(&[
+    crate::skopeo().ok(&[
         "copy",
         "--dest-tls-verify=false",
         &format!("oci:{}:hello", layout.display()),
@@ -275,20 +228,20 @@ fn serves_from_an_s3_bucket_across_restarts() {
     assert!(exit.success(), "serve did not stop cleanly: {exit}");
     let server = Serve::start_args(&args);
     let dest = format!("docker://{}/app:v1", server.addr);
-    let raw = skopeo_ok(&["inspect", "--raw", "--tls-verify=false", &dest]);
+    let raw = crate::skopeo().ok(&["inspect", "--raw", "--tls-verify=false", &dest]);
     assert_eq!(
         ocikit::digest::Digest::sha256(raw.as_bytes()).to_string(),
         digest
     );
     let out = dir.path().join("pulled");
-    skopeo_ok(&[
+    crate::skopeo().ok(&[
         "copy",
         "--src-tls-verify=false",
         &dest,
         &format!("oci:{}:hello", out.display()),
     ]);
     let copy = format!("docker://{}/app:v2", server.addr);
-    let refused = skopeo(&[
+    let refused = crate::skopeo().output(&[
         "copy",
         "--dest-tls-verify=false",
         &format!("oci:{}:hello", layout.display()),

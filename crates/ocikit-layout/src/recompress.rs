@@ -30,6 +30,7 @@
 //! use ocikit_layout::{ImageBuilder, LayerSpec, Layout};
 //! use ocikit_store::MemoryStore;
 //!
+//! # #[cfg(all(feature = "gzip", feature = "zstd"))]
 //! # tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap().block_on(async {
 //! let layout = Layout::create(MemoryStore::new()).await?;
 //! # let dir = tempfile::tempdir().unwrap();

@@ -18,6 +18,7 @@
 //! use ocikit_layout::Layout;
 //! use ocikit_store::MemoryStore;
 //!
+//! # #[cfg(feature = "gzip")]
 //! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
 //! let layout = Layout::create(MemoryStore::new()).await?;
 //! let tree = tempfile::tempdir().unwrap();

@@ -1,6 +1,12 @@
 //! Copying images and indexes between layouts on memory and filesystem stores, and the
 //! test images (hand-written JSON, layers built with the `tar` crate) the archive tests
 //! share.
+// Tests that need a codec are gated on its feature, so that `cargo test --no-default-features`
+// runs the rest; what only they use is then unused.
+#![cfg_attr(
+    not(all(feature = "gzip", feature = "zstd")),
+    allow(unused_imports, dead_code)
+)]
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -173,6 +179,7 @@ async fn fs_layout(dir: &std::path::Path) -> (Layout, FsStore) {
     (Layout::create(store.clone()).await.unwrap(), store)
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn copies_nested_index_memory_to_fs_then_fs_to_fs() {
     let source = Layout::create(MemoryStore::new()).await.unwrap();
@@ -279,6 +286,7 @@ async fn copies_nested_index_memory_to_fs_then_fs_to_fs() {
     )));
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn copy_between_every_pair_of_backends() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,6 +322,7 @@ async fn copy_between_every_pair_of_backends() {
     }
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn fs_to_fs_hardlinks_share_blobs_when_asked() {
     let dir = tempfile::tempdir().unwrap();
@@ -392,6 +401,7 @@ fn copy_failure(result: Result<ocikit_layout::copy::CopyReport, Error>) -> (Dige
     }
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn corrupt_or_missing_source_blobs_fail_typed_and_tag_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -454,6 +464,7 @@ async fn corrupt_or_missing_source_blobs_fail_typed_and_tag_nothing() {
     assert!(destination.tags().await.unwrap().is_empty());
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn trusted_links_skip_hashing_and_verified_ones_do_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -488,6 +499,7 @@ async fn trusted_links_skip_hashing_and_verified_ones_do_not() {
     );
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn copy_all_merges_every_entry_and_refuses_bad_tags_first() {
     let source = Layout::create(MemoryStore::new()).await.unwrap();
@@ -536,6 +548,7 @@ async fn copy_all_merges_every_entry_and_refuses_bad_tags_first() {
     ));
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn a_squatter_at_the_destination_is_replaced_by_verified_content() {
     let dir = tempfile::tempdir().unwrap();
@@ -566,6 +579,7 @@ async fn a_squatter_at_the_destination_is_replaced_by_verified_content() {
     }
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn graphs_deeper_than_the_limit_are_refused() {
     let source = Layout::create(MemoryStore::new()).await.unwrap();
@@ -786,6 +800,7 @@ impl Store for Slow {
     }
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn copies_several_blobs_at_once_but_no_more_than_asked() {
     for concurrency in [1, 3] {
@@ -828,6 +843,7 @@ fn flip_in_place(store: &FsStore, d: &Digest) {
     file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn a_default_copy_is_independent_of_its_source() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,12 @@
 //! docker-archive import and export: hand-made `docker save` archives (the legacy layout and
 //! the `blobs/sha256` one of docker 25+), their layers and diffIDs, round trips, and bad
 //! archives refused with nothing tagged.
+// Tests that need a codec are gated on its feature, so that `cargo test --no-default-features`
+// runs the rest; what only they use is then unused.
+#![cfg_attr(
+    not(all(feature = "gzip", feature = "zstd")),
+    allow(unused_imports, dead_code)
+)]
 
 use ocikit_codec::Limits;
 use ocikit_codec::apply::list_entries;
@@ -121,6 +127,7 @@ async fn layers_of(layout: &Layout, tag: &str) -> Vec<(Vec<u8>, Vec<String>)> {
     out
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn imports_a_legacy_docker_save_archive() {
     let legacy = legacy_archive();
@@ -193,6 +200,7 @@ async fn imports_a_legacy_docker_save_archive() {
     }
 }
 
+#[cfg(all(feature = "gzip", feature = "zstd"))]
 #[tokio::test]
 async fn imports_the_blobs_layout_of_newer_docker() {
     let base = tar_of(&[("etc/hello", b"new docker")]);
@@ -249,6 +257,7 @@ async fn imports_the_blobs_layout_of_newer_docker() {
     assert!(layout.tags().await.unwrap().is_empty());
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn export_then_import_gives_the_same_diff_ids_and_tags() {
     for (store, _guard) in stores().await {
@@ -346,6 +355,7 @@ async fn export_then_import_gives_the_same_diff_ids_and_tags() {
     assert!(destination.resolve("file:v1").await.is_ok());
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn export_refuses_what_docker_load_could_not_read() {
     let source = Layout::create(MemoryStore::new()).await.unwrap();
@@ -395,6 +405,7 @@ async fn export_refuses_what_docker_load_could_not_read() {
     ));
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn bad_docker_archives_are_refused_and_tag_nothing() {
     let base = tar_of(&[("etc/a", b"a")]);
@@ -602,6 +613,7 @@ async fn bad_docker_archives_are_refused_and_tag_nothing() {
     assert!(layout.tags().await.unwrap().is_empty());
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn references_find_images_as_docker_normalises_them() {
     let legacy = legacy_archive();
@@ -637,6 +649,7 @@ async fn references_find_images_as_docker_normalises_them() {
     }
 }
 
+#[cfg(feature = "gzip")]
 /// An image with several names: the one a reference matches is the one reported, not the
 /// first (`docker-archive:FILE:example.com/app:1.0` names the image `example.com/app:1.0`).
 #[tokio::test]
@@ -690,6 +703,7 @@ fn whole_layout_exports_name_images_by_layout_and_tag() {
     }
 }
 
+#[cfg(feature = "gzip")]
 /// Issue 14: nothing unverifiable is exported as if it were verified. An image whose config,
 /// or one of whose layers, is stored under a well-formed but unregistered algorithm (`foo:`,
 /// as another tool could write it) is refused by the export with [`Error::Unverifiable`]

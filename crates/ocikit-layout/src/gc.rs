@@ -18,16 +18,17 @@ use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
 use ocikit_digest::oci_spec::image::Descriptor;
-use ocikit_digest::{Digest, descriptor};
+use ocikit_digest::Digest;
+use ocikit_digest::graph::{Limits, Walker};
 use ocikit_store::{DocumentKey, Error as StoreError};
 use serde_json::Value;
 
-use crate::document;
 use crate::index::REF_NAME;
 use crate::{Error, Index, Layout, Result};
 
-/// Deepest nesting of indexes followed (SPEC C-L13).
-pub const MAX_NESTING: usize = 64;
+/// Deepest nesting of indexes followed (SPEC C-L13): the one limit of
+/// [`ocikit_digest::graph`].
+pub const MAX_NESTING: usize = ocikit_digest::graph::MAX_DEPTH;
 
 /// Documents read at once while marking.
 const READ_CONCURRENCY: usize = 16;
@@ -203,69 +204,58 @@ impl Layout {
                 reason: "no index.json".into(),
             })?;
         let index = Index::parse(&doc.bytes)?;
-        let mut marked = HashSet::new();
-        let mut pending: Vec<(Descriptor, usize)> =
-            index.manifests().map(|d| (d.clone(), 0)).collect();
+        // The one walk (`ocikit_digest::graph`), its documents read a level at a time,
+        // concurrently.
+        let mut walker = Walker::new(Limits::new());
+        for entry in index.manifests() {
+            walker.add_root(entry)?;
+        }
         let subjects = self.subjects().await?;
         loop {
-            while !pending.is_empty() {
-                // One level at a time, its documents read concurrently.
-                let mut documents = Vec::new();
-                for (d, depth) in std::mem::take(&mut pending) {
-                    let digest = descriptor::digest_of(&d).map_err(|e| Error::InvalidDocument {
-                        digest: Digest::sha256(b""),
-                        reason: "descriptor digest is invalid".into(),
-                        source: Some(Box::new(e.into())),
-                    })?;
-                    if !marked.insert(digest.clone()) {
-                        continue;
-                    }
-                    if !document::is_document(d.media_type().as_ref()) {
-                        continue;
-                    }
-                    if depth > MAX_NESTING {
-                        return Err(Error::InvalidDocument {
-                            digest,
-                            reason: format!("indexes nested deeper than {MAX_NESTING}"),
-                            source: None,
-                        });
-                    }
-                    documents.push((d, depth));
+            loop {
+                let wanted = walker.take_wanted();
+                if wanted.is_empty() {
+                    break;
                 }
-                let read: Vec<(usize, Result<document::Document>)> =
-                    futures::stream::iter(documents)
-                        .map(|(d, depth)| async move { (depth, self.read_document(&d).await) })
-                        .buffer_unordered(READ_CONCURRENCY)
-                        .collect()
-                        .await;
-                for (depth, outcome) in read {
+                let read: Vec<(Descriptor, Result<bytes::Bytes>)> = futures::stream::iter(wanted)
+                    .map(|d| async move {
+                        let bytes = self.read_blob(&d).await;
+                        (d, bytes)
+                    })
+                    .buffer_unordered(READ_CONCURRENCY)
+                    .collect()
+                    .await;
+                for (d, outcome) in read {
                     match outcome {
-                        Ok(doc) => {
-                            pending.extend(doc.children().into_iter().map(|c| (c, depth + 1)))
+                        Ok(bytes) => {
+                            walker.visit(&d, bytes)?;
                         }
                         // A missing document keeps nothing alive (SPEC A.4: blobs may be
                         // missing).
-                        Err(Error::Store(StoreError::NotFound { .. })) => {}
+                        Err(Error::Store(StoreError::NotFound { .. })) => walker.skip(&d)?,
                         Err(e) => return Err(e),
                     }
                 }
             }
             // The referrers of reachable manifests are reachable too.
+            let mut more = false;
             for (referrer, subject) in &subjects {
                 let (Ok(r), Ok(s)) = (Digest::parse(referrer), Digest::parse(subject)) else {
                     continue;
                 };
-                if marked.contains(&s) && !marked.contains(&r) {
+                if walker.contains(&s) && !walker.contains(&r) {
                     let entry = index.manifests().find(|e| e.digest().as_ref() == referrer);
                     if let Some(entry) = entry {
-                        pending.push((entry.clone(), 0));
+                        walker.add_root(entry)?;
+                        more = true;
                     }
                 }
             }
-            if pending.is_empty() {
+            if !more {
                 break;
             }
         }
+        let marked = walker.nodes().iter().map(|n| n.digest.clone()).collect();
         Ok((marked, doc.bytes))
     }
 

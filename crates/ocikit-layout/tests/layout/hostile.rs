@@ -321,7 +321,7 @@ async fn deeply_nested_indexes_are_cut_off() {
         layout
             .gc(&GcOptions::new().with_grace(Duration::ZERO))
             .await,
-        Err(Error::InvalidDocument { .. })
+        Err(Error::GraphTooLarge { .. })
     ));
     assert!(layout.store().stat(&orphan).await.unwrap().is_some());
     let _ = Digest::sha256(b"");

@@ -317,15 +317,7 @@ async fn large_blobs_are_streamed_with_progress_and_rot_at_the_end_is_found() {
     for (store, guard) in stores().await {
         let layout = Layout::create(store).await.unwrap();
         // 20 MiB of pseudo-random bytes as an opaque layer.
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let big: Vec<u8> = (0..20 << 20)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect();
+        let big = ocikit_testkit::prng::bytes(1, 20 << 20);
         let layer = layout
             .put_blob("application/vnd.example.data", &big)
             .await

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ocikit_digest::Digest;
+use ocikit_layout::gc::Clock;
 use ocikit_layout::{Artifact, Error, FsckOptions, GcOptions, Layout};
 use ocikit_store::{DocumentKey, FsStore, Precondition, StoreExt};
 use serde_json::json;
@@ -34,15 +35,21 @@ async fn gc_sweeps_old_orphans_keeps_young_ones_and_everything_reachable() {
             .unwrap();
         layout.set_tag("multi", &nested).await.unwrap();
         let old = layout.store().put_bytes(b"old orphan").await.unwrap();
-        let old_written = std::time::Instant::now();
-        // Seconds apart (S3's LastModified has a resolution of one second), and the grace
-        // period taken from the clock: `old` is a second past it when the collections start,
-        // and `young` stays inside it for four more seconds, however slow a loaded machine
-        // makes the two collections.
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let old_written = layout.store().written_at(&old).await.unwrap().unwrap();
+        // Written more than a second apart (S3's LastModified has a resolution of one
+        // second); then the collections read a clock that stands still, with the grace
+        // period half a second short of `old`'s age, however slow a loaded machine is.
+        ocikit_testkit::wait_until(
+            "a second past the old orphan's write",
+            Duration::from_secs(10),
+            || (SystemTime::now() > old_written + Duration::from_millis(1100)).then_some(()),
+        );
         let young = layout.store().put_bytes(b"young orphan").await.unwrap();
-        let grace = old_written.elapsed() - Duration::from_secs(1);
-        let options = GcOptions::new().with_grace(grace);
+        let clock = ocikit_testkit::ManualClock::starting_now();
+        let grace = clock.now().duration_since(old_written).unwrap() - Duration::from_millis(500);
+        let options = GcOptions::new()
+            .with_grace(grace)
+            .with_clock(Clock::from_fn(clock.reader()));
 
         let dry = layout
             .gc(&options.clone().with_dry_run(true))
@@ -88,6 +95,29 @@ async fn gc_sweeps_old_orphans_keeps_young_ones_and_everything_reachable() {
         let again = layout.gc(&GcOptions::new()).await.unwrap();
         assert!(again.removed.is_empty());
         assert_eq!(again.kept_young, [young]);
+    }
+}
+
+/// The grace period is measured by the clock the options carry: a collection an hour and a
+/// half later (by that clock) removes what one now keeps, without anyone waiting.
+#[tokio::test]
+async fn the_grace_period_is_judged_by_the_injected_clock() {
+    for (store, _guard) in stores().await {
+        let layout = Layout::create(store).await.unwrap();
+        let orphan = layout.store().put_bytes(b"orphan").await.unwrap();
+        let clock = ocikit_testkit::ManualClock::starting_now();
+        let options = GcOptions::new().with_clock(Clock::from_fn(clock.reader()));
+        let now = layout.gc(&options).await.unwrap();
+        assert_eq!(now.kept_young, vec![orphan.clone()]);
+        assert!(now.removed.is_empty());
+        clock.advance(Duration::from_secs(30 * 60));
+        let later = layout.gc(&options).await.unwrap();
+        assert_eq!(later.kept_young, vec![orphan.clone()], "within the hour");
+        clock.advance(Duration::from_secs(60 * 60));
+        let past = layout.gc(&options).await.unwrap();
+        assert_eq!(past.removed, vec![orphan.clone()]);
+        assert!(past.kept_young.is_empty());
+        assert!(!present(&layout, &orphan).await);
     }
 }
 

@@ -488,8 +488,14 @@ async fn builds_are_reproducible_and_honour_source_date_epoch() {
         let tree = tempfile::tempdir().unwrap();
         make_tree(tree.path());
         if round == 1 {
-            std::thread::sleep(std::time::Duration::from_millis(1100));
+            // Another mtime, set rather than waited for.
             std::fs::write(tree.path().join("etc/motd"), b"welcome\n").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(tree.path().join("etc/motd"))
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+                .unwrap();
         }
         for (layout, _guard) in layouts().await {
             let mut image = ImageBuilder::new(&layout);
@@ -639,14 +645,7 @@ impl tokio::io::AsyncRead for FailingAsync {
 async fn a_large_async_tar_streams_through_the_bridge() {
     // 24 MiB of content that does not compress away, through the async path and a gzip
     // layer: the blob and the diffID must be exactly what an independent hash says.
-    let mut content = vec![0u8; 24 << 20];
-    let mut x: u32 = 0x1234_5678;
-    for b in content.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        *b = x as u8;
-    }
+    let content = ocikit_testkit::prng::bytes(0x1234_5678, 24 << 20);
     let tar = tar_with(&[("big", &content)]);
     let layout = Layout::create(MemoryStore::new()).await.unwrap();
     let mut image = ImageBuilder::new(&layout);
@@ -941,15 +940,7 @@ async fn a_store_failing_mid_layer_fails_the_layer_with_its_own_error() {
     .unwrap();
     // 8 MiB that gzip cannot shrink below the store's 1 MiB.
     let tree = tempfile::tempdir().unwrap();
-    let mut x: u64 = 88172645463325252;
-    let noise: Vec<u8> = (0..8 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = ocikit_testkit::prng::bytes(88172645463325252, 8 << 20);
     std::fs::write(tree.path().join("noise"), &noise).unwrap();
     let mut image = ImageBuilder::new(&layout);
     for attempt in 0..2 {

@@ -20,14 +20,11 @@ use crate::image::{blob_count, config_json, layouts, snapshot, tar_with};
 
 /// Content that compresses somewhat (so the codecs do real work) but not to nothing.
 fn content(seed: u8, len: usize) -> Vec<u8> {
-    let mut state = u32::from(seed) * 2_654_435_761 + 1;
+    let mut rng = ocikit_testkit::prng::Prng::new(u64::from(seed));
     (0..len)
         .map(|i| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
             if i % 3 == 0 {
-                (state % 26) as u8 + b'a'
+                rng.below(26) as u8 + b'a'
             } else {
                 b' '
             }

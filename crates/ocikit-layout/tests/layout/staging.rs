@@ -25,15 +25,12 @@ async fn a_dropped_staged_layout_leaves_nothing() {
     assert!(!target.exists(), "the layout appeared before its commit");
     drop(staged);
     // Dropped, the staging directory is removed on a blocking thread: wait for it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !listing(parent.path()).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            listing(parent.path())
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    ocikit_testkit::eventually(
+        "the staging directory removed",
+        std::time::Duration::from_secs(30),
+        || async { listing(parent.path()).is_empty().then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]

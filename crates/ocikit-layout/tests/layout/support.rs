@@ -14,9 +14,14 @@ pub(crate) async fn stores() -> Vec<(Box<dyn Store>, Option<tempfile::TempDir>)>
         (Box::new(fs), Some(dir)),
     ];
     #[cfg(feature = "s3")]
-    if let Some(server) = ocikit_store::conformance::moto::shared() {
-        let bucket = server.bucket();
-        let s3 = ocikit_store::S3Store::new(server.config(&bucket, "layout")).unwrap();
+    if let Some(server) = ocikit_testkit::moto::shared() {
+        use ocikit_testkit::moto::{ACCESS_KEY, SECRET_KEY};
+        let config = ocikit_store::s3::S3Config::new(server.bucket())
+            .with_endpoint(server.endpoint())
+            .with_credentials(ACCESS_KEY, SECRET_KEY)
+            .with_allow_http(true)
+            .with_prefix("layout");
+        let s3 = ocikit_store::S3Store::new(config).unwrap();
         stores.push((Box::new(s3), None));
     }
     stores

@@ -18,6 +18,9 @@
 //! - [`apply`]: [`apply_layer`](apply::apply_layer) applies a layer to a root filesystem with
 //!   the image spec's whiteout semantics, resolving every path inside the root with
 //!   fd-relative, no-follow operations.
+//! - [`tar`]: the strict tar reader that applying, listing and checking layers (and
+//!   `ocikit-layout`'s archive import) read through: entry by entry, under [`Limits`],
+//!   refusing what tar parsers disagree on.
 //!
 //! Everything here is synchronous and CPU-bound: async callers run it on a blocking thread
 //! (`tokio::task::spawn_blocking`), never inside a poll that a server shares.
@@ -72,6 +75,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod limits;
+pub mod tar;
 pub mod writer;
 
 pub use error::{Error, InvalidEntry, Limit, Result};

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use ocikit_digest::{Digest, Hasher};
 
-use super::tar::{Kind, TarReader};
+use crate::tar::{Kind, TarReader};
 use crate::{Error, Limits, Result};
 
 /// What a listed entry is.
@@ -93,7 +93,7 @@ pub struct ListedEntry {
 /// [`Error::InvalidEntry`](crate::Error::InvalidEntry) for malformed extension records, and
 /// [`Error::LimitExceeded`](crate::Error::LimitExceeded) past `limits`.
 pub fn list_entries<R: Read>(tar: R, limits: Limits) -> Result<(Vec<ListedEntry>, Digest)> {
-    let mut reader = TarReader::new(tar, Hasher::sha256(), limits, true);
+    let mut reader = TarReader::hashed(tar, Hasher::sha256(), limits, true);
     let mut entries = Vec::new();
     while let Some(h) = reader.next_header()? {
         let kind = match h.kind {
@@ -135,7 +135,7 @@ pub fn list_entries<R: Read>(tar: R, limits: Limits) -> Result<(Vec<ListedEntry>
 /// own error.
 pub(crate) fn check_tar<R: Read>(tar: R, limits: Limits, compression: &'static str) -> Result<()> {
     // The layer writer the bytes are teed into computes the diffID: no second hash here.
-    let mut reader = TarReader::unhashed(tar, limits, true);
+    let mut reader = TarReader::new(tar, limits);
     match reader.next_header() {
         Ok(_) => {}
         Err(err @ Error::Corrupt { format: "tar", .. }) => {

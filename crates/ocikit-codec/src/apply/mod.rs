@@ -70,8 +70,8 @@
 //! - Extended attributes are applied from an allow-list ([`XattrPolicy`]); overlayfs'
 //!   `trusted.overlay.*` and `user.overlay.*` and `security.selinux` never are (SPEC C-W15,
 //!   C-S05).
-//! - The tar parser is the applier's own, strict where parsers are known to disagree
-//!   (see the `tar` submodule; SPEC C.4), with [`Limits`](crate::Limits) on the entry count and per-entry
+//! - The tar parser is ocikit's own ([`crate::tar`]), strict where parsers are known to
+//!   disagree (SPEC C.4), with [`Limits`](crate::Limits) on the entry count and per-entry
 //!   metadata; file data is streamed, never buffered whole. `tar::Archive::unpack` is never
 //!   used.
 //! - Unknown entry types are refused in strict mode ([`InvalidEntry::UnsupportedType`]) or
@@ -108,12 +108,11 @@
 
 mod entry;
 mod fs;
-mod hash;
+pub(crate) mod hash;
 mod list;
 mod metadata;
 mod options;
 mod pipeline;
-mod tar;
 mod whiteout;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -125,6 +124,7 @@ use ocikit_digest::Hasher;
 use rustix::fs::{Mode, OFlags, fchmod, fstat, futimens};
 use rustix::io::Errno;
 
+use crate::tar::{Header, Kind, TarReader};
 use crate::{Error, InvalidEntry, Limit, Result};
 use fs::{Removed, Root};
 pub(crate) use list::check_tar;
@@ -132,7 +132,6 @@ pub use list::{EntryKind, ListedEntry, list_entries};
 use metadata::read_umask;
 pub use options::{ApplyMode, ApplyOptions, ApplyReport, DevicePolicy, XattrPolicy};
 pub use pipeline::apply_blob;
-use tar::{Header, Kind, TarReader};
 use whiteout::{Class, classify};
 pub use whiteout::{Class as NameClass, classify as classify_name};
 
@@ -175,7 +174,7 @@ pub fn apply_layer<R: Read>(root: &Path, tar: R, options: &ApplyOptions) -> Resu
     let root_dir = Root::open(root, options.portable_resolver)
         .map_err(|e| Error::io("open", Some(root.to_path_buf()), e.into()))?;
     let mut applier = Applier::new(root_dir, options);
-    let mut tar = TarReader::new(tar, hasher, options.limits, options.strict);
+    let mut tar = TarReader::hashed(tar, hasher, options.limits, options.strict);
     while let Some(header) = tar.next_header()? {
         applier.entry(&mut tar, header)?;
     }

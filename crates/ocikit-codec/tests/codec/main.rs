@@ -7,5 +7,6 @@ mod compression;
 mod gnu_tar;
 mod pipeline;
 mod roundtrip;
+mod tar_reader;
 mod whiteout_names;
 mod writer;

@@ -1,4 +1,37 @@
-//! A streaming tar reader for the applier: headers, PAX and GNU extension records, entry data.
+//! The strict tar reader: archives read entry by entry, with limits, refusing what tar
+//! parsers are known to disagree on.
+//!
+//! [`TarReader`] is the one tar parser of ocikit: the layer applier
+//! ([`apply_layer`](crate::apply::apply_layer)), [`list_entries`](crate::apply::list_entries),
+//! the check of users' tar files ([`LayerWriter::from_tar_file`](crate::writer::LayerWriter::from_tar_file))
+//! and `ocikit-layout`'s import of `oci-archive` and `docker-archive` files all read through
+//! it. It streams: [`TarReader::next_header`] returns each entry's [`Header`] with its
+//! extension records applied, and [`TarReader::data`] reads that entry's data (whatever of
+//! it is left unread is skipped at the next header); nothing is preallocated from a header.
+//!
+//! ```
+//! use std::io::Read;
+//! use ocikit_codec::Limits;
+//! use ocikit_codec::tar::{Kind, TarReader};
+//!
+//! # let mut builder = tar::Builder::new(Vec::new());
+//! # let mut header = tar::Header::new_ustar();
+//! # header.set_size(5);
+//! # header.set_mode(0o644);
+//! # builder.append_data(&mut header, "etc/hostname", &b"host\n"[..])?;
+//! # let archive = builder.into_inner()?;
+//! let mut reader = TarReader::new(&archive[..], Limits::default());
+//! while let Some(header) = reader.next_header()? {
+//!     if header.kind == Kind::File {
+//!         let mut data = Vec::new();
+//!         reader.data().read_to_end(&mut data)?;
+//!         assert_eq!((&header.name[..], &data[..]), (&b"etc/hostname"[..], &b"host\n"[..]));
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Hostile input
 //!
 //! It reads what Go's `archive/tar` reads (the parser behind docker, containerd and buildkit),
 //! and where the two could disagree on the entries of an archive it refuses instead of
@@ -12,7 +45,7 @@
 //!   extension header (`x`, `L`, `K`) is read only after its size has been checked against
 //!   [`Limits::max_entry_metadata`], counted with every other extension of the same entry and
 //!   512 bytes per extension header (C-T03); `g` global headers are checked the same way and
-//!   then ignored (C-S07).
+//!   then ignored (C-S07). More than [`Limits::max_entries`] entries are refused.
 //! - The archive ends at the first zero block (the end-of-archive marker, one or two blocks),
 //!   or where the stream ends cleanly at an entry boundary: after an entry's header and data,
 //!   with or without the padding to the next block (C-T05). That is what Go's archive/tar,
@@ -20,20 +53,29 @@
 //!   blocks nor final padding. A stream that ends inside a header, inside an extension
 //!   header or its records, or inside an entry's data is truncated ([`Error::Corrupt`] with
 //!   [`io::ErrorKind::UnexpectedEof`]), in both modes.
-//! - Strict mode also refuses the ambiguous cases: two PAX headers or two long names for one
-//!   entry, a GNU long name together with a PAX `path`, a header-only entry (directory,
-//!   link, device, FIFO) with a non-zero size, a non-numeric PAX `mtime`, PAX numbers with a
-//!   leading `+` (Go accepts them, GNU tar does not), a PAX global header carrying `size`,
-//!   `path` or `linkpath` (GNU tar applies them to the entries that follow, Go ignores them)
-//!   and a non-zero block after the first zero block. Lenient mode does what Go does.
-//! - Entry data is streamed, never preallocated from a header (C-T04); the stream is hashed
-//!   as it is read (the diffID), including any bytes after the end-of-archive marker.
+//! - Strict mode (the default; [`TarReader::with_strict`]) also refuses the ambiguous cases:
+//!   two PAX headers or two long names for one entry, a GNU long name together with a PAX
+//!   `path`, a header-only entry (directory, link, device, FIFO) with a non-zero size, a
+//!   non-numeric PAX `mtime`, PAX numbers with a leading `+` (Go accepts them, GNU tar does
+//!   not), a PAX global header carrying `size`, `path` or `linkpath` (GNU tar applies them to
+//!   the entries that follow, Go ignores them) and a non-zero block after the first zero
+//!   block. Lenient mode does what Go does.
+//! - Entry data is streamed, never preallocated from a header (C-T04). Names are returned
+//!   as recorded (bytes, not normalised): what a name may be is the caller's rule.
+//!
+//! # Errors
+//!
+//! [`Error::Corrupt`] (`"tar"`) for a stream that is not a well-formed tar (bad checksum,
+//! truncated), [`Error::InvalidEntry`] ([`InvalidEntry::MalformedHeader`],
+//! [`InvalidEntry::NulInName`]) for a malformed header or extension record,
+//! [`Error::LimitExceeded`] past the [`Limits`], and the source's own read errors as
+//! [`Error::Io`].
 
 use std::io::{self, Read, Write};
 
 use ocikit_digest::{Digest, Hasher};
 
-use super::hash::DiffIdHasher;
+use crate::apply::hash::DiffIdHasher;
 
 use crate::compression::error_from_io;
 use crate::{Error, InvalidEntry, Limit, Limits, Result};
@@ -44,7 +86,8 @@ const BUFFER: usize = 1 << 20;
 
 /// What an entry is, after the typeflag (and, for old `'\0'` entries, a trailing slash).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+#[non_exhaustive]
+pub enum Kind {
     /// `'0'`, `'\0'`, `'7'`.
     File,
     /// `'5'` (or `'\0'` with a trailing slash).
@@ -75,32 +118,40 @@ impl Kind {
     }
 }
 
-/// One entry's header, with its extension records applied.
-#[derive(Debug)]
-pub(crate) struct Header {
+/// One entry's header, with its extension records (PAX, GNU long names) applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Header {
     /// The name as recorded (bytes, not normalised).
-    pub(crate) name: Vec<u8>,
+    pub name: Vec<u8>,
     /// The link target (symlinks and hardlinks).
-    pub(crate) link: Vec<u8>,
-    pub(crate) kind: Kind,
-    /// The raw typeflag byte.
-    pub(crate) typeflag: u8,
+    pub link: Vec<u8>,
+    /// What the entry is.
+    pub kind: Kind,
+    /// The raw typeflag byte (`S` for GNU sparse files in PAX form).
+    pub typeflag: u8,
     /// Permission bits, masked to `0o7777`.
-    pub(crate) mode: u32,
-    pub(crate) uid: i64,
-    pub(crate) gid: i64,
+    pub mode: u32,
+    /// The owner's user id (not checked for range: the caller's rule).
+    pub uid: i64,
+    /// The owner's group id.
+    pub gid: i64,
     /// Seconds since the epoch (saturated to `i64`) and nanoseconds.
-    pub(crate) mtime: (i64, u32),
-    pub(crate) dev_major: i64,
-    pub(crate) dev_minor: i64,
-    /// The bytes of data that follow in the stream.
-    pub(crate) size: u64,
+    pub mtime: (i64, u32),
+    /// The device major number (devices; 0 where the format has none).
+    pub dev_major: i64,
+    /// The device minor number.
+    pub dev_minor: i64,
+    /// The bytes of data that follow in the stream (0 for header-only entries).
+    pub size: u64,
     /// `SCHILY.xattr.*` records, in order.
-    pub(crate) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// The tar stream: a hashing reader and a big buffer.
-pub(crate) struct TarReader<R: Read> {
+/// A tar archive read entry by entry (see the [module documentation](self)).
+///
+/// The source is read through a 1 MiB buffer, so it needs no buffering of its own.
+pub struct TarReader<R: Read> {
     inner: R,
     hash: DiffIdHasher,
     buf: Box<[u8]>,
@@ -114,6 +165,8 @@ pub(crate) struct TarReader<R: Read> {
     limits: Limits,
     strict: bool,
     done: bool,
+    /// Entries returned so far.
+    entries: u64,
 }
 
 /// Extension records gathered for the next entry.
@@ -300,14 +353,35 @@ fn parse_pax(mut data: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 impl<R: Read> TarReader<R> {
-    pub(crate) fn new(inner: R, hasher: Hasher, limits: Limits, strict: bool) -> TarReader<R> {
+    /// A strict reader of the archive `inner` under `limits` (of which it uses
+    /// [`Limits::max_entries`] and [`Limits::max_entry_metadata`]).
+    pub fn new(inner: R, limits: Limits) -> TarReader<R> {
+        TarReader::with_hash(inner, DiffIdHasher::off(), limits, true)
+    }
+
+    /// Strict (the default) or lenient: see the [module documentation](self).
+    pub fn with_strict(mut self, strict: bool) -> TarReader<R> {
+        self.strict = strict;
+        self
+    }
+
+    /// A reader that also hashes the whole stream (the diffID), for [`TarReader::finish`].
+    pub(crate) fn hashed(inner: R, hasher: Hasher, limits: Limits, strict: bool) -> TarReader<R> {
         TarReader::with_hash(inner, DiffIdHasher::new(hasher), limits, strict)
     }
 
-    /// A reader that checks the archive without hashing it (its diffID is computed by
-    /// whoever else sees the bytes); [`TarReader::finish`] then fails.
-    pub(crate) fn unhashed(inner: R, limits: Limits, strict: bool) -> TarReader<R> {
-        TarReader::with_hash(inner, DiffIdHasher::off(), limits, strict)
+    /// The rest of the current entry's data (the one [`TarReader::next_header`] returned
+    /// last), as a [`Read`]. It ends after the entry's `size` bytes; a stream that ends
+    /// sooner fails with an [`io::Error`] carrying [`Error::Corrupt`] (recover it with
+    /// [`crate::compression::error_from_io`]). Data left unread is skipped by
+    /// the next call to [`TarReader::next_header`].
+    pub fn data(&mut self) -> EntryData<'_, R> {
+        EntryData { reader: self }
+    }
+
+    /// Entries returned so far (PAX global headers included).
+    pub fn entries(&self) -> u64 {
+        self.entries
     }
 
     fn with_hash(inner: R, hash: DiffIdHasher, limits: Limits, strict: bool) -> TarReader<R> {
@@ -323,6 +397,7 @@ impl<R: Read> TarReader<R> {
             limits,
             strict,
             done: false,
+            entries: 0,
         }
     }
 
@@ -479,8 +554,12 @@ impl<R: Read> TarReader<R> {
     }
 
     /// The next entry, `None` at the end of the archive (after which the rest of the stream
-    /// has been read, for the diffID).
-    pub(crate) fn next_header(&mut self) -> Result<Option<Header>> {
+    /// has been read). PAX global headers are returned too ([`Kind::Global`], their records
+    /// checked and then ignored), so that callers see every entry the archive has.
+    ///
+    /// # Errors
+    /// See the [module documentation](self#errors). After an error the reader is not usable.
+    pub fn next_header(&mut self) -> Result<Option<Header>> {
         if self.done {
             return Ok(None);
         }
@@ -568,6 +647,13 @@ impl<R: Read> TarReader<R> {
                     continue;
                 }
                 _ => {}
+            }
+            self.entries += 1;
+            if self.entries > self.limits.max_entries {
+                return Err(Error::LimitExceeded {
+                    limit: Limit::Entries,
+                    max: self.limits.max_entries,
+                });
             }
             return self.finish_header(&block, size, pending).map(Some);
         }
@@ -779,6 +865,41 @@ impl<R: Read> TarReader<R> {
     pub(crate) fn finish(self) -> Result<(Digest, u64)> {
         let size = self.hash.bytes();
         Ok((self.hash.finish()?, size))
+    }
+}
+
+/// The data of a [`TarReader`]'s current entry, from [`TarReader::data`].
+pub struct EntryData<'a, R: Read> {
+    reader: &'a mut TarReader<R>,
+}
+
+impl<R: Read> EntryData<'_, R> {
+    /// Bytes of the entry's data not read yet.
+    pub fn remaining(&self) -> u64 {
+        self.reader.remaining
+    }
+}
+
+impl<R: Read> Read for EntryData<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = &mut *self.reader;
+        if r.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = usize::try_from(r.remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if r.buffered() == 0 {
+            let have = r.fill(want.min(BUFFER)).map_err(io::Error::other)?;
+            if have == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, truncated()));
+            }
+        }
+        let n = want.min(r.buffered());
+        buf[..n].copy_from_slice(&r.buf[r.start..r.start + n]);
+        r.start += n;
+        r.remaining -= n as u64;
+        Ok(n)
     }
 }
 

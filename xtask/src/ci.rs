@@ -12,12 +12,13 @@
 //! 6. every crate on its own (`cargo test -p X`, so features are unified over X's graph only),
 //!    with its default features, run, and with `--no-default-features` when that differs,
 //!    compiled (`--no-run`, see [`per_crate_variants`]);
-//! 7. the facade's features, each on its own (`--no-default-features --features F`), with
-//!    its doc tests run;
+//! 7. the facade's features, each on its own (`--no-default-features --features F`),
+//!    type-checked with its tests (`cargo check --all-targets`);
 //! 8. a few seconds of every fuzz target.
 //!
-//! Each step's time is printed at the end (docs/ARCHITECTURE.md's CI paragraph records the
-//! measured totals).
+//! Each step's time is printed at the end (README.md's test-command section records the
+//! measured totals). `--keep-going` runs every step even after a failure and lists the
+//! failures at the end.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use crate::metadata::{Package, Workspace};
 use crate::{Result, cargo, root, run};
 
 /// `cargo xtask ci`'s usage line, part of the tool's usage.
-pub(crate) const USAGE: &str = "ci [--time SECS]";
+pub(crate) const USAGE: &str = "ci [--time SECS] [--keep-going]";
 
 /// The clippy run: every target, every feature, warnings denied. `incompatible_msrv` is
 /// named on its own so that it stays denied whatever the lint groups say: it is the MSRV
@@ -48,6 +49,11 @@ pub(crate) const CLIPPY: &[&str] = &[
     "clippy::incompatible_msrv",
 ];
 
+/// Workspace members not built on their own: nobody depends on them, they have no features,
+/// and their tests ran in the workspace run (the cross-crate and real-tool tests, whose
+/// second run would cost minutes; the project tooling).
+const NOT_ALONE: &[&str] = &["ocikit-tests", "xtask"];
+
 /// The facade: its features are checked one by one.
 const FACADE: &str = "ocikit";
 
@@ -56,12 +62,18 @@ const FACADE: &str = "ocikit";
 pub(crate) struct Options {
     /// Seconds each fuzz target runs in the smoke run.
     pub(crate) fuzz_time: u64,
+    /// Run every step even after one failed, and list the failures at the end (to see all
+    /// that is wrong at once, and to time a whole run).
+    pub(crate) keep_going: bool,
 }
 
 /// Parses `ci`'s arguments, refusing anything it does not know (a misspelt flag must not
 /// silently run a different CI).
 pub(crate) fn parse(args: &[String]) -> Result<Options> {
-    let mut options = Options { fuzz_time: 5 };
+    let mut options = Options {
+        fuzz_time: 5,
+        keep_going: false,
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -70,6 +82,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Options> {
                     format!("ci: --time takes a number of seconds\n\n{}", crate::USAGE)
                 })?;
             }
+            "--keep-going" => options.keep_going = true,
             other => {
                 return Err(format!(
                     "ci: unknown argument `{other}`\n\nusage: cargo xtask {USAGE}\n\n{}",
@@ -81,31 +94,35 @@ pub(crate) fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
-/// The steps' names and times, printed at the end.
-#[derive(Default)]
-struct Timings {
-    steps: Vec<(String, Duration)>,
-    current: Option<(String, Instant)>,
+/// The steps run so far: their names, times and failures.
+struct Steps {
+    keep_going: bool,
+    times: Vec<(String, Duration)>,
+    failures: Vec<String>,
 }
 
-impl Timings {
-    fn step(&mut self, name: &str) {
-        self.finish();
+impl Steps {
+    /// Runs one step, timed; a failure ends the run unless `keep_going`.
+    fn run<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
         eprintln!("\n==> {name}");
-        self.current = Some((name.to_string(), Instant::now()));
-    }
-
-    fn finish(&mut self) {
-        if let Some((name, started)) = self.current.take() {
-            self.steps.push((name, started.elapsed()));
+        let started = Instant::now();
+        let result = step();
+        self.times.push((name.to_string(), started.elapsed()));
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(error) if self.keep_going => {
+                eprintln!("\nxtask ci: step failed (going on): {name}: {error}");
+                self.failures.push(format!("{name}: {error}"));
+                Ok(None)
+            }
+            Err(error) => Err(error),
         }
     }
 
-    fn report(&mut self) {
-        self.finish();
+    fn report(&self) {
         eprintln!("\nstep times:");
-        for (name, took) in &self.steps {
-            eprintln!("  {:>7.1?}  {name}", took);
+        for (name, took) in &self.times {
+            eprintln!("  {:>6.0}s  {name}", took.as_secs_f64());
         }
     }
 }
@@ -114,99 +131,137 @@ impl Timings {
 pub(crate) fn ci(args: &[String]) -> Result {
     let options = parse(args)?;
     let started = Instant::now();
-    let mut t = Timings::default();
-    let result = steps(&options, &mut t);
-    t.report();
+    let mut steps = Steps {
+        keep_going: options.keep_going,
+        times: Vec::new(),
+        failures: Vec::new(),
+    };
+    let result = run_steps(&options, &mut steps);
+    steps.report();
+    let took = started.elapsed().as_secs();
     result?;
-    eprintln!("\nxtask ci: all checks passed in {:.0?}", started.elapsed());
+    if !steps.failures.is_empty() {
+        return Err(format!(
+            "{} step(s) failed in {}m{:02}s:\n{}",
+            steps.failures.len(),
+            took / 60,
+            took % 60,
+            steps.failures.join("\n")
+        ));
+    }
+    eprintln!(
+        "\nxtask ci: all checks passed in {}m{:02}s",
+        took / 60,
+        took % 60
+    );
     Ok(())
 }
 
-fn steps(options: &Options, t: &mut Timings) -> Result {
-    t.step("format");
-    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
+fn run_steps(options: &Options, steps: &mut Steps) -> Result {
+    steps.run("format", || {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+        run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))
+    })?;
 
-    t.step("tidy");
-    crate::tidy::check(&root()).map_err(|problems| problems.join("\n"))?;
+    steps.run("tidy", || {
+        crate::tidy::check(&root()).map_err(|problems| problems.join("\n"))
+    })?;
 
-    t.step("lock files current");
-    // `cargo fuzz` has no `--locked`: this fails if fuzz/Cargo.lock would change.
-    for manifest in ["Cargo.toml", "fuzz/Cargo.toml"] {
-        run(cargo()
-            .args([
-                "metadata",
-                "--locked",
-                "--format-version",
-                "1",
-                "--manifest-path",
-            ])
-            .arg(manifest)
-            .stdout(std::process::Stdio::null()))?;
-    }
+    steps.run("lock files current", || {
+        // `cargo fuzz` has no `--locked`: this fails if fuzz/Cargo.lock would change.
+        for manifest in ["Cargo.toml", "fuzz/Cargo.toml"] {
+            run(cargo()
+                .args(["metadata", "--locked", "--format-version", "1"])
+                .arg("--manifest-path")
+                .arg(manifest)
+                .stdout(std::process::Stdio::null()))?;
+        }
+        Ok(())
+    })?;
 
-    t.step("clippy (and the MSRV of our code: clippy::incompatible_msrv)");
-    run(cargo().args(CLIPPY))?;
+    steps.run(
+        "clippy (and the MSRV of our code: clippy::incompatible_msrv)",
+        || run(cargo().args(CLIPPY)),
+    )?;
 
-    t.step("MSRV of the locked dependencies");
-    msrv_of_dependencies()?;
+    steps.run("MSRV of the locked dependencies", msrv_of_dependencies)?;
 
-    t.step("cargo-deny (licences, bans, sources)");
-    crate::deny(&[])?;
+    steps.run("cargo-deny (licences, bans, sources)", || crate::deny(&[]))?;
 
-    t.step("docs (rustdoc -D warnings)");
-    run(cargo().env("RUSTDOCFLAGS", "-D warnings").args([
-        "doc",
-        "--locked",
-        "--workspace",
-        "--no-deps",
-        "--all-features",
-    ]))?;
+    steps.run("docs (rustdoc -D warnings)", || {
+        run(cargo().env("RUSTDOCFLAGS", "-D warnings").args([
+            "doc",
+            "--locked",
+            "--workspace",
+            "--no-deps",
+            "--all-features",
+        ]))
+    })?;
 
-    t.step("test tools");
-    let path = crate::install_tools()?;
+    let path = steps.run("test tools", crate::install_tools)?.flatten();
     let with_path = |cmd: &mut Command| {
         if let Some(path) = &path {
             cmd.env("PATH", path);
         }
     };
 
-    t.step("tests, every crate and feature (unit, integration and doc tests)");
-    let mut test = cargo();
-    test.args(["test", "--locked", "--workspace", "--all-features"]);
-    with_path(&mut test);
-    run(&mut test)?;
+    steps.run(
+        "tests, every crate and feature (unit, integration and doc tests)",
+        || {
+            let mut test = cargo();
+            test.args(["test", "--locked", "--workspace", "--all-features"]);
+            with_path(&mut test);
+            run(&mut test)
+        },
+    )?;
 
     let workspace = Workspace::load(&root())?;
     for package in &workspace.packages {
+        if NOT_ALONE.contains(&package.name.as_str()) {
+            continue;
+        }
         for variant in per_crate_variants(package) {
-            t.step(&format!("{} alone, {}", package.name, variant.describe()));
-            let mut cmd = cargo();
-            cmd.args(variant.args(&package.name));
-            with_path(&mut cmd);
-            run(&mut cmd)?;
+            steps.run(
+                &format!("{} alone, {}", package.name, variant.describe()),
+                || {
+                    let mut cmd = cargo();
+                    cmd.args(variant.args(&package.name));
+                    with_path(&mut cmd);
+                    run(&mut cmd)
+                },
+            )?;
         }
     }
 
     if let Some(facade) = workspace.package(FACADE) {
         for feature in facade_features(facade) {
-            t.step(&format!("{FACADE} with only `{feature}`"));
-            run(cargo().args([
-                "test",
-                "--locked",
-                "-p",
-                FACADE,
-                "--no-default-features",
-                "--features",
-                &feature,
-            ]))?;
+            steps.run(&format!("{FACADE} with only `{feature}`"), || {
+                run(cargo().args(facade_args(&feature)))
+            })?;
         }
     }
 
-    t.step("fuzz smoke");
-    crate::fuzz(options.fuzz_time, &[])?;
-    t.finish();
+    steps.run("fuzz smoke", || crate::fuzz(options.fuzz_time, &[]))?;
     Ok(())
+}
+
+/// The facade built with one feature and no other: type-checked with its tests
+/// (`cargo check`, which shares its dependencies' metadata with clippy and rustdoc; the
+/// examples of its docs run in the default and all-features runs).
+pub(crate) fn facade_args(feature: &str) -> Vec<String> {
+    [
+        "check",
+        "--locked",
+        "-p",
+        FACADE,
+        "--all-targets",
+        "--no-default-features",
+        "--features",
+        feature,
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect()
 }
 
 /// One way of building and testing a crate on its own.
@@ -383,10 +438,19 @@ mod tests {
 
     #[test]
     fn known_arguments_are_taken() {
-        assert_eq!(parse(&[]), Ok(Options { fuzz_time: 5 }));
         assert_eq!(
-            parse(&args(&["--time", "30"])),
-            Ok(Options { fuzz_time: 30 })
+            parse(&[]),
+            Ok(Options {
+                fuzz_time: 5,
+                keep_going: false
+            })
+        );
+        assert_eq!(
+            parse(&args(&["--keep-going", "--time", "30"])),
+            Ok(Options {
+                fuzz_time: 30,
+                keep_going: true
+            })
         );
     }
 
@@ -397,6 +461,46 @@ mod tests {
         let error = ci(&args(&["--bogus"])).expect_err("refused");
         assert!(error.contains("unknown argument `--bogus`"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn keep_going_runs_the_next_steps_and_remembers_the_failure() {
+        let mut steps = Steps {
+            keep_going: true,
+            times: Vec::new(),
+            failures: Vec::new(),
+        };
+        assert_eq!(steps.run("bad", || Err::<(), _>("broken".into())), Ok(None));
+        assert_eq!(steps.run("good", || Ok(7)), Ok(Some(7)));
+        assert_eq!(steps.failures, ["bad: broken"]);
+        assert_eq!(steps.times.len(), 2);
+
+        let mut steps = Steps {
+            keep_going: false,
+            times: Vec::new(),
+            failures: Vec::new(),
+        };
+        assert_eq!(
+            steps.run("bad", || Err::<(), _>("broken".into())),
+            Err("broken".to_string())
+        );
+    }
+
+    #[test]
+    fn the_facade_is_checked_with_one_feature_and_no_other() {
+        assert_eq!(
+            facade_args("s3"),
+            args(&[
+                "check",
+                "--locked",
+                "-p",
+                "ocikit",
+                "--all-targets",
+                "--no-default-features",
+                "--features",
+                "s3"
+            ])
+        );
     }
 
     fn package(features: &[(&str, &[&str])]) -> Package {

@@ -1,6 +1,6 @@
 //! ocikit's project tooling, run as `cargo xtask <command>`.
 //!
-//! - `ci [--time SECS]`: everything CI checks (see `ci.rs`): formatting, tidy, lock files,
+//! - `ci [--time SECS] [--keep-going]`: everything CI checks (see `ci.rs`): formatting, tidy, lock files,
 //!   clippy (with the MSRV lint), the dependencies' MSRV, cargo-deny's licence, ban and
 //!   source checks, rustdoc, every test with every feature, every crate on its own (default
 //!   features and `--no-default-features`), the facade's features one by one, and a short
@@ -42,11 +42,13 @@ type Result<T = (), E = String> = std::result::Result<T, E>;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci [--time SECS]            fmt check, tidy, lock files, clippy -D warnings (with the MSRV
+  ci [--time SECS] [--keep-going]
+                              fmt check, tidy, lock files, clippy -D warnings (with the MSRV
                               lint), dependencies' MSRV, cargo-deny (licences, bans, sources),
                               rustdoc -D warnings, tests with all features (incl. doc tests),
                               each crate alone (default and --no-default-features), the
-                              facade's features one by one, fuzz smoke (SECS each, default 5)
+                              facade's features one by one, fuzz smoke (SECS each, default 5);
+                              --keep-going: run every step, list the failures at the end
   fuzz [--time SECS] [TARGET...]
                               run fuzz targets (default: all, 60 s each)
   bench [NAME...|charts]      run benchmarks, rewrite docs/benchmarks.md and its charts

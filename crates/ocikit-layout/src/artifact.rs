@@ -188,7 +188,7 @@ impl Layout {
         let mut entry = self.put_json(media_type::IMAGE_MANIFEST, &manifest).await?;
         // What we wrote must pass our own strict reading.
         let bytes = self.read_blob(&entry).await?;
-        crate::Document::parse(&entry, bytes)?;
+        crate::document::parse(&entry, bytes)?;
         entry.set_artifact_type(Some(MediaType::from(artifact.artifact_type.as_str())));
         self.edit_index(|index| index.add(&entry).map(|()| true))
             .await?;

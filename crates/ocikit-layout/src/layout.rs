@@ -24,7 +24,7 @@ pub const LAYOUT_VERSION: &str = "1.0.0";
 pub const MAX_EDIT_ATTEMPTS: usize = 1000;
 /// Largest manifest, index or config read into memory (the distribution spec's minimum is
 /// 4 MiB; real configs stay far below this).
-pub const MAX_DOCUMENT_SIZE: u64 = 16 << 20;
+pub const MAX_DOCUMENT_SIZE: u64 = ocikit_digest::document::MAX_DOCUMENT_SIZE;
 
 fn key(name: &str) -> DocumentKey {
     // Both names are constants that pass the key grammar.
@@ -392,7 +392,7 @@ impl Layout {
             return Ok(Document::Opaque);
         }
         let bytes = self.read_blob(descriptor).await?;
-        Document::parse(descriptor, bytes)
+        document::parse(descriptor, bytes)
     }
 }
 

@@ -26,8 +26,9 @@ use crate::document::Document;
 use crate::image::{ImageConfig, is_image_config};
 use crate::{Error, Layout, Result};
 
-/// Default limit on nested indexes (an index in an index in an index...).
-pub const MAX_INDEX_DEPTH: usize = 8;
+/// Default limit on nested indexes (an index in an index in an index...): the one limit of
+/// [`ocikit_digest::graph`].
+pub const MAX_INDEX_DEPTH: usize = ocikit_digest::graph::MAX_DEPTH;
 
 /// Which platform to resolve an image for.
 #[derive(Clone, Debug, PartialEq)]

@@ -18,7 +18,7 @@ use super::{
     CHUNK, DOCUMENT_CONCURRENCY, FsckOptions, MIN_BUFFER, PROGRESS_EVERY, ProblemKind, error_chain,
     store_problem,
 };
-use crate::document::Document;
+use crate::document;
 use crate::progress::{Event, Operation, Progress};
 use crate::{Error, Layout, Result};
 
@@ -351,7 +351,7 @@ impl Layout {
                     move |(d, digest, path): &(Descriptor, Digest, String), _buf: &mut Vec<u8>| {
                         let (stored, bytes) = read_local(&*files, digest, d.size());
                         let parsed = bytes
-                            .and_then(|bytes| Document::parse(d, bytes))
+                            .and_then(|bytes| document::parse(d, bytes))
                             .map(|doc| Parsed::of(doc, path));
                         (stored, parsed)
                     },

@@ -15,7 +15,6 @@ use serde_json::{Map, Value};
 use tokio::io::AsyncRead;
 
 use super::{BASE_DIGEST_ANNOTATION, ImageConfig, MISSING_HISTORY_COMMENT, invalid_image};
-use crate::document::Document;
 use crate::platform::{PlatformQuery, resolve};
 use crate::{Error, Layout, Result, bridge};
 
@@ -652,7 +651,7 @@ impl ImageBuilder {
                     source: Some(Box::new(e.into())),
                 },
             )?;
-        Document::parse(&descriptor, bytes::Bytes::from(bytes.clone()))?;
+        crate::document::parse(&descriptor, bytes::Bytes::from(bytes.clone()))?;
         self.layout
             .put_blob(media_type::IMAGE_MANIFEST, &bytes)
             .await?;

@@ -108,7 +108,7 @@ impl IndexBuilder {
                 source: Some(Box::new(e.into())),
             })?;
         // Never write what this crate would refuse to read.
-        Document::parse(&described, bytes::Bytes::from(bytes.clone()))?;
+        crate::document::parse(&described, bytes::Bytes::from(bytes.clone()))?;
         self.layout.put_blob(media_type::IMAGE_INDEX, &bytes).await
     }
 

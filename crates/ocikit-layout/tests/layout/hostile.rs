@@ -221,7 +221,7 @@ async fn oversized_documents_are_refused() {
         other => panic!("{other:?}"),
     }
     expect_invalid(
-        Document::parse(&d, bytes::Bytes::from(big)),
+        ocikit_layout::document::parse(&d, bytes::Bytes::from(big)),
         "larger than 16 MiB",
         "parse",
     );

@@ -211,7 +211,7 @@ pub(super) fn parse_document(
     descriptor: &Descriptor,
     bytes: &Bytes,
 ) -> Result<Document> {
-    Document::parse(descriptor, bytes.clone()).map_err(|e| Error::Layout {
+    ocikit_layout::document::parse(descriptor, bytes.clone()).map_err(|e| Error::Layout {
         registry: client.registry().to_string(),
         repository: repository.to_string(),
         what: format!("manifest {}", descriptor.digest()),

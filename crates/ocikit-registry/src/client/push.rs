@@ -135,7 +135,7 @@ pub(super) async fn push(
             Some(tag) if digest == root_digest => tag.to_string(),
             _ => digest.to_string(),
         };
-        let document = Document::parse(&descriptor, bytes.clone()).map_err(|e| Error::Layout {
+        let document = ocikit_layout::document::parse(&descriptor, bytes.clone()).map_err(|e| Error::Layout {
             registry: client.registry().to_string(),
             repository: repository.to_string(),
             what: format!("manifest {digest}"),

@@ -9,16 +9,24 @@
 //!   forms) and link targets aimed at the root, above it, at the canaries' absolute path and
 //!   at a host path, rendered to tars with the `tar` crate's header type.
 //!
-//! Each run applies into a fresh `<tmp>/root` (on tmpfs when `/dev/shm` exists) beside
-//! canaries in `<tmp>/outside` (a mode 0400 file, a directory, a FIFO, a hardlink, a
-//! symlink). Oracles, after every layer: the canaries and the listing of `<tmp>` are unchanged
-//! (bytes, mode, owner, link count, mtime, existence); the host probe path does not exist;
-//! no name in the root starts with `.wh.`; a successful apply reports the SHA-256 of the
-//! bytes as the diffID; errors are of the kinds a hostile layer may cause. When the program
-//! has no links and no odd typeflags (and the oracle runs as root), the root must also equal
-//! an in-memory model of the spec's semantics after every layer (names, types, contents).
+//! Each run applies into a fresh `<base>/g/p/root` (`<base>` on tmpfs when `/dev/shm`
+//! exists), so that climbing out lands in directories the oracle owns: canaries in the
+//! root's parent `p` (a file, a sibling directory with a file), its grandparent `g` (a file,
+//! an "aunt" directory), `<base>` itself, and `<base>/outside` (a mode 0400 file, a
+//! directory, a FIFO, a hardlink, a symlink), which absolute link targets aim at. Oracles,
+//! after every layer: everything under `<base>` but the root is unchanged (bytes, mode,
+//! owner, link count, mtime, existence, and no new entries anywhere); in the directories
+//! above `<base>` (up to `/`) and in the system temporary directory, no entry appeared or
+//! vanished whose name the layer's bytes hold (other processes share those directories, but
+//! an escape can only make names that the layer carries); the host probe path does not
+//! exist; no name in the root starts with `.wh.`; a successful apply reports the SHA-256 of
+//! the bytes as the diffID; errors are of the kinds a hostile layer may cause. When the
+//! program has no links and no odd typeflags (and the oracle runs as root), the root must
+//! also equal an in-memory model of the spec's semantics after every layer (names, types,
+//! contents). The unit tests run the oracle over deliberately escaping appliers and check
+//! that each escape is caught.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -27,10 +35,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ocikit_digest::Digest;
 
 use crate::Error;
-use crate::apply::{ApplyMode, ApplyOptions, DevicePolicy, XattrPolicy, apply_layer};
+use crate::apply::{ApplyMode, ApplyOptions, ApplyReport, DevicePolicy, XattrPolicy, apply_layer};
 
 /// A host path that no run may create.
 const PROBE: &str = "/tmp/ocikit-fuzz-apply-probe";
+/// The name of every run's base directory starts with this (runs on other threads and in
+/// other processes make and remove theirs beside ours).
+const RUN_PREFIX: &str = "ocikit-fuzz-apply-";
 
 static RUN: AtomicU64 = AtomicU64::new(0);
 /// Layers checked against the model (for the oracle's own test).
@@ -91,17 +102,20 @@ impl Input<'_> {
     }
 
     fn target(&mut self, outside: &Path) -> String {
-        match self.byte() % 12 {
+        match self.byte() % 16 {
             0 => "/".into(),
             1 => "..".into(),
             2 => "../..".into(),
-            3 => "../outside/passwd".into(),
+            3 => "../../../outside/passwd".into(),
             4 => format!("{}/passwd", outside.display()),
             5 => outside.display().to_string(),
             6 => PROBE.into(),
             7 => "a/../../..".into(),
             8 => ".".into(),
             9 => String::new(),
+            10 => "../sibling/file".into(),
+            11 => "../../aunt".into(),
+            12 => "../../../..".into(),
             _ => self.path(),
         }
     }
@@ -312,22 +326,57 @@ fn remove_tree(base: &Path) {
     let _ = fs::remove_dir_all(base);
 }
 
-fn sandbox() -> (PathBuf, PathBuf, PathBuf) {
+/// One run's directories: the root, the canaries around it, and the listings of the
+/// shared directories above them. Removed when dropped (also when an oracle fails).
+struct Sandbox {
+    base: PathBuf,
+    root: PathBuf,
+    outside: PathBuf,
+    /// Directories above `base` and the system temporary directory, with their listings.
+    host: Vec<(PathBuf, BTreeSet<Vec<u8>>)>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        remove_tree(&self.base);
+    }
+}
+
+fn listing(dir: &Path) -> BTreeSet<Vec<u8>> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().into_encoded_bytes())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sandbox() -> Sandbox {
     let tmp = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
     };
     let base = tmp.join(format!(
-        "ocikit-fuzz-apply-{}-{}",
+        "{RUN_PREFIX}{}-{}",
         std::process::id(),
         RUN.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = fs::remove_dir_all(&base);
-    let root = base.join("root");
+    let parent = base.join("g/p");
+    let root = parent.join("root");
     let outside = base.join("outside");
     fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(parent.join("sibling/dir")).unwrap();
+    fs::create_dir_all(base.join("g/aunt")).unwrap();
     fs::create_dir_all(outside.join("dir")).unwrap();
+    fs::write(parent.join("canary"), b"parent canary\n").unwrap();
+    fs::write(parent.join("sibling/file"), b"sibling canary\n").unwrap();
+    fs::write(base.join("g/canary"), b"grandparent canary\n").unwrap();
+    fs::write(base.join("g/aunt/file"), b"aunt canary\n").unwrap();
+    fs::write(base.join("canary"), b"base canary\n").unwrap();
     fs::write(outside.join("passwd"), b"canary\n").unwrap();
     fs::set_permissions(outside.join("passwd"), fs::Permissions::from_mode(0o400)).unwrap();
     fs::write(outside.join("dir/file"), b"canary file\n").unwrap();
@@ -341,7 +390,64 @@ fn sandbox() -> (PathBuf, PathBuf, PathBuf) {
         0,
     )
     .unwrap();
-    (base, root, outside)
+    let mut host: Vec<PathBuf> = base.ancestors().skip(1).map(Path::to_path_buf).collect();
+    for dir in [std::env::temp_dir(), PathBuf::from("/tmp")] {
+        if !host.contains(&dir) {
+            host.push(dir);
+        }
+    }
+    let host = host
+        .into_iter()
+        .map(|dir| {
+            let names = listing(&dir);
+            (dir, names)
+        })
+        .collect();
+    Sandbox {
+        base,
+        root,
+        outside,
+        host,
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+impl Sandbox {
+    /// Panics when anything outside the root changed: under `base` (compared with `before`
+    /// in full), or in a shared directory above it (an entry appeared or vanished whose name
+    /// occurs in `layer`).
+    fn check_outside(&self, before: &BTreeMap<PathBuf, Node>, layer: &[u8]) {
+        assert_eq!(
+            before,
+            &snapshot(&self.base, &self.root),
+            "something outside the root changed"
+        );
+        for (dir, names) in &self.host {
+            let now = listing(dir);
+            let changed: Vec<String> = now
+                .symmetric_difference(names)
+                .filter(|name| !name.starts_with(RUN_PREFIX.as_bytes()) && contains(layer, name))
+                .map(|name| String::from_utf8_lossy(name).into_owned())
+                .collect();
+            assert!(
+                changed.is_empty(),
+                "something outside the root changed: {changed:?} appeared or vanished in {}",
+                dir.display()
+            );
+        }
+        assert!(
+            fs::symlink_metadata(PROBE).is_err(),
+            "something outside the root changed: a host path was created"
+        );
+        assert!(
+            fs::symlink_metadata(&self.root).is_ok_and(|m| m.is_dir()),
+            "the root was replaced"
+        );
+    }
 }
 
 fn check_error(err: &Error) {
@@ -356,8 +462,19 @@ fn check_error(err: &Error) {
 
 /// The fuzz entry point.
 pub fn layer_apply(data: &[u8]) {
-    let (base, root, outside) = sandbox();
-    let before = snapshot(&base, &root);
+    check(data, &|root, layer, options| {
+        apply_layer(root, layer, options)
+    });
+}
+
+/// An applier under test: the root, the layer's bytes, the options.
+type Applier<'a> = &'a dyn Fn(&Path, &[u8], &ApplyOptions) -> crate::Result<ApplyReport>;
+
+/// The oracle over any applier (the real one, or an escaping one in the oracle's tests).
+fn check(data: &[u8], apply: Applier<'_>) {
+    let sandbox = sandbox();
+    let (base, root, outside) = (&sandbox.base, &sandbox.root, &sandbox.outside);
+    let before = snapshot(base, root);
     let root_user = rustix::process::geteuid().is_root();
 
     let raw = data.len() >= 512 && data.get(257..262) == Some(b"ustar".as_slice());
@@ -366,7 +483,7 @@ pub fn layer_apply(data: &[u8]) {
     } else {
         let mut input = Input { data, pos: 0 };
         let selector = usize::from(input.byte());
-        let (layers, model) = program(&mut input, &outside);
+        let (layers, model) = program(&mut input, outside);
         (layers, model, selector)
     };
     let overlay = selector & 2 != 0 && root_user;
@@ -390,22 +507,12 @@ pub fn layer_apply(data: &[u8]) {
     // (As root only: without privilege, directories the layer makes unreadable cannot be
     // listed to compare.)
     let mut model = (root_user && !overlay && model_layers.is_some()).then(Model::default);
+    let mut seen: Vec<u8> = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
-        let result = apply_layer(&root, layer.as_slice(), &options);
-        assert_eq!(
-            before,
-            snapshot(&base, &root),
-            "something outside the root changed"
-        );
-        assert!(
-            fs::symlink_metadata(PROBE).is_err(),
-            "a host path was created"
-        );
-        assert!(
-            fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir()),
-            "the root was replaced"
-        );
-        let whiteouts = whiteout_names(&root);
+        let result = apply(root, layer.as_slice(), &options);
+        seen.extend_from_slice(layer);
+        sandbox.check_outside(&before, &seen);
+        let whiteouts = whiteout_names(root);
         assert!(
             whiteouts.is_empty(),
             "whiteout names materialised: {whiteouts:?}"
@@ -421,13 +528,12 @@ pub fn layer_apply(data: &[u8]) {
             model.apply(&entries[i], selector & 1 == 0, devices_made);
             assert_eq!(
                 model.nodes,
-                observe(&root),
+                observe(root),
                 "the root differs from the model"
             );
             MODELLED.fetch_add(1, Ordering::Relaxed);
         }
     }
-    remove_tree(&base);
 }
 
 /// What the model knows of a path.
@@ -610,6 +716,139 @@ fn observe(root: &Path) -> BTreeMap<String, Kind> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::Path;
+
+    use super::{Applier, apply_layer, check};
+
+    /// A one-entry ustar layer (read by the oracle as a raw tar) naming `name`.
+    fn layer_naming(name: &str) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(2);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, name, b"x\n".as_slice())
+            .unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    /// The oracle's failure message over `apply`, or `None` when it passed.
+    fn failure(data: &[u8], apply: Applier<'_>) -> Option<String> {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(data, apply)));
+        let payload = outcome.err()?;
+        Some(
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default(),
+        )
+    }
+
+    fn assert_caught(what: &str, data: &[u8], apply: Applier<'_>) {
+        let message = failure(data, apply).unwrap_or_else(|| panic!("{what}: escape not caught"));
+        assert!(
+            message.contains("outside the root"),
+            "{what}: failed for another reason: {message}"
+        );
+    }
+
+    #[test]
+    fn escaping_appliers_are_caught() {
+        let name = format!("ocikit-escape-probe-{}", std::process::id());
+        let data = layer_naming(&name);
+        // What the escapes below write outside the sandbox, removed even when a check fails.
+        struct Cleanup(Vec<std::path::PathBuf>);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                for path in &self.0 {
+                    let _ = fs::remove_file(path);
+                }
+            }
+        }
+        let _cleanup = Cleanup(vec![
+            Path::new("/dev/shm").join(&name),
+            std::env::temp_dir().join(&name),
+            Path::new("/").join(&name),
+        ]);
+        // The honest applier passes on this layer, so what fails below is the escape.
+        assert_eq!(
+            failure(&data, &|root, layer, options| apply_layer(
+                root, layer, options
+            )),
+            None
+        );
+
+        let honest = |root: &Path, layer: &[u8], options: &super::ApplyOptions| {
+            apply_layer(root, layer, options)
+        };
+        assert_caught(
+            "new entry in the grandparent",
+            &data,
+            &|root, layer, options| {
+                fs::write(root.join("../../escaped"), b"x").unwrap();
+                honest(root, layer, options)
+            },
+        );
+        assert_caught("new entry in the parent", &data, &|root, layer, options| {
+            fs::create_dir(root.join("../escaped")).unwrap();
+            honest(root, layer, options)
+        });
+        assert_caught("sibling rewritten", &data, &|root, layer, options| {
+            fs::write(root.join("../sibling/file"), b"sibling canary\n").unwrap();
+            honest(root, layer, options)
+        });
+        assert_caught(
+            "new entry deep in a sibling",
+            &data,
+            &|root, layer, options| {
+                fs::write(root.join("../sibling/dir/new"), b"").unwrap();
+                honest(root, layer, options)
+            },
+        );
+        assert_caught("aunt removed", &data, &|root, layer, options| {
+            fs::remove_file(root.join("../../aunt/file")).unwrap();
+            honest(root, layer, options)
+        });
+
+        // Beside the sandbox, in the shared temporary directory above it.
+        assert_caught(
+            "entry beside the sandbox",
+            &data,
+            &|root, layer, options| {
+                let shared = root.ancestors().nth(4).unwrap().join(&name);
+                fs::write(&shared, b"x").unwrap();
+                honest(root, layer, options)
+            },
+        );
+        let _ = fs::remove_file(Path::new("/dev/shm").join(&name));
+        let _ = fs::remove_file(std::env::temp_dir().join(&name));
+
+        // In the system temporary directory (not an ancestor of the sandbox on tmpfs).
+        let in_tmp = std::env::temp_dir().join(&name);
+        assert_caught(
+            "entry in the temporary directory",
+            &data,
+            &|root, layer, options| {
+                fs::write(&in_tmp, b"x").unwrap();
+                honest(root, layer, options)
+            },
+        );
+        let _ = fs::remove_file(&in_tmp);
+
+        // At the filesystem's root (`/a`), where only root may write.
+        if rustix::process::geteuid().is_root() {
+            let at_root = Path::new("/").join(&name);
+            assert_caught("entry at /", &data, &|root, layer, options| {
+                fs::write(&at_root, b"x").unwrap();
+                honest(root, layer, options)
+            });
+            let _ = fs::remove_file(&at_root);
+        }
+    }
+
     #[test]
     fn seeds_and_small_programs() {
         super::layer_apply(b"");

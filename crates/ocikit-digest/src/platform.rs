@@ -87,12 +87,20 @@ fn check_component(index: usize, offset: usize, part: &str) -> Result<(), Invali
 pub fn build(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
     let mut platform = Platform::default();
     platform.set_os(Os::from(os));
-    platform.set_architecture(Arch::from(architecture));
+    platform.set_architecture(arch(architecture));
     platform.set_os_version(None);
     platform.set_os_features(None);
     platform.set_variant(variant.map(str::to_owned));
     platform.set_features(None);
     platform
+}
+
+/// `Arch::from`, but `armbe` is 32-bit big-endian ARM: oci-spec reads it as `arm64be`.
+fn arch(name: &str) -> Arch {
+    match name {
+        "armbe" => Arch::ARMbe,
+        other => Arch::from(other),
+    }
 }
 
 /// Formats a platform as `os[(os.version)]/arch[/variant]`, the inverse of [`parse`] for
@@ -181,7 +189,7 @@ pub fn normalize(platform: &Platform) -> Platform {
     );
     let mut out = platform.clone();
     out.set_os(Os::from(os.as_str()));
-    out.set_architecture(Arch::from(architecture.as_str()));
+    out.set_architecture(arch(&architecture));
     out.set_variant(variant);
     out
 }

@@ -26,6 +26,9 @@ pub mod copy;
 pub mod document;
 mod error;
 pub mod fsck;
+#[cfg(feature = "__fuzz")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gc;
 pub mod image;
 pub mod index;

@@ -7,6 +7,8 @@ mod digest;
 pub use digest::digest_parse;
 
 mod descriptor;
+mod platform;
 mod reference;
 pub use descriptor::descriptor_json;
+pub use platform::platform_parse;
 pub use reference::reference_parse;

@@ -224,3 +224,16 @@ fn format_and_error_display() {
     let message = parse("linux").unwrap_err().to_string();
     assert!(message.contains("architecture"), "{message}");
 }
+
+/// oci-spec reads the architecture name `armbe` as `arm64be` (found by the `platform_parse`
+/// fuzz target, `fuzz/artifacts/platform_parse/`): a platform asked for as `linux/armbe`
+/// must stay 32-bit big-endian ARM, and not match `arm64be` images.
+#[test]
+fn armbe_is_not_arm64be() {
+    let armbe = p("linux/armbe");
+    assert_eq!(armbe.architecture(), &Arch::ARMbe);
+    assert_eq!(format(&armbe), "linux/armbe");
+    assert_eq!(format(&build("linux", "armbe", None)), "linux/armbe");
+    assert!(!matches(&armbe, &p("linux/arm64be")));
+    assert_eq!(p("linux/arm64be").architecture(), &Arch::ARM64be);
+}

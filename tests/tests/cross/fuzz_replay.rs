@@ -40,3 +40,18 @@ fn decompress_seeds() {
 fn layer_apply_seeds() {
     replay("layer_apply", ocikit_codec::fuzz::layer_apply);
 }
+
+#[test]
+fn platform_parse_seeds() {
+    replay("platform_parse", ocikit_digest::fuzz::platform_parse);
+}
+
+#[test]
+fn index_json_seeds() {
+    replay("index_json", ocikit_layout::fuzz::index_json);
+}
+
+#[test]
+fn archive_import_seeds() {
+    replay("archive_import", ocikit_layout::fuzz::archive_import);
+}

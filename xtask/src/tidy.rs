@@ -17,33 +17,57 @@ use std::path::{Path, PathBuf};
 
 use crate::metadata::{Kind, Package, Workspace};
 
-/// The ocikit crates from the bottom layer up, each with the ocikit crates its normal and
-/// build dependencies may name (STYLE.md's crate rules). Dev-dependencies may name any
-/// crate of a lower layer.
-const LAYERS: &[(&str, &[&str])] = &[
-    ("ocikit-digest", &[]),
-    ("ocikit-store", &["ocikit-digest"]),
-    ("ocikit-codec", &["ocikit-digest"]),
+/// The ocikit crates from the bottom layer up: each with its layer (crates of one layer sit
+/// side by side and never depend on each other) and the ocikit crates its normal and build
+/// dependencies may name (STYLE.md's crate rules). Dev-dependencies may name any crate of a
+/// lower layer, and those of [`DEV_BESIDE`].
+const LAYERS: &[(&str, u8, &[&str])] = &[
+    ("ocikit-digest", 1, &[]),
+    ("ocikit-store", 2, &["ocikit-digest"]),
+    ("ocikit-codec", 2, &["ocikit-digest"]),
     (
         "ocikit-layout",
+        3,
         &["ocikit-digest", "ocikit-store", "ocikit-codec"],
     ),
+    // The registry server never uses layouts, codecs or the client.
+    ("ocikit-registry", 4, &["ocikit-digest", "ocikit-store"]),
     (
-        "ocikit-registry",
+        "ocikit-client",
+        4,
         &["ocikit-digest", "ocikit-store", "ocikit-layout"],
+    ),
+    // The copy engine between every kind of location (layouts, archives, registries).
+    (
+        "ocikit-transport",
+        5,
+        &[
+            "ocikit-digest",
+            "ocikit-store",
+            "ocikit-codec",
+            "ocikit-layout",
+            "ocikit-client",
+        ],
     ),
     (
         "ocikit",
+        6,
         &[
             "ocikit-digest",
             "ocikit-store",
             "ocikit-codec",
             "ocikit-layout",
             "ocikit-registry",
+            "ocikit-client",
+            "ocikit-transport",
         ],
     ),
-    ("ocikit-cli", &["ocikit"]),
+    ("ocikit-cli", 7, &["ocikit"]),
 ];
+
+/// Dev-dependencies allowed on a crate of the same layer: the client's tests run it against
+/// the registry server.
+const DEV_BESIDE: &[(&str, &str)] = &[("ocikit-client", "ocikit-registry")];
 
 /// Checks the repository at `root`, returning every problem found.
 pub(crate) fn check(root: &Path) -> Result<(), Vec<String>> {
@@ -193,7 +217,8 @@ fn code_map_problems(architecture: &str, names: &[String]) -> Vec<String> {
 /// must have a row in [`LAYERS`].
 fn dependency_problems(workspace: &Workspace, crates_dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
-    let rank = |name: &str| LAYERS.iter().position(|(layer, _)| *layer == name);
+    let rank = |name: &str| LAYERS.iter().position(|(layer, _, _)| *layer == name);
+    let level = |name: &str| rank(name).map(|r| LAYERS[r].1);
     let internal: BTreeSet<&str> = workspace.packages.iter().map(|p| p.name.as_str()).collect();
     for package in &workspace.packages {
         let name = package.name.as_str();
@@ -206,7 +231,7 @@ fn dependency_problems(workspace: &Workspace, crates_dir: &Path) -> Vec<String> 
             }
             continue;
         };
-        let allowed = LAYERS[own_rank].1;
+        let (_, own_level, allowed) = LAYERS[own_rank];
         for dep in &package.dependencies {
             let dep_name = dep.name.as_str();
             if !internal.contains(dep_name) && dep.path.is_none() {
@@ -224,7 +249,10 @@ fn dependency_problems(workspace: &Workspace, crates_dir: &Path) -> Vec<String> 
                         }
                     ));
                 }
-                Kind::Dev if rank(dep_name).is_none_or(|r| r >= own_rank) => {
+                Kind::Dev
+                    if level(dep_name).is_none_or(|l| l >= own_level)
+                        && !DEV_BESIDE.contains(&(name, dep_name)) =>
+                {
                     problems.push(format!(
                         "{name} has a dev-dependency on {dep_name}, which is not a lower layer"
                     ));
@@ -467,6 +495,25 @@ mod tests {
                 "ocikit-store has a dev-dependency on ocikit-codec, which is not a lower layer",
                 "ocikit-cli depends on ocikit-layout, which the crate rules forbid (it may use: ocikit)",
                 "ocikit-newcomer has no row in tidy's crate rules (xtask/src/tidy.rs LAYERS): say which ocikit crates it may use",
+            ]
+        );
+        // Server and client sit side by side: the server uses neither layouts nor the
+        // client; only the client's tests may use the server.
+        let mut split = workspace(&[
+            (
+                "ocikit-registry",
+                true,
+                &["ocikit-digest", "ocikit-store", "ocikit-layout"],
+            ),
+            ("ocikit-client", true, &["ocikit-layout"]),
+        ]);
+        split.packages[0].dependencies.push(dev("ocikit-client"));
+        split.packages[1].dependencies.push(dev("ocikit-registry"));
+        assert_eq!(
+            dependency_problems(&split, crates),
+            [
+                "ocikit-registry depends on ocikit-layout, which the crate rules forbid (it may use: ocikit-digest, ocikit-store)",
+                "ocikit-registry has a dev-dependency on ocikit-client, which is not a lower layer",
             ]
         );
         let digest_up = workspace(&[("ocikit-digest", true, &["ocikit-store"])]);

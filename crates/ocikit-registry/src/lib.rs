@@ -1,5 +1,6 @@
-//! An OCI Distribution Spec v1.1 registry server over any ocikit store, and a client
-//! ([`client::Client`]) that pulls images from registries into layouts and pushes them back.
+//! An OCI Distribution Spec v1.1 registry server over any ocikit store. (The client that
+//! pulls images from registries into layouts and pushes them back is the `ocikit-client`
+//! crate.)
 //!
 //! This crate sits on top of `ocikit-store` (blobs and compare-and-swap documents) and
 //! `ocikit-digest` (digests, the name and tag grammars): a [`Registry`] serves the spec's
@@ -40,7 +41,6 @@
 //! ```
 
 mod auth;
-pub mod client;
 mod error;
 pub mod gc;
 mod handlers;

@@ -9,10 +9,13 @@
 //! | `store` | `ocikit-store` | `fs` | content-addressed stores: filesystem, memory, S3 (`s3`) |
 //! | `codec` | `ocikit-codec` | `codec` (with `fs`) | layer compression (`gzip`, `zstd`), one-pass layer writers, reproducible layers and changesets, the hardened layer applier |
 //! | `layout` | `ocikit-layout` | `fs` | OCI image layouts on any store: tags, images, platforms, artifacts and referrers, fsck, GC, copy, archives |
+//! | `registry` | `ocikit-registry` | `registry` | the OCI Distribution registry server over any store |
+//! | `client` | `ocikit-client` | `client` | the OCI Distribution registry client: pull into layouts, push from them |
 //!
 //! Default features: `fs` and `gzip`. Others: `zstd`, `s3`, `tokio` (async adapters of the
-//! digest and codec streams), `registry` (the OCI Distribution registry server, as
-//! `ocikit::registry`, with its client in `ocikit::registry::client`).
+//! digest and codec streams), `registry` (the registry server, as `ocikit::registry`, with
+//! `ocikit::store` but without layouts or codecs) and `client` (the registry client, as
+//! `ocikit::client`, with `fs`).
 //!
 //! # A first program
 //!
@@ -75,11 +78,13 @@
 
 pub use ocikit_digest as digest;
 
+#[cfg(feature = "client")]
+pub use ocikit_client as client;
 #[cfg(feature = "codec")]
 pub use ocikit_codec as codec;
 #[cfg(feature = "fs")]
 pub use ocikit_layout as layout;
 #[cfg(feature = "registry")]
 pub use ocikit_registry as registry;
-#[cfg(feature = "fs")]
+#[cfg(any(feature = "fs", feature = "registry"))]
 pub use ocikit_store as store;

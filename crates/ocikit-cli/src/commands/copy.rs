@@ -22,7 +22,7 @@ use ocikit::store::{FsStore, LinkMode};
 use serde::Serialize;
 
 use ocikit::layout::PlatformQuery;
-use ocikit::registry::client::{
+use ocikit::client::{
     Client, ClientBuilder, CopyWithinOptions, Credentials, DockerConfig, PullOptions, PushOptions,
 };
 
@@ -134,7 +134,7 @@ impl TlsFlags {
 /// certificate that does not verify, or wants credentials: the flags that change that, as
 /// `flags` spells them.
 pub(crate) fn tls_hint(err: anyhow::Error, flags: &TlsFlags) -> anyhow::Error {
-    use ocikit::registry::Error as RegistryError;
+    use ocikit::client::Error as RegistryError;
     let either = |(prefixes, joiner): &(Vec<&str>, &str), flag: &str| {
         prefixes
             .iter()

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use ocikit::registry::client::{Credentials, DockerConfig};
+use ocikit::client::{Credentials, DockerConfig};
 use serde::Serialize;
 
 use crate::output::Output;
@@ -89,7 +89,7 @@ pub(crate) async fn login(args: LoginArgs, out: &Output) -> Result<()> {
         .with_context(|| format!("cannot set up a client for {registry}"))?;
     match client.ping().await {
         Ok(()) => {}
-        Err(e @ ocikit::registry::Error::Unauthorized { .. }) => {
+        Err(e @ ocikit::client::Error::Unauthorized { .. }) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "cannot log in to {registry}: it refused the credentials of {}",
                 args.username

@@ -4,9 +4,7 @@
 
 mod access;
 mod bounded_files;
-mod client;
 mod concurrency;
-mod copy_within;
 mod delete;
 mod gc;
 mod hostile;
@@ -46,44 +44,8 @@ fn public_types_are_send_and_sync() {
         Config::default(),
     )
     .unwrap();
-    check::<ocikit_registry::client::Client>();
-    check::<ocikit_registry::client::Credentials>();
-    check::<ocikit_registry::client::DockerConfig>();
-    check::<ocikit_registry::client::PullOptions>();
-    check::<ocikit_registry::client::PushOptions>();
-    check::<ocikit_registry::client::TransferReport>();
     future(registry.sweep_uploads());
     future(registry.gc(&ocikit_registry::GcOptions::new()));
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = ocikit_registry::client::Client::builder("127.0.0.1:1")
-        .plain_http(true)
-        .build()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let layout = rt
-        .block_on(ocikit_layout::Layout::create(MemoryStore::new()))
-        .unwrap();
-    let root = ocikit_digest::descriptor::empty();
-    future(client.pull(
-        "a",
-        "v1",
-        &layout,
-        "t",
-        &ocikit_registry::client::PullOptions::new(),
-    ));
-    future(client.push(
-        &layout,
-        &root,
-        "a",
-        None,
-        &ocikit_registry::client::PushOptions::new(),
-    ));
-    future(client.referrers("a", &Digest::sha256(b""), None));
-    future(client.tags("a"));
-    future(client.ping());
     let uploads: Arc<dyn Store> = Arc::new(MemoryStore::new());
     assert!(matches!(
         Registry::new(uploads.clone(), uploads, Config::default()),

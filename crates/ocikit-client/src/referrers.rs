@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
 use super::{Body, Client, Request, read_limited};
-use crate::{Error, Result};
+use crate::{Error, Operation, Result};
 
 /// The fallback tag for `subject`: the algorithm (at most 32 characters), `-`, the encoded
 /// part (at most 64), anything a tag may not hold replaced by `-` (DSm's rule; for sha256
@@ -33,11 +33,11 @@ pub fn fallback_tag(subject: &Digest) -> String {
     format!("{}-{}", clean(&algorithm, 32), clean(subject.encoded(), 64))
 }
 
-fn invalid(client: &Client, repository: &str, what: &str, reason: String) -> Error {
+fn invalid(client: &Client, repository: &str, operation: &Operation, reason: String) -> Error {
     Error::InvalidResponse {
         registry: client.registry().to_string(),
         repository: repository.to_string(),
-        what: what.to_string(),
+        operation: Box::new(operation.clone()),
         reason,
     }
 }
@@ -46,13 +46,19 @@ fn invalid(client: &Client, repository: &str, what: &str, reason: String) -> Err
 fn index_entries(
     client: &Client,
     repository: &str,
-    what: &str,
+    operation: &Operation,
     bytes: &[u8],
 ) -> Result<Vec<Descriptor>> {
     let value = json::parse_strict_with_limit(bytes, ocikit_layout::MAX_DOCUMENT_SIZE as usize)
-        .map_err(|e| invalid(client, repository, what, format!("not JSON: {e}")))?;
-    let index: ImageIndex = serde_json::from_value(value)
-        .map_err(|e| invalid(client, repository, what, format!("not an image index: {e}")))?;
+        .map_err(|e| invalid(client, repository, operation, format!("not JSON: {e}")))?;
+    let index: ImageIndex = serde_json::from_value(value).map_err(|e| {
+        invalid(
+            client,
+            repository,
+            operation,
+            format!("not an image index: {e}"),
+        )
+    })?;
     Ok(index.manifests().clone())
 }
 
@@ -76,8 +82,10 @@ pub(super) async fn list(
     if let Some(t) = artifact_type {
         url.query_pairs_mut().append_pair("artifactType", t);
     }
-    let what = format!("GET referrers of {subject}");
-    let req = Request::new(Method::GET, url, repository, what.clone())
+    let operation = Operation::ListReferrers {
+        subject: subject.clone(),
+    };
+    let req = Request::new(Method::GET, url, repository, operation.clone())
         .header(header::ACCEPT, media_type::IMAGE_INDEX);
     let response = client.send(&req).await?;
     match response.status() {
@@ -85,8 +93,10 @@ pub(super) async fn list(
             let bytes = read_limited(response, ocikit_layout::MAX_DOCUMENT_SIZE as usize)
                 .await
                 .map_err(|e| client.request_error(&req, e))?
-                .ok_or_else(|| invalid(client, repository, &what, "larger than 16 MiB".into()))?;
-            let entries = index_entries(client, repository, &what, &bytes)?;
+                .ok_or_else(|| {
+                    invalid(client, repository, &operation, "larger than 16 MiB".into())
+                })?;
+            let entries = index_entries(client, repository, &operation, &bytes)?;
             Ok(entries
                 .into_iter()
                 .filter(|d| keep(d, artifact_type))
@@ -121,15 +131,23 @@ async fn fallback_index(
                 return Err(invalid(
                     client,
                     repository,
-                    &format!("GET manifest {tag}"),
+                    &Operation::PullManifest {
+                        reference: tag.clone(),
+                    },
                     format!(
                         "the referrers tag holds a {}, not an index",
                         descriptor.media_type()
                     ),
                 ));
             }
-            let entries =
-                index_entries(client, repository, &format!("GET manifest {tag}"), &bytes)?;
+            let entries = index_entries(
+                client,
+                repository,
+                &Operation::PullManifest {
+                    reference: tag.clone(),
+                },
+                &bytes,
+            )?;
             Ok(Some((descriptor, entries)))
         }
         Err(Error::NotFound { .. }) => Ok(None),
@@ -168,7 +186,9 @@ pub(super) async fn add_to_fallback(
     document: &Document,
 ) -> Result<()> {
     let tag = fallback_tag(subject);
-    let what = format!("PUT manifest {tag}");
+    let operation = Operation::PushManifest {
+        reference: tag.clone(),
+    };
     let entries = match fallback_index(client, repository, subject).await? {
         Some((_, entries)) => entries,
         None => Vec::new(),
@@ -180,12 +200,12 @@ pub(super) async fn add_to_fallback(
         return Ok(());
     }
     let entry = referrer_descriptor(pushed, document)
-        .map_err(|reason| invalid(client, repository, &what, reason))?;
+        .map_err(|reason| invalid(client, repository, &operation, reason))?;
     let mut manifests: Vec<Value> = Vec::with_capacity(entries.len() + 1);
     for e in entries.iter().chain(std::iter::once(&entry)) {
         manifests.push(
             serde_json::to_value(e)
-                .map_err(|err| invalid(client, repository, &what, err.to_string()))?,
+                .map_err(|err| invalid(client, repository, &operation, err.to_string()))?,
         );
     }
     let mut index = Map::new();
@@ -193,12 +213,12 @@ pub(super) async fn add_to_fallback(
     index.insert("mediaType".into(), Value::from(media_type::IMAGE_INDEX));
     index.insert("manifests".into(), Value::Array(manifests));
     let bytes = serde_json::to_vec(&Value::Object(index))
-        .map_err(|err| invalid(client, repository, &what, err.to_string()))?;
+        .map_err(|err| invalid(client, repository, &operation, err.to_string()))?;
     let req = Request::new(
         Method::PUT,
         client.url(repository, &format!("manifests/{tag}"))?,
         repository,
-        what,
+        operation,
     )
     .push_scope()
     .header(header::CONTENT_TYPE, media_type::IMAGE_INDEX)

@@ -13,11 +13,11 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use futures::StreamExt;
+use ocikit_client::{Client, CopyWithinOptions, Error, PullOptions, PushOptions};
 use ocikit_digest::Digest;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::{Layout, PlatformQuery};
-use ocikit_registry::client::{Client, CopyWithinOptions, PullOptions, PushOptions};
-use ocikit_registry::{Config, Error, Registry};
+use ocikit_registry::{Config, Registry};
 use ocikit_store::{MemoryStore, Store, StoreExt};
 use serde_json::json;
 

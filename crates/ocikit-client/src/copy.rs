@@ -17,13 +17,13 @@ use std::path::PathBuf;
 
 use futures::{StreamExt, TryStreamExt};
 use ocikit_digest::Digest;
-use ocikit_layout::progress::{Event, Operation, Progress};
+use ocikit_layout::progress::{self, Event, Progress};
 use ocikit_layout::{Layout, PlatformQuery};
 use ocikit_store::FsStore;
 
 use super::push::{self, Started};
 use super::{Client, TransferReport, pull};
-use crate::{Error, Result};
+use crate::{Error, Operation, Result};
 
 /// How [`Client::copy_within`] runs.
 #[derive(Clone, Debug)]
@@ -41,7 +41,7 @@ pub struct CopyWithinOptions {
     /// while the copy runs, so one that a killed copy left there is removed by the next copy
     /// that needs scratch space in the same directory.
     pub scratch_dir: Option<PathBuf>,
-    /// Where [`Operation::Copy`] events go.
+    /// Where [`progress::Operation::Copy`] events go.
     pub progress: Progress,
 }
 
@@ -122,25 +122,33 @@ impl Scratch {
         let (_, layout) = self
             .made
             .get_or_try_init(|| async {
-                let layout_error = |what: String, source: ocikit_layout::Error| Error::Layout {
-                    registry: self.registry.clone(),
-                    repository: self.repository.clone(),
-                    what,
-                    source: Box::new(source),
-                };
+                let layout_error =
+                    |operation: Operation, source: ocikit_layout::Error| Error::Layout {
+                        registry: self.registry.clone(),
+                        repository: self.repository.clone(),
+                        operation: Box::new(operation),
+                        source: Box::new(source),
+                    };
                 // Stale scratch directories of killed copies go first.
                 let dir = ocikit_layout::Scratch::near(self.parent.join(SCRATCH_NAME))
                     .await
                     .map_err(|e| {
-                        layout_error(format!("scratch space in `{}`", self.parent.display()), e)
+                        layout_error(
+                            Operation::ScratchSpace {
+                                parent: self.parent.clone(),
+                            },
+                            e,
+                        )
                     })?;
-                let what = || format!("the scratch layout in `{}`", dir.path().display());
+                let operation = || Operation::ScratchLayout {
+                    dir: dir.path().to_path_buf(),
+                };
                 let store = FsStore::open(dir.path().join("layout"))
                     .await
-                    .map_err(|e| layout_error(what(), e.into()))?;
+                    .map_err(|e| layout_error(operation(), e.into()))?;
                 let layout = Layout::create(store)
                     .await
-                    .map_err(|e| layout_error(what(), e))?;
+                    .map_err(|e| layout_error(operation(), e))?;
                 Ok::<_, Error>((dir, layout))
             })
             .await?;
@@ -246,14 +254,14 @@ async fn move_blob(
     let progress = &options.progress;
     if client.blob_exists(to, &digest).await? {
         progress.emit(Event::Skipped {
-            operation: Operation::Copy,
+            operation: progress::Operation::Copy,
             digest,
             size,
         });
         return Ok(Moved::Present);
     }
     progress.emit(Event::Started {
-        operation: Operation::Copy,
+        operation: progress::Operation::Copy,
         digest: digest.clone(),
         size,
     });
@@ -279,7 +287,7 @@ async fn move_blob(
         }
     };
     progress.emit(Event::Done {
-        operation: Operation::Copy,
+        operation: progress::Operation::Copy,
         digest,
         bytes: size,
     });

@@ -8,7 +8,7 @@ use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, Reference, descriptor, media_type, platform};
 use ocikit_layout::document::{Document, is_document};
 use ocikit_layout::image::ImageConfig;
-use ocikit_layout::progress::{Event, Operation, Progress};
+use ocikit_layout::progress::{self, Event, Progress};
 use ocikit_layout::{Layout, MAX_DOCUMENT_SIZE, PlatformQuery};
 use ocikit_store::{Store, StoreExt};
 use reqwest::header::{self, HeaderValue};
@@ -16,7 +16,7 @@ use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
 use super::{Client, MANIFEST_ACCEPT, Request, TransferReport, declared_media_type, read_limited};
-use crate::{Error, Result};
+use crate::{Error, Operation, Result};
 
 /// Nested indexes followed at most.
 const MAX_DEPTH: usize = 8;
@@ -32,7 +32,7 @@ pub struct PullOptions {
     pub platform: Option<PlatformQuery>,
     /// Blobs downloaded at once (at least 1), largest first.
     pub concurrency: usize,
-    /// Where [`Operation::Copy`] events go.
+    /// Where [`progress::Operation::Copy`] events go.
     pub progress: Progress,
 }
 
@@ -102,7 +102,9 @@ pub(super) async fn get_manifest(
         Method::GET,
         client.url(repository, &format!("manifests/{reference}"))?,
         repository,
-        format!("GET manifest {reference}"),
+        Operation::PullManifest {
+            reference: reference.to_string(),
+        },
     )
     .header(header::ACCEPT, MANIFEST_ACCEPT);
     let response = client.expect(&req, &[StatusCode::OK]).await?;
@@ -119,7 +121,7 @@ pub(super) async fn get_manifest(
     let invalid = |reason: String| Error::InvalidResponse {
         registry: client.registry().to_string(),
         repository: repository.to_string(),
-        what: req.what.clone(),
+        operation: Box::new(req.operation.clone()),
         reason,
     };
     let bytes = read_limited(response, MAX_DOCUMENT_SIZE as usize)
@@ -200,7 +202,7 @@ pub(super) fn digest_of(client: &Client, repository: &str, d: &Descriptor) -> Re
     descriptor::digest_of(d).map_err(|e| Error::InvalidResponse {
         registry: client.registry().to_string(),
         repository: repository.to_string(),
-        what: "read a descriptor".into(),
+        operation: Box::new(Operation::ReadDescriptor),
         reason: e.to_string(),
     })
 }
@@ -211,10 +213,13 @@ pub(super) fn parse_document(
     descriptor: &Descriptor,
     bytes: &Bytes,
 ) -> Result<Document> {
+    // The digest was checked when the document was fetched; parsed again here only to name
+    // it in the error.
+    let digest = digest_of(client, repository, descriptor)?;
     ocikit_layout::document::parse(descriptor, bytes.clone()).map_err(|e| Error::Layout {
         registry: client.registry().to_string(),
         repository: repository.to_string(),
-        what: format!("manifest {}", descriptor.digest()),
+        operation: Box::new(Operation::ReadManifest { digest }),
         source: Box::new(e),
     })
 }
@@ -271,13 +276,20 @@ pub(super) async fn pull(
     tag: &str,
     options: &PullOptions,
 ) -> Result<TransferReport> {
-    let layout_error = |what: String, e: ocikit_layout::Error| Error::Layout {
+    let layout_error = |operation: Operation, e: ocikit_layout::Error| Error::Layout {
         registry: client.registry().to_string(),
         repository: repository.to_string(),
-        what,
+        operation: Box::new(operation),
         source: Box::new(e),
     };
-    ocikit_layout::validate_tag(tag).map_err(|e| layout_error(format!("tag {tag}"), e))?;
+    ocikit_layout::validate_tag(tag).map_err(|e| {
+        layout_error(
+            Operation::Tag {
+                tag: tag.to_string(),
+            },
+            e,
+        )
+    })?;
     let (root, root_bytes) = resolve_root(
         client,
         repository,
@@ -320,13 +332,24 @@ pub(super) async fn pull(
             .store()
             .put_verified(&digest, bytes)
             .await
-            .map_err(|e| layout_error(format!("manifest {digest}"), e.into()))?;
+            .map_err(|e| {
+                layout_error(
+                    Operation::ReadManifest {
+                        digest: digest.clone(),
+                    },
+                    e.into(),
+                )
+            })?;
         report.manifests += 1;
     }
-    layout
-        .set_tag(tag, &root)
-        .await
-        .map_err(|e| layout_error(format!("tag {tag}"), e))?;
+    layout.set_tag(tag, &root).await.map_err(|e| {
+        layout_error(
+            Operation::Tag {
+                tag: tag.to_string(),
+            },
+            e,
+        )
+    })?;
     report.root = Some(root);
     Ok(report)
 }
@@ -399,7 +422,9 @@ fn walk<'a>(
             return Err(Error::InvalidResponse {
                 registry: client.registry().to_string(),
                 repository: repository.to_string(),
-                what: format!("manifest {digest}"),
+                operation: Box::new(Operation::ReadManifest {
+                    digest: digest.clone(),
+                }),
                 reason: format!("indexes nested deeper than {MAX_DEPTH} levels"),
             });
         }
@@ -539,7 +564,9 @@ async fn get_small_blob(
         Method::GET,
         client.url(repository, &format!("blobs/{digest}"))?,
         repository,
-        format!("GET blob {digest}"),
+        Operation::PullBlob {
+            digest: digest.clone(),
+        },
     );
     let response = client.expect(&req, &[StatusCode::OK]).await?;
     let size_error = |actual: u64| Error::ContentSize {
@@ -561,7 +588,7 @@ async fn get_small_blob(
         Digest::compute(digest.algorithm(), &bytes).map_err(|_| Error::InvalidResponse {
             registry: client.registry().to_string(),
             repository: repository.to_string(),
-            what: req.what.clone(),
+            operation: Box::new(req.operation.clone()),
             reason: format!("cannot verify {digest}: unsupported algorithm"),
         })?;
     if &actual != digest {
@@ -585,22 +612,24 @@ pub(super) async fn fetch_blob(
     size: u64,
     progress: &Progress,
 ) -> Result<Option<u64>> {
-    let what = format!("GET blob {digest}");
+    let operation = Operation::PullBlob {
+        digest: digest.clone(),
+    };
     let url = client.url(repository, &format!("blobs/{digest}"))?;
-    let base_req = Request::new(Method::GET, url, repository, what);
+    let base_req = Request::new(Method::GET, url, repository, operation);
     let store_error = |e: ocikit_store::Error| client.layout_error(&base_req, e.into());
     let lock = client.download_lock(&digest);
     let _single_flight = lock.lock().await;
     if store.stat(&digest).await.map_err(store_error)? == Some(size) {
         progress.emit(Event::Skipped {
-            operation: Operation::Copy,
+            operation: progress::Operation::Copy,
             digest,
             size,
         });
         return Ok(None);
     }
     progress.emit(Event::Started {
-        operation: Operation::Copy,
+        operation: progress::Operation::Copy,
         digest: digest.clone(),
         size,
     });
@@ -622,7 +651,7 @@ pub(super) async fn fetch_blob(
             Method::GET,
             base_req.url.clone(),
             repository,
-            base_req.what.clone(),
+            base_req.operation.clone(),
         );
         if done > 0 {
             req.headers.insert(
@@ -656,7 +685,7 @@ pub(super) async fn fetch_blob(
             return Err(Error::InvalidResponse {
                 registry: client.registry().to_string(),
                 repository: repository.to_string(),
-                what: req.what.clone(),
+                operation: Box::new(req.operation.clone()),
                 reason: format!("a partial response that does not start at byte {done}"),
             });
         }
@@ -680,7 +709,7 @@ pub(super) async fn fetch_blob(
                         return Err(store_error(ocikit_store::Error::Stream(e)));
                     }
                     progress.emit(Event::Progress {
-                        operation: Operation::Copy,
+                        operation: progress::Operation::Copy,
                         digest: digest.clone(),
                         bytes: done,
                     });
@@ -722,7 +751,7 @@ pub(super) async fn fetch_blob(
         Err(e) => return Err(store_error(e)),
     }
     progress.emit(Event::Done {
-        operation: Operation::Copy,
+        operation: progress::Operation::Copy,
         digest,
         bytes: size,
     });

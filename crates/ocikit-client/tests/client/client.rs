@@ -1,4 +1,4 @@
-//! The client (`ocikit_registry::client`) against ocikit's own server (anonymous, htpasswd
+//! The client (`ocikit_client`) against ocikit's own server (anonymous, htpasswd
 //! users, a bearer-token front written here) and against small hostile servers: wrong bytes
 //! under the right `Docker-Content-Digest`, redirects to another origin, 503s and a blob
 //! download cut off halfway.
@@ -16,11 +16,11 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
+use ocikit_client::{Client, Credentials, Error, Operation, PullOptions, PushOptions};
 use ocikit_digest::Digest;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::{Layout, PlatformQuery};
-use ocikit_registry::client::{Client, Credentials, PullOptions, PushOptions};
-use ocikit_registry::{Access, Config, Error, Registry, Users};
+use ocikit_registry::{Access, Config, Registry, Users};
 use ocikit_store::{MemoryStore, Store, StoreExt};
 use serde_json::json;
 
@@ -202,12 +202,27 @@ async fn push_then_pull_a_multi_arch_index_byte_for_byte() {
         client.tags("team/app").await.unwrap(),
         vec!["v1".to_string()]
     );
-    assert!(matches!(
-        client
-            .pull("team/app", "nope", &by_digest, "x", &PullOptions::new())
-            .await,
-        Err(Error::NotFound { .. })
-    ));
+    // A missing tag names the typed operation, and says what is missing without the method.
+    let missing = client
+        .pull("team/app", "nope", &by_digest, "x", &PullOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &missing,
+            Error::NotFound { operation, repository, .. }
+                if **operation == Operation::PullManifest { reference: "nope".into() }
+                    && repository == "team/app"
+        ),
+        "{missing:?}"
+    );
+    assert_eq!(
+        missing.to_string(),
+        format!(
+            "registry {} has no manifest nope in repository team/app",
+            client.registry()
+        )
+    );
     server.stop().await;
 }
 
@@ -971,7 +986,7 @@ async fn tls_verification_off_ca_files_and_certificate_directories() {
     let (addr, _cert) = tls_registry(dir.path()).await;
     let source = empty_layout().await;
     let manifest = image(&source, "amd64", &[data(3_000, 7)]).await;
-    let slow_retries = |b: ocikit_registry::client::ClientBuilder| {
+    let slow_retries = |b: ocikit_client::ClientBuilder| {
         b.retries(4, Duration::from_secs(2), Duration::from_secs(2))
     };
 
@@ -1391,7 +1406,7 @@ async fn referrers_through_the_api_on_our_server() {
     assert_eq!(all.len(), 2, "{all:?}");
     // The server indexes referrers itself: no fallback tag was written.
     let tags = client.tags("signed").await.unwrap();
-    assert!(!tags.contains(&ocikit_registry::client::referrers::fallback_tag(&subject)));
+    assert!(!tags.contains(&ocikit_client::referrers::fallback_tag(&subject)));
     server.stop().await;
 }
 
@@ -1405,7 +1420,7 @@ async fn referrers_through_the_tag_schema_on_distribution() {
     assert_eq!(all.len(), 2, "{all:?}");
     let tags = client.tags("signed").await.unwrap();
     assert!(
-        tags.contains(&ocikit_registry::client::referrers::fallback_tag(&subject)),
+        tags.contains(&ocikit_client::referrers::fallback_tag(&subject)),
         "{tags:?}"
     );
     // No referrers for something else.

@@ -1,5 +1,10 @@
 //! A client for OCI Distribution registries: pull images into a [`Layout`], push them from
-//! one.
+//! one, copy them between repositories of one registry.
+//!
+//! This crate sits beside the registry server (`ocikit-registry`), on top of `ocikit-layout`
+//! (images are pulled into layouts and pushed from them), `ocikit-store` and `ocikit-digest`;
+//! it has its own [`Error`], whose variants name the registry, the repository and the
+//! [`Operation`] that failed.
 //!
 //! A [`Client`] talks to one registry (`host[:port]`), over HTTPS (rustls on ring, the
 //! system's roots plus any given: [`ClientBuilder::ca_file`], [`ClientBuilder::cert_dir`]) or,
@@ -29,7 +34,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use ocikit_layout::Layout;
-//! use ocikit_registry::client::{Client, PullOptions};
+//! use ocikit_client::{Client, PullOptions};
 //! use ocikit_store::FsStore;
 //!
 //! let client = Client::builder("127.0.0.1:5000").plain_http(true).build()?;
@@ -45,6 +50,7 @@
 mod auth;
 mod copy;
 pub mod docker_config;
+mod error;
 mod pull;
 mod push;
 pub mod referrers;
@@ -62,11 +68,10 @@ use ocikit_layout::Layout;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
-use crate::{Error, Result};
-
 pub use auth::Credentials;
 pub use copy::CopyWithinOptions;
 pub use docker_config::DockerConfig;
+pub use error::{Error, Operation, Result};
 pub use pull::PullOptions;
 pub use push::PushOptions;
 
@@ -637,12 +642,12 @@ pub(crate) struct Request {
     pub(crate) scopes: Vec<String>,
     /// For errors.
     pub(crate) repository: String,
-    /// For errors: `GET manifest v1`.
-    pub(crate) what: String,
+    /// For errors.
+    pub(crate) operation: Operation,
 }
 
 impl Request {
-    pub(crate) fn new(method: Method, url: Url, repository: &str, what: String) -> Request {
+    pub(crate) fn new(method: Method, url: Url, repository: &str, operation: Operation) -> Request {
         Request {
             method,
             url,
@@ -650,7 +655,7 @@ impl Request {
             body: Body::Empty,
             scopes: vec![format!("repository:{repository}:pull")],
             repository: repository.to_string(),
-            what,
+            operation,
         }
     }
 
@@ -722,7 +727,7 @@ impl Client {
         let invalid = |reason: &str| Error::InvalidResponse {
             registry: self.inner.registry.clone(),
             repository: req.repository.clone(),
-            what: req.what.clone(),
+            operation: Box::new(req.operation.clone()),
             reason: reason.into(),
         };
         let value = response
@@ -873,7 +878,7 @@ impl Client {
                     return Err(Error::InvalidResponse {
                         registry: self.inner.registry.clone(),
                         repository: req.repository.clone(),
-                        what: req.what.clone(),
+                        operation: Box::new(req.operation.clone()),
                         reason: format!("more than {MAX_REDIRECTS} redirects"),
                     });
                 }
@@ -882,7 +887,7 @@ impl Client {
                     return Err(Error::InvalidResponse {
                         registry: self.inner.registry.clone(),
                         repository: req.repository.clone(),
-                        what: req.what.clone(),
+                        operation: Box::new(req.operation.clone()),
                         reason: format!("redirect to a {} URL", url.scheme()),
                     });
                 }
@@ -1024,7 +1029,7 @@ impl Client {
         let invalid = |reason: String| Error::InvalidResponse {
             registry: self.inner.registry.clone(),
             repository: req.repository.clone(),
-            what: "token request".into(),
+            operation: Box::new(Operation::Token),
             reason,
         };
         let mut url =
@@ -1083,7 +1088,7 @@ impl Client {
             return Err(Error::Unauthorized {
                 registry: self.inner.registry.clone(),
                 repository: req.repository.clone(),
-                what: "token request".into(),
+                operation: Box::new(Operation::Token),
                 status: status.as_u16(),
             });
         }
@@ -1137,7 +1142,7 @@ impl Client {
         Error::Request {
             registry: self.inner.registry.clone(),
             repository: req.repository.clone(),
-            what: req.what.clone(),
+            operation: Box::new(req.operation.clone()),
             source,
         }
     }
@@ -1146,7 +1151,7 @@ impl Client {
         Error::Layout {
             registry: self.inner.registry.clone(),
             repository: req.repository.clone(),
-            what: req.what.clone(),
+            operation: Box::new(req.operation.clone()),
             source: Box::new(source),
         }
     }
@@ -1156,23 +1161,19 @@ impl Client {
         let status = response.status();
         let registry = self.inner.registry.clone();
         let repository = req.repository.clone();
-        let what = req.what.clone();
+        let operation = req.operation.clone();
         match status {
-            // "has no manifest v1", not "has no GET manifest v1": what is missing, without
-            // the request's method.
+            // "has no manifest v1", not "has no GET manifest v1": the error's Display says
+            // what is missing, without the request's method (`Operation::missing`).
             StatusCode::NOT_FOUND => Error::NotFound {
                 registry,
                 repository,
-                what: ["GET ", "HEAD "]
-                    .iter()
-                    .find_map(|method| what.strip_prefix(method))
-                    .unwrap_or(&what)
-                    .to_owned(),
+                operation: Box::new(operation),
             },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Unauthorized {
                 registry,
                 repository,
-                what,
+                operation: Box::new(operation),
                 status: status.as_u16(),
             },
             _ => {
@@ -1184,7 +1185,7 @@ impl Client {
                 Error::Status {
                     registry,
                     repository,
-                    what,
+                    operation: Box::new(operation),
                     status: status.as_u16(),
                     detail: error_detail(&body),
                 }
@@ -1230,7 +1231,7 @@ impl Client {
                 reason: "cannot form the /v2/ URL".into(),
                 source: Some(Box::new(e)),
             })?;
-        let mut req = Request::new(Method::GET, url, "", "GET /v2/".into());
+        let mut req = Request::new(Method::GET, url, "", Operation::Ping);
         req.scopes.clear();
         self.expect(&req, &[StatusCode::OK]).await?;
         Ok(())
@@ -1272,7 +1273,9 @@ impl Client {
             Method::HEAD,
             self.url(repository, &format!("blobs/{digest}"))?,
             repository,
-            format!("HEAD blob {digest}"),
+            Operation::CheckBlob {
+                digest: digest.clone(),
+            },
         );
         let response = self.send(&req).await?;
         match response.status() {
@@ -1293,7 +1296,7 @@ impl Client {
         let mut tags = Vec::new();
         let mut url = self.url(repository, "tags/list")?;
         for _ in 0..10_000 {
-            let req = Request::new(Method::GET, url.clone(), repository, "GET tags".into());
+            let req = Request::new(Method::GET, url.clone(), repository, Operation::ListTags);
             let response = self.expect(&req, &[StatusCode::OK]).await?;
             let next = next_link(&response).and_then(|link| response.url().join(&link).ok());
             let body = read_limited(response, 16 << 20)
@@ -1304,7 +1307,7 @@ impl Client {
                 serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
                     registry: self.inner.registry.clone(),
                     repository: repository.to_string(),
-                    what: req.what.clone(),
+                    operation: Box::new(req.operation.clone()),
                     reason: format!("the tag list is not JSON: {e}"),
                 })?;
             tags.extend(page.tags.unwrap_or_default());

@@ -9,12 +9,12 @@ use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, descriptor};
 use ocikit_layout::Layout;
 use ocikit_layout::document::{Document, is_document};
-use ocikit_layout::progress::{Event, Operation, Progress};
+use ocikit_layout::progress::{self, Event, Progress};
 use reqwest::header;
 use reqwest::{Method, StatusCode, Url};
 
 use super::{Body, Client, Request, TransferReport};
-use crate::{Error, Result};
+use crate::{Error, Operation, Result};
 
 /// Nested indexes followed at most.
 const MAX_DEPTH: usize = 16;
@@ -28,7 +28,7 @@ pub struct PushOptions {
     /// Another repository of the same registry to mount blobs from (`?mount=&from=`); a
     /// registry that cannot mount starts an ordinary upload instead.
     pub mount_from: Option<String>,
-    /// Where [`Operation::Copy`] events go.
+    /// Where [`progress::Operation::Copy`] events go.
     pub progress: Progress,
 }
 
@@ -135,11 +135,15 @@ pub(super) async fn push(
             Some(tag) if digest == root_digest => tag.to_string(),
             _ => digest.to_string(),
         };
-        let document = ocikit_layout::document::parse(&descriptor, bytes.clone()).map_err(|e| Error::Layout {
-            registry: client.registry().to_string(),
-            repository: repository.to_string(),
-            what: format!("manifest {digest}"),
-            source: Box::new(e),
+        let document = ocikit_layout::document::parse(&descriptor, bytes.clone()).map_err(|e| {
+            Error::Layout {
+                registry: client.registry().to_string(),
+                repository: repository.to_string(),
+                operation: Box::new(Operation::ReadManifest {
+                    digest: digest.clone(),
+                }),
+                source: Box::new(e),
+            }
         })?;
         let acknowledged = put_manifest(client, repository, &reference, &descriptor, bytes).await?;
         if let Some(subject) = document.subject()
@@ -160,7 +164,7 @@ fn digest_of(client: &Client, repository: &str, d: &Descriptor) -> Result<Digest
     descriptor::digest_of(d).map_err(|e| Error::InvalidResponse {
         registry: client.registry().to_string(),
         repository: repository.to_string(),
-        what: "read a descriptor of the layout".into(),
+        operation: Box::new(Operation::ReadLayoutDescriptor),
         reason: e.to_string(),
     })
 }
@@ -186,7 +190,9 @@ fn walk<'a>(
         let layout_error = |e: ocikit_layout::Error| Error::Layout {
             registry: client.registry().to_string(),
             repository: repository.to_string(),
-            what: format!("manifest {digest}"),
+            operation: Box::new(Operation::ReadManifest {
+                digest: digest.clone(),
+            }),
             source: Box::new(e),
         };
         if depth > MAX_DEPTH {
@@ -244,14 +250,14 @@ async fn push_blob(
     let progress = &options.progress;
     if client.blob_exists(repository, &digest).await? {
         progress.emit(Event::Skipped {
-            operation: Operation::Copy,
+            operation: progress::Operation::Copy,
             digest,
             size,
         });
         return Ok(Pushed::Present);
     }
     progress.emit(Event::Started {
-        operation: Operation::Copy,
+        operation: progress::Operation::Copy,
         digest: digest.clone(),
         size,
     });
@@ -259,7 +265,7 @@ async fn push_blob(
         match start_upload(client, repository, &digest, options.mount_from.as_deref()).await? {
             Started::Mounted => {
                 progress.emit(Event::Done {
-                    operation: Operation::Copy,
+                    operation: progress::Operation::Copy,
                     digest,
                     bytes: size,
                 });
@@ -269,7 +275,7 @@ async fn push_blob(
         };
     upload_into(client, layout, repository, &digest, size, session, progress).await?;
     progress.emit(Event::Done {
-        operation: Operation::Copy,
+        operation: progress::Operation::Copy,
         digest,
         bytes: size,
     });
@@ -300,7 +306,9 @@ pub(super) async fn start_upload(
     digest: &Digest,
     from: Option<&str>,
 ) -> Result<Started> {
-    let what = format!("upload blob {digest}");
+    let operation = Operation::PushBlob {
+        digest: digest.clone(),
+    };
     let mut start = client.url(repository, "blobs/uploads/")?;
     let mut scopes = vec![format!("repository:{repository}:pull,push")];
     if let Some(from) = from.filter(|f| *f != repository) {
@@ -310,7 +318,7 @@ pub(super) async fn start_upload(
             .append_pair("from", from);
         scopes.push(format!("repository:{from}:pull"));
     }
-    let mut req = Request::new(Method::POST, start, repository, what).push_scope();
+    let mut req = Request::new(Method::POST, start, repository, operation).push_scope();
     req.scopes = scopes;
     req = req.header(header::CONTENT_LENGTH, "0");
     let response = client
@@ -344,7 +352,9 @@ pub(super) async fn upload_into(
     session: Session,
     progress: &Progress,
 ) -> Result<()> {
-    let what = format!("upload blob {digest}");
+    let operation = Operation::PushBlob {
+        digest: digest.clone(),
+    };
     let Session {
         mut location,
         min_chunk,
@@ -360,7 +370,11 @@ pub(super) async fn upload_into(
                 Method::PATCH,
                 location.clone(),
                 repository,
-                format!("{what} (bytes {offset}-{})", end - 1),
+                Operation::PushChunk {
+                    digest: digest.clone(),
+                    first: offset,
+                    last: end - 1,
+                },
             )
             .push_scope()
             .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -393,7 +407,7 @@ pub(super) async fn upload_into(
                     return Err(failure);
                 }
                 resumes += 1;
-                let Ok((at, next)) = upload_status(client, repository, &location, &what).await
+                let Ok((at, next)) = upload_status(client, repository, &location, digest).await
                 else {
                     return Err(failure);
                 };
@@ -405,25 +419,35 @@ pub(super) async fn upload_into(
                 continue;
             }
             progress.emit(Event::Progress {
-                operation: Operation::Copy,
+                operation: progress::Operation::Copy,
                 digest: digest.clone(),
                 bytes: offset,
             });
         }
-        let req = Request::new(Method::PUT, with_digest(location, digest), repository, what)
-            .push_scope()
-            .header(header::CONTENT_LENGTH, "0")
-            .header(header::CONTENT_TYPE, "application/octet-stream");
+        let req = Request::new(
+            Method::PUT,
+            with_digest(location, digest),
+            repository,
+            operation.clone(),
+        )
+        .push_scope()
+        .header(header::CONTENT_LENGTH, "0")
+        .header(header::CONTENT_TYPE, "application/octet-stream");
         client.expect(&req, &[StatusCode::CREATED]).await?;
     } else {
-        let req = Request::new(Method::PUT, with_digest(location, digest), repository, what)
-            .push_scope()
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .body(Body::Blob {
-                layout: layout.clone(),
-                digest: digest.clone(),
-                range: 0..size,
-            });
+        let req = Request::new(
+            Method::PUT,
+            with_digest(location, digest),
+            repository,
+            operation.clone(),
+        )
+        .push_scope()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::Blob {
+            layout: layout.clone(),
+            digest: digest.clone(),
+            range: 0..size,
+        });
         client.expect(&req, &[StatusCode::CREATED]).await?;
     }
     Ok(())
@@ -436,13 +460,15 @@ async fn upload_status(
     client: &Client,
     repository: &str,
     location: &Url,
-    what: &str,
+    digest: &Digest,
 ) -> Result<(Url, u64)> {
     let req = Request::new(
         Method::GET,
         location.clone(),
         repository,
-        format!("{what} (status)"),
+        Operation::UploadStatus {
+            digest: digest.clone(),
+        },
     )
     .push_scope();
     let response = client.expect(&req, &[StatusCode::NO_CONTENT]).await?;
@@ -482,7 +508,9 @@ pub(super) async fn put_manifest(
         Method::PUT,
         client.url(repository, &format!("manifests/{reference}"))?,
         repository,
-        format!("PUT manifest {reference}"),
+        Operation::PushManifest {
+            reference: reference.to_string(),
+        },
     )
     .push_scope()
     .header(header::CONTENT_TYPE, descriptor.media_type().as_ref())

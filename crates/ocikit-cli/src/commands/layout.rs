@@ -1,11 +1,8 @@
 //! `init`, `ls`, `tag`, `untag`: the layout and its tags.
 
-use std::collections::BTreeSet;
-
 use anyhow::{Context, Result, bail};
-use ocikit::digest::oci_spec::image::Descriptor;
-use ocikit::digest::platform;
-use ocikit::layout::{Document, Layout};
+use ocikit::layout::Layout;
+use ocikit::layout::copy::footprint;
 use ocikit::store::FsStore;
 use serde::Serialize;
 
@@ -60,19 +57,18 @@ pub(crate) async fn ls(location: &Location, out: &Output) -> Result<()> {
         .await
         .with_context(|| format!("cannot list the images of {}", path.display()))?;
     for (tag, descriptor) in entries {
-        let (size, platforms) =
-            footprint(&layout, &descriptor)
-                .await
-                .with_context(|| match &tag {
-                    Some(tag) => format!("cannot read the image tagged {tag:?}"),
-                    None => format!("cannot read the untagged image {}", descriptor.digest()),
-                })?;
+        let footprint = footprint(&layout, &descriptor)
+            .await
+            .with_context(|| match &tag {
+                Some(tag) => format!("cannot read the image tagged {tag:?}"),
+                None => format!("cannot read the untagged image {}", descriptor.digest()),
+            })?;
         rows.push(Row {
             tag,
             digest: descriptor.digest().to_string(),
             media_type: descriptor.media_type().to_string(),
-            size,
-            platforms,
+            size: footprint.bytes,
+            platforms: footprint.platforms,
         });
     }
     #[derive(Serialize)]
@@ -111,64 +107,6 @@ pub(crate) async fn ls(location: &Location, out: &Output) -> Result<()> {
 
 /// The TAG column of an untagged image, as docker and podman show one.
 const UNTAGGED: &str = "<none>";
-
-/// The bytes an image holds (manifests, configs, layers; each blob once) and its platforms.
-async fn footprint(layout: &Layout, root: &Descriptor) -> Result<(u64, Vec<String>)> {
-    let mut seen = BTreeSet::new();
-    let mut size = 0;
-    let mut platforms = Vec::new();
-    let mut stack = vec![(root.clone(), 0usize)];
-    while let Some((descriptor, depth)) = stack.pop() {
-        if !seen.insert(descriptor.digest().to_string()) {
-            continue;
-        }
-        size += descriptor.size();
-        if depth > 8 {
-            bail!("indexes nested more than 8 deep");
-        }
-        match layout.read_document(&descriptor).await? {
-            Document::Manifest { manifest, .. } => {
-                let config = manifest.config();
-                let text = match descriptor.platform() {
-                    Some(p) => Some(platform::format(p)),
-                    None => config_platform(layout, config).await?,
-                };
-                platforms.extend(text);
-                for blob in std::iter::once(config).chain(manifest.layers()) {
-                    if seen.insert(blob.digest().to_string()) {
-                        size += blob.size();
-                    }
-                }
-            }
-            Document::Index { index, .. } => {
-                for child in index.manifests().iter().rev() {
-                    stack.push((child.clone(), depth + 1));
-                }
-            }
-            _ => {}
-        }
-    }
-    platforms.sort();
-    platforms.dedup();
-    Ok((size, platforms))
-}
-
-/// `os/arch[/variant]` from an image config (read verified and parsed strictly, so that a
-/// config with duplicate keys is an error, not whichever value came last); `None` for the
-/// config of an artifact.
-async fn config_platform(layout: &Layout, config: &Descriptor) -> Result<Option<String>> {
-    let Some(image) = layout
-        .read_image_config(config)
-        .await
-        .with_context(|| format!("cannot read the config {}", config.digest()))?
-    else {
-        return Ok(None);
-    };
-    let p = image.platform();
-    let (os, arch) = (p.os().to_string(), p.architecture().to_string());
-    let short = platform::build(&os, &arch, p.variant().as_deref());
-    Ok(Some(platform::format(&short)))
-}
 
 /// `tag IMAGE NEW`: NEW is a bare tag or `oci:PATH:TAG` naming the image's own layout.
 pub(crate) async fn tag(location: &Location, new_tag: &str, out: &Output) -> Result<()> {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ocikit::codec::Limits;
-use ocikit::codec::apply::{EntryKind, list_entries};
+use ocikit::codec::apply::{EntryKind, NameClass, classify_name, list_entries};
 use ocikit::codec::build::{BuildOptions, build_changeset};
 use ocikit::digest::oci_spec::image::Descriptor;
 use ocikit::layout::{ImageBuilder, LayerSpec, Layout, PlatformQuery, UnpackOptions};
@@ -89,25 +89,36 @@ fn describe(tar: &Path, lower: &Path) -> Result<Vec<Change>> {
     let (entries, _) = list_entries(std::io::BufReader::new(file), Limits::default())?;
     let mut out = BTreeMap::new();
     for entry in entries {
-        let name = String::from_utf8_lossy(&entry.path)
-            .trim_end_matches('/')
-            .to_string();
-        let (dir, base) = match name.rsplit_once('/') {
-            Some((d, b)) => (format!("{d}/"), b.to_string()),
-            None => (String::new(), name.clone()),
-        };
-        if base == ".wh..wh..opq" {
-            out.insert(dir.clone(), "emptied");
-        } else if let Some(target) = base.strip_prefix(".wh.") {
-            out.insert(format!("{dir}{target}"), "deleted");
-        } else {
-            let existed = std::fs::symlink_metadata(lower.join(&name)).is_ok();
-            // Directories are carried because something below them changed: only new
-            // ones are changes of their own.
-            if entry.kind == EntryKind::Directory && existed {
-                continue;
+        let path = entry.path.strip_suffix(b"/").unwrap_or(&entry.path);
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        // A directory path as the listing shows it: with a trailing `/`, the root empty.
+        let dir_text = |dir: &[u8]| {
+            if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", text(dir))
             }
-            out.insert(name, if existed { "modified" } else { "added" });
+        };
+        match classify_name(path) {
+            Ok(NameClass::Opaque { dir }) => {
+                out.insert(dir_text(dir), "emptied");
+            }
+            Ok(NameClass::Whiteout { dir, target }) => {
+                out.insert(format!("{}{}", dir_text(dir), text(target)), "deleted");
+            }
+            Ok(NameClass::Normal) => {
+                let name = text(path);
+                let existed = std::fs::symlink_metadata(lower.join(&name)).is_ok();
+                // Directories are carried because something below them changed: only new
+                // ones are changes of their own.
+                if entry.kind == EntryKind::Directory && existed {
+                    continue;
+                }
+                out.insert(name, if existed { "modified" } else { "added" });
+            }
+            // Our own changeset writes neither AUFS metadata nor bad whiteouts.
+            Ok(_) => {}
+            Err(e) => bail!("the changeset holds an invalid entry {:?}: {e}", text(path)),
         }
     }
     Ok(out

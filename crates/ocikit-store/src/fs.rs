@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Every write stages in a temp file inside the store, is fsynced, renamed into place, and
-//! the directory fsynced, so a crash at any point leaves either the old state or the new one.
+//! the directory fsynced, so a crash at any point leaves either the old state or the new one
+//! (the unit tests in `fs/durability_tests.rs` check those calls and their order).
 //! Blobs and documents are opened without following symlinks and must be regular files.
 //! Document updates hold an exclusive `flock` on their lock file, so compare-and-swap is safe
 //! across processes, not only threads.
@@ -168,11 +169,64 @@ fn open_regular(path: &Path) -> Result<Option<(File, u64)>> {
     Ok(Some((file, meta.len())))
 }
 
+/// Records a durability step (an fsync, a rename into place, an unlink) for the unit tests in
+/// `fs/durability_tests.rs`, which check their order; nothing outside `cfg(test)`.
+macro_rules! trace {
+    ($step:expr) => {
+        #[cfg(test)]
+        durability_tests::record($step);
+    };
+}
+
+#[cfg(test)]
+mod durability_tests;
+
 /// fsyncs a directory, making renames and unlinks in it durable.
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
+        .map_err(|e| Error::io("fsync directory", dir, e))?;
+    trace!(durability_tests::Step::SyncDir(dir.to_path_buf()));
+    Ok(())
+}
+
+/// fdatasyncs a file about to be renamed into place, so its bytes are on disk before its
+/// name is.
+fn sync_file(file: &File, path: &Path) -> Result<()> {
+    file.sync_data().map_err(|e| Error::io("fsync", path, e))?;
+    trace!(durability_tests::Step::SyncFile(path.to_path_buf()));
+    Ok(())
+}
+
+/// Renames a staged file into place, replacing whatever has the name.
+fn persist(temp: NamedTempFile, target: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    let from = temp.path().to_path_buf();
+    temp.persist(target).map_err(|e| e.error)?;
+    trace!(durability_tests::Step::Rename {
+        from,
+        to: target.to_path_buf()
+    });
+    Ok(())
+}
+
+/// Renames a staged file into place unless the name exists (`AlreadyExists`).
+fn persist_noclobber(temp: NamedTempFile, target: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    let from = temp.path().to_path_buf();
+    temp.persist_noclobber(target).map_err(|e| e.error)?;
+    trace!(durability_tests::Step::Rename {
+        from,
+        to: target.to_path_buf()
+    });
+    Ok(())
+}
+
+/// Removes a blob or document (its directory is to be fsynced after).
+fn remove(path: &Path) -> io::Result<()> {
+    std::fs::remove_file(path)?;
+    trace!(durability_tests::Step::Remove(path.to_path_buf()));
+    Ok(())
 }
 
 /// The directory that holds `path`'s entry: its parent, or `.` for a relative path of one
@@ -204,6 +258,7 @@ fn create_dir_durable(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(Error::io("create directory", dir, e)),
     }
+    trace!(durability_tests::Step::CreateDir(dir.to_path_buf()));
     if let Some(parent) = parent_dir(dir) {
         sync_dir(parent)?;
     }
@@ -603,7 +658,7 @@ impl Store for FsStore {
 
     async fn delete(&self, digest: &Digest) -> Result<bool> {
         let path = self.blob_path(digest);
-        blocking(move || match std::fs::remove_file(&path) {
+        blocking(move || match remove(&path) {
             Ok(()) => {
                 if let Some(dir) = path.parent() {
                     sync_dir(dir)?;
@@ -721,10 +776,9 @@ impl Store for FsStore {
                 create_dir_durable(&tmp)?;
                 let mut temp = temp_file(&tmp, "doc-")?;
                 temp.write_all(&bytes)
-                    .and_then(|()| temp.as_file().sync_data())
                     .map_err(|e| Error::io("write", temp.path(), e))?;
-                temp.persist(&path)
-                    .map_err(|e| Error::io("rename into place", &path, e.error))?;
+                sync_file(temp.as_file(), temp.path())?;
+                persist(temp, &path).map_err(|e| Error::io("rename into place", &path, e))?;
                 sync_dir(&parent)?;
                 Ok(version_of(&bytes))
             })();
@@ -747,7 +801,7 @@ impl Store for FsStore {
                 if current.is_none() {
                     return Ok(false);
                 }
-                std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                remove(&path).map_err(|e| Error::io("remove", &path, e))?;
                 if let Some(parent) = path.parent() {
                     sync_dir(parent)?;
                 }
@@ -1102,9 +1156,7 @@ fn touch(path: &Path) {
 }
 
 fn publish_blob(temp: NamedTempFile, target: &Path, size: u64) -> Result<()> {
-    temp.as_file()
-        .sync_data()
-        .map_err(|e| Error::io("fsync", temp.path(), e))?;
+    sync_file(temp.as_file(), temp.path())?;
     let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
     create_dir_durable(&dir)?;
     match std::fs::symlink_metadata(target) {
@@ -1119,14 +1171,13 @@ fn publish_blob(temp: NamedTempFile, target: &Path, size: u64) -> Result<()> {
         // Something else squats the name (a symlink, a truncated file): replace it with the
         // verified content. `rename` replaces the entry itself, never a symlink's target.
         Ok(_) => {
-            temp.persist(target)
-                .map_err(|e| Error::io("rename into place", target, e.error))?;
+            persist(temp, target).map_err(|e| Error::io("rename into place", target, e))?;
         }
-        Err(_) => match temp.persist_noclobber(target) {
-            Ok(_) => {}
+        Err(_) => match persist_noclobber(temp, target) {
+            Ok(()) => {}
             // Another writer published the same digest first.
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-            Err(e) => return Err(Error::io("rename into place", target, e.error)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(Error::io("rename into place", target, e)),
         },
     }
     sync_dir(&dir)
@@ -1240,7 +1291,7 @@ fn link_blob_sync(
             });
         }
     }
-    file.sync_data().map_err(|e| Error::io("fsync", path, e))?;
+    sync_file(&file, path)?;
     let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
     create_dir_durable(&dir)?;
     // `link` never replaces an existing name, so a blob published meanwhile stays; anything
@@ -1257,6 +1308,10 @@ fn link_blob_sync(
         }
         Err(e) => return Err(Error::io("link into place", target, e)),
     }
+    trace!(durability_tests::Step::Rename {
+        from: path.to_path_buf(),
+        to: target.to_path_buf()
+    });
     sync_dir(&dir)?;
     // Dropping `staged` removes the staging name; the blob keeps its inode.
     Ok(how)

@@ -1,6 +1,7 @@
 //! Crash safety and cross-process compare-and-swap of the filesystem store, with real
 //! processes: writers are SIGKILLed at random points, and many processes update one document
-//! at once.
+//! at once. A killed process shows atomicity only: its page cache survives, so these trials
+//! would pass without any fsync; `ocikit-store`'s `fs/durability_tests.rs` checks the fsyncs.
 
 use std::io::Read;
 use std::process::{Command, Stdio};

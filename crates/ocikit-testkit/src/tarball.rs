@@ -133,9 +133,8 @@ impl Entry {
     }
 
     /// With a PAX record `key=value`.
-    pub fn pax(mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Entry {
-        self.pax
-            .push((key.as_ref().to_vec(), value.as_ref().to_vec()));
+    pub fn pax(mut self, key: &str, value: &[u8]) -> Entry {
+        self.pax.push((key.as_bytes().to_vec(), value.to_vec()));
         self
     }
 
@@ -146,8 +145,8 @@ impl Entry {
     }
 
     /// With `bytes` written over the header at `offset`.
-    pub fn patch(mut self, offset: usize, bytes: impl AsRef<[u8]>) -> Entry {
-        self.patches.push((offset, bytes.as_ref().to_vec()));
+    pub fn patch(mut self, offset: usize, bytes: &[u8]) -> Entry {
+        self.patches.push((offset, bytes.to_vec()));
         self
     }
 
@@ -194,11 +193,13 @@ fn octal(field: &mut [u8], value: u64) {
         field[..digits].copy_from_slice(text.as_bytes());
         field[digits] = 0;
     } else {
+        // Base-256: the marker bit in the first byte, the value big-endian in the rest.
         field.fill(0);
-        field[0] = 0x80;
         let bytes = value.to_be_bytes();
-        let n = field.len();
-        field[n - 8..].copy_from_slice(&bytes);
+        let n = field.len().min(9) - 1;
+        let end = field.len();
+        field[end - n..].copy_from_slice(&bytes[8 - n..]);
+        field[0] |= 0x80;
     }
 }
 
@@ -310,6 +311,10 @@ mod tests {
         assert_eq!(&lying[124..136], b"10000000000\0");
         let huge = Entry::file("x", b"").claimed_size(1 << 36).header();
         assert_eq!(huge[124], 0x80);
+        assert_eq!(&huge[131..136], &[0x10, 0, 0, 0, 0]);
+        // An 8-byte field keeps its marker: 7 bytes of value.
+        let owner = Entry::file("x", b"").owner(3_000_000_000, 0).header();
+        assert_eq!(&owner[108..116], &[0x80, 0, 0, 0, 0xb2, 0xd0, 0x5e, 0x00]);
         let long = "d/".repeat(80) + "f";
         let tar = archive(&[Entry::file(&long, b"")]);
         assert_eq!(tar[156], b'x', "a PAX header carries the long name");

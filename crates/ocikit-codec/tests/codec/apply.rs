@@ -1,8 +1,8 @@
 //! Applying layers (`apply::apply_layer`): the image spec's changeset semantics (SPEC A.9) and
 //! every hostile input of SPEC C.1-C.4, containerd's `TestBreakouts` cases ported by name.
 //!
-//! Each hostile case builds its tar with the `tar` crate's header type (raw bytes where the
-//! crate refuses something hostile), applies it into `<tmp>/root` with canaries beside it in
+//! Each hostile case builds its tar with `ocikit_testkit::tarball` (headers written by hand,
+//! hostile fields and raw byte patches included), applies it into `<tmp>/root` with canaries beside it in
 //! `<tmp>/outside` (a mode 0400 file, a directory, a FIFO, a hardlink, a symlink), and checks
 //! that nothing outside the root changed (bytes, mode, owner, link count, mtime, existence,
 //! and the listing of `<tmp>` itself) as well as what the spec says the root must hold.
@@ -19,78 +19,37 @@ use ocikit_codec::apply::{
 };
 use ocikit_codec::{Error, InvalidEntry, Limit, Limits};
 use ocikit_digest::Digest;
+use ocikit_testkit::tarball::{Entry, archive as tar_of, body as tar_body, pax_record};
 
 // ---------------------------------------------------------------------------------------------
 // Building tars
 // ---------------------------------------------------------------------------------------------
 
-/// One tar entry, rendered by [`tar_of`].
-#[derive(Clone, Debug)]
-struct Ent {
-    name: Vec<u8>,
-    typeflag: u8,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    mtime: u64,
-    data: Vec<u8>,
-    link: Vec<u8>,
-    dev: (u32, u32),
-    /// PAX records written in an `x` header before this entry.
-    pax: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Header size field, when it must differ from the data length.
-    size: Option<u64>,
-    /// Raw edits of the header bytes, before the checksum.
-    patches: Vec<(usize, Vec<u8>)>,
-    /// Leave the checksum wrong.
-    bad_checksum: bool,
-}
+/// One tar entry (`ocikit_testkit::tarball`: hand-written headers, independent of ocikit's
+/// tar code), rendered by [`tar_of`].
+type Ent = Entry;
+
+/// The mtime of every entry unless a test says otherwise.
+const MTIME: u64 = 1_600_000_000;
 
 fn ent(name: &str, typeflag: u8) -> Ent {
-    Ent {
-        name: name.as_bytes().to_vec(),
-        typeflag,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtime: 1_600_000_000,
-        data: Vec::new(),
-        link: Vec::new(),
-        dev: (0, 0),
-        pax: Vec::new(),
-        size: None,
-        patches: Vec::new(),
-        bad_checksum: false,
-    }
+    Entry::raw(name, typeflag).mtime(MTIME)
 }
 
 fn file(name: &str, data: &[u8]) -> Ent {
-    Ent {
-        data: data.to_vec(),
-        ..ent(name, b'0')
-    }
+    Entry::file(name, data).mtime(MTIME)
 }
 
 fn dir(name: &str) -> Ent {
-    Ent {
-        mode: 0o755,
-        ..ent(name, b'5')
-    }
+    Entry::dir(name).mtime(MTIME)
 }
 
 fn symlink(name: &str, target: &str) -> Ent {
-    Ent {
-        link: target.as_bytes().to_vec(),
-        mode: 0o777,
-        ..ent(name, b'2')
-    }
+    Entry::symlink(name, target).mtime(MTIME)
 }
 
 fn hardlink(name: &str, target: &str) -> Ent {
-    Ent {
-        link: target.as_bytes().to_vec(),
-        ..ent(name, b'1')
-    }
+    Entry::hardlink(name, target).mtime(MTIME)
 }
 
 fn whiteout(name: &str) -> Ent {
@@ -105,127 +64,13 @@ fn device(name: &str, typeflag: u8, major: u32, minor: u32) -> Ent {
     }
 }
 
-impl Ent {
-    fn mode(mut self, mode: u32) -> Ent {
-        self.mode = mode;
-        self
-    }
-    fn owner(mut self, uid: u64, gid: u64) -> Ent {
-        self.uid = uid;
-        self.gid = gid;
-        self
-    }
-    fn mtime(mut self, mtime: u64) -> Ent {
-        self.mtime = mtime;
-        self
-    }
-    fn pax(mut self, key: &str, value: &[u8]) -> Ent {
-        self.pax.push((key.as_bytes().to_vec(), value.to_vec()));
-        self
-    }
-    fn patch(mut self, offset: usize, bytes: &[u8]) -> Ent {
-        self.patches.push((offset, bytes.to_vec()));
-        self
-    }
-    fn size(mut self, size: u64) -> Ent {
-        self.size = Some(size);
-        self
-    }
-}
-
-fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
-    let body = key.len() + value.len() + 3; // " ", "=", "\n"
-    let mut len = body + 1;
-    while len != body + len.to_string().len() {
-        len = body + len.to_string().len();
-    }
-    let mut out = format!("{len} ").into_bytes();
-    out.extend_from_slice(key);
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
-    out
-}
-
 fn header_block(e: &Ent) -> [u8; 512] {
-    let mut h = tar::Header::new_ustar();
-    h.set_mode(e.mode);
-    h.set_uid(e.uid);
-    h.set_gid(e.gid);
-    h.set_mtime(e.mtime);
-    h.set_size(e.size.unwrap_or(e.data.len() as u64));
-    h.set_entry_type(tar::EntryType::new(e.typeflag));
-    h.set_device_major(e.dev.0).unwrap();
-    h.set_device_minor(e.dev.1).unwrap();
-    {
-        let u = h.as_ustar_mut().unwrap();
-        let n = e.name.len().min(100);
-        u.name[..n].copy_from_slice(&e.name[..n]);
-        let l = e.link.len().min(100);
-        u.linkname[..l].copy_from_slice(&e.link[..l]);
-    }
-    for (offset, bytes) in &e.patches {
-        h.as_mut_bytes()[*offset..*offset + bytes.len()].copy_from_slice(bytes);
-    }
-    h.set_cksum();
-    if e.bad_checksum {
-        h.as_mut_bytes()[148] ^= 1;
-    }
-    *h.as_bytes()
-}
-
-fn pad(out: &mut Vec<u8>) {
-    let rem = out.len() % 512;
-    if rem != 0 {
-        out.resize(out.len() + 512 - rem, 0);
-    }
-}
-
-/// Entries as tar bytes, without the end-of-archive marker.
-fn tar_body(entries: &[Ent]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in entries {
-        let mut records = Vec::new();
-        if e.name.len() > 100 {
-            records.extend(pax_record(b"path", &e.name));
-        }
-        if e.link.len() > 100 {
-            records.extend(pax_record(b"linkpath", &e.link));
-        }
-        for (k, v) in &e.pax {
-            records.extend(pax_record(k, v));
-        }
-        if !records.is_empty() {
-            let x = Ent {
-                data: records,
-                ..ent("PaxHeaders/x", b'x')
-            };
-            out.extend_from_slice(&header_block(&x));
-            out.extend_from_slice(&x.data);
-            pad(&mut out);
-        }
-        out.extend_from_slice(&header_block(e));
-        out.extend_from_slice(&e.data);
-        pad(&mut out);
-    }
-    out
-}
-
-/// Entries as a complete tar.
-fn tar_of(entries: &[Ent]) -> Vec<u8> {
-    let mut out = tar_body(entries);
-    out.extend_from_slice(&[0u8; 1024]);
-    out
+    e.header()
 }
 
 /// A GNU long-name (`L`) or long-link (`K`) record.
 fn gnu_long(typeflag: u8, value: &[u8]) -> Ent {
-    let mut data = value.to_vec();
-    data.push(0);
-    Ent {
-        data,
-        ..ent("././@LongLink", typeflag)
-    }
+    Entry::gnu_long(typeflag, value).mtime(MTIME)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1950,7 +1795,7 @@ fn c_t02_malformed_pax_records_are_refused() {
     let sb = Sandbox::new();
     let smuggled = tar_body(&[file("inner", b"smuggled")]);
     let outer = file("outer", &smuggled)
-        .size(0)
+        .claimed_size(0)
         .pax("size", smuggled.len().to_string().as_bytes());
     sb.apply(&[outer, file("after", b"ok")], &strict()).unwrap();
     assert_eq!(sb.names(), ["after", "outer"]);
@@ -1973,7 +1818,7 @@ fn c_t03_metadata_is_capped_before_it_is_read() {
     };
     // A 1 GiB PAX header with no body: refused from its header alone.
     let sb = Sandbox::new();
-    let header = header_block(&raw_pax(b"").size(1 << 30));
+    let header = header_block(&raw_pax(b"").claimed_size(1 << 30));
     over(sb.apply_bytes(&header, &strict()));
     // A 2 MiB PAX record and a 2 MiB GNU long name.
     let sb = Sandbox::new();
@@ -2222,7 +2067,7 @@ fn c_t_parser_differentials_are_refused_in_strict_mode() {
     malformed(Sandbox::new().apply_bytes(&bytes, &strict()));
     // A header-only entry with a size: Go reads no data, others skip it.
     let smuggled = tar_body(&[file("smuggled", b"s")]);
-    let d = dir("d").size(smuggled.len() as u64);
+    let d = dir("d").claimed_size(smuggled.len() as u64);
     let mut bytes = tar_body(&[d]);
     bytes.extend_from_slice(&smuggled);
     bytes.extend_from_slice(&[0u8; 1024]);
@@ -2611,11 +2456,7 @@ fn the_root_must_exist_and_may_be_named_through_a_symlink() {
 /// independent extractor).
 #[test]
 fn agrees_with_gnu_tar() {
-    if std::process::Command::new("tar")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if ocikit_testkit::require_tool("tar").is_none() {
         return;
     }
     let tmp = scratch();

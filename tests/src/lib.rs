@@ -5,8 +5,6 @@
 //! assert!(root.join("Cargo.toml").is_file());
 //! ```
 
-#![allow(clippy::print_stderr)] // test helpers say why a test skips
-
 use std::path::{Path, PathBuf};
 
 // The library users' guide: its examples are this crate's doc tests, run against a registry
@@ -22,28 +20,8 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
-/// Whether tests run under CI, where a missing external tool is a failure, not a skip.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Finds an external tool on the PATH. Under CI a missing tool fails the test; elsewhere the
-/// caller gets `None` and may skip, saying so.
-pub fn require_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    });
-    match found {
-        Some(path) => Some(path),
-        None if in_ci() => panic!("required tool `{name}` is not installed (CI=true)"),
-        None => {
-            eprintln!("skipping: `{name}` is not installed");
-            None
-        }
-    }
-}
+// CI detection and tools on PATH have one home, shared with every crate's tests.
+pub use ocikit_testkit::{in_ci, require_tool};
 
 /// Every file in `fuzz/seeds/<target>` and `fuzz/artifacts/<target>`, sorted, with contents.
 pub fn fuzz_inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {

@@ -25,21 +25,15 @@ fn sealed(body: &str) -> Bytes {
     Bytes::from(format!("{body}sum={}\n", Digest::sha256(body.as_bytes())))
 }
 
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-async fn write_loop(root: &str, mut seed: u64) -> ocikit_store::Result<()> {
+async fn write_loop(root: &str, seed: u64) -> ocikit_store::Result<()> {
+    let mut rng = ocikit_testkit::prng::Prng::new(seed);
     let store = FsStore::open(root).await?;
     let key = DocumentKey::new("journal")?;
     let chunk: Vec<u8> = (0..65_536u32).map(|i| (i * 7) as u8).collect();
     let mut stdout = std::io::stdout();
     for n in 0u64.. {
-        let size = (xorshift(&mut seed) % (512 << 10)) as usize;
-        let salt = xorshift(&mut seed).to_le_bytes();
+        let size = rng.below(512 << 10) as usize;
+        let salt = rng.next_u64().to_le_bytes();
         let mut writer = store.writer().await?;
         writer
             .write_all(&salt)
@@ -154,7 +148,7 @@ fn main() -> std::process::ExitCode {
             ["stream-s3", endpoint, bucket, mib] => {
                 let config = ocikit_store::s3::S3Config::new(bucket)
                     .with_endpoint(endpoint)
-                    .with_credentials("testing", "testing")
+                    .with_credentials(ocikit_testkit::moto::ACCESS_KEY, ocikit_testkit::moto::SECRET_KEY)
                     .with_allow_http(true)
                     .with_prefix("stream");
                 match ocikit_store::S3Store::new(config) {

@@ -94,13 +94,8 @@ async fn check_store(
 #[test]
 fn sigkilled_writers_leave_a_valid_store() {
     let rt = runtime();
-    let mut rng = 0x1234_5678_9abc_def1_u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = ocikit_testkit::prng::Prng::new(0x1234_5678_9abc_def1);
+    let mut next = move || rng.next_u64();
     let mut dir = tempfile::tempdir().unwrap();
     let mut committed = Vec::new();
     let mut acknowledged: Option<u64> = None;
@@ -263,7 +258,7 @@ fn streaming_memory_does_not_grow_with_blob_size() {
 /// reader. On moto (started on 127.0.0.1 by the test; required under CI=true).
 #[test]
 fn s3_streaming_memory_does_not_grow_with_blob_size() {
-    let Some(server) = ocikit_store::conformance::moto::shared() else {
+    let Some(server) = ocikit_testkit::moto::shared() else {
         return;
     };
     let peak = |mib: u64| {

@@ -10,9 +10,9 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use super::tar::{CopyError, Header, Kind, TarReader};
 use super::whiteout::{Class, classify};
 use super::{Applier, ApplyMode, DeferredDir, DevicePolicy, fs, normalize, rel, split_parent};
+use crate::tar::{CopyError, Header, Kind, TarReader};
 use crate::{Error, InvalidEntry, Result};
 
 impl Applier<'_> {

@@ -6,8 +6,8 @@ use rustix::fs::{Timespec, Timestamps, XattrFlags, fsetxattr};
 use rustix::io::Errno;
 
 use super::Applier;
-use super::tar::Header;
 use crate::Result;
+use crate::tar::Header;
 
 /// The umask, from `/proc/self/status` (Linux 4.7); `None` when it cannot be read.
 pub(super) fn read_umask() -> Option<u32> {

@@ -10,7 +10,7 @@ use rustix::fs::{
 };
 
 use super::fs::Removed;
-use super::tar::{Header, Kind};
+use crate::tar::{Header, Kind};
 use crate::{InvalidEntry, Result};
 
 use super::{Applier, ApplyMode, fs, join, split_parent};

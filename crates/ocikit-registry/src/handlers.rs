@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
+use bytes::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use ocikit_digest::reference::{validate_name, validate_tag};
-use ocikit_digest::{Algorithm, Digest, json, media_type};
+use ocikit_digest::document::Document;
+use ocikit_digest::{Algorithm, Digest, descriptor, media_type};
 use ocikit_store::StoreExt;
 use serde_json::Value;
 
@@ -960,71 +962,30 @@ struct Parsed {
     annotations: Option<BTreeMap<String, String>>,
 }
 
-fn parse_manifest(bytes: &[u8], media_type: &str, limit: usize) -> Result<Parsed, Failure> {
-    let value = json::parse_strict_with_limit(bytes, limit)
-        .map_err(|e| manifest_invalid(format!("manifest is not valid I-JSON: {e}")))?;
-    let Some(object) = value.as_object() else {
-        return Err(manifest_invalid("manifest is not a JSON object"));
-    };
-    if object.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
-        return Err(manifest_invalid("schemaVersion must be 2"));
-    }
-    let is_index = media_type::is_index_like(media_type);
-    if is_index && (object.contains_key("config") || object.contains_key("layers")) {
-        return Err(manifest_invalid(
-            "an index must not carry `config` or `layers`",
-        ));
-    }
-    if !is_index && object.contains_key("manifests") {
-        return Err(manifest_invalid("a manifest must not carry `manifests`"));
-    }
-    let subject = match object.get("subject") {
-        None => None,
-        Some(subject) => {
-            let digest = subject
-                .get("digest")
-                .and_then(Value::as_str)
-                .and_then(|d| Digest::parse(d).ok())
-                .ok_or_else(|| manifest_invalid("`subject` is not a descriptor with a digest"))?;
-            Some(digest)
-        }
-    };
-    let string = |v: Option<&Value>, what: &str| -> Result<Option<String>, Failure> {
-        match v {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(manifest_invalid(format!("`{what}` must be a string"))),
-        }
-    };
-    let mut artifact_type = string(object.get("artifactType"), "artifactType")?;
-    if artifact_type.as_deref().is_none_or(str::is_empty) && !is_index {
-        artifact_type = string(
-            object.get("config").and_then(|c| c.get("mediaType")),
-            "config.mediaType",
-        )?;
-    }
-    let annotations = match object.get("annotations") {
-        None => None,
-        Some(Value::Object(map)) => Some(
-            map.iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) => Ok((k.clone(), s.clone())),
-                    _ => Err(manifest_invalid("annotation values must be strings")),
-                })
-                .collect::<Result<BTreeMap<_, _>, _>>()?,
-        ),
-        Some(_) => return Err(manifest_invalid("`annotations` must be an object")),
-    };
-    if let Some(Value::String(declared)) = object.get("mediaType")
-        && declared != media_type
-    {
+/// Parses a pushed manifest or index with the one strict parser
+/// ([`ocikit_digest::document`]: the rules every layout and client read by), and takes what
+/// the referrers API needs from it.
+fn parse_manifest(bytes: Bytes, media_type: &str, limit: usize) -> Result<Parsed, Failure> {
+    let document = Document::parse_with_limit(media_type, bytes, limit as u64).map_err(|e| {
+        let cause = std::error::Error::source(&e).map_or_else(String::new, |c| format!(": {c}"));
+        manifest_invalid(format!("{e}{cause}"))
+    })?;
+    if matches!(document, Document::Opaque) {
         return Err(manifest_invalid(format!(
-            "Content-Type `{media_type}` does not match the manifest's mediaType `{declared}`"
+            "`{media_type}` is not a manifest or index media type"
         )));
     }
+    let subject = document
+        .subject()
+        .map(descriptor::digest_of)
+        .transpose()
+        .map_err(|e| manifest_invalid(format!("invalid subject: {e}")))?;
+    let annotations = document
+        .annotations()
+        .map(|map| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
     Ok(Parsed {
         subject,
-        artifact_type: artifact_type.filter(|t| !t.is_empty()),
+        artifact_type: document.artifact_type().filter(|t| !t.is_empty()),
         annotations,
     })
 }
@@ -1098,13 +1059,15 @@ async fn put_manifest(
             "manifest exceeds the limit of {limit} bytes"
         )));
     }
-    let bytes = read_limited(
-        body,
-        limit,
-        registry.config().body_idle_timeout,
-        content_length(headers),
-    )
-    .await?;
+    let bytes = Bytes::from(
+        read_limited(
+            body,
+            limit,
+            registry.config().body_idle_timeout,
+            content_length(headers),
+        )
+        .await?,
+    );
     let declared =
         header_str(headers, &header::CONTENT_TYPE).map(|ct| media_type::essence(ct).trim());
     let media_type = match declared {
@@ -1123,7 +1086,7 @@ async fn put_manifest(
             "`{media_type}` is not a manifest or index media type"
         )));
     }
-    let parsed = parse_manifest(&bytes, &media_type, limit)?;
+    let parsed = parse_manifest(bytes.clone(), &media_type, limit)?;
     let digest = match pushed_digest {
         Some(expected) => {
             let actual = Digest::compute(expected.algorithm(), &bytes)

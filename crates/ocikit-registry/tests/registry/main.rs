@@ -6,6 +6,7 @@ mod access;
 mod bounded_files;
 mod concurrency;
 mod delete;
+mod documents;
 mod gc;
 mod hostile;
 mod isolation;

@@ -730,7 +730,7 @@ impl Store for FsStore {
 
     /// From the file's metadata when the document was read before and its file has not
     /// changed since (same inode, size and times, and not changed within
-    /// [`RACY_WINDOW`] of that read); otherwise by reading it.
+    /// `RACY_WINDOW` of that read); otherwise by reading it.
     async fn document_version(&self, key: &DocumentKey) -> Result<Option<Version>> {
         let path = self.document_path(key);
         let paths = Arc::clone(&self.paths);

@@ -34,8 +34,27 @@ impl Bars {
 
     /// A sink that draws a bar per blob.
     pub(crate) fn progress(&self, verb: &'static str) -> Progress {
+        match self.drawer() {
+            None => Progress::none(),
+            Some(draw) => Progress::new(move |event| draw(verb, event)),
+        }
+    }
+
+    /// A sink for a copy's events: a bar per blob, labelled with the copy's stage.
+    pub(crate) fn transport(&self) -> ocikit::transport::Progress {
+        match self.drawer() {
+            None => ocikit::transport::Progress::none(),
+            Some(draw) => {
+                ocikit::transport::Progress::new(move |stage, event| draw(stage.as_str(), event))
+            }
+        }
+    }
+
+    /// What draws one event under a verb, when bars are on.
+    #[allow(clippy::type_complexity)]
+    fn drawer(&self) -> Option<Arc<dyn Fn(&'static str, &Event) + Send + Sync>> {
         if !self.enabled {
-            return Progress::none();
+            return None;
         }
         let multi = self.multi.clone();
         let bars = Arc::clone(&self.bars);
@@ -44,7 +63,7 @@ impl Bars {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-        Progress::new(move |event| {
+        Some(Arc::new(move |verb: &'static str, event: &Event| {
             let Ok(mut bars) = bars.lock() else { return };
             match event {
                 Event::Started { digest, size, .. } => {
@@ -74,7 +93,7 @@ impl Bars {
                 }
                 _ => {}
             }
-        })
+        }))
     }
 }
 

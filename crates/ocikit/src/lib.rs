@@ -11,11 +11,13 @@
 //! | `layout` | `ocikit-layout` | `fs` | OCI image layouts on any store: tags, images, platforms, artifacts and referrers, fsck, GC, copy, archives |
 //! | `registry` | `ocikit-registry` | `registry` | the OCI Distribution registry server over any store |
 //! | `client` | `ocikit-client` | `client` | the OCI Distribution registry client: pull into layouts, push from them |
+//! | `transport` | `ocikit-transport` | `transport` | copies between layouts, oci-archive and docker-archive files and registries (`Location`, `copy`) |
 //!
 //! Default features: `fs` and `gzip`. Others: `zstd`, `s3`, `tokio` (async adapters of the
 //! digest and codec streams), `registry` (the registry server, as `ocikit::registry`, with
-//! `ocikit::store` but without layouts or codecs) and `client` (the registry client, as
-//! `ocikit::client`, with `fs`).
+//! `ocikit::store` but without layouts or codecs), `client` (the registry client, as
+//! `ocikit::client`, with `fs`) and `transport` (copies between any two locations, as
+//! `ocikit::transport`, with `client`).
 //!
 //! # A first program
 //!
@@ -88,3 +90,5 @@ pub use ocikit_layout as layout;
 pub use ocikit_registry as registry;
 #[cfg(any(feature = "fs", feature = "registry"))]
 pub use ocikit_store as store;
+#[cfg(feature = "transport")]
+pub use ocikit_transport as transport;

@@ -1,42 +1,18 @@
 //! `copy` (and its shorthands `import`, `export`, `pull` and `push`): images between any two
-//! transports.
-//!
-//! The source is first made a layout: an `oci:` source is used as it is, an archive is
-//! imported (streaming, verified) and a registry image pulled into a scratch layout beside
-//! the destination, so that the destination side only ever copies (or pushes) from a layout,
-//! with hardlinks where both sit on one filesystem. A registry image bound for an `oci:`
-//! layout is pulled straight into it. A registry image bound for another repository of the
-//! same registry (reached with the same credentials and TLS settings) is copied there
-//! without any blob passing through: manifests only, blobs mounted. Nothing is tagged at the
-//! destination before every blob it reaches is there.
+//! transports, by [`ocikit::transport::copy`]; this module holds the flags, their hints and
+//! the summary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use ocikit::digest::oci_spec::image::Descriptor;
-use ocikit::layout::archive::{docker, oci};
-use ocikit::layout::{
-    CopyOptions, Layout, RecompressOptions, StagedLayout, copy_image, recompress,
-};
-use ocikit::store::{FsStore, LinkMode};
+use anyhow::{Context, Result};
+use ocikit::client::{Client, ClientBuilder, Credentials};
+use ocikit::layout::PlatformQuery;
+use ocikit::transport::{CopyOptions, CopyReport, Location, RegistryOptions};
 use serde::Serialize;
 
-use ocikit::layout::PlatformQuery;
-use ocikit::client::{
-    Client, ClientBuilder, CopyWithinOptions, Credentials, DockerConfig, PullOptions, PushOptions,
-};
-
-use super::{open_layout, resolve};
 use crate::bars::Bars;
 use crate::commands::image::CompressionArg;
-use crate::location::{Location, Selector};
 use crate::output::{Output, human_size};
-
-/// An image to copy: where it is tagged in the staged layout, if anywhere, and its root.
-struct Item {
-    tag: Option<String>,
-    root: Descriptor,
-}
 
 /// How to reach one registry over TLS, for the commands that talk to one (`inspect`, `tags`,
 /// `referrers`, `login`); `copy` has a `--src-` and a `--dest-` variant of each.
@@ -58,16 +34,17 @@ pub(crate) struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// The library's options for a registry reached as these flags say (no credentials).
+    pub(crate) fn registry_options(&self) -> RegistryOptions {
+        RegistryOptions::new()
+            .with_tls_verify(self.tls_verify)
+            .with_cert_dir(self.cert_dir.clone())
+            .with_ca_file(self.ca_file.clone())
+    }
+
     /// A client builder for `registry` set up as these flags say.
     pub(crate) fn client(&self, registry: &str) -> ClientBuilder {
-        let mut builder = Client::builder(registry).allow_insecure(!self.tls_verify);
-        if let Some(dir) = &self.cert_dir {
-            builder = builder.cert_dir(dir);
-        }
-        if let Some(file) = &self.ca_file {
-            builder = builder.ca_file(file);
-        }
-        builder
+        self.registry_options().builder(registry)
     }
 }
 
@@ -295,8 +272,8 @@ impl TransferArgs {
         }
     }
 
-    /// A client for the source (`source`) or destination registry `registry`.
-    pub(crate) fn client(&self, registry: &str, source: bool) -> Result<Client> {
+    /// The library's options for the source (`source`) or the destination registry.
+    fn registry_options(&self, source: bool) -> Result<RegistryOptions> {
         let (tls, creds) = if source {
             let tls = TlsArgs {
                 tls_verify: self.src_tls_verify,
@@ -312,29 +289,24 @@ impl TransferArgs {
             };
             (tls, &self.dest_creds)
         };
-        let credentials = match creds {
-            Some(text) => {
-                Some(Credentials::parse(text).context("write credentials as USER:PASSWORD")?)
-            }
-            None => self.stored_credentials(registry)?,
-        };
-        tls.client(registry)
-            .credentials(credentials)
-            .build()
-            .with_context(|| format!("cannot set up a client for {registry}"))
+        let credentials = creds
+            .as_deref()
+            .map(|text| Credentials::parse(text).context("write credentials as USER:PASSWORD"))
+            .transpose()?;
+        Ok(tls
+            .registry_options()
+            .with_credentials(credentials)
+            .with_authfile(self.authfile.clone()))
     }
 
-    /// What `ocikit login` (or docker, podman, skopeo) stored for `registry`. Without a
-    /// file to look in (no HOME, no DOCKER_CONFIG), anonymous.
-    fn stored_credentials(&self, registry: &str) -> Result<Option<Credentials>> {
-        let path = match &self.authfile {
-            Some(path) => path.clone(),
-            None => match DockerConfig::default_path() {
-                Some(path) => path,
-                None => return Ok(None),
-            },
-        };
-        Ok(DockerConfig::load(&path)?.credentials(registry)?)
+    /// The library's options for the source registry (`inspect`, `tags`, `referrers`).
+    pub(crate) fn source_options(&self) -> Result<RegistryOptions> {
+        self.registry_options(true)
+    }
+
+    /// A client for the source (`source`) or destination registry `registry`.
+    pub(crate) fn client(&self, registry: &str, source: bool) -> Result<Client> {
+        Ok(self.registry_options(source)?.client(registry)?)
     }
 
     /// The platform `--platform` names, if any.
@@ -349,226 +321,23 @@ impl TransferArgs {
             .transpose()
     }
 
-    /// What to take from a registry's index: everything with --all, else --platform's
-    /// image or this machine's.
-    fn registry_platform(&self) -> Result<Option<PlatformQuery>> {
-        Ok(if self.all {
-            None
-        } else {
-            Some(self.platform()?.unwrap_or_else(PlatformQuery::current))
-        })
-    }
-
-    fn pull_options(&self, bars: &Bars) -> Result<PullOptions> {
-        Ok(PullOptions::new()
-            .with_platform(self.registry_platform()?)
-            .with_progress(bars.progress("pull")))
-    }
-
-    /// Whether the source and the destination are reached the same way (TLS settings and
-    /// credentials), so that one client can do a copy within one registry.
-    fn same_access(&self) -> bool {
-        self.src_tls_verify == self.dest_tls_verify
-            && self.src_cert_dir == self.dest_cert_dir
-            && self.src_ca_file == self.dest_ca_file
-            && self.src_creds == self.dest_creds
+    /// The library's copy options these flags make, with progress drawn on `bars`.
+    fn options(&self, bars: &Bars) -> Result<CopyOptions> {
+        Ok(CopyOptions::new()
+            .with_source(self.registry_options(true)?)
+            .with_destination(self.registry_options(false)?)
+            .with_platform(self.platform()?)
+            .with_all_platforms(self.all)
+            .with_compression(self.compression.map(CompressionArg::compression))
+            .with_compression_level(self.compression_level)
+            .with_hardlink(self.hardlink)
+            .with_progress(bars.transport()))
     }
 }
 
-fn reference_text(selector: &Selector) -> String {
-    match selector {
-        Selector::Tag(tag) => tag.clone(),
-        Selector::Digest(digest) => digest.to_string(),
-    }
-}
-
-/// Scratch space for intermediate layouts: beside `near` (so hardlinks work, and a killed
-/// run's scratch is removed by the next run for the same destination), or in the system's
-/// temporary directory where nothing can be made there. Removed on drop.
-enum ScratchSpace {
-    Beside(ocikit::layout::Scratch),
-    Temporary(tempfile::TempDir),
-}
-
-impl ScratchSpace {
-    async fn near(near: &Path) -> Result<ScratchSpace> {
-        match ocikit::layout::Scratch::near(near).await {
-            Ok(scratch) => Ok(ScratchSpace::Beside(scratch)),
-            Err(_) => tempfile::tempdir()
-                .map(ScratchSpace::Temporary)
-                .context("cannot create a scratch directory"),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        match self {
-            ScratchSpace::Beside(scratch) => scratch.path(),
-            ScratchSpace::Temporary(dir) => dir.path().to_path_buf(),
-        }
-    }
-}
-
-async fn scratch_layout(dir: &Path) -> Result<Layout> {
-    Ok(Layout::create(FsStore::open(dir.join("layout")).await?).await?)
-}
-
-/// The source as a layout and the images to copy from it.
-async fn stage(
-    source: &Location,
-    scratch: &Path,
-    transfer: &TransferArgs,
-    bars: &Bars,
-) -> Result<(Layout, Vec<Item>)> {
-    match source {
-        Location::Docker {
-            registry,
-            repository,
-            selector,
-            ..
-        } => {
-            let layout = scratch_layout(scratch).await?;
-            let client = transfer.client(registry, true)?;
-            let report = client
-                .pull(
-                    repository,
-                    &reference_text(selector),
-                    &layout,
-                    "pulled",
-                    &transfer.pull_options(bars)?,
-                )
-                .await
-                .with_context(|| format!("cannot pull {source}"))?;
-            let root = report.root.context("the pull reported no image")?;
-            let tag = match selector {
-                Selector::Tag(tag) => Some(tag.clone()),
-                Selector::Digest(_) => None,
-            };
-            Ok((layout, vec![Item { tag, root }]))
-        }
-        Location::Oci { path, selector } => {
-            let layout = open_layout(path).await?;
-            let items = match selector {
-                Some(Selector::Tag(tag)) => vec![Item {
-                    tag: Some(tag.clone()),
-                    root: layout.resolve(tag).await?,
-                }],
-                Some(digest @ Selector::Digest(_)) => vec![Item {
-                    tag: None,
-                    root: resolve(&layout, Some(digest)).await?,
-                }],
-                // Every image, tagged or not (`skopeo copy … oci:DIR` leaves it untagged).
-                None => layout
-                    .entries()
-                    .await?
-                    .into_iter()
-                    .map(|(tag, root)| Item { tag, root })
-                    .collect(),
-            };
-            if items.is_empty() {
-                bail!("{} holds no image", path.display());
-            }
-            Ok((layout, items))
-        }
-        Location::OciArchive { path, selector } => {
-            let layout = scratch_layout(scratch).await?;
-            let mut options = oci::ImportOptions::new().with_progress(bars.progress("read"));
-            match selector {
-                Some(Selector::Tag(tag)) => options = options.with_tags([tag.clone()]),
-                Some(Selector::Digest(digest)) => options = options.with_digest(digest.clone()),
-                None => {}
-            }
-            let report = oci::import_path(&layout, path, &options)
-                .await
-                .with_context(|| format!("cannot read {source}"))?;
-            // Every image, tagged or not (skopeo writes untagged archives by default).
-            let items: Vec<Item> = report
-                .entries
-                .iter()
-                .map(|entry| {
-                    let tag = entry
-                        .annotations()
-                        .as_ref()
-                        .and_then(|a| a.get(ocikit::layout::REF_NAME))
-                        .cloned();
-                    let mut root = entry.clone();
-                    if let Some(mut annotations) = root.annotations().clone() {
-                        annotations.remove(ocikit::layout::REF_NAME);
-                        root.set_annotations((!annotations.is_empty()).then_some(annotations));
-                    }
-                    Item { tag, root }
-                })
-                .collect();
-            if items.is_empty() {
-                bail!("{} holds no image", path.display());
-            }
-            Ok((layout, items))
-        }
-        Location::DockerArchive { path, reference } => {
-            let layout = scratch_layout(scratch).await?;
-            let options = docker::Options::new().with_progress(bars.progress("read"));
-            let report = docker::import_path(&layout, path, &options)
-                .await
-                .with_context(|| format!("cannot read {source}"))?;
-            let item = |image: &docker::ImportedImage, tag: Option<&str>| Item {
-                tag: tag.map(str::to_owned),
-                root: image.manifest.clone(),
-            };
-            let items: Vec<Item> = match reference {
-                // Names are matched as docker matches them (`hello` is
-                // docker.io/library/hello:latest); the image keeps the name that matched.
-                Some(r) => match report.find_tag(r)? {
-                    Some((image, tag)) => vec![item(image, Some(tag))],
-                    None => bail!("{} has no image named {r:?}", path.display()),
-                },
-                // Every name of every image, as `docker load` sets them.
-                None => report
-                    .images
-                    .iter()
-                    .flat_map(|image| match image.tags.as_slice() {
-                        [] => vec![item(image, None)],
-                        tags => tags.iter().map(|t| item(image, Some(t))).collect(),
-                    })
-                    .collect(),
-            };
-            if items.is_empty() {
-                bail!("{} holds no image", path.display());
-            }
-            Ok((layout, items))
-        }
-    }
-}
-
-/// The tags the destination gives the items: its own tag for a single image (then one tag,
-/// for the first item: the others are the same image under other names), else each image's
-/// tag.
-fn destination_tags(items: &[Item], wanted: Option<&str>) -> Result<Vec<String>> {
-    let one_image = items
-        .iter()
-        .all(|i| items.first().map(|first| first.root.digest()) == Some(i.root.digest()));
-    match wanted {
-        Some(tag) if one_image => Ok(vec![tag.to_string()]),
-        Some(_) => bail!(
-            "the source holds {} images: name one in the source, or leave the destination's tag out",
-            items.len()
-        ),
-        None => items
-            .iter()
-            .map(|i| {
-                i.tag.clone().with_context(|| {
-                    format!(
-                        "name a tag for the destination: the source image {} has no tag",
-                        i.root.digest()
-                    )
-                })
-            })
-            .collect(),
-    }
-}
-
-/// What a copy reports. `blobs` and `bytes` measure the whole image as the destination now
-/// holds it (every blob reached, each once: written, mounted or already there), so a
-/// repeated copy reports the same size; the other counts say how each blob got there.
-#[derive(Debug, Default, Serialize)]
+/// What a copy reports, as `--json` shows it. `blobs` and `bytes` measure the whole image
+/// as the destination now holds it; the other counts say how each blob got there.
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Copied {
     source: String,
@@ -595,17 +364,20 @@ struct Copied {
 }
 
 impl Copied {
-    /// Counts the blobs and bytes of `roots` in `layout`. A blob that one image of this copy
-    /// wrote and the next one found (one image under two tags) was not already present: the
-    /// blobs skipped are at most those this copy neither wrote nor mounted.
-    async fn measure(&mut self, layout: &Layout, roots: &[Descriptor]) -> Result<()> {
-        let (blobs, bytes) = ocikit::layout::copy::reach(layout, roots).await?;
-        self.blobs = blobs;
-        self.bytes = bytes;
-        self.blobs_skipped = self
-            .blobs_skipped
-            .min(blobs.saturating_sub(self.blobs_copied + self.blobs_mounted));
-        Ok(())
+    fn new(source: &Location, destination: &Location, report: &CopyReport) -> Copied {
+        Copied {
+            source: source.to_string(),
+            destination: destination.to_string(),
+            images: report.images.iter().map(ToString::to_string).collect(),
+            blobs: report.blobs,
+            bytes: report.bytes,
+            blobs_copied: report.blobs_copied,
+            blobs_mounted: report.blobs_mounted,
+            blobs_skipped: report.blobs_skipped,
+            layers_recompressed: report.layers_recompressed,
+            image_count: report.image_count,
+            tags: report.tags,
+        }
     }
 }
 
@@ -615,544 +387,17 @@ pub(crate) async fn copy(
     transfer: &TransferArgs,
     out: &Output,
 ) -> Result<()> {
-    // Within one registry, blobs never pass through here: mounted from the source
-    // repository (streamed only where the registry refuses a mount).
-    if let (
-        Location::Docker {
-            registry,
-            repository: from,
-            selector,
-            ..
-        },
-        Location::Docker {
-            registry: to_registry,
-            repository: to,
-            selector: target,
-            ..
-        },
-    ) = (source, destination)
-        && registry == to_registry
-        && transfer.compression.is_none()
-        && transfer.same_access()
-    {
-        return copy_within_registry(
-            source,
-            destination,
-            registry,
-            from,
-            selector,
-            to,
-            target,
-            transfer,
-            out,
-        )
-        .await;
-    }
-    if let (
-        Location::Docker {
-            registry,
-            repository,
-            selector,
-            ..
-        },
-        Location::Oci {
-            path,
-            selector: wanted,
-        },
-    ) = (source, destination)
-        && transfer.compression.is_none()
-    {
-        return pull_into_layout(
-            source,
-            registry,
-            repository,
-            selector,
-            destination,
-            path,
-            wanted.as_ref(),
-            transfer,
-            out,
-        )
-        .await;
-    }
-    let near = match destination {
-        Location::Oci { path, .. }
-        | Location::OciArchive { path, .. }
-        | Location::DockerArchive { path, .. } => path.clone(),
-        Location::Docker { .. } => PathBuf::from("./registry-push"),
-    };
-    if let (Location::Oci { path: a, .. }, Location::Oci { path: b, .. }) = (source, destination)
-        && a == b
-        && matches!(destination, Location::Oci { selector: None, .. })
-    {
-        bail!("source and destination are the same layout; use `ocikit tag` to add a tag");
-    }
-    let scratch = ScratchSpace::near(&near).await?;
-    let scratch_dir = scratch.path();
     let bars = Bars::new(out);
-    let (mut staged, mut items) = stage(source, scratch_dir.as_path(), transfer, &bars).await?;
-    // Blobs go file to file as independent copies, unless --hardlink asks to share them;
-    // hardlinks from a scratch layout (removed when done) share nothing with the user's.
-    let link_mode = |from_scratch: bool| {
-        if transfer.hardlink || from_scratch {
-            LinkMode::Hardlink
-        } else {
-            LinkMode::Copy
-        }
-    };
-    let mut from_scratch = !matches!(source, Location::Oci { .. });
-    let options = CopyOptions::new()
-        .with_link_mode(link_mode(from_scratch))
-        .with_progress(bars.progress("copy"))
-        .with_platform(transfer.platform()?);
-    // From an index, only the wanted platform's image (a registry pull chose it already).
-    for item in &mut items {
-        item.root = options
-            .select(&staged, &item.root)
-            .await
-            .with_context(|| format!("cannot pick a platform from {source}"))?;
-    }
-    let mut copied = Copied {
-        source: source.to_string(),
-        destination: destination.to_string(),
-        ..Copied::default()
-    };
-    // A docker-archive's layers are plain tar: a registry gets them gzipped, as skopeo
-    // pushes them, unless --compression says otherwise.
-    let compression = transfer.compression.or_else(|| {
-        matches!(
-            (source, destination),
-            (Location::DockerArchive { .. }, Location::Docker { .. })
-        )
-        .then_some(CompressionArg::Gzip)
-    });
-    if let Some(format) = compression {
-        if matches!(source, Location::Oci { .. }) {
-            // The source layout is only read: recompress in a scratch copy (independent
-            // copies of the source's blobs unless --hardlink).
-            let layout = scratch_layout(&scratch_dir.as_path().join("recompress")).await?;
-            for item in &items {
-                let tag = item.tag.clone().unwrap_or_else(|| "staged".into());
-                copy_image(&staged, &item.root, &layout, &tag, &options).await?;
-            }
-            staged = layout;
-            from_scratch = true;
-        }
-        let options = RecompressOptions::new(format.compression())
-            .with_level(transfer.compression_level)
-            .with_progress(bars.progress("recompress"));
-        for item in &mut items {
-            let report = recompress(&staged, &item.root, &options)
-                .await
-                .with_context(|| format!("cannot recompress {}", item.root.digest()))?;
-            copied.layers_recompressed += report.layers_recompressed;
-            item.root = report.root;
-            if let Some(tag) = &item.tag {
-                staged.set_tag(tag, &item.root).await?;
-            }
-        }
-    }
-    let options = options.with_link_mode(link_mode(from_scratch));
-    match destination {
-        Location::Oci { path, selector } => {
-            let wanted = match selector {
-                None => None,
-                Some(Selector::Tag(tag)) => Some(tag.as_str()),
-                Some(Selector::Digest(_)) => {
-                    bail!("the destination takes a tag (oci:PATH:TAG), not a digest")
-                }
-            };
-            // Untagged images of an archive or a whole layout stay untagged (as skopeo
-            // imports them) unless the destination names one.
-            let archive = matches!(
-                source,
-                Location::OciArchive { .. }
-                    | Location::DockerArchive { .. }
-                    | Location::Oci { selector: None, .. }
-            );
-            let tags: Vec<Option<String>> = match wanted {
-                None if archive => items.iter().map(|i| i.tag.clone()).collect(),
-                _ => destination_tags(&items, wanted)?
-                    .into_iter()
-                    .map(Some)
-                    .collect(),
-            };
-            // A layout that does not exist yet is made in a staging directory and appears
-            // only once everything is copied: a failed copy leaves nothing.
-            let target = Layout::create_or_stage(path).await.with_context(|| {
-                format!("cannot open or create the layout at {}", path.display())
-            })?;
-            let layout = target.layout().clone();
-            let written = async {
-                for (item, tag) in items.iter().zip(&tags) {
-                    let copy = async {
-                        match tag {
-                            Some(tag) => {
-                                copy_image(&staged, &item.root, &layout, tag, &options).await
-                            }
-                            None => {
-                                let report = ocikit::layout::copy_graph(
-                                    &staged,
-                                    std::slice::from_ref(&item.root),
-                                    &layout,
-                                    &options,
-                                )
-                                .await?;
-                                layout
-                                    .edit_index(|index| index.add(&item.root).map(|()| true))
-                                    .await?;
-                                Ok(report)
-                            }
-                        }
-                    };
-                    let report = copy.await.with_context(|| {
-                        format!("cannot copy {} to {destination}", item.root.digest())
-                    })?;
-                    copied.blobs_copied += report.copied + report.hardlinked + report.reflinked;
-                    copied.blobs_skipped += report.skipped;
-                    copied.tags += usize::from(tag.is_some());
-                    copied.images.push(format!(
-                        "{} {}",
-                        tag.as_deref().unwrap_or("(untagged)"),
-                        item.root.digest()
-                    ));
-                }
-                Ok::<(), anyhow::Error>(())
-            }
-            .await;
-            drop(layout);
-            commit_or_discard(target, written, path).await?;
-        }
-        Location::OciArchive { path, selector } => {
-            let tag = match selector {
-                None => None,
-                Some(Selector::Tag(tag)) => Some(tag.as_str()),
-                Some(Selector::Digest(_)) => {
-                    bail!("the destination takes a tag (oci-archive:FILE:TAG), not a digest")
-                }
-            };
-            // A whole layout or archive goes in as it is: untagged images stay untagged,
-            // as skopeo writes them into an oci-archive; a tag given names the one image.
-            let whole = tag.is_none()
-                && matches!(
-                    source,
-                    Location::OciArchive { .. }
-                        | Location::DockerArchive { .. }
-                        | Location::Oci { selector: None, .. }
-                );
-            let tags: Vec<Option<String>> = if whole {
-                items.iter().map(|i| i.tag.clone()).collect()
-            } else {
-                destination_tags(&items, tag)?
-                    .into_iter()
-                    .map(Some)
-                    .collect()
-            };
-            let images: Vec<(Option<&str>, &Descriptor)> = items
-                .iter()
-                .zip(&tags)
-                .map(|(item, tag)| (tag.as_deref(), &item.root))
-                .collect();
-            let report = oci::export_images_path(
-                &staged,
-                &images,
-                path,
-                &oci::ExportOptions::new().with_progress(bars.progress("write")),
-            )
-            .await
-            .with_context(|| format!("cannot write {destination}"))?;
-            copied.blobs_copied = report.blobs;
-            copied.tags = tags.iter().flatten().count();
-            copied.images = items
-                .iter()
-                .zip(&tags)
-                .map(|(item, tag)| {
-                    format!(
-                        "{} {}",
-                        tag.as_deref().unwrap_or("(untagged)"),
-                        item.root.digest()
-                    )
-                })
-                .collect();
-        }
-        Location::Docker {
-            registry,
-            repository,
-            selector,
-            ..
-        } => {
-            let client = transfer.client(registry, false)?;
-            let tag = match selector {
-                Selector::Tag(tag) if items.len() == 1 => Some(tag.as_str()),
-                Selector::Tag(_) => bail!(
-                    "the source holds {} images: name one in the source",
-                    items.len()
-                ),
-                Selector::Digest(digest) => {
-                    if items.len() != 1 || items[0].root.digest().to_string() != digest.to_string()
-                    {
-                        bail!("the destination names {digest}, which is not the source image");
-                    }
-                    None
-                }
-            };
-            // Within one registry, blobs are mounted from the source repository.
-            let mount_from = match source {
-                Location::Docker {
-                    registry: from_registry,
-                    repository: from,
-                    ..
-                } if from_registry == registry && from != repository => Some(from.clone()),
-                _ => None,
-            };
-            let options = PushOptions::new()
-                .with_mount_from(mount_from)
-                .with_progress(bars.progress("push"));
-            for item in &items {
-                let report = client
-                    .push(&staged, &item.root, repository, tag, &options)
-                    .await
-                    .with_context(|| {
-                        format!("cannot push {} to {destination}", item.root.digest())
-                    })?;
-                copied.blobs_copied += report.transferred;
-                copied.blobs_mounted += report.mounted;
-                copied.blobs_skipped += report.skipped;
-                copied.tags += usize::from(tag.is_some());
-                copied.images.push(format!(
-                    "{} {}",
-                    tag.unwrap_or("(by digest)"),
-                    item.root.digest()
-                ));
-            }
-        }
-        Location::DockerArchive { path, reference } => {
-            let repo_tags = match reference {
-                // `hello` is `hello:latest`, as docker names it.
-                Some(r) if items.len() == 1 => {
-                    let tagged = r.rsplit('/').next().is_some_and(|last| last.contains(':'));
-                    vec![if tagged {
-                        r.clone()
-                    } else {
-                        format!("{r}:latest")
-                    }]
-                }
-                Some(_) => bail!("the source holds {} images: name one", items.len()),
-                // A whole layout: `v1` becomes NAME:v1, NAME from the source's name (see
-                // docker::repo_tag_for); tags that are references stay.
-                None => {
-                    let name = image_name(source);
-                    items
-                        .iter()
-                        .map(|i| {
-                            let tag = i.tag.as_deref().context(
-                                "name the image for the archive: docker-archive:FILE:NAME:TAG",
-                            )?;
-                            docker::repo_tag_for(tag, &name).with_context(|| {
-                                format!(
-                                    "cannot name the image tagged {tag:?} after {name:?}; \
-                                     name it: docker-archive:FILE:NAME:TAG"
-                                )
-                            })
-                        })
-                        .collect::<Result<_>>()?
-                }
-            };
-            // docker-archive export names images by their tag in the layout.
-            let dir = scratch_dir.as_path().join("export");
-            let layout = scratch_layout(&dir).await?;
-            let mut pairs = Vec::new();
-            for (n, item) in items.iter().enumerate() {
-                let tag = format!("export-{n}");
-                copy_image(&staged, &item.root, &layout, &tag, &options).await?;
-                pairs.push(tag);
-            }
-            let images: Vec<(&str, &str)> = pairs
-                .iter()
-                .map(String::as_str)
-                .zip(repo_tags.iter().map(String::as_str))
-                .collect();
-            let report = docker::export_path(
-                &layout,
-                &images,
-                path,
-                &docker::Options::new().with_progress(bars.progress("write")),
-            )
-            .await
-            .with_context(|| format!("cannot write {destination}"))?;
-            copied.blobs_copied = report.layers;
-            copied.tags = repo_tags.len();
-            copied.images = repo_tags;
-        }
-    }
+    let options = transfer.options(&bars)?;
+    let report = ocikit::transport::copy(source, destination, &options).await;
     drop(bars);
-    let roots: Vec<Descriptor> = items.iter().map(|i| i.root.clone()).collect();
-    copied.image_count = roots
-        .iter()
-        .map(|r| r.digest().to_string())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    copied.measure(&staged, &roots).await?;
-    show(&copied, out)
-}
-
-/// What the images of a source are called in a docker-archive written without names: the
-/// layout directory's or archive file's name (lowercase), or the registry repository.
-fn image_name(source: &Location) -> String {
-    let stem = |path: &Path| {
-        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        path.file_stem()
-            .map(|s| s.to_string_lossy().to_lowercase())
-            .unwrap_or_default()
-    };
-    match source {
-        Location::Oci { path, .. } => {
-            let path = path.canonicalize().unwrap_or_else(|_| path.clone());
-            path.file_name()
-                .map(|s| s.to_string_lossy().to_lowercase())
-                .unwrap_or_default()
+    let report = report.map_err(|err| match err {
+        same @ ocikit::transport::Error::SameLayout { .. } => {
+            anyhow::Error::new(same).context("use `ocikit tag` to add a tag to a layout's image")
         }
-        Location::OciArchive { path, .. } | Location::DockerArchive { path, .. } => stem(path),
-        Location::Docker { repository, .. } => repository.clone(),
-    }
-}
-
-/// Copies a registry image to another repository of the same registry: only its manifests
-/// pass through the client ([`Client::copy_within`]).
-#[allow(clippy::too_many_arguments)]
-async fn copy_within_registry(
-    source: &Location,
-    destination: &Location,
-    registry: &str,
-    from: &str,
-    selector: &Selector,
-    to: &str,
-    target: &Selector,
-    transfer: &TransferArgs,
-    out: &Output,
-) -> Result<()> {
-    let client = transfer.client(registry, false)?;
-    let bars = Bars::new(out);
-    let options = CopyWithinOptions::new()
-        .with_platform(transfer.registry_platform()?)
-        .with_progress(bars.progress("copy"));
-    let target_text = reference_text(target);
-    let report = client
-        .copy_within(
-            from,
-            &reference_text(selector),
-            to,
-            Some(&target_text),
-            &options,
-        )
-        .await
-        .with_context(|| format!("cannot copy {source} to {destination}"))?;
-    drop(bars);
-    let root = report.root.context("the copy reported no image")?;
-    let label = match target {
-        Selector::Tag(tag) => tag.as_str(),
-        Selector::Digest(_) => "(by digest)",
-    };
-    let copied = Copied {
-        source: source.to_string(),
-        destination: destination.to_string(),
-        images: vec![format!("{label} {}", root.digest())],
-        blobs: report.blobs,
-        bytes: report.total_bytes,
-        blobs_copied: report.transferred,
-        blobs_mounted: report.mounted,
-        blobs_skipped: report.skipped,
-        image_count: 1,
-        tags: usize::from(matches!(target, Selector::Tag(_))),
-        ..Copied::default()
-    };
-    show(&copied, out)
-}
-
-/// Pulls a registry image straight into a layout (no scratch copy).
-#[allow(clippy::too_many_arguments)]
-async fn pull_into_layout(
-    source: &Location,
-    registry: &str,
-    repository: &str,
-    selector: &Selector,
-    destination: &Location,
-    path: &Path,
-    wanted: Option<&Selector>,
-    transfer: &TransferArgs,
-    out: &Output,
-) -> Result<()> {
-    let tag = match (wanted, selector) {
-        (Some(Selector::Tag(tag)), _) | (None, Selector::Tag(tag)) => tag.clone(),
-        (Some(Selector::Digest(_)), _) => {
-            bail!("the destination takes a tag (oci:PATH:TAG), not a digest")
-        }
-        (None, Selector::Digest(_)) => {
-            bail!("name a tag for the destination (oci:PATH:TAG): the source is named by digest")
-        }
-    };
-    let client = transfer.client(registry, true)?;
-    let target = Layout::create_or_stage(path)
-        .await
-        .with_context(|| format!("cannot open or create the layout at {}", path.display()))?;
-    let bars = Bars::new(out);
-    let pulled = async {
-        client
-            .pull(
-                repository,
-                &reference_text(selector),
-                target.layout(),
-                &tag,
-                &transfer.pull_options(&bars)?,
-            )
-            .await
-            .with_context(|| format!("cannot pull {source}"))
-    }
-    .await;
-    drop(bars);
-    let (layout, report) = match pulled {
-        Ok(report) => (commit(target, path).await?, report),
-        Err(e) => {
-            target.discard().await;
-            return Err(e);
-        }
-    };
-    let root = report.root.context("the pull reported no image")?;
-    let mut copied = Copied {
-        source: source.to_string(),
-        destination: destination.to_string(),
-        images: vec![format!("{tag} {}", root.digest())],
-        blobs_copied: report.transferred,
-        blobs_skipped: report.skipped,
-        image_count: 1,
-        tags: 1,
-        ..Copied::default()
-    };
-    copied.measure(&layout, std::slice::from_ref(&root)).await?;
-    show(&copied, out)
-}
-
-/// Puts a layout written by a copy in place (a new one appears only now), or removes a new
-/// one when the copy failed: a failed copy leaves the destination as it was.
-async fn commit_or_discard(
-    target: StagedLayout,
-    written: Result<()>,
-    path: &Path,
-) -> Result<Layout> {
-    match written {
-        Ok(()) => commit(target, path).await,
-        Err(e) => {
-            target.discard().await;
-            Err(e)
-        }
-    }
-}
-
-async fn commit(target: StagedLayout, path: &Path) -> Result<Layout> {
-    target
-        .commit()
-        .await
-        .with_context(|| format!("cannot put the new layout in place at {}", path.display()))
+        other => anyhow::Error::new(other),
+    })?;
+    show(&Copied::new(source, destination, &report), out)
 }
 
 fn show(copied: &Copied, out: &Output) -> Result<()> {

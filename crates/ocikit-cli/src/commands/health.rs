@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ocikit::digest::Digest;
 use ocikit::layout::{Artifact, FsckOptions, GcOptions};
 use serde::Serialize;
 
@@ -203,40 +202,13 @@ pub(crate) async fn referrers(
     transfer: &super::copy::TransferArgs,
     out: &Output,
 ) -> Result<()> {
-    let (digest, found) = match location {
-        // A registry's referrers API, or its referrers tag schema where it has no API.
-        Location::Docker {
-            registry,
-            repository,
-            selector,
-            ..
-        } => {
-            let client = transfer.client(registry, true)?;
-            let digest: Digest = match selector {
-                crate::location::Selector::Digest(digest) => digest.to_string().parse()?,
-                crate::location::Selector::Tag(tag) => {
-                    let (descriptor, _) = client
-                        .get_manifest(repository, tag)
-                        .await
-                        .with_context(|| format!("cannot read {location}"))?;
-                    descriptor.digest().to_string().parse()?
-                }
-            };
-            let found = client
-                .referrers(repository, &digest, artifact_type)
-                .await
-                .with_context(|| format!("cannot list the referrers of {location}"))?;
-            (digest, found)
-        }
-        _ => {
-            let (path, selector) = location.oci("referrers")?;
-            let layout = open_layout(path).await?;
-            let subject = resolve_at(path, &layout, selector).await?;
-            let digest: Digest = subject.digest().to_string().parse()?;
-            let found = layout.referrers(&digest, artifact_type).await?;
-            (digest, found)
-        }
-    };
+    let (digest, found) = ocikit::transport::referrers(
+        location,
+        &transfer.source_options()?,
+        artifact_type,
+        "referrers",
+    )
+    .await?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Referrer {

@@ -10,11 +10,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use ocikit::store::MemoryStore;
-
 use super::copy::TransferArgs;
-use super::{open_layout, resolve_at};
-use crate::location::{Location, Selector};
+use super::open_layout;
+use crate::location::Location;
 use crate::output::{Output, human_size};
 
 #[derive(Debug, Serialize)]
@@ -92,53 +90,6 @@ async fn read_config(
     Ok(Some(value))
 }
 
-/// A registry image's manifest (and, for an image, its config) in a memory layout, so that
-/// `inspect` reads it as it reads a layout's.
-async fn from_registry(
-    location: &Location,
-    transfer: &TransferArgs,
-    want_config: bool,
-) -> Result<(Layout, ocikit::digest::oci_spec::image::Descriptor)> {
-    let Location::Docker {
-        registry,
-        repository,
-        selector,
-        ..
-    } = location
-    else {
-        bail!("{location} is not a registry image");
-    };
-    let client = transfer.client(registry, true)?;
-    let reference = match selector {
-        Selector::Tag(tag) => tag.clone(),
-        Selector::Digest(digest) => digest.to_string(),
-    };
-    let (descriptor, bytes) = client
-        .get_manifest(repository, &reference)
-        .await
-        .with_context(|| format!("cannot read {location}"))?;
-    let layout = Layout::create(MemoryStore::new()).await?;
-    let digest: Digest = descriptor.digest().to_string().parse()?;
-    layout.store().put_verified(&digest, &bytes).await?;
-    if want_config
-        && let Document::Manifest { manifest, .. } = layout.read_document(&descriptor).await?
-    {
-        let config = manifest.config();
-        let config_digest: Digest = config.digest().to_string().parse()?;
-        client
-            .fetch_blob(
-                repository,
-                &config_digest,
-                config.size(),
-                layout.store(),
-                &Default::default(),
-            )
-            .await
-            .with_context(|| format!("cannot read the config of {location}"))?;
-    }
-    Ok((layout, descriptor))
-}
-
 pub(crate) async fn inspect(
     location: &Location,
     raw: bool,
@@ -146,14 +97,9 @@ pub(crate) async fn inspect(
     transfer: &TransferArgs,
     out: &Output,
 ) -> Result<()> {
-    let (layout, descriptor) = if matches!(location, Location::Docker { .. }) {
-        from_registry(location, transfer, !raw).await?
-    } else {
-        let (path, selector) = location.oci("inspect")?;
-        let layout = open_layout(path).await?;
-        let descriptor = resolve_at(path, &layout, selector).await?;
-        (layout, descriptor)
-    };
+    let (layout, descriptor) =
+        ocikit::transport::open_image(location, &transfer.source_options()?, !raw, "inspect")
+            .await?;
     let document = layout
         .read_document(&descriptor)
         .await

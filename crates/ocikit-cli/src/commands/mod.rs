@@ -13,11 +13,9 @@ pub(crate) mod serve;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use ocikit::digest::Digest;
+use anyhow::{Result, bail};
 use ocikit::digest::oci_spec::image::Descriptor;
 use ocikit::layout::Layout;
-use ocikit::store::FsStore;
 
 use crate::Command;
 use crate::location::{Location, Selector};
@@ -177,85 +175,15 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
 
 /// Opens an existing layout directory, without creating anything when there is none.
 pub(crate) async fn open_layout(path: &Path) -> Result<Layout> {
-    if !path.join("oci-layout").is_file() {
-        if !path.exists() {
-            bail!(
-                "no OCI image layout at {}: the directory does not exist",
-                path.display()
-            );
-        }
-        bail!(
-            "no OCI image layout at {}: it has no oci-layout file",
-            path.display()
-        );
-    }
-    let store = FsStore::open(path)
-        .await
-        .with_context(|| format!("cannot open the store at {}", path.display()))?;
-    Layout::open(store)
-        .await
-        .with_context(|| format!("cannot open the layout at {}", path.display()))
+    Ok(ocikit::transport::open_layout(path).await?)
 }
 
-/// The descriptor a selector names in a layout: a tag's entry, or the index entry (or
-/// stored manifest) with that digest.
-pub(crate) async fn resolve(layout: &Layout, selector: Option<&Selector>) -> Result<Descriptor> {
-    match selector {
-        None => bail!("name an image: add :TAG or @DIGEST to the location"),
-        Some(Selector::Tag(tag)) => Ok(layout.resolve(tag).await?),
-        Some(Selector::Digest(digest)) => by_digest(layout, digest).await,
-    }
-}
-
-/// [`resolve`] in the layout at `path`: a missing tag is named with that layout, as `untag`
-/// says it (the library's layout does not know where it is).
+/// The descriptor a selector names in the layout at `path`: a tag's entry (a missing tag
+/// named with that layout), or the index entry (or stored manifest) with that digest.
 pub(crate) async fn resolve_at(
     path: &Path,
     layout: &Layout,
     selector: Option<&Selector>,
 ) -> Result<Descriptor> {
-    let result = resolve(layout, selector).await;
-    match (result, selector) {
-        (Err(e), Some(Selector::Tag(tag)))
-            if matches!(
-                e.downcast_ref::<ocikit::layout::Error>(),
-                Some(ocikit::layout::Error::TagNotFound { .. })
-            ) =>
-        {
-            Err(e.context(format!("no tag {tag:?} in {}", path.display())))
-        }
-        (result, _) => result,
-    }
-}
-
-async fn by_digest(layout: &Layout, digest: &Digest) -> Result<Descriptor> {
-    let index = layout.index().await?;
-    if let Some(found) = index
-        .manifests()
-        .find(|d| d.digest().to_string() == digest.to_string())
-    {
-        return Ok(found.clone());
-    }
-    // Not in index.json: a manifest stored without an entry; its own mediaType says what.
-    use ocikit::store::StoreExt;
-    let bytes = layout
-        .store()
-        .get_bytes(digest, ocikit::layout::MAX_DOCUMENT_SIZE)
-        .await
-        .with_context(|| format!("cannot read {digest}"))?
-        .with_context(|| format!("no manifest {digest} in the layout"))?;
-    // The strict parser (no duplicate keys: with serde_json alone the last `mediaType`
-    // would win), then the document read as what it says it is, verified and checked as
-    // every walk checks it.
-    let value = ocikit::digest::json::parse_strict(&bytes)
-        .with_context(|| format!("{digest} is not a valid JSON manifest or index"))?;
-    let Some(media_type) = value.get("mediaType").and_then(|m| m.as_str()) else {
-        bail!("{digest} is not in index.json and has no mediaType to say what it is");
-    };
-    let descriptor = ocikit::digest::descriptor::new(media_type, digest, bytes.len() as u64)?;
-    layout
-        .read_document(&descriptor)
-        .await
-        .with_context(|| format!("{digest} is not a valid manifest or index"))?;
-    Ok(descriptor)
+    Ok(ocikit::transport::resolve(layout, path, selector).await?)
 }

@@ -11,9 +11,15 @@
 //!   only once the producer succeeded. If either side fails, the other stops at its next
 //!   chunk and nothing is published; the error returned is the side that failed first (the
 //!   store's error rather than the producer's resulting "broken pipe").
+//! - [`sink`]: the same [`ChannelWriter`] drained into any `AsyncWrite` (an archive being
+//!   exported to a file or a stream).
 //! - [`feed`]: an async loop reads a stream of chunks and hands them to a [`ChannelReader`]
 //!   (a [`std::io::Read`]) used on a blocking thread. It reads ahead by up to the channel's
-//!   capacity, so fetching overlaps with decompression.
+//!   capacity, so fetching overlaps with decompression (and tar parsing, in archive
+//!   imports); [`reader_channel`] is the bare pair, for a producer that sends chunks itself.
+//!
+//! These are the layout's only bridges between the two worlds: the archive code, the image
+//! builder, unpacking and recompression all use them.
 
 use std::io::{self, Read, Write};
 
@@ -21,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use ocikit_digest::Digest;
 use ocikit_store::{BlobWriter, Error as StoreError, Store, StoreExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::{Error, Result};
@@ -57,7 +63,7 @@ impl ChannelWriter {
         self.buf.reserve(CHUNK_SIZE);
         self.tx
             .blocking_send(chunk)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the blob writer stopped"))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the async side stopped"))
     }
 }
 
@@ -113,19 +119,47 @@ pub(crate) async fn blob_sink(
     impl Future<Output = Result<BlobWriter>> + Send + use<>,
 )> {
     let mut writer = store.writer().await?;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
     let pump = async move {
-        while let Some(chunk) = rx.recv().await {
-            if let Err(e) = writer.write_all(&chunk).await {
-                // Dropping `rx` stops the producer at its next chunk.
-                drop(rx);
-                abort(writer).await;
-                return Err(Error::Store(StoreError::Stream(e)));
-            }
+        if let Err(e) = drain(&mut writer, rx).await {
+            abort(writer).await;
+            return Err(Error::Store(StoreError::Stream(e)));
         }
         Ok(writer)
     };
     Ok((ChannelWriter::new(tx), pump))
+}
+
+/// A [`ChannelWriter`] for a blocking producer, and the future that writes what it writes
+/// to `writer` (run it on the async side while the producer writes). The future ends once
+/// the channel writer is dropped, flushing `writer` and returning it. If `writer` fails,
+/// the future returns its error and the producer's next write fails with
+/// [`io::ErrorKind::BrokenPipe`].
+pub(crate) fn sink<W: AsyncWrite + Unpin>(
+    mut writer: W,
+) -> (ChannelWriter, impl Future<Output = io::Result<W>>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    let pump = async move {
+        drain(&mut writer, rx).await?;
+        writer.flush().await?;
+        Ok(writer)
+    };
+    (ChannelWriter::new(tx), pump)
+}
+
+/// Writes the chunks of `rx` to `writer` until the channel closes; on a failed write, drops
+/// `rx` first, so that the producer stops at its next chunk.
+async fn drain<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> io::Result<()> {
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = writer.write_all(&chunk).await {
+            drop(rx);
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Ends a blob written through [`blob_sink`]: commits it under the digest and size the
@@ -202,6 +236,18 @@ fn source_failed() -> io::Error {
     io::Error::other("the source stream failed")
 }
 
+/// A bare [`ChannelReader`] and the sender that feeds it: send `Some(chunk)` for data and
+/// `None` for a failure (the reader then fails); dropping the sender ends the reader.
+pub(crate) fn reader_channel() -> (mpsc::Sender<Option<Bytes>>, ChannelReader) {
+    let (tx, rx) = mpsc::channel::<Option<Bytes>>(CHANNEL_CHUNKS);
+    let reader = ChannelReader {
+        rx,
+        current: Bytes::new(),
+        failed: false,
+    };
+    (tx, reader)
+}
+
 /// A [`ChannelReader`] and the future that feeds it from `stream`; run the future on the
 /// async side while the reader is used on a blocking thread. The future returns the
 /// stream's first error, if any (the reader then fails too); it stops early, without
@@ -210,18 +256,12 @@ pub(crate) fn feed<S, E>(
     stream: S,
 ) -> (
     ChannelReader,
-    impl Future<Output = std::result::Result<(), E>> + Send,
+    impl Future<Output = std::result::Result<(), E>>,
 )
 where
-    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
-    E: Send,
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
 {
-    let (tx, rx) = mpsc::channel::<Option<Bytes>>(CHANNEL_CHUNKS);
-    let reader = ChannelReader {
-        rx,
-        current: Bytes::new(),
-        failed: false,
-    };
+    let (tx, reader) = reader_channel();
     let future = async move {
         let mut stream = stream;
         while let Some(item) = stream.next().await {

@@ -35,6 +35,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use ocikit_codec::compression::{Compression, MAGIC_LEN, sniff};
+use ocikit_codec::tar::Kind;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::reference::Reference;
 use ocikit_digest::{Algorithm, Digest, descriptor, json, media_type};
@@ -221,16 +222,16 @@ fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>) -> Result<()> {
             name,
             shown: shown_name,
             kind,
+            typeflag,
+            size,
+            link,
         } = entry;
-        if kind == tar::EntryType::Directory {
+        if kind == Kind::Dir {
             return Ok(());
         }
-        if kind == tar::EntryType::Symlink {
+        if kind == Kind::Symlink {
             // Older `docker save` links identical layers to one copy.
-            let target = entry
-                .link_name_bytes()
-                .map(|t| t.into_owned())
-                .unwrap_or_default();
+            let target = link;
             let dir = name.rsplit_once('/').map_or("", |(dir, _)| dir);
             let resolved = std::str::from_utf8(&target)
                 .ok()
@@ -245,8 +246,7 @@ fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>) -> Result<()> {
             })?;
             return Ok(());
         }
-        claim_file(&mut seen, &name, &shown_name, kind)?;
-        let size = entry.size();
+        claim_file(&mut seen, &name, &shown_name, kind, typeflag)?;
         if name == MANIFEST_JSON || name == REPOSITORIES {
             let bytes = read_capped(entry, &shown_name, size, MAX_JSON_SIZE)?;
             send(Msg::Json {

@@ -2,18 +2,19 @@
 //! reads and writes it) and [`docker`] (`docker-archive:`, what `docker save` writes and
 //! `docker load` reads).
 //!
-//! Both directions stream: tar parsing and writing run on a blocking thread (the `tar`
-//! crate), blob bytes flow between it and the store through bounded channels, and no
-//! archive is ever held in memory. Imports read entries in whatever order the archive has
-//! them, verify every blob before it becomes visible, cap every JSON file read into memory,
-//! and tag nothing until every blob the tags reach is present. Hostile entries (absolute
-//! paths, `..`, links and devices where only files belong, duplicates, wrong digests,
-//! truncation) fail with [`Error::Archive`] naming the entry and an [`ArchiveErrorKind`].
-//!
-//! The `tar` crate reads GNU long-name and PAX extension records into memory whole, so
-//! imports put a metadata cap in front of it: it follows the archive's block structure
-//! as the `tar` crate does and fails the stream at any extension record larger than
-//! [`MAX_EXTENSION_RECORD`] (SPEC C-T03, Go CVE-2022-2879), before it is buffered.
+//! Both directions stream: tar parsing and writing run on a blocking thread, blob bytes
+//! flow between it and the store through the bounded channels of the layout's one
+//! sync/async bridge (`bridge`), and no archive is ever held in memory. Imports read the
+//! archive with `ocikit-codec`'s strict tar reader ([`ocikit_codec::tar`]), the one that
+//! reads layers: checksums, numeric fields and PAX records checked, what tar parsers
+//! disagree on refused, and the extension records of an entry (GNU long names, PAX) capped
+//! at [`MAX_EXTENSION_RECORD`] bytes before they are buffered (SPEC C-T03, Go
+//! CVE-2022-2879). They read entries in whatever order the archive has them, verify every
+//! blob before it becomes visible, cap every JSON file read into memory, and tag nothing
+//! until every blob the tags reach is present. Hostile entries (absolute paths, `..`, links
+//! and devices where only files belong, duplicates, wrong digests, truncation) fail with
+//! [`Error::Archive`] naming the entry and an [`ArchiveErrorKind`]. Exports are written
+//! with the `tar` crate's builder (GNU headers, deterministic).
 
 pub mod docker;
 pub mod oci;
@@ -21,25 +22,25 @@ pub mod oci;
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
+use ocikit_codec::tar::{Kind, TarReader};
 use ocikit_digest::Digest;
 use ocikit_store::{Store, StoreExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+pub(crate) use crate::bridge::ChannelReader;
+use crate::bridge::{self, CHANNEL_CHUNKS as QUEUE, CHUNK_SIZE as CHUNK};
 use crate::{Error, Result};
-
-/// Chunk size of the bytes moved between the async side and the tar thread.
-const CHUNK: usize = 256 << 10;
-/// Chunks queued between the async side and the tar thread (bounds memory per direction).
-const QUEUE: usize = 8;
 /// Largest `oci-layout` file read from an archive.
 pub const MAX_LAYOUT_FILE_SIZE: u64 = 4096;
 /// Largest JSON file (`index.json`, `manifest.json`, `repositories`, a config) read from an
 /// archive into memory.
 pub const MAX_JSON_SIZE: u64 = 16 << 20;
 
-/// Largest GNU long-name/long-link or PAX extension record an import accepts (as Go's
-/// `archive/tar` since CVE-2022-2879).
+/// Most bytes of extension records (GNU long names and long link names, PAX records, with
+/// 512 bytes for each extension header) one entry of an imported archive may carry (as Go's
+/// `archive/tar` since CVE-2022-2879): [`Limits::max_entry_metadata`](ocikit_codec::Limits)
+/// of the import's tar reader.
 pub const MAX_EXTENSION_RECORD: u64 = 1 << 20;
 
 /// What is wrong with an archive entry (see [`Error::Archive`]).
@@ -178,81 +179,88 @@ pub(crate) fn join_inside(base_dir: &str, target: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// The typed error for a `tar` crate failure while reading entries.
-pub(crate) fn tar_error(entry: &str, error: io::Error) -> Error {
-    if let Some(limit) = error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<ExtensionTooLarge>())
-        .map(|e| e.0)
-    {
-        return archive_error(entry, ArchiveErrorKind::TooLarge { limit });
-    }
-    let kind = if error.kind() == io::ErrorKind::UnexpectedEof
-        || error.to_string().contains("unexpected EOF")
-        || error.to_string().contains("failed to read entire block")
-    {
-        ArchiveErrorKind::Truncated
-    } else {
-        ArchiveErrorKind::Corrupt
+/// The typed error for a failure of the tar reader (or of the archive's source) while
+/// reading entries, `entry` naming where it struck.
+pub(crate) fn tar_error(entry: &str, error: ocikit_codec::Error) -> Error {
+    use ocikit_codec::{Error as CodecError, Limit};
+    let kind = match &error {
+        CodecError::LimitExceeded {
+            limit: Limit::EntryMetadata,
+            max,
+        } => ArchiveErrorKind::TooLarge { limit: *max },
+        CodecError::Corrupt { source, .. } | CodecError::Io { source, .. }
+            if source.kind() == io::ErrorKind::UnexpectedEof =>
+        {
+            ArchiveErrorKind::Truncated
+        }
+        _ => ArchiveErrorKind::Corrupt,
     };
-    archive_error_with(
-        entry,
-        kind,
-        Error::Io {
-            operation: "read archive",
-            path: std::path::PathBuf::from(entry),
-            source: error,
-        },
-    )
+    archive_error_with(entry, kind, Error::Codec(error))
 }
 
-/// Whether a tar entry type is a regular file.
-pub(crate) fn is_file(kind: tar::EntryType) -> bool {
-    matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
+/// [`tar_error`] for an error that came out of a [`Read`] of entry data.
+fn read_error(entry: &str, error: io::Error) -> Error {
+    tar_error(entry, ocikit_codec::compression::error_from_io(error))
 }
 
 /// One entry of an archive being imported, past the checks every importer makes.
-pub(crate) struct ImportEntry<'a, 'e> {
-    /// The entry, to read its data from.
-    pub(crate) data: &'a mut tar::Entry<'e, MetadataCap<ChannelReader>>,
+pub(crate) struct ImportEntry<'a> {
+    /// The entry's data.
+    pub(crate) data: &'a mut dyn Read,
     /// The name, normalised (never absolute, no `..`).
     pub(crate) name: String,
     /// The name as the archive spells it, for errors.
     pub(crate) shown: String,
-    /// The entry's type.
-    pub(crate) kind: tar::EntryType,
+    /// What the entry is.
+    pub(crate) kind: Kind,
+    /// The raw typeflag byte, for errors.
+    pub(crate) typeflag: u8,
+    /// The size of the entry's data.
+    pub(crate) size: u64,
+    /// The link target (symlinks and hardlinks), as recorded.
+    pub(crate) link: Vec<u8>,
 }
 
-/// Walks the entries of an archive being imported on the tar thread: extension records
-/// capped at [`MAX_EXTENSION_RECORD`], PAX global headers skipped, names normalised, and a
-/// read error naming the entry after which it struck; `visit` sees every other entry.
+/// Walks the entries of an archive being imported on the tar thread, with the strict tar
+/// reader (extension records capped at [`MAX_EXTENSION_RECORD`]): PAX global headers
+/// skipped, names normalised, and a read error naming the entry after which it struck;
+/// `visit` sees every other entry.
 pub(crate) fn for_each_entry(
     reader: ChannelReader,
-    mut visit: impl FnMut(ImportEntry<'_, '_>) -> Result<()>,
+    mut visit: impl FnMut(ImportEntry<'_>) -> Result<()>,
 ) -> Result<()> {
-    let mut archive = tar::Archive::new(MetadataCap::new(reader, MAX_EXTENSION_RECORD));
-    let entries = archive
-        .entries()
-        .map_err(|e| tar_error("(start of archive)", e))?;
-    let mut last = String::from("(start of archive)");
-    for entry in entries {
-        let mut entry = entry.map_err(|e| tar_error(&format!("(entry after {last})"), e))?;
-        let raw = entry.path_bytes().into_owned();
-        let shown_name = shown(&raw);
-        last.clone_from(&shown_name);
-        let kind = entry.header().entry_type();
-        if kind.is_pax_global_extensions() {
+    let limits = ocikit_codec::Limits::default().with_max_entry_metadata(MAX_EXTENSION_RECORD);
+    let mut archive = TarReader::new(reader, limits);
+    let mut last: Option<String> = None;
+    loop {
+        let header = match archive.next_header() {
+            Ok(Some(header)) => header,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let at = match &last {
+                    Some(name) => format!("(entry after {name})"),
+                    None => "(start of archive)".to_string(),
+                };
+                return Err(tar_error(&at, e));
+            }
+        };
+        let shown_name = shown(&header.name);
+        last = Some(shown_name.clone());
+        if header.kind == Kind::Global {
             continue;
         }
-        let name = normalize(&raw)?;
+        let name = normalize(&header.name)?;
+        let mut data = archive.data();
         visit(ImportEntry {
-            data: &mut entry,
+            data: &mut data,
             name,
             shown: shown_name,
-            kind,
+            kind: header.kind,
+            typeflag: header.typeflag,
+            size: header.size,
+            link: header.link,
         })?;
     }
-    Ok(())
 }
 
 /// Claims a file entry's name: only regular files, and each name once (`seen` holds the
@@ -261,312 +269,19 @@ pub(crate) fn claim_file(
     seen: &mut std::collections::HashSet<String>,
     name: &str,
     shown: &str,
-    kind: tar::EntryType,
+    kind: Kind,
+    typeflag: u8,
 ) -> Result<()> {
-    if !is_file(kind) {
+    if kind != Kind::File {
         return Err(archive_error(
             shown,
-            ArchiveErrorKind::UnsupportedType {
-                typeflag: kind.as_byte(),
-            },
+            ArchiveErrorKind::UnsupportedType { typeflag },
         ));
     }
     if !seen.insert(name.to_string()) {
         return Err(archive_error(shown, ArchiveErrorKind::Duplicate));
     }
     Ok(())
-}
-
-// --- capping extension records ------------------------------------------------------------
-
-const BLOCK: usize = 512;
-
-/// The error [`MetadataCap`] fails the stream with.
-#[derive(Debug)]
-struct ExtensionTooLarge(u64);
-
-impl std::fmt::Display for ExtensionTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tar extension record larger than {} bytes", self.0)
-    }
-}
-
-impl std::error::Error for ExtensionTooLarge {}
-
-enum Scan {
-    /// Gathering a 512-byte header.
-    Header {
-        block: Box<[u8; BLOCK]>,
-        filled: usize,
-    },
-    /// Passing `remaining` bytes of data and padding; a PAX record's data is kept to read
-    /// its `size` the way the `tar` crate will.
-    Data {
-        remaining: u64,
-        data_left: u64,
-        pax: Option<Vec<u8>>,
-    },
-    /// Past the end-of-archive block (the `tar` crate stops reading there).
-    Done,
-}
-
-/// A [`Read`] passing a tar stream through unchanged while following its block structure as
-/// the `tar` crate does (header, data padded to 512 bytes, a PAX `size` applying to the next
-/// entry); fails at a GNU `L`/`K` or PAX `x`/`g` record larger than `limit`.
-pub(crate) struct MetadataCap<R> {
-    inner: R,
-    limit: u64,
-    state: Scan,
-    pending_pax_size: Option<u64>,
-}
-
-impl<R: Read> MetadataCap<R> {
-    /// Caps the extension records of the tar stream `inner` at `limit` bytes.
-    pub(crate) fn new(inner: R, limit: u64) -> MetadataCap<R> {
-        MetadataCap {
-            inner,
-            limit,
-            state: Scan::Header {
-                block: Box::new([0; BLOCK]),
-                filled: 0,
-            },
-            pending_pax_size: None,
-        }
-    }
-
-    fn header_done(&mut self, block: &[u8; BLOCK]) -> io::Result<Scan> {
-        if block.iter().all(|b| *b == 0) {
-            return Ok(Scan::Done);
-        }
-        let header = tar::Header::from_byte_slice(block);
-        // A header the `tar` crate cannot size fails there; stop following.
-        let Ok(size) = header.entry_size() else {
-            return Ok(Scan::Done);
-        };
-        let kind = header.entry_type();
-        let recognized = header.as_gnu().is_some() || header.as_ustar().is_some();
-        let extension = kind.is_gnu_longname()
-            || kind.is_gnu_longlink()
-            || kind.is_pax_local_extensions()
-            || kind.is_pax_global_extensions();
-        if extension && size > self.limit {
-            return Err(io::Error::other(ExtensionTooLarge(self.limit)));
-        }
-        if kind.is_gnu_sparse() {
-            // Sparse files carry extra header blocks; no image archive has them.
-            return Err(io::Error::other("sparse tar entries are not supported"));
-        }
-        let data = if extension {
-            // The `tar` crate carries a pending PAX record over recognised `L`, `K` and
-            // `x` headers to the next entry; any other header (a `g`, or an extension type
-            // in an old-style header, which it reads as an entry) consumes it.
-            let carries = recognized
-                && (kind.is_gnu_longname()
-                    || kind.is_gnu_longlink()
-                    || kind.is_pax_local_extensions());
-            if !carries {
-                self.pending_pax_size = None;
-            }
-            size
-        } else {
-            self.pending_pax_size.take().unwrap_or(size)
-        };
-        let pax = (recognized && kind.is_pax_local_extensions()).then(Vec::new);
-        let padded = data
-            .checked_add(BLOCK as u64 - 1)
-            .map(|n| n & !(BLOCK as u64 - 1))
-            .ok_or_else(|| io::Error::other("tar entry size overflows"))?;
-        Ok(Scan::Data {
-            remaining: padded,
-            data_left: data,
-            pax,
-        })
-    }
-
-    fn observe(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            match &mut self.state {
-                Scan::Done => return Ok(()),
-                Scan::Header { block, filled } => {
-                    let n = (BLOCK - *filled).min(bytes.len());
-                    block[*filled..*filled + n].copy_from_slice(&bytes[..n]);
-                    *filled += n;
-                    bytes = &bytes[n..];
-                    if *filled == BLOCK {
-                        let block = block.clone();
-                        self.state = self.header_done(&block)?;
-                    }
-                }
-                Scan::Data {
-                    remaining,
-                    data_left,
-                    pax,
-                } => {
-                    let n = (*remaining).min(bytes.len() as u64) as usize;
-                    let data_n = (*data_left).min(n as u64) as usize;
-                    if let Some(pax) = pax.as_mut() {
-                        pax.extend_from_slice(&bytes[..data_n]);
-                    }
-                    *remaining -= n as u64;
-                    *data_left -= data_n as u64;
-                    bytes = &bytes[n..];
-                    if *data_left == 0
-                        && let Some(record) = pax.take()
-                    {
-                        self.pending_pax_size = pax_size(&record);
-                    }
-                    if *remaining == 0 {
-                        self.state = Scan::Header {
-                            block: Box::new([0; BLOCK]),
-                            filled: 0,
-                        };
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The PAX `size` record exactly as the `tar` crate reads it: the first `size` key, unless
-/// a malformed record comes before it.
-fn pax_size(record: &[u8]) -> Option<u64> {
-    for extension in tar::PaxExtensions::new(record) {
-        let extension = extension.ok()?;
-        if extension.key() != Ok("size") {
-            continue;
-        }
-        return extension.value().ok()?.parse().ok();
-    }
-    None
-}
-
-impl<R: Read> Read for MetadataCap<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.observe(&buf[..n])?;
-        Ok(n)
-    }
-}
-
-// --- bridges between the async side and the tar thread ---------------------------------
-
-/// A [`Read`] for the tar thread over chunks the async side sends.
-pub(crate) struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
-}
-
-impl ChannelReader {
-    pub(crate) fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> ChannelReader {
-        ChannelReader {
-            rx,
-            current: Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
-}
-
-/// Feeds an `AsyncRead` into a channel for a [`ChannelReader`]; stops quietly when the
-/// reader is gone (the tar thread finished or failed: its own result tells which).
-pub(crate) async fn pump_reader<R: AsyncRead + Unpin>(
-    mut reader: R,
-    tx: mpsc::Sender<io::Result<Bytes>>,
-) -> Result<()> {
-    loop {
-        let mut buf = vec![0u8; CHUNK];
-        let n = match reader.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                let copy = io::Error::new(e.kind(), e.to_string());
-                let _ = tx.send(Err(copy)).await;
-                return Err(Error::Io {
-                    operation: "read archive stream",
-                    path: std::path::PathBuf::new(),
-                    source: e,
-                });
-            }
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        buf.truncate(n);
-        if tx.send(Ok(Bytes::from(buf))).await.is_err() {
-            return Ok(());
-        }
-    }
-}
-
-/// A [`Write`] for the tar thread that hands bytes to the async side.
-pub(crate) struct ChannelWriter {
-    tx: mpsc::Sender<Vec<u8>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    pub(crate) fn new(tx: mpsc::Sender<Vec<u8>>) -> ChannelWriter {
-        ChannelWriter {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-        }
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(chunk)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "archive output closed"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
-/// Drains a [`ChannelWriter`]'s chunks into an `AsyncWrite`, then flushes it.
-pub(crate) async fn drain_writer<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-) -> Result<W> {
-    let io_error = |source| Error::Io {
-        operation: "write archive stream",
-        path: std::path::PathBuf::new(),
-        source,
-    };
-    while let Some(chunk) = rx.recv().await {
-        writer.write_all(&chunk).await.map_err(io_error)?;
-    }
-    writer.flush().await.map_err(io_error)?;
-    Ok(writer)
 }
 
 /// Runs blocking work and flattens a panic into an error.
@@ -862,9 +577,8 @@ pub(crate) async fn decompressed_digest(
     size: u64,
     compression: ocikit_codec::compression::Compression,
 ) -> Result<(u64, Digest)> {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(QUEUE);
+    let (tx, source) = bridge::reader_channel();
     let hashing = blocking(move || {
-        let source = ChannelReader::new(rx);
         let mut reader: Box<dyn Read> = match compression {
             ocikit_codec::compression::Compression::None => Box::new(source),
             other => Box::new(ocikit_codec::compression::Decoder::new(
@@ -880,7 +594,7 @@ pub(crate) async fn decompressed_digest(
         Ok((written, diff_id))
     });
     let feeding = async {
-        let fed = stream_blob(store, digest, size, &tx, Ok, |_| {}).await;
+        let fed = stream_blob(store, digest, size, &tx, Some, |_| {}).await;
         drop(tx);
         fed
     };
@@ -911,11 +625,16 @@ where
     Fut: std::future::Future<Output = Result<T>>,
 {
     let (msg_tx, msg_rx) = mpsc::channel::<TarMsg>(QUEUE);
-    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-    let thread = tokio::task::spawn_blocking(move || {
-        write_tar(msg_rx, ChannelWriter::new(out_tx)).map(|_| ())
-    });
-    let (fed, drained) = futures::join!(feed(msg_tx), drain_writer(writer, out_rx));
+    let (out, drain) = bridge::sink(writer);
+    let thread = tokio::task::spawn_blocking(move || write_tar(msg_rx, out).map(|_| ()));
+    let drain = async {
+        drain.await.map_err(|source| Error::Io {
+            operation: "write archive stream",
+            path: std::path::PathBuf::new(),
+            source,
+        })
+    };
+    let (fed, drained) = futures::join!(feed(msg_tx), drain);
     let written = match thread.await {
         Ok(r) => r,
         Err(join) => Err(io::Error::other(join)),
@@ -939,9 +658,10 @@ where
     Ok((writer, value))
 }
 
-/// Runs the tar parser `parse` on a blocking thread over `reader`, with `consume` taking
-/// its messages on the async side. The consumer's error comes first, then the parser's,
-/// then the reader's.
+/// Runs the tar parser `parse` on a blocking thread over `reader` (fed to it through the
+/// layout's bridge), with `consume` taking its messages on the async side. The consumer's
+/// error comes first, then the reader's (the parser's failure is then only its echo), then
+/// the parser's.
 pub(crate) async fn with_tar_reader<R, M, P, C, Fut, T>(
     reader: R,
     parse: P,
@@ -954,11 +674,18 @@ where
     C: FnOnce(mpsc::Receiver<M>) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let (in_tx, in_rx) = mpsc::channel::<io::Result<Bytes>>(QUEUE);
+    let (source, pump) = bridge::feed(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK));
     let (msg_tx, msg_rx) = mpsc::channel::<M>(QUEUE * 2);
     // Spawned now (not lazily): the parser must run while the reader is pumped.
-    let parser = tokio::task::spawn_blocking(move || parse(ChannelReader::new(in_rx), msg_tx));
-    let (pumped, consumed) = futures::join!(pump_reader(reader, in_tx), consume(msg_rx));
+    let parser = tokio::task::spawn_blocking(move || parse(source, msg_tx));
+    let pump = async {
+        pump.await.map_err(|source| Error::Io {
+            operation: "read archive stream",
+            path: std::path::PathBuf::new(),
+            source,
+        })
+    };
+    let (pumped, consumed) = futures::join!(pump, consume(msg_rx));
     let parsed = match parser.await {
         Ok(result) => result,
         Err(join) => Err(Error::Io {
@@ -968,8 +695,8 @@ where
         }),
     };
     let value = consumed?;
-    parsed?;
     pumped?;
+    parsed?;
     Ok(value)
 }
 
@@ -1006,7 +733,7 @@ pub(crate) async fn commit_blob(
 
 /// Reads an entry's data into memory on the tar thread, refusing more than `limit` bytes.
 pub(crate) fn read_capped(
-    entry: &mut impl Read,
+    entry: &mut dyn Read,
     name: &str,
     size: u64,
     limit: u64,
@@ -1018,7 +745,7 @@ pub(crate) fn read_capped(
     entry
         .take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| tar_error(name, e))?;
+        .map_err(|e| read_error(name, e))?;
     if (bytes.len() as u64) < size {
         return Err(archive_error(name, ArchiveErrorKind::Truncated));
     }
@@ -1031,7 +758,7 @@ pub(crate) fn read_capped(
 /// Streams an entry's data on the tar thread as chunks through `send`; errors on
 /// truncation. Returns the bytes read.
 pub(crate) fn stream_entry(
-    entry: &mut impl Read,
+    entry: &mut dyn Read,
     name: &str,
     size: u64,
     mut send: impl FnMut(Bytes) -> Result<()>,
@@ -1043,7 +770,7 @@ pub(crate) fn stream_entry(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(tar_error(name, e)),
+            Err(e) => return Err(read_error(name, e)),
         };
         buf.truncate(n);
         done += n as u64;

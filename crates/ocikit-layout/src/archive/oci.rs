@@ -32,6 +32,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use bytes::Bytes;
+use ocikit_codec::tar::Kind;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, json};
 use ocikit_store::{BlobWriter, StoreExt};
@@ -209,15 +210,17 @@ fn parse(reader: ChannelReader, tx: mpsc::Sender<Msg>, allow_unknown: bool) -> R
             name,
             shown: shown_name,
             kind,
+            typeflag,
+            size,
+            link: _,
         } = entry;
-        if kind == tar::EntryType::Directory {
+        if kind == Kind::Dir {
             if is_layout_dir(&name) || allow_unknown {
                 return Ok(());
             }
             return Err(archive_error(shown_name, ArchiveErrorKind::Unexpected));
         }
-        claim_file(&mut seen, &name, &shown_name, kind)?;
-        let size = entry.size();
+        claim_file(&mut seen, &name, &shown_name, kind, typeflag)?;
         match name.as_str() {
             "oci-layout" | "index.json" => {
                 let (key, limit) = if name == "index.json" {

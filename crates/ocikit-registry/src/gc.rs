@@ -69,7 +69,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::meta::{self, BlobLink, ManifestRecord, Referrer, read_json, write_json};
 use crate::upload::now;
-use crate::{Error, Result, keys};
+use crate::{Clock, Error, Result, keys};
 
 /// How often a repository's mark is redone when its manifests keep changing under it; after
 /// that the repository is skipped this time (and reported so).
@@ -100,6 +100,10 @@ pub struct GcOptions {
     /// Whether blobs that no repository references any more are deleted from the content
     /// store (default true).
     pub sweep_blobs: bool,
+    /// The clock the grace period is measured by (default the system clock; tests pass one
+    /// they move past the grace period). What it is measured from (link and push stamps,
+    /// the store's write times) is always system time.
+    pub clock: Clock,
 }
 
 impl Default for GcOptions {
@@ -110,6 +114,7 @@ impl Default for GcOptions {
             delete_untagged: false,
             repositories: None,
             sweep_blobs: true,
+            clock: Clock::system(),
         }
     }
 }
@@ -124,6 +129,12 @@ impl GcOptions {
     /// Sets [`GcOptions::grace`].
     pub fn grace(mut self, grace: Duration) -> GcOptions {
         self.grace = grace;
+        self
+    }
+
+    /// Sets [`GcOptions::clock`].
+    pub fn clock(mut self, clock: Clock) -> GcOptions {
+        self.clock = clock;
         self
     }
 
@@ -336,7 +347,8 @@ fn references(value: &Value) -> Vec<Digest> {
 impl<'a> Collector<'a> {
     pub(crate) fn new(store: &'a dyn Store, options: &'a GcOptions) -> Result<Collector<'a>> {
         let grace_ms = u64::try_from(options.grace.as_millis()).unwrap_or(u64::MAX);
-        let cutoff_ms = now()
+        let now_ms = options.clock.now_ms();
+        let cutoff_ms = now_ms
             .checked_sub(grace_ms)
             .ok_or(GcOptionsError::GraceTooLong {
                 seconds: options.grace.as_secs(),

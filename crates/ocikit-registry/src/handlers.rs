@@ -632,7 +632,10 @@ async fn patch_upload(
         store: registry.upload_store().as_ref(),
     };
     let config = registry.config();
-    let Some((mut session, version)) = uploads.open(&id, name, config.upload_ttl).await? else {
+    let Some((mut session, version)) = uploads
+        .open(&id, name, config.upload_ttl, config.clock.now_ms())
+        .await?
+    else {
         return Err(upload_unknown());
     };
     let expected = announced_chunk(headers, name, &id, session.size)?;
@@ -744,7 +747,10 @@ async fn finish_upload(
         store: registry.upload_store().as_ref(),
     };
     let config = registry.config();
-    let Some((session, version)) = uploads.open(&id, name, config.upload_ttl).await? else {
+    let Some((session, version)) = uploads
+        .open(&id, name, config.upload_ttl, config.clock.now_ms())
+        .await?
+    else {
         return Err(upload_unknown());
     };
     if let Some(algorithm) = &session.algorithm
@@ -871,7 +877,12 @@ async fn upload_status(registry: &Registry, name: &str, id: &str) -> Handled {
         store: registry.upload_store().as_ref(),
     };
     let Some((session, _)) = uploads
-        .open(&id, name, registry.config().upload_ttl)
+        .open(
+            &id,
+            name,
+            registry.config().upload_ttl,
+            registry.config().clock.now_ms(),
+        )
         .await?
     else {
         return Err(upload_unknown());
@@ -891,7 +902,12 @@ async fn cancel_upload(registry: &Registry, name: &str, id: &str) -> Handled {
         store: registry.upload_store().as_ref(),
     };
     let Some((session, version)) = uploads
-        .open(&id, name, registry.config().upload_ttl)
+        .open(
+            &id,
+            name,
+            registry.config().upload_ttl,
+            registry.config().clock.now_ms(),
+        )
         .await?
     else {
         return Err(upload_unknown());

@@ -41,6 +41,7 @@
 //! ```
 
 mod auth;
+mod clock;
 mod error;
 pub mod gc;
 mod handlers;
@@ -62,6 +63,7 @@ use ocikit_digest::Digest;
 use ocikit_store::{FsStore, Store};
 
 pub use auth::{Access, Users};
+pub use clock::Clock;
 pub use error::{Error, ErrorCode, Result};
 pub use gc::{GcOptions, GcOptionsError, GcReport, RepositoryGc};
 pub use tls::TlsConfig;
@@ -110,6 +112,9 @@ pub struct Config {
     /// with an empty name and password (what such clients send after a challenge when they
     /// have no credentials) counts as none.
     pub anonymous_read: bool,
+    /// The clock upload sessions expire by (default the system clock; tests pass one they
+    /// move past [`Config::upload_ttl`]).
+    pub clock: Clock,
 }
 
 impl Default for Config {
@@ -125,6 +130,7 @@ impl Default for Config {
             read_only: false,
             users: None,
             anonymous_read: false,
+            clock: Clock::system(),
         }
     }
 }
@@ -145,6 +151,12 @@ impl Config {
     /// Sets [`Config::upload_ttl`].
     pub fn upload_ttl(mut self, ttl: Duration) -> Config {
         self.upload_ttl = ttl;
+        self
+    }
+
+    /// Sets [`Config::clock`].
+    pub fn clock(mut self, clock: Clock) -> Config {
+        self.clock = clock;
         self
     }
 
@@ -381,6 +393,7 @@ impl Registry {
         let report = upload::sweep(
             self.inner.uploads.as_ref(),
             self.inner.config.upload_ttl,
+            self.inner.config.clock.now_ms(),
             &mut suspects,
         )
         .await;

@@ -185,6 +185,7 @@ impl Uploads<'_> {
         id: &Uuid,
         name: &str,
         ttl: Duration,
+        now_ms: u64,
     ) -> Result<Option<(Session, Version)>> {
         let key = keys::session(id)?;
         let Some((session, version)) = read_json::<Session>(self.store, &key).await? else {
@@ -193,7 +194,7 @@ impl Uploads<'_> {
         if session.repository != name {
             return Ok(None);
         }
-        if session.is_expired(ttl, now()) {
+        if session.is_expired(ttl, now_ms) {
             self.discard(&key, &session, version).await?;
             return Ok(None);
         }
@@ -309,12 +310,13 @@ pub struct SweepReport {
 pub(crate) async fn sweep(
     store: &dyn Store,
     ttl: Duration,
+    now_ms: u64,
     suspects: &mut HashSet<Digest>,
 ) -> Result<SweepReport> {
     let uploads = Uploads { store };
     let mut report = SweepReport::default();
     let mut live = HashSet::new();
-    let t = now();
+    let t = now_ms;
     for key in store.list_documents(keys::SESSIONS_PREFIX).await? {
         let Some((session, version)) = read_json::<Session>(store, &key).await? else {
             continue;

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ocikit_digest::Digest;
-use ocikit_registry::{Config, Error, GcOptions, GcOptionsError, GcReport, Registry};
+use ocikit_registry::{Clock, Config, Error, GcOptions, GcOptionsError, GcReport, Registry};
 use ocikit_store::conformance::Intercept;
 use ocikit_store::{MemoryStore, Precondition, Store};
 use reqwest::{Method, StatusCode};
@@ -17,14 +17,14 @@ use serde_json::Value;
 
 use crate::*;
 
-/// Collect everything old: no grace period (nothing else pushes in these tests).
+/// Collect everything old: no grace period (nothing else pushes in these tests), by a clock
+/// a second ahead, so that what was written in the last millisecond counts without waiting.
 fn now_options() -> GcOptions {
-    GcOptions::new().grace(Duration::ZERO)
-}
-
-/// Lets the clock pass the millisecond of the last write, so a zero grace period covers it.
-async fn tick() {
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    GcOptions::new()
+        .grace(Duration::ZERO)
+        .clock(Clock::from_fn(|| {
+            SystemTime::now() + Duration::from_secs(1)
+        }))
 }
 
 /// Pushes an image (its config unique to this push) whose layers are `layers`; returns
@@ -89,7 +89,6 @@ async fn an_overwritten_tags_old_layers_go_only_with_delete_untagged() {
         let (old, old_config, old_layers) =
             push_image(&s, "app", "v1", &[&shared, &old_layer]).await;
         let (_, _, new_layers) = push_image(&s, "app", "v1", &[&shared, &new_layer]).await;
-        tick().await;
 
         // Untagged manifests are kept by default, and so is everything they reference.
         let report = gc(&s, &now_options()).await;
@@ -152,7 +151,6 @@ async fn a_deleted_manifests_blobs_are_freed_and_a_dry_run_says_so_first() {
             .send(Method::DELETE, &format!("/v2/app/manifests/{manifest}"))
             .await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
-        tick().await;
 
         let dry = gc(&s, &now_options().dry_run(true)).await;
         assert!(dry.dry_run);
@@ -204,7 +202,6 @@ async fn unreferenced_uploads_survive_the_grace_period_then_go() {
 
         // A blob re-uploaded after being unlinked is linked and fresh again.
         s.push_blob("app", &blob).await;
-        tick().await;
         let report = gc(&s, &now_options()).await;
         assert_eq!(report.repositories[0].links_removed, vec![digest.clone()]);
         assert_eq!(report.blobs_removed, vec![digest.clone()]);
@@ -232,7 +229,6 @@ async fn blobs_shared_with_another_repository_stay() {
             .send(Method::DELETE, &format!("/v2/team/a/manifests/{a}"))
             .await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
-        tick().await;
 
         let report = gc(&s, &now_options()).await;
         let a_report = report
@@ -344,7 +340,6 @@ async fn referrers_of_kept_manifests_and_index_children_stay() {
             .put_manifest("app", orphan_sbom_digest.as_str(), MANIFEST, &orphan_sbom)
             .await;
         assert_eq!(resp.status(), StatusCode::CREATED);
-        tick().await;
 
         let report = gc(&s, &now_options().delete_untagged(true)).await;
         let repo = &report.repositories[0];
@@ -415,7 +410,6 @@ async fn one_repository_at_a_time() {
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
         layers.push(l[0].clone());
     }
-    tick().await;
     let report = gc(&s, &now_options().repositories(["a"])).await;
     assert_eq!(report.repositories.len(), 1);
     assert_eq!(report.repositories[0].name, "a");
@@ -527,7 +521,6 @@ async fn a_link_racing_the_delete_gets_its_blob_back() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     *target.lock().unwrap() = Some(digest.clone());
     armed.store(true, Ordering::SeqCst);
-    tick().await;
     let report = gc(&s, &now_options()).await;
     assert_eq!(report.blobs_restored, vec![digest.clone()], "{report:?}");
     assert!(report.blobs_removed.is_empty());
@@ -671,5 +664,28 @@ async fn pushes_while_collections_run_stay_pullable() {
         for p in 0..4 {
             assert_pullable(&s, &format!("app{p}")).await;
         }
+    }
+}
+
+/// The grace period is measured by the clock the options carry: an hour and a half later by
+/// that clock, a collection removes what one now keeps, without anyone waiting.
+#[tokio::test]
+async fn the_grace_period_is_judged_by_the_injected_clock() {
+    for backend in BACKENDS {
+        let s = server(backend).await;
+        let digest = s.push_blob("app", &data(3000, 7)).await;
+        let clock = ocikit_testkit::ManualClock::starting_now();
+        let options = GcOptions::new().clock(Clock::from_fn(clock.reader()));
+        let now = gc(&s, &options).await;
+        assert!(now.blobs_removed.is_empty(), "{now:?}");
+        clock.advance(Duration::from_secs(30 * 60));
+        let later = gc(&s, &options).await;
+        assert!(later.blobs_removed.is_empty(), "within the hour: {later:?}");
+        assert_eq!(blob_status(&s, "app", &digest).await, StatusCode::OK);
+        clock.advance(Duration::from_secs(60 * 60));
+        let past = gc(&s, &options).await;
+        assert_eq!(past.blobs_removed, vec![digest.clone()]);
+        assert_eq!(blob_status(&s, "app", &digest).await, StatusCode::NOT_FOUND);
+        s.stop().await;
     }
 }

@@ -19,16 +19,7 @@ async fn raw(s: &Server, method: &Method, path: &str) -> (StatusCode, String) {
 /// Writes `request` as is and reads the response (the connection left open for writing).
 async fn raw_request(s: &Server, request: &[u8]) -> (StatusCode, String) {
     let addr = s.base.trim_start_matches("http://");
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(request).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        conn.read_to_end(&mut response),
-    )
-    .await
-    .expect("the server answered instead of waiting forever")
-    .unwrap();
+    let response = ocikit_testkit::http::send_raw_async(addr, request).await;
     let response = String::from_utf8_lossy(&response).into_owned();
     let status: u16 = response
         .split(' ')
@@ -264,13 +255,8 @@ async fn generated_requests_never_get_a_server_error() {
         Method::PATCH,
         Method::DELETE,
     ];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    };
+    let mut rng = ocikit_testkit::prng::Prng::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = |n: usize| rng.below(n as u64) as usize;
     let mut answered = 0;
     for _ in 0..600 {
         let d = &digests[next(digests.len())];

@@ -257,10 +257,26 @@ pub(crate) const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Fs];
 /// where a missing moto fails the test instead).
 pub(crate) fn backends() -> Vec<Backend> {
     let mut all = BACKENDS.to_vec();
-    if ocikit_store::conformance::moto::shared().is_some() {
+    if ocikit_testkit::moto::shared().is_some() {
         all.push(Backend::S3);
     }
     all
+}
+
+/// The configuration of a store in `bucket` on moto, under `prefix`.
+pub(crate) fn s3_config(
+    moto: &ocikit_testkit::moto::MotoServer,
+    bucket: &str,
+    prefix: &str,
+) -> ocikit_store::s3::S3Config {
+    ocikit_store::s3::S3Config::new(bucket)
+        .with_endpoint(moto.endpoint())
+        .with_credentials(
+            ocikit_testkit::moto::ACCESS_KEY,
+            ocikit_testkit::moto::SECRET_KEY,
+        )
+        .with_allow_http(true)
+        .with_prefix(prefix)
 }
 
 /// A server on a fresh pair of stores of `backend`.
@@ -287,10 +303,10 @@ pub(crate) async fn server_with(backend: Backend, config: Config) -> Server {
             Server::start_keeping(registry, vec![dir]).await
         }
         Backend::S3 => {
-            let moto = ocikit_store::conformance::moto::shared().expect("moto for S3 tests");
+            let moto = ocikit_testkit::moto::shared().expect("moto for S3 tests");
             let bucket = moto.bucket();
-            let store = ocikit_store::S3Store::new(moto.config(&bucket, "content")).unwrap();
-            let uploads = ocikit_store::S3Store::new(moto.config(&bucket, "uploads")).unwrap();
+            let store = ocikit_store::S3Store::new(s3_config(moto, &bucket, "content")).unwrap();
+            let uploads = ocikit_store::S3Store::new(s3_config(moto, &bucket, "uploads")).unwrap();
             let registry = Registry::new(Arc::new(store), Arc::new(uploads), config).unwrap();
             Server::start(registry).await
         }

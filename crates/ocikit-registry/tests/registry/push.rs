@@ -578,9 +578,12 @@ async fn per_session_size_limit() {
 
 #[tokio::test]
 async fn idle_sessions_expire_and_sweeps_clean_up() {
+    let clock = ocikit_testkit::ManualClock::starting_now();
     let s = server_with(
         Backend::Fs,
-        Config::default().upload_ttl(std::time::Duration::from_secs(1)),
+        Config::default()
+            .upload_ttl(std::time::Duration::from_secs(3600))
+            .clock(ocikit_registry::Clock::from_fn(clock.reader())),
     )
     .await;
     let loc = s.start_upload("app").await;
@@ -595,7 +598,11 @@ async fn idle_sessions_expire_and_sweeps_clean_up() {
     let stray = ocikit_store::StoreExt::put_bytes(s.registry.upload_store().as_ref(), b"stray")
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Within the TTL (by the registry's clock) the session lives.
+    clock.advance(std::time::Duration::from_secs(3500));
+    let resp = s.send(Method::GET, &loc).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    clock.advance(std::time::Duration::from_secs(200));
     let report = s.registry.sweep_uploads().await.unwrap();
     assert_eq!(report.expired_sessions, 1);
     // An orphan goes only at its second sweep.

@@ -27,18 +27,18 @@ async fn a_missing_bucket_fails_the_store_check_and_an_existing_one_passes() {
         server.registry.check_stores().await.unwrap();
         server.stop().await;
     }
-    let Some(moto) = ocikit_store::conformance::moto::shared() else {
+    let Some(moto) = ocikit_testkit::moto::shared() else {
         return;
     };
     let bucket = moto.bucket();
-    let store = ocikit_store::S3Store::new(moto.config(&bucket, "content")).unwrap();
-    let uploads = ocikit_store::S3Store::new(moto.config(&bucket, "uploads")).unwrap();
+    let store = ocikit_store::S3Store::new(crate::s3_config(moto, &bucket, "content")).unwrap();
+    let uploads = ocikit_store::S3Store::new(crate::s3_config(moto, &bucket, "uploads")).unwrap();
     let good = Registry::new(Arc::new(store), Arc::new(uploads), Config::default()).unwrap();
     good.check_stores().await.unwrap();
 
     let missing = format!("{bucket}-missing");
-    let store = ocikit_store::S3Store::new(moto.config(&missing, "content")).unwrap();
-    let uploads = ocikit_store::S3Store::new(moto.config(&missing, "uploads")).unwrap();
+    let store = ocikit_store::S3Store::new(crate::s3_config(moto, &missing, "content")).unwrap();
+    let uploads = ocikit_store::S3Store::new(crate::s3_config(moto, &missing, "uploads")).unwrap();
     let registry = Registry::new(Arc::new(store), Arc::new(uploads), Config::default()).unwrap();
     let err = registry.check_stores().await.unwrap_err();
     assert!(matches!(err, Error::StoreUnavailable { .. }), "{err:?}");

@@ -12,9 +12,6 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[cfg(feature = "s3")]
-pub mod moto;
-
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -359,6 +359,43 @@ pub enum Error {
         #[source]
         source: ocikit_client::Error,
     },
+    /// A digest under an algorithm ocikit cannot compute: its content cannot be verified.
+    #[error("cannot verify {digest}")]
+    Unverifiable {
+        /// The digest.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: ocikit_digest::Error,
+    },
+    /// A blob a layout does not hold.
+    #[error("no blob {digest} in {}", path.display())]
+    NoBlob {
+        /// The digest.
+        digest: Digest,
+        /// The layout.
+        path: PathBuf,
+        /// The store's error.
+        #[source]
+        source: ocikit_store::Error,
+    },
+    /// A blob's bytes did not match its digest (they were written out already).
+    #[error("blob {digest} is corrupt: its {written} bytes hash to {actual}")]
+    CorruptBlob {
+        /// The digest.
+        digest: Digest,
+        /// The bytes written.
+        written: u64,
+        /// What they hash to.
+        actual: Digest,
+    },
+    /// Writing to the output failed.
+    #[error("cannot write the blob out")]
+    Output {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A descriptor names a digest ocikit cannot read.
     #[error("{digest} is not a valid digest")]
     InvalidDigest {

@@ -43,6 +43,7 @@
 #![allow(clippy::result_large_err)]
 
 mod access;
+mod blob;
 mod copy;
 mod error;
 mod image;
@@ -51,6 +52,7 @@ mod open;
 mod progress;
 
 pub use access::RegistryOptions;
+pub use blob::write_blob;
 pub use copy::{CopiedImage, CopyOptions, CopyReport, ImageName, copy};
 pub use error::{Error, Result};
 pub use image::{open_image, referrers};

@@ -1,11 +1,9 @@
 //! `inspect` and `cat`: looking inside.
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
 use ocikit::digest::Digest;
 use ocikit::digest::platform;
 use ocikit::layout::{Document, Layout};
-use ocikit::store::StoreExt;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -276,30 +274,7 @@ pub(crate) async fn cat(location: &Location, digest: &str) -> Result<()> {
         .parse()
         .with_context(|| format!("`{digest}` is not a valid digest"))?;
     let layout = open_layout(path).await?;
-    let blob = layout
-        .store()
-        .open(&digest, None)
-        .await
-        .with_context(|| format!("no blob {digest} in {}", path.display()))?;
-    // Stream it out, hashing on the way; a mismatch fails after the bytes went out, so the
-    // exit status is what tells (as `sha256sum -c` would).
-    let size = blob.size();
-    let mut hasher = ocikit::digest::Hasher::new(digest.algorithm())
-        .with_context(|| format!("cannot verify {digest}"))?;
-    let mut stream = blob.into_stream();
-    let mut stdout = tokio::io::stdout();
-    let mut written = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        hasher.update(&chunk);
-        written += chunk.len() as u64;
-        stdout.write_all(&chunk).await?;
-    }
-    stdout.flush().await?;
-    let actual = hasher.finish();
-    if written != size || actual != digest {
-        bail!("blob {digest} is corrupt: its {written} bytes hash to {actual}");
-    }
+    ocikit::transport::write_blob(&layout, path, &digest, &mut tokio::io::stdout()).await?;
     Ok(())
 }
 

@@ -229,3 +229,38 @@ async fn refused_copies_change_nothing() {
     assert_eq!(files(&src), before, "the source changed");
     drop(source);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_is_written_out_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let (layout, root) = image(&src, "v1").await;
+    let digest: Digest = root.digest().to_string().parse().unwrap();
+    let mut out = Vec::new();
+    let size = ocikit_transport::write_blob(&layout, &src, &digest, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(size, root.size());
+    assert_eq!(Digest::sha256(&out), digest);
+
+    // A blob that is not there.
+    let absent = Digest::sha256(b"absent");
+    let err = ocikit_transport::write_blob(&layout, &src, &absent, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoBlob { .. }), "{err:?}");
+    // A blob spoilt on disk: its bytes go out, and the result says they are corrupt.
+    let file = src.join("blobs/sha256").join(digest.encoded());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+    let mut out = Vec::new();
+    let err = ocikit_transport::write_blob(&layout, &src, &digest, &mut out)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::CorruptBlob { ref actual, .. } if *actual == Digest::sha256(&bytes)),
+        "{err:?}"
+    );
+    assert_eq!(out, bytes);
+}

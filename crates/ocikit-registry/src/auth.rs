@@ -120,9 +120,17 @@ impl Users {
                     "the password hash is not bcrypt (make it with `htpasswd -B`)",
                 ));
             }
-            // Checks the hash's shape now, not at the first login.
-            hash.parse::<bcrypt::HashParts>()
+            // Checks the hash's shape now, not at the first login; bcrypt's parser takes any
+            // cost (`99`, `+4`) that its verification then refuses.
+            let parts = hash
+                .parse::<bcrypt::HashParts>()
                 .map_err(|_| bad("the bcrypt hash is malformed"))?;
+            let digits = hash
+                .get(4..6)
+                .is_some_and(|c| c.bytes().all(|b| b.is_ascii_digit()));
+            if !digits || !(4..=31).contains(&parts.get_cost()) {
+                return Err(bad("the bcrypt cost is not a number from 04 to 31"));
+            }
             if self.users.contains_key(name) {
                 return Err(bad("the user is already defined"));
             }
@@ -320,5 +328,24 @@ mod tests {
             .unwrap_err();
         assert!(format!("{err:?}").contains("already defined"), "{err:?}");
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    /// A hash whose cost bcrypt cannot compute (outside 04..=31, or not two digits) would
+    /// make every login of that user fail; it is refused when the file is read (found by the
+    /// `htpasswd` fuzz target).
+    #[test]
+    fn refuses_costs_bcrypt_cannot_compute() {
+        let hash = bcrypt::hash("x", 4).unwrap();
+        for cost in ["99", "32", "03", "00", "+4", "+9"] {
+            let text = format!("alice:{}{cost}{}", &hash[..4], &hash[6..]);
+            let err = Users::new()
+                .add_htpasswd(&text, Access::Read, "f")
+                .expect_err(&text);
+            assert!(format!("{err:?}").contains("cost"), "{text}: {err:?}");
+        }
+        for cost in ["04", "10", "31"] {
+            let text = format!("alice:{}{cost}{}", &hash[..4], &hash[6..]);
+            Users::new().add_htpasswd(&text, Access::Read, "f").unwrap();
+        }
     }
 }

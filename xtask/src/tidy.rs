@@ -22,6 +22,8 @@ use crate::metadata::{Kind, Package, Workspace};
 /// dependencies may name (STYLE.md's crate rules). Dev-dependencies may name any crate of a
 /// lower layer, and those of [`DEV_BESIDE`].
 const LAYERS: &[(&str, u8, &[&str])] = &[
+    // Test support (unpublished): below everything, so that every crate may dev-depend on it.
+    ("ocikit-testkit", 0, &[]),
     ("ocikit-digest", 1, &[]),
     ("ocikit-store", 2, &["ocikit-digest"]),
     ("ocikit-codec", 2, &["ocikit-digest"]),

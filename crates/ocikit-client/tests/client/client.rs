@@ -22,6 +22,7 @@ use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::{Layout, PlatformQuery};
 use ocikit_registry::{Access, Config, Registry, Users};
 use ocikit_store::{MemoryStore, Store, StoreExt};
+use ocikit_testkit::distribution::Distribution;
 use serde_json::json;
 
 use crate::{Server, data};
@@ -1204,81 +1205,15 @@ async fn plain_http_registries_need_insecure_and_insecure_falls_back_to_http() {
     server.stop().await;
 }
 
-/// Debian's `docker-registry` (distribution 2.8.2) on a free loopback port, with
-/// filesystem storage in a temp dir; `None` without the binary (a failure under CI=true).
-struct Distribution {
-    child: tokio::process::Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Distribution {
-    async fn start() -> Option<Distribution> {
-        let binary = std::path::Path::new("/usr/bin/docker-registry");
-        if !binary.is_file() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "docker-registry is required under CI=true"
-            );
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = tokio::process::Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let probe = crate::http_client();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = probe.get(format!("http://{addr}/v2/")).send().await
-                && r.status() == StatusCode::OK
-            {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "docker-registry did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Some(Distribution {
-            child,
-            addr,
-            _dir: dir,
-        })
-    }
-}
-
 #[tokio::test]
 async fn distribution_round_trips_a_multi_arch_index_with_chunked_blobs() {
-    let Some(mut distribution) = Distribution::start().await else {
+    let Some(distribution) = Distribution::start() else {
         return;
     };
     let source = empty_layout().await;
     let index = multi_arch(&source).await;
     // 64 KiB monolithic limit, 40 KiB chunks: the 150 and 300 KB layers go in PATCHes.
-    let client = client(&distribution.addr, None);
+    let client = client(distribution.addr(), None);
     let pushed = client
         .push(&source, &index, "team/app", Some("v1"), &PushOptions::new())
         .await
@@ -1311,7 +1246,7 @@ async fn distribution_round_trips_a_multi_arch_index_with_chunked_blobs() {
         client.tags("team/app").await.unwrap(),
         vec!["v1".to_string()]
     );
-    distribution.child.kill().await.ok();
+    distribution.stop();
 }
 
 /// An artifact manifest (empty config, one blob) whose subject is `subject`.
@@ -1412,10 +1347,10 @@ async fn referrers_through_the_api_on_our_server() {
 
 #[tokio::test]
 async fn referrers_through_the_tag_schema_on_distribution() {
-    let Some(mut distribution) = Distribution::start().await else {
+    let Some(distribution) = Distribution::start() else {
         return;
     };
-    let client = client(&distribution.addr, None);
+    let client = client(distribution.addr(), None);
     let (subject, all) = push_referrers(&client).await;
     assert_eq!(all.len(), 2, "{all:?}");
     let tags = client.tags("signed").await.unwrap();
@@ -1431,7 +1366,7 @@ async fn referrers_through_the_tag_schema_on_distribution() {
             .unwrap()
             .is_empty()
     );
-    distribution.child.kill().await.ok();
+    distribution.stop();
 }
 
 /// Counts PATCHes and upload status queries; the second PATCH reaches the registry but its

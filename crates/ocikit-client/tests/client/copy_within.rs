@@ -19,6 +19,7 @@ use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::{Layout, PlatformQuery};
 use ocikit_registry::{Config, Registry};
 use ocikit_store::{MemoryStore, Store, StoreExt};
+use ocikit_testkit::distribution::Distribution;
 use serde_json::json;
 
 use crate::data;
@@ -538,89 +539,12 @@ async fn a_manifest_that_does_not_match_its_digest_is_refused_before_anything_mo
     }
 }
 
-/// Distribution (`docker-registry`) on a free loopback port, with its access log on stderr.
-struct Distribution {
-    child: tokio::process::Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Distribution {
-    async fn start() -> Option<Distribution> {
-        let binary = Path::new("/usr/bin/docker-registry");
-        if !binary.is_file() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "docker-registry is required under CI=true"
-            );
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = tokio::process::Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let probe = crate::http_client();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            if let Ok(r) = probe.get(format!("http://{addr}/v2/")).send().await
-                && r.status() == reqwest::StatusCode::OK
-            {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "docker-registry did not start"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        Some(Distribution {
-            child,
-            addr,
-            _dir: dir,
-        })
-    }
-
-    /// Stops it; returns its access log lines (`"GET /v2/... HTTP/1.1" 200`).
-    async fn stop(mut self) -> Vec<String> {
-        self.child.start_kill().ok();
-        let output = self.child.wait_with_output().await.unwrap();
-        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
-        text.lines()
-            .filter(|l| l.contains("HTTP/1.1\""))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
 #[tokio::test]
 async fn distribution_mounts_within_one_registry_and_serves_no_blob() {
-    let Some(distribution) = Distribution::start().await else {
+    let Some(distribution) = Distribution::start() else {
         return;
     };
-    let client = client(&distribution.addr);
+    let client = client(distribution.addr());
     let source = seed(&client).await;
     let report = client
         .copy_within(
@@ -636,7 +560,7 @@ async fn distribution_mounts_within_one_registry_and_serves_no_blob() {
     let (tagged, _) = client.get_manifest("team/dst", "v1").await.unwrap();
     assert_eq!(tagged.digest(), source.index.digest());
     assert_holds_source(&client, "team/dst", "v1", &source).await;
-    let log = distribution.stop().await;
+    let log = distribution.stop();
     assert!(!log.is_empty(), "Distribution logs its requests");
     let blob_reads: Vec<&String> = log
         .iter()

@@ -1,9 +1,8 @@
 //! Pulling: manifests resolved and verified, blobs streamed into a layout's store.
 
-use std::collections::{HashMap, HashSet};
-
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use ocikit_digest::graph::{GraphError, Limits, Walker};
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, Reference, descriptor, media_type, platform};
 use ocikit_layout::document::{Document, is_document};
@@ -18,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 use super::{Client, MANIFEST_ACCEPT, Request, TransferReport, declared_media_type, read_limited};
 use crate::{Error, Operation, Result};
 
-/// Nested indexes followed at most.
-const MAX_DEPTH: usize = 8;
+/// Nested indexes followed at most ([`ocikit_digest::graph`]'s one limit).
+const MAX_DEPTH: usize = ocikit_digest::graph::MAX_DEPTH;
 
 /// How a pull runs.
 #[derive(Clone, Debug)]
@@ -365,90 +364,53 @@ pub(super) struct Graph {
     pub(super) report: TransferReport,
 }
 
-/// Walks the documents under `root` (whose bytes are `root_bytes`, already verified),
-/// fetching and verifying each, and collects the blobs they name.
+/// Walks the documents under `root` (whose bytes are `root_bytes`, already verified) by the
+/// one walk ([`ocikit_digest::graph`], its limits), fetching and verifying each, and
+/// collects the blobs they name.
 pub(super) async fn graph(
     client: &Client,
     repository: &str,
     root: &Descriptor,
     root_bytes: Bytes,
 ) -> Result<Graph> {
-    let mut documents: Vec<(Descriptor, Bytes)> = Vec::new();
-    let mut blobs: HashMap<Digest, u64> = HashMap::new();
-    let mut seen: HashSet<Digest> = HashSet::new();
-    walk(
-        client,
-        repository,
-        root.clone(),
-        root_bytes,
-        0,
-        &mut documents,
-        &mut blobs,
-        &mut seen,
-    )
-    .await?;
+    let root_digest = digest_of(client, repository, root)?;
+    let refused = |e: GraphError| Error::Layout {
+        registry: client.registry().to_string(),
+        repository: repository.to_string(),
+        operation: Box::new(Operation::ReadManifest {
+            digest: root_digest.clone(),
+        }),
+        source: Box::new(e.into()),
+    };
+    let mut walker = Walker::new(Limits::new());
+    walker.add_root(root).map_err(refused)?;
+    let mut root_bytes = Some(root_bytes);
+    while let Some(wanted) = walker.next_wanted() {
+        let bytes = match root_bytes.take() {
+            Some(bytes) => bytes,
+            None => get_child(client, repository, &wanted).await?.1,
+        };
+        walker.visit(&wanted, bytes).map_err(refused)?;
+    }
+    let walked = walker.finish().map_err(refused)?;
+    let mut documents = Vec::new();
+    let mut order = Vec::new();
+    for node in walked.children_first() {
+        match node.bytes() {
+            Some(bytes) => documents.push((node.descriptor.clone(), bytes.clone())),
+            None => order.push((node.digest.clone(), node.size())),
+        }
+    }
     let report = TransferReport {
-        blobs: blobs.len(),
-        total_bytes: blobs.values().sum(),
+        blobs: order.len(),
+        total_bytes: order.iter().map(|(_, size)| size).sum(),
         ..TransferReport::default()
     };
-    let mut order: Vec<(Digest, u64)> = blobs.into_iter().collect();
     order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
     Ok(Graph {
         documents,
         blobs: order,
         report,
-    })
-}
-
-/// Collects the documents under `descriptor` in post-order, and the leaf blobs.
-#[allow(clippy::too_many_arguments)]
-fn walk<'a>(
-    client: &'a Client,
-    repository: &'a str,
-    descriptor: Descriptor,
-    bytes: Bytes,
-    depth: usize,
-    documents: &'a mut Vec<(Descriptor, Bytes)>,
-    blobs: &'a mut HashMap<Digest, u64>,
-    seen: &'a mut HashSet<Digest>,
-) -> futures::future::BoxFuture<'a, Result<()>> {
-    Box::pin(async move {
-        let digest = digest_of(client, repository, &descriptor)?;
-        if !seen.insert(digest.clone()) {
-            return Ok(());
-        }
-        if depth > MAX_DEPTH {
-            return Err(Error::InvalidResponse {
-                registry: client.registry().to_string(),
-                repository: repository.to_string(),
-                operation: Box::new(Operation::ReadManifest {
-                    digest: digest.clone(),
-                }),
-                reason: format!("indexes nested deeper than {MAX_DEPTH} levels"),
-            });
-        }
-        let document = parse_document(client, repository, &descriptor, &bytes)?;
-        for child in document.children() {
-            if is_document(child.media_type().as_ref()) {
-                let (child, child_bytes) = get_child(client, repository, &child).await?;
-                walk(
-                    client,
-                    repository,
-                    child,
-                    child_bytes,
-                    depth + 1,
-                    documents,
-                    blobs,
-                    seen,
-                )
-                .await?;
-            } else {
-                blobs.insert(digest_of(client, repository, &child)?, child.size());
-            }
-        }
-        documents.push((descriptor, bytes));
-        Ok(())
     })
 }
 

@@ -1,23 +1,19 @@
 //! Pushing: blobs the registry lacks (mounted, or uploaded in one PUT or in chunks), then
 //! manifests, children before parents.
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use ocikit_digest::graph::{self, Limits};
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, descriptor};
 use ocikit_layout::Layout;
-use ocikit_layout::document::{Document, is_document};
+use ocikit_layout::document::is_document;
 use ocikit_layout::progress::{self, Event, Progress};
 use reqwest::header;
 use reqwest::{Method, StatusCode, Url};
 
 use super::{Body, Client, Request, TransferReport};
 use crate::{Error, Operation, Result};
-
-/// Nested indexes followed at most.
-const MAX_DEPTH: usize = 16;
 
 /// How a push runs.
 #[derive(Clone, Debug)]
@@ -93,20 +89,7 @@ pub(super) async fn push(
     if let Some(from) = &options.mount_from {
         client.validate_repository(from)?;
     }
-    let mut documents: Vec<(Descriptor, Bytes)> = Vec::new();
-    let mut blobs: Vec<(Digest, u64)> = Vec::new();
-    let mut seen: HashSet<Digest> = HashSet::new();
-    walk(
-        client,
-        layout,
-        repository,
-        root.clone(),
-        0,
-        &mut documents,
-        &mut blobs,
-        &mut seen,
-    )
-    .await?;
+    let (documents, mut blobs) = walk(client, layout, repository, root).await?;
     let mut report = TransferReport {
         blobs: blobs.len(),
         total_bytes: blobs.iter().map(|(_, size)| size).sum(),
@@ -169,74 +152,46 @@ fn digest_of(client: &Client, repository: &str, d: &Descriptor) -> Result<Digest
     })
 }
 
-/// Collects the documents under `descriptor` (read and verified from the layout) in
-/// post-order, and the leaf blobs.
-#[allow(clippy::too_many_arguments)]
-fn walk<'a>(
-    client: &'a Client,
-    layout: &'a Layout,
-    repository: &'a str,
-    descriptor: Descriptor,
-    depth: usize,
-    documents: &'a mut Vec<(Descriptor, Bytes)>,
-    blobs: &'a mut Vec<(Digest, u64)>,
-    seen: &'a mut HashSet<Digest>,
-) -> futures::future::BoxFuture<'a, Result<()>> {
-    Box::pin(async move {
-        let digest = digest_of(client, repository, &descriptor)?;
-        if !seen.insert(digest.clone()) {
-            return Ok(());
+/// The graph under `root` in `layout`, by the one walk ([`ocikit_digest::graph`], its
+/// limits; documents read and verified from the layout): the documents children first, and
+/// the leaf blobs.
+async fn walk(
+    client: &Client,
+    layout: &Layout,
+    repository: &str,
+    root: &Descriptor,
+) -> Result<(Vec<(Descriptor, Bytes)>, Vec<(Digest, u64)>)> {
+    let root_digest = digest_of(client, repository, root)?;
+    let layout_error = |e: ocikit_layout::Error| Error::Layout {
+        registry: client.registry().to_string(),
+        repository: repository.to_string(),
+        operation: Box::new(Operation::ReadManifest {
+            digest: root_digest.clone(),
+        }),
+        source: Box::new(e),
+    };
+    if !is_document(root.media_type().as_ref()) {
+        return Err(layout_error(ocikit_layout::Error::UnsupportedMediaType {
+            media_type: root.media_type().to_string(),
+            operation: "push (not a manifest or index)",
+        }));
+    }
+    let graph = graph::walk(
+        std::slice::from_ref(root),
+        &Limits::new(),
+        |wanted| async move { layout.read_blob(&wanted).await },
+    )
+    .await
+    .map_err(layout_error)?;
+    let mut documents = Vec::new();
+    let mut blobs = Vec::new();
+    for node in graph.children_first() {
+        match node.bytes() {
+            Some(bytes) => documents.push((node.descriptor.clone(), bytes.clone())),
+            None => blobs.push((node.digest.clone(), node.size())),
         }
-        let layout_error = |e: ocikit_layout::Error| Error::Layout {
-            registry: client.registry().to_string(),
-            repository: repository.to_string(),
-            operation: Box::new(Operation::ReadManifest {
-                digest: digest.clone(),
-            }),
-            source: Box::new(e),
-        };
-        if depth > MAX_DEPTH {
-            return Err(layout_error(ocikit_layout::Error::IndexTooDeep {
-                digest: digest.clone(),
-                max_depth: MAX_DEPTH,
-            }));
-        }
-        let document = layout
-            .read_document(&descriptor)
-            .await
-            .map_err(layout_error)?;
-        let bytes = match &document {
-            Document::Manifest { bytes, .. } | Document::Index { bytes, .. } => bytes.clone(),
-            _ => {
-                return Err(layout_error(ocikit_layout::Error::UnsupportedMediaType {
-                    media_type: descriptor.media_type().to_string(),
-                    operation: "push (not a manifest or index)",
-                }));
-            }
-        };
-        for child in document.children() {
-            if is_document(child.media_type().as_ref()) {
-                walk(
-                    client,
-                    layout,
-                    repository,
-                    child,
-                    depth + 1,
-                    documents,
-                    blobs,
-                    seen,
-                )
-                .await?;
-            } else {
-                let child_digest = digest_of(client, repository, &child)?;
-                if seen.insert(child_digest.clone()) {
-                    blobs.push((child_digest, child.size()));
-                }
-            }
-        }
-        documents.push((descriptor, bytes));
-        Ok(())
-    })
+    }
+    Ok((documents, blobs))
 }
 
 async fn push_blob(

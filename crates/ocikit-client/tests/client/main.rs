@@ -4,6 +4,7 @@
 
 mod client;
 mod copy_within;
+mod walk;
 
 use ocikit_client::{Client, Operation, PullOptions, PushOptions};
 use ocikit_digest::Digest;

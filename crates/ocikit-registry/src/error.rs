@@ -56,14 +56,16 @@ pub enum Error {
     /// Garbage collection options that cannot be honoured.
     #[error("invalid garbage collection options")]
     GcOptions(#[from] crate::GcOptionsError),
-    /// A manifest the registry accepted no longer parses, so what it references is unknown.
+    /// A manifest the registry accepted no longer parses (by the one strict parser,
+    /// [`ocikit_digest::document`]), or is recorded under a media type that is not a
+    /// manifest's or an index's, so what it references is unknown.
     #[error("manifest {digest} is corrupt")]
     CorruptManifest {
         /// The manifest's digest.
         digest: ocikit_digest::Digest,
-        /// The parse error.
+        /// The rule it broke (none for a media type that is not a manifest's).
         #[source]
-        source: serde_json::Error,
+        source: Option<Box<ocikit_digest::document::InvalidDocument>>,
     },
     /// The content store holds references the registry does not know about (an OCI image
     /// layout's `index.json`), so sweeping its blobs could delete that content.

@@ -59,9 +59,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use ocikit_digest::Digest;
+use ocikit_digest::document::{self, Document, InvalidDocument};
 use ocikit_digest::reference::validate_name;
+use ocikit_digest::{Digest, descriptor};
 use ocikit_store::{Blob, DocumentKey, Precondition, Store, StoreExt, Version};
 use serde::Serialize;
 use serde_json::Value;
@@ -321,27 +323,22 @@ fn referenced_by_key(key: &DocumentKey) -> Option<Digest> {
         .flatten()
 }
 
-/// Every digest a manifest's JSON names as content (not its `subject`).
-fn references(value: &Value) -> Vec<Digest> {
-    let mut out = Vec::new();
-    let mut add = |d: &Value| {
-        if let Some(digest) = d
-            .get("digest")
-            .and_then(Value::as_str)
-            .and_then(|s| Digest::parse(s).ok())
-        {
-            out.push(digest);
-        }
-    };
-    if let Some(config) = value.get("config") {
-        add(config);
+/// Every digest a manifest or index pushed as `media_type` names as content (not its
+/// `subject`), read by the one strict parser ([`ocikit_digest::document`]); `None` for a
+/// media type that is not a manifest's or an index's.
+fn references(media_type: &str, bytes: Bytes) -> Result<Option<Vec<Digest>>, InvalidDocument> {
+    if !document::is_document(media_type) {
+        return Ok(None);
     }
-    for list in ["layers", "blobs", "manifests"] {
-        if let Some(Value::Array(items)) = value.get(list) {
-            items.iter().for_each(&mut add);
-        }
-    }
-    out
+    let parsed = Document::parse_with_limit(media_type, bytes, MAX_MANIFEST_READ)?;
+    // Every descriptor inside was checked by the parser, its digest included.
+    Ok(Some(
+        parsed
+            .children()
+            .iter()
+            .filter_map(|d| descriptor::digest_of(d).ok())
+            .collect(),
+    ))
 }
 
 impl<'a> Collector<'a> {
@@ -390,9 +387,10 @@ impl<'a> Collector<'a> {
         Ok(out.into_iter().collect())
     }
 
-    /// What manifest `digest` (`size` bytes) references; an empty list when its content is
-    /// gone (a record whose content is missing keeps nothing alive).
-    async fn refs_of(&mut self, digest: &Digest, size: u64) -> Result<Refs> {
+    /// What manifest `digest` (`size` bytes, pushed as `media_type`) references; an empty
+    /// list when its content is gone (a record whose content is missing keeps nothing
+    /// alive).
+    async fn refs_of(&mut self, digest: &Digest, size: u64, media_type: &str) -> Result<Refs> {
         if let Some(refs) = self.refs.get(digest) {
             return Ok(refs.clone());
         }
@@ -403,12 +401,12 @@ impl<'a> Collector<'a> {
         {
             None => Arc::new(Vec::new()),
             Some(bytes) => {
-                let value: Value =
-                    serde_json::from_slice(&bytes).map_err(|source| Error::CorruptManifest {
-                        digest: digest.clone(),
-                        source,
-                    })?;
-                Arc::new(references(&value))
+                let corrupt = |source: Option<InvalidDocument>| Error::CorruptManifest {
+                    digest: digest.clone(),
+                    source: source.map(Box::new),
+                };
+                let refs = references(media_type, bytes).map_err(|e| corrupt(Some(e)))?;
+                Arc::new(refs.ok_or_else(|| corrupt(None))?)
             }
         };
         self.refs.insert(digest.clone(), refs.clone());
@@ -483,7 +481,11 @@ impl<'a> Collector<'a> {
                 if !kept.insert(digest.clone()) {
                     continue;
                 }
-                for child in self.refs_of(&digest, record.size).await?.iter() {
+                for child in self
+                    .refs_of(&digest, record.size, &record.media_type)
+                    .await?
+                    .iter()
+                {
                     referenced.insert(child.clone());
                     if marked.manifests.contains_key(child) && !kept.contains(child) {
                         pending.push(child.clone());
@@ -659,14 +661,14 @@ impl<'a> Collector<'a> {
             .map(|(d, record, referrer)| (d, (record, referrer)))
             .collect();
         // Manifests that are new or changed since the mark, and those that must come back.
-        let mut pending: Vec<(Digest, u64)> = Vec::new();
+        let mut pending: Vec<(Digest, u64, String)> = Vec::new();
         for (digest, (record, version)) in &now_marked.manifests {
             let changed = marked
                 .manifests
                 .get(digest)
                 .is_none_or(|(_, v)| v != version);
             if changed {
-                pending.push((digest.clone(), record.size));
+                pending.push((digest.clone(), record.size, record.media_type.clone()));
             }
             // Pushed again after being deleted: its referrer entry may have been removed
             // after the push added it.
@@ -676,11 +678,11 @@ impl<'a> Collector<'a> {
             }
         }
         let mut seen = HashSet::new();
-        while let Some((digest, size)) = pending.pop() {
+        while let Some((digest, size, media_type)) = pending.pop() {
             if !seen.insert(digest.clone()) {
                 continue;
             }
-            for child in self.refs_of(&digest, size).await?.iter() {
+            for child in self.refs_of(&digest, size, &media_type).await?.iter() {
                 if let Some(size) = removed_links.remove(child) {
                     meta::link_blob(self.store, name, child, size).await?;
                     report.links_removed.retain(|d| d != child);
@@ -701,7 +703,7 @@ impl<'a> Collector<'a> {
                     self.put_back_referrer(name, &record, referrer).await?;
                     report.manifests_removed.retain(|d| d != child);
                     report.repaired.push(child.clone());
-                    pending.push((child.clone(), record.size));
+                    pending.push((child.clone(), record.size, record.media_type.clone()));
                 }
             }
         }
@@ -738,7 +740,11 @@ impl<'a> Collector<'a> {
             if key.as_str().contains("/_manifests/")
                 && let Some((record, _)) = read_json::<ManifestRecord>(self.store, &key).await?
             {
-                for child in self.refs_of(&digest, record.size).await?.iter() {
+                for child in self
+                    .refs_of(&digest, record.size, &record.media_type)
+                    .await?
+                    .iter()
+                {
                     marked.insert(child.clone());
                 }
             }
@@ -868,6 +874,7 @@ pub(crate) async fn check_no_layout(store: &dyn Store) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use ocikit_digest::media_type;
 
     #[test]
     fn keys_are_classified_per_repository() {
@@ -886,16 +893,49 @@ mod tests {
         assert_eq!(referenced_by_key(&keys::catalog_marker("a").unwrap()), None);
     }
 
+    fn descriptor_json(media_type: &str, bytes: &[u8]) -> Value {
+        serde_json::json!({"mediaType": media_type, "digest": Digest::sha256(bytes).as_str(),
+            "size": bytes.len()})
+    }
+
     #[test]
-    fn references_cover_config_layers_blobs_and_children() {
-        let v = serde_json::json!({
-            "config": {"digest": Digest::sha256(b"c").as_str()},
-            "layers": [{"digest": Digest::sha256(b"l").as_str()}, {"digest": "bad"}],
-            "manifests": [{"digest": Digest::sha256(b"m").as_str()}],
-            "subject": {"digest": Digest::sha256(b"s").as_str()},
+    fn references_cover_config_layers_and_children_not_the_subject() {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "config": descriptor_json(media_type::IMAGE_CONFIG, b"c"),
+            "layers": [descriptor_json(media_type::IMAGE_LAYER, b"l")],
+            "subject": descriptor_json(media_type::IMAGE_MANIFEST, b"s"),
         });
-        let refs = references(&v);
-        assert_eq!(refs.len(), 3);
-        assert!(!refs.contains(&Digest::sha256(b"s")));
+        let bytes = Bytes::from(serde_json::to_vec(&manifest).unwrap());
+        let refs = references(media_type::IMAGE_MANIFEST, bytes)
+            .unwrap()
+            .unwrap();
+        assert_eq!(refs, [Digest::sha256(b"c"), Digest::sha256(b"l")]);
+        let index = serde_json::json!({"schemaVersion": 2,
+            "manifests": [descriptor_json(media_type::IMAGE_MANIFEST, b"m")]});
+        let bytes = Bytes::from(serde_json::to_vec(&index).unwrap());
+        let refs = references(media_type::IMAGE_INDEX, bytes).unwrap().unwrap();
+        assert_eq!(refs, [Digest::sha256(b"m")]);
+        assert_eq!(
+            references(media_type::IMAGE_CONFIG, Bytes::from_static(b"{}")).unwrap(),
+            None
+        );
+    }
+
+    /// A descriptor the parser refuses is not skipped (what it names would be swept).
+    #[test]
+    fn a_manifest_with_an_invalid_descriptor_is_corrupt_not_partly_read() {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "config": descriptor_json(media_type::IMAGE_CONFIG, b"c"),
+            "layers": [descriptor_json(media_type::IMAGE_LAYER, b"l"),
+                {"mediaType": media_type::IMAGE_LAYER, "digest": "bad", "size": 1}],
+        });
+        let bytes = Bytes::from(serde_json::to_vec(&manifest).unwrap());
+        let err = references(media_type::IMAGE_MANIFEST, bytes).unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            ocikit_digest::document::InvalidDocumentKind::Descriptor { at, .. } if at == "layers[1]"
+        ));
     }
 }

@@ -43,9 +43,6 @@
 mod auth;
 mod clock;
 mod error;
-#[cfg(feature = "__fuzz")]
-#[doc(hidden)]
-pub mod fuzz;
 pub mod gc;
 mod handlers;
 pub mod keys;
@@ -414,7 +411,7 @@ impl Registry {
     /// Refuses options naming invalid or unknown repositories, or an empty list of them
     /// ([`Error::GcOptions`]), and, when sweeping blobs, a content store an OCI image
     /// layout's `index.json` shares ([`Error::ForeignReferences`]). A kept manifest whose
-    /// content is not JSON any more aborts the collection ([`Error::CorruptManifest`]),
+    /// content no longer parses as one aborts the collection ([`Error::CorruptManifest`]),
     /// since what it references is unknown.
     pub async fn gc(&self, options: &GcOptions) -> Result<GcReport> {
         let _one_at_a_time = self.inner.gc.lock().await;

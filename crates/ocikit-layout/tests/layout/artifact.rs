@@ -29,19 +29,8 @@ pub(crate) const SBOM: &str = "application/spdx+json";
 
 pub(crate) use crate::support::stores;
 
-/// A tar archive of `files`, made with the `tar` crate.
-pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_cksum();
-        builder.append_data(&mut header, name, *data).unwrap();
-    }
-    builder.into_inner().unwrap()
-}
+/// A tar of regular files (mode 0644, mtime 0), written by the testkit's own tar writer.
+pub(crate) use ocikit_testkit::tarball::tar_of;
 
 pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

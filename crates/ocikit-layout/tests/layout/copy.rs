@@ -28,18 +28,8 @@ pub(crate) const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub(crate) const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub(crate) const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
-/// A tar stream of regular files, built with the `tar` crate.
-pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(1_700_000_000);
-        builder.append_data(&mut header, path, *data).unwrap();
-    }
-    builder.into_inner().unwrap()
-}
+/// A tar of regular files (mode 0644, mtime 0), written by the testkit's own tar writer.
+pub(crate) use ocikit_testkit::tarball::tar_of;
 
 pub(crate) fn gzip(tar: &[u8]) -> Vec<u8> {
     let (blob, _) = LayerWriter::from_reader(

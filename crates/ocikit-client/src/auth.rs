@@ -75,8 +75,12 @@ pub(crate) struct Challenge {
 /// Parses the first challenge of a `WWW-Authenticate` value: `Scheme k="v", k2=v2`.
 /// Quoted values may hold commas and `\"` escapes.
 pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
-    let header = header.trim();
-    let (scheme, rest) = match header.find(char::is_whitespace) {
+    // A list may start with empty elements; a scheme ends at a space or at the comma that
+    // ends a challenge without parameters.
+    let header = header
+        .trim_start_matches(|c: char| c == ',' || c.is_whitespace())
+        .trim_end();
+    let (scheme, rest) = match header.find(|c: char| c == ',' || c.is_whitespace()) {
         Some(i) => (&header[..i], &header[i..]),
         None => (header, ""),
     };
@@ -212,6 +216,19 @@ mod tests {
         assert_eq!(odd.params["realm"], "a\"b,c");
         assert_eq!(odd.params["service"], "x");
         assert!(parse_challenge("").is_none());
+    }
+
+    /// A list whose first challenge has no parameters, or that starts with an empty element
+    /// (RFC 9110's `#challenge` allows both; found by the `www_authenticate` fuzz target):
+    /// the scheme ends at the comma.
+    #[test]
+    fn a_scheme_ends_at_a_comma() {
+        let basic = parse_challenge(r#"Basic, Bearer realm="b""#).unwrap();
+        assert_eq!(basic.scheme, "basic");
+        assert!(basic.params.is_empty());
+        let bearer = parse_challenge(", Bearer realm=b").unwrap();
+        assert_eq!(bearer.scheme, "bearer");
+        assert_eq!(bearer.params["realm"], "b");
     }
 
     #[test]

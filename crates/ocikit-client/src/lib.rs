@@ -52,6 +52,9 @@ mod builder;
 mod copy;
 pub mod docker_config;
 mod error;
+#[cfg(feature = "__fuzz")]
+#[doc(hidden)]
+pub mod fuzz;
 mod pull;
 mod push;
 pub mod referrers;

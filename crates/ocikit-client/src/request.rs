@@ -576,18 +576,74 @@ pub(crate) fn next_link(response: &reqwest::Response) -> Option<String> {
     next_link_target(value)
 }
 
-/// The `rel="next"` target of a `Link` header value.
+/// The `rel="next"` target of a `Link` header value, read as RFC 8288 §3 writes it: a list
+/// of `<target>` followed by `; name=value` parameters (values quoted or not), where a
+/// link's relation types are the first `rel` parameter's space-separated words, compared
+/// without case. The first link whose relation types include `next` wins.
 pub(crate) fn next_link_target(value: &str) -> Option<String> {
-    value.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        params.contains("rel=\"next\"").then(|| {
-            target
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_string()
-        })
-    })
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches([',', ' ', '\t']);
+        let (target, after) = rest.strip_prefix('<')?.split_once('>')?;
+        let (rel, after) = link_params(after);
+        let is_next = rel.is_some_and(|rel| {
+            rel.split_ascii_whitespace()
+                .any(|t| t.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(target.trim().to_string());
+        }
+        rest = after;
+    }
+}
+
+/// Reads a link's parameters up to the comma that ends it; returns the first `rel` value
+/// and what follows.
+fn link_params(mut rest: &str) -> (Option<String>, &str) {
+    let mut rel = None;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t']);
+        let Some(param) = rest.strip_prefix(';') else {
+            // The end, the next link, or garbage: skipped up to the next comma.
+            let at = rest.find(',').unwrap_or(rest.len());
+            return (rel, &rest[at..]);
+        };
+        let param = param.trim_start_matches([' ', '\t']);
+        let name_end = param
+            .find(['=', ';', ',', ' ', '\t'])
+            .unwrap_or(param.len());
+        let name = &param[..name_end];
+        rest = param[name_end..].trim_start_matches([' ', '\t']);
+        let mut value = String::new();
+        if let Some(v) = rest.strip_prefix('=') {
+            rest = v.trim_start_matches([' ', '\t']);
+            if let Some(quoted) = rest.strip_prefix('"') {
+                let mut chars = quoted.char_indices();
+                rest = "";
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some((_, escaped)) = chars.next() {
+                                value.push(escaped);
+                            }
+                        }
+                        '"' => {
+                            rest = &quoted[i + 1..];
+                            break;
+                        }
+                        other => value.push(other),
+                    }
+                }
+            } else {
+                let end = rest.find([';', ',', ' ', '\t']).unwrap_or(rest.len());
+                value.push_str(&rest[..end]);
+                rest = &rest[end..];
+            }
+        }
+        if rel.is_none() && name.eq_ignore_ascii_case("rel") {
+            rel = Some(value);
+        }
+    }
 }
 
 /// Reads a body of at most `limit` bytes; `None` when it is larger.
@@ -646,6 +702,33 @@ pub(crate) fn error_detail(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Link` headers as RFC 8288 writes them (found by the `link_header` fuzz target): an
+    /// unquoted `rel`, relation types in a list and in any case, commas inside the target,
+    /// a `rel="next"` inside another parameter's value and a second `rel` (ignored).
+    #[test]
+    fn next_links_are_read_by_rfc_8288() {
+        let next = |v: &str| next_link_target(v);
+        assert_eq!(next("</a?n=1>; rel=\"next\"").as_deref(), Some("/a?n=1"));
+        assert_eq!(next("</a>; rel=next").as_deref(), Some("/a"));
+        assert_eq!(next("</a>; rel=\"prev next\"").as_deref(), Some("/a"));
+        assert_eq!(next("</a>; REL=\"NEXT\"").as_deref(), Some("/a"));
+        assert_eq!(
+            next("<https://r.example/v2/t/tags/list?last=a,b>; rel=\"next\"").as_deref(),
+            Some("https://r.example/v2/t/tags/list?last=a,b")
+        );
+        assert_eq!(
+            next("</a>; title=\"rel=\\\"next\\\"\", </b>; rel=\"next\"").as_deref(),
+            Some("/b")
+        );
+        assert_eq!(next("</a>; rel=\"prev\"; rel=\"next\""), None);
+        assert_eq!(
+            next("</first>; rel=\"prev\", </second>; rel=\"next\"").as_deref(),
+            Some("/second")
+        );
+        assert_eq!(next("</a>"), None);
+        assert_eq!(next(""), None);
+    }
 
     #[test]
     fn error_details() {

@@ -55,3 +55,33 @@ fn index_json_seeds() {
 fn archive_import_seeds() {
     replay("archive_import", ocikit_layout::fuzz::archive_import);
 }
+
+#[test]
+fn route_parse_seeds() {
+    replay("route_parse", ocikit_registry::fuzz::route_parse);
+}
+
+#[test]
+fn range_headers_seeds() {
+    replay("range_headers", ocikit_registry::fuzz::range_headers);
+}
+
+#[test]
+fn htpasswd_seeds() {
+    replay("htpasswd", ocikit_registry::fuzz::htpasswd);
+}
+
+#[test]
+fn www_authenticate_seeds() {
+    replay("www_authenticate", ocikit_client::fuzz::www_authenticate);
+}
+
+#[test]
+fn link_header_seeds() {
+    replay("link_header", ocikit_client::fuzz::link_header);
+}
+
+#[test]
+fn docker_config_seeds() {
+    replay("docker_config", ocikit_client::fuzz::docker_config);
+}

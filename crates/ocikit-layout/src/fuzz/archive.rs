@@ -3,7 +3,7 @@
 //!
 //! The input is a tar stream (when its first block has the `ustar` magic: the seeds and
 //! their mutations), or a small program rendered here into one with the `tar` crate's
-//! header type (so that checksums hold): layers, configs, manifests, `index.json`,
+//! header type (so that checksums hold): layers, configs, manifests, nested indexes, `index.json`,
 //! `manifest.json` and `oci-layout` made from the input bytes and named by their digests
 //! (or docker's file names), beside hostile entries (climbing, absolute and duplicate
 //! names, links, directories, wrong digests, corrupt bytes).
@@ -15,7 +15,7 @@
 //! oci-archive's index entries are the ones its `index.json` lists, a docker archive's images
 //! are the ones its `manifest.json` lists (tags, config digest, diffIDs), every blob the
 //! layout stores under a name the archive has is that member's bytes, and fsck finds
-//! nothing missing, corrupt or unverifiable; and exporting what was imported and importing
+//! nothing missing, corrupt, unverifiable or invalid; and exporting what was imported and importing
 //! that again gives the same entries or images.
 
 use std::collections::BTreeMap;
@@ -125,6 +125,7 @@ struct Program {
     layers: Vec<(Digest, u64)>,
     configs: Vec<(Digest, u64)>,
     manifests: Vec<(Digest, u64)>,
+    indexes: Vec<(Digest, u64)>,
     /// The member names of layers and configs, as `manifest.json` would list them.
     docker_layers: Vec<String>,
     docker_configs: Vec<String>,
@@ -151,7 +152,7 @@ impl Program {
     fn run(input: &mut Input<'_>) -> Vec<u8> {
         let mut p = Program::default();
         while !input.done() && p.members.len() < 24 {
-            let op = input.byte() % 12;
+            let op = input.byte() % 13;
             match op {
                 0 => {
                     let data = if input.byte().is_multiple_of(4) {
@@ -226,16 +227,16 @@ impl Program {
                     let mut entries = Vec::new();
                     for _ in 0..n {
                         let b = input.byte();
-                        let target = if b & 1 == 0 {
-                            Self::pick(&p.manifests, b >> 1)
-                        } else {
-                            Self::pick(&p.configs, b >> 1)
+                        let (target, kind) = match b % 3 {
+                            0 => (Self::pick(&p.manifests, b >> 2), media_type::IMAGE_MANIFEST),
+                            1 => (Self::pick(&p.configs, b >> 2), media_type::IMAGE_MANIFEST),
+                            _ => (Self::pick(&p.indexes, b >> 2), media_type::IMAGE_INDEX),
                         };
                         let Some((digest, size)) = target else {
                             continue;
                         };
                         let mut entry = json!({
-                            "mediaType": media_type::IMAGE_MANIFEST,
+                            "mediaType": kind,
                             "digest": digest.to_string(),
                             "size": size,
                         });
@@ -340,6 +341,34 @@ impl Program {
                     let data = input.bytes();
                     p.blob(data, None);
                 }
+                11 => {
+                    // A nested index blob over earlier manifests (or configs, claimed to be
+                    // manifests), named by its digest.
+                    let n = input.byte() % 4;
+                    let mut entries = Vec::new();
+                    for _ in 0..n {
+                        let b = input.byte();
+                        let target = if b & 1 == 0 {
+                            Self::pick(&p.manifests, b >> 1)
+                        } else {
+                            Self::pick(&p.configs, b >> 1)
+                        };
+                        if let Some((digest, size)) = target {
+                            entries.push(json!({
+                                "mediaType": media_type::IMAGE_MANIFEST,
+                                "digest": digest.to_string(),
+                                "size": size,
+                            }));
+                        }
+                    }
+                    let index = json!({
+                        "schemaVersion": 2,
+                        "mediaType": media_type::IMAGE_INDEX,
+                        "manifests": entries,
+                    });
+                    let described = p.blob(serde_json::to_vec(&index).unwrap(), None);
+                    p.indexes.push(described);
+                }
                 _ => {
                     // Reorder: move the first member to the end.
                     if !p.members.is_empty() {
@@ -425,9 +454,8 @@ fn check_error(err: &Error) {
     }
 }
 
-/// fsck's verdict on what was stored: nothing reachable missing, corrupt or unverifiable
-/// (and, for docker imports, which make their own manifests, every document valid and every
-/// diffID right).
+/// fsck's verdict on what was stored: nothing reachable missing, corrupt, unverifiable or
+/// an invalid document (and, for docker imports, every diffID right).
 async fn check_stored(layout: &Layout, docker: bool) {
     let report = layout
         .fsck(&FsckOptions::new().with_diff_ids(docker).with_concurrency(1))
@@ -438,10 +466,9 @@ async fn check_stored(layout: &Layout, docker: bool) {
             ProblemKind::Missing
             | ProblemKind::DigestMismatch { .. }
             | ProblemKind::SizeMismatch { .. }
-            | ProblemKind::Unverifiable => true,
-            ProblemKind::InvalidDocument { .. }
-            | ProblemKind::DiffIdMismatch { .. }
-            | ProblemKind::DiffIdCount { .. } => docker,
+            | ProblemKind::Unverifiable
+            | ProblemKind::InvalidDocument { .. } => true,
+            ProblemKind::DiffIdMismatch { .. } | ProblemKind::DiffIdCount { .. } => docker,
             _ => false,
         };
         assert!(!bad, "an import stored {problem:?}");
@@ -462,6 +489,32 @@ async fn check_blobs(layout: &Layout, members: &[(String, tar::EntryType, Vec<u8
             assert!(kind.is_file());
             assert_eq!(&stored[..], &data[..], "{name} stored with other bytes");
         }
+    }
+}
+
+/// Every document the imported entries reach, by every descriptor that names it, parses
+/// as the media type that descriptor claims (a blob named once as a config and once as a
+/// manifest must be both). Walked here, over the `tar` crate's members, without the
+/// layout's walk.
+fn check_claims(members: &[(String, tar::EntryType, Vec<u8>)], roots: &[Descriptor]) {
+    let mut seen = std::collections::HashSet::new();
+    let mut queue: Vec<Descriptor> = roots.to_vec();
+    while let Some(d) = queue.pop() {
+        let media_type = d.media_type().to_string();
+        if !crate::document::is_document(&media_type)
+            || !seen.insert((d.digest().to_string(), media_type))
+        {
+            continue;
+        }
+        let digest = Digest::parse(d.digest().as_ref()).unwrap();
+        let name = format!("blobs/{}/{}", digest.algorithm(), digest.encoded());
+        let bytes = member(members, &name)
+            .unwrap_or_else(|| panic!("imported a graph without its document {name}"));
+        let document = crate::document::parse(&d, bytes::Bytes::copy_from_slice(bytes))
+            .unwrap_or_else(|e| {
+                panic!("imported {name}, which is not what a descriptor claims: {e}")
+            });
+        queue.extend(document.children());
     }
 }
 
@@ -504,6 +557,7 @@ async fn oci_import(tar_bytes: &[u8]) {
     let marker: Value = serde_json::from_slice(member(&members, "oci-layout").unwrap()).unwrap();
     assert_eq!(marker["imageLayoutVersion"], "1.0.0");
     check_blobs(&layout, &members).await;
+    check_claims(&members, &report.entries);
     check_stored(&layout, false).await;
 
     // Exported and imported again: the same entries.

@@ -233,8 +233,8 @@ impl Walker {
     pub fn add_root(&mut self, root: &Descriptor) -> Result<(), GraphError> {
         let digest =
             descriptor::digest_of(root).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
-        if self.by_digest.contains_key(&digest) {
-            return Ok(());
+        if let Some(&known) = self.by_digest.get(&digest) {
+            return self.promote(known, root, 0, &digest);
         }
         let at = self.insert(root, digest.clone(), 0, None, &digest)?;
         self.roots.push(at);
@@ -279,6 +279,34 @@ impl Walker {
             self.wanted.push_back(at);
         }
         Ok(at)
+    }
+
+    /// A blob reached before as a leaf (a config, say) and now by a descriptor that claims
+    /// it is a manifest or index: it is wanted and read as that document, so a claim is never
+    /// taken on trust because the digest was seen under another media type.
+    fn promote(
+        &mut self,
+        at: usize,
+        descriptor: &Descriptor,
+        depth: usize,
+        root_digest: &Digest,
+    ) -> Result<(), GraphError> {
+        if self.nodes[at].state != State::Leaf || !is_document(descriptor.media_type().as_ref()) {
+            return Ok(());
+        }
+        if depth > self.limits.max_depth {
+            return Err(GraphError::TooDeep {
+                root: root_digest.clone(),
+                digest: self.nodes[at].digest.clone(),
+                max: self.limits.max_depth,
+            });
+        }
+        let node = &mut self.nodes[at];
+        node.descriptor = descriptor.clone();
+        node.depth = depth;
+        node.state = State::Wanted;
+        self.wanted.push_back(at);
+        Ok(())
     }
 
     /// The next document whose bytes the walk wants (breadth first), or `None` when it has
@@ -326,7 +354,10 @@ impl Walker {
             let child_digest =
                 descriptor::digest_of(&child).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
             let child_at = match self.by_digest.get(&child_digest) {
-                Some(&known) => known,
+                Some(&known) => {
+                    self.promote(known, &child, depth + 1, &root_digest)?;
+                    known
+                }
                 None => self.insert(&child, child_digest, depth + 1, Some(root), &root_digest)?,
             };
             children.push(child_at);

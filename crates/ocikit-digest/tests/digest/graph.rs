@@ -337,3 +337,24 @@ fn fetch_errors_are_the_callers_own() {
     assert!(matches!(result, Err(MyError::Gone)));
     let _ = MyError::Graph;
 }
+
+/// A blob reached first as a leaf (an image's config) and then, deeper, by a descriptor that
+/// claims it is a manifest must be read as that manifest, not skipped as already reached
+/// (found by the `archive_import` fuzz target: an oci-archive whose nested index named a
+/// config as a manifest was imported).
+#[test]
+fn a_blob_reached_as_a_config_then_claimed_as_a_manifest_is_read_as_one() {
+    let mut blobs = Blobs::default();
+    let image = blobs.image("a");
+    let manifest: Value = serde_json::from_slice(&blobs.0[&digest(&image)]).unwrap();
+    let config = digest(&serde_json::from_value(manifest["config"].clone()).unwrap());
+    let claimed = descriptor::new(IMAGE_MANIFEST, &config, blobs.0[&config].len() as u64).unwrap();
+    let nested = blobs.index(&[claimed]);
+    let err = blobs
+        .walk(&[image, nested], &Limits::new())
+        .expect_err("a config read as a manifest");
+    assert!(
+        matches!(&err, GraphError::Document { digest, .. } if *digest == config),
+        "{err:?}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Copying images, indexes and whole layouts between layouts on any stores.
 //!
-//! A copy walks the graph from its roots ([`Layout::read_document`], [`Document::children`]),
+//! A copy walks the graph from its roots ([`Layout::read_document`],
+//! [`Document::children`](crate::Document::children)),
 //! then copies every blob the destination lacks, **children before parents** (layers and
 //! configs, then the manifests that name them, then the indexes above), several blobs at once.
 //! Each blob is streamed and verified on the way in (the destination publishes it only if

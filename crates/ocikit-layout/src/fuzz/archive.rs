@@ -407,8 +407,18 @@ fn render(members: &[Member]) -> Vec<u8> {
 }
 
 /// The archive as the `tar` crate reads it: regular members by name (`./` dropped), in
-/// order, or `None` when it cannot read it to the end.
+/// order, or `None` when it cannot read it to the end. A stream that stops after an entry's
+/// data, short of its final padding and end blocks, is read as ended there (as Go, GNU tar
+/// and ocikit read what umoci writes; the `tar` crate wants the padding).
 fn reference(tar_bytes: &[u8]) -> Option<Vec<(String, tar::EntryType, Vec<u8>)>> {
+    read_members(tar_bytes).or_else(|| {
+        let mut padded = tar_bytes.to_vec();
+        padded.resize(padded.len().div_ceil(512) * 512 + 1024, 0);
+        read_members(&padded)
+    })
+}
+
+fn read_members(tar_bytes: &[u8]) -> Option<Vec<(String, tar::EntryType, Vec<u8>)>> {
     let mut archive = tar::Archive::new(tar_bytes);
     let mut out = Vec::new();
     for entry in archive.entries().ok()? {

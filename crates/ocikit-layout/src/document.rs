@@ -90,12 +90,13 @@ pub(crate) async fn walk(
 ) -> Result<Graph> {
     let read_error = &read_error;
     graph::walk(roots, &Limits::new(), |wanted| async move {
-        layout.read_blob(&wanted).await.map_err(|e| {
-            match descriptor::digest_of(&wanted) {
+        layout
+            .read_blob(&wanted)
+            .await
+            .map_err(|e| match descriptor::digest_of(&wanted) {
                 Ok(digest) => read_error(&digest, e),
                 Err(_) => e,
-            }
-        })
+            })
     })
     .await
 }

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
-use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::Digest;
 use ocikit_digest::graph::{Limits, Walker};
+use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_store::{DocumentKey, Error as StoreError};
 use serde_json::Value;
 

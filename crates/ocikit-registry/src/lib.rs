@@ -43,6 +43,9 @@
 mod auth;
 mod clock;
 mod error;
+#[cfg(feature = "__fuzz")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gc;
 mod handlers;
 pub mod keys;

@@ -201,9 +201,11 @@ fn registry_gc_collects_a_live_registry() {
 
     // Past the pushes' millisecond stamps, so that a grace of zero finds them old.
     let pushed = std::time::SystemTime::now();
-    ocikit_testkit::wait_until("a millisecond past the pushes", Duration::from_secs(5), || {
-        (std::time::SystemTime::now() > pushed + Duration::from_millis(2)).then_some(())
-    });
+    ocikit_testkit::wait_until(
+        "a millisecond past the pushes",
+        Duration::from_secs(5),
+        || (std::time::SystemTime::now() > pushed + Duration::from_millis(2)).then_some(()),
+    );
     let dry = json(&[
         "registry-gc",
         "--root",

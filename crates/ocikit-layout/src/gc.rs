@@ -14,8 +14,7 @@
 //! `index.json` just before the sweep, not by the grace period.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use ocikit_digest::Digest;
@@ -41,39 +40,9 @@ const MAX_MARKS: usize = 10;
 /// [`Error::ForeignReferences`]).
 const REGISTRY_PREFIX: &str = "_registry";
 
-/// The wall clock a collection judges ages by: the system's, or one a test controls (so
-/// that it moves past a grace period without waiting for it).
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Clock {
-        Clock(Arc::new(SystemTime::now))
-    }
-
-    /// A clock that reads `now`.
-    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Clock {
-        Clock(Arc::new(now))
-    }
-
-    /// The time now, by this clock.
-    pub fn now(&self) -> SystemTime {
-        (self.0)()
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Clock {
-        Clock::system()
-    }
-}
-
-impl std::fmt::Debug for Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Clock")
-    }
-}
+/// The wall clock a collection judges ages by: [`ocikit_store::Clock`], the system's or one a
+/// test controls (so that it moves past a grace period without waiting for it).
+pub use ocikit_store::Clock;
 
 /// Options of [`Layout::gc`].
 #[derive(Clone, Debug)]

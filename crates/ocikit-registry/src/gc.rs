@@ -344,7 +344,7 @@ fn references(media_type: &str, bytes: Bytes) -> Result<Option<Vec<Digest>>, Inv
 impl<'a> Collector<'a> {
     pub(crate) fn new(store: &'a dyn Store, options: &'a GcOptions) -> Result<Collector<'a>> {
         let grace_ms = u64::try_from(options.grace.as_millis()).unwrap_or(u64::MAX);
-        let now_ms = options.clock.now_ms();
+        let now_ms = options.clock.now_unix_ms();
         let cutoff_ms = now_ms
             .checked_sub(grace_ms)
             .ok_or(GcOptionsError::GraceTooLong {

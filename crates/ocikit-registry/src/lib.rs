@@ -41,7 +41,6 @@
 //! ```
 
 mod auth;
-mod clock;
 mod error;
 #[cfg(feature = "__fuzz")]
 #[doc(hidden)]
@@ -66,9 +65,10 @@ use ocikit_digest::Digest;
 use ocikit_store::{FsStore, Store};
 
 pub use auth::{Access, Users};
-pub use clock::Clock;
 pub use error::{Error, ErrorCode, Result};
 pub use gc::{GcOptions, GcOptionsError, GcReport, RepositoryGc};
+/// The wall clock upload TTLs and the GC grace period are judged by (see [`Config::clock`]).
+pub use ocikit_store::Clock;
 pub use tls::TlsConfig;
 pub use upload::SweepReport;
 
@@ -396,7 +396,7 @@ impl Registry {
         let report = upload::sweep(
             self.inner.uploads.as_ref(),
             self.inner.config.upload_ttl,
-            self.inner.config.clock.now_ms(),
+            self.inner.config.clock.now_unix_ms(),
             &mut suspects,
         )
         .await;

@@ -52,6 +52,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
@@ -63,6 +64,7 @@ pub mod s3;
 mod store;
 mod writer;
 
+pub use clock::Clock;
 pub use error::{Error, Result};
 pub use ext::{MAX_UPDATE_ATTEMPTS, StoreExt};
 pub use fs::FsStore;

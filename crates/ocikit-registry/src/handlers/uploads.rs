@@ -187,7 +187,7 @@ pub(super) async fn patch_upload(
     };
     let config = registry.config();
     let Some((mut session, version)) = uploads
-        .open(&id, name, config.upload_ttl, config.clock.now_ms())
+        .open(&id, name, config.upload_ttl, config.clock.now_unix_ms())
         .await?
     else {
         return Err(upload_unknown());
@@ -302,7 +302,7 @@ pub(super) async fn finish_upload(
     };
     let config = registry.config();
     let Some((session, version)) = uploads
-        .open(&id, name, config.upload_ttl, config.clock.now_ms())
+        .open(&id, name, config.upload_ttl, config.clock.now_unix_ms())
         .await?
     else {
         return Err(upload_unknown());
@@ -435,7 +435,7 @@ pub(super) async fn upload_status(registry: &Registry, name: &str, id: &str) -> 
             &id,
             name,
             registry.config().upload_ttl,
-            registry.config().clock.now_ms(),
+            registry.config().clock.now_unix_ms(),
         )
         .await?
     else {
@@ -460,7 +460,7 @@ pub(super) async fn cancel_upload(registry: &Registry, name: &str, id: &str) -> 
             &id,
             name,
             registry.config().upload_ttl,
-            registry.config().clock.now_ms(),
+            registry.config().clock.now_unix_ms(),
         )
         .await?
     else {

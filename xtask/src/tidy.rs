@@ -4,7 +4,7 @@
 //! - every crate's `lib.rs` opens with `//!` docs holding an example;
 //! - docs/ARCHITECTURE.md has a code-map heading (`` ### `name` ``) for every workspace
 //!   member, and every crate has a README;
-//! - the crate rules of STYLE.md hold, read from `cargo metadata`: each crate depends only
+//! - the crate rules of docs/ARCHITECTURE.md hold, read from `cargo metadata`: each crate depends only
 //!   on the ocikit crates its row allows (dev-dependencies only on lower layers), and tokio
 //!   stays optional and out of `ocikit-digest`'s default features;
 //! - every public error enum (one deriving `Error`, or named `…Error`/`…ErrorKind`) is
@@ -19,7 +19,7 @@ use crate::metadata::{Kind, Package, Workspace};
 
 /// The ocikit crates from the bottom layer up: each with its layer (crates of one layer sit
 /// side by side and never depend on each other) and the ocikit crates its normal and build
-/// dependencies may name (STYLE.md's crate rules). Dev-dependencies may name any crate of a
+/// dependencies may name (the crate rules of docs/ARCHITECTURE.md). Dev-dependencies may name any crate of a
 /// lower layer, and those of [`DEV_BESIDE`].
 const LAYERS: &[(&str, u8, &[&str])] = &[
     // Test support (unpublished): below everything, so that every crate may dev-depend on it.
@@ -215,7 +215,7 @@ fn code_map_problems(architecture: &str, names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// STYLE.md's crate rules, from the workspace's metadata. Every package under `crates_dir`
+/// The crate rules (docs/ARCHITECTURE.md), from the workspace's metadata. Every package under `crates_dir`
 /// must have a row in [`LAYERS`].
 fn dependency_problems(workspace: &Workspace, crates_dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();

@@ -81,6 +81,15 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// An ID mapping (`CONTAINER:HOST[:SIZE]`) or ID map that cannot be used
+    /// ([`IdMapping::parse`](crate::apply::IdMapping::parse), [`IdMap::new`](crate::apply::IdMap::new)).
+    #[error("invalid id mapping {mapping:?}: {reason}")]
+    InvalidIdMap {
+        /// The mapping as given (empty for a map with no ranges).
+        mapping: String,
+        /// What is wrong with it.
+        reason: crate::apply::IdMapError,
+    },
     /// The layer's uncompressed content does not hash to the diffID it was declared with.
     #[error("diffID mismatch: expected {expected}, layer content is {actual}")]
     DiffIdMismatch {
@@ -157,6 +166,15 @@ pub enum InvalidEntry {
     /// A uid or gid outside the representable range.
     #[error("owner id out of range")]
     BadOwner,
+    /// An owner that the [`ApplyOptions`](crate::apply::ApplyOptions)' uid or gid map has no
+    /// host id for.
+    #[error("{kind} {id} is outside the {kind} map")]
+    UnmappedOwner {
+        /// Whether the uid or the gid is unmapped.
+        kind: crate::apply::IdKind,
+        /// The id, as the layer has it.
+        id: u32,
+    },
     /// A typeflag this applier does not handle (sparse, multi-volume, unknown).
     #[error("unsupported entry type {typeflag:?}")]
     UnsupportedType {

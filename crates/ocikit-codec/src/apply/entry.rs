@@ -28,8 +28,12 @@ impl Applier<'_> {
         let mode = self.mode_for(header.mode, false);
         // Created with its mode when the umask (and no default ACL) leaves it so; else
         // private until `fchmod`.
+        // `user.*` xattrs need write permission: a read-only file gets them before its mode.
+        let xattrs_first =
+            mode & 0o200 == 0 && (self.options.rootless || !header.xattrs.is_empty());
         let exact = parent.plain_modes
             && mode & !0o777 == 0
+            && !xattrs_first
             && self.umask.is_some_and(|umask| mode & umask == 0);
         let chown = self.preserve_owner && (owner != self.creator || parent.setgid);
         let flags =
@@ -61,10 +65,11 @@ impl Applier<'_> {
             )
             .map_err(|e| Self::io("chown", path, e))?;
         }
+        self.set_xattrs(fd.as_fd(), header, path)?;
+        self.record_owner(fd.as_fd(), owner, path, false)?;
         if !exact {
             fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| Self::io("chmod", path, e))?;
         }
-        self.set_xattrs(fd.as_fd(), header, path)?;
         futimens(&fd, &Self::timestamps(header.mtime)).map_err(|e| Self::io("utimes", path, e))?;
         self.counts.files += 1;
         Ok(())
@@ -76,7 +81,7 @@ impl Applier<'_> {
         path: &[u8],
         owner: (u32, u32),
     ) -> Result<()> {
-        let (fd, created_over_marker) = if path.is_empty() {
+        let (fd, created_over_marker, merged) = if path.is_empty() {
             let fd = openat(
                 self.root.fd(),
                 ".",
@@ -84,7 +89,7 @@ impl Applier<'_> {
                 Mode::empty(),
             )
             .map_err(|e| Self::io("open", path, e))?;
-            (fd, false)
+            (fd, false, true)
         } else {
             let (dir, leaf) = split_parent(path);
             let parent = self.parent(dir)?;
@@ -109,7 +114,7 @@ impl Applier<'_> {
             }
             let fd = fs::open_dir_nofollow(parent.fd.as_fd(), leaf)
                 .map_err(|e| Self::io("open", path, e))?;
-            (fd, was_marker)
+            (fd, was_marker, !created)
         };
         self.mark_written(path);
         if self.preserve_owner {
@@ -121,6 +126,7 @@ impl Applier<'_> {
             .map_err(|e| Self::io("chown", path, e))?;
         }
         self.set_xattrs(fd.as_fd(), header, path)?;
+        self.record_owner(fd.as_fd(), owner, path, merged)?;
         if created_over_marker && self.options.mode == ApplyMode::Overlay {
             // Whited out and recreated in this layer: nothing of the lower one shows.
             self.set_opaque(fd.as_fd(), path)?;
@@ -255,6 +261,39 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// An empty regular file of mode 0 where a device would be ([`DevicePolicy::Placeholder`]).
+    fn placeholder(&mut self, header: &Header, path: &[u8], owner: (u32, u32)) -> Result<()> {
+        let (dir, leaf) = split_parent(path);
+        let parent = self.parent(dir)?;
+        let flags =
+            OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // Writable by its owner until its attributes are set (`user.*` needs that).
+        let create = || openat(&parent.fd, leaf, flags, Mode::from_raw_mode(0o600));
+        let fd = match create() {
+            Ok(fd) => fd,
+            Err(Errno::EXIST) => {
+                self.clear(parent.fd.as_fd(), leaf, path)?;
+                create().map_err(|e| Self::io("create", path, e))?
+            }
+            Err(err) => return Err(Self::io("create", path, err)),
+        };
+        self.mark_written(path);
+        if self.preserve_owner {
+            fchown(
+                &fd,
+                Some(Uid::from_raw(owner.0)),
+                Some(Gid::from_raw(owner.1)),
+            )
+            .map_err(|e| Self::io("chown", path, e))?;
+        }
+        self.set_xattrs(fd.as_fd(), header, path)?;
+        self.record_owner(fd.as_fd(), owner, path, false)?;
+        fchmod(&fd, Mode::empty()).map_err(|e| Self::io("chmod", path, e))?;
+        futimens(&fd, &Self::timestamps(header.mtime)).map_err(|e| Self::io("utimes", path, e))?;
+        self.counts.device_placeholders += 1;
+        Ok(())
+    }
+
     pub(super) fn special(
         &mut self,
         header: &Header,
@@ -307,6 +346,7 @@ impl Applier<'_> {
                     self.counts.devices_skipped += 1;
                     return Ok(());
                 }
+                DevicePolicy::Placeholder => return self.placeholder(header, path, owner),
                 DevicePolicy::CreateOrSkip if !rustix::process::geteuid().is_root() => {
                     self.counts.devices_skipped += 1;
                     return Ok(());

@@ -63,7 +63,11 @@
 //! - Modes are masked to `0o7777`; setuid and setgid bits are dropped from non-directories
 //!   when owners are not kept (unless [`ApplyOptions::strip_setid`] says otherwise). Owners
 //!   are kept only when asked or running as root ([`ApplyOptions::preserve_owner`]); ids
-//!   must be in `0..=4294967294` ([`InvalidEntry::BadOwner`]). Device numbers must fit the
+//!   must be in `0..=4294967294` ([`InvalidEntry::BadOwner`]); with a uid or gid map
+//!   ([`ApplyOptions::uid_map`], [`IdMap`]) they are translated to host ids, and an id no
+//!   range holds is refused ([`InvalidEntry::UnmappedOwner`]). [`ApplyOptions::rootless`]
+//!   sets no owner at all and records the layer's in an xattr, as `umoci --rootless` does.
+//!   Device numbers must fit the
 //!   kernel's 12-bit major and 20-bit minor, since larger values would alias other devices
 //!   (4096:0 would become the 0:0 whiteout device) ([`InvalidEntry::BadDeviceNumber`]);
 //!   devices follow the [`DevicePolicy`].
@@ -109,6 +113,7 @@
 mod entry;
 mod fs;
 pub(crate) mod hash;
+mod idmap;
 mod list;
 mod metadata;
 mod options;
@@ -127,6 +132,9 @@ use rustix::io::Errno;
 use crate::tar::{Header, Kind, TarReader};
 use crate::{Error, InvalidEntry, Limit, Result};
 use fs::{Removed, Root};
+pub use idmap::{
+    IdField, IdKind, IdMap, IdMapError, IdMapping, ROOTLESS_OWNER_XATTR, rootless_owner_record,
+};
 pub(crate) use list::check_tar;
 pub use list::{EntryKind, ListedEntry, list_entries};
 use metadata::read_umask;
@@ -198,6 +206,7 @@ pub fn apply_layer<R: Read>(root: &Path, tar: R, options: &ApplyOptions) -> Resu
         special_files: c.special_files,
         whiteouts: c.whiteouts,
         devices_skipped: c.devices_skipped,
+        device_placeholders: c.device_placeholders,
         entries_skipped: c.entries_skipped,
         xattrs_skipped: c.xattrs_skipped,
         content_bytes: c.content_bytes,
@@ -216,6 +225,7 @@ struct Counts {
     special_files: u64,
     whiteouts: u64,
     devices_skipped: u64,
+    device_placeholders: u64,
     entries_skipped: u64,
     xattrs_skipped: u64,
     content_bytes: u64,
@@ -227,8 +237,8 @@ const MAX_PATH: usize = 4095;
 
 /// Cleans an entry name: no leading `/`, no `.` or empty components, `..` resolved
 /// lexically (refused above the root when `strict`, else stopped there). Empty result: the
-/// root.
-fn normalize(name: &[u8], strict: bool) -> Result<Vec<u8>, InvalidEntry> {
+/// root. (Also the squash's rule for names, [`crate::squash`].)
+pub(crate) fn normalize(name: &[u8], strict: bool) -> Result<Vec<u8>, InvalidEntry> {
     if name.is_empty() {
         return Err(InvalidEntry::EmptyName);
     }
@@ -287,6 +297,9 @@ struct Applier<'o> {
     options: &'o ApplyOptions,
     preserve_owner: bool,
     strip_setid: bool,
+    /// The extended attributes applied: the options' policy, limited to `user.*` when
+    /// rootless.
+    xattrs: XattrPolicy,
     /// The owner new files get without `chown`.
     creator: (u32, u32),
     /// The process umask (read from `/proc/self/status`), when known: files whose mode it
@@ -313,14 +326,25 @@ struct Applier<'o> {
 
 impl<'o> Applier<'o> {
     fn new(root: Root, options: &'o ApplyOptions) -> Applier<'o> {
-        let preserve_owner = options
-            .preserve_owner
-            .unwrap_or_else(|| rustix::process::geteuid().is_root());
+        let mapped = options.uid_map.is_some() || options.gid_map.is_some();
+        let preserve_owner = !options.rootless
+            && options
+                .preserve_owner
+                .unwrap_or_else(|| mapped || rustix::process::geteuid().is_root());
+        let xattrs = if options.rootless {
+            XattrPolicy {
+                user: options.xattrs.user,
+                ..XattrPolicy::none().with_max_value_len(options.xattrs.max_value_len)
+            }
+        } else {
+            options.xattrs
+        };
         Applier {
             root,
             options,
             preserve_owner,
             strip_setid: options.strip_setid.unwrap_or(!preserve_owner),
+            xattrs,
             creator: (
                 rustix::process::geteuid().as_raw(),
                 rustix::process::getegid().as_raw(),
@@ -408,7 +432,10 @@ impl<'o> Applier<'o> {
                 .filter(|&id| id != u32::MAX)
                 .ok_or_else(|| Self::invalid(name, InvalidEntry::BadOwner))
         };
-        let owner = (ids(header.uid)?, ids(header.gid)?);
+        let mut owner = (ids(header.uid)?, ids(header.gid)?);
+        if !self.options.rootless && header.kind != Kind::Hardlink {
+            owner = self.map_owner(owner).map_err(|r| Self::invalid(name, r))?;
+        }
         match header.kind {
             Kind::File => self.file(tar, &header, &path, owner),
             Kind::Dir => self.directory(&header, &path, owner),
@@ -418,6 +445,20 @@ impl<'o> Applier<'o> {
             Kind::Global | Kind::Unsupported => Ok(()),
         }
     }
+    /// A layer's owner as the host has it, through the uid and gid maps.
+    fn map_owner(&self, (uid, gid): (u32, u32)) -> Result<(u32, u32), InvalidEntry> {
+        let map = |map: &Option<IdMap>, kind: IdKind, id: u32| match map {
+            None => Ok(id),
+            Some(map) => map
+                .to_host(id)
+                .ok_or(InvalidEntry::UnmappedOwner { kind, id }),
+        };
+        Ok((
+            map(&self.options.uid_map, IdKind::Uid, uid)?,
+            map(&self.options.gid_map, IdKind::Gid, gid)?,
+        ))
+    }
+
     /// The parent directory of an entry, created if missing.
     fn parent(&mut self, dir: &[u8]) -> Result<std::rc::Rc<fs::DirHandle>> {
         if !self.markers.is_empty() {

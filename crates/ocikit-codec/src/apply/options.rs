@@ -3,6 +3,7 @@
 
 use ocikit_digest::Digest;
 
+use super::idmap::IdMap;
 use crate::Limits;
 
 /// What to do with whiteouts.
@@ -34,6 +35,10 @@ pub enum DevicePolicy {
     Skip,
     /// Refuse layers that have any ([`InvalidEntry::UnsupportedType`](crate::InvalidEntry::UnsupportedType)).
     Refuse,
+    /// Put an empty regular file of mode 0 in each device's place (counted in
+    /// [`ApplyReport::device_placeholders`]), as `umoci unpack --rootless` does: the path
+    /// exists, and nothing can open it. [`ApplyOptions::rootless`] uses this.
+    Placeholder,
 }
 
 /// Which extended attributes (PAX `SCHILY.xattr.*` records) to apply.
@@ -137,7 +142,9 @@ pub struct ApplyOptions {
     /// Refuse what the spec forbids or parsers disagree on (default true); see the
     /// [module documentation](super) for what lenient mode accepts instead.
     pub strict: bool,
-    /// Give entries their recorded owners (`None`, the default: when running as root).
+    /// Give entries their recorded owners (`None`, the default: when running as root, or
+    /// when a [`uid_map`](Self::uid_map) or [`gid_map`](Self::gid_map) is set; never in
+    /// [`rootless`](Self::rootless) mode).
     /// With `Some(true)` and no privilege, `chown` fails the layer.
     pub preserve_owner: Option<bool>,
     /// Drop setuid and setgid bits from non-directories (`None`, the default: when owners
@@ -157,6 +164,38 @@ pub struct ApplyOptions {
     /// instead of `trusted.overlay.opaque` (overlayfs mounted with `userxattr`, in a user
     /// namespace). Default false.
     pub overlay_userxattr: bool,
+    /// Owners from the layer are translated through this map before they are applied
+    /// (`None`, the default: kept as they are). An entry whose uid no range holds is
+    /// refused before anything is made for it
+    /// ([`InvalidEntry::UnmappedOwner`](crate::InvalidEntry::UnmappedOwner), as umoci
+    /// refuses it), whether owners are applied or not; hardlinks (which have no owner of
+    /// their own) and whiteouts are not checked. Setting a map also makes
+    /// [`preserve_owner`](Self::preserve_owner)'s default "yes": as a non-root user a map
+    /// onto one's own ids (`0:$(id -u):1`) works; onto others' ids `chown` fails the layer.
+    /// Not consulted in [`rootless`](Self::rootless) mode (nothing is chowned there).
+    pub uid_map: Option<IdMap>,
+    /// The same for group ids.
+    pub gid_map: Option<IdMap>,
+    /// Unpack as an unprivileged user, as `umoci unpack --rootless` does (default false):
+    ///
+    /// - no owner is set: everything belongs to the unpacking user
+    ///   ([`preserve_owner`](Self::preserve_owner) and the maps are not used);
+    /// - the layer's owner of each regular file and directory, when not `0:0`, is recorded
+    ///   in its [`ROOTLESS_OWNER_XATTR`](super::ROOTLESS_OWNER_XATTR) xattr (see
+    ///   [`rootless_owner_record`](super::rootless_owner_record)), where umoci records it; a
+    ///   filesystem that refuses it counts in [`ApplyReport::xattrs_skipped`]. Symlinks and
+    ///   FIFOs cannot hold `user.*` xattrs, so theirs are not recorded. The layer's own
+    ///   `user.rootlesscontainers` attributes are dropped;
+    /// - extended attributes are limited to `user.*` (of what [`xattrs`](Self::xattrs)
+    ///   allows);
+    /// - setuid and setgid bits are dropped from non-directories unless
+    ///   [`strip_setid`](Self::strip_setid) is `Some(false)`. umoci keeps them; ocikit does
+    ///   not by default, since the files now belong to the unpacking user, and a setuid
+    ///   program of that user lets anyone who can run it act as that user.
+    ///
+    /// Devices follow [`devices`](Self::devices); the [`rootless`](Self::rootless) preset
+    /// sets [`DevicePolicy::Placeholder`].
+    pub rootless: bool,
     /// Resolve with the `O_NOFOLLOW` component walk even where `openat2` works (tests).
     #[doc(hidden)]
     pub portable_resolver: bool,
@@ -174,6 +213,9 @@ impl Default for ApplyOptions {
             limits: Limits::default(),
             expected_diff_id: None,
             overlay_userxattr: false,
+            uid_map: None,
+            gid_map: None,
+            rootless: false,
             portable_resolver: false,
         }
     }
@@ -183,6 +225,34 @@ impl ApplyOptions {
     /// The defaults: strict, whiteouts applied, owners kept when root.
     pub fn new() -> ApplyOptions {
         ApplyOptions::default()
+    }
+
+    /// The defaults for an unprivileged user, as `umoci unpack --rootless`:
+    /// [`rootless`](Self::rootless) on, devices replaced by
+    /// [placeholders](DevicePolicy::Placeholder).
+    pub fn rootless() -> ApplyOptions {
+        ApplyOptions::default()
+            .with_rootless(true)
+            .with_devices(DevicePolicy::Placeholder)
+    }
+
+    /// These options with [`rootless`](Self::rootless) on or off (devices are left to
+    /// [`with_devices`](Self::with_devices)).
+    pub fn with_rootless(mut self, on: bool) -> ApplyOptions {
+        self.rootless = on;
+        self
+    }
+
+    /// These options with another [`uid_map`](Self::uid_map).
+    pub fn with_uid_map(mut self, map: Option<IdMap>) -> ApplyOptions {
+        self.uid_map = map;
+        self
+    }
+
+    /// These options with another [`gid_map`](Self::gid_map).
+    pub fn with_gid_map(mut self, map: Option<IdMap>) -> ApplyOptions {
+        self.gid_map = map;
+        self
     }
 
     /// These options with another [`mode`](Self::mode).
@@ -268,6 +338,8 @@ pub struct ApplyReport {
     pub whiteouts: u64,
     /// Device entries not created ([`DevicePolicy`]).
     pub devices_skipped: u64,
+    /// Device entries replaced by empty files ([`DevicePolicy::Placeholder`]).
+    pub device_placeholders: u64,
     /// Entries skipped: AUFS metadata, and in lenient mode unsupported types and entries
     /// below `.wh.` directories.
     pub entries_skipped: u64,

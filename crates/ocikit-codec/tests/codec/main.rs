@@ -5,6 +5,7 @@ mod apply;
 mod build;
 mod compression;
 mod gnu_tar;
+mod idmap;
 mod pipeline;
 mod roundtrip;
 mod tar_reader;

@@ -168,12 +168,28 @@ impl fmt::Display for CopiedImage {
     }
 }
 
+impl serde::Serialize for CopiedImage {
+    /// As its [`Display`](fmt::Display): `TAG DIGEST`, `(untagged) DIGEST`, ...
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// What a copy did. `blobs` and `bytes` measure the whole image as the destination now
 /// holds it (every blob reached, each once: written, mounted or already there), so a
 /// repeated copy reports the same size; the other counts say how each blob got there.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// It serializes (camelCase) as `ocikit copy --json` prints it: the locations, each image
+/// as its [`Display`](fmt::Display) line, and the counts; `image_count` and `tags`, which
+/// `images` already says, are left out.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct CopyReport {
+    /// The source, as [`Location`]'s `Display` writes it.
+    pub source: String,
+    /// The destination, as [`Location`]'s `Display` writes it.
+    pub destination: String,
     /// The images at the destination, one per name.
     pub images: Vec<CopiedImage>,
     /// Blobs of the image(s), each once.
@@ -189,8 +205,10 @@ pub struct CopyReport {
     /// Layers recompressed on the way.
     pub layers_recompressed: usize,
     /// Distinct images (by digest) copied.
+    #[serde(skip)]
     pub image_count: usize,
     /// Names (tags, repo tags) the destination gives them.
+    #[serde(skip)]
     pub tags: usize,
 }
 
@@ -220,6 +238,18 @@ struct Item {
 /// a tag) copies every image in it, tagged or not; a destination tag then takes one image.
 /// A failed copy leaves a layout that did not exist absent, and tags nothing.
 pub async fn copy(
+    source: &Location,
+    destination: &Location,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
+    let mut report = copy_between(source, destination, options).await?;
+    report.source = source.to_string();
+    report.destination = destination.to_string();
+    Ok(report)
+}
+
+/// [`copy`], but for the locations in the report.
+async fn copy_between(
     source: &Location,
     destination: &Location,
     options: &CopyOptions,

@@ -349,15 +349,154 @@ pub enum Error {
         source: ocikit_client::Error,
     },
     /// A registry request failed.
-    #[error("cannot {what} {location}")]
+    #[error("cannot {operation} {location}")]
     Registry {
-        /// What was asked (`read`, `list the tags of`, ...).
-        what: &'static str,
+        /// What was asked of the registry.
+        operation: Operation,
         /// The location.
         location: String,
         /// Why.
         #[source]
         source: ocikit_client::Error,
+    },
+    /// An operation that lists a registry repository was given another kind of location.
+    #[error("{what} lists a registry repository (docker://HOST/NAME), not `{location}`{advice}")]
+    NeedsRegistry {
+        /// The operation.
+        what: String,
+        /// The location given.
+        location: String,
+        /// What to use instead, if anything (`; for a layout use ls`).
+        advice: &'static str,
+    },
+    /// An operation on a tag of a layout was given a location without one.
+    #[error("{what} needs a tag: oci:PATH:TAG, not `{location}`")]
+    NeedsLayoutTag {
+        /// The operation.
+        what: String,
+        /// The location given.
+        location: String,
+    },
+    /// An operation on a whole layout was given a location naming an image in it.
+    #[error("{what} takes a layout (oci:PATH), not an image")]
+    NotALayout {
+        /// The operation.
+        what: String,
+    },
+    /// A layout's image (or a registry image fetched into memory) could not be read.
+    #[error("cannot read {digest}")]
+    ReadImage {
+        /// The image's digest.
+        digest: String,
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// An image's config could not be read.
+    #[error("cannot read the config {digest}")]
+    ReadConfig {
+        /// The config's digest.
+        digest: String,
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// An image config that is not valid JSON (read strictly: duplicate keys refused).
+    #[error("the config {digest} is not valid JSON")]
+    ConfigNotJson {
+        /// The config's digest.
+        digest: String,
+        /// Why.
+        #[source]
+        source: ocikit_digest::json::JsonError,
+    },
+    /// An image whose config is not an image config (an artifact's) asked for its config.
+    #[error("the config of {digest} is {media_type}, not an image config")]
+    NotAnImageConfig {
+        /// The image's digest.
+        digest: String,
+        /// The config's media type.
+        media_type: String,
+    },
+    /// An index asked for an image config.
+    #[error("{digest} is an index: inspect one of its manifests (by digest) for a config")]
+    IndexHasNoConfig {
+        /// The index's digest.
+        digest: String,
+    },
+    /// A location that names a blob that is neither a manifest nor an index.
+    #[error("{digest} is a {media_type}, not a manifest or index")]
+    NotAManifest {
+        /// Its digest.
+        digest: String,
+        /// Its media type.
+        media_type: String,
+    },
+    /// The images of a layout could not be listed.
+    #[error("cannot list the images of {}", path.display())]
+    ListImages {
+        /// The layout.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// One image of a layout listing could not be read (walked, measured).
+    #[error("cannot read the {}", match tag {
+        Some(tag) => format!("image tagged {tag:?}"),
+        None => format!("untagged image {digest}"),
+    })]
+    ListImage {
+        /// The tag the image is listed under, if any.
+        tag: Option<String>,
+        /// Its digest.
+        digest: String,
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// A new layout could not be made.
+    #[error("cannot create a layout at {}", path.display())]
+    Init {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// A tag could not be set.
+    #[error("cannot tag {digest} as {tag:?}")]
+    SetTag {
+        /// The image.
+        digest: String,
+        /// The tag.
+        tag: String,
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// An artifact could not be attached.
+    #[error("cannot attach to {digest}")]
+    Attach {
+        /// The subject's digest.
+        digest: String,
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// A layout's check could not run (a problem it finds is in its report, not an error).
+    #[error("fsck could not run")]
+    Fsck {
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// Garbage collection of a layout failed.
+    #[error("garbage collection failed")]
+    Gc {
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
     },
     /// A digest under an algorithm ocikit cannot compute: its content cannot be verified.
     #[error("cannot verify {digest}")]
@@ -379,15 +518,27 @@ pub enum Error {
         #[source]
         source: ocikit_store::Error,
     },
-    /// A blob's bytes did not match its digest (they were written out already).
-    #[error("blob {digest} is corrupt: its {written} bytes hash to {actual}")]
+    /// A blob's bytes did not match its digest, or its size changed while it was read (the
+    /// bytes were written out already).
+    #[error("blob {digest} is corrupt ({written} bytes written out)")]
     CorruptBlob {
         /// The digest.
         digest: Digest,
         /// The bytes written.
         written: u64,
-        /// What they hash to.
-        actual: Digest,
+        /// The mismatch ([`ocikit_digest::Error::DigestMismatch`] names what the bytes hash
+        /// to; [`ocikit_digest::Error::SizeMismatch`]).
+        #[source]
+        source: ocikit_digest::Error,
+    },
+    /// A blob could not be read from its store.
+    #[error("cannot read blob {digest}")]
+    ReadBlob {
+        /// The digest.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// Writing to the output failed.
     #[error("cannot write the blob out")]
@@ -411,6 +562,33 @@ pub enum Error {
     /// A store operation failed.
     #[error(transparent)]
     Store(#[from] ocikit_store::Error),
+}
+
+/// What a registry was asked when it failed ([`Error::Registry`]), so that a caller can
+/// tell the requests apart by matching, not by reading the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Fetching an image's manifest or index (by tag or digest).
+    ReadManifest,
+    /// Fetching an image manifest's config blob.
+    ReadConfig,
+    /// Listing a repository's tags.
+    ListTags,
+    /// Listing the referrers of a subject (the API, else the referrers tag schema).
+    ListReferrers,
+}
+
+impl std::fmt::Display for Operation {
+    /// The verb phrase `cannot … LOCATION` is made of (`read`, `list the tags of`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::ReadManifest => "read",
+            Operation::ReadConfig => "read the config of",
+            Operation::ListTags => "list the tags of",
+            Operation::ListReferrers => "list the referrers of",
+        })
+    }
 }
 
 /// The crate's result type.

@@ -7,7 +7,7 @@ use ocikit_layout::{Document, Layout};
 use ocikit_store::{MemoryStore, StoreExt};
 
 use crate::access::RegistryOptions;
-use crate::error::{Error, Result};
+use crate::error::{Error, Operation, Result};
 use crate::location::{Location, Selector};
 use crate::open::{open_layout, resolve};
 
@@ -39,7 +39,7 @@ pub async fn open_image(
         .get_manifest(repository, &selector.reference())
         .await
         .map_err(|source| Error::Registry {
-            what: "read",
+            operation: Operation::ReadManifest,
             location: location.to_string(),
             source,
         })?;
@@ -60,7 +60,7 @@ pub async fn open_image(
             )
             .await
             .map_err(|source| Error::Registry {
-                what: "read the config of",
+                operation: Operation::ReadConfig,
                 location: location.to_string(),
                 source,
             })?;
@@ -98,7 +98,7 @@ pub async fn referrers(
                 .get_manifest(repository, tag)
                 .await
                 .map_err(|source| Error::Registry {
-                    what: "read",
+                    operation: Operation::ReadManifest,
                     location: location.to_string(),
                     source,
                 })?;
@@ -109,7 +109,7 @@ pub async fn referrers(
         .referrers(repository, &subject, artifact_type)
         .await
         .map_err(|source| Error::Registry {
-            what: "list the referrers of",
+            operation: Operation::ListReferrers,
             location: location.to_string(),
             source,
         })?;

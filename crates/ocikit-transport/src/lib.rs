@@ -47,15 +47,22 @@ mod blob;
 mod copy;
 mod error;
 mod image;
+mod inspect;
+mod layouts;
 mod location;
 mod open;
 mod progress;
 
 pub use access::RegistryOptions;
-pub use blob::write_blob;
+pub use blob::{cat, write_blob};
 pub use copy::{CopiedImage, CopyOptions, CopyReport, ImageName, copy};
-pub use error::{Error, Result};
+pub use error::{Error, Operation, Result};
 pub use image::{open_image, referrers};
+pub use inspect::{
+    BlobSummary, ImageSummary, IndexEntry, IndexSummary, RepositoryTags, Summary, inspect,
+    inspect_config, inspect_raw, tags,
+};
+pub use layouts::{Attached, ImageEntry, attach, fsck, gc, init, list_images, tag, untag};
 pub use location::{Location, LocationError, LocationErrorKind, Selector};
 pub use open::{open_layout, resolve};
 pub use progress::{Progress, Stage};

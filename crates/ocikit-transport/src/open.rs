@@ -1,6 +1,6 @@
 //! Opening the layout an `oci:` location names, and finding the image its selector names.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ocikit_digest::Digest;
 use ocikit_digest::oci_spec::image::Descriptor;
@@ -8,7 +8,7 @@ use ocikit_layout::Layout;
 use ocikit_store::{FsStore, StoreExt};
 
 use crate::error::{Error, Result};
-use crate::location::Selector;
+use crate::location::{Location, Selector};
 
 /// Opens an existing layout directory, without creating anything when there is none
 /// ([`Error::NoLayout`] says whether the directory or its `oci-layout` file is missing).
@@ -101,4 +101,17 @@ async fn by_digest(layout: &Layout, digest: &Digest) -> Result<Descriptor> {
             source,
         })?;
     Ok(descriptor)
+}
+
+/// The directory of an `oci:PATH` location that names a whole layout, for the operation
+/// `what`: another transport is [`Error::NeedsLayout`], a tag or digest
+/// [`Error::NotALayout`].
+pub(crate) fn layout_only<'a>(location: &'a Location, what: &str) -> Result<&'a PathBuf> {
+    let (path, selector) = location.oci(what)?;
+    if selector.is_some() {
+        return Err(Error::NotALayout {
+            what: what.to_string(),
+        });
+    }
+    Ok(path)
 }

@@ -259,8 +259,103 @@ async fn a_blob_is_written_out_verified() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::CorruptBlob { ref actual, .. } if *actual == Digest::sha256(&bytes)),
+        matches!(
+            err,
+            Error::CorruptBlob {
+                written,
+                source: ocikit_digest::Error::DigestMismatch { ref expected, ref actual },
+                ..
+            } if written == bytes.len() as u64 && *expected == digest && *actual == Digest::sha256(&bytes)
+        ),
         "{err:?}"
     );
     assert_eq!(out, bytes);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cat_writes_a_layout_blob_and_refuses_an_image_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let (_layout, root) = image(&src, "v1").await;
+    let digest: Digest = root.digest().to_string().parse().unwrap();
+    let file = src.join("blobs/sha256").join(digest.encoded());
+    let mut out = Vec::new();
+    let size = ocikit_transport::cat(&at("oci", &src, ""), &digest, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, std::fs::read(&file).unwrap());
+    assert_eq!(size, out.len() as u64);
+
+    // An image location, another transport: refused before anything is written.
+    let mut out = Vec::new();
+    let err = ocikit_transport::cat(&at("oci", &src, ":v1"), &digest, &mut out)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotALayout { .. }), "{err:?}");
+    let err = ocikit_transport::cat(&at("oci-archive", &src, ""), &digest, &mut out)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NeedsLayout { .. }), "{err:?}");
+    assert!(out.is_empty());
+
+    // A blob grown on disk: its bytes go out, the result says the blob is corrupt.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend_from_slice(b"\n");
+    std::fs::write(&file, &bytes).unwrap();
+    let err = ocikit_transport::cat(&at("oci", &src, ""), &digest, &mut out)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::CorruptBlob { written, .. } if written == bytes.len() as u64),
+        "{err:?}"
+    );
+    assert_eq!(out, bytes);
+}
+
+/// A copy's report serializes as `ocikit copy --json` prints it: the locations, each image
+/// as its `TAG DIGEST` line, the counts in camelCase, in this order, and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_report_serializes_as_the_cli_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_source, root) = image(&dir.path().join("src"), "v1").await;
+    let source = at("oci", &dir.path().join("src"), ":v1");
+    let destination = at("oci-archive", &dir.path().join("a.tar"), ":v1");
+    let report = copy(&source, &destination, &CopyOptions::new())
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&report).unwrap();
+    let expected = serde_json::json!({
+        "source": source.to_string(),
+        "destination": destination.to_string(),
+        "images": [format!("v1 {}", root.digest())],
+        "blobs": 4,
+        "bytes": report.bytes,
+        "blobsCopied": 4,
+        "blobsMounted": 0,
+        "blobsSkipped": 0,
+        "layersRecompressed": 0,
+    });
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        expected
+    );
+    let keys = [
+        "\"source\"",
+        "\"destination\"",
+        "\"images\"",
+        "\"blobs\"",
+        "\"bytes\"",
+        "\"blobsCopied\"",
+        "\"blobsMounted\"",
+        "\"blobsSkipped\"",
+        "\"layersRecompressed\"",
+    ];
+    let at: Vec<usize> = keys.iter().map(|k| text.find(k).unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "key order: {text}");
+    // The bytes are those of the four blobs the archive holds, counted independently.
+    let layout_bytes: u64 = files(&dir.path().join("src").join("blobs"))
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .sum();
+    assert_eq!(report.bytes, layout_bytes);
 }

@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod copy;
+mod inspect;
+mod layouts;
 mod location;
 mod registry;
 

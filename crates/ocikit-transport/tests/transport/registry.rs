@@ -4,12 +4,14 @@ use std::sync::Arc;
 
 use ocikit_registry::{Config, Registry};
 use ocikit_store::MemoryStore;
-use ocikit_transport::{CopyOptions, Error, ImageName, Location, RegistryOptions, Stage, copy};
+use ocikit_transport::{
+    CopyOptions, Error, ImageName, Location, Operation, RegistryOptions, Stage, copy,
+};
 
 use crate::{Seen, at, image, open, unpacked};
 
 /// Serves a fresh in-memory registry on an ephemeral loopback port; returns `host:port`.
-async fn serve() -> String {
+pub(crate) async fn serve() -> String {
     let registry = Registry::new(
         Arc::new(MemoryStore::new()),
         Arc::new(MemoryStore::new()),
@@ -26,7 +28,7 @@ async fn serve() -> String {
 }
 
 /// Plain HTTP on loopback, and no stored credentials (never the developer's logins).
-fn plain() -> RegistryOptions {
+pub(crate) fn plain() -> RegistryOptions {
     RegistryOptions::new()
         .with_tls_verify(false)
         .with_authfile(Some(
@@ -34,14 +36,14 @@ fn plain() -> RegistryOptions {
         ))
 }
 
-fn options(seen: &Seen) -> CopyOptions {
+pub(crate) fn options(seen: &Seen) -> CopyOptions {
     CopyOptions::new()
         .with_source(plain())
         .with_destination(plain())
         .with_progress(seen.sink())
 }
 
-fn docker(addr: &str, rest: &str) -> Location {
+pub(crate) fn docker(addr: &str, rest: &str) -> Location {
     format!("docker://{addr}/{rest}").parse().unwrap()
 }
 
@@ -234,5 +236,14 @@ async fn an_image_is_read_and_its_referrers_listed_wherever_it_is() {
     let err = ocikit_transport::open_image(&docker(&addr, "app:nope"), &plain(), true, "inspect")
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Registry { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Registry {
+                operation: Operation::ReadManifest,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

@@ -5,10 +5,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ocikit::client::{Client, ClientBuilder, Credentials};
+use ocikit::client::{ClientBuilder, Credentials};
 use ocikit::layout::PlatformQuery;
 use ocikit::transport::{CopyOptions, CopyReport, Location, RegistryOptions};
-use serde::Serialize;
 
 use crate::bars::Bars;
 use crate::commands::image::CompressionArg;
@@ -304,11 +303,6 @@ impl TransferArgs {
         self.registry_options(true)
     }
 
-    /// A client for the source (`source`) or destination registry `registry`.
-    pub(crate) fn client(&self, registry: &str, source: bool) -> Result<Client> {
-        Ok(self.registry_options(source)?.client(registry)?)
-    }
-
     /// The platform `--platform` names, if any.
     fn platform(&self) -> Result<Option<PlatformQuery>> {
         self.platform
@@ -335,52 +329,6 @@ impl TransferArgs {
     }
 }
 
-/// What a copy reports, as `--json` shows it. `blobs` and `bytes` measure the whole image
-/// as the destination now holds it; the other counts say how each blob got there.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Copied {
-    source: String,
-    destination: String,
-    images: Vec<String>,
-    /// Blobs of the image(s), each once.
-    blobs: usize,
-    /// Their bytes.
-    bytes: u64,
-    /// Blobs written (streamed, linked or uploaded).
-    blobs_copied: usize,
-    /// Blobs a registry mounted from the source repository instead of an upload.
-    blobs_mounted: usize,
-    /// Blobs the destination had already.
-    blobs_skipped: usize,
-    /// Layers recompressed on the way (`--compression`).
-    layers_recompressed: usize,
-    /// Distinct images (by digest) copied, for the summary line.
-    #[serde(skip)]
-    image_count: usize,
-    /// Names (tags, repo tags) the destination gives them, for the summary line.
-    #[serde(skip)]
-    tags: usize,
-}
-
-impl Copied {
-    fn new(source: &Location, destination: &Location, report: &CopyReport) -> Copied {
-        Copied {
-            source: source.to_string(),
-            destination: destination.to_string(),
-            images: report.images.iter().map(ToString::to_string).collect(),
-            blobs: report.blobs,
-            bytes: report.bytes,
-            blobs_copied: report.blobs_copied,
-            blobs_mounted: report.blobs_mounted,
-            blobs_skipped: report.blobs_skipped,
-            layers_recompressed: report.layers_recompressed,
-            image_count: report.image_count,
-            tags: report.tags,
-        }
-    }
-}
-
 pub(crate) async fn copy(
     source: &Location,
     destination: &Location,
@@ -397,10 +345,11 @@ pub(crate) async fn copy(
         }
         other => anyhow::Error::new(other),
     })?;
-    show(&Copied::new(source, destination, &report), out)
+    show(&report, out)
 }
 
-fn show(copied: &Copied, out: &Output) -> Result<()> {
+/// The report as `--json` shows it (the report's own serialization), or its summary line.
+fn show(copied: &CopyReport, out: &Output) -> Result<()> {
     out.show(copied, || {
         let mut how = Vec::new();
         if copied.blobs_skipped > 0 {

@@ -8,28 +8,18 @@ use anyhow::{Context, Result, bail};
 use ocikit::layout::{Artifact, FsckOptions, GcOptions};
 use serde::Serialize;
 
-use super::{open_layout, resolve_at};
 use crate::bars::Bars;
 use crate::location::Location;
 use crate::output::{Output, human_duration, human_size};
 
-fn layout_only(location: &Location, what: &str) -> Result<PathBuf> {
-    let (path, selector) = location.oci(what)?;
-    if selector.is_some() {
-        bail!("{what} takes a layout (oci:PATH), not an image");
-    }
-    Ok(path.clone())
-}
-
 pub(crate) async fn fsck(location: &Location, diff_ids: bool, out: &Output) -> Result<ExitCode> {
-    let path = layout_only(location, "fsck")?;
-    let layout = open_layout(&path).await?;
     let bars = Bars::new(out);
     let options = FsckOptions::new()
         .with_diff_ids(diff_ids)
         .with_progress(bars.progress("check"));
-    let report = layout.fsck(&options).await.context("fsck could not run")?;
+    let report = ocikit::transport::fsck(location, &options).await;
     drop(bars);
+    let report = report?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Problem {
@@ -92,13 +82,8 @@ pub(crate) async fn gc(
     grace: Duration,
     out: &Output,
 ) -> Result<()> {
-    let path = layout_only(location, "gc")?;
-    let layout = open_layout(&path).await?;
     let options = GcOptions::new().with_dry_run(dry_run).with_grace(grace);
-    let report = layout
-        .gc(&options)
-        .await
-        .context("garbage collection failed")?;
+    let report = ocikit::transport::gc(location, &options).await?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Report {
@@ -156,9 +141,6 @@ pub(crate) struct AttachArgs {
 
 pub(crate) async fn attach(args: AttachArgs, out: &Output) -> Result<()> {
     let location = Location::parse(&args.image)?;
-    let (path, selector) = location.oci("attach")?;
-    let layout = open_layout(path).await?;
-    let subject = resolve_at(path, &layout, selector).await?;
     let mut artifact = Artifact::new(&args.artifact_type);
     for file in &args.files {
         let bytes =
@@ -171,10 +153,7 @@ pub(crate) async fn attach(args: AttachArgs, out: &Output) -> Result<()> {
         };
         artifact = artifact.with_annotation(k, v);
     }
-    let manifest = layout
-        .attach(&subject, &artifact)
-        .await
-        .with_context(|| format!("cannot attach to {}", subject.digest()))?;
+    let attached = ocikit::transport::attach(&location, &artifact).await?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Attached {
@@ -184,8 +163,8 @@ pub(crate) async fn attach(args: AttachArgs, out: &Output) -> Result<()> {
         artifact_type: String,
     }
     let shown = Attached {
-        subject: subject.digest().to_string(),
-        artifact: manifest.digest().to_string(),
+        subject: attached.subject.digest().to_string(),
+        artifact: attached.artifact.digest().to_string(),
         artifact_type: args.artifact_type.clone(),
     };
     out.show(&shown, || {

@@ -154,6 +154,26 @@ impl Users {
         self.add_htpasswd(&text, access, &path.display().to_string())
     }
 
+    /// The users of several `htpasswd` files, each file with its access (as `ocikit serve
+    /// --htpasswd FILE --htpasswd-read-only FILE` takes them). Refuses a file that cannot be
+    /// read ([`Error::ReadFile`]), a malformed line ([`Error::Htpasswd`], naming the file
+    /// and the line), a user defined twice across the files, and files that define nobody
+    /// at all ([`Error::NoUsers`]): a registry behind them would refuse everyone.
+    pub fn from_htpasswd_files<I, P>(files: I) -> Result<Users>
+    where
+        I: IntoIterator<Item = (P, Access)>,
+        P: AsRef<Path>,
+    {
+        let mut users = Users::new();
+        for (file, access) in files {
+            users.load_htpasswd(file.as_ref(), access)?;
+        }
+        if users.is_empty() {
+            return Err(Error::NoUsers);
+        }
+        Ok(users)
+    }
+
     /// How many users there are.
     pub fn len(&self) -> usize {
         self.users.len()

@@ -117,6 +117,35 @@ pub enum Error {
     /// The certificate and key do not make a TLS configuration (mismatched, unsupported).
     #[error("the TLS certificate and key are not usable")]
     Tls(#[source] rustls::Error),
+    /// The `htpasswd` files given define no user at all, so nobody could log in
+    /// ([`crate::Users::from_htpasswd_files`]).
+    #[error("the htpasswd files define no users: nobody could log in")]
+    NoUsers,
+    /// A registry directory to collect garbage in does not exist (or is not a directory);
+    /// opening it would have created an empty registry
+    /// ([`crate::Storage::open_existing`]).
+    #[error("{} is not a registry directory", path.display())]
+    NotARegistryDirectory {
+        /// The path given.
+        path: std::path::PathBuf,
+    },
+    /// An S3 bucket name that cannot name a bucket: empty, or holding a `/`, whitespace or
+    /// a control character ([`crate::S3Location`]).
+    #[error("`{bucket}` is not an S3 bucket name")]
+    InvalidBucket {
+        /// The name given.
+        bucket: String,
+    },
+    /// The S3 stores of a registry in a bucket cannot be set up (a bad endpoint, half of a
+    /// pair of credentials).
+    #[error("cannot use S3 bucket {bucket}")]
+    S3Setup {
+        /// The bucket.
+        bucket: String,
+        /// The store's error.
+        #[source]
+        source: ocikit_store::Error,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -19,6 +19,11 @@
 //!   while pushes go on; a grace period and re-checks protect what is being pushed.
 //! - **Manifests are stored byte for byte** and served with the media type they were pushed
 //!   with; referrers are indexed as manifests with a `subject` arrive.
+//! - **What `ocikit serve` does is one call**: [`serve`] opens a [`Storage`] (a directory,
+//!   or with the `s3` feature a bucket: `S3Location`), checks its stores, serves HTTP or
+//!   HTTPS until shutdown and collects garbage on an interval
+//!   ([`Registry::spawn_periodic_gc`]); [`Users::from_htpasswd_files`] reads its users and
+//!   [`Storage::collect_garbage`] is `ocikit registry-gc`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), ocikit_registry::Error> {
@@ -51,6 +56,8 @@ pub mod keys;
 mod live;
 mod meta;
 mod route;
+mod serve;
+mod storage;
 mod tls;
 mod upload;
 
@@ -69,6 +76,10 @@ pub use error::{Error, ErrorCode, Result};
 pub use gc::{GcOptions, GcOptionsError, GcReport, RepositoryGc};
 /// The wall clock upload TTLs and the GC grace period are judged by (see [`Config::clock`]).
 pub use ocikit_store::Clock;
+pub use serve::{MIN_GC_INTERVAL, PeriodicGc, ServeEvent, ServeOptions, serve};
+#[cfg(feature = "s3")]
+pub use storage::S3Location;
+pub use storage::{DEFAULT_S3_PREFIX, Storage};
 pub use tls::TlsConfig;
 pub use upload::SweepReport;
 

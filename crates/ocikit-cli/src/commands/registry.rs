@@ -1,13 +1,11 @@
-//! `registry-gc`, and the periodic collection of `serve --gc-interval`.
+//! `registry-gc`, the flags it shares with `serve` (the registry's storage, the collection
+//! options), and how a collection is shown.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ocikit::registry::{Config, GcOptions, GcReport, Registry, RepositoryGc};
-use ocikit::store::s3::S3Config;
-use ocikit::store::{S3Store, Store};
+use ocikit::registry::{GcOptions, GcReport, RepositoryGc, S3Location, Storage};
 use serde::Serialize;
 
 use crate::output::{Output, human_size};
@@ -48,39 +46,23 @@ pub(crate) struct S3Args {
     s3_region: Option<String>,
 }
 
-impl S3Args {
-    /// The registry in the bucket (content and uploads under two prefixes), and how to name
-    /// it: `s3://BUCKET/PREFIX/content`.
-    pub(crate) fn open(&self, config: Config) -> Result<(Registry, String)> {
-        let Some(bucket) = &self.s3_bucket else {
-            anyhow::bail!("a registry needs --root DIR or --s3-bucket BUCKET");
-        };
-        let prefix = self.s3_prefix.trim_matches('/');
-        let join = |part: &str| {
-            if prefix.is_empty() {
-                part.to_owned()
-            } else {
-                format!("{prefix}/{part}")
-            }
-        };
-        let s3 = |part: &str| -> Result<S3Store> {
-            let mut config = S3Config::new(bucket).with_prefix(join(part));
-            if let Some(endpoint) = &self.s3_endpoint {
-                config = config
-                    .with_endpoint(endpoint)
-                    .with_allow_http(endpoint.starts_with("http://"));
-            }
-            if let Some(region) = &self.s3_region {
-                config = config.with_region(region);
-            }
-            S3Store::new(config).with_context(|| format!("cannot use S3 bucket {bucket}"))
-        };
-        let store: Arc<dyn Store> = Arc::new(s3("content")?);
-        let uploads: Arc<dyn Store> = Arc::new(s3("uploads")?);
-        let registry =
-            Registry::new(store, uploads, config).context("cannot start the registry")?;
-        Ok((registry, format!("s3://{bucket}/{}", join("content"))))
+/// Where `serve` and `registry-gc` find the registry: the directory `root`, else the
+/// bucket of `s3`.
+pub(crate) fn storage(root: Option<PathBuf>, s3: &S3Args) -> Result<Storage> {
+    if let Some(root) = root {
+        return Ok(Storage::Directory(root));
     }
+    let Some(bucket) = &s3.s3_bucket else {
+        anyhow::bail!("a registry needs --root DIR or --s3-bucket BUCKET");
+    };
+    let mut location = S3Location::new(bucket).with_prefix(&s3.s3_prefix);
+    if let Some(endpoint) = &s3.s3_endpoint {
+        location = location.with_endpoint(endpoint);
+    }
+    if let Some(region) = &s3.s3_region {
+        location = location.with_region(region);
+    }
+    Ok(Storage::S3(location))
 }
 
 /// `90`, `90s`, `30m`, `2h`, `1d` as a duration.
@@ -104,7 +86,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl GcArgs {
-    fn options(&self) -> GcOptions {
+    /// The library's options for these flags.
+    pub(crate) fn options(&self) -> GcOptions {
         GcOptions::new()
             .grace(self.grace)
             .delete_untagged(self.delete_untagged)
@@ -126,7 +109,8 @@ struct Shown<'a> {
     repositories: &'a [RepositoryGc],
 }
 
-fn summary(report: &GcReport, grace: Duration) -> String {
+/// One line saying what a collection removed (or would), and what it kept as too young.
+pub(crate) fn summary(report: &GcReport, grace: Duration) -> String {
     let verb = if report.dry_run {
         "would remove"
     } else {
@@ -143,6 +127,18 @@ fn summary(report: &GcReport, grace: Duration) -> String {
     )
 }
 
+/// An error and its causes, `: `-separated (anyhow's `{:#}`).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// `ocikit registry-gc`, on the registry in `root` or in the bucket of `s3`.
 pub(crate) async fn gc(
     root: Option<&Path>,
@@ -152,31 +148,15 @@ pub(crate) async fn gc(
     args: &GcArgs,
     out: &Output,
 ) -> Result<()> {
-    let (registry, what) = match root {
-        Some(root) => {
-            // Opening would create a missing directory: a mistyped path is an error instead.
-            if !root.is_dir() {
-                anyhow::bail!("{} is not a registry directory", root.display());
-            }
-            let registry = Registry::open(root)
-                .await
-                .with_context(|| format!("cannot open a registry at {}", root.display()))?;
-            (registry, root.display().to_string())
-        }
-        None => s3.open(Config::default())?,
-    };
-    registry
-        .check_stores()
-        .await
-        .with_context(|| format!("cannot collect garbage in {what}"))?;
+    let storage = storage(root.map(Path::to_path_buf), s3)?;
     let mut options = args.options().dry_run(dry_run);
     if !repositories.is_empty() {
         options = options.repositories(repositories);
     }
-    let report = registry
-        .gc(&options)
+    let report = storage
+        .collect_garbage(&options)
         .await
-        .context("garbage collection failed")?;
+        .with_context(|| format!("cannot collect garbage in {storage}"))?;
     let shown = Shown {
         dry_run,
         manifests_removed: report.manifests_removed(),
@@ -216,34 +196,6 @@ pub(crate) async fn gc(
         }
         text.push_str(&summary(&report, args.grace));
         text
-    })
-}
-
-/// Collects garbage every `interval` while `serve` runs, printing one status line per
-/// collection that removed something, and each failure (retried at the next tick).
-pub(crate) fn spawn_periodic(
-    registry: &Registry,
-    interval: Duration,
-    args: GcArgs,
-    out: Output,
-) -> tokio::task::JoinHandle<()> {
-    let registry = registry.clone();
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            match registry.gc(&args.options()).await {
-                Ok(report) => {
-                    if report.manifests_removed() + report.links_removed() > 0
-                        || !report.blobs_removed.is_empty()
-                    {
-                        out.status(&format!("gc: {}", summary(&report, args.grace)));
-                    }
-                }
-                Err(e) => out.status(&format!("gc failed: {:#}", anyhow::Error::new(e))),
-            }
-        }
     })
 }
 

@@ -2,8 +2,11 @@
 //! behind htpasswd users, until SIGTERM or Ctrl-C, then a graceful stop (requests in flight
 //! finish).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{Context, Result};
-use ocikit::registry::{Access, Config, Registry, TlsConfig, Users};
+use ocikit::registry::{Access, Config, ServeEvent, ServeOptions, TlsConfig, Users};
 
 use crate::output::Output;
 
@@ -76,21 +79,10 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
         .delete_enabled(!args.no_delete)
         .anonymous_read(args.anonymous_read);
     if !args.htpasswd.is_empty() || !args.htpasswd_read_only.is_empty() {
-        let mut users = Users::new();
-        for (files, access) in [
-            (&args.htpasswd, Access::ReadWrite),
-            (&args.htpasswd_read_only, Access::Read),
-        ] {
-            for file in files {
-                users
-                    .load_htpasswd(file, access)
-                    .context("cannot load the registry's users")?;
-            }
-        }
-        anyhow::ensure!(
-            !users.is_empty(),
-            "the htpasswd files define no users: nobody could log in"
-        );
+        let files = (args.htpasswd.iter().map(|f| (f, Access::ReadWrite)))
+            .chain(args.htpasswd_read_only.iter().map(|f| (f, Access::Read)));
+        let users =
+            Users::from_htpasswd_files(files).context("cannot load the registry's users")?;
         config = config.users(Some(users));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -99,27 +91,16 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
         }
         _ => None,
     };
+    let storage = super::registry::storage(args.root, &args.s3)?;
+    let options = ServeOptions::new(storage.clone())
+        .config(config)
+        .tls(tls)
+        .periodic_gc(args.gc_interval, args.gc.options());
     init_logs(&args.log, args.log_format)?;
     // Listen first: an address that cannot be had leaves no registry directory behind.
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    let (registry, what) = match &args.root {
-        Some(root) => (
-            Registry::open_with(root, config)
-                .await
-                .with_context(|| format!("cannot open a registry at {}", root.display()))?,
-            root.display().to_string(),
-        ),
-        None => args.s3.open(config)?,
-    };
-    // A store that cannot serve (a missing bucket, refused credentials) stops the server
-    // here, with the store's message, rather than every push later with a 500.
-    registry
-        .check_stores()
-        .await
-        .with_context(|| format!("cannot serve {what}"))?;
-    let bound = listener.local_addr()?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
     let shutdown = async move {
@@ -128,19 +109,36 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    out.status(&format!("serving {what} on {scheme}://{bound}"));
-    let collector = args
-        .gc_interval
-        .map(|interval| super::registry::spawn_periodic(&registry, interval, args.gc, *out));
-    let served = match &tls {
-        Some(tls) => registry.serve_tls(listener, tls, shutdown).await,
-        None => registry.serve(listener, shutdown).await,
+    let started = Arc::new(AtomicBool::new(false));
+    let events = {
+        let (out, started, grace) = (*out, started.clone(), args.gc.grace);
+        move |event: ServeEvent<'_>| match event {
+            ServeEvent::Serving { storage, addr, tls } => {
+                started.store(true, Ordering::SeqCst);
+                let scheme = if tls { "https" } else { "http" };
+                out.status(&format!("serving {storage} on {scheme}://{addr}"));
+            }
+            ServeEvent::Collected(report)
+                if report.manifests_removed() + report.links_removed() > 0
+                    || !report.blobs_removed.is_empty() =>
+            {
+                let summary = super::registry::summary(report, grace);
+                out.status(&format!("gc: {summary}"));
+            }
+            ServeEvent::CollectionFailed(e) => {
+                out.status(&format!("gc failed: {}", super::registry::chain(e)));
+            }
+            _ => {}
+        }
     };
-    if let Some(collector) = collector {
-        collector.abort();
+    let served = ocikit::registry::serve(listener, options, shutdown, events).await;
+    if started.load(Ordering::SeqCst) {
+        served.context("the registry stopped with an error")?;
+    } else {
+        // A store that cannot serve (a missing bucket, refused credentials) stops the server
+        // before it serves, with the store's message, rather than every push later with a 500.
+        served.with_context(|| format!("cannot serve {storage}"))?;
     }
-    served.context("the registry stopped with an error")?;
     out.status("stopped");
     Ok(())
 }

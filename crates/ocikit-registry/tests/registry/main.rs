@@ -16,6 +16,7 @@ mod pull;
 mod push;
 mod referrers;
 mod restart;
+mod serving;
 mod skopeo;
 mod stores;
 mod tags;

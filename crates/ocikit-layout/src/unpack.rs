@@ -38,7 +38,7 @@
 
 use std::path::Path;
 
-use ocikit_codec::apply::{ApplyOptions, ApplyReport, apply_blob};
+use ocikit_codec::apply::{ApplyOptions, ApplyReport, DevicePolicy, IdMap, apply_blob};
 use ocikit_codec::compression::compression_of;
 use ocikit_digest::oci_spec::image::{Descriptor, Platform};
 use ocikit_digest::{Digest, descriptor};
@@ -86,6 +86,32 @@ impl UnpackOptions {
     /// These options reporting progress to `progress`.
     pub fn with_progress(mut self, progress: Progress) -> UnpackOptions {
         self.progress = progress;
+        self
+    }
+
+    /// These options with layer uids translated through `map` (`umoci unpack --uid-map`):
+    /// [`ApplyOptions::uid_map`], whose rules apply (an id outside the map fails the layer).
+    pub fn with_uid_map(mut self, map: Option<IdMap>) -> UnpackOptions {
+        self.apply = self.apply.with_uid_map(map);
+        self
+    }
+
+    /// These options with layer gids translated through `map` (`umoci unpack --gid-map`):
+    /// [`ApplyOptions::gid_map`].
+    pub fn with_gid_map(mut self, map: Option<IdMap>) -> UnpackOptions {
+        self.apply = self.apply.with_gid_map(map);
+        self
+    }
+
+    /// These options unpacking as an unprivileged user (`umoci unpack --rootless`):
+    /// [`ApplyOptions::rootless`] on, and device entries as placeholders
+    /// ([`DevicePolicy::Placeholder`]); `false` turns the mode off and leaves devices as
+    /// they are.
+    pub fn with_rootless(mut self, on: bool) -> UnpackOptions {
+        self.apply = self.apply.with_rootless(on);
+        if on {
+            self.apply = self.apply.with_devices(DevicePolicy::Placeholder);
+        }
         self
     }
 }

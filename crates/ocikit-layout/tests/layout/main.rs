@@ -20,3 +20,4 @@ mod referrers;
 mod staging;
 mod support;
 mod unpack;
+mod unpack_idmap;

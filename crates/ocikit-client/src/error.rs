@@ -211,6 +211,29 @@ pub enum Error {
         #[source]
         source: Option<std::io::Error>,
     },
+    /// No credentials file was given and none can be found: neither `DOCKER_CONFIG` nor
+    /// `HOME` is set ([`crate::auth_file_path`]).
+    #[error("cannot find docker's config.json: set DOCKER_CONFIG or HOME, or name the file")]
+    NoAuthFile,
+    /// A registry to log in to or out of was not named (`docker://` or an empty host).
+    #[error("no registry named: give HOST[:PORT]")]
+    NoRegistry,
+    /// A registry name that is not `host[:port]` ([`crate::registry_host`]).
+    #[error("`{registry}` is not a registry host[:port]")]
+    InvalidRegistry {
+        /// The name given.
+        registry: String,
+        /// The grammar error.
+        #[source]
+        source: ocikit_digest::reference::ParseError,
+    },
+    /// A user name to log in as that is empty or holds a `:` (which basic authentication
+    /// cannot carry).
+    #[error("the user name `{username}` is empty or holds a `:`")]
+    InvalidUsername {
+        /// The name given.
+        username: String,
+    },
     /// Reading or writing the local layout failed during a pull or push.
     #[error(
         "layout operation failed while transferring {operation} of repository {repository} on registry {registry}"

@@ -55,6 +55,7 @@ mod error;
 #[cfg(feature = "__fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
+mod login;
 mod pull;
 mod push;
 pub mod referrers;
@@ -76,6 +77,9 @@ pub use builder::ClientBuilder;
 pub use copy::CopyWithinOptions;
 pub use docker_config::DockerConfig;
 pub use error::{Error, Operation, Result};
+pub use login::{
+    LoginOptions, LoginReport, LogoutReport, auth_file_path, login, logout, registry_host,
+};
 pub use pull::PullOptions;
 pub use push::PushOptions;
 

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use ocikit::client::{Credentials, DockerConfig};
+use ocikit::client::{self, Credentials, LoginOptions};
 use serde::Serialize;
 
 use crate::output::Output;
@@ -32,28 +32,6 @@ pub(crate) struct LoginArgs {
     authfile: Option<PathBuf>,
 }
 
-/// The registry part of `HOST[:PORT]` or `docker://HOST[:PORT][/...]`.
-fn registry_name(text: &str) -> Result<String> {
-    let text = text.strip_prefix("docker://").unwrap_or(text);
-    let host = text.split('/').next().unwrap_or("");
-    if host.is_empty() {
-        bail!("name a registry: HOST[:PORT]");
-    }
-    ocikit::digest::reference::validate_registry(host)
-        .with_context(|| format!("`{host}` is not a registry host[:port]"))?;
-    Ok(ocikit::digest::reference::api_host(host).to_string())
-}
-
-/// The credentials file: `--authfile`, else Docker's.
-pub(crate) fn config_path(authfile: Option<&PathBuf>) -> Result<PathBuf> {
-    match authfile {
-        Some(path) => Ok(path.clone()),
-        None => DockerConfig::default_path().context(
-            "cannot find Docker's config.json: set DOCKER_CONFIG or HOME, or pass --authfile",
-        ),
-    }
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct LoggedIn {
@@ -65,7 +43,7 @@ struct LoggedIn {
 }
 
 pub(crate) async fn login(args: LoginArgs, out: &Output) -> Result<()> {
-    let registry = registry_name(&args.registry)?;
+    let registry = client::registry_host(&args.registry)?;
     let password = match (args.password, args.password_stdin) {
         (Some(password), _) => password,
         (None, true) => {
@@ -77,19 +55,11 @@ pub(crate) async fn login(args: LoginArgs, out: &Output) -> Result<()> {
         }
         (None, false) => bail!("give the password with --password-stdin (or --password)"),
     };
-    if args.username.is_empty() || args.username.contains(':') {
-        bail!("the user name must be non-empty and hold no `:`");
-    }
     let credentials = Credentials::new(args.username.clone(), password);
-    let client = args
-        .tls
-        .client(&registry)
-        .credentials(Some(credentials.clone()))
-        .build()
-        .with_context(|| format!("cannot set up a client for {registry}"))?;
-    match client.ping().await {
-        Ok(()) => {}
-        Err(e @ ocikit::client::Error::Unauthorized { .. }) => {
+    let options = LoginOptions::new().authfile(args.authfile);
+    let report = match client::login(args.tls.client(&registry), credentials, &options).await {
+        Ok(report) => report,
+        Err(e @ client::Error::Unauthorized { .. }) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "cannot log in to {registry}: it refused the credentials of {}",
                 args.username
@@ -98,16 +68,12 @@ pub(crate) async fn login(args: LoginArgs, out: &Output) -> Result<()> {
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!("cannot log in to {registry}")));
         }
-    }
-    let path = config_path(args.authfile.as_ref())?;
-    let mut config = DockerConfig::load(&path)?;
-    let helper = config.store(&registry, &credentials)?;
-    config.save()?;
+    };
     let shown = LoggedIn {
-        registry,
-        username: args.username,
-        config: path.display().to_string(),
-        helper,
+        registry: report.registry,
+        username: report.username,
+        config: report.authfile.display().to_string(),
+        helper: report.helper,
     };
     out.show(&shown, || {
         let kept = match &shown.helper {
@@ -129,14 +95,14 @@ struct LoggedOut {
 }
 
 pub(crate) async fn logout(registry: &str, authfile: Option<&PathBuf>, out: &Output) -> Result<()> {
-    let registry = registry_name(registry)?;
-    let path = config_path(authfile)?;
-    let mut config = DockerConfig::load(&path)?;
-    let removed = config.erase(&registry)?;
-    if removed {
-        config.save()?;
-    }
-    let shown = LoggedOut { registry, removed };
+    let options = LoginOptions::new().authfile(authfile.cloned());
+    let report = client::logout(registry, &options)
+        .await
+        .context("cannot log out")?;
+    let shown = LoggedOut {
+        registry: report.registry,
+        removed: report.removed,
+    };
     out.show(&shown, || {
         if shown.removed {
             format!("logged out of {}", shown.registry)

@@ -4,6 +4,7 @@
 
 mod client;
 mod copy_within;
+mod login;
 mod walk;
 
 use ocikit_client::{Client, Operation, PullOptions, PushOptions};

@@ -8,6 +8,8 @@
 //! it. It streams: [`TarReader::next_header`] returns each entry's [`Header`] with its
 //! extension records applied, and [`TarReader::data`] reads that entry's data (whatever of
 //! it is left unread is skipped at the next header); nothing is preallocated from a header.
+//! Its counterpart [`TarWriter`] writes archives of files and directories (`ocikit-layout`'s
+//! `oci-archive` and `docker-archive` exports) in the header format of ocikit's layers.
 //!
 //! ```
 //! use std::io::Read;
@@ -79,6 +81,10 @@ use crate::apply::hash::DiffIdHasher;
 
 use crate::compression::error_from_io;
 use crate::{Error, InvalidEntry, Limit, Limits, Result};
+
+mod writer;
+
+pub use writer::{EntryMeta, TarWriter};
 
 const BLOCK: usize = 512;
 /// The read buffer: big enough that large files are written in big chunks.

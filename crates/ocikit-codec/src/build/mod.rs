@@ -122,7 +122,7 @@
 //! ```
 
 mod fsutil;
-mod tarfmt;
+pub(crate) mod tarfmt;
 mod walk;
 
 use std::io::Write;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 /// Size of a tar block.
-pub(super) const BLOCK: usize = 512;
+pub(crate) const BLOCK: usize = 512;
 
 /// Largest value of a 7-digit octal field (mode, uid, gid, devmajor, devminor).
 const MAX_OCTAL_7: u64 = 0o7_777_777;
@@ -17,7 +17,7 @@ const MAX_OCTAL_11: u64 = 0o77_777_777_777;
 
 /// Entry types this builder writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum TypeFlag {
+pub(crate) enum TypeFlag {
     Regular,
     HardLink,
     Symlink,
@@ -42,30 +42,30 @@ impl TypeFlag {
 }
 
 /// Everything one entry's header records.
-pub(super) struct EntryHeader<'a> {
+pub(crate) struct EntryHeader<'a> {
     /// The full name in the archive (directories end in `/`).
-    pub(super) path: &'a [u8],
-    pub(super) typeflag: TypeFlag,
+    pub(crate) path: &'a [u8],
+    pub(crate) typeflag: TypeFlag,
     /// Permission bits (already masked to `0o7777`).
-    pub(super) mode: u32,
-    pub(super) uid: u64,
-    pub(super) gid: u64,
-    pub(super) size: u64,
+    pub(crate) mode: u32,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) size: u64,
     /// Seconds since the epoch (may be negative).
-    pub(super) mtime: i64,
+    pub(crate) mtime: i64,
     /// Symlink target or hardlink target; empty otherwise.
-    pub(super) link: &'a [u8],
+    pub(crate) link: &'a [u8],
     /// Device numbers for character and block devices.
-    pub(super) dev: (u32, u32),
+    pub(crate) dev: (u32, u32),
     /// Extended attributes, sorted by name; names are UTF-8 without `=`.
-    pub(super) xattrs: &'a [(Vec<u8>, Vec<u8>)],
+    pub(crate) xattrs: &'a [(Vec<u8>, Vec<u8>)],
 }
 
 /// Encodes `h` as its header blocks: an optional PAX header with its records, then the ustar
 /// header. The entry's content (if any) and its padding follow; see [`padding`].
 ///
 /// Fails with a reason when the entry cannot be represented (device numbers out of range).
-pub(super) fn encode(h: &EntryHeader<'_>) -> Result<Vec<u8>, &'static str> {
+pub(crate) fn encode(h: &EntryHeader<'_>) -> Result<Vec<u8>, &'static str> {
     let mut records: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut number = |key: &str, value: String| {
         records.insert(key.as_bytes().to_vec(), value.into_bytes());
@@ -140,7 +140,7 @@ pub(super) fn encode(h: &EntryHeader<'_>) -> Result<Vec<u8>, &'static str> {
 }
 
 /// Zero bytes that pad `len` bytes of content to a whole block.
-pub(super) fn padding(len: u64) -> usize {
+pub(crate) fn padding(len: u64) -> usize {
     // `% 512` keeps it below 512, so the conversion cannot fail.
     usize::try_from((BLOCK as u64 - len % BLOCK as u64) % BLOCK as u64).unwrap_or(0)
 }

@@ -14,7 +14,10 @@
 //! until every blob the tags reach is present. Hostile entries (absolute paths, `..`, links
 //! and devices where only files belong, duplicates, wrong digests, truncation) fail with
 //! [`Error::Archive`] naming the entry and an [`ArchiveErrorKind`]. Exports are written
-//! with the `tar` crate's builder (GNU headers, deterministic).
+//! with `ocikit-codec`'s [`TarWriter`](ocikit_codec::tar::TarWriter), the header format
+//! of ocikit's layers (POSIX ustar, PAX records only where a value does not fit): every
+//! entry owned by 0:0 at the epoch, directories `0755`, files `0644`, so the same layout
+//! always exports to the same bytes.
 
 pub mod docker;
 pub mod oci;
@@ -22,7 +25,7 @@ pub mod oci;
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
-use ocikit_codec::tar::{Kind, TarReader};
+use ocikit_codec::tar::{EntryMeta, Kind, TarReader, TarWriter};
 use ocikit_digest::Digest;
 use ocikit_store::{Store, StoreExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -350,105 +353,70 @@ impl Read for EntryData<'_> {
     }
 }
 
-/// Passes exactly `size` bytes through, hashing them; errors if the source yields more or
-/// fewer, or (with `expected`) bytes that hash to something else.
-struct Exact<R> {
+/// Passes a layer's decompressed bytes through, hashing them; at their end, errors if they
+/// hash to something other than the diffID `expected` (the tar writer reads every entry to
+/// its end, so the check always runs).
+struct DiffIdCheck<R> {
     inner: R,
-    size: u64,
-    seen: u64,
-    hasher: Option<(ocikit_digest::Hasher, Digest)>,
+    hasher: Option<ocikit_digest::Hasher>,
+    expected: Digest,
 }
 
-impl<R: Read> Read for Exact<R> {
+impl<R: Read> Read for DiffIdCheck<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.seen += n as u64;
-        if self.seen > self.size {
-            return Err(io::Error::other("entry data is longer than its size"));
-        }
-        if let Some((hasher, _)) = &mut self.hasher {
+        if let Some(hasher) = &mut self.hasher {
             hasher.update(&buf[..n]);
         }
-        if n == 0 && !buf.is_empty() {
-            if self.seen != self.size {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "entry data is shorter than its size",
-                ));
-            }
-            if let Some((hasher, expected)) = self.hasher.take() {
-                let actual = hasher.finish();
-                if actual != expected {
-                    return Err(io::Error::other(format!(
-                        "layer content is {actual}, expected {expected}"
-                    )));
-                }
+        if n == 0
+            && !buf.is_empty()
+            && let Some(hasher) = self.hasher.take()
+        {
+            let actual = hasher.finish();
+            if actual != self.expected {
+                return Err(io::Error::other(format!(
+                    "layer content is {actual}, expected {}",
+                    self.expected
+                )));
             }
         }
         Ok(n)
     }
 }
 
-fn header(size: u64, directory: bool) -> tar::Header {
-    let mut header = tar::Header::new_gnu();
-    header.set_size(size);
-    header.set_mode(if directory { 0o755 } else { 0o644 });
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_entry_type(if directory {
-        tar::EntryType::Directory
-    } else {
-        tar::EntryType::Regular
-    });
-    header
-}
+/// Directories of exported archives: `0755`, root's, at the epoch.
+const DIR_META: EntryMeta = EntryMeta::new(0o755);
+/// Files of exported archives: `0644`, root's, at the epoch.
+const FILE_META: EntryMeta = EntryMeta::new(0o644);
 
-/// The tar writer thread: writes what the messages say into `out`, then the end-of-archive
-/// blocks. Returns `out` flushed.
+/// The tar writer thread: writes what the messages say into `out` with `ocikit-codec`'s
+/// [`TarWriter`] (each file exactly its declared size), then the end-of-archive blocks.
+/// Returns `out` flushed.
 pub(crate) fn write_tar<W: Write>(mut rx: mpsc::Receiver<TarMsg>, out: W) -> io::Result<W> {
-    let mut builder = tar::Builder::new(out);
-    builder.mode(tar::HeaderMode::Deterministic);
+    let mut tar = TarWriter::new(out);
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            TarMsg::Dir(path) => {
-                let mut h = header(0, true);
-                builder.append_data(&mut h, format!("{path}/"), io::empty())?;
-            }
+            TarMsg::Dir(path) => tar.append_dir(path.as_bytes(), &DIR_META)?,
             TarMsg::File { path, size, decode } => {
-                let mut h = header(size, false);
                 let data = EntryData {
                     rx: &mut rx,
                     current: Bytes::new(),
                     done: false,
                 };
                 match decode {
-                    None => builder.append_data(
-                        &mut h,
-                        &path,
-                        Exact {
-                            inner: data,
-                            size,
-                            seen: 0,
-                            hasher: None,
-                        },
-                    )?,
+                    None => tar.append_file(path.as_bytes(), &FILE_META, size, data)?,
                     Some((compression, diff_id)) => {
                         let decoder = ocikit_codec::compression::Decoder::new(
                             data,
                             compression,
                             ocikit_codec::Limits::default(),
                         );
-                        builder.append_data(
-                            &mut h,
-                            &path,
-                            Exact {
-                                inner: decoder,
-                                size,
-                                seen: 0,
-                                hasher: Some((ocikit_digest::Hasher::sha256(), diff_id)),
-                            },
-                        )?
+                        let checked = DiffIdCheck {
+                            inner: decoder,
+                            hasher: Some(ocikit_digest::Hasher::sha256()),
+                            expected: diff_id,
+                        };
+                        tar.append_file(path.as_bytes(), &FILE_META, size, checked)?;
                     }
                 }
             }
@@ -458,9 +426,7 @@ pub(crate) fn write_tar<W: Write>(mut rx: mpsc::Receiver<TarMsg>, out: W) -> io:
             }
         }
     }
-    let mut out = builder.into_inner()?;
-    out.flush()?;
-    Ok(out)
+    tar.finish()
 }
 
 /// Streams a stored blob's bytes as `Data` messages (see [`stream_blob`]), then sends

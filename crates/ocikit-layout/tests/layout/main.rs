@@ -2,6 +2,7 @@
 //! the `s3` feature and moto) S3 backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod archive_export;
 mod archive_tar_reader;
 mod artifact;
 mod copy;

@@ -178,3 +178,19 @@ async fn bad_user_and_registry_names_are_refused_before_anything_is_sent() {
         None => assert!(matches!(auth_file_path(None), Err(Error::NoAuthFile))),
     }
 }
+
+#[test]
+fn login_types_and_futures_are_send() {
+    fn check<T: Send + Sync + 'static>() {}
+    fn future<F: std::future::Future + Send>(_: F) {}
+    check::<LoginOptions>();
+    check::<ocikit_client::LoginReport>();
+    check::<ocikit_client::LogoutReport>();
+    let options = LoginOptions::new();
+    future(login(
+        Client::builder("127.0.0.1:1"),
+        Credentials::new("a", "b"),
+        &options,
+    ));
+    future(logout("127.0.0.1:1", &options));
+}

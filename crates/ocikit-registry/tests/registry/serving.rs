@@ -469,3 +469,28 @@ mod s3 {
         assert!(seen.all().is_empty());
     }
 }
+
+#[test]
+fn serving_types_and_futures_are_send() {
+    fn check<T: Send + Sync + 'static>() {}
+    fn future<F: std::future::Future + Send>(_: F) {}
+    check::<ServeOptions>();
+    check::<Storage>();
+    check::<ocikit_registry::PeriodicGc>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let storage = Storage::Directory("unused".into());
+    future(serve(
+        listener,
+        ServeOptions::new(storage.clone()),
+        std::future::pending(),
+        |_: ServeEvent<'_>| {},
+    ));
+    future(storage.collect_garbage(&GcOptions::new()));
+    future(storage.open(Config::default()));
+}

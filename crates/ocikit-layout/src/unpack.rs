@@ -91,6 +91,8 @@ impl UnpackOptions {
 
     /// These options with layer uids translated through `map` (`umoci unpack --uid-map`):
     /// [`ApplyOptions::uid_map`], whose rules apply (an id outside the map fails the layer).
+    /// As umoci does, the root directory then belongs to the host ids of the container's 0
+    /// (unless a layer has an entry for it, or owners are not applied).
     pub fn with_uid_map(mut self, map: Option<IdMap>) -> UnpackOptions {
         self.apply = self.apply.with_uid_map(map);
         self
@@ -180,6 +182,7 @@ pub async fn unpack(
             })?;
         reports.push(report);
     }
+    map_root_owner(&root, &options.apply).await?;
     Ok(UnpackReport {
         platform: image.config.platform(),
         manifest: image.descriptor,
@@ -196,6 +199,42 @@ pub async fn unpack_tag(
 ) -> Result<UnpackReport> {
     let descriptor = layout.resolve(tag).await?;
     unpack(layout, &descriptor, root, options).await
+}
+
+/// With a uid or gid map (and owners applied), the root itself gets the host ids of the
+/// container's 0, as umoci gives it, unless a layer gave it an owner (an entry for `./`);
+/// done last, so that a staging directory stays this process's while layers are applied.
+async fn map_root_owner(root: &Path, apply: &ApplyOptions) -> Result<()> {
+    if apply.rootless
+        || apply.preserve_owner == Some(false)
+        || (apply.uid_map.is_none() && apply.gid_map.is_none())
+    {
+        return Ok(());
+    }
+    let host_root = |map: &Option<IdMap>| map.as_ref().map_or(Some(0), |m| m.to_host(0));
+    let (Some(uid), Some(gid)) = (host_root(&apply.uid_map), host_root(&apply.gid_map)) else {
+        return Ok(());
+    };
+    let path = root.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::MetadataExt;
+        let st = std::fs::metadata(&path)?;
+        let me = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        if (st.uid(), st.gid()) == me && me != (uid, gid) {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(crate::bridge::join_error)?
+    .map_err(|e| Error::Io {
+        operation: "chown",
+        path: root.to_path_buf(),
+        source: e,
+    })
 }
 
 async fn apply_one(

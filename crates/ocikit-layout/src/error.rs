@@ -180,6 +180,69 @@ pub enum Error {
         /// The document prefix found.
         prefix: String,
     },
+    /// A change of an image's config or annotations
+    /// ([`ConfigChanges`](crate::image::ConfigChanges)) that cannot be made; nothing was
+    /// changed.
+    #[error("invalid {field} change {value:?}: {kind}")]
+    InvalidChange {
+        /// Which change: `env`, `label`, `annotation`, `expose`, `platform` or `created`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        kind: crate::image::ChangeErrorKind,
+    },
+    /// A layer source given to [`build`](crate::build::build) does not exist.
+    #[error("layer source {} does not exist", path.display())]
+    LayerSourceNotFound {
+        /// The source as given.
+        path: std::path::PathBuf,
+    },
+    /// A layer source could not be packed into a layer (not a tar file, a tar the strict
+    /// reader refuses, a file the directory walk cannot pack, a read error).
+    #[error("cannot build a layer from {}", path.display())]
+    LayerSource {
+        /// The source.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The image to build on could not be used (not found, for no such platform,
+    /// inconsistent).
+    #[error("cannot use {digest} as the base")]
+    Base {
+        /// The base's digest, as given.
+        digest: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The layout to write into could be neither opened nor created.
+    #[error("cannot open or create the layout at {}", path.display())]
+    OpenDestination {
+        /// The layout's directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A root filesystem to compare with its image is not a directory.
+    #[error("{} is not a directory", path.display())]
+    NotADirectory {
+        /// The path given.
+        path: std::path::PathBuf,
+    },
+    /// A root filesystem could not be compared with its image (a file the walk cannot
+    /// read or pack, a changeset that cannot be written).
+    #[error("cannot compare {} with the image", path.display())]
+    Compare {
+        /// The root filesystem.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

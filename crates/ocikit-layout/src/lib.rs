@@ -22,6 +22,7 @@
 pub mod archive;
 pub mod artifact;
 mod bridge;
+pub mod build;
 pub mod copy;
 pub mod document;
 mod error;
@@ -37,17 +38,19 @@ pub mod platform;
 pub mod progress;
 pub mod recompress;
 pub mod referrers;
+pub mod repack;
 mod source;
 pub mod staging;
 pub mod unpack;
 
 pub use artifact::Artifact;
+pub use build::{BuildReport, BuildRequest, BuiltLayer, build, build_at};
 pub use copy::{CopyOptions, CopyReport, copy_all, copy_graph, copy_image, copy_tag};
 pub use document::Document;
 pub use error::{Error, Result};
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind};
 pub use gc::{GcOptions, GcReport};
-pub use image::{ImageBuilder, ImageConfig, IndexBuilder, LayerSpec};
+pub use image::{ConfigChanges, ImageBuilder, ImageConfig, IndexBuilder, LayerSpec};
 pub use index::{Index, REF_NAME, validate_tag};
 pub use layout::{
     INDEX_JSON, LAYOUT_VERSION, Layout, MAX_DOCUMENT_SIZE, MAX_EDIT_ATTEMPTS, OCI_LAYOUT,
@@ -56,6 +59,9 @@ pub use layout::{
 pub use platform::{PlatformQuery, ResolvedImage, resolve};
 pub use progress::{Event, Operation, Progress};
 pub use recompress::{RecompressOptions, RecompressReport, recompress};
+pub use repack::{
+    Change, ChangeKind, DiffOptions, DiffReport, RepackOptions, RepackReport, diff, repack,
+};
 pub use staging::Scratch;
 pub use unpack::{
     UnpackOptions, UnpackReport, unpack, unpack_staged, unpack_tag, unpack_tag_staged,

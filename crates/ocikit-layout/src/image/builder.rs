@@ -14,7 +14,10 @@ use ocikit_digest::{Digest, descriptor, json, media_type, platform};
 use serde_json::{Map, Value};
 use tokio::io::AsyncRead;
 
-use super::{BASE_DIGEST_ANNOTATION, ImageConfig, MISSING_HISTORY_COMMENT, invalid_image};
+use super::{
+    BASE_DIGEST_ANNOTATION, ConfigChanges, ImageConfig, MISSING_HISTORY_COMMENT, format_created,
+    format_created_utc, invalid_image,
+};
 use crate::platform::{PlatformQuery, resolve};
 use crate::{Error, Layout, Result, bridge};
 
@@ -227,36 +230,13 @@ impl ImageBuilder {
     /// Sets the environment variable `key` to `value`, replacing an existing `key=...` entry
     /// in place (or appending).
     pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
-        let entry = format!("{key}={value}");
-        let exec = self.config.exec();
-        let env = exec
-            .entry("Env")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if !env.is_array() {
-            *env = Value::Array(Vec::new());
-        }
-        if let Value::Array(items) = env {
-            let prefix = format!("{key}=");
-            match items.iter_mut().find(|v| {
-                v.as_str()
-                    .is_some_and(|s| s.starts_with(&prefix) || s == key)
-            }) {
-                Some(existing) => *existing = Value::String(entry),
-                None => items.push(Value::String(entry)),
-            }
-        }
+        self.config.set_env(key, value);
         self
     }
 
     /// Removes the environment variable `key`.
     pub fn remove_env(&mut self, key: &str) -> &mut Self {
-        let prefix = format!("{key}=");
-        if let Some(Value::Array(items)) = self.config.exec().get_mut("Env") {
-            items.retain(|v| {
-                !v.as_str()
-                    .is_some_and(|s| s.starts_with(&prefix) || s == key)
-            });
-        }
+        self.config.remove_env(key);
         self
     }
 
@@ -285,7 +265,7 @@ impl ImageBuilder {
 
     /// Removes the label `key`.
     pub fn remove_label(&mut self, key: &str) -> &mut Self {
-        self.config.exec_map("Labels").remove(key);
+        self.config.remove_from_exec_map("Labels", key);
         self
     }
 
@@ -360,10 +340,11 @@ impl ImageBuilder {
     }
 
     fn created_string(&self) -> Result<Option<String>> {
-        use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+        use chrono::{DateTime, Utc};
+        let outside = || invalid_image("created time is outside the years 0000-9999");
         let time: DateTime<Utc> = match &self.created {
             Created::Omit => return Ok(None),
-            Created::At(time) => DateTime::<Utc>::from(*time),
+            Created::At(time) => return format_created(*time).map(Some).ok_or_else(outside),
             Created::Default => match self.epoch()? {
                 Some(epoch) => DateTime::from_timestamp(epoch, 0).ok_or_else(|| {
                     invalid_image(format!("SOURCE_DATE_EPOCH {epoch} is out of range"))
@@ -371,10 +352,21 @@ impl ImageBuilder {
                 None => Utc::now(),
             },
         };
-        if !(0..=9999).contains(&time.year()) {
-            return Err(invalid_image("created time is outside the years 0000-9999"));
+        format_created_utc(time).map(Some).ok_or_else(outside)
+    }
+
+    /// Applies `changes` ([`ConfigChanges`]): its config changes to the config, its
+    /// annotation changes to the manifest's annotations, its `created` as
+    /// [`created`](Self::created). All are checked first; on error nothing changed.
+    pub fn apply(&mut self, changes: &ConfigChanges) -> Result<&mut Self> {
+        let mut config = self.config.clone();
+        changes.apply_to_config(&mut config)?;
+        changes.apply_to_annotations(&mut self.annotations)?;
+        self.config = config;
+        if let Some(time) = changes.created {
+            self.created = Created::At(time);
         }
-        Ok(Some(time.to_rfc3339_opts(SecondsFormat::Secs, true)))
+        Ok(self)
     }
 
     /// Adds a layer packed from the directory `dir` (see [`ocikit_codec::build`]),

@@ -219,6 +219,56 @@ impl ImageConfig {
         }
     }
 
+    /// Sets the environment variable `key` to `value`, replacing an existing `key=...` (or
+    /// bare `key`) entry in place, else appending.
+    pub(super) fn set_env(&mut self, key: &str, value: &str) {
+        let entry = Value::String(format!("{key}={value}"));
+        let env = self.exec_array("Env");
+        match env.iter_mut().find(|v| env_entry_is(v, key)) {
+            Some(existing) => *existing = entry,
+            None => env.push(entry),
+        }
+    }
+
+    /// Removes every entry of the environment variable `key`.
+    pub(super) fn remove_env(&mut self, key: &str) {
+        if let Some(Value::Array(items)) = self.existing_exec().and_then(|e| e.get_mut("Env")) {
+            items.retain(|v| !env_entry_is(v, key));
+        }
+    }
+
+    /// The array `key` of the execution parameters, created empty when absent or not an
+    /// array.
+    fn exec_array(&mut self, key: &str) -> &mut Vec<Value> {
+        let entry = self
+            .exec()
+            .entry(key)
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if !entry.is_array() {
+            *entry = Value::Array(Vec::new());
+        }
+        match entry {
+            Value::Array(items) => items,
+            _ => unreachable!("{key} was just made an array"),
+        }
+    }
+
+    /// Removes `key` from the map `map` of the execution parameters (labels, exposed ports),
+    /// leaving the config as it was when there is no such map.
+    pub(super) fn remove_from_exec_map(&mut self, map: &str, key: &str) {
+        if let Some(Value::Object(entries)) = self.existing_exec().and_then(|e| e.get_mut(map)) {
+            entries.remove(key);
+        }
+    }
+
+    /// The execution parameters, when the config has them (removals create nothing).
+    fn existing_exec(&mut self) -> Option<&mut Map<String, Value>> {
+        match self.json.get_mut("config") {
+            Some(Value::Object(map)) => Some(map),
+            _ => None,
+        }
+    }
+
     pub(super) fn history_mut(&mut self) -> &mut Vec<Value> {
         let entry = self
             .json
@@ -242,4 +292,12 @@ impl ImageConfig {
             ids.push(Value::from(diff_id.as_str()));
         }
     }
+}
+
+/// Whether an `Env` entry sets `key` (`key=...`, or a bare `key`).
+fn env_entry_is(entry: &Value, key: &str) -> bool {
+    entry.as_str().is_some_and(|s| {
+        s.strip_prefix(key)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+    })
 }

@@ -40,10 +40,12 @@
 //! ```
 
 mod builder;
+mod changes;
 mod config;
 mod index;
 
 pub use builder::{ImageBuilder, LayerSpec};
+pub use changes::{ChangeErrorKind, ConfigChanges};
 pub use config::ImageConfig;
 pub use index::IndexBuilder;
 
@@ -70,6 +72,30 @@ fn invalid_image(reason: impl Into<String>) -> Error {
     Error::InvalidImage {
         reason: reason.into(),
     }
+}
+
+/// `time` as a config's `created` (RFC 3339, whole seconds, UTC), or `None` outside the
+/// years 0000-9999.
+fn format_created(time: std::time::SystemTime) -> Option<String> {
+    // Whole seconds, rounded down, without chrono's `From<SystemTime>` (which panics out
+    // of its range).
+    let secs = match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).ok()?,
+        Err(before) => {
+            let before = before.duration();
+            let whole = i64::try_from(before.as_secs()).ok()?;
+            let partial = i64::from(before.subsec_nanos() > 0);
+            whole.checked_add(partial)?.checked_neg()?
+        }
+    };
+    format_created_utc(chrono::DateTime::from_timestamp(secs, 0)?)
+}
+
+fn format_created_utc(time: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    use chrono::Datelike;
+    (0..=9999)
+        .contains(&time.year())
+        .then(|| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// Whether a config media type is an image config this crate reads (OCI or Docker).

@@ -99,7 +99,7 @@ impl Bars {
 
 impl Bars {
     /// A bar for one piece of work that is not a blob event stream: `total` bytes when they
-    /// are known (advanced by a [`Counted`] reader), else a spinner with the elapsed time.
+    /// are known (advanced by the step's progress events), else a spinner with the elapsed time.
     /// Hidden when bars are off.
     pub(crate) fn task(
         &self,
@@ -131,20 +131,6 @@ impl Bars {
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
         }
         bar
-    }
-}
-
-/// A reader that advances a bar by the bytes read through it.
-pub(crate) struct Counted<R> {
-    pub(crate) inner: R,
-    pub(crate) bar: ProgressBar,
-}
-
-impl<R: std::io::Read> std::io::Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bar.inc(n as u64);
-        Ok(n)
     }
 }
 

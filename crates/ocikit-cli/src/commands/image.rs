@@ -1,15 +1,19 @@
 //! `build` and `unpack`: directories to images and back.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
+use indicatif::ProgressBar;
 use ocikit::codec::compression::Compression;
 use ocikit::digest::platform;
-use ocikit::layout::{ImageBuilder, LayerSpec, Layout, PlatformQuery, UnpackOptions};
+use ocikit::layout::{
+    BuildRequest, ConfigChanges, Event, Operation, PlatformQuery, Progress, UnpackOptions,
+};
 use serde::Serialize;
 
 use super::resolve_at;
-use crate::bars::{Bars, Counted};
+use crate::bars::Bars;
 use crate::location::{Location, Selector};
 use crate::output::{Output, human_size};
 
@@ -108,6 +112,36 @@ fn words(text: &str, what: &str) -> Result<Vec<String>> {
     }
 }
 
+/// A sink that draws the library's steps (layer sources packed, trees compared) as bars:
+/// bytes when the step's size is known, else a spinner; `verb` labels each operation.
+pub(crate) fn steps(bars: &Arc<Bars>, verb: fn(Operation) -> &'static str) -> Progress {
+    let bars = Arc::clone(bars);
+    let current: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    Progress::new(move |event| {
+        let Ok(mut current) = current.lock() else {
+            return;
+        };
+        match event {
+            Event::StepStarted {
+                operation,
+                name,
+                size,
+            } => *current = Some(bars.task(verb(*operation), name.clone(), *size)),
+            Event::StepProgress { bytes, .. } => {
+                if let Some(bar) = current.as_ref() {
+                    bar.set_position(*bytes);
+                }
+            }
+            Event::StepDone { .. } => {
+                if let Some(bar) = current.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            _ => {}
+        }
+    })
+}
+
 pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     let target = Location::parse(&args.tag)?;
     let (path, selector) = target.oci("build --tag")?;
@@ -115,13 +149,9 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
         bail!("--tag needs a tag: oci:PATH:TAG");
     };
     ocikit::layout::validate_tag(tag)?;
-    let sources: Vec<PathBuf> = args.sources.iter().chain(&args.layers).cloned().collect();
-    for source in &sources {
-        if !source.exists() {
-            bail!("layer source {} does not exist", source.display());
-        }
-    }
-    let epoch = if args.reproducible {
+    let mut request = BuildRequest::new(tag.clone());
+    request.layers = args.sources.iter().chain(&args.layers).cloned().collect();
+    request.source_date_epoch = if args.reproducible {
         Some(match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(text) => text
                 .trim()
@@ -132,164 +162,80 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     } else {
         None
     };
-    let platform = args
+    let mut changes = ConfigChanges::new();
+    changes.platform = args
         .platform
         .as_deref()
         .map(|p| platform::parse(p).with_context(|| format!("`{p}` is not os/arch[/variant]")))
         .transpose()?;
-    let env: Vec<(String, String)> = args
-        .env
-        .iter()
-        .map(|e| key_value(e, "--env"))
-        .collect::<Result<_>>()?;
-    let labels: Vec<(String, String)> = args
-        .labels
-        .iter()
-        .map(|e| key_value(e, "--label"))
-        .collect::<Result<_>>()?;
-    let annotations: Vec<(String, String)> = args
-        .annotations
-        .iter()
-        .map(|e| key_value(e, "--annotation"))
-        .collect::<Result<_>>()?;
-    let entrypoint = args
+    for text in &args.env {
+        let (k, v) = key_value(text, "--env")?;
+        changes = changes.env(k, v);
+    }
+    for text in &args.labels {
+        let (k, v) = key_value(text, "--label")?;
+        changes = changes.label(k, v);
+    }
+    for text in &args.annotations {
+        let (k, v) = key_value(text, "--annotation")?;
+        changes = changes.annotation(k, v);
+    }
+    changes.entrypoint = args
         .entrypoint
         .as_deref()
         .map(|e| words(e, "--entrypoint"))
         .transpose()?;
-    let cmd = args.cmd.as_deref().map(|c| words(c, "--cmd")).transpose()?;
-
-    // A layout that exists is edited in place: its writes are atomic and a build that fails
-    // tags nothing, so it stays as it was. One that does not exist yet (or an empty
-    // directory) is staged and appears only once the image is tagged, so a build that fails
-    // leaves no directory (docs/ARCHITECTURE.md: a command that fails leaves the layouts it
-    // was given as they were).
-    let destination = Layout::create_or_stage(path)
-        .await
-        .with_context(|| format!("cannot open or create the layout at {}", path.display()))?;
-    let layout = destination.layout().clone();
+    changes.cmd = args.cmd.as_deref().map(|c| words(c, "--cmd")).transpose()?;
+    changes.working_dir = args.workdir;
+    changes.user = args.user;
+    changes.expose = args.expose;
+    request.changes = changes;
+    request.compression = args.compression.compression();
+    request.created_by = Some(args.created_by);
+    if let Some(from) = &args.from {
+        let from = Location::parse(from)?;
+        let (base_path, base_selector) = from.oci("--from")?;
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if !same(base_path, path) {
+            bail!(
+                "--from must name an image in the layout of --tag ({}); copy it there first with `ocikit copy`",
+                path.display()
+            );
+        }
+        let layout = super::open_layout(base_path).await?;
+        request.base = Some(resolve_at(base_path, &layout, base_selector).await?);
+    }
+    let bars = Arc::new(Bars::new(out));
+    request.progress = steps(&bars, |_| "build");
+    let report = ocikit::layout::build_at(path, &request).await?;
+    drop(request);
+    drop(bars);
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
-    struct LayerOut {
-        source: PathBuf,
+    struct LayerOut<'a> {
+        source: &'a Path,
         digest: String,
         size: u64,
     }
-    // Everything that can fail with the layout open; a staged layout is discarded when it
-    // does.
-    let built = async {
-        let query = platform
-            .as_ref()
-            .map_or_else(PlatformQuery::current, PlatformQuery::new);
-        let mut builder = match &args.from {
-            None => ImageBuilder::new(&layout),
-            Some(from) => {
-                let from = Location::parse(from)?;
-                let (base_path, base_selector) = from.oci("--from")?;
-                let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-                    (Ok(a), Ok(b)) => a == b,
-                    _ => a == b,
-                };
-                if !same(base_path, path) {
-                    bail!(
-                        "--from must name an image in the layout of --tag ({}); copy it there first with `ocikit copy`",
-                        path.display()
-                    );
-                }
-                let descriptor = resolve_at(base_path, &layout, base_selector).await?;
-                ImageBuilder::from_image(&layout, &descriptor, &query)
-                    .await
-                    .with_context(|| format!("cannot use {from} as the base"))?
-            }
-        };
-        if let Some(platform) = &platform {
-            builder.platform(platform);
-        } else if args.from.is_none() {
-            builder.platform(&platform::current());
-        }
-        builder.source_date_epoch(epoch);
-        if let Some(e) = entrypoint {
-            builder.entrypoint(e);
-        }
-        if let Some(c) = cmd {
-            builder.cmd(c);
-        }
-        for (k, v) in &env {
-            builder.env(k, v);
-        }
-        for (k, v) in labels {
-            builder.label(k, v);
-        }
-        for (k, v) in annotations {
-            builder.annotation(k, v);
-        }
-        if let Some(dir) = args.workdir {
-            builder.working_dir(dir);
-        }
-        if let Some(user) = args.user {
-            builder.user(user);
-        }
-        for port in args.expose {
-            builder.expose(port);
-        }
-        let compression = args.compression.compression();
-        let mut layers = Vec::new();
-        let bars = Bars::new(out);
-        for source in &sources {
-            let spec = LayerSpec::new()
-                .compression(compression)
-                .created_by(args.created_by.clone());
-            let name = source.display().to_string();
-            let descriptor = if source.is_dir() {
-                let bar = bars.task("build", name, None);
-                let built = builder.add_layer_from_dir(source, spec).await;
-                bar.finish_and_clear();
-                built
-            } else {
-                let file = std::fs::File::open(source)
-                    .with_context(|| format!("cannot open {}", source.display()))?;
-                let size = file.metadata().ok().map(|m| m.len());
-                let bar = bars.task("build", name, size);
-                let counted = Counted {
-                    inner: file,
-                    bar: bar.clone(),
-                };
-                let built = builder.add_layer_from_tar(counted, spec).await;
-                bar.finish_and_clear();
-                built
-            }
-            .with_context(|| format!("cannot build a layer from {}", source.display()))?;
-            layers.push(LayerOut {
-                source: source.clone(),
-                digest: descriptor.digest().to_string(),
-                size: descriptor.size(),
-            });
-        }
-        let manifest = builder
-            .write_and_tag(tag)
-            .await
-            .with_context(|| format!("cannot write the image to {target}"))?;
-        Ok::<_, anyhow::Error>((manifest, layers))
-    }
-    .await;
-    drop(layout);
-    let (manifest, layers) = match built {
-        Ok(built) => built,
-        Err(e) => {
-            destination.discard().await;
-            return Err(e);
-        }
-    };
-    destination
-        .commit()
-        .await
-        .with_context(|| format!("cannot put the new layout in place at {}", path.display()))?;
+    let layers: Vec<LayerOut<'_>> = report
+        .layers
+        .iter()
+        .map(|l| LayerOut {
+            source: &l.source,
+            digest: l.descriptor.digest().to_string(),
+            size: l.descriptor.size(),
+        })
+        .collect();
+    let manifest = &report.manifest;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Built<'a> {
         image: String,
         digest: String,
-        layers: &'a [LayerOut],
+        layers: &'a [LayerOut<'a>],
     }
     out.show(
         &Built {

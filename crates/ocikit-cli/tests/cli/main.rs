@@ -14,6 +14,7 @@ mod real_world_ls;
 mod real_world_registry;
 mod real_world_review;
 mod real_world_store;
+mod real_world_tarw;
 mod real_world_unpack;
 mod reference;
 mod registry;

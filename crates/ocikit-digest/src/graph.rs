@@ -173,8 +173,9 @@ pub struct Node {
     pub depth: usize,
     /// 0 for a leaf; 1 + the highest child for a document (after [`Walker::finish`]).
     pub height: usize,
-    /// The parsed document, for a manifest or index the walk read; `None` for a leaf and for
-    /// a document the caller skipped ([`Walker::skip`]).
+    /// The parsed document, for a manifest or index the walk read; `None` for a leaf, for
+    /// a document the caller skipped ([`Walker::skip`]) and for one it parsed itself
+    /// ([`Walker::visit_parsed`]).
     pub document: Option<Document>,
     root: usize,
     children: Vec<usize>,
@@ -347,6 +348,52 @@ impl Walker {
                     source: Box::new(source),
                 },
             )?;
+        self.add_children(at, &document)?;
+        Ok(self.nodes[at].document.insert(document))
+    }
+
+    /// [`Walker::visit`] for a document the caller has parsed itself, from verified bytes,
+    /// with [`Document::parse_with_limit`] under the descriptor's media type (on its own
+    /// threads, say): adds the blobs it names. The walk keeps no copy of it (the node's
+    /// [`Node::document`] stays `None`), for callers that follow documents only once, like
+    /// a layout's fsck. A document larger than [`Limits::max_document_size`] is refused
+    /// as [`Walker::visit`] refuses it.
+    pub fn visit_parsed(
+        &mut self,
+        descriptor: &Descriptor,
+        document: &Document,
+    ) -> Result<(), GraphError> {
+        let digest =
+            descriptor::digest_of(descriptor).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
+        let at = match self.by_digest.get(&digest) {
+            Some(&at) if self.nodes[at].state == State::Wanted => at,
+            _ => return Err(GraphError::NotWanted { digest }),
+        };
+        if let Some(bytes) = document.bytes()
+            && bytes.len() as u64 > self.limits.max_document_size
+        {
+            // Parsing again under this walk's limit refuses it with the parser's own kind.
+            let media_type = self.nodes[at].descriptor.media_type().to_string();
+            let refused = Document::parse_with_limit(
+                &media_type,
+                bytes.clone(),
+                self.limits.max_document_size,
+            )
+            .err();
+            if let Some(source) = refused {
+                return Err(GraphError::Document {
+                    digest,
+                    source: Box::new(source),
+                });
+            }
+        }
+        self.add_children(at, document)
+    }
+
+    /// Adds the blobs `document` (the node at `at`) names and marks it visited. On an error
+    /// (a limit, an invalid child descriptor) the node stays wanted: the caller may
+    /// [`Walker::skip`] it.
+    fn add_children(&mut self, at: usize, document: &Document) -> Result<(), GraphError> {
         let (depth, root) = (self.nodes[at].depth, self.nodes[at].root);
         let root_digest = self.nodes[root].digest.clone();
         let mut children = Vec::new();
@@ -365,7 +412,7 @@ impl Walker {
         let node = &mut self.nodes[at];
         node.children = children;
         node.state = State::Visited;
-        Ok(node.document.insert(document))
+        Ok(())
     }
 
     /// Gives up on a wanted document (one that is missing, where the caller allows that): it

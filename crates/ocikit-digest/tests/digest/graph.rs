@@ -358,3 +358,71 @@ fn a_blob_reached_as_a_config_then_claimed_as_a_manifest_is_read_as_one() {
         "{err:?}"
     );
 }
+
+#[test]
+fn documents_parsed_by_the_caller_are_followed_under_the_same_limits() {
+    use ocikit_digest::document::Document;
+    let mut blobs = Blobs::default();
+    let (a, b) = (blobs.image("a"), blobs.image("b"));
+    let root = blobs.index(&[a.clone(), b.clone()]);
+    let parse = |d: &Descriptor| Document::parse(d, blobs.0[&digest(d)].clone()).unwrap();
+    let mut walker = Walker::new(Limits::new());
+    walker.add_root(&root).unwrap();
+    // Only what the walk asked for.
+    assert_eq!(
+        walker.visit_parsed(&a, &parse(&a)).unwrap_err(),
+        GraphError::NotWanted { digest: digest(&a) }
+    );
+    assert_eq!(walker.take_wanted(), std::slice::from_ref(&root));
+    walker.visit_parsed(&root, &parse(&root)).unwrap();
+    let wanted = walker.take_wanted();
+    assert_eq!(wanted, [a.clone(), b.clone()]);
+    for d in &wanted {
+        walker.visit_parsed(d, &parse(d)).unwrap();
+    }
+    let graph = walker.finish().unwrap();
+    // The index, two manifests, two configs, two own layers and one shared layer; the
+    // walk kept none of the documents.
+    assert_eq!(graph.len(), 8);
+    assert!(graph.nodes().iter().all(|n| n.document.is_none()));
+    assert_eq!(graph.get(&digest(&root)).unwrap().height, 2);
+
+    // The depth limit: the second level is one too deep for a limit of 1; the node stays
+    // wanted, and skipping it lets the walk end.
+    let inner = blobs.index(std::slice::from_ref(&a));
+    let outer = blobs.index(std::slice::from_ref(&inner));
+    let parse = |d: &Descriptor| Document::parse(d, blobs.0[&digest(d)].clone()).unwrap();
+    let mut walker = Walker::new(Limits::new().with_max_depth(1));
+    walker.add_root(&outer).unwrap();
+    walker.take_wanted();
+    walker.visit_parsed(&outer, &parse(&outer)).unwrap();
+    assert_eq!(walker.take_wanted(), std::slice::from_ref(&inner));
+    assert!(matches!(
+        walker.visit_parsed(&inner, &parse(&inner)),
+        Err(GraphError::TooDeep { max: 1, .. })
+    ));
+    walker.skip(&inner).unwrap();
+    assert!(walker.finish().is_ok());
+
+    // The node limit and the document size limit.
+    let mut walker = Walker::new(Limits::new().with_max_nodes(3));
+    walker.add_root(&a).unwrap();
+    walker.take_wanted();
+    assert!(matches!(
+        walker.visit_parsed(&a, &parse(&a)),
+        Err(GraphError::TooManyNodes { max: 3, .. })
+    ));
+    let mut walker = Walker::new(Limits::new().with_max_document_size(10));
+    walker.add_root(&a).unwrap();
+    walker.take_wanted();
+    match walker.visit_parsed(&a, &parse(&a)) {
+        Err(GraphError::Document { digest: d, source }) => {
+            assert_eq!(d, digest(&a));
+            assert!(matches!(
+                source.kind(),
+                InvalidDocumentKind::TooLarge { max: 10, .. }
+            ));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -20,6 +20,12 @@
 //! the workers finish together. Other stores (memory, object stores) stream every blob,
 //! `concurrency` at a time, and hash each on a blocking thread.
 //!
+//! The walk is [`ocikit_digest::graph`]'s one walk of manifests and indexes, level by level
+//! ([`Walker`](ocikit_digest::graph::Walker), fed the documents the workers parsed), under
+//! its limits: a document nested deeper than [`graph::MAX_DEPTH`] levels is reported
+//! ([`ProblemKind::TooDeep`]) and not read, and past [`graph::MAX_NODES`] distinct blobs
+//! what a document names is reported ([`ProblemKind::TooManyBlobs`]) and not checked.
+//!
 //! Nothing stops at the first problem: the [`FsckReport`] lists every one, with the digest
 //! and the path by which it was reached. Blobs reached more than once are read once.
 
@@ -30,7 +36,7 @@ mod walk;
 use std::fmt;
 
 use ocikit_codec::Limits;
-use ocikit_digest::Digest;
+use ocikit_digest::{Digest, graph};
 use ocikit_store::Error as StoreError;
 
 use crate::Error;
@@ -61,6 +67,9 @@ pub struct FsckOptions {
     pub progress: Progress,
     /// Limits on decompressing layers.
     pub limits: Limits,
+    /// The limits of the graph walk (depth, distinct blobs, document size): those of every
+    /// walk of manifests and indexes ([`ocikit_digest::graph::Limits::new`]) by default.
+    pub graph: graph::Limits,
 }
 
 impl Default for FsckOptions {
@@ -70,6 +79,7 @@ impl Default for FsckOptions {
             concurrency: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             progress: Progress::none(),
             limits: Limits::default(),
+            graph: graph::Limits::new(),
         }
     }
 }
@@ -101,6 +111,13 @@ impl FsckOptions {
     /// These options with other decompression limits.
     pub fn with_limits(mut self, limits: Limits) -> FsckOptions {
         self.limits = limits;
+        self
+    }
+
+    /// These options with other graph walk limits (tighter ones, say, for a layout that
+    /// must stay small).
+    pub fn with_graph_limits(mut self, limits: graph::Limits) -> FsckOptions {
+        self.graph = limits;
         self
     }
 }
@@ -185,6 +202,22 @@ pub enum ProblemKind {
     UndecodableMediaType {
         /// The layer's media type.
         media_type: String,
+    },
+    /// A manifest or index nested deeper below `index.json` than the one graph walk allows
+    /// ([`ocikit_digest::graph::MAX_DEPTH`] levels, or [`FsckOptions::graph`]): it was not
+    /// read, nor anything below it.
+    #[error("nested deeper than {max} levels below index.json; not read")]
+    TooDeep {
+        /// The depth limit.
+        max: usize,
+    },
+    /// The layout reaches more distinct blobs than the one graph walk allows
+    /// ([`ocikit_digest::graph::MAX_NODES`], or [`FsckOptions::graph`]): the blobs this
+    /// document (or `index.json` entry) names beyond the limit were not checked.
+    #[error("the layout reaches more than {max} blobs; what this names was not checked")]
+    TooManyBlobs {
+        /// The node limit.
+        max: usize,
     },
     /// The store failed to deliver the blob.
     #[error("unreadable: {reason}")]

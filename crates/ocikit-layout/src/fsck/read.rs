@@ -352,7 +352,10 @@ impl Layout {
                         let (stored, bytes) = read_local(&*files, digest, d.size());
                         let parsed = bytes
                             .and_then(|bytes| document::parse(d, bytes))
-                            .map(|doc| Parsed::of(doc, path));
+                            .map(|doc| {
+                                let parsed = Parsed::of(&doc, path);
+                                (doc, parsed)
+                            });
                         (stored, parsed)
                     },
                 )
@@ -371,10 +374,10 @@ impl Layout {
                 futures::stream::iter(documents)
                     .map(|(d, digest, path)| async move {
                         let stored = self.store().stat(&digest).await.ok().flatten();
-                        let outcome = self
-                            .read_document(&d)
-                            .await
-                            .map(|doc| Parsed::of(doc, &path));
+                        let outcome = self.read_document(&d).await.map(|doc| {
+                            let parsed = Parsed::of(&doc, &path);
+                            (doc, parsed)
+                        });
                         (d, digest, path, stored, outcome)
                     })
                     .buffered(DOCUMENT_CONCURRENCY)
@@ -390,7 +393,7 @@ impl Layout {
         let mut wanted = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (.., outcome) in results {
-            if let Ok(Parsed::Manifest { config, .. }) = outcome
+            if let Ok((_, Parsed::Manifest { config, .. })) = outcome
                 && is_image_config(config.media_type().as_ref())
                 && let Ok(digest) = descriptor::digest_of(config)
                 && seen.insert((digest.clone(), config.size()))

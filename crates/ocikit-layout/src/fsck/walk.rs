@@ -2,6 +2,7 @@
 //! they reach, and what checking each found.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use ocikit_digest::oci_spec::image::Descriptor;
@@ -14,9 +15,9 @@ use super::{
     store_problem,
 };
 use crate::document::{self, Document};
-use crate::gc::MAX_NESTING;
 use crate::progress::{Event, Operation, Progress};
 use crate::{Layout, Result};
+use ocikit_digest::graph::{self, GraphError, Walker};
 
 /// A blob to hash, with every way it was reached.
 #[derive(Debug)]
@@ -126,7 +127,7 @@ pub(super) enum Parsed {
 
 impl Parsed {
     /// The references of `doc`, reached by `path`.
-    pub(super) fn of(doc: Document, path: &str) -> Parsed {
+    pub(super) fn of(doc: &Document, path: &str) -> Parsed {
         let subject = doc.subject().and_then(|s| descriptor::digest_of(s).ok());
         match doc {
             Document::Manifest { manifest, .. } => Parsed::Manifest {
@@ -197,8 +198,15 @@ pub(super) fn is_image_config(media_type: &str) -> bool {
     )
 }
 
-/// The documents of one level of the walk, with what reading each found.
-pub(super) type DocumentReads = Vec<(Descriptor, Digest, String, Option<u64>, Result<Parsed>)>;
+/// The documents of one level of the walk, with what reading each found: the document
+/// (for the graph walk) and what fsck needs of it.
+pub(super) type DocumentReads = Vec<(
+    Descriptor,
+    Digest,
+    String,
+    Option<u64>,
+    Result<(Document, Parsed)>,
+)>;
 
 /// Image configs read for their diffIDs, by digest and declared size.
 pub(super) type ConfigReads = HashMap<(Digest, u64), WholeRead>;
@@ -214,6 +222,125 @@ pub(super) fn entry_path(i: usize, d: &Descriptor) -> String {
     }
 }
 
+/// fsck's side of the one graph walk ([`ocikit_digest::graph::Walker`]): the walker,
+/// which decides what is read (each document once, within its limits), and the paths by
+/// which documents were reached.
+struct GraphWalk {
+    walker: Walker,
+    limits: graph::Limits,
+    /// The path of each document's first reach: the one it is read by.
+    first: HashMap<Digest, String>,
+    /// Further reaches of documents: `(digest, declared size, path)`, compared with the
+    /// stored size once everything was read.
+    again: Vec<(Digest, u64, String)>,
+}
+
+impl GraphWalk {
+    fn new(limits: graph::Limits) -> GraphWalk {
+        GraphWalk {
+            walker: Walker::new(limits),
+            limits,
+            first: HashMap::new(),
+            again: Vec::new(),
+        }
+    }
+
+    /// A blob the walker took in, reached by `d` at `path`: a document is read by its first
+    /// reach (the walker wants it); a leaf is hashed.
+    fn reach(
+        &mut self,
+        walk: &mut Walk,
+        d: &Descriptor,
+        digest: Digest,
+        path: String,
+        progress: &Progress,
+    ) {
+        if !document::is_document(d.media_type().as_ref()) {
+            walk.blob(d, digest, path, None);
+            return;
+        }
+        match self.first.entry(digest) {
+            Entry::Occupied(first) => {
+                let digest = first.key().clone();
+                progress.emit_with(|| Event::Skipped {
+                    operation: Operation::Fsck,
+                    digest: digest.clone(),
+                    size: d.size(),
+                });
+                self.again.push((digest, d.size(), path));
+            }
+            Entry::Vacant(first) => {
+                first.insert(path);
+            }
+        }
+    }
+
+    /// A child the walk did not take in because its parent's children were one level too
+    /// deep: a document there is reported too deep (a leaf is not limited by depth, and is
+    /// left out only because the walk stopped at the document before it).
+    fn not_taken(&self, walk: &mut Walk, d: &Descriptor, digest: &Digest, path: &str) {
+        if document::is_document(d.media_type().as_ref()) {
+            walk.problem(
+                digest,
+                path,
+                ProblemKind::TooDeep {
+                    max: self.limits.max_depth,
+                },
+            );
+        }
+    }
+
+    /// The path a wanted document is read by.
+    fn first_path(&self, digest: &Digest) -> String {
+        self.first
+            .get(digest)
+            .cloned()
+            .unwrap_or_else(|| digest.to_string())
+    }
+
+    /// Reports what the walk refused about the document `digest` (or a root) at `path`.
+    fn refused(&self, walk: &mut Walk, error: &GraphError, digest: &Digest, path: &str) {
+        let kind = match error {
+            // Reported at each document child that was not taken in (see `fsck`), or at
+            // the root itself.
+            GraphError::TooDeep {
+                digest: deep, max, ..
+            } if deep == digest => ProblemKind::TooDeep { max: *max },
+            GraphError::TooDeep { .. } => return,
+            GraphError::TooManyNodes { max, .. } => ProblemKind::TooManyBlobs { max: *max },
+            other => ProblemKind::InvalidDocument {
+                reason: error_chain(other),
+            },
+        };
+        walk.problem(digest, path, kind);
+    }
+
+    /// Compares every further reach of a document with the size stored; the walk is done
+    /// with (and freed before the blobs are hashed).
+    fn check_sizes(self, walk: &mut Walk) {
+        for (digest, declared, path) in self.again {
+            if let Some(Some(actual)) = walk.read.get(&digest)
+                && *actual != declared
+            {
+                let actual = *actual;
+                walk.problem(
+                    &digest,
+                    &path,
+                    ProblemKind::SizeMismatch {
+                        expected: declared,
+                        actual,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// A layer's descriptor again, for a layer whose media type claims a document.
+fn layer_descriptor(layer: &Layer) -> Option<Descriptor> {
+    descriptor::new(&layer.media_type, &layer.digest, layer.size).ok()
+}
+
 impl Layout {
     /// Verifies everything reachable from `index.json` (see the [module](crate::fsck)
     /// documentation) and reports every problem found. Fails only when `index.json` itself
@@ -222,64 +349,33 @@ impl Layout {
         let index = self.index().await?;
         let mode = self.mode(options);
         let mut walk = Walk::default();
-        let mut frontier: Vec<(Descriptor, String)> = index
-            .manifests()
-            .enumerate()
-            .map(|(i, d)| (d.clone(), entry_path(i, d)))
-            .collect();
+        let mut graph = GraphWalk::new(options.graph);
+        for (i, d) in index.manifests().enumerate() {
+            let path = entry_path(i, d);
+            let Ok(digest) = descriptor::digest_of(d) else {
+                continue; // every descriptor here was checked by the parsers
+            };
+            match graph.walker.add_root(d) {
+                Ok(()) => graph.reach(&mut walk, d, digest, path, &options.progress),
+                Err(e) => graph.refused(&mut walk, &e, &digest, &path),
+            }
+        }
         // Freed while the first documents are read, rather than before or after.
         let mut index = Some(index);
-        let mut depth = 0;
-        while !frontier.is_empty() {
-            let mut documents = Vec::new();
-            let mut this_level = std::collections::HashSet::new();
-            for (d, path) in std::mem::take(&mut frontier) {
-                let Ok(digest) = descriptor::digest_of(&d) else {
-                    continue; // every descriptor here was checked by the parsers
-                };
-                if !document::is_document(d.media_type().as_ref()) {
-                    walk.blob(&d, digest, path, None);
-                    continue;
-                }
-                if let Some(stored) = walk.read.get(&digest) {
-                    if let Some(actual) = *stored
-                        && actual != d.size()
-                    {
-                        walk.problem(
-                            &digest,
-                            &path,
-                            ProblemKind::SizeMismatch {
-                                expected: d.size(),
-                                actual,
-                            },
-                        );
-                    }
-                    options.progress.emit_with(|| Event::Skipped {
-                        operation: Operation::Fsck,
-                        digest,
-                        size: d.size(),
-                    });
-                    continue;
-                }
-                if !this_level.insert(digest.clone()) {
-                    // Reached twice at this level: compared with the stored size later.
-                    frontier.push((d, path));
-                    continue;
-                }
-                if depth > MAX_NESTING {
-                    walk.problem(
-                        &digest,
-                        &path,
-                        ProblemKind::InvalidDocument {
-                            reason: format!("indexes nested deeper than {MAX_NESTING}"),
-                        },
-                    );
-                    walk.read.insert(digest, None);
-                    continue;
-                }
-                documents.push((d, digest, path));
+        loop {
+            let documents: Vec<(Descriptor, Digest, String)> = graph
+                .walker
+                .take_wanted()
+                .into_iter()
+                .filter_map(|d| {
+                    let digest = descriptor::digest_of(&d).ok()?;
+                    let path = graph.first_path(&digest);
+                    Some((d, digest, path))
+                })
+                .collect();
+            if documents.is_empty() {
+                break;
             }
-            let deferred = std::mem::take(&mut frontier);
             let done_with = index.take();
             let (results, ()) = futures::join!(self.read_documents(documents, &mode), async move {
                 drop(done_with)
@@ -295,27 +391,27 @@ impl Layout {
                     digest: digest.clone(),
                     size: d.size(),
                 });
-                let doc = match outcome {
-                    Ok(doc) => doc,
-                    Err(e) if read_problem(&e).is_some() => {
-                        if let Some(kind) = read_problem(&e) {
-                            walk.problem(&digest, &path, kind);
+                let (document, doc) = match outcome {
+                    Ok(read) => read,
+                    Err(e) => {
+                        match read_problem(&e) {
+                            Some(kind) => walk.problem(&digest, &path, kind),
+                            None => {
+                                // Verified bytes, but not a valid document.
+                                walk.blobs += 1;
+                                walk.bytes += d.size();
+                                walk.problem(
+                                    &digest,
+                                    &path,
+                                    ProblemKind::InvalidDocument {
+                                        reason: error_chain(&e),
+                                    },
+                                );
+                            }
                         }
                         walk.read.insert(digest, size);
-                        continue;
-                    }
-                    Err(e) => {
-                        // Verified bytes, but not a valid document.
-                        walk.blobs += 1;
-                        walk.bytes += d.size();
-                        walk.problem(
-                            &digest,
-                            &path,
-                            ProblemKind::InvalidDocument {
-                                reason: error_chain(&e),
-                            },
-                        );
-                        walk.read.insert(digest, size);
+                        // Not followed: a leaf of the graph.
+                        let _ = graph.walker.skip(&d);
                         continue;
                     }
                 };
@@ -327,6 +423,15 @@ impl Layout {
                     digest: digest.clone(),
                     bytes: d.size(),
                 });
+                // The one walk's limits: what it refuses is reported, and what it did not
+                // take in is not followed.
+                let refused = graph.walker.visit_parsed(&d, &document).err();
+                drop(document);
+                if let Some(e) = &refused {
+                    graph.refused(&mut walk, e, &digest, &path);
+                    let _ = graph.walker.skip(&d);
+                }
+                let too_deep = matches!(refused, Some(GraphError::TooDeep { .. }));
                 if let Some(s) = doc.subject() {
                     match self.store().stat(s).await {
                         Ok(Some(_)) => {}
@@ -346,8 +451,28 @@ impl Layout {
                         layer_count,
                         ..
                     } => {
-                        let expected =
-                            if options.diff_ids && is_image_config(config.media_type().as_ref()) {
+                        let config_digest = descriptor::digest_of(&config).ok();
+                        let expected = match &config_digest {
+                            Some(c) if !graph.walker.contains(c) => {
+                                if too_deep {
+                                    graph.not_taken(&mut walk, &config, c, &config_path);
+                                }
+                                None
+                            }
+                            Some(c) if document::is_document(config.media_type().as_ref()) => {
+                                graph.reach(
+                                    &mut walk,
+                                    &config,
+                                    c.clone(),
+                                    config_path,
+                                    &options.progress,
+                                );
+                                None
+                            }
+                            Some(_)
+                                if options.diff_ids
+                                    && is_image_config(config.media_type().as_ref()) =>
+                            {
                                 config_diff_ids(
                                     &config,
                                     &config_path,
@@ -356,13 +481,40 @@ impl Layout {
                                     &mut walk,
                                     &options.progress,
                                 )
-                            } else {
-                                if let Ok(c) = descriptor::digest_of(&config) {
-                                    walk.blob(&config, c, config_path, None);
-                                }
+                            }
+                            Some(c) => {
+                                walk.blob(&config, c.clone(), config_path, None);
                                 None
-                            };
+                            }
+                            None => None,
+                        };
                         for layer in layers {
+                            let layer_document = document::is_document(&layer.media_type);
+                            if !graph.walker.contains(&layer.digest) {
+                                // Refused by the walk (reported above, or here).
+                                if too_deep && layer_document {
+                                    walk.problem(
+                                        &layer.digest,
+                                        &layer.path,
+                                        ProblemKind::TooDeep {
+                                            max: graph.limits.max_depth,
+                                        },
+                                    );
+                                }
+                                continue;
+                            }
+                            if layer_document {
+                                if let Some(d) = layer_descriptor(&layer) {
+                                    graph.reach(
+                                        &mut walk,
+                                        &d,
+                                        layer.digest,
+                                        layer.path,
+                                        &options.progress,
+                                    );
+                                }
+                                continue;
+                            }
                             let mut diff_id = expected
                                 .as_ref()
                                 .and_then(|ids| ids.get(layer.index).cloned());
@@ -389,13 +541,25 @@ impl Layout {
                             );
                         }
                     }
-                    Parsed::Index { manifests, .. } => frontier.extend(manifests),
+                    Parsed::Index { manifests, .. } => {
+                        for (m, path) in manifests {
+                            let Ok(digest) = descriptor::digest_of(&m) else {
+                                continue;
+                            };
+                            if !graph.walker.contains(&digest) {
+                                if too_deep {
+                                    graph.not_taken(&mut walk, &m, &digest, &path);
+                                }
+                                continue;
+                            }
+                            graph.reach(&mut walk, &m, digest, path, &options.progress);
+                        }
+                    }
                     Parsed::Opaque => {}
                 }
             }
-            frontier.extend(deferred);
-            depth += 1;
         }
+        graph.check_sizes(&mut walk);
         self.check_blobs(&mut walk, options, &mode).await;
         let mut problems = walk.problems;
         problems.sort_by(|a, b| a.path.cmp(&b.path));

@@ -9,6 +9,7 @@ mod copy;
 mod docker_archive;
 mod footprint;
 mod fsck;
+mod fsck_graph;
 mod gc;
 mod hostile;
 mod image;

@@ -5,6 +5,7 @@
 mod archive_export;
 mod archive_tar_reader;
 mod artifact;
+mod build;
 mod copy;
 mod docker_archive;
 mod footprint;

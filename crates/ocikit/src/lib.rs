@@ -9,7 +9,7 @@
 //! | `store` | `ocikit-store` | `fs` | content-addressed stores: filesystem, memory, S3 (`s3`) |
 //! | `codec` | `ocikit-codec` | `codec` (with `fs`) | layer compression (`gzip`, `zstd`), one-pass layer writers, reproducible layers and changesets, the hardened layer applier |
 //! | `layout` | `ocikit-layout` | `fs` | OCI image layouts on any store: tags, images, platforms, artifacts and referrers, fsck, GC, copy, archives |
-//! | `registry` | `ocikit-registry` | `registry` | the OCI Distribution registry server over any store |
+//! | `registry` | `ocikit-registry` | `registry` | the OCI Distribution registry server over any store, on a directory or (`s3`) a bucket, as `ocikit serve` runs it |
 //! | `client` | `ocikit-client` | `client` | the OCI Distribution registry client: pull into layouts, push from them |
 //! | `transport` | `ocikit-transport` | `transport` | copies between layouts, oci-archive and docker-archive files and registries (`Location`, `copy`) |
 //!

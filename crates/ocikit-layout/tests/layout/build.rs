@@ -684,3 +684,35 @@ async fn diff_and_repack_refuse_what_they_cannot_use() {
         );
     }
 }
+
+/// Servers need every future of these calls to be `Send`, and their values `Send + Sync`.
+#[test]
+fn the_calls_are_send_and_their_values_send_and_sync() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<BuildRequest>();
+    send_sync::<ocikit_layout::BuildReport>();
+    send_sync::<ConfigChanges>();
+    send_sync::<ocikit_layout::DiffReport>();
+    send_sync::<RepackOptions>();
+    send_sync::<ocikit_layout::RepackReport>();
+    send_sync::<Error>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let layout = runtime
+        .block_on(Layout::create(ocikit_store::MemoryStore::new()))
+        .unwrap();
+    let request = BuildRequest::new("x");
+    send(&build(&layout, &request));
+    send(&build_at("/nonexistent", &request));
+    let d = descriptor::empty();
+    send(&diff(&layout, &d, "/nonexistent", &DiffOptions::new()));
+    send(&repack(
+        &layout,
+        &d,
+        "/nonexistent",
+        "x",
+        &RepackOptions::new(),
+    ));
+}

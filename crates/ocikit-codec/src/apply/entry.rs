@@ -140,7 +140,7 @@ impl Applier<'_> {
             dev: handle.dev,
             ino: handle.ino,
             mode: self.mode_for(header.mode, true),
-            mtime: header.mtime,
+            mtime: Some(header.mtime),
         };
         match self.dir_index.get(path) {
             Some(&i) => self.dirs[i] = deferred,

@@ -427,7 +427,18 @@ pub(crate) fn remove(parent: BorrowedFd<'_>, name: &[u8]) -> Result<Removed, Err
     let mut stack = vec![frame(parent, top)?];
     while let Some(current) = stack.last_mut() {
         if let Some(child) = current.names.pop() {
-            match unlinkat(&current.fd, child.as_c_str(), AtFlags::empty()) {
+            let mut unlinked = unlinkat(&current.fd, child.as_c_str(), AtFlags::empty());
+            if unlinked == Err(Errno::ACCESS) {
+                // A directory its (unprivileged) owner may not write to, going anyway.
+                if let Ok(st) = rustix::fs::fstat(&current.fd) {
+                    let _ = rustix::fs::fchmod(
+                        &current.fd,
+                        Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700),
+                    );
+                }
+                unlinked = unlinkat(&current.fd, child.as_c_str(), AtFlags::empty());
+            }
+            match unlinked {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(Errno::ISDIR) => {
                     let next = frame(current.fd.as_fd(), child)?;

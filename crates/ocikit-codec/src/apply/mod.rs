@@ -289,7 +289,9 @@ struct DeferredDir {
     dev: u64,
     ino: u64,
     mode: u32,
-    mtime: (i64, u32),
+    /// `None`: a lower directory opened up for a rootless apply; its mode is restored, its
+    /// times are left as this layer's changes leave them (as for other lower directories).
+    mtime: Option<(i64, u32)>,
 }
 
 struct Applier<'o> {
@@ -321,6 +323,9 @@ struct Applier<'o> {
     hash_keys: std::collections::hash_map::RandomState,
     dirs: Vec<DeferredDir>,
     dir_index: HashMap<Vec<u8>, usize>,
+    /// Directories (by device and inode) known writable and searchable by their owner, or
+    /// opened up to be so ([`Applier::open_up`], rootless mode).
+    writable_dirs: HashSet<(u64, u64)>,
     counts: Counts,
 }
 
@@ -357,6 +362,7 @@ impl<'o> Applier<'o> {
             hash_keys: std::collections::hash_map::RandomState::new(),
             dirs: Vec::new(),
             dir_index: HashMap::new(),
+            writable_dirs: HashSet::new(),
             counts: Counts::default(),
         }
     }
@@ -473,7 +479,44 @@ impl<'o> Applier<'o> {
             self.mark_written(&p);
             self.mark_clean(&p);
         }
+        self.open_up(dir, &handle)?;
         Ok(handle)
+    }
+
+    /// In rootless mode, makes a directory of the unpacking user that its owner may not
+    /// write to or search (a lower layer's `0555` or `0550`, say) writable and searchable
+    /// for the rest of this layer, as umoci's rootless mode does; its mode is restored at
+    /// the end ([`Applier::finish`]), or set to this layer's entry for it. Root needs none
+    /// of this; a directory that is not readable (opened `O_PATH`) is left as it is.
+    fn open_up(&mut self, path: &[u8], dir: &fs::DirHandle) -> Result<()> {
+        if !self.options.rootless || self.writable_dirs.contains(&(dir.dev, dir.ino)) {
+            return Ok(());
+        }
+        let st = fstat(&dir.fd).map_err(|e| Self::io("stat", path, e))?;
+        let mode = st.st_mode & 0o7777;
+        if mode & 0o300 != 0o300 {
+            if st.st_uid != self.creator.0 {
+                return Ok(());
+            }
+            match fchmod(&dir.fd, Mode::from_raw_mode(mode | 0o700)) {
+                Ok(()) => {}
+                // An `O_PATH` descriptor: not readable, so not listable either.
+                Err(Errno::BADF) => return Ok(()),
+                Err(err) => return Err(Self::io("chmod", path, err)),
+            }
+            if !self.dir_index.contains_key(path) {
+                self.dir_index.insert(path.to_vec(), self.dirs.len());
+                self.dirs.push(DeferredDir {
+                    path: path.to_vec(),
+                    dev: dir.dev,
+                    ino: dir.ino,
+                    mode,
+                    mtime: None,
+                });
+            }
+        }
+        self.writable_dirs.insert((dir.dev, dir.ino));
+        Ok(())
     }
 
     /// Removes what exists at `name` in `parent` (unlink-and-recreate), forgetting cached
@@ -512,8 +555,10 @@ impl<'o> Applier<'o> {
                 fchmod(&fd, Mode::from_raw_mode(d.mode))
                     .map_err(|e| Self::io("chmod", &d.path, e))?;
             }
-            futimens(&fd, &Self::timestamps(d.mtime))
-                .map_err(|e| Self::io("utimes", &d.path, e))?;
+            if let Some(mtime) = d.mtime {
+                futimens(&fd, &Self::timestamps(mtime))
+                    .map_err(|e| Self::io("utimes", &d.path, e))?;
+            }
         }
         Ok(())
     }

@@ -193,6 +193,7 @@ impl Applier<'_> {
             Ok(None) => return Ok(()),
             Err(err) => return Err(Self::io("resolve", dir, err)),
         };
+        self.open_up(dir, &parent)?;
         if self.remove_lower(parent.fd.as_fd(), target, &path)? {
             self.root.invalidate();
         }
@@ -221,6 +222,7 @@ impl Applier<'_> {
             Ok(None) => return Ok(()),
             Err(err) => return Err(Self::io("resolve", dir, err)),
         };
+        self.open_up(dir, &handle)?;
         let fd = openat(
             &handle.fd,
             ".",
@@ -274,6 +276,14 @@ impl Applier<'_> {
             return Ok(false);
         }
         let fd = fs::open_dir_nofollow(parent, name).map_err(|e| Self::io("open", path, e))?;
+        let fd = if self.options.rootless {
+            let handle =
+                fs::DirHandle::new(fd, Some(false)).map_err(|e| Self::io("stat", path, e))?;
+            self.open_up(path, &handle)?;
+            handle.fd
+        } else {
+            fd
+        };
         let removed = self.remove_lower_children(fd, path)?;
         self.mark_clean(path);
         Ok(removed)

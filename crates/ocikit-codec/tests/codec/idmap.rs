@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ocikit_codec::apply::{
@@ -350,27 +350,36 @@ fn rootless_layer() -> Vec<u8> {
     ])
 }
 
-/// What the unprivileged user does: apply with the rootless preset, and check the report.
+/// What the unprivileged user does: applies `dir/layer-N.tar` in turn to `dir/root` with
+/// the rootless preset, and writes each report's counts to `dir/out/reports`.
 fn rootless_apply(dir: &Path) {
-    let layer = fs::read(dir.join("layer.tar")).unwrap();
-    let report = apply_layer(
-        &dir.join("root"),
-        layer.as_slice(),
-        &ApplyOptions::rootless(),
-    )
-    .unwrap_or_else(|e| panic!("rootless apply as uid {}: {e:?}", me().0));
-    assert_eq!(report.device_placeholders, 2, "{report:?}");
-    assert_eq!(report.devices_skipped, 0);
-    assert_eq!(report.special_files, 1, "the FIFO");
-    assert_eq!(report.files, 5);
+    let mut reports = String::new();
+    for i in 0.. {
+        let Ok(layer) = fs::read(dir.join(format!("layer-{i}.tar"))) else {
+            break;
+        };
+        let r = apply_layer(
+            &dir.join("root"),
+            layer.as_slice(),
+            &ApplyOptions::rootless(),
+        )
+        .unwrap_or_else(|e| panic!("rootless apply of layer {i} as uid {}: {e:?}", me().0));
+        reports += &format!(
+            "{} {} {} {}\n",
+            r.files, r.special_files, r.device_placeholders, r.devices_skipped
+        );
+    }
+    fs::write(dir.join("out/reports"), reports).unwrap();
 }
 
-#[test]
-fn rootless_apply_as_an_unprivileged_user() {
-    if let Some(dir) = std::env::var_os(CHILD_ENV) {
-        rootless_apply(Path::new(&dir));
-        return;
-    }
+/// A rootless apply of `layers` by an unprivileged user: `nobody`, running the test `test`
+/// of this binary again (with [`CHILD_ENV`] set) through `runuser`, when the tests run as
+/// root; this process otherwise. Returns the directory (keep it alive), the root, the
+/// user, and per layer `[files, special files, device placeholders, devices skipped]`.
+fn run_rootless(
+    test: &str,
+    layers: &[Vec<u8>],
+) -> (tempfile::TempDir, PathBuf, (u32, u32), Vec<[u64; 4]>) {
     // Under /tmp with a directory everyone can traverse (a tempdir is private).
     let tmp = tempfile::Builder::new()
         .prefix("ocikit-rootless-")
@@ -378,27 +387,32 @@ fn rootless_apply_as_an_unprivileged_user() {
         .unwrap();
     let dir = tmp.path();
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::write(dir.join("layer.tar"), rootless_layer()).unwrap();
-    fs::set_permissions(dir.join("layer.tar"), fs::Permissions::from_mode(0o644)).unwrap();
+    for (i, layer) in layers.iter().enumerate() {
+        let path = dir.join(format!("layer-{i}.tar"));
+        fs::write(&path, layer).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let root = dir.join("root");
     fs::create_dir(&root).unwrap();
+    fs::create_dir(dir.join("out")).unwrap();
     let user = if is_root() {
         // Root is needed to be someone else; `nobody` runs this very test.
         let runuser = ocikit_testkit::require_tool("runuser")
             .expect("runuser is needed to run the rootless apply unprivileged");
-        let out = Command::new("id").args(["-u", "nobody"]).output().unwrap();
-        assert!(out.status.success(), "no user nobody");
-        let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        let gid = {
-            let out = Command::new("id").args(["-g", "nobody"]).output().unwrap();
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, "nobody"]).output().unwrap();
+            assert!(out.status.success(), "no user nobody");
             String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
         };
-        rustix::fs::chown(
-            &root,
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-        )
-        .unwrap();
+        let (uid, gid) = (id("-u"), id("-g"));
+        for owned in [&root, &dir.join("out")] {
+            rustix::fs::chown(
+                owned,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .unwrap();
+        }
         // The test binary where `nobody` can reach it.
         let exe = std::env::current_exe().unwrap();
         let binary = dir.join("codec-tests");
@@ -410,12 +424,7 @@ fn rootless_apply_as_an_unprivileged_user() {
             .args(["-u", "nobody", "--", "env"])
             .arg(format!("{CHILD_ENV}={}", dir.display()))
             .arg(&binary)
-            .args([
-                "--exact",
-                "idmap::rootless_apply_as_an_unprivileged_user",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
             .current_dir(dir)
             .output()
             .unwrap();
@@ -432,6 +441,30 @@ fn rootless_apply_as_an_unprivileged_user() {
         rootless_apply(dir);
         me()
     };
+    let reports = fs::read_to_string(dir.join("out/reports"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let n: Vec<u64> = line.split(' ').map(|v| v.parse().unwrap()).collect();
+            [n[0], n[1], n[2], n[3]]
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(reports.len(), layers.len());
+    (tmp, root, user, reports)
+}
+
+#[test]
+fn rootless_apply_as_an_unprivileged_user() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        rootless_apply(Path::new(&dir));
+        return;
+    }
+    let (_tmp, root, user, reports) = run_rootless(
+        "idmap::rootless_apply_as_an_unprivileged_user",
+        &[rootless_layer()],
+    );
+    // 5 files, the FIFO, 2 device placeholders, no device skipped.
+    assert_eq!(reports, [[5, 1, 2, 0]]);
 
     // Everything the layer made belongs to the unpacking user.
     let mut pending = vec![root.clone()];
@@ -530,4 +563,49 @@ fn rootless_apply_sets_no_owner_and_ignores_maps() {
         ),
         "{err:?}"
     );
+}
+
+#[test]
+fn rootless_layers_write_into_and_remove_read_only_lower_directories() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        rootless_apply(Path::new(&dir));
+        return;
+    }
+    // Fedora's /root is 0550, many /usr/lib/... trees 0555: what their owner may not
+    // change, unless it changes their mode first.
+    let lower = archive(&[
+        Entry::dir("root").mode(0o550),
+        Entry::file("root/.bashrc", b"old").mode(0o644),
+        Entry::dir("ro").mode(0o555),
+        Entry::dir("ro/sub").mode(0o555),
+        Entry::file("ro/sub/x", b"x"),
+        Entry::file("ro/gone", b"g"),
+        Entry::dir("tree").mode(0o555),
+        Entry::dir("tree/deep").mode(0o500),
+        Entry::file("tree/deep/f", b"f").mode(0o444),
+    ]);
+    let upper = archive(&[
+        Entry::file("root/.bashrc", b"new"),
+        Entry::file("root/.profile", b"p"),
+        Entry::file("ro/.wh.gone", b""),
+        Entry::file("ro/sub/.wh..wh..opq", b""),
+        Entry::file("ro/sub/y", b"y"),
+        Entry::file(".wh.tree", b""),
+    ]);
+    let (_tmp, root, _user, reports) = run_rootless(
+        "idmap::rootless_layers_write_into_and_remove_read_only_lower_directories",
+        &[lower, upper],
+    );
+    assert_eq!(reports.len(), 2);
+    assert_eq!(fs::read(root.join("root/.bashrc")).unwrap(), b"new");
+    assert_eq!(fs::read(root.join("root/.profile")).unwrap(), b"p");
+    assert!(fs::symlink_metadata(root.join("ro/gone")).is_err());
+    assert!(fs::symlink_metadata(root.join("ro/sub/x")).is_err());
+    assert_eq!(fs::read(root.join("ro/sub/y")).unwrap(), b"y");
+    assert!(fs::symlink_metadata(root.join("tree")).is_err());
+    // And the lower modes are back.
+    let mode = |rel: &str| fs::symlink_metadata(root.join(rel)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("root"), 0o550);
+    assert_eq!(mode("ro"), 0o555);
+    assert_eq!(mode("ro/sub"), 0o555);
 }

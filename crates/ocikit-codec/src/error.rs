@@ -184,6 +184,14 @@ pub enum InvalidEntry {
     /// An entry that would replace the root directory itself with something else.
     #[error("entry would replace the root")]
     ReplacesRoot,
+    /// In a squash ([`crate::squash`]): a path that an entry crosses as a directory while a
+    /// layer has a symlink or another non-directory there, so applying the layers in turn
+    /// would write through it (or fail), which one merged tar stream cannot reproduce.
+    #[error("crosses {through:?}, which is not a directory when the entry is applied")]
+    CrossesNonDirectory {
+        /// The non-directory's path (normalised).
+        through: String,
+    },
     /// Malformed header or PAX/GNU metadata.
     #[error("malformed header: {detail}")]
     MalformedHeader {

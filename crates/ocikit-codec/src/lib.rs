@@ -18,6 +18,8 @@
 //! - [`apply`]: [`apply_layer`](apply::apply_layer) applies a layer to a root filesystem with
 //!   the image spec's whiteout semantics, resolving every path inside the root with
 //!   fd-relative, no-follow operations.
+//! - [`squash`]: a stack of layers merged into one tar stream, whiteouts resolved, in one
+//!   streaming pass ([`squash_layer`](squash::squash_layer): straight into a layer writer).
 //! - [`tar`]: the strict tar reader that applying, listing and checking layers (and
 //!   `ocikit-layout`'s archive import) read through: entry by entry, under [`Limits`],
 //!   refusing what tar parsers disagree on.
@@ -75,6 +77,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod limits;
+pub mod squash;
 pub mod tar;
 pub mod writer;
 

@@ -8,6 +8,7 @@ mod gnu_tar;
 mod idmap;
 mod pipeline;
 mod roundtrip;
+mod squash;
 mod tar_reader;
 mod whiteout_names;
 mod writer;

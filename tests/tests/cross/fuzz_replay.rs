@@ -32,6 +32,11 @@ fn descriptor_json_seeds() {
 }
 
 #[test]
+fn document_parse_seeds() {
+    replay("document_parse", ocikit_digest::fuzz::document_parse);
+}
+
+#[test]
 fn decompress_seeds() {
     replay("decompress", ocikit_codec::fuzz::decompress);
 }
@@ -84,4 +89,46 @@ fn link_header_seeds() {
 #[test]
 fn docker_config_seeds() {
     replay("docker_config", ocikit_client::fuzz::docker_config);
+}
+
+/// The document seeds are what their names say (the first byte picks the declared media
+/// type, as in the oracle): `ok_*` parse as a manifest or index, `bad_*` are refused,
+/// `opaque_*` are not documents; so the replay above runs every branch of the oracle.
+#[test]
+fn document_parse_seeds_are_what_their_names_say() {
+    use ocikit_digest::document::Document;
+    use ocikit_digest::media_type;
+    const DECLARED: [&str; 8] = [
+        media_type::IMAGE_MANIFEST,
+        media_type::IMAGE_INDEX,
+        media_type::DOCKER_MANIFEST,
+        media_type::DOCKER_MANIFEST_LIST,
+        "application/vnd.oci.image.manifest.v1+json; charset=utf-8",
+        "application/vnd.oci.image.index.v1+json ;x=y",
+        media_type::IMAGE_CONFIG,
+        "application/vnd.oci.image.index.v1+json+extra",
+    ];
+    let mut seen = [0; 3];
+    for (path, bytes) in fuzz_inputs("document_parse") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let declared = DECLARED[usize::from(bytes[0]) % DECLARED.len()];
+        let parsed = Document::parse_as(declared, bytes::Bytes::copy_from_slice(&bytes[1..]));
+        if name.starts_with("ok_") {
+            assert!(
+                matches!(
+                    parsed,
+                    Ok(Document::Manifest { .. } | Document::Index { .. })
+                ),
+                "{name}: {parsed:?}"
+            );
+            seen[0] += 1;
+        } else if name.starts_with("bad_") {
+            assert!(parsed.is_err(), "{name}: {parsed:?}");
+            seen[1] += 1;
+        } else if name.starts_with("opaque_") {
+            assert!(matches!(parsed, Ok(Document::Opaque)), "{name}: {parsed:?}");
+            seen[2] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
 }

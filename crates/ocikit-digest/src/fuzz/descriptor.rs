@@ -7,7 +7,7 @@ use crate::descriptor;
 use crate::json::{self, JsonErrorKind};
 use crate::{Digest, media_type};
 
-fn media_type_regex() -> &'static regex::Regex {
+pub(super) fn media_type_regex() -> &'static regex::Regex {
     static RE: OnceLock<regex::Regex> = OnceLock::new();
     RE.get_or_init(|| {
         regex::Regex::new(
@@ -159,7 +159,7 @@ pub fn descriptor_json(data: &[u8]) {
     assert_eq!(json::to_canonical_vec(&again).unwrap(), canonical);
 }
 
-fn contains_float(value: &serde_json::Value) -> bool {
+pub(super) fn contains_float(value: &serde_json::Value) -> bool {
     match value {
         serde_json::Value::Number(n) => n.is_f64(),
         serde_json::Value::Array(items) => items.iter().any(contains_float),

@@ -7,8 +7,10 @@ mod digest;
 pub use digest::digest_parse;
 
 mod descriptor;
+mod document;
 mod platform;
 mod reference;
 pub use descriptor::descriptor_json;
+pub use document::document_parse;
 pub use platform::platform_parse;
 pub use reference::reference_parse;

@@ -239,6 +239,44 @@ pub(super) async fn copy_within(
     Ok(report)
 }
 
+/// Gets each of `blobs` (digest, size) of repository `from` into repository `to`: present
+/// already, mounted, or streamed where the registry will not mount. What
+/// [`Client::copy_within`] does for the blobs of an image, for callers that make the
+/// documents themselves (an image edited on the way).
+pub(super) async fn copy_blobs_within(
+    client: &Client,
+    from: &str,
+    to: &str,
+    blobs: &[(Digest, u64)],
+    options: &CopyWithinOptions,
+) -> Result<TransferReport> {
+    client.validate_repository(from)?;
+    client.validate_repository(to)?;
+    let mut report = TransferReport {
+        blobs: blobs.len(),
+        total_bytes: blobs.iter().map(|(_, size)| size).sum(),
+        ..TransferReport::default()
+    };
+    let scratch = Scratch::new(client.registry(), to, options.scratch_dir.clone());
+    let moved: Result<Vec<Moved>> = futures::stream::iter(blobs.iter().cloned())
+        .map(|(digest, size)| move_blob(client, from, to, digest, size, &scratch, options))
+        .buffer_unordered(options.concurrency.max(1))
+        .try_collect()
+        .await;
+    scratch.remove().await;
+    for result in moved? {
+        match result {
+            Moved::Present => report.skipped += 1,
+            Moved::Mounted => report.mounted += 1,
+            Moved::Streamed(bytes) => {
+                report.transferred += 1;
+                report.bytes += bytes;
+            }
+        }
+    }
+    Ok(report)
+}
+
 /// Gets one blob into `to`: present already, mounted from `from`, or (where the registry
 /// opens an upload session instead of mounting) downloaded verified into the scratch
 /// layout and uploaded into that session.

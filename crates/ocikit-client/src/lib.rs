@@ -329,6 +329,22 @@ impl Client {
         copy::copy_within(self, from, reference, to, destination, options).await
     }
 
+    /// Gets the blobs `blobs` (digest, size) of repository `from` into repository `to` of
+    /// this registry without downloading them: each one `to` has is skipped (HEAD), the
+    /// others are mounted from `from`, and one the registry will not mount is streamed,
+    /// verified, through a scratch directory (as [`Client::copy_within`] moves an image's
+    /// blobs). For callers that write the documents naming them themselves (an image whose
+    /// config was edited on the way); tags nothing, pushes no manifest.
+    pub async fn copy_blobs_within(
+        &self,
+        from: &str,
+        to: &str,
+        blobs: &[(Digest, u64)],
+        options: &CopyWithinOptions,
+    ) -> Result<TransferReport> {
+        copy::copy_blobs_within(self, from, to, blobs, options).await
+    }
+
     /// Pushes `root` (an image or index of `layout`, with everything it reaches) to
     /// `repository`, tagged `tag` when given (by digest otherwise).
     pub async fn push(

@@ -668,13 +668,13 @@ async fn copy_between(
 /// Scratch space for intermediate layouts: beside `near` (so hardlinks work, and a killed
 /// run's scratch is removed by the next run for the same destination), or in the system's
 /// temporary directory where nothing can be made there. Removed on drop.
-enum ScratchSpace {
+pub(crate) enum ScratchSpace {
     Beside(ocikit_layout::Scratch),
     Temporary(tempfile::TempDir),
 }
 
 impl ScratchSpace {
-    async fn near(near: &Path) -> Result<ScratchSpace> {
+    pub(crate) async fn near(near: &Path) -> Result<ScratchSpace> {
         match ocikit_layout::Scratch::near(near).await {
             Ok(scratch) => Ok(ScratchSpace::Beside(scratch)),
             Err(_) => tempfile::tempdir()
@@ -683,7 +683,7 @@ impl ScratchSpace {
         }
     }
 
-    fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         match self {
             ScratchSpace::Beside(scratch) => scratch.path(),
             ScratchSpace::Temporary(dir) => dir.path().to_path_buf(),
@@ -691,7 +691,7 @@ impl ScratchSpace {
     }
 }
 
-async fn scratch_layout(dir: &Path) -> Result<Layout> {
+pub(crate) async fn scratch_layout(dir: &Path) -> Result<Layout> {
     Ok(Layout::create(FsStore::open(dir.join("layout")).await?).await?)
 }
 

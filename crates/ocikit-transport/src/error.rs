@@ -556,6 +556,67 @@ pub enum Error {
         #[source]
         source: ocikit_digest::digest::ParseError,
     },
+    /// An image edit (`mutate`) was given a destination that names no tag.
+    #[error(
+        "the destination must name a tag (oci:PATH:TAG, oci-archive:FILE:TAG, \
+         docker-archive:FILE:NAME:TAG or docker://HOST/NAME:TAG), not `{location}`"
+    )]
+    EditNeedsTag {
+        /// The destination given.
+        location: String,
+    },
+    /// An image edit of an index without a platform to pick its image by.
+    #[error(
+        "{location} is an index ({digest}){}: name the image to change with a platform",
+        if platforms.is_empty() { String::new() } else { format!(" of {}", platforms.join(", ")) }
+    )]
+    EditIndex {
+        /// The source.
+        location: String,
+        /// The index's digest.
+        digest: String,
+        /// The platforms its entries name.
+        platforms: Vec<String>,
+    },
+    /// Config changes that were refused (checked before anything is read or written).
+    #[error("invalid change")]
+    InvalidChanges {
+        /// Which change, and why ([`ocikit_layout::Error::InvalidChange`]).
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// An edited config or manifest that cannot be written as an image.
+    #[error("cannot write the edited image of {digest}")]
+    Edit {
+        /// The image edited.
+        digest: String,
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// Annotations asked of a Docker schema 2 manifest, which has none.
+    #[error("{digest} is a {media_type} manifest, which has no annotations")]
+    AnnotationsNeedOci {
+        /// The image.
+        digest: String,
+        /// Its manifest's media type.
+        media_type: String,
+    },
+    /// A time that is not RFC 3339.
+    #[error("`{text}` is not an RFC 3339 time (like 2024-05-01T12:00:00Z)")]
+    InvalidTime {
+        /// The text given.
+        text: String,
+        /// Why.
+        #[source]
+        source: chrono::ParseError,
+    },
+    /// A time this system cannot represent.
+    #[error("`{text}` is out of range")]
+    TimeOutOfRange {
+        /// The text given.
+        text: String,
+    },
     /// A layout operation failed.
     #[error(transparent)]
     Layout(#[from] ocikit_layout::Error),

@@ -52,6 +52,7 @@ mod layouts;
 mod location;
 mod open;
 mod progress;
+mod surgery;
 
 pub use access::RegistryOptions;
 pub use blob::{cat, write_blob};
@@ -66,3 +67,7 @@ pub use layouts::{Attached, ImageEntry, attach, fsck, gc, init, list_images, tag
 pub use location::{Location, LocationError, LocationErrorKind, Selector};
 pub use open::{open_layout, resolve};
 pub use progress::{Progress, Stage};
+pub use surgery::{
+    EditOptions, EditReport, ImageEdit, MutateOptions, MutateReport, edit_image, mutate,
+    parse_created,
+};

@@ -9,6 +9,7 @@ mod copy;
 mod inspect;
 mod layouts;
 mod location;
+mod mutate;
 mod registry;
 
 use std::path::{Path, PathBuf};

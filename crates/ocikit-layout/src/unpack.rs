@@ -106,13 +106,13 @@ impl UnpackOptions {
     }
 
     /// These options unpacking as an unprivileged user (`umoci unpack --rootless`):
-    /// [`ApplyOptions::rootless`] on, and device entries as placeholders
-    /// ([`DevicePolicy::Placeholder`]); `false` turns the mode off and leaves devices as
-    /// they are.
+    /// [`ApplyOptions::rootless`] on, and device entries skipped ([`DevicePolicy::Skip`],
+    /// counted; umoci makes empty files in their place, ocikit never does); `false` turns
+    /// the mode off and leaves devices as they are.
     pub fn with_rootless(mut self, on: bool) -> UnpackOptions {
         self.apply = self.apply.with_rootless(on);
         if on {
-            self.apply = self.apply.with_devices(DevicePolicy::Placeholder);
+            self.apply = self.apply.with_devices(DevicePolicy::Skip);
         }
         self
     }

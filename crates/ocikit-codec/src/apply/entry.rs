@@ -261,39 +261,6 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// An empty regular file of mode 0 where a device would be ([`DevicePolicy::Placeholder`]).
-    fn placeholder(&mut self, header: &Header, path: &[u8], owner: (u32, u32)) -> Result<()> {
-        let (dir, leaf) = split_parent(path);
-        let parent = self.parent(dir)?;
-        let flags =
-            OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        // Writable by its owner until its attributes are set (`user.*` needs that).
-        let create = || openat(&parent.fd, leaf, flags, Mode::from_raw_mode(0o600));
-        let fd = match create() {
-            Ok(fd) => fd,
-            Err(Errno::EXIST) => {
-                self.clear(parent.fd.as_fd(), leaf, path)?;
-                create().map_err(|e| Self::io("create", path, e))?
-            }
-            Err(err) => return Err(Self::io("create", path, err)),
-        };
-        self.mark_written(path);
-        if self.preserve_owner {
-            fchown(
-                &fd,
-                Some(Uid::from_raw(owner.0)),
-                Some(Gid::from_raw(owner.1)),
-            )
-            .map_err(|e| Self::io("chown", path, e))?;
-        }
-        self.set_xattrs(fd.as_fd(), header, path)?;
-        self.record_owner(fd.as_fd(), owner, path, false)?;
-        fchmod(&fd, Mode::empty()).map_err(|e| Self::io("chmod", path, e))?;
-        futimens(&fd, &Self::timestamps(header.mtime)).map_err(|e| Self::io("utimes", path, e))?;
-        self.counts.device_placeholders += 1;
-        Ok(())
-    }
-
     pub(super) fn special(
         &mut self,
         header: &Header,
@@ -346,7 +313,6 @@ impl Applier<'_> {
                     self.counts.devices_skipped += 1;
                     return Ok(());
                 }
-                DevicePolicy::Placeholder => return self.placeholder(header, path, owner),
                 DevicePolicy::CreateOrSkip if !rustix::process::geteuid().is_root() => {
                     self.counts.devices_skipped += 1;
                     return Ok(());

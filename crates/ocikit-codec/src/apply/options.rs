@@ -35,10 +35,6 @@ pub enum DevicePolicy {
     Skip,
     /// Refuse layers that have any ([`InvalidEntry::UnsupportedType`](crate::InvalidEntry::UnsupportedType)).
     Refuse,
-    /// Put an empty regular file of mode 0 in each device's place (counted in
-    /// [`ApplyReport::device_placeholders`]), as `umoci unpack --rootless` does: the path
-    /// exists, and nothing can open it. [`ApplyOptions::rootless`] uses this.
-    Placeholder,
 }
 
 /// Which extended attributes (PAX `SCHILY.xattr.*` records) to apply.
@@ -194,7 +190,9 @@ pub struct ApplyOptions {
     ///   program of that user lets anyone who can run it act as that user.
     ///
     /// Devices follow [`devices`](Self::devices); the [`rootless`](Self::rootless) preset
-    /// sets [`DevicePolicy::Placeholder`].
+    /// skips them ([`DevicePolicy::Skip`], counted). umoci puts an empty regular file in
+    /// each device's place instead; ocikit never does (SPEC C-S01: a later diff or repack
+    /// would take the stand-in for a real file).
     pub rootless: bool,
     /// Resolve with the `O_NOFOLLOW` component walk even where `openat2` works (tests).
     #[doc(hidden)]
@@ -228,12 +226,12 @@ impl ApplyOptions {
     }
 
     /// The defaults for an unprivileged user, as `umoci unpack --rootless`:
-    /// [`rootless`](Self::rootless) on, devices replaced by
-    /// [placeholders](DevicePolicy::Placeholder).
+    /// [`rootless`](Self::rootless) on, devices skipped ([`DevicePolicy::Skip`], counted in
+    /// [`ApplyReport::devices_skipped`]).
     pub fn rootless() -> ApplyOptions {
         ApplyOptions::default()
             .with_rootless(true)
-            .with_devices(DevicePolicy::Placeholder)
+            .with_devices(DevicePolicy::Skip)
     }
 
     /// These options with [`rootless`](Self::rootless) on or off (devices are left to
@@ -338,8 +336,6 @@ pub struct ApplyReport {
     pub whiteouts: u64,
     /// Device entries not created ([`DevicePolicy`]).
     pub devices_skipped: u64,
-    /// Device entries replaced by empty files ([`DevicePolicy::Placeholder`]).
-    pub device_placeholders: u64,
     /// Entries skipped: AUFS metadata, and in lenient mode unsupported types and entries
     /// below `.wh.` directories.
     pub entries_skipped: u64,

@@ -364,10 +364,7 @@ fn rootless_apply(dir: &Path) {
             &ApplyOptions::rootless(),
         )
         .unwrap_or_else(|e| panic!("rootless apply of layer {i} as uid {}: {e:?}", me().0));
-        reports += &format!(
-            "{} {} {} {}\n",
-            r.files, r.special_files, r.device_placeholders, r.devices_skipped
-        );
+        reports += &format!("{} {} {}\n", r.files, r.special_files, r.devices_skipped);
     }
     fs::write(dir.join("out/reports"), reports).unwrap();
 }
@@ -375,11 +372,11 @@ fn rootless_apply(dir: &Path) {
 /// A rootless apply of `layers` by an unprivileged user: `nobody`, running the test `test`
 /// of this binary again (with [`CHILD_ENV`] set) through `runuser`, when the tests run as
 /// root; this process otherwise. Returns the directory (keep it alive), the root, the
-/// user, and per layer `[files, special files, device placeholders, devices skipped]`.
+/// user, and per layer `[files, special files, devices skipped]`.
 fn run_rootless(
     test: &str,
     layers: &[Vec<u8>],
-) -> (tempfile::TempDir, PathBuf, (u32, u32), Vec<[u64; 4]>) {
+) -> (tempfile::TempDir, PathBuf, (u32, u32), Vec<[u64; 3]>) {
     // Under /tmp with a directory everyone can traverse (a tempdir is private).
     let tmp = tempfile::Builder::new()
         .prefix("ocikit-rootless-")
@@ -446,7 +443,7 @@ fn run_rootless(
         .lines()
         .map(|line| {
             let n: Vec<u64> = line.split(' ').map(|v| v.parse().unwrap()).collect();
-            [n[0], n[1], n[2], n[3]]
+            [n[0], n[1], n[2]]
         })
         .collect::<Vec<_>>();
     assert_eq!(reports.len(), layers.len());
@@ -463,8 +460,8 @@ fn rootless_apply_as_an_unprivileged_user() {
         "idmap::rootless_apply_as_an_unprivileged_user",
         &[rootless_layer()],
     );
-    // 5 files, the FIFO, 2 device placeholders, no device skipped.
-    assert_eq!(reports, [[5, 1, 2, 0]]);
+    // 5 files, the FIFO, the 2 devices skipped.
+    assert_eq!(reports, [[5, 1, 2]]);
 
     // Everything the layer made belongs to the unpacking user.
     let mut pending = vec![root.clone()];
@@ -480,15 +477,13 @@ fn rootless_apply_as_an_unprivileged_user() {
         }
     }
     assert_eq!(
-        seen, 17,
-        "the root, 7 directories, 5 files, 2 devices, a FIFO, a symlink"
+        seen, 15,
+        "the root, 7 directories, 5 files, a FIFO, a symlink"
     );
     let mode = |rel: &str| fs::symlink_metadata(root.join(rel)).unwrap().mode();
-    // Devices stand in as empty regular files nothing may open.
+    // Devices are skipped: nothing stands in their place (SPEC C-S01).
     for device in ["dev/null", "dev/sda"] {
-        let m = fs::symlink_metadata(root.join(device)).unwrap();
-        assert!(m.file_type().is_file() && m.len() == 0, "{device}");
-        assert_eq!(m.mode() & 0o7777, 0, "{device}");
+        assert!(fs::symlink_metadata(root.join(device)).is_err(), "{device}");
     }
     assert!(
         fs::symlink_metadata(root.join("run/fifo"))
@@ -506,7 +501,6 @@ fn rootless_apply_as_an_unprivileged_user() {
     assert_eq!(record("etc/shadow"), rootless_owner_record(0, 42));
     assert_eq!(record("home/u"), rootless_owner_record(1000, 1000));
     assert_eq!(record("home/u/notes"), rootless_owner_record(1000, 1000));
-    assert_eq!(record("dev/sda"), rootless_owner_record(0, 6));
     assert_eq!(record("usr/bin/su"), None);
     assert_eq!(record("etc"), None);
     // The layer's own record is not believed.
@@ -521,7 +515,7 @@ fn rootless_apply_as_an_unprivileged_user() {
 #[test]
 fn rootless_apply_sets_no_owner_and_ignores_maps() {
     // The same options run by whoever runs the tests (root here): nothing is chowned,
-    // devices are placeholders, the maps are not consulted (an id outside them passes).
+    // devices are skipped, the maps are not consulted (an id outside them passes).
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     fs::create_dir(&root).unwrap();
@@ -529,7 +523,8 @@ fn rootless_apply_sets_no_owner_and_ignores_maps() {
         .with_uid_map(Some(IdMap::parse(["0:100000:1"]).unwrap()))
         .with_preserve_owner(Some(true));
     let report = apply_layer(&root, rootless_layer().as_slice(), &options).unwrap();
-    assert_eq!(report.device_placeholders, 2);
+    assert_eq!(report.devices_skipped, 2);
+    assert!(fs::symlink_metadata(root.join("dev/null")).is_err());
     assert_eq!(owner(&root.join("home/u/notes")), me());
     assert_eq!(owner(&root.join("etc/shadow")), me());
     assert_eq!(

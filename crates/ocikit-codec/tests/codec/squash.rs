@@ -16,7 +16,7 @@ use ocikit_digest::Digest;
 use ocikit_testkit::tarball::{Entry, archive};
 use proptest::prelude::*;
 
-use crate::roundtrip::{Ignore, diff_trees, have_tool, run, snapshot};
+use crate::roundtrip::{Ignore, diff_trees, have_tool, is_root, run, snapshot};
 
 /// Squashes `layers` (bottom first) into a tar stream.
 fn squashed(layers: &[Vec<u8>]) -> Result<(Vec<u8>, SquashReport), Error> {
@@ -235,6 +235,57 @@ fn layers_without_entries_for_parent_directories_squash_too() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(meta.mode() & 0o7777, 0o700);
     assert_eq!(meta.mtime(), 100);
+}
+
+#[test]
+fn long_names_xattrs_devices_and_owners_pass_through() {
+    let long_dir = format!("{}/", "d".repeat(120));
+    let long_file = format!("{long_dir}{}", "f".repeat(150));
+    let base = archive(&[
+        Entry::dir(&long_dir).mtime(50),
+        Entry::file(&long_file, b"long")
+            .owner(3_000_000, 70_000)
+            .mtime(50)
+            .pax("SCHILY.xattr.user.note", b"kept\n\0binary"),
+        Entry::char_device("null", 1, 3).mode(0o666).mtime(50),
+        Entry::symlink("link", "x".repeat(200)).mtime(50),
+        Entry::hardlink("long-link", &long_file),
+    ]);
+    let top = archive(&[Entry::file("other", b"o").mtime(60)]);
+    let layers = [base, top];
+    let report = check_stack(&layers, false);
+    let flat = tempfile::tempdir().unwrap();
+    apply_layer(
+        flat.path(),
+        &squashed(&layers).unwrap().0[..],
+        &ApplyOptions::new(),
+    )
+    .unwrap();
+    let file = flat.path().join(&long_file);
+    assert_eq!(std::fs::read(&file).unwrap(), b"long");
+    assert_eq!(
+        crate::roundtrip::xattrs(&file)
+            .get(&b"user.note"[..])
+            .map(Vec::as_slice),
+        Some(&b"kept\n\0binary"[..])
+    );
+    if is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.nlink()),
+            (3_000_000, 70_000, 2)
+        );
+    }
+    assert_eq!(
+        (
+            report.files,
+            report.hardlinks,
+            report.symlinks,
+            report.special_files
+        ),
+        (2, 1, 1, 1)
+    );
 }
 
 #[test]

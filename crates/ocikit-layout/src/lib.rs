@@ -1,5 +1,7 @@
 //! OCI image layouts on any ocikit store: the index and its tags, manifests, images,
-//! artifacts and referrers, fsck, garbage collection, copy, recompression and archives.
+//! artifacts and referrers, fsck, garbage collection, copy, recompression and archives;
+//! and the layout verbs of `ocikit` as one call each: [`build()`] (with
+//! [`ConfigChanges`]), [`unpack_staged`], [`diff`] and [`repack()`].
 //!
 //! A [`Layout`] sits on any [`ocikit_store::Store`]: a directory ([`ocikit_store::FsStore`],
 //! the usual `oci:DIR` layout), memory, or an S3 bucket. Every edit of `index.json` is a

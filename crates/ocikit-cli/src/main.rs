@@ -179,6 +179,10 @@ enum Command {
     },
     /// Add what changed in a root filesystem as a new layer on top of its image.
     Repack(commands::repack::RepackArgs),
+    /// Change an image's config (env, entrypoint, cmd, labels, user, workdir, ports,
+    /// platform, created, author) and manifest annotations, anywhere: a new config and
+    /// manifest, the layers untouched.
+    Mutate(commands::mutate::MutateArgs),
     /// Copy images between any two locations (layouts, oci-archive and docker-archive
     /// files, registries), verifying every blob and skipping what the destination has.
     ///

@@ -97,14 +97,14 @@ impl CompressionArg {
     }
 }
 
-fn key_value(text: &str, what: &str) -> Result<(String, String)> {
+pub(crate) fn key_value(text: &str, what: &str) -> Result<(String, String)> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => bail!("{what} `{text}` is not KEY=VALUE"),
     }
 }
 
-fn words(text: &str, what: &str) -> Result<Vec<String>> {
+pub(crate) fn words(text: &str, what: &str) -> Result<Vec<String>> {
     if text.trim_start().starts_with('[') {
         serde_json::from_str(text).with_context(|| format!("{what} is not a JSON array of strings"))
     } else {

@@ -6,6 +6,7 @@ pub(crate) mod image;
 mod inspect;
 mod layout;
 pub(crate) mod login;
+pub(crate) mod mutate;
 pub(crate) mod registry;
 pub(crate) mod repack;
 pub(crate) mod serve;
@@ -53,6 +54,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             repack::diff(&Location::parse(&image)?, &rootfs, out).await
         }
         Command::Repack(args) => repack::repack(args, out).await,
+        Command::Mutate(args) => mutate::mutate(args, out).await,
         Command::Copy {
             source,
             destination,

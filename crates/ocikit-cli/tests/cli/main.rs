@@ -11,6 +11,7 @@ mod real_world_archives;
 mod real_world_cli;
 mod real_world_layers;
 mod real_world_ls;
+mod real_world_mutate;
 mod real_world_registry;
 mod real_world_review;
 mod real_world_store;

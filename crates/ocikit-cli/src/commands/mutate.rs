@@ -1,0 +1,199 @@
+//! `mutate`: an image's config and manifest annotations changed, its layers untouched, by
+//! [`ocikit::transport::mutate`]; this module parses the flags and renders the report.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use ocikit::client::Credentials;
+use ocikit::layout::{ConfigChanges, PlatformQuery};
+use ocikit::transport::{Location, MutateOptions, MutateReport};
+
+use super::copy::{TlsArgs, plural};
+use super::image::{key_value, words};
+use crate::bars::Bars;
+use crate::output::Output;
+
+/// What `ocikit mutate` was asked for.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Within one registry only the new config and manifest are uploaded: the \
+    layers are found in the destination repository or mounted from the source's. Within one \
+    layout only those two blobs are written. Anywhere else the image goes through scratch \
+    space, as `copy` moves it.\n\n\
+    Where ocikit differs from crane: an index needs --platform (crane picks linux/amd64), and \
+    --entrypoint keeps the command (crane, as docker, clears it unless --cmd is given too).\n\n\
+    Examples:\n  ocikit mutate oci:./images:v1 --tag oci:./images:v2 --env MODE=production \
+    --label team=infra\n  \
+    ocikit mutate docker://registry.example/app:v1 --tag docker://registry.example/app:v1-debug \
+    --entrypoint '[\"/bin/sh\",\"-c\"]' --cmd '[\"sleep infinity\"]'\n  \
+    ocikit mutate oci-archive:./app.tar:v1 --tag oci:./images:v2 --env-rm DEBUG --expose 8080/tcp\n  \
+    ocikit mutate docker://registry.example/multi:v1 --platform linux/arm64 \
+    --tag docker://registry.example/multi:v1-arm64 --created 2024-05-01T12:00:00Z"
+)]
+pub(crate) struct MutateArgs {
+    /// The image: oci:PATH:TAG, oci:PATH@DIGEST, oci-archive:FILE[:TAG|@DIGEST],
+    /// docker-archive:FILE[:NAME:TAG] or docker://HOST[:PORT]/NAME[:TAG|@DIGEST].
+    source: String,
+    /// Where the changed image goes, tagged: oci:PATH:TAG (a missing layout is created),
+    /// oci-archive:FILE:TAG, docker-archive:FILE:NAME:TAG or docker://HOST[:PORT]/NAME:TAG.
+    #[arg(long, short)]
+    tag: String,
+    /// Set environment variables, KEY=VALUE (a KEY already set is replaced in place).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Remove environment variables.
+    #[arg(long = "env-rm", value_name = "KEY")]
+    env_rm: Vec<String>,
+    /// The entrypoint: a JSON array (`["/bin/app","--flag"]`) or one program path.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The default command: a JSON array or one word.
+    #[arg(long)]
+    cmd: Option<String>,
+    /// Set labels, KEY=VALUE.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Remove labels.
+    #[arg(long = "label-rm", value_name = "KEY")]
+    labels_rm: Vec<String>,
+    /// Set manifest annotations, KEY=VALUE (OCI manifests only).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// Remove manifest annotations.
+    #[arg(long = "annotation-rm", value_name = "KEY")]
+    annotations_rm: Vec<String>,
+    /// The user (name, uid, or uid:gid).
+    #[arg(long)]
+    user: Option<String>,
+    /// The working directory.
+    #[arg(long)]
+    workdir: Option<String>,
+    /// Expose ports, like 8080/tcp.
+    #[arg(long = "expose", value_name = "PORT[/PROTO]")]
+    expose: Vec<String>,
+    /// Stop exposing ports.
+    #[arg(long = "expose-rm", value_name = "PORT[/PROTO]")]
+    expose_rm: Vec<String>,
+    /// os/arch[/variant]: the image to change in an index (which becomes a single image),
+    /// or, for a single image, the platform to set in its config.
+    #[arg(long)]
+    platform: Option<String>,
+    /// The creation time to set, RFC 3339 (2024-05-01T12:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    created: Option<String>,
+    /// The author to set.
+    #[arg(long)]
+    author: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Registry credentials (default: what `ocikit login` stored, else anonymous).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+    /// The credentials file for registries without --creds (default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; see `ocikit login`).
+    #[arg(long, value_name = "PATH")]
+    authfile: Option<PathBuf>,
+}
+
+impl MutateArgs {
+    /// The changes the flags ask for.
+    fn changes(&self) -> Result<ConfigChanges> {
+        let mut changes = ConfigChanges::new();
+        for text in &self.env {
+            let (k, v) = key_value(text, "--env")?;
+            changes = changes.env(k, v);
+        }
+        for text in &self.labels {
+            let (k, v) = key_value(text, "--label")?;
+            changes = changes.label(k, v);
+        }
+        for text in &self.annotations {
+            let (k, v) = key_value(text, "--annotation")?;
+            changes = changes.annotation(k, v);
+        }
+        changes.env_remove = self.env_rm.clone();
+        changes.labels_remove = self.labels_rm.clone();
+        changes.annotations_remove = self.annotations_rm.clone();
+        changes.entrypoint = self
+            .entrypoint
+            .as_deref()
+            .map(|e| words(e, "--entrypoint"))
+            .transpose()?;
+        changes.cmd = self.cmd.as_deref().map(|c| words(c, "--cmd")).transpose()?;
+        changes.user = self.user.clone();
+        changes.working_dir = self.workdir.clone();
+        changes.expose = self.expose.clone();
+        changes.expose_remove = self.expose_rm.clone();
+        changes.created = self
+            .created
+            .as_deref()
+            .map(ocikit::transport::parse_created)
+            .transpose()?;
+        changes.author = self.author.clone();
+        Ok(changes)
+    }
+
+    /// The library's options: the same registry options on both sides, the platform.
+    fn options(&self, bars: &Bars) -> Result<MutateOptions> {
+        let credentials = self
+            .creds
+            .as_deref()
+            .map(|text| Credentials::parse(text).context("write credentials as USER:PASSWORD"))
+            .transpose()?;
+        let registry = self
+            .tls
+            .registry_options()
+            .with_credentials(credentials)
+            .with_authfile(self.authfile.clone());
+        let platform = self
+            .platform
+            .as_deref()
+            .map(|text| {
+                let platform = ocikit::digest::platform::parse(text)
+                    .with_context(|| format!("`{text}` is not a platform (os/arch[/variant])"))?;
+                Ok::<_, anyhow::Error>(PlatformQuery::new(&platform))
+            })
+            .transpose()?;
+        Ok(MutateOptions::new()
+            .with_source(registry.clone())
+            .with_destination(registry)
+            .with_platform(platform)
+            .with_progress(bars.transport()))
+    }
+}
+
+pub(crate) async fn mutate(args: MutateArgs, out: &Output) -> Result<()> {
+    let source = Location::parse(&args.source)?;
+    let destination = Location::parse(&args.tag)?;
+    let changes = args.changes()?;
+    let bars = Bars::new(out);
+    let options = args.options(&bars)?;
+    let report = ocikit::transport::mutate(&source, &destination, &changes, &options).await;
+    drop(bars);
+    show(&report?, out)
+}
+
+/// The report as `--json` shows it, its summary line, or (`-q`) the new digest.
+fn show(report: &MutateReport, out: &Output) -> Result<()> {
+    out.answer(
+        report,
+        || {
+            let mut how = vec![format!("{} written", plural(report.blobs_written, "blob"))];
+            if report.blobs_mounted > 0 {
+                how.push(format!("{} mounted", report.blobs_mounted));
+            }
+            if report.blobs_skipped > 0 {
+                how.push(format!("{} already present", report.blobs_skipped));
+            }
+            format!(
+                "mutated {} into {}: {} (config {}; {})",
+                report.source,
+                report.destination,
+                report.image,
+                report.config_digest,
+                how.join(", ")
+            )
+        },
+        || report.digest.clone(),
+    )
+}

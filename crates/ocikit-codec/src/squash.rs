@@ -108,6 +108,7 @@ use std::ops::Bound;
 
 use ocikit_digest::{Digest, Hasher};
 
+use crate::apply::pipeline::read_ahead;
 use crate::apply::{NameClass, classify_name, normalize};
 use crate::build::tarfmt::{self, BLOCK, EntryHeader, TypeFlag};
 use crate::compression::error_from_io_as;
@@ -129,6 +130,11 @@ pub struct SquashOptions {
     /// `rootfs.diff_ids`); a mismatch is [`Error::DiffIdMismatch`]. `None` (the default): the
     /// streams are not hashed (the callers' blob digests are what vouches for them).
     pub expected_diff_ids: Option<Vec<Digest>>,
+    /// Read each layer's stream on a second thread (`ocikit-decompress`), ahead of the
+    /// merge, through a bounded channel (at most 4 MiB in flight), as
+    /// [`apply_blob`](crate::apply::apply_blob) does: decompression then overlaps the merge
+    /// and whatever `out` does (compression). Default true.
+    pub read_ahead: bool,
 }
 
 impl Default for SquashOptions {
@@ -137,6 +143,7 @@ impl Default for SquashOptions {
             limits: Limits::default(),
             strict: true,
             expected_diff_ids: None,
+            read_ahead: true,
         }
     }
 }
@@ -156,6 +163,12 @@ impl SquashOptions {
     /// These options in strict or lenient mode.
     pub fn with_strict(mut self, strict: bool) -> SquashOptions {
         self.strict = strict;
+        self
+    }
+
+    /// These options reading each layer on a second thread or not.
+    pub fn with_read_ahead(mut self, read_ahead: bool) -> SquashOptions {
+        self.read_ahead = read_ahead;
         self
     }
 
@@ -212,7 +225,8 @@ pub struct SquashReport {
 /// from the top down, and once more for a layer only when a hard link needs the content of
 /// an entry the squash did not write ([`SquashReport::layers_reread`]). Each stream is read
 /// to its end (bytes after the end-of-archive marker included), so that a verifying reader
-/// sees all of it.
+/// sees all of it; with [`SquashOptions::read_ahead`] (the default) it is read on a second
+/// thread, hence `Send`.
 ///
 /// `out` is written through a buffer and flushed before returning; pass `&mut writer` to
 /// keep using it. On error, what was written is not a valid archive: discard it.
@@ -231,7 +245,7 @@ pub fn squash<R, F, W>(
     options: &SquashOptions,
 ) -> Result<SquashReport>
 where
-    R: io::Read,
+    R: io::Read + Send,
     F: FnMut(usize) -> Result<R>,
     W: Write,
 {
@@ -279,7 +293,7 @@ pub fn squash_layer<R, F, W>(
     options: &SquashOptions,
 ) -> Result<(W, LayerInfo, SquashReport)>
 where
-    R: io::Read,
+    R: io::Read + Send,
     F: FnMut(usize) -> Result<R>,
     W: Write,
 {
@@ -474,17 +488,31 @@ impl<W, F, R> Squasher<'_, W, F>
 where
     W: Write,
     F: FnMut(usize) -> Result<R>,
-    R: io::Read,
+    R: io::Read + Send,
 {
     /// Reads layer `index` (all layers above it are done).
     fn layer(&mut self, index: usize) -> Result<()> {
-        let expected = self
-            .options
+        let reader = (self.open)(index)?;
+        if !self.options.read_ahead {
+            return self.read_layer(index, reader);
+        }
+        std::thread::scope(|scope| {
+            let (reader, thread) = read_ahead(scope, reader)?;
+            let read = self.read_layer(index, reader);
+            // It only ever returns (a panic would be a bug of the source); the reader is
+            // gone, so it stops at its next chunk.
+            let _ = thread.join();
+            read
+        })
+    }
+
+    fn read_layer<T: io::Read>(&mut self, index: usize, reader: T) -> Result<()> {
+        let options = self.options;
+        let expected = options
             .expected_diff_ids
             .as_ref()
             .and_then(|ids| ids.get(index));
-        let reader = (self.open)(index)?;
-        let (limits, strict) = (self.options.limits, self.options.strict);
+        let (limits, strict) = (options.limits, options.strict);
         let mut tar = match expected {
             Some(expected) => {
                 let hasher = Hasher::new(expected.algorithm()).map_err(|_| {

@@ -117,7 +117,7 @@ mod idmap;
 mod list;
 mod metadata;
 mod options;
-mod pipeline;
+pub(crate) mod pipeline;
 mod whiteout;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

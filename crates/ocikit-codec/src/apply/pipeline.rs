@@ -39,19 +39,8 @@ pub fn apply_blob<R: Read + Send>(
     if compression == Compression::None {
         return apply_layer(root, decoder, options);
     }
-    let (chunks, received) = sync_channel::<io::Result<Vec<u8>>>(IN_FLIGHT);
-    let (recycle, recycled) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
     std::thread::scope(|scope| {
-        let inflater = std::thread::Builder::new()
-            .name("ocikit-decompress".into())
-            .spawn_scoped(scope, move || inflate(decoder, &chunks, &recycled))
-            .map_err(|e| crate::Error::io("spawn decompression thread", None, e))?;
-        let reader = ChannelReader {
-            chunks: received,
-            recycle,
-            current: Vec::new(),
-            pos: 0,
-        };
+        let (reader, inflater) = read_ahead(scope, decoder)?;
         // Dropping the reader (at the end or on an error) makes the inflater's next send
         // fail, so it stops instead of decompressing the rest for nobody.
         let applied = apply_layer(root, reader, options);
@@ -61,9 +50,32 @@ pub fn apply_blob<R: Read + Send>(
     })
 }
 
+/// Reads `source` (a [`Decoder`], typically) on a thread of `scope` named
+/// `ocikit-decompress`, ahead of the returned reader, through a bounded channel of recycled
+/// buffers (at most `16 × 256 KiB` in flight). The source's errors come through unchanged.
+/// Dropping the reader stops the thread at its next chunk; join the handle after that.
+pub(crate) fn read_ahead<'scope, R: Read + Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    source: R,
+) -> Result<(ChannelReader, std::thread::ScopedJoinHandle<'scope, ()>)> {
+    let (chunks, received) = sync_channel::<io::Result<Vec<u8>>>(IN_FLIGHT);
+    let (recycle, recycled) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
+    let inflater = std::thread::Builder::new()
+        .name("ocikit-decompress".into())
+        .spawn_scoped(scope, move || inflate(source, &chunks, &recycled))
+        .map_err(|e| crate::Error::io("spawn decompression thread", None, e))?;
+    let reader = ChannelReader {
+        chunks: received,
+        recycle,
+        current: Vec::new(),
+        pos: 0,
+    };
+    Ok((reader, inflater))
+}
+
 /// Decodes into chunks and sends them until the end, an error, or a hang-up.
-fn inflate<R: Read>(
-    mut decoder: Decoder<R>,
+fn inflate(
+    mut decoder: impl Read,
     chunks: &SyncSender<io::Result<Vec<u8>>>,
     recycled: &Receiver<Vec<u8>>,
 ) {
@@ -102,7 +114,7 @@ fn inflate<R: Read>(
 }
 
 /// A [`Read`] over chunks from the inflater; spent buffers go back to it.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     chunks: Receiver<io::Result<Vec<u8>>>,
     recycle: SyncSender<Vec<u8>>,
     current: Vec<u8>,

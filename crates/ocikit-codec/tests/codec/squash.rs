@@ -149,6 +149,11 @@ fn a_fixed_stack_squashes_to_the_tree_its_layers_give() {
 
     // What the tree holds, spelled out.
     let (merged, _) = squashed(&layers).unwrap();
+    // The same bytes with the layers read on this thread.
+    let mut same = Vec::new();
+    let options = SquashOptions::new().with_read_ahead(false);
+    squash(3, |i| Ok(&layers[i][..]), &mut same, &options).unwrap();
+    assert_eq!(same, merged);
     let root = tempfile::tempdir().unwrap();
     apply_layer(root.path(), &merged[..], &ApplyOptions::new()).unwrap();
     let read = |p: &str| std::fs::read(root.path().join(p)).unwrap();
@@ -457,11 +462,45 @@ fn corrupt_streams_and_wrong_diff_ids_are_refused() {
     let good = archive(&[Entry::file("f", b"data")]);
     let mut truncated = good.clone();
     truncated.truncate(514);
-    let err = squashed(&[good.clone(), truncated]).unwrap_err();
-    assert!(
-        matches!(err, Error::Corrupt { format: "tar", .. }),
-        "{err:?}"
-    );
+    for read_ahead in [true, false] {
+        let layers = [good.clone(), truncated.clone()];
+        let options = SquashOptions::new().with_read_ahead(read_ahead);
+        let err = squash(2, |i| Ok(&layers[i][..]), Vec::new(), &options).unwrap_err();
+        assert!(
+            matches!(err, Error::Corrupt { format: "tar", .. }),
+            "{err:?}"
+        );
+    }
+    // The source's own errors come through the read-ahead thread typed.
+    #[cfg(feature = "gzip")]
+    {
+        use ocikit_codec::Limit;
+        use ocikit_codec::compression::{Compression, Decoder};
+        let blob = crate::compression::encode(&good, Compression::Gzip, 1);
+        let err = squash(
+            1,
+            |_| {
+                Ok(Decoder::new(
+                    &blob[..],
+                    Compression::Gzip,
+                    Limits::default().with_max_decompressed_bytes(100),
+                ))
+            },
+            Vec::new(),
+            &SquashOptions::new(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::LimitExceeded {
+                    limit: Limit::DecompressedBytes,
+                    max: 100
+                }
+            ),
+            "{err:?}"
+        );
+    }
 
     let other = archive(&[Entry::file("g", b"other")]);
     let layers = [good.clone(), other.clone()];

@@ -305,6 +305,49 @@ fn a_root_opaque_marker_hides_every_lower_entry() {
     assert_eq!(report.files, 1);
 }
 
+#[test]
+fn lenient_mode_skips_what_the_lenient_applier_skips() {
+    let base = archive(&[
+        Entry::dir("d/"),
+        Entry::file("d/x", b"x"),
+        Entry::file("d/y", b"y"),
+    ]);
+    let top = archive(&[
+        Entry::raw("sparse", b'S'),
+        Entry::file(".wh.etc/below", b"z"),
+        Entry::dir("d/"),
+        Entry::file("d/.wh.x", b"a whiteout with data"),
+        Entry::file("../climbs", b"stops at the root"),
+        Entry::file("kept", b"k"),
+    ]);
+    let lenient = ApplyOptions::new().with_strict(false);
+    let layered = tempfile::tempdir().unwrap();
+    for layer in [&base, &top] {
+        apply_layer(layered.path(), &layer[..], &lenient).unwrap();
+    }
+    let layers = [base, top];
+    let mut merged = Vec::new();
+    let options = SquashOptions::new().with_strict(false);
+    let report = squash(2, |i| Ok(&layers[i][..]), &mut merged, &options).unwrap();
+    assert_eq!((report.skipped, report.whiteouts), (2, 1), "{report:?}");
+    let flat = tempfile::tempdir().unwrap();
+    apply_layer(flat.path(), &merged[..], &lenient).unwrap();
+    let problems = diff_trees(&snapshot(layered.path()), &snapshot(flat.path()), |_, _| {
+        Ignore::default()
+    });
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(flat.path().join("climbs").exists());
+    assert!(!flat.path().join("d/x").exists());
+    // Strict mode refuses the same stack at its first such entry (the top layer's `sparse`).
+    assert_eq!(
+        refused(&layers),
+        (
+            "sparse".to_string(),
+            InvalidEntry::UnsupportedType { typeflag: b'S' }
+        )
+    );
+}
+
 fn refused(layers: &[Vec<u8>]) -> (String, InvalidEntry) {
     match squashed(layers) {
         Err(Error::InvalidEntry { path, reason }) => (path, reason),

@@ -508,17 +508,18 @@ where
             .with_progress(options.progress.clone()),
     )
     .await?;
-    let root = report
-        .images
-        .first()
-        .map(|i| i.root.clone())
-        .ok_or_else(|| Error::NoImageReported {
+    let Some(image) = report.images.first() else {
+        return Err(Error::NoImageReported {
             location: edited.to_string(),
-        })?;
+        });
+    };
+    // The scratch layout's tag is no part of the image at the destination.
+    let mut root = image.root.clone();
+    root.set_annotations(None);
     Ok(EditReport {
         source: String::new(),
         destination: String::new(),
-        image: report.images[0].clone(),
+        image: copied(&image.name, &root),
         digest: root.digest().to_string(),
         source_digest: picked.digest.to_string(),
         config_digest: written.config.digest().to_string(),

@@ -177,6 +177,9 @@ async fn an_image_is_mutated_from_a_layout_into_archives_and_back() {
     .unwrap();
     let layout = open(&back).await;
     let root = layout.resolve("v4").await.unwrap();
+    // The report names the image as the destination holds it.
+    assert_eq!(report.image.root.digest(), root.digest());
+    assert!(report.image.root.annotations().is_none(), "{report:?}");
     assert_eq!(root.digest().to_string(), report.digest);
     let (_, config) = read(&layout, &root).await;
     let exec = &config["config"];
@@ -533,4 +536,170 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         unchanged("untagged destination");
     }
     assert_eq!(layout.resolve("v1").await.unwrap().digest(), root.digest());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_index_is_mutated_one_platform_at_a_time_to_anywhere() {
+    let addr = crate::registry::serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images");
+    let layout = Layout::create(FsStore::open(&path).await.unwrap())
+        .await
+        .unwrap();
+    let mut index = ocikit_layout::IndexBuilder::new(&layout);
+    for p in ["linux/amd64", "linux/arm64"] {
+        let mut builder = ImageBuilder::new(&layout);
+        builder.platform(&ocikit_digest::platform::parse(p).unwrap());
+        builder.cmd([p]);
+        let root = builder.write().await.unwrap();
+        index.add(&root).await.unwrap();
+    }
+    index.write_and_tag("multi").await.unwrap();
+    let copy_options = CopyOptions::new()
+        .with_source(plain())
+        .with_destination(plain());
+    copy(
+        &at("oci", &path, ":multi"),
+        &docker(&addr, "multi:v1"),
+        &copy_options,
+    )
+    .await
+    .unwrap();
+    let options = MutateOptions::new()
+        .with_source(plain())
+        .with_destination(plain());
+    let changes = ConfigChanges::new().env("CHANGED", "yes");
+    let query = |p: &str| {
+        Some(ocikit_layout::PlatformQuery::new(
+            &ocikit_digest::platform::parse(p).unwrap(),
+        ))
+    };
+
+    // Without a platform: refused, before anything is pushed or pulled.
+    let out = dir.path().join("out");
+    for destination in [docker(&addr, "multi:changed"), at("oci", &out, ":amd")] {
+        let err = mutate(&docker(&addr, "multi:v1"), &destination, &changes, &options)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::EditIndex { platforms, .. } if platforms.len() == 2),
+            "{err:?}"
+        );
+    }
+    assert!(!out.exists());
+    let client = plain().client(&addr).unwrap();
+    assert_eq!(client.tags("multi").await.unwrap(), vec!["v1".to_string()]);
+
+    // Within the registry, one platform's image.
+    let arm = options.clone().with_platform(query("linux/arm64"));
+    mutate(
+        &docker(&addr, "multi:v1"),
+        &docker(&addr, "multi:arm"),
+        &changes,
+        &arm,
+    )
+    .await
+    .unwrap();
+    // From the registry into a layout, and from the layout's index into the registry.
+    let amd = options.clone().with_platform(query("linux/amd64"));
+    mutate(
+        &docker(&addr, "multi:v1"),
+        &at("oci", &out, ":amd"),
+        &changes,
+        &amd,
+    )
+    .await
+    .unwrap();
+    mutate(
+        &at("oci", &path, ":multi"),
+        &docker(&addr, "fromlayout:arm"),
+        &changes,
+        &arm,
+    )
+    .await
+    .unwrap();
+    let out_layout = open(&out).await;
+    let mut results = vec![(
+        "linux/amd64",
+        read(&out_layout, &out_layout.resolve("amd").await.unwrap()).await,
+    )];
+    for (p, name) in [
+        ("linux/arm64", "multi:arm"),
+        ("linux/arm64", "fromlayout:arm"),
+    ] {
+        let (remote, root) =
+            ocikit_transport::open_image(&docker(&addr, name), &plain(), true, "test")
+                .await
+                .unwrap();
+        assert!(
+            !ocikit_digest::media_type::is_index_like(root.media_type().as_ref()),
+            "{name} is an index"
+        );
+        results.push((p, read(&remote, &root).await));
+    }
+    for (p, (_, config)) in results {
+        let platform = ocikit_digest::platform::parse(p).unwrap();
+        assert_eq!(
+            config["architecture"],
+            platform.architecture().to_string(),
+            "{p}"
+        );
+        assert_eq!(config["config"]["Cmd"], serde_json::json!([p]));
+        assert_eq!(config["config"]["Env"], serde_json::json!(["CHANGED=yes"]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_docker_manifest_stays_one_and_takes_no_annotations() {
+    use ocikit_digest::media_type;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images");
+    let (layout, root) = image(&path, "v1").await;
+    // The same image under Docker schema 2 media types, written by hand.
+    let mut manifest: Value =
+        serde_json::from_slice(&layout.read_blob(&root).await.unwrap()).unwrap();
+    manifest["mediaType"] = media_type::DOCKER_MANIFEST.into();
+    manifest["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json".into();
+    for layer in manifest["layers"].as_array_mut().unwrap() {
+        layer["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip".into();
+    }
+    let docker = layout
+        .put_json(media_type::DOCKER_MANIFEST, &manifest)
+        .await
+        .unwrap();
+    layout.set_tag("docker", &docker).await.unwrap();
+
+    let err = mutate(
+        &at("oci", &path, ":docker"),
+        &at("oci", &path, ":annotated"),
+        &ConfigChanges::new().annotation("org.example.k", "v"),
+        &MutateOptions::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::AnnotationsNeedOci { .. }), "{err:?}");
+    assert!(layout.resolve("annotated").await.is_err());
+
+    mutate(
+        &at("oci", &path, ":docker"),
+        &at("oci", &path, ":changed"),
+        &ConfigChanges::new().env("A", "1"),
+        &MutateOptions::new(),
+    )
+    .await
+    .unwrap();
+    let changed = layout.resolve("changed").await.unwrap();
+    assert_eq!(
+        changed.media_type().to_string(),
+        media_type::DOCKER_MANIFEST
+    );
+    let written: Value =
+        serde_json::from_slice(&layout.read_blob(&changed).await.unwrap()).unwrap();
+    assert_eq!(written["mediaType"], media_type::DOCKER_MANIFEST);
+    assert_eq!(
+        written["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    assert_eq!(written["layers"], manifest["layers"]);
+    assert!(written.get("annotations").is_none());
 }

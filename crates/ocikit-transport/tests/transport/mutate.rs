@@ -703,3 +703,25 @@ async fn a_docker_manifest_stays_one_and_takes_no_annotations() {
     assert_eq!(written["layers"], manifest["layers"]);
     assert!(written.get("annotations").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_platform_of_a_single_image_is_set_in_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images");
+    let (layout, _) = image(&path, "v1").await;
+    let arm = ocikit_layout::PlatformQuery::new(
+        &ocikit_digest::platform::parse("linux/arm64/v8").unwrap(),
+    );
+    mutate(
+        &at("oci", &path, ":v1"),
+        &at("oci", &path, ":arm"),
+        &ConfigChanges::new(),
+        &MutateOptions::new().with_platform(Some(arm)),
+    )
+    .await
+    .unwrap();
+    let (_, config) = read(&layout, &layout.resolve("arm").await.unwrap()).await;
+    assert_eq!(config["os"], "linux");
+    assert_eq!(config["architecture"], "arm64");
+    assert_eq!(config["variant"], "v8");
+}

@@ -97,6 +97,7 @@ impl CompressionArg {
     }
 }
 
+/// `KEY=VALUE` (KEY not empty), for the flag `what`.
 pub(crate) fn key_value(text: &str, what: &str) -> Result<(String, String)> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -104,6 +105,7 @@ pub(crate) fn key_value(text: &str, what: &str) -> Result<(String, String)> {
     }
 }
 
+/// A JSON array of strings (`["/bin/app","--flag"]`), or one word, for the flag `what`.
 pub(crate) fn words(text: &str, what: &str) -> Result<Vec<String>> {
     if text.trim_start().starts_with('[') {
         serde_json::from_str(text).with_context(|| format!("{what} is not a JSON array of strings"))

@@ -617,6 +617,71 @@ pub enum Error {
         /// The text given.
         text: String,
     },
+    /// An index made of no image.
+    #[error("name at least one image for the index")]
+    IndexWithoutImages,
+    /// An index destination that names no tag.
+    #[error(
+        "the index needs a tag: oci:PATH:TAG, oci-archive:FILE:TAG or docker://HOST/NAME:TAG, \
+         not `{location}`"
+    )]
+    IndexNeedsTag {
+        /// The destination given.
+        location: String,
+    },
+    /// An index edited in place that is not named by tag in a layout or a registry.
+    #[error(
+        "an index is edited where it is tagged: oci:PATH:TAG or docker://HOST/NAME:TAG, not \
+         `{location}`"
+    )]
+    IndexEditNeedsTag {
+        /// The location given.
+        location: String,
+    },
+    /// An index edit of something that is not an index.
+    #[error("{location} is a {media_type} ({digest}), not an index")]
+    NotAnIndex {
+        /// The location given.
+        location: String,
+        /// What it names.
+        digest: String,
+        /// Its media type.
+        media_type: String,
+    },
+    /// Two entries of an index with the same platform.
+    #[error("{first} and {second} are both {platform}: an index takes one image per platform")]
+    SamePlatform {
+        /// The platform, `os/arch[/variant]`.
+        platform: String,
+        /// The entry that has it first.
+        first: String,
+        /// The entry that has it too.
+        second: String,
+    },
+    /// A platform no entry of an index has.
+    #[error(
+        "{location} has no entry for {platform}{}",
+        if available.is_empty() { String::new() } else { format!(" (it has {})", available.join(", ")) }
+    )]
+    NoSuchPlatform {
+        /// The index.
+        location: String,
+        /// The platform asked for.
+        platform: String,
+        /// The platforms its entries name.
+        available: Vec<String>,
+    },
+    /// A manifest of a media type the index cannot list (an OCI manifest in a Docker
+    /// manifest list).
+    #[error("{digest} is a {media_type}, which a {index_media_type} cannot list")]
+    IndexMediaType {
+        /// The entry.
+        digest: String,
+        /// Its media type.
+        media_type: String,
+        /// The index's media type.
+        index_media_type: String,
+    },
     /// A layout operation failed.
     #[error(transparent)]
     Layout(#[from] ocikit_layout::Error),

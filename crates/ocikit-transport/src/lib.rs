@@ -47,6 +47,7 @@ mod blob;
 mod copy;
 mod error;
 mod image;
+mod index_edit;
 mod inspect;
 mod layouts;
 mod location;
@@ -59,6 +60,10 @@ pub use blob::{cat, write_blob};
 pub use copy::{CopiedImage, CopyOptions, CopyReport, ImageName, copy};
 pub use error::{Error, Operation, Result};
 pub use image::{open_image, referrers};
+pub use index_edit::{
+    IndexAnnotations, IndexOptions, IndexReport, index_annotate, index_append, index_create,
+    index_remove,
+};
 pub use inspect::{
     BlobSummary, ImageSummary, IndexEntry, IndexSummary, RepositoryTags, Summary, inspect,
     inspect_config, inspect_raw, tags,

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod copy;
+mod index_edit;
 mod inspect;
 mod layouts;
 mod location;

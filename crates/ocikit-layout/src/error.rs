@@ -243,6 +243,17 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// An image or index cannot be converted to another manifest format without losing
+    /// what it says ([`crate::convert`]); nothing was written.
+    #[error("cannot convert {digest} to {format}: {refusal}")]
+    Unconvertible {
+        /// The manifest or index refused.
+        digest: Digest,
+        /// The format asked for.
+        format: crate::convert::ManifestFormat,
+        /// What the format cannot say.
+        refusal: Box<crate::convert::Refusal>,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

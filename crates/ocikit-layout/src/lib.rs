@@ -25,6 +25,7 @@ pub mod archive;
 pub mod artifact;
 mod bridge;
 pub mod build;
+pub mod convert;
 pub mod copy;
 pub mod document;
 mod error;

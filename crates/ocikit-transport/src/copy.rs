@@ -18,6 +18,7 @@ use ocikit_client::{CopyWithinOptions, PullOptions, PushOptions};
 use ocikit_codec::compression::Compression;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::archive::{docker, oci};
+use ocikit_layout::convert::{self, ManifestFormat};
 use ocikit_layout::{
     CopyOptions as LayoutCopyOptions, Layout, PlatformQuery, RecompressOptions, StagedLayout,
     copy_image, recompress,
@@ -40,6 +41,7 @@ pub struct CopyOptions {
     all_platforms: bool,
     compression: Option<Compression>,
     compression_level: Option<i32>,
+    format: Option<ManifestFormat>,
     hardlink: bool,
     progress: Progress,
 }
@@ -91,6 +93,19 @@ impl CopyOptions {
     /// default when `None`).
     pub fn with_compression_level(mut self, level: Option<i32>) -> CopyOptions {
         self.compression_level = level;
+        self
+    }
+
+    /// Converts the manifests to this format (`None`, the default, keeps each image's own),
+    /// as `skopeo copy --format` does: OCI and Docker schema 2 manifests and indexes are
+    /// rewritten, configs and layers are kept byte for byte (see
+    /// [`ocikit_layout::convert`]). What the format cannot describe is refused
+    /// ([`Error::Convert`]; zstd layers in Docker schema 2, artifacts) before anything is
+    /// written at the destination; with [`with_compression`](CopyOptions::with_compression)
+    /// the layers are recompressed first, and a compression the format cannot describe is
+    /// refused before anything is read ([`Error::FormatCompression`]).
+    pub fn with_format(mut self, format: Option<ManifestFormat>) -> CopyOptions {
+        self.format = format;
         self
     }
 
@@ -265,6 +280,14 @@ async fn copy_between(
             destination: destination.to_string(),
         });
     }
+    if let (Some(format), Some(compression)) = (options.format, options.compression)
+        && !format.supports(compression)
+    {
+        return Err(Error::FormatCompression {
+            format,
+            compression,
+        });
+    }
     // Within one registry, blobs never pass through here: mounted from the source
     // repository (streamed only where the registry refuses a mount).
     if let (
@@ -283,6 +306,7 @@ async fn copy_between(
     ) = (source, destination)
         && registry == to_registry
         && options.compression.is_none()
+        && options.format.is_none()
         && options.source == options.destination
     {
         return copy_within_registry(
@@ -308,6 +332,7 @@ async fn copy_between(
         },
     ) = (source, destination)
         && options.compression.is_none()
+        && options.format.is_none()
     {
         return pull_into_layout(
             source,
@@ -393,6 +418,43 @@ async fn copy_between(
             item.root = report.root;
             if let Some(tag) = &item.tag {
                 staged.set_tag(tag, &item.root).await?;
+            }
+        }
+    }
+    if let Some(format) = options.format {
+        // Planned on the staged images (read only): a refusal writes nothing.
+        let mut plans = Vec::with_capacity(items.len());
+        for item in &items {
+            let plan = convert::plan(&staged, &item.root, format)
+                .await
+                .map_err(|source| Error::Convert {
+                    digest: item.root.digest().to_string(),
+                    format,
+                    source,
+                })?;
+            plans.push(plan);
+        }
+        if plans.iter().any(convert::Conversion::changes) {
+            if !from_scratch {
+                // The source layout is only read: convert in a scratch copy.
+                let layout = scratch_layout(&scratch_dir.as_path().join("convert")).await?;
+                for item in &items {
+                    let tag = item.tag.clone().unwrap_or_else(|| "staged".into());
+                    copy_image(&staged, &item.root, &layout, &tag, &layout_options).await?;
+                }
+                staged = layout;
+                from_scratch = true;
+            }
+            for (item, plan) in items.iter_mut().zip(plans) {
+                let report = plan.write(&staged).await.map_err(|source| Error::Convert {
+                    digest: item.root.digest().to_string(),
+                    format,
+                    source,
+                })?;
+                item.root = report.root;
+                if let Some(tag) = &item.tag {
+                    staged.set_tag(tag, &item.root).await?;
+                }
             }
         }
     }

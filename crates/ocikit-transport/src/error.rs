@@ -261,6 +261,30 @@ pub enum Error {
         #[source]
         source: ocikit_layout::Error,
     },
+    /// An image could not be converted to the manifest format asked for (a refusal is an
+    /// [`ocikit_layout::Error::Unconvertible`] naming what the format cannot say).
+    #[error("cannot convert {digest} to {format}")]
+    Convert {
+        /// The image.
+        digest: String,
+        /// The format asked for.
+        format: ocikit_layout::convert::ManifestFormat,
+        /// Why.
+        #[source]
+        source: ocikit_layout::Error,
+    },
+    /// A recompression the manifest format asked for cannot describe (zstd in Docker
+    /// schema 2), refused before anything is read or written.
+    #[error(
+        "{format} manifests cannot describe {} layers",
+        ocikit_codec::compression::name(*compression)
+    )]
+    FormatCompression {
+        /// The format asked for.
+        format: ocikit_layout::convert::ManifestFormat,
+        /// The compression asked for.
+        compression: ocikit_codec::compression::Compression,
+    },
     /// A destination named by digest where it takes a tag.
     #[error("the destination takes a tag ({syntax}), not a digest")]
     DestinationTakesATag {

@@ -7,6 +7,7 @@
 
 mod copy;
 mod index_edit;
+mod format;
 mod inspect;
 mod layouts;
 mod location;

@@ -62,6 +62,17 @@
 //! Reordering would need the whole stream twice (or in memory), so this order is the
 //! price of one streaming pass, as in crane's `export`.
 //!
+//! ## Directories no entry describes
+//!
+//! Applying a layer makes the missing parents of its entries (mode `0755`). When a higher
+//! layer removes such an entry but not its parent, the parent stays in the applied tree
+//! though no entry of the stack describes it: the squash writes it at the end, `0755`, owned
+//! by 0:0, mtime 0 ([`SquashReport::implicit_directories`]). And when a layer removes a
+//! directory (a whiteout, an opaque parent) after writing entries below it without an entry
+//! for the directory itself, the applier keeps the directory with the metadata lower
+//! layers gave it: the squash then writes that lower entry (not the rest of what lower
+//! layers had below it).
+//!
 //! ## Hard links
 //!
 //! A hard link names an inode by a path, as the layer stood when the link was applied. The
@@ -102,7 +113,7 @@
 //! `uid`, `gid`, `mtime` and `SCHILY.xattr.*`. Extended attributes are kept as they are
 //! (the applier decides which to apply).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, BufWriter, Write};
 use std::ops::Bound;
 
@@ -203,6 +214,9 @@ pub struct SquashReport {
     pub whiteouts: u64,
     /// Entries skipped in lenient mode (and AUFS metadata, in any mode).
     pub skipped: u64,
+    /// Directories written for parents that only hidden entries had (see the module
+    /// documentation).
+    pub implicit_directories: u64,
     /// Hard links written as copies of their target (see the module documentation).
     pub materialized: u64,
     /// Layers read a second time for the content of materialised links.
@@ -271,6 +285,8 @@ where
         flags: HashMap::new(),
         uncovered: HashMap::new(),
         pending: BTreeMap::new(),
+        implicit: BTreeSet::new(),
+        spared: BTreeSet::new(),
         report: SquashReport::default(),
     };
     for index in (0..layers).rev() {
@@ -311,6 +327,8 @@ const NONDIR: u8 = 2;
 const WHITEOUT: u8 = 4;
 /// Opaque in a higher layer: lower layers' entries below it are gone.
 const OPAQUE: u8 = 8;
+/// Written to the output (any layer).
+const EMITTED: u8 = 16;
 
 /// What hides an entry at a path, and what hides one below a path.
 const HIDES_SELF: u8 = SEEN | WHITEOUT;
@@ -391,6 +409,10 @@ struct LayerState {
     lower_waiters: BTreeMap<Box<[u8]>, Vec<Waiter>>,
     /// This layer's whiteouts, opaque directories and non-directories (flags).
     hides: HashMap<Box<[u8]>, u8>,
+    /// Whether it has whiteouts or opaque markers.
+    removes: bool,
+    /// Directories its removals spared (see [`Squasher::spared`]).
+    spare: BTreeSet<Box<[u8]>>,
     /// Paths this layer's entries cross as directories without an entry of this layer
     /// making them one first: what lower layers have there must be a directory.
     uncovered: HashSet<Box<[u8]>>,
@@ -407,6 +429,15 @@ struct Squasher<'o, W: Write, F> {
     uncovered: HashMap<Box<[u8]>, usize>,
     /// Links of higher layers waiting for the inode at a path as the layers below leave it.
     pending: BTreeMap<Box<[u8]>, Vec<Waiter>>,
+    /// Directories that applying the layers makes as parents of entries the squash does
+    /// not write (a higher layer removed them): written at the end unless an entry of
+    /// theirs was.
+    implicit: BTreeSet<Box<[u8]>>,
+    /// Directories that a layer's whiteouts or opaque markers removed from below it but
+    /// that it wrote entries below (without an entry of its own for them): the applier
+    /// keeps them, with the metadata the layers below gave them, so a lower entry for one
+    /// is written (its other contents stay hidden).
+    spared: BTreeSet<Box<[u8]>>,
     report: SquashReport,
 }
 
@@ -583,9 +614,9 @@ where
                 self.report.whiteouts += 1;
                 let removed = join(dir, target);
                 Self::cross_parents(state, &removed, name)?;
-                // What lower layers have there no longer matters to the layers above.
-                self.uncovered.remove(removed.as_slice());
+                Self::spare(state, &removed, true);
                 *state.hides.entry(removed.into()).or_default() |= WHITEOUT;
+                state.removes = true;
                 return Ok(());
             }
             NameClass::Opaque { dir } => {
@@ -594,7 +625,9 @@ where
                 }
                 self.report.whiteouts += 1;
                 Self::cross_parents(state, &path, name)?;
+                Self::spare(state, dir, false);
                 *state.hides.entry(dir.into()).or_default() |= OPAQUE;
+                state.removes = true;
                 return Ok(());
             }
         }
@@ -628,8 +661,10 @@ where
                 },
             ));
         }
-        self.uncovered.remove(path.as_slice());
-        let visible = !hidden_by(&self.flags, &path, HIDES_SELF, HIDES_BELOW);
+        let visible = !self.hidden(&path, is_dir);
+        if !visible {
+            self.implicit_parents(state, &path);
+        }
 
         if header.kind == Kind::Hardlink {
             return self.hardlink(state, &header, path, visible);
@@ -815,6 +850,73 @@ where
         }
     }
 
+    /// A removal of `path` (itself too, when `itself`; else what is below it) in the
+    /// current layer: the applier keeps, with their lower metadata, the directories at or
+    /// below it that lead to entries this layer wrote *before* the removal, without
+    /// entries of their own.
+    fn spare(state: &mut LayerState, path: &[u8], itself: bool) {
+        let mut prefix = path.to_vec();
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        let written = state
+            .nodes
+            .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p);
+        let mut found: Vec<Box<[u8]>> = Vec::new();
+        for written in written {
+            let mut end = written.len();
+            while let Some(i) = written[..end].iter().rposition(|&b| b == b'/') {
+                let parent = &written[..i];
+                let inside = if itself {
+                    parent == path || parent.starts_with(&prefix)
+                } else {
+                    parent.starts_with(&prefix)
+                };
+                if !inside {
+                    break;
+                }
+                // A directory an earlier removal of this layer took (and did not spare) was
+                // made again by this layer: nothing lower is left there to keep.
+                let remade = hidden_by(&state.hides, parent, WHITEOUT, WHITEOUT | OPAQUE)
+                    && !state.spare.contains(parent);
+                if !state.nodes.contains_key(parent) && !remade {
+                    found.push(parent.into());
+                }
+                end = i;
+            }
+        }
+        state.spare.extend(found);
+    }
+
+    /// Whether higher layers hide an entry at `path` (a directory entry, when `is_dir`).
+    fn hidden(&self, path: &[u8], is_dir: bool) -> bool {
+        if is_dir && self.spared.contains(path) {
+            // Kept by the layer that spared it: only an entry of a layer between, or a
+            // non-directory above it, hides it (removals between end the sparing).
+            return hidden_by(&self.flags, path, SEEN, NONDIR);
+        }
+        hidden_by(&self.flags, path, HIDES_SELF, HIDES_BELOW)
+    }
+
+    /// An entry at `path` is not written: the parents that applying it would make (those
+    /// this layer has no entry for, and no higher layer removes) must be made anyway.
+    fn implicit_parents(&mut self, state: &LayerState, path: &[u8]) {
+        let mut end = path.len();
+        while let Some(i) = path[..end].iter().rposition(|&b| b == b'/') {
+            let parent = &path[..i];
+            if matches!(state.nodes.get(parent), Some(Node::Dir)) {
+                // Its own entry made it (and, written or not, saw to its parents).
+                return;
+            }
+            if !self.hidden(parent, true) && !self.implicit.contains(parent) {
+                self.implicit.insert(parent.into());
+            }
+            end = i;
+        }
+    }
+
     /// After the last entry of layer `index`: links waiting for its inodes are written, the
     /// layer's hiding is recorded for the layers below.
     fn end_layer(&mut self, index: usize, mut state: LayerState) -> Result<()> {
@@ -873,13 +975,70 @@ where
             }
         }
         self.pending = still;
-        // What this layer hides from the layers below.
+        // Paths higher layers crossed as directories: this layer's last word on them decides
+        // (a directory, or removed: fine; a non-directory: refused).
+        if !self.uncovered.is_empty() {
+            let mut resolved = Vec::new();
+            for path in self.uncovered.keys() {
+                match state.nodes.get(path) {
+                    Some(Node::Dir) => resolved.push(path.clone()),
+                    Some(_) => {
+                        return Err(invalid(
+                            path,
+                            InvalidEntry::CrossesNonDirectory {
+                                through: lossy(path),
+                            },
+                        ));
+                    }
+                    None => {
+                        if hidden_by(&state.hides, path, WHITEOUT, WHITEOUT | OPAQUE) {
+                            resolved.push(path.clone());
+                        }
+                    }
+                }
+            }
+            for path in resolved {
+                self.uncovered.remove(&path);
+            }
+        }
+        // What this layer hides from the layers below. Its removals also end what higher
+        // layers spared there: below this layer, those directories are gone.
+        let spare: Vec<Box<[u8]>> = std::mem::take(&mut state.spare)
+            .into_iter()
+            .filter(|dir| !state.nodes.contains_key(dir) && !self.hidden(dir, true))
+            .collect();
+        if state.removes {
+            for (path, flags) in &state.hides {
+                if self.spared.is_empty() {
+                    break;
+                }
+                let mut prefix = path.to_vec();
+                if !prefix.is_empty() {
+                    prefix.push(b'/');
+                }
+                if flags & WHITEOUT != 0 {
+                    self.spared.remove(path);
+                }
+                if flags & (WHITEOUT | OPAQUE) != 0 {
+                    let below: Vec<Box<[u8]>> = self
+                        .spared
+                        .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+                        .take_while(|p| p.starts_with(&prefix))
+                        .cloned()
+                        .collect();
+                    for p in below {
+                        self.spared.remove(&p);
+                    }
+                }
+            }
+        }
         for (path, _) in std::mem::take(&mut state.nodes) {
             *self.flags.entry(path).or_default() |= SEEN;
         }
         for (path, flags) in state.hides {
             *self.flags.entry(path).or_default() |= flags;
         }
+        self.spared.extend(spare);
         for path in state.uncovered {
             self.uncovered.insert(path, index);
         }
@@ -938,6 +1097,28 @@ where
                     target: lossy(target),
                 },
             ));
+        }
+        // Parents first (sorted: a path sorts before the paths below it).
+        for dir in std::mem::take(&mut self.implicit) {
+            if self.flags.get(&dir).is_some_and(|f| f & EMITTED != 0) {
+                continue;
+            }
+            let mut name = dir.to_vec();
+            name.push(b'/');
+            self.write_header(&EntryHeader {
+                path: &name,
+                typeflag: TypeFlag::Directory,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime: 0,
+                link: b"",
+                dev: (0, 0),
+                xattrs: &[],
+            })?;
+            self.report.directories += 1;
+            self.report.implicit_directories += 1;
         }
         self.out
             .write_all(&[0u8; 2 * BLOCK])
@@ -1000,6 +1181,9 @@ where
             dev: device(header)?,
             xattrs: &header.xattrs,
         })?;
+        if !self.implicit.is_empty() {
+            *self.flags.entry(path.into()).or_default() |= EMITTED;
+        }
         match typeflag {
             TypeFlag::Directory => self.report.directories += 1,
             TypeFlag::Symlink => self.report.symlinks += 1,
@@ -1029,6 +1213,9 @@ where
 
     /// Writes the hard link `waiter` naming `target` (a path written before it).
     fn write_link(&mut self, waiter: &Waiter, target: &[u8]) -> Result<()> {
+        if !self.implicit.is_empty() {
+            *self.flags.entry(waiter.path.clone()).or_default() |= EMITTED;
+        }
         self.write_header(&EntryHeader {
             path: &waiter.path,
             typeflag: TypeFlag::HardLink,

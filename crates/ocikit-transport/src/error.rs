@@ -626,6 +626,19 @@ pub enum Error {
         /// Its manifest's media type.
         media_type: String,
     },
+    /// An append with no layer to put on the image.
+    #[error("name at least one layer to append (a directory, or a tar, tar.gz or tar.zst file)")]
+    NothingToAppend,
+    /// A layer source that could not be packed into a layer (missing, not a tar, a tar the
+    /// strict reader refuses).
+    #[error("cannot make a layer of {}", path.display())]
+    LayerSource {
+        /// The source as given.
+        path: std::path::PathBuf,
+        /// Why ([`ocikit_layout::Error::LayerSourceNotFound`], the codec's `NotTar`, ...).
+        #[source]
+        source: ocikit_layout::Error,
+    },
     /// A time that is not RFC 3339.
     #[error("`{text}` is not an RFC 3339 time (like 2024-05-01T12:00:00Z)")]
     InvalidTime {

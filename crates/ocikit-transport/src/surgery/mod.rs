@@ -21,11 +21,19 @@
 //!
 //! The destination always names a tag; nothing is tagged there before every blob the new
 //! manifest reaches is present, and a destination layout that did not exist appears only
-//! once complete (the copy engine's guarantees). Layers, diffIDs and history are never
-//! touched here: an edit that changes the number of diffIDs is refused.
+//! once complete (the copy engine's guarantees).
+//!
+//! An edit may also change the layers ([`ImageEdit::push_layer`], [`ImageEdit::set_layers`],
+//! which keep diffIDs and history in step): the blobs it adds come from the layout of
+//! [`EditOptions::with_new_blobs`] and travel with the config and manifest; the source's
+//! layers it keeps are still skipped or mounted within a registry, never downloaded and
+//! uploaded again. [`append`] (`ocikit append`) adds layers this way. An edit that changes
+//! the number of diffIDs without changing the layers is refused.
 
+mod append;
 mod mutate;
 
+pub use append::{AppendOptions, LayerSource, append};
 pub use mutate::{MutateOptions, MutateReport, mutate, parse_created};
 
 use std::collections::BTreeMap;
@@ -64,6 +72,7 @@ pub struct EditOptions {
     destination: RegistryOptions,
     platform: Option<PlatformQuery>,
     progress: Progress,
+    new_blobs: Option<Layout>,
 }
 
 impl EditOptions {
@@ -99,14 +108,30 @@ impl EditOptions {
         self
     }
 
+    /// A layout holding the blobs an edit adds (the layers it puts in the manifest that the
+    /// source image does not have): each is taken from there (hardlinked where it can be)
+    /// into the layout the new manifest is written to, and travels to the destination with
+    /// the config and manifest. Without one, an edit can only reorder or drop the source's
+    /// layers.
+    pub fn with_new_blobs(mut self, layout: Option<Layout>) -> EditOptions {
+        self.new_blobs = layout;
+        self
+    }
+
     /// The platform [`with_platform`](EditOptions::with_platform) named, if any.
     pub fn platform(&self) -> Option<&PlatformQuery> {
         self.platform.as_ref()
     }
 }
 
-/// The parts of an image an edit may change: its config and its manifest's annotations.
-/// Made from the source image by [`edit_image`], handed to the caller's edit, then written.
+/// The parts of an image an edit may change: its config, its manifest's annotations and its
+/// layers. Made from the source image by [`edit_image`], handed to the caller's edit, then
+/// written.
+///
+/// Layers change only through [`push_layer`](ImageEdit::push_layer) and
+/// [`set_layers`](ImageEdit::set_layers), which keep `rootfs.diff_ids` and the history in
+/// step with them; a new layer's blob must be in the layout of
+/// [`EditOptions::with_new_blobs`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ImageEdit {
@@ -117,6 +142,7 @@ pub struct ImageEdit {
     manifest_media_type: String,
     layers: Vec<Descriptor>,
     from_index: bool,
+    source_digest: Digest,
 }
 
 impl ImageEdit {
@@ -130,9 +156,113 @@ impl ImageEdit {
         &self.manifest_media_type
     }
 
-    /// The image's layers, as the new manifest names them (unchanged).
+    /// The image's layers, bottom first, as the new manifest will name them.
     pub fn layers(&self) -> &[Descriptor] {
         &self.layers
+    }
+
+    /// Puts `layer` on top of the image: its descriptor at the end of the manifest's layers,
+    /// `diff_id` (the digest of its uncompressed tar) at the end of `rootfs.diff_ids` and
+    /// `history` (an entry of the config's history, not `empty_layer`) at the end of the
+    /// history. A source image without history first gets one made-up entry per layer, so
+    /// that history and layers agree. A blob the source lacks must be in the layout of
+    /// [`EditOptions::with_new_blobs`] (checked when the edit is written).
+    pub fn push_layer(
+        &mut self,
+        layer: Descriptor,
+        diff_id: &Digest,
+        history: Value,
+    ) -> Result<()> {
+        let below = self.layers.len();
+        self.edit_config(|json| {
+            push_diff_id(json, diff_id);
+            let mut entries = match json.remove("history") {
+                Some(Value::Array(entries)) => entries,
+                _ => Vec::new(),
+            };
+            if entries.is_empty() {
+                entries.extend((0..below).map(|_| missing_history()));
+            }
+            entries.push(history);
+            json.insert("history".into(), Value::Array(entries));
+        })?;
+        self.layers.push(layer);
+        Ok(())
+    }
+
+    /// Replaces every layer of the image with `layers` (bottom first, each with its
+    /// diffID), and the history with `history` (one entry without `empty_layer` per layer,
+    /// or none). The blobs the source lacks must be in the layout of
+    /// [`EditOptions::with_new_blobs`] (checked when the edit is written).
+    pub fn set_layers(
+        &mut self,
+        layers: Vec<(Descriptor, Digest)>,
+        history: Vec<Value>,
+    ) -> Result<()> {
+        self.edit_config(|json| {
+            let rootfs = json
+                .entry("rootfs")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(rootfs) = rootfs {
+                rootfs.insert(
+                    "diff_ids".into(),
+                    Value::Array(
+                        layers
+                            .iter()
+                            .map(|(_, id)| Value::from(id.as_str()))
+                            .collect(),
+                    ),
+                );
+            }
+            if history.is_empty() {
+                json.remove("history");
+            } else {
+                json.insert("history".into(), Value::Array(history));
+            }
+        })?;
+        self.layers = layers.into_iter().map(|(layer, _)| layer).collect();
+        Ok(())
+    }
+
+    /// Edits the config's JSON and parses the result again (the layout's strict parser).
+    fn edit_config(&mut self, change: impl FnOnce(&mut Map<String, Value>)) -> Result<()> {
+        let mut json = self.config.as_json().clone();
+        change(&mut json);
+        let refuse = |source| Error::Edit {
+            digest: self.source_digest.to_string(),
+            source,
+        };
+        let bytes = serde_json::to_vec(&Value::Object(json)).map_err(|e| {
+            refuse(ocikit_layout::Error::InvalidImage {
+                reason: format!("cannot serialise the config: {e}"),
+            })
+        })?;
+        self.config = ImageConfig::parse(&self.source_digest, &bytes).map_err(refuse)?;
+        Ok(())
+    }
+}
+
+/// The comment of a history entry made up for a layer that had none.
+const MISSING_HISTORY: &str = "history entry added by ocikit: the source image had none";
+
+fn missing_history() -> Value {
+    let mut entry = Map::new();
+    entry.insert("comment".into(), Value::from(MISSING_HISTORY));
+    Value::Object(entry)
+}
+
+/// `diff_id` appended to the config's `rootfs.diff_ids` (made when absent).
+fn push_diff_id(json: &mut Map<String, Value>, diff_id: &Digest) {
+    let rootfs = json
+        .entry("rootfs")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(rootfs) = rootfs {
+        let ids = rootfs
+            .entry("diff_ids")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(ids) = ids {
+            ids.push(Value::from(diff_id.as_str()));
+        }
     }
 }
 
@@ -197,14 +327,8 @@ impl Picked {
             manifest_media_type: self.descriptor.media_type().to_string(),
             layers: self.layers.clone(),
             from_index: self.from_index,
+            source_digest: self.digest.clone(),
         }
-    }
-
-    fn layer_blobs(&self) -> Result<Vec<(Digest, u64)>> {
-        self.layers
-            .iter()
-            .map(|l| Ok((digest_of(l)?, l.size())))
-            .collect()
     }
 }
 
@@ -307,6 +431,7 @@ where
     picked.from_index = from_index;
     let mut changes = picked.edit();
     edit(&mut changes)?;
+    let imported = import_new_blobs(options, &picked, &changes, &layout).await?;
     let written = write_edited(&layout, &picked, changes).await?;
     layout
         .set_tag(tag, &written.descriptor)
@@ -327,9 +452,9 @@ where
         config_digest: written.config.digest().to_string(),
         blobs,
         bytes,
-        blobs_written: written.new_blobs,
+        blobs_written: written.new_blobs + imported,
         blobs_mounted: 0,
-        blobs_skipped: blobs.saturating_sub(written.new_blobs),
+        blobs_skipped: blobs.saturating_sub(written.new_blobs + imported),
     })
 }
 
@@ -356,12 +481,15 @@ where
             location: destination.to_string(),
         });
     };
-    let (layout, picked) = read_registry(source, options).await?;
+    let (fetched, picked) = read_registry(source, options).await?;
     let mut changes = picked.edit();
     edit(&mut changes)?;
-    let written = write_edited(&layout, &picked, changes).await?;
+    // New layers are pushed from the layout that holds them, with the config and manifest.
+    let layout = options.new_blobs.as_ref().unwrap_or(&fetched);
+    import_new_blobs(options, &picked, &changes, layout).await?;
+    let layers = kept_layers(&picked, &changes)?;
+    let written = write_edited(layout, &picked, changes).await?;
     let client = options.destination.client(registry)?;
-    let layers = picked.layer_blobs()?;
     let within = client
         .copy_blobs_within(
             from,
@@ -377,7 +505,7 @@ where
         })?;
     let pushed = client
         .push(
-            &layout,
+            layout,
             &written.descriptor,
             to,
             Some(tag),
@@ -398,8 +526,8 @@ where
         config_digest: written.config.digest().to_string(),
         blobs: pushed.blobs,
         bytes: pushed.total_bytes,
-        // The push found every layer there (skipped or mounted just before): what it
-        // uploaded is the config, if the repository lacked it.
+        // The push found every kept layer there (skipped or mounted just before): what it
+        // uploaded is the config, if the repository lacked it, and the new layers.
         blobs_written: pushed.transferred + within.transferred,
         blobs_mounted: within.mounted,
         blobs_skipped: within.skipped + pushed.skipped.saturating_sub(layers.len()),
@@ -492,6 +620,7 @@ where
     }
     let mut changes = picked.edit();
     edit(&mut changes)?;
+    import_new_blobs(options, &picked, &changes, &staged).await?;
     let written = write_edited(&staged, &picked, changes).await?;
     staged.set_tag(EDITED_TAG, &written.descriptor).await?;
     let edited = Location::Oci {
@@ -707,8 +836,9 @@ struct Written {
 }
 
 /// Writes the edited config, then the manifest naming it (the source's manifest with the
-/// config descriptor's digest and size, and the annotations, changed; everything else as
-/// it was), into `layout`, and reads the manifest back through the one strict parser.
+/// config descriptor's digest and size, the annotations and the layers changed; everything
+/// else as it was), into `layout`, and reads the manifest back through the one strict
+/// parser. Every layer the edit added must be in `layout` already ([`import_new_blobs`]).
 async fn write_edited(layout: &Layout, picked: &Picked, edit: ImageEdit) -> Result<Written> {
     let refuse = |source: ocikit_layout::Error| Error::Edit {
         digest: picked.digest.to_string(),
@@ -735,17 +865,23 @@ async fn write_edited(layout: &Layout, picked: &Picked, edit: ImageEdit) -> Resu
         _ => None,
     }
     .unwrap_or_else(|| media_type::IMAGE_CONFIG.to_string());
-    // Checked as a config before it is stored; the layers stay, so must the diffIDs' count.
+    // Checked as a config before it is stored: the diffIDs and history agree with the
+    // layers; where the layers stay, so must the diffIDs' count.
+    let layers_changed = edit.layers != picked.layers;
     let parsed = ImageConfig::parse(&picked.digest, &config_bytes).map_err(refuse)?;
-    parsed
-        .check_layers(&picked.digest, picked.layers.len())
-        .map_err(refuse)?;
-    if parsed.diff_ids().len() != before {
+    if !layers_changed && parsed.diff_ids().len() != before {
         return Err(refuse(ocikit_layout::Error::InvalidImage {
             reason: "an edit of the config may not change its diffIDs".into(),
         }));
     }
+    parsed
+        .check_layers(&picked.digest, edit.layers.len())
+        .map_err(refuse)?;
     let mut new_blobs = 0;
+    if layers_changed {
+        let layers = layers_json(layout, picked, &edit).await?;
+        json.insert("layers".into(), Value::Array(layers));
+    }
     let config_digest = Digest::sha256(&config_bytes);
     if !exists(layout, &config_digest).await? {
         new_blobs += 1;
@@ -797,6 +933,114 @@ async fn write_edited(layout: &Layout, picked: &Picked, edit: ImageEdit) -> Resu
         config,
         new_blobs,
     })
+}
+
+/// The manifest's `layers` for the edit's layers: a source layer as the source's manifest
+/// wrote it, a new one as its descriptor (with the Docker media type in a Docker manifest),
+/// once its blob is found in `layout` with its size.
+async fn layers_json(layout: &Layout, picked: &Picked, edit: &ImageEdit) -> Result<Vec<Value>> {
+    let refuse = |reason: String| Error::Edit {
+        digest: picked.digest.to_string(),
+        source: ocikit_layout::Error::InvalidImage { reason },
+    };
+    let originals = match picked.json.get("layers") {
+        Some(Value::Array(layers)) => layers.clone(),
+        _ => Vec::new(),
+    };
+    let docker = media_type::essence(&edit.manifest_media_type) == media_type::DOCKER_MANIFEST;
+    let mut out = Vec::with_capacity(edit.layers.len());
+    for layer in &edit.layers {
+        if let Some(at) = picked.layers.iter().position(|l| l == layer)
+            && let Some(original) = originals.get(at)
+        {
+            out.push(original.clone());
+            continue;
+        }
+        let digest = digest_of(layer)?;
+        match layout.store().stat(&digest).await? {
+            Some(size) if size == layer.size() => {}
+            _ => {
+                return Err(refuse(format!(
+                    "the new layer {digest} ({} bytes) is not among the edit's new blobs",
+                    layer.size()
+                )));
+            }
+        }
+        let mut layer = layer.clone();
+        if docker {
+            let oci = layer.media_type().to_string();
+            let docker_type = match media_type::essence(&oci) {
+                media_type::IMAGE_LAYER_GZIP | media_type::DOCKER_LAYER_GZIP => {
+                    media_type::DOCKER_LAYER_GZIP
+                }
+                media_type::IMAGE_LAYER | media_type::DOCKER_LAYER => media_type::DOCKER_LAYER,
+                _ => {
+                    return Err(refuse(format!(
+                        "a {} manifest cannot name a {oci} layer (use gzip or no compression)",
+                        media_type::DOCKER_MANIFEST
+                    )));
+                }
+            };
+            layer.set_media_type(docker_type.into());
+        }
+        let value = serde_json::to_value(&layer)
+            .map_err(|e| refuse(format!("cannot serialise a layer descriptor: {e}")))?;
+        out.push(value);
+    }
+    Ok(out)
+}
+
+/// Puts into `target` each layer of `edit` that the source image does not name and
+/// `target` lacks, from the layout of [`EditOptions::with_new_blobs`] (hardlinked where it
+/// can be); returns how many it put there.
+async fn import_new_blobs(
+    options: &EditOptions,
+    picked: &Picked,
+    edit: &ImageEdit,
+    target: &Layout,
+) -> Result<usize> {
+    let Some(from) = &options.new_blobs else {
+        return Ok(0);
+    };
+    let mut wanted = Vec::new();
+    for layer in &edit.layers {
+        if picked.layers.contains(layer) || wanted.contains(layer) {
+            continue;
+        }
+        if !exists(target, &digest_of(layer)?).await? {
+            wanted.push(layer.clone());
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(0);
+    }
+    copy_graph(
+        from,
+        &wanted,
+        target,
+        &LayoutCopyOptions::new()
+            .with_link_mode(LinkMode::Hardlink)
+            .with_progress(options.progress.stage(Stage::Copy)),
+    )
+    .await
+    .map_err(|e| Error::Copy {
+        digest: picked.digest.to_string(),
+        destination: "the edited image's layout".into(),
+        source: e,
+    })?;
+    Ok(wanted.len())
+}
+
+/// The source's layers the edit keeps, as the registry copy moves them.
+fn kept_layers(picked: &Picked, edit: &ImageEdit) -> Result<Vec<(Digest, u64)>> {
+    let mut kept = Vec::new();
+    for layer in &picked.layers {
+        let blob = (digest_of(layer)?, layer.size());
+        if edit.layers.contains(layer) && !kept.contains(&blob) {
+            kept.push(blob);
+        }
+    }
+    Ok(kept)
 }
 
 async fn exists(layout: &Layout, digest: &Digest) -> Result<bool> {

@@ -5,6 +5,7 @@
 #![cfg(feature = "gzip")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod append;
 mod copy;
 mod index_edit;
 mod format;
@@ -13,6 +14,7 @@ mod layouts;
 mod location;
 mod mutate;
 mod registry;
+mod surgery;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

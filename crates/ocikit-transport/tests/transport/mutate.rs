@@ -3,32 +3,15 @@
 //! refused with nothing written.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use ocikit_codec::compression::Compression;
-use ocikit_digest::oci_spec::image::{Descriptor, ImageManifest};
-use ocikit_layout::{ConfigChanges, Document, ImageBuilder, LayerSpec, Layout};
-use ocikit_registry::{Config, Registry};
-use ocikit_store::{FsStore, MemoryStore};
+use ocikit_layout::{ConfigChanges, ImageBuilder, Layout};
+use ocikit_store::FsStore;
 use ocikit_transport::{CopyOptions, Error, ImageName, MutateOptions, copy, mutate, parse_created};
 use serde_json::Value;
 
 use crate::registry::{docker, plain};
-use crate::{at, files, image, open};
-
-/// The manifest `root` names in `layout`, and its config as JSON.
-async fn read(layout: &Layout, root: &Descriptor) -> (ImageManifest, Value) {
-    let Document::Manifest { manifest, .. } = layout.read_document(root).await.unwrap() else {
-        panic!("{} is not a manifest", root.digest());
-    };
-    let config = layout.read_blob(manifest.config()).await.unwrap();
-    (*manifest, serde_json::from_slice(&config).unwrap())
-}
+use crate::surgery::{big_image, blob_count, counted_registry, read};
+use crate::{at, image, open};
 
 /// Every change `mutate` takes but the platform.
 fn all_changes() -> ConfigChanges {
@@ -47,11 +30,6 @@ fn all_changes() -> ConfigChanges {
         .expose("53/udp")
         .created(parse_created("2024-05-01T12:00:00Z").unwrap())
         .author("The Infra Team")
-}
-
-/// The blob files of a layout directory.
-fn blob_count(dir: &Path) -> usize {
-    files(&dir.join("blobs")).len()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -204,104 +182,6 @@ async fn an_image_is_mutated_from_a_layout_into_archives_and_back() {
     let tags = open(&path).await.tags().await.unwrap();
     assert_eq!(tags.len(), 1);
     assert_eq!(tags[0].1.digest(), old_root.digest());
-}
-
-/// An image of one layer of `len` random bytes (stored uncompressed), tagged `tag`.
-async fn big_image(dir: &Path, tag: &str, len: usize) -> (Layout, Descriptor) {
-    let tree = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tree.path().join("random.bin"),
-        ocikit_testkit::prng::bytes(16, len),
-    )
-    .unwrap();
-    let layout = Layout::create(FsStore::open(dir).await.unwrap())
-        .await
-        .unwrap();
-    let mut builder = ImageBuilder::new(&layout);
-    builder
-        .platform(&ocikit_digest::platform::parse("linux/amd64").unwrap())
-        .cmd(["/bin/sh"]);
-    builder
-        .add_layer_from_dir(tree.path(), LayerSpec::new().compression(Compression::None))
-        .await
-        .unwrap();
-    let root = builder.write_and_tag(tag).await.unwrap();
-    (layout, root)
-}
-
-/// What crossed the wire of a registry, counted at the server: request and response body
-/// bytes, and each request's method and path.
-#[derive(Clone, Default)]
-struct Traffic(Arc<Mutex<TrafficLog>>);
-
-#[derive(Default)]
-struct TrafficLog {
-    uploaded: u64,
-    downloaded: u64,
-    requests: Vec<(String, String, u64, u64)>,
-}
-
-impl Traffic {
-    fn reset(&self) {
-        *self.0.lock().unwrap() = TrafficLog::default();
-    }
-
-    fn totals(&self) -> (u64, u64) {
-        let log = self.0.lock().unwrap();
-        (log.uploaded, log.downloaded)
-    }
-
-    /// The requests whose path names `digest`, as `METHOD PATH`.
-    fn touching(&self, digest: &str) -> Vec<String> {
-        let log = self.0.lock().unwrap();
-        log.requests
-            .iter()
-            .filter(|(_, path, _, _)| path.contains(digest))
-            .map(|(method, path, up, down)| format!("{method} {path} (up {up}, down {down})"))
-            .collect()
-    }
-}
-
-async fn count(traffic: Traffic, request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
-    let path = request.uri().to_string();
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    let up = body.len() as u64;
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-    let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    let down = body.len() as u64;
-    {
-        let mut log = traffic.0.lock().unwrap();
-        log.uploaded += up;
-        log.downloaded += down;
-        log.requests.push((method, path, up, down));
-    }
-    Response::from_parts(parts, Body::from(body))
-}
-
-/// A registry served in-process whose traffic `Traffic` counts.
-async fn counted_registry() -> (String, Traffic) {
-    let registry = Registry::new(
-        Arc::new(MemoryStore::new()),
-        Arc::new(MemoryStore::new()),
-        Config::default(),
-    )
-    .unwrap();
-    let traffic = Traffic::default();
-    let seen = traffic.clone();
-    let app = registry
-        .router()
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            count(seen.clone(), request, next)
-        }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.ok();
-    });
-    (addr.to_string(), traffic)
 }
 
 #[tokio::test(flavor = "multi_thread")]

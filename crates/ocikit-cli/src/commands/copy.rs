@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ocikit::client::{ClientBuilder, Credentials};
 use ocikit::layout::PlatformQuery;
+use ocikit::layout::convert::ManifestFormat;
 use ocikit::transport::{CopyOptions, CopyReport, Location, RegistryOptions};
 
 use crate::bars::Bars;
@@ -230,11 +231,38 @@ pub(crate) struct TransferArgs {
         alias = "dest-compress-level"
     )]
     compression_level: Option<i32>,
+    /// Convert the manifests to this format, as skopeo's --format: oci (OCI manifests and
+    /// indexes) or v2s2 (Docker schema 2 manifests and manifest lists). Configs and layers
+    /// keep their bytes; what the format cannot describe is refused (zstd layers and
+    /// artifacts in v2s2), and what v2s2 has no field for (annotations, artifactType,
+    /// subject) is dropped, as skopeo drops it. Unlike skopeo, oci keeps a Docker config's
+    /// bytes (skopeo rewrites it as an OCI config). Default: each image keeps its own.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    format: Option<FormatArg>,
     /// Between two layouts (oci: to oci:), hardlink blobs instead of copying them. Not a
     /// flag of the shared set: only `copy --hardlink` sets it (pull and push have a registry
     /// on one side, nothing to link).
     #[arg(skip)]
     pub(crate) hardlink: bool,
+}
+
+/// The manifest formats of `--format`, by skopeo's names.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum FormatArg {
+    /// OCI image manifests and indexes.
+    Oci,
+    /// Docker image manifests, schema 2, and manifest lists.
+    V2s2,
+}
+
+impl FormatArg {
+    /// The library's format.
+    fn format(self) -> ManifestFormat {
+        match self {
+            FormatArg::Oci => ManifestFormat::Oci,
+            FormatArg::V2s2 => ManifestFormat::DockerV2S2,
+        }
+    }
 }
 
 impl Default for TransferArgs {
@@ -254,6 +282,7 @@ impl Default for TransferArgs {
             platform: None,
             compression: None,
             compression_level: None,
+            format: None,
             hardlink: false,
         }
     }
@@ -324,6 +353,7 @@ impl TransferArgs {
             .with_all_platforms(self.all)
             .with_compression(self.compression.map(CompressionArg::compression))
             .with_compression_level(self.compression_level)
+            .with_format(self.format.map(FormatArg::format))
             .with_hardlink(self.hardlink)
             .with_progress(bars.transport()))
     }

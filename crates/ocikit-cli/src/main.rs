@@ -183,6 +183,18 @@ enum Command {
     /// platform, created, author) and manifest annotations, anywhere: a new config and
     /// manifest, the layers untouched.
     Mutate(commands::mutate::MutateArgs),
+    /// Make and edit multi-platform indexes anywhere (layouts, archives, registries): each
+    /// entry's platform read from its image's config.
+    ///
+    /// Where ocikit differs from crane: `index create` makes an OCI index of the images
+    /// given as arguments (crane's `index append -m` without a base); an image that is an
+    /// index gives its entries, as crane's default `--flatten`; an edited index keeps its
+    /// media type (an OCI index takes Docker schema 2 images too, a Docker manifest list no
+    /// OCI manifest and no annotations); two entries of one platform are refused (crane
+    /// appends them); `append`, `remove` and `annotate` edit the index in place, where it
+    /// is tagged (crane's `-t` can write the result elsewhere).
+    #[command(subcommand)]
+    Index(commands::index::IndexCommand),
     /// Copy images between any two locations (layouts, oci-archive and docker-archive
     /// files, registries), verifying every blob and skipping what the destination has.
     ///

@@ -3,6 +3,7 @@
 pub(crate) mod copy;
 pub(crate) mod health;
 pub(crate) mod image;
+pub(crate) mod index;
 mod inspect;
 mod layout;
 pub(crate) mod login;
@@ -55,6 +56,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         }
         Command::Repack(args) => repack::repack(args, out).await,
         Command::Mutate(args) => mutate::mutate(args, out).await,
+        Command::Index(command) => index::run(command, out).await,
         Command::Copy {
             source,
             destination,

@@ -9,6 +9,7 @@ mod image;
 mod layout;
 mod real_world_archives;
 mod real_world_cli;
+mod real_world_index;
 mod real_world_format;
 mod real_world_layers;
 mod real_world_ls;

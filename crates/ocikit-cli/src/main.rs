@@ -183,6 +183,10 @@ enum Command {
     /// platform, created, author) and manifest annotations, anywhere: a new config and
     /// manifest, the layers untouched.
     Mutate(commands::mutate::MutateArgs),
+    /// Put layers (directories, or tar, tar.gz or tar.zst files) on top of an image,
+    /// anywhere: each gets a history entry; within one registry the base's layers are
+    /// mounted or found there, never downloaded and uploaded again.
+    Append(commands::append::AppendArgs),
     /// Make and edit multi-platform indexes anywhere (layouts, archives, registries): each
     /// entry's platform read from its image's config.
     ///

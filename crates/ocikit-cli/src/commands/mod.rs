@@ -1,5 +1,6 @@
 //! The commands, one module per group.
 
+pub(crate) mod append;
 pub(crate) mod copy;
 pub(crate) mod health;
 pub(crate) mod image;
@@ -56,6 +57,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         }
         Command::Repack(args) => repack::repack(args, out).await,
         Command::Mutate(args) => mutate::mutate(args, out).await,
+        Command::Append(args) => append::append(args, out).await,
         Command::Index(command) => index::run(command, out).await,
         Command::Copy {
             source,

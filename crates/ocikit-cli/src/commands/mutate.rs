@@ -135,31 +135,45 @@ impl MutateArgs {
 
     /// The library's options: the same registry options on both sides, the platform.
     fn options(&self, bars: &Bars) -> Result<MutateOptions> {
-        let credentials = self
-            .creds
-            .as_deref()
-            .map(|text| Credentials::parse(text).context("write credentials as USER:PASSWORD"))
-            .transpose()?;
-        let registry = self
-            .tls
-            .registry_options()
-            .with_credentials(credentials)
-            .with_authfile(self.authfile.clone());
-        let platform = self
-            .platform
-            .as_deref()
-            .map(|text| {
-                let platform = ocikit::digest::platform::parse(text)
-                    .with_context(|| format!("`{text}` is not a platform (os/arch[/variant])"))?;
-                Ok::<_, anyhow::Error>(PlatformQuery::new(&platform))
-            })
-            .transpose()?;
-        Ok(MutateOptions::new()
-            .with_source(registry.clone())
-            .with_destination(registry)
-            .with_platform(platform)
-            .with_progress(bars.transport()))
+        edit_options(
+            &self.tls,
+            self.creds.as_deref(),
+            self.authfile.as_ref(),
+            self.platform.as_deref(),
+            bars,
+        )
     }
+}
+
+/// The options of an image edit (`mutate`, `append`, `flatten`): the same registry options
+/// on both sides (TLS, `--creds` or the credentials file), the platform of an index, the
+/// progress bars.
+pub(crate) fn edit_options(
+    tls: &TlsArgs,
+    creds: Option<&str>,
+    authfile: Option<&PathBuf>,
+    platform: Option<&str>,
+    bars: &Bars,
+) -> Result<MutateOptions> {
+    let credentials = creds
+        .map(|text| Credentials::parse(text).context("write credentials as USER:PASSWORD"))
+        .transpose()?;
+    let registry = tls
+        .registry_options()
+        .with_credentials(credentials)
+        .with_authfile(authfile.cloned());
+    let platform = platform
+        .map(|text| {
+            let platform = ocikit::digest::platform::parse(text)
+                .with_context(|| format!("`{text}` is not a platform (os/arch[/variant])"))?;
+            Ok::<_, anyhow::Error>(PlatformQuery::new(&platform))
+        })
+        .transpose()?;
+    Ok(MutateOptions::new()
+        .with_source(registry.clone())
+        .with_destination(registry)
+        .with_platform(platform)
+        .with_progress(bars.transport()))
 }
 
 pub(crate) async fn mutate(args: MutateArgs, out: &Output) -> Result<()> {
@@ -170,11 +184,12 @@ pub(crate) async fn mutate(args: MutateArgs, out: &Output) -> Result<()> {
     let options = args.options(&bars)?;
     let report = ocikit::transport::mutate(&source, &destination, &changes, &options).await;
     drop(bars);
-    show(&report?, out)
+    show(&report?, "mutated", out)
 }
 
-/// The report as `--json` shows it, its summary line, or (`-q`) the new digest.
-fn show(report: &MutateReport, out: &Output) -> Result<()> {
+/// The report of an image edit as `--json` shows it, its summary line (`VERB SOURCE into
+/// DESTINATION: ...`), or (`-q`) the new digest.
+pub(crate) fn show(report: &MutateReport, verb: &str, out: &Output) -> Result<()> {
     out.answer(
         report,
         || {
@@ -186,7 +201,7 @@ fn show(report: &MutateReport, out: &Output) -> Result<()> {
                 how.push(format!("{} already present", report.blobs_skipped));
             }
             format!(
-                "mutated {} into {}: {} (config {}; {})",
+                "{verb} {} into {}: {} (config {}; {})",
                 report.source,
                 report.destination,
                 report.image,

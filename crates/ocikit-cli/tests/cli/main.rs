@@ -7,6 +7,7 @@ mod crash;
 mod docker;
 mod image;
 mod layout;
+mod real_world_append;
 mod real_world_archives;
 mod real_world_cli;
 mod real_world_index;

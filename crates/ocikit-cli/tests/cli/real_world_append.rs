@@ -1,0 +1,223 @@
+//! `ocikit append` on a layout, an archive and `ocikit serve`, its results read back by
+//! `skopeo inspect` (layers, diffIDs, history); bad input refused with nothing written.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::registry::Serve;
+use crate::{contents, fails, json, oci, ocikit, ok};
+
+/// `skopeo inspect ARGS...` parsed.
+fn inspect(args: &[&str]) -> Value {
+    let mut all = vec!["inspect"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&crate::skopeo().ok(&all)).unwrap()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A directory with one file, and a tar.gz (made by GNU tar) holding another.
+fn sources(d: &Path) -> (PathBuf, PathBuf) {
+    let tree = d.join("extra");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/extra.conf"), "extra = yes\n").unwrap();
+    let tools = d.join("tools");
+    std::fs::create_dir_all(tools.join("opt/tools")).unwrap();
+    std::fs::write(tools.join("opt/tools/README"), "tools from a tarball\n").unwrap();
+    let tarball = d.join("tools.tar.gz");
+    let tar = ocikit_testkit::Tool::require("tar").expect("GNU tar is installed");
+    tar.ok(&[
+        "-C",
+        tools.to_str().unwrap(),
+        "-czf",
+        tarball.to_str().unwrap(),
+        "opt",
+    ]);
+    (tree, tarball)
+}
+
+#[test]
+fn append_adds_layers_that_skopeo_reads_on_a_layout_an_archive_and_a_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    let v1_digest = crate::image::build(&layout, "v1", &["--cmd", "sh"]);
+    let v1 = oci(&layout, ":v1");
+    let v1_layers = strings(&inspect(&[&v1])["Layers"]);
+    let v1_diff_ids = strings(&inspect(&["--config", &v1])["rootfs"]["diff_ids"]);
+    let (tree, tarball) = sources(d);
+
+    // On a layout: a directory and a tar.gz, gzip layers.
+    let v2 = oci(&layout, ":v2");
+    let report = json(&[
+        "append",
+        &v1,
+        "--tag",
+        &v2,
+        tree.to_str().unwrap(),
+        tarball.to_str().unwrap(),
+    ]);
+    assert_eq!(report["sourceDigest"], v1_digest.as_str());
+    // Two layers, the config and the manifest.
+    assert_eq!(report["blobsWritten"], 4, "{report}");
+    let summary = inspect(&[&v2]);
+    assert_eq!(summary["Digest"], report["digest"]);
+    let layers = strings(&summary["Layers"]);
+    assert_eq!(layers.len(), v1_layers.len() + 2);
+    assert_eq!(layers[..v1_layers.len()], v1_layers[..]);
+    let config = inspect(&["--config", &v2]);
+    let diff_ids = strings(&config["rootfs"]["diff_ids"]);
+    assert_eq!(diff_ids.len(), v1_diff_ids.len() + 2);
+    assert_eq!(diff_ids[..v1_diff_ids.len()], v1_diff_ids[..]);
+    let history = config["history"].as_array().unwrap();
+    assert_eq!(history.len(), diff_ids.len());
+    for entry in &history[v1_diff_ids.len()..] {
+        assert_eq!(entry["created_by"], "ocikit append", "{entry}");
+    }
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+    let raw = inspect(&["--raw", &v2]);
+    for layer in &raw["layers"].as_array().unwrap()[v1_layers.len()..] {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+    }
+    // Unpacked: the base's tree and both new files.
+    let rootfs = d.join("rootfs");
+    ok(&["unpack", &v2, rootfs.to_str().unwrap()]);
+    let files = contents(&rootfs);
+    let has = |path: &str, bytes: &[u8]| {
+        files
+            .iter()
+            .any(|(p, b)| p == &rootfs.join(path) && b == bytes)
+    };
+    assert!(has("etc/extra.conf", b"extra = yes\n"), "{files:?}");
+    assert!(
+        has("opt/tools/README", b"tools from a tarball\n"),
+        "{files:?}"
+    );
+
+    // Into an oci-archive, uncompressed: the layer's digest is its diffID, the same as the
+    // gzip layer's of the same tarball.
+    let archive = d.join("app.tar");
+    let archive_at = format!("oci-archive:{}:v3", archive.display());
+    ok(&[
+        "append",
+        &v1,
+        "--tag",
+        &archive_at,
+        "--compression",
+        "none",
+        "--created-by",
+        "tools layer",
+        tarball.to_str().unwrap(),
+    ]);
+    let layers = strings(&inspect(&[&archive_at])["Layers"]);
+    let config = inspect(&["--config", &archive_at]);
+    let archive_diff_ids = strings(&config["rootfs"]["diff_ids"]);
+    assert_eq!(layers.len(), v1_layers.len() + 1);
+    assert_eq!(layers.last(), archive_diff_ids.last());
+    assert_eq!(archive_diff_ids.last(), diff_ids.last());
+    assert_eq!(
+        config["history"].as_array().unwrap().last().unwrap()["created_by"],
+        "tools layer"
+    );
+
+    // Within `ocikit serve`: the new layer, the config and the manifest are uploaded, the
+    // base's layers found there.
+    let server = Serve::start(&d.join("registry"), &[]);
+    let app = |tag: &str| format!("docker://{}/team/app:{tag}", server.addr);
+    crate::skopeo().ok(&["copy", "--dest-tls-verify=false", &v1, &app("v1")]);
+    let report = json(&[
+        "append",
+        "--tls-verify=false",
+        &app("v1"),
+        "--tag",
+        &app("v2"),
+        tree.to_str().unwrap(),
+    ]);
+    assert_eq!(report["blobsWritten"], 2, "{report}");
+    assert_eq!(report["blobsSkipped"], v1_layers.len(), "{report}");
+    let summary = inspect(&["--tls-verify=false", &app("v2")]);
+    assert_eq!(summary["Digest"], report["digest"]);
+    let layers = strings(&summary["Layers"]);
+    assert_eq!(layers.len(), v1_layers.len() + 1);
+    assert_eq!(layers[..v1_layers.len()], v1_layers[..]);
+    let config = inspect(&["--config", "--tls-verify=false", &app("v2")]);
+    assert_eq!(
+        strings(&config["rootfs"]["diff_ids"])[..],
+        diff_ids[..v1_diff_ids.len() + 1]
+    );
+}
+
+#[test]
+fn append_refuses_bad_input_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    crate::image::build(&layout, "v1", &[]);
+    let v1 = oci(&layout, ":v1");
+    let (tree, _) = sources(d);
+    let text = d.join("notes.txt");
+    std::fs::write(&text, "a text file, not a tar\n".repeat(50)).unwrap();
+    let before = contents(&layout);
+    let new_layout = d.join("new");
+
+    // A file that is not a tar: refused, naming it, into the same layout or a new one.
+    for destination in [oci(&layout, ":v2"), oci(&new_layout, ":v2")] {
+        let err = fails(&[
+            "append",
+            &v1,
+            "--tag",
+            &destination,
+            tree.to_str().unwrap(),
+            text.to_str().unwrap(),
+        ]);
+        assert!(err.contains("notes.txt"), "{err}");
+        assert!(err.contains("not a tar"), "{err}");
+    }
+    // A layer that does not exist; a destination without a tag.
+    let err = fails(&[
+        "append",
+        &v1,
+        "--tag",
+        &oci(&layout, ":v2"),
+        d.join("missing").to_str().unwrap(),
+    ]);
+    assert!(err.contains("missing"), "{err}");
+    let err = fails(&[
+        "append",
+        &v1,
+        "--tag",
+        &oci(&layout, ""),
+        tree.to_str().unwrap(),
+    ]);
+    assert!(err.contains("tag"), "{err}");
+    // No layer at all, an unknown compression: refused by the argument parser.
+    for args in [
+        vec!["append", v1.as_str(), "--tag", "oci:x:v2"],
+        vec![
+            "append",
+            v1.as_str(),
+            "--tag",
+            "oci:x:v2",
+            "--compression",
+            "lz4",
+            tree.to_str().unwrap(),
+        ],
+    ] {
+        let out = ocikit(&args);
+        assert!(!out.status.success(), "{args:?}");
+    }
+    assert!(!new_layout.exists());
+    assert!(!Path::new("x").exists());
+    assert_eq!(contents(&layout), before);
+}

@@ -397,15 +397,25 @@ impl Walker {
         let (depth, root) = (self.nodes[at].depth, self.nodes[at].root);
         let root_digest = self.nodes[root].digest.clone();
         let mut children = Vec::new();
-        for child in document.children() {
+        // The children borrowed, not cloned (`Document::children` clones): a descriptor is
+        // cloned once, into the node of a blob reached for the first time.
+        let named: Vec<&Descriptor> = match document {
+            Document::Manifest { manifest, .. } => std::iter::once(manifest.config())
+                .chain(manifest.layers())
+                .collect(),
+            Document::Index { index, .. } => index.manifests().iter().collect(),
+            Document::Opaque => Vec::new(),
+        };
+        children.reserve(named.len());
+        for child in named {
             let child_digest =
-                descriptor::digest_of(&child).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
+                descriptor::digest_of(child).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
             let child_at = match self.by_digest.get(&child_digest) {
                 Some(&known) => {
-                    self.promote(known, &child, depth + 1, &root_digest)?;
+                    self.promote(known, child, depth + 1, &root_digest)?;
                     known
                 }
-                None => self.insert(&child, child_digest, depth + 1, Some(root), &root_digest)?,
+                None => self.insert(child, child_digest, depth + 1, Some(root), &root_digest)?,
             };
             children.push(child_at);
         }

@@ -432,6 +432,8 @@ impl Layout {
                     let _ = graph.walker.skip(&d);
                 }
                 let too_deep = matches!(refused, Some(GraphError::TooDeep { .. }));
+                // After a visit the walk accepted, it has taken in every child.
+                let taken = |walker: &Walker, d: &Digest| refused.is_none() || walker.contains(d);
                 if let Some(s) = doc.subject() {
                     match self.store().stat(s).await {
                         Ok(Some(_)) => {}
@@ -453,7 +455,7 @@ impl Layout {
                     } => {
                         let config_digest = descriptor::digest_of(&config).ok();
                         let expected = match &config_digest {
-                            Some(c) if !graph.walker.contains(c) => {
+                            Some(c) if !taken(&graph.walker, c) => {
                                 if too_deep {
                                     graph.not_taken(&mut walk, &config, c, &config_path);
                                 }
@@ -490,7 +492,7 @@ impl Layout {
                         };
                         for layer in layers {
                             let layer_document = document::is_document(&layer.media_type);
-                            if !graph.walker.contains(&layer.digest) {
+                            if !taken(&graph.walker, &layer.digest) {
                                 // Refused by the walk (reported above, or here).
                                 if too_deep && layer_document {
                                     walk.problem(
@@ -546,7 +548,7 @@ impl Layout {
                             let Ok(digest) = descriptor::digest_of(&m) else {
                                 continue;
                             };
-                            if !graph.walker.contains(&digest) {
+                            if !taken(&graph.walker, &digest) {
                                 if too_deep {
                                     graph.not_taken(&mut walk, &m, &digest, &path);
                                 }

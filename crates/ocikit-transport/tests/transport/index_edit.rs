@@ -10,8 +10,8 @@ use ocikit_digest::platform;
 use ocikit_layout::{Document, ImageBuilder, LayerSpec, Layout};
 use ocikit_store::FsStore;
 use ocikit_transport::{
-    CopyOptions, Error, IndexAnnotations, IndexOptions, copy, index_annotate,
-    index_append, index_create, index_remove,
+    CopyOptions, Error, IndexAnnotations, IndexOptions, copy, index_annotate, index_append,
+    index_create, index_remove,
 };
 
 use crate::registry::{docker, plain, serve};
@@ -63,8 +63,7 @@ async fn index_at(layout: &Layout, tag: &str) -> (Descriptor, ImageIndex) {
 async fn platforms_checked(layout: &Layout, index: &ImageIndex) -> Vec<Platform> {
     let mut out = Vec::new();
     for entry in index.manifests() {
-        let Document::Manifest { manifest, .. } = layout.read_document(entry).await.unwrap()
-        else {
+        let Document::Manifest { manifest, .. } = layout.read_document(entry).await.unwrap() else {
             panic!("{} is not a manifest", entry.digest());
         };
         let config = layout
@@ -143,7 +142,11 @@ async fn an_index_is_made_from_a_layout_an_archive_and_a_registry_into_each() {
         "application/vnd.oci.image.index.v1+json"
     );
     assert_eq!(platforms_checked(&layout, &index).await, wanted);
-    let listed: Vec<_> = report.manifests.iter().map(|m| m.platform.clone()).collect();
+    let listed: Vec<_> = report
+        .manifests
+        .iter()
+        .map(|m| m.platform.clone())
+        .collect();
     assert_eq!(
         listed,
         [
@@ -156,9 +159,13 @@ async fn an_index_is_made_from_a_layout_an_archive_and_a_registry_into_each() {
 
     // Into an oci-archive, read back.
     let multi_tar = dir.path().join("multi.tar");
-    let archived = index_create(&at("oci-archive", &multi_tar, ":multi"), &sources, &options())
-        .await
-        .unwrap();
+    let archived = index_create(
+        &at("oci-archive", &multi_tar, ":multi"),
+        &sources,
+        &options(),
+    )
+    .await
+    .unwrap();
     assert_eq!(archived.digest, report.digest);
     let back = dir.path().join("back");
     copy(
@@ -198,7 +205,10 @@ async fn within_one_registry_the_images_blobs_are_mounted_not_uploaded() {
     let src = dir.path().join("src");
     images(
         &src,
-        &[("amd64", parse("linux/amd64")), ("arm64", parse("linux/arm64"))],
+        &[
+            ("amd64", parse("linux/amd64")),
+            ("arm64", parse("linux/arm64")),
+        ],
     )
     .await;
     for tag in ["amd64", "arm64"] {
@@ -282,7 +292,11 @@ async fn an_index_is_appended_to_pruned_and_annotated_in_a_layout_and_a_registry
     assert_eq!(root.digest().to_string(), appended.digest);
     assert_eq!(
         platforms_checked(&layout, &index).await,
-        [parse("linux/amd64"), parse("linux/arm64"), parse("linux/s390x")]
+        [
+            parse("linux/amd64"),
+            parse("linux/arm64"),
+            parse("linux/s390x")
+        ]
     );
 
     // Remove: `linux/arm64` matches the entry written `linux/arm64` (variant v8 implied).
@@ -318,7 +332,9 @@ async fn an_index_is_appended_to_pruned_and_annotated_in_a_layout_and_a_registry
     assert_eq!(root.digest().to_string(), report.digest);
     let annotations = index.annotations().clone().unwrap();
     assert_eq!(
-        annotations.get("org.opencontainers.image.version").map(String::as_str),
+        annotations
+            .get("org.opencontainers.image.version")
+            .map(String::as_str),
         Some("1.2")
     );
     assert!(!annotations.contains_key("org.example.team"));
@@ -478,7 +494,10 @@ async fn bad_input_is_refused_and_writes_nothing() {
     .unwrap_err();
     assert!(matches!(err, Error::NotAnIndex { .. }), "{err:?}");
     assert_eq!(index_json(&src), before);
-    assert_eq!(layout.resolve("multi").await.unwrap().digest(), created.digest());
+    assert_eq!(
+        layout.resolve("multi").await.unwrap().digest(),
+        created.digest()
+    );
 
     // Destinations that name no tag; no image at all.
     let err = index_create(
@@ -502,4 +521,92 @@ async fn bad_input_is_refused_and_writes_nothing() {
     .unwrap_err();
     assert!(matches!(err, Error::IndexEditNeedsTag { .. }), "{err:?}");
     assert!(!out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_docker_manifest_list_stays_one_and_an_oci_index_takes_docker_images() {
+    use ocikit_layout::convert::ManifestFormat;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let layout = images(
+        &src,
+        &[
+            ("amd64", parse("linux/amd64")),
+            ("arm64", parse("linux/arm64")),
+            ("s390x", parse("linux/s390x")),
+        ],
+    )
+    .await;
+    let v2s2 = copy_options().with_format(Some(ManifestFormat::DockerV2S2));
+    for tag in ["amd64", "s390x"] {
+        copy(
+            &at("oci", &src, &format!(":{tag}")),
+            &at("oci", &src, &format!(":{tag}-v2s2")),
+            &v2s2,
+        )
+        .await
+        .unwrap();
+    }
+    let docker_manifest = "application/vnd.docker.distribution.manifest.v2+json";
+
+    // An OCI index of a Docker schema 2 image and an OCI one, as the image spec allows.
+    let mixed = at("oci", &src, ":mixed");
+    let report = index_create(
+        &mixed,
+        &[at("oci", &src, ":amd64-v2s2"), at("oci", &src, ":arm64")],
+        &options(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.media_type, "application/vnd.oci.image.index.v1+json");
+    assert_eq!(report.manifests[0].media_type, docker_manifest);
+    let (_, index) = index_at(&layout, "mixed").await;
+    assert_eq!(
+        platforms_checked(&layout, &index).await,
+        [parse("linux/amd64"), parse("linux/arm64")]
+    );
+
+    // A Docker manifest list (made by copy --format v2s2) stays one: it takes a Docker
+    // image, refuses an OCI one and annotations, and keeps its media type.
+    copy(&mixed, &at("oci", &src, ":list"), &v2s2)
+        .await
+        .unwrap();
+    let list = at("oci", &src, ":list");
+    let list_type = "application/vnd.docker.distribution.manifest.list.v2+json";
+    assert_eq!(
+        layout
+            .resolve("list")
+            .await
+            .unwrap()
+            .media_type()
+            .to_string(),
+        list_type
+    );
+    let before = index_json(&src);
+    let err = index_append(&list, &[at("oci", &src, ":s390x")], &options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::IndexMediaType { index_media_type, .. } if index_media_type == list_type),
+        "{err:?}"
+    );
+    let err = index_annotate(&list, &IndexAnnotations::new().set("a", "b"), &options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AnnotationsNeedOci { .. }), "{err:?}");
+    assert_eq!(index_json(&src), before);
+    let appended = index_append(&list, &[at("oci", &src, ":s390x-v2s2")], &options())
+        .await
+        .unwrap();
+    assert_eq!(appended.media_type, list_type);
+    let (root, index) = index_at(&layout, "list").await;
+    assert_eq!(root.media_type().to_string(), list_type);
+    assert_eq!(
+        platforms_checked(&layout, &index).await,
+        [
+            parse("linux/amd64"),
+            parse("linux/arm64"),
+            parse("linux/s390x")
+        ]
+    );
 }

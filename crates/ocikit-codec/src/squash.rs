@@ -44,7 +44,7 @@
 //! Memory holds the paths seen (with a few flag bits each) and the current layer's entries,
 //! never file contents.
 //!
-//! Names are read with the applier's rules ([`classify_name`](crate::apply::classify_name)
+//! Names are read with the applier's rules ([`classify_name`]
 //! and its lexical cleaning: no `..` above the root, a leading `/` or `./` dropped): the
 //! output names are the cleaned ones (directories end in `/`, the root is `./`).
 //!

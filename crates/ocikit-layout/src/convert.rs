@@ -18,9 +18,10 @@
 //!
 //! (Docker's own `…rootfs.diff.tar.zstd` becomes the OCI zstd type.) An index becomes a
 //! manifest list and back, each image in it converted; a manifest list cannot hold an index,
-//! an artifact or anything but images, so those are refused, and so is any manifest whose
-//! config is not an image config (artifacts, Docker plugins). An index entry without a
-//! platform gets its image config's (a manifest list entry must have one).
+//! an artifact or anything but images, so those are refused, and so is the conversion of
+//! any manifest whose config is not an image config (artifacts, Docker plugins); one already
+//! in the format is kept. An index entry without a platform gets its image config's (a
+//! manifest list entry must have one).
 //!
 //! What Docker schema 2 has no field for is dropped, as skopeo drops it: a manifest's and
 //! an index's `annotations`, `artifactType` and `subject`, and a descriptor's
@@ -349,6 +350,13 @@ impl Planner<'_> {
         bytes: &[u8],
     ) -> Result<(Descriptor, Option<Value>)> {
         let config_type = manifest.config().media_type().to_string();
+        let target = self.format.manifest_media_type();
+        let already = media_type::essence(node.media_type().as_ref()) == target;
+        // A document in the format is kept, artifacts included; only a manifest list
+        // needs an image's platform.
+        if already && (self.format == ManifestFormat::Oci || !is_image_config(&config_type)) {
+            return Ok((node.clone(), None));
+        }
         if !is_image_config(&config_type) {
             return Err(self.refuse(
                 digest,
@@ -363,8 +371,7 @@ impl Planner<'_> {
             &self.layout.read_blob(manifest.config()).await?,
         )?;
         let platform = serde_json::to_value(config.platform()).ok();
-        let target = self.format.manifest_media_type();
-        if media_type::essence(node.media_type().as_ref()) == target {
+        if already {
             return Ok((node.clone(), platform));
         }
         let mut json = parse_object(digest, bytes)?;

@@ -374,11 +374,96 @@ async fn an_artifact_is_refused_for_v2s2() {
         }
     );
     assert!(!dst.exists());
-    // Without --format it copies as it is.
-    copy(
+    // To OCI it is kept as it is.
+    let report = copy(
         &at("oci", &src, ":a"),
         &at("oci", &dst, ":d"),
-        &CopyOptions::new(),
+        &with_format(ManifestFormat::Oci),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.images[0].root.digest(), root.digest());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_list_entry_without_a_platform_takes_its_config_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let arm = small_image(&src, "arm", "linux/arm64", Compression::Gzip).await;
+    let layout = open(&src).await;
+    // An OCI index whose entry names no platform (allowed in OCI, not in a manifest list).
+    let mut entry = arm.clone();
+    entry.set_platform(None);
+    entry.set_annotations(None);
+    let bare = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::IMAGE_INDEX,
+        "manifests": [entry],
+    });
+    let root = layout
+        .put_json(media_type::IMAGE_INDEX, &bare)
+        .await
+        .unwrap();
+    layout.set_tag("bare", &root).await.unwrap();
+
+    let report = ocikit_layout::convert::convert(&layout, &root, ManifestFormat::DockerV2S2)
+        .await
+        .unwrap();
+    assert_eq!((report.manifests, report.indexes), (1, 1));
+    let list = index(&layout, &report.root).await;
+    let platform = list.manifests()[0].platform().as_ref().unwrap();
+    assert_eq!(
+        (
+            platform.os().to_string(),
+            platform.architecture().to_string()
+        ),
+        ("linux".to_string(), "arm64".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nested_index_is_refused_for_a_manifest_list_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let amd = small_image(&src, "amd", "linux/amd64", Compression::Gzip).await;
+    let layout = open(&src).await;
+    let mut inner = IndexBuilder::new(&layout);
+    inner.add(&amd).await.unwrap();
+    let inner = inner.write().await.unwrap();
+    let mut outer = IndexBuilder::new(&layout);
+    outer.add(&inner).await.unwrap();
+    outer.write_and_tag("nested").await.unwrap();
+    let before = files(&src);
+
+    let dst = dir.path().join("dst");
+    let err = copy(
+        &at("oci", &src, ":nested"),
+        &at("oci", &dst, ":l"),
+        &with_format(ManifestFormat::DockerV2S2),
+    )
+    .await
+    .unwrap_err();
+    let Error::Convert {
+        source: ocikit_layout::Error::Unconvertible { refusal, .. },
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        **refusal,
+        Refusal::NotAnImageEntry {
+            child: inner.digest().to_string().parse().unwrap(),
+            media_type: media_type::IMAGE_INDEX.into()
+        }
+    );
+    assert!(!dst.exists());
+    assert_eq!(files(&src), before);
+    // Within OCI it converts (nothing to do) and copies.
+    copy(
+        &at("oci", &src, ":nested"),
+        &at("oci", &dst, ":l"),
+        &with_format(ManifestFormat::Oci),
     )
     .await
     .unwrap();

@@ -7,8 +7,8 @@
 
 mod append;
 mod copy;
-mod index_edit;
 mod format;
+mod index_edit;
 mod inspect;
 mod layouts;
 mod location;

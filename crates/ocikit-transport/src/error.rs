@@ -639,6 +639,15 @@ pub enum Error {
         #[source]
         source: ocikit_layout::Error,
     },
+    /// An image's layers that could not be squashed into one.
+    #[error("cannot flatten {digest}")]
+    Flatten {
+        /// The image manifest.
+        digest: String,
+        /// Why (an entry the squash refuses, a layer that does not verify, I/O).
+        #[source]
+        source: ocikit_codec::Error,
+    },
     /// A time that is not RFC 3339.
     #[error("`{text}` is not an RFC 3339 time (like 2024-05-01T12:00:00Z)")]
     InvalidTime {

@@ -73,6 +73,6 @@ pub use location::{Location, LocationError, LocationErrorKind, Selector};
 pub use open::{open_layout, resolve};
 pub use progress::{Progress, Stage};
 pub use surgery::{
-    AppendOptions, EditOptions, EditReport, ImageEdit, LayerSource, MutateOptions, MutateReport,
-    append, edit_image, mutate, parse_created,
+    AppendOptions, EditOptions, EditReport, FlattenOptions, ImageEdit, LayerSource,
+    MutateOptions, MutateReport, append, edit_image, flatten, mutate, parse_created,
 };

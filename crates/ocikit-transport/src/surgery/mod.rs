@@ -27,13 +27,16 @@
 //! which keep diffIDs and history in step): the blobs it adds come from the layout of
 //! [`EditOptions::with_new_blobs`] and travel with the config and manifest; the source's
 //! layers it keeps are still skipped or mounted within a registry, never downloaded and
-//! uploaded again. [`append`] (`ocikit append`) adds layers this way. An edit that changes
+//! uploaded again. [`append`] (`ocikit append`) adds layers this way, [`flatten`]
+//! (`ocikit flatten`) replaces them all with one. An edit that changes
 //! the number of diffIDs without changing the layers is refused.
 
 mod append;
+mod flatten;
 mod mutate;
 
 pub use append::{AppendOptions, LayerSource, append};
+pub use flatten::{FlattenOptions, flatten};
 pub use mutate::{MutateOptions, MutateReport, mutate, parse_created};
 
 use std::collections::BTreeMap;

@@ -7,6 +7,7 @@
 
 mod append;
 mod copy;
+mod flatten;
 mod format;
 mod index_edit;
 mod inspect;

@@ -723,8 +723,9 @@ async fn base_draft(base: &Source, location: &Location) -> Result<Draft> {
 /// Scratch space (made when first needed) where images are staged as one layout.
 struct Stager {
     near: PathBuf,
+    /// Kept for as long as the scratch layout is used; removed on drop.
     space: Option<ScratchSpace>,
-    layout: Option<Layout>,
+    made: Option<(Layout, PathBuf)>,
     count: usize,
     /// Whether an `oci:` image's blob files were hardlinked into it (then the destination
     /// must not share them in turn).
@@ -743,28 +744,23 @@ impl Stager {
         Stager {
             near,
             space: None,
-            layout: None,
+            made: None,
             count: 0,
             shares_files: false,
         }
     }
 
-    fn layout_path(&self) -> Option<PathBuf> {
-        self.space
-            .as_ref()
-            .map(|space| space.path().join("index").join("layout"))
-    }
-
+    /// The scratch layout and its path, made on first use.
     async fn layout(&mut self) -> Result<(Layout, PathBuf)> {
-        if self.space.is_none() {
-            self.space = Some(ScratchSpace::near(&self.near).await?);
+        if let Some((layout, path)) = &self.made {
+            return Ok((layout.clone(), path.clone()));
         }
-        let path = self.layout_path().ok_or(Error::IndexWithoutImages)?;
-        if self.layout.is_none() {
-            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            self.layout = Some(scratch_layout(&dir).await?);
-        }
-        let layout = self.layout.clone().ok_or(Error::IndexWithoutImages)?;
+        let space = ScratchSpace::near(&self.near).await?;
+        let dir = space.path().join("index");
+        let layout = scratch_layout(&dir).await?;
+        let path = dir.join("layout");
+        self.space = Some(space);
+        self.made = Some((layout.clone(), path.clone()));
         Ok((layout, path))
     }
 

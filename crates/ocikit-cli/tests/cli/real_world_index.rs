@@ -99,8 +99,18 @@ fn indexes_made_and_edited_by_ocikit_are_read_and_copied_by_skopeo() {
         raw["annotations"]["org.opencontainers.image.version"],
         "1.2"
     );
-    assert_eq!(raw["manifests"][2]["annotations"]["org.example.tier"], "edge");
-    let quiet = ok(&["-q", "index", "remove", &multi, "--platform", "linux/arm/v7"]);
+    assert_eq!(
+        raw["manifests"][2]["annotations"]["org.example.tier"],
+        "edge"
+    );
+    let quiet = ok(&[
+        "-q",
+        "index",
+        "remove",
+        &multi,
+        "--platform",
+        "linux/arm/v7",
+    ]);
     let listing = json(&["ls", &oci(&layout, "")]);
     let row = listing["tags"]
         .as_array()
@@ -150,7 +160,10 @@ fn indexes_made_and_edited_by_ocikit_are_read_and_copied_by_skopeo() {
         &oci(&arm, ":app"),
     ]);
     let picked = skopeo_json(&["inspect", "--raw", &oci(&arm, ":app")]);
-    assert_eq!(picked["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        picked["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     let config = skopeo_json(&["inspect", "--config", &oci(&arm, ":app")]);
     assert_eq!(config["architecture"], "arm64");
     // The copy skopeo took is the arm64 entry of the index.

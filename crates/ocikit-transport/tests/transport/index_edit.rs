@@ -258,6 +258,17 @@ async fn within_one_registry_the_images_blobs_are_mounted_not_uploaded() {
     .await
     .unwrap();
     assert_eq!(flat.digest, report.digest);
+
+    // Images of the index's own repository are there already: nothing moves but the index.
+    let own = index_create(
+        &docker(&addr, "team/amd64:multi"),
+        &[docker(&addr, "team/amd64:v1")],
+        &options(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((own.blobs_written, own.blobs_mounted), (0, 0), "{own:?}");
+    assert_eq!(own.manifests[0].platform.as_deref(), Some("linux/amd64"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

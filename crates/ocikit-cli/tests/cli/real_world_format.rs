@@ -134,6 +134,84 @@ fn a_v2s2_copy_is_what_skopeo_writes_and_skopeo_copies_it_on() {
 }
 
 #[test]
+fn an_index_becomes_the_manifest_list_skopeo_makes() {
+    if ocikit_testkit::tool::skopeo().is_none() {
+        return;
+    }
+    let Some(registry) = ocikit_testkit::distribution::Distribution::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    crate::image::build(&layout, "amd64", &["--platform", "linux/amd64"]);
+    crate::image::build(&layout, "arm64", &["--platform", "linux/arm64/v8"]);
+    ok(&[
+        "index",
+        "create",
+        "--tag",
+        &oci(&layout, ":multi"),
+        &oci(&layout, ":amd64"),
+        &oci(&layout, ":arm64"),
+    ]);
+    let src = oci(&layout, ":multi");
+    let ours = registry.image("ours:multi");
+    let theirs = registry.image("theirs:multi");
+    ok(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &src,
+        &ours,
+    ]);
+    crate::skopeo().ok(&[
+        "copy",
+        "--multi-arch",
+        "all",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &src,
+        &theirs,
+    ]);
+    let our_list = raw(&ours);
+    let their_list = raw(&theirs);
+    assert_eq!(
+        our_list["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    // The same entries (platforms, media types) naming the same images; their digests
+    // differ only as the manifests' key orders do (ours is canonical JSON, sorted).
+    let (our_entries, their_entries) = (
+        our_list["manifests"].as_array().unwrap(),
+        their_list["manifests"].as_array().unwrap(),
+    );
+    assert_eq!(our_entries.len(), 2);
+    assert_eq!(our_entries.len(), their_entries.len());
+    for (our_entry, their_entry) in our_entries.iter().zip(their_entries) {
+        let strip = |entry: &Value| {
+            let mut entry = entry.clone();
+            let object = entry.as_object_mut().unwrap();
+            object.remove("digest");
+            object.remove("size");
+            entry
+        };
+        assert_eq!(strip(our_entry), strip(their_entry));
+        assert_eq!(our_entry["mediaType"], DOCKER_MANIFEST);
+        let child = |name: &str, entry: &Value| {
+            raw(&registry.image(&format!("{name}@{}", entry["digest"].as_str().unwrap())))
+        };
+        let ours = child("ours", our_entry);
+        assert_eq!(ours, child("theirs", their_entry));
+        assert_eq!(types(&ours).1, DOCKER_CONFIG);
+    }
+    assert_eq!(
+        our_entries[1]["platform"],
+        serde_json::json!({"architecture": "arm64", "os": "linux", "variant": "v8"})
+    );
+}
+
+#[test]
 fn v2s2_refuses_zstd_layers_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

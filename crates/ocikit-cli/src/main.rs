@@ -187,6 +187,9 @@ enum Command {
     /// anywhere: each gets a history entry; within one registry the base's layers are
     /// mounted or found there, never downloaded and uploaded again.
     Append(commands::append::AppendArgs),
+    /// Squash every layer of an image into one, anywhere: whiteouts resolved in one
+    /// streaming pass, one diffID and one history entry.
+    Flatten(commands::flatten::FlattenArgs),
     /// Make and edit multi-platform indexes anywhere (layouts, archives, registries): each
     /// entry's platform read from its image's config.
     ///

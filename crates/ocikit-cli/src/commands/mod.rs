@@ -2,6 +2,7 @@
 
 pub(crate) mod append;
 pub(crate) mod copy;
+pub(crate) mod flatten;
 pub(crate) mod health;
 pub(crate) mod image;
 pub(crate) mod index;
@@ -58,6 +59,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Repack(args) => repack::repack(args, out).await,
         Command::Mutate(args) => mutate::mutate(args, out).await,
         Command::Append(args) => append::append(args, out).await,
+        Command::Flatten(args) => flatten::flatten(args, out).await,
         Command::Index(command) => index::run(command, out).await,
         Command::Copy {
             source,

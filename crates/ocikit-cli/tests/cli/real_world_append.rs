@@ -221,3 +221,122 @@ fn append_refuses_bad_input_and_writes_nothing() {
     assert!(!Path::new("x").exists());
     assert_eq!(contents(&layout), before);
 }
+
+#[test]
+fn flatten_gives_one_layer_that_unpacks_as_the_source_for_ocikit_and_umoci() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    crate::image::build(&layout, "v1", &["--cmd", "sh"]);
+    // A second layer that removes a file of the first (a whiteout) and adds one.
+    let wh = d.join("whiteout.tar");
+    std::fs::write(
+        &wh,
+        ocikit_testkit::tarball::archive(&[
+            ocikit_testkit::tarball::Entry::dir("etc/"),
+            ocikit_testkit::tarball::Entry::file("etc/.wh.motd", ""),
+            ocikit_testkit::tarball::Entry::file("etc/added", "added\n"),
+        ]),
+    )
+    .unwrap();
+    let (tree, _) = sources(d);
+    let v1 = oci(&layout, ":v1");
+    let v2 = oci(&layout, ":v2");
+    ok(&[
+        "append",
+        &v1,
+        "--tag",
+        &v2,
+        wh.to_str().unwrap(),
+        tree.to_str().unwrap(),
+    ]);
+    assert!(strings(&inspect(&[&v2])["Layers"]).len() >= 3);
+
+    let flat = oci(&layout, ":flat");
+    let report = json(&["flatten", &v2, "--tag", &flat]);
+    let summary = inspect(&[&flat]);
+    assert_eq!(summary["Digest"], report["digest"]);
+    assert_eq!(strings(&summary["Layers"]).len(), 1);
+    let config = inspect(&["--config", &flat]);
+    assert_eq!(strings(&config["rootfs"]["diff_ids"]).len(), 1);
+    let history = config["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["created_by"], "ocikit flatten");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+
+    // ocikit's unpack of the source and of the flattened image, and umoci's of the latter.
+    let relative = |root: &Path| {
+        contents(root)
+            .into_iter()
+            .map(|(p, b)| (p.strip_prefix(root).unwrap().to_path_buf(), b))
+            .collect::<Vec<_>>()
+    };
+    let source_root = d.join("source-rootfs");
+    let flat_root = d.join("flat-rootfs");
+    ok(&["unpack", &v2, source_root.to_str().unwrap()]);
+    ok(&["unpack", &flat, flat_root.to_str().unwrap()]);
+    let source_files = relative(&source_root);
+    assert!(!source_files.iter().any(|(p, _)| p == Path::new("etc/motd")));
+    assert!(
+        source_files
+            .iter()
+            .any(|(p, _)| p == Path::new("etc/added"))
+    );
+    assert_eq!(relative(&flat_root), source_files);
+    let umoci = ocikit_testkit::tool::umoci().expect("umoci is installed");
+    let bundle = d.join("bundle");
+    umoci.ok(&[
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{}:flat", layout.display()),
+        bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(relative(&bundle.join("rootfs")), source_files);
+
+    // Into an oci-archive, uncompressed: the layer's digest is its diffID.
+    let archive_at = format!("oci-archive:{}:flat", d.join("flat.tar").display());
+    ok(&[
+        "flatten",
+        &v2,
+        "--tag",
+        &archive_at,
+        "--compression",
+        "none",
+    ]);
+    let layers = strings(&inspect(&[&archive_at])["Layers"]);
+    let diff_ids = strings(&inspect(&["--config", &archive_at])["rootfs"]["diff_ids"]);
+    assert_eq!(layers, diff_ids);
+    assert_eq!(diff_ids, strings(&config["rootfs"]["diff_ids"]));
+}
+
+#[test]
+fn flatten_refuses_bad_input_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("images");
+    crate::image::build(&layout, "v1", &[]);
+    let v1 = oci(&layout, ":v1");
+    let before = contents(&layout);
+    // No tag at the destination; a source that does not exist; an unknown compression.
+    let err = fails(&["flatten", &v1, "--tag", &oci(&layout, "")]);
+    assert!(err.contains("tag"), "{err}");
+    let err = fails(&[
+        "flatten",
+        &oci(&layout, ":nope"),
+        "--tag",
+        &oci(&d.join("new"), ":f"),
+    ]);
+    assert!(err.contains("nope"), "{err}");
+    let out = ocikit(&[
+        "flatten",
+        &v1,
+        "--tag",
+        &oci(&layout, ":f"),
+        "--compression",
+        "lz4",
+    ]);
+    assert!(!out.status.success());
+    assert!(!d.join("new").exists());
+    assert_eq!(contents(&layout), before);
+}

@@ -440,16 +440,17 @@ impl Planner<'_> {
             },
             _ => None,
         };
-        mapped.ok_or_else(|| {
-            self.refuse(
+        match mapped {
+            Some(mapped) => Ok(mapped),
+            None => Err(self.refuse(
                 manifest,
                 Refusal::LayerMediaType {
-                    layer: digest_of(layer).unwrap_or_else(|_| manifest.clone()),
+                    layer: digest_of(layer)?,
                     media_type: declared,
                     format: self.format,
                 },
-            )
-        })
+            )),
+        }
     }
 
     /// A descriptor (as JSON) with `media_type`; for Docker only the fields schema 2 has.
@@ -500,7 +501,6 @@ impl Planner<'_> {
                     {
                         entry.insert("platform".into(), platform.clone());
                     }
-                    entry.remove("data");
                 } else if let Some(Value::Object(platform)) = entry.get_mut("platform") {
                     // OCI platforms have no `features` (skopeo drops it too).
                     platform.remove("features");

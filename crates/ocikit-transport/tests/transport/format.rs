@@ -468,3 +468,33 @@ async fn a_nested_index_is_refused_for_a_manifest_list_and_nothing_is_written() 
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encrypted_layer_is_refused_for_v2s2() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let image = small_image(&src, "v1", "linux/amd64", Compression::Gzip).await;
+    let layout = open(&src).await;
+    let (_, mut json) = manifest(&layout, &image).await;
+    let encrypted = "application/vnd.oci.image.layer.v1.tar+gzip+encrypted";
+    json["layers"][0]["mediaType"] = Value::from(encrypted);
+    let layer = json["layers"][0]["digest"].as_str().unwrap().to_string();
+    let root = layout
+        .put_json(media_type::IMAGE_MANIFEST, &json)
+        .await
+        .unwrap();
+    let err = ocikit_layout::convert::plan(&layout, &root, ManifestFormat::DockerV2S2)
+        .await
+        .unwrap_err();
+    let ocikit_layout::Error::Unconvertible { refusal, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        **refusal,
+        Refusal::LayerMediaType {
+            layer: layer.parse().unwrap(),
+            media_type: encrypted.into(),
+            format: ManifestFormat::DockerV2S2,
+        }
+    );
+}

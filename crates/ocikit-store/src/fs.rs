@@ -241,13 +241,20 @@ fn parent_dir(path: &Path) -> Option<&Path> {
     })
 }
 
-/// Creates a directory (and parents), fsyncing each parent whose entry list changed.
-fn create_dir_durable(dir: &Path) -> Result<()> {
+/// Creates a directory (and parents), fsyncing each parent whose entry list changed; `root`
+/// bounds it: a directory is made only below `root`, never `root` itself or above it. A
+/// store whose root was removed (a staged layout given up while a write was still under
+/// way) is not brought back by the write: it fails with [`io::ErrorKind::NotFound`].
+fn create_dir_durable(root: &Path, dir: &Path) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
+    if dir == root || !dir.starts_with(root) {
+        let gone = io::Error::new(io::ErrorKind::NotFound, "the store's directory is gone");
+        return Err(Error::io("create directory", dir, gone));
+    }
     if let Some(parent) = parent_dir(dir) {
-        create_dir_durable(parent)?;
+        create_dir_durable(root, parent)?;
     }
     let created = {
         use std::os::unix::fs::DirBuilderExt;
@@ -286,7 +293,8 @@ impl FsStore {
             // The private `.ocikit/` subdirectories appear with the first write, so that
             // reading a layout another tool made leaves it as it was.
             for dir in [&paths.root, &paths.blobs] {
-                create_dir_durable(dir)?;
+                let top = dir.ancestors().last().unwrap_or(dir);
+                create_dir_durable(top, dir)?;
             }
             Ok(paths)
         })
@@ -386,10 +394,10 @@ struct DocumentLock {
 }
 
 impl DocumentLock {
-    fn acquire(path: &Path) -> Result<DocumentLock> {
+    fn acquire(root: &Path, path: &Path) -> Result<DocumentLock> {
         use std::os::unix::fs::MetadataExt;
         if let Some(dir) = parent_dir(path) {
-            create_dir_durable(dir)?;
+            create_dir_durable(root, dir)?;
         }
         loop {
             let file = OpenOptions::new()
@@ -634,8 +642,9 @@ impl Store for FsStore {
 
     async fn stage(&self) -> Result<Box<dyn Staging>> {
         let tmp = self.paths.tmp.clone();
+        let root = self.paths.root.clone();
         let temp = blocking(move || {
-            create_dir_durable(&tmp)?;
+            create_dir_durable(&root, &tmp)?;
             temp_file(&tmp, "blob-")
         })
         .await?;
@@ -765,15 +774,16 @@ impl Store for FsStore {
         let path = self.document_path(key);
         let lock_path = self.lock_path(key);
         let tmp = self.paths.tmp.clone();
+        let root = self.paths.root.clone();
         let key = key.clone();
         blocking(move || {
-            let lock = DocumentLock::acquire(&lock_path)?;
+            let lock = DocumentLock::acquire(&root, &lock_path)?;
             let written = (|| {
                 let current = read_document_sync(&path)?;
                 check_precondition(&key, current.as_ref(), &precondition)?;
                 let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                create_dir_durable(&parent)?;
-                create_dir_durable(&tmp)?;
+                create_dir_durable(&root, &parent)?;
+                create_dir_durable(&root, &tmp)?;
                 let mut temp = temp_file(&tmp, "doc-")?;
                 temp.write_all(&bytes)
                     .map_err(|e| Error::io("write", temp.path(), e))?;
@@ -792,9 +802,10 @@ impl Store for FsStore {
     async fn delete_document(&self, key: &DocumentKey, precondition: Precondition) -> Result<bool> {
         let path = self.document_path(key);
         let lock_path = self.lock_path(key);
+        let root = self.paths.root.clone();
         let key = key.clone();
         blocking(move || {
-            let lock = DocumentLock::acquire(&lock_path)?;
+            let lock = DocumentLock::acquire(&root, &lock_path)?;
             let deleted = (|| {
                 let current = read_document_sync(&path)?;
                 check_precondition(&key, current.as_ref(), &precondition)?;
@@ -824,10 +835,11 @@ impl Store for FsStore {
         let target = self.blob_path(digest);
         let tmp = self.paths.tmp.clone();
         let source = file.try_clone().map_err(|e| Error::io("dup", &target, e))?;
+        let root = self.paths.root.clone();
         let digest = digest.clone();
         blocking(move || {
-            create_dir_durable(&tmp)?;
-            link_blob_sync(&source, &tmp, &target, &digest, size, trust, mode)
+            create_dir_durable(&root, &tmp)?;
+            link_blob_sync(&root, &source, &tmp, &target, &digest, size, trust, mode)
         })
         .await
     }
@@ -1049,7 +1061,8 @@ impl Staging for FsStaging {
             return Err(Error::io("write", temp.path(), e));
         }
         let target = self.store.blob_path(digest);
-        blocking(move || publish_blob(temp, &target, size)).await
+        let root = self.store.paths.root.clone();
+        blocking(move || publish_blob(&root, temp, &target, size)).await
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
@@ -1155,10 +1168,10 @@ fn touch(path: &Path) {
     }
 }
 
-fn publish_blob(temp: NamedTempFile, target: &Path, size: u64) -> Result<()> {
+fn publish_blob(root: &Path, temp: NamedTempFile, target: &Path, size: u64) -> Result<()> {
     sync_file(temp.as_file(), temp.path())?;
     let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
-    create_dir_durable(&dir)?;
+    create_dir_durable(root, &dir)?;
     match std::fs::symlink_metadata(target) {
         // Deduplication: the same digest is stored already (its content is checked by
         // fsck, not here). Its modification time is renewed, so a garbage collector's grace
@@ -1188,7 +1201,9 @@ fn publish_blob(temp: NamedTempFile, target: &Path, size: u64) -> Result<()> {
 /// unless trusted, then move it into place. A hardlink that cannot be made (another
 /// filesystem, no `/proc`) is [`Linked::NotSupported`], never an error: the caller copies
 /// instead.
+#[allow(clippy::too_many_arguments)]
 fn link_blob_sync(
+    root: &Path,
     source: &File,
     tmp: &Path,
     target: &Path,
@@ -1293,7 +1308,7 @@ fn link_blob_sync(
     }
     sync_file(&file, path)?;
     let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
-    create_dir_durable(&dir)?;
+    create_dir_durable(root, &dir)?;
     // `link` never replaces an existing name, so a blob published meanwhile stays; anything
     // else squatting the name (a symlink, a truncated file) is replaced by the verified
     // content, as `publish_blob` does.

@@ -800,3 +800,54 @@ async fn linking_across_filesystems_copies_or_declines() {
     );
     assert_eq!(temp_entries(&destination), 0);
 }
+
+/// A store whose directory was removed while it was open (a staged layout given up while a
+/// copy's last writes were still under way) is not brought back by those writes: each
+/// fails, and nothing appears where the store was. Before, a blob write made the store's
+/// directory and `blobs/sha256` again, and a failed copy into a new layout sometimes left
+/// that skeleton behind.
+#[tokio::test]
+async fn writes_to_a_removed_store_fail_and_leave_nothing() {
+    use ocikit_store::{LinkMode, LinkTrust};
+    let dir = tempfile::tempdir().unwrap();
+    let source = FsStore::open(dir.path().join("source")).await.unwrap();
+    let bytes = b"a blob that outlives its destination".to_vec();
+    let digest = source.put_bytes(&bytes).await.unwrap();
+    let blob = source.get(&digest, None).await.unwrap().unwrap();
+    let file = blob.local_file().unwrap();
+
+    let root = dir.path().join("gone");
+    let store = FsStore::open(&root).await.unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+
+    assert!(store.put_bytes(&bytes).await.is_err());
+    assert!(!root.exists(), "a blob write brought the store back");
+    for mode in [LinkMode::Copy, LinkMode::Hardlink] {
+        assert!(
+            store
+                .link_blob(&digest, bytes.len() as u64, file, LinkTrust::Verify, mode)
+                .await
+                .is_err()
+        );
+        assert!(!root.exists(), "a {mode:?} link brought the store back");
+    }
+    let key = DocumentKey::new("index.json").unwrap();
+    assert!(
+        store
+            .write_document(&key, bytes.clone().into(), Precondition::None)
+            .await
+            .is_err()
+    );
+    assert!(!root.exists(), "a document write brought the store back");
+    assert!(
+        store
+            .delete_document(&key, Precondition::None)
+            .await
+            .is_err()
+            || !root.exists()
+    );
+    assert!(!root.exists(), "a document delete brought the store back");
+    // Reopening is how a store is made: that still creates it.
+    FsStore::open(&root).await.unwrap();
+    assert!(root.join("blobs").is_dir());
+}

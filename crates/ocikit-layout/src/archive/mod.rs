@@ -14,7 +14,7 @@
 //! until every blob the tags reach is present. Hostile entries (absolute paths, `..`, links
 //! and devices where only files belong, duplicates, wrong digests, truncation) fail with
 //! [`Error::Archive`] naming the entry and an [`ArchiveErrorKind`]. Exports are written
-//! with `ocikit-codec`'s [`TarWriter`](ocikit_codec::tar::TarWriter), the header format
+//! with `ocikit-codec`'s [`ocikit_codec::tar::TarWriter`], the header format
 //! of ocikit's layers (POSIX ustar, PAX records only where a value does not fit): every
 //! entry owned by 0:0 at the epoch, directories `0755`, files `0644`, so the same layout
 //! always exports to the same bytes.

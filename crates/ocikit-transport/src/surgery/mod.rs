@@ -971,26 +971,34 @@ async fn layers_json(layout: &Layout, picked: &Picked, edit: &ImageEdit) -> Resu
         }
         let mut layer = layer.clone();
         if docker {
-            let oci = layer.media_type().to_string();
-            let docker_type = match media_type::essence(&oci) {
-                media_type::IMAGE_LAYER_GZIP | media_type::DOCKER_LAYER_GZIP => {
-                    media_type::DOCKER_LAYER_GZIP
-                }
-                media_type::IMAGE_LAYER | media_type::DOCKER_LAYER => media_type::DOCKER_LAYER,
-                _ => {
-                    return Err(refuse(format!(
-                        "a {} manifest cannot name a {oci} layer (use gzip or no compression)",
-                        media_type::DOCKER_MANIFEST
-                    )));
-                }
-            };
-            layer.set_media_type(docker_type.into());
+            layer.set_media_type(docker_layer_type(picked, &layer)?.into());
         }
         let value = serde_json::to_value(&layer)
             .map_err(|e| refuse(format!("cannot serialise a layer descriptor: {e}")))?;
         out.push(value);
     }
     Ok(out)
+}
+
+/// The Docker schema 2 media type of a new layer of `picked` (a Docker manifest): gzip and
+/// uncompressed layers have one, anything else is refused.
+fn docker_layer_type(picked: &Picked, layer: &Descriptor) -> Result<&'static str> {
+    let oci = layer.media_type().to_string();
+    match media_type::essence(&oci) {
+        media_type::IMAGE_LAYER_GZIP | media_type::DOCKER_LAYER_GZIP => {
+            Ok(media_type::DOCKER_LAYER_GZIP)
+        }
+        media_type::IMAGE_LAYER | media_type::DOCKER_LAYER => Ok(media_type::DOCKER_LAYER),
+        _ => Err(Error::Edit {
+            digest: picked.digest.to_string(),
+            source: ocikit_layout::Error::InvalidImage {
+                reason: format!(
+                    "a {} manifest cannot name a {oci} layer (use gzip or no compression)",
+                    media_type::DOCKER_MANIFEST
+                ),
+            },
+        }),
+    }
 }
 
 /// Puts into `target` each layer of `edit` that the source image does not name and
@@ -1002,6 +1010,7 @@ async fn import_new_blobs(
     edit: &ImageEdit,
     target: &Layout,
 ) -> Result<usize> {
+    let docker = media_type::essence(&edit.manifest_media_type) == media_type::DOCKER_MANIFEST;
     let Some(from) = &options.new_blobs else {
         return Ok(0);
     };
@@ -1009,6 +1018,10 @@ async fn import_new_blobs(
     for layer in &edit.layers {
         if picked.layers.contains(layer) || wanted.contains(layer) {
             continue;
+        }
+        // Refused before any blob is put anywhere.
+        if docker {
+            docker_layer_type(picked, layer)?;
         }
         if !exists(target, &digest_of(layer)?).await? {
             wanted.push(layer.clone());

@@ -319,3 +319,99 @@ async fn bad_layers_are_refused_and_nothing_is_written() {
     let tags = open(&path).await.tags().await.unwrap();
     assert_eq!(tags.len(), 1);
 }
+
+/// The example image under Docker schema 2 media types, tagged `docker` in `layout`.
+async fn docker_image(
+    layout: &ocikit_layout::Layout,
+    root: &ocikit_digest::oci_spec::image::Descriptor,
+) {
+    use ocikit_digest::media_type;
+    let mut manifest: Value =
+        serde_json::from_slice(&layout.read_blob(root).await.unwrap()).unwrap();
+    manifest["mediaType"] = media_type::DOCKER_MANIFEST.into();
+    manifest["config"]["mediaType"] = media_type::DOCKER_CONFIG.into();
+    for layer in manifest["layers"].as_array_mut().unwrap() {
+        layer["mediaType"] = media_type::DOCKER_LAYER_GZIP.into();
+    }
+    let docker = layout
+        .put_json(media_type::DOCKER_MANIFEST, &manifest)
+        .await
+        .unwrap();
+    layout.set_tag("docker", &docker).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_docker_manifest_gets_docker_layer_types() {
+    use ocikit_digest::media_type;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images");
+    let (layout, root) = image(&path, "v1").await;
+    docker_image(&layout, &root).await;
+    let (tree, tar) = sources(dir.path());
+    append(
+        &at("oci", &path, ":docker"),
+        &at("oci", &path, ":more"),
+        &[LayerSource::from_path(&tree)],
+        &AppendOptions::new(),
+    )
+    .await
+    .unwrap();
+    append(
+        &at("oci", &path, ":more"),
+        &at("oci", &path, ":plain"),
+        &[LayerSource::from_path(&tar)],
+        &AppendOptions::new().with_compression(Compression::None),
+    )
+    .await
+    .unwrap();
+    let plain_root = layout.resolve("plain").await.unwrap();
+    assert_eq!(
+        plain_root.media_type().to_string(),
+        media_type::DOCKER_MANIFEST
+    );
+    let (manifest, config) = read(&layout, &plain_root).await;
+    let types: Vec<String> = manifest
+        .layers()
+        .iter()
+        .map(|l| l.media_type().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            media_type::DOCKER_LAYER_GZIP,
+            media_type::DOCKER_LAYER_GZIP,
+            media_type::DOCKER_LAYER_GZIP,
+            media_type::DOCKER_LAYER
+        ]
+    );
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 4);
+    assert_eq!(crate::unpacked(&layout, &plain_root).await.len(), {
+        let mut n = crate::unpacked(&layout, &root).await.len();
+        n += 2;
+        n
+    });
+}
+
+/// zstd has no Docker schema 2 layer type: refused, nothing tagged.
+#[cfg(feature = "zstd")]
+#[tokio::test(flavor = "multi_thread")]
+async fn zstd_layers_are_refused_for_a_docker_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images");
+    let (layout, root) = image(&path, "v1").await;
+    docker_image(&layout, &root).await;
+    let (tree, _) = sources(dir.path());
+    let before = blob_count(&path);
+    let err = append(
+        &at("oci", &path, ":docker"),
+        &at("oci", &path, ":zstd"),
+        &[LayerSource::from_path(&tree)],
+        &AppendOptions::new().with_compression(Compression::Zstd),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Edit { .. }), "{err:?}");
+    assert!(layout.resolve("zstd").await.is_err());
+    // The zstd layer was refused before it was put in the layout.
+    assert_eq!(blob_count(&path), before);
+}

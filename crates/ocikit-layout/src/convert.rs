@@ -23,10 +23,12 @@
 //! in the format is kept. An index entry without a platform gets its image config's (a
 //! manifest list entry must have one).
 //!
-//! What Docker schema 2 has no field for is dropped, as skopeo drops it: a manifest's and
-//! an index's `annotations`, `artifactType` and `subject`, and a descriptor's
-//! `annotations`, `data` and `artifactType`. Nothing else is lost: converting back gives an
-//! image with the same config and layers. A document already in the wanted format is kept
+//! A manifest or index with a `subject` (a referrer: a signature, an SBOM, ...) is refused
+//! for Docker schema 2, which has no field for it: dropping it would cut the referrer from
+//! the image it is about (skopeo drops it). What else Docker schema 2 has no field for is
+//! dropped, as skopeo drops it: a manifest's and an index's `annotations` and
+//! `artifactType`, and a descriptor's `annotations`, `data` and `artifactType`. Nothing
+//! else is lost: converting back gives an image with the same config and layers. A document already in the wanted format is kept
 //! as it is, so a second conversion changes nothing.
 //!
 //! [`plan`] reads only; every refusal comes from it, so a refused conversion writes nothing.
@@ -175,6 +177,13 @@ pub enum Refusal {
         child: Digest,
         /// Its media type.
         media_type: String,
+    },
+    /// A manifest or index that refers to another (`subject`, a referrer): dropping the
+    /// field would cut it from the image it is about.
+    #[error("it refers to {subject} (subject), which docker schema 2 cannot say")]
+    Subject {
+        /// The digest of the document it refers to.
+        subject: Digest,
     },
 }
 
@@ -341,6 +350,20 @@ impl Planner<'_> {
         }
     }
 
+    /// [`Refusal::Subject`] when the document `json` (to become Docker schema 2, which has
+    /// no such field) names a subject.
+    fn refuse_subject(&self, digest: &Digest, json: &Map<String, Value>) -> Result<()> {
+        let Some(subject) = json.get("subject") else {
+            return Ok(());
+        };
+        let subject = subject
+            .get("digest")
+            .and_then(Value::as_str)
+            .and_then(|d| Digest::parse(d).ok())
+            .ok_or_else(|| invalid(digest, "the subject has no valid digest"))?;
+        Err(self.refuse(digest, Refusal::Subject { subject }))
+    }
+
     /// An image manifest in the format (`node` itself when it is in it already).
     async fn manifest(
         &mut self,
@@ -393,7 +416,8 @@ impl Planner<'_> {
         };
         let config_entry = self.descriptor(config_entry, self.format.config_media_type());
         if self.format == ManifestFormat::DockerV2S2 {
-            // Schema 2 has no annotations, artifactType or subject: dropped, as skopeo does.
+            self.refuse_subject(digest, &json)?;
+            // Schema 2 has no annotations or artifactType: dropped, as skopeo does.
             json.retain(|key, _| key == "schemaVersion");
         }
         json.insert("mediaType".into(), Value::from(target));
@@ -513,6 +537,7 @@ impl Planner<'_> {
             return Ok(node.clone());
         }
         if to_docker {
+            self.refuse_subject(digest, &json)?;
             json.retain(|key, _| key == "schemaVersion");
         }
         json.insert("mediaType".into(), Value::from(target));

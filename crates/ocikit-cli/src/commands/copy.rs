@@ -233,10 +233,11 @@ pub(crate) struct TransferArgs {
     compression_level: Option<i32>,
     /// Convert the manifests to this format, as skopeo's --format: oci (OCI manifests and
     /// indexes) or v2s2 (Docker schema 2 manifests and manifest lists). Configs and layers
-    /// keep their bytes; what the format cannot describe is refused (zstd layers and
-    /// artifacts in v2s2), and what v2s2 has no field for (annotations, artifactType,
-    /// subject) is dropped, as skopeo drops it. Unlike skopeo, oci keeps a Docker config's
-    /// bytes (skopeo rewrites it as an OCI config). Default: each image keeps its own.
+    /// keep their bytes; what the format cannot describe is refused (zstd layers,
+    /// artifacts and referrers, i.e. a subject, in v2s2), and what else v2s2 has no field
+    /// for (annotations, artifactType) is dropped, as skopeo drops it. Unlike skopeo, oci
+    /// keeps a Docker config's bytes (skopeo rewrites it as an OCI config). Default: each
+    /// image keeps its own.
     #[arg(long, value_enum, value_name = "FORMAT")]
     format: Option<FormatArg>,
     /// Between two layouts (oci: to oci:), hardlink blobs instead of copying them. Not a

@@ -498,3 +498,102 @@ async fn an_encrypted_layer_is_refused_for_v2s2() {
         }
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_referrer_is_refused_for_v2s2_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let base = small_image(&src, "base", "linux/amd64", Compression::Gzip).await;
+    let other = small_image(&src, "other", "linux/arm64", Compression::Gzip).await;
+    let layout = open(&src).await;
+    let subject = serde_json::json!({
+        "mediaType": base.media_type().to_string(),
+        "digest": base.digest().to_string(),
+        "size": base.size(),
+    });
+    // An image (image config, gzip layers) that refers to `base`: schema 2 has no subject.
+    let (_, mut json) = manifest(&layout, &other).await;
+    json["subject"] = subject.clone();
+    let referrer = layout
+        .put_json(media_type::IMAGE_MANIFEST, &json)
+        .await
+        .unwrap();
+    layout.set_tag("ref", &referrer).await.unwrap();
+    let before = files(&src);
+
+    let dst = dir.path().join("dst");
+    let err = copy(
+        &at("oci", &src, ":ref"),
+        &at("oci", &dst, ":d"),
+        &with_format(ManifestFormat::DockerV2S2),
+    )
+    .await
+    .unwrap_err();
+    let Error::Convert {
+        format,
+        source: ocikit_layout::Error::Unconvertible {
+            digest, refusal, ..
+        },
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*format, ManifestFormat::DockerV2S2);
+    assert_eq!(digest.to_string(), referrer.digest().to_string());
+    assert_eq!(
+        **refusal,
+        Refusal::Subject {
+            subject: base.digest().to_string().parse().unwrap()
+        }
+    );
+    assert!(
+        refusal.to_string().contains(&base.digest().to_string()),
+        "{refusal}"
+    );
+    assert!(!dst.exists());
+    assert_eq!(files(&src), before);
+
+    // An index with a subject is refused the same way (its images alone would convert).
+    let mut entry = base.clone();
+    entry.set_annotations(None);
+    let list = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::IMAGE_INDEX,
+        "manifests": [entry],
+        "subject": subject,
+    });
+    let list = layout
+        .put_json(media_type::IMAGE_INDEX, &list)
+        .await
+        .unwrap();
+    let err = ocikit_layout::convert::plan(&layout, &list, ManifestFormat::DockerV2S2)
+        .await
+        .unwrap_err();
+    let ocikit_layout::Error::Unconvertible {
+        digest, refusal, ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(digest.to_string(), list.digest().to_string());
+    assert_eq!(
+        **refusal,
+        Refusal::Subject {
+            subject: base.digest().to_string().parse().unwrap()
+        }
+    );
+
+    // To OCI there is nothing to convert: the referrer copies as it is, subject and all.
+    let report = copy(
+        &at("oci", &src, ":ref"),
+        &at("oci", &dst, ":d"),
+        &with_format(ManifestFormat::Oci),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.images[0].root.digest(), referrer.digest());
+    let copied = open(&dst).await;
+    let (_, copied_json) = manifest(&copied, &copied.resolve("d").await.unwrap()).await;
+    assert_eq!(copied_json["subject"], json["subject"]);
+}

@@ -648,6 +648,39 @@ pub enum Error {
         #[source]
         source: ocikit_codec::Error,
     },
+    /// An image's filesystem that could not be exported as a tar stream.
+    #[error("cannot export the filesystem of {digest}")]
+    Export {
+        /// The image manifest.
+        digest: String,
+        /// Why (a layer that does not verify, an entry the squash refuses, I/O).
+        #[source]
+        source: ocikit_codec::Error,
+    },
+    /// The exported tar stream could not be written.
+    #[error("cannot write the exported filesystem{}", path.as_ref().map(|p| format!(" to {}", p.display())).unwrap_or_default())]
+    ExportWrite {
+        /// The file written, when a path was given.
+        path: Option<PathBuf>,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A time that is not RFC 3339.
+    #[error("`{text}` is not an RFC 3339 time (like 2024-05-01T12:00:00Z)")]
+    InvalidTime {
+        /// The text given.
+        text: String,
+        /// Why.
+        #[source]
+        source: chrono::ParseError,
+    },
+    /// A time this system cannot represent.
+    #[error("`{text}` is out of range")]
+    TimeOutOfRange {
+        /// The text given.
+        text: String,
+    },
     /// A time that is not RFC 3339.
     #[error("`{text}` is not an RFC 3339 time (like 2024-05-01T12:00:00Z)")]
     InvalidTime {

@@ -46,6 +46,7 @@ mod access;
 mod blob;
 mod copy;
 mod error;
+mod export;
 mod image;
 mod index_edit;
 mod inspect;
@@ -59,6 +60,7 @@ pub use access::RegistryOptions;
 pub use blob::{cat, write_blob};
 pub use copy::{CopiedImage, CopyOptions, CopyReport, ImageName, copy};
 pub use error::{Error, Operation, Result};
+pub use export::{ExportOptions, ExportReport, export, export_to_path};
 pub use image::{open_image, referrers};
 pub use index_edit::{
     IndexAnnotations, IndexOptions, IndexReport, index_annotate, index_append, index_create,

@@ -7,6 +7,7 @@
 
 mod append;
 mod copy;
+mod export;
 mod flatten;
 mod format;
 mod index_edit;

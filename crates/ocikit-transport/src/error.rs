@@ -681,21 +681,6 @@ pub enum Error {
         /// The text given.
         text: String,
     },
-    /// A time that is not RFC 3339.
-    #[error("`{text}` is not an RFC 3339 time (like 2024-05-01T12:00:00Z)")]
-    InvalidTime {
-        /// The text given.
-        text: String,
-        /// Why.
-        #[source]
-        source: chrono::ParseError,
-    },
-    /// A time this system cannot represent.
-    #[error("`{text}` is out of range")]
-    TimeOutOfRange {
-        /// The text given.
-        text: String,
-    },
     /// An index made of no image.
     #[error("name at least one image for the index")]
     IndexWithoutImages,

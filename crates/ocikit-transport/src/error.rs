@@ -681,6 +681,43 @@ pub enum Error {
         /// The text given.
         text: String,
     },
+    /// A rebase of an image whose bottom layers are not the old base's (compared by diffID).
+    #[error(
+        "{image} is not built on {base}: {}",
+        match image_diff_id {
+            Some(found) => format!(
+                "its layer {layer} has diffID {found} where the base's has {base_diff_id}"
+            ),
+            None => format!(
+                "it has {} layers, the base has more (its layer {layer} is {base_diff_id})",
+                layer - 1
+            ),
+        }
+    )]
+    NotBuiltOn {
+        /// The image to rebase.
+        image: String,
+        /// The old base it was said to be built on.
+        base: String,
+        /// The first layer that differs, counted from 1 at the bottom.
+        layer: usize,
+        /// The image's diffID of that layer (`None`: the image has fewer layers).
+        image_diff_id: Option<String>,
+        /// The old base's diffID of that layer.
+        base_diff_id: String,
+    },
+    /// A rebase onto a new base of another platform than the image's.
+    #[error("{image} is {image_platform} but the new base {base} is {base_platform}")]
+    RebasePlatform {
+        /// The image to rebase.
+        image: String,
+        /// Its platform, `os/arch[/variant]`.
+        image_platform: String,
+        /// The new base.
+        base: String,
+        /// Its platform.
+        base_platform: String,
+    },
     /// An index made of no image.
     #[error("name at least one image for the index")]
     IndexWithoutImages,

@@ -76,5 +76,6 @@ pub use open::{open_layout, resolve};
 pub use progress::{Progress, Stage};
 pub use surgery::{
     AppendOptions, EditOptions, EditReport, FlattenOptions, ImageEdit, LayerSource,
-    MutateOptions, MutateReport, append, edit_image, flatten, mutate, parse_created,
+    MutateOptions, MutateReport, RebaseOptions, append, edit_image, flatten, mutate,
+    parse_created, rebase,
 };

@@ -34,10 +34,12 @@
 mod append;
 mod flatten;
 mod mutate;
+mod rebase;
 
 pub use append::{AppendOptions, LayerSource, append};
 pub use flatten::{FlattenOptions, flatten};
 pub use mutate::{MutateOptions, MutateReport, mutate, parse_created};
+pub use rebase::{RebaseOptions, rebase};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

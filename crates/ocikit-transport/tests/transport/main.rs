@@ -15,6 +15,7 @@ mod inspect;
 mod layouts;
 mod location;
 mod mutate;
+mod rebase;
 mod registry;
 mod surgery;
 

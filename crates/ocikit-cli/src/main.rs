@@ -109,23 +109,14 @@ enum Command {
     },
     /// Build an image from directories (or tar files), one layer each.
     Build(commands::image::BuildArgs),
-    /// Unpack an image into a root filesystem directory (new or empty), all or nothing.
+    /// Unpack an image into a root filesystem directory (new or empty), all or nothing, or
+    /// write its merged filesystem as one tar stream (--tar).
     ///
     /// The tree is built in a hidden staging directory beside the target
     /// (`.NAME.ocikit-staging-*`) and renamed into place only once every layer was applied
     /// and every digest and diffID matched; on any failure the target is left as it was.
     /// Staging left by a killed run is removed by the next unpack of the same target.
-    #[command(after_help = "Examples:\n  ocikit unpack oci:./images:v1 ./rootfs\n  \
-        ocikit unpack oci:./images:v1 ./rootfs --platform linux/arm64")]
-    Unpack {
-        /// The image: oci:PATH:TAG or oci:PATH@DIGEST.
-        image: String,
-        /// The directory to create the root filesystem in.
-        rootfs: std::path::PathBuf,
-        /// The platform to pick from a multi-platform image (default: this machine's).
-        #[arg(long)]
-        platform: Option<String>,
-    },
+    Unpack(commands::image::UnpackArgs),
     /// Verify every blob reachable from index.json; exits 1 when anything is wrong.
     #[command(
         after_help = "Examples:\n  ocikit fsck oci:./images\n  ocikit fsck oci:./images --diff-ids --json"

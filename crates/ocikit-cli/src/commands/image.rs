@@ -1,15 +1,19 @@
 //! `build` and `unpack`: directories to images and back.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
+use ocikit::client::Credentials;
+use ocikit::codec::apply::IdMap;
 use ocikit::codec::compression::Compression;
 use ocikit::digest::platform;
 use ocikit::layout::{
     BuildRequest, ConfigChanges, Event, Operation, PlatformQuery, Progress, UnpackOptions,
 };
+use ocikit::transport::ExportOptions;
 use serde::Serialize;
 
 use super::resolve_at;
@@ -261,24 +265,112 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     )
 }
 
-pub(crate) async fn unpack(
-    image: &Location,
-    rootfs: &Path,
-    platform: Option<&str>,
-    out: &Output,
-) -> Result<()> {
-    let (path, selector) = image.oci("unpack")?;
-    let layout = super::open_layout(path).await?;
-    let descriptor = super::resolve_at(path, &layout, selector).await?;
-    let query = match platform {
+/// What `ocikit unpack` was asked for.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "With --tar, nothing is unpacked: the image's merged filesystem (every layer \
+    applied in turn, whiteouts and opaque directories resolved) is written as one \
+    uncompressed tar stream, owners, modes and times as the layers give them, as crane's \
+    `export` does. The layers are decompressed and verified (digest and diffID) as they are \
+    read; a FILE appears only when the whole stream was written and verified (on an error \
+    with `-`, discard what was written). The image may then be anywhere: an archive or a \
+    registry image is first copied into scratch space.\n\n\
+    --rootless and --uid-map/--gid-map are umoci's: an unprivileged user's unpack records \
+    owners in the `user.rootlesscontainers` xattr and skips devices; the maps translate the \
+    layers' owners (CONTAINER:HOST[:SIZE], repeatable; an owner outside the maps is an \
+    error). They change what is written to disk, so --tar refuses them.\n\n\
+    Examples:\n  ocikit unpack oci:./images:v1 ./rootfs\n  \
+    ocikit unpack oci:./images:v1 ./rootfs --platform linux/arm64\n  \
+    ocikit unpack oci:./images:v1 ./rootfs --rootless\n  \
+    ocikit unpack oci:./images:v1 ./rootfs --uid-map 0:100000:65536 --gid-map 0:100000:65536\n  \
+    ocikit unpack docker://registry.example/app:v1 --tar app.tar\n  \
+    ocikit unpack oci:./images:v1 --tar - | tar -tvf -"
+)]
+pub(crate) struct UnpackArgs {
+    /// The image: oci:PATH:TAG or oci:PATH@DIGEST (with --tar also
+    /// oci-archive:FILE[:TAG|@DIGEST], docker-archive:FILE[:NAME:TAG] or
+    /// docker://HOST[:PORT]/NAME[:TAG|@DIGEST]).
+    image: String,
+    /// The directory to create the root filesystem in.
+    #[arg(required_unless_present = "tar", conflicts_with = "tar")]
+    rootfs: Option<PathBuf>,
+    /// Write the merged filesystem as one tar stream to FILE (`-`: standard output) instead
+    /// of unpacking it.
+    #[arg(long, value_name = "FILE|-")]
+    tar: Option<PathBuf>,
+    /// The platform to pick from a multi-platform image (default: this machine's).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Unpack as an unprivileged user: owners recorded in the `user.rootlesscontainers`
+    /// xattr instead of set, devices skipped (umoci's --rootless).
+    #[arg(long, conflicts_with = "tar")]
+    rootless: bool,
+    /// Map the layers' uids to host uids: CONTAINER:HOST[:SIZE] (repeatable).
+    #[arg(
+        long = "uid-map",
+        value_name = "CONTAINER:HOST[:SIZE]",
+        conflicts_with = "tar"
+    )]
+    uid_maps: Vec<String>,
+    /// Map the layers' gids to host gids: CONTAINER:HOST[:SIZE] (repeatable).
+    #[arg(
+        long = "gid-map",
+        value_name = "CONTAINER:HOST[:SIZE]",
+        conflicts_with = "tar"
+    )]
+    gid_maps: Vec<String>,
+    #[command(flatten)]
+    tls: super::copy::TlsArgs,
+    /// Registry credentials for --tar from a registry (default: what `ocikit login` stored,
+    /// else anonymous).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+    /// The credentials file for registries without --creds (default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; see `ocikit login`).
+    #[arg(long, value_name = "PATH")]
+    authfile: Option<PathBuf>,
+}
+
+/// The platform query of `--platform` (default: this machine's).
+fn platform_query(platform: Option<&str>) -> Result<PlatformQuery> {
+    Ok(match platform {
         Some(p) => PlatformQuery::new(
             &platform::parse(p).with_context(|| format!("`{p}` is not os/arch[/variant]"))?,
         ),
         None => PlatformQuery::current(),
+    })
+}
+
+/// An ID map of repeated `--uid-map`/`--gid-map` flags; none given is no map.
+fn id_map(texts: &[String], flag: &str) -> Result<Option<IdMap>> {
+    if texts.is_empty() {
+        return Ok(None);
+    }
+    IdMap::parse(texts)
+        .map(Some)
+        .with_context(|| format!("invalid {flag}"))
+}
+
+pub(crate) async fn unpack(args: UnpackArgs, out: &Output) -> Result<()> {
+    let image = Location::parse(&args.image)?;
+    let query = platform_query(args.platform.as_deref())?;
+    if let Some(tar) = &args.tar {
+        return export(&args, &image, tar, query, out).await;
+    }
+    let Some(rootfs) = args.rootfs.as_deref() else {
+        bail!("give a root filesystem directory or --tar FILE");
     };
+    let uid_map = id_map(&args.uid_maps, "--uid-map")?;
+    let gid_map = id_map(&args.gid_maps, "--gid-map")?;
+    let (path, selector) = image.oci("unpack")?;
+    let layout = super::open_layout(path).await?;
+    let descriptor = super::resolve_at(path, &layout, selector).await?;
     let bars = Bars::new(out);
     let options = UnpackOptions::new()
         .with_platform(query)
+        .with_rootless(args.rootless)
+        .with_uid_map(uid_map)
+        .with_gid_map(gid_map)
         .with_progress(bars.progress("unpack"));
     // All or nothing: staged beside `rootfs` (new or empty) and renamed into place whole.
     let report = ocikit::layout::unpack_staged(&layout, &descriptor, rootfs, &options)
@@ -317,4 +409,89 @@ pub(crate) async fn unpack(
             rootfs.display()
         )
     })
+}
+
+/// `unpack --tar`: the merged filesystem by [`ocikit::transport::export`], into a file
+/// (atomically) or to standard output (`-`; the summary then goes to stderr).
+async fn export(
+    args: &UnpackArgs,
+    image: &Location,
+    tar: &Path,
+    query: PlatformQuery,
+    out: &Output,
+) -> Result<()> {
+    let credentials = args
+        .creds
+        .as_deref()
+        .map(|text| Credentials::parse(text).context("write credentials as USER:PASSWORD"))
+        .transpose()?;
+    let registry = args
+        .tls
+        .registry_options()
+        .with_credentials(credentials)
+        .with_authfile(args.authfile.clone());
+    let bars = Bars::new(out);
+    let options = ExportOptions::new()
+        .with_source(registry)
+        .with_platform(query)
+        .with_progress(bars.transport());
+    let to_stdout = tar.as_os_str() == "-";
+    let report = if to_stdout {
+        ocikit::transport::export(image, tokio::io::stdout(), &options).await
+    } else {
+        ocikit::transport::export_to_path(image, tar, &options).await
+    };
+    drop(bars);
+    let report = report.with_context(|| format!("cannot export {image}"))?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Exported {
+        manifest: String,
+        platform: String,
+        tar: PathBuf,
+        layers: usize,
+        entries: u64,
+        whiteouts: u64,
+        bytes: u64,
+    }
+    let exported = Exported {
+        manifest: report.manifest.digest().to_string(),
+        platform: platform::format(&report.platform),
+        tar: tar.to_path_buf(),
+        layers: report.layers,
+        entries: report.squash.entries,
+        whiteouts: report.squash.whiteouts,
+        bytes: report.squash.tar_size,
+    };
+    let text = || {
+        format!(
+            "exported {} ({}, {} merged, {}, {}) to {}",
+            exported.manifest,
+            exported.platform,
+            super::copy::plural(exported.layers, "layer"),
+            if exported.entries == 1 {
+                "1 entry".to_string()
+            } else {
+                format!("{} entries", exported.entries)
+            },
+            human_size(exported.bytes),
+            if to_stdout {
+                "standard output".to_string()
+            } else {
+                tar.display().to_string()
+            }
+        )
+    };
+    if to_stdout {
+        // Standard output holds the stream: the summary goes to stderr.
+        if out.json {
+            let mut stderr = std::io::stderr().lock();
+            serde_json::to_writer_pretty(&mut stderr, &exported)?;
+            writeln!(stderr)?;
+        } else {
+            out.status(&text());
+        }
+        return Ok(());
+    }
+    out.show(&exported, text)
 }

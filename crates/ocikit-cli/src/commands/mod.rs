@@ -34,11 +34,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             return health::fsck(&Location::parse(&location)?, diff_ids, out).await;
         }
         Command::Build(args) => image::build(args, out).await,
-        Command::Unpack {
-            image,
-            rootfs,
-            platform,
-        } => image::unpack(&Location::parse(&image)?, &rootfs, platform.as_deref(), out).await,
+        Command::Unpack(args) => image::unpack(args, out).await,
         Command::Gc {
             layout: location,
             dry_run,

@@ -10,6 +10,7 @@ mod layout;
 mod real_world_append;
 mod real_world_archives;
 mod real_world_cli;
+mod real_world_export;
 mod real_world_index;
 mod real_world_format;
 mod real_world_layers;

@@ -181,6 +181,10 @@ enum Command {
     /// Squash every layer of an image into one, anywhere: whiteouts resolved in one
     /// streaming pass, one diffID and one history entry.
     Flatten(commands::flatten::FlattenArgs),
+    /// Swap the layers of an image's old base for a new base's, anywhere: diffIDs, history
+    /// and the base annotations updated; refused when the image is not built on the old
+    /// base.
+    Rebase(commands::rebase::RebaseArgs),
     /// Make and edit multi-platform indexes anywhere (layouts, archives, registries): each
     /// entry's platform read from its image's config.
     ///

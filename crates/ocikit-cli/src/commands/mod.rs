@@ -10,6 +10,7 @@ mod inspect;
 mod layout;
 pub(crate) mod login;
 pub(crate) mod mutate;
+pub(crate) mod rebase;
 pub(crate) mod registry;
 pub(crate) mod repack;
 pub(crate) mod serve;
@@ -56,6 +57,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Mutate(args) => mutate::mutate(args, out).await,
         Command::Append(args) => append::append(args, out).await,
         Command::Flatten(args) => flatten::flatten(args, out).await,
+        Command::Rebase(args) => rebase::rebase(args, out).await,
         Command::Index(command) => index::run(command, out).await,
         Command::Copy {
             source,

@@ -16,6 +16,7 @@ mod real_world_format;
 mod real_world_layers;
 mod real_world_ls;
 mod real_world_mutate;
+mod real_world_rebase;
 mod real_world_registry;
 mod real_world_review;
 mod real_world_store;

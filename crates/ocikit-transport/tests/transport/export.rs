@@ -303,3 +303,59 @@ async fn a_wrong_diff_id_or_a_corrupt_layer_is_refused_and_no_file_appears() {
     assert_eq!(std::fs::read(&file).unwrap(), b"old");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_platform_asked_for_is_exported_from_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images");
+    let layout = Layout::create(FsStore::open(&path).await.unwrap())
+        .await
+        .unwrap();
+    let mut index = ocikit_layout::IndexBuilder::new(&layout);
+    let mut roots = Vec::new();
+    for p in ["linux/amd64", "linux/arm64"] {
+        let mut builder = ImageBuilder::new(&layout);
+        builder.platform(&ocikit_digest::platform::parse(p).unwrap());
+        builder
+            .add_layer_from_tar(
+                std::io::Cursor::new(archive(&[Entry::file("arch", p)])),
+                LayerSpec::new(),
+            )
+            .await
+            .unwrap();
+        let root = builder.write().await.unwrap();
+        index.add(&root).await.unwrap();
+        roots.push(root);
+    }
+    index.write_and_tag("multi").await.unwrap();
+    let query =
+        |p: &str| ocikit_layout::PlatformQuery::new(&ocikit_digest::platform::parse(p).unwrap());
+
+    for (p, root) in ["linux/amd64", "linux/arm64"].into_iter().zip(&roots) {
+        let mut tar = Vec::new();
+        let report = export(
+            &at("oci", &path, ":multi"),
+            &mut tar,
+            &ExportOptions::new().with_platform(query(p)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.manifest.digest(), root.digest());
+        assert_eq!(ocikit_digest::platform::format(&report.platform), p);
+        let tree = applied_tree(&tar);
+        assert_eq!(tree[Path::new("arch")].1, p.as_bytes());
+    }
+
+    // A platform the index does not have: refused, no file.
+    let file = dir.path().join("s390x.tar");
+    let err = export_to_path(
+        &at("oci", &path, ":multi"),
+        &file,
+        &ExportOptions::new().with_platform(query("linux/s390x")),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Platform { .. }), "{err:?}");
+    assert!(err.to_string().contains("multi"), "{err}");
+    assert!(!file.exists());
+}

@@ -2,6 +2,7 @@
 //! `export`), from any location.
 
 use std::io::{self, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -109,7 +110,8 @@ where
 
 /// [`export`] into the file `path`, atomically: the stream is written to a hidden temporary
 /// file beside it, synced, and renamed over `path` only when it is complete and every layer
-/// verified; on any error `path` is left as it was (absent, or the old file).
+/// verified; on any error `path` is left as it was (absent, or the old file). The file is
+/// made 0666 less the umask, as any file a program makes.
 ///
 /// # Errors
 /// As [`export`]; [`Error::ExportWrite`] naming `path` for the file's own I/O.
@@ -129,8 +131,11 @@ pub async fn export_to_path(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // Created 0666 less the umask, as any file a program makes (a temporary file's 0600
+    // would keep others from reading the result).
     let temporary = tempfile::Builder::new()
         .prefix(&format!(".{}.ocikit-export-", name.to_string_lossy()))
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(&parent)
         .map_err(write_error)?;
     let file = temporary.as_file().try_clone().map_err(write_error)?;

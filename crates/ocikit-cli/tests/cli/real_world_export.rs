@@ -200,6 +200,25 @@ fn unpack_tar_is_what_gnu_tar_reads_and_umoci_unpacks() {
         from_archive.to_str().unwrap(),
     ]);
     assert_eq!(std::fs::read(&from_archive).unwrap(), bytes);
+
+    // The file's mode is the umask's, as any file a program makes (not a temporary
+    // file's 0600): others may read it under umask 022.
+    let shared = d.join("shared.tar");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_ocikit"))
+        .args(["unpack", &t, "--tar", shared.to_str().unwrap()])
+        .env("DOCKER_CONFIG", "/nonexistent/ocikit-tests-docker-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(&shared).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o644, "{mode:o}");
 }
 
 #[test]

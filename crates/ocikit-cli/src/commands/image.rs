@@ -275,6 +275,9 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     read; a FILE appears only when the whole stream was written and verified (on an error \
     with `-`, discard what was written). The image may then be anywhere: an archive or a \
     registry image is first copied into scratch space.\n\n\
+    Where ocikit differs from crane: the image of an index is this machine's platform unless \
+    --platform says otherwise (crane takes linux/amd64), and every layer's diffID is checked \
+    against the config.\n\n\
     --rootless and --uid-map/--gid-map are umoci's: an unprivileged user's unpack records \
     owners in the `user.rootlesscontainers` xattr and skips devices; the maps translate the \
     layers' owners (CONTAINER:HOST[:SIZE], repeatable; an owner outside the maps is an \

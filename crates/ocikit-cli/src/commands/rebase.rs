@@ -18,9 +18,10 @@ use crate::output::Output;
     (else it is refused, naming the first layer that differs), and the new base must be of \
     the image's platform. The result has the new base's layers, then the image's above the \
     old base; its diffIDs and history likewise: the new base's history entries, then the \
-    image's after as many entries as the old base's history has (empty_layer entries \
-    counted, so the old base's trailing CMD or ENV entries go with it). The rest of the \
-    config is the image's. The manifest gets the annotations \
+    image's after the old base's (an image built on it starts with its whole history, \
+    empty_layer entries included, so the old base's trailing CMD or ENV entries go too; a \
+    history that does not start so is cut after the entry of the old base's last layer). \
+    The rest of the config is the image's. The manifest gets the annotations \
     org.opencontainers.image.base.digest (the new base's image manifest) and \
     org.opencontainers.image.base.name (the new base's docker:// reference when it names a \
     tag; removed otherwise). A base given as an index is picked for --platform, else for \

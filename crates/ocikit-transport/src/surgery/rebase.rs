@@ -62,12 +62,13 @@ struct Read {
 ///   [`Error::RebasePlatform`].
 /// - The new layers are the new base's, then the image's above the old base; `rootfs.
 ///   diff_ids` likewise. The history is the new base's entries, then the image's entries
-///   after the first H, where H is the length of the old base's history counted with its
-///   `empty_layer` entries: an image built on the base starts with the base's history
-///   whole, so the base's trailing `CMD`/`ENV` entries go with it. Where the image's history
-///   does not start that way (its first H entries do not hold N layers), the entries after
-///   its N-th layer entry are kept instead. A side without history gets one made-up entry
-///   per layer when the other has some.
+///   after the old base's history: an image built on the base starts with the base's
+///   history whole, `empty_layer` entries included, so all H of them are cut (H counted
+///   with those entries) and the base's trailing `CMD`/`ENV` entries go with it. Where the
+///   image's history does not start with the base's (rewritten by a tool), the entries
+///   after its N-th layer entry are kept instead (so an `ENV` of the image is never lost;
+///   a trailing empty entry of the old base may stay). A side without history gets one
+///   made-up entry per layer when the other has some.
 /// - The rest of the config (env, entrypoint, labels, `created`, ...) is the image's; the
 ///   manifest's annotations are the image's, with `org.opencontainers.image.base.digest`
 ///   set to the new base's image manifest digest and `org.opencontainers.image.base.name`
@@ -148,10 +149,10 @@ async fn run(
     check_built_on(source, old_base, &image.picked, &old.picked)?;
     check_platform(source, new_base, &image.picked, &new.picked)?;
     let annotate = Annotate::new(new_base, &new.picked);
-    let old_history = old.picked.config.history().len();
+    let old_history = history_of(&old.picked.config);
     let old_layers = old.picked.layers.len();
     let apply = |image: &mut ImageEdit| {
-        swap_base(image, old_layers, old_history, &new.picked)?;
+        swap_base(image, old_layers, &old_history, &new.picked)?;
         annotate.apply(image);
         Ok(())
     };
@@ -362,11 +363,11 @@ fn check_platform(
 }
 
 /// The layers, diffIDs and history of `image` with the old base's (`old_layers` layers,
-/// `old_history` history entries) swapped for `new`'s.
+/// the history `old_history`) swapped for `new`'s.
 fn swap_base(
     image: &mut ImageEdit,
     old_layers: usize,
-    old_history: usize,
+    old_history: &[Value],
     new: &Picked,
 ) -> Result<()> {
     let diff_ids = image.config.diff_ids();
@@ -415,20 +416,22 @@ fn is_layer_entry(entry: &Value) -> bool {
     entry.get("empty_layer").and_then(Value::as_bool) != Some(true)
 }
 
-/// The entries of `history` above the base: those after the base's `old_history` entries
-/// when these hold the base's `old_layers` layers and the rest holds `top` layers, else
-/// those after the entry of the `old_layers`-th layer. Empty when the history has no entry
-/// for the layers above.
-fn above_base(history: &[Value], old_layers: usize, old_history: usize, top: usize) -> Vec<Value> {
+/// The entries of `history` above the base: when it starts with the base's history
+/// `old_history` (entry for entry, `empty_layer` ones included), the entries after it;
+/// else those after the entry of the `old_layers`-th layer. Empty when what is left does
+/// not hold `top` layers.
+fn above_base(
+    history: &[Value],
+    old_layers: usize,
+    old_history: &[Value],
+    top: usize,
+) -> Vec<Value> {
     let layers_in = |entries: &[Value]| entries.iter().filter(|e| is_layer_entry(e)).count();
     if history.is_empty() {
         return Vec::new();
     }
-    if old_history <= history.len()
-        && layers_in(&history[..old_history]) == old_layers
-        && layers_in(&history[old_history..]) == top
-    {
-        return history[old_history..].to_vec();
+    if history.starts_with(old_history) && layers_in(&history[old_history.len()..]) == top {
+        return history[old_history.len()..].to_vec();
     }
     let mut seen = 0;
     let mut start = 0;
@@ -628,4 +631,64 @@ fn blobs_of(layers: &[Descriptor]) -> Result<Vec<(Digest, u64)>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::above_base;
+
+    /// The old base's history: two layers and a CMD.
+    fn base() -> Vec<Value> {
+        vec![layer("base 1"), layer("base 2"), empty("base CMD")]
+    }
+
+    fn layer(name: &str) -> Value {
+        json!({ "created_by": name })
+    }
+
+    fn empty(name: &str) -> Value {
+        json!({ "created_by": name, "empty_layer": true })
+    }
+
+    #[test]
+    fn the_entries_above_the_base_s_history_are_kept() {
+        // The base: two layers and a CMD; the image adds an ENV and one layer.
+        let history = [
+            layer("base 1"),
+            layer("base 2"),
+            empty("base CMD"),
+            empty("ENV"),
+            layer("COPY"),
+        ];
+        assert_eq!(
+            above_base(&history, 2, &base(), 1),
+            [empty("ENV"), layer("COPY")]
+        );
+    }
+
+    #[test]
+    fn a_history_that_lost_the_base_s_empty_entries_is_cut_after_its_layers() {
+        // The image's history lost the base's CMD: counting three entries would cut the
+        // image's ENV; the cut after the base's second layer keeps it.
+        let history = [
+            layer("base 1"),
+            layer("base 2"),
+            empty("ENV"),
+            layer("COPY"),
+        ];
+        assert_eq!(
+            above_base(&history, 2, &base(), 1),
+            [empty("ENV"), layer("COPY")]
+        );
+        // A history that does not hold the layers above: none kept (made up instead).
+        assert!(above_base(&history, 2, &base(), 2).is_empty());
+        assert!(above_base(&[], 2, &base(), 1).is_empty());
+        // No base layers at all (a base of scratch with a CMD entry).
+        assert_eq!(
+            above_base(&[empty("CMD"), layer("COPY")], 0, &[empty("CMD")], 1),
+            [layer("COPY")]
+        );
+    }
 }

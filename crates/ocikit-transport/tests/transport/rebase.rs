@@ -417,3 +417,101 @@ async fn bad_rebases_are_refused_and_nothing_is_written() {
     assert_eq!(blob_count(&path), before);
     assert_eq!(files(&path), snapshot);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_given_as_an_index_is_picked_for_the_image_s_platform() {
+    use ocikit_digest::media_type;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images");
+    let layout = images(&path).await;
+    let mut index = ocikit_layout::IndexBuilder::new(&layout);
+    index
+        .add(&layout.resolve("arm").await.unwrap())
+        .await
+        .unwrap();
+    index
+        .add(&layout.resolve("b").await.unwrap())
+        .await
+        .unwrap();
+    index.write_and_tag("multi").await.unwrap();
+    // The old base as an index too.
+    let mut old = ocikit_layout::IndexBuilder::new(&layout);
+    old.add(&layout.resolve("a").await.unwrap()).await.unwrap();
+    old.write_and_tag("old-multi").await.unwrap();
+    rebase(
+        &at("oci", &path, ":app"),
+        &at("oci", &path, ":old-multi"),
+        &at("oci", &path, ":multi"),
+        &at("oci", &path, ":rebased"),
+        &RebaseOptions::new(),
+    )
+    .await
+    .unwrap();
+    let root = layout.resolve("rebased").await.unwrap();
+    check_rebased(&layout, &root, &layout, None).await;
+    // An arm64 image gets the index's arm64 image (not this machine's platform's).
+    let arm = layout.resolve("arm").await.unwrap();
+    let query = PlatformQuery::new(&ocikit_digest::platform::parse("linux/arm64").unwrap());
+    let mut app = ImageBuilder::from_image(&layout, &arm, &query)
+        .await
+        .unwrap();
+    layer(&mut app, &[("app/run.sh", "echo arm\n")], "COPY run.sh").await;
+    let arm_app = app.write_and_tag("arm-app").await.unwrap();
+    rebase(
+        &at("oci", &path, ":arm-app"),
+        &at("oci", &path, ":arm"),
+        &at("oci", &path, ":multi"),
+        &at("oci", &path, ":arm-rebased"),
+        &RebaseOptions::new(),
+    )
+    .await
+    .unwrap();
+    let (arm_rebased, _) = read(&layout, &layout.resolve("arm-rebased").await.unwrap()).await;
+    assert_eq!(
+        arm_rebased.layers(),
+        read(&layout, &arm_app).await.0.layers()
+    );
+
+    // A Docker schema 2 image keeps its manifest type and gets no annotations (it has
+    // none); the new base's layers get Docker media types.
+    let app = layout.resolve("app").await.unwrap();
+    let mut manifest: Value =
+        serde_json::from_slice(&layout.read_blob(&app).await.unwrap()).unwrap();
+    manifest["mediaType"] = media_type::DOCKER_MANIFEST.into();
+    manifest["config"]["mediaType"] = media_type::DOCKER_CONFIG.into();
+    manifest.as_object_mut().unwrap().remove("annotations");
+    for layer in manifest["layers"].as_array_mut().unwrap() {
+        layer["mediaType"] = media_type::DOCKER_LAYER_GZIP.into();
+    }
+    let docker = layout
+        .put_json(media_type::DOCKER_MANIFEST, &manifest)
+        .await
+        .unwrap();
+    layout.set_tag("docker", &docker).await.unwrap();
+    rebase(
+        &at("oci", &path, ":docker"),
+        &at("oci", &path, ":a"),
+        &at("oci", &path, ":b"),
+        &at("oci", &path, ":docker-rebased"),
+        &RebaseOptions::new(),
+    )
+    .await
+    .unwrap();
+    let root = layout.resolve("docker-rebased").await.unwrap();
+    assert_eq!(root.media_type().to_string(), media_type::DOCKER_MANIFEST);
+    let (rebased, config) = read(&layout, &root).await;
+    assert!(rebased.annotations().is_none());
+    let b_root = layout.resolve("b").await.unwrap();
+    let (b, b_config) = read(&layout, &b_root).await;
+    for (layer, base_layer) in rebased.layers().iter().zip(b.layers()) {
+        assert_eq!(layer.digest(), base_layer.digest());
+        assert_eq!(
+            layer.media_type().to_string(),
+            media_type::DOCKER_LAYER_GZIP
+        );
+    }
+    assert_eq!(
+        strings(&config["rootfs"]["diff_ids"])[..2],
+        strings(&b_config["rootfs"]["diff_ids"])[..]
+    );
+}

@@ -284,6 +284,30 @@ async fn within_a_registry_the_new_base_is_mounted_and_nothing_uploaded_again() 
     )
     .await;
 
+    // Out of the registry into a layout: the image and the new base pulled, the old base
+    // only read; the same image as within the registry.
+    let out = dir.path().join("out");
+    let report_out = rebase(
+        &docker(&addr, "team/app:v1"),
+        &docker(&addr, "base/alpha:v1"),
+        &docker(&addr, "base/beta:v2"),
+        &at("oci", &out, ":rebased"),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report_out.digest, report.digest);
+    let out_layout = open(&out).await;
+    let out_root = out_layout.resolve("rebased").await.unwrap();
+    check_rebased(
+        &out_layout,
+        &out_root,
+        &layout,
+        Some(&format!("{addr}/base/beta:v2")),
+    )
+    .await;
+    assert_eq!(blob_count(&out), 5);
+
     // The new base from a layout, the app in the registry: its layers are uploaded.
     let report = rebase(
         &docker(&addr, "team/app:v1"),

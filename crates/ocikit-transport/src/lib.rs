@@ -48,13 +48,13 @@ mod copy;
 mod error;
 mod export;
 mod image;
-mod index_edit;
+pub mod index_edit;
 mod inspect;
 mod layouts;
 mod location;
 mod open;
 mod progress;
-mod surgery;
+pub mod surgery;
 
 pub use access::RegistryOptions;
 pub use blob::{cat, write_blob};
@@ -75,7 +75,6 @@ pub use location::{Location, LocationError, LocationErrorKind, Selector};
 pub use open::{open_layout, resolve};
 pub use progress::{Progress, Stage};
 pub use surgery::{
-    AppendOptions, EditOptions, EditReport, FlattenOptions, ImageEdit, LayerSource,
-    MutateOptions, MutateReport, RebaseOptions, append, edit_image, flatten, mutate,
-    parse_created, rebase,
+    AppendOptions, EditOptions, EditReport, FlattenOptions, ImageEdit, LayerSource, MutateOptions,
+    MutateReport, RebaseOptions, append, edit_image, flatten, mutate, parse_created, rebase,
 };

@@ -102,7 +102,7 @@ impl AppendOptions {
 /// fails then, and nothing is written anywhere. Only the new layers, the config and the
 /// manifest travel to the destination: within one registry the source's layers are found
 /// in the destination repository or mounted, never downloaded and uploaded again (see
-/// [`super`] for every pair of locations). An index source needs a platform in the options
+/// [`edit_image`](crate::edit_image) for every pair of locations). An index source needs a platform in the options
 /// ([`Error::EditIndex`]). A Docker schema 2 image keeps its manifest type; its new layers
 /// get Docker media types (zstd is refused there).
 ///

@@ -27,7 +27,7 @@ pub type MutateReport = EditReport;
 /// --platform` does; crane picks linux/amd64 when none is given). For a source that is one
 /// image, the platform of `options` (if any) is set in its config, as
 /// [`ConfigChanges::platform`] would. Within one registry only the new config and manifest
-/// are uploaded, the layers mounted or found there; see [`super`] for every pair of
+/// are uploaded, the layers mounted or found there; see [`edit_image`](crate::edit_image) for every pair of
 /// locations.
 ///
 /// ```

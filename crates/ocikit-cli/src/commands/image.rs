@@ -11,11 +11,13 @@ use ocikit::codec::apply::IdMap;
 use ocikit::codec::compression::Compression;
 use ocikit::digest::platform;
 use ocikit::layout::{
-    BuildRequest, ConfigChanges, Event, Operation, PlatformQuery, Progress, UnpackOptions,
+    BuildRequest, ConfigChanges, Document, Event, Operation, PlatformQuery, Progress, UnpackOptions,
 };
-use ocikit::transport::ExportOptions;
+use ocikit::transport::{AppendOptions, ExportOptions, LayerSource};
 use serde::Serialize;
 
+use super::copy::TlsArgs;
+use super::mutate::edit_options;
 use super::resolve_at;
 use crate::bars::Bars;
 use crate::location::{Location, Selector};
@@ -26,6 +28,7 @@ use crate::output::{Output, human_size};
 #[command(
     after_help = "Examples:\n  ocikit build --tag oci:./images:v1 ./rootfs\n  \
     ocikit build --tag oci:./images:app --from oci:./images:base --cmd /app ./app-layer\n  \
+    ocikit build --tag oci:./images:app --from docker://registry.example/base:v1 --env MODE=prod ./app\n  \
     SOURCE_DATE_EPOCH=0 ocikit build --reproducible --compression zstd --tag oci:./images:r ./rootfs"
 )]
 pub(crate) struct BuildArgs {
@@ -40,8 +43,12 @@ pub(crate) struct BuildArgs {
     /// More layers, after the positional ones (same meaning; for scripts that prefer flags).
     #[arg(long = "layer")]
     layers: Vec<PathBuf>,
-    /// Start from an existing image (oci:PATH:TAG or oci:PATH@DIGEST) and add layers on top.
-    #[arg(long)]
+    /// Start from an existing image and add layers on top: oci:PATH:TAG or oci:PATH@DIGEST
+    /// (in the layout of --tag, or another), oci-archive:FILE[:TAG|@DIGEST],
+    /// docker-archive:FILE[:NAME:TAG] or docker://HOST[:PORT]/NAME[:TAG|@DIGEST]. An image
+    /// outside the layout of --tag is edited as `append` does: only the new layers, config
+    /// and manifest are written besides the base's blobs.
+    #[arg(long, value_name = "IMAGE")]
     from: Option<String>,
     /// The platform: os/arch[/variant] (default: the base's, or this machine's).
     #[arg(long)]
@@ -81,6 +88,16 @@ pub(crate) struct BuildArgs {
     /// build`, whatever the path given, so that the same tree gives the same image).
     #[arg(long, value_name = "TEXT", default_value = "ocikit build")]
     created_by: String,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Credentials for a --from registry (default: what `ocikit login` stored, else
+    /// anonymous).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+    /// The credentials file for a --from registry without --creds (default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; see `ocikit login`).
+    #[arg(long, value_name = "PATH")]
+    authfile: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -200,32 +217,26 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     request.created_by = Some(args.created_by);
     if let Some(from) = &args.from {
         let from = Location::parse(from)?;
-        let (base_path, base_selector) = from.oci("--from")?;
         let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
             (Ok(a), Ok(b)) => a == b,
             _ => a == b,
         };
-        if !same(base_path, path) {
-            bail!(
-                "--from must name an image in the layout of --tag ({}); copy it there first with `ocikit copy`",
-                path.display()
-            );
+        match from.oci("--from") {
+            Ok((base_path, base_selector)) if same(base_path, path) => {
+                let layout = super::open_layout(base_path).await?;
+                request.base = Some(resolve_at(base_path, &layout, base_selector).await?);
+            }
+            _ => {
+                let registry = (&args.tls, args.creds.as_deref(), args.authfile.as_ref());
+                return build_from(&from, &target, &request, registry, out).await;
+            }
         }
-        let layout = super::open_layout(base_path).await?;
-        request.base = Some(resolve_at(base_path, &layout, base_selector).await?);
     }
     let bars = Arc::new(Bars::new(out));
     request.progress = steps(&bars, |_| "build");
     let report = ocikit::layout::build_at(path, &request).await?;
     drop(request);
     drop(bars);
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct LayerOut<'a> {
-        source: &'a Path,
-        digest: String,
-        size: u64,
-    }
     let layers: Vec<LayerOut<'_>> = report
         .layers
         .iter()
@@ -235,23 +246,89 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
             size: l.descriptor.size(),
         })
         .collect();
-    let manifest = &report.manifest;
+    show_built(&target, report.manifest.digest().to_string(), &layers, out)
+}
+
+/// A new layer as `build` shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LayerOut<'a> {
+    source: &'a Path,
+    digest: String,
+    size: u64,
+}
+
+/// `build --from` an image outside the layout of --tag: [`ocikit::transport::append`] puts
+/// the request's layers on it and makes its changes in the same edit, into the layout.
+async fn build_from(
+    from: &Location,
+    target: &Location,
+    request: &BuildRequest,
+    (tls, creds, authfile): (&TlsArgs, Option<&str>, Option<&PathBuf>),
+    out: &Output,
+) -> Result<()> {
+    let bars = Bars::new(out);
+    let platform = request
+        .changes
+        .platform
+        .as_ref()
+        .map_or_else(PlatformQuery::current, PlatformQuery::new);
+    let edit = edit_options(tls, creds, authfile, None, &bars)?.with_platform(Some(platform));
+    let sources: Vec<LayerSource> = request.layers.iter().map(LayerSource::from_path).collect();
+    let options = AppendOptions::new()
+        .with_edit(edit)
+        .with_compression(request.compression)
+        .with_created_by(request.created_by.clone())
+        .with_changes(request.changes.clone())
+        .with_source_date_epoch(request.source_date_epoch)
+        .with_base_annotation(true);
+    let report = ocikit::transport::append(from, target, &sources, &options).await;
+    drop(bars);
+    let report = report?;
+    // The new layers, read back: the top ones of the image written.
+    let (path, _) = target.oci("build --tag")?;
+    let layout = super::open_layout(path).await?;
+    let root = layout.resolve(&request.tag).await?;
+    let Document::Manifest { manifest, .. } = layout.read_document(&root).await? else {
+        bail!("{target} is not an image manifest");
+    };
+    let top = manifest.layers().len().saturating_sub(sources.len());
+    let layers: Vec<LayerOut<'_>> = request
+        .layers
+        .iter()
+        .zip(&manifest.layers()[top..])
+        .map(|(source, layer)| LayerOut {
+            source,
+            digest: layer.digest().to_string(),
+            size: layer.size(),
+        })
+        .collect();
+    show_built(target, report.digest, &layers, out)
+}
+
+/// What `build` made, as `--json` shows it or as lines of text.
+fn show_built(
+    target: &Location,
+    digest: String,
+    layers: &[LayerOut<'_>],
+    out: &Output,
+) -> Result<()> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Built<'a> {
         image: String,
-        digest: String,
+        digest: &'a str,
         layers: &'a [LayerOut<'a>],
     }
     out.show(
         &Built {
             image: target.to_string(),
-            digest: manifest.digest().to_string(),
-            layers: &layers,
+            digest: &digest,
+            layers,
         },
         || {
             let mut text = String::new();
-            for l in &layers {
+            for l in layers {
                 text.push_str(&format!(
                     "layer {} {:>10}  {}\n",
                     l.digest,
@@ -259,7 +336,7 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
                     l.source.display()
                 ));
             }
-            text.push_str(&format!("built {target} {}", manifest.digest()));
+            text.push_str(&format!("built {target} {digest}"));
             text
         },
     )

@@ -9,6 +9,7 @@ mod image;
 mod layout;
 mod real_world_append;
 mod real_world_archives;
+mod real_world_build_from;
 mod real_world_cli;
 mod real_world_export;
 mod real_world_format;

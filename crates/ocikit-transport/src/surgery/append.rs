@@ -2,11 +2,13 @@
 //! image from any location, written to any other.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use ocikit_codec::compression::Compression;
-use ocikit_digest::Digest;
 use ocikit_digest::oci_spec::image::Descriptor;
-use ocikit_layout::{ImageBuilder, LayerSpec};
+use ocikit_digest::{Digest, media_type};
+use ocikit_layout::image::{BASE_DIGEST_ANNOTATION, ChangeErrorKind};
+use ocikit_layout::{ConfigChanges, ImageBuilder, LayerSpec};
 use serde_json::Value;
 
 use super::{EditOptions, EditReport, destination_name, edit_image};
@@ -46,13 +48,18 @@ impl LayerSource {
 }
 
 /// How to [`append`]: the [`EditOptions`] (registries, the platform of an index, progress),
-/// the compression of the new layers (gzip unless told otherwise) and what their history
-/// entries say created them.
+/// the compression of the new layers (gzip unless told otherwise), what their history
+/// entries say created them, the [`ConfigChanges`] made in the same edit (`ocikit build
+/// --from`) and SOURCE_DATE_EPOCH.
 #[derive(Clone, Debug)]
 pub struct AppendOptions {
     edit: EditOptions,
     compression: Compression,
     created_by: Option<String>,
+    changes: ConfigChanges,
+    /// `None`: not set, the environment's SOURCE_DATE_EPOCH clamps file times.
+    source_date_epoch: Option<Option<i64>>,
+    base_annotation: bool,
 }
 
 impl Default for AppendOptions {
@@ -62,12 +69,17 @@ impl Default for AppendOptions {
 }
 
 impl AppendOptions {
-    /// Default [`EditOptions`], gzip layers, history entries without `created_by`.
+    /// Default [`EditOptions`], gzip layers, history entries without `created_by`, no
+    /// config changes, file times clamped to the environment's `SOURCE_DATE_EPOCH` (if set)
+    /// and the image dated now.
     pub fn new() -> AppendOptions {
         AppendOptions {
             edit: EditOptions::new(),
             compression: Compression::Gzip,
             created_by: None,
+            changes: ConfigChanges::new(),
+            source_date_epoch: None,
+            base_annotation: false,
         }
     }
 
@@ -88,13 +100,43 @@ impl AppendOptions {
         self.created_by = created_by;
         self
     }
+
+    /// Config and annotation changes made in the same edit, after the layers are put on
+    /// (as [`mutate`](crate::mutate) makes them; checked before anything is packed). Their
+    /// `created`, when set, dates the image and the new history entries.
+    pub fn with_changes(mut self, changes: ConfigChanges) -> AppendOptions {
+        self.changes = changes;
+        self
+    }
+
+    /// SOURCE_DATE_EPOCH set explicitly (`None`: none, whatever the environment says), as
+    /// [`BuildRequest::source_date_epoch`](ocikit_layout::build::BuildRequest::source_date_epoch)
+    /// does: it clamps the file times of layers packed from directories and dates the image
+    /// and the new history entries (unless the changes set `created`).
+    pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> AppendOptions {
+        self.source_date_epoch = Some(epoch);
+        self
+    }
+
+    /// With `true`, the new manifest's annotations are, as `ocikit build --from` makes
+    /// them ([`ImageBuilder::from_image`]), the source image's digest
+    /// ([`BASE_DIGEST_ANNOTATION`]) and then those of the changes: the source's own
+    /// manifest annotations are not carried over. A Docker schema 2 manifest, which holds
+    /// no annotations, gets no base annotation. `false` (the default): the source's
+    /// annotations are kept.
+    pub fn with_base_annotation(mut self, base_annotation: bool) -> AppendOptions {
+        self.base_annotation = base_annotation;
+        self
+    }
 }
 
 /// Puts the layers `layers` (bottom first) on top of the image `source` names, and writes
 /// the new image to `destination`, tagged as it says: each layer gets its diffID in the
 /// config and a history entry (dated now, with the options' `created_by`), and the config's
-/// `created` is set to now. The rest of the config, the manifest's annotations and the
-/// source's layers stay as they were.
+/// `created` is set to now (or to the options' SOURCE_DATE_EPOCH, or to the `created` of
+/// their changes). The options' [`ConfigChanges`] are made in the same edit (checked
+/// first: [`Error::InvalidChanges`]); the rest of the config, the manifest's annotations and
+/// the source's layers stay as they were.
 ///
 /// The layers are packed first, in scratch space, before the source is read: a path that
 /// does not exist ([`Error::LayerSource`] with [`ocikit_layout::Error::LayerSourceNotFound`]),
@@ -137,6 +179,7 @@ pub async fn append(
     if layers.is_empty() {
         return Err(Error::NothingToAppend);
     }
+    let changes = &effective_changes(options)?;
     destination_name(destination)?;
     for layer in layers {
         if !layer.path().exists() {
@@ -154,7 +197,7 @@ pub async fn append(
     );
     let scratch = ScratchSpace::near(&near).await?;
     let blobs = scratch_layout(&scratch.path().join("append")).await?;
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = created(changes);
     let packed = pack(&blobs, layers, options, &now).await?;
     let edit = options.edit.clone().with_new_blobs(Some(blobs));
     let report = edit_image(source, destination, &edit, |image| {
@@ -163,7 +206,21 @@ pub async fn append(
         }
         image.edit_config(|json| {
             json.insert("created".into(), Value::from(now.clone()));
-        })
+        })?;
+        if options.base_annotation {
+            image.annotations.clear();
+            if media_type::essence(image.manifest_media_type()) != media_type::DOCKER_MANIFEST {
+                let digest = image.source_digest.to_string();
+                image
+                    .annotations
+                    .insert(BASE_DIGEST_ANNOTATION.into(), digest);
+            }
+        }
+        let refuse = |source| Error::InvalidChanges { source };
+        changes.apply_to_config(&mut image.config).map_err(refuse)?;
+        changes
+            .apply_to_annotations(&mut image.annotations)
+            .map_err(refuse)
     })
     .await;
     drop(scratch);
@@ -178,6 +235,9 @@ async fn pack(
     now: &str,
 ) -> Result<Vec<(Descriptor, Digest, Value)>> {
     let mut builder = ImageBuilder::new(blobs);
+    if let Some(epoch) = options.source_date_epoch {
+        builder.source_date_epoch(epoch);
+    }
     for layer in layers {
         let mut spec = LayerSpec::new().compression(options.compression);
         if let Some(created_by) = &options.created_by {
@@ -220,4 +280,41 @@ async fn pack(
             (layer.clone(), diff_id, entry)
         })
         .collect())
+}
+
+/// The changes of the options, with the explicit SOURCE_DATE_EPOCH as their `created` when
+/// they set none (an epoch past what a time holds is refused as a `created` change).
+fn effective_changes(options: &AppendOptions) -> Result<ConfigChanges> {
+    let mut changes = options.changes.clone();
+    if changes.created.is_none()
+        && let Some(Some(epoch)) = options.source_date_epoch
+    {
+        let seconds = Duration::from_secs(epoch.unsigned_abs());
+        let time = if epoch >= 0 {
+            SystemTime::UNIX_EPOCH.checked_add(seconds)
+        } else {
+            SystemTime::UNIX_EPOCH.checked_sub(seconds)
+        };
+        let time = time.ok_or_else(|| Error::InvalidChanges {
+            source: ocikit_layout::Error::InvalidChange {
+                field: "created",
+                value: format!("SOURCE_DATE_EPOCH {epoch}"),
+                kind: ChangeErrorKind::BadTime,
+            },
+        })?;
+        changes.created = Some(time);
+    }
+    changes
+        .check()
+        .map_err(|source| Error::InvalidChanges { source })?;
+    Ok(changes)
+}
+
+/// The time the image and its new history entries get: the `created` of `changes` (checked
+/// to be within the years 0000-9999), else now; RFC 3339, whole seconds, UTC.
+fn created(changes: &ConfigChanges) -> String {
+    let time = changes
+        .created
+        .map_or_else(chrono::Utc::now, chrono::DateTime::<chrono::Utc>::from);
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod append;
+mod append_changes;
 mod copy;
 mod export;
 mod flatten;

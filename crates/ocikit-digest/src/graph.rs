@@ -42,6 +42,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 
@@ -234,52 +235,36 @@ impl Walker {
     pub fn add_root(&mut self, root: &Descriptor) -> Result<(), GraphError> {
         let digest =
             descriptor::digest_of(root).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
-        if let Some(&known) = self.by_digest.get(&digest) {
-            return self.promote(known, root, 0, &digest);
+        match self.by_digest.entry(digest) {
+            Entry::Occupied(known) => {
+                let (known, digest) = (*known.get(), known.key().clone());
+                self.promote(known, root, 0, &digest)
+            }
+            Entry::Vacant(vacant) => {
+                let at = self.nodes.len();
+                insert(
+                    &mut self.nodes,
+                    &mut self.wanted,
+                    &self.limits,
+                    vacant,
+                    root,
+                    0,
+                    Root::Itself,
+                )?;
+                self.roots.push(at);
+                Ok(())
+            }
         }
-        let at = self.insert(root, digest.clone(), 0, None, &digest)?;
-        self.roots.push(at);
-        Ok(())
     }
 
-    fn insert(
-        &mut self,
-        descriptor: &Descriptor,
-        digest: Digest,
-        depth: usize,
-        root: Option<usize>,
-        root_digest: &Digest,
-    ) -> Result<usize, GraphError> {
-        if self.nodes.len() >= self.limits.max_nodes {
-            return Err(GraphError::TooManyNodes {
-                root: root_digest.clone(),
-                max: self.limits.max_nodes,
-            });
-        }
-        let document = is_document(descriptor.media_type().as_ref());
-        if document && depth > self.limits.max_depth {
-            return Err(GraphError::TooDeep {
-                root: root_digest.clone(),
-                digest,
-                max: self.limits.max_depth,
-            });
-        }
-        let at = self.nodes.len();
-        self.nodes.push(Node {
-            descriptor: descriptor.clone(),
-            digest: digest.clone(),
-            depth,
-            height: 0,
-            document: None,
-            root: root.unwrap_or(at),
-            children: Vec::new(),
-            state: if document { State::Wanted } else { State::Leaf },
-        });
-        self.by_digest.insert(digest, at);
-        if document {
-            self.wanted.push_back(at);
-        }
-        Ok(at)
+    /// Makes room for `additional` more nodes (at most up to [`Limits::max_nodes`]), for a
+    /// caller that knows how many blobs the documents it is about to visit name: the walk
+    /// then grows its tables once rather than step by step.
+    pub fn reserve(&mut self, additional: usize) {
+        let room = self.limits.max_nodes.saturating_sub(self.nodes.len());
+        let additional = additional.min(room);
+        self.nodes.reserve(additional);
+        self.by_digest.reserve(additional);
     }
 
     /// A blob reached before as a leaf (a config, say) and now by a descriptor that claims
@@ -395,7 +380,6 @@ impl Walker {
     /// [`Walker::skip`] it.
     fn add_children(&mut self, at: usize, document: &Document) -> Result<(), GraphError> {
         let (depth, root) = (self.nodes[at].depth, self.nodes[at].root);
-        let root_digest = self.nodes[root].digest.clone();
         let mut children = Vec::new();
         // The children borrowed, not cloned (`Document::children` clones): a descriptor is
         // cloned once, into the node of a blob reached for the first time.
@@ -410,12 +394,31 @@ impl Walker {
         for child in named {
             let child_digest =
                 descriptor::digest_of(child).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
-            let child_at = match self.by_digest.get(&child_digest) {
-                Some(&known) => {
-                    self.promote(known, child, depth + 1, &root_digest)?;
+            // One lookup of the digest, whether the blob is new or was reached before.
+            let child_at = match self.by_digest.entry(child_digest) {
+                Entry::Occupied(known) => {
+                    let known = *known.get();
+                    if self.nodes[known].state == State::Leaf
+                        && is_document(child.media_type().as_ref())
+                    {
+                        let root_digest = self.nodes[root].digest.clone();
+                        self.promote(known, child, depth + 1, &root_digest)?;
+                    }
                     known
                 }
-                None => self.insert(child, child_digest, depth + 1, Some(root), &root_digest)?,
+                Entry::Vacant(vacant) => {
+                    let child_at = self.nodes.len();
+                    insert(
+                        &mut self.nodes,
+                        &mut self.wanted,
+                        &self.limits,
+                        vacant,
+                        child,
+                        depth + 1,
+                        Root::At(root),
+                    )?;
+                    child_at
+                }
             };
             children.push(child_at);
         }
@@ -474,6 +477,66 @@ impl Walker {
             roots: self.roots,
         })
     }
+}
+
+/// The root of a node being inserted: the node itself, or the root at this index.
+#[derive(Clone, Copy)]
+enum Root {
+    Itself,
+    At(usize),
+}
+
+/// Adds the node of a blob reached for the first time (its digest is `vacant`'s key), under
+/// the limits; a fresh document is wanted. Takes the walker's fields apart so that the
+/// digest is looked up once (`vacant`) for both the test and the insertion.
+fn insert(
+    nodes: &mut Vec<Node>,
+    wanted: &mut VecDeque<usize>,
+    limits: &Limits,
+    vacant: std::collections::hash_map::VacantEntry<'_, Digest, usize>,
+    descriptor: &Descriptor,
+    depth: usize,
+    root: Root,
+) -> Result<(), GraphError> {
+    let root_digest = |nodes: &[Node], digest: &Digest| match root {
+        Root::At(root) => nodes
+            .get(root)
+            .map_or_else(|| digest.clone(), |n| n.digest.clone()),
+        Root::Itself => digest.clone(),
+    };
+    if nodes.len() >= limits.max_nodes {
+        return Err(GraphError::TooManyNodes {
+            root: root_digest(nodes, vacant.key()),
+            max: limits.max_nodes,
+        });
+    }
+    let document = is_document(descriptor.media_type().as_ref());
+    if document && depth > limits.max_depth {
+        return Err(GraphError::TooDeep {
+            root: root_digest(nodes, vacant.key()),
+            digest: vacant.key().clone(),
+            max: limits.max_depth,
+        });
+    }
+    let at = nodes.len();
+    nodes.push(Node {
+        descriptor: descriptor.clone(),
+        digest: vacant.key().clone(),
+        depth,
+        height: 0,
+        document: None,
+        root: match root {
+            Root::At(root) => root,
+            Root::Itself => at,
+        },
+        children: Vec::new(),
+        state: if document { State::Wanted } else { State::Leaf },
+    });
+    vacant.insert(at);
+    if document {
+        wanted.push_back(at);
+    }
+    Ok(())
 }
 
 /// Heights by an iterative depth-first search; a child still on the stack is a cycle.
@@ -613,4 +676,41 @@ where
         walker.visit(&wanted, bytes)?;
     }
     Ok(walker.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media_type::{IMAGE_LAYER_GZIP, IMAGE_MANIFEST};
+
+    fn leaf(n: u8) -> Descriptor {
+        let digest = Digest::sha256(&[n]);
+        descriptor::new(IMAGE_LAYER_GZIP, &digest, 1).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn reserve_makes_room_within_the_node_limit_only() {
+        let mut walker = Walker::new(Limits::new().with_max_nodes(3));
+        walker.reserve(usize::MAX);
+        assert!(walker.nodes.capacity() >= 3);
+        for n in 0..3 {
+            walker.add_root(&leaf(n)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // Room made ahead changes nothing about the limit.
+        walker.reserve(10);
+        assert!(matches!(
+            walker.add_root(&leaf(3)),
+            Err(GraphError::TooManyNodes { max: 3, .. })
+        ));
+        assert_eq!(walker.len(), 3);
+        // A root reached again is the same node, and a document claim promotes a leaf.
+        walker.add_root(&leaf(0)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(walker.len(), 3);
+        let as_manifest = descriptor::new(IMAGE_MANIFEST, &Digest::sha256(&[0]), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        walker
+            .add_root(&as_manifest)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(walker.take_wanted(), [as_manifest]);
+    }
 }

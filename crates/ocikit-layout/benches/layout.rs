@@ -15,7 +15,10 @@
 //! not the disk. Prints `BENCH <name> <median> <unit> <min> <max>` lines.
 //!
 //! Environment: `OCIKIT_BENCH_RUNS` (default 3), `OCIKIT_BENCH_DIR`, `OCIKIT_BENCH_PEER`,
-//! `OCIKIT_BENCH_ONLY` (a comma-separated subset of `fsck`, `referrers`, `tags`).
+//! `OCIKIT_BENCH_ONLY` (a comma-separated subset of `fsck`, `referrers`, `tags`),
+//! `OCIKIT_BENCH_FSCK` (a comma-separated subset of `large`, `small`: the fsck cases run; to
+//! profile one. The small layout's blobs then differ from a full run's, their sizes drawn
+//! from the same ranges).
 #![allow(
     missing_docs,
     clippy::print_stdout,
@@ -372,28 +375,41 @@ fn main() {
         let enabled = |case: &str| only.is_empty() || only.split(',').any(|c| c == case);
         let mut rng = Rng(42);
         if enabled("fsck") {
+            let cases = std::env::var("OCIKIT_BENCH_FSCK").unwrap_or_default();
+            let fsck = |case: &str| cases.is_empty() || cases.split(',').any(|c| c == case);
             let start = Instant::now();
             let big = scratch.path().join("fsck-large");
-            let big_bytes =
-                images(&fs_layout(&big).await, &mut rng, 120, 4, 64 << 10, 4 << 20).await;
+            let big_bytes = if fsck("large") {
+                images(&fs_layout(&big).await, &mut rng, 120, 4, 64 << 10, 4 << 20).await
+            } else {
+                0
+            };
             let small = scratch.path().join("fsck-small");
-            let small_bytes = images(
-                &fs_layout(&small).await,
-                &mut rng,
-                2000,
-                2,
-                4 << 10,
-                16 << 10,
-            )
-            .await;
+            let small_bytes = if fsck("small") {
+                images(
+                    &fs_layout(&small).await,
+                    &mut rng,
+                    2000,
+                    2,
+                    4 << 10,
+                    16 << 10,
+                )
+                .await
+            } else {
+                0
+            };
             eprintln!(
                 "generated the fsck layouts in {:.1}s",
                 start.elapsed().as_secs_f64()
             );
-            let mib = big_bytes as f64 / (1 << 20) as f64;
-            println!("BENCH fsck-large/layout-size {mib:.1} MiB {mib:.1} {mib:.1}");
-            fsck_case("large", &big, big_bytes, 120 * 6, runs, &peer_program).await;
-            fsck_case("small", &small, small_bytes, 2000 * 4, runs, &peer_program).await;
+            if fsck("large") {
+                let mib = big_bytes as f64 / (1 << 20) as f64;
+                println!("BENCH fsck-large/layout-size {mib:.1} MiB {mib:.1} {mib:.1}");
+                fsck_case("large", &big, big_bytes, 120 * 6, runs, &peer_program).await;
+            }
+            if fsck("small") {
+                fsck_case("small", &small, small_bytes, 2000 * 4, runs, &peer_program).await;
+            }
         }
         if enabled("referrers") {
             referrers_case(scratch.path(), runs, &peer_program).await;

@@ -217,6 +217,9 @@ pub(super) type DocumentRead = (
     Result<(Document, Parsed)>,
 );
 
+/// Blobs checked from which the checks are freed on a blocking thread.
+const FREE_APART: usize = 1024;
+
 /// Documents of a level read at once (a chunk), the next chunk read while one is visited.
 const LEVEL_CHUNK: usize = 128;
 
@@ -285,6 +288,39 @@ impl GraphWalk {
                 first.insert(path);
             }
         }
+    }
+
+    /// Adds `index.json`'s entries `(position, descriptor)` as roots of the walk.
+    fn add_roots<'a>(
+        &mut self,
+        entries: impl Iterator<Item = (usize, &'a Descriptor)>,
+        walk: &mut Walk,
+        options: &FsckOptions,
+    ) {
+        for (i, d) in entries {
+            let path = entry_path(i, d);
+            let Ok(digest) = descriptor::digest_of(d) else {
+                continue; // every descriptor here was checked by the parsers
+            };
+            match self.walker.add_root(d) {
+                Ok(()) => self.reach(walk, d, digest, path, &options.progress),
+                Err(e) => self.refused(walk, &e, &digest, &path),
+            }
+        }
+    }
+
+    /// The documents the walk wants now, with their digests and the paths they are read
+    /// by.
+    fn take_documents(&mut self) -> Vec<(Descriptor, Digest, String)> {
+        self.walker
+            .take_wanted()
+            .into_iter()
+            .filter_map(|d| {
+                let digest = descriptor::digest_of(&d).ok()?;
+                let path = self.first_path(&digest);
+                Some((d, digest, path))
+            })
+            .collect()
     }
 
     /// A child the walk did not take in because its parent's children were one level too
@@ -363,32 +399,23 @@ impl Layout {
         let mode = self.mode(options);
         let mut walk = Walk::default();
         let mut graph = GraphWalk::new(options.graph);
-        for (i, d) in index.manifests().enumerate() {
-            let path = entry_path(i, d);
-            let Ok(digest) = descriptor::digest_of(d) else {
-                continue; // every descriptor here was checked by the parsers
-            };
-            match graph.walker.add_root(d) {
-                Ok(()) => graph.reach(&mut walk, d, digest, path, &options.progress),
-                Err(e) => graph.refused(&mut walk, &e, &digest, &path),
-            }
-        }
-        // Freed while the first documents are read, rather than before or after.
+        // The roots: the first chunk of their documents is read while the rest are added
+        // (nothing is visited before every root is in the walk, so the order of reaches is
+        // index.json's).
+        let mut entries = index.manifests().enumerate();
+        graph.add_roots(entries.by_ref().take(LEVEL_CHUNK), &mut walk, options);
+        let first = graph.take_documents();
+        let (read, ()) = futures::join!(self.read_chunk(first, &mode, options), async {
+            graph.add_roots(entries, &mut walk, options);
+        });
+        let mut ahead = Some(read);
+        // Freed while the next documents are read, rather than before or after.
         let mut index = Some(index);
         // The documents of a level, once the walk has visited them: freed while the next
         // level is read (or the blobs hashed), not one by one between visits.
         let mut spent: Vec<Document> = Vec::new();
         loop {
-            let documents: Vec<(Descriptor, Digest, String)> = graph
-                .walker
-                .take_wanted()
-                .into_iter()
-                .filter_map(|d| {
-                    let digest = descriptor::digest_of(&d).ok()?;
-                    let path = graph.first_path(&digest);
-                    Some((d, digest, path))
-                })
-                .collect();
+            let documents = graph.take_documents();
             // A level is read in chunks, each read on the workers while the walk visits the
             // one before (in order: the walk's and the report's order stay the level's).
             let mut documents = documents.into_iter().peekable();
@@ -396,14 +423,20 @@ impl Layout {
                 documents.peek()?;
                 Some(documents.by_ref().take(LEVEL_CHUNK).collect::<Vec<_>>())
             });
-            let Some(first) = chunks.next() else {
-                break;
+            let mut current = match ahead.take() {
+                Some(read) => read,
+                None => {
+                    let Some(first) = chunks.next() else {
+                        break;
+                    };
+                    let done_with = (index.take(), std::mem::take(&mut spent));
+                    let (read, ()) =
+                        futures::join!(self.read_chunk(first, &mode, options), async move {
+                            drop(done_with)
+                        });
+                    read
+                }
             };
-            let done_with = (index.take(), std::mem::take(&mut spent));
-            let (mut current, ()) =
-                futures::join!(self.read_chunk(first, &mode, options), async move {
-                    drop(done_with)
-                });
             for next in chunks {
                 let (next, ()) = futures::join!(
                     self.read_chunk(next, &mode, options),
@@ -721,6 +754,11 @@ impl Layout {
                 ),
                 None => {}
             }
+        }
+        // Thousands of checks (digests, paths) to free: on a blocking thread, so that the
+        // report is not held back by it.
+        if pending.len() >= FREE_APART {
+            drop(tokio::task::spawn_blocking(move || drop(pending)));
         }
     }
 }

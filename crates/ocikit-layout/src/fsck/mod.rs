@@ -16,9 +16,8 @@
 //! filesystem store), a fixed pool of blocking workers, one per CPU, pulls blobs from one
 //! shared queue and reads each from its file into one reused buffer: no hop through the
 //! async runtime per blob, which is what small blobs cost most. The documents of each level
-//! of the walk are read and parsed the same way, in chunks, the next chunk read while the
-//! walk visits the one before, and layers are taken largest first so that the workers
-//! finish together. Other stores (memory, object stores) stream every blob,
+//! of the walk are read and parsed the same way, and layers are taken largest first so that
+//! the workers finish together. Other stores (memory, object stores) stream every blob,
 //! `concurrency` at a time, and hash each on a blocking thread.
 //!
 //! The walk is [`ocikit_digest::graph`]'s one walk of manifests and indexes, level by level

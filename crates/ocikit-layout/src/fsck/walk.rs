@@ -205,23 +205,13 @@ pub(super) fn is_image_config(media_type: &str) -> bool {
 
 /// The documents of one level of the walk, with what reading each found: the document
 /// (for the graph walk) and what fsck needs of it.
-pub(super) type DocumentReads = Vec<DocumentRead>;
-
-/// A document of a level: its descriptor, digest and path, its stored size, and what
-/// reading it found.
-pub(super) type DocumentRead = (
+pub(super) type DocumentReads = Vec<(
     Descriptor,
     Digest,
     String,
     Option<u64>,
     Result<(Document, Parsed)>,
-);
-
-/// Blobs checked from which the checks are freed on a blocking thread.
-const FREE_APART: usize = 1024;
-
-/// Documents of a level read at once (a chunk), the next chunk read while one is visited.
-const LEVEL_CHUNK: usize = 128;
+)>;
 
 /// Image configs read for their diffIDs, by digest and declared size.
 pub(super) type ConfigReads = HashMap<(Digest, u64), WholeRead>;
@@ -290,39 +280,6 @@ impl GraphWalk {
         }
     }
 
-    /// Adds `index.json`'s entries `(position, descriptor)` as roots of the walk.
-    fn add_roots<'a>(
-        &mut self,
-        entries: impl Iterator<Item = (usize, &'a Descriptor)>,
-        walk: &mut Walk,
-        options: &FsckOptions,
-    ) {
-        for (i, d) in entries {
-            let path = entry_path(i, d);
-            let Ok(digest) = descriptor::digest_of(d) else {
-                continue; // every descriptor here was checked by the parsers
-            };
-            match self.walker.add_root(d) {
-                Ok(()) => self.reach(walk, d, digest, path, &options.progress),
-                Err(e) => self.refused(walk, &e, &digest, &path),
-            }
-        }
-    }
-
-    /// The documents the walk wants now, with their digests and the paths they are read
-    /// by.
-    fn take_documents(&mut self) -> Vec<(Descriptor, Digest, String)> {
-        self.walker
-            .take_wanted()
-            .into_iter()
-            .filter_map(|d| {
-                let digest = descriptor::digest_of(&d).ok()?;
-                let path = self.first_path(&digest);
-                Some((d, digest, path))
-            })
-            .collect()
-    }
-
     /// A child the walk did not take in because its parent's children were one level too
     /// deep: a document there is reported too deep (a leaf is not limited by depth, and is
     /// left out only because the walk stopped at the document before it).
@@ -364,10 +321,10 @@ impl GraphWalk {
         walk.problem(digest, path, kind);
     }
 
-    /// Compares every further reach of a document with the size stored, once the walk is
-    /// done (it is then freed while the blobs are hashed).
-    fn check_sizes(&mut self, walk: &mut Walk) {
-        for (digest, declared, path) in std::mem::take(&mut self.again) {
+    /// Compares every further reach of a document with the size stored; the walk is done
+    /// with (and freed before the blobs are hashed).
+    fn check_sizes(self, walk: &mut Walk) {
+        for (digest, declared, path) in self.again {
             if let Some(Some(actual)) = walk.read.get(&digest)
                 && *actual != declared
             {
@@ -399,57 +356,233 @@ impl Layout {
         let mode = self.mode(options);
         let mut walk = Walk::default();
         let mut graph = GraphWalk::new(options.graph);
-        // The roots: the first chunk of their documents is read while the rest are added
-        // (nothing is visited before every root is in the walk, so the order of reaches is
-        // index.json's).
-        let mut entries = index.manifests().enumerate();
-        graph.add_roots(entries.by_ref().take(LEVEL_CHUNK), &mut walk, options);
-        let first = graph.take_documents();
-        let (read, ()) = futures::join!(self.read_chunk(first, &mode, options), async {
-            graph.add_roots(entries, &mut walk, options);
-        });
-        let mut ahead = Some(read);
-        // Freed while the next documents are read, rather than before or after.
-        let mut index = Some(index);
-        // The documents of a level, once the walk has visited them: freed while the next
-        // level is read (or the blobs hashed), not one by one between visits.
-        let mut spent: Vec<Document> = Vec::new();
-        loop {
-            let documents = graph.take_documents();
-            // A level is read in chunks, each read on the workers while the walk visits the
-            // one before (in order: the walk's and the report's order stay the level's).
-            let mut documents = documents.into_iter().peekable();
-            let mut chunks = std::iter::from_fn(|| {
-                documents.peek()?;
-                Some(documents.by_ref().take(LEVEL_CHUNK).collect::<Vec<_>>())
-            });
-            let mut current = match ahead.take() {
-                Some(read) => read,
-                None => {
-                    let Some(first) = chunks.next() else {
-                        break;
-                    };
-                    let done_with = (index.take(), std::mem::take(&mut spent));
-                    let (read, ()) =
-                        futures::join!(self.read_chunk(first, &mode, options), async move {
-                            drop(done_with)
-                        });
-                    read
-                }
+        for (i, d) in index.manifests().enumerate() {
+            let path = entry_path(i, d);
+            let Ok(digest) = descriptor::digest_of(d) else {
+                continue; // every descriptor here was checked by the parsers
             };
-            for next in chunks {
-                let (next, ()) = futures::join!(
-                    self.read_chunk(next, &mode, options),
-                    self.visit_chunk(current, &mut walk, &mut graph, &mut spent, options)
-                );
-                current = next;
+            match graph.walker.add_root(d) {
+                Ok(()) => graph.reach(&mut walk, d, digest, path, &options.progress),
+                Err(e) => graph.refused(&mut walk, &e, &digest, &path),
             }
-            self.visit_chunk(current, &mut walk, &mut graph, &mut spent, options)
-                .await;
+        }
+        // Freed while the first documents are read, rather than before or after.
+        let mut index = Some(index);
+        loop {
+            let documents: Vec<(Descriptor, Digest, String)> = graph
+                .walker
+                .take_wanted()
+                .into_iter()
+                .filter_map(|d| {
+                    let digest = descriptor::digest_of(&d).ok()?;
+                    let path = graph.first_path(&digest);
+                    Some((d, digest, path))
+                })
+                .collect();
+            if documents.is_empty() {
+                break;
+            }
+            let done_with = index.take();
+            let (results, ()) = futures::join!(self.read_documents(documents, &mode), async move {
+                drop(done_with)
+            });
+            // Room for every blob this level names, made once: the walk's tables and fsck's
+            // grow once per level instead of step by step.
+            let named: usize = results
+                .iter()
+                .map(|(.., outcome)| match outcome {
+                    Ok((_, Parsed::Manifest { layer_count, .. })) => 1 + layer_count,
+                    Ok((_, Parsed::Index { manifests, .. })) => manifests.len(),
+                    _ => 0,
+                })
+                .sum();
+            graph.walker.reserve(named);
+            walk.by_digest.reserve(named);
+            walk.pending.reserve(named);
+            walk.read.reserve(results.len());
+            let configs = if options.diff_ids {
+                self.read_configs(&results, &mode).await
+            } else {
+                ConfigReads::new()
+            };
+            for (d, digest, path, size, outcome) in results {
+                options.progress.emit_with(|| Event::Started {
+                    operation: Operation::Fsck,
+                    digest: digest.clone(),
+                    size: d.size(),
+                });
+                let (document, doc) = match outcome {
+                    Ok(read) => read,
+                    Err(e) => {
+                        match read_problem(&e) {
+                            Some(kind) => walk.problem(&digest, &path, kind),
+                            None => {
+                                // Verified bytes, but not a valid document.
+                                walk.blobs += 1;
+                                walk.bytes += d.size();
+                                walk.problem(
+                                    &digest,
+                                    &path,
+                                    ProblemKind::InvalidDocument {
+                                        reason: error_chain(&e),
+                                    },
+                                );
+                            }
+                        }
+                        walk.read.insert(digest, size);
+                        // Not followed: a leaf of the graph.
+                        let _ = graph.walker.skip(&d);
+                        continue;
+                    }
+                };
+                walk.blobs += 1;
+                walk.bytes += d.size();
+                walk.read.insert(digest.clone(), size);
+                options.progress.emit_with(|| Event::Done {
+                    operation: Operation::Fsck,
+                    digest: digest.clone(),
+                    bytes: d.size(),
+                });
+                // The one walk's limits: what it refuses is reported, and what it did not
+                // take in is not followed.
+                let refused = graph.walker.visit_parsed(&d, &document).err();
+                drop(document);
+                if let Some(e) = &refused {
+                    graph.refused(&mut walk, e, &digest, &path);
+                    let _ = graph.walker.skip(&d);
+                }
+                let too_deep = matches!(refused, Some(GraphError::TooDeep { .. }));
+                // After a visit the walk accepted, it has taken in every child.
+                let taken = |walker: &Walker, d: &Digest| refused.is_none() || walker.contains(d);
+                if let Some(s) = doc.subject() {
+                    match self.store().stat(s).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => walk.problem(
+                            s,
+                            &format!("{path} > subject"),
+                            ProblemKind::DanglingSubject,
+                        ),
+                        Err(e) => walk.problem(s, &format!("{path} > subject"), store_problem(&e)),
+                    }
+                }
+                match doc {
+                    Parsed::Manifest {
+                        config,
+                        config_digest,
+                        config_path,
+                        layers,
+                        layer_count,
+                        ..
+                    } => {
+                        let expected = match &config_digest {
+                            Some(c) if !taken(&graph.walker, c) => {
+                                if too_deep {
+                                    graph.not_taken(&mut walk, &config, c, &config_path);
+                                }
+                                None
+                            }
+                            Some(c) if document::is_document(config.media_type().as_ref()) => {
+                                graph.reach(
+                                    &mut walk,
+                                    &config,
+                                    c.clone(),
+                                    config_path,
+                                    &options.progress,
+                                );
+                                None
+                            }
+                            Some(_)
+                                if options.diff_ids
+                                    && is_image_config(config.media_type().as_ref()) =>
+                            {
+                                config_diff_ids(
+                                    &config,
+                                    &config_path,
+                                    layer_count,
+                                    &configs,
+                                    &mut walk,
+                                    &options.progress,
+                                )
+                            }
+                            Some(c) => {
+                                walk.blob(&config, c.clone(), config_path, None);
+                                None
+                            }
+                            None => None,
+                        };
+                        for layer in layers {
+                            let layer_document = document::is_document(&layer.media_type);
+                            if !taken(&graph.walker, &layer.digest) {
+                                // Refused by the walk (reported above, or here).
+                                if too_deep && layer_document {
+                                    walk.problem(
+                                        &layer.digest,
+                                        &layer.path,
+                                        ProblemKind::TooDeep {
+                                            max: graph.limits.max_depth,
+                                        },
+                                    );
+                                }
+                                continue;
+                            }
+                            if layer_document {
+                                if let Some(d) = layer_descriptor(&layer) {
+                                    graph.reach(
+                                        &mut walk,
+                                        &d,
+                                        layer.digest,
+                                        layer.path,
+                                        &options.progress,
+                                    );
+                                }
+                                continue;
+                            }
+                            let mut diff_id = expected
+                                .as_ref()
+                                .and_then(|ids| ids.get(layer.index).cloned());
+                            if diff_id.is_some()
+                                && media_type::layer_compression(&layer.media_type).is_none()
+                            {
+                                // The config names a diffID that cannot be computed: said,
+                                // not skipped.
+                                walk.problem(
+                                    &layer.digest,
+                                    &layer.path,
+                                    ProblemKind::UndecodableMediaType {
+                                        media_type: layer.media_type.clone(),
+                                    },
+                                );
+                                diff_id = None;
+                            }
+                            walk.add(
+                                layer.digest,
+                                layer.media_type,
+                                layer.size,
+                                layer.path,
+                                diff_id,
+                            );
+                        }
+                    }
+                    Parsed::Index { manifests, .. } => {
+                        for (m, digest, path) in manifests {
+                            let Some(digest) = digest else {
+                                continue;
+                            };
+                            if !taken(&graph.walker, &digest) {
+                                if too_deep {
+                                    graph.not_taken(&mut walk, &m, &digest, &path);
+                                }
+                                continue;
+                            }
+                            graph.reach(&mut walk, &m, digest, path, &options.progress);
+                        }
+                    }
+                    Parsed::Opaque => {}
+                }
+            }
         }
         graph.check_sizes(&mut walk);
-        self.check_blobs(&mut walk, options, &mode, (graph, spent))
-            .await;
+        self.check_blobs(&mut walk, options, &mode).await;
         let mut problems = walk.problems;
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(FsckReport {
@@ -459,229 +592,8 @@ impl Layout {
         })
     }
 
-    /// Reads, verifies and parses a chunk of a level's documents, and the image configs
-    /// they name when diffIDs are checked.
-    async fn read_chunk(
-        &self,
-        documents: Vec<(Descriptor, Digest, String)>,
-        mode: &Mode,
-        options: &FsckOptions,
-    ) -> (DocumentReads, ConfigReads) {
-        let results = self.read_documents(documents, mode).await;
-        let configs = if options.diff_ids {
-            self.read_configs(&results, mode).await
-        } else {
-            ConfigReads::new()
-        };
-        (results, configs)
-    }
-
-    /// Visits the documents of a chunk read by [`Layout::read_chunk`], in order: hands each
-    /// to the walk and records what it reaches.
-    async fn visit_chunk(
-        &self,
-        (results, configs): (DocumentReads, ConfigReads),
-        walk: &mut Walk,
-        graph: &mut GraphWalk,
-        spent: &mut Vec<Document>,
-        options: &FsckOptions,
-    ) {
-        // Room for every blob these documents name, made once: the walk's tables and
-        // fsck's grow once per chunk instead of step by step.
-        let named: usize = results
-            .iter()
-            .map(|(.., outcome)| match outcome {
-                Ok((_, Parsed::Manifest { layer_count, .. })) => 1 + layer_count,
-                Ok((_, Parsed::Index { manifests, .. })) => manifests.len(),
-                _ => 0,
-            })
-            .sum();
-        graph.walker.reserve(named);
-        walk.by_digest.reserve(named);
-        walk.pending.reserve(named);
-        walk.read.reserve(results.len());
-        spent.reserve(results.len());
-        for read in results {
-            self.visit_read(read, &configs, walk, graph, spent, options)
-                .await;
-        }
-    }
-
-    /// Visits one document of a level (or records why it could not be read).
-    async fn visit_read(
-        &self,
-        (d, digest, path, size, outcome): DocumentRead,
-        configs: &ConfigReads,
-        walk: &mut Walk,
-        graph: &mut GraphWalk,
-        spent: &mut Vec<Document>,
-        options: &FsckOptions,
-    ) {
-        options.progress.emit_with(|| Event::Started {
-            operation: Operation::Fsck,
-            digest: digest.clone(),
-            size: d.size(),
-        });
-        let (document, doc) = match outcome {
-            Ok(read) => read,
-            Err(e) => {
-                match read_problem(&e) {
-                    Some(kind) => walk.problem(&digest, &path, kind),
-                    None => {
-                        // Verified bytes, but not a valid document.
-                        walk.blobs += 1;
-                        walk.bytes += d.size();
-                        walk.problem(
-                            &digest,
-                            &path,
-                            ProblemKind::InvalidDocument {
-                                reason: error_chain(&e),
-                            },
-                        );
-                    }
-                }
-                walk.read.insert(digest, size);
-                // Not followed: a leaf of the graph.
-                let _ = graph.walker.skip(&d);
-                return;
-            }
-        };
-        walk.blobs += 1;
-        walk.bytes += d.size();
-        walk.read.insert(digest.clone(), size);
-        options.progress.emit_with(|| Event::Done {
-            operation: Operation::Fsck,
-            digest: digest.clone(),
-            bytes: d.size(),
-        });
-        // The one walk's limits: what it refuses is reported, and what it did not
-        // take in is not followed.
-        let refused = graph.walker.visit_parsed(&d, &document).err();
-        spent.push(document);
-        if let Some(e) = &refused {
-            graph.refused(walk, e, &digest, &path);
-            let _ = graph.walker.skip(&d);
-        }
-        let too_deep = matches!(refused, Some(GraphError::TooDeep { .. }));
-        // After a visit the walk accepted, it has taken in every child.
-        let taken = |walker: &Walker, d: &Digest| refused.is_none() || walker.contains(d);
-        if let Some(s) = doc.subject() {
-            match self.store().stat(s).await {
-                Ok(Some(_)) => {}
-                Ok(None) => walk.problem(
-                    s,
-                    &format!("{path} > subject"),
-                    ProblemKind::DanglingSubject,
-                ),
-                Err(e) => walk.problem(s, &format!("{path} > subject"), store_problem(&e)),
-            }
-        }
-        match doc {
-            Parsed::Manifest {
-                config,
-                config_digest,
-                config_path,
-                layers,
-                layer_count,
-                ..
-            } => {
-                let expected = match &config_digest {
-                    Some(c) if !taken(&graph.walker, c) => {
-                        if too_deep {
-                            graph.not_taken(walk, &config, c, &config_path);
-                        }
-                        None
-                    }
-                    Some(c) if document::is_document(config.media_type().as_ref()) => {
-                        graph.reach(walk, &config, c.clone(), config_path, &options.progress);
-                        None
-                    }
-                    Some(_)
-                        if options.diff_ids && is_image_config(config.media_type().as_ref()) =>
-                    {
-                        config_diff_ids(
-                            &config,
-                            &config_path,
-                            layer_count,
-                            configs,
-                            walk,
-                            &options.progress,
-                        )
-                    }
-                    Some(c) => {
-                        walk.blob(&config, c.clone(), config_path, None);
-                        None
-                    }
-                    None => None,
-                };
-                for layer in layers {
-                    let layer_document = document::is_document(&layer.media_type);
-                    if !taken(&graph.walker, &layer.digest) {
-                        // Refused by the walk (reported above, or here).
-                        if too_deep && layer_document {
-                            walk.problem(
-                                &layer.digest,
-                                &layer.path,
-                                ProblemKind::TooDeep {
-                                    max: graph.limits.max_depth,
-                                },
-                            );
-                        }
-                        continue;
-                    }
-                    if layer_document {
-                        if let Some(d) = layer_descriptor(&layer) {
-                            graph.reach(walk, &d, layer.digest, layer.path, &options.progress);
-                        }
-                        continue;
-                    }
-                    let mut diff_id = expected
-                        .as_ref()
-                        .and_then(|ids| ids.get(layer.index).cloned());
-                    if diff_id.is_some()
-                        && media_type::layer_compression(&layer.media_type).is_none()
-                    {
-                        // The config names a diffID that cannot be computed: said,
-                        // not skipped.
-                        walk.problem(
-                            &layer.digest,
-                            &layer.path,
-                            ProblemKind::UndecodableMediaType {
-                                media_type: layer.media_type.clone(),
-                            },
-                        );
-                        diff_id = None;
-                    }
-                    walk.add(
-                        layer.digest,
-                        layer.media_type,
-                        layer.size,
-                        layer.path,
-                        diff_id,
-                    );
-                }
-            }
-            Parsed::Index { manifests, .. } => {
-                for (m, digest, path) in manifests {
-                    let Some(digest) = digest else {
-                        continue;
-                    };
-                    if !taken(&graph.walker, &digest) {
-                        if too_deep {
-                            graph.not_taken(walk, &m, &digest, &path);
-                        }
-                        continue;
-                    }
-                    graph.reach(walk, &m, digest, path, &options.progress);
-                }
-            }
-            Parsed::Opaque => {}
-        }
-    }
-
-    /// Hashes every pending blob and records what is wrong with each; `walked` (what the
-    /// walk kept) is freed meanwhile.
-    async fn check_blobs<T>(&self, walk: &mut Walk, options: &FsckOptions, mode: &Mode, walked: T) {
+    /// Hashes every pending blob and records what is wrong with each.
+    pub(super) async fn check_blobs(&self, walk: &mut Walk, options: &FsckOptions, mode: &Mode) {
         let pending: Arc<Vec<BlobCheck>> = Arc::new(
             std::mem::take(&mut walk.pending)
                 .into_iter()
@@ -692,7 +604,6 @@ impl Layout {
         let done_with = (
             std::mem::take(&mut walk.read),
             std::mem::take(&mut walk.by_digest),
-            walked,
         );
         let hashing = self.hash_pending(&pending, options, mode);
         let (results, ()) = futures::join!(hashing, async move { drop(done_with) });
@@ -754,11 +665,6 @@ impl Layout {
                 ),
                 None => {}
             }
-        }
-        // Thousands of checks (digests, paths) to free: on a blocking thread, so that the
-        // report is not held back by it.
-        if pending.len() >= FREE_APART {
-            drop(tokio::task::spawn_blocking(move || drop(pending)));
         }
     }
 }

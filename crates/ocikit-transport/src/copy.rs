@@ -1071,3 +1071,35 @@ async fn commit(target: StagedLayout, path: &Path) -> Result<Layout> {
         source,
     })
 }
+
+/// Copies the image a scratch layout holds under a tag (`from`) to `destination`, as the
+/// surgery and index commands finish: hardlinked into a layout destination unless the
+/// scratch layout shares files with the user's (then copied), pushed or mounted elsewhere.
+/// Returns the copy's report and the image written, its root without the scratch tag's
+/// annotations (the tag is no part of the image at the destination).
+pub(crate) async fn copy_from_scratch(
+    from: &Location,
+    destination: &Location,
+    registry: &RegistryOptions,
+    shares_files: bool,
+    progress: &Progress,
+) -> Result<(CopyReport, ImageName, Descriptor)> {
+    let hardlink = !shares_files && matches!(destination, Location::Oci { .. });
+    let report = copy(
+        from,
+        destination,
+        &CopyOptions::new()
+            .with_destination(registry.clone())
+            .with_hardlink(hardlink)
+            .with_progress(progress.clone()),
+    )
+    .await?;
+    let Some(image) = report.images.first() else {
+        return Err(Error::NoImageReported {
+            location: from.to_string(),
+        });
+    };
+    let (name, mut root) = (image.name.clone(), image.root.clone());
+    root.set_annotations(None);
+    Ok((report, name, root))
+}

@@ -37,7 +37,9 @@ use ocikit_store::{MemoryStore, StoreExt};
 use serde_json::{Map, Value};
 
 use crate::access::RegistryOptions;
-use crate::copy::{CopiedImage, CopyOptions, ImageName, ScratchSpace, copy, scratch_layout};
+use crate::copy::{
+    CopiedImage, CopyOptions, ImageName, ScratchSpace, copy, copy_from_scratch, scratch_layout,
+};
 use crate::error::{Error, Result};
 use crate::image::open_image;
 use crate::inspect::IndexEntry;
@@ -821,27 +823,18 @@ async fn to_layout_write(
         path,
         selector: Some(Selector::Tag(INDEX_TAG.into())),
     };
-    let hardlink = !scratch.shares_files && matches!(destination, Location::Oci { .. });
-    let copied = copy(
+    let (copied, name, root) = copy_from_scratch(
         &from,
         destination,
-        &CopyOptions::new()
-            .with_destination(options.destination.clone())
-            .with_hardlink(hardlink)
-            .with_progress(options.progress.clone()),
+        &options.destination,
+        scratch.shares_files,
+        &options.progress,
     )
     .await?;
-    let Some(image) = copied.images.first() else {
-        return Err(Error::NoImageReported {
-            location: from.to_string(),
-        });
-    };
-    let mut root = image.root.clone();
-    root.set_annotations(None);
     Ok(IndexReport {
         destination: String::new(),
         image: CopiedImage {
-            name: image.name.clone(),
+            name,
             root: root.clone(),
         },
         digest: root.digest().to_string(),

@@ -54,7 +54,7 @@ use ocikit_store::LinkMode;
 use serde_json::{Map, Value};
 
 use crate::access::RegistryOptions;
-use crate::copy::{CopiedImage, CopyOptions, ImageName, ScratchSpace, copy};
+use crate::copy::{CopiedImage, CopyOptions, ImageName, ScratchSpace, copy, copy_from_scratch};
 use crate::error::{Error, Result};
 use crate::image::open_image;
 use crate::location::{Location, Selector};
@@ -632,28 +632,18 @@ where
         path: staged_path.join("layout"),
         selector: Some(Selector::Tag(EDITED_TAG.into())),
     };
-    let hardlink = !shares_source_files && matches!(destination, Location::Oci { .. });
-    let report = copy(
+    let (report, name, root) = copy_from_scratch(
         &edited,
         destination,
-        &CopyOptions::new()
-            .with_destination(options.destination.clone())
-            .with_hardlink(hardlink)
-            .with_progress(options.progress.clone()),
+        &options.destination,
+        shares_source_files,
+        &options.progress,
     )
     .await?;
-    let Some(image) = report.images.first() else {
-        return Err(Error::NoImageReported {
-            location: edited.to_string(),
-        });
-    };
-    // The scratch layout's tag is no part of the image at the destination.
-    let mut root = image.root.clone();
-    root.set_annotations(None);
     Ok(EditReport {
         source: String::new(),
         destination: String::new(),
-        image: copied(&image.name, &root),
+        image: copied(&name, &root),
         digest: root.digest().to_string(),
         source_digest: picked.digest.to_string(),
         config_digest: written.config.digest().to_string(),

@@ -44,6 +44,7 @@
 
 mod access;
 mod blob;
+mod build;
 mod copy;
 mod error;
 mod export;
@@ -58,6 +59,7 @@ pub mod surgery;
 
 pub use access::RegistryOptions;
 pub use blob::{cat, write_blob};
+pub use build::{Built, BuiltLayer, build};
 pub use copy::{CopiedImage, CopyOptions, CopyReport, ImageName, copy};
 pub use error::{Error, Operation, Result};
 pub use export::{ExportOptions, ExportReport, export, export_to_path};

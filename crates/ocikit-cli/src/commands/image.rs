@@ -11,14 +11,13 @@ use ocikit::codec::apply::IdMap;
 use ocikit::codec::compression::Compression;
 use ocikit::digest::platform;
 use ocikit::layout::{
-    BuildRequest, ConfigChanges, Document, Event, Operation, PlatformQuery, Progress, UnpackOptions,
+    BuildRequest, ConfigChanges, Event, Operation, PlatformQuery, Progress, UnpackOptions,
 };
-use ocikit::transport::{AppendOptions, ExportOptions, LayerSource};
+use ocikit::transport::ExportOptions;
 use serde::Serialize;
 
 use super::copy::TlsArgs;
 use super::mutate::edit_options;
-use super::resolve_at;
 use crate::bars::Bars;
 use crate::location::{Location, Selector};
 use crate::output::{Output, human_size};
@@ -215,29 +214,20 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
     request.changes = changes;
     request.compression = args.compression.compression();
     request.created_by = Some(args.created_by);
-    if let Some(from) = &args.from {
-        let from = Location::parse(from)?;
-        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => a == b,
-        };
-        match from.oci("--from") {
-            Ok((base_path, base_selector)) if same(base_path, path) => {
-                let layout = super::open_layout(base_path).await?;
-                request.base = Some(resolve_at(base_path, &layout, base_selector).await?);
-            }
-            _ => {
-                let registry = (&args.tls, args.creds.as_deref(), args.authfile.as_ref());
-                return build_from(&from, &target, &request, registry, out).await;
-            }
-        }
-    }
+    let from = args.from.as_deref().map(Location::parse).transpose()?;
     let bars = Arc::new(Bars::new(out));
     request.progress = steps(&bars, |_| "build");
-    let report = ocikit::layout::build_at(path, &request).await?;
-    drop(request);
+    let edit = edit_options(
+        &args.tls,
+        args.creds.as_deref(),
+        args.authfile.as_ref(),
+        None,
+        &bars,
+    )?;
+    let built = ocikit::transport::build(path, from.as_ref(), request, edit).await;
     drop(bars);
-    let layers: Vec<LayerOut<'_>> = report
+    let built = built?;
+    let layers: Vec<LayerOut<'_>> = built
         .layers
         .iter()
         .map(|l| LayerOut {
@@ -246,7 +236,7 @@ pub(crate) async fn build(args: BuildArgs, out: &Output) -> Result<()> {
             size: l.descriptor.size(),
         })
         .collect();
-    show_built(&target, report.manifest.digest().to_string(), &layers, out)
+    show_built(&target, built.digest, &layers, out)
 }
 
 /// A new layer as `build` shows it.
@@ -256,54 +246,6 @@ struct LayerOut<'a> {
     source: &'a Path,
     digest: String,
     size: u64,
-}
-
-/// `build --from` an image outside the layout of --tag: [`ocikit::transport::append`] puts
-/// the request's layers on it and makes its changes in the same edit, into the layout.
-async fn build_from(
-    from: &Location,
-    target: &Location,
-    request: &BuildRequest,
-    (tls, creds, authfile): (&TlsArgs, Option<&str>, Option<&PathBuf>),
-    out: &Output,
-) -> Result<()> {
-    let bars = Bars::new(out);
-    let platform = request
-        .changes
-        .platform
-        .as_ref()
-        .map_or_else(PlatformQuery::current, PlatformQuery::new);
-    let edit = edit_options(tls, creds, authfile, None, &bars)?.with_platform(Some(platform));
-    let sources: Vec<LayerSource> = request.layers.iter().map(LayerSource::from_path).collect();
-    let options = AppendOptions::new()
-        .with_edit(edit)
-        .with_compression(request.compression)
-        .with_created_by(request.created_by.clone())
-        .with_changes(request.changes.clone())
-        .with_source_date_epoch(request.source_date_epoch)
-        .with_base_annotation(true);
-    let report = ocikit::transport::append(from, target, &sources, &options).await;
-    drop(bars);
-    let report = report?;
-    // The new layers, read back: the top ones of the image written.
-    let (path, _) = target.oci("build --tag")?;
-    let layout = super::open_layout(path).await?;
-    let root = layout.resolve(&request.tag).await?;
-    let Document::Manifest { manifest, .. } = layout.read_document(&root).await? else {
-        bail!("{target} is not an image manifest");
-    };
-    let top = manifest.layers().len().saturating_sub(sources.len());
-    let layers: Vec<LayerOut<'_>> = request
-        .layers
-        .iter()
-        .zip(&manifest.layers()[top..])
-        .map(|(source, layer)| LayerOut {
-            source,
-            digest: layer.digest().to_string(),
-            size: layer.size(),
-        })
-        .collect();
-    show_built(target, report.digest, &layers, out)
 }
 
 /// What `build` made, as `--json` shows it or as lines of text.

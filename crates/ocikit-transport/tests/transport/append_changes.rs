@@ -199,3 +199,62 @@ async fn bad_changes_are_refused_before_anything_is_written() {
     assert_eq!(blob_count(&path), before);
     assert_eq!(files(&path), snapshot);
 }
+
+/// `build` (what `ocikit build` calls): on a base in the target layout through the
+/// layout's own build, on a base elsewhere through `append`; both give one image for one
+/// request and report the new layer; a base that is not there is refused, the target's
+/// tags unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn build_takes_a_base_in_the_layout_or_anywhere_else() {
+    use ocikit_layout::BuildRequest;
+    use ocikit_transport::{EditOptions, build};
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    image(&base, "v1").await;
+    let layer = tree(dir.path(), SystemTime::UNIX_EPOCH + Duration::from_secs(5));
+    let request = |tag: &str| {
+        let mut request = BuildRequest::new(tag.to_string());
+        request.layers = vec![layer.clone()];
+        request.changes = changes();
+        request.source_date_epoch = Some(1_000_000_000);
+        request.created_by = Some("ocikit build".into());
+        request
+    };
+    // In the base's own layout.
+    let here = build(
+        &base,
+        Some(&at("oci", &base, ":v1")),
+        request("here"),
+        EditOptions::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(here.layers.len(), 1);
+    assert_eq!(here.layers[0].source, layer);
+    // From another layout: the same image.
+    let out = dir.path().join("out");
+    let there = build(
+        &out,
+        Some(&at("oci", &base, ":v1")),
+        request("there"),
+        EditOptions::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(there.digest, here.digest);
+    assert_eq!(
+        there.layers[0].descriptor.digest(),
+        here.layers[0].descriptor.digest()
+    );
+    // A base that is not there: refused, nothing tagged.
+    let before = std::fs::read(out.join("index.json")).unwrap();
+    let missing = build(
+        &out,
+        Some(&at("oci", &base, ":nope")),
+        request("bad"),
+        EditOptions::new(),
+    )
+    .await;
+    assert!(missing.is_err(), "{missing:?}");
+    assert_eq!(std::fs::read(out.join("index.json")).unwrap(), before);
+}

@@ -42,6 +42,22 @@ impl TlsArgs {
             .with_ca_file(self.ca_file.clone())
     }
 
+    /// [`TlsArgs::registry_options`] with `--creds USER:PASSWORD` (when given) and
+    /// `--authfile` (where stored credentials are looked up).
+    pub(crate) fn with_access(
+        &self,
+        creds: Option<&str>,
+        authfile: Option<&PathBuf>,
+    ) -> Result<RegistryOptions> {
+        let credentials = creds
+            .map(|text| Credentials::parse(text).context("write credentials as USER:PASSWORD"))
+            .transpose()?;
+        Ok(self
+            .registry_options()
+            .with_credentials(credentials)
+            .with_authfile(authfile.cloned()))
+    }
+
     /// A client builder for `registry` set up as these flags say.
     pub(crate) fn client(&self, registry: &str) -> ClientBuilder {
         self.registry_options().builder(registry)

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
-use ocikit::client::Credentials;
 use ocikit::codec::apply::IdMap;
 use ocikit::codec::compression::Compression;
 use ocikit::digest::platform;
@@ -442,16 +441,9 @@ async fn export(
     query: PlatformQuery,
     out: &Output,
 ) -> Result<()> {
-    let credentials = args
-        .creds
-        .as_deref()
-        .map(|text| Credentials::parse(text).context("write credentials as USER:PASSWORD"))
-        .transpose()?;
     let registry = args
         .tls
-        .registry_options()
-        .with_credentials(credentials)
-        .with_authfile(args.authfile.clone());
+        .with_access(args.creds.as_deref(), args.authfile.as_ref())?;
     let bars = Bars::new(out);
     let options = ExportOptions::new()
         .with_source(registry)

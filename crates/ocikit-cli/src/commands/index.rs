@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ocikit::client::Credentials;
 use ocikit::digest::oci_spec::image::Platform;
 use ocikit::transport::{IndexAnnotations, IndexOptions, IndexReport, Location};
 
@@ -57,16 +56,9 @@ pub(crate) struct AccessArgs {
 impl AccessArgs {
     /// The library's options: the same registry options on both sides.
     fn options(&self, bars: &Bars) -> Result<IndexOptions> {
-        let credentials = self
-            .creds
-            .as_deref()
-            .map(|text| Credentials::parse(text).context("write credentials as USER:PASSWORD"))
-            .transpose()?;
         let registry = self
             .tls
-            .registry_options()
-            .with_credentials(credentials)
-            .with_authfile(self.authfile.clone());
+            .with_access(self.creds.as_deref(), self.authfile.as_ref())?;
         Ok(IndexOptions::new()
             .with_source(registry.clone())
             .with_destination(registry)

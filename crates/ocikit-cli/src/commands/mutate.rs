@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ocikit::client::Credentials;
 use ocikit::layout::{ConfigChanges, PlatformQuery};
 use ocikit::transport::{Location, MutateOptions, MutateReport};
 
@@ -155,13 +154,7 @@ pub(crate) fn edit_options(
     platform: Option<&str>,
     bars: &Bars,
 ) -> Result<MutateOptions> {
-    let credentials = creds
-        .map(|text| Credentials::parse(text).context("write credentials as USER:PASSWORD"))
-        .transpose()?;
-    let registry = tls
-        .registry_options()
-        .with_credentials(credentials)
-        .with_authfile(authfile.cloned());
+    let registry = tls.with_access(creds, authfile)?;
     let platform = platform
         .map(|text| {
             let platform = ocikit::digest::platform::parse(text)

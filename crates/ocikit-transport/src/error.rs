@@ -13,6 +13,9 @@ pub enum Error {
     /// A location string was refused.
     #[error(transparent)]
     Location(#[from] LocationError),
+    /// A tag selection (a filter regex, a semver range) was refused.
+    #[error(transparent)]
+    TagSelection(#[from] crate::tag_select::TagSelectionError),
     /// An operation that works on a layout was given another kind of location.
     #[error("{what} needs an oci:PATH location, not `{location}`")]
     NeedsLayout {

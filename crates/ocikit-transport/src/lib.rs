@@ -56,6 +56,7 @@ mod location;
 mod open;
 mod progress;
 pub mod surgery;
+pub mod tag_select;
 
 pub use access::RegistryOptions;
 pub use blob::{cat, write_blob};
@@ -80,3 +81,4 @@ pub use surgery::{
     AppendOptions, EditOptions, EditReport, FlattenOptions, ImageEdit, LayerSource, MutateOptions,
     MutateReport, RebaseOptions, append, edit_image, flatten, mutate, parse_created, rebase,
 };
+pub use tag_select::{TagOrder, TagSelection, TagSelectionError, TagSelectionErrorKind};

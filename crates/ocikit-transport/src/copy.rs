@@ -10,7 +10,7 @@
 //! blob it reaches is there, and a layout that did not exist appears only once the copy is
 //! complete.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,7 @@ use ocikit_layout::{
 use ocikit_store::{FsStore, LinkMode};
 
 use crate::access::RegistryOptions;
+use crate::copy_referrers;
 use crate::error::{Error, Result};
 use crate::location::{Location, Selector};
 use crate::open::{open_layout, resolve};
@@ -43,6 +44,7 @@ pub struct CopyOptions {
     compression_level: Option<i32>,
     format: Option<ManifestFormat>,
     hardlink: bool,
+    referrers: bool,
     progress: Progress,
 }
 
@@ -114,6 +116,27 @@ impl CopyOptions {
     /// pair of locations ([`Error::HardlinkNeedsLayouts`]).
     pub fn with_hardlink(mut self, on: bool) -> CopyOptions {
         self.hardlink = on;
+        self
+    }
+
+    /// Copies the referrers of every document copied along (`oras cp -r`): the manifests and
+    /// indexes whose `subject` is the image or index copied or, for an index, one of the
+    /// manifests copied from it (so a platform not copied leaves its referrers behind), then
+    /// their own referrers, down to [`copy_referrers::MAX_DEPTH`] levels (default `false`:
+    /// they stay behind). Each is gathered from the source (a registry's referrers API, else
+    /// its referrers tag schema; a layout's or an oci-archive's index) and verified with
+    /// every blob it reaches before anything is written at the destination; then written:
+    /// untagged into a layout or an oci-archive, by digest into a registry (one without the
+    /// referrers API gets the subject's `sha256-<hex>` tag index updated), within one
+    /// registry with its blobs mounted. One the destination lists already is skipped.
+    ///
+    /// Refused ([`Error::ReferrersNotHeld`]) with a docker-archive on either side, which
+    /// cannot hold them, and ([`Error::ReferrersRewritten`]) with
+    /// [`with_compression`](CopyOptions::with_compression) or
+    /// [`with_format`](CopyOptions::with_format), which give the images new digests their
+    /// referrers do not name.
+    pub fn with_referrers(mut self, on: bool) -> CopyOptions {
+        self.referrers = on;
         self
     }
 
@@ -219,6 +242,14 @@ pub struct CopyReport {
     pub blobs_skipped: usize,
     /// Layers recompressed on the way.
     pub layers_recompressed: usize,
+    /// Referrers written at the destination ([`CopyOptions::with_referrers`]); their blobs
+    /// are not in `blobs`.
+    pub referrers_copied: usize,
+    /// Referrers the destination listed already (nothing of them transferred).
+    pub referrers_skipped: usize,
+    /// Blobs written, uploaded or mounted for the referrers copied (in a layout or an
+    /// archive, their manifests too).
+    pub referrer_blobs: usize,
     /// Distinct images (by digest) copied.
     #[serde(skip)]
     pub image_count: usize,
@@ -228,6 +259,13 @@ pub struct CopyReport {
 }
 
 impl CopyReport {
+    /// Adds what writing the referrers did.
+    fn add_referrers(&mut self, written: copy_referrers::Written) {
+        self.referrers_copied += written.copied;
+        self.referrers_skipped += written.skipped;
+        self.referrer_blobs += written.blobs;
+    }
+
     /// Counts the blobs and bytes of `roots` in `layout`. A blob that one image of this copy
     /// wrote and the next one found (one image under two tags) was not already present: the
     /// blobs skipped are at most those this copy neither wrote nor mounted.
@@ -288,6 +326,25 @@ async fn copy_between(
             compression,
         });
     }
+    if options.referrers {
+        if let Some(archive) = [source, destination]
+            .into_iter()
+            .find(|l| matches!(l, Location::DockerArchive { .. }))
+        {
+            return Err(Error::ReferrersNotHeld {
+                location: archive.to_string(),
+            });
+        }
+        if options.compression.is_some() || options.format.is_some() {
+            return Err(Error::ReferrersRewritten {
+                what: if options.compression.is_some() {
+                    "recompressed"
+                } else {
+                    "converted"
+                },
+            });
+        }
+    }
     // Within one registry, blobs never pass through here: mounted from the source
     // repository (streamed only where the registry refuses a mount).
     if let (
@@ -333,7 +390,10 @@ async fn copy_between(
     ) = (source, destination)
         && options.compression.is_none()
         && options.format.is_none()
+        && !options.referrers
     {
+        // (With referrers, through a scratch layout: the image is tagged only once they
+        // are gathered and verified too.)
         return pull_into_layout(
             source,
             (registry, repository, selector),
@@ -382,6 +442,12 @@ async fn copy_between(
                 source: err,
             })?;
     }
+    // The referrers to copy along, gathered (verified) before anything is written.
+    let referrers = if options.referrers {
+        Some(gather_referrers(source, &staged, &items, scratch_dir.as_path(), options).await?)
+    } else {
+        None
+    };
     let mut copied = CopyReport::default();
     // A docker-archive's layers are plain tar: a registry gets them gzipped, as skopeo
     // pushes them, unless a compression is asked for.
@@ -530,6 +596,20 @@ async fn copy_between(
                         root: item.root.clone(),
                     });
                 }
+                if let Some(gathered) = &referrers {
+                    // From a scratch layout: linked (and hashed), never shared with the
+                    // user's files.
+                    let link = layout_options.clone().with_link_mode(LinkMode::Hardlink);
+                    let written = copy_referrers::into_layout(
+                        &gathered.layout,
+                        &gathered.found,
+                        &layout,
+                        &link,
+                        destination,
+                    )
+                    .await?;
+                    copied.add_referrers(written);
+                }
                 Ok::<(), Error>(())
             }
             .await;
@@ -563,11 +643,25 @@ async fn copy_between(
                     .map(Some)
                     .collect()
             };
-            let images: Vec<(Option<&str>, &Descriptor)> = items
+            let mut images: Vec<(Option<&str>, &Descriptor)> = items
                 .iter()
                 .zip(&tags)
                 .map(|(item, tag)| (tag.as_deref(), &item.root))
                 .collect();
+            // Referrers go in untagged, as a layout holds them (the staged layout has them:
+            // the source layout itself, or the scratch they were gathered into).
+            let mut referrer_blobs = 0;
+            if let Some(gathered) = &referrers {
+                let descriptors: Vec<Descriptor> = gathered
+                    .found
+                    .iter()
+                    .map(|f| f.descriptor.clone())
+                    .collect();
+                if !descriptors.is_empty() {
+                    referrer_blobs = ocikit_layout::copy::reach(&staged, &descriptors).await?.0;
+                }
+                images.extend(gathered.found.iter().map(|f| (None, &f.descriptor)));
+            }
             let report = oci::export_images_path(
                 &staged,
                 &images,
@@ -579,7 +673,14 @@ async fn copy_between(
                 location: destination.to_string(),
                 source,
             })?;
-            copied.blobs_copied = report.blobs;
+            copied.blobs_copied = report.blobs.saturating_sub(referrer_blobs);
+            if let Some(gathered) = &referrers {
+                copied.add_referrers(copy_referrers::Written {
+                    copied: gathered.found.len(),
+                    skipped: 0,
+                    blobs: referrer_blobs,
+                });
+            }
             copied.tags = tags.iter().flatten().count();
             copied.images = items
                 .iter()
@@ -644,6 +745,18 @@ async fn copy_between(
                     name: tag.map_or(ImageName::ByDigest, |t| ImageName::Tag(t.to_string())),
                     root: item.root.clone(),
                 });
+            }
+            if let Some(gathered) = &referrers {
+                let written = copy_referrers::to_registry(
+                    &client,
+                    &gathered.layout,
+                    &gathered.found,
+                    repository,
+                    &push_options,
+                    destination,
+                )
+                .await?;
+                copied.add_referrers(written);
             }
         }
         Location::DockerArchive { path, reference } => {
@@ -725,6 +838,71 @@ async fn copy_between(
         .len();
     copied.measure(&staged, &roots).await?;
     Ok(copied)
+}
+
+/// The referrers of a copy's images, gathered before anything is written at the
+/// destination: the layout holding them (with every blob they reach, verified) and each one.
+struct GatheredReferrers {
+    layout: Layout,
+    found: Vec<copy_referrers::Found>,
+}
+
+/// Gathers the referrers of the documents under the items' roots in `staged`: from a
+/// registry source, pulled into `staged` (a scratch layout); from a layout, copied into a
+/// scratch layout of their own (the source is only read); from an oci-archive, found in
+/// `staged`, which it was imported into whole.
+async fn gather_referrers(
+    source: &Location,
+    staged: &Layout,
+    items: &[Item],
+    scratch: &Path,
+    options: &CopyOptions,
+) -> Result<GatheredReferrers> {
+    let roots: Vec<Descriptor> = items.iter().map(|i| i.root.clone()).collect();
+    let subjects = copy_referrers::layout_documents(staged, &roots).await?;
+    let seen: HashSet<String> = roots.iter().map(|r| r.digest().to_string()).collect();
+    let progress = &options.progress;
+    match source {
+        Location::Docker {
+            registry,
+            repository,
+            ..
+        } => {
+            let client = options.source.client(registry)?;
+            let origin = copy_referrers::Origin::Registry {
+                client: &client,
+                repository,
+                location: source,
+            };
+            let found =
+                copy_referrers::gather(&origin, Some(staged), subjects, seen, progress).await?;
+            Ok(GatheredReferrers {
+                layout: staged.clone(),
+                found,
+            })
+        }
+        Location::Oci { .. } => {
+            let layout = scratch_layout(&scratch.join("referrers")).await?;
+            let origin = copy_referrers::Origin::Layout {
+                layout: staged,
+                location: source,
+            };
+            let found =
+                copy_referrers::gather(&origin, Some(&layout), subjects, seen, progress).await?;
+            Ok(GatheredReferrers { layout, found })
+        }
+        _ => {
+            let origin = copy_referrers::Origin::Layout {
+                layout: staged,
+                location: source,
+            };
+            let found = copy_referrers::gather(&origin, None, subjects, seen, progress).await?;
+            Ok(GatheredReferrers {
+                layout: staged.clone(),
+                found,
+            })
+        }
+    }
 }
 
 /// Scratch space for intermediate layouts: beside `near` (so hardlinks work, and a killed
@@ -819,7 +997,10 @@ async fn stage(
             let layout = scratch_layout(scratch).await?;
             let mut import =
                 oci::ImportOptions::new().with_progress(options.progress.stage(Stage::Read));
+            // With referrers, the whole archive: they are untagged entries of its own.
+            let whole = options.referrers;
             match selector {
+                _ if whole => {}
                 Some(Selector::Tag(tag)) => import = import.with_tags([tag.clone()]),
                 Some(Selector::Digest(digest)) => import = import.with_digest(digest.clone()),
                 None => {}
@@ -848,6 +1029,10 @@ async fn stage(
                     Item { tag, root }
                 })
                 .collect();
+            let items = match selector {
+                Some(selector) if whole => select_imported(items, selector, path)?,
+                _ => items,
+            };
             (layout, items, path)
         }
         Location::DockerArchive { path, reference } => {
@@ -892,6 +1077,31 @@ async fn stage(
         return Err(Error::NoImage { path: path.clone() });
     }
     Ok((layout, items))
+}
+
+/// The items of a whole imported archive that `selector` names (what an import of only
+/// them would have given): those tagged so, or those with the digest.
+fn select_imported(items: Vec<Item>, selector: &Selector, path: &Path) -> Result<Vec<Item>> {
+    let picked: Vec<Item> = items
+        .into_iter()
+        .filter(|item| match selector {
+            Selector::Tag(tag) => item.tag.as_ref() == Some(tag),
+            Selector::Digest(digest) => item.root.digest().to_string() == digest.to_string(),
+        })
+        .collect();
+    if picked.is_empty() {
+        return Err(match selector {
+            Selector::Tag(tag) => Error::TagNotFound {
+                tag: tag.clone(),
+                path: path.to_path_buf(),
+                source: ocikit_layout::Error::TagNotFound { tag: tag.clone() },
+            },
+            Selector::Digest(digest) => Error::ManifestNotFound {
+                digest: digest.clone(),
+            },
+        });
+    }
+    Ok(picked)
 }
 
 /// The tags the destination gives the items: its own tag for a single image (then one tag,
@@ -974,7 +1184,30 @@ async fn copy_within_registry(
         Selector::Tag(tag) => ImageName::Tag(tag.clone()),
         Selector::Digest(_) => ImageName::ByDigest,
     };
-    Ok(CopyReport {
+    let mut referrers = copy_referrers::Written::default();
+    if options.referrers {
+        // Their documents are read (verified) from the source repository, their blobs
+        // mounted as the image's were.
+        let origin = copy_referrers::Origin::Registry {
+            client: &client,
+            repository: from,
+            location: source,
+        };
+        let subjects = copy_referrers::registry_documents(&client, from, &root, source).await?;
+        let seen = HashSet::from([root.digest().to_string()]);
+        let found =
+            copy_referrers::gather(&origin, None, subjects, seen, &options.progress).await?;
+        referrers = copy_referrers::within_registry(
+            &client,
+            from,
+            &found,
+            to,
+            &CopyWithinOptions::new().with_progress(options.progress.stage(Stage::Copy)),
+            (source, destination),
+        )
+        .await?;
+    }
+    let mut copied = CopyReport {
         images: vec![CopiedImage { name, root }],
         blobs: report.blobs,
         bytes: report.total_bytes,
@@ -984,7 +1217,9 @@ async fn copy_within_registry(
         image_count: 1,
         tags: usize::from(matches!(target, Selector::Tag(_))),
         ..CopyReport::default()
-    })
+    };
+    copied.add_referrers(referrers);
+    Ok(copied)
 }
 
 /// Pulls a registry image straight into a layout (no scratch copy).

@@ -786,6 +786,49 @@ pub enum Error {
         /// The index's media type.
         index_media_type: String,
     },
+    /// Referrers asked for ([`CopyOptions::with_referrers`](crate::CopyOptions::with_referrers))
+    /// with a location that cannot hold them (a docker-archive).
+    #[error(
+        "{location} cannot hold referrers: copy them to or from a layout, an oci-archive or a registry"
+    )]
+    ReferrersNotHeld {
+        /// The location.
+        location: String,
+    },
+    /// Referrers asked for with a copy that gives the images new digests, which their
+    /// referrers' `subject` does not name.
+    #[error("referrers name their image by digest: they cannot follow an image {what} on the way")]
+    ReferrersRewritten {
+        /// How the images would change (`recompressed`, `converted`).
+        what: &'static str,
+    },
+    /// A referrer that could not be gathered from the source (listed, fetched, verified).
+    #[error("cannot copy the referrer {digest} of {subject}")]
+    Referrer {
+        /// The referrer.
+        digest: String,
+        /// The document it refers to.
+        subject: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Referrers of referrers nested deeper than a copy follows.
+    #[error("the referrer {digest} is more than {max} levels of referrers below the image")]
+    ReferrersTooDeep {
+        /// The referrer found too deep.
+        digest: String,
+        /// The levels followed.
+        max: usize,
+    },
+    /// More referrers than a copy takes along.
+    #[error("{location} lists more than {max} referrers for the images copied")]
+    TooManyReferrers {
+        /// The source.
+        location: String,
+        /// The most taken.
+        max: usize,
+    },
     /// A layout operation failed.
     #[error(transparent)]
     Layout(#[from] ocikit_layout::Error),

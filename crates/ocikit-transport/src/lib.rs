@@ -46,6 +46,7 @@ mod access;
 mod blob;
 mod build;
 mod copy;
+pub mod copy_referrers;
 mod error;
 mod export;
 mod image;

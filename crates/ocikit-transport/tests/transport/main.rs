@@ -17,6 +17,7 @@ mod layouts;
 mod location;
 mod mutate;
 mod rebase;
+mod referrers;
 mod registry;
 mod surgery;
 

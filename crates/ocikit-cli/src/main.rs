@@ -145,18 +145,28 @@ enum Command {
     },
     /// Attach an artifact (an SBOM, a signature...) to an image as a referrer.
     Attach(commands::health::AttachArgs),
+    /// Push and pull plain files as artifacts, as oras does.
+    Artifact(commands::artifact::ArtifactArgs),
     /// List the artifacts attached to an image.
     #[command(
-        after_help = "Example:\n  ocikit referrers oci:./images:v1 --artifact-type application/vnd.example.sbom+json"
+        after_help = "Examples:\n  ocikit referrers oci:./images:v1 --artifact-type application/vnd.example.sbom+json\n  \
+        ocikit referrers docker://127.0.0.1:5000/app:v1 --tree"
     )]
     Referrers {
         /// The subject image: oci:PATH:TAG, oci:PATH@DIGEST, or
         /// docker://HOST[:PORT]/NAME[:TAG|@DIGEST] (the referrers API, or the referrers tag
         /// schema where the registry has no API).
         image: String,
-        /// Only referrers of this artifact type.
+        /// Only referrers of this artifact type (at every level of a tree).
         #[arg(long)]
         artifact_type: Option<String>,
+        /// Show the whole tree: the referrers of each referrer too, as `oras discover` does
+        /// (16 levels at most).
+        #[arg(long)]
+        tree: bool,
+        /// Show the tree down to this many levels (1: the referrers of the image only).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+        depth: Option<u16>,
         #[command(flatten)]
         registry: RegistryArgs,
     },

@@ -829,6 +829,10 @@ pub enum Error {
         /// The most taken.
         max: usize,
     },
+    /// An artifact, or a file of one, was refused or could not be written
+    /// (`artifact push`, `artifact pull`, `attach`).
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
     /// A layout operation failed.
     #[error(transparent)]
     Layout(#[from] ocikit_layout::Error),

@@ -4,10 +4,11 @@
 
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::copy::footprint;
-use ocikit_layout::{Artifact, FsckOptions, FsckReport, GcOptions, GcReport, Layout};
+use ocikit_layout::{FsckOptions, FsckReport, GcOptions, GcReport, Layout};
 use ocikit_store::FsStore;
 use serde::Serialize;
 
+use crate::artifact::{ArtifactFile, ArtifactPushOptions};
 use crate::error::{Error, Result};
 use crate::location::{Location, Selector};
 use crate::open::{layout_only, open_layout, resolve};
@@ -131,23 +132,20 @@ pub async fn untag(location: &Location) -> Result<(String, Descriptor)> {
     }
 }
 
-/// `ocikit attach`: attaches `artifact` to the image `location` names
-/// (`oci:PATH:TAG|@DIGEST`) as a referrer.
-pub async fn attach(location: &Location, artifact: &Artifact) -> Result<Attached> {
-    let (path, selector) = location.oci("attach")?;
-    let layout = open_layout(path).await?;
-    let subject = resolve(&layout, path, selector).await?;
-    let manifest = layout
-        .attach(&subject, artifact)
-        .await
-        .map_err(|source| Error::Attach {
-            digest: subject.digest().to_string(),
-            source,
-        })?;
-    Ok(Attached {
-        subject,
-        artifact: manifest,
-    })
+/// `ocikit attach`: attaches `files` as an artifact to the image `location` names
+/// (`oci:PATH:TAG|@DIGEST` or `docker://HOST/NAME[:TAG|@DIGEST]`) as a referrer: an OCI 1.1
+/// manifest whose `subject` is that image, each file a layer titled with its file name
+/// (`org.opencontainers.image.title`), written into the same layout (listed untagged in
+/// `index.json`) or repository (by digest; the registry's referrers API lists it, or the
+/// referrers tag schema where it has none), as `oras attach` does. See
+/// [`artifact_push`](crate::artifact_push) for the options and errors.
+pub async fn attach(
+    location: &Location,
+    files: &[ArtifactFile],
+    options: &ArtifactPushOptions,
+) -> Result<Attached> {
+    let (subject, artifact) = crate::artifact::attach_files(location, files, options).await?;
+    Ok(Attached { subject, artifact })
 }
 
 /// `ocikit fsck`: checks the layout `location` names (`oci:PATH`) as

@@ -43,6 +43,7 @@
 #![allow(clippy::result_large_err)]
 
 mod access;
+pub mod artifact;
 mod blob;
 mod build;
 mod copy;
@@ -60,12 +61,16 @@ pub mod surgery;
 pub mod tag_select;
 
 pub use access::RegistryOptions;
+pub use artifact::{
+    ArtifactError, ArtifactFile, ArtifactLayer, ArtifactPullOptions, ArtifactPulled,
+    ArtifactPushOptions, ArtifactPushed, TitleProblem, artifact_pull, artifact_push,
+};
 pub use blob::{cat, write_blob};
 pub use build::{Built, BuiltLayer, build};
 pub use copy::{CopiedImage, CopyOptions, CopyReport, ImageName, copy};
 pub use error::{Error, Operation, Result};
 pub use export::{ExportOptions, ExportReport, export, export_to_path};
-pub use image::{open_image, referrers};
+pub use image::{MAX_REFERRER_DEPTH, ReferrerNode, open_image, referrers, referrers_tree};
 pub use index_edit::{
     IndexAnnotations, IndexOptions, IndexReport, index_annotate, index_append, index_create,
     index_remove,

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use ocikit::layout::{Artifact, FsckOptions, GcOptions};
+use anyhow::Result;
+use ocikit::layout::{FsckOptions, GcOptions};
+use ocikit::transport::{ArtifactFile, ArtifactPushOptions, ReferrerNode};
 use serde::Serialize;
 
 use crate::bars::Bars;
@@ -121,39 +122,50 @@ pub(crate) async fn gc(
 /// What `ocikit attach` was asked for.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  ocikit attach oci:./images:v1 --artifact-type application/vnd.example.sbom+json sbom.json"
+    after_help = "Examples:\n  ocikit attach oci:./images:v1 --artifact-type application/vnd.example.sbom+json sbom.json\n  \
+    ocikit attach docker://127.0.0.1:5000/app:v1 --artifact-type application/vnd.example.sig sig.bin"
 )]
 pub(crate) struct AttachArgs {
-    /// The subject image: oci:PATH:TAG or oci:PATH@DIGEST.
+    /// The subject image: oci:PATH:TAG, oci:PATH@DIGEST or
+    /// docker://HOST[:PORT]/NAME[:TAG|@DIGEST]; the artifact goes into the same layout or
+    /// repository, by digest.
     image: String,
     /// The artifact's type (a media type).
     #[arg(long)]
     artifact_type: String,
-    /// Files to attach, one layer each.
-    files: Vec<PathBuf>,
-    /// The media type of the files' layers.
+    /// Files to attach, FILE[:MEDIATYPE] each: one layer each, titled with the file name
+    /// (org.opencontainers.image.title).
+    files: Vec<String>,
+    /// The media type of the files' layers that name none.
     #[arg(long, default_value = "application/octet-stream")]
     file_type: String,
     /// Manifest annotations, KEY=VALUE.
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     annotations: Vec<String>,
+    #[command(flatten)]
+    tls: super::copy::TlsArgs,
+    /// Credentials (default: what `ocikit login` stored, else anonymous).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+    /// The credentials file (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json).
+    #[arg(long, value_name = "PATH")]
+    authfile: Option<PathBuf>,
 }
 
 pub(crate) async fn attach(args: AttachArgs, out: &Output) -> Result<()> {
     let location = Location::parse(&args.image)?;
-    let mut artifact = Artifact::new(&args.artifact_type);
-    for file in &args.files {
-        let bytes =
-            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        artifact = artifact.with_blob(&args.file_type, bytes);
+    let files: Vec<ArtifactFile> = args.files.iter().map(|f| ArtifactFile::parse(f)).collect();
+    let mut options = ArtifactPushOptions::new()
+        .with_artifact_type(Some(args.artifact_type.clone()))
+        .with_file_media_type(Some(args.file_type.clone()))
+        .with_registry(
+            args.tls
+                .with_access(args.creds.as_deref(), args.authfile.as_ref())?,
+        );
+    for (k, v) in super::artifact::annotations(&args.annotations)? {
+        options = options.with_annotation(k, v);
     }
-    for a in &args.annotations {
-        let Some((k, v)) = a.split_once('=') else {
-            bail!("--annotation `{a}` is not KEY=VALUE");
-        };
-        artifact = artifact.with_annotation(k, v);
-    }
-    let attached = ocikit::transport::attach(&location, &artifact).await?;
+    let attached = ocikit::transport::attach(&location, &files, &options).await?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Attached {
@@ -175,38 +187,76 @@ pub(crate) async fn attach(args: AttachArgs, out: &Output) -> Result<()> {
     })
 }
 
-pub(crate) async fn referrers(
-    location: &Location,
-    artifact_type: Option<&str>,
-    transfer: &super::copy::TransferArgs,
-    out: &Output,
-) -> Result<()> {
-    let (digest, found) = ocikit::transport::referrers(
-        location,
-        &transfer.source_options()?,
-        artifact_type,
-        "referrers",
-    )
-    .await?;
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Referrer {
-        digest: String,
-        #[serde(rename = "mediaType")]
-        media_type: String,
-        #[serde(rename = "artifactType")]
-        artifact_type: Option<String>,
-        size: u64,
-    }
-    let rows: Vec<Referrer> = found
-        .iter()
-        .map(|d| Referrer {
+/// One referrer as `ocikit referrers` shows it; with `--tree`, its own referrers below.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Referrer {
+    digest: String,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
+    size: u64,
+    /// Only in a tree (`--tree`, `--depth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referrers: Option<Vec<Referrer>>,
+}
+
+impl Referrer {
+    fn of(node: &ReferrerNode, tree: bool) -> Referrer {
+        let d = &node.descriptor;
+        Referrer {
             digest: d.digest().to_string(),
             media_type: d.media_type().to_string(),
             artifact_type: d.artifact_type().as_ref().map(ToString::to_string),
             size: d.size(),
-        })
-        .collect();
+            referrers: tree.then(|| {
+                node.referrers
+                    .iter()
+                    .map(|n| Referrer::of(n, tree))
+                    .collect()
+            }),
+        }
+    }
+
+    fn text(&self, indent: usize, text: &mut String) {
+        text.push_str(&format!(
+            "{}{}  {}  {}\n",
+            "  ".repeat(indent),
+            self.digest,
+            self.artifact_type.as_deref().unwrap_or("-"),
+            human_size(self.size)
+        ));
+        for r in self.referrers.iter().flatten() {
+            r.text(indent + 1, text);
+        }
+    }
+
+    fn digests(&self, text: &mut String) {
+        text.push_str(&format!("{}\n", self.digest));
+        for r in self.referrers.iter().flatten() {
+            r.digests(text);
+        }
+    }
+}
+
+pub(crate) async fn referrers(
+    location: &Location,
+    artifact_type: Option<&str>,
+    depth: Option<usize>,
+    transfer: &super::copy::TransferArgs,
+    out: &Output,
+) -> Result<()> {
+    let tree = depth.is_some();
+    let (digest, found) = ocikit::transport::referrers_tree(
+        location,
+        &transfer.source_options()?,
+        artifact_type,
+        depth.unwrap_or(1),
+        "referrers",
+    )
+    .await?;
+    let rows: Vec<Referrer> = found.iter().map(|n| Referrer::of(n, tree)).collect();
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Listing<'a> {
@@ -221,18 +271,19 @@ pub(crate) async fn referrers(
         || {
             let mut text = String::new();
             for r in &rows {
-                text.push_str(&format!(
-                    "{}  {}  {}\n",
-                    r.digest,
-                    r.artifact_type.as_deref().unwrap_or("-"),
-                    human_size(r.size)
-                ));
+                r.text(0, &mut text);
             }
             if rows.is_empty() {
                 text.push_str("no referrers\n");
             }
             text
         },
-        || rows.iter().map(|r| format!("{}\n", r.digest)).collect(),
+        || {
+            let mut text = String::new();
+            for r in &rows {
+                r.digests(&mut text);
+            }
+            text
+        },
     )
 }

@@ -1,6 +1,7 @@
 //! The commands, one module per group.
 
 pub(crate) mod append;
+pub(crate) mod artifact;
 pub(crate) mod copy;
 pub(crate) mod flatten;
 pub(crate) mod health;
@@ -42,6 +43,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             grace,
         } => health::gc(&Location::parse(&location)?, dry_run, grace, out).await,
         Command::Attach(args) => health::attach(args, out).await,
+        Command::Artifact(args) => artifact::run(args, out).await,
         Command::Serve(args) => serve::serve(args, out).await,
         Command::RegistryGc {
             root,
@@ -139,11 +141,16 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Referrers {
             image,
             artifact_type,
+            tree,
+            depth,
             registry,
         } => {
             health::referrers(
                 &Location::parse(&image)?,
                 artifact_type.as_deref(),
+                depth
+                    .map(usize::from)
+                    .or(tree.then_some(ocikit::transport::MAX_REFERRER_DEPTH)),
                 &registry.transfer(),
                 out,
             )

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use ocikit_digest::Digest;
-use ocikit_layout::{Artifact, FsckOptions, GcOptions};
-use ocikit_transport::Error;
+use ocikit_layout::{FsckOptions, GcOptions};
+use ocikit_transport::{ArtifactFile, ArtifactPushOptions, Error};
 
 use crate::registry::plain;
 use crate::{at, files, image};
@@ -145,10 +145,18 @@ async fn layout_verbs_refuse_what_they_cannot_do_and_change_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NeedsLayoutTag { .. }), "{err:?}");
-    let artifact = Artifact::new("application/vnd.example.sig").with_blob("text/plain", "x");
-    let err = ocikit_transport::attach(&at("oci", &src, ":nope"), &artifact)
-        .await
-        .unwrap_err();
+    let sig = dir.path().join("sig.txt");
+    std::fs::write(&sig, "x").unwrap();
+    let options = ArtifactPushOptions::new()
+        .with_artifact_type(Some("application/vnd.example.sig".into()))
+        .with_file_media_type(Some("text/plain".into()));
+    let err = ocikit_transport::attach(
+        &at("oci", &src, ":nope"),
+        &[ArtifactFile::new(&sig)],
+        &options,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::TagNotFound { .. }), "{err:?}");
     for location in [at("oci", &src, ":v1"), at("oci-archive", &src, "")] {
         let err = ocikit_transport::fsck(&location, &FsckOptions::new())
@@ -191,11 +199,18 @@ async fn an_artifact_is_attached_checked_and_collected() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     let (_layout, root) = image(&src, "v1").await;
-    let artifact = Artifact::new("application/vnd.example.sbom+json")
-        .with_blob("application/json", b"{\"sbom\":true}".to_vec());
-    let attached = ocikit_transport::attach(&at("oci", &src, ":v1"), &artifact)
-        .await
-        .unwrap();
+    let sbom = dir.path().join("sbom.json");
+    std::fs::write(&sbom, b"{\"sbom\":true}").unwrap();
+    let options = ArtifactPushOptions::new()
+        .with_artifact_type(Some("application/vnd.example.sbom+json".into()))
+        .with_file_media_type(Some("application/json".into()));
+    let attached = ocikit_transport::attach(
+        &at("oci", &src, ":v1"),
+        &[ArtifactFile::new(&sbom)],
+        &options,
+    )
+    .await
+    .unwrap();
     assert_eq!(attached.subject.digest(), root.digest());
     let (subject, found) =
         ocikit_transport::referrers(&at("oci", &src, ":v1"), &plain(), None, "referrers")

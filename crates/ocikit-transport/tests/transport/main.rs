@@ -7,6 +7,7 @@
 
 mod append;
 mod append_changes;
+mod artifact;
 mod copy;
 mod export;
 mod flatten;

@@ -195,6 +195,26 @@ enum Command {
     /// and the base annotations updated; refused when the image is not built on the old
     /// base.
     Rebase(commands::rebase::RebaseArgs),
+    /// Mirror repositories (all tags, or a selection) between registries and directories of
+    /// layouts, as `skopeo sync`: incrementally (an image the destination holds already is
+    /// skipped without a write), a failed image not stopping the others.
+    ///
+    /// Names follow skopeo: a repository HOST/PATH/NAME goes to DEST/NAME (DEST/HOST/PATH/NAME
+    /// with --scoped, HOST:PORT written HOST_PORT). --dest oci writes one layout per
+    /// repository, DIR/NAME, holding its tags (what skopeo's --dest oci writes: skopeo reads
+    /// them as oci:DIR/NAME:TAG). --src yaml reads skopeo's sync file (images,
+    /// images-by-tag-regex, images-by-semver, tls-verify, cert-dir, credentials); its
+    /// semver ranges are read with cargo's rules. An image is compared with the destination
+    /// by digest before anything is copied; from an index without --all, the destination
+    /// holding the index or the wanted platform's manifest counts as up to date. Cosign
+    /// attachments (sha256-<hex>.sig, .att, .sbom tags) of each image go along unless
+    /// --remove-signatures. Exits 1 naming the images that failed; run it again to finish.
+    #[command(after_help = "Examples:\n  \
+        ocikit sync registry.example/team/app mirror.example/team\n  \
+        ocikit sync --dest oci --semver '>=1.2, <2' registry.example/app ./mirror\n  \
+        ocikit sync --src yaml --dest docker sync.yml 127.0.0.1:5000/mirror --dest-tls-verify=false\n  \
+        ocikit sync --src oci --dest docker --scoped ./mirror registry.example --dry-run")]
+    Sync(commands::sync::SyncArgs),
     /// Make and edit multi-platform indexes anywhere (layouts, archives, registries): each
     /// entry's platform read from its image's config.
     ///
@@ -405,6 +425,10 @@ fn tls_flags(command: &Command) -> commands::copy::TlsFlags {
             destination: Some(destination.clone()),
         },
         Command::Login(_) => TlsFlags::Login,
+        Command::Sync(_) => TlsFlags::Sides {
+            source: None,
+            destination: None,
+        },
         _ => TlsFlags::One,
     }
 }

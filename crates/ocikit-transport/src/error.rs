@@ -833,6 +833,33 @@ pub enum Error {
     /// (`artifact push`, `artifact pull`, `attach`).
     #[error(transparent)]
     Artifact(#[from] crate::artifact::ArtifactError),
+    /// A sync file was refused.
+    #[error(transparent)]
+    SyncFile(#[from] crate::sync::SyncFileError),
+    /// A sync source that does not name a registry repository.
+    #[error("`{source_text}` is not a sync source: {reason}")]
+    SyncSource {
+        /// The source as given.
+        source_text: String,
+        /// What to write instead.
+        reason: &'static str,
+    },
+    /// A sync destination that is not a registry and a repository prefix.
+    #[error("`{destination}` is not a sync destination: {reason}")]
+    SyncDestination {
+        /// The destination as given.
+        destination: String,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A tag a sync was asked for that the source repository does not have.
+    #[error("{repository} has no tag {tag:?}")]
+    SyncTagMissing {
+        /// The repository (or layout).
+        repository: String,
+        /// The tag.
+        tag: String,
+    },
     /// A layout operation failed.
     #[error(transparent)]
     Layout(#[from] ocikit_layout::Error),

@@ -58,6 +58,7 @@ mod location;
 mod open;
 mod progress;
 pub mod surgery;
+pub mod sync;
 pub mod tag_select;
 
 pub use access::RegistryOptions;
@@ -86,5 +87,9 @@ pub use progress::{Progress, Stage};
 pub use surgery::{
     AppendOptions, EditOptions, EditReport, FlattenOptions, ImageEdit, LayerSource, MutateOptions,
     MutateReport, RebaseOptions, append, edit_image, flatten, mutate, parse_created, rebase,
+};
+pub use sync::{
+    SyncDestination, SyncEntry, SyncEvent, SyncFile, SyncFileError, SyncFileErrorKind, SyncOptions,
+    SyncOutcome, SyncProgress, SyncReport, SyncSource, sync,
 };
 pub use tag_select::{TagOrder, TagSelection, TagSelectionError, TagSelectionErrorKind};

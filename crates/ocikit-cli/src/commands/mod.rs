@@ -15,6 +15,7 @@ pub(crate) mod rebase;
 pub(crate) mod registry;
 pub(crate) mod repack;
 pub(crate) mod serve;
+pub(crate) mod sync;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -60,6 +61,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Append(args) => append::append(args, out).await,
         Command::Flatten(args) => flatten::flatten(args, out).await,
         Command::Rebase(args) => rebase::rebase(args, out).await,
+        Command::Sync(args) => return sync::sync(args, out).await,
         Command::Index(command) => index::run(command, out).await,
         Command::Copy {
             source,

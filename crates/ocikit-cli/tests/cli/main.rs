@@ -27,6 +27,7 @@ mod reference;
 mod registry;
 mod repack;
 mod serve;
+mod sync;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -21,6 +21,7 @@ mod rebase;
 mod referrers;
 mod registry;
 mod surgery;
+mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -307,6 +307,10 @@ enum Command {
         archive: String,
         /// The layout: oci:PATH, or oci:PATH:TAG to tag the (one) imported image TAG.
         layout: String,
+        /// Import the referrers of the image(s) too (an oci-archive's untagged entries whose
+        /// subject is an image imported, and theirs), as `copy --referrers`.
+        #[arg(long)]
+        referrers: bool,
     },
     /// Export images of a layout to an archive (`copy` with an archive destination).
     #[command(
@@ -320,6 +324,10 @@ enum Command {
         /// layout directory's name, lowercase), and under its own name for a tag that is a
         /// reference (docker.io/demo/hello:v1).
         archive: String,
+        /// Export the referrers of the image(s) too (untagged into an oci-archive; a
+        /// docker-archive cannot hold them), as `copy --referrers`.
+        #[arg(long)]
+        referrers: bool,
     },
     /// Serve a directory or an S3 bucket as an OCI Distribution v1.1 registry (until SIGTERM
     /// or Ctrl-C).

@@ -256,6 +256,15 @@ pub(crate) struct TransferArgs {
     /// image keeps its own.
     #[arg(long, value_enum, value_name = "FORMAT")]
     format: Option<FormatArg>,
+    /// Copy the referrers along (SBOMs, signatures... whose subject is an image copied, and
+    /// theirs), as `oras cp -r`: from a registry's referrers API or its referrers tag
+    /// schema, or a layout's (or oci-archive's) untagged entries; to a registry by digest (the
+    /// subject's sha256-HEX tag index updated where it has no referrers API), untagged into a
+    /// layout or an oci-archive. Only those of the platforms copied; each verified before
+    /// anything is written; one the destination lists already is skipped. Not with a
+    /// docker-archive, --compression or --format.
+    #[arg(long)]
+    pub(crate) referrers: bool,
     /// Between two layouts (oci: to oci:), hardlink blobs instead of copying them. Not a
     /// flag of the shared set: only `copy --hardlink` sets it (pull and push have a registry
     /// on one side, nothing to link).
@@ -300,6 +309,7 @@ impl Default for TransferArgs {
             compression: None,
             compression_level: None,
             format: None,
+            referrers: false,
             hardlink: false,
         }
     }
@@ -313,6 +323,15 @@ impl TransferArgs {
             src_cert_dir: tls.cert_dir,
             src_ca_file: tls.ca_file,
             src_creds: creds,
+            ..TransferArgs::default()
+        }
+    }
+
+    /// The arguments of a command between local locations (`import`, `export`): the
+    /// defaults, and `--referrers`.
+    pub(crate) fn local(referrers: bool) -> TransferArgs {
+        TransferArgs {
+            referrers,
             ..TransferArgs::default()
         }
     }
@@ -372,6 +391,7 @@ impl TransferArgs {
             .with_compression_level(self.compression_level)
             .with_format(self.format.map(FormatArg::format))
             .with_hardlink(self.hardlink)
+            .with_referrers(self.referrers)
             .with_progress(bars.transport()))
     }
 }
@@ -423,8 +443,16 @@ fn show(copied: &CopyReport, out: &Output) -> Result<()> {
         } else {
             images
         };
+        let referrers = match (copied.referrers_copied, copied.referrers_skipped) {
+            (0, 0) => String::new(),
+            (n, 0) => format!("; {}", plural(n, "referrer")),
+            (n, skipped) => format!(
+                "; {} ({skipped} already present)",
+                plural(n + skipped, "referrer")
+            ),
+        };
         format!(
-            "copied {images} from {} to {}: {}, {}{how}",
+            "copied {images} from {} to {}: {}, {}{how}{referrers}",
             copied.source,
             copied.destination,
             plural(copied.blobs, "blob"),

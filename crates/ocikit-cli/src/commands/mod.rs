@@ -118,7 +118,11 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             }
             copy::copy(&source, &destination, &transfer, out).await
         }
-        Command::Import { archive, layout } => {
+        Command::Import {
+            archive,
+            layout,
+            referrers,
+        } => {
             let source = Location::parse(&archive)?;
             if matches!(source, Location::Oci { .. }) {
                 anyhow::bail!(
@@ -127,9 +131,14 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             }
             let destination = Location::parse(&layout)?;
             destination.oci("import")?;
-            copy::copy(&source, &destination, &copy::TransferArgs::default(), out).await
+            let transfer = copy::TransferArgs::local(referrers);
+            copy::copy(&source, &destination, &transfer, out).await
         }
-        Command::Export { layout, archive } => {
+        Command::Export {
+            layout,
+            archive,
+            referrers,
+        } => {
             let source = Location::parse(&layout)?;
             source.oci("export")?;
             let destination = Location::parse(&archive)?;
@@ -138,7 +147,8 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
                     "export writes an archive (oci-archive: or docker-archive:), not `{destination}`"
                 );
             }
-            copy::copy(&source, &destination, &copy::TransferArgs::default(), out).await
+            let transfer = copy::TransferArgs::local(referrers);
+            copy::copy(&source, &destination, &transfer, out).await
         }
         Command::Referrers {
             image,

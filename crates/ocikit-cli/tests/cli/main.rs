@@ -24,6 +24,7 @@ mod real_world_store;
 mod real_world_tarw;
 mod real_world_unpack;
 mod reference;
+mod referrers_copy;
 mod registry;
 mod repack;
 mod serve;

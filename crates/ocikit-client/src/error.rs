@@ -137,6 +137,24 @@ pub enum Error {
         /// The spec's error codes and messages from the body, or a part of the body.
         detail: String,
     },
+    /// The registry does not do what was asked (405 Method Not Allowed, or 400 with the
+    /// spec's `UNSUPPORTED` code, or `DIGEST_INVALID` to a tag's `DELETE`): a registry with
+    /// deletes disabled, or one that deletes manifests by digest only.
+    #[error(
+        "registry {registry} does not support {operation} in repository {repository} ({status}): {detail}"
+    )]
+    Unsupported {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// What the client asked.
+        operation: Box<Operation>,
+        /// The HTTP status (405 or 400).
+        status: u16,
+        /// The spec's error codes and messages from the body, or a part of the body.
+        detail: String,
+    },
     /// Content the registry sent does not hash to the digest asked for (or to the
     /// `Docker-Content-Digest` it claimed); nothing of it was stored.
     #[error(
@@ -281,6 +299,13 @@ pub enum Operation {
     Token,
     /// Listing a repository's tags.
     ListTags,
+    /// Listing the registry's repositories (`GET /v2/_catalog`).
+    Catalog,
+    /// Deleting a manifest (by digest) or a tag.
+    DeleteManifest {
+        /// The tag or digest.
+        reference: String,
+    },
     /// Listing the referrers of a manifest through the referrers API.
     ListReferrers {
         /// The manifest referred to.
@@ -358,6 +383,8 @@ impl Operation {
         match self {
             Operation::Ping => "/v2/".into(),
             Operation::ListTags => "tags".into(),
+            Operation::Catalog => "catalog".into(),
+            Operation::DeleteManifest { reference } => format!("manifest {reference}"),
             Operation::ListReferrers { subject } => format!("referrers of {subject}"),
             Operation::CheckBlob { digest } | Operation::PullBlob { digest } => {
                 format!("blob {digest}")
@@ -374,6 +401,8 @@ impl std::fmt::Display for Operation {
             Operation::Ping => f.write_str("GET /v2/"),
             Operation::Token => f.write_str("token request"),
             Operation::ListTags => f.write_str("GET tags"),
+            Operation::Catalog => f.write_str("GET catalog"),
+            Operation::DeleteManifest { reference } => write!(f, "DELETE manifest {reference}"),
             Operation::ListReferrers { subject } => write!(f, "GET referrers of {subject}"),
             Operation::CheckBlob { digest } => write!(f, "HEAD blob {digest}"),
             Operation::PullManifest { reference } => write!(f, "GET manifest {reference}"),

@@ -56,6 +56,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod login;
+mod manage;
 mod pull;
 mod push;
 pub mod referrers;
@@ -80,6 +81,7 @@ pub use error::{Error, Operation, Result};
 pub use login::{
     LoginOptions, LoginReport, LogoutReport, auth_file_path, login, logout, registry_host,
 };
+pub use manage::CatalogPage;
 pub use pull::PullOptions;
 pub use push::PushOptions;
 
@@ -175,6 +177,10 @@ impl Client {
     /// The registry this client talks to (`host[:port]`).
     pub fn registry(&self) -> &str {
         &self.inner.registry
+    }
+
+    pub(crate) fn base(&self) -> &Url {
+        &self.inner.base
     }
 
     pub(crate) fn settings(&self) -> &ClientBuilder {

@@ -386,6 +386,36 @@ pub enum Error {
         #[source]
         source: ocikit_client::Error,
     },
+    /// A delete of a digest that other tags or indexes still reference (without force).
+    #[error(
+        "{location} ({digest}) is still referenced by {}: delete those first, or force it",
+        references.join(", ")
+    )]
+    StillReferenced {
+        /// The location given.
+        location: String,
+        /// The manifest it names.
+        digest: String,
+        /// What references it (`tag v2`, `index sha256:…`).
+        references: Vec<String>,
+    },
+    /// A delete of a location that is neither a layout's image nor a registry's.
+    #[error(
+        "delete removes an image from a layout (oci:PATH:TAG|@DIGEST) or a registry \
+         (docker://HOST/NAME:TAG|@DIGEST), not `{location}`"
+    )]
+    DeleteUnsupported {
+        /// The location given.
+        location: String,
+    },
+    /// An operation on a whole registry given something else than `docker://HOST[:PORT]`.
+    #[error("{what} lists a registry: docker://HOST[:PORT], not `{location}`")]
+    NeedsRegistryHost {
+        /// The operation.
+        what: String,
+        /// The location given.
+        location: String,
+    },
     /// An operation that lists a registry repository was given another kind of location.
     #[error("{what} lists a registry repository (docker://HOST/NAME), not `{location}`{advice}")]
     NeedsRegistry {
@@ -881,6 +911,10 @@ pub enum Operation {
     ListTags,
     /// Listing the referrers of a subject (the API, else the referrers tag schema).
     ListReferrers,
+    /// Deleting a manifest or a tag.
+    Delete,
+    /// Listing the registry's repositories.
+    Catalog,
 }
 
 impl std::fmt::Display for Operation {
@@ -891,6 +925,8 @@ impl std::fmt::Display for Operation {
             Operation::ReadConfig => "read the config of",
             Operation::ListTags => "list the tags of",
             Operation::ListReferrers => "list the referrers of",
+            Operation::Delete => "delete",
+            Operation::Catalog => "list the repositories of",
         })
     }
 }

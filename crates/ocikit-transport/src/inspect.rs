@@ -14,9 +14,13 @@ use crate::access::RegistryOptions;
 use crate::error::{Error, Operation, Result};
 use crate::image::open_image;
 use crate::location::Location;
+use crate::tag_select::TagSelection;
 
 /// What [`inspect`] found: an image manifest or an index. Serialized as the summary
 /// itself (no tag), in camelCase, as `ocikit inspect --json` prints it.
+// One summary per call: its size does not matter, and boxing would change the enum callers
+// match on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 #[non_exhaustive]
@@ -38,6 +42,10 @@ pub struct BlobSummary {
     pub media_type: String,
     /// Its size in bytes.
     pub size: u64,
+    /// The descriptor's annotations, sorted by key (left out of JSON when there are none;
+    /// skopeo's `LayersData[].Annotations`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 impl BlobSummary {
@@ -46,15 +54,43 @@ impl BlobSummary {
             digest: descriptor.digest().to_string(),
             media_type: descriptor.media_type().to_string(),
             size: descriptor.size(),
+            annotations: sorted(descriptor.annotations()),
         }
     }
 }
 
-/// What an image manifest says, with what its config adds.
+/// What an image manifest says, with what its config adds: as much as `skopeo inspect`
+/// shows (its `Name`, `Digest`, `RepoTags`, `Created`, `DockerVersion`, `Labels`,
+/// `Architecture`, `Os`, `Variant`, `Env`; `Layers` and `LayersData` are [`Self::layers`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ImageSummary {
+    /// `HOST/NAME` for an image in a registry (left out of JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The tags of its repository, for an image in a registry (left out of JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo_tags: Option<Vec<String>>,
+    /// The image config's `architecture` (left out of JSON when there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// The image config's `os` (left out of JSON when there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// The image config's `variant` (left out of JSON when there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// The image config's `docker_version`, which Docker's builder writes (left out of
+    /// JSON when there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_version: Option<String>,
+    /// The config's `config.Labels`, sorted by key (left out of JSON when there are none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// The config's `config.Env` (left out of JSON when there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
     /// The manifest's digest.
     pub digest: String,
     /// The manifest's media type.
@@ -83,6 +119,12 @@ pub struct ImageSummary {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct IndexSummary {
+    /// `HOST/NAME` for an index in a registry (left out of JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The tags of its repository, for an index in a registry (left out of JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo_tags: Option<Vec<String>>,
     /// The index's digest.
     pub digest: String,
     /// The index's media type.
@@ -122,21 +164,28 @@ pub struct RepositoryTags {
 /// `ocikit inspect`: the manifest or index `location` names (`oci:PATH:TAG|@DIGEST` or
 /// `docker://…`), summarised: blobs and sizes, the platform (the descriptor's, else the
 /// image config's), the config's `created` and run settings (read verified and parsed
-/// strictly), annotations. Archives are refused ([`Error::NeedsLayout`]).
+/// strictly), annotations; for an image in a registry also its name and its repository's
+/// tags (as `skopeo inspect` shows them). Archives are refused ([`Error::NeedsLayout`]).
 pub async fn inspect(location: &Location, registry: &RegistryOptions) -> Result<Summary> {
     let (layout, descriptor) = open_image(location, registry, true, "inspect").await?;
-    match read(&layout, &descriptor).await? {
+    let mut summary = match read(&layout, &descriptor).await? {
         Document::Manifest { manifest, .. } => {
             let config = read_config(&layout, manifest.config()).await?;
-            Ok(Summary::Image(image_summary(
-                &descriptor,
-                &manifest,
-                config,
-            )))
+            Summary::Image(image_summary(&descriptor, &manifest, config))
         }
-        Document::Index { index, .. } => Ok(Summary::Index(index_summary(&descriptor, &index))),
-        _ => Err(not_a_manifest(&descriptor)),
+        Document::Index { index, .. } => Summary::Index(index_summary(&descriptor, &index)),
+        _ => return Err(not_a_manifest(&descriptor)),
+    };
+    if location.is_registry() {
+        let listed = tags(location, registry).await?;
+        let (name, repo_tags) = match &mut summary {
+            Summary::Image(s) => (&mut s.name, &mut s.repo_tags),
+            Summary::Index(s) => (&mut s.name, &mut s.repo_tags),
+        };
+        *name = Some(listed.repository);
+        *repo_tags = Some(listed.tags);
     }
+    Ok(summary)
 }
 
 /// `ocikit inspect --raw`: the exact bytes of the manifest or index `location` names
@@ -206,6 +255,19 @@ pub async fn tags(location: &Location, registry: &RegistryOptions) -> Result<Rep
     })
 }
 
+/// `ocikit tags --filter REGEX --sort semver`: the tags of the registry repository
+/// `location` names ([`tags`]) that `selection` picks, in its order
+/// ([`TagSelection::select`]).
+pub async fn tags_matching(
+    location: &Location,
+    registry: &RegistryOptions,
+    selection: &TagSelection,
+) -> Result<RepositoryTags> {
+    let mut listed = tags(location, registry).await?;
+    listed.tags = selection.select(&listed.tags);
+    Ok(listed)
+}
+
 /// The document `descriptor` names in `layout`, verified and parsed strictly.
 async fn read(layout: &Layout, descriptor: &Descriptor) -> Result<Document> {
     layout
@@ -263,7 +325,33 @@ fn image_summary(
                 variant.as_deref(),
             )))
         });
+    let run = get("config");
+    let labels = run
+        .and_then(|r| r.get("Labels"))
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        });
+    let env = run
+        .and_then(|r| r.get("Env"))
+        .and_then(Value::as_array)
+        .map(|env| {
+            env.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        });
     ImageSummary {
+        name: None,
+        repo_tags: None,
+        architecture: text("architecture"),
+        os: text("os"),
+        variant: text("variant"),
+        docker_version: text("docker_version"),
+        labels,
+        env,
         digest: descriptor.digest().to_string(),
         media_type: descriptor.media_type().to_string(),
         artifact_type: manifest.artifact_type().as_ref().map(|t| t.to_string()),
@@ -278,6 +366,8 @@ fn image_summary(
 
 fn index_summary(descriptor: &Descriptor, index: &ImageIndex) -> IndexSummary {
     IndexSummary {
+        name: None,
+        repo_tags: None,
         digest: descriptor.digest().to_string(),
         media_type: descriptor.media_type().to_string(),
         manifests: index

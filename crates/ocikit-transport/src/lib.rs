@@ -55,6 +55,7 @@ pub mod index_edit;
 mod inspect;
 mod layouts;
 mod location;
+mod manage;
 mod open;
 mod progress;
 pub mod surgery;
@@ -78,10 +79,11 @@ pub use index_edit::{
 };
 pub use inspect::{
     BlobSummary, ImageSummary, IndexEntry, IndexSummary, RepositoryTags, Summary, inspect,
-    inspect_config, inspect_raw, tags,
+    inspect_config, inspect_raw, tags, tags_matching,
 };
 pub use layouts::{Attached, ImageEntry, attach, fsck, gc, init, list_images, tag, untag};
 pub use location::{Location, LocationError, LocationErrorKind, Selector};
+pub use manage::{Catalog, CatalogOptions, DeleteOptions, DeleteReport, catalog, delete};
 pub use open::{open_layout, resolve};
 pub use progress::{Progress, Stage};
 pub use surgery::{

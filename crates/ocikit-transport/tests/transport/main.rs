@@ -16,6 +16,7 @@ mod index_edit;
 mod inspect;
 mod layouts;
 mod location;
+mod manage;
 mod mutate;
 mod rebase;
 mod referrers;

@@ -12,7 +12,9 @@
 //!
 //! The core, [`Walker`], is synchronous and does no I/O: it says which documents it wants
 //! ([`Walker::next_wanted`], or a whole batch with [`Walker::take_wanted`] for callers that
-//! fetch concurrently) and takes their bytes ([`Walker::visit`]). [`walk`] drives it with an
+//! fetch concurrently) and takes their bytes ([`Walker::visit`]), or, from callers that parse
+//! documents on their own threads, only what each names ([`Walker::visit_children`]).
+//! [`walk`] drives it with an
 //! async fetch function, one document at a time; stores and registries are remote, and how
 //! bytes are fetched and verified is the caller's business (a walker checks no digests).
 //! [`Graph`] gives the result children first ([`Graph::levels`]), for copies that must land
@@ -42,6 +44,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -247,7 +250,7 @@ impl Walker {
                     &mut self.wanted,
                     &self.limits,
                     vacant,
-                    root,
+                    Cow::Borrowed(root),
                     0,
                     Root::Itself,
                 )?;
@@ -333,16 +336,16 @@ impl Walker {
                     source: Box::new(source),
                 },
             )?;
-        self.add_children(at, &document)?;
+        self.visit_document(at, &document)?;
         Ok(self.nodes[at].document.insert(document))
     }
 
     /// [`Walker::visit`] for a document the caller has parsed itself, from verified bytes,
     /// with [`Document::parse_with_limit`] under the descriptor's media type (on its own
     /// threads, say): adds the blobs it names. The walk keeps no copy of it (the node's
-    /// [`Node::document`] stays `None`), for callers that follow documents only once, like
-    /// a layout's fsck. A document larger than [`Limits::max_document_size`] is refused
-    /// as [`Walker::visit`] refuses it.
+    /// [`Node::document`] stays `None`), for callers that follow documents only once. A
+    /// document larger than [`Limits::max_document_size`] is refused as [`Walker::visit`]
+    /// refuses it.
     pub fn visit_parsed(
         &mut self,
         descriptor: &Descriptor,
@@ -372,17 +375,11 @@ impl Walker {
                 });
             }
         }
-        self.add_children(at, document)
+        self.visit_document(at, document)
     }
 
-    /// Adds the blobs `document` (the node at `at`) names and marks it visited. On an error
-    /// (a limit, an invalid child descriptor) the node stays wanted: the caller may
-    /// [`Walker::skip`] it.
-    fn add_children(&mut self, at: usize, document: &Document) -> Result<(), GraphError> {
-        let (depth, root) = (self.nodes[at].depth, self.nodes[at].root);
-        let mut children = Vec::new();
-        // The children borrowed, not cloned (`Document::children` clones): a descriptor is
-        // cloned once, into the node of a blob reached for the first time.
+    /// Adds the blobs `document` (the node at `at`) names.
+    fn visit_document(&mut self, at: usize, document: &Document) -> Result<(), GraphError> {
         let named: Vec<&Descriptor> = match document {
             Document::Manifest { manifest, .. } => std::iter::once(manifest.config())
                 .chain(manifest.layers())
@@ -390,10 +387,71 @@ impl Walker {
             Document::Index { index, .. } => index.manifests().iter().collect(),
             Document::Opaque => Vec::new(),
         };
-        children.reserve(named.len());
+        // The children borrowed, not cloned (`Document::children` clones): a descriptor is
+        // cloned once, into the node of a blob reached for the first time.
+        self.add_children(
+            at,
+            named.len(),
+            named.into_iter().map(|child| {
+                let digest = descriptor::digest_of(child)
+                    .map_err(|e| GraphError::Descriptor(Box::new(e)))?;
+                Ok((Cow::Borrowed(child), digest))
+            }),
+        )
+    }
+
+    /// [`Walker::visit_parsed`] given only what the document `digest` names, for callers
+    /// that parse documents on their own threads and free them there (a layout's fsck):
+    /// `children` are its config and layers, or its manifests, in its order, each with the
+    /// digest of its descriptor, parsed by the caller. The descriptor of a blob reached for
+    /// the first time is moved into its node ([`Node::descriptor`]); the others are
+    /// dropped.
+    ///
+    /// The caller read the document's bytes under its descriptor (digest and size checked)
+    /// and parsed them with [`Document::parse_with_limit`] under this walk's
+    /// [`Limits::max_document_size`] ([`Walker::limits`]): the walk has no bytes to check
+    /// here. The other limits, errors and states are those of [`Walker::visit`]: a document
+    /// not wanted is [`GraphError::NotWanted`], and on a limit the document stays wanted
+    /// (the caller may [`Walker::skip`] it).
+    pub fn visit_children<I>(&mut self, digest: &Digest, children: I) -> Result<(), GraphError>
+    where
+        I: IntoIterator<Item = (Descriptor, Digest)>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let at = match self.by_digest.get(digest) {
+            Some(&at) if self.nodes[at].state == State::Wanted => at,
+            _ => {
+                return Err(GraphError::NotWanted {
+                    digest: digest.clone(),
+                });
+            }
+        };
+        let children = children.into_iter();
+        self.add_children(
+            at,
+            children.len(),
+            children.map(|(child, digest)| Ok((Cow::Owned(child), digest))),
+        )
+    }
+
+    /// The limits of this walk.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Adds the `count` blobs a document (the node at `at`) names and marks it visited. On
+    /// an error (a limit, an invalid child descriptor) the node stays wanted: the caller may
+    /// [`Walker::skip`] it.
+    fn add_children<'d>(
+        &mut self,
+        at: usize,
+        count: usize,
+        named: impl Iterator<Item = Result<(Cow<'d, Descriptor>, Digest), GraphError>>,
+    ) -> Result<(), GraphError> {
+        let (depth, root) = (self.nodes[at].depth, self.nodes[at].root);
+        let mut children = Vec::with_capacity(count);
         for child in named {
-            let child_digest =
-                descriptor::digest_of(child).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
+            let (child, child_digest) = child?;
             // One lookup of the digest, whether the blob is new or was reached before.
             let child_at = match self.by_digest.entry(child_digest) {
                 Entry::Occupied(known) => {
@@ -402,7 +460,7 @@ impl Walker {
                         && is_document(child.media_type().as_ref())
                     {
                         let root_digest = self.nodes[root].digest.clone();
-                        self.promote(known, child, depth + 1, &root_digest)?;
+                        self.promote(known, &child, depth + 1, &root_digest)?;
                     }
                     known
                 }
@@ -494,7 +552,7 @@ fn insert(
     wanted: &mut VecDeque<usize>,
     limits: &Limits,
     vacant: std::collections::hash_map::VacantEntry<'_, Digest, usize>,
-    descriptor: &Descriptor,
+    descriptor: Cow<'_, Descriptor>,
     depth: usize,
     root: Root,
 ) -> Result<(), GraphError> {
@@ -520,7 +578,7 @@ fn insert(
     }
     let at = nodes.len();
     nodes.push(Node {
-        descriptor: descriptor.clone(),
+        descriptor: descriptor.into_owned(),
         digest: vacant.key().clone(),
         depth,
         height: 0,
@@ -686,6 +744,127 @@ mod tests {
     fn leaf(n: u8) -> Descriptor {
         let digest = Digest::sha256(&[n]);
         descriptor::new(IMAGE_LAYER_GZIP, &digest, 1).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A document's bytes and its descriptor.
+    fn document(media_type: &str, value: &serde_json::Value) -> (Descriptor, Bytes) {
+        let bytes = serde_json::to_vec(value).unwrap_or_else(|e| panic!("{e}"));
+        let d = descriptor::new(media_type, &Digest::sha256(&bytes), bytes.len() as u64)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (d, bytes.into())
+    }
+
+    /// What a caller of `visit_children` hands over for `bytes`.
+    fn children_of(d: &Descriptor, bytes: &Bytes) -> Vec<(Descriptor, Digest)> {
+        let doc = Document::parse(d, bytes.clone()).unwrap_or_else(|e| panic!("{e}"));
+        doc.children()
+            .into_iter()
+            .map(|c| {
+                let digest = descriptor::digest_of(&c).unwrap_or_else(|e| panic!("{e}"));
+                (c, digest)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn children_alone_walk_as_the_documents_do_under_the_same_limits() {
+        use crate::media_type::{IMAGE_CONFIG, IMAGE_INDEX};
+        let config = descriptor::new(IMAGE_CONFIG, &Digest::sha256(b"{}"), 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let manifest = |layers: &[Descriptor]| {
+            document(
+                IMAGE_MANIFEST,
+                &serde_json::json!({"schemaVersion": 2, "mediaType": IMAGE_MANIFEST,
+                    "config": config, "layers": layers}),
+            )
+        };
+        let (a, a_bytes) = manifest(&[leaf(1), leaf(2)]);
+        let (b, b_bytes) = manifest(&[leaf(2), leaf(3)]);
+        let (root, root_bytes) = document(
+            IMAGE_INDEX,
+            &serde_json::json!({"schemaVersion": 2, "manifests": [a, b]}),
+        );
+        let bytes = |d: &Descriptor| match d {
+            d if *d == root => root_bytes.clone(),
+            d if *d == a => a_bytes.clone(),
+            _ => b_bytes.clone(),
+        };
+
+        let mut walker = Walker::new(Limits::new());
+        walker.add_root(&root).unwrap_or_else(|e| panic!("{e}"));
+        // Only what the walk asked for.
+        assert_eq!(
+            walker.visit_children(&Digest::sha256(&a_bytes), children_of(&a, &a_bytes)),
+            Err(GraphError::NotWanted {
+                digest: Digest::sha256(&a_bytes)
+            })
+        );
+        let mut read = Vec::new();
+        loop {
+            let wanted = walker.take_wanted();
+            if wanted.is_empty() {
+                break;
+            }
+            for d in wanted {
+                let children = children_of(&d, &bytes(&d));
+                let digest = descriptor::digest_of(&d).unwrap_or_else(|e| panic!("{e}"));
+                walker
+                    .visit_children(&digest, children)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                read.push(d);
+            }
+        }
+        assert_eq!(read, [root.clone(), a.clone(), b.clone()]);
+        let graph = walker.finish().unwrap_or_else(|e| panic!("{e}"));
+        // The same graph as a walk that reads the documents itself.
+        let mut full = Walker::new(Limits::new());
+        full.add_root(&root).unwrap_or_else(|e| panic!("{e}"));
+        while let Some(d) = full.next_wanted() {
+            full.visit(&d, bytes(&d)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let full = full.finish().unwrap_or_else(|e| panic!("{e}"));
+        let shape = |g: &Graph| -> Vec<(Digest, Descriptor, usize, usize, Vec<Digest>)> {
+            g.nodes()
+                .iter()
+                .map(|n| {
+                    let children = g.children(n).map(|c| c.digest.clone()).collect();
+                    (
+                        n.digest.clone(),
+                        n.descriptor.clone(),
+                        n.depth,
+                        n.height,
+                        children,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(shape(&graph), shape(&full));
+        assert_eq!(graph.len(), 7);
+        assert!(graph.nodes().iter().all(|n| n.document.is_none()));
+
+        // The limits: nodes (the document stays wanted and may be skipped) and depth.
+        let mut walker = Walker::new(Limits::new().with_max_nodes(3));
+        walker.add_root(&a).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(walker.take_wanted(), std::slice::from_ref(&a));
+        let a_digest = Digest::sha256(&a_bytes);
+        assert!(matches!(
+            walker.visit_children(&a_digest, children_of(&a, &a_bytes)),
+            Err(GraphError::TooManyNodes { max: 3, .. })
+        ));
+        walker.skip(&a).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(walker.len(), 3);
+        assert!(walker.finish().is_ok());
+        let mut walker = Walker::new(Limits::new().with_max_depth(0));
+        walker.add_root(&root).unwrap_or_else(|e| panic!("{e}"));
+        walker.take_wanted();
+        assert!(matches!(
+            walker.visit_children(
+                &Digest::sha256(&root_bytes),
+                children_of(&root, &root_bytes)
+            ),
+            Err(GraphError::TooDeep { max: 0, .. })
+        ));
+        assert_eq!(walker.limits().max_depth, 0);
     }
 
     #[test]

@@ -21,10 +21,13 @@
 //! `concurrency` at a time, and hash each on a blocking thread.
 //!
 //! The walk is [`ocikit_digest::graph`]'s one walk of manifests and indexes, level by level
-//! ([`Walker`](ocikit_digest::graph::Walker), fed the documents the workers parsed), under
-//! its limits: a document nested deeper than [`graph::MAX_DEPTH`] levels is reported
-//! ([`ProblemKind::TooDeep`]) and not read, and past [`graph::MAX_NODES`] distinct blobs
-//! what a document names is reported ([`ProblemKind::TooManyBlobs`]) and not checked.
+//! ([`Walker`](ocikit_digest::graph::Walker), fed what the documents the workers parsed
+//! name, with [`Walker::visit_children`](ocikit_digest::graph::Walker::visit_children): the
+//! documents are parsed, taken apart and freed on the workers), under its limits: a
+//! document nested deeper than [`graph::MAX_DEPTH`] levels is reported
+//! ([`ProblemKind::TooDeep`]) and not read, past [`graph::MAX_NODES`] distinct blobs what a
+//! document names is reported ([`ProblemKind::TooManyBlobs`]) and not checked, and a
+//! document larger than the walk's size limit is [`ProblemKind::InvalidDocument`].
 //!
 //! Nothing stops at the first problem: the [`FsckReport`] lists every one, with the digest
 //! and the path by which it was reached. Blobs reached more than once are read once.

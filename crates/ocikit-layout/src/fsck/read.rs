@@ -13,12 +13,11 @@ use ocikit_digest::{Digest, DigestReader, Hasher, descriptor};
 use ocikit_store::{Error as StoreError, LocalBlobs};
 
 use super::pool::{on_workers, take_back};
-use super::walk::{BlobCheck, ConfigReads, DocumentReads, Parsed, is_image_config};
+use super::walk::{BlobCheck, ConfigReads, DocumentReads, Parsed, is_image_config, parse_document};
 use super::{
     CHUNK, DOCUMENT_CONCURRENCY, FsckOptions, MIN_BUFFER, PROGRESS_EVERY, ProblemKind, error_chain,
     store_problem,
 };
-use crate::document;
 use crate::progress::{Event, Operation, Progress};
 use crate::{Error, Layout, Result};
 
@@ -338,6 +337,7 @@ impl Layout {
         &self,
         documents: Vec<(Descriptor, Digest, String)>,
         mode: &Mode,
+        max_size: u64,
     ) -> DocumentReads {
         match mode {
             Mode::Local { workers, files } => {
@@ -351,11 +351,7 @@ impl Layout {
                     move |(d, digest, path): &(Descriptor, Digest, String), _buf: &mut Vec<u8>| {
                         let (stored, bytes) = read_local(&*files, digest, d.size());
                         let parsed = bytes
-                            .and_then(|bytes| document::parse(d, bytes))
-                            .map(|doc| {
-                                let parsed = Parsed::of(&doc, path);
-                                (doc, parsed)
-                            });
+                            .and_then(|bytes| parse_document(d, digest, path, bytes, max_size));
                         (stored, parsed)
                     },
                 )
@@ -374,10 +370,10 @@ impl Layout {
                 futures::stream::iter(documents)
                     .map(|(d, digest, path)| async move {
                         let stored = self.store().stat(&digest).await.ok().flatten();
-                        let outcome = self.read_document(&d).await.map(|doc| {
-                            let parsed = Parsed::of(&doc, &path);
-                            (doc, parsed)
-                        });
+                        let outcome = self
+                            .read_blob(&d)
+                            .await
+                            .and_then(|bytes| parse_document(&d, &digest, &path, bytes, max_size));
                         (d, digest, path, stored, outcome)
                     })
                     .buffered(DOCUMENT_CONCURRENCY)

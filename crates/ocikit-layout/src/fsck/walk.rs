@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, descriptor, json, media_type};
 use serde_json::Value;
@@ -127,44 +128,81 @@ pub(super) enum Parsed {
 }
 
 impl Parsed {
-    /// The references of `doc`, reached by `path`.
-    pub(super) fn of(doc: &Document, path: &str) -> Parsed {
+    /// Takes apart `doc`, reached by `path`, on the worker that parsed it: what fsck needs
+    /// of it, and what it names for the walk ([`Walker::visit_children`]), the descriptors
+    /// moved out of the document rather than copied. The document is freed here.
+    pub(super) fn take(doc: Document, path: &str) -> (Children, Parsed) {
         let subject = doc.subject().and_then(|s| descriptor::digest_of(s).ok());
+        // The first descriptor whose digest does not parse, in the document's order (the
+        // parser refuses those: not expected), refuses the document as the walk would.
+        let mut bad: Option<descriptor::InvalidDescriptor> = None;
         match doc {
-            Document::Manifest { manifest, .. } => Parsed::Manifest {
-                subject,
-                config: Box::new(manifest.config().clone()),
-                config_digest: descriptor::digest_of(manifest.config()).ok(),
-                config_path: format!("{path} > config"),
-                layer_count: manifest.layers().len(),
-                layers: manifest
-                    .layers()
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(index, layer)| {
-                        Some(Layer {
-                            index,
-                            digest: descriptor::digest_of(layer).ok()?,
-                            media_type: layer.media_type().to_string(),
-                            size: layer.size(),
-                            path: format!("{path} > layers[{index}]"),
-                        })
-                    })
-                    .collect(),
-            },
-            Document::Index { index, .. } => Parsed::Index {
-                subject,
-                manifests: index
-                    .manifests()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| {
-                        let digest = descriptor::digest_of(m).ok();
-                        (m.clone(), digest, format!("{path} > manifests[{i}]"))
-                    })
-                    .collect(),
-            },
-            _ => Parsed::Opaque,
+            Document::Manifest { mut manifest, .. } => {
+                let config = manifest.config().clone();
+                let named = std::mem::take(manifest.layers_mut());
+                drop(manifest);
+                let layer_count = named.len();
+                let mut children = Vec::with_capacity(1 + layer_count);
+                let config_digest = match descriptor::digest_of(&config) {
+                    Ok(digest) => {
+                        children.push((config.clone(), digest.clone()));
+                        Some(digest)
+                    }
+                    Err(e) => {
+                        bad = Some(e);
+                        None
+                    }
+                };
+                let mut layers = Vec::with_capacity(layer_count);
+                for (index, layer) in named.into_iter().enumerate() {
+                    match descriptor::digest_of(&layer) {
+                        Ok(digest) => {
+                            layers.push(Layer {
+                                index,
+                                digest: digest.clone(),
+                                media_type: layer.media_type().to_string(),
+                                size: layer.size(),
+                                path: format!("{path} > layers[{index}]"),
+                            });
+                            children.push((layer, digest));
+                        }
+                        Err(e) => {
+                            bad.get_or_insert(e);
+                        }
+                    }
+                }
+                let parsed = Parsed::Manifest {
+                    subject,
+                    config: Box::new(config),
+                    config_digest,
+                    config_path: format!("{path} > config"),
+                    layers,
+                    layer_count,
+                };
+                (children_or(children, bad), parsed)
+            }
+            Document::Index { index, .. } => {
+                // (An index's descriptors cannot be moved out of it.)
+                let named = index.manifests();
+                let mut children = Vec::with_capacity(named.len());
+                let mut manifests = Vec::with_capacity(named.len());
+                for (i, m) in named.iter().cloned().enumerate() {
+                    let path = format!("{path} > manifests[{i}]");
+                    match descriptor::digest_of(&m) {
+                        Ok(digest) => {
+                            manifests.push((m.clone(), Some(digest.clone()), path));
+                            children.push((m, digest));
+                        }
+                        Err(e) => {
+                            bad.get_or_insert(e);
+                            manifests.push((m, None, path));
+                        }
+                    }
+                }
+                let parsed = Parsed::Index { subject, manifests };
+                (children_or(children, bad), parsed)
+            }
+            _ => (Ok(Vec::new()), Parsed::Opaque),
         }
     }
 
@@ -203,14 +241,44 @@ pub(super) fn is_image_config(media_type: &str) -> bool {
     )
 }
 
-/// The documents of one level of the walk, with what reading each found: the document
-/// (for the graph walk) and what fsck needs of it.
+/// What a document names, for the graph walk ([`Walker::visit_children`]), each with its
+/// digest; `Err` when a descriptor's digest does not parse.
+pub(super) type Children = std::result::Result<Vec<(Descriptor, Digest)>, GraphError>;
+
+fn children_or(
+    children: Vec<(Descriptor, Digest)>,
+    bad: Option<descriptor::InvalidDescriptor>,
+) -> Children {
+    match bad {
+        None => Ok(children),
+        Some(e) => Err(GraphError::Descriptor(Box::new(e))),
+    }
+}
+
+/// Parses the verified `bytes` of the document `d` (`digest`) under the walk's document
+/// size limit `max_size` (and the layout's), on the thread that read them, and takes it
+/// apart ([`Parsed::take`]).
+pub(super) fn parse_document(
+    d: &Descriptor,
+    digest: &Digest,
+    path: &str,
+    bytes: Bytes,
+    max_size: u64,
+) -> Result<(Children, Parsed)> {
+    let limit = max_size.min(crate::MAX_DOCUMENT_SIZE);
+    let doc = Document::parse_with_limit(d.media_type().as_ref(), bytes, limit)
+        .map_err(|e| document::refused(digest.clone(), &e))?;
+    Ok(Parsed::take(doc, path))
+}
+
+/// The documents of one level of the walk, with what reading each found: what it names,
+/// for the graph walk, and what fsck needs of it.
 pub(super) type DocumentReads = Vec<(
     Descriptor,
     Digest,
     String,
     Option<u64>,
-    Result<(Document, Parsed)>,
+    Result<(Children, Parsed)>,
 )>;
 
 /// Image configs read for their diffIDs, by digest and declared size.
@@ -321,10 +389,10 @@ impl GraphWalk {
         walk.problem(digest, path, kind);
     }
 
-    /// Compares every further reach of a document with the size stored; the walk is done
-    /// with (and freed before the blobs are hashed).
-    fn check_sizes(self, walk: &mut Walk) {
-        for (digest, declared, path) in self.again {
+    /// Compares every further reach of a document with the size stored (the walk is then
+    /// done with, and freed while the blobs are hashed).
+    fn check_sizes(&mut self, walk: &mut Walk) {
+        for (digest, declared, path) in std::mem::take(&mut self.again) {
             if let Some(Some(actual)) = walk.read.get(&digest)
                 && *actual != declared
             {
@@ -383,9 +451,8 @@ impl Layout {
                 break;
             }
             let done_with = index.take();
-            let (results, ()) = futures::join!(self.read_documents(documents, &mode), async move {
-                drop(done_with)
-            });
+            let reading = self.read_documents(documents, &mode, options.graph.max_document_size);
+            let (results, ()) = futures::join!(reading, async move { drop(done_with) });
             // Room for every blob this level names, made once: the walk's tables and fsck's
             // grow once per level instead of step by step.
             let named: usize = results
@@ -411,7 +478,7 @@ impl Layout {
                     digest: digest.clone(),
                     size: d.size(),
                 });
-                let (document, doc) = match outcome {
+                let (children, doc) = match outcome {
                     Ok(read) => read,
                     Err(e) => {
                         match read_problem(&e) {
@@ -445,8 +512,10 @@ impl Layout {
                 });
                 // The one walk's limits: what it refuses is reported, and what it did not
                 // take in is not followed.
-                let refused = graph.walker.visit_parsed(&d, &document).err();
-                drop(document);
+                let refused = match children {
+                    Ok(children) => graph.walker.visit_children(&digest, children).err(),
+                    Err(e) => Some(e),
+                };
                 if let Some(e) = &refused {
                     graph.refused(&mut walk, e, &digest, &path);
                     let _ = graph.walker.skip(&d);
@@ -582,7 +651,7 @@ impl Layout {
             }
         }
         graph.check_sizes(&mut walk);
-        self.check_blobs(&mut walk, options, &mode).await;
+        self.check_blobs(&mut walk, options, &mode, graph).await;
         let mut problems = walk.problems;
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(FsckReport {
@@ -593,7 +662,14 @@ impl Layout {
     }
 
     /// Hashes every pending blob and records what is wrong with each.
-    pub(super) async fn check_blobs(&self, walk: &mut Walk, options: &FsckOptions, mode: &Mode) {
+    /// `graph` (the walk, done with) is freed meanwhile.
+    async fn check_blobs(
+        &self,
+        walk: &mut Walk,
+        options: &FsckOptions,
+        mode: &Mode,
+        graph: GraphWalk,
+    ) {
         let pending: Arc<Vec<BlobCheck>> = Arc::new(
             std::mem::take(&mut walk.pending)
                 .into_iter()
@@ -604,6 +680,7 @@ impl Layout {
         let done_with = (
             std::mem::take(&mut walk.read),
             std::mem::take(&mut walk.by_digest),
+            graph,
         );
         let hashing = self.hash_pending(&pending, options, mode);
         let (results, ()) = futures::join!(hashing, async move { drop(done_with) });

@@ -309,7 +309,7 @@ pub(crate) fn ensure_apt_tools(tools: &[(&str, &str)]) -> Result {
 
 /// Installs what the tests need: moto (the S3 tests), skopeo, umoci, GNU tar and
 /// docker-registry (the interop tests), script(1) (a terminal for the progress-bar test),
-/// cargo-fuzz (the fuzz smoke run).
+/// PyNaCl and cryptography (ocikit-sign's key-file peer), cargo-fuzz (the fuzz smoke run).
 pub(crate) fn install_tools() -> Result<Option<std::ffi::OsString>> {
     ensure_apt_tools(&[
         ("skopeo", "skopeo"),
@@ -319,8 +319,38 @@ pub(crate) fn install_tools() -> Result<Option<std::ffi::OsString>> {
         ("script", "bsdutils"),
     ])?;
     let path = ensure_python_tool("moto_server", "moto[server]")?;
+    // ocikit-sign's independent peer (crates/ocikit-sign/tests/sign/peer.py): libsodium's
+    // secretbox through PyNaCl, OpenSSL's P-256 through cryptography.
+    ensure_python_module("nacl.secret", "pynacl")?;
+    ensure_python_module("cryptography", "cryptography")?;
+    // oras-py, the independent client the artifact tests exchange files with.
+    ensure_python_module("oras.client", "oras")?;
     ensure_cargo_tool("cargo-fuzz", CARGO_FUZZ)?;
     Ok(path)
+}
+
+/// Installs `requirement` from PyPI when `python3` cannot import `module`.
+fn ensure_python_module(module: &str, requirement: &str) -> Result {
+    let imports = |module: &str| {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if imports(module) {
+        return Ok(());
+    }
+    eprintln!("python3 cannot import {module}: installing {requirement} from PyPI");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", requirement]))?;
+    if imports(module) {
+        Ok(())
+    } else {
+        Err(format!(
+            "installed {requirement}, but python3 still cannot import {module}"
+        ))
+    }
 }
 
 /// Runs the filesystem store's SIGKILL crash test with many more trials than `cargo test`.

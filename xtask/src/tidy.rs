@@ -25,6 +25,9 @@ const LAYERS: &[(&str, u8, &[&str])] = &[
     // Test support (unpublished): below everything, so that every crate may dev-depend on it.
     ("ocikit-testkit", 0, &[]),
     ("ocikit-digest", 1, &[]),
+    // Layer 1½ in docs/ARCHITECTURE.md (beside digest, using only it); layers here are whole
+    // numbers, so it counts as 2, and only the crates that list it may use it.
+    ("ocikit-sign", 2, &["ocikit-digest"]),
     ("ocikit-store", 2, &["ocikit-digest"]),
     ("ocikit-codec", 2, &["ocikit-digest"]),
     (
@@ -49,6 +52,7 @@ const LAYERS: &[(&str, u8, &[&str])] = &[
             "ocikit-codec",
             "ocikit-layout",
             "ocikit-client",
+            "ocikit-sign",
         ],
     ),
     (
@@ -62,6 +66,7 @@ const LAYERS: &[(&str, u8, &[&str])] = &[
             "ocikit-registry",
             "ocikit-client",
             "ocikit-transport",
+            "ocikit-sign",
         ],
     ),
     ("ocikit-cli", 7, &["ocikit"]),

@@ -12,6 +12,7 @@
 //! | `registry` | `ocikit-registry` | `registry` | the OCI Distribution registry server over any store, on a directory or (`s3`) a bucket, as `ocikit serve` runs it |
 //! | `client` | `ocikit-client` | `client` | the OCI Distribution registry client: pull into layouts, push from them |
 //! | `transport` | `ocikit-transport` | `transport` | copies between layouts, oci-archive and docker-archive files and registries (`Location`, `copy`) |
+//! | `sign` | `ocikit-sign` | `sign` | cosign-compatible keys, signatures and `policy.json` evaluation |
 //!
 //! Default features: `fs` and `gzip`. Others: `zstd`, `s3`, `tokio` (async adapters of the
 //! digest and codec streams), `registry` (the registry server, as `ocikit::registry`, with
@@ -88,6 +89,8 @@ pub use ocikit_codec as codec;
 pub use ocikit_layout as layout;
 #[cfg(feature = "registry")]
 pub use ocikit_registry as registry;
+#[cfg(feature = "sign")]
+pub use ocikit_sign as sign;
 #[cfg(any(feature = "fs", feature = "registry"))]
 pub use ocikit_store as store;
 #[cfg(feature = "transport")]

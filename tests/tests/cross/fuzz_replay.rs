@@ -132,3 +132,18 @@ fn document_parse_seeds_are_what_their_names_say() {
     }
     assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
 }
+
+#[test]
+fn cosign_key_seeds() {
+    replay("cosign_key", ocikit_sign::fuzz::key_parse);
+}
+
+#[test]
+fn sign_payload_seeds() {
+    replay("sign_payload", ocikit_sign::fuzz::payload_parse);
+}
+
+#[test]
+fn sign_policy_seeds() {
+    replay("sign_policy", ocikit_sign::fuzz::policy_parse);
+}

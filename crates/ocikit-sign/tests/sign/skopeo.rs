@@ -1,0 +1,178 @@
+//! The same `policy.json` decided by ocikit and by the real skopeo (containers/image): which
+//! scope applies to an `oci:` image, and which files are refused. Debian's skopeo 1.9.3 is
+//! built with sigstore disabled ("Debian-local change: sigstore disabled": it neither signs
+//! with `--sign-by-sigstore-private-key` nor evaluates `sigstoreSigned`), so signatures are
+//! compared with the independent peer instead (`peer.rs`); policies are compared here.
+
+use std::path::Path;
+
+use ocikit_digest::Digest;
+use ocikit_sign::policy::ImageIdentity;
+use ocikit_sign::{Error, Policy};
+use ocikit_testkit::Tool;
+
+/// A one-layer OCI layout written by hand, tagged `v1`; returns the manifest digest.
+fn write_layout(dir: &Path) -> Digest {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let digest = Digest::sha256(bytes);
+        std::fs::write(blobs.join(digest.encoded()), bytes).unwrap();
+        (digest, bytes.len())
+    };
+    // An empty tar archive: two zero blocks.
+    let (layer, layer_size) = put(&[0u8; 1024]);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer}"]}}}}"#
+    );
+    let (config_digest, config_size) = put(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{layer_size}}}]}}"#
+    );
+    let (manifest_digest, manifest_size) = put(manifest.as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{manifest_size},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    manifest_digest
+}
+
+/// skopeo's verdict: `Ok(true)` copied, `Ok(false)` rejected by the policy, `Err` the policy
+/// file itself was refused.
+fn skopeo_decides(skopeo: &Tool, policy: &Path, source: &str, work: &Path) -> Result<bool, String> {
+    let destination = work.join("copied");
+    let _ = std::fs::remove_dir_all(&destination);
+    let output = skopeo.output(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "copy",
+        "--quiet",
+        source,
+        &format!("dir:{}", destination.display()),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.success() {
+        Ok(true)
+    } else if stderr.contains("rejected by policy") {
+        Ok(false)
+    } else if stderr.contains("invalid policy") || stderr.contains("trust policy") {
+        Err(stderr)
+    } else {
+        panic!("skopeo failed for another reason:\n{stderr}");
+    }
+}
+
+#[test]
+fn oci_scopes_select_what_skopeo_selects() {
+    let Some(skopeo) = Tool::require("skopeo") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(work.path()).unwrap();
+    let layout = root.join("images/app");
+    let digest = write_layout(&layout);
+    let dir = layout.display().to_string();
+    let parent = root.join("images").display().to_string();
+    let policy_path = root.join("policy.json");
+    let accept = r#"[{"type":"insecureAcceptAnything"}]"#;
+    let scopes = [
+        String::new(),
+        dir.clone(),
+        format!("{dir}:v1"),
+        format!("{dir}:v2"),
+        parent.clone(),
+        format!("{dir}x"),
+        format!("{parent}/ap"),
+        "/nonexistent/place".to_string(),
+    ];
+    let image = ImageIdentity::Oci {
+        dir: layout.clone(),
+        image: Some("v1".into()),
+    };
+    let mut verdicts = Vec::new();
+    for scope in &scopes {
+        let text = format!(
+            r#"{{"default":[{{"type":"reject"}}],"transports":{{"oci":{{"{scope}":{accept}}}}}}}"#
+        );
+        std::fs::write(&policy_path, &text).unwrap();
+        let theirs = skopeo_decides(&skopeo, &policy_path, &format!("oci:{dir}:v1"), &root)
+            .unwrap_or_else(|e| panic!("skopeo refused {text}: {e}"));
+        let ours = Policy::load(&policy_path)
+            .unwrap()
+            .evaluate(&image, &digest, &[])
+            .is_accepted();
+        assert_eq!(ours, theirs, "scope {scope:?}");
+        verdicts.push(theirs);
+    }
+    // Both sides were exercised: the transport default, the directory and its parent accept.
+    assert_eq!(
+        verdicts,
+        [true, true, false, false, true, false, false, false]
+    );
+
+    // Every requirement must hold; a docker scope does not apply to an oci image.
+    for (text, expected) in [
+        (
+            r#"{"default":[{"type":"insecureAcceptAnything"},{"type":"reject"}]}"#.to_string(),
+            false,
+        ),
+        (
+            format!(
+                r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"":{accept}}}}}}}"#
+            ),
+            false,
+        ),
+        (format!(r#"{{"default":{accept}}}"#), true),
+    ] {
+        std::fs::write(&policy_path, &text).unwrap();
+        let theirs = skopeo_decides(&skopeo, &policy_path, &format!("oci:{dir}:v1"), &root)
+            .unwrap_or_else(|e| panic!("skopeo refused {text}: {e}"));
+        let ours = Policy::load(&policy_path)
+            .unwrap()
+            .evaluate(&image, &digest, &[])
+            .is_accepted();
+        assert_eq!((ours, theirs), (expected, expected), "{text}");
+    }
+}
+
+#[test]
+fn policy_files_skopeo_refuses_are_refused() {
+    let Some(skopeo) = Tool::require("skopeo") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(work.path()).unwrap();
+    let layout = root.join("app");
+    write_layout(&layout);
+    let source = format!("oci:{}:v1", layout.display());
+    let policy_path = root.join("policy.json");
+    let refused = [
+        r#"{"default":[{"type":"acceptIfSunny"}]}"#,
+        r#"{"default":[]}"#,
+        r#"{"transports":{}}"#,
+        r#"{"default":[{"type":"insecureAcceptAnything"}],"extra":true}"#,
+        r#"{"default":[{"type":"reject","why":"no"}]}"#,
+        r#"{"default":[{"type":"reject"}],"default":[{"type":"insecureAcceptAnything"}]}"#,
+        r#"{"default":[{"type":"reject"}],"transports":{"oci":{"relative/dir":[{"type":"reject"}]}}}"#,
+        r#"{"default":[{"type":"reject"}],"transports":{"oci":{"/":[{"type":"reject"}]}}}"#,
+        r#"{"default":[{"type":"reject"}],"transports":{"docker":{"quay.io":[]}}}"#,
+        r#"{"default":[{"type":"sigstoreSigned"}]}"#,
+        r#"{"default":[{"type":"sigstoreSigned","keyData":"AAAA","signedIdentity":{"type":"matchAnything"}}]}"#,
+        r#"{"default":[{"type":"sigstoreSigned","keyData":"AAAA","signedIdentity":{"type":"exactReference","dockerReference":"quay.io/a/b"}}]}"#,
+    ];
+    for text in refused {
+        std::fs::write(&policy_path, text).unwrap();
+        assert!(
+            skopeo_decides(&skopeo, &policy_path, &source, &root).is_err(),
+            "skopeo accepted {text}"
+        );
+        assert!(
+            matches!(Policy::load(&policy_path), Err(Error::Policy(_))),
+            "ocikit accepted {text}"
+        );
+    }
+}

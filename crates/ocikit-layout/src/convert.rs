@@ -25,11 +25,14 @@
 //!
 //! A manifest or index with a `subject` (a referrer: a signature, an SBOM, ...) is refused
 //! for Docker schema 2, which has no field for it: dropping it would cut the referrer from
-//! the image it is about (skopeo drops it). What else Docker schema 2 has no field for is
-//! dropped, as skopeo drops it: a manifest's and an index's `annotations` and
-//! `artifactType`, and a descriptor's `annotations`, `data` and `artifactType`. Nothing
-//! else is lost: converting back gives an image with the same config and layers. A document already in the wanted format is kept
-//! as it is, so a second conversion changes nothing.
+//! the image it is about (skopeo drops it). So are, unless the caller asks to drop them
+//! ([`ConvertOptions::with_drop_annotations`]; skopeo drops them silently), the other
+//! fields Docker schema 2 has no place for: a manifest's and an index's `annotations` and
+//! `artifactType`, and those of a descriptor (layer, config, index entry), each refused as
+//! [`Refusal::Annotations`] naming the field. A descriptor's `data` is dropped: it only
+//! repeats the blob's bytes. Nothing else is lost: converting back gives an image with the
+//! same config and layers. A document already in the wanted format is kept as it is, so a
+//! second conversion changes nothing.
 //!
 //! [`plan`] reads only; every refusal comes from it, so a refused conversion writes nothing.
 //!
@@ -185,6 +188,39 @@ pub enum Refusal {
         /// The digest of the document it refers to.
         subject: Digest,
     },
+    /// Annotations or an artifact type, which docker schema 2 has no field for, and the
+    /// caller did not ask to drop ([`ConvertOptions::with_drop_annotations`]).
+    #[error(
+        "its {field} would be lost: docker schema 2 has no field for it (drop annotations \
+         explicitly to convert)"
+    )]
+    Annotations {
+        /// What would be lost: `annotations (KEY, ...)` or `artifactType TYPE`, of the
+        /// document or of one of its descriptors.
+        field: String,
+    },
+}
+
+/// How [`plan_with`] converts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConvertOptions {
+    drop_annotations: bool,
+}
+
+impl ConvertOptions {
+    /// Refuses to lose annotations (the default).
+    pub fn new() -> ConvertOptions {
+        ConvertOptions::default()
+    }
+
+    /// Drops annotations and artifact types that the format has no field for instead of
+    /// refusing ([`Refusal::Annotations`]), as skopeo's `--format v2s2` does. A `subject`
+    /// is refused all the same.
+    pub fn with_drop_annotations(mut self, drop: bool) -> ConvertOptions {
+        self.drop_annotations = drop;
+        self
+    }
 }
 
 /// A planned conversion: the documents to write, children first, and the new root.
@@ -247,6 +283,16 @@ pub async fn plan(
     root: &Descriptor,
     format: ManifestFormat,
 ) -> Result<Conversion> {
+    plan_with(layout, root, format, &ConvertOptions::new()).await
+}
+
+/// [`plan`] with options: whether annotations may be dropped.
+pub async fn plan_with(
+    layout: &Layout,
+    root: &Descriptor,
+    format: ManifestFormat,
+    options: &ConvertOptions,
+) -> Result<Conversion> {
     let media_type = root.media_type().to_string();
     if !media_type::is_manifest_like(&media_type) && !media_type::is_index_like(&media_type) {
         return Err(Error::UnsupportedMediaType {
@@ -257,6 +303,7 @@ pub async fn plan(
     let mut run = Planner {
         layout,
         format,
+        drop_annotations: options.drop_annotations,
         root: digest_of(root)?,
         done: HashMap::new(),
         conversion: Conversion {
@@ -285,6 +332,8 @@ pub async fn convert(
 struct Planner<'a> {
     layout: &'a Layout,
     format: ManifestFormat,
+    /// Whether annotations schema 2 cannot hold are dropped rather than refused.
+    drop_annotations: bool,
     root: Digest,
     /// Converted node per source digest, with the platform of its image's config.
     done: HashMap<Digest, (Descriptor, Option<Value>)>,
@@ -364,6 +413,34 @@ impl Planner<'_> {
         Err(self.refuse(digest, Refusal::Subject { subject }))
     }
 
+    /// [`Refusal::Annotations`] when `json` (a document, or a descriptor: `whose` says
+    /// which, empty for the document itself) has annotations or an artifact type that
+    /// Docker schema 2 would lose, unless they may be dropped.
+    fn refuse_annotations(
+        &self,
+        digest: &Digest,
+        whose: &str,
+        json: &Map<String, Value>,
+    ) -> Result<()> {
+        if self.drop_annotations || self.format != ManifestFormat::DockerV2S2 {
+            return Ok(());
+        }
+        let field = match (json.get("annotations"), json.get("artifactType")) {
+            (Some(Value::Object(annotations)), _) if !annotations.is_empty() => {
+                let keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
+                format!("annotations ({})", keys.join(", "))
+            }
+            (_, Some(Value::String(artifact_type))) => format!("artifactType {artifact_type}"),
+            _ => return Ok(()),
+        };
+        let field = if whose.is_empty() {
+            field
+        } else {
+            format!("{whose}'s {field}")
+        };
+        Err(self.refuse(digest, Refusal::Annotations { field }))
+    }
+
     /// An image manifest in the format (`node` itself when it is in it already).
     async fn manifest(
         &mut self,
@@ -398,6 +475,10 @@ impl Planner<'_> {
             return Ok((node.clone(), platform));
         }
         let mut json = parse_object(digest, bytes)?;
+        if self.format == ManifestFormat::DockerV2S2 {
+            // A subject first: it is refused even where annotations may be dropped.
+            self.refuse_subject(digest, &json)?;
+        }
         let mut layers = Vec::with_capacity(manifest.layers().len());
         let json_layers = match json.remove("layers") {
             Some(Value::Array(layers)) => layers,
@@ -408,16 +489,18 @@ impl Planner<'_> {
                 return Err(invalid(digest, "a layer descriptor is not an object"));
             };
             let renamed = self.layer_type(digest, layer)?;
+            self.refuse_annotations(digest, &format!("layer {}", layer.digest()), &entry)?;
             layers.push(Value::Object(self.descriptor(entry, renamed)));
         }
         let config_entry = match json.remove("config") {
             Some(Value::Object(config)) => config,
             _ => return Err(invalid(digest, "the manifest has no config object")),
         };
+        self.refuse_annotations(digest, "config descriptor", &config_entry)?;
         let config_entry = self.descriptor(config_entry, self.format.config_media_type());
         if self.format == ManifestFormat::DockerV2S2 {
-            self.refuse_subject(digest, &json)?;
-            // Schema 2 has no annotations or artifactType: dropped, as skopeo does.
+            self.refuse_annotations(digest, "", &json)?;
+            // Schema 2 has no annotations or artifactType: dropped when asked.
             json.retain(|key, _| key == "schemaVersion");
         }
         json.insert("mediaType".into(), Value::from(target));
@@ -517,6 +600,7 @@ impl Planner<'_> {
                 entry.insert("digest".into(), Value::from(child.digest().to_string()));
                 entry.insert("size".into(), Value::from(child.size()));
                 if to_docker {
+                    self.refuse_annotations(digest, &format!("entry {}", child.digest()), &entry)?;
                     entry.retain(|key, _| {
                         matches!(key.as_str(), "size" | "digest" | "urls" | "platform")
                     });
@@ -538,6 +622,7 @@ impl Planner<'_> {
         }
         if to_docker {
             self.refuse_subject(digest, &json)?;
+            self.refuse_annotations(digest, "", &json)?;
             json.retain(|key, _| key == "schemaVersion");
         }
         json.insert("mediaType".into(), Value::from(target));

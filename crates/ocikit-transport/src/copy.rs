@@ -18,7 +18,7 @@ use ocikit_client::{CopyWithinOptions, PullOptions, PushOptions};
 use ocikit_codec::compression::Compression;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::archive::{docker, oci};
-use ocikit_layout::convert::{self, ManifestFormat};
+use ocikit_layout::convert::{self, ConvertOptions, ManifestFormat};
 use ocikit_layout::{
     CopyOptions as LayoutCopyOptions, Layout, PlatformQuery, RecompressOptions, StagedLayout,
     copy_image, recompress,
@@ -43,6 +43,7 @@ pub struct CopyOptions {
     compression: Option<Compression>,
     compression_level: Option<i32>,
     format: Option<ManifestFormat>,
+    drop_annotations: bool,
     hardlink: bool,
     referrers: bool,
     progress: Progress,
@@ -105,9 +106,19 @@ impl CopyOptions {
     /// ([`Error::Convert`]; zstd layers in Docker schema 2, artifacts) before anything is
     /// written at the destination; with [`with_compression`](CopyOptions::with_compression)
     /// the layers are recompressed first, and a compression the format cannot describe is
-    /// refused before anything is read ([`Error::FormatCompression`]).
+    /// refused before anything is read ([`Error::FormatCompression`]). Annotations and
+    /// artifact types that Docker schema 2 has no field for are refused too, unless
+    /// [`with_drop_annotations`](CopyOptions::with_drop_annotations).
     pub fn with_format(mut self, format: Option<ManifestFormat>) -> CopyOptions {
         self.format = format;
+        self
+    }
+
+    /// With [`with_format`](CopyOptions::with_format), drops the annotations and artifact
+    /// types the format has no field for (as skopeo's `--format v2s2` does silently)
+    /// instead of refusing the conversion. A `subject` is refused all the same.
+    pub fn with_drop_annotations(mut self, drop: bool) -> CopyOptions {
+        self.drop_annotations = drop;
         self
     }
 
@@ -128,7 +139,9 @@ impl CopyOptions {
     /// every blob it reaches before anything is written at the destination; then written:
     /// untagged into a layout or an oci-archive, by digest into a registry (one without the
     /// referrers API gets the subject's `sha256-<hex>` tag index updated), within one
-    /// registry with its blobs mounted. One the destination lists already is skipped.
+    /// registry with its blobs mounted (there the image is copied first, then its
+    /// referrers, whose documents are verified on the way). One the destination lists
+    /// already is skipped.
     ///
     /// Refused ([`Error::ReferrersNotHeld`]) with a docker-archive on either side, which
     /// cannot hold them, and ([`Error::ReferrersRewritten`]) with
@@ -491,7 +504,9 @@ async fn copy_between(
         // Planned on the staged images (read only): a refusal writes nothing.
         let mut plans = Vec::with_capacity(items.len());
         for item in &items {
-            let plan = convert::plan(&staged, &item.root, format)
+            let convert_options =
+                ConvertOptions::new().with_drop_annotations(options.drop_annotations);
+            let plan = convert::plan_with(&staged, &item.root, format, &convert_options)
                 .await
                 .map_err(|source| Error::Convert {
                     digest: item.root.digest().to_string(),

@@ -250,12 +250,16 @@ pub(crate) struct TransferArgs {
     /// Convert the manifests to this format, as skopeo's --format: oci (OCI manifests and
     /// indexes) or v2s2 (Docker schema 2 manifests and manifest lists). Configs and layers
     /// keep their bytes; what the format cannot describe is refused (zstd layers,
-    /// artifacts and referrers, i.e. a subject, in v2s2), and what else v2s2 has no field
-    /// for (annotations, artifactType) is dropped, as skopeo drops it. Unlike skopeo, oci
-    /// keeps a Docker config's bytes (skopeo rewrites it as an OCI config). Default: each
-    /// image keeps its own.
+    /// artifacts and referrers, i.e. a subject, in v2s2), and so is what else v2s2 has no
+    /// field for (annotations, artifactType) unless --drop-annotations (skopeo drops them
+    /// silently). Unlike skopeo, oci keeps a Docker config's bytes (skopeo rewrites it as an
+    /// OCI config). Default: each image keeps its own.
     #[arg(long, value_enum, value_name = "FORMAT")]
     format: Option<FormatArg>,
+    /// With --format v2s2, drop the annotations and artifact types Docker schema 2 has no
+    /// field for instead of refusing the conversion (what skopeo does without asking).
+    #[arg(long, requires = "format")]
+    drop_annotations: bool,
     /// Copy the referrers along (SBOMs, signatures... whose subject is an image copied, and
     /// theirs), as `oras cp -r`: from a registry's referrers API or its referrers tag
     /// schema, or a layout's (or oci-archive's) untagged entries; to a registry by digest (the
@@ -309,6 +313,7 @@ impl Default for TransferArgs {
             compression: None,
             compression_level: None,
             format: None,
+            drop_annotations: false,
             referrers: false,
             hardlink: false,
         }
@@ -390,6 +395,7 @@ impl TransferArgs {
             .with_compression(self.compression.map(CompressionArg::compression))
             .with_compression_level(self.compression_level)
             .with_format(self.format.map(FormatArg::format))
+            .with_drop_annotations(self.drop_annotations)
             .with_hardlink(self.hardlink)
             .with_referrers(self.referrers)
             .with_progress(bars.transport()))

@@ -59,10 +59,27 @@ fn a_v2s2_copy_is_what_skopeo_writes_and_skopeo_copies_it_on() {
     // ocikit's and skopeo's conversions, side by side in Distribution 2.8.
     let ours = registry.image("ours:v1");
     let theirs = registry.image("theirs:v1");
+    // The annotation has no place in v2s2: refused unless dropped on purpose (skopeo drops
+    // it silently), and the refusal pushes nothing.
+    let err = fails(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &src,
+        &ours,
+    ]);
+    assert!(
+        err.contains("annotations (org.example.note) would be lost"),
+        "{err}"
+    );
+    let pushed = crate::skopeo().output(&["inspect", "--raw", "--tls-verify=false", &ours]);
+    assert!(!pushed.status.success(), "a refused copy pushed the image");
     ok(&[
         "copy",
         "--format",
         "v2s2",
+        "--drop-annotations",
         "--dest-tls-verify=false",
         &src,
         &ours,

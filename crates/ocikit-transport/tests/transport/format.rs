@@ -81,8 +81,12 @@ fn digests(manifest: &ImageManifest) -> Vec<String> {
         .collect()
 }
 
+/// `copy --format FORMAT --drop-annotations` (the images here carry a manifest
+/// annotation, which Docker schema 2 has no field for).
 fn with_format(format: ManifestFormat) -> CopyOptions {
-    CopyOptions::new().with_format(Some(format))
+    CopyOptions::new()
+        .with_format(Some(format))
+        .with_drop_annotations(true)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -177,9 +181,14 @@ async fn an_oci_image_goes_to_v2s2_and_back_with_its_config_and_layers_unchanged
         assert_eq!(report.images[0].root.digest(), digest, "{format}");
     }
     // And the library call agrees with the copy.
-    let planned = ocikit_layout::convert::plan(&source, &root, ManifestFormat::DockerV2S2)
-        .await
-        .unwrap();
+    let planned = ocikit_layout::convert::plan_with(
+        &source,
+        &root,
+        ManifestFormat::DockerV2S2,
+        &ocikit_layout::convert::ConvertOptions::new().with_drop_annotations(true),
+    )
+    .await
+    .unwrap();
     assert_eq!(planned.root().digest(), d.digest());
 }
 
@@ -406,9 +415,17 @@ async fn a_manifest_list_entry_without_a_platform_takes_its_config_s() {
         .unwrap();
     layout.set_tag("bare", &root).await.unwrap();
 
-    let report = ocikit_layout::convert::convert(&layout, &root, ManifestFormat::DockerV2S2)
-        .await
-        .unwrap();
+    let report = ocikit_layout::convert::plan_with(
+        &layout,
+        &root,
+        ManifestFormat::DockerV2S2,
+        &ocikit_layout::convert::ConvertOptions::new().with_drop_annotations(true),
+    )
+    .await
+    .unwrap()
+    .write(&layout)
+    .await
+    .unwrap();
     assert_eq!((report.manifests, report.indexes), (1, 1));
     let list = index(&layout, &report.root).await;
     let platform = list.manifests()[0].platform().as_ref().unwrap();
@@ -567,9 +584,14 @@ async fn a_referrer_is_refused_for_v2s2_and_nothing_is_written() {
         .put_json(media_type::IMAGE_INDEX, &list)
         .await
         .unwrap();
-    let err = ocikit_layout::convert::plan(&layout, &list, ManifestFormat::DockerV2S2)
-        .await
-        .unwrap_err();
+    let err = ocikit_layout::convert::plan_with(
+        &layout,
+        &list,
+        ManifestFormat::DockerV2S2,
+        &ocikit_layout::convert::ConvertOptions::new().with_drop_annotations(true),
+    )
+    .await
+    .unwrap_err();
     let ocikit_layout::Error::Unconvertible {
         digest, refusal, ..
     } = &err
@@ -596,4 +618,80 @@ async fn a_referrer_is_refused_for_v2s2_and_nothing_is_written() {
     let copied = open(&dst).await;
     let (_, copied_json) = manifest(&copied, &copied.resolve("d").await.unwrap()).await;
     assert_eq!(copied_json["subject"], json["subject"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2s2_refuses_to_lose_annotations_unless_asked_to_drop_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    small_image(&src, "v1", "linux/amd64", Compression::Gzip).await;
+    let before = files(&src);
+    let dst = dir.path().join("dst");
+    let err = copy(
+        &at("oci", &src, ":v1"),
+        &at("oci", &dst, ":d"),
+        &CopyOptions::new().with_format(Some(ManifestFormat::DockerV2S2)),
+    )
+    .await
+    .unwrap_err();
+    let Error::Convert {
+        source: ocikit_layout::Error::Unconvertible { refusal, .. },
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        **refusal,
+        Refusal::Annotations {
+            field: "annotations (org.example.note)".into()
+        }
+    );
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        chain.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert!(chain.contains("org.example.note"), "{chain}");
+    assert!(!dst.exists());
+    assert_eq!(files(&src), before);
+
+    // A layer descriptor's annotation is named with its layer.
+    let layout = open(&src).await;
+    let root = layout.resolve("v1").await.unwrap();
+    let (_, mut json) = manifest(&layout, &root).await;
+    json.as_object_mut().unwrap().remove("annotations");
+    json["layers"][1]["annotations"] = serde_json::json!({"org.opencontainers.image.title": "b"});
+    let layer = json["layers"][1]["digest"].as_str().unwrap().to_string();
+    let edited = layout
+        .put_json(media_type::IMAGE_MANIFEST, &json)
+        .await
+        .unwrap();
+    let err = ocikit_layout::convert::plan(&layout, &edited, ManifestFormat::DockerV2S2)
+        .await
+        .unwrap_err();
+    let ocikit_layout::Error::Unconvertible { refusal, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        **refusal,
+        Refusal::Annotations {
+            field: format!("layer {layer}'s annotations (org.opencontainers.image.title)")
+        }
+    );
+
+    // Asked to drop them, the copy converts, and the result has none.
+    copy(
+        &at("oci", &src, ":v1"),
+        &at("oci", &dst, ":d"),
+        &with_format(ManifestFormat::DockerV2S2),
+    )
+    .await
+    .unwrap();
+    let out = open(&dst).await;
+    let converted = out.resolve("d").await.unwrap();
+    let (_, json) = manifest(&out, &converted).await;
+    assert!(json.get("annotations").is_none(), "{json}");
+    assert_eq!(json["mediaType"], media_type::DOCKER_MANIFEST);
 }

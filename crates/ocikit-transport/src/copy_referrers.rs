@@ -11,9 +11,16 @@
 //! into a layout as untagged `index.json` entries (what its referrers index reads), into an
 //! oci-archive the same way, into a registry by digest (a registry with the referrers API
 //! indexes them by their `subject`; one without it, such as Distribution 2.8, gets the
-//! subject's `sha256-<hex>` referrers tag index updated by the client's push), and within
-//! one registry by [`ocikit_client::Client::copy_within`], blobs mounted. A referrer the
-//! destination lists already is skipped: nothing of it is transferred again.
+//! subject's `sha256-<hex>` referrers tag index updated by the client's push). Within one
+//! registry no blob passes through the client: the image is copied first
+//! ([`ocikit_client::Client::copy_within`]), then its referrers' documents are read
+//! (verified) from the source repository and each referrer copied by digest, its blobs
+//! mounted. A referrer the destination lists already is skipped: nothing of it is
+//! transferred again.
+//!
+//! A docker-archive cannot hold referrers, and a recompressed or converted image has a
+//! digest its referrers do not name: [`crate::Error::ReferrersNotHeld`] and
+//! [`crate::Error::ReferrersRewritten`], before anything is read.
 
 use std::collections::{HashMap, HashSet};
 

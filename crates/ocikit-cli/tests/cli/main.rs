@@ -2,6 +2,7 @@
 //! exit codes checked, `--json` parsed back, and bad input refused with nothing changed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod artifact;
 mod copy;
 mod crash;
 mod docker;

@@ -635,3 +635,63 @@ async fn a_docker_archive_refuses_referrers() {
     assert!(matches!(err, Error::ReferrersRewritten { .. }), "{err:?}");
     assert!(!back.exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn referrers_are_followed_down_to_the_bound_and_refused_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let layout = Layout::create(FsStore::open(&src).await.unwrap())
+        .await
+        .unwrap();
+    let root = small_image(&layout, Some("v1"), "linux/amd64").await;
+    // A chain of signatures, each on the one before, MAX_DEPTH long.
+    let mut chain = vec![root.clone()];
+    for n in 0..ocikit_transport::copy_referrers::MAX_DEPTH {
+        let next = layout
+            .attach(
+                chain.last().unwrap(),
+                &Artifact::new(SIGNATURE).with_blob(SIGNATURE, format!("signature {n}")),
+            )
+            .await
+            .unwrap();
+        chain.push(next);
+    }
+    let within = dir.path().join("within");
+    let report = copy(
+        &at("oci", &src, ":v1"),
+        &at("oci", &within, ":v1"),
+        &with_referrers(),
+    )
+    .await
+    .unwrap();
+    assert_copied(&report, ocikit_transport::copy_referrers::MAX_DEPTH, 0);
+    let copied = at("oci", &within, ":v1");
+    for pair in chain.windows(2) {
+        assert_eq!(
+            listed(&copied, &pair[0]).await,
+            vec![pair[1].digest().to_string()]
+        );
+    }
+
+    // One more level: refused, naming the referrer found too deep; nothing written.
+    let deepest = layout
+        .attach(
+            chain.last().unwrap(),
+            &Artifact::new(SIGNATURE).with_blob(SIGNATURE, "one too deep"),
+        )
+        .await
+        .unwrap();
+    let beyond = dir.path().join("beyond");
+    let err = copy(
+        &at("oci", &src, ":v1"),
+        &at("oci", &beyond, ":v1"),
+        &with_referrers(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::ReferrersTooDeep { ref digest, .. } if *digest == deepest.digest().to_string()),
+        "{err:?}"
+    );
+    assert!(!beyond.exists());
+}

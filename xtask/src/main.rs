@@ -309,7 +309,8 @@ pub(crate) fn ensure_apt_tools(tools: &[(&str, &str)]) -> Result {
 
 /// Installs what the tests need: moto (the S3 tests), skopeo, umoci, GNU tar and
 /// docker-registry (the interop tests), script(1) (a terminal for the progress-bar test),
-/// PyNaCl and cryptography (ocikit-sign's key-file peer), cargo-fuzz (the fuzz smoke run).
+/// PyNaCl and cryptography (ocikit-sign's key-file peer), oras-py (the artifact tests'
+/// peer), cargo-fuzz (the fuzz smoke run).
 pub(crate) fn install_tools() -> Result<Option<std::ffi::OsString>> {
     ensure_apt_tools(&[
         ("skopeo", "skopeo"),

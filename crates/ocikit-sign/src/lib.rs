@@ -12,6 +12,8 @@
 //!   as containers/image writes it and parsed as strictly.
 //! - [`signature`]: [`sign`]/[`sign_image`] and [`verify`], the cosign layer format
 //!   ([`SIMPLE_SIGNING_MEDIA_TYPE`], [`SIGNATURE_ANNOTATION`], [`signature_tag`]).
+//! - [`image`]: the signature image cosign stores under [`signature_tag`] (one layer per
+//!   signature), built to append and read back layer by layer.
 //! - [`identity`]: the `signedIdentity` rules ([`SignedIdentity`]).
 //! - [`policy`]: containers' `policy.json` subset ([`Policy`]) and its evaluation
 //!   ([`Decision`]).
@@ -68,6 +70,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod identity;
+pub mod image;
 pub mod key;
 pub mod payload;
 pub mod policy;

@@ -176,3 +176,73 @@ fn policy_files_skopeo_refuses_are_refused() {
         );
     }
 }
+
+/// The signature image as skopeo reads it: stored in an OCI layout under cosign's tag,
+/// `skopeo copy` reads the manifest and config and copies one layer per signature, each the
+/// payload byte for byte.
+#[test]
+fn skopeo_copies_the_signature_image() {
+    let Some(skopeo) = ocikit_testkit::tool::skopeo() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(work.path()).unwrap();
+    let key = ocikit_sign::PrivateKey::generate().unwrap();
+    let image = ocikit_digest::Reference::parse("localhost:5000/app:v1").unwrap();
+    let manifest_digest = Digest::sha256(b"the signed manifest");
+    let first = ocikit_sign::sign_image(&key, &image, manifest_digest.clone()).unwrap();
+    let second = ocikit_sign::sign_image(
+        &ocikit_sign::PrivateKey::generate().unwrap(),
+        &image,
+        manifest_digest.clone(),
+    )
+    .unwrap();
+    let base =
+        ocikit_sign::image::SignatureImage::append(&[], std::slice::from_ref(&first)).unwrap();
+    let sig_image = ocikit_sign::image::SignatureImage::append(
+        base.manifest().layers(),
+        std::slice::from_ref(&second),
+    )
+    .unwrap();
+
+    let layout = root.join("sigs");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        std::fs::write(blobs.join(Digest::sha256(bytes).encoded()), bytes).unwrap();
+    };
+    for signature in [&first, &second] {
+        put(signature.payload());
+    }
+    put(sig_image.config());
+    put(sig_image.manifest_bytes());
+    let tag = ocikit_sign::signature_tag(&manifest_digest);
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"{tag}"}}}}]}}"#,
+            ocikit_sign::image::MANIFEST_MEDIA_TYPE,
+            sig_image.manifest_digest(),
+            sig_image.manifest_bytes().len()
+        ),
+    )
+    .unwrap();
+    let out = root.join("copied");
+    skopeo.ok(&[
+        "copy",
+        &format!("oci:{}:{tag}", layout.display()),
+        &format!("dir:{}", out.display()),
+    ]);
+    for signature in [&first, &second] {
+        let copied = std::fs::read(out.join(signature.payload_digest().encoded())).unwrap();
+        assert_eq!(copied, signature.payload());
+    }
+    // skopeo kept the manifest as written: the layers and their signature annotations.
+    let copied_manifest = std::fs::read(out.join("manifest.json")).unwrap();
+    assert_eq!(copied_manifest, sig_image.manifest_bytes());
+}

@@ -92,13 +92,22 @@ enum Command {
         registry: RegistryArgs,
     },
     /// List a registry repository's tags.
-    #[command(after_help = "Example:\n  ocikit tags docker://registry.example/app")]
+    #[command(
+        after_help = "Examples:\n  ocikit tags docker://registry.example/app\n  \
+        ocikit tags docker://registry.example/app --filter '^v1\\.' --sort semver"
+    )]
     Tags {
         /// The repository: docker://HOST[:PORT]/NAME.
         repository: String,
         #[command(flatten)]
+        select: commands::manage::TagsArgs,
+        #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Delete an image from a layout or a registry: a tag, or a manifest by digest.
+    Delete(commands::manage::DeleteArgs),
+    /// List a registry's repositories (every page of its catalog).
+    Catalog(commands::manage::CatalogArgs),
     /// Write a blob's bytes to standard output, verified against its digest.
     #[command(after_help = "Example:\n  ocikit cat oci:./images sha256:... > blob")]
     Cat {

@@ -1,5 +1,5 @@
-//! `inspect`, `cat` and `tags`: looking inside, by [`ocikit::transport::inspect`],
-//! [`ocikit::transport::cat`] and [`ocikit::transport::tags`]; this module renders.
+//! `inspect` and `cat`: looking inside, by [`ocikit::transport::inspect`] and
+//! [`ocikit::transport::cat`]; this module renders (`tags` is in `manage`).
 
 use anyhow::{Context, Result};
 use ocikit::digest::Digest;
@@ -47,10 +47,18 @@ pub(crate) async fn inspect(
 }
 
 fn human_index(summary: &IndexSummary) -> String {
-    let mut text = format!(
-        "Digest:     {}\nMediaType:  {}\nManifests:\n",
+    let mut text = String::new();
+    if let Some(name) = &summary.name {
+        text.push_str(&format!("Name:       {name}\n"));
+    }
+    text.push_str(&format!(
+        "Digest:     {}\nMediaType:  {}\n",
         summary.digest, summary.media_type
-    );
+    ));
+    if let Some(tags) = &summary.repo_tags {
+        text.push_str(&format!("RepoTags:   {}\n", tags.join(", ")));
+    }
+    text.push_str("Manifests:\n");
     for m in &summary.manifests {
         text.push_str(&format!(
             "  {}  {:>10}  {}\n",
@@ -64,7 +72,20 @@ fn human_index(summary: &IndexSummary) -> String {
 }
 
 fn human_image(s: &ImageSummary) -> String {
-    let mut text = format!("Digest:     {}\nMediaType:  {}\n", s.digest, s.media_type);
+    let mut text = String::new();
+    if let Some(name) = &s.name {
+        text.push_str(&format!("Name:       {name}\n"));
+    }
+    text.push_str(&format!(
+        "Digest:     {}\nMediaType:  {}\n",
+        s.digest, s.media_type
+    ));
+    if let Some(tags) = &s.repo_tags {
+        text.push_str(&format!("RepoTags:   {}\n", tags.join(", ")));
+    }
+    if let Some(version) = &s.docker_version {
+        text.push_str(&format!("DockerVersion: {version}\n"));
+    }
     if let Some(t) = &s.artifact_type {
         text.push_str(&format!("Artifact:   {t}\n"));
     }
@@ -120,11 +141,4 @@ pub(crate) async fn cat(location: &Location, digest: &str) -> Result<()> {
         .with_context(|| format!("`{digest}` is not a valid digest"))?;
     ocikit::transport::cat(location, &digest, &mut tokio::io::stdout()).await?;
     Ok(())
-}
-
-/// `tags docker://HOST/NAME`: the repository's tags.
-pub(crate) async fn tags(location: &Location, transfer: &TransferArgs, out: &Output) -> Result<()> {
-    let shown = ocikit::transport::tags(location, &transfer.source_options()?).await?;
-    let lines = || shown.tags.iter().map(|t| format!("{t}\n")).collect();
-    out.answer(&shown, lines, lines)
 }

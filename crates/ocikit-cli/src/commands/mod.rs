@@ -10,6 +10,7 @@ pub(crate) mod index;
 mod inspect;
 mod layout;
 pub(crate) mod login;
+pub(crate) mod manage;
 pub(crate) mod mutate;
 pub(crate) mod rebase;
 pub(crate) mod registry;
@@ -183,8 +184,14 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         }
         Command::Tags {
             repository,
+            select,
             registry,
-        } => inspect::tags(&Location::parse(&repository)?, &registry.transfer(), out).await,
+        } => {
+            let location = Location::parse(&repository)?;
+            manage::tags(&location, &select, &registry.transfer(), out).await
+        }
+        Command::Delete(args) => manage::delete(args, out).await,
+        Command::Catalog(args) => manage::catalog(args, out).await,
         Command::Cat {
             layout: location,
             digest,

@@ -8,6 +8,7 @@ mod crash;
 mod docker;
 mod image;
 mod layout;
+mod manage;
 mod real_world_append;
 mod real_world_archives;
 mod real_world_build_from;

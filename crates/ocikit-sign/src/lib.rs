@@ -85,3 +85,25 @@ pub use signature::{
     Expected, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, Signature, VerifiedSignature, sign,
     sign_image, signature_tag, verify,
 };
+
+#[cfg(test)]
+mod tests {
+    /// Every public type crosses threads (the transport layer keeps keys, policies and
+    /// decisions in async tasks).
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<crate::PrivateKey>();
+        send_sync::<crate::PublicKey>();
+        send_sync::<crate::Payload>();
+        send_sync::<crate::Signature>();
+        send_sync::<crate::VerifiedSignature>();
+        send_sync::<crate::Expected>();
+        send_sync::<crate::SignedIdentity>();
+        send_sync::<crate::Policy>();
+        send_sync::<crate::Decision>();
+        send_sync::<crate::ImageIdentity>();
+        send_sync::<crate::image::SignatureImage>();
+        send_sync::<crate::Error>();
+    }
+}

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 mod key;
+mod payload;
 mod peer;
 mod policy;
 mod signature;

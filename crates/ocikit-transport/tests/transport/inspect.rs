@@ -100,8 +100,16 @@ async fn an_image_is_summarised_from_a_layout_and_from_a_registry() {
         .map(|k| text.find(&format!("\"{k}\"")).unwrap())
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    // What the config adds for `skopeo inspect`'s fields (no labels, no docker_version
+    // here: left out).
+    let mut expected = [&expected[..], &["architecture", "os", "variant", "env"]].concat();
     expected.sort_unstable();
     assert_eq!(keys, expected);
+    assert_eq!(
+        (summary.os.as_deref(), summary.architecture.as_deref()),
+        (Some("linux"), Some("arm64"))
+    );
+    assert_eq!(summary.env.as_deref(), Some(&["PATH=/bin".to_string()][..]));
     assert!(
         text.find("org.example.a").unwrap() < text.find("org.example.z").unwrap(),
         "{text}"
@@ -132,6 +140,10 @@ async fn an_image_is_summarised_from_a_layout_and_from_a_registry() {
     let remote = ocikit_transport::inspect(&docker(&addr, "app:v1"), &plain())
         .await
         .unwrap();
+    // ... with its name and its repository's tags, as skopeo shows them.
+    let mut summary = summary;
+    summary.name = Some(format!("{addr}/app"));
+    summary.repo_tags = Some(vec!["v1".to_string()]);
     assert_eq!(remote, Summary::Image(summary));
     let remote = ocikit_transport::inspect_config(&docker(&addr, "app:v1"), &plain())
         .await

@@ -44,6 +44,13 @@ pub const COSIGN_PRIVATE_KEY_LABEL: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 pub const SIGSTORE_PRIVATE_KEY_LABEL: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
 /// The PEM label of a PKIX public key.
 pub const PUBLIC_KEY_LABEL: &str = "PUBLIC KEY";
+/// The file name `cosign generate-key-pair` gives the encrypted private key.
+pub const PRIVATE_KEY_FILE: &str = "cosign.key";
+/// The file name `cosign generate-key-pair` gives the public key.
+pub const PUBLIC_KEY_FILE: &str = "cosign.pub";
+/// The environment variable cosign (and ocikit's commands) read a key's passphrase from.
+/// Reading it is the caller's business: this crate reads no environment.
+pub const PASSPHRASE_ENV: &str = "COSIGN_PASSWORD";
 /// The largest key file read, in bytes. A P-256 key file is under 1 KiB.
 pub const MAX_KEY_FILE_LEN: usize = 64 * 1024;
 

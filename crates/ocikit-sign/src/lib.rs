@@ -56,6 +56,23 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # How the transport layer uses it
+//!
+//! - `key generate --out DIR`: [`PrivateKey::generate`], then
+//!   [`PrivateKey::to_encrypted_pem`] and [`PublicKey::to_pem`] written (atomically) to
+//!   [`key::PRIVATE_KEY_FILE`] and [`key::PUBLIC_KEY_FILE`]; the passphrase from
+//!   [`key::PASSPHRASE_ENV`], a file or a prompt.
+//! - `sign --key KEY IMAGE`: [`PrivateKey::from_encrypted_pem`]; the image's manifest digest
+//!   and reference; [`sign_image`]; the current manifest under [`signature_tag`], if any,
+//!   parsed with `ocikit_digest::document`; [`image::SignatureImage::append`] with its layers;
+//!   upload [`image::SignatureImage::new_blobs`], the config, then the manifest under the tag.
+//! - `verify --key PUB IMAGE` and policy enforcement: the manifest under [`signature_tag`];
+//!   for each layer [`image::check_layer`] (before fetching), the blob read verified, then
+//!   [`image::signature_from_layer`]; then [`verify`] with [`Expected`] for one key, or
+//!   [`Policy::evaluate`] with an [`ImageIdentity`] for a `policy.json` (no signature
+//!   manifest means no candidates: [`policy::Rejection::NoSignatures`] where one is required).
+//!   A refused image is refused before anything of it is written.
+//!
 //! Keyless signatures (Fulcio certificates, Rekor bundles) need the network and are not
 //! verified here; [`Signature`] keeps a layer's other annotations so that an offline bundle
 //! verifier can be added beside [`verify`].

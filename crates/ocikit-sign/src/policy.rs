@@ -12,6 +12,10 @@
 //! `matchRepoDigestOrExact`, the default, `matchRepository`, `exactReference`,
 //! `exactRepository`).
 //!
+//! `docker` scopes are checked where skopeo 1.9 checks none: a scope that could never match
+//! (`quay.io/team/*`, a host without a dot, port or `localhost`) is refused, since a scope
+//! that silently never matches lets a less specific, possibly more permissive one apply.
+//!
 //! Anything else is an error, never an accept: unknown fields, unknown requirement or
 //! identity types, and what containers/image knows but ocikit does not do (`signedBy` GPG
 //! keys, `signedBaseLayer`, `remapIdentity`, Fulcio/Rekor/PKI settings).

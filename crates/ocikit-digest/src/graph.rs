@@ -238,6 +238,16 @@ impl Walker {
     pub fn add_root(&mut self, root: &Descriptor) -> Result<(), GraphError> {
         let digest =
             descriptor::digest_of(root).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
+        self.add_root_with_digest(root, digest)
+    }
+
+    /// [`Walker::add_root`] for a root whose digest the caller has parsed from it already
+    /// (with [`descriptor::digest_of`]).
+    pub fn add_root_with_digest(
+        &mut self,
+        root: &Descriptor,
+        digest: Digest,
+    ) -> Result<(), GraphError> {
         match self.by_digest.entry(digest) {
             Entry::Occupied(known) => {
                 let (known, digest) = (*known.get(), known.key().clone());
@@ -312,6 +322,18 @@ impl Walker {
         wanted
             .into_iter()
             .filter_map(|at| self.nodes.get(at).map(|n| n.descriptor.clone()))
+            .collect()
+    }
+
+    /// [`Walker::take_wanted`], each document with its digest.
+    pub fn take_wanted_with_digests(&mut self) -> Vec<(Descriptor, Digest)> {
+        let wanted: Vec<usize> = self.wanted.drain(..).collect();
+        wanted
+            .into_iter()
+            .filter_map(|at| {
+                let node = self.nodes.get(at)?;
+                Some((node.descriptor.clone(), node.digest.clone()))
+            })
             .collect()
     }
 
@@ -801,13 +823,13 @@ mod tests {
         );
         let mut read = Vec::new();
         loop {
-            let wanted = walker.take_wanted();
+            let wanted = walker.take_wanted_with_digests();
             if wanted.is_empty() {
                 break;
             }
-            for d in wanted {
+            for (d, digest) in wanted {
+                assert_eq!(descriptor::digest_of(&d), Ok(digest.clone()));
                 let children = children_of(&d, &bytes(&d));
-                let digest = descriptor::digest_of(&d).unwrap_or_else(|e| panic!("{e}"));
                 walker
                     .visit_children(&digest, children)
                     .unwrap_or_else(|e| panic!("{e}"));
@@ -855,8 +877,14 @@ mod tests {
         assert_eq!(walker.len(), 3);
         assert!(walker.finish().is_ok());
         let mut walker = Walker::new(Limits::new().with_max_depth(0));
-        walker.add_root(&root).unwrap_or_else(|e| panic!("{e}"));
-        walker.take_wanted();
+        let root_digest = Digest::sha256(&root_bytes);
+        walker
+            .add_root_with_digest(&root, root_digest.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            walker.take_wanted_with_digests(),
+            [(root.clone(), root_digest)]
+        );
         assert!(matches!(
             walker.visit_children(
                 &Digest::sha256(&root_bytes),

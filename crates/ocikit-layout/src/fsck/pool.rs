@@ -1,8 +1,8 @@
 //! The worker pool of [`Layout::fsck`](crate::Layout::fsck): blocking threads sharing one
 //! queue of items.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Tells a pool's workers to take no further items when dropped: when `fsck` is cancelled,
 /// they stop after the blob at hand.
@@ -66,6 +66,37 @@ where
         }
     }
     results
+}
+
+/// [`on_workers`] for jobs that take their item: each item is moved to the worker that
+/// takes it from the queue, and freed there rather than on the caller's thread. `None` for
+/// items whose worker failed.
+pub(super) async fn on_workers_taking<I, T, F>(
+    items: Vec<I>,
+    order: Vec<usize>,
+    workers: usize,
+    job: F,
+) -> Vec<Option<T>>
+where
+    I: Send + 'static,
+    T: Send + 'static,
+    F: Fn(I, &mut Vec<u8>) -> T + Send + Sync + 'static,
+{
+    let slots: Vec<Mutex<Option<I>>> = items.into_iter().map(|i| Mutex::new(Some(i))).collect();
+    on_workers(
+        Arc::new(slots),
+        order,
+        workers,
+        move |slot: &Mutex<Option<I>>, buf: &mut Vec<u8>| {
+            // Each slot is taken once (the queue hands every index out once).
+            let item = slot.lock().ok().and_then(|mut slot| slot.take());
+            item.map(|item| job(item, buf))
+        },
+    )
+    .await
+    .into_iter()
+    .map(Option::flatten)
+    .collect()
 }
 
 /// Takes back the items handed to [`on_workers`] (whose workers are done with them).

@@ -2,6 +2,7 @@
 //! streamed from the store; hashing (and decoding) one blob.
 
 use std::io::Read;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,8 +13,10 @@ use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, DigestReader, Hasher, descriptor};
 use ocikit_store::{Error as StoreError, LocalBlobs};
 
-use super::pool::{on_workers, take_back};
-use super::walk::{BlobCheck, ConfigReads, DocumentReads, Parsed, is_image_config, parse_document};
+use super::pool::{on_workers, on_workers_taking, take_back};
+use super::walk::{
+    BlobCheck, ConfigReads, DocumentReads, Judged, Parsed, is_image_config, parse_document,
+};
 use super::{
     CHUNK, DOCUMENT_CONCURRENCY, FsckOptions, MIN_BUFFER, PROGRESS_EVERY, ProblemKind, error_chain,
     store_problem,
@@ -433,14 +436,16 @@ impl Layout {
             .collect()
     }
 
-    /// Hashes `pending`: on the local workers, largest first so that they finish together,
-    /// or streamed, `concurrency` at a time. The results are in the order of `pending`.
+    /// Hashes `pending` and judges what each hash found ([`BlobCheck::judge`]): on the local
+    /// workers, largest first so that they finish together, or streamed, `concurrency` at a
+    /// time. Each check is judged and freed where it was hashed. The results are in the
+    /// order of `pending`.
     pub(super) async fn hash_pending(
         &self,
-        pending: &Arc<Vec<BlobCheck>>,
+        pending: Vec<BlobCheck>,
         options: &FsckOptions,
         mode: &Mode,
-    ) -> Vec<Checked> {
+    ) -> Vec<Judged> {
         match mode {
             Mode::Local { workers, files } => {
                 let files = files.clone();
@@ -449,30 +454,39 @@ impl Layout {
                 order.sort_by_key(|&i| std::cmp::Reverse(pending.get(i).and_then(largest)));
                 let limits = options.limits;
                 let progress = options.progress.clone();
-                on_workers(
-                    pending.clone(),
+                on_workers_taking(
+                    pending,
                     order,
                     *workers,
-                    move |check: &BlobCheck, buf: &mut Vec<u8>| {
-                        check_local(&*files, check, limits, &progress, buf)
+                    move |check: BlobCheck, buf: &mut Vec<u8>| {
+                        // A hash that panics fails this blob alone, and says so.
+                        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            check_local(&*files, &check, limits, &progress, buf)
+                        }))
+                        .unwrap_or_else(|_| (Err(worker_failed()), None));
+                        check.judge(checked)
                     },
                 )
                 .await
                 .into_iter()
-                .map(|r| r.unwrap_or_else(|| (Err(worker_failed()), None)))
+                // (A job cannot fail past the hash: nothing is lost here.)
+                .map(Option::unwrap_or_default)
                 .collect()
             }
             Mode::Streamed { concurrency } => {
                 // Unordered, so that one slow blob does not hold back the start of others;
                 // put back in order afterwards.
-                let mut results: Vec<(usize, Checked)> = futures::stream::iter(pending.iter())
-                    .enumerate()
-                    .map(|(i, check)| async move { (i, self.check_streamed(check, options).await) })
-                    .buffer_unordered(*concurrency)
-                    .collect()
-                    .await;
+                let mut results: Vec<(usize, Judged)> =
+                    futures::stream::iter(pending.into_iter().enumerate())
+                        .map(|(i, check)| async move {
+                            let checked = self.check_streamed(&check, options).await;
+                            (i, check.judge(checked))
+                        })
+                        .buffer_unordered(*concurrency)
+                        .collect()
+                        .await;
                 results.sort_by_key(|(i, _)| *i);
-                results.into_iter().map(|(_, checked)| checked).collect()
+                results.into_iter().map(|(_, judged)| judged).collect()
             }
         }
     }

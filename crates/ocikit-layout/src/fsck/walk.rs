@@ -3,14 +3,13 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, descriptor, json, media_type};
 use serde_json::Value;
 
-use super::read::{Mode, WholeRead};
+use super::read::{Checked, Mode, WholeRead};
 use super::{
     FsckOptions, FsckReport, MAX_CONFIG_SIZE, Problem, ProblemKind, error_chain, read_problem,
     store_problem,
@@ -424,12 +423,16 @@ impl Layout {
         let mode = self.mode(options);
         let mut walk = Walk::default();
         let mut graph = GraphWalk::new(options.graph);
+        // Room for every root, made once.
+        let roots = index.manifests().len();
+        graph.walker.reserve(roots);
+        graph.first.reserve(roots);
         for (i, d) in index.manifests().enumerate() {
             let path = entry_path(i, d);
             let Ok(digest) = descriptor::digest_of(d) else {
                 continue; // every descriptor here was checked by the parsers
             };
-            match graph.walker.add_root(d) {
+            match graph.walker.add_root_with_digest(d, digest.clone()) {
                 Ok(()) => graph.reach(&mut walk, d, digest, path, &options.progress),
                 Err(e) => graph.refused(&mut walk, &e, &digest, &path),
             }
@@ -439,12 +442,11 @@ impl Layout {
         loop {
             let documents: Vec<(Descriptor, Digest, String)> = graph
                 .walker
-                .take_wanted()
+                .take_wanted_with_digests()
                 .into_iter()
-                .filter_map(|d| {
-                    let digest = descriptor::digest_of(&d).ok()?;
+                .map(|(d, digest)| {
                     let path = graph.first_path(&digest);
-                    Some((d, digest, path))
+                    (d, digest, path)
                 })
                 .collect();
             if documents.is_empty() {
@@ -670,79 +672,106 @@ impl Layout {
         mode: &Mode,
         graph: GraphWalk,
     ) {
-        let pending: Arc<Vec<BlobCheck>> = Arc::new(
-            std::mem::take(&mut walk.pending)
-                .into_iter()
-                .filter(|c| !walk.read.contains_key(&c.digest))
-                .collect(),
-        );
+        let pending: Vec<BlobCheck> = std::mem::take(&mut walk.pending)
+            .into_iter()
+            .filter(|c| !walk.read.contains_key(&c.digest))
+            .collect();
         // The walk's maps are not needed any more: freed while the blobs are hashed.
         let done_with = (
             std::mem::take(&mut walk.read),
             std::mem::take(&mut walk.by_digest),
             graph,
         );
-        let hashing = self.hash_pending(&pending, options, mode);
+        let hashing = self.hash_pending(pending, options, mode);
         let (results, ()) = futures::join!(hashing, async move { drop(done_with) });
-        for (check, (outcome, size)) in pending.iter().zip(results) {
-            let Some((_, first_path)) = check.reaches.first() else {
-                continue;
-            };
-            if let Some(actual) = size {
-                for (declared, path) in &check.reaches {
-                    if *declared != actual {
-                        walk.problem(
-                            &check.digest,
+        for judged in results {
+            if judged.hashed {
+                walk.blobs += 1;
+            }
+            walk.bytes += judged.bytes;
+            walk.problems.extend(judged.problems);
+        }
+    }
+}
+
+/// What checking one blob found: whether it was hashed to the end, the bytes hashed, and
+/// what is wrong with it.
+#[derive(Debug, Default)]
+pub(super) struct Judged {
+    pub(super) hashed: bool,
+    pub(super) bytes: u64,
+    pub(super) problems: Vec<Problem>,
+}
+
+impl BlobCheck {
+    /// Judges what hashing this blob found (`checked`, with its stored size when stored),
+    /// on the thread that hashed it, which frees it.
+    pub(super) fn judge(self, (outcome, size): Checked) -> Judged {
+        let mut judged = Judged::default();
+        let BlobCheck {
+            digest,
+            reaches,
+            diff_ids,
+            ..
+        } = self;
+        let Some((_, first_path)) = reaches.first() else {
+            return judged;
+        };
+        let mut problem = |path: &str, kind: ProblemKind| {
+            judged.problems.push(Problem {
+                digest: digest.clone(),
+                path: path.to_string(),
+                kind,
+            });
+        };
+        if let Some(actual) = size {
+            for (declared, path) in &reaches {
+                if *declared != actual {
+                    problem(
+                        path,
+                        ProblemKind::SizeMismatch {
+                            expected: *declared,
+                            actual,
+                        },
+                    );
+                }
+            }
+        }
+        let hashed = match outcome {
+            Ok(hashed) => hashed,
+            Err(kind) => {
+                problem(first_path, kind);
+                return judged;
+            }
+        };
+        if hashed.digest != digest {
+            problem(
+                first_path,
+                ProblemKind::DigestMismatch {
+                    actual: hashed.digest,
+                },
+            );
+        }
+        match hashed.diff_id {
+            Some(Ok(actual)) => {
+                for (expected, path) in &diff_ids {
+                    if *expected != actual {
+                        problem(
                             path,
-                            ProblemKind::SizeMismatch {
-                                expected: *declared,
-                                actual,
+                            ProblemKind::DiffIdMismatch {
+                                expected: expected.clone(),
+                                actual: actual.clone(),
                             },
                         );
                     }
                 }
             }
-            let hashed = match outcome {
-                Ok(hashed) => hashed,
-                Err(kind) => {
-                    walk.problem(&check.digest, first_path, kind);
-                    continue;
-                }
-            };
-            walk.blobs += 1;
-            walk.bytes += hashed.bytes;
-            if hashed.digest != check.digest {
-                walk.problem(
-                    &check.digest,
-                    first_path,
-                    ProblemKind::DigestMismatch {
-                        actual: hashed.digest,
-                    },
-                );
-            }
-            match hashed.diff_id {
-                Some(Ok(actual)) => {
-                    for (expected, path) in &check.diff_ids {
-                        if *expected != actual {
-                            walk.problem(
-                                &check.digest,
-                                path,
-                                ProblemKind::DiffIdMismatch {
-                                    expected: expected.clone(),
-                                    actual: actual.clone(),
-                                },
-                            );
-                        }
-                    }
-                }
-                Some(Err(reason)) => walk.problem(
-                    &check.digest,
-                    first_path,
-                    ProblemKind::Undecodable { reason },
-                ),
-                None => {}
-            }
+            Some(Err(reason)) => problem(first_path, ProblemKind::Undecodable { reason }),
+            None => {}
         }
+        judged.hashed = true;
+        judged.bytes = hashed.bytes;
+        judged
     }
 }
 

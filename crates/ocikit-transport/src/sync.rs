@@ -32,6 +32,11 @@
 //! [`SyncOptions::with_signatures`] turns that off; referrers travel with
 //! [`SyncOptions::with_referrers`].
 //!
+//! Between two registries, the images pass through one layout for the run (in the system's
+//! temporary directory, removed at the end): a blob several images share is fetched from
+//! the source once, and the destination is sent only the blobs it lacks. Within one registry
+//! reached the same way, the blobs are mounted, never fetched.
+//!
 //! # Incremental, resumable, and per image
 //! Before copying, each image's digest at the source is compared with what the destination
 //! tag holds (a manifest read on each side, nothing written): an image already there is
@@ -498,8 +503,9 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// What a [`sync`] did (or, for a dry run, would do): one entry per image, in the order
-/// the source lists them (repositories, then tags, attachments last).
+/// What a [`sync`] did (or, for a dry run, would do): one entry per image. First the
+/// repositories that could not be listed and the tags asked for that they lack, then the
+/// images in the order the source lists them (repository by repository), attachments last.
 #[derive(Debug, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -527,8 +533,8 @@ impl SyncReport {
             .count()
     }
 
-    /// Blobs the copies wrote, and their bytes... counted over the images copied: blobs
-    /// written (or mounted) at the destination, and the bytes of the images copied.
+    /// Blobs the copies wrote (or had the registry mount) at the destination, over every
+    /// image copied.
     pub fn blobs_copied(&self) -> usize {
         self.entries
             .iter()
@@ -616,17 +622,18 @@ pub async fn sync(
     let mut copies = Vec::new();
     for c in checked {
         let number = report.entries.len();
+        let attachment = c.item.attachment;
         let outcome = match c.state {
             Err(error) => SyncOutcome::Failed(error),
-            Ok(ref state) if state.up_to_date => SyncOutcome::UpToDate,
-            Ok(_) => {
-                copies.push((
+            Ok(state) if state.up_to_date => SyncOutcome::UpToDate,
+            Ok(state) => {
+                copies.push(Planned {
                     number,
-                    c.item.clone(),
-                    c.source.clone(),
-                    c.destination.clone(),
-                    c.all,
-                ));
+                    item: c.item,
+                    source: state.source,
+                    destination: state.destination,
+                    all: c.all,
+                });
                 SyncOutcome::WouldCopy
             }
         };
@@ -634,7 +641,7 @@ pub async fn sync(
             source: c.source_text,
             destination: c.destination_text,
             digest: c.state_digest,
-            attachment: c.item.attachment,
+            attachment,
             outcome,
         });
     }
@@ -649,36 +656,40 @@ pub async fn sync(
     // Copy, `jobs` images at a time; a new layout is made by one copy at a time.
     let locks: HashMap<PathBuf, Arc<futures::lock::Mutex<()>>> = copies
         .iter()
-        .filter_map(|(_, _, _, destination, _)| match destination {
-            Some(Location::Oci { path, .. }) => Some(path.clone()),
+        .filter_map(|planned| match &planned.destination {
+            Location::Oci { path, .. } => Some(path.clone()),
             _ => None,
         })
         .collect::<BTreeSet<_>>()
         .into_iter()
         .map(|path| (path, Arc::default()))
         .collect();
+    // Between two registries, images go through one layout for the run, so that a blob
+    // several images share is fetched once (and never one the destination has).
+    let relay = if copies.iter().any(|planned| relayed(planned, options)) {
+        Some(Relay::new().await?)
+    } else {
+        None
+    };
+    let relay = relay.as_ref();
     let entries = &report.entries;
-    let results: Vec<(usize, SyncOutcome)> = futures::stream::iter(copies.into_iter().map(
-        |(number, item, source, destination, all)| {
+    let results: Vec<(usize, SyncOutcome)> =
+        futures::stream::iter(copies.into_iter().map(|planned| {
             let locks = &locks;
             async move {
                 options.progress.emit(&SyncEvent::ImageStarted {
-                    image: number,
-                    entry: &entries[number],
+                    image: planned.number,
+                    entry: &entries[planned.number],
                 });
-                let outcome = match (source, destination) {
-                    (Some(source), Some(destination)) => {
-                        copy_one(&item, &source, &destination, all, number, locks, options).await
-                    }
-                    _ => SyncOutcome::WouldCopy,
-                };
-                (number, outcome)
+                (
+                    planned.number,
+                    copy_one(&planned, locks, relay, options).await,
+                )
             }
-        },
-    ))
-    .buffer_unordered(jobs)
-    .collect()
-    .await;
+        }))
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
     for (number, outcome) in results {
         report.entries[number].outcome = outcome;
         options.progress.emit(&SyncEvent::ImageDone {
@@ -689,16 +700,31 @@ pub async fn sync(
     Ok(report)
 }
 
+/// An image to copy: its number in the report, where from and to, and whether the whole
+/// index goes.
+struct Planned {
+    number: usize,
+    item: Item,
+    source: Location,
+    destination: Location,
+    all: bool,
+}
+
 /// One image's copy.
 async fn copy_one(
-    item: &Item,
-    source: &Location,
-    destination: &Location,
-    all: bool,
-    number: usize,
+    planned: &Planned,
     locks: &HashMap<PathBuf, Arc<futures::lock::Mutex<()>>>,
+    relay: Option<&Relay>,
     options: &SyncOptions,
 ) -> SyncOutcome {
+    let Planned {
+        number,
+        item,
+        source,
+        destination,
+        all,
+    } = planned;
+    let (number, all) = (*number, *all);
     let source_access = match &item.repo.origin {
         Origin::Registry { access, .. } => access.clone(),
         Origin::Layout { .. } => options.source.clone(),
@@ -710,6 +736,28 @@ async fn copy_one(
         .with_all_platforms(all)
         .with_referrers(options.referrers)
         .with_progress(options.progress.for_image(number));
+    if let Some(relay) = relay
+        && relayed(planned, options)
+    {
+        // Into the run's layout (blobs it has are not fetched), then out of it (blobs the
+        // destination has are not sent): everything the image is was chosen on the way in.
+        let staged = Location::Oci {
+            path: relay.path.clone(),
+            selector: Some(Selector::Tag(format!("image-{number}"))),
+        };
+        let out = CopyOptions::new()
+            .with_destination(options.destination.clone())
+            .with_referrers(options.referrers)
+            .with_progress(options.progress.for_image(number));
+        let copied = match copy(source, &staged, &copy_options).await {
+            Ok(_) => copy(&staged, destination, &out).await,
+            Err(error) => Err(error),
+        };
+        return match copied {
+            Ok(report) => SyncOutcome::Copied(report),
+            Err(error) => SyncOutcome::Failed(error),
+        };
+    }
     // A layout that is not there yet is made by one copy while the others wait (two copies
     // staging one new layout would collide).
     let _made = match destination {
@@ -722,6 +770,51 @@ async fn copy_one(
     match copy(source, destination, &copy_options).await {
         Ok(report) => SyncOutcome::Copied(report),
         Err(error) => SyncOutcome::Failed(error),
+    }
+}
+
+/// Whether an image goes through the run's [`Relay`]: from one registry to another (within
+/// one registry reached the same way, [`copy`] mounts the blobs instead).
+fn relayed(planned: &Planned, options: &SyncOptions) -> bool {
+    match (&planned.item.repo.origin, &planned.destination) {
+        (
+            Origin::Registry {
+                registry, access, ..
+            },
+            Location::Docker {
+                registry: destination,
+                ..
+            },
+        ) => registry != destination || *access != options.destination,
+        _ => false,
+    }
+}
+
+/// The layout every image between two registries passes through, in the system's
+/// temporary directory, removed with the run.
+struct Relay {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Relay {
+    async fn new() -> Result<Relay> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Scratch { source })?;
+        let path = dir.path().join("relay");
+        let store =
+            ocikit_store::FsStore::open(&path)
+                .await
+                .map_err(|source| Error::OpenStore {
+                    path: path.clone(),
+                    source,
+                })?;
+        Layout::create(store)
+            .await
+            .map_err(|source| Error::CreateLayout {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Relay { _dir: dir, path })
     }
 }
 
@@ -1159,8 +1252,6 @@ struct Checked {
     item: Item,
     source_text: String,
     destination_text: String,
-    source: Option<Location>,
-    destination: Option<Location>,
     /// Whether the whole index is copied.
     all: bool,
     state_digest: Option<String>,
@@ -1174,6 +1265,8 @@ struct State {
     /// An index's entries (digest, platform), when the root is one.
     entries: Vec<(String, Option<Platform>)>,
     up_to_date: bool,
+    source: Location,
+    destination: Location,
 }
 
 impl State {
@@ -1241,8 +1334,6 @@ async fn check(item: Item, listed: &[Listed], target: &Target, options: &SyncOpt
                 item,
                 source_text,
                 destination_text,
-                source: None,
-                destination: None,
                 all,
                 state_digest: None,
                 state: Err(error),
@@ -1265,13 +1356,13 @@ async fn check(item: Item, listed: &[Listed], target: &Target, options: &SyncOpt
             root: root_digest,
             entries,
             up_to_date,
+            source,
+            destination,
         })
     }
     .await;
     Checked {
         state_digest: state.as_ref().ok().map(|s| s.root.clone()),
-        source: Some(source),
-        destination: Some(destination),
         item,
         source_text,
         destination_text,

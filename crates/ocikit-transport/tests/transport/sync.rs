@@ -580,3 +580,47 @@ async fn bad_sync_files_sources_and_destinations_are_refused_naming_what_is_wron
     ));
     assert!(!dir.path().join("out").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn between_registries_a_blob_several_images_share_is_fetched_once() {
+    let (from, source) = watched_registry().await;
+    let (to, destination) = watched_registry().await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("src");
+    // Two tags of one image: two manifests to copy, one config and one layer between them.
+    let root = small_image(&layout, "a", "shared\n").await;
+    for tag in ["a", "b"] {
+        copy(
+            &at("oci", &layout, ":a"),
+            &docker(&from, &format!("app:{tag}")),
+            &CopyOptions::new().with_destination(plain()),
+        )
+        .await
+        .unwrap();
+    }
+    source.reset();
+    let report = sync(
+        &SyncSource::repository(&format!("{from}/app"), TagSelection::all()).unwrap(),
+        &SyncDestination::registry(&to).unwrap(),
+        &options().with_jobs(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.count("copied"), 2, "{:?}", statuses(&report));
+    assert_eq!(source.blob_reads().len(), 2, "{:?}", source.blob_reads());
+    let uploads: Vec<String> = destination
+        .writes()
+        .into_iter()
+        .filter(|w| w.starts_with("POST ") && w.contains("/blobs/uploads"))
+        .collect();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    for tag in ["a", "b"] {
+        let held = ocikit_transport::inspect_raw(&docker(&to, &format!("app:{tag}")), &plain())
+            .await
+            .unwrap();
+        assert_eq!(
+            ocikit_digest::Digest::sha256(&held).to_string(),
+            root.digest().to_string()
+        );
+    }
+}

@@ -26,7 +26,7 @@ use ocikit_layout::{
 use ocikit_store::{FsStore, LinkMode};
 
 use crate::access::RegistryOptions;
-use crate::copy_referrers;
+use crate::copy_referrers::{self, ReferrersReport};
 use crate::error::{Error, Result};
 use crate::location::{Location, Selector};
 use crate::open::{open_layout, resolve};
@@ -255,14 +255,11 @@ pub struct CopyReport {
     pub blobs_skipped: usize,
     /// Layers recompressed on the way.
     pub layers_recompressed: usize,
-    /// Referrers written at the destination ([`CopyOptions::with_referrers`]); their blobs
-    /// are not in `blobs`.
-    pub referrers_copied: usize,
-    /// Referrers the destination listed already (nothing of them transferred).
-    pub referrers_skipped: usize,
-    /// Blobs written, uploaded or mounted for the referrers copied (in a layout or an
-    /// archive, their manifests too).
-    pub referrer_blobs: usize,
+    /// What became of the referrers, when the copy took them along
+    /// ([`CopyOptions::with_referrers`]; `None`, and no keys in JSON, otherwise). Their
+    /// blobs are not in `blobs`.
+    #[serde(flatten)]
+    pub referrers: Option<ReferrersReport>,
     /// Distinct images (by digest) copied.
     #[serde(skip)]
     pub image_count: usize,
@@ -273,10 +270,11 @@ pub struct CopyReport {
 
 impl CopyReport {
     /// Adds what writing the referrers did.
-    fn add_referrers(&mut self, written: copy_referrers::Written) {
-        self.referrers_copied += written.copied;
-        self.referrers_skipped += written.skipped;
-        self.referrer_blobs += written.blobs;
+    fn add_referrers(&mut self, written: ReferrersReport) {
+        let referrers = self.referrers.get_or_insert_default();
+        referrers.copied += written.copied;
+        referrers.skipped += written.skipped;
+        referrers.blobs += written.blobs;
     }
 
     /// Counts the blobs and bytes of `roots` in `layout`. A blob that one image of this copy
@@ -690,7 +688,7 @@ async fn copy_between(
             })?;
             copied.blobs_copied = report.blobs.saturating_sub(referrer_blobs);
             if let Some(gathered) = &referrers {
-                copied.add_referrers(copy_referrers::Written {
+                copied.add_referrers(ReferrersReport {
                     copied: gathered.found.len(),
                     skipped: 0,
                     blobs: referrer_blobs,
@@ -1199,7 +1197,7 @@ async fn copy_within_registry(
         Selector::Tag(tag) => ImageName::Tag(tag.clone()),
         Selector::Digest(_) => ImageName::ByDigest,
     };
-    let mut referrers = copy_referrers::Written::default();
+    let mut referrers = None;
     if options.referrers {
         // Their documents are read (verified) from the source repository, their blobs
         // mounted as the image's were.
@@ -1212,17 +1210,19 @@ async fn copy_within_registry(
         let seen = HashSet::from([root.digest().to_string()]);
         let found =
             copy_referrers::gather(&origin, None, subjects, seen, &options.progress).await?;
-        referrers = copy_referrers::within_registry(
-            &client,
-            from,
-            &found,
-            to,
-            &CopyWithinOptions::new().with_progress(options.progress.stage(Stage::Copy)),
-            (source, destination),
-        )
-        .await?;
+        referrers = Some(
+            copy_referrers::within_registry(
+                &client,
+                from,
+                &found,
+                to,
+                &CopyWithinOptions::new().with_progress(options.progress.stage(Stage::Copy)),
+                (source, destination),
+            )
+            .await?,
+        );
     }
-    let mut copied = CopyReport {
+    Ok(CopyReport {
         images: vec![CopiedImage { name, root }],
         blobs: report.blobs,
         bytes: report.total_bytes,
@@ -1231,10 +1231,9 @@ async fn copy_within_registry(
         blobs_skipped: report.skipped,
         image_count: 1,
         tags: usize::from(matches!(target, Selector::Tag(_))),
+        referrers,
         ..CopyReport::default()
-    };
-    copied.add_referrers(referrers);
-    Ok(copied)
+    })
 }
 
 /// Pulls a registry image straight into a layout (no scratch copy).

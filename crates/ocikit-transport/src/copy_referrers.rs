@@ -66,15 +66,22 @@ pub(crate) struct Found {
     pub(crate) descriptor: Descriptor,
 }
 
-/// How many referrers a write put at the destination, and what it moved for them.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Written {
-    /// Referrers written.
-    pub(crate) copied: usize,
-    /// Referrers the destination listed already.
-    pub(crate) skipped: usize,
-    /// Blobs written, uploaded or mounted for them.
-    pub(crate) blobs: usize,
+/// What a copy did with the referrers ([`CopyReport::referrers`](crate::CopyReport::referrers)),
+/// serialized into `ocikit copy --json` as `referrersCopied`, `referrersSkipped` and
+/// `referrerBlobs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ReferrersReport {
+    /// Referrers written at the destination.
+    #[serde(rename = "referrersCopied")]
+    pub copied: usize,
+    /// Referrers the destination listed already (nothing of them transferred).
+    #[serde(rename = "referrersSkipped")]
+    pub skipped: usize,
+    /// Blobs written, uploaded or mounted for the referrers copied (in a layout or an
+    /// archive, their manifests too).
+    #[serde(rename = "referrerBlobs")]
+    pub blobs: usize,
 }
 
 fn digest_of(d: &Descriptor) -> Result<Digest> {
@@ -339,12 +346,12 @@ pub(crate) async fn into_layout(
     to: &Layout,
     options: &LayoutCopyOptions,
     destination: &Location,
-) -> Result<Written> {
+) -> Result<ReferrersReport> {
     let present = present(found, |subject| async move {
         Ok(to.referrers(&subject, None).await?)
     })
     .await?;
-    let mut written = Written::default();
+    let mut written = ReferrersReport::default();
     let mut entries = Vec::new();
     for one in found {
         if is_present(&present, one) {
@@ -385,7 +392,7 @@ pub(crate) async fn to_registry(
     repository: &str,
     options: &PushOptions,
     destination: &Location,
-) -> Result<Written> {
+) -> Result<ReferrersReport> {
     let present = present(found, |subject| async move {
         client
             .referrers(repository, &subject, None)
@@ -397,7 +404,7 @@ pub(crate) async fn to_registry(
             })
     })
     .await?;
-    let mut written = Written::default();
+    let mut written = ReferrersReport::default();
     for one in found {
         if is_present(&present, one) {
             written.skipped += 1;
@@ -426,7 +433,7 @@ pub(crate) async fn within_registry(
     to: &str,
     options: &CopyWithinOptions,
     (source, destination): (&Location, &Location),
-) -> Result<Written> {
+) -> Result<ReferrersReport> {
     let present = present(found, |subject| async move {
         client
             .referrers(to, &subject, None)
@@ -438,7 +445,7 @@ pub(crate) async fn within_registry(
             })
     })
     .await?;
-    let mut written = Written::default();
+    let mut written = ReferrersReport::default();
     for one in found {
         if is_present(&present, one) {
             written.skipped += 1;

@@ -449,12 +449,13 @@ fn show(copied: &CopyReport, out: &Output) -> Result<()> {
         } else {
             images
         };
-        let referrers = match (copied.referrers_copied, copied.referrers_skipped) {
-            (0, 0) => String::new(),
-            (n, 0) => format!("; {}", plural(n, "referrer")),
-            (n, skipped) => format!(
-                "; {} ({skipped} already present)",
-                plural(n + skipped, "referrer")
+        let referrers = match copied.referrers {
+            None => String::new(),
+            Some(r) if r.skipped == 0 => format!("; {}", plural(r.copied, "referrer")),
+            Some(r) => format!(
+                "; {} ({} already present)",
+                plural(r.copied + r.skipped, "referrer"),
+                r.skipped
             ),
         };
         format!(

@@ -15,6 +15,7 @@ use ocikit_layout::{Artifact, ImageBuilder, LayerSpec, Layout};
 use ocikit_store::FsStore;
 use ocikit_testkit::distribution::Distribution;
 use ocikit_testkit::tarball::{Entry, archive};
+use ocikit_transport::copy_referrers::ReferrersReport;
 use ocikit_transport::{CopyOptions, CopyReport, Error, Location, copy};
 
 use crate::registry::{docker, plain, serve};
@@ -128,9 +129,17 @@ async fn assert_discoverable(location: &Location, signed: &Signed) {
     );
 }
 
+/// The referrer counts of a copy that took them along.
+fn counts(report: &CopyReport) -> ReferrersReport {
+    report
+        .referrers
+        .unwrap_or_else(|| panic!("no referrers report: {report:?}"))
+}
+
 fn assert_copied(report: &CopyReport, copied: usize, skipped: usize) {
+    let counts = counts(report);
     assert_eq!(
-        (report.referrers_copied, report.referrers_skipped),
+        (counts.copied, counts.skipped),
         (copied, skipped),
         "{report:?}"
     );
@@ -153,7 +162,7 @@ async fn referrers_travel_between_layouts_and_registries_with_the_api() {
     .await
     .unwrap();
     assert_copied(&pushed, 2, 0);
-    assert_eq!(pushed.referrer_blobs, 3, "{pushed:?}");
+    assert_eq!(counts(&pushed).blobs, 3, "{pushed:?}");
     assert_discoverable(&docker(&one, "app:v1"), &signed).await;
     let json = serde_json::to_value(&pushed).unwrap();
     assert_eq!(json["referrersCopied"], 2, "{json}");
@@ -167,7 +176,7 @@ async fn referrers_travel_between_layouts_and_registries_with_the_api() {
     .await
     .unwrap();
     assert_copied(&again, 0, 2);
-    assert_eq!(again.referrer_blobs, 0, "{again:?}");
+    assert_eq!(counts(&again).blobs, 0, "{again:?}");
 
     // Registry to another registry (through a scratch layout).
     let report = copy(
@@ -199,7 +208,7 @@ async fn referrers_travel_between_layouts_and_registries_with_the_api() {
     .await
     .unwrap();
     assert_copied(&report, 0, 2);
-    assert_eq!(report.referrer_blobs, 0, "{report:?}");
+    assert_eq!(counts(&report).blobs, 0, "{report:?}");
 
     // Registry to a new layout, and again into it (present: skipped).
     let back = dir.path().join("back");
@@ -220,7 +229,7 @@ async fn referrers_travel_between_layouts_and_registries_with_the_api() {
     .await
     .unwrap();
     assert_copied(&report, 0, 2);
-    assert_eq!(report.referrer_blobs, 0, "{report:?}");
+    assert_eq!(counts(&report).blobs, 0, "{report:?}");
     assert!(
         open(&back)
             .await
@@ -352,7 +361,7 @@ async fn referrers_travel_to_and_from_distribution_through_the_tag_schema() {
     .await
     .unwrap();
     assert_copied(&again, 0, 2);
-    assert_eq!(again.referrer_blobs, 0, "{again:?}");
+    assert_eq!(counts(&again).blobs, 0, "{again:?}");
 
     // Within Distribution (blobs mounted), and out of it into a layout and to `ocikit serve`.
     let report = copy(
@@ -399,7 +408,9 @@ async fn without_the_option_referrers_stay_behind() {
     )
     .await
     .unwrap();
-    assert_copied(&report, 0, 0);
+    assert_eq!(report.referrers, None);
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json.get("referrersCopied").is_none(), "{json}");
     assert!(
         listed(&docker(&addr, "app:v1"), &signed.root)
             .await
@@ -694,4 +705,46 @@ async fn referrers_are_followed_down_to_the_bound_and_refused_below_it() {
         "{err:?}"
     );
     assert!(!beyond.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_layout_takes_its_referrers_along_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let signed = signed(&src).await;
+
+    // `oci:DIR` names every image; the attached artifacts are no images of their own.
+    let bare = dir.path().join("bare");
+    let report = copy(&at("oci", &src, ""), &at("oci", &bare, ""), &options())
+        .await
+        .unwrap();
+    assert_eq!(report.image_count, 1);
+    assert_eq!(report.referrers, None);
+    assert_eq!(
+        open(&bare).await.index().await.unwrap().manifests().count(),
+        1
+    );
+
+    let mirror = dir.path().join("mirror");
+    let report = copy(
+        &at("oci", &src, ""),
+        &at("oci", &mirror, ""),
+        &with_referrers(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.image_count, 1, "{report:?}");
+    assert_copied(&report, 2, 0);
+    assert_discoverable(&at("oci", &mirror, ""), &signed).await;
+    // Into the layout that has the image already: only the referrers are added.
+    let report = copy(
+        &at("oci", &src, ""),
+        &at("oci", &bare, ""),
+        &with_referrers(),
+    )
+    .await
+    .unwrap();
+    assert_copied(&report, 2, 0);
+    assert_eq!(report.blobs_copied, 0, "{report:?}");
+    assert_discoverable(&at("oci", &bare, ""), &signed).await;
 }

@@ -58,6 +58,8 @@ mod location;
 mod manage;
 mod open;
 mod progress;
+#[cfg(feature = "sign")]
+pub mod signing;
 pub mod surgery;
 pub mod sync;
 pub mod tag_select;
@@ -86,6 +88,11 @@ pub use location::{Location, LocationError, LocationErrorKind, Selector};
 pub use manage::{Catalog, CatalogOptions, DeleteOptions, DeleteReport, catalog, delete};
 pub use open::{open_layout, resolve};
 pub use progress::{Progress, Stage};
+#[cfg(feature = "sign")]
+pub use signing::{
+    GeneratedKeys, RejectedSignature, SignOptions, SignReport, SigningError, VerifiedPayload,
+    VerifyOptions, VerifyReport, generate_key_files, sign, verify,
+};
 pub use surgery::{
     AppendOptions, EditOptions, EditReport, FlattenOptions, ImageEdit, LayerSource, MutateOptions,
     MutateReport, RebaseOptions, append, edit_image, flatten, mutate, parse_created, rebase,

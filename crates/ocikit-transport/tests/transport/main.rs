@@ -21,6 +21,8 @@ mod mutate;
 mod rebase;
 mod referrers;
 mod registry;
+#[cfg(feature = "sign")]
+mod signing;
 mod surgery;
 mod sync;
 

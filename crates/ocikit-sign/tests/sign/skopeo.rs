@@ -246,3 +246,144 @@ fn skopeo_copies_the_signature_image() {
     let copied_manifest = std::fs::read(out.join("manifest.json")).unwrap();
     assert_eq!(copied_manifest, sig_image.manifest_bytes());
 }
+
+/// containers/image's blob form of a sigstore signature in a `dir:` image (`signature-N`):
+/// a zero byte, the format name, a newline, then JSON with the layer's media type, payload
+/// (base64) and annotations.
+fn dir_signature_blob(signature: &ocikit_sign::Signature) -> Vec<u8> {
+    use base64::Engine as _;
+    let json = serde_json::json!({
+        "mimeType": ocikit_sign::SIMPLE_SIGNING_MEDIA_TYPE,
+        "payload": base64::engine::general_purpose::STANDARD.encode(signature.payload()),
+        "annotations": signature.layer_annotations(),
+    });
+    [
+        b"\0sigstore-json\n".to_vec(),
+        serde_json::to_vec(&json).unwrap(),
+    ]
+    .concat()
+}
+
+/// The reverse of [`dir_signature_blob`].
+fn signature_from_dir_blob(blob: &[u8]) -> ocikit_sign::Signature {
+    use base64::Engine as _;
+    let json = blob
+        .strip_prefix(b"\0sigstore-json\n")
+        .expect("a sigstore signature blob");
+    let value: serde_json::Value = serde_json::from_slice(json).unwrap();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(value["payload"].as_str().unwrap())
+        .unwrap();
+    let annotations: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(value["annotations"].clone()).unwrap();
+    ocikit_sign::Signature::from_layer(value["mimeType"].as_str().unwrap(), payload, &annotations)
+        .unwrap()
+}
+
+/// The issue's proof with skopeo itself: skopeo signs with a key ocikit wrote, ocikit
+/// verifies; ocikit signs, skopeo's `sigstoreSigned` policy accepts it, and refuses it under
+/// another key or once the image changed. Debian's skopeo 1.9.3 is built with sigstore
+/// disabled and says so ("Debian-local change: sigstore disabled"): with such a skopeo the
+/// test says it cannot run and stops; with any other failure it fails.
+#[test]
+fn skopeo_signs_with_our_key_and_its_policy_accepts_our_signatures() {
+    let Some(skopeo) = Tool::require("skopeo") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(work.path()).unwrap();
+    write_layout(&root.join("src"));
+    let key = ocikit_sign::PrivateKey::generate().unwrap();
+    let key_path = root.join("cosign.key");
+    std::fs::write(&key_path, key.to_encrypted_pem(b"pass phrase").unwrap()).unwrap();
+    let pub_path = root.join("cosign.pub");
+    std::fs::write(&pub_path, key.public_key().to_pem()).unwrap();
+    let pass_path = root.join("pass");
+    std::fs::write(&pass_path, "pass phrase").unwrap();
+    let any = root.join("any.json");
+    std::fs::write(&any, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+    let identity = "localhost:5000/team/app:v1";
+
+    let signed = root.join("signed");
+    let output = skopeo.output(&[
+        "--policy",
+        any.to_str().unwrap(),
+        "copy",
+        "--quiet",
+        "--sign-by-sigstore-private-key",
+        key_path.to_str().unwrap(),
+        "--sign-passphrase-file",
+        pass_path.to_str().unwrap(),
+        "--sign-identity",
+        identity,
+        &format!("oci:{}:v1", root.join("src").display()),
+        &format!("dir:{}", signed.display()),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() && stderr.contains("sigstore disabled") {
+        eprintln!(
+            "cannot run: this skopeo is built without sigstore ({}); the key and signature \
+             peer is tests/sign/peer.py",
+            stderr.trim()
+        );
+        return;
+    }
+    assert!(output.status.success(), "skopeo failed to sign:\n{stderr}");
+
+    // skopeo's signature, verified here.
+    let manifest = std::fs::read(signed.join("manifest.json")).unwrap();
+    let digest = Digest::sha256(&manifest);
+    let theirs = signature_from_dir_blob(&std::fs::read(signed.join("signature-1")).unwrap());
+    let expected = ocikit_sign::Expected::new(digest.clone())
+        .with_identity(ocikit_sign::SignedIdentity::exact_reference(identity).unwrap());
+    ocikit_sign::verify(&theirs, &[key.public_key()], &expected).unwrap();
+
+    // Ours, accepted by skopeo's policy; refused under another key and after a change.
+    let reference = ocikit_digest::Reference::parse(identity).unwrap();
+    let ours = ocikit_sign::sign_image(&key, &reference, digest).unwrap();
+    std::fs::write(signed.join("signature-1"), dir_signature_blob(&ours)).unwrap();
+    let policy = |key: &Path| {
+        let path = root.join("policy.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"default":[{{"type":"reject"}}],"transports":{{"dir":{{"":[{{"type":"sigstoreSigned","keyPath":"{}","signedIdentity":{{"type":"exactReference","dockerReference":"{identity}"}}}}]}}}}}}"#,
+                key.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let copy = |policy: &Path| {
+        let out = root.join("out");
+        let _ = std::fs::remove_dir_all(&out);
+        skopeo.output(&[
+            "--policy",
+            policy.to_str().unwrap(),
+            "copy",
+            "--quiet",
+            &format!("dir:{}", signed.display()),
+            &format!("oci:{}:v1", out.display()),
+        ])
+    };
+    let accepted = copy(&policy(&pub_path));
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let other_pub = root.join("other.pub");
+    std::fs::write(
+        &other_pub,
+        ocikit_sign::PrivateKey::generate()
+            .unwrap()
+            .public_key()
+            .to_pem(),
+    )
+    .unwrap();
+    assert!(!copy(&policy(&other_pub)).status.success());
+    let mut changed = manifest.clone();
+    changed.push(b'\n');
+    std::fs::write(signed.join("manifest.json"), changed).unwrap();
+    assert!(!copy(&policy(&pub_path)).status.success());
+}

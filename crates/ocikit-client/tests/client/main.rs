@@ -24,6 +24,7 @@ fn public_types_are_send_and_sync() {
     check::<PullOptions>();
     check::<PushOptions>();
     check::<ocikit_client::TransferReport>();
+    check::<ocikit_client::CatalogPage>();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::builder("127.0.0.1:1")
         .plain_http(true)
@@ -42,6 +43,9 @@ fn public_types_are_send_and_sync() {
     future(client.referrers("a", &Digest::sha256(b""), None));
     future(client.tags("a"));
     future(client.ping());
+    future(client.delete_manifest("a", "v1"));
+    future(client.catalog(None, None));
+    future(client.catalog_page(Some(1), None));
 }
 
 #[test]
@@ -72,11 +76,41 @@ fn operations_say_what_the_client_was_doing() {
             format!("upload blob {digest} (bytes 0-9)"),
             format!("upload blob {digest} (bytes 0-9)"),
         ),
+        (
+            Operation::DeleteManifest {
+                reference: "v1".into(),
+            },
+            "DELETE manifest v1".into(),
+            "manifest v1".into(),
+        ),
+        (Operation::Catalog, "GET catalog".into(), "catalog".into()),
     ];
     for (operation, shown, missing) in cases {
         assert_eq!(operation.to_string(), shown);
         assert_eq!(operation.missing(), missing);
     }
+}
+
+#[tokio::test]
+async fn a_delete_of_an_invalid_reference_sends_nothing() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Nothing listens on port 1: an error other than InvalidName would mean a request.
+    let client = Client::builder("127.0.0.1:1")
+        .plain_http(true)
+        .build()
+        .unwrap();
+    for bad in ["not a tag!", "sha256:short", ""] {
+        let err = client.delete_manifest("app", bad).await.unwrap_err();
+        assert!(
+            matches!(&err, ocikit_client::Error::InvalidName { name, .. } if name == bad),
+            "{bad}: {err:?}"
+        );
+    }
+    let err = client.delete_manifest("Bad/Name", "v1").await.unwrap_err();
+    assert!(
+        matches!(err, ocikit_client::Error::InvalidName { .. }),
+        "{err:?}"
+    );
 }
 
 /// A plain reqwest client, for probes beside the client under test. reqwest is built without

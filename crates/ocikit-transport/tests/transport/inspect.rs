@@ -85,7 +85,7 @@ async fn an_image_is_summarised_from_a_layout_and_from_a_registry() {
         .keys()
         .map(String::as_str)
         .collect();
-    let mut expected = [
+    let expected = [
         "digest",
         "mediaType",
         "platform",

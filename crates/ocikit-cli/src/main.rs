@@ -108,6 +108,13 @@ enum Command {
     Delete(commands::manage::DeleteArgs),
     /// List a registry's repositories (every page of its catalog).
     Catalog(commands::manage::CatalogArgs),
+    /// Key pairs for signing images, in cosign's files.
+    #[command(subcommand)]
+    Key(commands::sign::KeyCommand),
+    /// Sign an image with a private key; the signature is stored as cosign stores it.
+    Sign(commands::sign::SignArgs),
+    /// Verify an image's cosign signatures with public keys.
+    Verify(commands::sign::VerifyArgs),
     /// Write a blob's bytes to standard output, verified against its digest.
     #[command(after_help = "Example:\n  ocikit cat oci:./images sha256:... > blob")]
     Cat {

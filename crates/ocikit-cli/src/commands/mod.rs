@@ -16,6 +16,7 @@ pub(crate) mod rebase;
 pub(crate) mod registry;
 pub(crate) mod repack;
 pub(crate) mod serve;
+pub(crate) mod sign;
 pub(crate) mod sync;
 
 use std::path::Path;
@@ -63,6 +64,9 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Flatten(args) => flatten::flatten(args, out).await,
         Command::Rebase(args) => rebase::rebase(args, out).await,
         Command::Sync(args) => return sync::sync(args, out).await,
+        Command::Key(command) => sign::key(command, out).await,
+        Command::Sign(args) => sign::sign(args, out).await,
+        Command::Verify(args) => sign::verify(args, out).await,
         Command::Index(command) => index::run(command, out).await,
         Command::Copy {
             source,

@@ -30,6 +30,7 @@ mod referrers_copy;
 mod registry;
 mod repack;
 mod serve;
+mod signing;
 mod sync;
 
 use std::path::Path;

@@ -1,0 +1,503 @@
+//! `ocikit key generate`, `sign` and `verify`: on a layout, on `ocikit serve`, and with skopeo
+//! on docker-registry (Distribution 2.8) reading and writing the same `sha256-<hex>.sig`
+//! attachments.
+//!
+//! Debian's skopeo 1.9.3 is built with sigstore disabled ("Debian-local change: sigstore
+//! disabled"): it neither signs with `--sign-by-sigstore-private-key` nor checks
+//! `sigstoreSigned` signatures, but it does read and copy sigstore attachments. So the
+//! interop proven here is the storage format in both directions: skopeo copies ocikit's
+//! signatures to another repository, writing its own signature manifest, which ocikit
+//! verifies and appends to; skopeo's policy evaluation finds each ocikit signature (and,
+//! with a skopeo that has sigstore, accepts the image with our key and refuses it with
+//! another). The signing itself is cross-checked against OpenSSL and libsodium in
+//! ocikit-sign's peer tests.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ocikit_testkit::distribution::Distribution;
+
+use crate::image::build;
+use crate::registry::Serve;
+use crate::{oci, skopeo};
+
+/// `ocikit` with `args`, the passphrase (if any) in COSIGN_PASSWORD, no terminal.
+fn run(passphrase: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ocikit"));
+    command
+        .args(args)
+        .env("DOCKER_CONFIG", "/nonexistent/ocikit-tests-docker-config")
+        .env_remove("COSIGN_PASSWORD")
+        .stdin(std::process::Stdio::null());
+    if let Some(passphrase) = passphrase {
+        command.env("COSIGN_PASSWORD", passphrase);
+    }
+    command.output().expect("run ocikit")
+}
+
+fn ok(passphrase: Option<&str>, args: &[&str]) -> String {
+    let out = run(passphrase, args);
+    assert!(
+        out.status.success(),
+        "ocikit {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Expects exit status 1, nothing on stdout; returns stderr.
+fn fails(passphrase: Option<&str>, args: &[&str]) -> String {
+    let out = run(passphrase, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ocikit {args:?} should fail:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.stdout.is_empty());
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn keys(dir: &Path, passphrase: &str) -> (String, String) {
+    ok(
+        Some(passphrase),
+        &["key", "generate", "--out", dir.to_str().unwrap()],
+    );
+    (
+        dir.join("cosign.key").display().to_string(),
+        dir.join("cosign.pub").display().to_string(),
+    )
+}
+
+fn verify_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json", "verify"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(None, &all)).unwrap()
+}
+
+#[test]
+fn keys_sign_and_verify_a_layout_and_bad_signatures_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    let v1 = build(&layout, "v1", &["--cmd", "/a"]);
+    let v2 = build(&layout, "v2", &["--cmd", "/b"]);
+
+    // Keys: from a passphrase file, or COSIGN_PASSWORD; never overwritten; no passphrase
+    // and no terminal is refused.
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "s3cret\n").unwrap();
+    let alice = dir.path().join("alice");
+    ok(
+        None,
+        &[
+            "key",
+            "generate",
+            "--out",
+            alice.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    );
+    let alice_key = alice.join("cosign.key").display().to_string();
+    let alice_pub = alice.join("cosign.pub").display().to_string();
+    let pem = std::fs::read_to_string(&alice_key).unwrap();
+    assert!(pem.starts_with("-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n"));
+    assert!(
+        std::fs::read_to_string(&alice_pub)
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----\n")
+    );
+    let before = crate::contents(&alice);
+    let err = fails(
+        Some("other"),
+        &["key", "generate", "--out", alice.to_str().unwrap()],
+    );
+    assert!(err.contains("never overwritten"), "{err}");
+    assert_eq!(crate::contents(&alice), before);
+    let err = fails(
+        None,
+        &[
+            "key",
+            "generate",
+            "--out",
+            dir.path().join("none").to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("COSIGN_PASSWORD"), "{err}");
+    assert!(!dir.path().join("none").exists());
+    let (bob_key, bob_pub) = keys(&dir.path().join("bob"), "b0b");
+    let (_, eve_pub) = keys(&dir.path().join("eve"), "eve");
+
+    let image = oci(&layout, ":v1");
+    let claim = "example.com/team/app:v1";
+    // A wrong passphrase signs nothing.
+    let before = crate::contents(&layout);
+    let err = fails(
+        Some("wrong"),
+        &["sign", "--key", &alice_key, "--reference", claim, &image],
+    );
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert_eq!(crate::contents(&layout), before);
+    // No signature yet.
+    let err = fails(
+        None,
+        &["verify", "--key", &alice_pub, "--reference", claim, &image],
+    );
+    assert!(err.contains("has no signatures"), "{err}");
+
+    ok(
+        None,
+        &[
+            "sign",
+            "--key",
+            &alice_key,
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+            "--reference",
+            claim,
+            &image,
+        ],
+    );
+    ok(
+        Some("b0b"),
+        &["sign", "--key", &bob_key, "--reference", claim, &image],
+    );
+    let report = verify_json(&[
+        "--key",
+        &alice_pub,
+        "--key",
+        &bob_pub,
+        "--reference",
+        claim,
+        &image,
+    ]);
+    assert_eq!(report["manifestDigest"], v1.as_str());
+    let verified = report["verified"].as_array().unwrap();
+    assert_eq!(verified.len(), 2);
+    for v in verified {
+        assert_eq!(v["dockerReference"], claim);
+        assert_eq!(
+            v["payload"]["critical"]["image"]["docker-manifest-digest"],
+            v1.as_str()
+        );
+    }
+    // Text: the summary, then one payload per line.
+    let text = ok(
+        None,
+        &["verify", "--key", &bob_pub, "--reference", claim, &image],
+    );
+    assert!(text.starts_with("verified 1 of 2 signatures"), "{text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+
+    // Another key; another reference.
+    let err = fails(
+        None,
+        &["verify", "--key", &eve_pub, "--reference", claim, &image],
+    );
+    assert!(err.contains("none of the 2 signatures"), "{err}");
+    let err = fails(
+        None,
+        &[
+            "verify",
+            "--key",
+            &alice_pub,
+            "--reference",
+            "example.com/team/other:v1",
+            &image,
+        ],
+    );
+    assert!(err.contains("claims another image"), "{err}");
+
+    // Replayed: v1's signatures tagged as v2's (index.json edited by hand).
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let tag_of = |digest: &str| format!("sha256-{}.sig", digest.strip_prefix("sha256:").unwrap());
+    let mut moved = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag_of(&v1).as_str())
+        .unwrap()
+        .clone();
+    moved["annotations"]["org.opencontainers.image.ref.name"] = tag_of(&v2).into();
+    index["manifests"].as_array_mut().unwrap().push(moved);
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let err = fails(
+        None,
+        &[
+            "verify",
+            "--key",
+            &alice_pub,
+            "--reference",
+            claim,
+            &oci(&layout, ":v2"),
+        ],
+    );
+    assert!(
+        err.contains(&format!("is for manifest {v1}, not {v2}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn sign_and_verify_on_ocikit_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(&dir.path().join("root"), &[]);
+    let layout = dir.path().join("images");
+    let digest = build(&layout, "v1", &[]);
+    let image = format!("docker://{}/team/app:v1", server.addr);
+    ok(
+        None,
+        &[
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            &oci(&layout, ":v1"),
+            &image,
+        ],
+    );
+    let (key, public) = keys(&dir.path().join("keys"), "pw");
+    let (other_key, other_public) = keys(&dir.path().join("other"), "pw2");
+
+    let err = fails(
+        None,
+        &["verify", "--tls-verify=false", "--key", &public, &image],
+    );
+    assert!(err.contains("has no signatures"), "{err}");
+    let signed: serde_json::Value = serde_json::from_str(&ok(
+        Some("pw"),
+        &[
+            "--json",
+            "sign",
+            "--tls-verify=false",
+            "--key",
+            &key,
+            &image,
+        ],
+    ))
+    .unwrap();
+    assert_eq!(signed["manifestDigest"], digest.as_str());
+    assert_eq!(
+        signed["dockerReference"],
+        format!("{}/team/app:v1", server.addr)
+    );
+    ok(
+        Some("pw2"),
+        &["sign", "--tls-verify=false", "--key", &other_key, &image],
+    );
+    let report = verify_json(&[
+        "--tls-verify=false",
+        "--key",
+        &public,
+        "--key",
+        &other_public,
+        &image,
+    ]);
+    assert_eq!(report["verified"].as_array().unwrap().len(), 2);
+    // The tag is listed as cosign's.
+    let tags = ok(
+        None,
+        &[
+            "tags",
+            "--tls-verify=false",
+            &format!("docker://{}/team/app", server.addr),
+        ],
+    );
+    assert!(
+        tags.contains(&format!(
+            "sha256-{}.sig",
+            digest.strip_prefix("sha256:").unwrap()
+        )),
+        "{tags}"
+    );
+    // A key that signed nothing.
+    let (_, stranger) = keys(&dir.path().join("stranger"), "x");
+    let err = fails(
+        None,
+        &["verify", "--tls-verify=false", "--key", &stranger, &image],
+    );
+    assert!(err.contains("none of the 2 signatures"), "{err}");
+}
+
+/// A registries.d directory turning sigstore attachments on for `addr`.
+fn registries_d(dir: &Path, addr: &str) -> String {
+    let d = dir.join("registries.d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("test.yaml"),
+        format!("docker:\n  {addr}:\n    use-sigstore-attachments: true\n"),
+    )
+    .unwrap();
+    d.display().to_string()
+}
+
+#[test]
+fn skopeo_reads_and_writes_the_signatures_ocikit_makes_and_reads() {
+    let Some(registry) = Distribution::start() else {
+        return;
+    };
+    let Some(_) = ocikit_testkit::tool::skopeo() else {
+        return;
+    };
+    let skopeo = skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = registry.addr().to_string();
+    let layout = dir.path().join("images");
+    let digest = build(&layout, "v1", &[]);
+    let image = registry.image("team/app:v1");
+    ok(
+        None,
+        &[
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            &oci(&layout, ":v1"),
+            &image,
+        ],
+    );
+    let (alice_key, alice_pub) = keys(&dir.path().join("alice"), "a");
+    let (bob_key, bob_pub) = keys(&dir.path().join("bob"), "b");
+    let (carol_key, carol_pub) = keys(&dir.path().join("carol"), "c");
+    let rd = registries_d(dir.path(), &addr);
+
+    // skopeo's policy finds no signature before ocikit signs.
+    let policy = dir.path().join("policy.json");
+    let require = |key: &str| {
+        std::fs::write(
+            &policy,
+            format!(
+                r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{addr}":[{{"type":"sigstoreSigned","keyPath":"{key}","signedIdentity":{{"type":"matchRepository"}}}}]}}}}}}"#
+            ),
+        )
+        .unwrap();
+    };
+    let skopeo_pull = |source: &str| {
+        let out = dir.path().join("pulled");
+        let _ = std::fs::remove_dir_all(&out);
+        // Without the leading --insecure-policy: the policy file decides.
+        Command::new(skopeo.path())
+            .args([
+                "--policy",
+                policy.to_str().unwrap(),
+                "--registries.d",
+                &rd,
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                source,
+                &format!("dir:{}", out.display()),
+            ])
+            .output()
+            .unwrap()
+    };
+    require(&alice_pub);
+    let unsigned = skopeo_pull(&image);
+    assert!(!unsigned.status.success());
+    assert!(
+        String::from_utf8_lossy(&unsigned.stderr).contains("no signature exists"),
+        "{}",
+        String::from_utf8_lossy(&unsigned.stderr)
+    );
+
+    ok(
+        Some("a"),
+        &["sign", "--tls-verify=false", "--key", &alice_key, &image],
+    );
+    ok(
+        Some("b"),
+        &["sign", "--tls-verify=false", "--key", &bob_key, &image],
+    );
+
+    // skopeo's policy evaluation reads both signatures from ocikit's attachment.
+    let judged = skopeo_pull(&image);
+    let stderr = String::from_utf8_lossy(&judged.stderr).into_owned();
+    const DISABLED: &str = "Debian-local change: sigstore disabled";
+    if stderr.contains(DISABLED) {
+        assert_eq!(
+            stderr.matches(DISABLED).count(),
+            2,
+            "skopeo should find exactly ocikit's two signatures:\n{stderr}"
+        );
+    } else {
+        // A skopeo with sigstore: our key accepts, another key refuses.
+        assert!(judged.status.success(), "{stderr}");
+        require(&carol_pub);
+        assert!(!skopeo_pull(&image).status.success());
+    }
+
+    // skopeo copies the signatures along (it reads ocikit's manifest and writes its own
+    // for the mirror); ocikit verifies what skopeo wrote.
+    skopeo.ok(&[
+        "--registries.d",
+        &rd,
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &image,
+        &registry.image("team/mirror:v1"),
+    ]);
+    let mirror = registry.image("team/mirror:v1");
+    let original = format!("{addr}/team/app:v1");
+    let report = verify_json(&[
+        "--tls-verify=false",
+        "--key",
+        &alice_pub,
+        "--key",
+        &bob_pub,
+        "--reference",
+        &original,
+        &mirror,
+    ]);
+    assert_eq!(report["manifestDigest"], digest.as_str());
+    assert_eq!(report["verified"].as_array().unwrap().len(), 2);
+    // Under its own name the mirror's signatures claim another image.
+    let err = fails(
+        None,
+        &["verify", "--tls-verify=false", "--key", &alice_pub, &mirror],
+    );
+    assert!(err.contains("claims another image"), "{err}");
+    // ocikit appends to the manifest skopeo wrote; all three are there.
+    ok(
+        Some("c"),
+        &["sign", "--tls-verify=false", "--key", &carol_key, &mirror],
+    );
+    let report = verify_json(&["--tls-verify=false", "--key", &carol_pub, &mirror]);
+    assert_eq!(report["verified"].as_array().unwrap().len(), 1);
+    assert_eq!(report["rejected"].as_array().unwrap().len(), 2);
+
+    // skopeo signing with a key ocikit generated, where its build can sign.
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "a").unwrap();
+    let signed_by_skopeo = Command::new(skopeo.path())
+        .args([
+            "--insecure-policy",
+            "--registries.d",
+            &rd,
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--sign-by-sigstore-private-key",
+            &alice_key,
+            "--sign-passphrase-file",
+            pass.to_str().unwrap(),
+            &oci(&layout, ":v1"),
+            &registry.image("team/skopeo:v1"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&signed_by_skopeo.stderr).into_owned();
+    if stderr.contains(DISABLED) {
+        eprintln!("this skopeo cannot sign with sigstore keys ({DISABLED})");
+    } else {
+        assert!(signed_by_skopeo.status.success(), "{stderr}");
+        let report = verify_json(&[
+            "--tls-verify=false",
+            "--key",
+            &alice_pub,
+            &registry.image("team/skopeo:v1"),
+        ]);
+        assert_eq!(report["verified"].as_array().unwrap().len(), 1);
+    }
+}

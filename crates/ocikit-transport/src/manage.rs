@@ -21,8 +21,12 @@
 //!   them), other repositories, and referrers (whose `subject` would dangle).
 //!
 //! In a layout the blobs that nothing left in `index.json` reaches are removed at once and
-//! reported; a blob another image still reaches stays. In a registry the registry decides
-//! what its `DELETE` removes; its garbage collection reclaims the blobs later.
+//! reported; a blob another image still reaches stays. Unlike [`crate::gc`], which spares
+//! blobs younger than its grace period, this does not wait for writers in flight: a copy
+//! into the same layout that found one of those blobs present a moment before, and has not
+//! tagged its image yet, loses it (its image then fails fsck); run deletes of a layout
+//! when nothing else writes to it. In a registry the registry decides what its `DELETE`
+//! removes; its garbage collection reclaims the blobs later.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 

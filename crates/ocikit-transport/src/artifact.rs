@@ -253,7 +253,7 @@ pub enum ArtifactError {
     /// A title that cannot name a file inside the directory; nothing was written.
     #[error("the layer {digest} is titled {title:?}, which is refused: {problem}")]
     UnsafeTitle {
-        /// The title (lossy where not UTF-8 would not apply: titles are JSON strings).
+        /// The title.
         title: String,
         /// The layer.
         digest: String,
@@ -374,15 +374,17 @@ pub(crate) async fn attach_files(
         Location::Oci { selector, .. } => selector.clone().ok_or(Error::NoSelector)?,
         Location::Docker { selector, .. } => selector.clone(),
         _ => {
-            return Err(Error::NeedsLayout {
-                what: "attach".into(),
+            return Err(ArtifactError::Unsupported {
+                what: "attach",
                 location: location.to_string(),
-            });
+                advice: "attach to an image in a layout (oci:) or a registry (docker://)",
+            }
+            .into());
         }
     };
-    let pushed = push_descriptors(location, None, Some(&subject), files, options).await?;
-    let subject = pushed.1.ok_or(Error::NoSelector)?;
-    Ok((subject, pushed.0))
+    let (artifact, subject, _) =
+        push_with_layers(location, None, Some(&subject), files, options).await?;
+    Ok((subject.ok_or(Error::NoSelector)?, artifact))
 }
 
 /// A tag or a digest, as `--subject` takes it.
@@ -428,6 +430,7 @@ fn artifact_of(files: &[ArtifactFile], options: &ArtifactPushOptions) -> Artifac
     artifact
 }
 
+/// [`push_with_layers`], reported.
 async fn push(
     destination: &Location,
     tag: Option<String>,
@@ -448,18 +451,6 @@ async fn push(
         subject: subject.map(|s| s.digest().to_string()),
         files: layers,
     })
-}
-
-async fn push_descriptors(
-    destination: &Location,
-    tag: Option<&str>,
-    subject: Option<&Selector>,
-    files: &[ArtifactFile],
-    options: &ArtifactPushOptions,
-) -> Result<(Descriptor, Option<Descriptor>)> {
-    let (manifest, subject, _) =
-        push_with_layers(destination, tag, subject, files, options).await?;
-    Ok((manifest, subject))
 }
 
 /// Writes the artifact where `destination` says: the manifest, the subject's descriptor,

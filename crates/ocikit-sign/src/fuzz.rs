@@ -35,8 +35,9 @@ pub fn payload_parse(data: &[u8]) {
     }
 }
 
-/// Policies: whatever parses decides without panicking, and an image with no signatures is
-/// accepted exactly when its scope holds neither `reject` nor `sigstoreSigned`.
+/// Policies: whatever parses decides without panicking, an image with no signatures is
+/// accepted exactly when its scope holds neither `reject` nor `sigstoreSigned`, and where
+/// `requires_signatures` says no, a candidate signature changes nothing.
 pub fn policy_parse(data: &[u8]) {
     let Ok(policy) = Policy::parse(data, |path: &Path| {
         Err(Error::Io {
@@ -66,5 +67,11 @@ pub fn policy_parse(data: &[u8]) {
             open,
             "{decision}"
         );
+        // Where signatures are not needed, a candidate changes nothing.
+        if !policy.requires_signatures(image) {
+            let junk = crate::Signature::new(b"{}".to_vec(), "AAAA".into());
+            let with = policy.evaluate(image, &digest, &[junk]);
+            assert_eq!(with.is_accepted(), decision.is_accepted(), "{with}");
+        }
     }
 }

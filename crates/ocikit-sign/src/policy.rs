@@ -582,6 +582,22 @@ impl Policy {
         (Scope::Default, &self.default)
     }
 
+    /// Whether deciding about `image` needs its signatures: a `sigstoreSigned` requirement
+    /// applies and no `reject` settles it first. When it does not, the caller need not
+    /// fetch the signature manifest ([`Policy::evaluate`] with no signatures decides the
+    /// same).
+    pub fn requires_signatures(&self, image: &ImageIdentity) -> bool {
+        let (_, requirements) = self.requirements_for(image);
+        for requirement in requirements {
+            match requirement {
+                Requirement::Reject => return false,
+                Requirement::SigstoreSigned(_) => return true,
+                Requirement::InsecureAcceptAnything => {}
+            }
+        }
+        false
+    }
+
     /// Decides whether `image`, whose manifest has digest `manifest_digest`, is accepted,
     /// given its candidate `signatures` (the layers of its `.sig` manifest, unverified):
     /// every requirement of the scope must be satisfied; a `sigstoreSigned` requirement is
@@ -1157,6 +1173,35 @@ mod tests {
         assert!(
             !policy
                 .evaluate(&oci, &digest, std::slice::from_ref(&good))
+                .is_accepted()
+        );
+    }
+
+    #[test]
+    fn signatures_are_needed_only_where_sigstore_signed_decides() {
+        let key = PrivateKey::generate().unwrap();
+        let policy = parse(&format!(
+            r#"{{"default":[{{"type":"insecureAcceptAnything"}}],"transports":{{"docker":{{
+                "quay.io/signed":[{{"type":"insecureAcceptAnything"}},{{"type":"sigstoreSigned","keyData":"{}"}}],
+                "quay.io/closed":[{{"type":"reject"}},{{"type":"sigstoreSigned","keyData":"{}"}}]
+            }}}}}}"#,
+            key_data(&key),
+            key_data(&key)
+        ))
+        .unwrap();
+        assert!(policy.requires_signatures(&docker("quay.io/signed/app:v1")));
+        assert!(!policy.requires_signatures(&docker("quay.io/closed/app:v1")));
+        assert!(!policy.requires_signatures(&docker("quay.io/open/app:v1")));
+        // Where none are needed, deciding without them is the final answer.
+        let digest = Digest::sha256(b"m");
+        assert!(
+            !policy
+                .evaluate(&docker("quay.io/closed/app:v1"), &digest, &[])
+                .is_accepted()
+        );
+        assert!(
+            policy
+                .evaluate(&docker("quay.io/open/app:v1"), &digest, &[])
                 .is_accepted()
         );
     }

@@ -563,12 +563,11 @@ pub async fn sync(
         entries: Vec::new(),
     };
 
-    // List each repository and pick its tags.
-    let mut listed: Vec<Listed> =
-        futures::stream::iter(repos.iter().map(|repo| list(repo, &target)))
-            .buffered(jobs)
-            .collect()
-            .await;
+    // List each repository and pick its tags. (The futures are made before they are
+    // streamed, here and below, so that no stream holds a closure over borrowed arguments:
+    // the future `sync` returns stays `Send`.)
+    let lists: Vec<_> = repos.iter().map(|repo| list(repo, &target)).collect();
+    let mut listed: Vec<Listed> = futures::stream::iter(lists).buffered(jobs).collect().await;
     let mut items = Vec::new();
     for (repo, listed) in repos.iter().zip(&mut listed) {
         report.entries.append(&mut listed.entries);
@@ -673,23 +672,27 @@ pub async fn sync(
     };
     let relay = relay.as_ref();
     let entries = &report.entries;
-    let results: Vec<(usize, SyncOutcome)> =
-        futures::stream::iter(copies.into_iter().map(|planned| {
-            let locks = &locks;
-            async move {
-                options.progress.emit(&SyncEvent::ImageStarted {
-                    image: planned.number,
-                    entry: &entries[planned.number],
-                });
-                (
-                    planned.number,
-                    copy_one(&planned, locks, relay, options).await,
-                )
-            }
-        }))
-        .buffer_unordered(jobs)
-        .collect()
-        .await;
+    let results: Vec<(usize, SyncOutcome)> = futures::stream::iter(
+        copies
+            .into_iter()
+            .map(|planned| {
+                let locks = &locks;
+                async move {
+                    options.progress.emit(&SyncEvent::ImageStarted {
+                        image: planned.number,
+                        entry: &entries[planned.number],
+                    });
+                    (
+                        planned.number,
+                        copy_one(&planned, locks, relay, options).await,
+                    )
+                }
+            })
+            .collect::<Vec<_>>(),
+    )
+    .buffer_unordered(jobs)
+    .collect()
+    .await;
     for (number, outcome) in results {
         report.entries[number].outcome = outcome;
         options.progress.emit(&SyncEvent::ImageDone {
@@ -1300,7 +1303,8 @@ async fn check_all(
     futures::stream::iter(
         items
             .into_iter()
-            .map(|item| check(item, listed, target, options)),
+            .map(|item| check(item, listed, target, options))
+            .collect::<Vec<_>>(),
     )
     .buffered(jobs)
     .collect()
@@ -1430,6 +1434,24 @@ fn entries_of(index: &ImageIndex) -> Vec<(String, Option<Platform>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_types_and_the_sync_future_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>(_: &T) {}
+        send_sync::<SyncSource>();
+        send_sync::<SyncDestination>();
+        send_sync::<SyncOptions>();
+        send_sync::<SyncProgress>();
+        send_sync::<SyncReport>();
+        send_sync::<SyncEntry>();
+        send_sync::<SyncFile>();
+        send_sync::<SyncFileError>();
+        let source = SyncSource::layouts("/nonexistent", TagSelection::all());
+        let destination = SyncDestination::layouts("/nonexistent");
+        let options = SyncOptions::new();
+        send(&sync(&source, &destination, &options));
+    }
 
     #[test]
     fn destinations_are_named_as_skopeo_names_them() {

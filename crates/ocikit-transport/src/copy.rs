@@ -139,9 +139,9 @@ impl CopyOptions {
     /// every blob it reaches before anything is written at the destination; then written:
     /// untagged into a layout or an oci-archive, by digest into a registry (one without the
     /// referrers API gets the subject's `sha256-<hex>` tag index updated), within one
-    /// registry with its blobs mounted (there the image is copied first, then its
-    /// referrers, whose documents are verified on the way). One the destination lists
-    /// already is skipped.
+    /// registry with its blobs mounted (there the image is copied by digest first, then its
+    /// referrers, whose documents are verified on the way, and the tag is set last). One the
+    /// destination lists already is skipped.
     ///
     /// Refused ([`Error::ReferrersNotHeld`]) with a docker-archive on either side, which
     /// cannot hold them, and ([`Error::ReferrersRewritten`]) with
@@ -1176,20 +1176,25 @@ async fn copy_within_registry(
     let within = CopyWithinOptions::new()
         .with_platform(options.registry_platform())
         .with_progress(options.progress.stage(Stage::Copy));
+    let copy_error = |err| Error::CopyWithin {
+        source_location: source.to_string(),
+        destination: destination.to_string(),
+        source: err,
+    };
+    // With referrers, the image goes by digest first and is tagged only once they are
+    // there too: a referrer that fails tags nothing.
+    let tag_last = match target {
+        Selector::Tag(tag) if options.referrers => Some(tag.as_str()),
+        _ => None,
+    };
+    let first = match tag_last {
+        Some(_) => None,
+        None => Some(target.reference()),
+    };
     let report = client
-        .copy_within(
-            from,
-            &selector.reference(),
-            to,
-            Some(&target.reference()),
-            &within,
-        )
+        .copy_within(from, &selector.reference(), to, first.as_deref(), &within)
         .await
-        .map_err(|err| Error::CopyWithin {
-            source_location: source.to_string(),
-            destination: destination.to_string(),
-            source: err,
-        })?;
+        .map_err(copy_error)?;
     let root = report.root.ok_or_else(|| Error::NoImageReported {
         location: source.to_string(),
     })?;
@@ -1221,6 +1226,13 @@ async fn copy_within_registry(
             )
             .await?,
         );
+    }
+    if let Some(tag) = tag_last {
+        // Everything is there: only the documents are pushed again, under the tag.
+        client
+            .copy_within(from, root.digest().as_ref(), to, Some(tag), &within)
+            .await
+            .map_err(copy_error)?;
     }
     Ok(CopyReport {
         images: vec![CopiedImage { name, root }],

@@ -12,11 +12,12 @@
 //! oci-archive the same way, into a registry by digest (a registry with the referrers API
 //! indexes them by their `subject`; one without it, such as Distribution 2.8, gets the
 //! subject's `sha256-<hex>` referrers tag index updated by the client's push). Within one
-//! registry no blob passes through the client: the image is copied first
+//! registry no blob passes through the client: the image is copied by digest first
 //! ([`ocikit_client::Client::copy_within`]), then its referrers' documents are read
 //! (verified) from the source repository and each referrer copied by digest, its blobs
-//! mounted. A referrer the destination lists already is skipped: nothing of it is
-//! transferred again.
+//! mounted, and the image is tagged last (a referrer that fails tags nothing there either).
+//! A referrer the destination lists already is skipped: nothing of it is transferred
+//! again.
 //!
 //! A docker-archive cannot hold referrers, and a recompressed or converted image has a
 //! digest its referrers do not name: [`crate::Error::ReferrersNotHeld`] and

@@ -748,3 +748,69 @@ async fn a_whole_layout_takes_its_referrers_along_only_when_asked() {
     assert_eq!(report.blobs_copied, 0, "{report:?}");
     assert_discoverable(&at("oci", &bare, ""), &signed).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn within_one_registry_a_referrer_that_fails_tags_nothing() {
+    use ocikit_store::Store as _;
+    // A registry whose content store the test holds.
+    let store = std::sync::Arc::new(ocikit_store::MemoryStore::new());
+    let registry = ocikit_registry::Registry::new(
+        store.clone(),
+        std::sync::Arc::new(ocikit_store::MemoryStore::new()),
+        ocikit_registry::Config::default(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let app = registry.router();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.ok();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let signed = signed(&src).await;
+    copy(
+        &at("oci", &src, ":v1"),
+        &docker(&addr, "app:v1"),
+        &with_referrers(),
+    )
+    .await
+    .unwrap();
+    // The signature's layer goes missing from the registry.
+    let ocikit_layout::Document::Manifest { manifest, .. } = open(&src)
+        .await
+        .read_document(&signed.signature)
+        .await
+        .unwrap()
+    else {
+        panic!("not a manifest");
+    };
+    let layer: Digest = manifest.layers()[0].digest().to_string().parse().unwrap();
+    assert!(store.delete(&layer).await.unwrap());
+
+    let err = copy(
+        &docker(&addr, "app:v1"),
+        &docker(&addr, "other:v1"),
+        &with_referrers(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::CopyWithin { .. }), "{err:?}");
+    let tags = client(&addr).tags("other").await.unwrap_or_default();
+    assert!(!tags.contains(&"v1".to_string()), "{tags:?}");
+    // Without referrers the image alone is copied and tagged.
+    copy(
+        &docker(&addr, "app:v1"),
+        &docker(&addr, "other:v1"),
+        &options(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        client(&addr)
+            .tags("other")
+            .await
+            .unwrap()
+            .contains(&"v1".to_string())
+    );
+}

@@ -48,6 +48,11 @@ pub(crate) fn parse_claim(text: &str) -> Option<(Reference, bool)> {
     })
 }
 
+/// `reference` as `Reference::parse_normalized` reads its text (unchanged if that fails).
+fn normalised(reference: &Reference) -> Reference {
+    Reference::parse_normalized(&reference.to_string()).unwrap_or_else(|_| reference.clone())
+}
+
 impl SignedIdentity {
     /// The rule's name in `policy.json`.
     pub fn name(&self) -> &'static str {
@@ -119,11 +124,13 @@ impl SignedIdentity {
             SignedIdentity::MatchRepository => {
                 image.is_some_and(|image| claim.name() == image.name())
             }
+            // Normalised again here, so a rule built by hand from an unnormalised reference
+            // compares as one built by `exact_reference`/`exact_repository`.
             SignedIdentity::ExactReference { docker_reference } => {
-                !claim_name_only && &claim == docker_reference
+                !claim_name_only && claim == normalised(docker_reference)
             }
             SignedIdentity::ExactRepository { docker_repository } => {
-                claim.name() == docker_repository.name()
+                claim.name() == normalised(docker_repository).name()
             }
         }
     }
@@ -193,6 +200,12 @@ mod tests {
         assert!(!ok(&rule, None, "busybox:2"));
         assert!(!ok(&rule, None, "busybox"));
         assert_eq!(SignedIdentity::exact_reference("busybox"), None);
+        // Built by hand from the short form: the same rule.
+        let by_hand = SignedIdentity::ExactReference {
+            docker_reference: image("busybox:1"),
+        };
+        assert!(ok(&by_hand, None, "docker.io/library/busybox:1"));
+        assert!(!ok(&by_hand, None, "docker.io/library/busybox:2"));
         let rule = SignedIdentity::exact_repository("quay.io/a/b").unwrap();
         assert!(ok(&rule, None, "quay.io/a/b:anything"));
         assert!(ok(&rule, None, "quay.io/a/b"));

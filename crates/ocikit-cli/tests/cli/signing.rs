@@ -12,6 +12,7 @@
 //! another). The signing itself is cross-checked against OpenSSL and libsodium in
 //! ocikit-sign's peer tests.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -489,7 +490,10 @@ fn skopeo_reads_and_writes_the_signatures_ocikit_makes_and_reads() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&signed_by_skopeo.stderr).into_owned();
     if stderr.contains(DISABLED) {
-        eprintln!("this skopeo cannot sign with sigstore keys ({DISABLED})");
+        let _ = writeln!(
+            std::io::stderr(),
+            "this skopeo cannot sign with sigstore keys ({DISABLED})"
+        );
     } else {
         assert!(signed_by_skopeo.status.success(), "{stderr}");
         let report = verify_json(&[
@@ -500,4 +504,135 @@ fn skopeo_reads_and_writes_the_signatures_ocikit_makes_and_reads() {
         ]);
         assert_eq!(report["verified"].as_array().unwrap().len(), 1);
     }
+}
+
+/// python3 with the independent peer's modules (PyNaCl, cryptography), or `None` (skip)
+/// outside CI.
+fn peer_python() -> Option<ocikit_testkit::Tool> {
+    let python = ocikit_testkit::Tool::require("python3")?;
+    let probe = python.output(&["-c", "import nacl.secret, cryptography"]);
+    if probe.status.success() {
+        return Some(python);
+    }
+    assert!(
+        !ocikit_testkit::in_ci(),
+        "python3 lacks PyNaCl or cryptography: run `cargo xtask install-tools`"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping: python3 lacks PyNaCl or cryptography"
+    );
+    None
+}
+
+/// A signature made without ocikit (OpenSSL and libsodium opening a key ocikit generated,
+/// in ocikit-sign's `peer.py`), stored in a signature manifest written by hand and pushed by
+/// skopeo: ocikit verifies it, and refuses one whose payload names another manifest.
+#[test]
+fn a_signature_made_by_an_independent_signer_and_pushed_by_skopeo_verifies() {
+    let Some(registry) = Distribution::start() else {
+        return;
+    };
+    let Some(_) = ocikit_testkit::tool::skopeo() else {
+        return;
+    };
+    let Some(python) = peer_python() else {
+        return;
+    };
+    let skopeo = skopeo();
+    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ocikit-sign/tests/sign/peer.py");
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    let digest = build(&layout, "v1", &[]);
+    let image = registry.image("team/app:v1");
+    ok(
+        None,
+        &[
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            &oci(&layout, ":v1"),
+            &image,
+        ],
+    );
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "peer").unwrap();
+    let (key, public) = keys(&dir.path().join("keys"), "peer");
+    let tag = format!("sha256-{}.sig", digest.strip_prefix("sha256:").unwrap());
+
+    let store = |signed_digest: &str| {
+        // cosign's payload shape, `optional` null as cosign writes it.
+        let payload = format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"{}/team/app:v1"}},"image":{{"docker-manifest-digest":"{signed_digest}"}},"type":"cosign container image signature"}},"optional":null}}"#,
+            registry.addr()
+        );
+        let payload_path = dir.path().join("payload.json");
+        std::fs::write(&payload_path, &payload).unwrap();
+        let signed = python
+            .command()
+            .arg(&peer)
+            .args(["sign", &key, pass.to_str().unwrap()])
+            .arg(&payload_path)
+            .output()
+            .unwrap();
+        assert!(
+            signed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&signed.stderr)
+        );
+        let signature = String::from_utf8(signed.stdout).unwrap().trim().to_string();
+        // The signature image, by hand.
+        let sigs = dir.path().join("sigs");
+        let _ = std::fs::remove_dir_all(&sigs);
+        let blobs = sigs.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| {
+            let d = ocikit::digest::Digest::sha256(bytes);
+            std::fs::write(blobs.join(d.encoded()), bytes).unwrap();
+            (d.to_string(), bytes.len())
+        };
+        let (payload_digest, payload_size) = put(payload.as_bytes());
+        let config = format!(
+            r#"{{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{{"created":"0001-01-01T00:00:00Z"}}],"os":"","rootfs":{{"type":"layers","diff_ids":["{payload_digest}"]}},"config":{{}}}}"#
+        );
+        let (config_digest, config_size) = put(config.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":{config_size},"digest":"{config_digest}"}},"layers":[{{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","size":{payload_size},"digest":"{payload_digest}","annotations":{{"dev.cosignproject.cosign/signature":"{signature}"}}}}]}}"#
+        );
+        let (manifest_digest, manifest_size) = put(manifest.as_bytes());
+        std::fs::write(sigs.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        std::fs::write(
+            sigs.join("index.json"),
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{manifest_size},"annotations":{{"org.opencontainers.image.ref.name":"{tag}"}}}}]}}"#
+            ),
+        )
+        .unwrap();
+        skopeo.ok(&[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:{tag}", sigs.display()),
+            &registry.image(&format!("team/app:{tag}")),
+        ]);
+    };
+
+    store(&digest);
+    let report = verify_json(&["--tls-verify=false", "--key", &public, &image]);
+    let verified = report["verified"].as_array().unwrap();
+    assert_eq!(verified.len(), 1);
+    assert_eq!(verified[0]["manifestDigest"], digest.as_str());
+    assert!(verified[0]["payload"]["optional"].is_null());
+
+    // The same signer vouching for another manifest, stored under this image's tag.
+    let other = format!("sha256:{}", "ab".repeat(32));
+    store(&other);
+    let err = fails(
+        None,
+        &["verify", "--tls-verify=false", "--key", &public, &image],
+    );
+    assert!(
+        err.contains(&format!("is for manifest {other}, not {digest}")),
+        "{err}"
+    );
 }

@@ -414,12 +414,13 @@ async fn copy_between(
         )
         .await;
     }
-    let near = match destination {
-        Location::Oci { path, .. }
-        | Location::OciArchive { path, .. }
-        | Location::DockerArchive { path, .. } => path.clone(),
-        Location::Docker { .. } => PathBuf::from("./registry-push"),
-    };
+    // Scratch space beside the destination file or layout (renames and hardlinks stay on
+    // one filesystem), else beside the source's, else in the temporary directory: never in
+    // the working directory.
+    let near = destination.path().or_else(|| source.path()).map_or_else(
+        || std::env::temp_dir().join("ocikit-copy"),
+        Path::to_path_buf,
+    );
     if let (Location::Oci { path: a, .. }, Location::Oci { path: b, .. }) = (source, destination)
         && a == b
         && matches!(destination, Location::Oci { selector: None, .. })

@@ -1,32 +1,5 @@
 //! Removing images and listing registries: [`delete`] (`ocikit delete`) and [`catalog`]
 //! (`ocikit catalog`).
-//!
-//! # What `delete` checks, and where it stops
-//!
-//! A tag goes alone wherever it can: in a layout its `index.json` entry is removed; in a
-//! registry that deletes tags (`DELETE /v2/NAME/manifests/TAG`, OCI Distribution 1.1,
-//! `ocikit serve`) only the tag goes. A manifest named by digest, or a tag in a registry
-//! that deletes by digest only (Distribution 2.8 answers a tag `DELETE` with 400
-//! `DIGEST_INVALID`, and deleting the digest there removes every tag that names it), is
-//! refused ([`Error::StillReferenced`]) while something else still names it, unless
-//! [`DeleteOptions::with_force`]:
-//!
-//! - in a layout: every other tag naming the digest, every index reachable from
-//!   `index.json` (nested indexes included) that lists it, and every tagged artifact whose
-//!   `subject` it is (untagged artifacts attached to it are removed with it, as `untag`
-//!   removes them);
-//! - in a registry: every other tag of the repository naming it, and every index a tag of
-//!   the repository names that lists it, nested indexes followed by digest (one `GET` per
-//!   tag and nested index). Not seen there: untagged indexes (a registry cannot list
-//!   them), other repositories, and referrers (whose `subject` would dangle).
-//!
-//! In a layout the blobs that nothing left in `index.json` reaches are removed at once and
-//! reported; a blob another image still reaches stays. Unlike [`crate::gc`], which spares
-//! blobs younger than its grace period, this does not wait for writers in flight: a copy
-//! into the same layout that found one of those blobs present a moment before, and has not
-//! tagged its image yet, loses it (its image then fails fsck); run deletes of a layout
-//! when nothing else writes to it. In a registry the registry decides what its `DELETE`
-//! removes; its garbage collection reclaims the blobs later.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -107,11 +80,38 @@ pub struct DeleteReport {
 
 /// `ocikit delete`: removes the tag or the manifest `location` names, in a layout
 /// (`oci:PATH:TAG|@DIGEST`) or a registry (`docker://HOST/NAME:TAG|@DIGEST`); see the
-/// [module documentation](self) for what is checked first. An unknown tag or digest is an
+/// section below for what is checked first. An unknown tag or digest is an
 /// error ([`Error::TagNotFound`], [`Error::ManifestNotFound`], or the registry's
 /// [`ocikit_client::Error::NotFound`] under [`Error::Registry`]); a registry that does not
 /// delete is [`ocikit_client::Error::Unsupported`] under [`Error::Registry`]; archives are
 /// [`Error::DeleteUnsupported`].
+///
+/// # What `delete` checks, and where it stops
+///
+/// A tag goes alone wherever it can: in a layout its `index.json` entry is removed; in a
+/// registry that deletes tags (`DELETE /v2/NAME/manifests/TAG`, OCI Distribution 1.1,
+/// `ocikit serve`) only the tag goes. A manifest named by digest, or a tag in a registry
+/// that deletes by digest only (Distribution 2.8 answers a tag `DELETE` with 400
+/// `DIGEST_INVALID`, and deleting the digest there removes every tag that names it), is
+/// refused ([`Error::StillReferenced`]) while something else still names it, unless
+/// [`DeleteOptions::with_force`]:
+///
+/// - in a layout: every other tag naming the digest, every index reachable from
+///   `index.json` (nested indexes included) that lists it, and every tagged artifact whose
+///   `subject` it is (untagged artifacts attached to it are removed with it, as `untag`
+///   removes them);
+/// - in a registry: every other tag of the repository naming it, and every index a tag of
+///   the repository names that lists it, nested indexes followed by digest (one `GET` per
+///   tag and nested index). Not seen there: untagged indexes (a registry cannot list
+///   them), other repositories, and referrers (whose `subject` would dangle).
+///
+/// In a layout the blobs that nothing left in `index.json` reaches are removed at once and
+/// reported; a blob another image still reaches stays. Unlike [`crate::gc`], which spares
+/// blobs younger than its grace period, this does not wait for writers in flight: a copy
+/// into the same layout that found one of those blobs present a moment before, and has not
+/// tagged its image yet, loses it (its image then fails fsck); run deletes of a layout
+/// when nothing else writes to it. In a registry the registry decides what its `DELETE`
+/// removes; its garbage collection reclaims the blobs later.
 pub async fn delete(location: &Location, options: &DeleteOptions) -> Result<DeleteReport> {
     match location {
         Location::Oci { path, selector } => {

@@ -1,28 +1,4 @@
-//! The sync file: registries and the repositories to mirror from each, in skopeo's YAML
-//! format (`skopeo sync --src yaml`).
-//!
-//! ```yaml
-//! registry.example.com:
-//!     images:
-//!         busybox: []                # every tag
-//!         redis: ["1.0", "2.0", "sha256:…"]
-//!     images-by-tag-regex:
-//!         nginx: ^1\.13\.[12]-alpine-perl$
-//!     images-by-semver:
-//!         alpine: ">= 3.12.0"
-//!     credentials:
-//!         username: john
-//!         password: this is a secret
-//!     tls-verify: true
-//!     cert-dir: /home/john/certs
-//! ```
-//!
-//! Every key is checked: a key skopeo does not know, a registry written with a transport
-//! other than `docker://`, a regex that does not compile or a range that does not parse is a
-//! [`SyncFileError`] naming the file, the line when the YAML parser knows it, and the key.
-//! Semver ranges are read with cargo's rules (see [`TagSelection::range`]), which agree
-//! with skopeo's (Masterminds) on the usual comparisons (`>=`, `<`, `~`, `^`, `,`); `||`
-//! alternatives are not supported.
+//! The sync file (skopeo's YAML format): see [`SyncFile`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -143,6 +119,32 @@ pub enum SyncFileErrorKind {
 }
 
 /// A parsed sync file: each registry, how to reach it, and what to take from it.
+///
+/// The sync file: registries and the repositories to mirror from each, in skopeo's YAML
+/// format (`skopeo sync --src yaml`).
+///
+/// ```yaml
+/// registry.example.com:
+///     images:
+///         busybox: []                # every tag
+///         redis: ["1.0", "2.0", "sha256:…"]
+///     images-by-tag-regex:
+///         nginx: ^1\.13\.[12]-alpine-perl$
+///     images-by-semver:
+///         alpine: ">= 3.12.0"
+///     credentials:
+///         username: john
+///         password: this is a secret
+///     tls-verify: true
+///     cert-dir: /home/john/certs
+/// ```
+///
+/// Every key is checked: a key skopeo does not know, a registry written with a transport
+/// other than `docker://`, a regex that does not compile or a range that does not parse is a
+/// [`SyncFileError`] naming the file, the line when the YAML parser knows it, and the key.
+/// Semver ranges are read with cargo's rules (see [`TagSelection::range`]), which agree
+/// with skopeo's (Masterminds) on the usual comparisons (`>=`, `<`, `~`, `^`, `,`); `||`
+/// alternatives are not supported.
 #[derive(Clone, Debug)]
 pub struct SyncFile {
     pub(crate) registries: Vec<FileRegistry>,
@@ -191,7 +193,7 @@ struct RawCredentials {
 }
 
 impl SyncFile {
-    /// Reads and parses the sync file at `path` (see the [module docs](self)).
+    /// Reads and parses the sync file at `path` (the format: [`SyncFile`]).
     pub fn load(path: &Path) -> Result<SyncFile, SyncFileError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             SyncFileError::new(

@@ -178,20 +178,33 @@ impl Drop for Staging {
             return;
         }
         // The work was dropped: remove the staging directory, off the async threads when
-        // there are some.
-        let mut rest = Staging {
+        // there are some. The leftover removes it when dropped, wherever that is: a blocking
+        // task that a shutting-down runtime drops unrun still removes it (and never comes back
+        // here, which once recursed until the stack overflowed).
+        let leftover = Leftover {
             dir: std::mem::take(&mut self.dir),
-            inner: self.inner,
-            target: std::mem::take(&mut self.target),
-            parent: std::mem::take(&mut self.parent),
-            replaced_mode: self.replaced_mode,
             lock: self.lock.take(),
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn_blocking(move || rest.remove());
+                handle.spawn_blocking(move || drop(leftover));
             }
-            Err(_) => rest.remove(),
+            Err(_) => drop(leftover),
+        }
+    }
+}
+
+/// A dropped staging directory, removed (then its lock released) when this drops.
+struct Leftover<L> {
+    dir: PathBuf,
+    lock: Option<L>,
+}
+
+impl<L> Drop for Leftover<L> {
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            let _ = remove_tree(&self.dir);
+            drop(lock);
         }
     }
 }

@@ -333,6 +333,27 @@ where
     Ok(present)
 }
 
+/// [`present`] from the referrers `repository` of the registry lists (its API or tag
+/// schema), errors naming `destination`.
+async fn present_in_registry(
+    client: &Client,
+    repository: &str,
+    found: &[Found],
+    destination: &Location,
+) -> Result<HashMap<String, HashSet<String>>> {
+    present(found, |subject| async move {
+        client
+            .referrers(repository, &subject, None)
+            .await
+            .map_err(|source| Error::Registry {
+                operation: Operation::ListReferrers,
+                location: destination.to_string(),
+                source,
+            })
+    })
+    .await
+}
+
 fn is_present(present: &HashMap<String, HashSet<String>>, one: &Found) -> bool {
     present
         .get(&one.subject.to_string())
@@ -394,17 +415,7 @@ pub(crate) async fn to_registry(
     options: &PushOptions,
     destination: &Location,
 ) -> Result<ReferrersReport> {
-    let present = present(found, |subject| async move {
-        client
-            .referrers(repository, &subject, None)
-            .await
-            .map_err(|source| Error::Registry {
-                operation: Operation::ListReferrers,
-                location: destination.to_string(),
-                source,
-            })
-    })
-    .await?;
+    let present = present_in_registry(client, repository, found, destination).await?;
     let mut written = ReferrersReport::default();
     for one in found {
         if is_present(&present, one) {
@@ -435,17 +446,7 @@ pub(crate) async fn within_registry(
     options: &CopyWithinOptions,
     (source, destination): (&Location, &Location),
 ) -> Result<ReferrersReport> {
-    let present = present(found, |subject| async move {
-        client
-            .referrers(to, &subject, None)
-            .await
-            .map_err(|source| Error::Registry {
-                operation: Operation::ListReferrers,
-                location: destination.to_string(),
-                source,
-            })
-    })
-    .await?;
+    let present = present_in_registry(client, to, found, destination).await?;
     let mut written = ReferrersReport::default();
     for one in found {
         if is_present(&present, one) {

@@ -713,6 +713,9 @@ mod tests {
         assert_eq!(next("</a>; rel=next").as_deref(), Some("/a"));
         assert_eq!(next("</a>; rel=\"prev next\"").as_deref(), Some("/a"));
         assert_eq!(next("</a>; REL=\"NEXT\"").as_deref(), Some("/a"));
+        // Relation types split on tabs as well as spaces (a tolerant reader).
+        assert_eq!(next("</a>;  rel=\"next\t\t\"").as_deref(), Some("/a"));
+        assert_eq!(next("</a>; rel=\"nextt\"").as_deref(), None);
         assert_eq!(
             next("<https://r.example/v2/t/tags/list?last=a,b>; rel=\"next\"").as_deref(),
             Some("https://r.example/v2/t/tags/list?last=a,b")

@@ -50,7 +50,8 @@ impl Reader<'_> {
 /// The target of the first link whose relation types include `next` (compared without
 /// case), in RFC 8288's grammar: `#link-value`, `link-value = "<" URI-Reference ">" *(
 /// OWS ";" OWS link-param )`, `link-param = token BWS [ "=" BWS ( token / quoted-string )
-/// ]`, where only a link-value's first `rel` counts. The outer `None` is a header outside
+/// ]`, where only a link-value's first `rel` counts and its relation types are split on SP
+/// or HTAB. The outer `None` is a header outside
 /// the grammar.
 fn reference(header: &str) -> Option<Option<String>> {
     let mut r = Reader {
@@ -106,7 +107,12 @@ fn reference(header: &str) -> Option<Option<String>> {
                 rel = Some(value);
             }
         }
-        let next = rel.is_some_and(|rel| rel.split(' ').any(|t| t.eq_ignore_ascii_case("next")));
+        // RFC 8288 separates relation types by SP; the client, a tolerant reader, also
+        // splits on HTAB (the only other whitespace a quoted-string can hold).
+        let next = rel.is_some_and(|rel| {
+            rel.split([' ', '\t'])
+                .any(|t| t.eq_ignore_ascii_case("next"))
+        });
         if next && found.is_none() {
             found = Some(target);
         }

@@ -254,6 +254,13 @@ pub enum Error {
         /// What the format cannot say.
         refusal: Box<crate::convert::Refusal>,
     },
+    /// A snapshot store refused a request ([`crate::snapshot`]): a bad or unknown chain ID,
+    /// a snapshot others are built on, a form or store file it does not keep.
+    #[error("snapshot store: {refusal}")]
+    Snapshot {
+        /// What was refused.
+        refusal: Box<crate::snapshot::Refusal>,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

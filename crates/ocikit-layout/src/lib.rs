@@ -42,6 +42,7 @@ pub mod progress;
 pub mod recompress;
 pub mod referrers;
 pub mod repack;
+pub mod snapshot;
 mod source;
 pub mod staging;
 pub mod unpack;
@@ -64,6 +65,10 @@ pub use progress::{Event, Operation, Progress};
 pub use recompress::{RecompressOptions, RecompressReport, recompress};
 pub use repack::{
     Change, ChangeKind, DiffOptions, DiffReport, RepackOptions, RepackReport, diff, repack,
+};
+pub use snapshot::{
+    PrepareOptions, PrepareReport, SnapshotGcReport, SnapshotInfo, SnapshotOptions, SnapshotStore,
+    WhiteoutForm,
 };
 pub use staging::Scratch;
 pub use unpack::{

@@ -20,6 +20,7 @@ mod platform;
 mod real_world_copy;
 mod recompress;
 mod referrers;
+mod snapshot;
 mod staging;
 mod support;
 mod unpack;

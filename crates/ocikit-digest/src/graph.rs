@@ -45,7 +45,6 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 
@@ -165,33 +164,24 @@ pub enum GraphError {
     },
 }
 
-/// One blob of a graph.
+/// One blob of a finished graph ([`Graph`]).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Node {
-    /// The descriptor it was first reached by.
+    /// The descriptor it was first reached by (for a blob a caller handed over as a bare
+    /// [`Blob`], one of its media type, digest and size only).
     pub descriptor: Descriptor,
     /// Its digest.
     pub digest: Digest,
     /// Levels below its root (a root is 0), on the first path that reached it.
     pub depth: usize,
-    /// 0 for a leaf; 1 + the highest child for a document (after [`Walker::finish`]).
+    /// 0 for a leaf; 1 + the highest child for a document.
     pub height: usize,
     /// The parsed document, for a manifest or index the walk read; `None` for a leaf, for
     /// a document the caller skipped ([`Walker::skip`]) and for one it parsed itself
-    /// ([`Walker::visit_parsed`]).
+    /// ([`Walker::visit_parsed`], [`Walker::visit_children`]).
     pub document: Option<Document>,
-    root: usize,
     children: Vec<usize>,
-    state: State,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Leaf,
-    Wanted,
-    Visited,
-    Skipped,
 }
 
 impl Node {
@@ -211,14 +201,188 @@ impl Node {
     }
 }
 
+/// What a walk needs of a descriptor: the blob's digest (parsed by the caller), size and
+/// media type; for callers that parse documents themselves and hand the walk only what
+/// they name ([`Walker::visit_children`], [`Walker::add_root_blob`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Blob<'a> {
+    digest: &'a Digest,
+    size: u64,
+    media_type: &'a str,
+}
+
+impl<'a> Blob<'a> {
+    /// The blob `digest` of `size` bytes, named under `media_type`.
+    pub fn new(digest: &'a Digest, size: u64, media_type: &'a str) -> Blob<'a> {
+        Blob {
+            digest,
+            size,
+            media_type,
+        }
+    }
+}
+
+/// A node of a walk in progress ([`Walker::nodes`]).
+#[derive(Clone, Copy, Debug)]
+pub struct WalkNode<'a> {
+    walker: &'a Walker,
+    slot: &'a Slot,
+}
+
+impl<'a> WalkNode<'a> {
+    /// Its digest.
+    pub fn digest(&self) -> &'a Digest {
+        &self.slot.digest
+    }
+
+    /// Its size, as the descriptor it was reached by declares.
+    pub fn size(&self) -> u64 {
+        self.slot.size
+    }
+
+    /// The media type it was reached by.
+    pub fn media_type(&self) -> &'a str {
+        self.walker.media_types.name(self.slot.media_type)
+    }
+
+    /// Whether its media type names a manifest or index.
+    pub fn is_document(&self) -> bool {
+        self.walker.media_types.is_document(self.slot.media_type)
+    }
+
+    /// Levels below its root (a root is 0), on the first path that reached it.
+    pub fn depth(&self) -> usize {
+        self.slot.depth
+    }
+
+    /// The descriptor it was reached by, when it was handed over whole (not as a [`Blob`]).
+    pub fn descriptor(&self) -> Option<&'a Descriptor> {
+        self.walker.kept.get(self.slot.kept)
+    }
+
+    /// The parsed document, for a manifest or index the walk read ([`Walker::visit`]).
+    pub fn document(&self) -> Option<&'a Document> {
+        self.walker.documents.get(self.slot.document)
+    }
+}
+
+/// No index (of a kept descriptor, a kept document).
+const NONE: usize = usize::MAX;
+
+/// A node as the walk keeps it: small, and holding one allocation (its digest), so that a
+/// walk of many blobs is cheap to build and to free. What a node names is a range of
+/// [`Walker::edges`]; its descriptor, when it was handed over whole, and its document are in
+/// side tables.
+#[derive(Debug)]
+struct Slot {
+    digest: Digest,
+    size: u64,
+    /// Index into [`Walker::media_types`].
+    media_type: usize,
+    depth: usize,
+    /// The root the walk first reached it from.
+    root: usize,
+    /// Its children are `edges[first..first + count]`.
+    first: usize,
+    count: usize,
+    /// Index into [`Walker::kept`], or [`NONE`].
+    kept: usize,
+    /// Index into [`Walker::documents`], or [`NONE`].
+    document: usize,
+    state: State,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Leaf,
+    Wanted,
+    Visited,
+    Skipped,
+}
+
+/// The media types a walk has seen, each kept once with whether it names a document.
+#[derive(Debug, Default)]
+struct MediaTypes {
+    names: Vec<(Box<str>, bool)>,
+    index: HashMap<Box<str>, usize>,
+}
+
+impl MediaTypes {
+    /// Looked up among the first few by comparison (a walk sees a handful), else hashed.
+    const SCAN: usize = 8;
+
+    fn intern(&mut self, media_type: &str) -> usize {
+        if let Some(at) = self
+            .names
+            .iter()
+            .take(Self::SCAN)
+            .position(|(name, _)| **name == *media_type)
+        {
+            return at;
+        }
+        if let Some(&at) = self.index.get(media_type) {
+            return at;
+        }
+        let at = self.names.len();
+        self.names
+            .push((media_type.into(), is_document(media_type)));
+        self.index.insert(media_type.into(), at);
+        at
+    }
+
+    fn name(&self, at: usize) -> &str {
+        self.names.get(at).map_or("", |(name, _)| name)
+    }
+
+    fn is_document(&self, at: usize) -> bool {
+        self.names.get(at).is_some_and(|&(_, document)| document)
+    }
+}
+
+/// A blob named by a root or a document, on its way into the walk.
+struct Named<'d> {
+    digest: Cow<'d, Digest>,
+    size: u64,
+    media_type: &'d str,
+    /// The whole descriptor, kept with the node (`None` for a [`Blob`]).
+    descriptor: Option<&'d Descriptor>,
+}
+
+impl<'d> Named<'d> {
+    fn whole(descriptor: &'d Descriptor, digest: Digest) -> Named<'d> {
+        Named {
+            digest: Cow::Owned(digest),
+            size: descriptor.size(),
+            media_type: descriptor.media_type().as_ref(),
+            descriptor: Some(descriptor),
+        }
+    }
+
+    fn blob(blob: Blob<'d>) -> Named<'d> {
+        Named {
+            digest: Cow::Borrowed(blob.digest),
+            size: blob.size,
+            media_type: blob.media_type,
+            descriptor: None,
+        }
+    }
+}
+
 /// The synchronous core of a walk: it names the documents it wants and takes their bytes.
 #[derive(Debug)]
 pub struct Walker {
     limits: Limits,
-    nodes: Vec<Node>,
+    nodes: Vec<Slot>,
     by_digest: HashMap<Digest, usize>,
     wanted: VecDeque<usize>,
     roots: Vec<usize>,
+    /// What each visited document names, node by node (see [`Slot::first`]).
+    edges: Vec<usize>,
+    /// Descriptors handed over whole, for the nodes they reached.
+    kept: Vec<Descriptor>,
+    /// Documents the walk parsed ([`Walker::visit`]).
+    documents: Vec<Document>,
+    media_types: MediaTypes,
 }
 
 impl Walker {
@@ -230,6 +394,10 @@ impl Walker {
             by_digest: HashMap::new(),
             wanted: VecDeque::new(),
             roots: Vec::new(),
+            edges: Vec::new(),
+            kept: Vec::new(),
+            documents: Vec::new(),
+            media_types: MediaTypes::default(),
         }
     }
 
@@ -248,26 +416,22 @@ impl Walker {
         root: &Descriptor,
         digest: Digest,
     ) -> Result<(), GraphError> {
-        match self.by_digest.entry(digest) {
-            Entry::Occupied(known) => {
-                let (known, digest) = (*known.get(), known.key().clone());
-                self.promote(known, root, 0, &digest)
-            }
-            Entry::Vacant(vacant) => {
-                let at = self.nodes.len();
-                insert(
-                    &mut self.nodes,
-                    &mut self.wanted,
-                    &self.limits,
-                    vacant,
-                    Cow::Borrowed(root),
-                    0,
-                    Root::Itself,
-                )?;
-                self.roots.push(at);
-                Ok(())
-            }
+        self.add_root_named(Named::whole(root, digest))
+    }
+
+    /// [`Walker::add_root`] given only the root's digest, size and media type: the walk
+    /// keeps no descriptor for it (see [`Walker::visit_children`]).
+    pub fn add_root_blob(&mut self, root: Blob<'_>) -> Result<(), GraphError> {
+        self.add_root_named(Named::blob(root))
+    }
+
+    fn add_root_named(&mut self, root: Named<'_>) -> Result<(), GraphError> {
+        let known = self.by_digest.contains_key(&*root.digest);
+        let at = self.add(root, 0, Root::Itself)?;
+        if !known {
+            self.roots.push(at);
         }
+        Ok(())
     }
 
     /// Makes room for `additional` more nodes (at most up to [`Limits::max_nodes`]), for a
@@ -278,6 +442,81 @@ impl Walker {
         let additional = additional.min(room);
         self.nodes.reserve(additional);
         self.by_digest.reserve(additional);
+        self.edges.reserve(additional);
+    }
+
+    /// The node of a blob reached (or reached again) by `child` at `depth` below the root
+    /// `root`: a blob reached for the first time gets a node, under the limits (a fresh
+    /// document is wanted); a leaf reached again by a descriptor that claims it is a
+    /// document is promoted ([`Walker::promote`]).
+    fn add(&mut self, child: Named<'_>, depth: usize, root: Root) -> Result<usize, GraphError> {
+        let media_type = self.media_types.intern(child.media_type);
+        if let Some(&known) = self.by_digest.get(&*child.digest) {
+            if self.nodes[known].state == State::Leaf && self.media_types.is_document(media_type) {
+                let root_digest = self.root_digest(root, &child.digest);
+                self.promote(known, &child, media_type, depth, root_digest)?;
+            }
+            return Ok(known);
+        }
+        let at = self.nodes.len();
+        if at >= self.limits.max_nodes {
+            return Err(GraphError::TooManyNodes {
+                root: self.root_digest(root, &child.digest),
+                max: self.limits.max_nodes,
+            });
+        }
+        let document = self.media_types.is_document(media_type);
+        if document && depth > self.limits.max_depth {
+            return Err(GraphError::TooDeep {
+                root: self.root_digest(root, &child.digest),
+                digest: child.digest.into_owned(),
+                max: self.limits.max_depth,
+            });
+        }
+        let kept = self.keep(child.descriptor);
+        let digest = child.digest.into_owned();
+        self.by_digest.insert(digest.clone(), at);
+        self.nodes.push(Slot {
+            digest,
+            size: child.size,
+            media_type,
+            depth,
+            root: match root {
+                Root::At(root) => root,
+                Root::Itself => at,
+            },
+            first: 0,
+            count: 0,
+            kept,
+            document: NONE,
+            state: if document { State::Wanted } else { State::Leaf },
+        });
+        if document {
+            self.wanted.push_back(at);
+        }
+        Ok(at)
+    }
+
+    /// The digest of `root` (or `itself`'s, for a root being added), for errors.
+    fn root_digest(&self, root: Root, itself: &Digest) -> Digest {
+        match root {
+            Root::At(root) => self
+                .nodes
+                .get(root)
+                .map_or_else(|| itself.clone(), |n| n.digest.clone()),
+            Root::Itself => itself.clone(),
+        }
+    }
+
+    /// Keeps a whole descriptor for a node; its index, or [`NONE`].
+    fn keep(&mut self, descriptor: Option<&Descriptor>) -> usize {
+        match descriptor {
+            Some(d) => {
+                self.kept.push(d.clone());
+                self.kept.len() - 1
+            }
+            None => NONE,
+        }
     }
 
     /// A blob reached before as a leaf (a config, say) and now by a descriptor that claims
@@ -286,33 +525,56 @@ impl Walker {
     fn promote(
         &mut self,
         at: usize,
-        descriptor: &Descriptor,
+        claim: &Named<'_>,
+        media_type: usize,
         depth: usize,
-        root_digest: &Digest,
+        root_digest: Digest,
     ) -> Result<(), GraphError> {
-        if self.nodes[at].state != State::Leaf || !is_document(descriptor.media_type().as_ref()) {
+        if self.nodes[at].state != State::Leaf || !self.media_types.is_document(media_type) {
             return Ok(());
         }
         if depth > self.limits.max_depth {
             return Err(GraphError::TooDeep {
-                root: root_digest.clone(),
+                root: root_digest,
                 digest: self.nodes[at].digest.clone(),
                 max: self.limits.max_depth,
             });
         }
+        let kept = self.keep(claim.descriptor);
         let node = &mut self.nodes[at];
-        node.descriptor = descriptor.clone();
+        node.media_type = media_type;
+        node.size = claim.size;
+        node.kept = kept;
         node.depth = depth;
         node.state = State::Wanted;
         self.wanted.push_back(at);
         Ok(())
     }
 
+    /// The descriptor of the node at `at`: the one it was reached by, or one of its media
+    /// type, digest and size.
+    fn descriptor_at(&self, at: usize) -> Option<Descriptor> {
+        let node = self.nodes.get(at)?;
+        match self.kept.get(node.kept) {
+            Some(d) => Some(d.clone()),
+            None => descriptor::new(
+                self.media_types.name(node.media_type),
+                &node.digest,
+                node.size,
+            )
+            .ok(),
+        }
+    }
+
     /// The next document whose bytes the walk wants (breadth first), or `None` when it has
     /// read everything it reached.
     pub fn next_wanted(&mut self) -> Option<Descriptor> {
-        let at = self.wanted.pop_front()?;
-        self.nodes.get(at).map(|n| n.descriptor.clone())
+        while let Some(at) = self.wanted.pop_front() {
+            if let Some(d) = self.descriptor_at(at) {
+                return Some(d);
+            }
+        }
+        None
     }
 
     /// Every document wanted now (one level, roughly), to fetch concurrently; the
@@ -321,7 +583,7 @@ impl Walker {
         let wanted: Vec<usize> = self.wanted.drain(..).collect();
         wanted
             .into_iter()
-            .filter_map(|at| self.nodes.get(at).map(|n| n.descriptor.clone()))
+            .filter_map(|at| self.descriptor_at(at))
             .collect()
     }
 
@@ -331,10 +593,36 @@ impl Walker {
         wanted
             .into_iter()
             .filter_map(|at| {
-                let node = self.nodes.get(at)?;
-                Some((node.descriptor.clone(), node.digest.clone()))
+                let d = self.descriptor_at(at)?;
+                Some((d, self.nodes.get(at)?.digest.clone()))
             })
             .collect()
+    }
+
+    /// [`Walker::take_wanted`] as the walk's own nodes (digest, size, media type), for
+    /// callers that need no descriptor to read a document.
+    pub fn take_wanted_nodes(&mut self) -> Vec<WalkNode<'_>> {
+        let wanted: Vec<usize> = self.wanted.drain(..).collect();
+        let walker: &Walker = self;
+        wanted
+            .into_iter()
+            .filter_map(|at| {
+                Some(WalkNode {
+                    walker,
+                    slot: walker.nodes.get(at)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The node of a wanted document `digest`.
+    fn wanted_at(&self, digest: &Digest) -> Result<usize, GraphError> {
+        match self.by_digest.get(digest) {
+            Some(&at) if self.nodes[at].state == State::Wanted => Ok(at),
+            _ => Err(GraphError::NotWanted {
+                digest: digest.clone(),
+            }),
+        }
     }
 
     /// Takes the bytes of a wanted document (read and verified by the caller), parses them
@@ -346,20 +634,18 @@ impl Walker {
     ) -> Result<&Document, GraphError> {
         let digest =
             descriptor::digest_of(descriptor).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
-        let at = match self.by_digest.get(&digest) {
-            Some(&at) if self.nodes[at].state == State::Wanted => at,
-            _ => return Err(GraphError::NotWanted { digest }),
-        };
-        let media_type = self.nodes[at].descriptor.media_type().to_string();
-        let document =
-            Document::parse_with_limit(&media_type, bytes, self.limits.max_document_size).map_err(
-                |source| GraphError::Document {
-                    digest: digest.clone(),
-                    source: Box::new(source),
-                },
-            )?;
+        let at = self.wanted_at(&digest)?;
+        let media_type = self.media_types.name(self.nodes[at].media_type);
+        let document = Document::parse_with_limit(media_type, bytes, self.limits.max_document_size)
+            .map_err(|source| GraphError::Document {
+                digest: digest.clone(),
+                source: Box::new(source),
+            })?;
         self.visit_document(at, &document)?;
-        Ok(self.nodes[at].document.insert(document))
+        let kept = self.documents.len();
+        self.documents.push(document);
+        self.nodes[at].document = kept;
+        Ok(&self.documents[kept])
     }
 
     /// [`Walker::visit`] for a document the caller has parsed itself, from verified bytes,
@@ -375,17 +661,14 @@ impl Walker {
     ) -> Result<(), GraphError> {
         let digest =
             descriptor::digest_of(descriptor).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
-        let at = match self.by_digest.get(&digest) {
-            Some(&at) if self.nodes[at].state == State::Wanted => at,
-            _ => return Err(GraphError::NotWanted { digest }),
-        };
+        let at = self.wanted_at(&digest)?;
         if let Some(bytes) = document.bytes()
             && bytes.len() as u64 > self.limits.max_document_size
         {
             // Parsing again under this walk's limit refuses it with the parser's own kind.
-            let media_type = self.nodes[at].descriptor.media_type().to_string();
+            let media_type = self.media_types.name(self.nodes[at].media_type);
             let refused = Document::parse_with_limit(
-                &media_type,
+                media_type,
                 bytes.clone(),
                 self.limits.max_document_size,
             )
@@ -417,17 +700,17 @@ impl Walker {
             named.into_iter().map(|child| {
                 let digest = descriptor::digest_of(child)
                     .map_err(|e| GraphError::Descriptor(Box::new(e)))?;
-                Ok((Cow::Borrowed(child), digest))
+                Ok(Named::whole(child, digest))
             }),
         )
     }
 
     /// [`Walker::visit_parsed`] given only what the document `digest` names, for callers
     /// that parse documents on their own threads and free them there (a layout's fsck):
-    /// `children` are its config and layers, or its manifests, in its order, each with the
-    /// digest of its descriptor, parsed by the caller. The descriptor of a blob reached for
-    /// the first time is moved into its node ([`Node::descriptor`]); the others are
-    /// dropped.
+    /// `children` are its config and layers, or its manifests, in its order, each as a
+    /// [`Blob`] (the digest parsed by the caller). The walk keeps no descriptor for the
+    /// blobs it reaches this way: a [`Graph`] built from it ([`Walker::finish`]) gives them
+    /// descriptors of their media type, digest and size only.
     ///
     /// The caller read the document's bytes under its descriptor (digest and size checked)
     /// and parsed them with [`Document::parse_with_limit`] under this walk's
@@ -435,24 +718,16 @@ impl Walker {
     /// here. The other limits, errors and states are those of [`Walker::visit`]: a document
     /// not wanted is [`GraphError::NotWanted`], and on a limit the document stays wanted
     /// (the caller may [`Walker::skip`] it).
-    pub fn visit_children<I>(&mut self, digest: &Digest, children: I) -> Result<(), GraphError>
+    pub fn visit_children<'a, I>(&mut self, digest: &Digest, children: I) -> Result<(), GraphError>
     where
-        I: IntoIterator<Item = (Descriptor, Digest)>,
-        I::IntoIter: ExactSizeIterator,
+        I: IntoIterator<Item = Blob<'a>>,
     {
-        let at = match self.by_digest.get(digest) {
-            Some(&at) if self.nodes[at].state == State::Wanted => at,
-            _ => {
-                return Err(GraphError::NotWanted {
-                    digest: digest.clone(),
-                });
-            }
-        };
+        let at = self.wanted_at(digest)?;
         let children = children.into_iter();
         self.add_children(
             at,
-            children.len(),
-            children.map(|(child, digest)| Ok((Cow::Owned(child), digest))),
+            children.size_hint().0,
+            children.map(|child| Ok(Named::blob(child))),
         )
     }
 
@@ -461,49 +736,31 @@ impl Walker {
         &self.limits
     }
 
-    /// Adds the `count` blobs a document (the node at `at`) names and marks it visited. On
-    /// an error (a limit, an invalid child descriptor) the node stays wanted: the caller may
-    /// [`Walker::skip`] it.
+    /// Adds the (about) `count` blobs a document (the node at `at`) names and marks it
+    /// visited. On an error (a limit, an invalid child descriptor) the node stays wanted:
+    /// the caller may [`Walker::skip`] it.
     fn add_children<'d>(
         &mut self,
         at: usize,
         count: usize,
-        named: impl Iterator<Item = Result<(Cow<'d, Descriptor>, Digest), GraphError>>,
+        named: impl Iterator<Item = Result<Named<'d>, GraphError>>,
     ) -> Result<(), GraphError> {
         let (depth, root) = (self.nodes[at].depth, self.nodes[at].root);
-        let mut children = Vec::with_capacity(count);
+        let first = self.edges.len();
+        self.edges.reserve(count);
         for child in named {
-            let (child, child_digest) = child?;
-            // One lookup of the digest, whether the blob is new or was reached before.
-            let child_at = match self.by_digest.entry(child_digest) {
-                Entry::Occupied(known) => {
-                    let known = *known.get();
-                    if self.nodes[known].state == State::Leaf
-                        && is_document(child.media_type().as_ref())
-                    {
-                        let root_digest = self.nodes[root].digest.clone();
-                        self.promote(known, &child, depth + 1, &root_digest)?;
-                    }
-                    known
+            let child_at = child.and_then(|child| self.add(child, depth + 1, Root::At(root)));
+            match child_at {
+                Ok(child_at) => self.edges.push(child_at),
+                Err(e) => {
+                    self.edges.truncate(first);
+                    return Err(e);
                 }
-                Entry::Vacant(vacant) => {
-                    let child_at = self.nodes.len();
-                    insert(
-                        &mut self.nodes,
-                        &mut self.wanted,
-                        &self.limits,
-                        vacant,
-                        child,
-                        depth + 1,
-                        Root::At(root),
-                    )?;
-                    child_at
-                }
-            };
-            children.push(child_at);
+            }
         }
         let node = &mut self.nodes[at];
-        node.children = children;
+        node.first = first;
+        node.count = self.edges.len() - first;
         node.state = State::Visited;
         Ok(())
     }
@@ -513,13 +770,14 @@ impl Walker {
     pub fn skip(&mut self, descriptor: &Descriptor) -> Result<(), GraphError> {
         let digest =
             descriptor::digest_of(descriptor).map_err(|e| GraphError::Descriptor(Box::new(e)))?;
-        match self.by_digest.get(&digest) {
-            Some(&at) if self.nodes[at].state == State::Wanted => {
-                self.nodes[at].state = State::Skipped;
-                Ok(())
-            }
-            _ => Err(GraphError::NotWanted { digest }),
-        }
+        self.skip_digest(&digest)
+    }
+
+    /// [`Walker::skip`] by the document's digest.
+    pub fn skip_digest(&mut self, digest: &Digest) -> Result<(), GraphError> {
+        let at = self.wanted_at(digest)?;
+        self.nodes[at].state = State::Skipped;
+        Ok(())
     }
 
     /// Whether the walk has reached `digest`.
@@ -538,92 +796,73 @@ impl Walker {
     }
 
     /// The walk's nodes so far, in the order they were reached.
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+    pub fn nodes(&self) -> impl ExactSizeIterator<Item = WalkNode<'_>> + '_ {
+        self.nodes
+            .iter()
+            .map(|slot| WalkNode { walker: self, slot })
     }
 
     /// Ends the walk: every wanted document must have been visited or skipped; refuses
     /// cycles and computes each node's height.
-    pub fn finish(mut self) -> Result<Graph, GraphError> {
+    pub fn finish(self) -> Result<Graph, GraphError> {
         if let Some(node) = self.nodes.iter().find(|n| n.state == State::Wanted) {
             return Err(GraphError::NotVisited {
                 digest: node.digest.clone(),
             });
         }
-        heights(&mut self.nodes)?;
+        let heights = heights(&self.nodes, &self.edges)?;
+        let mut kept: Vec<Option<Descriptor>> = self.kept.into_iter().map(Some).collect();
+        let mut documents: Vec<Option<Document>> = self.documents.into_iter().map(Some).collect();
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for (slot, height) in self.nodes.into_iter().zip(heights) {
+            let descriptor = match kept.get_mut(slot.kept).and_then(Option::take) {
+                Some(d) => d,
+                None => descriptor::new(
+                    self.media_types.name(slot.media_type),
+                    &slot.digest,
+                    slot.size,
+                )
+                .map_err(|e| GraphError::Descriptor(Box::new(e)))?,
+            };
+            let children = self
+                .edges
+                .get(slot.first..slot.first + slot.count)
+                .map(<[usize]>::to_vec)
+                .unwrap_or_default();
+            nodes.push(Node {
+                descriptor,
+                digest: slot.digest,
+                depth: slot.depth,
+                height,
+                document: documents.get_mut(slot.document).and_then(Option::take),
+                children,
+            });
+        }
         Ok(Graph {
-            nodes: self.nodes,
+            nodes,
             by_digest: self.by_digest,
             roots: self.roots,
         })
     }
 }
 
-/// The root of a node being inserted: the node itself, or the root at this index.
+/// The root of a node being added: the node itself, or the root at this index.
 #[derive(Clone, Copy)]
 enum Root {
     Itself,
     At(usize),
 }
 
-/// Adds the node of a blob reached for the first time (its digest is `vacant`'s key), under
-/// the limits; a fresh document is wanted. Takes the walker's fields apart so that the
-/// digest is looked up once (`vacant`) for both the test and the insertion.
-fn insert(
-    nodes: &mut Vec<Node>,
-    wanted: &mut VecDeque<usize>,
-    limits: &Limits,
-    vacant: std::collections::hash_map::VacantEntry<'_, Digest, usize>,
-    descriptor: Cow<'_, Descriptor>,
-    depth: usize,
-    root: Root,
-) -> Result<(), GraphError> {
-    let root_digest = |nodes: &[Node], digest: &Digest| match root {
-        Root::At(root) => nodes
-            .get(root)
-            .map_or_else(|| digest.clone(), |n| n.digest.clone()),
-        Root::Itself => digest.clone(),
-    };
-    if nodes.len() >= limits.max_nodes {
-        return Err(GraphError::TooManyNodes {
-            root: root_digest(nodes, vacant.key()),
-            max: limits.max_nodes,
-        });
-    }
-    let document = is_document(descriptor.media_type().as_ref());
-    if document && depth > limits.max_depth {
-        return Err(GraphError::TooDeep {
-            root: root_digest(nodes, vacant.key()),
-            digest: vacant.key().clone(),
-            max: limits.max_depth,
-        });
-    }
-    let at = nodes.len();
-    nodes.push(Node {
-        descriptor: descriptor.into_owned(),
-        digest: vacant.key().clone(),
-        depth,
-        height: 0,
-        document: None,
-        root: match root {
-            Root::At(root) => root,
-            Root::Itself => at,
-        },
-        children: Vec::new(),
-        state: if document { State::Wanted } else { State::Leaf },
-    });
-    vacant.insert(at);
-    if document {
-        wanted.push_back(at);
-    }
-    Ok(())
-}
-
 /// Heights by an iterative depth-first search; a child still on the stack is a cycle.
-fn heights(nodes: &mut [Node]) -> Result<(), GraphError> {
+fn heights(nodes: &[Slot], edges: &[usize]) -> Result<Vec<usize>, GraphError> {
     const WHITE: u8 = 0;
     const GREY: u8 = 1;
     const BLACK: u8 = 2;
+    let children = |at: usize| -> &[usize] {
+        let n = &nodes[at];
+        edges.get(n.first..n.first + n.count).unwrap_or_default()
+    };
+    let mut height = vec![0usize; nodes.len()];
     let mut colour = vec![WHITE; nodes.len()];
     for start in 0..nodes.len() {
         if colour[start] != WHITE {
@@ -633,7 +872,7 @@ fn heights(nodes: &mut [Node]) -> Result<(), GraphError> {
         let mut stack = vec![(start, 0usize)];
         colour[start] = GREY;
         while let Some(&mut (at, ref mut next)) = stack.last_mut() {
-            if let Some(&child) = nodes[at].children.get(*next) {
+            if let Some(&child) = children(at).get(*next) {
                 *next += 1;
                 match colour[child] {
                     WHITE => {
@@ -649,18 +888,16 @@ fn heights(nodes: &mut [Node]) -> Result<(), GraphError> {
                 }
                 continue;
             }
-            let height = nodes[at]
-                .children
+            height[at] = children(at)
                 .iter()
-                .map(|&c| nodes[c].height + 1)
+                .map(|&c| height[c] + 1)
                 .max()
                 .unwrap_or(0);
-            nodes[at].height = height;
             colour[at] = BLACK;
             stack.pop();
         }
     }
-    Ok(())
+    Ok(height)
 }
 
 /// A finished walk: every blob reached from the roots, once.
@@ -788,6 +1025,14 @@ mod tests {
             .collect()
     }
 
+    /// The children as the walk takes them from `visit_children`.
+    fn blobs(children: &[(Descriptor, Digest)]) -> Vec<Blob<'_>> {
+        children
+            .iter()
+            .map(|(d, digest)| Blob::new(digest, d.size(), d.media_type().as_ref()))
+            .collect()
+    }
+
     #[test]
     fn children_alone_walk_as_the_documents_do_under_the_same_limits() {
         use crate::media_type::{IMAGE_CONFIG, IMAGE_INDEX};
@@ -816,7 +1061,7 @@ mod tests {
         walker.add_root(&root).unwrap_or_else(|e| panic!("{e}"));
         // Only what the walk asked for.
         assert_eq!(
-            walker.visit_children(&Digest::sha256(&a_bytes), children_of(&a, &a_bytes)),
+            walker.visit_children(&Digest::sha256(&a_bytes), blobs(&children_of(&a, &a_bytes))),
             Err(GraphError::NotWanted {
                 digest: Digest::sha256(&a_bytes)
             })
@@ -831,7 +1076,7 @@ mod tests {
                 assert_eq!(descriptor::digest_of(&d), Ok(digest.clone()));
                 let children = children_of(&d, &bytes(&d));
                 walker
-                    .visit_children(&digest, children)
+                    .visit_children(&digest, blobs(&children))
                     .unwrap_or_else(|e| panic!("{e}"));
                 read.push(d);
             }
@@ -870,7 +1115,7 @@ mod tests {
         assert_eq!(walker.take_wanted(), std::slice::from_ref(&a));
         let a_digest = Digest::sha256(&a_bytes);
         assert!(matches!(
-            walker.visit_children(&a_digest, children_of(&a, &a_bytes)),
+            walker.visit_children(&a_digest, blobs(&children_of(&a, &a_bytes))),
             Err(GraphError::TooManyNodes { max: 3, .. })
         ));
         walker.skip(&a).unwrap_or_else(|e| panic!("{e}"));
@@ -888,7 +1133,7 @@ mod tests {
         assert!(matches!(
             walker.visit_children(
                 &Digest::sha256(&root_bytes),
-                children_of(&root, &root_bytes)
+                blobs(&children_of(&root, &root_bytes))
             ),
             Err(GraphError::TooDeep { max: 0, .. })
         ));

@@ -268,7 +268,7 @@ impl Layout {
                 break;
             }
         }
-        let marked = walker.nodes().iter().map(|n| n.digest.clone()).collect();
+        let marked = walker.nodes().map(|n| n.digest().clone()).collect();
         Ok((marked, doc.bytes))
     }
 

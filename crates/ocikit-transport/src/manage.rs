@@ -274,10 +274,10 @@ async fn layout_references(
     });
     let walker = walk(layout, roots).await?;
     for node in walker.nodes() {
-        let Some(document) = &node.document else {
+        let Some(document) = node.document() else {
             continue;
         };
-        if node.digest == *digest {
+        if node.digest() == digest {
             continue;
         }
         if matches!(document, Document::Index { .. })
@@ -286,13 +286,13 @@ async fn layout_references(
                 .iter()
                 .any(|c| c.digest().as_ref() == digest.as_str())
         {
-            references.push(format!("index {}", node.digest));
+            references.push(format!("index {}", node.digest()));
         }
         if document
             .subject()
             .is_some_and(|s| s.digest().as_ref() == digest.as_str())
         {
-            references.push(format!("artifact {}", node.digest));
+            references.push(format!("artifact {}", node.digest()));
         }
     }
     references.sort();
@@ -309,8 +309,7 @@ async fn reachable<'a>(
     let walker = walk(layout, roots).await?;
     Ok(walker
         .nodes()
-        .iter()
-        .map(|n| (n.digest.clone(), n.size()))
+        .map(|n| (n.digest().clone(), n.size()))
         .collect())
 }
 

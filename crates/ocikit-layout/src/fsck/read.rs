@@ -9,13 +9,14 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ocikit_codec::Limits;
 use ocikit_codec::compression::Decoder;
+use ocikit_digest::graph::GraphError;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, DigestReader, Hasher, descriptor};
 use ocikit_store::{Error as StoreError, LocalBlobs};
 
 use super::pool::{on_workers, on_workers_taking, take_back};
 use super::walk::{
-    BlobCheck, ConfigReads, DocumentReads, Judged, Parsed, is_image_config, parse_document,
+    BlobCheck, ConfigReads, DocumentReads, Judged, Parsed, Wanted, is_image_config, parse_document,
 };
 use super::{
     CHUNK, DOCUMENT_CONCURRENCY, FsckOptions, MIN_BUFFER, PROGRESS_EVERY, ProblemKind, error_chain,
@@ -338,7 +339,7 @@ impl Layout {
     /// with their stored sizes.
     pub(super) async fn read_documents(
         &self,
-        documents: Vec<(Descriptor, Digest, String)>,
+        documents: Vec<Wanted>,
         mode: &Mode,
         max_size: u64,
     ) -> DocumentReads {
@@ -351,10 +352,10 @@ impl Layout {
                     documents.clone(),
                     order,
                     *workers,
-                    move |(d, digest, path): &(Descriptor, Digest, String), _buf: &mut Vec<u8>| {
-                        let (stored, bytes) = read_local(&*files, digest, d.size());
-                        let parsed = bytes
-                            .and_then(|bytes| parse_document(d, digest, path, bytes, max_size));
+                    move |wanted: &Wanted, _buf: &mut Vec<u8>| {
+                        let (stored, bytes) = read_local(&*files, &wanted.digest, wanted.size);
+                        let parsed =
+                            bytes.and_then(|bytes| parse_document(wanted, bytes, max_size));
                         (stored, parsed)
                     },
                 )
@@ -362,22 +363,27 @@ impl Layout {
                 take_back(documents)
                     .into_iter()
                     .zip(reads)
-                    .map(|((d, digest, path), read)| {
+                    .map(|(wanted, read)| {
                         let (stored, outcome) =
                             read.unwrap_or_else(|| (None, Err(worker_failed_error())));
-                        (d, digest, path, stored, outcome)
+                        (wanted, stored, outcome)
                     })
                     .collect()
             }
             Mode::Streamed { .. } => {
                 futures::stream::iter(documents)
-                    .map(|(d, digest, path)| async move {
-                        let stored = self.store().stat(&digest).await.ok().flatten();
-                        let outcome = self
-                            .read_blob(&d)
-                            .await
-                            .and_then(|bytes| parse_document(&d, &digest, &path, bytes, max_size));
-                        (d, digest, path, stored, outcome)
+                    .map(|wanted| async move {
+                        let stored = self.store().stat(&wanted.digest).await.ok().flatten();
+                        let outcome = match descriptor::new(
+                            &wanted.media_type,
+                            &wanted.digest,
+                            wanted.size,
+                        ) {
+                            Ok(d) => self.read_blob(&d).await,
+                            Err(e) => Err(GraphError::Descriptor(Box::new(e)).into()),
+                        }
+                        .and_then(|bytes| parse_document(&wanted, bytes, max_size));
+                        (wanted, stored, outcome)
                     })
                     .buffered(DOCUMENT_CONCURRENCY)
                     .collect()

@@ -17,7 +17,7 @@ use super::{
 use crate::document::{self, Document};
 use crate::progress::{Event, Operation, Progress};
 use crate::{Layout, Result};
-use ocikit_digest::graph::{self, GraphError, Walker};
+use ocikit_digest::graph::{self, Blob, GraphError, Walker};
 
 /// A blob to hash, with every way it was reached.
 #[derive(Debug)]
@@ -128,80 +128,99 @@ pub(super) enum Parsed {
 
 impl Parsed {
     /// Takes apart `doc`, reached by `path`, on the worker that parsed it: what fsck needs
-    /// of it, and what it names for the walk ([`Walker::visit_children`]), the descriptors
-    /// moved out of the document rather than copied. The document is freed here.
-    pub(super) fn take(doc: Document, path: &str) -> (Children, Parsed) {
+    /// of it, which is also what it names for the walk ([`Parsed::children`]), and the
+    /// first descriptor whose digest does not parse, in the document's order (the parser
+    /// refuses those: not expected), which refuses the document as the walk would. The
+    /// document and its descriptors are freed here.
+    pub(super) fn take(doc: Document, path: &str) -> (Option<GraphError>, Parsed) {
         let subject = doc.subject().and_then(|s| descriptor::digest_of(s).ok());
-        // The first descriptor whose digest does not parse, in the document's order (the
-        // parser refuses those: not expected), refuses the document as the walk would.
         let mut bad: Option<descriptor::InvalidDescriptor> = None;
-        match doc {
-            Document::Manifest { mut manifest, .. } => {
+        let parsed = match doc {
+            Document::Manifest { manifest, .. } => {
                 let config = manifest.config().clone();
-                let named = std::mem::take(manifest.layers_mut());
-                drop(manifest);
+                let named = manifest.layers();
                 let layer_count = named.len();
-                let mut children = Vec::with_capacity(1 + layer_count);
                 let config_digest = match descriptor::digest_of(&config) {
-                    Ok(digest) => {
-                        children.push((config.clone(), digest.clone()));
-                        Some(digest)
-                    }
+                    Ok(digest) => Some(digest),
                     Err(e) => {
                         bad = Some(e);
                         None
                     }
                 };
                 let mut layers = Vec::with_capacity(layer_count);
-                for (index, layer) in named.into_iter().enumerate() {
-                    match descriptor::digest_of(&layer) {
-                        Ok(digest) => {
-                            layers.push(Layer {
-                                index,
-                                digest: digest.clone(),
-                                media_type: layer.media_type().to_string(),
-                                size: layer.size(),
-                                path: format!("{path} > layers[{index}]"),
-                            });
-                            children.push((layer, digest));
-                        }
+                for (index, layer) in named.iter().enumerate() {
+                    match descriptor::digest_of(layer) {
+                        Ok(digest) => layers.push(Layer {
+                            index,
+                            digest,
+                            media_type: layer.media_type().to_string(),
+                            size: layer.size(),
+                            path: format!("{path} > layers[{index}]"),
+                        }),
                         Err(e) => {
                             bad.get_or_insert(e);
                         }
                     }
                 }
-                let parsed = Parsed::Manifest {
+                Parsed::Manifest {
                     subject,
                     config: Box::new(config),
                     config_digest,
                     config_path: format!("{path} > config"),
                     layers,
                     layer_count,
-                };
-                (children_or(children, bad), parsed)
+                }
             }
             Document::Index { index, .. } => {
-                // (An index's descriptors cannot be moved out of it.)
                 let named = index.manifests();
-                let mut children = Vec::with_capacity(named.len());
                 let mut manifests = Vec::with_capacity(named.len());
-                for (i, m) in named.iter().cloned().enumerate() {
+                for (i, m) in named.iter().enumerate() {
                     let path = format!("{path} > manifests[{i}]");
-                    match descriptor::digest_of(&m) {
-                        Ok(digest) => {
-                            manifests.push((m.clone(), Some(digest.clone()), path));
-                            children.push((m, digest));
-                        }
+                    let digest = match descriptor::digest_of(m) {
+                        Ok(digest) => Some(digest),
                         Err(e) => {
                             bad.get_or_insert(e);
-                            manifests.push((m, None, path));
+                            None
                         }
-                    }
+                    };
+                    manifests.push((m.clone(), digest, path));
                 }
-                let parsed = Parsed::Index { subject, manifests };
-                (children_or(children, bad), parsed)
+                Parsed::Index { subject, manifests }
             }
-            _ => (Ok(Vec::new()), Parsed::Opaque),
+            _ => Parsed::Opaque,
+        };
+        (bad.map(|e| GraphError::Descriptor(Box::new(e))), parsed)
+    }
+
+    /// What the document names, for the graph walk ([`Walker::visit_children`]): its config
+    /// and layers, or its manifests, in its order (those whose digest parses).
+    pub(super) fn children(&self) -> Vec<Blob<'_>> {
+        match self {
+            Parsed::Manifest {
+                config,
+                config_digest,
+                layers,
+                ..
+            } => config_digest
+                .iter()
+                .map(|c| Blob::new(c, config.size(), config.media_type().as_ref()))
+                .chain(
+                    layers
+                        .iter()
+                        .map(|l| Blob::new(&l.digest, l.size, &l.media_type)),
+                )
+                .collect(),
+            Parsed::Index { manifests, .. } => manifests
+                .iter()
+                .filter_map(|(m, digest, _)| {
+                    Some(Blob::new(
+                        digest.as_ref()?,
+                        m.size(),
+                        m.media_type().as_ref(),
+                    ))
+                })
+                .collect(),
+            Parsed::Opaque => Vec::new(),
         }
     }
 
@@ -240,45 +259,34 @@ pub(super) fn is_image_config(media_type: &str) -> bool {
     )
 }
 
-/// What a document names, for the graph walk ([`Walker::visit_children`]), each with its
-/// digest; `Err` when a descriptor's digest does not parse.
-pub(super) type Children = std::result::Result<Vec<(Descriptor, Digest)>, GraphError>;
-
-fn children_or(
-    children: Vec<(Descriptor, Digest)>,
-    bad: Option<descriptor::InvalidDescriptor>,
-) -> Children {
-    match bad {
-        None => Ok(children),
-        Some(e) => Err(GraphError::Descriptor(Box::new(e))),
-    }
-}
-
-/// Parses the verified `bytes` of the document `d` (`digest`) under the walk's document
-/// size limit `max_size` (and the layout's), on the thread that read them, and takes it
-/// apart ([`Parsed::take`]).
+/// Parses the verified `bytes` of the document `wanted` under the walk's document size
+/// limit `max_size` (and the layout's), on the thread that read them, and takes it apart
+/// ([`Parsed::take`]).
 pub(super) fn parse_document(
-    d: &Descriptor,
-    digest: &Digest,
-    path: &str,
+    wanted: &Wanted,
     bytes: Bytes,
     max_size: u64,
-) -> Result<(Children, Parsed)> {
+) -> Result<(Option<GraphError>, Parsed)> {
     let limit = max_size.min(crate::MAX_DOCUMENT_SIZE);
-    let doc = Document::parse_with_limit(d.media_type().as_ref(), bytes, limit)
-        .map_err(|e| document::refused(digest.clone(), &e))?;
-    Ok(Parsed::take(doc, path))
+    let doc = Document::parse_with_limit(&wanted.media_type, bytes, limit)
+        .map_err(|e| document::refused(wanted.digest.clone(), &e))?;
+    Ok(Parsed::take(doc, &wanted.path))
 }
 
-/// The documents of one level of the walk, with what reading each found: what it names,
-/// for the graph walk, and what fsck needs of it.
-pub(super) type DocumentReads = Vec<(
-    Descriptor,
-    Digest,
-    String,
-    Option<u64>,
-    Result<(Children, Parsed)>,
-)>;
+/// A document the walk wants read: its digest, declared size and media type, and the path
+/// it is read by.
+#[derive(Clone, Debug)]
+pub(super) struct Wanted {
+    pub(super) digest: Digest,
+    pub(super) size: u64,
+    pub(super) media_type: String,
+    pub(super) path: String,
+}
+
+/// The documents of one level of the walk, with what reading each found (its stored size
+/// when it is stored): the descriptor the walk refuses it for, if any, and what fsck needs
+/// of it.
+pub(super) type DocumentReads = Vec<(Wanted, Option<u64>, Result<(Option<GraphError>, Parsed)>)>;
 
 /// Image configs read for their diffIDs, by digest and declared size.
 pub(super) type ConfigReads = HashMap<(Digest, u64), WholeRead>;
@@ -317,18 +325,18 @@ impl GraphWalk {
         }
     }
 
-    /// A blob the walker took in, reached by `d` at `path`: a document is read by its first
-    /// reach (the walker wants it); a leaf is hashed.
+    /// A blob the walker took in, reached under `media_type` and declared `size` at `path`:
+    /// a document is read by its first reach (the walker wants it); a leaf is hashed.
     fn reach(
         &mut self,
         walk: &mut Walk,
-        d: &Descriptor,
+        (media_type, size): (&str, u64),
         digest: Digest,
         path: String,
         progress: &Progress,
     ) {
-        if !document::is_document(d.media_type().as_ref()) {
-            walk.blob(d, digest, path, None);
+        if !document::is_document(media_type) {
+            walk.add(digest, media_type.to_string(), size, path, None);
             return;
         }
         match self.first.entry(digest) {
@@ -337,9 +345,9 @@ impl GraphWalk {
                 progress.emit_with(|| Event::Skipped {
                     operation: Operation::Fsck,
                     digest: digest.clone(),
-                    size: d.size(),
+                    size,
                 });
-                self.again.push((digest, d.size(), path));
+                self.again.push((digest, size, path));
             }
             Entry::Vacant(first) => {
                 first.insert(path);
@@ -409,11 +417,6 @@ impl GraphWalk {
     }
 }
 
-/// A layer's descriptor again, for a layer whose media type claims a document.
-fn layer_descriptor(layer: &Layer) -> Option<Descriptor> {
-    descriptor::new(&layer.media_type, &layer.digest, layer.size).ok()
-}
-
 impl Layout {
     /// Verifies everything reachable from `index.json` (see the [module](crate::fsck)
     /// documentation) and reports every problem found. Fails only when `index.json` itself
@@ -432,21 +435,37 @@ impl Layout {
             let Ok(digest) = descriptor::digest_of(d) else {
                 continue; // every descriptor here was checked by the parsers
             };
-            match graph.walker.add_root_with_digest(d, digest.clone()) {
-                Ok(()) => graph.reach(&mut walk, d, digest, path, &options.progress),
+            let (media_type, size) = (d.media_type().as_ref(), d.size());
+            match graph
+                .walker
+                .add_root_blob(Blob::new(&digest, size, media_type))
+            {
+                Ok(()) => graph.reach(
+                    &mut walk,
+                    (media_type, size),
+                    digest,
+                    path,
+                    &options.progress,
+                ),
                 Err(e) => graph.refused(&mut walk, &e, &digest, &path),
             }
         }
         // Freed while the first documents are read, rather than before or after.
         let mut index = Some(index);
         loop {
-            let documents: Vec<(Descriptor, Digest, String)> = graph
+            let wanted: Vec<(Digest, u64, String)> = graph
                 .walker
-                .take_wanted_with_digests()
+                .take_wanted_nodes()
                 .into_iter()
-                .map(|(d, digest)| {
-                    let path = graph.first_path(&digest);
-                    (d, digest, path)
+                .map(|n| (n.digest().clone(), n.size(), n.media_type().to_string()))
+                .collect();
+            let documents: Vec<Wanted> = wanted
+                .into_iter()
+                .map(|(digest, size, media_type)| Wanted {
+                    path: graph.first_path(&digest),
+                    digest,
+                    size,
+                    media_type,
                 })
                 .collect();
             if documents.is_empty() {
@@ -459,7 +478,7 @@ impl Layout {
             // grow once per level instead of step by step.
             let named: usize = results
                 .iter()
-                .map(|(.., outcome)| match outcome {
+                .map(|(_, _, outcome)| match outcome {
                     Ok((_, Parsed::Manifest { layer_count, .. })) => 1 + layer_count,
                     Ok((_, Parsed::Index { manifests, .. })) => manifests.len(),
                     _ => 0,
@@ -474,13 +493,19 @@ impl Layout {
             } else {
                 ConfigReads::new()
             };
-            for (d, digest, path, size, outcome) in results {
+            for (wanted, size, outcome) in results {
+                let Wanted {
+                    digest,
+                    size: declared,
+                    path,
+                    ..
+                } = wanted;
                 options.progress.emit_with(|| Event::Started {
                     operation: Operation::Fsck,
                     digest: digest.clone(),
-                    size: d.size(),
+                    size: declared,
                 });
-                let (children, doc) = match outcome {
+                let (bad, doc) = match outcome {
                     Ok(read) => read,
                     Err(e) => {
                         match read_problem(&e) {
@@ -488,7 +513,7 @@ impl Layout {
                             None => {
                                 // Verified bytes, but not a valid document.
                                 walk.blobs += 1;
-                                walk.bytes += d.size();
+                                walk.bytes += declared;
                                 walk.problem(
                                     &digest,
                                     &path,
@@ -498,29 +523,29 @@ impl Layout {
                                 );
                             }
                         }
-                        walk.read.insert(digest, size);
                         // Not followed: a leaf of the graph.
-                        let _ = graph.walker.skip(&d);
+                        let _ = graph.walker.skip_digest(&digest);
+                        walk.read.insert(digest, size);
                         continue;
                     }
                 };
                 walk.blobs += 1;
-                walk.bytes += d.size();
+                walk.bytes += declared;
                 walk.read.insert(digest.clone(), size);
                 options.progress.emit_with(|| Event::Done {
                     operation: Operation::Fsck,
                     digest: digest.clone(),
-                    bytes: d.size(),
+                    bytes: declared,
                 });
                 // The one walk's limits: what it refuses is reported, and what it did not
                 // take in is not followed.
-                let refused = match children {
-                    Ok(children) => graph.walker.visit_children(&digest, children).err(),
-                    Err(e) => Some(e),
+                let refused = match bad {
+                    None => graph.walker.visit_children(&digest, doc.children()).err(),
+                    Some(e) => Some(e),
                 };
                 if let Some(e) = &refused {
                     graph.refused(&mut walk, e, &digest, &path);
-                    let _ = graph.walker.skip(&d);
+                    let _ = graph.walker.skip_digest(&digest);
                 }
                 let too_deep = matches!(refused, Some(GraphError::TooDeep { .. }));
                 // After a visit the walk accepted, it has taken in every child.
@@ -555,7 +580,7 @@ impl Layout {
                             Some(c) if document::is_document(config.media_type().as_ref()) => {
                                 graph.reach(
                                     &mut walk,
-                                    &config,
+                                    (config.media_type().as_ref(), config.size()),
                                     c.clone(),
                                     config_path,
                                     &options.progress,
@@ -597,15 +622,13 @@ impl Layout {
                                 continue;
                             }
                             if layer_document {
-                                if let Some(d) = layer_descriptor(&layer) {
-                                    graph.reach(
-                                        &mut walk,
-                                        &d,
-                                        layer.digest,
-                                        layer.path,
-                                        &options.progress,
-                                    );
-                                }
+                                graph.reach(
+                                    &mut walk,
+                                    (&layer.media_type, layer.size),
+                                    layer.digest,
+                                    layer.path,
+                                    &options.progress,
+                                );
                                 continue;
                             }
                             let mut diff_id = expected
@@ -645,7 +668,13 @@ impl Layout {
                                 }
                                 continue;
                             }
-                            graph.reach(&mut walk, &m, digest, path, &options.progress);
+                            graph.reach(
+                                &mut walk,
+                                (m.media_type().as_ref(), m.size()),
+                                digest,
+                                path,
+                                &options.progress,
+                            );
                         }
                     }
                     Parsed::Opaque => {}

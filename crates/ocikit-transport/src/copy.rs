@@ -27,6 +27,7 @@ use ocikit_store::{FsStore, LinkMode};
 
 use crate::access::RegistryOptions;
 use crate::copy_referrers::{self, ReferrersReport};
+use crate::copy_signatures;
 use crate::error::{Error, Result};
 use crate::location::{Location, Selector};
 use crate::open::{open_layout, resolve};
@@ -46,6 +47,10 @@ pub struct CopyOptions {
     drop_annotations: bool,
     hardlink: bool,
     referrers: bool,
+    /// `with_signatures(false)` (stored negated so that the default carries them).
+    remove_signatures: bool,
+    #[cfg(feature = "sign")]
+    policy: Option<ocikit_sign::Policy>,
     progress: Progress,
 }
 
@@ -153,10 +158,52 @@ impl CopyOptions {
         self
     }
 
+    /// Copies the cosign signatures of each image along (default `true`; skopeo's
+    /// `--remove-signatures` is `false`): the image whose digest at the destination is
+    /// `sha256:<hex>` gets the source repository's (or layout's) `sha256-<hex>.sig`, if there
+    /// is one, copied beside it (registries and layouts: an archive keeps none; from a whole
+    /// layout, `oci:DIR`, they are among its images already). They go once the image is
+    /// there, as they are: a payload names the docker reference that was signed, so a copy
+    /// under another name keeps the old name in its payloads (as skopeo's copies do). An
+    /// image recompressed or converted has a new digest, no signature vouches for it: none
+    /// goes, nor does an index's when only one platform is copied from it.
+    pub fn with_signatures(mut self, on: bool) -> CopyOptions {
+        self.remove_signatures = !on;
+        self
+    }
+
+    /// Enforces a trust policy (containers' `policy.json`, see [`crate::check_policy`]) on
+    /// the source image(s) before anything is written at the destination: a registry image
+    /// is checked first and then read by the digest accepted; every image of a layout is
+    /// checked once found. A refusal is [`Error::PolicyRejected`]; an archive source is
+    /// refused ([`Error::PolicySource`]). Default: none.
+    #[cfg(feature = "sign")]
+    pub fn with_policy(mut self, policy: Option<ocikit_sign::Policy>) -> CopyOptions {
+        self.policy = policy;
+        self
+    }
+
     /// Where to report progress.
     pub fn with_progress(mut self, progress: Progress) -> CopyOptions {
         self.progress = progress;
         self
+    }
+
+    /// How the source registry is reached.
+    pub(crate) fn source_registry(&self) -> &RegistryOptions {
+        &self.source
+    }
+
+    /// The options a signature manifest is copied with: the same access and linking, as
+    /// it is (no recompression, no conversion), without signatures, referrers or policy of
+    /// its own.
+    pub(crate) fn for_signatures(&self) -> CopyOptions {
+        CopyOptions::new()
+            .with_source(self.source.clone())
+            .with_destination(self.destination.clone())
+            .with_all_platforms(true)
+            .with_hardlink(self.hardlink)
+            .with_signatures(false)
     }
 
     /// The platform [`with_platform`](CopyOptions::with_platform) named, if any.
@@ -260,6 +307,10 @@ pub struct CopyReport {
     /// blobs are not in `blobs`.
     #[serde(flatten)]
     pub referrers: Option<ReferrersReport>,
+    /// Signature manifests (`sha256-<hex>.sig`) copied along
+    /// ([`CopyOptions::with_signatures`]); in JSON `signaturesCopied`, only when some were.
+    #[serde(rename = "signaturesCopied", skip_serializing_if = "is_zero")]
+    pub signatures: usize,
     /// Distinct images (by digest) copied.
     #[serde(skip)]
     pub image_count: usize,
@@ -291,6 +342,10 @@ impl CopyReport {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// An image to copy: where it is tagged in the staged layout, if anywhere, and its root.
 struct Item {
     tag: Option<String>,
@@ -307,17 +362,96 @@ pub async fn copy(
     options: &CopyOptions,
 ) -> Result<CopyReport> {
     let mut report = copy_between(source, destination, options).await?;
+    if !options.remove_signatures {
+        report.signatures =
+            copy_signatures::carry(source, destination, &report.images, options).await?;
+    }
     report.source = source.to_string();
     report.destination = destination.to_string();
     Ok(report)
 }
 
-/// [`copy`], but for the locations in the report.
+/// [`copy`], but for the locations in the report and the signatures: a registry source
+/// checked against the policy (if any) and then read by the digest accepted.
 async fn copy_between(
     source: &Location,
     destination: &Location,
     options: &CopyOptions,
 ) -> Result<CopyReport> {
+    #[cfg(feature = "sign")]
+    if let Some(policy) = &options.policy {
+        match source {
+            Location::Docker { .. } => {
+                check_options(source, destination, options)?;
+                let accepted = crate::trust::check_policy(source, policy, &options.source).await?;
+                let (source, destination) = pin(source, destination, &accepted.pinned)?;
+                return copy_checked(&source, &destination, options).await;
+            }
+            // Checked image by image once found (before anything is written).
+            Location::Oci { .. } => {}
+            other => {
+                return Err(Error::PolicySource {
+                    location: other.to_string(),
+                });
+            }
+        }
+    }
+    copy_checked(source, destination, options).await
+}
+
+/// The source read by the digest a policy accepted (`pinned`), and the destination named as
+/// the source's tag would have named it.
+#[cfg(feature = "sign")]
+fn pin(
+    source: &Location,
+    destination: &Location,
+    pinned: &Location,
+) -> Result<(Location, Location)> {
+    let Location::Docker {
+        selector: Selector::Tag(tag),
+        ..
+    } = source
+    else {
+        return Ok((pinned.clone(), destination.clone()));
+    };
+    let tagged = Some(Selector::Tag(tag.clone()));
+    let destination = match destination {
+        Location::Oci {
+            path,
+            selector: None,
+        } => Location::Oci {
+            path: path.clone(),
+            selector: tagged,
+        },
+        Location::OciArchive {
+            path,
+            selector: None,
+        } => Location::OciArchive {
+            path: path.clone(),
+            selector: tagged,
+        },
+        Location::DockerArchive {
+            path,
+            reference: None,
+        } => {
+            let name = image_name(source);
+            let reference = docker::repo_tag_for(tag, &name).map_err(|source| Error::RepoTag {
+                tag: tag.clone(),
+                name,
+                source,
+            })?;
+            Location::DockerArchive {
+                path: path.clone(),
+                reference: Some(reference),
+            }
+        }
+        other => other.clone(),
+    };
+    Ok((pinned.clone(), destination))
+}
+
+/// The checks of the options against the locations, before anything is read.
+fn check_options(source: &Location, destination: &Location, options: &CopyOptions) -> Result<()> {
     if options.hardlink
         && !matches!(
             (source, destination),
@@ -356,6 +490,16 @@ async fn copy_between(
             });
         }
     }
+    Ok(())
+}
+
+/// [`copy_between`] once the policy has accepted a registry source.
+async fn copy_checked(
+    source: &Location,
+    destination: &Location,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
+    check_options(source, destination, options)?;
     // Within one registry, blobs never pass through here: mounted from the source
     // repository (streamed only where the registry refuses a mount).
     if let (
@@ -430,6 +574,21 @@ async fn copy_between(
     let scratch = ScratchSpace::near(&near).await?;
     let scratch_dir = scratch.path();
     let (mut staged, mut items) = stage(source, scratch_dir.as_path(), options).await?;
+    // A layout's images are checked against the policy as they are found (a registry's
+    // were before they were read).
+    #[cfg(feature = "sign")]
+    if let (Some(policy), Location::Oci { path, .. }) = (&options.policy, source) {
+        for item in &items {
+            crate::trust::check_layout_image(
+                &staged,
+                path,
+                item.tag.as_deref(),
+                &item.root,
+                policy,
+            )
+            .await?;
+        }
+    }
     // Blobs go file to file as independent copies, unless hardlinks are asked for;
     // hardlinks from a scratch layout (removed when done) share nothing with the user's.
     let link_mode = |from_scratch: bool| {
@@ -1353,6 +1512,7 @@ pub(crate) async fn copy_from_scratch(
         &CopyOptions::new()
             .with_destination(registry.clone())
             .with_hardlink(hardlink)
+            .with_signatures(false)
             .with_progress(progress.clone()),
     )
     .await?;

@@ -890,6 +890,54 @@ pub enum Error {
         /// The tag.
         tag: String,
     },
+    /// The trust policy ([`CopyOptions::with_policy`](crate::CopyOptions::with_policy),
+    /// [`check_policy`](crate::check_policy)) refused the image: nothing of it was written.
+    #[cfg(feature = "sign")]
+    #[error("the policy refuses {location} ({digest}), by {scope}: {reason}")]
+    PolicyRejected {
+        /// The image, as given.
+        location: String,
+        /// Its manifest (or index) digest.
+        digest: String,
+        /// The part of the policy that applied.
+        scope: ocikit_sign::policy::Scope,
+        /// Why: a `reject`, no signature, or each signature's reason (another key, a
+        /// payload for another manifest, another docker reference, a layer that is no
+        /// signature).
+        reason: ocikit_sign::policy::Rejection,
+    },
+    /// A trust policy is enforced on images in registries and layouts only (archives hold
+    /// no signatures).
+    #[cfg(feature = "sign")]
+    #[error(
+        "a trust policy is enforced on images in a registry or a layout (docker:// or oci:), \
+         not on {location}"
+    )]
+    PolicySource {
+        /// The location given.
+        location: String,
+    },
+    /// The signatures of an image could not be read for the trust policy (the signature tag
+    /// holds no image manifest, the registry failed...).
+    #[cfg(feature = "sign")]
+    #[error("cannot read the signatures of {location} for the trust policy")]
+    PolicySignatures {
+        /// The image.
+        location: String,
+        /// Why.
+        #[source]
+        source: Box<crate::signing::SigningError>,
+    },
+    /// A policy file could not be read or parsed (or a key file it names).
+    #[cfg(feature = "sign")]
+    #[error("cannot use the policy {}", path.display())]
+    PolicyFile {
+        /// The policy file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: ocikit_sign::Error,
+    },
     /// A layout operation failed.
     #[error(transparent)]
     Layout(#[from] ocikit_layout::Error),

@@ -48,6 +48,7 @@ mod blob;
 mod build;
 mod copy;
 pub mod copy_referrers;
+mod copy_signatures;
 mod error;
 mod export;
 mod image;
@@ -63,6 +64,8 @@ pub mod signing;
 pub mod surgery;
 pub mod sync;
 pub mod tag_select;
+#[cfg(feature = "sign")]
+mod trust;
 
 pub use access::RegistryOptions;
 pub use artifact::{
@@ -101,4 +104,6 @@ pub use sync::{
     SyncDestination, SyncEntry, SyncEvent, SyncFile, SyncFileError, SyncFileErrorKind, SyncOptions,
     SyncOutcome, SyncProgress, SyncReport, SyncSource, sync,
 };
+#[cfg(feature = "sign")]
+pub use trust::{PolicyAccepted, check_policy, load_policy};
 pub use tag_select::{TagOrder, TagSelection, TagSelectionError, TagSelectionErrorKind};

@@ -372,7 +372,7 @@ pub struct GeneratedKeys {
 }
 
 /// Where an image and its signatures are: a layout, or a registry repository.
-enum Place {
+pub(crate) enum Place {
     Layout {
         layout: Layout,
     },
@@ -384,17 +384,18 @@ enum Place {
 }
 
 /// The image a location names, opened where its signatures are kept.
-struct Opened {
-    place: Place,
-    location: String,
-    image: Descriptor,
-    digest: Digest,
+pub(crate) struct Opened {
+    pub(crate) place: Place,
+    pub(crate) location: String,
+    pub(crate) image: Descriptor,
+    pub(crate) digest: Digest,
     /// The location's own docker reference (`None` for a layout).
-    reference: Option<Reference>,
+    pub(crate) reference: Option<Reference>,
 }
 
 impl Opened {
-    async fn open(location: &Location, registry: &RegistryOptions) -> Result<Opened> {
+    /// The image `location` names (a registry's or a layout's), where its signatures are.
+    pub(crate) async fn open(location: &Location, registry: &RegistryOptions) -> Result<Opened> {
         let text = location.to_string();
         match location {
             Location::Oci { path, selector } => {
@@ -444,8 +445,23 @@ impl Opened {
         }
     }
 
+    /// The image `image` of `layout`, already open (`location` names it in messages).
+    pub(crate) fn in_layout(layout: Layout, location: String, image: Descriptor) -> Result<Opened> {
+        let digest = digest_of(&image)?;
+        Ok(Opened {
+            place: Place::Layout { layout },
+            location,
+            image,
+            digest,
+            reference: None,
+        })
+    }
+
     /// The signature manifest under `tag`, if there is one.
-    async fn signatures(&self, tag: &str) -> Result<Option<(Descriptor, ImageManifest)>> {
+    pub(crate) async fn signatures(
+        &self,
+        tag: &str,
+    ) -> Result<Option<(Descriptor, ImageManifest)>> {
         let (descriptor, document) = match &self.place {
             Place::Layout { layout } => {
                 let Some(descriptor) = layout.index().await?.find(tag).cloned() else {
@@ -481,6 +497,31 @@ impl Opened {
                 source: None,
             }),
         }
+    }
+
+    /// The signatures stored for this image, unverified, each layer's blob read (and checked
+    /// against its descriptor); the layers that are no signature (an oversized or truncated
+    /// blob, another media type, a missing annotation) with the reason. No signature tag is
+    /// none of either.
+    pub(crate) async fn candidates(
+        &self,
+    ) -> Result<(Vec<ocikit_sign::Signature>, Vec<ocikit_sign::Error>)> {
+        let tag = signature_tag(&self.digest);
+        let Some((_, manifest)) = self.signatures(&tag).await? else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let (mut signatures, mut refused) = (Vec::new(), Vec::new());
+        for layer in manifest.layers() {
+            match self
+                .payload(layer)
+                .await
+                .and_then(|payload| signature_from_layer(layer, payload))
+            {
+                Ok(signature) => signatures.push(signature),
+                Err(e) => refused.push(e),
+            }
+        }
+        Ok((signatures, refused))
     }
 
     /// The payload of one signature layer, read and verified against its descriptor.

@@ -23,6 +23,8 @@ mod referrers;
 mod registry;
 #[cfg(feature = "sign")]
 mod signing;
+#[cfg(feature = "sign")]
+mod signatures_travel;
 mod surgery;
 mod sync;
 

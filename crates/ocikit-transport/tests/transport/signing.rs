@@ -395,7 +395,8 @@ async fn signatures_in_a_registry_append_and_verify_by_key() {
         .await
         .unwrap_err();
     assert!(matches!(err, SigningError::NoSignatures { .. }), "{err}");
-    // The image copied under another name: its signatures claim the first name.
+    // The image copied under another name: its signatures travel with it and claim the
+    // first name; alice signs the copy's name too.
     copy(
         &location,
         &docker(&addr, "team/copy:v1"),
@@ -411,5 +412,18 @@ async fn signatures_in_a_registry_append_and_verify_by_key() {
     let err = verify(&docker(&addr, "team/copy:v1"), &[bob.public_key()], &check)
         .await
         .unwrap_err();
-    assert!(matches!(err, SigningError::NotSignedByKeys { .. }), "{err}");
+    assert!(
+        matches!(err, SigningError::ReferenceMismatch { ref signed, .. }
+            if *signed == format!("{addr}/team/app:v1")),
+        "{err}"
+    );
+    let report = verify(
+        &docker(&addr, "team/copy:v1"),
+        &[alice.public_key()],
+        &check,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.verified.len(), 1);
+    assert_eq!(report.rejected.len(), 2);
 }

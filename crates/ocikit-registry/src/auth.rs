@@ -204,6 +204,10 @@ impl Users {
         {
             return Verdict::Allowed(access);
         }
+        // A client out of failed-login tokens gets no bcrypt check (crate::limits).
+        let Some(login) = crate::limits::login_attempt() else {
+            return Verdict::Unauthenticated;
+        };
         let Ok(_slot) = self.bcrypt_slots.acquire().await else {
             return Verdict::Unauthenticated;
         };
@@ -216,6 +220,7 @@ impl Users {
         if !ok {
             return Verdict::Unauthenticated;
         }
+        login.succeeded();
         if let Ok(mut verified) = self.verified.lock() {
             if verified.len() >= REMEMBER_MAX {
                 verified.clear();

@@ -46,6 +46,7 @@
 //! ```
 
 mod auth;
+mod conn;
 mod error;
 #[cfg(feature = "__fuzz")]
 #[doc(hidden)]
@@ -53,6 +54,7 @@ pub mod fuzz;
 pub mod gc;
 mod handlers;
 pub mod keys;
+mod limits;
 mod live;
 mod meta;
 mod route;
@@ -74,6 +76,7 @@ use ocikit_store::{FsStore, Store};
 pub use auth::{Access, Users};
 pub use error::{Error, ErrorCode, Result};
 pub use gc::{GcOptions, GcOptionsError, GcReport, RepositoryGc};
+pub use limits::{Limits, Rate};
 /// The wall clock upload TTLs and the GC grace period are judged by (see [`Config::clock`]).
 pub use ocikit_store::Clock;
 pub use serve::{MIN_GC_INTERVAL, PeriodicGc, ServeEvent, ServeOptions, serve};
@@ -129,6 +132,9 @@ pub struct Config {
     /// The clock upload sessions expire by (default the system clock; tests pass one they
     /// move past [`Config::upload_ttl`]).
     pub clock: Clock,
+    /// What keeps [`Registry::serve`] answering honest clients under hostile load: timeouts,
+    /// connection caps, upload session caps, rate limits (see [`Limits`] for each default).
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -145,6 +151,7 @@ impl Default for Config {
             users: None,
             anonymous_read: false,
             clock: Clock::system(),
+            limits: Limits::default(),
         }
     }
 }
@@ -207,6 +214,12 @@ impl Config {
     /// Sets [`Config::anonymous_read`].
     pub fn anonymous_read(mut self, allowed: bool) -> Config {
         self.anonymous_read = allowed;
+        self
+    }
+
+    /// Sets [`Config::limits`].
+    pub fn limits(mut self, limits: Limits) -> Config {
+        self.limits = limits;
         self
     }
 
@@ -329,14 +342,16 @@ impl Registry {
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets
-    /// requests in flight finish, and returns. Sweeps the upload store every
+    /// requests in flight finish for up to [`Config::shutdown_timeout`] (then cuts off what
+    /// still runs), and returns. Sweeps the upload store every
     /// [`Config::sweep_interval`] meanwhile.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        self.serve_on(listener, shutdown).await
+        self.serve_on(listener, conn::Transport::Plain, shutdown)
+            .await
     }
 
     /// Serves HTTPS on `listener` with `tls` until `shutdown` completes (see
@@ -347,19 +362,18 @@ impl Registry {
         tls: &TlsConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let listener = tls::TlsListener::new(listener, tls).map_err(Error::Serve)?;
-        self.serve_on(listener, shutdown).await
+        self.serve_on(listener, conn::Transport::Tls(tls.acceptor()), shutdown)
+            .await
     }
 
-    async fn serve_on<L>(
+    /// The connection loop ([`conn::serve`], under [`Config::limits`]) and, meanwhile, the
+    /// upload store's sweeps.
+    async fn serve_on(
         &self,
-        listener: L,
+        listener: tokio::net::TcpListener,
+        transport: conn::Transport,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<()>
-    where
-        L: axum::serve::Listener,
-        L::Addr: std::fmt::Debug,
-    {
+    ) -> Result<()> {
         let sweeper = {
             let registry = self.clone();
             tokio::spawn(async move {
@@ -374,10 +388,19 @@ impl Registry {
                 }
             })
         };
-        let served = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::Serve);
+        let (begun, signalled) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            shutdown.await;
+            begun.send(()).ok();
+        };
+        let served = drain::run_bounded(
+            conn::serve(self, listener, transport, shutdown),
+            signalled,
+            &self.inner.cut_off,
+            self.inner.config.shutdown_timeout,
+        )
+        .await
+        .map_err(Error::Serve);
         sweeper.abort();
         served
     }

@@ -94,6 +94,11 @@ pub(crate) enum PumpError {
         /// The bytes that arrived.
         received: u64,
     },
+    /// The body went past the `Content-Length` it declared.
+    Long {
+        /// The declared length.
+        declared: u64,
+    },
     /// The body exceeded the limit.
     TooLarge,
     /// Writing to the store failed.
@@ -108,6 +113,9 @@ impl PumpError {
             }
             PumpError::Short { declared, received } => size_invalid(format!(
                 "Content-Length declared {declared} bytes, {received} arrived"
+            )),
+            PumpError::Long { declared } => size_invalid(format!(
+                "the body is longer than the {declared} bytes its Content-Length declared"
             )),
             PumpError::TooLarge => too_large(format!("upload exceeds the limit of {limit} bytes")),
             PumpError::Sink(e) => Failure::Internal(Error::Store(ocikit_store::Error::Stream(e))),
@@ -152,6 +160,13 @@ pub(crate) async fn pump(
         if copied > limit {
             return Err(PumpError::TooLarge);
         }
+        // A body longer than its `Content-Length` (hyper frames by it, so this is a guard
+        // against any framing that would not) is cut off here, not stored.
+        if let Some(declared) = rules.declared
+            && copied > declared
+        {
+            return Err(PumpError::Long { declared });
+        }
         if let Some(tee) = tee.as_deref_mut() {
             tee.send(&chunk).await;
         }
@@ -166,8 +181,8 @@ pub(crate) struct Uploads<'a> {
 }
 
 impl Uploads<'_> {
-    pub(crate) async fn create(&self, session: &Session) -> Result<Uuid> {
-        let id = Uuid::new_v4();
+    /// Stores a new session under `id` (a fresh v4 UUID).
+    pub(crate) async fn create(&self, id: Uuid, session: &Session) -> Result<Uuid> {
         write_json(
             self.store,
             &keys::session(&id)?,
@@ -290,6 +305,42 @@ impl Uploads<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the sessions `sessions` counts that have been idle for the TTL, without waiting
+/// for the next sweep: each one's document is read again (another process may have
+/// advanced it), and if it too says expired, it and its chunks are deleted. Sessions gone
+/// from the store are forgotten; those another process advanced are counted from then.
+pub(crate) async fn expire_counted(registry: &crate::Registry, sessions: &crate::limits::Sessions) {
+    let config = registry.config();
+    let now_ms = config.clock.now_unix_ms();
+    let uploads = Uploads {
+        store: registry.upload_store().as_ref(),
+    };
+    for id in sessions.expired(config.upload_ttl, now_ms) {
+        let Ok(key) = keys::session(&id) else {
+            sessions.close(&id);
+            continue;
+        };
+        match read_json::<Session>(uploads.store, &key).await {
+            Ok(None) => sessions.close(&id),
+            Ok(Some((session, version))) if session.is_expired(config.upload_ttl, now_ms) => {
+                drop(registry.inner.live.take(&id));
+                match uploads.discard(&key, &session, version).await {
+                    Ok(_) => sessions.close(&id),
+                    Err(e) => tracing::warn!(
+                        session = %id, error = %crate::error_chain(&e),
+                        "removing an expired upload session failed"
+                    ),
+                }
+            }
+            Ok(Some((session, _))) => sessions.touch(&id, session.updated_ms),
+            Err(e) => tracing::warn!(
+                session = %id, error = %crate::error_chain(&e),
+                "reading an upload session to expire it failed"
+            ),
+        }
     }
 }
 

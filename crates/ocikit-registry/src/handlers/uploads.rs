@@ -60,13 +60,65 @@ pub(super) async fn open_session(registry: &Registry, name: &str, query: &Query)
     let uploads = Uploads {
         store: registry.upload_store().as_ref(),
     };
-    let id = uploads.create(&Session::new(name, algorithm)).await?;
+    let id = uuid::Uuid::new_v4();
+    let counted = count_session(registry, id)?;
+    let created = uploads.create(id, &Session::new(name, algorithm)).await;
+    if let Err(e) = created {
+        if let Some(context) = counted {
+            context.guard.sessions.close(&id);
+        }
+        return Err(e.into());
+    }
     reply(StatusCode::ACCEPTED)
         .header(header::LOCATION, upload_location(name, &id))
         .header(header::RANGE, range_value(0))
         .header(DOCKER_UPLOAD_UUID, id.hyphenated().to_string())
         .header(header::CONTENT_LENGTH, "0")
         .done()
+}
+
+/// Counts a new session against [`crate::Limits::max_upload_sessions`] and
+/// [`crate::Limits::max_upload_sessions_per_client`] (when served by
+/// [`Registry::serve`]): 429 `TOOMANYREQUESTS` with `Retry-After` when there is no room.
+/// The client is the user whose credentials the request carries (they were verified
+/// before the handler ran), its IP address otherwise.
+fn count_session(
+    registry: &Registry,
+    id: uuid::Uuid,
+) -> Result<Option<crate::limits::RequestContext>, Failure> {
+    let Some(context) = crate::limits::context() else {
+        return Ok(None);
+    };
+    let config = registry.config();
+    let client = crate::limits::client_key(context.peer, config.users.is_some());
+    let opened = context.guard.sessions.open(
+        id,
+        Some(&client),
+        &context.guard.limits,
+        config.upload_ttl,
+        config.clock.now_unix_ms(),
+    );
+    match opened {
+        Ok(()) => Ok(Some(context)),
+        Err(full) => {
+            let whose = if full.per_client {
+                "this client has"
+            } else {
+                "the registry has"
+            };
+            Err(crate::limits::too_many_failure(
+                full.retry_after,
+                &format!("{whose} too many upload sessions open; finish or cancel some first"),
+            ))
+        }
+    }
+}
+
+/// Forgets session `id` in the count of open sessions.
+fn forget_session(id: &uuid::Uuid) {
+    if let Some(context) = crate::limits::context() {
+        context.guard.sessions.close(id);
+    }
 }
 
 pub(super) async fn monolithic_upload(
@@ -193,6 +245,14 @@ pub(super) async fn patch_upload(
         return Err(upload_unknown());
     };
     let expected = announced_chunk(headers, name, &id, session.size)?;
+    if let Some(context) = crate::limits::context()
+        && session.chunks.len() >= context.guard.limits.max_upload_chunks
+    {
+        return Err(too_large(format!(
+            "the upload holds {} chunks, the most allowed; finish it with PUT",
+            session.chunks.len()
+        )));
+    }
     let limit = config.max_upload_size.saturating_sub(session.size);
     if let Some(len) = expected.or(content_length(headers))
         && len > limit
@@ -221,7 +281,8 @@ pub(super) async fn patch_upload(
             BodyRules {
                 limit,
                 idle: config.body_idle_timeout,
-                declared: content_length(headers),
+                // A chunked body is held to its Content-Range as it arrives.
+                declared: content_length(headers).or(expected),
             },
             expected,
             tee.as_mut(),
@@ -249,6 +310,14 @@ pub(super) async fn patch_upload(
             ocikit_store::Precondition::Matches(version),
         )
         .await;
+        if written.is_ok()
+            && let Some(context) = crate::limits::context()
+        {
+            context
+                .guard
+                .sessions
+                .touch(&id, config.clock.now_unix_ms());
+        }
         if let Err(e) = written {
             if let Some(tee) = tee {
                 tee.abandon();
@@ -362,8 +431,9 @@ pub(super) async fn finish_upload(
         .delete_document(&key, ocikit_store::Precondition::Matches(version))
         .await
     {
-        Ok(true) => {}
+        Ok(true) => forget_session(&id),
         Ok(false) => {
+            forget_session(&id);
             writer.abort().await.ok();
             return Err(upload_unknown());
         }
@@ -472,5 +542,6 @@ pub(super) async fn cancel_upload(registry: &Registry, name: &str, id: &str) -> 
     {
         return Err(upload_unknown());
     }
+    forget_session(&id);
     reply(StatusCode::NO_CONTENT).done()
 }

@@ -10,6 +10,7 @@ mod documents;
 mod gc;
 mod hostile;
 mod isolation;
+mod limits;
 mod live;
 mod manifests;
 mod pull;

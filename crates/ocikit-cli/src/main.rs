@@ -243,6 +243,11 @@ enum Command {
     /// is tagged (crane's `-t` can write the result elsewhere).
     #[command(subcommand)]
     Index(commands::index::IndexCommand),
+    /// Per-layer snapshots for overlayfs: each layer extracted once into a directory named
+    /// by its chain ID, shared by every image that has it (`prepare` prints the
+    /// `lowerdir=` chain of an image); `ls`, `rm`, and `gc` of what no kept image uses.
+    #[command(subcommand)]
+    Snapshot(commands::snapshot::SnapshotCommand),
     /// Copy images between any two locations (layouts, oci-archive and docker-archive
     /// files, registries), verifying every blob and skipping what the destination has.
     ///

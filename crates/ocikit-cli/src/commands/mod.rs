@@ -17,6 +17,7 @@ pub(crate) mod registry;
 pub(crate) mod repack;
 pub(crate) mod serve;
 pub(crate) mod sign;
+pub(crate) mod snapshot;
 pub(crate) mod sync;
 
 use std::path::Path;
@@ -68,6 +69,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         Command::Sign(args) => sign::sign(args, out).await,
         Command::Verify(args) => sign::verify(args, out).await,
         Command::Index(command) => index::run(command, out).await,
+        Command::Snapshot(command) => snapshot::run(command, out).await,
         Command::Copy {
             source,
             destination,

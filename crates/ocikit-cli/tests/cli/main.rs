@@ -31,6 +31,7 @@ mod registry;
 mod repack;
 mod serve;
 mod signing;
+mod snapshot;
 mod sync;
 
 use std::path::Path;

@@ -342,8 +342,7 @@ impl Registry {
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets
-    /// requests in flight finish for up to [`Config::shutdown_timeout`] (then cuts off what
-    /// still runs), and returns. Sweeps the upload store every
+    /// requests in flight finish, and returns. Sweeps the upload store every
     /// [`Config::sweep_interval`] meanwhile.
     pub async fn serve(
         &self,
@@ -388,19 +387,9 @@ impl Registry {
                 }
             })
         };
-        let (begun, signalled) = tokio::sync::oneshot::channel();
-        let shutdown = async move {
-            shutdown.await;
-            begun.send(()).ok();
-        };
-        let served = drain::run_bounded(
-            conn::serve(self, listener, transport, shutdown),
-            signalled,
-            &self.inner.cut_off,
-            self.inner.config.shutdown_timeout,
-        )
-        .await
-        .map_err(Error::Serve);
+        let served = conn::serve(self, listener, transport, shutdown)
+            .await
+            .map_err(Error::Serve);
         sweeper.abort();
         served
     }

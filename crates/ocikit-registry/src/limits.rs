@@ -508,6 +508,7 @@ pub(crate) async fn scope<F: Future>(context: RequestContext, future: F) -> F::O
 
 /// The IP address of the client of the request being handled, when served by
 /// [`crate::Registry::serve`].
+#[allow(dead_code, reason = "for the access log, which names the client")]
 pub(crate) fn peer() -> Option<IpAddr> {
     REQUEST.try_with(|c| c.peer).ok()
 }

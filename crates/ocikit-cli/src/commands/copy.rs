@@ -269,6 +269,20 @@ pub(crate) struct TransferArgs {
     /// docker-archive, --compression or --format.
     #[arg(long)]
     pub(crate) referrers: bool,
+    /// Leave the images' cosign signatures behind, as skopeo's --remove-signatures. By
+    /// default the signature manifest tagged sha256-HEX.sig beside an image copied (in a
+    /// registry repository or a layout) is copied beside it, as it is: its payloads keep
+    /// naming the reference that was signed. Archives keep none; an image recompressed or
+    /// converted has a new digest that no signature vouches for.
+    #[arg(long)]
+    pub(crate) remove_signatures: bool,
+    /// Copy only what this trust policy accepts (containers' policy.json:
+    /// insecureAcceptAnything, reject, sigstoreSigned with keyPath or keyData and
+    /// signedIdentity, scoped by registry and repository or layout directory), checked
+    /// before anything is written: a registry image, then read by the digest accepted, or
+    /// each image of a layout. Archives hold no signatures and are refused.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) policy: Option<PathBuf>,
     /// Between two layouts (oci: to oci:), hardlink blobs instead of copying them. Not a
     /// flag of the shared set: only `copy --hardlink` sets it (pull and push have a registry
     /// on one side, nothing to link).
@@ -315,6 +329,8 @@ impl Default for TransferArgs {
             format: None,
             drop_annotations: false,
             referrers: false,
+            remove_signatures: false,
+            policy: None,
             hardlink: false,
         }
     }
@@ -398,6 +414,7 @@ impl TransferArgs {
             .with_drop_annotations(self.drop_annotations)
             .with_hardlink(self.hardlink)
             .with_referrers(self.referrers)
+            .with_signatures(!self.remove_signatures)
             .with_progress(bars.transport()))
     }
 }
@@ -408,8 +425,12 @@ pub(crate) async fn copy(
     transfer: &TransferArgs,
     out: &Output,
 ) -> Result<()> {
+    let policy = match &transfer.policy {
+        Some(path) => Some(ocikit::transport::load_policy(path).await?),
+        None => None,
+    };
     let bars = Bars::new(out);
-    let options = transfer.options(&bars)?;
+    let options = transfer.options(&bars)?.with_policy(policy);
     let report = ocikit::transport::copy(source, destination, &options).await;
     drop(bars);
     let report = report.map_err(|err| match err {
@@ -458,8 +479,12 @@ fn show(copied: &CopyReport, out: &Output) -> Result<()> {
                 r.skipped
             ),
         };
+        let signatures = match copied.signatures {
+            0 => String::new(),
+            n => format!("; {} copied along", plural(n, "signature manifest")),
+        };
         format!(
-            "copied {images} from {} to {}: {}, {}{how}{referrers}",
+            "copied {images} from {} to {}: {}, {}{how}{referrers}{signatures}",
             copied.source,
             copied.destination,
             plural(copied.blobs, "blob"),

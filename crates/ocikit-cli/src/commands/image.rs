@@ -350,6 +350,11 @@ pub(crate) struct UnpackArgs {
     /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; see `ocikit login`).
     #[arg(long, value_name = "PATH")]
     authfile: Option<PathBuf>,
+    /// Unpack only an image this trust policy (containers' policy.json: insecureAcceptAnything,
+    /// reject, sigstoreSigned with keyPath or keyData and signedIdentity) accepts, checked
+    /// before anything is written; the image is then read by the digest accepted.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 /// The platform query of `--platform` (default: this machine's).
@@ -373,7 +378,21 @@ fn id_map(texts: &[String], flag: &str) -> Result<Option<IdMap>> {
 }
 
 pub(crate) async fn unpack(args: UnpackArgs, out: &Output) -> Result<()> {
-    let image = Location::parse(&args.image)?;
+    let mut image = Location::parse(&args.image)?;
+    if let Some(path) = &args.policy {
+        let policy = ocikit::transport::load_policy(path).await?;
+        let registry = args
+            .tls
+            .with_access(args.creds.as_deref(), args.authfile.as_ref())?;
+        let accepted = ocikit::transport::check_policy(&image, &policy, &registry)
+            .await
+            .with_context(|| format!("cannot unpack {image}"))?;
+        out.status(&format!(
+            "{image} ({}) accepted by {}",
+            accepted.digest, accepted.scope
+        ));
+        image = accepted.pinned;
+    }
     let query = platform_query(args.platform.as_deref())?;
     if let Some(tar) = &args.tar {
         return export(&args, &image, tar, query, out).await;

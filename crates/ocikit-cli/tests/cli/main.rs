@@ -31,6 +31,7 @@ mod registry;
 mod repack;
 mod serve;
 mod signing;
+mod signatures_travel;
 mod snapshot;
 mod sync;
 

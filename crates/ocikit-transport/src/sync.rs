@@ -814,11 +814,21 @@ fn relayed(planned: &Planned, options: &SyncOptions) -> bool {
 /// ([`memory_backed_dir`]), else in the system's temporary directory.
 ///
 /// The relay is scratch: nothing in it outlives the run, yet a layout on disk makes every
-/// blob durable (fsync) on the way in. On a disk that costs more than the transfer itself
-/// (a third of a first sync between two local registries); in memory it costs nothing.
+/// blob durable (fsync) on the way in. On a disk that was about a third of a first sync
+/// between two local registries; in memory it costs nothing. In memory it is a
+/// [`ocikit_layout::Scratch`], locked while the run lives, so that what a killed run left
+/// there (memory, until removed) is removed by the next run's relay.
 struct Relay {
-    _dir: tempfile::TempDir,
+    _dir: RelayDir,
     path: PathBuf,
+}
+
+/// Where a [`Relay`] is, removed when dropped.
+enum RelayDir {
+    /// In memory-backed storage (`/dev/shm/.ocikit-sync-relay.ocikit-scratch-*`).
+    Memory(ocikit_layout::Scratch),
+    /// In the system's temporary directory.
+    Temporary(tempfile::TempDir),
 }
 
 impl Relay {
@@ -831,15 +841,24 @@ impl Relay {
                 .flatten(),
             None => None,
         };
-        let dir = match in_memory {
-            Some(base) => tempfile::Builder::new()
-                .prefix(".ocikit-sync-relay-")
-                .tempdir_in(base)
-                .or_else(|_| tempfile::tempdir()),
-            None => tempfile::tempdir(),
-        }
-        .map_err(|source| Error::Scratch { source })?;
-        let path = dir.path().join("relay");
+        let scratch = match in_memory {
+            Some(base) => ocikit_layout::Scratch::near(base.join("ocikit-sync-relay"))
+                .await
+                .ok(),
+            None => None,
+        };
+        let (dir, base) = match scratch {
+            Some(scratch) => {
+                let base = scratch.path();
+                (RelayDir::Memory(scratch), base)
+            }
+            None => {
+                let dir = tempfile::tempdir().map_err(|source| Error::Scratch { source })?;
+                let base = dir.path().to_path_buf();
+                (RelayDir::Temporary(dir), base)
+            }
+        };
+        let path = base.join("relay");
         let store =
             ocikit_store::FsStore::open(&path)
                 .await
@@ -1549,6 +1568,19 @@ mod tests {
         let dir = relay.path.parent().unwrap().to_path_buf();
         drop(relay);
         assert!(!dir.exists());
+        // In memory, what a killed run left (its lock held by nobody) goes with the next.
+        if let Some(shm) = memory_backed_dir(1 << 20) {
+            let stale = shm.join(format!(
+                ".ocikit-sync-relay.ocikit-scratch-test{}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(stale.join("scratch/relay")).unwrap();
+            std::fs::write(stale.join("lock"), b"").unwrap();
+            std::fs::write(stale.join("scratch/relay/blob"), b"left behind").unwrap();
+            let relay = Relay::new(Some(1 << 20)).await.unwrap();
+            assert!(!stale.exists(), "{stale:?} is still there");
+            assert!(relay.path.starts_with(&shm));
+        }
     }
 
     #[test]

@@ -949,6 +949,10 @@ async fn files_shared_by_content_are_stored_once() {
     eprintln!("files stored once: one image {single} B, two images {both} B, ratio {ratio:.3}");
     assert!(ratio <= 1.25, "two images take {ratio:.3}x the disk of one");
     let (single, both) = usage[&false];
+    eprintln!(
+        "files not shared: one image {single} B, two images {both} B, ratio {:.3}",
+        both as f64 / single as f64
+    );
     assert!(
         both as f64 / single as f64 > 1.9,
         "without sharing each image has its own copies"

@@ -47,6 +47,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use bytes::Bytes;
 use oci_spec::image::Descriptor;
@@ -289,6 +290,9 @@ struct Slot {
     kept: usize,
     /// Index into [`Walker::documents`], or [`NONE`].
     document: usize,
+    /// The node reached before it whose digest hashes the same ([`Walker::by_hash`]), or
+    /// [`NONE`].
+    next: usize,
     state: State,
 }
 
@@ -373,7 +377,14 @@ impl<'d> Named<'d> {
 pub struct Walker {
     limits: Limits,
     nodes: Vec<Slot>,
-    by_digest: HashMap<Digest, usize>,
+    /// The nodes by digest, without a second copy of each digest: the keyed hash of a
+    /// digest ([`Walker::hasher`]: nobody can aim collisions at it) to the last node reached
+    /// whose digest hashes so; nodes that share a hash are chained by [`Slot::next`].
+    by_hash: HashMap<u64, usize, BuildHasherDefault<Hashed>>,
+    hasher: RandomState,
+    /// Every digest hashes to 0, so that tests walk the chains of [`Slot::next`].
+    #[cfg(test)]
+    same_hash: bool,
     wanted: VecDeque<usize>,
     roots: Vec<usize>,
     /// What each visited document names, node by node (see [`Slot::first`]).
@@ -391,7 +402,10 @@ impl Walker {
         Walker {
             limits,
             nodes: Vec::new(),
-            by_digest: HashMap::new(),
+            by_hash: HashMap::default(),
+            hasher: RandomState::new(),
+            #[cfg(test)]
+            same_hash: false,
             wanted: VecDeque::new(),
             roots: Vec::new(),
             edges: Vec::new(),
@@ -426,7 +440,7 @@ impl Walker {
     }
 
     fn add_root_named(&mut self, root: Named<'_>) -> Result<(), GraphError> {
-        let known = self.by_digest.contains_key(&*root.digest);
+        let known = self.contains(&root.digest);
         let at = self.add(root, 0, Root::Itself)?;
         if !known {
             self.roots.push(at);
@@ -441,7 +455,7 @@ impl Walker {
         let room = self.limits.max_nodes.saturating_sub(self.nodes.len());
         let additional = additional.min(room);
         self.nodes.reserve(additional);
-        self.by_digest.reserve(additional);
+        self.by_hash.reserve(additional);
         self.edges.reserve(additional);
     }
 
@@ -451,7 +465,8 @@ impl Walker {
     /// document is promoted ([`Walker::promote`]).
     fn add(&mut self, child: Named<'_>, depth: usize, root: Root) -> Result<usize, GraphError> {
         let media_type = self.media_types.intern(child.media_type);
-        if let Some(&known) = self.by_digest.get(&*child.digest) {
+        let hash = self.hash(&child.digest);
+        if let Some(known) = self.find(hash, &child.digest) {
             if self.nodes[known].state == State::Leaf && self.media_types.is_document(media_type) {
                 let root_digest = self.root_digest(root, &child.digest);
                 self.promote(known, &child, media_type, depth, root_digest)?;
@@ -475,7 +490,7 @@ impl Walker {
         }
         let kept = self.keep(child.descriptor);
         let digest = child.digest.into_owned();
-        self.by_digest.insert(digest.clone(), at);
+        let next = self.by_hash.insert(hash, at).unwrap_or(NONE);
         self.nodes.push(Slot {
             digest,
             size: child.size,
@@ -489,6 +504,7 @@ impl Walker {
             count: 0,
             kept,
             document: NONE,
+            next,
             state: if document { State::Wanted } else { State::Leaf },
         });
         if document {
@@ -617,8 +633,8 @@ impl Walker {
 
     /// The node of a wanted document `digest`.
     fn wanted_at(&self, digest: &Digest) -> Result<usize, GraphError> {
-        match self.by_digest.get(digest) {
-            Some(&at) if self.nodes[at].state == State::Wanted => Ok(at),
+        match self.find(self.hash(digest), digest) {
+            Some(at) if self.nodes[at].state == State::Wanted => Ok(at),
             _ => Err(GraphError::NotWanted {
                 digest: digest.clone(),
             }),
@@ -782,7 +798,28 @@ impl Walker {
 
     /// Whether the walk has reached `digest`.
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.by_digest.contains_key(digest)
+        self.find(self.hash(digest), digest).is_some()
+    }
+
+    /// The keyed hash of `digest`.
+    fn hash(&self, digest: &Digest) -> u64 {
+        #[cfg(test)]
+        if self.same_hash {
+            return 0;
+        }
+        self.hasher.hash_one(digest)
+    }
+
+    /// The node of `digest`, whose keyed hash is `hash`.
+    fn find(&self, hash: u64, digest: &Digest) -> Option<usize> {
+        let mut at = *self.by_hash.get(&hash)?;
+        loop {
+            let node = self.nodes.get(at)?;
+            if node.digest == *digest {
+                return Some(at);
+            }
+            at = node.next;
+        }
     }
 
     /// How many distinct blobs the walk has reached.
@@ -838,11 +875,37 @@ impl Walker {
                 children,
             });
         }
+        let by_digest = nodes
+            .iter()
+            .enumerate()
+            .map(|(at, n)| (n.digest.clone(), at))
+            .collect();
         Ok(Graph {
             nodes,
-            by_digest: self.by_digest,
+            by_digest,
             roots: self.roots,
         })
+    }
+}
+
+/// A hasher for keys that are hashes already ([`Walker::by_hash`]): it passes them through.
+#[derive(Clone, Copy, Debug, Default)]
+struct Hashed(u64);
+
+impl Hasher for Hashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for `u64` keys; folds anything else in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -1138,6 +1201,55 @@ mod tests {
             Err(GraphError::TooDeep { max: 0, .. })
         ));
         assert_eq!(walker.limits().max_depth, 0);
+    }
+
+    #[test]
+    fn digests_that_hash_alike_are_told_apart() {
+        use crate::media_type::IMAGE_CONFIG;
+        let config = descriptor::new(IMAGE_CONFIG, &Digest::sha256(b"{}"), 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (manifest, bytes) = document(
+            IMAGE_MANIFEST,
+            &serde_json::json!({"schemaVersion": 2, "mediaType": IMAGE_MANIFEST,
+                "config": config, "layers": [leaf(1), leaf(2), leaf(1)]}),
+        );
+        let walk = |same_hash: bool| {
+            let mut walker = Walker::new(Limits::new());
+            walker.same_hash = same_hash;
+            for n in [3, 4, 3] {
+                walker.add_root(&leaf(n)).unwrap_or_else(|e| panic!("{e}"));
+            }
+            walker.add_root(&manifest).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(walker.take_wanted(), std::slice::from_ref(&manifest));
+            walker
+                .visit(&manifest, bytes.clone())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(walker.contains(&Digest::sha256(&[1])));
+            assert!(walker.contains(&Digest::sha256(&[4])));
+            assert!(!walker.contains(&Digest::sha256(&[5])));
+            assert_eq!(
+                walker.skip_digest(&Digest::sha256(&[1])),
+                Err(GraphError::NotWanted {
+                    digest: Digest::sha256(&[1])
+                })
+            );
+            let graph = walker.finish().unwrap_or_else(|e| panic!("{e}"));
+            let shape: Vec<(Digest, usize, Vec<Digest>)> = graph
+                .nodes()
+                .iter()
+                .map(|n| {
+                    let children = graph.children(n).map(|c| c.digest.clone()).collect();
+                    (n.digest.clone(), n.height, children)
+                })
+                .collect();
+            shape
+        };
+        let chained = walk(true);
+        // 3, 4, the manifest, its config and two distinct layers: each blob once.
+        assert_eq!(chained.len(), 6);
+        assert_eq!(chained, walk(false));
+        assert_eq!(chained[2].2.len(), 4);
+        assert_eq!(chained[2].2[1], chained[2].2[3]);
     }
 
     #[test]

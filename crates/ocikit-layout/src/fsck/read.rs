@@ -141,7 +141,7 @@ impl<R: Read> Read for Counting<'_, R> {
 /// The events of a blob about to be hashed: one `Skipped` for each further reach, then
 /// `Started`.
 pub(super) fn emit_started(progress: &Progress, check: &BlobCheck, size: u64) {
-    for _ in 1..check.reaches.len() {
+    for _ in 0..check.more.len() {
         progress.emit_with(|| Event::Skipped {
             operation: Operation::Fsck,
             digest: check.digest.clone(),
@@ -456,7 +456,7 @@ impl Layout {
             Mode::Local { workers, files } => {
                 let files = files.clone();
                 let mut order: Vec<usize> = (0..pending.len()).collect();
-                let largest = |c: &BlobCheck| c.reaches.iter().map(|(size, _)| *size).max();
+                let largest = |c: &BlobCheck| c.reaches().map(|(size, _)| *size).max();
                 order.sort_by_key(|&i| std::cmp::Reverse(pending.get(i).and_then(largest)));
                 let limits = options.limits;
                 let progress = options.progress.clone();

@@ -24,8 +24,10 @@ use ocikit_digest::graph::{self, Blob, GraphError, Walker};
 pub(super) struct BlobCheck {
     pub(super) digest: Digest,
     pub(super) media_type: String,
-    /// `(declared size, path)` of each reach; the first is the one reported.
-    pub(super) reaches: Vec<(u64, String)>,
+    /// `(declared size, path)` of its first reach, the one reported.
+    pub(super) first: (u64, String),
+    /// `(declared size, path)` of each further reach (most blobs have none: no allocation).
+    pub(super) more: Vec<(u64, String)>,
     /// `(diffID, path)` the configs expect.
     pub(super) diff_ids: Vec<(Digest, String)>,
 }
@@ -69,25 +71,31 @@ impl Walk {
         path: String,
         diff_id: Option<Digest>,
     ) {
-        let i = match self.by_digest.entry(digest) {
-            Entry::Occupied(known) => *known.get(),
+        match self.by_digest.entry(digest) {
+            Entry::Occupied(known) => {
+                let Some(check) = self.pending.get_mut(*known.get()) else {
+                    return;
+                };
+                if let Some(diff_id) = diff_id {
+                    check.diff_ids.push((diff_id, path.clone()));
+                }
+                check.more.push((size, path));
+            }
             Entry::Vacant(vacant) => {
+                let diff_ids = match diff_id {
+                    Some(diff_id) => vec![(diff_id, path.clone())],
+                    None => Vec::new(),
+                };
                 self.pending.push(BlobCheck {
                     digest: vacant.key().clone(),
                     media_type,
-                    reaches: Vec::new(),
-                    diff_ids: Vec::new(),
+                    first: (size, path),
+                    more: Vec::new(),
+                    diff_ids,
                 });
-                *vacant.insert(self.pending.len() - 1)
+                vacant.insert(self.pending.len() - 1);
             }
-        };
-        let Some(check) = self.pending.get_mut(i) else {
-            return;
-        };
-        if let Some(diff_id) = diff_id {
-            check.diff_ids.push((diff_id, path.clone()));
         }
-        check.reaches.push((size, path));
     }
 }
 
@@ -733,19 +741,23 @@ pub(super) struct Judged {
 }
 
 impl BlobCheck {
+    /// `(declared size, path)` of every reach, the first first.
+    pub(super) fn reaches(&self) -> impl Iterator<Item = &(u64, String)> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
+
     /// Judges what hashing this blob found (`checked`, with its stored size when stored),
     /// on the thread that hashed it, which frees it.
     pub(super) fn judge(self, (outcome, size): Checked) -> Judged {
         let mut judged = Judged::default();
         let BlobCheck {
             digest,
-            reaches,
+            first,
+            more,
             diff_ids,
             ..
         } = self;
-        let Some((_, first_path)) = reaches.first() else {
-            return judged;
-        };
+        let first_path = &first.1;
         let mut problem = |path: &str, kind: ProblemKind| {
             judged.problems.push(Problem {
                 digest: digest.clone(),
@@ -754,7 +766,7 @@ impl BlobCheck {
             });
         };
         if let Some(actual) = size {
-            for (declared, path) in &reaches {
+            for (declared, path) in std::iter::once(&first).chain(&more) {
                 if *declared != actual {
                     problem(
                         path,

@@ -25,9 +25,10 @@
 //!
 //! A snapshot is the layer as overlayfs keeps an upper directory ([`WhiteoutForm::Device`]):
 //! a whiteout is a character device 0:0, an opaque directory has `trusted.overlay.opaque=y`
-//! (the applier's [`ApplyMode::Overlay`]). That takes the privilege to make device nodes
-//! and set `trusted.*` attributes; a store made by a process without it (probed when the
-//! store is created) keeps whiteouts as rootless runtimes and fuse-overlayfs do
+//! (the applier's [`ApplyMode::Overlay`](ocikit_codec::apply::ApplyMode::Overlay)). That
+//! takes the privilege to make device nodes and set `trusted.*` attributes; a store made by
+//! a process without it (probed when the store is created) keeps whiteouts as rootless
+//! runtimes and fuse-overlayfs do
 //! ([`WhiteoutForm::Marker`]): an empty file `.wh.NAME` beside what it hides, and an empty
 //! `.wh..wh..opq` in an opaque directory. The form is recorded in `store.json` and in every
 //! snapshot's `snapshot.json`; a store keeps one form.

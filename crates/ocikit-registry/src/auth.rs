@@ -1,5 +1,6 @@
-//! Basic authentication against bcrypt `htpasswd` users, each allowed to pull or to pull and
-//! push.
+//! Who may send a request: basic authentication against bcrypt `htpasswd` users (each allowed
+//! to pull or to pull and push, and per repository as an [`crate::AccessPolicy`] says), or
+//! Docker bearer tokens ([`crate::TokenAuth`]); [`admit`] decides for every request.
 //!
 //! bcrypt is slow on purpose (tens of milliseconds at the usual costs), and a registry client
 //! sends its credentials with every request, so a verified `user:password` pair is remembered
@@ -15,7 +16,12 @@ use base64::Engine as _;
 use ring::hmac;
 use tokio::sync::Semaphore;
 
-use crate::error::{Error, Result};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+
+use crate::Registry;
+use crate::access;
+use crate::error::{ApiError, Error, ErrorCode, Failure, Result};
+use crate::route::{self, Query, Route};
 
 /// What a user may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,7 +33,9 @@ pub enum Access {
     ReadWrite,
 }
 
-/// The outcome of checking a request's credentials.
+/// The outcome of checking a request's credentials (what the tests and the fuzz oracle
+/// judge; requests go through [`admit`]).
+#[cfg(any(test, feature = "__fuzz"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// Known user, right password: may do what the access allows.
@@ -185,13 +193,19 @@ impl Users {
     }
 
     /// Checks an `Authorization` header value.
+    #[cfg(any(test, feature = "__fuzz"))]
     pub(crate) async fn check(&self, header: Option<&[u8]>) -> Verdict {
-        let Some((name, password)) = header.and_then(parse_basic) else {
-            return Verdict::Unauthenticated;
-        };
-        let Some(user) = self.users.get(&name) else {
-            return Verdict::Unauthenticated;
-        };
+        match self.authenticate(header).await {
+            Some((_, access)) => Verdict::Allowed(access),
+            None => Verdict::Unauthenticated,
+        }
+    }
+
+    /// The user an `Authorization` header value names and their access, if the password is
+    /// theirs.
+    pub(crate) async fn authenticate(&self, header: Option<&[u8]>) -> Option<(String, Access)> {
+        let (name, password) = header.and_then(parse_basic)?;
+        let user = self.users.get(&name)?;
         let key = self.pair_key(&name, &password);
         let remembered = self
             .verified
@@ -202,15 +216,11 @@ impl Users {
             && at.elapsed() < REMEMBER
             && access == user.access
         {
-            return Verdict::Allowed(access);
+            return Some((name, access));
         }
         // A client out of failed-login tokens gets no bcrypt check (crate::limits).
-        let Some(login) = crate::limits::login_attempt() else {
-            return Verdict::Unauthenticated;
-        };
-        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
-            return Verdict::Unauthenticated;
-        };
+        let login = crate::limits::login_attempt()?;
+        let _slot = self.bcrypt_slots.acquire().await.ok()?;
         let hash = user.hash.clone();
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
@@ -218,7 +228,7 @@ impl Users {
             .and_then(|r| r.ok())
             .unwrap_or(false);
         if !ok {
-            return Verdict::Unauthenticated;
+            return None;
         }
         login.succeeded();
         if let Ok(mut verified) = self.verified.lock() {
@@ -227,7 +237,7 @@ impl Users {
             }
             verified.insert(key, (Instant::now(), user.access));
         }
-        Verdict::Allowed(user.access)
+        Some((name, user.access))
     }
 
     /// The key a verified pair is remembered under: HMAC-SHA256 under [`Users::key`] of the
@@ -267,6 +277,127 @@ fn parse_basic(header: &[u8]) -> Option<(String, String)> {
     let decoded = String::from_utf8(decoded).ok()?;
     let (name, password) = decoded.split_once(':')?;
     Some((name.to_owned(), password.to_owned()))
+}
+
+/// Who sent a request, once [`admit`] let it in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Identity {
+    /// No authentication is configured, or an anonymous request was allowed.
+    Anonymous,
+    /// An `htpasswd` user.
+    User(String),
+    /// A bearer token's subject.
+    Token(String),
+}
+
+fn unauthorized(message: impl Into<String>, challenge: &str) -> Failure {
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+        .header(header::WWW_AUTHENTICATE, challenge)
+        .into()
+}
+
+fn denied(message: impl Into<String>) -> Failure {
+    ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Denied, message).into()
+}
+
+/// Whether a request may go on: a bearer token against [`crate::Config::token`], else
+/// credentials against [`crate::Config::users`] and [`crate::Config::access`]; writes
+/// against [`crate::Config::read_only`]. Returns who sent it.
+///
+/// Without a policy, with [`crate::Config::anonymous_read`], reads without credentials go
+/// on, except the base endpoint `/v2/`: clients such as skopeo ping it first and send
+/// credentials only if it challenges them, so it always answers anonymous requests with the
+/// challenge (as Distribution does), or those clients could never push. With a policy,
+/// anonymous requests get what its `anonymousPolicy` grants, and the base endpoint
+/// challenges them likewise.
+pub(crate) async fn admit(
+    registry: &Registry,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Identity, Failure> {
+    let config = registry.config();
+    let writes = !(method == Method::GET || method == Method::HEAD);
+    let route = route::parse_path(uri.path()).ok().flatten();
+    let query = Query::parse(uri.query());
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let identity = if let Some(token) = &config.token {
+        let needs = access::needs(method, route.as_ref(), &query);
+        let bearer = authorization
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            });
+        let Some(bearer) = bearer else {
+            return Err(unauthorized(
+                "authentication required",
+                &token.challenge(&needs, None),
+            ));
+        };
+        let claims = token
+            .verify(bearer, config.clock.now())
+            .map_err(|rejection| {
+                unauthorized(
+                    format!("invalid token: {rejection}"),
+                    &token.challenge(&needs, Some("invalid_token")),
+                )
+            })?;
+        if let Some(missing) = needs.iter().find(|n| !claims.grants(n)) {
+            return Err(unauthorized(
+                format!("the token does not grant {}", missing.scope()),
+                &token.challenge(&needs, Some("insufficient_scope")),
+            ));
+        }
+        Identity::Token(claims.subject)
+    } else if let Some(users) = &config.users {
+        let credentials = authorization.filter(|v| !is_empty_basic(v));
+        let base = matches!(route, Some(Route::Base));
+        let challenge = r#"Basic realm="ocikit""#;
+        match (credentials, &config.access) {
+            (None, Some(policy)) => {
+                let needs = access::needs(method, route.as_ref(), &query);
+                if needs.is_empty() || !policy.grants(None, &needs) {
+                    return Err(unauthorized("authentication required", challenge));
+                }
+                Identity::Anonymous
+            }
+            (None, None) if !writes && !base && config.anonymous_read => Identity::Anonymous,
+            (credentials, policy) => {
+                let Some((name, user_access)) = users.authenticate(credentials).await else {
+                    return Err(unauthorized("authentication required", challenge));
+                };
+                if writes && user_access == Access::Read {
+                    return Err(denied("this user may pull but not push or delete"));
+                }
+                if let Some(policy) = policy {
+                    let needs = access::needs(method, route.as_ref(), &query);
+                    if let Some(missing) = needs
+                        .iter()
+                        .find(|n| !policy.grants(Some(&name), std::slice::from_ref(n)))
+                    {
+                        return Err(denied(format!(
+                            "user {name:?} may not have {}",
+                            missing.scope()
+                        )));
+                    }
+                }
+                Identity::User(name)
+            }
+        }
+    } else {
+        Identity::Anonymous
+    };
+    if writes && config.read_only {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            "the registry is read-only",
+        )
+        .header(header::ALLOW, "GET, HEAD")
+        .into());
+    }
+    Ok(identity)
 }
 
 #[cfg(test)]

@@ -117,6 +117,23 @@ pub enum Error {
     /// The certificate and key do not make a TLS configuration (mismatched, unsupported).
     #[error("the TLS certificate and key are not usable")]
     Tls(#[source] rustls::Error),
+    /// A token authentication key file does not hold usable public keys
+    /// ([`crate::TokenAuth::new`]).
+    #[error("token key `{origin}`: {reason}")]
+    TokenKey {
+        /// The file (or other origin) the keys came from.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An access policy file cannot be honoured ([`crate::AccessPolicy::from_json`]).
+    #[error("access policy `{origin}`: {reason}")]
+    AccessPolicy {
+        /// The file (or other origin) the policy came from.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The `htpasswd` files given define no user at all, so nobody could log in
     /// ([`crate::Users::from_htpasswd_files`]).
     #[error("the htpasswd files define no users: nobody could log in")]

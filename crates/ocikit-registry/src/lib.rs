@@ -45,6 +45,7 @@
 //! # }
 //! ```
 
+mod access;
 mod auth;
 mod conn;
 mod error;
@@ -61,6 +62,7 @@ mod route;
 mod serve;
 mod storage;
 mod tls;
+mod token;
 mod upload;
 
 use std::collections::HashSet;
@@ -73,6 +75,7 @@ use std::time::Duration;
 use ocikit_digest::Digest;
 use ocikit_store::{FsStore, Store};
 
+pub use access::{AccessPolicy, Action};
 pub use auth::{Access, Users};
 pub use error::{Error, ErrorCode, Result};
 pub use gc::{GcOptions, GcOptionsError, GcReport, RepositoryGc};
@@ -84,6 +87,7 @@ pub use serve::{MIN_GC_INTERVAL, PeriodicGc, ServeEvent, ServeOptions, serve};
 pub use storage::S3Location;
 pub use storage::{DEFAULT_S3_PREFIX, Storage};
 pub use tls::TlsConfig;
+pub use token::{Claims, Grant, LEEWAY, MAX_TOKEN_LEN, TokenAuth, TokenRejection};
 pub use upload::SweepReport;
 
 /// The write queue, in MiB, of the filesystem stores [`Registry::open`] opens (see
@@ -129,6 +133,18 @@ pub struct Config {
     /// with an empty name and password (what such clients send after a challenge when they
     /// have no credentials) counts as none.
     pub anonymous_read: bool,
+    /// Per-repository rules for [`Config::users`] and their groups, and what requests
+    /// without credentials may pull (see [`AccessPolicy`]); `None` (the default): every
+    /// user may do what their [`Access`] allows everywhere. With a policy, a user it
+    /// refuses gets 403 `DENIED`, a request without credentials 401 and the challenge, and
+    /// [`Config::anonymous_read`] is not consulted.
+    pub access: Option<Arc<AccessPolicy>>,
+    /// Docker token authentication (see [`TokenAuth`]): requests need a bearer token its
+    /// keys verify, granting the scope they need; without one they get 401 and a `Bearer`
+    /// challenge naming the realm, the service and that scope. When set, it alone decides:
+    /// [`Config::users`], [`Config::access`] and [`Config::anonymous_read`] are not
+    /// consulted. `None` by default.
+    pub token: Option<Arc<TokenAuth>>,
     /// The clock upload sessions expire by (default the system clock; tests pass one they
     /// move past [`Config::upload_ttl`]).
     pub clock: Clock,
@@ -150,6 +166,8 @@ impl Default for Config {
             read_only: false,
             users: None,
             anonymous_read: false,
+            access: None,
+            token: None,
             clock: Clock::system(),
             limits: Limits::default(),
         }
@@ -220,6 +238,18 @@ impl Config {
     /// Sets [`Config::limits`].
     pub fn limits(mut self, limits: Limits) -> Config {
         self.limits = limits;
+        self
+    }
+
+    /// Sets [`Config::access`].
+    pub fn access(mut self, policy: Option<AccessPolicy>) -> Config {
+        self.access = policy.map(Arc::new);
+        self
+    }
+
+    /// Sets [`Config::token`].
+    pub fn token(mut self, token: Option<TokenAuth>) -> Config {
+        self.token = token.map(Arc::new);
         self
     }
 

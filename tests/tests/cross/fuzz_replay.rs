@@ -77,6 +77,11 @@ fn htpasswd_seeds() {
 }
 
 #[test]
+fn token_verify_seeds() {
+    replay("token_verify", ocikit_registry::fuzz::token_verify);
+}
+
+#[test]
 fn www_authenticate_seeds() {
     replay("www_authenticate", ocikit_client::fuzz::www_authenticate);
 }

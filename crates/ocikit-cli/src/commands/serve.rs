@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use ocikit::registry::{Access, Config, ServeEvent, ServeOptions, TlsConfig, Users};
+use ocikit::registry::{
+    Access, AccessPolicy, Config, ServeEvent, ServeOptions, TlsConfig, TokenAuth, Users,
+};
 
 use crate::output::Output;
 
@@ -38,8 +40,32 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     htpasswd_read_only: Vec<std::path::PathBuf>,
     /// With users, let requests without credentials pull.
-    #[arg(long, requires = "users")]
+    #[arg(long, requires = "users", conflicts_with = "access")]
     anonymous_read: bool,
+    /// Per-repository rules for the htpasswd users: a JSON policy file (zot's
+    /// `accessControl` shape) saying which users and groups may pull, push or delete which
+    /// repository patterns, and what anyone may pull.
+    #[arg(long, requires = "users", value_name = "FILE")]
+    access: Option<std::path::PathBuf>,
+    /// Docker token authentication: the URL clients get bearer tokens from, named in the
+    /// 401 challenges. Needs --token-service, --token-issuer and --token-public-key.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires_all = ["token_service", "token_issuer", "token_public_key"],
+        conflicts_with_all = ["users", "anonymous_read"]
+    )]
+    token_realm: Option<String>,
+    /// The service name tokens must be issued for (their audience, `aud`).
+    #[arg(long, value_name = "NAME", requires = "token_realm")]
+    token_service: Option<String>,
+    /// The issuer tokens must name (`iss`).
+    #[arg(long, value_name = "NAME", requires = "token_realm")]
+    token_issuer: Option<String>,
+    /// The PEM public key(s) token signatures must verify under (`PUBLIC KEY` blocks: ECDSA
+    /// P-256 for ES256, RSA for RS256).
+    #[arg(long, value_name = "FILE", requires = "token_realm")]
+    token_public_key: Option<std::path::PathBuf>,
     /// Refuse every push and deletion (405), for maintenance windows and mirrors.
     #[arg(long)]
     read_only: bool,
@@ -84,6 +110,20 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
         let users =
             Users::from_htpasswd_files(files).context("cannot load the registry's users")?;
         config = config.users(Some(users));
+    }
+    if let Some(file) = &args.access {
+        let policy = AccessPolicy::load(file).context("cannot load the access policy")?;
+        config = config.access(Some(policy));
+    }
+    if let (Some(realm), Some(service), Some(issuer), Some(key)) = (
+        &args.token_realm,
+        &args.token_service,
+        &args.token_issuer,
+        &args.token_public_key,
+    ) {
+        let token = TokenAuth::from_key_file(realm, service, issuer, key)
+            .context("cannot set up token authentication")?;
+        config = config.token(Some(token));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {

@@ -15,7 +15,6 @@ use ocikit_digest::{Algorithm, Digest, descriptor, media_type};
 use ocikit_store::StoreExt;
 use serde_json::Value;
 
-use crate::auth::{Access, Verdict};
 use crate::error::{
     ApiError, ErrorCode, Failure, blob_unknown, digest_invalid, manifest_invalid, manifest_unknown,
     name_unknown, size_invalid, too_large, upload_invalid, upload_unknown,
@@ -135,70 +134,12 @@ async fn health(registry: &Registry) -> Handled {
     }
 }
 
-/// Whether the request may go on: credentials against [`crate::Config::users`], writes
-/// against [`crate::Config::read_only`].
-///
-/// With [`crate::Config::anonymous_read`], reads without credentials go on, except the base
-/// endpoint `/v2/`: clients such as skopeo ping it first and send credentials only if it
-/// challenges them, so it always answers anonymous requests with the challenge (as
-/// Distribution does), or those clients could never push.
-async fn admit(
-    registry: &Registry,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-) -> Result<(), Failure> {
-    let config = registry.config();
-    let writes = !(method == Method::GET || method == Method::HEAD);
-    if let Some(users) = &config.users {
-        let credentials = headers
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes())
-            .filter(|v| !crate::auth::is_empty_basic(v));
-        let base = matches!(route::parse_path(path), Ok(Some(Route::Base)));
-        let anonymous_ok = !writes && !base && config.anonymous_read && credentials.is_none();
-        if !anonymous_ok {
-            match users.check(credentials).await {
-                Verdict::Allowed(Access::ReadWrite) => {}
-                Verdict::Allowed(_) if !writes => {}
-                Verdict::Allowed(_) => {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        ErrorCode::Denied,
-                        "this user may pull but not push or delete",
-                    )
-                    .into());
-                }
-                Verdict::Unauthenticated => {
-                    return Err(ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        ErrorCode::Unauthorized,
-                        "authentication required",
-                    )
-                    .header(header::WWW_AUTHENTICATE, r#"Basic realm="ocikit""#)
-                    .into());
-                }
-            }
-        }
-    }
-    if writes && config.read_only {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Unsupported,
-            "the registry is read-only",
-        )
-        .header(header::ALLOW, "GET, HEAD")
-        .into());
-    }
-    Ok(())
-}
-
 async fn dispatch(registry: &Registry, request: Request) -> Handled {
     let (parts, body) = request.into_parts();
     if parts.uri.path() == "/healthz" && matches!(parts.method, Method::GET | Method::HEAD) {
         return health(registry).await;
     }
-    admit(registry, &parts.method, parts.uri.path(), &parts.headers).await?;
+    crate::auth::admit(registry, &parts.method, &parts.uri, &parts.headers).await?;
     let Some(route) = route::parse_path(parts.uri.path())? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -282,7 +282,7 @@ impl TokenAuth {
             let (kind, der) = block.map_err(|e| bad(format!("not PEM: {e}")))?;
             if kind != SectionKind::PublicKey {
                 return Err(bad(format!(
-                    "block {} is a {kind:?}, not a `PUBLIC KEY`",
+                    "block {} is of kind {kind:?}, not a `PUBLIC KEY`",
                     i + 1
                 )));
             }

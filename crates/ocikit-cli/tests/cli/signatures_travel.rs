@@ -291,3 +291,49 @@ fn signatures_travel_and_the_policy_guards_pull_copy_and_unpack() {
     ]);
     assert!(tar.is_file());
 }
+
+/// A key fixture of ocikit-sign's tests (made by OpenSSL through Python's cryptography).
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ocikit-sign/tests/sign/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn keys_that_are_not_acceptable_sign_nothing_and_verify_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    build(&layout, "v1", &[]);
+    let image = oci(&layout, ":v1");
+    let before = contents(&layout);
+    let refused = |key: &str, passphrase: &str| {
+        let out = sign(
+            passphrase,
+            &["--key", key, "--reference", "example.com/app:v1", &image],
+        );
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    // An unencrypted private key where cosign's encrypted key file belongs.
+    let err = refused(&fixture("python-unencrypted.key"), "fixture-passphrase");
+    assert!(err.contains("unencrypted private key"), "{err}");
+    // A key of another curve.
+    let err = refused(&fixture("python-p384.key"), "fixture-passphrase");
+    assert!(err.contains("ECDSA P-384"), "{err}");
+    // The right key, the wrong passphrase.
+    let err = refused(&fixture("python-cosign.key"), "not the passphrase");
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert_eq!(contents(&layout), before, "a refused key wrote something");
+    // A public key of another curve verifies nothing.
+    let err = fails(&[
+        "verify",
+        "--key",
+        &fixture("python-p384.pub"),
+        "--reference",
+        "example.com/app:v1",
+        &image,
+    ]);
+    assert!(err.contains("ECDSA P-384"), "{err}");
+}

@@ -46,8 +46,11 @@
 //! ```
 
 mod access;
+mod access_log;
 mod auth;
 mod conn;
+mod counted;
+mod drain;
 mod error;
 #[cfg(feature = "__fuzz")]
 #[doc(hidden)]
@@ -58,6 +61,7 @@ pub mod keys;
 mod limits;
 mod live;
 mod meta;
+pub mod metrics;
 mod route;
 mod serve;
 mod storage;
@@ -76,10 +80,12 @@ use ocikit_digest::Digest;
 use ocikit_store::{FsStore, Store};
 
 pub use access::{AccessPolicy, Action};
+pub use access_log::TARGET as ACCESS_LOG_TARGET;
 pub use auth::{Access, Users};
 pub use error::{Error, ErrorCode, Result};
 pub use gc::{GcOptions, GcOptionsError, GcReport, RepositoryGc};
 pub use limits::{Limits, Rate};
+pub use metrics::MetricsToken;
 /// The wall clock upload TTLs and the GC grace period are judged by (see [`Config::clock`]).
 pub use ocikit_store::Clock;
 pub use serve::{MIN_GC_INTERVAL, PeriodicGc, ServeEvent, ServeOptions, serve};
@@ -151,6 +157,15 @@ pub struct Config {
     /// What keeps [`Registry::serve`] answering honest clients under hostile load: timeouts,
     /// connection caps, upload session caps, rate limits (see [`Limits`] for each default).
     pub limits: Limits,
+    /// Serves `/metrics` ([`Registry::metrics_text`]) on the registry's own routes to
+    /// requests bearing this secret (`Authorization: Bearer ...`); others get 401. `None`
+    /// (the default): `/metrics` is not among the registry's routes, so the metrics are
+    /// never public there ([`Registry::metrics_router`] serves them on a listener of its own).
+    pub metrics_token: Option<MetricsToken>,
+    /// How long, once a server is told to stop, requests in flight (a slow upload) may run
+    /// before they are cut off and the server returns (default 30 s). No new connection is
+    /// accepted meanwhile.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Config {
@@ -170,6 +185,8 @@ impl Default for Config {
             token: None,
             clock: Clock::system(),
             limits: Limits::default(),
+            metrics_token: None,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -235,12 +252,6 @@ impl Config {
         self
     }
 
-    /// Sets [`Config::limits`].
-    pub fn limits(mut self, limits: Limits) -> Config {
-        self.limits = limits;
-        self
-    }
-
     /// Sets [`Config::access`].
     pub fn access(mut self, policy: Option<AccessPolicy>) -> Config {
         self.access = policy.map(Arc::new);
@@ -250,6 +261,24 @@ impl Config {
     /// Sets [`Config::token`].
     pub fn token(mut self, token: Option<TokenAuth>) -> Config {
         self.token = token.map(Arc::new);
+        self
+    }
+
+    /// Sets [`Config::limits`].
+    pub fn limits(mut self, limits: Limits) -> Config {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`Config::metrics_token`].
+    pub fn metrics_token(mut self, token: Option<MetricsToken>) -> Config {
+        self.metrics_token = token;
+        self
+    }
+
+    /// Sets [`Config::shutdown_timeout`].
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Config {
+        self.shutdown_timeout = timeout;
         self
     }
 
@@ -278,6 +307,10 @@ struct Inner {
     gc: tokio::sync::Mutex<()>,
     /// Chunked uploads' content-store writers kept between requests.
     live: live::Live,
+    /// What this registry counts (the stores above count into it).
+    metrics: Arc<metrics::Metrics>,
+    /// Thrown when a server of this registry stops waiting for requests in flight.
+    cut_off: tokio::sync::watch::Sender<bool>,
 }
 
 impl Registry {
@@ -288,10 +321,13 @@ impl Registry {
         if std::ptr::addr_eq(Arc::as_ptr(&store), Arc::as_ptr(&uploads)) {
             return Err(Error::SharedUploadStore);
         }
+        let metrics = Arc::new(metrics::Metrics::new());
         Ok(Registry {
             inner: Arc::new(Inner {
-                store,
-                uploads,
+                store: Arc::new(counted::Counted::new(store, "content", metrics.clone())),
+                uploads: Arc::new(counted::Counted::new(uploads, "upload", metrics.clone())),
+                metrics,
+                cut_off: tokio::sync::watch::Sender::new(false),
                 config,
                 suspects: Mutex::new(HashSet::new()),
                 gc: tokio::sync::Mutex::new(()),
@@ -359,20 +395,38 @@ impl Registry {
 
     /// The HTTP routes, for embedding in a larger axum application or serving with
     /// [`Registry::serve`]: the distribution API under `/v2/`, and `/healthz` (200 when the
-    /// store answers, 503 when it does not; never behind authentication). Every request is
-    /// logged through `tracing` (target `ocikit_registry::access`: method, path, status,
-    /// milliseconds); a 500 response carries its cause as an `Arc<Error>` in its extensions
-    /// (the body never says more than "internal server error"), and it is logged at `error`
-    /// with its cause chain.
+    /// store answers, 503 when it does not; never behind authentication), and `/metrics`
+    /// with [`Config::metrics_token`]. Every request is logged through `tracing` once its
+    /// response is sent ([`ACCESS_LOG_TARGET`]: client address, user, method, path, status,
+    /// bytes in and out, whole milliseconds; see the `access_log` fields there) and counted
+    /// in the [`metrics`]; a 500 response carries its cause as an `Arc<Error>` in its
+    /// extensions (the body never says more than "internal server error"), and it is logged
+    /// at `error` with its cause chain.
     pub fn router(&self) -> axum::Router {
-        axum::Router::new()
+        let mut routes = axum::Router::new();
+        if self.inner.config.metrics_token.is_some() {
+            routes = routes.route("/metrics", axum::routing::get(metrics::guarded));
+        }
+        routes
             .fallback(handlers::handle)
             .with_state(self.clone())
-            .layer(axum::middleware::from_fn(handlers::log_request))
+            .layer(axum::middleware::from_fn_with_state(
+                drain::CutOff::of(&self.inner.cut_off),
+                drain::cut_off,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                access_log::observe,
+            ))
+    }
+
+    pub(crate) fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets
-    /// requests in flight finish, and returns. Sweeps the upload store every
+    /// requests in flight finish for up to [`Config::shutdown_timeout`] (then cuts off what
+    /// still runs), and returns. Sweeps the upload store every
     /// [`Config::sweep_interval`] meanwhile.
     pub async fn serve(
         &self,
@@ -417,9 +471,19 @@ impl Registry {
                 }
             })
         };
-        let served = conn::serve(self, listener, transport, shutdown)
-            .await
-            .map_err(Error::Serve);
+        let (begun, signalled) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            shutdown.await;
+            begun.send(()).ok();
+        };
+        let served = drain::run_bounded(
+            conn::serve(self, listener, transport, shutdown),
+            signalled,
+            &self.inner.cut_off,
+            self.inner.config.shutdown_timeout,
+        )
+        .await
+        .map_err(Error::Serve);
         sweeper.abort();
         served
     }
@@ -470,6 +534,12 @@ impl Registry {
     /// content no longer parses as one aborts the collection ([`Error::CorruptManifest`]),
     /// since what it references is unknown.
     pub async fn gc(&self, options: &GcOptions) -> Result<GcReport> {
+        let outcome = self.collect(options).await;
+        self.inner.metrics.gc_done(&outcome);
+        outcome
+    }
+
+    async fn collect(&self, options: &GcOptions) -> Result<GcReport> {
         let _one_at_a_time = self.inner.gc.lock().await;
         let store = self.inner.store.as_ref();
         if options.sweep_blobs {

@@ -30,6 +30,9 @@ pub struct ServeOptions {
     pub gc_interval: Option<Duration>,
     /// The options of those collections.
     pub gc: GcOptions,
+    /// Also serve `/metrics` ([`Registry::metrics_router`], without authentication) on a
+    /// listener of its own at this address, for the monitoring system (off by default).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -42,6 +45,7 @@ impl ServeOptions {
             tls: None,
             gc_interval: None,
             gc: GcOptions::new(),
+            metrics_addr: None,
         }
     }
 
@@ -54,6 +58,12 @@ impl ServeOptions {
     /// Sets [`ServeOptions::tls`].
     pub fn tls(mut self, tls: Option<TlsConfig>) -> ServeOptions {
         self.tls = tls;
+        self
+    }
+
+    /// Sets [`ServeOptions::metrics_addr`].
+    pub fn metrics_addr(mut self, addr: Option<SocketAddr>) -> ServeOptions {
+        self.metrics_addr = addr;
         self
     }
 
@@ -78,6 +88,11 @@ pub enum ServeEvent<'a> {
         /// Whether it speaks HTTPS.
         tls: bool,
     },
+    /// `/metrics` is served on a listener of its own ([`ServeOptions::metrics_addr`]).
+    Metrics {
+        /// The address it listens on.
+        addr: SocketAddr,
+    },
     /// A periodic garbage collection finished.
     Collected(&'a GcReport),
     /// A periodic garbage collection failed; the next one runs at the next interval.
@@ -92,7 +107,9 @@ pub enum ServeEvent<'a> {
 /// missing bucket, refused credentials) fails here rather than every push later; then
 /// [`ServeEvent::Serving`] is sent. With [`ServeOptions::gc_interval`], garbage is collected
 /// on that interval ([`Registry::spawn_periodic_gc`]), each outcome sent as an event, until
-/// the server stops.
+/// the server stops. With [`ServeOptions::metrics_addr`], that address is bound first (a
+/// bind failure is [`Error::Bind`], before the storage is touched) and serves `/metrics`
+/// until the server stops ([`ServeEvent::Metrics`]).
 pub async fn serve<F, E>(
     listener: tokio::net::TcpListener,
     options: ServeOptions,
@@ -104,6 +121,14 @@ where
     E: Fn(ServeEvent<'_>) + Send + Sync + 'static,
 {
     let addr = listener.local_addr().map_err(Error::Serve)?;
+    let metrics_listener = match options.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     let registry = options.storage.open(options.config).await?;
     registry.check_stores().await?;
     let events = Arc::new(events);
@@ -112,6 +137,22 @@ where
         addr,
         tls: options.tls.is_some(),
     });
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(Error::Serve)?;
+            events(ServeEvent::Metrics { addr });
+            let router = registry.metrics_router();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async {
+                        metrics_stopped.await.ok();
+                    })
+                    .await
+            }))
+        }
+        None => None,
+    };
     let collector = options.gc_interval.map(|interval| {
         let events = events.clone();
         registry.spawn_periodic_gc(interval, options.gc, move |outcome| match outcome {
@@ -125,6 +166,14 @@ where
     };
     if let Some(collector) = collector {
         collector.stop().await;
+    }
+    metrics_stop.send(()).ok();
+    if let Some(metrics_server) = metrics_server {
+        // A scrape in flight is a moment's work; the server is not waited for past that.
+        let stopped = tokio::time::timeout(Duration::from_secs(5), metrics_server).await;
+        if let Ok(Ok(Err(e))) = stopped {
+            tracing::warn!(error = %e, "the metrics listener failed");
+        }
     }
     served
 }

@@ -95,27 +95,6 @@ pub(crate) async fn handle(State(registry): State<Registry>, request: Request) -
     }
 }
 
-/// Logs every request once it is answered (target `ocikit_registry::access`), and the cause
-/// chain of every 500.
-pub(crate) async fn log_request(request: Request, next: axum::middleware::Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    if let Some(error) = response.extensions().get::<std::sync::Arc<Error>>() {
-        tracing::error!(
-            target: "ocikit_registry::access",
-            %method, path, status, ms, error = %crate::error_chain(error.as_ref()),
-            "request failed"
-        );
-    } else {
-        tracing::info!(target: "ocikit_registry::access", %method, path, status, ms, "request");
-    }
-    response
-}
-
 /// `/healthz`: 200 when both stores answer [`Registry::check_stores`], 503 when one does not.
 async fn health(registry: &Registry) -> Handled {
     match registry.check_stores().await {
@@ -139,7 +118,10 @@ async fn dispatch(registry: &Registry, request: Request) -> Handled {
     if parts.uri.path() == "/healthz" && matches!(parts.method, Method::GET | Method::HEAD) {
         return health(registry).await;
     }
-    crate::auth::admit(registry, &parts.method, &parts.uri, &parts.headers).await?;
+    let identity = crate::auth::admit(registry, &parts.method, &parts.uri, &parts.headers).await?;
+    if let crate::auth::Identity::User(name) | crate::auth::Identity::Token(name) = &identity {
+        crate::access_log::UserSlot::set(&parts.extensions, name);
+    }
     let Some(route) = route::parse_path(parts.uri.path())? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -13,6 +13,7 @@ mod isolation;
 mod limits;
 mod live;
 mod manifests;
+mod operations;
 mod pull;
 mod push;
 mod referrers;

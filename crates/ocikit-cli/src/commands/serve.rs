@@ -87,6 +87,8 @@ pub(crate) struct ServeArgs {
     gc_interval: Option<std::time::Duration>,
     #[command(flatten)]
     gc: super::registry::GcArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// The format of `serve`'s logs.
@@ -103,7 +105,9 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
     let mut config = Config::default()
         .read_only(args.read_only)
         .delete_enabled(!args.no_delete)
-        .anonymous_read(args.anonymous_read);
+        .anonymous_read(args.anonymous_read)
+        .limits(args.limits.limits())
+        .upload_ttl(args.limits.upload_ttl);
     if !args.htpasswd.is_empty() || !args.htpasswd_read_only.is_empty() {
         let files = (args.htpasswd.iter().map(|f| (f, Access::ReadWrite)))
             .chain(args.htpasswd_read_only.iter().map(|f| (f, Access::Read)));
@@ -211,4 +215,94 @@ fn init_logs(filter: &str, format: LogFormat) -> Result<()> {
             .try_init(),
     };
     installed.context("cannot set up logging")
+}
+
+/// The limits that keep the registry answering honest clients under hostile load (see
+/// `ocikit_registry::Limits`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct LimitArgs {
+    /// How long a client has to send a request's headers, from the connection's start or
+    /// the previous response's end.
+    #[arg(long, default_value = "10s", value_parser = super::registry::parse_duration, value_name = "DURATION")]
+    header_read_timeout: std::time::Duration,
+    /// How long an idle kept-alive connection stays open.
+    #[arg(long, default_value = "5s", value_parser = super::registry::parse_duration, value_name = "DURATION")]
+    keep_alive_timeout: std::time::Duration,
+    /// The lowest rate, in bytes a second, at which request bodies must arrive and
+    /// responses be read once --min-rate-grace of waiting on the client has passed (0: off).
+    #[arg(long, default_value_t = 1024, value_name = "BYTES")]
+    min_transfer_rate: u64,
+    /// The waiting allowed before --min-transfer-rate applies.
+    #[arg(long, default_value = "10s", value_parser = super::registry::parse_duration, value_name = "DURATION")]
+    min_rate_grace: std::time::Duration,
+    /// Most connections open at once (default: half the open-file limit, 64 to 16384);
+    /// beyond it the oldest idle one is closed, or the new one refused.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most connections open at once from one IP address.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    max_connections_per_client: usize,
+    /// Most upload sessions open at once (beyond: 429).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_upload_sessions: usize,
+    /// Most upload sessions one client (a user, else an IP address) holds open (beyond: 429).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    max_upload_sessions_per_client: usize,
+    /// How long an idle upload session lives before it and its chunks are removed.
+    #[arg(long, default_value = "1h", value_parser = super::registry::parse_duration, value_name = "DURATION")]
+    upload_ttl: std::time::Duration,
+    /// Most chunks one upload session may hold (beyond: 413).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_upload_chunks: usize,
+    /// Reads (GET, HEAD) one IP address may make: `PER_SECOND/BURST`, or `off`.
+    #[arg(long, default_value = "2000/10000", value_parser = parse_rate, value_name = "RATE")]
+    read_rate: RateArg,
+    /// Writes (other methods) one IP address may make: `PER_SECOND/BURST`, or `off`.
+    #[arg(long, default_value = "1000/5000", value_parser = parse_rate, value_name = "RATE")]
+    write_rate: RateArg,
+    /// Failed password checks one IP address may make (beyond: 429 before any bcrypt):
+    /// `PER_SECOND/BURST`, or `off`.
+    #[arg(long, default_value = "1/10", value_parser = parse_rate, value_name = "RATE")]
+    auth_failure_rate: RateArg,
+}
+
+/// A `--*-rate` value: `None` is `off`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RateArg(Option<ocikit::registry::Rate>);
+
+fn parse_rate(s: &str) -> Result<RateArg, String> {
+    if s == "off" {
+        return Ok(RateArg(None));
+    }
+    let bad = || format!("`{s}` is not a rate such as 100/200 (per second/burst) or off");
+    let (per_second, burst) = s.split_once('/').ok_or_else(bad)?;
+    let per_second: f64 = per_second.trim().parse().map_err(|_| bad())?;
+    let burst: u32 = burst.trim().parse().map_err(|_| bad())?;
+    if !per_second.is_finite() || per_second <= 0.0 || burst == 0 {
+        return Err(bad());
+    }
+    Ok(RateArg(Some(ocikit::registry::Rate::new(
+        per_second, burst,
+    ))))
+}
+
+impl LimitArgs {
+    /// The library's limits for these flags.
+    fn limits(&self) -> ocikit::registry::Limits {
+        ocikit::registry::Limits::default()
+            .header_read_timeout(self.header_read_timeout)
+            .keep_alive_timeout(self.keep_alive_timeout)
+            .min_transfer_rate(self.min_transfer_rate, self.min_rate_grace)
+            .max_connections(self.max_connections, self.max_connections_per_client)
+            .max_upload_sessions(
+                self.max_upload_sessions,
+                self.max_upload_sessions_per_client,
+            )
+            .max_upload_chunks(self.max_upload_chunks)
+            .rates(
+                self.read_rate.0,
+                self.write_rate.0,
+                self.auth_failure_rate.0,
+            )
+    }
 }

@@ -7,6 +7,7 @@ mod copy;
 mod crash;
 mod docker;
 mod image;
+mod hostile_load;
 mod layout;
 mod manage;
 mod real_world_append;

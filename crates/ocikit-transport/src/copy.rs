@@ -578,7 +578,16 @@ async fn copy_checked(
     // were before they were read).
     #[cfg(feature = "sign")]
     if let (Some(policy), Location::Oci { path, .. }) = (&options.policy, source) {
+        // A whole layout holds the signature manifests of its images too: they are
+        // checked as their images' signatures, not as images of their own.
+        let signatures: HashSet<String> = items
+            .iter()
+            .map(|i| copy_signatures::signature_tag(i.root.digest().as_ref()))
+            .collect();
         for item in &items {
+            if item.tag.as_ref().is_some_and(|t| signatures.contains(t)) {
+                continue;
+            }
             crate::trust::check_layout_image(
                 &staged,
                 path,

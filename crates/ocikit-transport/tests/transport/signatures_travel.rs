@@ -495,6 +495,20 @@ async fn a_layout_image_the_policy_refuses_writes_nothing_and_bad_layers_are_rea
     .await
     .unwrap();
     assert_eq!(report.signatures, 1);
+    // The whole layout: the image checked, its signature manifest going as its signature.
+    let whole = dir.path().join("whole");
+    let report = copy(&at("oci", &images, ""), &at("oci", &whole, ""), &enforcing)
+        .await
+        .unwrap();
+    assert_eq!(report.image_count, 2);
+    verify(
+        &at("oci", &whole, ":v1"),
+        &[key.public_key()],
+        &VerifyOptions::new()
+            .with_docker_reference(Some(Reference::parse("example.com/team/app:v1").unwrap())),
+    )
+    .await
+    .unwrap();
     // unpack's check: accepted, and pinned to the digest accepted.
     let accepted = check_policy(&at("oci", &images, ":v1"), &trusted, &plain())
         .await

@@ -64,9 +64,14 @@ struct Server {
 
 impl Server {
     fn start(root: &Path, htpasswd: &Path) -> Server {
-        let script = "ulimit -n 1024 && exec \"$0\" \"$@\"";
+        Server::start_with(root, htpasswd, 1024, &[])
+    }
+
+    /// `ocikit serve` under `ulimit -n nofile`, with `extra` flags.
+    fn start_with(root: &Path, htpasswd: &Path, nofile: u32, extra: &[&str]) -> Server {
+        let script = format!("ulimit -n {nofile} && exec \"$0\" \"$@\"");
         let mut child = Command::new("sh")
-            .args(["-c", script, env!("CARGO_BIN_EXE_ocikit")])
+            .args(["-c", &script, env!("CARGO_BIN_EXE_ocikit")])
             .args(["serve", "--addr", "127.0.0.1:0", "--log", "warn"])
             .arg("--root")
             .arg(root)
@@ -74,6 +79,7 @@ impl Server {
             .arg(htpasswd)
             .args(["--header-read-timeout", "2s", "--keep-alive-timeout", "3s"])
             .args(["--min-rate-grace", "2s", "--upload-ttl", "5s"])
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -242,6 +248,64 @@ impl Client {
         }
         Ok(status)
     }
+}
+
+/// Out of descriptors (64, with a connection cap far above that), the server backs off,
+/// closes idle connections to make room, keeps answering, and accepts again afterwards.
+#[test]
+fn the_accept_loop_survives_running_out_of_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("registry");
+    let htpasswd = dir.path().join("htpasswd");
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    std::fs::write(&htpasswd, format!("alice:{hash}\n")).unwrap();
+    let server = Server::start_with(&root, &htpasswd, 64, &["--max-connections", "10000"]);
+    let to = server.addr;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        // 100 connections that send half a header, more than the server has descriptors.
+        let from = IpAddr::from([127, 0, 0, 2]);
+        let mut open = Vec::new();
+        for _ in 0..100 {
+            let mut conn = connect(from, to).await.unwrap();
+            conn.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .ok();
+            open.push(conn);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (fds, _) = server.usage();
+        assert!(fds <= 64, "{fds}");
+        // An honest client is still answered, again and again, each time on a new
+        // connection the server has to find a descriptor for.
+        for _ in 0..20 {
+            let mut honest = Client::new(1, to, PASSWORD);
+            let started = Instant::now();
+            let status = tokio::time::timeout(
+                Duration::from_secs(5),
+                honest.request("GET", "/v2/", "Connection: close\r\n", b""),
+            )
+            .await
+            .expect("answered within 5 s");
+            assert_eq!(status, 200);
+            assert!(started.elapsed() < Duration::from_secs(5));
+            let mut more = connect(from, to).await.unwrap();
+            more.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .ok();
+            open.push(more);
+        }
+        drop(open);
+        let mut server = server;
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "the server stopped"
+        );
+    });
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -14,7 +14,7 @@ mod reference;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::output::Output;
 
@@ -359,7 +359,7 @@ enum Command {
         --htpasswd ./writers.htpasswd --htpasswd-read-only ./readers.htpasswd\n  \
         AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. ocikit serve --s3-bucket images --s3-region eu-west-1"
     )]
-    Serve(commands::serve::ServeArgs),
+    Serve(Box<commands::serve::ServeArgs>),
     /// Collect a registry's garbage (a directory or an S3 bucket); safe while `ocikit serve`
     /// runs on it.
     #[command(
@@ -417,7 +417,12 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(reference::ARG) {
         return reference::print();
     }
-    let cli = Cli::parse();
+    // `serve --config FILE`: the file's keys become flags before the command line's own.
+    let args = commands::serve::expand_args(std::env::args_os().collect(), Cli::command)
+        .unwrap_or_else(|e| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, e + "\n").exit()
+        });
+    let cli = Cli::parse_from(args);
     let out = Output::new(cli.json, cli.quiet);
     let tls_flags = tls_flags(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

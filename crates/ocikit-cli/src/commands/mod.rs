@@ -48,7 +48,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
         } => health::gc(&Location::parse(&location)?, dry_run, grace, out).await,
         Command::Attach(args) => health::attach(args, out).await,
         Command::Artifact(args) => artifact::run(args, out).await,
-        Command::Serve(args) => serve::serve(args, out).await,
+        Command::Serve(args) => serve::serve(*args, out).await,
         Command::RegistryGc {
             root,
             s3,

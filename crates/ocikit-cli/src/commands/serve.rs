@@ -7,10 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use ocikit::registry::{
-    Access, AccessPolicy, Config, ServeEvent, ServeOptions, TlsConfig, TokenAuth, Users,
+    Access, AccessPolicy, Config, MetricsToken, ServeEvent, ServeOptions, TlsConfig, TokenAuth,
+    Users,
 };
 
 use crate::output::Output;
+
+mod config;
+pub(crate) use config::expand_args;
 
 /// Options of `ocikit serve`.
 #[derive(Debug, clap::Args)]
@@ -89,6 +93,23 @@ pub(crate) struct ServeArgs {
     gc: super::registry::GcArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Also serve Prometheus metrics at /metrics on this address, a listener of its own
+    /// without authentication (keep it where only the monitoring system reaches it).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve /metrics on the registry's own address too, to requests bearing the secret in
+    /// this file (`Authorization: Bearer SECRET`); never without one.
+    #[arg(long, value_name = "FILE")]
+    metrics_token_file: Option<std::path::PathBuf>,
+    /// On SIGTERM or Ctrl-C, how long requests in flight (uploads) may run on before they
+    /// are cut off; no new connection is accepted meanwhile.
+    #[arg(long, default_value = "30s", value_parser = super::registry::parse_duration, value_name = "DURATION")]
+    shutdown_timeout: std::time::Duration,
+    /// Read flags from this TOML file: its keys are serve's flags without `--`
+    /// (`addr = "0.0.0.0:5000"`, `read-only = true`, `htpasswd = ["a", "b"]`); flags given on
+    /// the command line win. docs/serve.example.toml shows every key.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 /// The format of `serve`'s logs.
@@ -107,7 +128,15 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
         .delete_enabled(!args.no_delete)
         .anonymous_read(args.anonymous_read)
         .limits(args.limits.limits())
-        .upload_ttl(args.limits.upload_ttl);
+        .upload_ttl(args.limits.upload_ttl)
+        .shutdown_timeout(args.shutdown_timeout);
+    if let Some(file) = &args.metrics_token_file {
+        let secret = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the metrics token file {}", file.display()))?;
+        let token = MetricsToken::new(&secret)
+            .with_context(|| format!("the metrics token file {} is empty", file.display()))?;
+        config = config.metrics_token(Some(token));
+    }
     if !args.htpasswd.is_empty() || !args.htpasswd_read_only.is_empty() {
         let files = (args.htpasswd.iter().map(|f| (f, Access::ReadWrite)))
             .chain(args.htpasswd_read_only.iter().map(|f| (f, Access::Read)));
@@ -139,7 +168,8 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
     let options = ServeOptions::new(storage.clone())
         .config(config)
         .tls(tls)
-        .periodic_gc(args.gc_interval, args.gc.options());
+        .periodic_gc(args.gc_interval, args.gc.options())
+        .metrics_addr(args.metrics_addr);
     init_logs(&args.log, args.log_format)?;
     // Listen first: an address that cannot be had leaves no registry directory behind.
     let listener = tokio::net::TcpListener::bind(args.addr)
@@ -168,6 +198,9 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
             {
                 let summary = super::registry::summary(report, grace);
                 out.status(&format!("gc: {summary}"));
+            }
+            ServeEvent::Metrics { addr } => {
+                out.status(&format!("metrics on http://{addr}/metrics"));
             }
             ServeEvent::CollectionFailed(e) => {
                 out.status(&format!("gc failed: {}", super::registry::chain(e)));

@@ -31,6 +31,7 @@ mod referrers_copy;
 mod registry;
 mod repack;
 mod serve;
+mod serve_config;
 mod signing;
 mod signatures_travel;
 mod snapshot;

@@ -6,14 +6,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ocikit::digest::platform;
+use ocikit::layout::Scratch;
 use ocikit::layout::snapshot::{SnapshotGcReport, parse_chain_id};
 use ocikit::layout::{
     PlatformQuery, PrepareOptions, SnapshotInfo, SnapshotOptions, SnapshotStore, WhiteoutForm,
 };
+use ocikit::transport::CopyOptions;
 use serde::Serialize;
 
 use crate::bars::Bars;
-use crate::location::Location;
+use crate::location::{Location, Selector};
 use crate::output::{Output, human_size};
 
 /// The `snapshot` commands.
@@ -66,6 +68,9 @@ pub(crate) enum SnapshotCommand {
     },
 }
 
+/// The tag an archive or registry image gets in the scratch layout it is copied into.
+const STAGED_TAG: &str = "image";
+
 /// The store's directory.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RootArgs {
@@ -77,10 +82,21 @@ pub(crate) struct RootArgs {
 /// What `ocikit snapshot prepare` was asked for.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PrepareArgs {
-    /// The image: oci:PATH:TAG or oci:PATH@DIGEST.
+    /// The image: oci:PATH:TAG, oci:PATH@DIGEST, oci-archive:FILE[:TAG|@DIGEST],
+    /// docker-archive:FILE[:NAME:TAG] or docker://HOST[:PORT]/NAME[:TAG|@DIGEST] (an archive
+    /// or registry image is first copied into scratch space beside the store).
     image: String,
     #[command(flatten)]
     root: RootArgs,
+    #[command(flatten)]
+    tls: super::copy::TlsArgs,
+    /// Registry credentials (default: what `ocikit login` stored, else anonymous).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+    /// The credentials file for registries without --creds (default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; see `ocikit login`).
+    #[arg(long, value_name = "PATH")]
+    authfile: Option<PathBuf>,
     /// The platform to pick from a multi-platform image (default: this machine's).
     #[arg(long)]
     platform: Option<String>,
@@ -151,9 +167,40 @@ fn shown(info: &SnapshotInfo) -> Shown<'_> {
 async fn prepare(args: PrepareArgs, out: &Output) -> Result<()> {
     let image = Location::parse(&args.image)?;
     let query = platform_query_of(args.platform.as_deref())?;
-    let (path, selector) = image.oci("snapshot prepare")?;
-    let layout = super::open_layout(path).await?;
-    let descriptor = super::resolve_at(path, &layout, selector).await?;
+    let bars = Bars::new(out);
+    // Kept until the layers are extracted: a copied image's blobs live in it.
+    let (layout, descriptor, _scratch) = match &image {
+        Location::Oci { path, selector } => {
+            let layout = super::open_layout(path).await?;
+            let descriptor = super::resolve_at(path, &layout, selector.as_ref()).await?;
+            (layout, descriptor, None)
+        }
+        _ => {
+            let registry = args
+                .tls
+                .with_access(args.creds.as_deref(), args.authfile.as_ref())?;
+            let scratch = Scratch::near(&args.root.root).await?;
+            let staged = scratch.path().join("source");
+            let stage_at = Location::Oci {
+                path: staged.clone(),
+                selector: Some(Selector::Tag(STAGED_TAG.into())),
+            };
+            let platform = Some(query.clone()).filter(|_| image.is_registry());
+            ocikit::transport::copy(
+                &image,
+                &stage_at,
+                &CopyOptions::new()
+                    .with_source(registry)
+                    .with_platform(platform)
+                    .with_progress(bars.transport()),
+            )
+            .await
+            .with_context(|| format!("cannot read {image}"))?;
+            let layout = super::open_layout(&staged).await?;
+            let descriptor = layout.resolve(STAGED_TAG).await?;
+            (layout, descriptor, Some(scratch))
+        }
+    };
     let options = SnapshotOptions::new()
         .with_form(args.form.map(|f| match f {
             FormArg::Device => WhiteoutForm::Device,
@@ -161,7 +208,6 @@ async fn prepare(args: PrepareArgs, out: &Output) -> Result<()> {
         }))
         .with_share_files(!args.no_share);
     let store = open(&args.root, options).await?;
-    let bars = Bars::new(out);
     let options = PrepareOptions::new()
         .with_platform(query)
         .with_progress(bars.progress("extract"));

@@ -373,3 +373,62 @@ fn a_prepare_killed_mid_extraction_leaves_nothing_finished_and_the_next_run_clea
     let out = ocikit(&["snapshot", "ls", "--root", r]);
     assert!(out.status.success());
 }
+
+#[test]
+fn an_image_in_an_archive_prepares_to_the_same_chain_through_scratch_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = images(dir.path());
+    let root = dir.path().join("snapshots");
+    let r = root.to_str().unwrap();
+    let archive = dir.path().join("a.tar");
+    ok(&[
+        "copy",
+        &oci(&layout, ":a"),
+        &format!("oci-archive:{}:a", archive.display()),
+    ]);
+    let from_archive = json(&[
+        "snapshot",
+        "prepare",
+        &format!("oci-archive:{}:a", archive.display()),
+        "--root",
+        r,
+    ]);
+    assert_eq!(from_archive["extracted"].as_array().unwrap().len(), 3);
+    let from_layout = json(&["snapshot", "prepare", &oci(&layout, ":a"), "--root", r]);
+    assert!(from_layout["extracted"].as_array().unwrap().is_empty());
+    assert_eq!(from_layout["lowerdir"], from_archive["lowerdir"]);
+    // The scratch copy is gone; only the store and the test's own files are there.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "a",
+            "a.tar",
+            "b",
+            "base",
+            "layout",
+            "snapshots",
+            "whiteout.tar"
+        ]
+    );
+    // A missing archive is refused, and nothing is added to the store.
+    let err = fails(&[
+        "snapshot",
+        "prepare",
+        &format!("oci-archive:{}:a", dir.path().join("nope.tar").display()),
+        "--root",
+        r,
+    ]);
+    assert!(err.contains("nope.tar"), "{err}");
+    assert_eq!(
+        json(&["snapshot", "ls", "--root", r])
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}

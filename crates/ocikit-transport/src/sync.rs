@@ -823,7 +823,8 @@ struct Relay {
     path: PathBuf,
 }
 
-/// Where a [`Relay`] is, removed when dropped.
+/// Where a [`Relay`] is, removed when dropped (the fields are held only for their `Drop`).
+#[allow(dead_code)]
 enum RelayDir {
     /// In memory-backed storage (`/dev/shm/.ocikit-sync-relay.ocikit-scratch-*`).
     Memory(ocikit_layout::Scratch),

@@ -61,7 +61,7 @@ async fn empty_layout() -> Layout {
 }
 
 /// An image manifest for `arch` with these layers, written by hand.
-async fn image(layout: &Layout, arch: &str, layers: &[Vec<u8>]) -> Descriptor {
+pub(crate) async fn image(layout: &Layout, arch: &str, layers: &[Vec<u8>]) -> Descriptor {
     let mut layer_descriptors = Vec::new();
     let mut diff_ids = Vec::new();
     for layer in layers {

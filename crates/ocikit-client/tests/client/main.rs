@@ -5,6 +5,9 @@
 mod client;
 mod copy_within;
 mod login;
+mod token_flow;
+#[path = "../../../ocikit-registry/tests/auth/token_server.rs"]
+mod token_server;
 mod walk;
 
 use ocikit_client::{Client, Operation, PullOptions, PushOptions};

@@ -104,6 +104,6 @@ pub use sync::{
     SyncDestination, SyncEntry, SyncEvent, SyncFile, SyncFileError, SyncFileErrorKind, SyncOptions,
     SyncOutcome, SyncProgress, SyncReport, SyncSource, sync,
 };
+pub use tag_select::{TagOrder, TagSelection, TagSelectionError, TagSelectionErrorKind};
 #[cfg(feature = "sign")]
 pub use trust::{PolicyAccepted, check_policy, load_policy};
-pub use tag_select::{TagOrder, TagSelection, TagSelectionError, TagSelectionErrorKind};

@@ -22,9 +22,9 @@ mod rebase;
 mod referrers;
 mod registry;
 #[cfg(feature = "sign")]
-mod signing;
-#[cfg(feature = "sign")]
 mod signatures_travel;
+#[cfg(feature = "sign")]
+mod signing;
 mod surgery;
 mod sync;
 

@@ -45,7 +45,7 @@
 //! # }
 //! ```
 
-mod access;
+pub mod access;
 mod access_log;
 mod auth;
 mod conn;
@@ -66,7 +66,7 @@ mod route;
 mod serve;
 mod storage;
 mod tls;
-mod token;
+pub mod token;
 mod upload;
 
 use std::collections::HashSet;

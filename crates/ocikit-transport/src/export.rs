@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 use crate::location::{Location, Selector};
 use crate::open::{open_layout, resolve};
 use crate::progress::Progress;
+#[cfg(feature = "sign")]
+use crate::trust::PolicyAccepted;
 
 /// The tag a registry image or an archive gets in the scratch layout it is staged in.
 const STAGED_TAG: &str = "export";
@@ -41,6 +43,10 @@ pub struct ExportOptions {
     pub platform: PlatformQuery,
     /// Where the events of staging a registry image or an archive go.
     pub progress: Progress,
+    /// The trust policy the image must pass before anything is read or written (see
+    /// [`crate::check_policy`]); the image is then read by the digest accepted.
+    #[cfg(feature = "sign")]
+    pub policy: Option<ocikit_sign::Policy>,
 }
 
 impl ExportOptions {
@@ -66,6 +72,13 @@ impl ExportOptions {
         self.progress = progress;
         self
     }
+
+    /// These options enforcing `policy` ([`ExportOptions::policy`]).
+    #[cfg(feature = "sign")]
+    pub fn with_policy(mut self, policy: Option<ocikit_sign::Policy>) -> ExportOptions {
+        self.policy = policy;
+        self
+    }
 }
 
 /// What [`export`] wrote.
@@ -80,6 +93,9 @@ pub struct ExportReport {
     pub layers: usize,
     /// What the squash read and wrote (entries, whiteouts, bytes, each layer's diffID).
     pub squash: SquashReport,
+    /// What the trust policy accepted, when [`ExportOptions::policy`] gave one.
+    #[cfg(feature = "sign")]
+    pub accepted: Option<PolicyAccepted>,
 }
 
 /// Writes the merged filesystem of the image `location` names to `out` as one uncompressed
@@ -166,6 +182,13 @@ async fn export_to<W>(
 where
     W: AsyncWrite + Unpin + Send,
 {
+    #[cfg(feature = "sign")]
+    let accepted = match &options.policy {
+        Some(policy) => Some(crate::trust::check_policy(location, policy, &options.source).await?),
+        None => None,
+    };
+    #[cfg(feature = "sign")]
+    let location = accepted.as_ref().map_or(location, |a| &a.pinned);
     // Kept until the squash is over: a staged source's blobs live in it.
     let (layout, root, _scratch) = match location {
         Location::Oci { path, selector } => {
@@ -257,6 +280,8 @@ where
         platform: image.config.platform(),
         layers: layers.len(),
         squash: report,
+        #[cfg(feature = "sign")]
+        accepted,
     })
 }
 

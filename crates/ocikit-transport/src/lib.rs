@@ -66,6 +66,7 @@ pub mod sync;
 pub mod tag_select;
 #[cfg(feature = "sign")]
 mod trust;
+mod unpack;
 
 pub use access::RegistryOptions;
 pub use artifact::{
@@ -107,3 +108,4 @@ pub use sync::{
 pub use tag_select::{TagOrder, TagSelection, TagSelectionError, TagSelectionErrorKind};
 #[cfg(feature = "sign")]
 pub use trust::{PolicyAccepted, check_policy, load_policy};
+pub use unpack::{UnpackImageOptions, UnpackImageReport, unpack};

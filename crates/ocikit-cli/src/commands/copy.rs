@@ -374,14 +374,7 @@ impl TransferArgs {
             };
             (tls, &self.dest_creds)
         };
-        let credentials = creds
-            .as_deref()
-            .map(|text| Credentials::parse(text).context("write credentials as USER:PASSWORD"))
-            .transpose()?;
-        Ok(tls
-            .registry_options()
-            .with_credentials(credentials)
-            .with_authfile(self.authfile.clone()))
+        tls.with_access(creds.as_deref(), self.authfile.as_ref())
     }
 
     /// The library's options for the source registry (`inspect`, `tags`, `referrers`).

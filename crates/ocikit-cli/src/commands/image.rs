@@ -12,7 +12,8 @@ use ocikit::digest::platform;
 use ocikit::layout::{
     BuildRequest, ConfigChanges, Event, Operation, PlatformQuery, Progress, UnpackOptions,
 };
-use ocikit::transport::ExportOptions;
+use ocikit::sign::Policy;
+use ocikit::transport::{ExportOptions, PolicyAccepted, UnpackImageOptions};
 use serde::Serialize;
 
 use super::copy::TlsArgs;
@@ -378,45 +379,40 @@ fn id_map(texts: &[String], flag: &str) -> Result<Option<IdMap>> {
 }
 
 pub(crate) async fn unpack(args: UnpackArgs, out: &Output) -> Result<()> {
-    let mut image = Location::parse(&args.image)?;
-    if let Some(path) = &args.policy {
-        let policy = ocikit::transport::load_policy(path).await?;
-        let registry = args
-            .tls
-            .with_access(args.creds.as_deref(), args.authfile.as_ref())?;
-        let accepted = ocikit::transport::check_policy(&image, &policy, &registry)
-            .await
-            .with_context(|| format!("cannot unpack {image}"))?;
-        out.status(&format!(
-            "{image} ({}) accepted by {}",
-            accepted.digest, accepted.scope
-        ));
-        image = accepted.pinned;
-    }
+    let image = Location::parse(&args.image)?;
+    let policy = match &args.policy {
+        Some(path) => Some(ocikit::transport::load_policy(path).await?),
+        None => None,
+    };
     let query = platform_query(args.platform.as_deref())?;
     if let Some(tar) = &args.tar {
-        return export(&args, &image, tar, query, out).await;
+        return export(&args, &image, tar, query, policy, out).await;
     }
     let Some(rootfs) = args.rootfs.as_deref() else {
         bail!("give a root filesystem directory or --tar FILE");
     };
     let uid_map = id_map(&args.uid_maps, "--uid-map")?;
     let gid_map = id_map(&args.gid_maps, "--gid-map")?;
-    let (path, selector) = image.oci("unpack")?;
-    let layout = super::open_layout(path).await?;
-    let descriptor = super::resolve_at(path, &layout, selector).await?;
+    let registry = args
+        .tls
+        .with_access(args.creds.as_deref(), args.authfile.as_ref())?;
     let bars = Bars::new(out);
-    let options = UnpackOptions::new()
-        .with_platform(query)
-        .with_rootless(args.rootless)
-        .with_uid_map(uid_map)
-        .with_gid_map(gid_map)
-        .with_progress(bars.progress("unpack"));
-    // All or nothing: staged beside `rootfs` (new or empty) and renamed into place whole.
-    let report = ocikit::layout::unpack_staged(&layout, &descriptor, rootfs, &options)
+    let options = UnpackImageOptions::new(
+        UnpackOptions::new()
+            .with_platform(query)
+            .with_rootless(args.rootless)
+            .with_uid_map(uid_map)
+            .with_gid_map(gid_map)
+            .with_progress(bars.progress("unpack")),
+    )
+    .with_policy(policy, registry);
+    let report = ocikit::transport::unpack(&image, rootfs, &options)
         .await
-        .with_context(|| format!("cannot unpack {image}"))?;
+        .with_context(|| format!("cannot unpack {image}"));
     drop(bars);
+    let report = report?;
+    show_accepted(&image, report.accepted.as_ref(), out);
+    let report = report.unpacked;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Unpacked {
@@ -458,6 +454,7 @@ async fn export(
     image: &Location,
     tar: &Path,
     query: PlatformQuery,
+    policy: Option<Policy>,
     out: &Output,
 ) -> Result<()> {
     let registry = args
@@ -467,6 +464,7 @@ async fn export(
     let options = ExportOptions::new()
         .with_source(registry)
         .with_platform(query)
+        .with_policy(policy)
         .with_progress(bars.transport());
     let to_stdout = tar.as_os_str() == "-";
     let report = if to_stdout {
@@ -476,6 +474,7 @@ async fn export(
     };
     drop(bars);
     let report = report.with_context(|| format!("cannot export {image}"))?;
+    show_accepted(image, report.accepted.as_ref(), out);
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Exported {
@@ -527,4 +526,14 @@ async fn export(
         return Ok(());
     }
     out.show(&exported, text)
+}
+
+/// The status line of an image the trust policy accepted.
+fn show_accepted(image: &Location, accepted: Option<&PolicyAccepted>, out: &Output) {
+    if let Some(accepted) = accepted {
+        out.status(&format!(
+            "{image} ({}) accepted by {}",
+            accepted.digest, accepted.scope
+        ));
+    }
 }

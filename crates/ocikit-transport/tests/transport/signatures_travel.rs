@@ -587,3 +587,105 @@ async fn a_layout_image_the_policy_refuses_writes_nothing_and_bad_layers_are_rea
     let err = load_policy(&p384).await.unwrap_err();
     assert!(matches!(err, Error::PolicyFile { .. }), "{err}");
 }
+
+/// [`ocikit_transport::unpack`] and [`ocikit_transport::export_to_path`] with a policy: an
+/// image signed with the trusted key unpacks and exports (the acceptance reported, by the
+/// signed digest); under `reject` or another key, nothing is written; a registry location
+/// is no layout to unpack.
+#[tokio::test]
+async fn unpack_and_export_enforce_the_policy_before_writing() {
+    use ocikit_layout::UnpackOptions;
+    use ocikit_transport::{ExportOptions, UnpackImageOptions, export_to_path, unpack};
+
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let v1 = small_image(&images, "v1", "/a").await;
+    let key = PrivateKey::generate().unwrap();
+    let claimed = "example.com/team/app:v1";
+    sign(
+        &at("oci", &images, ":v1"),
+        &key,
+        &SignOptions::new().with_docker_reference(Some(Reference::parse(claimed).unwrap())),
+    )
+    .await
+    .unwrap();
+    let identity = format!(r#"{{"type":"exactReference","dockerReference":"{claimed}"}}"#);
+    let trusted = policy(
+        dir.path(),
+        "trusted.json",
+        &format!(
+            r#"{{"default":[{}]}}"#,
+            sigstore_signed(&key, Some(&identity))
+        ),
+    )
+    .await;
+    let source = at("oci", &images, ":v1");
+    let enforcing = |policy: &Policy| {
+        UnpackImageOptions::new(UnpackOptions::new()).with_policy(Some(policy.clone()), plain())
+    };
+
+    let rootfs = dir.path().join("rootfs");
+    let report = unpack(&source, &rootfs, &enforcing(&trusted))
+        .await
+        .unwrap();
+    assert_eq!(report.accepted.unwrap().digest, digest(&v1));
+    assert_eq!(report.unpacked.manifest.digest(), v1.digest());
+    assert_eq!(files(&rootfs), files(&example_rootfs()));
+    let tar = dir.path().join("fs.tar");
+    let exported = export_to_path(
+        &source,
+        &tar,
+        &ExportOptions::new().with_policy(Some(trusted.clone())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(exported.accepted.unwrap().digest, digest(&v1));
+    assert!(tar.is_file());
+
+    let other = PrivateKey::generate().unwrap();
+    let refusing = [
+        policy(
+            dir.path(),
+            "reject.json",
+            r#"{"default":[{"type":"reject"}]}"#,
+        )
+        .await,
+        policy(
+            dir.path(),
+            "other.json",
+            &format!(
+                r#"{{"default":[{}]}}"#,
+                sigstore_signed(&other, Some(&identity))
+            ),
+        )
+        .await,
+    ];
+    for refused in &refusing {
+        let rootfs = dir.path().join("refused-rootfs");
+        let err = unpack(&source, &rootfs, &enforcing(refused))
+            .await
+            .expect_err("the policy refuses");
+        assert!(matches!(err, Error::PolicyRejected { .. }), "{err}");
+        assert!(!rootfs.exists(), "{err}");
+        let tar = dir.path().join("refused.tar");
+        let err = export_to_path(
+            &source,
+            &tar,
+            &ExportOptions::new().with_policy(Some(refused.clone())),
+        )
+        .await
+        .expect_err("the policy refuses");
+        assert!(matches!(err, Error::PolicyRejected { .. }), "{err}");
+        assert!(!tar.exists(), "{err}");
+    }
+    // Only layouts unpack.
+    let remote = Location::parse("docker://127.0.0.1:1/app:v1").unwrap();
+    let err = unpack(
+        &remote,
+        &dir.path().join("r"),
+        &UnpackImageOptions::default(),
+    )
+    .await
+    .expect_err("a registry is no layout");
+    assert!(matches!(err, Error::NeedsLayout { .. }), "{err}");
+}

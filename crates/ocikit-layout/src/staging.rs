@@ -426,8 +426,9 @@ fn claim(dir: &Path) -> std::io::Result<Option<File>> {
 }
 
 /// Removes the tree at `path`, making directories that a layer left without write or
-/// search permission writable first (without following symbolic links).
-fn remove_tree(path: &Path) -> std::io::Result<()> {
+/// search permission writable first (without following symbolic links); a tree already gone
+/// is removed.
+pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -449,5 +450,8 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
             stack.extend(entries.flatten().map(|e| e.path()));
         }
     }
-    std::fs::remove_dir_all(path)
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }

@@ -262,7 +262,7 @@ pub(crate) fn is_empty_basic(header: &[u8]) -> bool {
 }
 
 /// `Basic base64(name:password)` → the name and password.
-fn parse_basic(header: &[u8]) -> Option<(String, String)> {
+pub(crate) fn parse_basic(header: &[u8]) -> Option<(String, String)> {
     if header.len() > MAX_HEADER {
         return None;
     }

@@ -533,18 +533,8 @@ pub(crate) fn client_key(peer: IpAddr, users: bool) -> String {
 
 /// The user name of a `Basic` `Authorization` header, if it is one.
 pub(crate) fn basic_user(headers: &HeaderMap) -> Option<String> {
-    use base64::Engine as _;
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, _) = decoded.split_once(':')?;
-    (!user.is_empty()).then(|| user.to_owned())
+    let (user, _) = crate::auth::parse_basic(headers.get(header::AUTHORIZATION)?.as_bytes())?;
+    (!user.is_empty()).then_some(user)
 }
 
 /// A bcrypt check about to run for the current request's client, holding one of its

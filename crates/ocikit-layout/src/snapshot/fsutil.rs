@@ -3,7 +3,7 @@
 
 use std::fs::{File, FileTimes, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use ocikit_digest::Hasher;
@@ -72,35 +72,7 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| io_error("sync", dir, e))
 }
 
-/// Removes the tree at `path`, making directories that a layer left without write or
-/// search permission writable first (without following symbolic links).
-pub(super) fn remove_tree(path: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(_) => {}
-    }
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-            continue;
-        };
-        if !meta.is_dir() {
-            continue;
-        }
-        let mode = meta.permissions().mode();
-        if mode & 0o700 != 0o700 {
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o700));
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            stack.extend(entries.flatten().map(|e| e.path()));
-        }
-    }
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
+pub(super) use crate::staging::remove_tree;
 
 /// [`WhiteoutForm::Device`] when this process can make a 0:0 character device and set
 /// `trusted.overlay.opaque` in `dir`, else [`WhiteoutForm::Marker`].

@@ -30,6 +30,7 @@ mod ci;
 mod docs;
 mod metadata;
 mod release;
+mod skopeo_sigstore;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -308,7 +309,8 @@ pub(crate) fn ensure_apt_tools(tools: &[(&str, &str)]) -> Result {
 }
 
 /// Installs what the tests need: moto (the S3 tests), skopeo, umoci, GNU tar and
-/// docker-registry (the interop tests), script(1) (a terminal for the progress-bar test),
+/// docker-registry (the interop tests), `skopeo-sigstore` (Debian 13's skopeo, built with
+/// sigstore: the signing proof), script(1) (a terminal for the progress-bar test),
 /// PyNaCl and cryptography (ocikit-sign's key-file peer), oras-py (the artifact tests'
 /// peer), cargo-fuzz (the fuzz smoke run).
 pub(crate) fn install_tools() -> Result<Option<std::ffi::OsString>> {
@@ -319,6 +321,9 @@ pub(crate) fn install_tools() -> Result<Option<std::ffi::OsString>> {
         ("docker-registry", "docker-registry"),
         ("script", "bsdutils"),
     ])?;
+    // Issue 18's proof: a skopeo that signs with sigstore keys and checks `sigstoreSigned`
+    // (Debian 12's is built without sigstore).
+    skopeo_sigstore::ensure()?;
     let path = ensure_python_tool("moto_server", "moto[server]")?;
     // ocikit-sign's independent peer (crates/ocikit-sign/tests/sign/peer.py): libsodium's
     // secretbox through PyNaCl, OpenSSL's P-256 through cryptography.

@@ -115,6 +115,14 @@ pub fn skopeo() -> Option<Tool> {
     Tool::require("skopeo").map(|t| t.with_leading_arg("--insecure-policy"))
 }
 
+/// `skopeo-sigstore`, as [`require_tool`] finds it: Debian 13's skopeo, built with sigstore
+/// (it signs with `--sign-by-sigstore-private-key` and checks `sigstoreSigned` policies;
+/// Debian 12's `skopeo` cannot), installed by `cargo xtask install-tools`. No leading
+/// `--insecure-policy`: its callers test policies.
+pub fn skopeo_sigstore() -> Option<Tool> {
+    Tool::require("skopeo-sigstore")
+}
+
 /// umoci, as [`require_tool`] finds it.
 pub fn umoci() -> Option<Tool> {
     Tool::require("umoci")

@@ -1,8 +1,10 @@
 //! The same `policy.json` decided by ocikit and by the real skopeo (containers/image): which
-//! scope applies to an `oci:` image, and which files are refused. Debian's skopeo 1.9.3 is
-//! built with sigstore disabled ("Debian-local change: sigstore disabled": it neither signs
-//! with `--sign-by-sigstore-private-key` nor evaluates `sigstoreSigned`), so signatures are
-//! compared with the independent peer instead (`peer.rs`); policies are compared here.
+//! scope applies to an `oci:` image, and which files are refused; and signatures made and
+//! checked by both sides. Debian 12's skopeo 1.9.3 is built with sigstore disabled
+//! ("Debian-local change: sigstore disabled": it neither signs with
+//! `--sign-by-sigstore-private-key` nor evaluates `sigstoreSigned`), so the signature test
+//! runs `skopeo-sigstore` (Debian 13's skopeo 1.18, built with sigstore); the independent
+//! peer (`peer.rs`) cross-checks the cryptography as well.
 
 use std::path::Path;
 
@@ -282,14 +284,12 @@ fn signature_from_dir_blob(blob: &[u8]) -> ocikit_sign::Signature {
 
 /// The proof with skopeo itself: skopeo signs with a key ocikit wrote, ocikit
 /// verifies; ocikit signs, skopeo's `sigstoreSigned` policy accepts it, and refuses it under
-/// another key or once the image changed. Debian's skopeo 1.9.3 is built with sigstore
-/// disabled and says so ("Debian-local change: sigstore disabled"), so the test is ignored
-/// by default (a test that could only skip would prove nothing); run it with `--ignored`
-/// where a skopeo with sigstore is on the PATH. With Debian's skopeo it fails, saying why.
+/// another key or once the image changed. Debian 12's skopeo 1.9.3 is built with sigstore
+/// disabled, so this runs `skopeo-sigstore`: Debian 13's skopeo 1.18, built with sigstore,
+/// which `cargo xtask install-tools` installs beside it.
 #[test]
-#[ignore = "needs a skopeo built with sigstore (Debian's 1.9.3 has it disabled)"]
 fn skopeo_signs_with_our_key_and_its_policy_accepts_our_signatures() {
-    let Some(skopeo) = Tool::require("skopeo") else {
+    let Some(skopeo) = ocikit_testkit::tool::skopeo_sigstore() else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -362,6 +362,9 @@ fn skopeo_signs_with_our_key_and_its_policy_accepts_our_signatures() {
             policy.to_str().unwrap(),
             "copy",
             "--quiet",
+            // The policy is judged on the signatures; an `oci:` destination cannot store
+            // them, so they are left behind once accepted.
+            "--remove-signatures",
             &format!("dir:{}", signed.display()),
             &format!("oci:{}:v1", out.display()),
         ])

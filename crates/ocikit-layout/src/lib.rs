@@ -72,5 +72,6 @@ pub use snapshot::{
 };
 pub use staging::Scratch;
 pub use unpack::{
-    UnpackOptions, UnpackReport, unpack, unpack_staged, unpack_tag, unpack_tag_staged,
+    LayerSource, UnpackOptions, UnpackReport, unpack, unpack_staged, unpack_staged_from,
+    unpack_tag, unpack_tag_staged,
 };

@@ -30,18 +30,22 @@
 //! Blobs are read from the store's local file where it has one (a filesystem layout, read
 //! with positioned reads on the blocking thread), otherwise streamed from the async store
 //! through a bounded channel that reads ahead while the blocking thread decompresses.
+//! [`unpack_staged_from`] reads them from a [`LayerSource`] instead (a download applied as
+//! it arrives), verified the same way.
 //! Progress is reported as [`Event`]s of [`Operation::Unpack`], in compressed bytes.
 //!
 //! [`Decoder`]: ocikit_codec::compression::Decoder
 //! [`apply_layer`]: ocikit_codec::apply::apply_layer
 //! [`Event`]: crate::Event
 
+use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use ocikit_codec::apply::{ApplyOptions, ApplyReport, DevicePolicy, IdMap, apply_blob};
 use ocikit_codec::compression::compression_of;
 use ocikit_digest::oci_spec::image::{Descriptor, Platform};
-use ocikit_digest::{Digest, descriptor};
+use ocikit_digest::{Digest, VerifyingReader, descriptor};
 
 use crate::platform::{PlatformQuery, resolve};
 use crate::progress::{Operation, Progress};
@@ -140,7 +144,28 @@ pub async fn unpack(
     root: impl AsRef<Path>,
     options: &UnpackOptions,
 ) -> Result<UnpackReport> {
-    let root = root.as_ref().to_path_buf();
+    unpack_with(layout, descriptor, root.as_ref(), options, None).await
+}
+
+/// Where [`unpack_staged_from`] reads the layer blobs of an image whose manifest and config
+/// are in the layout but whose layers are not (a registry download applied as it arrives).
+pub trait LayerSource: Send + Sync {
+    /// A reader of the blob of layer `index` (`digest`, `size` bytes). Called on a blocking
+    /// thread, in layer order, each once the layer before was applied; the reader may block
+    /// until more bytes arrive. Its bytes are verified against `digest` and `size` as they
+    /// are read, exactly as a stored blob's are, and read to the end; an error the reader
+    /// returns fails the layer.
+    fn open(&self, index: usize, digest: &Digest, size: u64) -> io::Result<Box<dyn Read + Send>>;
+}
+
+async fn unpack_with(
+    layout: &Layout,
+    descriptor: &Descriptor,
+    root: &Path,
+    options: &UnpackOptions,
+    source: Option<&Arc<dyn LayerSource>>,
+) -> Result<UnpackReport> {
+    let root = root.to_path_buf();
     let image = resolve(layout, descriptor, &options.platform).await?;
     let config_digest = image.config_digest()?;
     let layers = image.manifest.layers().clone();
@@ -173,13 +198,18 @@ pub async fn unpack(
             source: e,
         })?;
     let mut reports = Vec::with_capacity(layers.len());
-    for ((layer, digest), diff_id) in layers.iter().zip(digests).zip(diff_ids) {
-        let report = apply_one(layout, layer, &digest, diff_id, &root, options)
-            .await
-            .map_err(|e| Error::Layer {
-                digest,
-                source: Box::new(e),
-            })?;
+    for (index, ((layer, digest), diff_id)) in layers.iter().zip(digests).zip(diff_ids).enumerate()
+    {
+        let applied = match source {
+            None => apply_one(layout, layer, &digest, diff_id, &root, options).await,
+            Some(source) => {
+                apply_from(source, index, layer, &digest, diff_id, &root, options).await
+            }
+        };
+        let report = applied.map_err(|e| Error::Layer {
+            digest,
+            source: Box::new(e),
+        })?;
         reports.push(report);
     }
     map_root_owner(&root, &options.apply).await?;
@@ -261,6 +291,77 @@ async fn apply_one(
     .await
 }
 
+/// [`apply_one`] with the blob read from `source` (verified here, as
+/// [`source::read_verified`] verifies a stored one: digest and size, the rest drained, a
+/// mismatch reported as the store's even when the decompressor noticed first).
+async fn apply_from(
+    source: &Arc<dyn LayerSource>,
+    index: usize,
+    layer: &Descriptor,
+    digest: &Digest,
+    diff_id: Digest,
+    root: &Path,
+    options: &UnpackOptions,
+) -> Result<ApplyReport> {
+    let root = root.to_path_buf();
+    let media_type = layer.media_type().to_string();
+    let apply = options.apply.clone().with_expected_diff_id(Some(diff_id));
+    let (source, digest, size) = (Arc::clone(source), digest.clone(), layer.size());
+    let progress = options.progress.clone();
+    progress.emit(crate::Event::Started {
+        operation: Operation::Unpack,
+        digest: digest.clone(),
+        size,
+    });
+    let done = digest.clone();
+    let report = tokio::task::spawn_blocking(move || -> Result<ApplyReport> {
+        let stream_error = |e: io::Error| Error::Store(ocikit_store::Error::Stream(e));
+        let reader = source.open(index, &digest, size).map_err(stream_error)?;
+        let mut verifying = VerifyingReader::new(reader, digest.clone(), size)
+            .map_err(|_| Error::Unverifiable { digest })?;
+        let applied = apply_blob(&root, &mut verifying, &media_type, &apply).map_err(Error::Codec);
+        let drained = io::copy(&mut verifying, &mut io::sink());
+        if let Err(e) = &drained
+            && let Some(mismatch) = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<ocikit_digest::Error>())
+        {
+            return Err(Error::Store(match mismatch {
+                ocikit_digest::Error::DigestMismatch { expected, actual } => {
+                    ocikit_store::Error::DigestMismatch {
+                        expected: expected.clone(),
+                        actual: actual.clone(),
+                    }
+                }
+                ocikit_digest::Error::SizeMismatch { expected, actual } => {
+                    ocikit_store::Error::SizeMismatch {
+                        expected: *expected,
+                        actual: *actual,
+                    }
+                }
+                _ => return Err(stream_error(io::Error::other(mismatch.to_string()))),
+            }));
+        }
+        let report = applied?;
+        drained.map_err(stream_error)?;
+        if !verifying.is_verified() {
+            return Err(stream_error(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the blob was not verified",
+            )));
+        }
+        Ok(report)
+    })
+    .await
+    .map_err(crate::bridge::join_error)??;
+    progress.emit(crate::Event::Done {
+        operation: Operation::Unpack,
+        digest: done,
+        bytes: size,
+    });
+    Ok(report)
+}
+
 /// Unpacks the image `descriptor` points at into `target`, all or nothing: afterwards
 /// `target` holds the whole image, or it is as it was.
 ///
@@ -291,12 +392,36 @@ pub async fn unpack_staged(
     target: impl AsRef<Path>,
     options: &UnpackOptions,
 ) -> Result<UnpackReport> {
-    let target = target.as_ref().to_path_buf();
+    staged_with(layout, descriptor, target.as_ref(), options, None).await
+}
+
+/// [`unpack_staged`] with the layer blobs read from `source` instead of the layout's store,
+/// which need only hold the manifest (or index) and the config: the same checks before the
+/// target is touched, each blob verified as it is read (digest, size, diffID), and the
+/// tree renamed into place only when every layer was applied.
+pub async fn unpack_staged_from(
+    layout: &Layout,
+    descriptor: &Descriptor,
+    target: impl AsRef<Path>,
+    options: &UnpackOptions,
+    source: Arc<dyn LayerSource>,
+) -> Result<UnpackReport> {
+    staged_with(layout, descriptor, target.as_ref(), options, Some(&source)).await
+}
+
+async fn staged_with(
+    layout: &Layout,
+    descriptor: &Descriptor,
+    target: &Path,
+    options: &UnpackOptions,
+    source: Option<&Arc<dyn LayerSource>>,
+) -> Result<UnpackReport> {
+    let target = target.to_path_buf();
     let staging =
         tokio::task::spawn_blocking(move || Staging::prepare(&target, "rootfs", "unpack into"))
             .await
             .map_err(crate::bridge::join_error)??;
-    let unpacked = unpack(layout, descriptor, staging.path(), options).await;
+    let unpacked = unpack_with(layout, descriptor, &staging.path(), options, source).await;
     let committed = tokio::task::spawn_blocking(move || match unpacked {
         Ok(report) => staging.commit().map(|()| report),
         Err(e) => {

@@ -48,6 +48,7 @@
 //! ```
 
 mod auth;
+mod blob_read;
 mod builder;
 mod copy;
 pub mod docker_config;
@@ -74,6 +75,7 @@ use ocikit_layout::Layout;
 use reqwest::{Method, StatusCode, Url};
 
 pub use auth::Credentials;
+pub use blob_read::BlobRead;
 pub use builder::ClientBuilder;
 pub use copy::CopyWithinOptions;
 pub use docker_config::DockerConfig;

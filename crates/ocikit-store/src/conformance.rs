@@ -429,6 +429,126 @@ pub async fn documents_compare_and_swap(store: &dyn Store) {
     );
 }
 
+/// `list_documents_after` pages through a prefix in byte order: every key strictly under it
+/// once, whatever the page size, from any `after` (a key, a position between keys, garbage),
+/// and nothing for an empty page or a prefix no key can have.
+pub async fn document_pages(store: &dyn Store) {
+    // Directory and file names whose order differs from a walk's sorted by name alone:
+    // `a-b` and `a.x` sort before `a/...`, `a/0` before `a/_r`.
+    let names = [
+        "p/a-b",
+        "p/a.x",
+        "p/a/0/deep",
+        "p/a/_r",
+        "p/a/b/c",
+        "p/a0",
+        "p/b",
+        "p/z",
+        "pq/x",
+        "o",
+    ];
+    for name in names {
+        store
+            .write_document(
+                &DocumentKey::new(name).unwrap(),
+                "{}".into(),
+                Precondition::None,
+            )
+            .await
+            .unwrap();
+    }
+    let strings = |keys: Vec<DocumentKey>| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    let mut under: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("p/"))
+        .collect();
+    under.sort();
+    let whole = strings(store.list_documents_after("p", None, 100).await.unwrap());
+    assert_eq!(whole, under, "one page of everything under p");
+    for limit in 1..=4 {
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let after = seen.last().cloned();
+            let page = strings(
+                store
+                    .list_documents_after("p/", after.as_deref(), limit)
+                    .await
+                    .unwrap(),
+            );
+            assert!(page.len() <= limit, "{page:?} is more than {limit}");
+            if page.is_empty() {
+                break;
+            }
+            seen.extend(page);
+        }
+        assert_eq!(seen, under, "pages of {limit}");
+    }
+    for after in [
+        "p/a~",
+        "p/a!",
+        "p/..",
+        "p/a//",
+        "p/a/",
+        "p/a/0/",
+        "p/",
+        "p",
+        "o",
+        "",
+        "p/\u{e9}",
+        "p/a/b/c/d",
+    ] {
+        let expected: Vec<&str> = under.iter().copied().filter(|k| *k > after).collect();
+        assert_eq!(
+            strings(
+                store
+                    .list_documents_after("p", Some(after), 100)
+                    .await
+                    .unwrap()
+            ),
+            expected,
+            "after {after:?}"
+        );
+        assert_eq!(
+            strings(
+                store
+                    .list_documents_after("p", Some(after), 1)
+                    .await
+                    .unwrap()
+            ),
+            expected[..expected.len().min(1)],
+            "one after {after:?}"
+        );
+    }
+    for after in ["p/zz", "p0", "q", "pq/x"] {
+        assert!(
+            store
+                .list_documents_after("p", Some(after), 100)
+                .await
+                .unwrap()
+                .is_empty(),
+            "after {after:?}"
+        );
+    }
+    assert!(
+        store
+            .list_documents_after("p", None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for prefix in ["nothing", "p/z", "blobs", "../p", "p/.x"] {
+        assert!(
+            store
+                .list_documents_after(prefix, None, 100)
+                .await
+                .unwrap()
+                .is_empty(),
+            "under {prefix:?}"
+        );
+    }
+}
+
 /// Concurrent read-modify-write updates through `update_document` lose nothing.
 pub async fn concurrent_document_updates(store: &dyn Store) {
     let key = DocumentKey::new("counter").unwrap();
@@ -542,7 +662,7 @@ macro_rules! conformance_tests {
             round_trip, missing_is_none, mismatches_are_rejected_and_invisible,
             abort_leaves_no_trace, duplicate_commit_succeeds, concurrent_writers_of_one_digest,
             list_after_delete, ranged_reads, other_algorithms, size_cap, unverifiable_digests_are_refused,
-            documents_compare_and_swap, concurrent_document_updates, large_blob);
+            documents_compare_and_swap, document_pages, concurrent_document_updates, large_blob);
     };
     (@each $make:expr; $($check:ident),*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -647,6 +767,14 @@ impl<S: Store> Store for Intercept<S> {
     }
     async fn list_documents(&self, prefix: &str) -> crate::Result<Vec<DocumentKey>> {
         self.inner.list_documents(prefix).await
+    }
+    async fn list_documents_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> crate::Result<Vec<DocumentKey>> {
+        self.inner.list_documents_after(prefix, after, limit).await
     }
     async fn link_blob(
         &self,

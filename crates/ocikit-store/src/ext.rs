@@ -225,6 +225,14 @@ macro_rules! forward_store {
             async fn list_documents(&self, prefix: &str) -> Result<Vec<DocumentKey>> {
                 (**self).list_documents(prefix).await
             }
+            async fn list_documents_after(
+                &self,
+                prefix: &str,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<DocumentKey>> {
+                (**self).list_documents_after(prefix, after, limit).await
+            }
             async fn link_blob(
                 &self,
                 digest: &Digest,

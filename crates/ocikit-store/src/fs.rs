@@ -899,6 +899,96 @@ impl Store for FsStore {
         })
         .await
     }
+
+    async fn list_documents_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DocumentKey>> {
+        let prefix = prefix.trim_end_matches('/');
+        // The root holds `blobs/` and `.ocikit/`: the whole listing knows to avoid them.
+        if prefix.is_empty() {
+            let keys = self.list_documents(prefix).await?;
+            return Ok(crate::store::page_of(keys, prefix, after, limit));
+        }
+        // No key can lie under a prefix that is not itself a valid key.
+        if DocumentKey::new(prefix).is_err() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let root = self.paths.root.clone();
+        let prefix = prefix.to_owned();
+        let after = after.map(str::to_owned);
+        blocking(move || {
+            let mut keys = Vec::new();
+            list_after(&root, &prefix, after.as_deref(), limit, &mut keys)?;
+            Ok(keys)
+        })
+        .await
+    }
+}
+
+/// The documents under the directory of key `dir` that sort after `after`, in key order,
+/// appended to `keys` until it holds `limit`: [`Store::list_documents_after`]'s walk.
+///
+/// Entries are visited sorted by their name, with `/` appended to a directory's: every key
+/// under directory `d` starts with `d/`, so visiting the entries in that order, depth first,
+/// yields the keys in byte order, and a directory whose keys all sort before `after` can be
+/// skipped unread.
+fn list_after(
+    root: &Path,
+    dir: &str,
+    after: Option<&str>,
+    limit: usize,
+    keys: &mut Vec<DocumentKey>,
+) -> Result<()> {
+    let path = root.join(dir);
+    let entries = match std::fs::read_dir(&path) {
+        Ok(entries) => entries,
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(Error::io("list", path, e)),
+    };
+    let mut children: Vec<(String, bool)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", &path, e))?;
+        let name = entry.file_name();
+        let (Some(name), Ok(file_type)) = (name.to_str(), entry.file_type()) else {
+            continue;
+        };
+        // Private and temp files start with `.`; symlinks and the like are no documents.
+        if name.starts_with('.') || !(file_type.is_dir() || file_type.is_file()) {
+            continue;
+        }
+        let key = format!("{dir}/{name}");
+        if file_type.is_dir() {
+            children.push((key + "/", true));
+        } else {
+            children.push((key, false));
+        }
+    }
+    children.sort_unstable();
+    for (key, is_dir) in children {
+        if keys.len() >= limit {
+            break;
+        }
+        if is_dir {
+            // Every key under it starts with `key` (which ends in `/`): all of them sort
+            // before `after` when `after` is greater and does not start with it.
+            if after.is_some_and(|after| after > key.as_str() && !after.starts_with(&key)) {
+                continue;
+            }
+            list_after(root, key.trim_end_matches('/'), after, limit, keys)?;
+        } else if after.is_none_or(|after| key.as_str() > after)
+            && let Ok(key) = DocumentKey::new(&key)
+        {
+            keys.push(key);
+        }
+    }
+    Ok(())
 }
 
 /// Bytes handed to the writer thread at a time.

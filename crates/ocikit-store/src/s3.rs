@@ -966,6 +966,77 @@ impl Store for S3Store {
         keys.dedup();
         Ok(keys)
     }
+
+    /// One `ListObjectsV2` per 1,000 keys of the page, starting after `after` (`start-after`),
+    /// however many documents the prefix holds. An `after` with characters no key has is
+    /// cut to its longest prefix that can start a listing, and what that lets through is
+    /// filtered out here.
+    async fn list_documents_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DocumentKey>> {
+        let prefix = prefix.trim_end_matches('/');
+        // The whole listing knows to avoid `blobs/` and `.ocikit/` at the root.
+        if prefix.is_empty() {
+            let keys = self.list_documents(prefix).await?;
+            return Ok(crate::store::page_of(keys, prefix, after, limit));
+        }
+        if DocumentKey::new(prefix).is_err() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let base = self.key(prefix)?;
+        let under = format!("{prefix}/");
+        let start = match after {
+            Some(after) if after >= under.as_str() => {
+                let Some(rest) = after.strip_prefix(under.as_str()) else {
+                    // Greater than `prefix/` without starting with it: after every key.
+                    return Ok(Vec::new());
+                };
+                self.start_after(&under, rest)?
+            }
+            _ => None,
+        };
+        let mut listing = match &start {
+            Some(start) => self.store.list_with_offset(Some(&base), start),
+            None => self.store.list(Some(&base)),
+        };
+        let mut keys = Vec::new();
+        while keys.len() < limit {
+            let Some(meta) = listing.try_next().await.map_err(backend)? else {
+                break;
+            };
+            let key = self
+                .relative(&meta.location)
+                .and_then(|k| DocumentKey::new(k).ok())
+                .filter(|k| k.is_under(prefix) && k.as_str() != prefix)
+                .filter(|k| after.is_none_or(|after| k.as_str() > after));
+            keys.extend(key);
+        }
+        Ok(keys)
+    }
+}
+
+impl S3Store {
+    /// The `start-after` of a page whose keys are `under` (`prefix/`) followed by more than
+    /// `rest`: the longest prefix of `under` + `rest` that is a valid object path made of
+    /// key characters (at most `rest`'s first 600 bytes), so no key after `under` + `rest`
+    /// is skipped; `None` to start at the first key.
+    fn start_after(&self, under: &str, rest: &str) -> Result<Option<Path>> {
+        let mut rest: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+            .take(600)
+            .collect();
+        while !rest.is_empty() {
+            if let Ok(path) = Path::parse(format!("{under}{rest}")) {
+                return Ok(Some(self.key(path.as_ref())?));
+            }
+            rest.pop();
+        }
+        Ok(None)
+    }
 }
 
 /// A unique name for a temp object: time, process and 64 random bits.

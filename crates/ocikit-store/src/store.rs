@@ -90,6 +90,27 @@ pub trait Store: fmt::Debug + Send + Sync {
     /// segments: `"repos/a"` lists `repos/a/x`, not `repos/ab`), sorted.
     async fn list_documents(&self, prefix: &str) -> Result<Vec<DocumentKey>>;
 
+    /// One page of a sorted listing: the keys of the documents strictly under `prefix`
+    /// (`prefix/...`, whole segments; a document named `prefix` itself is not listed) that
+    /// sort after `after` (compared as bytes; `after` need not be a key, nor valid), the
+    /// first `limit` of them, sorted.
+    ///
+    /// The default lists everything under `prefix` ([`Store::list_documents`]) and cuts the
+    /// page out of it. Backends that can start a listing at a key override it: the S3 store
+    /// sends one `ListObjectsV2` with `start-after` per 1,000 keys of the page, whatever
+    /// the prefix holds; the filesystem store walks the directories in key order, skipping
+    /// those wholly before `after` and stopping once the page is full (one read of each
+    /// directory it enters: a flat directory is read whole).
+    async fn list_documents_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DocumentKey>> {
+        let keys = self.list_documents(prefix).await?;
+        Ok(page_of(keys, prefix, after, limit))
+    }
+
     /// Publishes the blob `digest` (`size` bytes) from `file`, a local file that holds it
     /// (another store's [`Blob::local_file`]), without streaming it through the caller.
     /// `mode` says what the two may share:
@@ -137,6 +158,21 @@ pub trait Store: fmt::Debug + Send + Sync {
     fn local_blobs(&self) -> Option<Arc<dyn LocalBlobs>> {
         None
     }
+}
+
+/// The page [`Store::list_documents_after`] returns, cut out of a whole sorted listing.
+pub(crate) fn page_of(
+    keys: Vec<DocumentKey>,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<DocumentKey> {
+    let prefix = prefix.trim_end_matches('/');
+    keys.into_iter()
+        .filter(|k| k.is_under(prefix) && k.as_str() != prefix)
+        .filter(|k| after.is_none_or(|after| k.as_str() > after))
+        .take(limit)
+        .collect()
 }
 
 /// Blobs kept as local files, opened on the calling thread: see [`Store::local_blobs`].

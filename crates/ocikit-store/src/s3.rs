@@ -18,8 +18,14 @@
 //! object to the blob's key server-side (an atomic replace; blobs larger than the server's copy
 //! limit, 5 GiB on AWS, are streamed through the client into a multipart upload of the blob
 //! key instead, which also appears atomically when completed), then deletes the temp object.
-//! If the blob exists already, publishing just discards the staged bytes. Nothing is ever
-//! visible under `blobs/` before it was verified.
+//! Publishing a blob that exists already writes it again (the same bytes), so that its
+//! `LastModified`, which [`Store::written_at`] reports and garbage collection's grace period
+//! judges, says when it was last published, as on the other backends: one PUT for a blob
+//! under one part (no HEAD first, so a new blob costs the same single request), the complete
+//! and the server-side copy for a larger one. Only a blob over the server's copy limit that
+//! exists already is left as it was (its staged bytes discarded after one HEAD), since
+//! writing it again would stream it through the client. Nothing is ever visible under
+//! `blobs/` before it was verified.
 //!
 //! A staging area dropped without publishing aborts its multipart upload in a background task
 //! (when a tokio runtime is running). A process that dies mid-upload leaves an incomplete
@@ -639,12 +645,14 @@ impl S3Store {
         target: &Path,
         size: u64,
     ) -> Result<()> {
-        if self
-            .head(target)
-            .await?
-            .is_some_and(|meta| meta.size == size)
+        // Stored already: written again (below) so that its `LastModified` is renewed,
+        // except over the copy limit, where that would stream it through this process.
+        if size > self.server_copy_limit
+            && self
+                .head(target)
+                .await?
+                .is_some_and(|meta| meta.size == size)
         {
-            // Deduplication: the same digest is stored already.
             writer.abort().await.ok();
             return Ok(());
         }
@@ -1213,16 +1221,9 @@ impl Staging for S3Staging {
         let target = self.store.blob_key(digest)?;
         match std::mem::replace(&mut self.upload, Upload::Done) {
             Upload::Buffer(buffer) => {
-                if self
-                    .store
-                    .head(&target)
-                    .await?
-                    .is_some_and(|meta| meta.size == size)
-                {
-                    return Ok(()); // deduplication
-                }
-                // One PUT: the blob appears whole or not at all. Overwriting a concurrent
-                // publisher's copy is harmless, the bytes are the same.
+                // One PUT: the blob appears whole or not at all. Overwriting a stored copy
+                // (a re-upload, or a concurrent publisher's) is harmless, the bytes are the
+                // same, and it renews the blob's `LastModified` (see the module docs).
                 self.store
                     .store
                     .put_opts(

@@ -610,3 +610,61 @@ async fn written_at_is_the_objects_last_modified_time() {
     let at = store.written_at(&digest).await.unwrap().unwrap();
     assert!(at >= before && at <= after, "{at:?}");
 }
+
+/// Publishing a stored blob again renews its `LastModified` (what `written_at` reports and
+/// garbage collection's grace period judges): for a blob under one part (one PUT) and for
+/// a multipart one (complete and server-side copy); a blob over the copy limit is left as it
+/// was, its staged bytes discarded.
+#[tokio::test]
+async fn publishing_again_renews_written_at() {
+    let Some(server) = moto() else { return };
+    let bucket = server.bucket();
+    let store = S3Store::new(config(server, &bucket, "layout"))
+        .unwrap()
+        .with_part_size(MIN_PART_SIZE);
+    let small = bytes(3, 10_000);
+    let large = bytes(4, MIN_PART_SIZE + 1000);
+    let small_digest = put_chunked(&store, &small, 4096).await;
+    let large_digest = put_chunked(&store, &large, 1 << 20).await;
+    let small_first = store.written_at(&small_digest).await.unwrap().unwrap();
+    let large_first = store.written_at(&large_digest).await.unwrap().unwrap();
+    // S3 keeps whole seconds.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    put_chunked(&store, &small, 4096).await;
+    put_chunked(&store, &large, 1 << 20).await;
+    let small_again = store.written_at(&small_digest).await.unwrap().unwrap();
+    let large_again = store.written_at(&large_digest).await.unwrap().unwrap();
+    assert!(
+        small_again > small_first,
+        "{small_first:?} -> {small_again:?}"
+    );
+    assert!(
+        large_again > large_first,
+        "{large_first:?} -> {large_again:?}"
+    );
+    assert_eq!(
+        store
+            .get_bytes(&large_digest, u64::MAX)
+            .await
+            .unwrap()
+            .unwrap(),
+        &large[..]
+    );
+    let raw = store.object_store().clone();
+    assert_eq!(
+        objects_under(&raw, "layout/.ocikit").await,
+        Vec::<String>::new()
+    );
+
+    // Over the copy limit, a blob stored already is not streamed through the client again.
+    let capped = S3Store::new(config(server, &bucket, "layout"))
+        .unwrap()
+        .with_part_size(MIN_PART_SIZE)
+        .with_server_copy_limit(0);
+    put_chunked(&capped, &large, 1 << 20).await;
+    assert_eq!(
+        capped.written_at(&large_digest).await.unwrap().unwrap(),
+        large_again
+    );
+    assert_no_pending_uploads(server, &bucket).await;
+}

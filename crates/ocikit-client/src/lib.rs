@@ -64,6 +64,7 @@ pub mod referrers;
 mod request;
 mod retry;
 mod tls;
+mod stream;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,7 @@ pub use pull::PullOptions;
 pub use push::PushOptions;
 
 use auth::AuthState;
+pub use stream::BlobStream;
 use request::next_link;
 pub(crate) use request::{Body, Request, read_limited};
 use retry::{retry_after, retryable};

@@ -156,6 +156,35 @@ pub enum Error {
     /// The S3 stores of a registry in a bucket cannot be set up (a bad endpoint, half of a
     /// pair of credentials).
     #[error("cannot use S3 bucket {bucket}")]
+    /// A pull-through cache's upstream has no such manifest or blob
+    /// ([`crate::proxy::Upstream`]).
+    #[error("upstream {upstream} has no {what}")]
+    UpstreamNotFound {
+        /// The upstream registry.
+        upstream: String,
+        /// What was asked for (`manifest REPO:TAG`, `blob DIGEST in REPO`).
+        what: String,
+    },
+    /// A pull-through cache's upstream cannot be reached or refused the request (down,
+    /// unauthorized, an error status), so nothing could be fetched.
+    #[error("upstream {upstream} is unavailable")]
+    UpstreamUnavailable {
+        /// The upstream registry.
+        upstream: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A pull-through cache's upstream served content that is not what was asked for (bytes
+    /// that do not hash to the digest, a size other than declared, a document that is not a
+    /// manifest); none of it is cached.
+    #[error("upstream {upstream} served bad content: {reason}")]
+    UpstreamContent {
+        /// The upstream registry.
+        upstream: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     S3Setup {
         /// The bucket.
         bucket: String,
@@ -204,6 +233,9 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The service is unavailable (Distribution's `UNAVAILABLE`): a pull-through cache whose
+    /// upstream cannot be reached, for content it has not cached.
+    Unavailable,
     /// The code as sent in `errors[].code`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -224,9 +256,10 @@ impl ErrorCode {
         }
     }
 
+            ErrorCode::Unavailable => "UNAVAILABLE",
     /// Parses a code as sent in `errors[].code`.
     pub fn parse(code: &str) -> Option<ErrorCode> {
-        const ALL: [ErrorCode; 14] = [
+        const ALL: [ErrorCode; 15] = [
             ErrorCode::BlobUnknown,
             ErrorCode::BlobUploadInvalid,
             ErrorCode::BlobUploadUnknown,
@@ -244,6 +277,7 @@ impl ErrorCode {
         ];
         ALL.into_iter().find(|c| c.as_str() == code)
     }
+            ErrorCode::Unavailable,
 }
 
 impl std::fmt::Display for ErrorCode {

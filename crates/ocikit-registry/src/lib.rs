@@ -63,6 +63,7 @@ mod live;
 mod meta;
 pub mod metrics;
 mod route;
+pub mod proxy;
 mod serve;
 mod storage;
 mod tls;
@@ -90,6 +91,7 @@ pub use metrics::MetricsToken;
 pub use ocikit_store::Clock;
 pub use serve::{MIN_GC_INTERVAL, PeriodicGc, ServeEvent, ServeOptions, serve};
 #[cfg(feature = "s3")]
+pub use proxy::{Proxy, Upstream};
 pub use storage::S3Location;
 pub use storage::{DEFAULT_S3_PREFIX, Storage};
 pub use tls::TlsConfig;
@@ -168,6 +170,11 @@ pub struct Config {
     pub shutdown_timeout: Duration,
 }
 
+    /// Makes the registry a pull-through cache of an upstream registry (see [`proxy`]):
+    /// what clients pull is fetched from the upstream, verified and cached; pushes and
+    /// deletions are refused with 405 `UNSUPPORTED`. `None` (the default): a registry of its
+    /// own.
+    pub proxy: Option<Proxy>,
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -189,6 +196,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
         }
     }
+            proxy: None,
 }
 
 impl Config {
@@ -284,6 +292,12 @@ impl Config {
 
     /// Sets [`Config::max_page_size`].
     pub fn max_page_size(mut self, entries: usize) -> Config {
+    /// Sets [`Config::proxy`].
+    pub fn proxy(mut self, proxy: Option<Proxy>) -> Config {
+        self.proxy = proxy;
+        self
+    }
+
         self.max_page_size = entries.max(1);
         self
     }

@@ -17,6 +17,9 @@ pub(super) async fn get_blob(
         false => None,
     };
     let Some(size) = size else {
+        if let Some(proxy) = &registry.config().proxy {
+            return proxy::get_blob(registry, proxy, name, &digest, head).await;
+        }
         return Err(missing(registry, name, blob_unknown(digest.as_str())).await);
     };
     let r = reply(StatusCode::OK)

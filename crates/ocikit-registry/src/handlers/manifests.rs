@@ -39,6 +39,9 @@ pub(super) async fn get_manifest(
     reference: &str,
     head: bool,
 ) -> Handled {
+    if let Some(proxy) = &registry.config().proxy {
+        super::proxy::refresh_manifest(registry, proxy, name, reference).await?;
+    }
     let digest = resolve(registry, name, reference).await?;
     let store = registry.store().as_ref();
     let Some(record) = meta::manifest(store, name, &digest).await? else {
@@ -61,9 +64,9 @@ pub(super) async fn get_manifest(
 /// What the registry needs from a pushed manifest, taken from its JSON without re-reading
 /// it into a schema (unknown fields and types are tolerated, as the spec asks).
 pub(super) struct Parsed {
-    subject: Option<Digest>,
-    artifact_type: Option<String>,
-    annotations: Option<BTreeMap<String, String>>,
+    pub(super) subject: Option<Digest>,
+    pub(super) artifact_type: Option<String>,
+    pub(super) annotations: Option<BTreeMap<String, String>>,
 }
 
 /// Parses a pushed manifest or index with the one strict parser

@@ -28,6 +28,7 @@ use crate::{Error, Registry, keys};
 mod blobs;
 mod lists;
 mod manifests;
+mod proxy;
 mod referrers;
 mod uploads;
 
@@ -130,6 +131,9 @@ async fn dispatch(registry: &Registry, request: Request) -> Handled {
         )
         .into());
     };
+    if registry.config().proxy.is_some() {
+        proxy::refuse_writes(&parts.method)?;
+    }
     let query = Query::parse(parts.uri.query());
     let headers = &parts.headers;
     let method = &parts.method;

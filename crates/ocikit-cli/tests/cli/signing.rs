@@ -2,15 +2,14 @@
 //! on docker-registry (Distribution 2.8) reading and writing the same `sha256-<hex>.sig`
 //! attachments.
 //!
-//! Debian's skopeo 1.9.3 is built with sigstore disabled ("Debian-local change: sigstore
+//! Debian 12's skopeo 1.9.3 is built with sigstore disabled ("Debian-local change: sigstore
 //! disabled"): it neither signs with `--sign-by-sigstore-private-key` nor checks
-//! `sigstoreSigned` signatures, but it does read and copy sigstore attachments. So the
-//! interop proven here is the storage format in both directions: skopeo copies ocikit's
-//! signatures to another repository, writing its own signature manifest, which ocikit
-//! verifies and appends to; skopeo's policy evaluation finds each ocikit signature (and,
-//! with a skopeo that has sigstore, accepts the image with our key and refuses it with
-//! another). The signing itself is cross-checked against OpenSSL and libsodium in
-//! ocikit-sign's peer tests.
+//! `sigstoreSigned` signatures, but it does read and copy sigstore attachments, which
+//! `skopeo_reads_and_writes_the_signatures_ocikit_makes_and_reads` proves in both directions.
+//! The signing and the policy are proven with `skopeo-sigstore` (Debian 13's skopeo 1.18,
+//! built with sigstore, installed by `cargo xtask install-tools`):
+//! `skopeo_with_sigstore_signs_with_our_keys_and_enforces_our_signatures`. The cryptography is
+//! also cross-checked against OpenSSL and libsodium in ocikit-sign's peer tests.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -635,4 +634,152 @@ fn a_signature_made_by_an_independent_signer_and_pushed_by_skopeo_verifies() {
         err.contains(&format!("is for manifest {other}, not {digest}")),
         "{err}"
     );
+}
+
+/// Issue 18's proof with skopeo's own signer and policy on a registry (Distribution 2.8,
+/// sigstore attachments turned on in `registries.d`): `skopeo-sigstore` (Debian 13's skopeo,
+/// built with sigstore) signs with a key `ocikit key generate` wrote, and `ocikit verify`
+/// accepts the signature; `ocikit sign` signs, and skopeo's `sigstoreSigned` policy accepts
+/// the image under our public key, and refuses it under another key and once the tag points
+/// at a changed image.
+#[test]
+fn skopeo_with_sigstore_signs_with_our_keys_and_enforces_our_signatures() {
+    let Some(registry) = Distribution::start() else {
+        return;
+    };
+    let Some(skopeo) = ocikit_testkit::tool::skopeo_sigstore() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let addr = registry.addr().to_string();
+    let layout = dir.path().join("images");
+    let digest = build(&layout, "v1", &[]);
+    let (key, public) = keys(&dir.path().join("ours"), "secret");
+    let (_, other_public) = keys(&dir.path().join("other"), "other");
+    let rd = registries_d(dir.path(), &addr);
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "secret").unwrap();
+    let any = dir.path().join("any.json");
+    std::fs::write(&any, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+
+    // skopeo signs while it pushes, with the key ocikit generated; ocikit verifies.
+    let by_skopeo = registry.image("team/by-skopeo:v1");
+    let signed = Command::new(skopeo.path())
+        .args([
+            "--policy",
+            any.to_str().unwrap(),
+            "--registries.d",
+            &rd,
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--sign-by-sigstore-private-key",
+            &key,
+            "--sign-passphrase-file",
+            pass.to_str().unwrap(),
+            &oci(&layout, ":v1"),
+            &by_skopeo,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        signed.status.success(),
+        "skopeo-sigstore failed to sign:\n{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let report = verify_json(&["--tls-verify=false", "--key", &public, &by_skopeo]);
+    assert_eq!(report["manifestDigest"], digest.as_str());
+    assert_eq!(report["verified"].as_array().unwrap().len(), 1);
+    let err = fails(
+        None,
+        &[
+            "verify",
+            "--tls-verify=false",
+            "--key",
+            &other_public,
+            &by_skopeo,
+        ],
+    );
+    assert!(err.contains("none of the 1 signatures"), "{err}");
+
+    // ocikit signs; skopeo's policy decides.
+    let image = registry.image("team/app:v1");
+    ok(
+        None,
+        &[
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            &oci(&layout, ":v1"),
+            &image,
+        ],
+    );
+    ok(
+        Some("secret"),
+        &["sign", "--tls-verify=false", "--key", &key, &image],
+    );
+    let policy = dir.path().join("policy.json");
+    let require = |key: &str| {
+        std::fs::write(
+            &policy,
+            format!(
+                r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{addr}/team":[{{"type":"sigstoreSigned","keyPath":"{key}","signedIdentity":{{"type":"matchRepository"}}}}]}}}}}}"#
+            ),
+        )
+        .unwrap();
+    };
+    let skopeo_pull = |source: &str| {
+        let out = dir.path().join("pulled");
+        let _ = std::fs::remove_dir_all(&out);
+        let output = Command::new(skopeo.path())
+            .args([
+                "--policy",
+                policy.to_str().unwrap(),
+                "--registries.d",
+                &rd,
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                source,
+                &format!("dir:{}", out.display()),
+            ])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    require(&public);
+    let (accepted, stderr) = skopeo_pull(&image);
+    assert!(accepted, "skopeo refused an image ocikit signed:\n{stderr}");
+    require(&other_public);
+    let (accepted, stderr) = skopeo_pull(&image);
+    assert!(!accepted, "skopeo accepted a signature under another key");
+    assert!(stderr.contains("signature"), "{stderr}");
+
+    // The tag moves to a changed image; the old signature does not cover it.
+    require(&public);
+    let changed = build(&layout, "v2", &["--label", "changed=yes"]);
+    assert_ne!(changed, digest);
+    ok(
+        None,
+        &[
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            &oci(&layout, ":v2"),
+            &image,
+        ],
+    );
+    let (accepted, stderr) = skopeo_pull(&image);
+    assert!(!accepted, "skopeo accepted a changed image");
+    assert!(stderr.contains("signature"), "{stderr}");
+    // Signed again, it is accepted again.
+    ok(
+        Some("secret"),
+        &["sign", "--tls-verify=false", "--key", &key, &image],
+    );
+    let (accepted, stderr) = skopeo_pull(&image);
+    assert!(accepted, "{stderr}");
 }

@@ -58,6 +58,7 @@ mod error;
 pub mod fuzz;
 mod login;
 mod manage;
+mod mirror;
 mod pull;
 mod push;
 pub mod referrers;
@@ -85,6 +86,7 @@ pub use login::{
     LoginOptions, LoginReport, LogoutReport, auth_file_path, login, logout, registry_host,
 };
 pub use manage::CatalogPage;
+pub use mirror::{BlobLedger, CopyFromOptions, SMALL_BLOB};
 pub use pull::PullOptions;
 pub use push::PushOptions;
 

@@ -240,9 +240,9 @@ async fn push_blob(
 /// An upload session the registry opened.
 pub(super) struct Session {
     /// Where to send the data.
-    location: Url,
+    pub(super) location: Url,
     /// The registry's `OCI-Chunk-Min-Length` (0 without).
-    min_chunk: u64,
+    pub(super) min_chunk: u64,
 }
 
 /// What the registry did with a POST to `blobs/uploads/`.

@@ -128,7 +128,7 @@ impl Client {
 
     /// `url` as it must be sent: an `https` URL of the registry becomes `http` once an
     /// insecure client found that the registry speaks plain HTTP.
-    fn effective(&self, url: &Url) -> Url {
+    pub(crate) fn effective(&self, url: &Url) -> Url {
         let base = &self.inner.base;
         let mut url = url.clone();
         if self.inner.plain_fallback.load(Ordering::Relaxed)
@@ -145,7 +145,7 @@ impl Client {
     /// For an insecure client that may speak HTTPS, finds out once whether the registry
     /// does: `GET /v2/` over HTTPS (any certificate accepted), and if that fails but the same
     /// request over plain HTTP gets an answer, plain HTTP from then on.
-    async fn probe_scheme(&self) {
+    pub(crate) async fn probe_scheme(&self) {
         let settings = &self.inner.settings;
         if !settings.allow_insecure || settings.plain_http {
             return;
@@ -281,7 +281,7 @@ impl Client {
     }
 
     /// The `Authorization` value for `req`, fetching a token when the registry wants one.
-    async fn authorization(&self, req: &Request) -> Result<Option<String>> {
+    pub(crate) async fn authorization(&self, req: &Request) -> Result<Option<String>> {
         let key = scope_key(&req.scopes);
         let scheme = {
             let state = self.lock_auth();

@@ -5,6 +5,7 @@
 mod client;
 mod copy_within;
 mod login;
+mod mirror;
 mod token_flow;
 #[path = "../../../ocikit-registry/tests/auth/token_server.rs"]
 mod token_server;

@@ -624,3 +624,117 @@ async fn between_registries_a_blob_several_images_share_is_fetched_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn between_registries_blobs_stream_and_a_shared_base_layer_moves_once() {
+    let (from, source) = watched_registry().await;
+    let (to, destination) = watched_registry().await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout_dir = dir.path().join("src");
+    let layout = Layout::create(FsStore::open(&layout_dir).await.unwrap())
+        .await
+        .unwrap();
+    // Four images: one 2 MiB base layer (incompressible), and a small layer of their own.
+    let base = tempfile::tempdir().unwrap();
+    let noise: Vec<u8> = (0..2u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(base.path().join("base.bin"), &noise).unwrap();
+    let tags = ["t1", "t2", "t3", "t4"];
+    for tag in tags {
+        let own = tempfile::tempdir().unwrap();
+        std::fs::write(own.path().join("own.txt"), tag).unwrap();
+        let mut builder = ImageBuilder::new(&layout);
+        builder.platform(&ocikit_digest::platform::parse("linux/amd64").unwrap());
+        for tree in [base.path(), own.path()] {
+            builder
+                .add_layer_from_dir(tree, LayerSpec::new())
+                .await
+                .unwrap();
+        }
+        builder.write_and_tag(tag).await.unwrap();
+        copy(
+            &at("oci", &layout_dir, &format!(":{tag}")),
+            &docker(&from, &format!("app:{tag}")),
+            &CopyOptions::new().with_destination(plain()),
+        )
+        .await
+        .unwrap();
+    }
+    source.reset();
+    destination.reset();
+    let report = sync(
+        &SyncSource::repository(&format!("{from}/app"), TagSelection::all()).unwrap(),
+        &SyncDestination::registry(&to).unwrap(),
+        &options().with_jobs(4),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.count("copied"), 4, "{:?}", statuses(&report));
+    // Nine blobs (the base, four layers and four configs of their own): each read from
+    // the source once and uploaded once, however many images wanted it at once.
+    let reads = source.blob_reads();
+    let mut distinct = reads.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!((reads.len(), distinct.len()), (9, 9), "{reads:?}");
+    let uploads = destination
+        .writes()
+        .into_iter()
+        .filter(|w| w.starts_with("POST ") && w.contains("/blobs/uploads"))
+        .count();
+    assert_eq!(uploads, 9, "{:?}", destination.writes());
+    let copied: usize = report
+        .entries
+        .iter()
+        .map(|e| match &e.outcome {
+            SyncOutcome::Copied(r) => r.blobs_copied,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(copied, 9);
+    // Nothing passed through a layout here: what the destination holds is the source's,
+    // byte for byte (read back through the registry, each blob verified).
+    for tag in tags {
+        let back = dir.path().join(format!("back-{tag}"));
+        copy(
+            &docker(&to, &format!("app:{tag}")),
+            &at("oci", &back, &format!(":{tag}")),
+            &CopyOptions::new().with_source(plain()),
+        )
+        .await
+        .unwrap();
+        let held = ocikit_transport::inspect_raw(&docker(&to, &format!("app:{tag}")), &plain())
+            .await
+            .unwrap();
+        let original =
+            ocikit_transport::inspect_raw(&docker(&from, &format!("app:{tag}")), &plain())
+                .await
+                .unwrap();
+        assert_eq!(held, original, "{tag}");
+    }
+    // The rerun: HEADs only at the destination (and the insecure client's probe of
+    // `/v2/`), nothing written.
+    destination.reset();
+    let again = sync(
+        &SyncSource::repository(&format!("{from}/app"), TagSelection::all()).unwrap(),
+        &SyncDestination::registry(&to).unwrap(),
+        &options().with_jobs(4),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.count("up-to-date"), 4, "{:?}", statuses(&again));
+    assert!(
+        destination.writes().is_empty(),
+        "{:?}",
+        destination.writes()
+    );
+    let asked = destination.requests.lock().unwrap().clone();
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.starts_with("HEAD ") || r == "GET /v2/"),
+        "{asked:?}"
+    );
+    assert_eq!(asked.iter().filter(|r| r.starts_with("HEAD ")).count(), 4);
+}

@@ -53,6 +53,8 @@ const LAYERS: &[(&str, u8, &[&str])] = &[
             "ocikit-layout",
             "ocikit-client",
             "ocikit-sign",
+            // Only optionally, behind its `proxy` feature (see OPTIONAL_ONLY).
+            "ocikit-registry",
         ],
     ),
     (
@@ -75,6 +77,11 @@ const LAYERS: &[(&str, u8, &[&str])] = &[
 /// Dev-dependencies allowed on a crate of the same layer: the client's tests run it against
 /// the registry server.
 const DEV_BESIDE: &[(&str, &str)] = &[("ocikit-client", "ocikit-registry")];
+
+/// Normal dependencies [`LAYERS`] allows only as optional ones: the transport implements the
+/// registry server's pull-through `Upstream` over the client behind its `proxy` feature, the
+/// one place that sees both (the server may never depend on the client).
+const OPTIONAL_ONLY: &[(&str, &str)] = &[("ocikit-transport", "ocikit-registry")];
 
 /// Checks the repository at `root`, returning every problem found.
 pub(crate) fn check(root: &Path) -> Result<(), Vec<String>> {
@@ -254,6 +261,14 @@ fn dependency_problems(workspace: &Workspace, crates_dir: &Path) -> Vec<String> 
                         } else {
                             allowed.join(", ")
                         }
+                    ));
+                }
+                Kind::Normal | Kind::Build
+                    if !dep.optional && OPTIONAL_ONLY.contains(&(name, dep_name)) =>
+                {
+                    problems.push(format!(
+                        "{name} depends on {dep_name}, which the crate rules allow only as an \
+                         optional dependency (behind a feature)"
                     ));
                 }
                 Kind::Dev

@@ -74,11 +74,21 @@ impl RegistryOptions {
     /// A client for `registry`: these TLS settings, and the credentials given, else the
     /// stored ones.
     pub fn client(&self, registry: &str) -> Result<Client> {
+        self.client_with(registry, |builder| builder)
+    }
+
+    /// [`RegistryOptions::client`], with the builder adjusted by `adjust` (retries,
+    /// timeouts) before it is built.
+    pub(crate) fn client_with(
+        &self,
+        registry: &str,
+        adjust: impl FnOnce(ClientBuilder) -> ClientBuilder,
+    ) -> Result<Client> {
         let credentials = match &self.credentials {
             Some(credentials) => Some(credentials.clone()),
             None => self.stored_credentials(registry)?,
         };
-        self.builder(registry)
+        adjust(self.builder(registry))
             .credentials(credentials)
             .build()
             .map_err(|source| Error::Client {

@@ -58,6 +58,8 @@ mod layouts;
 mod location;
 mod manage;
 mod open;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 mod progress;
 #[cfg(feature = "sign")]
 pub mod signing;
@@ -108,4 +110,4 @@ pub use sync::{
 pub use tag_select::{TagOrder, TagSelection, TagSelectionError, TagSelectionErrorKind};
 #[cfg(feature = "sign")]
 pub use trust::{PolicyAccepted, check_policy, load_policy};
-pub use unpack::{UnpackImageOptions, UnpackImageReport, unpack};
+pub use unpack::{DEFAULT_PREFETCH, UnpackImageOptions, UnpackImageReport, unpack};

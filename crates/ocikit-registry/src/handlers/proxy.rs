@@ -98,6 +98,17 @@ pub(super) async fn refresh_manifest(
                     );
                     return Ok(());
                 }
+                // A tag neither cached nor answerable is unknown, as Distribution's proxy
+                // says (its remote lookup failed, then its local one): clients probe optional
+                // tags (signatures, referrers) and must see them absent, not fail.
+                Err(e @ Error::UpstreamUnavailable { .. }) => {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        ErrorCode::ManifestUnknown,
+                        format!("tag `{tag}` is not cached, and {}", crate::error_chain(&e)),
+                    )
+                    .into());
+                }
                 Err(e) => return Err(upstream_failure(&e, || manifest_unknown(reference))),
             };
             let digest = Digest::sha256(&manifest.bytes);
@@ -208,6 +219,15 @@ pub(super) async fn get_blob(
             }
         }
         Joined::Leader(guard) => {
+            // A fetch that finished between this request's look at the store and its
+            // joining: nothing to fetch.
+            let store = registry.store().as_ref();
+            if meta::blob_link(store, name, digest).await?.is_some()
+                && store.stat(digest).await?.is_some()
+            {
+                guard.finish(Flight::Stored);
+                return serve_stored(registry, name, digest).await;
+            }
             let blob = match proxy.upstream.blob(name, digest).await {
                 Ok(blob) => blob,
                 Err(e) => {

@@ -227,10 +227,24 @@ async fn a_proxy_caches_what_it_serves_and_serves_it_while_the_upstream_is_down(
         2,
         "blobs come from the cache"
     );
-    // What was never cached is 503 UNAVAILABLE while the upstream is down.
+    // What was never cached: a blob or a manifest by digest is 503 UNAVAILABLE while the
+    // upstream is down; a tag is unknown (404, as Distribution's proxy answers), saying why.
+    let never = Digest::sha256(b"never cached");
+    for path in [
+        format!("/v2/lib/app/manifests/{never}"),
+        format!("/v2/lib/app/blobs/{never}"),
+    ] {
+        let resp = server.send(Method::GET, &path).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(resp.text().await.unwrap().contains("UNAVAILABLE"));
+    }
     let resp = server.send(Method::GET, "/v2/lib/app/manifests/v2").await;
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(resp.text().await.unwrap().contains("UNAVAILABLE"));
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("MANIFEST_UNKNOWN") && text.contains("unavailable"),
+        "{text}"
+    );
     // Back up: content it does not have is 404 as the upstream says.
     fake.up.store(true, Ordering::SeqCst);
     let resp = server.send(Method::GET, "/v2/lib/app/manifests/nope").await;

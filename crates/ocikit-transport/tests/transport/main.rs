@@ -17,6 +17,8 @@ mod inspect;
 mod layouts;
 mod location;
 mod manage;
+#[cfg(feature = "proxy")]
+mod proxy;
 mod mutate;
 mod rebase;
 mod referrers;
@@ -27,6 +29,7 @@ mod signatures_travel;
 mod signing;
 mod surgery;
 mod sync;
+mod unpack_stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -56,6 +56,9 @@ pub enum Error {
     /// Garbage collection options that cannot be honoured.
     #[error("invalid garbage collection options")]
     GcOptions(#[from] crate::GcOptionsError),
+    /// The garbage collection lease was not taken or not kept ([`crate::lease`]).
+    #[error("garbage collection lease")]
+    GcLease(#[from] crate::GcLeaseError),
     /// A manifest the registry accepted no longer parses (by the one strict parser,
     /// [`ocikit_digest::document`]), or is recorded under a media type that is not a
     /// manifest's or an index's, so what it references is unknown.

@@ -52,8 +52,26 @@
 //!    true of [`ocikit_store::FsStore`] (an open file outlives its name) and
 //!    [`ocikit_store::MemoryStore`]; on an object store it depends on the in-flight read.
 //!
-//! Run one collection at a time per store: [`crate::Registry::gc`] serialises collections
-//! within a process, not across processes sharing a store.
+//! A blob that is *uploaded again* while it is judged renews what the sweep judges: the
+//! store's [`ocikit_store::Store::written_at`] (every backend renews it on a publish that
+//! finds the blob stored already; on S3 the blob is written again). A *cross-repository
+//! mount* of a stored blob moves no bytes, so it leaves a marker document instead
+//! (`_registry/gc/touched/<alg>/<hex>`, `{"touched_ms"}`, one PUT per mount) that the sweep
+//! reads for each blob it is about to delete, as young as the mount. So a blob reused before
+//! the collector's last look at it (the write time and marker read just before its delete)
+//! is kept, and the restore of point 3 is needed only for a reuse that lands in the
+//! milliseconds between that look and the delete. Markers older than the grace period, or of
+//! blobs gone, are removed by the sweep.
+//!
+//! # One collector at a time
+//!
+//! Collections in one process run one at a time; across processes sharing a store (the
+//! replicas of a fleet, and `ocikit registry-gc`) a collection first takes the lease
+//! ([`crate::lease`]: a document changed by compare-and-swap, with holder and expiry,
+//! renewed while collecting, taken over once expired) and checks that it still holds it
+//! before every deletion. A collection that finds the lease held is refused
+//! ([`crate::lease::GcLeaseError::Held`]) before it reads anything else. A dry run deletes
+//! nothing and takes no lease.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -69,9 +87,13 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use crate::lease::{GcLease, LeaseOptions};
 use crate::meta::{self, BlobLink, ManifestRecord, Referrer, read_json, write_json};
 use crate::upload::now;
-use crate::{Clock, Error, Result, keys};
+use crate::{Clock, Error, Registry, Result, keys};
+
+/// The prefix of the markers a cross-repository mount leaves (see the module docs).
+pub const TOUCHED_PREFIX: &str = "_registry/gc/touched";
 
 /// How often a repository's mark is redone when its manifests keep changing under it; after
 /// that the repository is skipped this time (and reported so).
@@ -106,6 +128,10 @@ pub struct GcOptions {
     /// they move past the grace period). What it is measured from (link and push stamps,
     /// the store's write times) is always system time.
     pub clock: Clock,
+    /// The lease that keeps other processes from collecting the same store at the same
+    /// time ([`crate::lease`]); `None` collects without one (only safe when nothing else
+    /// collects this store). Default: this process's holder id, a one-minute TTL.
+    pub lease: Option<LeaseOptions>,
 }
 
 impl Default for GcOptions {
@@ -117,6 +143,7 @@ impl Default for GcOptions {
             repositories: None,
             sweep_blobs: true,
             clock: Clock::system(),
+            lease: Some(LeaseOptions::default()),
         }
     }
 }
@@ -165,6 +192,12 @@ impl GcOptions {
     /// Sets [`GcOptions::sweep_blobs`].
     pub fn sweep_blobs(mut self, sweep: bool) -> GcOptions {
         self.sweep_blobs = sweep;
+        self
+    }
+
+    /// Sets [`GcOptions::lease`].
+    pub fn lease(mut self, lease: Option<LeaseOptions>) -> GcOptions {
+        self.lease = lease;
         self
     }
 }
@@ -236,6 +269,9 @@ pub struct GcReport {
     pub blobs_kept_young: Vec<Digest>,
     /// Blobs deleted and then written back because a push referenced them meanwhile.
     pub blobs_restored: Vec<Digest>,
+    /// The holder whose expired lease this collection took over ([`crate::lease`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_taken_over_from: Option<String>,
 }
 
 impl GcReport {
@@ -263,6 +299,8 @@ type Refs = Arc<Vec<Digest>>;
 pub(crate) struct Collector<'a> {
     store: &'a dyn Store,
     options: &'a GcOptions,
+    /// The lease this collection holds, checked before every deletion.
+    lease: Option<&'a GcLease>,
     /// Milliseconds since the epoch before which a write is older than the grace period.
     cutoff_ms: u64,
     /// What each manifest read so far references (the same digest has the same content).
@@ -342,7 +380,11 @@ fn references(media_type: &str, bytes: Bytes) -> Result<Option<Vec<Digest>>, Inv
 }
 
 impl<'a> Collector<'a> {
-    pub(crate) fn new(store: &'a dyn Store, options: &'a GcOptions) -> Result<Collector<'a>> {
+    pub(crate) fn new(
+        store: &'a dyn Store,
+        options: &'a GcOptions,
+        lease: Option<&'a GcLease>,
+    ) -> Result<Collector<'a>> {
         let grace_ms = u64::try_from(options.grace.as_millis()).unwrap_or(u64::MAX);
         let now_ms = options.clock.now_unix_ms();
         let cutoff_ms = now_ms
@@ -353,10 +395,19 @@ impl<'a> Collector<'a> {
         Ok(Collector {
             store,
             options,
+            lease,
             cutoff_ms,
             refs: HashMap::new(),
             simulated: HashSet::new(),
         })
+    }
+
+    /// Fails once this collection no longer holds its lease: called before every deletion.
+    fn fenced(&self) -> Result<()> {
+        match self.lease {
+            Some(lease) => Ok(lease.check()?),
+            None => Ok(()),
+        }
     }
 
     /// Whether something stamped at `ms` is older than the grace period. Unstamped
@@ -565,6 +616,7 @@ impl<'a> Collector<'a> {
                     .find(|r| &r.digest == digest),
                 None => None,
             };
+            self.fenced()?;
             match self
                 .store
                 .delete_document(&key, Precondition::Matches(version.clone()))
@@ -604,6 +656,7 @@ impl<'a> Collector<'a> {
             if dry_run {
                 self.simulated.insert(key);
             } else {
+                self.fenced()?;
                 match self
                     .store
                     .delete_document(&key, Precondition::Matches(version.clone()))
@@ -756,6 +809,7 @@ impl<'a> Collector<'a> {
     /// Deletes the blobs of the content store nothing references any more (see the module
     /// documentation, point 3).
     pub(crate) async fn sweep(&mut self, report: &mut GcReport) -> Result<()> {
+        let touched = self.touched_markers().await?;
         let marked = self.global_mark().await?;
         let mut listed: Vec<Digest> = self.store.list().try_collect().await?;
         listed.retain(|d| !marked.contains(d));
@@ -765,12 +819,26 @@ impl<'a> Collector<'a> {
             let Some(written) = self.store.written_at(&digest).await? else {
                 continue;
             };
-            if self.is_old(Some(millis(written))) {
+            let reused = touched.contains_key(&digest) && !self.touch_is_old(&digest).await?;
+            if self.is_old(Some(millis(written))) && !reused {
                 candidates.push(digest);
             } else {
                 report.blobs_kept_young.push(digest);
             }
         }
+        let swept = self.sweep_candidates(candidates, report).await;
+        if !self.options.dry_run {
+            self.remove_old_markers(touched).await?;
+        }
+        swept
+    }
+
+    /// Deletes `candidates` (unreferenced and old at the first look) that are still so.
+    async fn sweep_candidates(
+        &mut self,
+        mut candidates: Vec<Digest>,
+        report: &mut GcReport,
+    ) -> Result<()> {
         if candidates.is_empty() {
             return Ok(());
         }
@@ -793,15 +861,16 @@ impl<'a> Collector<'a> {
                 let Some(blob) = self.store.get(digest, None).await? else {
                     continue;
                 };
-                // Written again since it was judged: no longer old.
+                // Written again or mounted since it was judged: no longer old.
                 let young = match self.store.written_at(digest).await? {
                     Some(written) => !self.is_old(Some(millis(written))),
                     None => true,
                 };
-                if young {
+                if young || !self.touch_is_old(digest).await? {
                     report.blobs_kept_young.push(digest.clone());
                     continue;
                 }
+                self.fenced()?;
                 if self.store.delete(digest).await? {
                     held.push((digest.clone(), blob));
                 }
@@ -821,6 +890,128 @@ impl<'a> Collector<'a> {
         report.blobs_kept_young.dedup();
         Ok(())
     }
+}
+
+/// The marker a mount of `digest` leaves (see the module docs).
+fn touched_key(digest: &Digest) -> Result<DocumentKey> {
+    let (alg, hex) = digest.path_components();
+    Ok(DocumentKey::new(&format!("{TOUCHED_PREFIX}/{alg}/{hex}"))?)
+}
+
+/// A mount's marker document.
+#[derive(Serialize, serde::Deserialize)]
+struct Touched {
+    touched_ms: u64,
+}
+
+/// Records that a stored blob was just reused without being written (a cross-repository
+/// mount), so that a collection about to delete it keeps it as if it had been written now
+/// (see the module docs). One document write.
+pub(crate) async fn touch(store: &dyn Store, digest: &Digest) -> Result<()> {
+    let touched = Touched { touched_ms: now() };
+    write_json(store, &touched_key(digest)?, &touched, Precondition::None).await?;
+    Ok(())
+}
+
+impl Collector<'_> {
+    /// The blobs that have a mount marker, and the markers' keys.
+    async fn touched_markers(&self) -> Result<HashMap<Digest, DocumentKey>> {
+        let mut out = HashMap::new();
+        for key in self.store.list_documents(TOUCHED_PREFIX).await? {
+            let mut parts = key.as_str().rsplit('/');
+            if let (Some(hex), Some(alg)) = (parts.next(), parts.next())
+                && let Some(digest) = digest_of(alg, hex)
+                && touched_key(&digest).is_ok_and(|k| k == key)
+            {
+                out.insert(digest, key);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `digest` has no mount marker younger than the grace period. A marker that
+    /// does not parse counts as young (the blob is kept; the sweep then removes the marker).
+    async fn touch_is_old(&self, digest: &Digest) -> Result<bool> {
+        let Some(doc) = self.store.read_document(&touched_key(digest)?).await? else {
+            return Ok(true);
+        };
+        Ok(match serde_json::from_slice::<Touched>(&doc.bytes) {
+            Ok(touched) => self.is_old(Some(touched.touched_ms)),
+            Err(_) => false,
+        })
+    }
+
+    /// Removes the markers that no longer keep anything: older than the grace period, of
+    /// blobs gone, or unreadable (each only if unchanged since read).
+    async fn remove_old_markers(&self, markers: HashMap<Digest, DocumentKey>) -> Result<()> {
+        for (digest, key) in markers {
+            let Some(doc) = self.store.read_document(&key).await? else {
+                continue;
+            };
+            let old = match serde_json::from_slice::<Touched>(&doc.bytes) {
+                Ok(touched) => self.is_old(Some(touched.touched_ms)),
+                Err(_) => true,
+            };
+            if old || self.store.stat(&digest).await?.is_none() {
+                match self
+                    .store
+                    .delete_document(&key, Precondition::Matches(doc.version))
+                    .await
+                {
+                    Ok(_) | Err(ocikit_store::Error::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one collection for `registry` ([`crate::Registry::gc`]): one at a time in this
+/// process, and, with [`GcOptions::lease`] (unless a dry run), under the fleet's lease.
+pub(crate) async fn collect(registry: &Registry, options: &GcOptions) -> Result<GcReport> {
+    let _one_at_a_time = registry.inner.gc.lock().await;
+    let store = registry.inner.store.as_ref();
+    if options.sweep_blobs {
+        check_no_layout(store).await?;
+    }
+    // Checked before the lease is taken: refused options take nothing.
+    Collector::new(store, options, None)?;
+    let lease = match (&options.lease, options.dry_run) {
+        (Some(lease), false) => Some(GcLease::acquire(registry.inner.store.clone(), lease).await?),
+        _ => None,
+    };
+    let collected = collect_with(store, options, lease.as_ref()).await;
+    if let Some(lease) = lease {
+        let released = lease.release().await;
+        // A failed release leaves the lease to expire; the collection's outcome stands.
+        if let Err(e) = released {
+            tracing::warn!(error = %crate::error_chain(&e), "releasing the garbage collection lease failed");
+        }
+    }
+    collected
+}
+
+async fn collect_with(
+    store: &dyn Store,
+    options: &GcOptions,
+    lease: Option<&GcLease>,
+) -> Result<GcReport> {
+    let mut collector = Collector::new(store, options, lease)?;
+    let names = collector.repositories().await?;
+    let mut report = GcReport {
+        dry_run: options.dry_run,
+        lease_taken_over_from: lease.and_then(|l| l.taken_over_from().map(str::to_owned)),
+        ..GcReport::default()
+    };
+    for name in names {
+        let collected = collector.repository(&name).await?;
+        report.repositories.push(collected);
+    }
+    if options.sweep_blobs {
+        collector.sweep(&mut report).await?;
+    }
+    Ok(report)
 }
 
 /// Writes a deleted blob back from the handle opened before the delete, verified.

@@ -10,6 +10,8 @@
 //! _registry/repositories/<name>/_tags/<tag>             tag of <name>             {"digest"}
 //! _registry/repositories/<name>/_referrers/<alg>/<hex>  referrers of a subject    {"manifests":[descriptor...]}
 //! _registry/catalog/<name>/_repository                  <name> exists (for _catalog)
+//! _registry/gc/lease                                    the collectors' lease      {"holder","acquired_ms","expires_ms"}
+//! _registry/gc/touched/<alg>/<hex>                      a blob mounted lately      {"touched_ms"}
 //! ```
 //!
 //! Upload store (scratch only; nothing in it is ever served):

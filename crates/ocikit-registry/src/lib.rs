@@ -58,6 +58,7 @@ pub mod fuzz;
 pub mod gc;
 mod handlers;
 pub mod keys;
+pub mod lease;
 mod limits;
 mod live;
 mod meta;
@@ -85,6 +86,7 @@ pub use access_log::TARGET as ACCESS_LOG_TARGET;
 pub use auth::{Access, Users};
 pub use error::{Error, ErrorCode, Result};
 pub use gc::{GcOptions, GcOptionsError, GcReport, RepositoryGc};
+pub use lease::{GcLease, GcLeaseError, LeaseOptions};
 pub use limits::{Limits, Rate};
 pub use metrics::MetricsToken;
 /// The wall clock upload TTLs and the GC grace period are judged by (see [`Config::clock`]).
@@ -543,7 +545,8 @@ impl Registry {
     /// [`gc`] module's documentation. Collections in this process run one at a time.
     ///
     /// Refuses options naming invalid or unknown repositories, or an empty list of them
-    /// ([`Error::GcOptions`]), and, when sweeping blobs, a content store an OCI image
+    /// ([`Error::GcOptions`]); a collection while another process holds the fleet's lease
+    /// ([`Error::GcLease`], see [`lease`]); and, when sweeping blobs, a content store an OCI image
     /// layout's `index.json` shares ([`Error::ForeignReferences`]). A kept manifest whose
     /// content no longer parses as one aborts the collection ([`Error::CorruptManifest`]),
     /// since what it references is unknown.
@@ -554,25 +557,7 @@ impl Registry {
     }
 
     async fn collect(&self, options: &GcOptions) -> Result<GcReport> {
-        let _one_at_a_time = self.inner.gc.lock().await;
-        let store = self.inner.store.as_ref();
-        if options.sweep_blobs {
-            gc::check_no_layout(store).await?;
-        }
-        let mut collector = gc::Collector::new(store, options)?;
-        let names = collector.repositories().await?;
-        let mut report = GcReport {
-            dry_run: options.dry_run,
-            ..GcReport::default()
-        };
-        for name in names {
-            let collected = collector.repository(&name).await?;
-            report.repositories.push(collected);
-        }
-        if options.sweep_blobs {
-            collector.sweep(&mut report).await?;
-        }
-        Ok(report)
+        gc::collect(self, options).await
     }
 }
 

@@ -21,6 +21,8 @@ pub(super) async fn start_upload(
             && meta::blob_link(store, from, &digest).await?.is_some()
             && let Some(size) = store.stat(&digest).await?
         {
+            // Reused without being written: a collection about to delete it keeps it.
+            crate::gc::touch(store, &digest).await?;
             meta::link_blob(store, name, &digest, size).await?;
             // Linked, then checked: a garbage collection that deleted the blob meanwhile
             // either saw the link and restored it, or is seen here (see `gc`).

@@ -18,6 +18,7 @@ mod proxy;
 mod pull;
 mod push;
 mod referrers;
+mod replicas;
 mod restart;
 mod serving;
 mod skopeo;

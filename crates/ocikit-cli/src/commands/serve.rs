@@ -93,6 +93,8 @@ pub(crate) struct ServeArgs {
     gc: super::registry::GcArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    proxy: ProxyArgs,
     /// Also serve Prometheus metrics at /metrics on this address, a listener of its own
     /// without authentication (keep it where only the monitoring system reaches it).
     #[arg(long, value_name = "ADDR")]
@@ -157,6 +159,15 @@ pub(crate) async fn serve(args: ServeArgs, out: &Output) -> Result<()> {
         let token = TokenAuth::from_key_file(realm, service, issuer, key)
             .context("cannot set up token authentication")?;
         config = config.token(Some(token));
+    }
+    if let Some(upstream) = &args.proxy.proxy {
+        let proxy = ocikit::transport::proxy::proxy(
+            upstream,
+            &args.proxy.options()?,
+            args.proxy.proxy_tag_ttl,
+        )
+        .with_context(|| format!("cannot set up the pull-through cache of {upstream}"))?;
+        config = config.proxy(Some(proxy));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
@@ -248,6 +259,63 @@ fn init_logs(filter: &str, format: LogFormat) -> Result<()> {
             .try_init(),
     };
     installed.context("cannot set up logging")
+}
+
+/// `--proxy`: a pull-through cache of another registry, and how to reach it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProxyArgs {
+    /// Be a pull-through cache of this registry (`docker://HOST[:PORT]`): what clients pull
+    /// is fetched from it, verified and kept (manifests by digest for good, tags until
+    /// --proxy-tag-ttl), and served from the cache while it is down; pushes and deletions
+    /// are refused (405 UNSUPPORTED).
+    #[arg(long, value_name = "LOCATION")]
+    proxy: Option<String>,
+    /// How long a tag pulled through the cache is served from it before the upstream is
+    /// asked again (0: every pull of a tag asks, falling back to the cache when the upstream
+    /// cannot answer, as Distribution's proxy does).
+    #[arg(long, default_value = "0s", value_parser = super::registry::parse_duration,
+          value_name = "DURATION", requires = "proxy")]
+    proxy_tag_ttl: std::time::Duration,
+    /// Verify the upstream's TLS certificate; `false` accepts any certificate, and plain
+    /// HTTP if the upstream does not speak HTTPS.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", requires = "proxy")]
+    proxy_tls_verify: bool,
+    /// Trust the authorities in DIR/*.crt for the upstream (and present DIR/NAME.cert with
+    /// DIR/NAME.key if it asks for a client certificate).
+    #[arg(long, value_name = "DIR", requires = "proxy")]
+    proxy_cert_dir: Option<std::path::PathBuf>,
+    /// Trust the authorities of this PEM file for the upstream, besides the system's.
+    #[arg(long, value_name = "FILE", requires = "proxy")]
+    proxy_ca_file: Option<std::path::PathBuf>,
+    /// Credentials for the upstream (default: those `ocikit login`, docker, podman or
+    /// skopeo stored for it).
+    #[arg(long, value_name = "USER:PASSWORD", requires = "proxy")]
+    proxy_creds: Option<String>,
+    /// The Docker `config.json` stored upstream credentials are read from (default
+    /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`).
+    #[arg(long, value_name = "FILE", requires = "proxy")]
+    proxy_authfile: Option<std::path::PathBuf>,
+}
+
+impl ProxyArgs {
+    /// How the library reaches the upstream.
+    fn options(&self) -> Result<ocikit::transport::RegistryOptions> {
+        let credentials = self
+            .proxy_creds
+            .as_deref()
+            .map(|text| {
+                ocikit::client::Credentials::parse(text)
+                    .context("write --proxy-creds as USER:PASSWORD")
+            })
+            .transpose()?;
+        Ok(ocikit::transport::RegistryOptions::new()
+            .with_tls_verify(self.proxy_tls_verify)
+            .with_cert_dir(self.proxy_cert_dir.clone())
+            .with_ca_file(self.proxy_ca_file.clone())
+            .with_credentials(credentials)
+            .with_authfile(self.proxy_authfile.clone()))
+    }
 }
 
 /// The limits that keep the registry answering honest clients under hostile load (see

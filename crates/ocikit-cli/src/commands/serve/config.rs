@@ -331,6 +331,19 @@ mod tests {
                 (r#""metrics.token""#, vec!["metrics.token"]),
             ),
             ("shutdown-timeout", (r#""2m""#, vec!["2m"])),
+            (
+                "proxy",
+                (
+                    r#""docker://mirror.example""#,
+                    vec!["docker://mirror.example"],
+                ),
+            ),
+            ("proxy-tag-ttl", (r#""5m""#, vec!["5m"])),
+            ("proxy-tls-verify", ("false", vec!["false"])),
+            ("proxy-cert-dir", (r#""certs.d""#, vec!["certs.d"])),
+            ("proxy-ca-file", (r#""ca.pem""#, vec!["ca.pem"])),
+            ("proxy-creds", (r#""user:secret""#, vec!["user:secret"])),
+            ("proxy-authfile", (r#""auth.json""#, vec!["auth.json"])),
         ])
     }
 

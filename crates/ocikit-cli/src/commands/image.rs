@@ -287,13 +287,22 @@ fn show_built(
 /// What `ocikit unpack` was asked for.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "With --tar, nothing is unpacked: the image's merged filesystem (every layer \
+    after_help = "The image may be anywhere. A registry image is unpacked in one stream: each \
+    layer is downloaded, verified, decompressed and applied as it arrives, the next layers \
+    downloading meanwhile (--prefetch ahead, into spool files beside the target that vanish \
+    with the process); an archive is imported into scratch space (or the --keep layout) \
+    first. Every layer is checked against its digest and its config's diffID, and the root \
+    filesystem is built beside ROOTFS and appears only when complete. --keep oci:PATH[:TAG] \
+    also stores the image (blobs, config, manifest, tagged: TAG, else the image's tag) in \
+    that layout, from a registry in the same pass; a new layout appears only when the \
+    unpack succeeded.\n\n\
+    With --tar, nothing is unpacked: the image's merged filesystem (every layer \
     applied in turn, whiteouts and opaque directories resolved) is written as one \
     uncompressed tar stream, owners, modes and times as the layers give them, as crane's \
     `export` does. The layers are decompressed and verified (digest and diffID) as they are \
     read; a FILE appears only when the whole stream was written and verified (on an error \
-    with `-`, discard what was written). The image may then be anywhere: an archive or a \
-    registry image is first copied into scratch space.\n\n\
+    with `-`, discard what was written); an archive or a registry image is first copied \
+    into scratch space.\n\n\
     Where ocikit differs from crane: the image of an index is this machine's platform unless \
     --platform says otherwise (crane takes linux/amd64), and every layer's diffID is checked \
     against the config.\n\n\
@@ -303,15 +312,16 @@ fn show_built(
     error). They change what is written to disk, so --tar refuses them.\n\n\
     Examples:\n  ocikit unpack oci:./images:v1 ./rootfs\n  \
     ocikit unpack oci:./images:v1 ./rootfs --platform linux/arm64\n  \
+    ocikit unpack docker://registry.example/app:v1 ./rootfs --keep oci:./images\n  \
+    ocikit unpack oci-archive:app.tar:v1 ./rootfs\n  \
     ocikit unpack oci:./images:v1 ./rootfs --rootless\n  \
     ocikit unpack oci:./images:v1 ./rootfs --uid-map 0:100000:65536 --gid-map 0:100000:65536\n  \
     ocikit unpack docker://registry.example/app:v1 --tar app.tar\n  \
     ocikit unpack oci:./images:v1 --tar - | tar -tvf -"
 )]
 pub(crate) struct UnpackArgs {
-    /// The image: oci:PATH:TAG or oci:PATH@DIGEST (with --tar also
-    /// oci-archive:FILE[:TAG|@DIGEST], docker-archive:FILE[:NAME:TAG] or
-    /// docker://HOST[:PORT]/NAME[:TAG|@DIGEST]).
+    /// The image: oci:PATH:TAG, oci:PATH@DIGEST, oci-archive:FILE[:TAG|@DIGEST],
+    /// docker-archive:FILE[:NAME:TAG] or docker://HOST[:PORT]/NAME[:TAG|@DIGEST].
     image: String,
     /// The directory to create the root filesystem in.
     #[arg(required_unless_present = "tar", conflicts_with = "tar")]
@@ -341,9 +351,16 @@ pub(crate) struct UnpackArgs {
         conflicts_with = "tar"
     )]
     gid_maps: Vec<String>,
+    /// Also store the image in this layout (oci:PATH[:TAG]; default tag: the image's),
+    /// from a registry in the same pass.
+    #[arg(long, value_name = "oci:PATH[:TAG]", conflicts_with = "tar")]
+    keep: Option<String>,
+    /// Layers of a registry image downloaded ahead of the one being applied.
+    #[arg(long, value_name = "N", default_value_t = ocikit::transport::DEFAULT_PREFETCH, conflicts_with = "tar")]
+    prefetch: usize,
     #[command(flatten)]
     tls: super::copy::TlsArgs,
-    /// Registry credentials for --tar from a registry (default: what `ocikit login` stored,
+    /// Registry credentials for a registry image (default: what `ocikit login` stored,
     /// else anonymous).
     #[arg(long, value_name = "USER:PASSWORD")]
     creds: Option<String>,
@@ -393,6 +410,7 @@ pub(crate) async fn unpack(args: UnpackArgs, out: &Output) -> Result<()> {
     };
     let uid_map = id_map(&args.uid_maps, "--uid-map")?;
     let gid_map = id_map(&args.gid_maps, "--gid-map")?;
+    let keep = args.keep.as_deref().map(Location::parse).transpose()?;
     let registry = args
         .tls
         .with_access(args.creds.as_deref(), args.authfile.as_ref())?;
@@ -405,13 +423,16 @@ pub(crate) async fn unpack(args: UnpackArgs, out: &Output) -> Result<()> {
             .with_gid_map(gid_map)
             .with_progress(bars.progress("unpack")),
     )
-    .with_policy(policy, registry);
+    .with_policy(policy, registry)
+    .with_keep(keep)
+    .with_prefetch(args.prefetch);
     let report = ocikit::transport::unpack(&image, rootfs, &options)
         .await
         .with_context(|| format!("cannot unpack {image}"));
     drop(bars);
     let report = report?;
     show_accepted(&image, report.accepted.as_ref(), out);
+    let kept = report.kept.as_ref().map(ToString::to_string);
     let report = report.unpacked;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -422,8 +443,11 @@ pub(crate) async fn unpack(args: UnpackArgs, out: &Output) -> Result<()> {
         layers: usize,
         files: u64,
         bytes: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kept: Option<String>,
     }
     let unpacked = Unpacked {
+        kept,
         manifest: report.manifest.digest().to_string(),
         platform: platform::format(&report.platform),
         rootfs: rootfs.to_path_buf(),
@@ -433,7 +457,7 @@ pub(crate) async fn unpack(args: UnpackArgs, out: &Output) -> Result<()> {
     };
     out.show(&unpacked, || {
         format!(
-            "unpacked {} ({}, {}, {}, {}) into {}",
+            "unpacked {} ({}, {}, {}, {}) into {}{}",
             unpacked.manifest,
             unpacked.platform,
             super::copy::plural(unpacked.layers, "layer"),
@@ -442,7 +466,11 @@ pub(crate) async fn unpack(args: UnpackArgs, out: &Output) -> Result<()> {
                 "file"
             ),
             human_size(unpacked.bytes),
-            rootfs.display()
+            rootfs.display(),
+            unpacked
+                .kept
+                .as_ref()
+                .map_or_else(String::new, |kept| format!(", kept as {kept}"))
         )
     })
 }

@@ -165,8 +165,17 @@ impl CopyOptions {
     /// layout, `oci:DIR`, they are among its images already). They go once the image is
     /// there, as they are: a payload names the docker reference that was signed, so a copy
     /// under another name keeps the old name in its payloads (as skopeo's copies do). An
-    /// image recompressed or converted has a new digest, no signature vouches for it: none
-    /// goes, nor does an index's when only one platform is copied from it.
+    /// index's signatures stay behind when only one platform is copied from it.
+    ///
+    /// A signed image that [`with_compression`](CopyOptions::with_compression) or
+    /// [`with_format`](CopyOptions::with_format) would rewrite (a new digest, which none of
+    /// its signatures vouches for) is refused ([`Error::SignaturesInvalidated`]) before
+    /// anything is written at the destination, as skopeo refuses to modify a signed image's
+    /// manifest: copy it as it is, or without its signatures (`with_signatures(false)`). A
+    /// registry image is refused before it is pulled (an index once the platform copied
+    /// from it is known), a layout's before anything is read beyond its documents. Any
+    /// compression asked for counts as a rewrite, even where the layers have it already; a
+    /// format counts only where the conversion changes the image.
     pub fn with_signatures(mut self, on: bool) -> CopyOptions {
         self.remove_signatures = !on;
         self
@@ -187,6 +196,12 @@ impl CopyOptions {
     pub fn with_progress(mut self, progress: Progress) -> CopyOptions {
         self.progress = progress;
         self
+    }
+
+    /// Whether the images' signatures go along
+    /// ([`with_signatures`](CopyOptions::with_signatures)).
+    pub(crate) fn carries_signatures(&self) -> bool {
+        !self.remove_signatures
     }
 
     /// How the source registry is reached.
@@ -571,6 +586,14 @@ async fn copy_checked(
     {
         return Err(Error::SameLayout { path: a.clone() });
     }
+    // A signed registry image is refused before it is pulled, a layout's once found (read
+    // in place), when the copy would give it a new digest.
+    let recompressed = options
+        .compression
+        .map(|c| format!("recompressed to {}", ocikit_codec::compression::name(c)));
+    if let Some(how) = &recompressed {
+        copy_signatures::refuse_rewrite_early(source, how, options).await?;
+    }
     let scratch = ScratchSpace::near(&near).await?;
     let scratch_dir = scratch.path();
     let (mut staged, mut items) = stage(source, scratch_dir.as_path(), options).await?;
@@ -628,6 +651,11 @@ async fn copy_checked(
     } else {
         None
     };
+    if let Some(how) = &recompressed {
+        let roots: Vec<&Descriptor> = items.iter().map(|i| &i.root).collect();
+        let tags: Vec<&str> = items.iter().filter_map(|i| i.tag.as_deref()).collect();
+        copy_signatures::refuse_rewrite(source, &roots, &tags, how, options).await?;
+    }
     let mut copied = CopyReport::default();
     // A docker-archive's layers are plain tar: a registry gets them gzipped, as skopeo
     // pushes them, unless a compression is asked for.
@@ -682,6 +710,15 @@ async fn copy_checked(
                 })?;
             plans.push(plan);
         }
+        let converted: Vec<&Descriptor> = items
+            .iter()
+            .zip(&plans)
+            .filter(|(_, plan)| plan.changes())
+            .map(|(item, _)| &item.root)
+            .collect();
+        let tags: Vec<&str> = items.iter().filter_map(|i| i.tag.as_deref()).collect();
+        let how = format!("converted to {format}");
+        copy_signatures::refuse_rewrite(source, &converted, &tags, &how, options).await?;
         if plans.iter().any(convert::Conversion::changes) {
             if !from_scratch {
                 // The source layout is only read: convert in a scratch copy.

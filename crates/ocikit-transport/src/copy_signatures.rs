@@ -9,6 +9,9 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 
+use ocikit_digest::media_type;
+use ocikit_digest::oci_spec::image::Descriptor;
+
 use crate::copy::{CopiedImage, CopyOptions, CopyReport, copy};
 use crate::error::{Error, Operation, Result};
 use crate::location::{Location, Selector};
@@ -49,6 +52,85 @@ pub(crate) async fn carry(
         copied += 1;
     }
     Ok(copied)
+}
+
+/// Refuses ([`Error::SignaturesInvalidated`]) a copy that rewrites (`how`: "recompressed to
+/// zstd", "converted to v2s2") the images `roots` of `source` when one of them has
+/// signatures there that the copy would carry: its copy gets a new digest, which none of
+/// them vouches for (as skopeo refuses to modify a signed image's manifest). Nothing to
+/// check when the signatures are left behind
+/// ([`CopyOptions::with_signatures`]`(false)`) or the source keeps none (archives). For a
+/// whole layout (`oci:DIR`), its images' signatures are among `source_tags`, the tags of
+/// the images the copy takes.
+pub(crate) async fn refuse_rewrite(
+    source: &Location,
+    roots: &[&Descriptor],
+    source_tags: &[&str],
+    how: &str,
+    options: &CopyOptions,
+) -> Result<()> {
+    if !options.carries_signatures() {
+        return Ok(());
+    }
+    let whole_layout = matches!(source, Location::Oci { selector: None, .. });
+    for root in roots {
+        let digest = root.digest().to_string();
+        let tag = signature_tag(&digest);
+        let signed = if whole_layout {
+            source_tags.contains(&tag.as_str())
+        } else {
+            match at_tag(source, &tag) {
+                Some(from) => has_tag(&from, &tag, options).await?,
+                None => false,
+            }
+        };
+        if signed {
+            return Err(Error::SignaturesInvalidated {
+                location: source.to_string(),
+                digest,
+                signatures: tag,
+                how: how.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// [`refuse_rewrite`] for a registry image, before anything is pulled: the manifest its
+/// selector names is fetched (verified) and refused if it is signed. An index is left to the
+/// check once the image is staged, where the platform copied from it is known (its own
+/// signatures are not the index's). Other sources are read without a copy, or keep no
+/// signatures: nothing to do here.
+pub(crate) async fn refuse_rewrite_early(
+    source: &Location,
+    how: &str,
+    options: &CopyOptions,
+) -> Result<()> {
+    let Location::Docker {
+        registry,
+        repository,
+        selector,
+        ..
+    } = source
+    else {
+        return Ok(());
+    };
+    if !options.carries_signatures() {
+        return Ok(());
+    }
+    let client = options.source_registry().client(registry)?;
+    let (root, _) = client
+        .get_manifest(repository, &selector.reference())
+        .await
+        .map_err(|err| Error::Registry {
+            operation: Operation::ReadManifest,
+            location: source.to_string(),
+            source: err,
+        })?;
+    if media_type::is_index_like(root.media_type().as_ref()) {
+        return Ok(());
+    }
+    refuse_rewrite(source, &[&root], &[], how, options).await
 }
 
 /// [`copy`] behind a pointer: a copy copies its signatures with a copy.

@@ -832,6 +832,26 @@ pub enum Error {
         /// How the images would change (`recompressed`, `converted`).
         what: &'static str,
     },
+    /// A copy that would rewrite the manifest of a signed image (recompress its layers,
+    /// convert its format) while carrying its signatures
+    /// ([`CopyOptions::with_signatures`](crate::CopyOptions::with_signatures)): the image
+    /// would get a new digest that none of its signatures vouches for (skopeo refuses it as
+    /// "Would invalidate signatures"). Refused before anything is written at the destination.
+    #[error(
+        "{location}: the image {digest} is signed ({signatures}) and would be {how} on the way, \
+         which would invalidate its signatures: copy it as it is, or leave the signatures \
+         behind (--remove-signatures)"
+    )]
+    SignaturesInvalidated {
+        /// The source.
+        location: String,
+        /// The signed image (or index), as the source holds it.
+        digest: String,
+        /// Where its signatures are: the `sha256-<hex>.sig` tag.
+        signatures: String,
+        /// How the copy would rewrite it (`recompressed to zstd`, `converted to v2s2`).
+        how: String,
+    },
     /// A referrer that could not be gathered from the source (listed, fetched, verified).
     #[error("cannot copy the referrer {digest} of {subject}")]
     Referrer {

@@ -272,8 +272,10 @@ pub(crate) struct TransferArgs {
     /// Leave the images' cosign signatures behind, as skopeo's --remove-signatures. By
     /// default the signature manifest tagged sha256-HEX.sig beside an image copied (in a
     /// registry repository or a layout) is copied beside it, as it is: its payloads keep
-    /// naming the reference that was signed. Archives keep none; an image recompressed or
-    /// converted has a new digest that no signature vouches for.
+    /// naming the reference that was signed. Archives keep none. A signed image that
+    /// --compression or --format would rewrite (a new digest, which none of its signatures
+    /// vouches for) is refused before anything is written, unless its signatures are left
+    /// behind with this flag.
     #[arg(long)]
     pub(crate) remove_signatures: bool,
     /// Copy only what this trust policy accepts (containers' policy.json:

@@ -337,3 +337,51 @@ fn keys_that_are_not_acceptable_sign_nothing_and_verify_nothing() {
     ]);
     assert!(err.contains("ECDSA P-384"), "{err}");
 }
+
+#[test]
+fn a_signed_image_is_not_recompressed_unless_its_signatures_stay_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("images");
+    build(&layout, "v1", &["--cmd", "/a"]);
+    let (key, _) = keys(&dir.path().join("keys"));
+    let signed = sign(
+        "pw",
+        &[
+            "--key",
+            &key,
+            "--reference",
+            "registry.example/app:v1",
+            &oci(&layout, ":v1"),
+        ],
+    );
+    assert!(signed.status.success(), "{signed:?}");
+    let out = dir.path().join("out");
+    let err = fails(&[
+        "copy",
+        "--compression",
+        "zstd",
+        &oci(&layout, ":v1"),
+        &oci(&out, ":v1"),
+    ]);
+    assert!(
+        err.contains("is signed (sha256-") && err.contains("recompressed to zstd"),
+        "{err}"
+    );
+    assert!(err.contains("--remove-signatures"), "{err}");
+    assert!(!out.exists());
+    let report: serde_json::Value = serde_json::from_str(&ok(&[
+        "--json",
+        "copy",
+        "--compression",
+        "zstd",
+        "--remove-signatures",
+        &oci(&layout, ":v1"),
+        &oci(&out, ":v1"),
+    ]))
+    .unwrap();
+    assert!(report.get("signaturesCopied").is_none(), "{report}");
+    assert!(
+        report["layersRecompressed"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+}

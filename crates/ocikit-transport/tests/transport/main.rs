@@ -24,6 +24,8 @@ mod rebase;
 mod referrers;
 mod registry;
 #[cfg(feature = "sign")]
+mod signatures_rewrite;
+#[cfg(feature = "sign")]
 mod signatures_travel;
 #[cfg(feature = "sign")]
 mod signing;

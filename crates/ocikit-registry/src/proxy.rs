@@ -22,9 +22,16 @@
 //!   goes away.
 //! - **Cached content is served while the upstream is down**: a tag that cannot be
 //!   revalidated (the upstream unreachable, or refusing) is served as last cached; only
-//!   content never cached fails, with 503 `UNAVAILABLE`.
+//!   content never cached fails: a blob or a manifest by digest with 503 `UNAVAILABLE`, a
+//!   tag with 404 `MANIFEST_UNKNOWN` (as Distribution's proxy answers, so that clients
+//!   probing optional tags, signatures and referrers, see them absent).
 //! - **Read-only**: pushes and deletions are refused with 405 `UNSUPPORTED`, as
 //!   Distribution refuses them in proxy mode.
+//!
+//! Tag lists, the catalog and referrers answer from what the cache holds. A `HEAD` of an
+//! uncached blob asks the upstream for its size and stores nothing; a `Range` request for
+//! one gets the whole blob (which the spec allows). Requests that join a fetch wait for it
+//! to finish before their bytes start.
 
 use std::collections::HashMap;
 use std::fmt;

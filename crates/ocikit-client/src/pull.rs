@@ -566,6 +566,14 @@ async fn get_small_blob(
 
 /// Streams a blob into `store` through a verifying writer, resuming with `Range` when the
 /// download breaks off. Returns the bytes downloaded, or `None` when the store had it.
+///
+/// Where the store keeps partial downloads ([`Store::partial_downloads`]: a filesystem
+/// layout), the bytes go to the blob's partial file instead of a temp file, so a download
+/// that a killed process or a dropped connection interrupted resumes in the next run from
+/// the bytes on disk: they are hashed first, and the whole is verified before it is
+/// published. A resumed download that does not verify (the partial file was changed on
+/// disk) is discarded and fetched once more from the start. Other stores start over in a
+/// new process.
 pub(super) async fn fetch_blob(
     client: &Client,
     repository: &str,
@@ -595,6 +603,135 @@ pub(super) async fn fetch_blob(
         digest: digest.clone(),
         size,
     });
+    let partials = store.partial_downloads();
+    let mut fresh_retry = false;
+    loop {
+        let sink = match &partials {
+            Some(partials) => {
+                let partial = partials.open(&digest, size).await.map_err(store_error)?;
+                // Another process may have published it while this one waited for the lock.
+                if store.stat(&digest).await.map_err(store_error)? == Some(size) {
+                    partial.discard().await.map_err(store_error)?;
+                    break;
+                }
+                Sink::Partial(partial)
+            }
+            None => Sink::Staged(
+                store
+                    .writer_with(digest.algorithm())
+                    .await
+                    .map_err(store_error)?,
+            ),
+        };
+        let resumed = sink.len() > 0;
+        match download(
+            client, repository, store, &base_req, &digest, size, sink, progress,
+        )
+        .await
+        {
+            Err(Error::ContentMismatch { .. }) if resumed && !fresh_retry => {
+                // The bytes kept on disk were not the blob's beginning: the partial file is
+                // gone (discarded by the failed commit); fetch it whole, once.
+                fresh_retry = true;
+            }
+            Err(e) => return Err(e),
+            Ok(()) => break,
+        }
+    }
+    progress.emit(Event::Done {
+        operation: progress::Operation::Copy,
+        digest,
+        bytes: size,
+    });
+    Ok(Some(size))
+}
+
+/// Where a download's bytes go: a store's verifying writer, or a partial download kept
+/// across processes.
+enum Sink {
+    Staged(ocikit_store::BlobWriter),
+    Partial(ocikit_store::fs::PartialDownload),
+}
+
+impl Sink {
+    /// The bytes held: where the download goes on from.
+    fn len(&self) -> u64 {
+        match self {
+            Sink::Staged(writer) => writer.bytes_written(),
+            Sink::Partial(partial) => partial.len(),
+        }
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> ocikit_store::Result<()> {
+        match self {
+            Sink::Staged(writer) => writer
+                .write_all(chunk)
+                .await
+                .map_err(ocikit_store::Error::Stream),
+            Sink::Partial(partial) => partial.write(chunk).await,
+        }
+    }
+
+    /// Drops what is held, to take the blob from its first byte.
+    async fn restart(self, store: &dyn Store, digest: &Digest) -> ocikit_store::Result<Sink> {
+        match self {
+            Sink::Staged(writer) => {
+                writer.abort().await.ok();
+                Ok(Sink::Staged(store.writer_with(digest.algorithm()).await?))
+            }
+            Sink::Partial(mut partial) => {
+                partial.restart().await?;
+                Ok(Sink::Partial(partial))
+            }
+        }
+    }
+
+    /// Gives up this run: a staged write is discarded, a partial download kept for the next.
+    async fn give_up(self) {
+        match self {
+            Sink::Staged(writer) => {
+                writer.abort().await.ok();
+            }
+            Sink::Partial(partial) => {
+                partial.suspend().await.ok();
+            }
+        }
+    }
+
+    /// Drops what is held, partial download included.
+    async fn discard(self) {
+        match self {
+            Sink::Staged(writer) => {
+                writer.abort().await.ok();
+            }
+            Sink::Partial(partial) => {
+                partial.discard().await.ok();
+            }
+        }
+    }
+
+    async fn commit(self, digest: &Digest, size: u64) -> ocikit_store::Result<()> {
+        match self {
+            Sink::Staged(writer) => writer.commit(digest, size).await,
+            Sink::Partial(partial) => partial.commit(digest, size).await,
+        }
+    }
+}
+
+/// Downloads the rest of a blob into `sink` (from the bytes it holds on), resuming with
+/// `Range` as often as the client's retries allow, and commits it.
+#[allow(clippy::too_many_arguments)]
+async fn download(
+    client: &Client,
+    repository: &str,
+    store: &dyn Store,
+    base_req: &Request,
+    digest: &Digest,
+    size: u64,
+    mut sink: Sink,
+    progress: &Progress,
+) -> Result<()> {
+    let store_error = |e: ocikit_store::Error| client.layout_error(base_req, e.into());
     let size_error = |actual: u64| Error::ContentSize {
         registry: client.registry().to_string(),
         repository: repository.to_string(),
@@ -602,13 +739,9 @@ pub(super) async fn fetch_blob(
         expected: size,
         actual,
     };
-    let mut writer = store
-        .writer_with(digest.algorithm())
-        .await
-        .map_err(store_error)?;
-    let mut done = 0u64;
+    let mut done = sink.len();
     let mut resumes = 0u32;
-    loop {
+    while done < size {
         let mut req = Request::new(
             Method::GET,
             base_req.url.clone(),
@@ -628,22 +761,18 @@ pub(super) async fn fetch_blob(
         {
             Ok(response) => response,
             Err(e) => {
-                writer.abort().await.ok();
+                sink.give_up().await;
                 return Err(e);
             }
         };
         if done > 0 && response.status() == StatusCode::OK {
             // The registry ignored the range: start over.
-            writer.abort().await.ok();
-            writer = store
-                .writer_with(digest.algorithm())
-                .await
-                .map_err(store_error)?;
+            sink = sink.restart(store, digest).await.map_err(store_error)?;
             done = 0;
         } else if response.status() == StatusCode::PARTIAL_CONTENT
             && !content_range_starts_at(&response, done)
         {
-            writer.abort().await.ok();
+            sink.give_up().await;
             return Err(Error::InvalidResponse {
                 registry: client.registry().to_string(),
                 repository: repository.to_string(),
@@ -655,7 +784,7 @@ pub(super) async fn fetch_blob(
             && let Some(length) = response.content_length()
             && length != size
         {
-            writer.abort().await.ok();
+            sink.give_up().await;
             return Err(size_error(length));
         }
         let broke = loop {
@@ -663,12 +792,13 @@ pub(super) async fn fetch_blob(
                 Ok(Some(chunk)) => {
                     done += chunk.len() as u64;
                     if done > size {
-                        writer.abort().await.ok();
+                        // More than the blob: what is held cannot be trusted to be its start.
+                        sink.discard().await;
                         return Err(size_error(done));
                     }
-                    if let Err(e) = writer.write_all(&chunk).await {
-                        writer.abort().await.ok();
-                        return Err(store_error(ocikit_store::Error::Stream(e)));
+                    if let Err(e) = sink.write(&chunk).await {
+                        sink.give_up().await;
+                        return Err(store_error(e));
                     }
                     progress.emit(Event::Progress {
                         operation: progress::Operation::Copy,
@@ -685,13 +815,13 @@ pub(super) async fn fetch_blob(
             None => {
                 // The connection ended early, but cleanly: resume as for an error.
                 if resumes >= client.settings().retries {
-                    writer.abort().await.ok();
+                    sink.give_up().await;
                     return Err(size_error(done));
                 }
             }
             Some(e) => {
                 if resumes >= client.settings().retries {
-                    writer.abort().await.ok();
+                    sink.give_up().await;
                     return Err(client.request_error(&req, e));
                 }
             }
@@ -699,25 +829,19 @@ pub(super) async fn fetch_blob(
         resumes += 1;
         tokio::time::sleep(client.backoff(resumes - 1)).await;
     }
-    match writer.commit(&digest, size).await {
-        Ok(()) => {}
+    match sink.commit(digest, size).await {
+        Ok(()) => Ok(()),
         Err(ocikit_store::Error::DigestMismatch { expected, actual }) => {
-            return Err(Error::ContentMismatch {
+            Err(Error::ContentMismatch {
                 registry: client.registry().to_string(),
                 repository: repository.to_string(),
                 expected: Box::new(expected),
                 actual: Box::new(actual),
-            });
+            })
         }
-        Err(ocikit_store::Error::SizeMismatch { actual, .. }) => return Err(size_error(actual)),
-        Err(e) => return Err(store_error(e)),
+        Err(ocikit_store::Error::SizeMismatch { actual, .. }) => Err(size_error(actual)),
+        Err(e) => Err(store_error(e)),
     }
-    progress.emit(Event::Done {
-        operation: progress::Operation::Copy,
-        digest,
-        bytes: size,
-    });
-    Ok(Some(size))
 }
 
 fn content_range_starts_at(response: &reqwest::Response, start: u64) -> bool {

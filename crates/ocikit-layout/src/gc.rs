@@ -12,6 +12,11 @@
 //! writer that links an old unreferenced blob into a new image *without writing it again*
 //! (as a copy that skips blobs already present does) is protected only by the re-check of
 //! `index.json` just before the sweep, not by the grace period.
+//!
+//! On a filesystem store the collection also removes partial downloads
+//! ([`ocikit_store::fs::Partials`]) not written for [`GcOptions::partials_older_than`]
+//! (default a day) and not being written: what interrupted pulls left for a next run that
+//! never came. Younger ones are kept, so that a pull can still resume from them.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -54,6 +59,9 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// The clock that ages are measured by (default the system clock).
     pub clock: Clock,
+    /// Partial downloads (filesystem stores) not written for this long are removed
+    /// (default one day); a pull resumes from younger ones.
+    pub partials_older_than: Duration,
 }
 
 impl Default for GcOptions {
@@ -62,6 +70,7 @@ impl Default for GcOptions {
             grace: Duration::from_secs(3600),
             dry_run: false,
             clock: Clock::system(),
+            partials_older_than: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -81,6 +90,12 @@ impl GcOptions {
     /// These options as a dry run (or not).
     pub fn with_dry_run(mut self, dry_run: bool) -> GcOptions {
         self.dry_run = dry_run;
+        self
+    }
+
+    /// These options removing partial downloads not written for `age`.
+    pub fn with_partials_older_than(mut self, age: Duration) -> GcOptions {
+        self.partials_older_than = age;
         self
     }
 
@@ -107,6 +122,11 @@ pub struct GcReport {
     pub documents_removed: Vec<DocumentKey>,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// The partial downloads removed (or that would be) as stale, by the blob they were
+    /// the beginning of, sorted (see [`GcOptions::partials_older_than`]).
+    pub partials_removed: Vec<Digest>,
+    /// The bytes they held.
+    pub partials_removed_bytes: u64,
 }
 
 fn ref_name(entry: &Value) -> Option<&str> {
@@ -327,6 +347,15 @@ impl Layout {
             }
         }
         report.documents_removed = self.prune_referrers(options.dry_run).await?;
+        if let Some(partials) = store.partial_downloads() {
+            for stale in partials
+                .remove_stale(options.partials_older_than, now, options.dry_run)
+                .await?
+            {
+                report.partials_removed_bytes += stale.size;
+                report.partials_removed.push(stale.digest);
+            }
+        }
         Ok(report)
     }
 }

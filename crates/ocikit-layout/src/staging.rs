@@ -19,7 +19,9 @@
 //! killed process and is stale; the next run for the same target removes it (only those of
 //! the same owner as the running process). One whose lock is held belongs to a run still
 //! going and is left alone. This relies on `flock` working on the target's filesystem, as it
-//! does on local ones.
+//! does on local ones. A new staged layout takes over the partial downloads
+//! (`layout/.ocikit/partial`) of the stale staging directory it removes, so a killed pull
+//! into a new layout resumes in the next run.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -99,8 +101,11 @@ impl Staging {
             }
         };
         let prefix = staging_prefix(name, STAGING_MARK);
-        remove_stale(&base, &prefix);
         let (dir, lock) = make_locked(&base, &prefix, &target)?;
+        // A new layout takes over the partial downloads of a killed run for the same target,
+        // so its pull resumes from them (their bytes are verified before any is published).
+        let carry = (inner == LAYOUT_INNER).then(|| dir.join(inner));
+        remove_stale_carrying(&base, &prefix, carry.as_deref());
         Ok(Staging {
             dir,
             inner,
@@ -375,6 +380,17 @@ impl Drop for Scratch {
 /// Removes the stale staging directories (`prefix…`) in `parent`: those whose lock no
 /// process holds. Best effort: what cannot be removed now is tried again next time.
 fn remove_stale(parent: &Path, prefix: &OsStr) {
+    remove_stale_carrying(parent, prefix, None);
+}
+
+/// The subdirectory of a staged layout ([`crate::Layout::create_staged`]).
+const LAYOUT_INNER: &str = "layout";
+/// Where a layout's store keeps partial downloads ([`ocikit_store::fs::Partials`]).
+const PARTIALS: &str = ".ocikit/partial";
+
+/// [`remove_stale`], first moving the partial downloads of each stale staged layout into
+/// the layout at `carry` (the first one's only, when several were left).
+fn remove_stale_carrying(parent: &Path, prefix: &OsStr, carry: Option<&Path>) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
@@ -391,6 +407,18 @@ fn remove_stale(parent: &Path, prefix: &OsStr) {
             continue;
         }
         if let Ok(Some(lock)) = claim(&dir) {
+            if let Some(carry) = carry {
+                let from = dir.join(LAYOUT_INNER).join(PARTIALS);
+                let to = carry.join(PARTIALS);
+                if from.is_dir() && !to.exists() {
+                    // Best effort: without them the pull only starts over.
+                    if let Some(parent) = to.parent()
+                        && std::fs::create_dir_all(parent).is_ok()
+                    {
+                        let _ = std::fs::rename(&from, &to);
+                    }
+                }
+            }
             let _ = remove_tree(&dir);
             drop(lock);
         }

@@ -246,6 +246,9 @@ macro_rules! forward_store {
             fn local_blobs(&self) -> Option<Arc<dyn crate::LocalBlobs>> {
                 (**self).local_blobs()
             }
+            fn partial_downloads(&self) -> Option<crate::fs::Partials> {
+                (**self).partial_downloads()
+            }
         }
     )*};
 }

@@ -6,6 +6,8 @@
 //! <root>/.ocikit/tmp/                  staging: temp files, renamed into place when done
 //! <root>/.ocikit/locks/                lock files serialising document updates (one per
 //!                                      document that exists: removed with it)
+//! <root>/.ocikit/partial/<alg>/<enc>   downloads in progress, resumable by a later process
+//!                                      ([`Partials`]; never blobs until verified)
 //! ```
 //!
 //! Every write stages in a temp file inside the store, is fsynced, renamed into place, and
@@ -180,6 +182,9 @@ macro_rules! trace {
 
 #[cfg(test)]
 mod durability_tests;
+
+mod partial;
+pub use partial::{PartialDownload, Partials, StalePartial};
 
 /// fsyncs a directory, making renames and unlinks in it durable.
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -368,6 +373,12 @@ impl FsStore {
             Ok(removed)
         })
         .await
+    }
+
+    /// The store's partial downloads: blob downloads in progress that a later process
+    /// resumes (see [`Partials`]).
+    pub fn partials(&self) -> Partials {
+        Partials::new(self.clone())
     }
 
     fn lock_path(&self, key: &DocumentKey) -> PathBuf {
@@ -842,6 +853,10 @@ impl Store for FsStore {
             link_blob_sync(&root, &source, &tmp, &target, &digest, size, trust, mode)
         })
         .await
+    }
+
+    fn partial_downloads(&self) -> Option<Partials> {
+        Some(self.partials())
     }
 
     fn local_blobs(&self) -> Option<Arc<dyn LocalBlobs>> {

@@ -158,6 +158,15 @@ pub trait Store: fmt::Debug + Send + Sync {
     fn local_blobs(&self) -> Option<Arc<dyn LocalBlobs>> {
         None
     }
+
+    /// Where this store keeps blob downloads in progress so that one interrupted (a killed
+    /// process, a dropped connection) resumes in a later process from the bytes on disk:
+    /// the filesystem store's [`crate::fs::Partials`]. `None` (the default: memory and
+    /// object stores, and wrappers that must see every write) means a download interrupted
+    /// in one process starts over in the next.
+    fn partial_downloads(&self) -> Option<crate::fs::Partials> {
+        None
+    }
 }
 
 /// The page [`Store::list_documents_after`] returns, cut out of a whole sorted listing.

@@ -93,6 +93,8 @@ pub(crate) async fn gc(
         removed_bytes: u64,
         kept_young: usize,
         reachable: usize,
+        /// Stale partial downloads (a day without a write), by the blob they began.
+        partials_removed: Vec<String>,
     }
     let shown = Report {
         dry_run,
@@ -100,6 +102,11 @@ pub(crate) async fn gc(
         removed_bytes: report.removed_bytes,
         kept_young: report.kept_young.len(),
         reachable: report.reachable,
+        partials_removed: report
+            .partials_removed
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     };
     out.show(&shown, || {
         let verb = if dry_run { "would remove" } else { "removed" };
@@ -115,6 +122,13 @@ pub(crate) async fn gc(
             shown.kept_young,
             human_duration(grace)
         ));
+        if !shown.partials_removed.is_empty() {
+            text.push_str(&format!(
+                "; {verb} {} stale partial downloads ({})",
+                shown.partials_removed.len(),
+                human_size(report.partials_removed_bytes)
+            ));
+        }
         text
     })
 }

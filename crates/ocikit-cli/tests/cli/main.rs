@@ -35,6 +35,7 @@ mod serve_config;
 mod signatures_travel;
 mod signing;
 mod snapshot;
+mod staged_pull;
 mod sync;
 
 use std::path::Path;

@@ -6,6 +6,7 @@ mod ext;
 mod fs;
 mod keys;
 mod memory;
+mod partial;
 #[cfg(feature = "s3")]
 mod s3;
 #[cfg(feature = "s3")]

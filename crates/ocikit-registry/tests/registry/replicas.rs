@@ -729,6 +729,14 @@ async fn pushes_through_two_replicas_while_the_third_collects() {
             }
         }
     }
+    eprintln!(
+        "torture: {} manifests pushed, {clean_failures} pushes failed cleanly, {} collections, \
+         {} blobs removed, {:?}",
+        manifests.len(),
+        runs.load(Ordering::SeqCst),
+        removed.len(),
+        started.elapsed()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "{:?}",

@@ -124,6 +124,18 @@ impl Store for Counted {
         self.count("list_documents", self.inner.list_documents(prefix).await)
     }
 
+    async fn list_documents_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DocumentKey>> {
+        self.count(
+            "list_documents_after",
+            self.inner.list_documents_after(prefix, after, limit).await,
+        )
+    }
+
     async fn link_blob(
         &self,
         digest: &Digest,

@@ -304,21 +304,6 @@ pub(crate) async fn delete_tag(store: &dyn Store, name: &str, tag: &str) -> Resu
         .await?)
 }
 
-/// Repository `name`'s tags in byte order.
-pub(crate) async fn tags(store: &dyn Store, name: &str) -> Result<Vec<String>> {
-    let prefix = keys::tags_prefix(name);
-    let mut tags: Vec<String> = store
-        .list_documents(&prefix)
-        .await?
-        .iter()
-        .filter_map(|k| k.as_str().strip_prefix(&prefix)?.strip_prefix('/'))
-        .filter(|t| !t.contains('/'))
-        .map(str::to_owned)
-        .collect();
-    tags.sort();
-    Ok(tags)
-}
-
 pub(crate) async fn add_referrer(
     store: &dyn Store,
     name: &str,

@@ -14,6 +14,7 @@ mod limits;
 mod live;
 mod manifests;
 mod operations;
+mod pages;
 mod proxy;
 mod pull;
 mod push;

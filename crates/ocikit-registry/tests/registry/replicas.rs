@@ -746,3 +746,66 @@ async fn pushes_through_two_replicas_while_the_third_collects() {
         Arc::into_inner(s).unwrap().stop().await;
     }
 }
+
+/// A collector whose lease is taken from it while it collects (its holder judged dead by
+/// another, as after a long pause) stops before its next deletion, and leaves the new
+/// holder's lease alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_loses_its_lease_stops_before_deleting() {
+    use ocikit_store::{MemoryStore, StoreExt};
+    let content: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let slow: Arc<dyn Store> = Arc::new(SlowListing {
+        inner: content.clone(),
+        delay: Duration::from_millis(1500),
+    });
+    let registry = Registry::new(slow, Arc::new(MemoryStore::new()), Config::default()).unwrap();
+    let orphan = content.put_bytes(b"nobody links me").await.unwrap();
+    let options = GcOptions::new()
+        .grace(Duration::ZERO)
+        .clock(ocikit_registry::Clock::from_fn(|| {
+            SystemTime::now() + Duration::from_secs(1)
+        }))
+        .lease(Some(
+            LeaseOptions::new()
+                .holder("paused")
+                .ttl(Duration::from_millis(400)),
+        ));
+    let collecting = {
+        let registry = registry.clone();
+        let options = options.clone();
+        tokio::spawn(async move { registry.gc(&options).await })
+    };
+    ocikit_testkit::poll::eventually("the lease is taken", Duration::from_secs(10), || {
+        let store = content.clone();
+        async move { lease_document(store.as_ref()).await }
+    })
+    .await;
+    let now = ocikit_store::Clock::system().now_unix_ms();
+    let usurper = json!({"holder": "usurper", "acquired_ms": now, "expires_ms": now + 60_000});
+    content
+        .write_document(
+            &DocumentKey::new(LEASE_KEY).unwrap(),
+            serde_json::to_vec(&usurper).unwrap().into(),
+            Precondition::None,
+        )
+        .await
+        .unwrap();
+    let err = collecting.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::GcLease(GcLeaseError::Lost { holder, taken_by })
+            if holder == "paused" && taken_by.as_deref() == Some("usurper")),
+        "{err:?}"
+    );
+    assert!(
+        content.stat(&orphan).await.unwrap().is_some(),
+        "deleted after losing the lease"
+    );
+    assert_eq!(lease_document(content.as_ref()).await, Some(usurper));
+    // Without the usurper, the same collection removes it.
+    content
+        .delete_document(&DocumentKey::new(LEASE_KEY).unwrap(), Precondition::None)
+        .await
+        .unwrap();
+    let report = registry.gc(&options).await.unwrap();
+    assert_eq!(report.blobs_removed, vec![orphan]);
+}

@@ -19,6 +19,10 @@ use crate::{Error, Result};
 
 /// Bytes gathered before they are written to the partial file.
 const FLUSH_AT: usize = 1 << 20;
+/// Bytes written between two `fdatasync`s of a partial file (as the store's blob writer
+/// does), so the disk's work overlaps the download instead of all coming at the commit.
+/// Correctness does not rest on it: whatever is on disk after a crash is re-hashed.
+const SYNC_WINDOW: u64 = 16 << 20;
 
 /// Partial downloads: blob downloads in progress, kept on disk across processes so that one
 /// interrupted (a killed process, a dropped connection) resumes from the bytes it already
@@ -98,6 +102,8 @@ impl Partials {
             on_disk: opened.len,
             resumed_from: opened.len,
             buf: Vec::new(),
+            writing: None,
+            unsynced: 0,
         })
     }
 
@@ -278,11 +284,15 @@ pub struct PartialDownload {
     file: Option<Arc<File>>,
     path: PathBuf,
     hasher: Hasher,
-    /// Bytes in the file.
+    /// Bytes in the file, or being written to it.
     on_disk: u64,
     resumed_from: u64,
     /// Bytes gathered, not yet written.
     buf: Vec<u8>,
+    /// The write in flight, which hands its buffer back.
+    writing: Option<tokio::task::JoinHandle<Result<Vec<u8>>>>,
+    /// Bytes written since the last `fdatasync`.
+    unsynced: u64,
 }
 
 impl PartialDownload {
@@ -316,25 +326,53 @@ impl PartialDownload {
         Ok(())
     }
 
-    /// Writes what is gathered to the file.
+    /// Hands what is gathered to a blocking thread that writes it (after the previous write
+    /// ended, so at most one is in flight while the next bytes arrive and are hashed), with
+    /// an `fdatasync` every [`SYNC_WINDOW`] bytes so the disk works along the way.
     async fn flush(&mut self) -> Result<()> {
+        let spare = self.settle().await?;
         if self.buf.is_empty() {
             return Ok(());
         }
         let file = self.file()?;
-        let buf = std::mem::take(&mut self.buf);
+        let mut next = spare.unwrap_or_default();
+        next.clear();
+        let buf = std::mem::replace(&mut self.buf, next);
         let at = self.on_disk;
+        self.on_disk += buf.len() as u64;
+        self.unsynced += buf.len() as u64;
+        let sync = self.unsynced >= SYNC_WINDOW;
+        if sync {
+            self.unsynced = 0;
+        }
         let path = self.path.clone();
-        let buf = blocking(move || {
+        self.writing = Some(tokio::task::spawn_blocking(move || {
             file.write_all_at(&buf, at)
                 .map_err(|e| Error::io("write partial download", &path, e))?;
+            if sync {
+                file.sync_data()
+                    .map_err(|e| Error::io("fsync partial download", &path, e))?;
+            }
             Ok(buf)
-        })
-        .await?;
-        self.on_disk += buf.len() as u64;
-        self.buf = buf;
-        self.buf.clear();
+        }));
         Ok(())
+    }
+
+    /// Waits for the write in flight; returns its buffer for reuse.
+    async fn settle(&mut self) -> Result<Option<Vec<u8>>> {
+        match self.writing.take() {
+            None => Ok(None),
+            Some(write) => match write.await {
+                Ok(written) => written.map(Some),
+                Err(join) => Err(Error::Stream(io::Error::other(join))),
+            },
+        }
+    }
+
+    /// Writes everything gathered and waits until it is written.
+    async fn drain(&mut self) -> Result<()> {
+        self.flush().await?;
+        self.settle().await.map(|_| ())
     }
 
     fn file(&self) -> Result<Arc<File>> {
@@ -346,6 +384,8 @@ impl PartialDownload {
     /// Empties it and starts the hash over: for a server that sent the whole blob when asked
     /// for the rest.
     pub async fn restart(&mut self) -> Result<()> {
+        // What was in flight is moot, but must land before the file is emptied.
+        self.settle().await.ok();
         let file = self.file()?;
         let path = self.path.clone();
         blocking(move || {
@@ -366,13 +406,14 @@ impl PartialDownload {
     /// Writes what is gathered and lets go of the lock, keeping the bytes for a later run;
     /// returns how many are kept.
     pub async fn suspend(mut self) -> Result<u64> {
-        self.flush().await?;
+        self.drain().await?;
         Ok(self.on_disk)
     }
 
     /// Removes the partial file (and lets go of the lock).
     pub async fn discard(mut self) -> Result<()> {
         self.buf.clear();
+        self.settle().await.ok();
         let file = self.file.take();
         let path = self.path.clone();
         blocking(move || {
@@ -394,7 +435,7 @@ impl PartialDownload {
     /// match is [`Error::SizeMismatch`] or [`Error::DigestMismatch`], and the partial file is
     /// removed: it can never become right.
     pub async fn commit(mut self, expected: &Digest, size: u64) -> Result<()> {
-        self.flush().await?;
+        self.drain().await?;
         let held = self.on_disk;
         let actual = self.hasher.current();
         if held != size {

@@ -12,9 +12,16 @@ pub(super) async fn get_blob(
     let digest = parse_digest(digest)?;
     let store = registry.store().as_ref();
     let linked = meta::blob_link(store, name, &digest).await?.is_some();
-    let size = match linked {
-        true => store.stat(&digest).await?,
-        false => None,
+    // A GET of the whole blob learns the size from the read itself: no HEAD before it (on
+    // S3, one request less per blob pulled). HEAD and ranged GETs need the size first.
+    let whole = !head && header_str(headers, &header::RANGE).is_none();
+    let (size, opened) = match linked {
+        true if whole => match store.get(&digest, None).await? {
+            Some(blob) => (Some(blob.size()), Some(blob)),
+            None => (None, None),
+        },
+        true => (store.stat(&digest).await?, None),
+        false => (None, None),
     };
     let Some(size) = size else {
         if let Some(proxy) = &registry.config().proxy {
@@ -29,6 +36,12 @@ pub(super) async fn get_blob(
     if head {
         // HEAD never reads the blob.
         return r.header(header::CONTENT_LENGTH, size.to_string()).done();
+    }
+    if let Some(blob) = opened {
+        return r
+            .header(header::CONTENT_LENGTH, blob.len().to_string())
+            .body(Body::from_stream(blob.into_stream()))
+            .done();
     }
     let range = parse_range_header(headers, size);
     let (r, range) = match range {

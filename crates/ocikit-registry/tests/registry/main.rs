@@ -5,6 +5,7 @@
 mod access;
 mod bounded_files;
 mod concurrency;
+mod costs;
 mod delete;
 mod documents;
 mod gc;

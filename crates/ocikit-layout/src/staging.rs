@@ -21,7 +21,8 @@
 //! going and is left alone. This relies on `flock` working on the target's filesystem, as it
 //! does on local ones. A new staged layout takes over the partial downloads
 //! (`layout/.ocikit/partial`) of the stale staging directory it removes, so a killed pull
-//! into a new layout resumes in the next run.
+//! into a new layout resumes in the next run. (A run that fails rather than dies removes its
+//! staging directory, partial downloads included; in an existing layout they stay.)
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;

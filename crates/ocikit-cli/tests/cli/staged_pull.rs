@@ -1,5 +1,6 @@
 //! Staged pulls (issue 20): a blob download interrupted by SIGKILL or a dropped connection
-//! resumes from the bytes on disk (`Range`), the whole verified; a partial file changed on
+//! resumes from the bytes on disk (`Range`), the whole verified (in the same run, or in the
+//! next: after a kill, or after a run whose retries ran out); a partial file changed on
 //! disk is discarded and the blob fetched again; `gc` removes stale partial downloads and
 //! keeps fresh ones; fsck never takes a partial download for a blob.
 //!
@@ -71,6 +72,8 @@ struct State {
     pause_micros: AtomicU64,
     /// Close the next layer response after this many body bytes (0: never), once.
     drop_after: AtomicU64,
+    /// Close every layer response after this many body bytes (0: never).
+    drop_every: AtomicU64,
     /// Layer responses being sent.
     sending: AtomicU64,
     /// The `Range` header of each layer request (`None` without one).
@@ -220,7 +223,10 @@ fn serve(mut stream: TcpStream, image: &Image, state: &State) {
 
 /// Sends the layer's body (from the range asked for), throttled or cut as `state` says.
 fn send_layer(stream: &mut TcpStream, body: &[u8], state: &State) {
-    let drop_after = state.drop_after.swap(0, Ordering::SeqCst);
+    let drop_after = match state.drop_after.swap(0, Ordering::SeqCst) {
+        0 => state.drop_every.load(Ordering::SeqCst),
+        once => once,
+    };
     let mut sent = 0usize;
     for chunk in body.chunks(SEND_CHUNK) {
         let chunk = if drop_after > 0 {
@@ -415,6 +421,37 @@ fn a_dropped_connection_resumes_in_the_same_run() {
         vec![None, Some(format!("bytes={cut}-"))]
     );
     assert_eq!(json(&["fsck", &oci(&target, "")])["clean"], true);
+}
+
+#[test]
+fn a_run_cut_off_for_good_keeps_its_bytes_in_an_existing_layout_for_the_next_run() {
+    let registry = Registry::start();
+    let image = image();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("layout");
+    ok(&["init", "-q", &oci(&target, "")]);
+    let size = image.layer.len() as u64;
+    // Every response is cut off after 1 MiB: the retries run out and the copy fails.
+    registry.state.drop_every.store(1 << 20, Ordering::SeqCst);
+    let args = copy_args(&registry, &target);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    crate::fails(&args);
+    let failed_run = registry.layer_bytes();
+    let (_, kept) = the_partial(&target, &image.layer_digest);
+    assert_eq!(kept, failed_run, "every byte received is kept");
+    assert!(kept >= 2 << 20, "resumed within the run: {kept}");
+    assert!(!target.join(blob_tail(&image.layer_digest)).exists());
+    assert_eq!(json(&["fsck", &oci(&target, "")])["clean"], true);
+
+    registry.state.drop_every.store(0, Ordering::SeqCst);
+    ok(&args);
+    assert_eq!(registry.layer_bytes() - failed_run, size - kept);
+    assert_eq!(
+        std::fs::read(target.join(blob_tail(&image.layer_digest))).unwrap(),
+        image.layer
+    );
+    assert_eq!(json(&["fsck", &oci(&target, "")])["clean"], true);
+    assert!(find(&target, &partial_tail(&image.layer_digest)).is_empty());
 }
 
 #[test]

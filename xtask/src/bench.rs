@@ -24,6 +24,7 @@ pub(crate) fn run(args: &[String]) -> Result {
             "registry",
             "client",
             "recompress",
+            "hostile",
         ]
     } else {
         args.iter().map(String::as_str).collect()
@@ -37,9 +38,10 @@ pub(crate) fn run(args: &[String]) -> Result {
             "registry" => registry()?,
             "client" => client()?,
             "recompress" => recompress()?,
+            "hostile" => hostile()?,
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}` (have: digest, store, codec, layout, registry, client, recompress)"
+                    "unknown benchmark `{other}` (have: digest, store, codec, layout, registry, client, recompress, hostile)"
                 ));
             }
         }
@@ -393,6 +395,58 @@ fn registry() -> Result {
     );
     println!("{section}");
     write_section("registry", &section)
+}
+
+/// Issue 22's hostile-load test run as a benchmark (crates/ocikit-cli/benches/hostile.rs):
+/// each attack alone against `ocikit serve` and distribution 2.8.2 while an honest client
+/// pushes and pulls; the bench prints its own table (one row per attack and server, not
+/// medians), written here with the conditions. `OCIKIT_BENCH_HOSTILE_SCALE` and
+/// `OCIKIT_BENCH_HOSTILE_SECS` pass through to scale it down.
+fn hostile() -> Result {
+    crate::ensure_apt_tools(&[("docker-registry", "docker-registry")])?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "-q", "-p", "ocikit-cli", "--bench", "hostile"]);
+    // Its progress (a line per phase, ten phases of up to a minute) shows as it runs.
+    cmd.stderr(std::process::Stdio::inherit());
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run cargo bench: {e}"))?;
+    if !out.status.success() {
+        return Err(
+            "cargo bench -p ocikit-cli --bench hostile failed (its stderr is above)".into(),
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or("?")
+            .trim()
+            .to_owned()
+    };
+    let rows: String = stdout
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if rows.lines().count() < 3 {
+        return Err("the hostile bench printed no table".into());
+    }
+    let commit =
+        output_of(Command::new("git").args(["rev-parse", "--short", "HEAD"])).unwrap_or_default();
+    let section = format!(
+        "Machine: {machine}; commit {commit}; load average {before} before, {after} after \
+         ({scale}).\n\n\
+         {rows}",
+        machine = machine(),
+        commit = commit.trim(),
+        before = field("LOAD before:"),
+        after = field("LOAD after:"),
+        scale = field("SCALE:"),
+    );
+    println!("{section}");
+    write_section_only("hostile", &section).map(drop)
 }
 
 /// Runs `cmd` and returns its wall time in seconds, failing on a non-zero exit.
@@ -760,6 +814,13 @@ fn summary(name: &str, unit: &str, v: &[f64]) -> Line {
 }
 
 fn write_section(name: &str, body: &str) -> Result {
+    let new = write_section_only(name, &charts::with_links(name, body))?;
+    charts::draw_section(&new, name)
+}
+
+/// Replaces section `name` of docs/benchmarks.md by `body`, drawing no chart (for tables
+/// that are not `case | median | unit | min | max`); returns the whole new text.
+fn write_section_only(name: &str, body: &str) -> Result<String> {
     let path = root().join("docs/benchmarks.md");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -768,8 +829,7 @@ fn write_section(name: &str, body: &str) -> Result {
     let (Some(a), Some(b)) = (text.find(&start), text.find(&end)) else {
         return Err(format!("docs/benchmarks.md has no {start} … {end} markers"));
     };
-    let body = charts::with_links(name, body);
     let new = format!("{}{start}\n{body}{}", &text[..a], &text[b..]);
     std::fs::write(&path, &new).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    charts::draw_section(&new, name)
+    Ok(new)
 }

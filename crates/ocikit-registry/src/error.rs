@@ -156,9 +156,6 @@ pub enum Error {
         /// The name given.
         bucket: String,
     },
-    /// The S3 stores of a registry in a bucket cannot be set up (a bad endpoint, half of a
-    /// pair of credentials).
-    #[error("cannot use S3 bucket {bucket}")]
     /// A pull-through cache's upstream has no such manifest or blob
     /// ([`crate::proxy::Upstream`]).
     #[error("upstream {upstream} has no {what}")]
@@ -188,6 +185,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The S3 stores of a registry in a bucket cannot be set up (a bad endpoint, half of a
+    /// pair of credentials).
+    #[error("cannot use S3 bucket {bucket}")]
     S3Setup {
         /// The bucket.
         bucket: String,
@@ -233,12 +233,12 @@ pub enum ErrorCode {
     Unsupported,
     /// Too many requests.
     TooManyRequests,
-}
-
-impl ErrorCode {
     /// The service is unavailable (Distribution's `UNAVAILABLE`): a pull-through cache whose
     /// upstream cannot be reached, for content it has not cached.
     Unavailable,
+}
+
+impl ErrorCode {
     /// The code as sent in `errors[].code`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -256,10 +256,10 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
-            ErrorCode::Unavailable => "UNAVAILABLE",
     /// Parses a code as sent in `errors[].code`.
     pub fn parse(code: &str) -> Option<ErrorCode> {
         const ALL: [ErrorCode; 15] = [
@@ -277,10 +277,10 @@ impl ErrorCode {
             ErrorCode::Denied,
             ErrorCode::Unsupported,
             ErrorCode::TooManyRequests,
+            ErrorCode::Unavailable,
         ];
         ALL.into_iter().find(|c| c.as_str() == code)
     }
-            ErrorCode::Unavailable,
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -63,8 +63,8 @@ mod limits;
 mod live;
 mod meta;
 pub mod metrics;
-mod route;
 pub mod proxy;
+mod route;
 mod serve;
 mod storage;
 mod tls;
@@ -91,9 +91,9 @@ pub use limits::{Limits, Rate};
 pub use metrics::MetricsToken;
 /// The wall clock upload TTLs and the GC grace period are judged by (see [`Config::clock`]).
 pub use ocikit_store::Clock;
+pub use proxy::{Proxy, Upstream};
 pub use serve::{MIN_GC_INTERVAL, PeriodicGc, ServeEvent, ServeOptions, serve};
 #[cfg(feature = "s3")]
-pub use proxy::{Proxy, Upstream};
 pub use storage::S3Location;
 pub use storage::{DEFAULT_S3_PREFIX, Storage};
 pub use tls::TlsConfig;
@@ -170,13 +170,13 @@ pub struct Config {
     /// before they are cut off and the server returns (default 30 s). No new connection is
     /// accepted meanwhile.
     pub shutdown_timeout: Duration,
-}
-
     /// Makes the registry a pull-through cache of an upstream registry (see [`proxy`]):
     /// what clients pull is fetched from the upstream, verified and cached; pushes and
     /// deletions are refused with 405 `UNSUPPORTED`. `None` (the default): a registry of its
     /// own.
     pub proxy: Option<Proxy>,
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -196,9 +196,9 @@ impl Default for Config {
             limits: Limits::default(),
             metrics_token: None,
             shutdown_timeout: Duration::from_secs(30),
+            proxy: None,
         }
     }
-            proxy: None,
 }
 
 impl Config {
@@ -292,14 +292,14 @@ impl Config {
         self
     }
 
-    /// Sets [`Config::max_page_size`].
-    pub fn max_page_size(mut self, entries: usize) -> Config {
     /// Sets [`Config::proxy`].
     pub fn proxy(mut self, proxy: Option<Proxy>) -> Config {
         self.proxy = proxy;
         self
     }
 
+    /// Sets [`Config::max_page_size`].
+    pub fn max_page_size(mut self, entries: usize) -> Config {
         self.max_page_size = entries.max(1);
         self
     }

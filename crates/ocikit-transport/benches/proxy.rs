@@ -1,0 +1,360 @@
+//! The pull-through cache (issue 19): pulling a ~500 MiB image of five layers (random bytes,
+//! uncompressed tar) straight from Debian's `docker-registry` (distribution 2.8), against
+//! pulling it through `ocikit serve --proxy` in front of that registry, first with an empty
+//! cache and then again with the cache warm.
+//!
+//! A cache earns its keep when the upstream is far away, so by default the upstream is
+//! reached through a relay in this process that limits what it sends to the clients to
+//! `OCIKIT_BENCH_LINK_MBIT` megabits a second altogether (default 1000, a 1 Gbit/s link; 0
+//! for none): the direct pulls and the cache's fetches cross the same link, and the cache
+//! sits beside the clients.
+//!
+//! Everything else runs as processes: the upstream, the cache (`ocikit -q serve --proxy
+//! docker://UPSTREAM --proxy-tls-verify=false --root DIR`), and each pull (`ocikit -q copy
+//! docker://HOST/bench/app:v oci:DIR:v`, into a fresh layout, removed after). Storage and
+//! work directories are on tmpfs (`/dev/shm`, or `OCIKIT_BENCH_DIR`), so this measures the
+//! registries and the client, not the disk. Each round starts a fresh cache; rounds
+//! alternate whether the direct pull goes before or after the two through the cache.
+//! Prints the CPU model (`CPU …`) and `BENCH <name> <median> <unit> <min> <max>` lines:
+//! seconds of each pull, and the direct pull's time over each pull through the cache (the
+//! goals: first pull >= 0.8x, second >= 1.5x).
+//!
+//! From the workspace root:
+//!
+//! ```text
+//! cargo build --release -p ocikit-cli
+//! OCIKIT_BENCH_OCIKIT=$PWD/target/release/ocikit cargo bench -p ocikit-transport --bench proxy
+//! ```
+//!
+//! Environment: `OCIKIT_BENCH_OCIKIT` (the `ocikit` binary; required), `OCIKIT_BENCH_RUNS`
+//! (default 5), `OCIKIT_BENCH_MIB` (MiB of the image, default 500, in five layers),
+//! `OCIKIT_BENCH_LINK_MBIT`, `OCIKIT_BENCH_DIR`.
+#![allow(
+    missing_docs,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use ocikit_codec::compression::Compression;
+use ocikit_layout::{ImageBuilder, LayerSpec, Layout};
+use ocikit_store::FsStore;
+
+const LAYERS: usize = 5;
+
+fn report(name: &str, unit: &str, values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    println!(
+        "BENCH {name} {median:.3} {unit} {:.3} {:.3}",
+        values[0],
+        values[values.len() - 1]
+    );
+    median
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A registry process on a free loopback port, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn distribution(dir: &Path) -> Server {
+        let port = free_port();
+        let storage = dir.join("distribution");
+        std::fs::create_dir_all(&storage).unwrap();
+        let config = dir.join("distribution.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                 storage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    \
+                 rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (apt install docker-registry)");
+        Server::ready(child, port)
+    }
+
+    fn cache(root: &Path, upstream: &str, binary: &Path) -> Server {
+        let port = free_port();
+        let child = Command::new(binary)
+            .args(["-q", "serve", "--log", "off", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--root")
+            .arg(root)
+            .arg("--proxy")
+            .arg(format!("docker://{upstream}"))
+            .arg("--proxy-tls-verify=false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the ocikit binary");
+        Server::ready(child, port)
+    }
+
+    fn ready(child: Child, port: u16) -> Server {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Bytes sent through the link, one after another at `rate` bytes a second in all.
+struct Link {
+    next: Mutex<Instant>,
+    rate: f64,
+}
+
+impl Link {
+    async fn send(&self, n: usize) {
+        let at = {
+            let mut next = self.next.lock().unwrap();
+            let start = (*next).max(Instant::now());
+            *next = start + Duration::from_secs_f64(n as f64 / self.rate);
+            start
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    link: Option<Arc<Link>>,
+) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(link) = &link {
+            link.send(n).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    to.shutdown().await.ok();
+}
+
+/// A relay to `target` on a free port whose replies share a link of `mbit` Mbit/s; returns
+/// its address.
+fn relay(target: String, mbit: f64) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let link = Arc::new(Link {
+        next: Mutex::new(Instant::now()),
+        rate: mbit * 1e6 / 8.0,
+    });
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (target, link) = (target.clone(), link.clone());
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    inbound.set_nodelay(true).ok();
+                    outbound.set_nodelay(true).ok();
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::spawn(pipe(in_read, out_write, None));
+                    pipe(out_read, in_write, Some(link)).await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+/// A layout at `dir` tagged `v`: five layers of `mib / 5` MiB of random bytes each.
+async fn image(dir: &Path, mib: usize) {
+    let layout = Layout::create(FsStore::open(dir).await.unwrap())
+        .await
+        .unwrap();
+    let mut builder = ImageBuilder::new(&layout);
+    let per_layer = (mib << 20) / LAYERS;
+    for i in 0..LAYERS {
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tree.path().join(format!("layer{i}.bin")),
+            ocikit_testkit::prng::bytes(1000 + i as u64, per_layer),
+        )
+        .unwrap();
+        builder
+            .add_layer_from_dir(tree.path(), LayerSpec::new().compression(Compression::None))
+            .await
+            .unwrap();
+    }
+    builder.write_and_tag("v").await.unwrap();
+}
+
+/// Runs `ocikit ARGS` and returns its wall time in seconds; panics if it fails.
+fn timed(binary: &Path, args: &[String]) -> f64 {
+    let start = Instant::now();
+    let status = Command::new(binary)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let took = start.elapsed().as_secs_f64();
+    assert!(status.success(), "ocikit {args:?} failed");
+    took
+}
+
+/// Pulls `bench/app:v` from `addr` into a fresh layout under `work`, removed after.
+fn pull(binary: &Path, addr: &str, work: &Path) -> f64 {
+    let target = work.join("pull");
+    let took = timed(
+        binary,
+        &[
+            "-q".into(),
+            "copy".into(),
+            "--src-tls-verify=false".into(),
+            format!("docker://{addr}/bench/app:v"),
+            format!("oci:{}:v", target.display()),
+        ],
+    );
+    std::fs::remove_dir_all(&target).unwrap();
+    took
+}
+
+fn main() {
+    let binary = PathBuf::from(std::env::var("OCIKIT_BENCH_OCIKIT").expect(
+        "OCIKIT_BENCH_OCIKIT names the ocikit binary (cargo build --release -p ocikit-cli)",
+    ));
+    let env = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let runs = env("OCIKIT_BENCH_RUNS", 5).max(1);
+    let mib = env("OCIKIT_BENCH_MIB", 500).max(LAYERS);
+    let mbit = env("OCIKIT_BENCH_LINK_MBIT", 1000);
+    let base_dir = std::env::var("OCIKIT_BENCH_DIR").unwrap_or_else(|_| "/dev/shm".into());
+    let dir = tempfile::tempdir_in(base_dir).unwrap();
+    println!("CPU {}", cpu_model());
+    println!(
+        "# an image of {mib} MiB in {LAYERS} layers, {runs} runs, upstream link {}",
+        if mbit == 0 {
+            "none (loopback)".to_string()
+        } else {
+            format!("{mbit} Mbit/s")
+        }
+    );
+
+    let upstream = Server::distribution(dir.path());
+    let layout = dir.path().join("image");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(image(&layout, mib));
+    timed(
+        &binary,
+        &[
+            "-q".into(),
+            "copy".into(),
+            "--dest-tls-verify=false".into(),
+            format!("oci:{}:v", layout.display()),
+            format!("docker://{}/bench/app:v", upstream.addr),
+        ],
+    );
+    std::fs::remove_dir_all(&layout).unwrap();
+    // Where the clients and the cache reach the upstream.
+    let far = match mbit {
+        0 => upstream.addr.clone(),
+        mbit => relay(upstream.addr.clone(), mbit as f64),
+    };
+
+    let (mut direct, mut first, mut second) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..runs {
+        let work = dir.path().join(format!("work-{round}"));
+        std::fs::create_dir_all(&work).unwrap();
+        if round % 2 == 0 {
+            direct.push(pull(&binary, &far, &work));
+        }
+        let root = dir.path().join(format!("cache-{round}"));
+        let cache = Server::cache(&root, &far, &binary);
+        first.push(pull(&binary, &cache.addr, &work));
+        second.push(pull(&binary, &cache.addr, &work));
+        drop(cache);
+        std::fs::remove_dir_all(&root).unwrap();
+        if round % 2 == 1 {
+            direct.push(pull(&binary, &far, &work));
+        }
+        eprintln!(
+            "round {round}: direct {:.2} s, first {:.2} s, second {:.2} s",
+            direct[round], first[round], second[round]
+        );
+    }
+    let d = report("proxy-direct-pull", "s", &direct);
+    let f = report("proxy-first-pull", "s", &first);
+    let s = report("proxy-second-pull", "s", &second);
+    let ratio =
+        |name: &str, value: f64| println!("BENCH {name} {value:.3} x {value:.3} {value:.3}");
+    // How many times the direct pull's time each pull through the cache is (> 1: faster).
+    ratio("proxy-first-vs-direct", d / f);
+    ratio("proxy-second-vs-direct", d / s);
+}

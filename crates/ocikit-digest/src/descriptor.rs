@@ -31,11 +31,14 @@
 //! # Ok::<(), descriptor::InvalidDescriptor>(())
 //! ```
 
+use std::fmt;
+
 use base64::Engine as _;
 use oci_spec::image::{Descriptor, MediaType};
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde_json::Value;
 
-use crate::json::{self, JsonError};
+use crate::json::{self, Checker, JsonError, Keys, Scan, Scanner};
 use crate::media_type::{self, InvalidMediaType};
 use crate::{Algorithm, Digest};
 
@@ -241,145 +244,195 @@ pub fn from_value(value: Value) -> Result<Descriptor, InvalidDescriptor> {
     Ok(descriptor)
 }
 
-/// The raw-JSON checks of [`from_value`] alone (for descriptors inside a document that is
-/// deserialised whole).
-pub(crate) fn check_value(value: &Value) -> Result<(), InvalidDescriptor> {
-    check_raw(value).map_err(InvalidDescriptor::new)
+fn check_raw(value: &Value) -> Result<(), InvalidDescriptorKind> {
+    let Value::Object(object) = value else {
+        return Err(InvalidDescriptorKind::NotAnObject);
+    };
+    let field = |name: &str| object.get(name).map(Scan::of);
+    let platform = match object.get("platform") {
+        Some(Value::Object(platform)) => {
+            let field = |name: &str| platform.get(name).map(Scan::of);
+            Some(RawPlatform {
+                os: field("os"),
+                architecture: field("architecture"),
+                os_version: field("os.version"),
+                variant: field("variant"),
+                os_features: field("os.features"),
+                features: field("features"),
+            })
+        }
+        _ => None,
+    };
+    Raw {
+        media_type: field("mediaType"),
+        digest: field("digest"),
+        size: field("size"),
+        artifact_type: field("artifactType"),
+        data: field("data"),
+        urls: field("urls"),
+        annotations: field("annotations"),
+        platform: field("platform"),
+        platform_fields: platform,
+    }
+    .check()
 }
 
-fn check_raw(value: &Value) -> Result<(), InvalidDescriptorKind> {
-    use InvalidDescriptorKind as K;
-    let Value::Object(object) = value else {
-        return Err(K::NotAnObject);
-    };
+/// What the raw-JSON rules look at in a descriptor object: each field as scanned (`None`
+/// when absent), from a parsed [`Value`] ([`check_raw`]) or straight from the bytes
+/// ([`RawSeed`]), so that both are judged by the one [`Raw::check`].
+#[derive(Default)]
+struct Raw<'a> {
+    media_type: Option<Scan<'a>>,
+    digest: Option<Scan<'a>>,
+    size: Option<Scan<'a>>,
+    artifact_type: Option<Scan<'a>>,
+    data: Option<Scan<'a>>,
+    urls: Option<Scan<'a>>,
+    annotations: Option<Scan<'a>>,
+    platform: Option<Scan<'a>>,
+    /// The fields of `platform`, when it is an object.
+    platform_fields: Option<RawPlatform<'a>>,
+}
 
-    let media_type = required_str(object, "mediaType")?;
-    check_media_type("mediaType", media_type)?;
-    let digest = required_str(object, "digest")?;
-    Digest::parse(digest).map_err(K::BadDigest)?;
-    match object.get("size") {
-        None => return Err(K::MissingField { field: "size" }),
-        Some(Value::Number(n)) => {
-            if let Some(size) = n.as_u64() {
-                if size > MAX_SIZE {
-                    return Err(K::SizeTooLarge { max: MAX_SIZE });
-                }
-            } else if n.is_i64() {
-                return Err(K::NegativeSize);
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                return Err(if f < 0.0 {
-                    K::NegativeSize
-                } else if f >= 9_223_372_036_854_775_808.0 {
-                    K::SizeTooLarge { max: MAX_SIZE }
+#[derive(Default)]
+struct RawPlatform<'a> {
+    os: Option<Scan<'a>>,
+    architecture: Option<Scan<'a>>,
+    os_version: Option<Scan<'a>>,
+    variant: Option<Scan<'a>>,
+    os_features: Option<Scan<'a>>,
+    features: Option<Scan<'a>>,
+}
+
+impl Raw<'_> {
+    /// The raw rules, in their order: `mediaType`, `digest`, `size`, `artifactType`, `data`,
+    /// `urls`, `annotations`, `platform`.
+    fn check(&self) -> Result<(), InvalidDescriptorKind> {
+        use InvalidDescriptorKind as K;
+        let media_type = required_str(&self.media_type, "mediaType")?;
+        check_media_type("mediaType", media_type)?;
+        let digest = required_str(&self.digest, "digest")?;
+        Digest::parse(digest).map_err(K::BadDigest)?;
+        match &self.size {
+            None => return Err(K::MissingField { field: "size" }),
+            Some(Scan::Number(n)) => {
+                if let Some(size) = n.as_u64() {
+                    if size > MAX_SIZE {
+                        return Err(K::SizeTooLarge { max: MAX_SIZE });
+                    }
+                } else if n.is_i64() {
+                    return Err(K::NegativeSize);
                 } else {
-                    K::SizeNotInteger
+                    let f = n.as_f64().unwrap_or(f64::NAN);
+                    return Err(if f < 0.0 {
+                        K::NegativeSize
+                    } else if f >= 9_223_372_036_854_775_808.0 {
+                        K::SizeTooLarge { max: MAX_SIZE }
+                    } else {
+                        K::SizeNotInteger
+                    });
+                }
+            }
+            Some(_) => {
+                return Err(K::WrongType {
+                    field: "size",
+                    expected: "integer",
                 });
             }
         }
-        Some(_) => {
-            return Err(K::WrongType {
-                field: "size",
-                expected: "integer",
-            });
+        if let Some(artifact_type) = optional_str(&self.artifact_type, "artifactType")? {
+            check_media_type("artifactType", artifact_type)?;
         }
-    }
-    if let Some(artifact_type) = optional_str(object, "artifactType")? {
-        check_media_type("artifactType", artifact_type)?;
-    }
-    optional_str(object, "data")?;
-    if let Some(urls) = optional(object, "urls") {
-        let Value::Array(urls) = urls else {
-            return Err(K::WrongType {
-                field: "urls",
-                expected: "array of strings",
-            });
-        };
-        if !urls.iter().all(Value::is_string) {
-            return Err(K::WrongType {
-                field: "urls",
-                expected: "array of strings",
-            });
+        optional_str(&self.data, "data")?;
+        match optional(&self.urls) {
+            None | Some(Scan::Array { all_strings: true }) => {}
+            Some(_) => {
+                return Err(K::WrongType {
+                    field: "urls",
+                    expected: "array of strings",
+                });
+            }
         }
-    }
-    if let Some(annotations) = optional(object, "annotations") {
-        let Value::Object(annotations) = annotations else {
-            return Err(K::WrongType {
-                field: "annotations",
-                expected: "object",
-            });
-        };
-        if let Some((key, _)) = annotations.iter().find(|(_, v)| !v.is_string()) {
-            return Err(K::AnnotationNotString { key: key.clone() });
+        match optional(&self.annotations) {
+            None => {}
+            Some(Scan::Object { non_string: None }) => {}
+            Some(Scan::Object {
+                non_string: Some(key),
+            }) => {
+                return Err(K::AnnotationNotString {
+                    key: key.to_string(),
+                });
+            }
+            Some(_) => {
+                return Err(K::WrongType {
+                    field: "annotations",
+                    expected: "object",
+                });
+            }
         }
-    }
-    if let Some(platform) = optional(object, "platform") {
-        let Value::Object(platform) = platform else {
-            return Err(K::WrongType {
-                field: "platform",
-                expected: "object",
-            });
-        };
-        for (name, field) in [
-            ("os", "platform.os"),
-            ("architecture", "platform.architecture"),
-        ] {
-            match platform.get(name) {
-                Some(Value::String(_)) => {}
-                None | Some(Value::Null) => return Err(K::MissingField { field }),
-                Some(_) => {
+        if optional(&self.platform).is_some() {
+            let Some(platform) = &self.platform_fields else {
+                return Err(K::WrongType {
+                    field: "platform",
+                    expected: "object",
+                });
+            };
+            for (value, field) in [
+                (&platform.os, "platform.os"),
+                (&platform.architecture, "platform.architecture"),
+            ] {
+                match value {
+                    Some(Scan::Str(_)) => {}
+                    None | Some(Scan::Null) => return Err(K::MissingField { field }),
+                    Some(_) => {
+                        return Err(K::WrongType {
+                            field,
+                            expected: "string",
+                        });
+                    }
+                }
+            }
+            for (value, field) in [
+                (&platform.os_version, "platform.os.version"),
+                (&platform.variant, "platform.variant"),
+            ] {
+                if !matches!(value, None | Some(Scan::Null | Scan::Str(_))) {
                     return Err(K::WrongType {
                         field,
                         expected: "string",
                     });
                 }
             }
-        }
-        for (name, field) in [
-            ("os.version", "platform.os.version"),
-            ("variant", "platform.variant"),
-        ] {
-            if !matches!(
-                platform.get(name),
-                None | Some(Value::Null | Value::String(_))
-            ) {
-                return Err(K::WrongType {
-                    field,
-                    expected: "string",
-                });
+            for (value, field) in [
+                (&platform.os_features, "platform.os.features"),
+                (&platform.features, "platform.features"),
+            ] {
+                if !matches!(
+                    value,
+                    None | Some(Scan::Null | Scan::Array { all_strings: true })
+                ) {
+                    return Err(K::WrongType {
+                        field,
+                        expected: "array of strings",
+                    });
+                }
             }
         }
-        for (name, field) in [
-            ("os.features", "platform.os.features"),
-            ("features", "platform.features"),
-        ] {
-            let ok = match platform.get(name) {
-                None | Some(Value::Null) => true,
-                Some(Value::Array(items)) => items.iter().all(Value::is_string),
-                Some(_) => false,
-            };
-            if !ok {
-                return Err(K::WrongType {
-                    field,
-                    expected: "array of strings",
-                });
-            }
-        }
+        Ok(())
     }
-    Ok(())
 }
 
-fn optional<'v>(object: &'v Map<String, Value>, field: &'static str) -> Option<&'v Value> {
-    object.get(field).filter(|v| !v.is_null())
+fn optional<'s, 'a>(value: &'s Option<Scan<'a>>) -> Option<&'s Scan<'a>> {
+    value.as_ref().filter(|v| !v.is_null())
 }
 
-fn required_str<'v>(
-    object: &'v Map<String, Value>,
+fn required_str<'s>(
+    value: &'s Option<Scan<'_>>,
     field: &'static str,
-) -> Result<&'v str, InvalidDescriptorKind> {
-    match object.get(field) {
+) -> Result<&'s str, InvalidDescriptorKind> {
+    match value {
         None => Err(InvalidDescriptorKind::MissingField { field }),
-        Some(Value::String(s)) => Ok(s),
+        Some(Scan::Str(s)) => Ok(s),
         Some(_) => Err(InvalidDescriptorKind::WrongType {
             field,
             expected: "string",
@@ -387,17 +440,119 @@ fn required_str<'v>(
     }
 }
 
-fn optional_str<'v>(
-    object: &'v Map<String, Value>,
+fn optional_str<'s>(
+    value: &'s Option<Scan<'_>>,
     field: &'static str,
-) -> Result<Option<&'v str>, InvalidDescriptorKind> {
-    match optional(object, field) {
+) -> Result<Option<&'s str>, InvalidDescriptorKind> {
+    match optional(value) {
         None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Scan::Str(s)) => Ok(Some(s)),
         Some(_) => Err(InvalidDescriptorKind::WrongType {
             field,
             expected: "string",
         }),
+    }
+}
+
+/// Checks a descriptor's JSON strictly while it is read (building no tree) and judges it by
+/// the raw rules of [`from_value`]: the value is the verdict (`NotAnObject` for a value
+/// that is not an object). Used by [`crate::document`] for the descriptors inside a
+/// manifest or index.
+pub(crate) struct RawSeed<'b>(pub(crate) Checker<'b>);
+
+impl<'de> DeserializeSeed<'de> for RawSeed<'_> {
+    type Value = Result<(), InvalidDescriptorKind>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RawSeed<'_> {
+    type Value = Result<(), InvalidDescriptorKind>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a descriptor")
+    }
+
+    json::scan_others!(|_| Err(InvalidDescriptorKind::NotAnObject));
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut inner = self.0.nested()?;
+        let mut keys = Keys::default();
+        let mut raw = Raw::default();
+        while let Some(key) = inner.next_key(&mut map, &mut keys)? {
+            let slot = match &*key {
+                "mediaType" => &mut raw.media_type,
+                "digest" => &mut raw.digest,
+                "size" => &mut raw.size,
+                "artifactType" => &mut raw.artifact_type,
+                "data" => &mut raw.data,
+                "urls" => &mut raw.urls,
+                "annotations" => &mut raw.annotations,
+                "platform" => {
+                    let (scan, fields) = map.next_value_seed(PlatformSeed(inner.member()))?;
+                    raw.platform = Some(scan);
+                    raw.platform_fields = fields;
+                    continue;
+                }
+                _ => {
+                    map.next_value_seed(Scanner(inner.member()))?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value_seed(Scanner(inner.member()))?);
+        }
+        Ok(raw.check())
+    }
+}
+
+/// A descriptor's `platform`, scanned, with its fields when it is an object.
+struct PlatformSeed<'b>(Checker<'b>);
+
+impl<'de> DeserializeSeed<'de> for PlatformSeed<'_> {
+    type Value = (Scan<'de>, Option<RawPlatform<'de>>);
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PlatformSeed<'_> {
+    type Value = (Scan<'de>, Option<RawPlatform<'de>>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a platform")
+    }
+
+    json::scan_others!(|scan| (scan, None));
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut inner = self.0.nested()?;
+        let mut keys = Keys::default();
+        let mut platform = RawPlatform::default();
+        while let Some(key) = inner.next_key(&mut map, &mut keys)? {
+            let value = map.next_value_seed(Scanner(inner.member()))?;
+            let slot = match &*key {
+                "os" => &mut platform.os,
+                "architecture" => &mut platform.architecture,
+                "os.version" => &mut platform.os_version,
+                "variant" => &mut platform.variant,
+                "os.features" => &mut platform.os_features,
+                "features" => &mut platform.features,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        // Only whether the platform's own values are strings matters to the rules, not
+        // what the object scan would say of them.
+        Ok((Scan::Object { non_string: None }, Some(platform)))
     }
 }
 
@@ -409,7 +564,7 @@ pub struct InvalidDescriptor {
 }
 
 impl InvalidDescriptor {
-    fn new(kind: InvalidDescriptorKind) -> InvalidDescriptor {
+    pub(crate) fn new(kind: InvalidDescriptorKind) -> InvalidDescriptor {
         InvalidDescriptor { kind }
     }
 

@@ -43,12 +43,14 @@
 
 use std::collections::HashMap;
 
+use std::fmt;
+
 use bytes::Bytes;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use crate::descriptor::{self, InvalidDescriptor};
-use crate::json::{self, JsonError};
+use crate::descriptor::{self, InvalidDescriptor, InvalidDescriptorKind, RawSeed};
+use crate::json::{self, Checker, JsonError, Keys, Scan, Scanner};
 use crate::media_type::{self, InvalidMediaType};
 
 /// Largest manifest or index read: 16 MiB (documents are small; this bounds memory).
@@ -182,42 +184,23 @@ fn parse_document(
         });
     }
     let limit = usize::try_from(max_size).unwrap_or(usize::MAX);
-    let value = json::parse_strict_with_limit(&bytes, limit).map_err(K::Json)?;
-    let Value::Object(object) = &value else {
+    // One strict pass over the bytes that builds no tree but keeps what the rules below
+    // look at, then serde_json straight into the typed document.
+    let text = json::strict_text(&bytes, limit).map_err(K::Json)?;
+    let mut broken = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let scanned = TopSeed(Checker::root(&mut broken)).deserialize(&mut de);
+    let top = json::finish(text, &mut de, scanned, broken).map_err(K::Json)?;
+    let Some(top) = top else {
         return Err(K::NotAnObject);
     };
-    match object.get("schemaVersion") {
-        Some(v) if v.as_u64() == Some(2) => {}
-        Some(_) => return Err(K::SchemaVersion),
-        None => return Err(K::SchemaVersionMissing),
-    }
-    match object.get("mediaType") {
-        None => {}
-        Some(Value::String(own)) if media_type::essence(own) == media_type::essence(declared) => {}
-        Some(Value::String(own)) => {
-            return Err(K::MediaTypeMismatch {
-                declared: declared.to_owned(),
-                found: own.clone(),
-            });
-        }
-        Some(_) => {
-            return Err(K::WrongType {
-                field: "mediaType",
-                expected: "a string",
-            });
-        }
-    }
-    for (field, forbidden_in_index) in [("config", true), ("layers", true), ("manifests", false)] {
-        if object.contains_key(field) && forbidden_in_index == is_index {
-            return Err(K::Ambiguous { field, is_index });
-        }
-    }
-    check_raw(object)?;
+    top.check(declared, is_index)?;
+    let shape = |e: serde_json::Error| K::Shape {
+        is_index,
+        message: e.to_string(),
+    };
     if is_index {
-        let index: ImageIndex = serde_json::from_value(value).map_err(|e| K::Shape {
-            is_index,
-            message: e.to_string(),
-        })?;
+        let index: ImageIndex = serde_json::from_str(text).map_err(shape)?;
         for (i, d) in index.manifests().iter().enumerate() {
             check_inner(d, || format!("manifests[{i}]"))?;
         }
@@ -229,10 +212,7 @@ fn parse_document(
             bytes,
         })
     } else {
-        let manifest: ImageManifest = serde_json::from_value(value).map_err(|e| K::Shape {
-            is_index,
-            message: e.to_string(),
-        })?;
+        let manifest: ImageManifest = serde_json::from_str(text).map_err(shape)?;
         check_inner(manifest.config(), || "config".into())?;
         for (i, d) in manifest.layers().iter().enumerate() {
             check_inner(d, || format!("layers[{i}]"))?;
@@ -247,54 +227,274 @@ fn parse_document(
     }
 }
 
-/// The rules on the document's own fields that a typed view would blur into a serde
-/// message: `artifactType` and `annotations`, and each descriptor's raw JSON.
-fn check_raw(object: &Map<String, Value>) -> Result<(), InvalidDocumentKind> {
-    use InvalidDocumentKind as K;
-    match object.get("artifactType") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(t)) => {
-            media_type::validate_media_type(t).map_err(K::BadArtifactType)?;
+/// What the document rules look at in the top-level object, gathered by [`TopSeed`] while
+/// the bytes are checked: each field as scanned (`None` when absent), and each descriptor's
+/// verdict under the raw descriptor rules ([`RawSeed`]).
+#[derive(Default)]
+struct Top<'a> {
+    schema_version: Option<Scan<'a>>,
+    media_type: Option<Scan<'a>>,
+    artifact_type: Option<Scan<'a>>,
+    annotations: Option<Scan<'a>>,
+    /// `config`'s verdict (a `null` config is not an object).
+    config: Option<Verdict>,
+    /// `layers`: present, and its first refused descriptor when it is an array.
+    layers: Option<FirstRefused>,
+    /// `manifests`: the same.
+    manifests: Option<FirstRefused>,
+    /// `subject`'s verdict, when present and not `null`.
+    subject: Option<Verdict>,
+}
+
+/// A descriptor's verdict under the raw rules.
+type Verdict = Result<(), InvalidDescriptorKind>;
+
+/// The first descriptor of a list refused by the raw rules: its index and why.
+type FirstRefused = Option<(usize, InvalidDescriptorKind)>;
+
+impl Top<'_> {
+    /// The document rules, in their order (see the module documentation).
+    fn check(self, declared: &str, is_index: bool) -> Result<(), InvalidDocumentKind> {
+        use InvalidDocumentKind as K;
+        match &self.schema_version {
+            Some(Scan::Number(v)) if v.as_u64() == Some(2) => {}
+            Some(_) => return Err(K::SchemaVersion),
+            None => return Err(K::SchemaVersionMissing),
         }
-        Some(_) => {
-            return Err(K::WrongType {
-                field: "artifactType",
-                expected: "a string",
-            });
-        }
-    }
-    match object.get("annotations") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(map)) => {
-            if let Some((key, _)) = map.iter().find(|(_, v)| !v.is_string()) {
-                return Err(K::AnnotationNotString { key: key.clone() });
+        match &self.media_type {
+            None => {}
+            Some(Scan::Str(own)) if media_type::essence(own) == media_type::essence(declared) => {}
+            Some(Scan::Str(own)) => {
+                return Err(K::MediaTypeMismatch {
+                    declared: declared.to_owned(),
+                    found: own.to_string(),
+                });
+            }
+            Some(_) => {
+                return Err(K::WrongType {
+                    field: "mediaType",
+                    expected: "a string",
+                });
             }
         }
-        Some(_) => {
-            return Err(K::WrongType {
-                field: "annotations",
-                expected: "an object",
-            });
-        }
-    }
-    let raw = |at: String, value: &Value| {
-        descriptor::check_value(value).map_err(|error| K::Descriptor { at, error })
-    };
-    if let Some(config) = object.get("config") {
-        raw("config".into(), config)?;
-    }
-    for list in ["layers", "manifests"] {
-        if let Some(Value::Array(items)) = object.get(list) {
-            for (i, item) in items.iter().enumerate() {
-                raw(format!("{list}[{i}]"), item)?;
+        for (field, present, forbidden_in_index) in [
+            ("config", self.config.is_some(), true),
+            ("layers", self.layers.is_some(), true),
+            ("manifests", self.manifests.is_some(), false),
+        ] {
+            if present && forbidden_in_index == is_index {
+                return Err(K::Ambiguous { field, is_index });
             }
         }
+        match &self.artifact_type {
+            None | Some(Scan::Null) => {}
+            Some(Scan::Str(t)) => {
+                media_type::validate_media_type(t).map_err(K::BadArtifactType)?;
+            }
+            Some(_) => {
+                return Err(K::WrongType {
+                    field: "artifactType",
+                    expected: "a string",
+                });
+            }
+        }
+        match &self.annotations {
+            None | Some(Scan::Null | Scan::Object { non_string: None }) => {}
+            Some(Scan::Object {
+                non_string: Some(key),
+            }) => {
+                return Err(K::AnnotationNotString {
+                    key: key.to_string(),
+                });
+            }
+            Some(_) => {
+                return Err(K::WrongType {
+                    field: "annotations",
+                    expected: "an object",
+                });
+            }
+        }
+        let refused = |at: String, kind| K::Descriptor {
+            at,
+            error: InvalidDescriptor::new(kind),
+        };
+        if let Some(Err(kind)) = self.config {
+            return Err(refused("config".into(), kind));
+        }
+        for (list, first) in [("layers", self.layers), ("manifests", self.manifests)] {
+            if let Some(Some((i, kind))) = first {
+                return Err(refused(format!("{list}[{i}]"), kind));
+            }
+        }
+        if let Some(Err(kind)) = self.subject {
+            return Err(refused("subject".into(), kind));
+        }
+        Ok(())
     }
-    match object.get("subject") {
-        None | Some(Value::Null) => {}
-        Some(subject) => raw("subject".into(), subject)?,
+}
+
+/// Checks a document's bytes strictly ([`crate::json`]'s rules, building no tree) and
+/// gathers its [`Top`]; `None` when the document is not an object.
+struct TopSeed<'b>(Checker<'b>);
+
+impl<'de> DeserializeSeed<'de> for TopSeed<'_> {
+    type Value = Option<Top<'de>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
-    Ok(())
+}
+
+impl<'de> Visitor<'de> for TopSeed<'_> {
+    type Value = Option<Top<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a manifest or index")
+    }
+
+    json::scan_others!(|_| None);
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut inner = self.0.nested()?;
+        let mut keys = Keys::default();
+        let mut top = Top::default();
+        while let Some(key) = inner.next_key(&mut map, &mut keys)? {
+            let slot = match &*key {
+                "config" => {
+                    top.config = Some(map.next_value_seed(RawSeed(inner.member()))?);
+                    continue;
+                }
+                "subject" => {
+                    top.subject = map.next_value_seed(SubjectSeed(inner.member()))?;
+                    continue;
+                }
+                "layers" => {
+                    top.layers = Some(map.next_value_seed(ListSeed(inner.member()))?);
+                    continue;
+                }
+                "manifests" => {
+                    top.manifests = Some(map.next_value_seed(ListSeed(inner.member()))?);
+                    continue;
+                }
+                "schemaVersion" => &mut top.schema_version,
+                "mediaType" => &mut top.media_type,
+                "artifactType" => &mut top.artifact_type,
+                "annotations" => &mut top.annotations,
+                _ => {
+                    map.next_value_seed(Scanner(inner.member()))?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value_seed(Scanner(inner.member()))?);
+        }
+        Ok(Some(top))
+    }
+}
+
+/// A `subject`: `None` when `null`, else the descriptor's verdict.
+struct SubjectSeed<'b>(Checker<'b>);
+
+impl<'de> DeserializeSeed<'de> for SubjectSeed<'_> {
+    type Value = Option<Verdict>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SubjectSeed<'_> {
+    type Value = Option<Verdict>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a descriptor")
+    }
+
+    json::scan_others!(
+        |scan: Scan<'_>| (!scan.is_null()).then_some(Err(InvalidDescriptorKind::NotAnObject))
+    );
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        RawSeed(self.0).visit_map(map).map(Some)
+    }
+}
+
+/// `layers` or `manifests`: when an array, its first descriptor refused by the raw rules.
+struct ListSeed<'b>(Checker<'b>);
+
+impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = FirstRefused;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_> {
+    type Value = FirstRefused;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of descriptors")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Scanner(self.0).visit_f64(v).map(|_| None)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Scanner(self.0).visit_borrowed_str(v).map(|_| None)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Scanner(self.0).visit_str(v).map(|_| None)
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Scanner(self.0).visit_string(v).map(|_| None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Scanner(self.0).visit_map(map).map(|_| None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut inner = self.0.nested()?;
+        let mut first = None;
+        let mut i = 0;
+        while let Some(verdict) = seq.next_element_seed(RawSeed(inner.member()))? {
+            if first.is_none()
+                && let Err(kind) = verdict
+            {
+                first = Some((i, kind));
+            }
+            i += 1;
+        }
+        Ok(first)
+    }
 }
 
 fn check_inner(d: &Descriptor, at: impl FnOnce() -> String) -> Result<(), InvalidDocumentKind> {

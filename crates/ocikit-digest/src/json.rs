@@ -52,7 +52,9 @@
 //! # Ok::<(), json::JsonError>(())
 //! ```
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::{fmt, io};
 
 use serde::Serialize;
@@ -235,22 +237,7 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
 
 /// Parses a JSON document strictly, rejecting documents larger than `max_size` bytes.
 pub fn parse_strict_with_limit(bytes: &[u8], max_size: usize) -> Result<Value, JsonError> {
-    if bytes.len() > max_size {
-        return Err(JsonError::new(JsonErrorKind::TooLarge {
-            max: max_size,
-            actual: bytes.len(),
-        }));
-    }
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => {
-            let offset = e.valid_up_to();
-            return Err(JsonError::at(
-                JsonErrorKind::InvalidUtf8 { offset },
-                Some(position_of(bytes, offset)),
-            ));
-        }
-    };
+    let text = strict_text(bytes, max_size)?;
     let mut broken = None;
     let mut de = serde_json::Deserializer::from_str(text);
     let value = Strict {
@@ -258,7 +245,36 @@ pub fn parse_strict_with_limit(bytes: &[u8], max_size: usize) -> Result<Value, J
         depth: 0,
     }
     .deserialize(&mut de);
-    let value = match value {
+    finish(text, &mut de, value, broken)
+}
+
+/// The first half of every strict parse: the size limit, then UTF-8.
+pub(crate) fn strict_text(bytes: &[u8], max_size: usize) -> Result<&str, JsonError> {
+    if bytes.len() > max_size {
+        return Err(JsonError::new(JsonErrorKind::TooLarge {
+            max: max_size,
+            actual: bytes.len(),
+        }));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
+        JsonError::at(
+            JsonErrorKind::InvalidUtf8 { offset },
+            Some(position_of(bytes, offset)),
+        )
+    })
+}
+
+/// The second half of every strict parse: names the error of a strict visitor run over
+/// `text` by `de` (the rule left in `broken`, or serde_json's own), then refuses trailing
+/// characters.
+pub(crate) fn finish<T>(
+    text: &str,
+    de: &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
+    result: Result<T, serde_json::Error>,
+    mut broken: Option<JsonErrorKind>,
+) -> Result<T, JsonError> {
+    let value = match result {
         Ok(value) => value,
         Err(e) => {
             return Err(match broken.take() {
@@ -501,15 +517,302 @@ impl<'de> Visitor<'de> for Strict<'_> {
             if let Err(kind) = check_str(&key) {
                 return Err(strict.fail(kind));
             }
-            if object.contains_key(&key) {
-                return Err(strict.fail(JsonErrorKind::DuplicateKey { key }));
+            match object.entry(key) {
+                serde_json::map::Entry::Occupied(entry) => {
+                    let key = entry.key().clone();
+                    return Err(strict.fail(JsonErrorKind::DuplicateKey { key }));
+                }
+                serde_json::map::Entry::Vacant(entry) => {
+                    entry.insert(map.next_value_seed(strict)?);
+                }
             }
-            let value = map.next_value_seed(strict)?;
-            object.insert(key, value);
         }
         Ok(Value::Object(object))
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Strict checking without a tree
+
+/// The strict rules of [`Strict`] for visitors that build no tree (the document and
+/// descriptor scanners): where the first broken rule is left, and the nesting depth.
+pub(crate) struct Checker<'b> {
+    broken: &'b mut Option<JsonErrorKind>,
+    depth: usize,
+}
+
+impl<'b> Checker<'b> {
+    /// A checker for a document's top-level value; the broken rule is left in `broken`.
+    pub(crate) fn root(broken: &'b mut Option<JsonErrorKind>) -> Checker<'b> {
+        Checker { broken, depth: 0 }
+    }
+
+    fn fail<E: de::Error>(&mut self, kind: JsonErrorKind) -> E {
+        *self.broken = Some(kind);
+        E::custom("strict JSON rule violated")
+    }
+
+    /// The checker for the members of an array or object being entered.
+    pub(crate) fn nested<E: de::Error>(&mut self) -> Result<Checker<'_>, E> {
+        let depth = self.depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(self.fail(JsonErrorKind::TooDeep { max: MAX_DEPTH }));
+        }
+        Ok(Checker {
+            broken: &mut *self.broken,
+            depth,
+        })
+    }
+
+    /// The same checker, reborrowed for one member.
+    pub(crate) fn member(&mut self) -> Checker<'_> {
+        Checker {
+            broken: &mut *self.broken,
+            depth: self.depth,
+        }
+    }
+
+    /// Checks a string value.
+    pub(crate) fn string<E: de::Error>(&mut self, s: &str) -> Result<(), E> {
+        check_str(s).map_err(|kind| self.fail(kind))
+    }
+
+    /// Reads the next key of an object (checked like a string, and refused when `keys`
+    /// already holds it); `None` at the end of the object.
+    pub(crate) fn next_key<'de, A: MapAccess<'de>>(
+        &mut self,
+        map: &mut A,
+        keys: &mut Keys<'de>,
+    ) -> Result<Option<Cow<'de, str>>, A::Error> {
+        let Some(KeyText(key)) = map.next_key::<KeyText<'de>>()? else {
+            return Ok(None);
+        };
+        self.string::<A::Error>(&key)?;
+        if !keys.insert(key.clone()) {
+            return Err(self.fail(JsonErrorKind::DuplicateKey {
+                key: key.into_owned(),
+            }));
+        }
+        Ok(Some(key))
+    }
+}
+
+/// A key as written: borrowed from the document unless it holds escapes.
+struct KeyText<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeyText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The keys of one object seen so far: a short list, then a hash set for large objects.
+#[derive(Default)]
+pub(crate) struct Keys<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: HashSet<Cow<'de, str>>,
+}
+
+impl<'de> Keys<'de> {
+    /// Adds `key`; false if it was already there.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        const FEW: usize = 16;
+        if self.many.is_empty() {
+            if self.few.contains(&key) {
+                return false;
+            }
+            if self.few.len() < FEW {
+                self.few.push(key);
+                return true;
+            }
+            self.many.extend(self.few.drain(..));
+        }
+        self.many.insert(key)
+    }
+}
+
+/// What a scanned value is, with what the descriptor and document rules ask of it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Scan<'de> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool,
+    /// A number, as [`Value`] would hold it.
+    Number(serde_json::Number),
+    /// A string.
+    Str(Cow<'de, str>),
+    /// An array, and whether all its items are strings.
+    Array {
+        /// Whether every item is a string.
+        all_strings: bool,
+    },
+    /// An object, and its least key (in byte order, as [`Map`] iterates) whose value is not
+    /// a string.
+    Object {
+        /// That key, if any.
+        non_string: Option<Cow<'de, str>>,
+    },
+}
+
+impl<'v> Scan<'v> {
+    /// The scan of a value already parsed.
+    pub(crate) fn of(value: &'v Value) -> Scan<'v> {
+        match value {
+            Value::Null => Scan::Null,
+            Value::Bool(_) => Scan::Bool,
+            Value::Number(n) => Scan::Number(n.clone()),
+            Value::String(s) => Scan::Str(Cow::Borrowed(s)),
+            Value::Array(items) => Scan::Array {
+                all_strings: items.iter().all(Value::is_string),
+            },
+            Value::Object(map) => Scan::Object {
+                non_string: map
+                    .iter()
+                    .find(|(_, v)| !v.is_string())
+                    .map(|(k, _)| Cow::Borrowed(k.as_str())),
+            },
+        }
+    }
+
+    /// Whether it is `null`.
+    pub(crate) fn is_null(&self) -> bool {
+        matches!(self, Scan::Null)
+    }
+}
+
+/// Checks any value strictly, building no tree, and tells what it is ([`Scan`]).
+pub(crate) struct Scanner<'b>(pub(crate) Checker<'b>);
+
+impl<'de> DeserializeSeed<'de> for Scanner<'_> {
+    type Value = Scan<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Scan<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Scanner<'_> {
+    type Value = Scan<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Scan<'de>, E> {
+        Ok(Scan::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scan<'de>, E> {
+        Ok(Scan::Bool)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scan<'de>, E> {
+        Ok(Scan::Number(v.into()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scan<'de>, E> {
+        Ok(Scan::Number(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<Scan<'de>, E> {
+        match serde_json::Number::from_f64(v) {
+            Some(n) => Ok(Scan::Number(n)),
+            None => Err(self.0.fail(JsonErrorKind::NumberOutOfRange)),
+        }
+    }
+
+    fn visit_borrowed_str<E: de::Error>(mut self, v: &'de str) -> Result<Scan<'de>, E> {
+        self.0.string(v)?;
+        Ok(Scan::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(mut self, v: &str) -> Result<Scan<'de>, E> {
+        self.0.string(v)?;
+        Ok(Scan::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(mut self, v: String) -> Result<Scan<'de>, E> {
+        self.0.string(&v)?;
+        Ok(Scan::Str(Cow::Owned(v)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Scan<'de>, A::Error> {
+        let mut inner = self.0.nested()?;
+        let mut all_strings = true;
+        while let Some(item) = seq.next_element_seed(Scanner(inner.member()))? {
+            all_strings &= matches!(item, Scan::Str(_));
+        }
+        Ok(Scan::Array { all_strings })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Scan<'de>, A::Error> {
+        let mut inner = self.0.nested()?;
+        let mut keys = Keys::default();
+        let mut non_string: Option<Cow<'de, str>> = None;
+        while let Some(key) = inner.next_key(&mut map, &mut keys)? {
+            let value = map.next_value_seed(Scanner(inner.member()))?;
+            if !matches!(value, Scan::Str(_)) && non_string.as_ref().is_none_or(|k| key < *k) {
+                non_string = Some(key);
+            }
+        }
+        Ok(Scan::Object { non_string })
+    }
+}
+
+/// Implements the scalar and array visits of a [`Visitor`] whose `self.0` is a
+/// [`Checker`] by scanning the value with [`Scanner`] and mapping the scan with `$map`
+/// (for visitors that only look into objects).
+macro_rules! scan_others {
+    ($map:expr) => {
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            $crate::json::Scanner(self.0).visit_unit().map($map)
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            $crate::json::Scanner(self.0).visit_bool(v).map($map)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            $crate::json::Scanner(self.0).visit_u64(v).map($map)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            $crate::json::Scanner(self.0).visit_i64(v).map($map)
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            $crate::json::Scanner(self.0).visit_f64(v).map($map)
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            $crate::json::Scanner(self.0)
+                .visit_borrowed_str(v)
+                .map($map)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            $crate::json::Scanner(self.0).visit_str(v).map($map)
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            $crate::json::Scanner(self.0).visit_string(v).map($map)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            $crate::json::Scanner(self.0).visit_seq(seq).map($map)
+        }
+    };
+}
+pub(crate) use scan_others;
 
 // ---------------------------------------------------------------------------------------------
 // Canonical writing

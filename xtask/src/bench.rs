@@ -25,6 +25,7 @@ pub(crate) fn run(args: &[String]) -> Result {
             "client",
             "recompress",
             "hostile",
+            "memory",
         ]
     } else {
         args.iter().map(String::as_str).collect()
@@ -39,9 +40,10 @@ pub(crate) fn run(args: &[String]) -> Result {
             "client" => client()?,
             "recompress" => recompress()?,
             "hostile" => hostile()?,
+            "memory" => memory()?,
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}` (have: digest, store, codec, layout, registry, client, recompress, hostile)"
+                    "unknown benchmark `{other}` (have: digest, store, codec, layout, registry, client, recompress, hostile, memory)"
                 ));
             }
         }
@@ -447,6 +449,51 @@ fn hostile() -> Result {
     );
     println!("{section}");
     write_section_only("hostile", &section).map(drop)
+}
+
+/// Issue 21's memory goal (crates/ocikit-cli/benches/memory.rs): the peak RSS (VmHWM) of
+/// build, copy, push, pull, unpack and serve on generated inputs (100 MiB and 2 GiB;
+/// `OCIKIT_BENCH_MEMORY_SIZES` passes through); the bench prints its own table, written here
+/// with the conditions.
+fn memory() -> Result {
+    let mut cmd = cargo();
+    cmd.args(["bench", "-q", "-p", "ocikit-cli", "--bench", "memory"]);
+    cmd.stderr(std::process::Stdio::inherit());
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run cargo bench: {e}"))?;
+    if !out.status.success() {
+        return Err("cargo bench -p ocikit-cli --bench memory failed (its stderr is above)".into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or("?")
+            .trim()
+            .to_owned()
+    };
+    let rows: String = stdout
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if rows.lines().count() < 3 {
+        return Err("the memory bench printed no table".into());
+    }
+    let commit =
+        output_of(Command::new("git").args(["rev-parse", "--short", "HEAD"])).unwrap_or_default();
+    let section = format!(
+        "Machine: {machine}; commit {commit}; load average {before} before, {after} after.\n\n\
+         {rows}",
+        machine = machine(),
+        commit = commit.trim(),
+        before = field("LOAD before:"),
+        after = field("LOAD after:"),
+    );
+    println!("{section}");
+    write_section_only("memory", &section).map(drop)
 }
 
 /// Runs `cmd` and returns its wall time in seconds, failing on a non-zero exit.

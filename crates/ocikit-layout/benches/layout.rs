@@ -9,10 +9,15 @@
 //!   referrers index, in sync) against ocidir's `find_referrers`, which reads every manifest;
 //!   the one-time sync that builds the referrers index of a layout written by another tool
 //!   is reported too;
-//! - tag resolve and tag set with 100, 1,000 and 10,000 tags: cost per operation.
+//! - tags: the cost per operation of `resolve` and `set_tag` with 100, 1,000, 10,000 and
+//!   100,000 tags: `resolve` on a layout whose `index.json` has not changed since it last
+//!   parsed it (`tags-N/resolve`), the first `resolve` of a new handle, which reads and
+//!   parses the whole index (`tags-N/first-resolve`), and `set_tag`, a compare-and-swap that
+//!   rewrites the file (`tags-N/set`).
 //!
 //! Everything lives on tmpfs (`/dev/shm`, or `OCIKIT_BENCH_DIR`): this measures the code,
-//! not the disk. Prints `BENCH <name> <median> <unit> <min> <max>` lines.
+//! not the disk. Prints the CPU model (`CPU …`) and `BENCH <name> <median> <unit> <min>
+//! <max>` lines.
 //!
 //! Environment: `OCIKIT_BENCH_RUNS` (default 3), `OCIKIT_BENCH_DIR`, `OCIKIT_BENCH_PEER`,
 //! `OCIKIT_BENCH_ONLY` (a comma-separated subset of `fsck`, `referrers`, `tags`),
@@ -298,8 +303,20 @@ async fn referrers_case(base: &Path, runs: usize, peer_program: &Option<String>)
     }
 }
 
+/// The first `model name` of /proc/cpuinfo.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 async fn tags_case(base: &Path, runs: usize) {
-    for count in [100usize, 1_000, 10_000] {
+    for count in [100usize, 1_000, 10_000, 100_000] {
         let dir = base.join(format!("tags-{count}"));
         let layout = fs_layout(&dir).await;
         let blob = layout
@@ -323,16 +340,27 @@ async fn tags_case(base: &Path, runs: usize) {
             })
             .await
             .unwrap();
-        let (mut resolve, mut set) = (Vec::new(), Vec::new());
+        let (mut resolve, mut first, mut set) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..runs {
+            // The filesystem store trusts a file's metadata only once it is older than its
+            // racy window (100 ms): `index.json` unchanged since the last parse.
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            // A new handle (opening it parses the index once: `first-resolve` times a new
+            // store's first read and parse of it instead).
+            let store = FsStore::open(&dir).await.unwrap();
             let start = Instant::now();
-            for i in 0..50 {
+            let fresh = Layout::open(store).await.unwrap();
+            fresh.resolve("t0").await.unwrap();
+            first.push(start.elapsed().as_secs_f64() * 1e6);
+            layout.resolve("t0").await.unwrap();
+            let start = Instant::now();
+            for i in 0..1000 {
                 layout
                     .resolve(&format!("t{}", (i * 7919) % count))
                     .await
                     .unwrap();
             }
-            resolve.push(start.elapsed().as_secs_f64() * 1e6 / 50.0);
+            resolve.push(start.elapsed().as_secs_f64() * 1e6 / 1000.0);
             let start = Instant::now();
             for i in 0..20 {
                 layout
@@ -343,7 +371,11 @@ async fn tags_case(base: &Path, runs: usize) {
             set.push(start.elapsed().as_secs_f64() * 1e6 / 20.0);
         }
         report(&format!("tags-{count}/resolve"), "us/op", &resolve);
+        report(&format!("tags-{count}/first-resolve"), "us/op", &first);
         report(&format!("tags-{count}/set"), "us/op", &set);
+        let bytes = std::fs::metadata(dir.join("index.json")).unwrap().len();
+        let mib = bytes as f64 / (1 << 20) as f64;
+        println!("BENCH tags-{count}/index-size {mib:.2} MiB {mib:.2} {mib:.2}");
     }
 }
 
@@ -364,6 +396,7 @@ fn main() {
         Into::into,
     );
     let peer_program = std::env::var("OCIKIT_BENCH_PEER").ok();
+    println!("CPU {}", cpu_model());
     let scratch = tempfile::tempdir_in(&base).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,4 +1,13 @@
 //! `index.json`: parsed strictly, edited as JSON so that fields ocikit does not know survive.
+//!
+//! An [`Index`] is built for being kept between reads (a [`crate::Layout`] keeps the last one
+//! it parsed, see [`crate::Layout::resolve`]): tags are found through a map built on the
+//! first lookup and kept up to date by [`Index::set_tag`], each entry keeps its canonical
+//! JSON once written, so that writing the index again only joins bytes, and clones share
+//! the entries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{descriptor, json, media_type};
@@ -9,8 +18,9 @@ use crate::{Error, Result};
 /// The annotation that names an `index.json` entry (the layout's tag).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-/// Largest `index.json` read (about 30,000 tagged entries fit in 16 MiB).
-pub const MAX_INDEX_SIZE: usize = 16 << 20;
+/// Largest `index.json` read: 32 MiB, room for about 120,000 tagged entries (a tagged
+/// entry takes 200-300 bytes), within the filesystem store's 64 MiB document limit.
+pub const MAX_INDEX_SIZE: usize = 32 << 20;
 
 /// A parsed `index.json`.
 ///
@@ -21,17 +31,80 @@ pub const MAX_INDEX_SIZE: usize = 16 << 20;
 /// fields, at the top and in entries, are kept through edits. Tags written by other tools
 /// that break the `ref.name` grammar are read as they are (never used as paths); ocikit
 /// refuses to write such tags (SPEC C-L05).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Index {
     top: Map<String, Value>,
-    entries: Vec<Entry>,
+    /// Shared with clones: an entry never changes once made (edits replace or drop it).
+    entries: Vec<Arc<Entry>>,
+    /// Each tag and the position of its first entry, built on the first lookup; kept by
+    /// appends, dropped by removals (then built again when next needed).
+    tags: OnceLock<HashMap<String, usize>>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+impl Clone for Index {
+    /// The entries are shared; the tag map is not copied (a clone builds its own when it
+    /// needs one).
+    fn clone(&self) -> Index {
+        Index {
+            top: self.top.clone(),
+            entries: self.entries.clone(),
+            tags: OnceLock::new(),
+        }
+    }
+}
+
+impl PartialEq for Index {
+    /// The same top-level fields and the same entries in the same order.
+    fn eq(&self, other: &Index) -> bool {
+        self.top == other.top && self.entries == other.entries
+    }
+}
+
+#[derive(Debug)]
 struct Entry {
     raw: Map<String, Value>,
     descriptor: Descriptor,
+    /// `raw` as canonical JSON, once the index was written with it.
+    canonical: OnceLock<Vec<u8>>,
 }
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.raw == other.raw && self.descriptor == other.descriptor
+    }
+}
+
+impl Entry {
+    fn new(raw: Map<String, Value>, descriptor: Descriptor) -> Arc<Entry> {
+        Arc::new(Entry {
+            raw,
+            descriptor,
+            canonical: OnceLock::new(),
+        })
+    }
+
+    /// The entry as canonical JSON (serialised once).
+    fn canonical(&self) -> Result<&[u8]> {
+        if let Some(bytes) = self.canonical.get() {
+            return Ok(bytes);
+        }
+        let bytes = json::value_to_canonical_vec(&Value::Object(self.raw.clone()))
+            .map_err(cannot_serialise)?;
+        Ok(self.canonical.get_or_init(|| bytes))
+    }
+}
+
+fn cannot_serialise(e: json::JsonError) -> Error {
+    Error::InvalidIndex {
+        reason: "cannot serialise".into(),
+        source: Some(Box::new(e.into())),
+    }
+}
+
+/// Stands for the `manifests` array while the top-level object is serialised; the entries'
+/// bytes are put in its place. Should a foreign field hold the same string, the index is
+/// serialised as a whole instead.
+const MANIFESTS_PLACEHOLDER: &str = "ocikit:index.json:manifests:placeholder";
 
 fn invalid(reason: impl Into<String>) -> Error {
     Error::InvalidIndex {
@@ -50,6 +123,7 @@ impl Index {
         Index {
             top,
             entries: Vec::new(),
+            tags: OnceLock::new(),
         }
     }
 
@@ -95,10 +169,27 @@ impl Index {
                     source: Some(Box::new(e.into())),
                 }
             })?;
-            entries.push(Entry { raw, descriptor });
+            entries.push(Entry::new(raw, descriptor));
         }
         top.insert("manifests".into(), Value::Array(Vec::new()));
-        Ok(Index { top, entries })
+        Ok(Index {
+            top,
+            entries,
+            tags: OnceLock::new(),
+        })
+    }
+
+    /// Each tag and the position of its first entry (built on the first call).
+    fn tag_map(&self) -> &HashMap<String, usize> {
+        self.tags.get_or_init(|| {
+            let mut map = HashMap::with_capacity(self.entries.len());
+            for (i, e) in self.entries.iter().enumerate() {
+                if let Some(name) = ref_name(&e.descriptor) {
+                    map.entry(name.to_string()).or_insert(i);
+                }
+            }
+            map
+        })
     }
 
     /// The entries, in order.
@@ -106,12 +197,11 @@ impl Index {
         self.entries.iter().map(|e| &e.descriptor)
     }
 
-    /// The first entry carrying `tag` (SPEC F12: the first match wins on read).
+    /// The first entry carrying `tag` (SPEC F12: the first match wins on read). The first
+    /// lookup in an index builds a map of its tags; the next ones cost one hash lookup.
     pub fn find(&self, tag: &str) -> Option<&Descriptor> {
-        self.entries
-            .iter()
-            .find(|e| ref_name(&e.descriptor) == Some(tag))
-            .map(|e| &e.descriptor)
+        let position = *self.tag_map().get(tag)?;
+        self.entries.get(position).map(|e| &e.descriptor)
     }
 
     /// Every tag with its entry, in index order (a tag that appears twice is listed once,
@@ -137,8 +227,10 @@ impl Index {
     /// and a new entry with the tag is appended.
     pub fn set_tag(&mut self, tag: &str, descriptor: &Descriptor) -> Result<()> {
         validate_tag(tag)?;
-        self.entries
-            .retain(|e| ref_name(&e.descriptor) != Some(tag));
+        // A new tag is only appended; one that moves is removed from every entry first.
+        if self.tag_map().contains_key(tag) {
+            self.remove_tag(tag);
+        }
         let mut tagged = descriptor.clone();
         let mut annotations = tagged.annotations().clone().unwrap_or_default();
         annotations.insert(REF_NAME.to_string(), tag.to_string());
@@ -151,7 +243,12 @@ impl Index {
         let before = self.entries.len();
         self.entries
             .retain(|e| ref_name(&e.descriptor) != Some(tag));
-        self.entries.len() != before
+        let removed = self.entries.len() != before;
+        if removed {
+            // Positions after the first removal moved.
+            self.tags = OnceLock::new();
+        }
+        removed
     }
 
     /// Adds an untagged entry unless an untagged entry with the same digest exists.
@@ -171,12 +268,59 @@ impl Index {
             Ok(Value::Object(raw)) => raw,
             _ => return Err(invalid("descriptor does not serialise to an object")),
         };
-        self.entries.push(Entry { raw, descriptor });
+        let position = self.entries.len();
+        if let (Some(map), Some(name)) = (self.tags.get_mut(), ref_name(&descriptor)) {
+            map.entry(name.to_string()).or_insert(position);
+        }
+        self.entries.push(Entry::new(raw, descriptor));
         Ok(())
     }
 
     /// The canonical JSON bytes of this index (always with `mediaType`).
+    ///
+    /// The top-level object is serialised with the entries' canonical bytes put in place of
+    /// its `manifests` array: each entry is serialised once in the life of an index (and of
+    /// its clones), so writing an index again after an edit costs a copy of its bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut top = self.top.clone();
+        top.insert("mediaType".into(), Value::from(media_type::IMAGE_INDEX));
+        top.insert(
+            "manifests".into(),
+            Value::from(MANIFESTS_PLACEHOLDER.to_string()),
+        );
+        let head = json::value_to_canonical_vec(&Value::Object(top)).map_err(cannot_serialise)?;
+        let placeholder = format!("\"{MANIFESTS_PLACEHOLDER}\"");
+        let mut found = head
+            .windows(placeholder.len())
+            .enumerate()
+            .filter(|(_, w)| *w == placeholder.as_bytes())
+            .map(|(i, _)| i);
+        let (Some(at), None) = (found.next(), found.next()) else {
+            return self.to_bytes_whole();
+        };
+        let mut entries = Vec::with_capacity(self.entries.len());
+        let mut size = head.len() + 2;
+        for entry in &self.entries {
+            let bytes = entry.canonical()?;
+            size += bytes.len() + 1;
+            entries.push(bytes);
+        }
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(&head[..at]);
+        out.push(b'[');
+        for (i, bytes) in entries.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(bytes);
+        }
+        out.push(b']');
+        out.extend_from_slice(&head[at + placeholder.len()..]);
+        Ok(out)
+    }
+
+    /// [`Index::to_bytes`] by serialising the whole index as one JSON value.
+    fn to_bytes_whole(&self) -> Result<Vec<u8>> {
         let mut top = self.top.clone();
         top.insert("mediaType".into(), Value::from(media_type::IMAGE_INDEX));
         top.insert(
@@ -188,10 +332,7 @@ impl Index {
                     .collect(),
             ),
         );
-        json::value_to_canonical_vec(&Value::Object(top)).map_err(|e| Error::InvalidIndex {
-            reason: "cannot serialise".into(),
-            source: Some(Box::new(e.into())),
-        })
+        json::value_to_canonical_vec(&Value::Object(top)).map_err(cannot_serialise)
     }
 }
 

@@ -1,12 +1,14 @@
 //! [`Layout`]: an OCI image layout on any store.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, descriptor, json};
-use ocikit_store::{DocumentKey, Error as StoreError, FsStore, Precondition, Store, StoreExt};
+use ocikit_store::{
+    DocumentKey, Error as StoreError, FsStore, Precondition, Store, StoreExt, Version,
+};
 
 use crate::document::{self, Document};
 use crate::image::{ImageConfig, is_image_config};
@@ -26,6 +28,12 @@ pub const MAX_EDIT_ATTEMPTS: usize = 1000;
 /// 4 MiB; real configs stay far below this).
 pub const MAX_DOCUMENT_SIZE: u64 = ocikit_digest::document::MAX_DOCUMENT_SIZE;
 
+fn no_index() -> Error {
+    Error::NotALayout {
+        reason: "no index.json".into(),
+    }
+}
+
 fn key(name: &str) -> DocumentKey {
     // Both names are constants that pass the key grammar.
     DocumentKey::new(name).unwrap_or_else(|_| unreachable!("constant document key {name}"))
@@ -36,9 +44,68 @@ fn key(name: &str) -> DocumentKey {
 /// Every edit of `index.json` is a compare-and-swap on the store (re-read, re-apply, write
 /// if unchanged, retry otherwise), so many writers (threads, processes, machines on S3)
 /// never lose each other's tags.
+///
+/// A layout keeps the last `index.json` it parsed (shared by its clones), with the version
+/// the store gave it. A read ([`Layout::resolve`], [`Layout::index`], [`Layout::tags`]) asks
+/// the store for the document's current version ([`Store::document_version`]: on the
+/// filesystem, the file's metadata once it was read) and parses again only when it changed;
+/// an edit applies itself to the kept index and writes it on the condition that the store
+/// still holds that version, re-reading on a conflict. Another process, or another
+/// [`Layout`] on the same directory, writing `index.json` is therefore always seen: the
+/// versions are the content's (a hash, an ETag), never a guess.
 #[derive(Clone, Debug)]
 pub struct Layout {
     store: Arc<dyn Store>,
+    index: IndexCache,
+}
+
+/// The last `index.json` a [`Layout`] (and its clones) parsed, with its store version.
+#[derive(Clone, Default)]
+struct IndexCache(Arc<Mutex<Option<CachedIndex>>>);
+
+struct CachedIndex {
+    version: Version,
+    index: Index,
+}
+
+impl std::fmt::Debug for IndexCache {
+    /// The version kept, not the index.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let version = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|kept| kept.as_ref().map(|c| c.version.clone()));
+        f.debug_tuple("IndexCache").field(&version).finish()
+    }
+}
+
+impl IndexCache {
+    /// `read` applied to the kept index if it is at `version`; `read` back otherwise.
+    fn read<T, F>(&self, version: &Version, read: F) -> std::result::Result<T, F>
+    where
+        F: FnOnce(&Index) -> T,
+    {
+        let Ok(kept) = self.0.lock() else {
+            return Err(read);
+        };
+        match kept.as_ref() {
+            Some(c) if c.version == *version => Ok(read(&c.index)),
+            _ => Err(read),
+        }
+    }
+
+    /// Takes the kept index out (to edit it).
+    fn take(&self) -> Option<CachedIndex> {
+        self.0.lock().ok()?.take()
+    }
+
+    /// Keeps `index`, read or written at `version`.
+    fn keep(&self, version: Version, index: Index) {
+        if let Ok(mut kept) = self.0.lock() {
+            *kept = Some(CachedIndex { version, index });
+        }
+    }
 }
 
 impl Layout {
@@ -47,6 +114,7 @@ impl Layout {
     pub async fn create(store: impl Store + 'static) -> Result<Layout> {
         let layout = Layout {
             store: Arc::new(store),
+            index: IndexCache::default(),
         };
         let marker = format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}");
         match layout
@@ -144,6 +212,7 @@ impl Layout {
     pub async fn open(store: impl Store + 'static) -> Result<Layout> {
         let layout = Layout {
             store: Arc::new(store),
+            index: IndexCache::default(),
         };
         layout.check().await?;
         Ok(layout)
@@ -183,45 +252,87 @@ impl Layout {
 
     /// The current `index.json`.
     pub async fn index(&self) -> Result<Index> {
-        let doc = self
-            .store
-            .read_document(&key(INDEX_JSON))
-            .await?
-            .ok_or_else(|| Error::NotALayout {
-                reason: "no index.json".into(),
-            })?;
-        Index::parse(&doc.bytes)
+        self.with_index(Index::clone).await
+    }
+
+    /// `read` applied to the current `index.json`: the kept one when the store's version of
+    /// the document is the kept one's, else the document read and parsed (and kept).
+    async fn with_index<T>(&self, read: impl FnOnce(&Index) -> T) -> Result<T> {
+        let key = key(INDEX_JSON);
+        let Some(version) = self.store.document_version(&key).await? else {
+            return Err(no_index());
+        };
+        let read = match self.index.read(&version, read) {
+            Ok(out) => return Ok(out),
+            Err(read) => read,
+        };
+        let (version, index) = self.read_index(&key).await?;
+        let out = read(&index);
+        self.index.keep(version, index);
+        Ok(out)
+    }
+
+    /// Reads and parses `index.json` from the store.
+    async fn read_index(&self, key: &DocumentKey) -> Result<(Version, Index)> {
+        let doc = self.store.read_document(key).await?.ok_or_else(no_index)?;
+        Ok((doc.version, Index::parse(&doc.bytes)?))
     }
 
     /// Edits `index.json` by compare-and-swap: `edit` is applied to the current index and
     /// the result written only if nobody wrote in between; otherwise it is re-read and `edit`
     /// applied again. `edit` returns whether it changed anything (nothing is written if not).
     /// Returns the index as written.
-    pub async fn edit_index<F>(&self, mut edit: F) -> Result<Index>
+    ///
+    /// The edit starts from the index this layout kept (see [`Layout`]) without reading the
+    /// document: the write's condition is the kept version, so an index changed meanwhile
+    /// (by another process or handle) is a conflict, and the edit is applied again to the
+    /// document read afresh. An edit that changes nothing is checked against the store's
+    /// current version the same way before its result is returned.
+    pub async fn edit_index<F>(&self, edit: F) -> Result<Index>
+    where
+        F: FnMut(&mut Index) -> Result<bool>,
+    {
+        self.edit_kept(edit, Index::clone).await
+    }
+
+    /// [`Layout::edit_index`], returning `out` of the index as written (or as found, when
+    /// `edit` changed nothing).
+    async fn edit_kept<F, T>(&self, mut edit: F, out: impl Fn(&Index) -> T) -> Result<T>
     where
         F: FnMut(&mut Index) -> Result<bool>,
     {
         let key = key(INDEX_JSON);
+        let mut afresh = false;
         for _ in 0..MAX_EDIT_ATTEMPTS {
-            let doc = self
-                .store
-                .read_document(&key)
-                .await?
-                .ok_or_else(|| Error::NotALayout {
-                    reason: "no index.json".into(),
-                })?;
-            let mut index = Index::parse(&doc.bytes)?;
+            let kept = if afresh { None } else { self.index.take() };
+            let from_kept = kept.is_some();
+            let (version, mut index) = match kept {
+                Some(CachedIndex { version, index }) => (version, index),
+                None => self.read_index(&key).await?,
+            };
             if !edit(&mut index)? {
-                return Ok(index);
+                // Unchanged: only an index known to be current is an answer.
+                if from_kept && self.store.document_version(&key).await?.as_ref() != Some(&version)
+                {
+                    afresh = true;
+                    continue;
+                }
+                let result = out(&index);
+                self.index.keep(version, index);
+                return Ok(result);
             }
             let bytes = Bytes::from(index.to_bytes()?);
             match self
                 .store
-                .write_document(&key, bytes, Precondition::Matches(doc.version))
+                .write_document(&key, bytes, Precondition::Matches(version))
                 .await
             {
-                Ok(_) => return Ok(index),
-                Err(StoreError::Conflict { .. }) => continue,
+                Ok(written) => {
+                    let result = out(&index);
+                    self.index.keep(written, index);
+                    return Ok(result);
+                }
+                Err(StoreError::Conflict { .. }) => afresh = true,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -240,19 +351,24 @@ impl Layout {
         if !digest.is_supported() {
             return Err(Error::Unverifiable { digest });
         }
-        self.edit_index(|index| index.set_tag(tag, descriptor).map(|()| true))
-            .await
-            .map(|_| ())
+        self.edit_kept(
+            |index| index.set_tag(tag, descriptor).map(|()| true),
+            |_| (),
+        )
+        .await
     }
 
     /// Removes `tag`; returns whether it existed. The image's blobs stay until garbage
     /// collection.
     pub async fn remove_tag(&self, tag: &str) -> Result<bool> {
         let mut removed = false;
-        self.edit_index(|index| {
-            removed = index.remove_tag(tag);
-            Ok(removed)
-        })
+        self.edit_kept(
+            |index| {
+                removed = index.remove_tag(tag);
+                Ok(removed)
+            },
+            |_| (),
+        )
         .await?;
         Ok(removed)
     }
@@ -260,22 +376,21 @@ impl Layout {
     /// The descriptor a tag points at.
     pub async fn resolve(&self, tag: &str) -> Result<Descriptor> {
         crate::index::validate_tag(tag)?;
-        self.index()
+        self.with_index(|index| index.find(tag).cloned())
             .await?
-            .find(tag)
-            .cloned()
             .ok_or_else(|| Error::TagNotFound { tag: tag.into() })
     }
 
     /// Every tag and the descriptor it points at, in index order.
     pub async fn tags(&self) -> Result<Vec<(String, Descriptor)>> {
-        Ok(self
-            .index()
-            .await?
-            .tags()
-            .into_iter()
-            .map(|(name, d)| (name.to_string(), d.clone()))
-            .collect())
+        self.with_index(|index| {
+            index
+                .tags()
+                .into_iter()
+                .map(|(name, d)| (name.to_string(), d.clone()))
+                .collect()
+        })
+        .await
     }
 
     /// The images `index.json` lists, as a listing shows them, in index order: every tag

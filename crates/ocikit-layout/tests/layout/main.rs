@@ -15,6 +15,7 @@ mod gc;
 mod hostile;
 mod image;
 mod index;
+mod index_cache;
 mod oci_archive;
 mod platform;
 mod real_world_copy;

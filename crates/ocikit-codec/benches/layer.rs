@@ -8,7 +8,17 @@
 //! - the same layers built by `ocikit_codec::build::build_layer` (the reproducible directory
 //!   packer) straight into the [`LayerWriter`];
 //! - zstd level 3 likewise, against single-threaded zstd;
-//! - compressed sizes, and speed and size ratios.
+//! - compressed sizes, and speed and size ratios;
+//! - the machine's limits, measured in the same run on the same tar: libzstd level 3 on one
+//!   thread (`zstd-limit`), the parallel gzip encoder on one thread (1 MiB blocks,
+//!   `gzip-limit`), and SHA-256 on one thread (`sha256`), none of them hashing or writing a
+//!   file. Twice the single-thread speed is the two-core limit; the ratio lines
+//!   `*/ocikit-vs-2x-single*` compare the layer writer with it. The layer writer must also
+//!   hash the tar (diffID) and the compressed bytes (digest) on the same two cores:
+//!   `*/limit-with-hashing-vs-2x-single` is the best a writer that hashes can reach
+//!   (compression and hashing core-seconds summed, spread over two cores), and the
+//!   `*-cpu` lines give each case's CPU time (user + system, all threads) per uncompressed
+//!   GB, which shows where a case's time goes besides compressing.
 //!
 //! Prints `BENCH <name> <median> <unit> <min> <max>` lines. MB/s are of uncompressed
 //! (tar) input, 10^6 bytes per MB.
@@ -21,7 +31,7 @@
 //!   same tree) and keep, so that another program can work on the identical tree.
 //! - `OCIKIT_BENCH_TREE_MIB` (default 500): the tree's size.
 //! - `OCIKIT_BENCH_ONLY`: a comma-separated subset of the cases (`gzip-mem`, `gzip-tree`,
-//!   `gzip-build`, `gzip-single`, and the same for `zstd`).
+//!   `gzip-build`, `gzip-single`, `gzip-limit`, the same for `zstd`, and `sha256`).
 //! - `OCIKIT_BENCH_GZIP_BLOCK`: the parallel gzip block size in bytes (default 1 MiB).
 //! - `OCIKIT_BENCH_COMPARE`: a program (and arguments; split at white space) run as
 //!   `<program> [args] <tree> <runs> <out-dir>` whose
@@ -43,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ocikit_codec::build::{BuildOptions, build_layer};
-use ocikit_codec::compression::Compression;
+use ocikit_codec::compression::{Compression, Encoder};
 use ocikit_codec::writer::{LayerOptions, LayerWriter};
 use ocikit_digest::{DigestWriter, Hasher};
 
@@ -60,6 +70,83 @@ fn tar_of<W: Write>(root: &Path, out: W) -> W {
     builder.follow_symlinks(false);
     builder.append_dir_all(".", root).unwrap();
     builder.into_inner().unwrap()
+}
+
+/// CPU time (user + system, every thread, finished ones included) of this process so far,
+/// in seconds, from `/proc/self/stat` (clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last `)`): utime is the 12th and
+    // stime the 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The CPU model, as `/proc/cpuinfo` names it.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or_else(
+            || "unknown".to_owned(),
+            |l| l.trim_start_matches([' ', '\t', ':']).to_owned(),
+        )
+}
+
+/// The machine's limits: one codec on one thread, from memory into nothing (no hashing, no
+/// file), the same 1 MiB writes as the layer writer gets.
+fn limit(tar: &[u8], case: &str) -> u64 {
+    let mut counted = Counted(0);
+    match case {
+        "zstd-limit" => {
+            let mut e = zstd::stream::write::Encoder::new(&mut counted, 3).unwrap();
+            e.include_checksum(true).unwrap();
+            for chunk in tar.chunks(MIB) {
+                e.write_all(chunk).unwrap();
+            }
+            e.finish().unwrap();
+        }
+        "gzip-limit" => {
+            // The parallel gzip encoder itself with no worker thread: 1 MiB blocks (its
+            // default), each raw deflate with a dictionary, CRC32 included.
+            let mut e = Encoder::new(&mut counted, Compression::Gzip, Some(6)).unwrap();
+            e.multithread(0).unwrap();
+            for chunk in tar.chunks(MIB) {
+                e.write_all(chunk).unwrap();
+            }
+            e.finish().unwrap();
+        }
+        _ => {
+            let mut h = Hasher::sha256();
+            for chunk in tar.chunks(MIB) {
+                h.update(chunk);
+            }
+            std::hint::black_box(h.finish());
+            return 0;
+        }
+    }
+    counted.0
+}
+
+/// A writer that only counts.
+struct Counted(u64);
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -138,6 +225,7 @@ fn main() {
         std::mem::take(std::hint::black_box(&mut tar))
     };
     let tar_len = tar.len() as u64;
+    println!("BENCH-CPU {}, {threads} cores", cpu_model());
     println!(
         "BENCH tree/tar-size {:.3} MiB {0:.3} {0:.3}",
         tar_len as f64 / MIB as f64
@@ -154,6 +242,9 @@ fn main() {
         "zstd-tree",
         "zstd-build",
         "zstd-single",
+        "gzip-limit",
+        "zstd-limit",
+        "sha256",
     ];
     let only = std::env::var("OCIKIT_BENCH_ONLY").unwrap_or_default();
     let cases: Vec<&str> = all
@@ -165,6 +256,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(ocikit_codec::compression::DEFAULT_GZIP_BLOCK_SIZE);
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut sizes = vec![0u64; cases.len()];
     let mut build_tar_len = 0;
     for round in 0..runs {
@@ -181,7 +273,15 @@ fn main() {
             let options = LayerOptions::new(compression)
                 .with_threads(threads)
                 .with_gzip_block_size(block);
+            let cpu_start = cpu_seconds();
             let start = Instant::now();
+            if name.ends_with("-limit") || name == "sha256" {
+                let size = limit(&tar, name);
+                rates[case].push(mbps(tar_len, start));
+                cpu[case].push((cpu_seconds() - cpu_start) / (tar_len as f64 / 1e9));
+                sizes[case] = size;
+                continue;
+            }
             let (file, size) = match name {
                 "gzip-mem" | "zstd-mem" => {
                     let mut w = LayerWriter::new(File::create(&path).unwrap(), options).unwrap();
@@ -213,6 +313,7 @@ fn main() {
                 tar_len
             };
             rates[case].push(mbps(input, start));
+            cpu[case].push((cpu_seconds() - cpu_start) / (input as f64 / 1e9));
             sizes[case] = size;
             // Write the output out before the next case (not measured).
             file.sync_all().unwrap();
@@ -236,6 +337,9 @@ fn main() {
         ("zstd-tree", "zstd3/ocikit-layerwriter-tree"),
         ("zstd-build", "zstd3/ocikit-build-layer"),
         ("zstd-single", "zstd3/zstd-single-thread-mem"),
+        ("gzip-limit", "gzip6/limit-single-thread-1MiB-blocks"),
+        ("zstd-limit", "zstd3/limit-libzstd-single-thread"),
+        ("sha256", "sha256/single-thread"),
     ];
     for (case, label) in names {
         if let Some(i) = cases.iter().position(|c| *c == case) {
@@ -243,6 +347,14 @@ fn main() {
         }
     }
     for (case, label) in names {
+        if let Some(i) = cases.iter().position(|c| *c == case) {
+            report(&format!("{label}-cpu"), "s/GB", &cpu[i]);
+        }
+    }
+    for (case, label) in names {
+        if case.ends_with("-limit") || case == "sha256" {
+            continue;
+        }
         if let Some((_, size)) = rate(case) {
             let mib = size as f64 / MIB as f64;
             println!("BENCH {label}-size {mib:.3} MiB {mib:.3} {mib:.3}");
@@ -259,6 +371,42 @@ fn main() {
     }
     if let (Some((zs, _)), Some((zs1, _))) = (rate("zstd-mem"), rate("zstd-single")) {
         ratio("zstd3/ocikit-vs-single-speed", zs / zs1);
+    }
+    // The two-core limits, and the best a writer that also hashes both streams can do.
+    let sha = rate("sha256").map(|(r, _)| r);
+    for (codec, mem, tree, build, lim) in [
+        ("zstd3", "zstd-mem", "zstd-tree", "zstd-build", "zstd-limit"),
+        ("gzip6", "gzip-mem", "gzip-tree", "gzip-build", "gzip-limit"),
+    ] {
+        let Some((single, compressed)) = rate(lim) else {
+            continue;
+        };
+        let suffix = if codec == "gzip6" { "-1MiB-blocks" } else { "" };
+        for (case, what) in [(mem, "mem"), (tree, "tree"), (build, "build")] {
+            if let Some((speed, _)) = rate(case) {
+                ratio(
+                    &format!("{codec}/ocikit-vs-2x-single{suffix}-{what}"),
+                    speed / (2.0 * single),
+                );
+            }
+        }
+        if let Some(sha) = sha {
+            // Core-seconds per input byte: compressing, hashing the input, hashing the
+            // output (a fraction of the input's size).
+            let fraction = compressed as f64 / tar_len as f64;
+            let per_byte = 1.0 / single + 1.0 / sha + fraction / sha;
+            let with_hashing = 2.0 / per_byte;
+            ratio(
+                &format!("{codec}/limit-with-hashing-vs-2x-single{suffix}"),
+                with_hashing / (2.0 * single),
+            );
+            if let Some((speed, _)) = rate(mem) {
+                ratio(
+                    &format!("{codec}/ocikit-vs-limit-with-hashing-mem"),
+                    speed / with_hashing,
+                );
+            }
+        }
     }
     if let Some((_, size)) = rate("gzip-mem") {
         ratio("gzip6/compressed-fraction", size as f64 / tar_len as f64);

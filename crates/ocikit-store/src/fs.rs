@@ -65,6 +65,8 @@ struct Paths {
     locks: PathBuf,
     /// The versions of documents as last read, by path, for `document_version`.
     versions: Mutex<std::collections::HashMap<PathBuf, Seen>>,
+    /// Directories' entries as last listed, by path, for `list_documents_after`.
+    listings: Mutex<std::collections::HashMap<PathBuf, Listing>>,
 }
 
 /// Documents whose versions `document_version` remembers, at most (the map is cleared when
@@ -128,6 +130,40 @@ impl Seen {
                 .changed()
                 .checked_add(RACY_WINDOW)
                 .is_some_and(|safe| safe <= self.read_at)
+    }
+}
+
+/// Directory entries [`Listing`]s remember in all, at most (the map is cleared when it would
+/// grow past this): about 100 MiB of names at worst.
+const MAX_LISTED_ENTRIES: usize = 1 << 20;
+
+/// A directory's entries (full keys, a directory's with `/` appended, and whether it is one),
+/// sorted, with the state of the directory and when they were read.
+///
+/// Creating, removing or renaming an entry changes the directory's times, so a page of a
+/// listing (`list_documents_after`) can reuse the entries of the last read while the
+/// directory's state is the same (the same racy-window rule as [`Seen`]): one `stat` and a
+/// binary search instead of reading and sorting every entry, which makes a page of 100 among
+/// 100,000 tags cost its own size, not the directory's.
+#[derive(Clone, Debug)]
+struct Listing {
+    dir: FileId,
+    listed_at: SystemTime,
+    children: Children,
+}
+
+/// A directory's entries: each full key (a directory's with `/` appended) and whether it is
+/// a directory, in key order.
+type Children = Arc<Vec<(String, bool)>>;
+
+impl Listing {
+    fn still(&self, dir: &FileId) -> bool {
+        self.dir == *dir
+            && self
+                .dir
+                .changed()
+                .checked_add(RACY_WINDOW)
+                .is_some_and(|safe| safe <= self.listed_at)
     }
 }
 
@@ -293,6 +329,7 @@ impl FsStore {
             locks: root.join(".ocikit").join("locks"),
             root,
             versions: Mutex::new(std::collections::HashMap::new()),
+            listings: Mutex::new(std::collections::HashMap::new()),
         };
         let paths = blocking(move || {
             // The private `.ocikit/` subdirectories appear with the first write, so that
@@ -931,12 +968,12 @@ impl Store for FsStore {
         if DocumentKey::new(prefix).is_err() || limit == 0 {
             return Ok(Vec::new());
         }
-        let root = self.paths.root.clone();
+        let paths = Arc::clone(&self.paths);
         let prefix = prefix.to_owned();
         let after = after.map(str::to_owned);
         blocking(move || {
             let mut keys = Vec::new();
-            list_after(&root, &prefix, after.as_deref(), limit, &mut keys)?;
+            list_after(&paths, &prefix, after.as_deref(), limit, &mut keys)?;
             Ok(keys)
         })
         .await
@@ -951,59 +988,121 @@ impl Store for FsStore {
 /// yields the keys in byte order, and a directory whose keys all sort before `after` can be
 /// skipped unread.
 fn list_after(
-    root: &Path,
+    paths: &Paths,
     dir: &str,
     after: Option<&str>,
     limit: usize,
     keys: &mut Vec<DocumentKey>,
 ) -> Result<()> {
-    let path = root.join(dir);
-    let entries = match std::fs::read_dir(&path) {
-        Ok(entries) => entries,
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
-        {
-            return Ok(());
-        }
-        Err(e) => return Err(Error::io("list", path, e)),
+    let Some(children) = paths.children(dir)? else {
+        return Ok(());
     };
-    let mut children: Vec<(String, bool)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list", &path, e))?;
-        let name = entry.file_name();
-        let (Some(name), Ok(file_type)) = (name.to_str(), entry.file_type()) else {
-            continue;
-        };
-        // Private and temp files start with `.`; symlinks and the like are no documents.
-        if name.starts_with('.') || !(file_type.is_dir() || file_type.is_file()) {
-            continue;
+    // The first entry that can hold a key after `after`: the first key greater than it,
+    // or the directory just before that when `after` lies inside it.
+    let start = match after {
+        None => 0,
+        Some(after) => {
+            let first = children.partition_point(|(key, _)| key.as_str() <= after);
+            match first.checked_sub(1).map(|i| &children[i]) {
+                Some((key, true)) if after.starts_with(key.as_str()) => first - 1,
+                _ => first,
+            }
         }
-        let key = format!("{dir}/{name}");
-        if file_type.is_dir() {
-            children.push((key + "/", true));
-        } else {
-            children.push((key, false));
-        }
-    }
-    children.sort_unstable();
-    for (key, is_dir) in children {
+    };
+    for (key, is_dir) in &children[start..] {
         if keys.len() >= limit {
             break;
         }
-        if is_dir {
+        if *is_dir {
             // Every key under it starts with `key` (which ends in `/`): all of them sort
             // before `after` when `after` is greater and does not start with it.
-            if after.is_some_and(|after| after > key.as_str() && !after.starts_with(&key)) {
+            if after.is_some_and(|after| after > key.as_str() && !after.starts_with(key.as_str())) {
                 continue;
             }
-            list_after(root, key.trim_end_matches('/'), after, limit, keys)?;
+            list_after(paths, key.trim_end_matches('/'), after, limit, keys)?;
         } else if after.is_none_or(|after| key.as_str() > after)
-            && let Ok(key) = DocumentKey::new(&key)
+            && let Ok(key) = DocumentKey::new(key)
         {
             keys.push(key);
         }
     }
     Ok(())
+}
+
+impl Paths {
+    /// The entries of the directory of key `dir` in key order (see [`Listing`]), from the
+    /// last read while the directory is unchanged; `None` when there is no such directory.
+    fn children(&self, dir: &str) -> Result<Option<Children>> {
+        let path = self.root.join(dir);
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => meta,
+            Ok(_) => return Ok(None),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("list", path, e)),
+        };
+        let state = FileId::of(&meta);
+        if let Ok(listings) = self.listings.lock()
+            && let Some(listing) = listings.get(&path)
+            && listing.still(&state)
+        {
+            return Ok(Some(Arc::clone(&listing.children)));
+        }
+        // Taken before the read: a change during it gives the directory a state other than
+        // `state`, so this listing is never reused for it.
+        let listed_at = SystemTime::now();
+        let entries = match std::fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("list", path, e)),
+        };
+        let mut children: Vec<(String, bool)> = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &path, e))?;
+            let name = entry.file_name();
+            let (Some(name), Ok(file_type)) = (name.to_str(), entry.file_type()) else {
+                continue;
+            };
+            // Private and temp files start with `.`; symlinks and the like are no documents.
+            if name.starts_with('.') || !(file_type.is_dir() || file_type.is_file()) {
+                continue;
+            }
+            let key = format!("{dir}/{name}");
+            if file_type.is_dir() {
+                children.push((key + "/", true));
+            } else {
+                children.push((key, false));
+            }
+        }
+        children.sort_unstable();
+        let children = Arc::new(children);
+        if let Ok(mut listings) = self.listings.lock() {
+            let held: usize = listings.values().map(|l| l.children.len()).sum();
+            if held + children.len() > MAX_LISTED_ENTRIES {
+                listings.clear();
+            }
+            if children.len() <= MAX_LISTED_ENTRIES {
+                listings.insert(
+                    path,
+                    Listing {
+                        dir: state,
+                        listed_at,
+                        children: Arc::clone(&children),
+                    },
+                );
+            }
+        }
+        Ok(Some(children))
+    }
 }
 
 /// Bytes handed to the writer thread at a time.

@@ -851,3 +851,85 @@ async fn writes_to_a_removed_store_fail_and_leave_nothing() {
     FsStore::open(&root).await.unwrap();
     assert!(root.join("blobs").is_dir());
 }
+
+/// A page of a listing reuses the directory's entries from the last read while the
+/// directory is unchanged (one stat, not a read of 100,000 names), and never serves them once
+/// an entry was added, removed or replaced, by this handle or by another one on the same root
+/// (another process), even right after the read.
+#[tokio::test]
+async fn listing_pages_reuse_a_directory_read_only_while_it_is_unchanged() {
+    let dir = TempDir::new().unwrap();
+    let store = FsStore::open(dir.path().join("layout")).await.unwrap();
+    let other = FsStore::open(dir.path().join("layout")).await.unwrap();
+    let key = |i: usize| DocumentKey::new(&format!("r/_tags/t{i:04}")).unwrap();
+    for i in (0..600).step_by(2) {
+        store
+            .write_document(&key(i), "{}".into(), Precondition::None)
+            .await
+            .unwrap();
+    }
+    let page = |store: FsStore, after: Option<String>| async move {
+        store
+            .list_documents_after("r/_tags", after.as_deref(), 5)
+            .await
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    let expect = |from: usize| {
+        (from..)
+            .step_by(2)
+            .take(5)
+            .map(|i| format!("r/_tags/t{i:04}"))
+            .collect::<Vec<_>>()
+    };
+    // Past the racy window, a read is remembered; pages from anywhere come from it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(page(store.clone(), None).await, expect(0));
+    assert_eq!(
+        page(store.clone(), Some("r/_tags/t0100".into())).await,
+        expect(102)
+    );
+    assert_eq!(
+        page(store.clone(), Some("r/_tags/t0101".into())).await,
+        expect(102)
+    );
+    // Another handle adds a tag inside the remembered page, and removes one: seen at once.
+    other
+        .write_document(&key(103), "{}".into(), Precondition::None)
+        .await
+        .unwrap();
+    other
+        .delete_document(&key(104), Precondition::None)
+        .await
+        .unwrap();
+    let page_now = page(store.clone(), Some("r/_tags/t0100".into())).await;
+    assert_eq!(
+        page_now,
+        ["t0102", "t0103", "t0106", "t0108", "t0110"]
+            .map(|t| format!("r/_tags/{t}"))
+            .to_vec()
+    );
+    // Changes in quick succession, each listed right away, are all seen.
+    for i in (1..40).step_by(2) {
+        store
+            .write_document(&key(i), "{}".into(), Precondition::None)
+            .await
+            .unwrap();
+        let listed = page(store.clone(), Some(format!("r/_tags/t{:04}", i - 1))).await;
+        assert_eq!(
+            listed[0],
+            format!("r/_tags/t{i:04}"),
+            "after adding t{i:04}"
+        );
+    }
+    // A directory that went away lists nothing; one made again lists its new entries.
+    std::fs::remove_dir_all(dir.path().join("layout/r")).unwrap();
+    assert!(page(store.clone(), None).await.is_empty());
+    store
+        .write_document(&key(7), "{}".into(), Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!(page(store.clone(), None).await, ["r/_tags/t0007"]);
+}

@@ -64,8 +64,8 @@ mod push;
 pub mod referrers;
 mod request;
 mod retry;
-mod tls;
 mod stream;
+mod tls;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -89,9 +89,9 @@ pub use manage::CatalogPage;
 pub use mirror::{BlobLedger, CopyFromOptions, SMALL_BLOB};
 pub use pull::PullOptions;
 pub use push::PushOptions;
+pub use stream::BlobStream;
 
 use auth::AuthState;
-pub use stream::BlobStream;
 use request::next_link;
 pub(crate) use request::{Body, Request, read_limited};
 use retry::{retry_after, retryable};

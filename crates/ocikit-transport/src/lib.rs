@@ -58,9 +58,9 @@ mod layouts;
 mod location;
 mod manage;
 mod open;
+mod progress;
 #[cfg(feature = "proxy")]
 pub mod proxy;
-mod progress;
 #[cfg(feature = "sign")]
 pub mod signing;
 pub mod surgery;

@@ -17,9 +17,9 @@ mod inspect;
 mod layouts;
 mod location;
 mod manage;
+mod mutate;
 #[cfg(feature = "proxy")]
 mod proxy;
-mod mutate;
 mod rebase;
 mod referrers;
 mod registry;

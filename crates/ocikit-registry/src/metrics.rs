@@ -61,6 +61,12 @@ struct StoreLabels {
     op: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
 type Durations = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -85,6 +91,7 @@ pub(crate) struct Metrics {
     gc_manifests_removed: Counter,
     store_requests: Family<StoreLabels, Counter>,
     store_failures: Family<StoreLabels, Counter>,
+    cache_requests: Family<CacheLabels, Counter>,
 }
 
 impl Metrics {
@@ -102,6 +109,7 @@ impl Metrics {
         let gc_manifests_removed = Counter::default();
         let store_requests = Family::<StoreLabels, Counter>::default();
         let store_failures = Family::<StoreLabels, Counter>::default();
+        let cache_requests = Family::<CacheLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route class and status",
@@ -162,6 +170,13 @@ impl Metrics {
             "Store calls that failed (a lost compare-and-swap is not counted), by store and operation",
             store_failures.clone(),
         );
+        registry.register(
+            "proxy_cache_requests",
+            "Pull-through cache lookups (a registry with an upstream only), by kind (manifest, blob) \
+             and result: hit (served from the cache), miss (asked of the upstream: fetched, or a tag \
+             revalidated), stale (a tag served as cached because the upstream could not answer)",
+            cache_requests.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -176,7 +191,16 @@ impl Metrics {
             gc_manifests_removed,
             store_requests,
             store_failures,
+            cache_requests,
         }
+    }
+
+    /// Counts one pull-through cache lookup: `kind` is `manifest` or `blob`, `result` `hit`,
+    /// `miss` or `stale` (see the metric's help).
+    pub(crate) fn cache(&self, kind: &'static str, result: &'static str) {
+        self.cache_requests
+            .get_or_create(&CacheLabels { kind, result })
+            .inc();
     }
 
     /// Counts one answered request.

@@ -25,10 +25,14 @@ pub(super) async fn get_blob(
     };
     let Some(size) = size else {
         if let Some(proxy) = &registry.config().proxy {
+            registry.metrics().cache("blob", "miss");
             return proxy::get_blob(registry, proxy, name, &digest, head).await;
         }
         return Err(missing(registry, name, blob_unknown(digest.as_str())).await);
     };
+    if registry.config().proxy.is_some() {
+        registry.metrics().cache("blob", "hit");
+    }
     let r = reply(StatusCode::OK)
         .header(DOCKER_CONTENT_DIGEST, digest.as_str())
         .header(header::ACCEPT_RANGES, "bytes")

@@ -68,8 +68,10 @@ pub(super) async fn refresh_manifest(
             if meta::manifest(store, name, &digest).await?.is_some()
                 && store.stat(&digest).await?.is_some()
             {
+                registry.metrics().cache("manifest", "hit");
                 return Ok(());
             }
+            registry.metrics().cache("manifest", "miss");
             let manifest = proxy
                 .upstream
                 .manifest(name, digest.as_str())
@@ -87,11 +89,16 @@ pub(super) async fn refresh_manifest(
             let now = registry.config().clock.now_unix_ms();
             let cached = meta::tag(store, name, &tag).await?;
             if cached.is_some() && proxy.state.fresh(name, &tag, proxy.tag_ttl, now) {
+                registry.metrics().cache("manifest", "hit");
                 return Ok(());
             }
             let manifest = match proxy.upstream.manifest(name, &tag).await {
-                Ok(manifest) => manifest,
+                Ok(manifest) => {
+                    registry.metrics().cache("manifest", "miss");
+                    manifest
+                }
                 Err(e) if cached.is_some() => {
+                    registry.metrics().cache("manifest", "stale");
                     tracing::warn!(
                         repository = name, tag = %tag, error = %crate::error_chain(&e),
                         "the upstream cannot revalidate the tag: serving it as cached"

@@ -414,3 +414,86 @@ async fn a_tag_past_its_ttl_is_revalidated_and_follows_the_upstream() {
     assert_eq!(fake.manifest_calls.load(Ordering::SeqCst), 2);
     server.stop().await;
 }
+
+/// `/metrics` counts the cache's lookups: misses while it fills, hits once it holds the
+/// content, a tag served stale while the upstream is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_cache_hits_misses_and_stale_tags() {
+    const SECRET: &str = "cache-scrape";
+    let fake = Fake::new();
+    let (l1, l2) = (layer(11, 40_000), layer(12, 3_000));
+    let (digest, _) = fake.add_image("lib/app", "v1", &[&l1, &l2]);
+    let clock = ManualClock::starting_now();
+    let config = Config::default()
+        .proxy(Some(
+            Proxy::new(fake.clone()).tag_ttl(Duration::from_secs(60)),
+        ))
+        .clock(Clock::from_fn(clock.reader()))
+        .metrics_token(ocikit_registry::MetricsToken::new(SECRET));
+    let registry = Registry::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryStore::new()),
+        config,
+    )
+    .unwrap();
+    let server = Server::start(registry).await;
+    let scrape = || async {
+        let text = server
+            .request(Method::GET, "/metrics")
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let count = |kind: &str, result: &str| -> u64 {
+            let series = format!(
+                "ocikit_registry_proxy_cache_requests_total{{kind=\"{kind}\",result=\"{result}\"}} "
+            );
+            text.lines()
+                .find_map(|line| line.strip_prefix(series.as_str()))
+                .map_or(0, |value| value.trim().parse().unwrap())
+        };
+        [
+            count("manifest", "hit"),
+            count("manifest", "miss"),
+            count("manifest", "stale"),
+            count("blob", "hit"),
+            count("blob", "miss"),
+        ]
+    };
+    let blobs = [Digest::sha256(&l1), Digest::sha256(&l2)];
+
+    // Filling: the tag and both blobs are misses.
+    assert_eq!(
+        get(&server, "/v2/lib/app/manifests/v1").await.0,
+        StatusCode::OK
+    );
+    for blob in &blobs {
+        let path = format!("/v2/lib/app/blobs/{blob}");
+        assert_eq!(get(&server, &path).await.0, StatusCode::OK);
+    }
+    assert_eq!(scrape().await, [0, 1, 0, 0, 2]);
+    // Filled: the tag within its TTL, the manifest by digest and the blobs are hits.
+    assert_eq!(
+        get(&server, "/v2/lib/app/manifests/v1").await.0,
+        StatusCode::OK
+    );
+    let by_digest = format!("/v2/lib/app/manifests/{digest}");
+    assert_eq!(get(&server, &by_digest).await.0, StatusCode::OK);
+    for blob in &blobs {
+        let path = format!("/v2/lib/app/blobs/{blob}");
+        assert_eq!(get(&server, &path).await.0, StatusCode::OK);
+    }
+    assert_eq!(scrape().await, [2, 1, 0, 2, 2]);
+    // Past the TTL with the upstream down: the tag is served stale.
+    fake.up.store(false, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        get(&server, "/v2/lib/app/manifests/v1").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(scrape().await, [2, 1, 1, 2, 2]);
+    server.stop().await;
+}

@@ -397,7 +397,7 @@ impl GcLease {
             renewer.abort();
         }
         let version = self.version();
-        release(self.store.as_ref(), version).await
+        release(self.store.as_ref(), version, &self.holder, self.acquired_ms).await
     }
 
     fn version(&self) -> Option<Version> {
@@ -420,24 +420,57 @@ impl Drop for GcLease {
         let version = self.version();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let store = self.store.clone();
+            let (holder, acquired_ms) = (self.holder.clone(), self.acquired_ms);
             runtime.spawn(async move {
-                release(store.as_ref(), version).await.ok();
+                release(store.as_ref(), version, &holder, acquired_ms)
+                    .await
+                    .ok();
             });
         }
     }
 }
 
-async fn release(store: &dyn Store, version: Option<Version>) -> Result<()> {
-    let Some(version) = version else {
+/// How many times a release looks again at a lease document that changed under it.
+const RELEASE_ATTEMPTS: usize = 3;
+
+/// Deletes the lease document if it is still this holder's (`holder` with `acquired_ms`):
+/// the version last written, or, when that changed, a later version this holder wrote. A
+/// renewal stopped while its write was in flight may still have landed (the store took the
+/// request, the answer was dropped with the task), leaving a version the holder never
+/// learned; such a document is still this holder's and is deleted too. A lease taken over
+/// meanwhile (another holder, or another acquisition) is left to its new holder.
+async fn release(
+    store: &dyn Store,
+    version: Option<Version>,
+    holder: &str,
+    acquired_ms: u64,
+) -> Result<()> {
+    let Some(mut version) = version else {
         return Ok(());
     };
-    match store
-        .delete_document(&key()?, Precondition::Matches(version))
-        .await
-    {
-        Ok(_) | Err(ocikit_store::Error::Conflict { .. }) => Ok(()),
-        Err(e) => Err(Error::Store(e)),
+    let key = key()?;
+    for _ in 0..RELEASE_ATTEMPTS {
+        match store
+            .delete_document(&key, Precondition::Matches(version))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(ocikit_store::Error::Conflict { .. }) => {}
+            Err(e) => return Err(Error::Store(e)),
+        }
+        let Some(doc) = store.read_document(&key).await? else {
+            return Ok(()); // gone already
+        };
+        match Record::parse(&doc.bytes) {
+            Ok(record) if record.holder == holder && record.acquired_ms == acquired_ms => {
+                version = doc.version;
+            }
+            // Someone else's now, or not a lease: not this holder's to delete.
+            _ => return Ok(()),
+        }
     }
+    // Still changing under this release: left to expire.
+    Ok(())
 }
 
 /// The renewing task: every quarter of the TTL, rewrites the record with a later expiry, on
@@ -673,6 +706,56 @@ mod tests {
                 bytes,
                 "left as it was"
             );
+        }
+    }
+
+    /// A renewal whose write landed after its task was stopped (the store took it, the
+    /// answer was lost) leaves a version the holder never learned: release still deletes
+    /// the holder's own lease, and leaves one another holder (or another acquisition) took.
+    #[tokio::test]
+    async fn release_deletes_a_renewal_whose_answer_was_lost_but_not_a_newer_holder() {
+        let store = store();
+        let key = key().unwrap();
+        let renewed_behind = |lease: &GcLease, holder: &str| Record {
+            holder: holder.to_owned(),
+            acquired_ms: lease.acquired_ms,
+            expires_ms: lease.acquired_ms + 60_000,
+        };
+        // Its own renewal, landed unseen: deleted.
+        let lease = GcLease::acquire(store.clone(), &options("a"))
+            .await
+            .unwrap();
+        let landed = renewed_behind(&lease, "a");
+        store
+            .write_document(&key, landed.bytes(), Precondition::None)
+            .await
+            .unwrap();
+        lease.release().await.unwrap();
+        assert!(record(store.as_ref()).await.is_none());
+
+        // Another holder's lease (or another acquisition of the same holder id): kept.
+        for holder in ["b", "a"] {
+            let lease = GcLease::acquire(store.clone(), &options("a"))
+                .await
+                .unwrap();
+            let mut other = renewed_behind(&lease, holder);
+            if holder == "a" {
+                other.acquired_ms += 1;
+            }
+            store
+                .write_document(&key, other.bytes(), Precondition::None)
+                .await
+                .unwrap();
+            lease.release().await.unwrap();
+            let kept = record(store.as_ref()).await.unwrap();
+            assert_eq!(
+                (kept.holder.as_str(), kept.acquired_ms),
+                (holder, other.acquired_ms)
+            );
+            store
+                .delete_document(&key, Precondition::None)
+                .await
+                .unwrap();
         }
     }
 

@@ -678,14 +678,13 @@ async fn unpack_and_export_enforce_the_policy_before_writing() {
         assert!(matches!(err, Error::PolicyRejected { .. }), "{err}");
         assert!(!tar.exists(), "{err}");
     }
-    // Only layouts unpack.
+    // Every location unpacks now (issue 20); a registry that cannot be reached is an error
+    // naming it, and nothing appears at the target.
     let remote = Location::parse("docker://127.0.0.1:1/app:v1").unwrap();
-    let err = unpack(
-        &remote,
-        &dir.path().join("r"),
-        &UnpackImageOptions::default(),
-    )
-    .await
-    .expect_err("a registry is no layout");
-    assert!(matches!(err, Error::NeedsLayout { .. }), "{err}");
+    let target = dir.path().join("r");
+    let err = unpack(&remote, &target, &UnpackImageOptions::default())
+        .await
+        .expect_err("nothing listens there");
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    assert!(!target.exists(), "{err}");
 }

@@ -15,8 +15,10 @@
 
 use std::path::PathBuf;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ocikit_digest::Digest;
+use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::progress::{self, Event, Progress};
 use ocikit_layout::{Layout, PlatformQuery};
 use ocikit_store::FsStore;
@@ -165,6 +167,55 @@ impl Scratch {
     }
 }
 
+/// The root of a copy from `source`'s `from:reference` to `target`'s `to` (under
+/// `destination` when given): the tag to set (none when `destination` is a digest), the
+/// root's descriptor, bytes and digest. A `destination` digest must be the root's
+/// ([`Error::NotTheSource`]). Shared by [`copy_within`] and [`Client::copy_from`].
+pub(super) struct CopyRoot<'a> {
+    pub(super) tag: Option<&'a str>,
+    pub(super) root: Descriptor,
+    pub(super) bytes: Bytes,
+    pub(super) digest: Digest,
+}
+
+pub(super) async fn copy_root<'a>(
+    source: &Client,
+    from: &str,
+    reference: &str,
+    target: &Client,
+    to: &str,
+    destination: Option<&'a str>,
+    platform: Option<&PlatformQuery>,
+) -> Result<CopyRoot<'a>> {
+    source.validate_repository(from)?;
+    let wanted = match destination {
+        Some(destination) => pull::parse_reference(target, to, destination)?,
+        None => {
+            target.validate_repository(to)?;
+            None
+        }
+    };
+    let tag = destination.filter(|_| wanted.is_none());
+    let (root, bytes) = pull::resolve_root(source, from, reference, None, platform).await?;
+    let digest = pull::digest_of(source, from, &root)?;
+    if let Some(wanted) = wanted
+        && wanted != digest
+    {
+        return Err(Error::NotTheSource {
+            registry: target.registry().to_string(),
+            repository: to.to_string(),
+            wanted: Box::new(wanted),
+            actual: Box::new(digest),
+        });
+    }
+    Ok(CopyRoot {
+        tag,
+        root,
+        bytes,
+        digest,
+    })
+}
+
 pub(super) async fn copy_within(
     client: &Client,
     from: &str,
@@ -173,28 +224,21 @@ pub(super) async fn copy_within(
     destination: Option<&str>,
     options: &CopyWithinOptions,
 ) -> Result<TransferReport> {
-    client.validate_repository(from)?;
-    let wanted = match destination {
-        Some(destination) => pull::parse_reference(client, to, destination)?,
-        None => {
-            client.validate_repository(to)?;
-            None
-        }
-    };
-    let tag = destination.filter(|_| wanted.is_none());
-    let (root, root_bytes) =
-        pull::resolve_root(client, from, reference, None, options.platform.as_ref()).await?;
-    let root_digest = pull::digest_of(client, from, &root)?;
-    if let Some(wanted) = wanted
-        && wanted != root_digest
-    {
-        return Err(Error::NotTheSource {
-            registry: client.registry().to_string(),
-            repository: to.to_string(),
-            wanted: Box::new(wanted),
-            actual: Box::new(root_digest),
-        });
-    }
+    let CopyRoot {
+        tag,
+        root,
+        bytes: root_bytes,
+        digest: root_digest,
+    } = copy_root(
+        client,
+        from,
+        reference,
+        client,
+        to,
+        destination,
+        options.platform.as_ref(),
+    )
+    .await?;
     // Every document, fetched and verified, children before parents; the blobs they name.
     let pull::Graph {
         documents,

@@ -36,7 +36,7 @@ use reqwest::header;
 use reqwest::{Method, StatusCode, Url};
 
 use super::push::{self, Started};
-use super::{Body, Client, MANIFEST_ACCEPT, Request, TransferReport, pull};
+use super::{Body, Client, MANIFEST_ACCEPT, Request, TransferReport, copy, pull};
 use crate::{Error, Operation, Result};
 
 /// Blobs up to this size are read whole and verified before their upload starts.
@@ -278,28 +278,21 @@ impl Client {
         destination: Option<&str>,
         options: &CopyFromOptions,
     ) -> Result<TransferReport> {
-        source.validate_repository(from)?;
-        let wanted = match destination {
-            Some(destination) => pull::parse_reference(self, to, destination)?,
-            None => {
-                self.validate_repository(to)?;
-                None
-            }
-        };
-        let tag = destination.filter(|_| wanted.is_none());
-        let (root, root_bytes) =
-            pull::resolve_root(source, from, reference, None, options.platform.as_ref()).await?;
-        let root_digest = pull::digest_of(source, from, &root)?;
-        if let Some(wanted) = wanted
-            && wanted != root_digest
-        {
-            return Err(Error::NotTheSource {
-                registry: self.registry().to_string(),
-                repository: to.to_string(),
-                wanted: Box::new(wanted),
-                actual: Box::new(root_digest),
-            });
-        }
+        let copy::CopyRoot {
+            tag,
+            root,
+            bytes: root_bytes,
+            digest: root_digest,
+        } = copy::copy_root(
+            source,
+            from,
+            reference,
+            self,
+            to,
+            destination,
+            options.platform.as_ref(),
+        )
+        .await?;
         let pull::Graph {
             documents,
             blobs,

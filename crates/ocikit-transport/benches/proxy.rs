@@ -38,7 +38,7 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,105 +48,10 @@ use ocikit_codec::compression::Compression;
 use ocikit_layout::{ImageBuilder, LayerSpec, Layout};
 use ocikit_store::FsStore;
 
+mod common;
+use common::{Server, cpu_model, report};
+
 const LAYERS: usize = 5;
-
-fn report(name: &str, unit: &str, values: &[f64]) -> f64 {
-    let mut values = values.to_vec();
-    values.sort_by(f64::total_cmp);
-    let median = values[values.len() / 2];
-    println!(
-        "BENCH {name} {median:.3} {unit} {:.3} {:.3}",
-        values[0],
-        values[values.len() - 1]
-    );
-    median
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// A registry process on a free loopback port, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn distribution(dir: &Path) -> Server {
-        let port = free_port();
-        let storage = dir.join("distribution");
-        std::fs::create_dir_all(&storage).unwrap();
-        let config = dir.join("distribution.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-                 storage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    \
-                 rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry (apt install docker-registry)");
-        Server::ready(child, port)
-    }
-
-    fn cache(root: &Path, upstream: &str, binary: &Path) -> Server {
-        let port = free_port();
-        let child = Command::new(binary)
-            .args(["-q", "serve", "--log", "off", "--addr"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--root")
-            .arg(root)
-            .arg("--proxy")
-            .arg(format!("docker://{upstream}"))
-            .arg("--proxy-tls-verify=false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the ocikit binary");
-        Server::ready(child, port)
-    }
-
-    fn ready(child: Child, port: u16) -> Server {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
 
 /// Bytes sent through the link, one after another at `rate` bytes a second in all.
 struct Link {
@@ -336,7 +241,12 @@ fn main() {
             direct.push(pull(&binary, &far, &work));
         }
         let root = dir.path().join(format!("cache-{round}"));
-        let cache = Server::cache(&root, &far, &binary);
+        let upstream_flag = format!("docker://{far}");
+        let cache = Server::ocikit(
+            &root,
+            &binary,
+            &["--proxy", &upstream_flag, "--proxy-tls-verify=false"],
+        );
         first.push(pull(&binary, &cache.addr, &work));
         second.push(pull(&binary, &cache.addr, &work));
         drop(cache);

@@ -35,96 +35,18 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use ocikit_codec::compression::Compression;
 use ocikit_layout::{ImageBuilder, LayerSpec, Layout};
 use ocikit_store::FsStore;
+
+mod common;
+use common::{Server, cpu_model, ratio, report};
 use ocikit_testkit::prng::Prng;
 
 const LAYERS: usize = 5;
-
-fn report(name: &str, unit: &str, values: &[f64]) -> f64 {
-    let mut values = values.to_vec();
-    values.sort_by(f64::total_cmp);
-    let median = values[values.len() / 2];
-    println!(
-        "BENCH {name} {median:.3} {unit} {:.3} {:.3}",
-        values[0],
-        values[values.len() - 1]
-    );
-    median
-}
-
-fn ratio(name: &str, value: f64) {
-    println!("BENCH {name} {value:.3} x {value:.3} {value:.3}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// `docker-registry serve` on a free loopback port, killed when dropped.
-struct Distribution {
-    child: Child,
-    addr: String,
-}
-
-impl Distribution {
-    fn start(dir: &Path) -> Distribution {
-        let port = free_port();
-        let storage = dir.join("distribution");
-        std::fs::create_dir_all(&storage).unwrap();
-        let config = dir.join("distribution.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-                 storage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    \
-                 rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry (apt install docker-registry)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Distribution {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
 
 const WORDS: &[&str] = &[
     "the",
@@ -370,7 +292,7 @@ fn main() {
         compressed as f64 / f64::from(1 << 20),
         if rootless { ", rootless" } else { ", as root" }
     );
-    let registry = Distribution::start(work);
+    let registry = Server::distribution(work);
     let image = format!("docker://{}/bench/app:v1", registry.addr);
     timed(
         &binary,

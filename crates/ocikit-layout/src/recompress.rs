@@ -79,8 +79,11 @@ pub struct RecompressOptions {
     pub compression: Compression,
     /// The encoder's level (`None`: the codec's default, gzip 6 or zstd 3).
     pub level: Option<i32>,
-    /// Encoder threads per layer (gzip and zstd compress blocks in parallel; a zstd layer's
-    /// bytes are the same for any number of threads from 1 up).
+    /// Encoder threads in all, shared by the layers recompressed at once: each of them gets
+    /// `threads / layers at once` (at least 1), so that two layers on two CPUs run one worker
+    /// each rather than two (which would only double the encoders' memory). gzip and zstd
+    /// compress blocks in parallel; a layer's bytes are the same for any number of threads
+    /// from 1 up.
     pub threads: usize,
     /// Layers recompressed at once.
     pub concurrency: usize,
@@ -91,8 +94,8 @@ pub struct RecompressOptions {
 }
 
 impl RecompressOptions {
-    /// Every layer to `compression` at its default level, with an encoder thread per CPU and
-    /// two layers at a time.
+    /// Every layer to `compression` at its default level, two layers at a time, with as many
+    /// encoder threads in all as CPUs.
     pub fn new(compression: Compression) -> RecompressOptions {
         RecompressOptions {
             compression,
@@ -110,7 +113,8 @@ impl RecompressOptions {
         self
     }
 
-    /// These options with `threads` encoder threads per layer (at least 1).
+    /// These options with `threads` encoder threads in all (at least 1; see
+    /// [`RecompressOptions::threads`]).
     pub fn with_threads(mut self, threads: usize) -> RecompressOptions {
         self.threads = threads.max(1);
         self
@@ -283,10 +287,14 @@ impl Run<'_> {
                 unique.push((digest.clone(), *size, *from, diff_id.clone()));
             }
         }
+        let mut per_layer = self.options.clone();
+        per_layer.threads =
+            threads_per_layer(self.options.threads, self.options.concurrency, unique.len());
+        let per_layer = &per_layer;
         let written: Vec<(Digest, u64, Map<String, Value>)> = futures::stream::iter(unique)
             .map(|(digest, size, from, diff_id)| {
                 let layout = self.layout;
-                let options = self.options;
+                let options = per_layer;
                 let family = if oci { Family::Oci } else { Family::Docker };
                 async move {
                     let fields =
@@ -499,6 +507,15 @@ impl Family {
     }
 }
 
+/// Each layer's encoder threads when `layers` layers are to be recompressed, `concurrency`
+/// at once, with `threads` in all: never more workers in total than `threads` (each zstd
+/// worker holds its jobs' buffers; more workers than CPUs only add memory), at least one
+/// per layer.
+fn threads_per_layer(threads: usize, concurrency: usize, layers: usize) -> usize {
+    let at_once = concurrency.min(layers).max(1);
+    (threads / at_once).max(1)
+}
+
 /// Recompresses one layer blob into a new blob of the layout; returns the new descriptor's
 /// `mediaType`, `digest` and `size` as JSON fields.
 async fn recompress_layer(
@@ -619,5 +636,25 @@ fn invalid(digest: &Digest, reason: &str) -> Error {
         digest: digest.clone(),
         reason: reason.into(),
         source: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads_per_layer;
+
+    #[test]
+    fn the_layers_in_flight_share_the_encoder_threads() {
+        // Two CPUs, two layers at once: one worker each, not two.
+        assert_eq!(threads_per_layer(2, 2, 5), 1);
+        // A single layer gets them all.
+        assert_eq!(threads_per_layer(2, 2, 1), 2);
+        assert_eq!(threads_per_layer(8, 2, 1), 8);
+        assert_eq!(threads_per_layer(8, 2, 3), 4);
+        assert_eq!(threads_per_layer(9, 4, 4), 2);
+        // Never none, even with fewer threads than layers at once (or nothing to do).
+        assert_eq!(threads_per_layer(1, 2, 2), 1);
+        assert_eq!(threads_per_layer(3, 8, 8), 1);
+        assert_eq!(threads_per_layer(2, 2, 0), 2);
     }
 }

@@ -294,6 +294,55 @@ fn zstd_concatenated_and_skippable_frames() {
     assert_eq!(decode(&only, Compression::Zstd).unwrap(), b"");
 }
 
+#[cfg(feature = "zstd")]
+/// The multithreaded zstd encoder cuts its input into jobs of `ZSTD_JOB_SIZE` (which bounds
+/// its memory): the bytes are libzstd's own with that job size, whatever the number of
+/// workers from 1 up and the write sizes, and differ from libzstd's default job size (8 MiB
+/// at level 3), so the job size really is applied.
+#[test]
+fn zstd_jobs_are_fixed_and_the_bytes_do_not_depend_on_the_workers() {
+    // 12 MiB: six of our jobs, two of libzstd's default ones.
+    let mut data = Vec::new();
+    for i in 0..12 {
+        data.extend(text_like(3 << 18, 60 + i));
+        data.extend(noise(1 << 18, 80 + i));
+    }
+    let ours = |workers: usize, chunk: usize| {
+        let mut encoder = Encoder::new(Vec::new(), Compression::Zstd, None).unwrap();
+        encoder.multithread(workers).unwrap();
+        for piece in data.chunks(chunk) {
+            encoder.write_all(piece).unwrap();
+        }
+        encoder.finish().unwrap()
+    };
+    let libzstd = |job_size: Option<u32>| {
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.include_checksum(true).unwrap();
+        encoder.multithread(1).unwrap();
+        if let Some(size) = job_size {
+            encoder
+                .set_parameter(zstd::zstd_safe::CParameter::JobSize(size))
+                .unwrap();
+        }
+        encoder.write_all(&data).unwrap();
+        encoder.finish().unwrap()
+    };
+    // `assert!` rather than `assert_eq!`: a failure would print megabytes.
+    let one = ours(1, 1 << 20);
+    assert!(ours(2, 1 << 20) == one, "2 workers");
+    assert!(ours(2, 77_777) == one, "2 workers, other writes");
+    assert!(ours(3, 1 << 20) == one, "3 workers");
+    assert!(
+        one == libzstd(Some(compression::ZSTD_JOB_SIZE)),
+        "libzstd with ZSTD_JOB_SIZE"
+    );
+    assert!(
+        one != libzstd(None),
+        "the default job size gives other bytes"
+    );
+    assert_eq!(decode(&one, Compression::Zstd).unwrap(), data);
+}
+
 #[cfg(feature = "gzip")]
 #[test]
 fn gzip_multi_member_decodes_fully() {

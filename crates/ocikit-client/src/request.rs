@@ -143,8 +143,11 @@ impl Client {
     }
 
     /// For an insecure client that may speak HTTPS, finds out once whether the registry
-    /// does: `GET /v2/` over HTTPS (any certificate accepted), and if that fails but the same
-    /// request over plain HTTP gets an answer, plain HTTP from then on.
+    /// does: `GET /v2/` over HTTPS (any certificate accepted). If the registry answered the
+    /// TLS hello in plain text (a plain-HTTP server's `400 Bad Request`), plain HTTP from then
+    /// on, with no second request: the answer itself shows that HTTP is spoken there. If the
+    /// HTTPS request failed otherwise but the same request over plain HTTP gets an answer,
+    /// plain HTTP too.
     pub(crate) async fn probe_scheme(&self) {
         let settings = &self.inner.settings;
         if !settings.allow_insecure || settings.plain_http {
@@ -156,8 +159,13 @@ impl Client {
                 let Ok(https) = self.inner.base.join("v2/") else {
                     return;
                 };
-                if self.inner.http.get(https.clone()).send().await.is_ok() {
-                    return;
+                match self.inner.http.get(https.clone()).send().await {
+                    Ok(_) => return,
+                    Err(e) if tls_failure(&e).is_some_and(answered_plain_text) => {
+                        self.inner.plain_fallback.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(_) => {}
                 }
                 let mut http = https;
                 let _ = http.set_scheme("http");

@@ -1205,6 +1205,112 @@ async fn plain_http_registries_need_insecure_and_insecure_falls_back_to_http() {
     server.stop().await;
 }
 
+/// A registry on loopback that speaks plain HTTP/1.1, one request per connection, and
+/// answers a TLS hello as `tls` says; it records what it was sent (`TLS` for a hello, else
+/// the request line).
+async fn plain_registry(tls: TlsAnswer) -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut len = 0;
+                loop {
+                    match conn.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => len += n,
+                    }
+                    if buf[0] == 0x16 {
+                        // A TLS record: a client hello.
+                        log.lock().unwrap().push("TLS".to_string());
+                        if tls == TlsAnswer::PlainText {
+                            let _ = conn
+                                .write_all(
+                                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                                )
+                                .await;
+                        }
+                        return;
+                    }
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..len]).to_string();
+                let line = head.lines().next().unwrap_or_default().to_string();
+                log.lock().unwrap().push(line.clone());
+                let body = if line.starts_with("GET /v2/plain/tags/list") {
+                    r#"{"name":"plain","tags":["v1"]}"#
+                } else {
+                    "{}"
+                };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                     Docker-Distribution-API-Version: registry/2.0\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// How [`plain_registry`] answers a TLS hello.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TlsAnswer {
+    /// As a plain-HTTP server does: `400 Bad Request` in plain text.
+    PlainText,
+    /// By closing the connection: nothing shows that HTTP is spoken there.
+    Close,
+}
+
+/// An insecure client finds a plain-HTTP registry from how it answers the TLS hello: one
+/// HTTPS attempt, then the request itself over HTTP, with no `GET /v2/` in between. Where
+/// the failed hello shows nothing (the connection closed), it asks `GET /v2/` over HTTP
+/// first, as before.
+#[tokio::test]
+async fn insecure_clients_learn_plain_http_from_the_answer_to_the_tls_hello() {
+    let (addr, seen) = plain_registry(TlsAnswer::PlainText).await;
+    let insecure = Client::builder(&addr).allow_insecure(true).build().unwrap();
+    assert_eq!(insecure.tags("plain").await.unwrap(), vec!["v1"]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["TLS", "GET /v2/plain/tags/list HTTP/1.1"],
+        "one TLS attempt, then the request over HTTP"
+    );
+
+    let (addr, seen) = plain_registry(TlsAnswer::Close).await;
+    let insecure = Client::builder(&addr).allow_insecure(true).build().unwrap();
+    assert_eq!(insecure.tags("plain").await.unwrap(), vec!["v1"]);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.first().map(String::as_str), Some("TLS"), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("GET /v2/ HTTP/1.1")),
+        "no plain-text answer to the hello: HTTP is pinged first: {seen:?}"
+    );
+    assert!(
+        seen.last().unwrap().starts_with("GET /v2/plain/tags/list"),
+        "{seen:?}"
+    );
+
+    // A client that is not insecure refuses the plain-text answer and sends nothing else.
+    let (addr, seen) = plain_registry(TlsAnswer::PlainText).await;
+    let strict = Client::builder(&addr)
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let err = strict.tags("plain").await.unwrap_err();
+    assert!(matches!(err, Error::NotHttps { .. }), "{err:?}");
+    assert_eq!(*seen.lock().unwrap(), ["TLS"]);
+}
+
 #[tokio::test]
 async fn distribution_round_trips_a_multi_arch_index_with_chunked_blobs() {
     let Some(distribution) = Distribution::start() else {

@@ -497,3 +497,187 @@ async fn metrics_count_cache_hits_misses_and_stale_tags() {
     assert_eq!(scrape().await, [2, 1, 1, 2, 2]);
     server.stop().await;
 }
+
+/// A store whose blob writes are slow: every write to a staging area, and its publishing,
+/// waits `delay` first (a cache on a slow disk or a distant object store).
+#[derive(Debug)]
+struct SlowWrites {
+    inner: MemoryStore,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl Store for SlowWrites {
+    async fn stat(&self, digest: &Digest) -> ocikit_store::Result<Option<u64>> {
+        self.inner.stat(digest).await
+    }
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> ocikit_store::Result<Option<ocikit_store::Blob>> {
+        self.inner.get(digest, range).await
+    }
+    async fn stage(&self) -> ocikit_store::Result<Box<dyn ocikit_store::Staging>> {
+        Ok(Box::new(SlowStaging {
+            inner: self.inner.stage().await?,
+            delay: self.delay,
+            pause: None,
+        }))
+    }
+    async fn delete(&self, digest: &Digest) -> ocikit_store::Result<bool> {
+        self.inner.delete(digest).await
+    }
+    fn list(&self) -> futures::stream::BoxStream<'_, ocikit_store::Result<Digest>> {
+        self.inner.list()
+    }
+    async fn read_document(
+        &self,
+        key: &ocikit_store::DocumentKey,
+    ) -> ocikit_store::Result<Option<ocikit_store::Document>> {
+        self.inner.read_document(key).await
+    }
+    async fn write_document(
+        &self,
+        key: &ocikit_store::DocumentKey,
+        bytes: Bytes,
+        precondition: ocikit_store::Precondition,
+    ) -> ocikit_store::Result<ocikit_store::Version> {
+        self.inner.write_document(key, bytes, precondition).await
+    }
+    async fn delete_document(
+        &self,
+        key: &ocikit_store::DocumentKey,
+        precondition: ocikit_store::Precondition,
+    ) -> ocikit_store::Result<bool> {
+        self.inner.delete_document(key, precondition).await
+    }
+    async fn list_documents(
+        &self,
+        prefix: &str,
+    ) -> ocikit_store::Result<Vec<ocikit_store::DocumentKey>> {
+        self.inner.list_documents(prefix).await
+    }
+}
+
+struct SlowStaging {
+    inner: Box<dyn ocikit_store::Staging>,
+    delay: Duration,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl tokio::io::AsyncWrite for SlowStaging {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let delay = self.delay;
+        let pause = self
+            .pause
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+        std::task::ready!(pause.as_mut().poll(cx));
+        self.pause = None;
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait::async_trait]
+impl ocikit_store::Staging for SlowStaging {
+    async fn publish(self: Box<Self>, digest: &Digest, size: u64) -> ocikit_store::Result<()> {
+        tokio::time::sleep(self.delay * 10).await;
+        self.inner.publish(digest, size).await
+    }
+    async fn abort(self: Box<Self>) -> ocikit_store::Result<()> {
+        self.inner.abort().await
+    }
+}
+
+async fn slow_proxy_server(fake: &Arc<Fake>, delay: Duration) -> Server {
+    let config = Config::default().proxy(Some(Proxy::new(fake.clone())));
+    let store = SlowWrites {
+        inner: MemoryStore::new(),
+        delay,
+    };
+    let registry = Registry::new(Arc::new(store), Arc::new(MemoryStore::new()), config).unwrap();
+    Server::start(registry).await
+}
+
+/// A cache whose store writes slowly still sends the client the whole blob, and the blob is
+/// stored and linked before the client's last byte: a client that has the blob can pull it
+/// again from the cache with the upstream gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_store_still_serves_the_whole_blob_stored_before_its_last_byte() {
+    let fake = Fake::new();
+    let blob = layer(21, 1 << 20);
+    let digest = fake.add_blob(&blob);
+    // 16 chunks from the upstream, each write to the store 10 ms late, publishing 100 ms.
+    let server = slow_proxy_server(&fake, Duration::from_millis(10)).await;
+    let path = format!("/v2/lib/app/blobs/{digest}");
+    let (status, body) = get(&server, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.len(), blob.len());
+    assert_eq!(Digest::sha256(&body), digest);
+    // The last byte was held until the blob was published and linked: it is there now,
+    // without waiting for anything.
+    assert_eq!(
+        server.registry.store().stat(&digest).await.unwrap(),
+        Some(blob.len() as u64)
+    );
+    fake.up.store(false, Ordering::SeqCst);
+    let (status, again) = get(&server, &path).await;
+    assert_eq!((status, again), (StatusCode::OK, body));
+    assert_eq!(fake.blob_calls.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
+/// A client that goes away in the middle of a blob does not stop its fetch: the blob is
+/// still verified and cached, and the next request is served from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fetch_completes_and_caches_when_its_client_goes_away() {
+    let fake = Fake::new();
+    let blob = layer(22, 2 << 20);
+    let digest = fake.add_blob(&blob);
+    *fake.slow.lock().unwrap() = Some(Duration::from_millis(5));
+    let server = slow_proxy_server(&fake, Duration::from_millis(1)).await;
+    let path = format!("/v2/lib/app/blobs/{digest}");
+    let mut resp = server.send(Method::GET, &path).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty() && first.len() < blob.len());
+    drop(resp);
+    // The fetch goes on without the client (32 chunks 5 ms apart).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server
+        .registry
+        .store()
+        .stat(&digest)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetch never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.up.store(false, Ordering::SeqCst);
+    let (status, body) = get(&server, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], &blob[..]);
+    assert_eq!(fake.blob_calls.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}

@@ -13,7 +13,10 @@
 //!   100,000 tags: `resolve` on a layout whose `index.json` has not changed since it last
 //!   parsed it (`tags-N/resolve`), the first `resolve` of a new handle, which reads and
 //!   parses the whole index (`tags-N/first-resolve`), and `set_tag`, a compare-and-swap that
-//!   rewrites the file (`tags-N/set`).
+//!   rewrites the file (`tags-N/set`), with its parts timed on their own: the index's
+//!   serialisation (`tags-N/set-to-bytes`), one SHA-256 of it (`tags-N/set-sha256`), a
+//!   store read of a document that size (`tags-N/set-read-document`) and a conditional
+//!   store write of it (`tags-N/set-write-document`).
 //!
 //! Everything lives on tmpfs (`/dev/shm`, or `OCIKIT_BENCH_DIR`): this measures the code,
 //! not the disk. Prints the CPU model (`CPU …`) and `BENCH <name> <median> <unit> <min>
@@ -23,7 +26,7 @@
 //! `OCIKIT_BENCH_ONLY` (a comma-separated subset of `fsck`, `referrers`, `tags`),
 //! `OCIKIT_BENCH_FSCK` (a comma-separated subset of `large`, `small`: the fsck cases run; to
 //! profile one. The small layout's blobs then differ from a full run's, their sizes drawn
-//! from the same ranges).
+//! from the same ranges), `OCIKIT_BENCH_TAGS` (a comma-separated subset of the tag counts).
 #![allow(
     missing_docs,
     clippy::print_stdout,
@@ -40,7 +43,7 @@ use ocikit_digest::Digest;
 use ocikit_digest::media_type;
 use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_layout::{FsckOptions, Layout};
-use ocikit_store::FsStore;
+use ocikit_store::{DocumentKey, FsStore, Precondition};
 use serde_json::json;
 
 fn report(name: &str, unit: &str, values: &[f64]) -> f64 {
@@ -316,7 +319,11 @@ fn cpu_model() -> String {
 }
 
 async fn tags_case(base: &Path, runs: usize) {
-    for count in [100usize, 1_000, 10_000, 100_000] {
+    let only = std::env::var("OCIKIT_BENCH_TAGS").unwrap_or_default();
+    let counts = [100usize, 1_000, 10_000, 100_000]
+        .into_iter()
+        .filter(|count| only.is_empty() || only.split(',').any(|c| c == count.to_string()));
+    for count in counts {
         let dir = base.join(format!("tags-{count}"));
         let layout = fs_layout(&dir).await;
         let blob = layout
@@ -341,6 +348,9 @@ async fn tags_case(base: &Path, runs: usize) {
             .await
             .unwrap();
         let (mut resolve, mut first, mut set) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut to_bytes, mut sha256) = (Vec::new(), Vec::new());
+        let (mut read, mut write) = (Vec::new(), Vec::new());
+        let scratch = DocumentKey::new("bench-index.json").unwrap();
         for round in 0..runs {
             // The filesystem store trusts a file's metadata only once it is older than its
             // racy window (100 ms): `index.json` unchanged since the last parse.
@@ -369,10 +379,50 @@ async fn tags_case(base: &Path, runs: usize) {
                     .unwrap();
             }
             set.push(start.elapsed().as_secs_f64() * 1e6 / 20.0);
+            // Where a `set_tag`'s time goes (each part on its own, so they add up only
+            // roughly): the layout's serialisation of the index, one SHA-256 of its bytes,
+            // the store's read of a document (what checking a precondition by content
+            // costs), and the store's conditional write of the bytes (to another document,
+            // so that the layout's kept version stays current).
+            let index = layout.index().await.unwrap();
+            let start = Instant::now();
+            let mut bytes = Vec::new();
+            for _ in 0..5 {
+                bytes = index.to_bytes().unwrap();
+            }
+            to_bytes.push(start.elapsed().as_secs_f64() * 1e6 / 5.0);
+            let start = Instant::now();
+            for _ in 0..5 {
+                std::hint::black_box(Digest::sha256(std::hint::black_box(&bytes)));
+            }
+            sha256.push(start.elapsed().as_secs_f64() * 1e6 / 5.0);
+            let bytes = bytes::Bytes::from(bytes);
+            let store = layout.store();
+            let mut version = store
+                .write_document(&scratch, bytes.clone(), Precondition::None)
+                .await
+                .unwrap();
+            let start = Instant::now();
+            for _ in 0..5 {
+                std::hint::black_box(store.read_document(&scratch).await.unwrap());
+            }
+            read.push(start.elapsed().as_secs_f64() * 1e6 / 5.0);
+            let start = Instant::now();
+            for _ in 0..5 {
+                version = store
+                    .write_document(&scratch, bytes.clone(), Precondition::Matches(version))
+                    .await
+                    .unwrap();
+            }
+            write.push(start.elapsed().as_secs_f64() * 1e6 / 5.0);
         }
         report(&format!("tags-{count}/resolve"), "us/op", &resolve);
         report(&format!("tags-{count}/first-resolve"), "us/op", &first);
         report(&format!("tags-{count}/set"), "us/op", &set);
+        report(&format!("tags-{count}/set-to-bytes"), "us/op", &to_bytes);
+        report(&format!("tags-{count}/set-sha256"), "us/op", &sha256);
+        report(&format!("tags-{count}/set-read-document"), "us/op", &read);
+        report(&format!("tags-{count}/set-write-document"), "us/op", &write);
         let bytes = std::fs::metadata(dir.join("index.json")).unwrap().len();
         let mib = bytes as f64 / (1 << 20) as f64;
         println!("BENCH tags-{count}/index-size {mib:.2} MiB {mib:.2} {mib:.2}");

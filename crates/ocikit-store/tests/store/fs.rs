@@ -933,3 +933,122 @@ async fn listing_pages_reuse_a_directory_read_only_while_it_is_unchanged() {
         .unwrap();
     assert_eq!(page(store.clone(), None).await, ["r/_tags/t0007"]);
 }
+
+/// A write's precondition is checked against the version the store remembers for the file
+/// (its own last write or read) only while the file is in the state it remembered; another
+/// program changing the file behind the store's back, in any way, fails a precondition on
+/// the old version: later with another size, later with the same size but other content in
+/// another inode (written beside and renamed over), and at once, in place, with the same
+/// size. Small documents and large ones (whose hashing the store keeps) alike.
+#[tokio::test]
+async fn preconditions_fail_when_the_file_changed_behind_the_stores_back() {
+    use std::time::Duration;
+    let (store, _dir) = fresh().await;
+    for size in [20usize, 300 << 10] {
+        let key = DocumentKey::new(&format!("doc-{size}.json")).unwrap();
+        let path = store.document_path(&key);
+        let content = |fill: u8, len: usize| bytes::Bytes::from(vec![fill; len]);
+        fn conflict<T: std::fmt::Debug>(result: Result<T, Error>, what: &str) {
+            match result {
+                Err(Error::Conflict { .. }) => {}
+                other => panic!("{what}: expected a conflict, got {other:?}"),
+            }
+        }
+        let v1 = store
+            .write_document(&key, content(b'a', size), Precondition::MustNotExist)
+            .await
+            .unwrap();
+        // The store's own version holds at once, and a compare-and-swap on it goes ahead.
+        assert_eq!(
+            store.document_version(&key).await.unwrap(),
+            Some(v1.clone())
+        );
+        let v2 = store
+            .write_document(&key, content(b'b', size), Precondition::Matches(v1.clone()))
+            .await
+            .unwrap();
+        conflict(
+            store
+                .write_document(&key, content(b'x', size), Precondition::Matches(v1.clone()))
+                .await,
+            "an outdated version",
+        );
+
+        // Later, another size, in place.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        std::fs::write(&path, vec![b'c'; size + 1]).unwrap();
+        conflict(
+            store
+                .write_document(&key, content(b'x', size), Precondition::Matches(v2.clone()))
+                .await,
+            "a larger file",
+        );
+        conflict(
+            store
+                .delete_document(&key, Precondition::Matches(v2.clone()))
+                .await,
+            "a larger file (delete)",
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), vec![b'c'; size + 1]);
+
+        // The store's version of what is there now: a write on it goes ahead.
+        let v3 = store.read_document(&key).await.unwrap().unwrap().version;
+        let v4 = store
+            .write_document(&key, content(b'd', size), Precondition::Matches(v3))
+            .await
+            .unwrap();
+        // Later, the same size, other content, another inode.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let before = inode(&path);
+        let beside = path.with_extension("new");
+        let mut other = vec![b'd'; size];
+        other[size / 2] = b'e';
+        std::fs::write(&beside, &other).unwrap();
+        std::fs::rename(&beside, &path).unwrap();
+        assert_ne!(inode(&path), before);
+        conflict(
+            store
+                .write_document(&key, content(b'x', size), Precondition::Matches(v4.clone()))
+                .await,
+            "the same size renamed over",
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), other);
+        assert_eq!(
+            store
+                .document_version(&key)
+                .await
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            Digest::sha256(&other).encoded()
+        );
+
+        // At once after the store's own write: the same size, in place, one byte changed.
+        let v5 = store.read_document(&key).await.unwrap().unwrap().version;
+        let v6 = store
+            .write_document(&key, content(b'f', size), Precondition::Matches(v5))
+            .await
+            .unwrap();
+        flip_in_place(&path);
+        conflict(
+            store
+                .write_document(&key, content(b'x', size), Precondition::Matches(v6.clone()))
+                .await,
+            "a byte flipped in place at once",
+        );
+        conflict(
+            store.delete_document(&key, Precondition::Matches(v6)).await,
+            "a byte flipped in place at once (delete)",
+        );
+        let flipped = std::fs::read(&path).unwrap();
+        assert_ne!(flipped, vec![b'f'; size]);
+        let v7 = store.document_version(&key).await.unwrap().unwrap();
+        assert_eq!(v7.as_str(), Digest::sha256(&flipped).encoded());
+        assert!(
+            store
+                .delete_document(&key, Precondition::Matches(v7))
+                .await
+                .unwrap()
+        );
+    }
+}

@@ -7,6 +7,11 @@
 //!   in a second process), against ocikit's [`apply_blob`] (the layer decoder on zlib-rs on a
 //!   second thread feeding [`apply_layer`] through a channel, so that decompression and
 //!   extraction overlap as they do for GNU tar, diffID included);
+//! - the same `.tar.gz` read through a [`VerifyingReader`] (the compressed bytes hashed and
+//!   checked, as `ocikit unpack` reads a stored layer): [`apply_blob`] (the blob read and
+//!   hashed on a third thread, off the decompressing one), against the two-thread pipeline
+//!   that `apply_blob` was before (hash and decompression on one thread, replicated here as
+//!   `gz/two-stage-verified`), so that the third stage is measured in one run;
 //! - extraction of the plain tar: GNU `tar -xf` against [`apply_layer`] from the file;
 //! - the raw limits: gunzip alone (flate2 on zlib-rs, to a sink) and SHA-256 of the tar.
 //!
@@ -21,7 +26,7 @@
 //!   when it exists, else the system temp directory): a tmpfs measures the extractors, not
 //!   the disk.
 //! - `OCIKIT_BENCH_TREE_MIB` (default 500): the tree's size.
-//! - `OCIKIT_BENCH_ONLY`: a comma-separated subset of `gz`, `plain`, `limits`.
+//! - `OCIKIT_BENCH_ONLY`: a comma-separated subset of `gz`, `verified`, `plain`, `limits`.
 //! - `OCIKIT_BENCH_KEEP`: keep the archives (their directory is printed), for profiling.
 #![allow(
     missing_docs,
@@ -37,7 +42,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use ocikit_codec::Limits;
 use ocikit_codec::apply::{ApplyOptions, apply_blob, apply_layer};
+use ocikit_codec::compression::Decoder;
+use ocikit_digest::{Digest, VerifyingReader};
 
 mod common;
 
@@ -60,6 +68,81 @@ fn ocikit_gz(blob: &Path, dest: &Path) {
         &ApplyOptions::default(),
     )
     .unwrap();
+}
+
+const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// Applies the gzip blob into `dest` through [`apply_blob`], verifying it as a layout
+/// unpack does.
+fn ocikit_verified(blob: &Path, digest: &Digest, dest: &Path) {
+    let file = File::open(blob).unwrap();
+    let size = file.metadata().unwrap().len();
+    let mut reader = VerifyingReader::new(file, digest.clone(), size).unwrap();
+    apply_blob(dest, &mut reader, GZIP, &ApplyOptions::default()).unwrap();
+    io::copy(&mut reader, &mut io::sink()).unwrap();
+    assert!(reader.is_verified());
+}
+
+/// The two-thread pipeline `apply_blob` was before its third stage: the verifying reader
+/// and the decoder on one thread, feeding [`apply_layer`] chunks of 256 KiB (16 in flight).
+fn two_stage_verified(blob: &Path, digest: &Digest, dest: &Path) {
+    use std::sync::mpsc::{Receiver, sync_channel};
+    struct Chunks {
+        rx: Receiver<Vec<u8>>,
+        current: Vec<u8>,
+        pos: usize,
+    }
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            while self.pos == self.current.len() {
+                match self.rx.recv() {
+                    Ok(chunk) => {
+                        self.current = chunk;
+                        self.pos = 0;
+                    }
+                    Err(_) => return Ok(0),
+                }
+            }
+            let n = buf.len().min(self.current.len() - self.pos);
+            buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+    let file = File::open(blob).unwrap();
+    let size = file.metadata().unwrap().len();
+    let mut reader = VerifyingReader::new(file, digest.clone(), size).unwrap();
+    let (tx, rx) = sync_channel::<Vec<u8>>(16);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut decoder =
+                Decoder::for_media_type(&mut reader, GZIP, Limits::default()).unwrap();
+            loop {
+                let mut chunk = vec![0u8; CHUNK];
+                let mut filled = 0;
+                while filled < CHUNK {
+                    let n = decoder.read(&mut chunk[filled..]).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                chunk.truncate(filled);
+                if chunk.is_empty() || tx.send(chunk).is_err() {
+                    break;
+                }
+            }
+            drop(decoder);
+            io::copy(&mut reader, &mut io::sink()).unwrap();
+            assert!(reader.is_verified());
+        });
+        let chunks = Chunks {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        };
+        apply_layer(dest, chunks, &ApplyOptions::default()).unwrap();
+    });
 }
 
 fn main() {
@@ -110,6 +193,7 @@ fn main() {
         .arg("."));
     fs::remove_dir_all(&tree).unwrap();
     let tar_bytes = fs::metadata(&plain).unwrap().len();
+    let gz_digest = Digest::sha256(&fs::read(&gz).unwrap());
     eprintln!(
         "tar {:.0} MiB, tar.gz {:.0} MiB",
         tar_bytes as f64 / MIB as f64,
@@ -136,16 +220,23 @@ fn main() {
         report("limit/sha256", "MB/s", &sha);
     }
 
-    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); 4];
     let names = [
         "gz/gnu-tar-xzf",
         "gz/ocikit",
         "plain/gnu-tar-xf",
         "plain/ocikit",
+        "gz/ocikit-verified",
+        "gz/two-stage-verified",
     ];
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for i in 0..runs {
-        for case in (0..4).map(|k| (k + i) % 4) {
-            if !enabled(if case < 2 { "gz" } else { "plain" }) {
+        for case in (0..names.len()).map(|k| (k + i) % names.len()) {
+            let group = match case {
+                0 | 1 => "gz",
+                2 | 3 => "plain",
+                _ => "verified",
+            };
+            if !enabled(group) {
                 continue;
             }
             let dest = scratch.path().join(format!("x-{case}-{i}"));
@@ -163,16 +254,18 @@ fn main() {
                     .arg(&plain)
                     .arg("-C")
                     .arg(&dest)),
-                _ => {
+                3 => {
                     let file = File::open(&plain).unwrap();
                     apply_layer(&dest, file, &ApplyOptions::default()).unwrap();
                 }
+                4 => ocikit_verified(&gz, &gz_digest, &dest),
+                _ => two_stage_verified(&gz, &gz_digest, &dest),
             }
             seconds[case].push(start.elapsed().as_secs_f64());
             fs::remove_dir_all(&dest).unwrap();
         }
     }
-    let mut medians = [0.0; 4];
+    let mut medians = [0.0; 6];
     for (case, name) in names.iter().enumerate() {
         if seconds[case].is_empty() {
             continue;
@@ -187,6 +280,10 @@ fn main() {
     if medians[0] > 0.0 && medians[1] > 0.0 {
         let x = medians[0] / medians[1];
         println!("BENCH gz/speedup-vs-gnu-tar {x:.3} x {x:.3} {x:.3}");
+    }
+    if medians[4] > 0.0 && medians[5] > 0.0 {
+        let x = medians[5] / medians[4];
+        println!("BENCH verified/three-over-two-stage {x:.3} x {x:.3} {x:.3}");
     }
     if medians[2] > 0.0 && medians[3] > 0.0 {
         let x = medians[2] / medians[3];

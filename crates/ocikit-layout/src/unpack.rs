@@ -153,9 +153,19 @@ pub trait LayerSource: Send + Sync {
     /// A reader of the blob of layer `index` (`digest`, `size` bytes). Called on a blocking
     /// thread, in layer order, each once the layer before was applied; the reader may block
     /// until more bytes arrive. Its bytes are verified against `digest` and `size` as they
-    /// are read, exactly as a stored blob's are, and read to the end; an error the reader
-    /// returns fails the layer.
+    /// are read, exactly as a stored blob's are (unless [`LayerSource::verifies`] says the
+    /// reader does it), and read to the end; an error the reader returns fails the layer.
     fn open(&self, index: usize, digest: &Digest, size: u64) -> io::Result<Box<dyn Read + Send>>;
+
+    /// Whether the readers [`LayerSource::open`] returns verify the blob themselves: each
+    /// ends (`Ok(0)`) only once the whole blob was checked against its `digest` and `size`,
+    /// and fails instead when it did not match (a registry download that the client verifies
+    /// as it arrives). Then the unpack does not hash the compressed bytes a second time: it
+    /// counts them, reads every reader to its end before the layer counts as applied, and
+    /// checks the size. The default, `false`: the unpack verifies digest and size itself.
+    fn verifies(&self) -> bool {
+        false
+    }
 }
 
 async fn unpack_with(
@@ -293,7 +303,8 @@ async fn apply_one(
 
 /// [`apply_one`] with the blob read from `source` (verified here, as
 /// [`source::read_verified`] verifies a stored one: digest and size, the rest drained, a
-/// mismatch reported as the store's even when the decompressor noticed first).
+/// mismatch reported as the store's even when the decompressor noticed first; or, from a
+/// source that [verifies](LayerSource::verifies) its own bytes, only counted).
 async fn apply_from(
     source: &Arc<dyn LayerSource>,
     index: usize,
@@ -317,6 +328,9 @@ async fn apply_from(
     let report = tokio::task::spawn_blocking(move || -> Result<ApplyReport> {
         let stream_error = |e: io::Error| Error::Store(ocikit_store::Error::Stream(e));
         let reader = source.open(index, &digest, size).map_err(stream_error)?;
+        if source.verifies() {
+            return apply_counted(reader, size, &root, &media_type, &apply);
+        }
         let mut verifying = VerifyingReader::new(reader, digest.clone(), size)
             .map_err(|_| Error::Unverifiable { digest })?;
         let applied = apply_blob(&root, &mut verifying, &media_type, &apply).map_err(Error::Codec);
@@ -362,6 +376,50 @@ async fn apply_from(
     Ok(report)
 }
 
+/// [`apply_blob`] over the reader of a [`LayerSource`] that verifies its own bytes: the rest
+/// drained after the applier stopped (so that the source's verdict on the whole blob is
+/// always had), the source's error preferred to the applier's (which may only be a symptom
+/// of bytes the source refused), and the byte count checked against `size`.
+fn apply_counted(
+    reader: Box<dyn Read + Send>,
+    size: u64,
+    root: &Path,
+    media_type: &str,
+    apply: &ApplyOptions,
+) -> Result<ApplyReport> {
+    let mut counted = Counted {
+        inner: reader,
+        bytes: 0,
+    };
+    let applied = apply_blob(root, &mut counted, media_type, apply).map_err(Error::Codec);
+    let drained = io::copy(&mut counted, &mut io::sink());
+    if let Err(e) = drained {
+        return Err(Error::Store(ocikit_store::Error::Stream(e)));
+    }
+    let report = applied?;
+    if counted.bytes != size {
+        return Err(Error::Store(ocikit_store::Error::SizeMismatch {
+            expected: size,
+            actual: counted.bytes,
+        }));
+    }
+    Ok(report)
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
 /// Unpacks the image `descriptor` points at into `target`, all or nothing: afterwards
 /// `target` holds the whole image, or it is as it was.
 ///
@@ -397,8 +455,9 @@ pub async fn unpack_staged(
 
 /// [`unpack_staged`] with the layer blobs read from `source` instead of the layout's store,
 /// which need only hold the manifest (or index) and the config: the same checks before the
-/// target is touched, each blob verified as it is read (digest, size, diffID), and the
-/// tree renamed into place only when every layer was applied.
+/// target is touched, each blob verified as it is read (digest and size, here or by the
+/// source as [`LayerSource::verifies`] says; the diffID here), and the tree renamed into
+/// place only when every layer was applied.
 pub async fn unpack_staged_from(
     layout: &Layout,
     descriptor: &Descriptor,

@@ -152,7 +152,7 @@ pub use whiteout::{Class as NameClass, classify as classify_name};
 /// the first 8 MiB the hash runs on a helper thread (`ocikit-diffid`, fed copies of the
 /// bytes), so that it overlaps with the file system work; `tar` itself is only ever read on
 /// the calling thread. Single-threaded otherwise: [`apply_blob`] also overlaps the
-/// decompression of a compressed blob, on a second thread.
+/// decompression of a compressed blob, and the reading of the blob, on threads of their own.
 ///
 /// # Errors
 /// - [`Error::InvalidEntry`] for an entry the spec or the hardening rules forbid, naming it;

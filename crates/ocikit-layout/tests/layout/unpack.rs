@@ -749,3 +749,234 @@ async fn a_refused_entry_in_a_later_layer_leaves_no_target() {
         assert_eq!(listing(&target)[..2], ["etc", "f"]);
     }
 }
+
+/// A change to one layer's bytes: the layer, and what is done to them.
+type Mangle = (Digest, fn(&mut Vec<u8>));
+
+/// Layer blobs served as a registry download would be (`unpack_staged_from`), with one
+/// layer's bytes changed by `mangle`, verified by the source itself when `verifies` (as the
+/// registry client does) or left to the unpack.
+struct Served {
+    blobs: std::collections::HashMap<Digest, Vec<u8>>,
+    mangle: Option<Mangle>,
+    verifies: bool,
+}
+
+impl ocikit_layout::LayerSource for Served {
+    fn open(
+        &self,
+        _index: usize,
+        digest: &Digest,
+        size: u64,
+    ) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        let mut bytes = self.blobs[digest].clone();
+        if let Some((bad, mangle)) = &self.mangle
+            && bad == digest
+        {
+            mangle(&mut bytes);
+        }
+        let reader = std::io::Cursor::new(bytes);
+        if self.verifies {
+            let verifying = ocikit_digest::VerifyingReader::new(reader, digest.clone(), size)
+                .map_err(std::io::Error::other)?;
+            Ok(Box::new(verifying))
+        } else {
+            Ok(Box::new(reader))
+        }
+    }
+
+    fn verifies(&self) -> bool {
+        self.verifies
+    }
+}
+
+/// Two gzip layers (the second with whiteouts, an opaque directory and files big enough
+/// for many chunks) unpacked from a [`Served`] source: the same tree as from the layout,
+/// whoever verifies; a flipped byte, a truncated blob or a wrong diffID fail the layer
+/// that has them with a typed error naming its digest, and leave no target.
+#[cfg(feature = "gzip")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_from_a_source_verify_and_leave_no_target_when_bad() {
+    let (layout, _guard) = layouts().await.remove(0);
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let lower = tar_of(&[
+        ("etc/", b""),
+        ("etc/passwd", b"root:x:0:0"),
+        ("opt/", b""),
+        ("opt/a", b"a"),
+        ("opt/b", &big),
+    ]);
+    let upper = tar_of(&[
+        ("etc/.wh.passwd", b""),
+        ("opt/.wh..wh..opq", b""),
+        ("opt/c", &big[1000..]),
+        ("usr/", b""),
+        ("usr/big", &big),
+    ]);
+    let manifest = image_of(&layout, &[lower, upper], Compression::Gzip).await;
+    let (m, config) = crate::image::config_json(&layout, &manifest).await;
+    let mut blobs = std::collections::HashMap::new();
+    let mut digests = Vec::new();
+    for layer in m["layers"].as_array().unwrap() {
+        let descriptor: Descriptor = serde_json::from_value(layer.clone()).unwrap();
+        let digest = Digest::parse(layer["digest"].as_str().unwrap()).unwrap();
+        blobs.insert(
+            digest.clone(),
+            crate::image::blob(&layout, &descriptor).await,
+        );
+        digests.push(digest);
+    }
+    let reference = tempfile::tempdir().unwrap();
+    unpack(&layout, &manifest, reference.path(), &amd64())
+        .await
+        .unwrap();
+    let expected = snapshot(reference.path());
+    assert_eq!(
+        expected.keys().collect::<Vec<_>>(),
+        ["etc", "opt", "opt/c", "usr", "usr/big"]
+    );
+
+    let from = |mangle: Option<Mangle>, verifies: bool| {
+        Arc::new(Served {
+            blobs: blobs.clone(),
+            mangle,
+            verifies,
+        }) as Arc<dyn ocikit_layout::LayerSource>
+    };
+    for verifies in [false, true] {
+        let parent = tempfile::tempdir().unwrap();
+        let target = parent.path().join("rootfs");
+        let report = ocikit_layout::unpack_staged_from(
+            &layout,
+            &manifest,
+            &target,
+            &amd64(),
+            from(None, verifies),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.layers.len(), 2);
+        assert_eq!(snapshot(&target), expected, "verifies: {verifies}");
+
+        let flip: fn(&mut Vec<u8>) = |bytes| {
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x01;
+        };
+        let truncate: fn(&mut Vec<u8>) = |bytes| bytes.truncate(bytes.len() - 20);
+        for (what, mangle) in [("flipped", flip), ("truncated", truncate)] {
+            let parent = tempfile::tempdir().unwrap();
+            let target = parent.path().join("rootfs");
+            let err = ocikit_layout::unpack_staged_from(
+                &layout,
+                &manifest,
+                &target,
+                &amd64(),
+                from(Some((digests[1].clone(), mangle)), verifies),
+            )
+            .await
+            .unwrap_err();
+            let Error::Layer { digest, source } = &err else {
+                panic!("{what}, verifies {verifies}: {err:?}");
+            };
+            assert_eq!(digest, &digests[1], "{what}");
+            // Verified here: the store's mismatch, even when the decompressor noticed
+            // first. Verified by the source: its error, read to the end of the blob.
+            match (verifies, &**source) {
+                (false, Error::Store(ocikit_store::Error::DigestMismatch { expected, .. })) => {
+                    assert_eq!(expected, &digests[1]);
+                }
+                (false, Error::Store(ocikit_store::Error::SizeMismatch { .. })) => {
+                    assert_eq!(what, "truncated");
+                }
+                (true, Error::Store(ocikit_store::Error::Stream(e))) => {
+                    let inner = e
+                        .get_ref()
+                        .and_then(|e| e.downcast_ref::<ocikit_digest::Error>());
+                    assert!(
+                        matches!(
+                            inner,
+                            Some(
+                                ocikit_digest::Error::DigestMismatch { .. }
+                                    | ocikit_digest::Error::SizeMismatch { .. }
+                            )
+                        ),
+                        "{what}: {e:?}"
+                    );
+                }
+                (_, other) => panic!("{what}, verifies {verifies}: {other:?}"),
+            }
+            assert!(!target.exists(), "{what}");
+            assert!(listing(parent.path()).is_empty(), "{what}");
+        }
+    }
+
+    // A source that says it verifies but hands out a short blob: still refused (the count
+    // is checked), or the decompressor sees the truncation first.
+    let parent = tempfile::tempdir().unwrap();
+    let target = parent.path().join("rootfs");
+    let short = Served {
+        blobs: blobs.clone(),
+        mangle: Some((digests[1].clone(), |bytes| bytes.truncate(bytes.len() - 20))),
+        verifies: false,
+    };
+    struct Claims(Served);
+    impl ocikit_layout::LayerSource for Claims {
+        fn open(
+            &self,
+            index: usize,
+            digest: &Digest,
+            size: u64,
+        ) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+            self.0.open(index, digest, size)
+        }
+        fn verifies(&self) -> bool {
+            true
+        }
+    }
+    let err = ocikit_layout::unpack_staged_from(
+        &layout,
+        &manifest,
+        &target,
+        &amd64(),
+        Arc::new(Claims(short)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Layer { digest, source } if digest == &digests[1] && matches!(
+            **source,
+            Error::Store(ocikit_store::Error::SizeMismatch { .. })
+                | Error::Codec(ocikit_codec::Error::Corrupt { .. })
+        )),
+        "{err:?}"
+    );
+    assert!(!target.exists());
+
+    // The config names another diffID for the upper layer: refused after its last byte.
+    let mut wrong = config.clone();
+    wrong["rootfs"]["diff_ids"][1] = json!(Digest::sha256(b"not this layer").to_string());
+    let layers: Vec<Descriptor> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_value(l.clone()).unwrap())
+        .collect();
+    let manifest = put_manifest(&layout, &wrong, &layers).await;
+    let parent = tempfile::tempdir().unwrap();
+    let target = parent.path().join("rootfs");
+    let err =
+        ocikit_layout::unpack_staged_from(&layout, &manifest, &target, &amd64(), from(None, true))
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(&err, Error::Layer { digest, source } if digest == &digests[1] && matches!(
+            **source,
+            Error::Codec(ocikit_codec::Error::DiffIdMismatch { .. })
+        )),
+        "{err:?}"
+    );
+    assert!(!target.exists());
+    assert!(listing(parent.path()).is_empty());
+}

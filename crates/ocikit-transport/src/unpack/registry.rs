@@ -8,10 +8,11 @@
 //! or a later one is applied (a window of permits, each given back when its layer was
 //! applied), each into an anonymous file ([`tempfile::tempfile_in`], `O_TMPFILE`: gone when
 //! closed, even when the process is killed) beside the target. The applier reads a spool as
-//! it grows, waiting for the download where it caught up, and the layout verifies digest,
-//! size and diffID as it reads. The spool ends only after the client verified the whole
-//! blob, and ends with an error when the download failed; that error, not the applier's,
-//! is what the unpack reports.
+//! it grows, waiting for the download where it caught up. The client verifies each blob's
+//! digest and size as its bytes arrive, and the spool ends only after the client verified
+//! the whole blob, or ends with an error when the download failed (that error, not the
+//! applier's, is what the unpack reports): so the layout does not hash the bytes again
+//! ([`LayerSource::verifies`]); it checks the size and the diffID as it reads.
 //!
 //! With a keep layout, each downloaded blob is also streamed into its store through a
 //! verifying writer (published only when digest and size match), the config and manifest
@@ -507,6 +508,12 @@ impl LayerSource for SpoolSource {
             index,
             pos: 0,
         }))
+    }
+
+    /// A spool ends (`Ok(0)`) only once the client verified the whole download against the
+    /// layer's digest and size, and fails otherwise ([`SpoolReader`]).
+    fn verifies(&self) -> bool {
+        true
     }
 }
 

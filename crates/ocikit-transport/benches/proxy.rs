@@ -17,7 +17,10 @@
 //! alternate whether the direct pull goes before or after the two through the cache.
 //! Prints the CPU model (`CPU …`) and `BENCH <name> <median> <unit> <min> <max>` lines:
 //! seconds of each pull, and the direct pull's time over each pull through the cache (the
-//! goals: first pull >= 0.8x, second >= 1.5x).
+//! goals: first pull >= 0.8x, second >= 1.5x). Then the CPU seconds (user and system) each
+//! process spent on each kind of pull (`…-cpu-client`, `…-cpu-cache`, `…-cpu-upstream`),
+//! from `/proc`: on bare loopback the three processes share the machine's cores, so a
+//! pull's time is bounded by their sum over the core count, and these say where it went.
 //!
 //! From the workspace root:
 //!
@@ -49,7 +52,7 @@ use ocikit_layout::{ImageBuilder, LayerSpec, Layout};
 use ocikit_store::FsStore;
 
 mod common;
-use common::{Server, cpu_model, report};
+use common::{cpu_model, report, Server};
 
 const LAYERS: usize = 5;
 
@@ -154,6 +157,57 @@ async fn image(dir: &Path, mib: usize) {
     builder.write_and_tag("v").await.unwrap();
 }
 
+/// User and system CPU seconds of process `pid` from `/proc/PID/stat`: its own, or with
+/// `children` those of the children it has waited for. The kernel counts them in USER_HZ
+/// ticks, 100 a second on Linux.
+fn cpu_seconds(pid: u32, children: bool) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces), from the third (state) on.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    let (user, system) = if children { (13, 14) } else { (11, 12) };
+    let ticks = |i: usize| fields[i].parse::<f64>().unwrap();
+    (ticks(user) + ticks(system)) / 100.0
+}
+
+/// One kind of pull's samples: wall seconds, and CPU seconds of the client (`ocikit copy`),
+/// the cache (when pulled through it) and the upstream.
+#[derive(Default)]
+struct Samples {
+    wall: Vec<f64>,
+    client: Vec<f64>,
+    cache: Vec<f64>,
+    upstream: Vec<f64>,
+}
+
+impl Samples {
+    /// Pulls from `addr` (see [`pull`]), counting the CPU of the client, of `cache` (when
+    /// given) and of `upstream`.
+    fn pull(&mut self, binary: &Path, addr: &str, work: &Path, cache: Option<u32>, upstream: u32) {
+        let me = std::process::id();
+        let (client0, upstream0) = (cpu_seconds(me, true), cpu_seconds(upstream, false));
+        let cache0 = cache.map(|pid| cpu_seconds(pid, false));
+        self.wall.push(pull(binary, addr, work));
+        self.client.push(cpu_seconds(me, true) - client0);
+        self.upstream.push(cpu_seconds(upstream, false) - upstream0);
+        if let (Some(pid), Some(before)) = (cache, cache0) {
+            self.cache.push(cpu_seconds(pid, false) - before);
+        }
+    }
+
+    /// Prints the `BENCH` lines of the CPU seconds; returns the median wall time.
+    fn report(&self, name: &str) -> f64 {
+        let wall = report(name, "s", &self.wall);
+        report(&format!("{name}-cpu-client"), "s", &self.client);
+        if !self.cache.is_empty() {
+            report(&format!("{name}-cpu-cache"), "s", &self.cache);
+        }
+        report(&format!("{name}-cpu-upstream"), "s", &self.upstream);
+        wall
+    }
+}
+
 /// Runs `ocikit ARGS` and returns its wall time in seconds; panics if it fails.
 fn timed(binary: &Path, args: &[String]) -> f64 {
     let start = Instant::now();
@@ -233,12 +287,14 @@ fn main() {
         mbit => relay(upstream.addr.clone(), mbit as f64),
     };
 
-    let (mut direct, mut first, mut second) = (Vec::new(), Vec::new(), Vec::new());
+    let upstream_pid = upstream.pid();
+    let (mut direct, mut first, mut second) =
+        (Samples::default(), Samples::default(), Samples::default());
     for round in 0..runs {
         let work = dir.path().join(format!("work-{round}"));
         std::fs::create_dir_all(&work).unwrap();
         if round % 2 == 0 {
-            direct.push(pull(&binary, &far, &work));
+            direct.pull(&binary, &far, &work, None, upstream_pid);
         }
         let root = dir.path().join(format!("cache-{round}"));
         let upstream_flag = format!("docker://{far}");
@@ -247,21 +303,27 @@ fn main() {
             &binary,
             &["--proxy", &upstream_flag, "--proxy-tls-verify=false"],
         );
-        first.push(pull(&binary, &cache.addr, &work));
-        second.push(pull(&binary, &cache.addr, &work));
+        let cache_pid = Some(cache.pid());
+        first.pull(&binary, &cache.addr, &work, cache_pid, upstream_pid);
+        second.pull(&binary, &cache.addr, &work, cache_pid, upstream_pid);
         drop(cache);
         std::fs::remove_dir_all(&root).unwrap();
         if round % 2 == 1 {
-            direct.push(pull(&binary, &far, &work));
+            direct.pull(&binary, &far, &work, None, upstream_pid);
         }
         eprintln!(
-            "round {round}: direct {:.2} s, first {:.2} s, second {:.2} s",
-            direct[round], first[round], second[round]
+            "round {round}: direct {:.2} s, first {:.2} s (cache CPU {:.2} s), \
+             second {:.2} s (cache CPU {:.2} s)",
+            direct.wall[round],
+            first.wall[round],
+            first.cache[round],
+            second.wall[round],
+            second.cache[round],
         );
     }
-    let d = report("proxy-direct-pull", "s", &direct);
-    let f = report("proxy-first-pull", "s", &first);
-    let s = report("proxy-second-pull", "s", &second);
+    let d = direct.report("proxy-direct-pull");
+    let f = first.report("proxy-first-pull");
+    let s = second.report("proxy-second-pull");
     let ratio =
         |name: &str, value: f64| println!("BENCH {name} {value:.3} x {value:.3} {value:.3}");
     // How many times the direct pull's time each pull through the cache is (> 1: faster).

@@ -89,6 +89,11 @@ impl Server {
         Server::ready(child, port)
     }
 
+    /// The process id, for reading its CPU time (`/proc/PID/stat`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `child`, once its port takes connections.
     pub(crate) fn ready(child: Child, port: u16) -> Server {
         let deadline = Instant::now() + Duration::from_secs(20);

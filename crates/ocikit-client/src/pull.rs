@@ -20,6 +20,12 @@ use crate::{Error, Operation, Result};
 /// Nested indexes followed at most ([`ocikit_digest::graph`]'s one limit).
 const MAX_DEPTH: usize = ocikit_digest::graph::MAX_DEPTH;
 
+/// Blobs a pull downloads at once unless told otherwise: more than a push sends
+/// ([`super::DEFAULT_CONCURRENCY`]), as skopeo does, so that a typical image's layers and
+/// config all start together. With fewer at once, the last large layer runs alone after the
+/// others: a tail where one download (its hashing on one core) is all the work there is.
+const DEFAULT_PULL_CONCURRENCY: usize = 6;
+
 /// How a pull runs.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -42,11 +48,11 @@ impl Default for PullOptions {
 }
 
 impl PullOptions {
-    /// Whole indexes, [`super::DEFAULT_CONCURRENCY`] blobs at once, no progress.
+    /// Whole indexes, six blobs at once, no progress.
     pub fn new() -> PullOptions {
         PullOptions {
             platform: None,
-            concurrency: super::DEFAULT_CONCURRENCY,
+            concurrency: DEFAULT_PULL_CONCURRENCY,
             progress: Progress::none(),
         }
     }
@@ -662,13 +668,15 @@ impl Sink {
         }
     }
 
-    async fn write(&mut self, chunk: &[u8]) -> ocikit_store::Result<()> {
+    /// Takes the next chunk as the connection handed it over (a partial download keeps
+    /// it without copying it).
+    async fn write(&mut self, chunk: Bytes) -> ocikit_store::Result<()> {
         match self {
             Sink::Staged(writer) => writer
-                .write_all(chunk)
+                .write_all(&chunk)
                 .await
                 .map_err(ocikit_store::Error::Stream),
-            Sink::Partial(partial) => partial.write(chunk).await,
+            Sink::Partial(partial) => partial.write_bytes(chunk).await,
         }
     }
 
@@ -796,7 +804,7 @@ async fn download(
                         sink.discard().await;
                         return Err(size_error(done));
                     }
-                    if let Err(e) = sink.write(&chunk).await {
+                    if let Err(e) = sink.write(chunk).await {
                         sink.give_up().await;
                         return Err(store_error(e));
                     }

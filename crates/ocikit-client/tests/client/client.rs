@@ -706,6 +706,110 @@ async fn wrong_bytes_under_the_right_digest_are_refused_and_nothing_is_stored() 
     assert!(layout.tags().await.unwrap().is_empty());
 }
 
+/// A pull into a filesystem layout (downloads kept as partial files, chunks handed over
+/// without a copy) of a 5 MiB layer sent in many chunks without a `Content-Length`: one bit
+/// flipped in its fourth MiB, one byte short, one byte too many. Each is refused by what it
+/// is, and no blob, manifest or tag appears in the layout; a corrupt or overlong download
+/// leaves no partial file either (a short one is kept to resume from, outside `blobs/`).
+#[tokio::test]
+async fn a_corrupt_short_or_long_blob_in_many_chunks_is_refused_and_the_layout_stays_empty() {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = data(5 << 20, 9);
+    let layer_digest = Digest::sha256(&layer);
+    let manifest = manifest_json(&layer, config);
+    let manifest_digest = Digest::sha256(&manifest);
+    let mut corrupt = layer.clone();
+    corrupt[(3 << 20) + 5] ^= 1;
+    let short = layer[..layer.len() - 1].to_vec();
+    let mut long = layer.clone();
+    long.push(0);
+    let mut routes = HashMap::new();
+    for (repository, body) in [("corrupt", corrupt), ("short", short), ("long", long)] {
+        routes.insert(
+            format!("/v2/{repository}/manifests/v1"),
+            (
+                headers(&[("content-type", OCI_MANIFEST)]),
+                Bytes::from(manifest.clone()),
+            ),
+        );
+        routes.insert(
+            format!("/v2/{repository}/blobs/{}", Digest::sha256(config)),
+            (headers(&[]), Bytes::from_static(config)),
+        );
+        routes.insert(
+            format!("/v2/{repository}/blobs/{layer_digest}"),
+            (headers(&[]), Bytes::from(body)),
+        );
+    }
+    let routes: Routes = Arc::new(routes);
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let routes = routes.clone();
+        async move {
+            let Some((headers, body)) = routes.get(req.uri().path()).cloned() else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
+            // 64 KiB at a time, streamed (no Content-Length to check up front).
+            let chunks: Vec<Result<Bytes, std::io::Error>> = (0..body.len())
+                .step_by(64 << 10)
+                .map(|at| Ok(body.slice(at..body.len().min(at + (64 << 10)))))
+                .collect();
+            let mut response = Response::new(Body::from_stream(futures::stream::iter(chunks)));
+            *response.headers_mut() = headers;
+            response
+        }
+    });
+    let addr = serve(app).await;
+    let client = client(&addr, None);
+    for repository in ["corrupt", "short", "long"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ocikit_store::FsStore::open(dir.path().join("layout"))
+            .await
+            .unwrap();
+        let partial = store.partials().path(&layer_digest);
+        let layout = Layout::create(store).await.unwrap();
+        let refused = client
+            .pull(repository, "v1", &layout, "x", &PullOptions::new())
+            .await
+            .unwrap_err();
+        match (repository, &refused) {
+            ("corrupt", Error::ContentMismatch { expected, .. }) => {
+                assert_eq!(**expected, layer_digest);
+            }
+            ("short", Error::ContentSize { actual, .. }) => {
+                assert_eq!(*actual, layer.len() as u64 - 1);
+            }
+            ("long", Error::ContentSize { actual, .. }) => {
+                assert!(*actual > layer.len() as u64, "{refused:?}");
+            }
+            _ => panic!("{repository}: {refused:?}"),
+        }
+        assert!(
+            !layout.store().exists(&layer_digest).await.unwrap(),
+            "{repository}"
+        );
+        assert!(
+            !layout.store().exists(&manifest_digest).await.unwrap(),
+            "{repository}: no manifest without its blobs"
+        );
+        assert!(layout.tags().await.unwrap().is_empty(), "{repository}");
+        assert!(
+            std::fs::read_dir(dir.path().join("layout/blobs/sha256"))
+                .map(|entries| entries
+                    .flatten()
+                    .all(|e| e.file_name().to_str() == Some(Digest::sha256(config).encoded())))
+                .unwrap_or(true),
+            "{repository}: only the config (verified) may be in blobs/"
+        );
+        if repository == "short" {
+            let kept = std::fs::metadata(&partial).map_or(0, |m| m.len());
+            assert!(kept < layer.len() as u64, "{repository}: {kept}");
+        } else {
+            assert!(!partial.exists(), "{repository}: {}", partial.display());
+        }
+    }
+}
+
 /// Counts and answers: a registry behind basic auth whose blobs redirect to a second
 /// server (another origin), which records the `Authorization` headers it receives.
 #[derive(Default)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use ocikit_digest::{Algorithm, Digest, Hasher};
 
 #[cfg(test)]
@@ -17,7 +18,8 @@ use super::{
 };
 use crate::{Error, Result};
 
-/// Bytes gathered before they are written to the partial file.
+/// Bytes gathered (as the chunks they came in, not copied) before they are written to the
+/// partial file.
 const FLUSH_AT: usize = 1 << 20;
 /// Bytes written between two `fdatasync`s of a partial file (as the store's blob writer
 /// does), so the disk's work overlaps the download instead of all coming at the commit.
@@ -102,6 +104,7 @@ impl Partials {
             on_disk: opened.len,
             resumed_from: opened.len,
             buf: Vec::new(),
+            buffered: 0,
             writing: None,
             unsynced: 0,
         })
@@ -287,10 +290,13 @@ pub struct PartialDownload {
     /// Bytes in the file, or being written to it.
     on_disk: u64,
     resumed_from: u64,
-    /// Bytes gathered, not yet written.
-    buf: Vec<u8>,
-    /// The write in flight, which hands its buffer back.
-    writing: Option<tokio::task::JoinHandle<Result<Vec<u8>>>>,
+    /// Chunks gathered, not yet written: held as they were handed in (reference-counted
+    /// [`Bytes`], never copied into a buffer of ours).
+    buf: Vec<Bytes>,
+    /// The bytes in `buf`.
+    buffered: usize,
+    /// The write in flight, which hands its (emptied) list back.
+    writing: Option<tokio::task::JoinHandle<Result<Vec<Bytes>>>>,
     /// Bytes written since the last `fdatasync`.
     unsynced: u64,
 }
@@ -303,7 +309,7 @@ impl PartialDownload {
 
     /// The bytes held so far (on disk or gathered): where the next byte written goes.
     pub fn len(&self) -> u64 {
-        self.on_disk + self.buf.len() as u64
+        self.on_disk + self.buffered as u64
     }
 
     /// Whether nothing is held yet.
@@ -316,11 +322,22 @@ impl PartialDownload {
         &self.path
     }
 
-    /// Appends the next bytes of the blob.
+    /// Appends the next bytes of the blob (copied; [`PartialDownload::write_bytes`] keeps
+    /// a chunk already in [`Bytes`] as it is).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.hasher.update(bytes);
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= FLUSH_AT {
+        self.write_bytes(Bytes::copy_from_slice(bytes)).await
+    }
+
+    /// Appends the next bytes of the blob, a chunk as a download hands it over: hashed
+    /// here, then held (not copied) until it is written with the chunks gathered with it.
+    pub async fn write_bytes(&mut self, chunk: Bytes) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.hasher.update(&chunk);
+        self.buffered += chunk.len();
+        self.buf.push(chunk);
+        if self.buffered >= FLUSH_AT {
             self.flush().await?;
         }
         Ok(())
@@ -337,18 +354,23 @@ impl PartialDownload {
         let file = self.file()?;
         let mut next = spare.unwrap_or_default();
         next.clear();
-        let buf = std::mem::replace(&mut self.buf, next);
+        let mut buf = std::mem::replace(&mut self.buf, next);
+        let len = std::mem::take(&mut self.buffered) as u64;
         let at = self.on_disk;
-        self.on_disk += buf.len() as u64;
-        self.unsynced += buf.len() as u64;
+        self.on_disk += len;
+        self.unsynced += len;
         let sync = self.unsynced >= SYNC_WINDOW;
         if sync {
             self.unsynced = 0;
         }
         let path = self.path.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            file.write_all_at(&buf, at)
-                .map_err(|e| Error::io("write partial download", &path, e))?;
+            let mut offset = at;
+            for chunk in buf.drain(..) {
+                file.write_all_at(&chunk, offset)
+                    .map_err(|e| Error::io("write partial download", &path, e))?;
+                offset += chunk.len() as u64;
+            }
             if sync {
                 file.sync_data()
                     .map_err(|e| Error::io("fsync partial download", &path, e))?;
@@ -359,7 +381,7 @@ impl PartialDownload {
     }
 
     /// Waits for the write in flight; returns its buffer for reuse.
-    async fn settle(&mut self) -> Result<Option<Vec<u8>>> {
+    async fn settle(&mut self) -> Result<Option<Vec<Bytes>>> {
         match self.writing.take() {
             None => Ok(None),
             Some(write) => match write.await {
@@ -394,6 +416,7 @@ impl PartialDownload {
         })
         .await?;
         self.buf.clear();
+        self.buffered = 0;
         self.on_disk = 0;
         self.resumed_from = 0;
         self.hasher =
@@ -413,6 +436,7 @@ impl PartialDownload {
     /// Removes the partial file (and lets go of the lock).
     pub async fn discard(mut self) -> Result<()> {
         self.buf.clear();
+        self.buffered = 0;
         self.settle().await.ok();
         let file = self.file.take();
         let path = self.path.clone();

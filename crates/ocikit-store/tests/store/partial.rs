@@ -52,6 +52,73 @@ async fn a_suspended_download_resumes_in_a_new_open_and_publishes_verified() {
     assert!(!partials.path(&digest).exists());
 }
 
+/// Chunks handed over as `Bytes` (held, not copied, until written with the others gathered
+/// with them): of every size around the 1 MiB at which they are written, an empty one among
+/// them. What a suspend keeps, what a new open resumes from and what is published are the
+/// bytes in order; a chunk with one bit flipped is refused at the commit and leaves nothing.
+#[tokio::test]
+async fn chunks_handed_over_as_bytes_are_kept_in_order_and_verified() {
+    let (store, _dir) = fresh().await;
+    let blob = bytes::Bytes::from(prng::bytes(4, (5 << 20) + 123));
+    let digest = Digest::sha256(&blob);
+    let size = blob.len() as u64;
+    let partials = store.partials();
+    let sizes = [1, 0, 4096, (1 << 20) - 1, 1, 1 << 20, 3, 700_000, 65_536];
+    let chunks = |from: usize, to: usize| {
+        let mut out = Vec::new();
+        let mut at = from;
+        for n in sizes.iter().cycle() {
+            if at >= to {
+                break;
+            }
+            let end = to.min(at + n);
+            out.push(blob.slice(at..end));
+            at = end;
+        }
+        out
+    };
+    let half = 2_500_001;
+    let mut first = partials.open(&digest, size).await.unwrap();
+    for chunk in chunks(0, half) {
+        first.write_bytes(chunk).await.unwrap();
+    }
+    assert_eq!(first.len(), half as u64);
+    assert_eq!(first.suspend().await.unwrap(), half as u64);
+    assert_eq!(std::fs::read(partials.path(&digest)).unwrap(), blob[..half]);
+
+    let mut second = partials.open(&digest, size).await.unwrap();
+    assert_eq!(second.resumed_from(), half as u64);
+    for chunk in chunks(half, blob.len()) {
+        second.write_bytes(chunk).await.unwrap();
+    }
+    assert_eq!(second.len(), size);
+    second.commit(&digest, size).await.unwrap();
+    assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), blob);
+
+    // The same blob with one bit flipped in a chunk past the first MiB written.
+    let (other, _other_dir) = fresh().await;
+    let partials = other.partials();
+    let mut download = partials.open(&digest, size).await.unwrap();
+    for (i, chunk) in chunks(0, blob.len()).into_iter().enumerate() {
+        let chunk = if i == 7 {
+            let mut flipped = chunk.to_vec();
+            flipped[0] ^= 1;
+            bytes::Bytes::from(flipped)
+        } else {
+            chunk
+        };
+        download.write_bytes(chunk).await.unwrap();
+    }
+    let refused = download.commit(&digest, size).await;
+    assert!(
+        matches!(refused, Err(Error::DigestMismatch { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(other.stat(&digest).await.unwrap(), None);
+    assert!(listed(&other).await.is_empty());
+    assert!(!partials.path(&digest).exists());
+}
+
 #[tokio::test]
 async fn a_prefix_changed_on_disk_fails_the_digest_and_is_discarded() {
     let (store, _dir) = fresh().await;

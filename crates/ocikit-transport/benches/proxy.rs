@@ -52,7 +52,7 @@ use ocikit_layout::{ImageBuilder, LayerSpec, Layout};
 use ocikit_store::FsStore;
 
 mod common;
-use common::{cpu_model, report, Server};
+use common::{Server, cpu_model, report};
 
 const LAYERS: usize = 5;
 

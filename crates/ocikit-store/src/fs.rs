@@ -129,8 +129,10 @@ impl FileId {
 ///   nanoseconds that only a filesystem keeping nanoseconds stores as they are (`own`). A
 ///   change by anyone after that (a write in place, even within the same clock tick, of the
 ///   same size) gets the kernel's current time, which is never earlier than the times it
-///   gave before, so it changes the modification time; a file put in its place by rename
-///   is another inode (ours is linked, or open, until the state is recorded).
+///   gave before (unless the system clock is set back, which defeats the racy window too),
+///   so it changes the modification time; a file put in its place by rename is another
+///   inode (ours is linked, or open, until the state is recorded), and one that reuses the
+///   inode number later would also need the stamp's exact time as its own.
 ///
 /// Without the second case a document written less than `RACY_WINDOW` ago would be read and
 /// hashed again by the next write's precondition and by `document_version`: a chain of
@@ -160,8 +162,10 @@ impl Seen {
 /// Gives `file`, just written and not yet renamed into place, a modification time that no
 /// later change of it can get (see [`Seen`]): the latest time before both of the times the
 /// kernel gave it at the write whose nanoseconds end in 1, which a filesystem storing times
-/// more coarsely than nanoseconds cannot keep as it is (its times are multiples of 10 ns or
-/// more). Returns the time set, as `(seconds, nanoseconds)`; `None` if it could not be set.
+/// more coarsely than nanoseconds cannot keep as it is (it stores multiples of its
+/// granularity, and every granularity that divides a second, or is whole seconds, is a
+/// multiple of 2 or 5 ns). Returns the time set, as `(seconds, nanoseconds)`; `None` if it
+/// could not be set.
 fn stamp(file: &File) -> Option<(i64, i64)> {
     let given = FileId::of(&file.metadata().ok()?);
     let (mut secs, nanos) = given.mtime.min(given.ctime);

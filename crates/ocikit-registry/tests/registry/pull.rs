@@ -124,3 +124,73 @@ async fn missing_blobs_and_repositories() {
         .await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+/// Blobs of a filesystem store are read from their files into reused buffers: whole blobs
+/// and ranges across the 1 MiB chunks come back exact, also when buffers another blob used
+/// are reused, and a file truncated behind the store's back breaks the body off instead of
+/// ending it short or padding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_from_files_are_exact_across_chunks_and_cut_off_when_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ocikit_store::FsStore::open(dir.path().join("content"))
+        .await
+        .unwrap();
+    let uploads = ocikit_store::FsStore::open(dir.path().join("uploads"))
+        .await
+        .unwrap();
+    let registry = Registry::new(Arc::new(store), Arc::new(uploads), Config::default()).unwrap();
+    let s = Server::start(registry).await;
+    let (a, b) = (data((5 << 19) + 123, 31), data((3 << 20) + 7, 32));
+    let (da, db) = (s.push_blob("app", &a).await, s.push_blob("app", &b).await);
+    for _ in 0..3 {
+        for (digest, blob) in [(&da, &a), (&db, &b)] {
+            let resp = s
+                .send(Method::GET, &format!("/v2/app/blobs/{digest}"))
+                .await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(header(&resp, "content-length"), blob.len().to_string());
+            assert!(resp.bytes().await.unwrap() == blob[..], "{digest}");
+        }
+    }
+    let mib = 1 << 20;
+    for (range, expected) in [
+        (
+            format!("bytes={}-{}", mib - 5, 2 * mib + 4),
+            mib - 5..2 * mib + 5,
+        ),
+        ("bytes=-1000".to_owned(), a.len() - 1000..a.len()),
+        (format!("bytes={}-", 2 * mib), 2 * mib..a.len()),
+    ] {
+        let resp = s
+            .request(Method::GET, &format!("/v2/app/blobs/{da}"))
+            .header("range", &range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert!(resp.bytes().await.unwrap() == a[expected], "{range}");
+    }
+    // Truncated while it is being sent (the size was taken when it was opened).
+    let c = data(16 << 20, 33);
+    let dc = s.push_blob("app", &c).await;
+    let mut resp = s.send(Method::GET, &format!("/v2/app/blobs/{dc}")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut got = resp.chunk().await.unwrap().unwrap().len();
+    let file = dir.path().join("content/blobs/sha256").join(dc.encoded());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    let ended = loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => got += chunk.len(),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(ended.is_err(), "the body ended cleanly after {got} bytes");
+    assert!(got < c.len());
+    s.stop().await;
+}

@@ -18,8 +18,9 @@ use crate::{Error, Result};
 const THREAD_AFTER: u64 = 8 << 20;
 /// Bytes handed to the thread at a time.
 const BATCH: usize = 512 << 10;
-/// Batches in flight (bounded: a slow hash pushes back on the reader).
-const IN_FLIGHT: usize = 8;
+/// Batches in flight (bounded: a slow hash pushes back on the reader). SHA-256 keeps ahead
+/// of the applier, so a few suffice; each is memory held (with the spares: 4 + 6 batches).
+const IN_FLIGHT: usize = 4;
 
 pub(crate) struct DiffIdHasher {
     state: State,

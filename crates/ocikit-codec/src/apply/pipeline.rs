@@ -17,8 +17,9 @@ const CHUNK: usize = 256 << 10;
 const IN_FLIGHT: usize = 16;
 /// Compressed bytes handed from the blob's reading thread to the decompressing one at a time.
 const BLOB_CHUNK: usize = 256 << 10;
-/// Compressed chunks in flight (2 MiB).
-const BLOB_IN_FLIGHT: usize = 8;
+/// Compressed chunks in flight (1 MiB): the reading thread's work per chunk (a read, a
+/// hash) is far lighter than the decoder's, so it stays ahead with few.
+const BLOB_IN_FLIGHT: usize = 4;
 
 /// Applies the layer blob `blob`, compressed as its layer `media_type` says, to `root`.
 ///
@@ -39,7 +40,7 @@ const BLOB_IN_FLIGHT: usize = 8;
 /// mismatch of a verifying reader, unchanged) come back as this crate's typed errors,
 /// exactly as from [`apply_layer`] over a [`Decoder`] over `blob`.
 ///
-/// Memory stays bounded: at most `8 × 256 KiB` compressed and `16 × 256 KiB` decompressed
+/// Memory stays bounded: at most `4 × 256 KiB` compressed and `16 × 256 KiB` decompressed
 /// bytes are in flight. `blob` is read ahead of the decoder by at most that much; after an
 /// error it is left where its reading thread stopped (a caller verifying it reads the rest).
 ///

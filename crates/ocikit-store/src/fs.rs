@@ -1008,7 +1008,7 @@ impl Store for FsStore {
 
     /// From the file's metadata when the document was read or written before and its file
     /// has not changed since (same inode, size and times, and either not changed within
-    /// `RACY_WINDOW` of that read or written by this store, see [`Seen`]); otherwise by
+    /// `RACY_WINDOW` of that read or written by this store, see `Seen`); otherwise by
     /// reading it.
     async fn document_version(&self, key: &DocumentKey) -> Result<Option<Version>> {
         let path = self.document_path(key);

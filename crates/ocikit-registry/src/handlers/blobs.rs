@@ -44,7 +44,7 @@ pub(super) async fn get_blob(
     if let Some(blob) = opened {
         return r
             .header(header::CONTENT_LENGTH, blob.len().to_string())
-            .body(blob_body(blob))
+            .body(Body::from_stream(blob.into_stream()))
             .done();
     }
     let range = parse_range_header(headers, size);
@@ -71,82 +71,8 @@ pub(super) async fn get_blob(
         return Err(blob_unknown(digest.as_str()));
     };
     r.header(header::CONTENT_LENGTH, blob.len().to_string())
-        .body(blob_body(blob))
+        .body(Body::from_stream(blob.into_stream()))
         .done()
-}
-
-/// Bytes of a blob read from its local file at a time.
-const SERVE_CHUNK: usize = 1 << 20;
-/// Read buffers kept for reuse between responses (at most this many MiB held idle).
-const SPARE_BUFFERS: usize = 8;
-/// Read buffers the client has been sent, for the next reads: a fresh 1 MiB buffer per
-/// chunk would be zeroed and page-faulted in every time (a third of the CPU of serving a
-/// blob from tmpfs).
-static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-
-/// A chunk read into a spare buffer, which goes back to [`SPARE`] once the response has
-/// sent it.
-struct Chunk {
-    buf: Vec<u8>,
-    len: usize,
-}
-
-impl AsRef<[u8]> for Chunk {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for Chunk {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        if buf.len() == SERVE_CHUNK
-            && let Ok(mut spare) = SPARE.lock()
-            && spare.len() < SPARE_BUFFERS
-        {
-            spare.push(buf);
-        }
-    }
-}
-
-/// The body of an opened blob. One with a local file is read from it by positioned reads
-/// into reused buffers (two in flight, each on the blocking pool); others stream as their
-/// store sends them. A file shorter than the blob (truncated behind the store's back) ends
-/// the body with an error, so the client sees it cut off.
-pub(super) fn blob_body(blob: ocikit_store::Blob) -> Body {
-    let file = blob.local_file().map(std::fs::File::try_clone);
-    let Some(Ok(file)) = file else {
-        return Body::from_stream(blob.into_stream());
-    };
-    let range = blob.range();
-    let file = std::sync::Arc::new(file);
-    let chunks = (range.start..range.end)
-        .step_by(SERVE_CHUNK)
-        .map(move |at| {
-            let len =
-                usize::try_from((range.end - at).min(SERVE_CHUNK as u64)).unwrap_or(SERVE_CHUNK);
-            (at, len)
-        });
-    let stream = futures::stream::iter(chunks)
-        .map(move |(at, len)| {
-            let file = file.clone();
-            async move {
-                let read = tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt as _;
-                    let mut buf = SPARE
-                        .lock()
-                        .ok()
-                        .and_then(|mut spare| spare.pop())
-                        .unwrap_or_else(|| vec![0u8; SERVE_CHUNK]);
-                    file.read_exact_at(&mut buf[..len], at)?;
-                    Ok::<_, std::io::Error>(Bytes::from_owner(Chunk { buf, len }))
-                })
-                .await;
-                read.map_err(std::io::Error::other)?
-            }
-        })
-        .buffered(2);
-    Body::from_stream(stream)
 }
 
 pub(super) fn parse_range_header(headers: &HeaderMap, size: u64) -> RangeRequest {

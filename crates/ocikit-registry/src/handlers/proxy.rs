@@ -292,7 +292,7 @@ async fn serve_stored(registry: &Registry, name: &str, digest: &Digest) -> Handl
     };
     blob_reply(digest)
         .header(header::CONTENT_LENGTH, blob.len().to_string())
-        .body(super::blobs::blob_body(blob))
+        .body(Body::from_stream(blob.into_stream()))
         .done()
 }
 

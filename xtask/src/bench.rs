@@ -412,46 +412,18 @@ fn registry() -> Result {
 /// `OCIKIT_BENCH_HOSTILE_SECS` pass through to scale it down.
 fn hostile() -> Result {
     crate::ensure_apt_tools(&[("docker-registry", "docker-registry")])?;
-    let mut cmd = cargo();
-    cmd.args(["bench", "-q", "-p", "ocikit-cli", "--bench", "hostile"]);
     // Its progress (a line per phase, ten phases of up to a minute) shows as it runs.
-    cmd.stderr(std::process::Stdio::inherit());
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run cargo bench: {e}"))?;
-    if !out.status.success() {
-        return Err(
-            "cargo bench -p ocikit-cli --bench hostile failed (its stderr is above)".into(),
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let field = |prefix: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap_or("?")
-            .trim()
-            .to_owned()
-    };
-    let rows: String = stdout
-        .lines()
-        .filter(|l| l.starts_with('|'))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    if rows.lines().count() < 3 {
-        return Err("the hostile bench printed no table".into());
-    }
-    let commit =
-        output_of(Command::new("git").args(["rev-parse", "--short", "HEAD"])).unwrap_or_default();
+    let run = table_bench("hostile")?;
     let section = format!(
         "Machine: {machine}; commit {commit}; load average {before} before, {after} after \
          ({scale}).\n\n\
          {rows}",
         machine = machine(),
-        commit = commit.trim(),
-        before = field("LOAD before:"),
-        after = field("LOAD after:"),
-        scale = field("SCALE:"),
+        commit = run.commit,
+        before = run.field("LOAD before:"),
+        after = run.field("LOAD after:"),
+        scale = run.field("SCALE:"),
+        rows = run.rows,
     );
     println!("{section}");
     write_section_only("hostile", &section).map(drop)
@@ -462,44 +434,70 @@ fn hostile() -> Result {
 /// `OCIKIT_BENCH_MEMORY_SIZES` passes through); the bench prints its own table, written here
 /// with the conditions.
 fn memory() -> Result {
-    let mut cmd = cargo();
-    cmd.args(["bench", "-q", "-p", "ocikit-cli", "--bench", "memory"]);
-    cmd.stderr(std::process::Stdio::inherit());
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run cargo bench: {e}"))?;
-    if !out.status.success() {
-        return Err("cargo bench -p ocikit-cli --bench memory failed (its stderr is above)".into());
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let field = |prefix: &str| {
-        stdout
+    let run = table_bench("memory")?;
+    let section = format!(
+        "Machine: {machine}; commit {commit}; load average {before} before, {after} after.\n\n\
+         {rows}",
+        machine = machine(),
+        commit = run.commit,
+        before = run.field("LOAD before:"),
+        after = run.field("LOAD after:"),
+        rows = run.rows,
+    );
+    println!("{section}");
+    write_section_only("memory", &section).map(drop)
+}
+
+/// What a bench of `ocikit-cli` that prints its own table printed: its output, the table's
+/// rows, and the commit it ran on.
+struct TableRun {
+    stdout: String,
+    rows: String,
+    commit: String,
+}
+
+impl TableRun {
+    /// The rest of the first line that starts with `prefix` (`?` when there is none).
+    fn field(&self, prefix: &str) -> String {
+        self.stdout
             .lines()
             .find_map(|l| l.strip_prefix(prefix))
             .unwrap_or("?")
             .trim()
             .to_owned()
-    };
+    }
+}
+
+/// Runs `cargo bench -p ocikit-cli --bench NAME` (its stderr shown as it runs) and takes the
+/// table it prints.
+fn table_bench(name: &str) -> Result<TableRun> {
+    let mut cmd = cargo();
+    cmd.args(["bench", "-q", "-p", "ocikit-cli", "--bench", name]);
+    cmd.stderr(std::process::Stdio::inherit());
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run cargo bench: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo bench -p ocikit-cli --bench {name} failed (its stderr is above)"
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let rows: String = stdout
         .lines()
         .filter(|l| l.starts_with('|'))
         .map(|l| format!("{l}\n"))
         .collect();
     if rows.lines().count() < 3 {
-        return Err("the memory bench printed no table".into());
+        return Err(format!("the {name} bench printed no table"));
     }
     let commit =
         output_of(Command::new("git").args(["rev-parse", "--short", "HEAD"])).unwrap_or_default();
-    let section = format!(
-        "Machine: {machine}; commit {commit}; load average {before} before, {after} after.\n\n\
-         {rows}",
-        machine = machine(),
-        commit = commit.trim(),
-        before = field("LOAD before:"),
-        after = field("LOAD after:"),
-    );
-    println!("{section}");
-    write_section_only("memory", &section).map(drop)
+    Ok(TableRun {
+        stdout,
+        rows,
+        commit: commit.trim().to_owned(),
+    })
 }
 
 /// Runs `cmd` and returns its wall time in seconds, failing on a non-zero exit.

@@ -795,37 +795,82 @@ fn check_precondition(
 #[derive(Debug)]
 struct LocalFiles {
     store: FsStore,
-    /// The directory of each algorithm used so far: open, or `None` when it is absent.
+    /// The directory of SHA-256 blobs (nearly all of them): `None` inside when it is absent.
+    /// Read without a lock or a reference count, so that threads opening blobs at once do
+    /// not contend for one cache line per blob.
+    sha256: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
+    /// The directory of each other algorithm used so far: open, or `None` when it is absent.
     dirs: Mutex<Vec<(Algorithm, Option<Arc<std::os::fd::OwnedFd>>)>>,
 }
 
+/// A directory of blobs, borrowed from [`LocalFiles`] or shared with it.
+enum BlobDir<'a> {
+    Kept(&'a std::os::fd::OwnedFd),
+    Shared(Arc<std::os::fd::OwnedFd>),
+}
+
+impl std::os::fd::AsFd for BlobDir<'_> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            BlobDir::Kept(fd) => fd.as_fd(),
+            BlobDir::Shared(fd) => fd.as_fd(),
+        }
+    }
+}
+
 impl LocalFiles {
+    fn new(store: FsStore) -> LocalFiles {
+        LocalFiles {
+            store,
+            sha256: std::sync::OnceLock::new(),
+            dirs: Mutex::new(Vec::new()),
+        }
+    }
+
     /// The open directory of `digest`'s algorithm's blobs (`None` when there is none).
-    fn dir(&self, digest: &Digest) -> Result<Option<Arc<std::os::fd::OwnedFd>>> {
+    fn dir(&self, digest: &Digest) -> Result<Option<BlobDir<'_>>> {
         let algorithm = digest.algorithm();
+        if *algorithm == Algorithm::Sha256 {
+            if let Some(dir) = self.sha256.get() {
+                return Ok(dir.as_ref().map(BlobDir::Kept));
+            }
+            // Two threads may open it at once: one keeps its descriptor, the other's closes.
+            let opened = self.open_dir(digest)?;
+            let _ = self.sha256.set(opened);
+            return Ok(self
+                .sha256
+                .get()
+                .and_then(Option::as_ref)
+                .map(BlobDir::Kept));
+        }
         let mut dirs = self
             .dirs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((_, dir)) = dirs.iter().find(|(a, _)| a == algorithm) {
-            return Ok(dir.clone());
+            return Ok(dir.clone().map(BlobDir::Shared));
         }
+        let dir = self.open_dir(digest)?.map(Arc::new);
+        dirs.push((algorithm.clone(), dir.clone()));
+        Ok(dir.map(BlobDir::Shared))
+    }
+
+    /// Opens the directory of `digest`'s algorithm's blobs (`None` when it is absent).
+    fn open_dir(&self, digest: &Digest) -> Result<Option<std::os::fd::OwnedFd>> {
         let path = self.store.paths.blobs.join(digest.path_components().0);
         // As a path-based open would: the directory's own path may go through symlinks
         // (only blobs themselves must not be symlinks).
-        let dir = match rustix::fs::open(
+        match rustix::fs::open(
             &path,
             rustix::fs::OFlags::RDONLY
                 | rustix::fs::OFlags::DIRECTORY
                 | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         ) {
-            Ok(fd) => Some(Arc::new(fd)),
-            Err(rustix::io::Errno::NOENT) => None,
-            Err(e) => return Err(Error::io("open", path, e.into())),
-        };
-        dirs.push((algorithm.clone(), dir.clone()));
-        Ok(dir)
+            Ok(fd) => Ok(Some(fd)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io("open", path, e.into())),
+        }
     }
 }
 
@@ -839,7 +884,7 @@ impl LocalBlobs for LocalFiles {
             | rustix::fs::OFlags::NOFOLLOW
             | rustix::fs::OFlags::NONBLOCK
             | rustix::fs::OFlags::CLOEXEC;
-        let file = match rustix::fs::openat(&*dir, encoded, flags, rustix::fs::Mode::empty()) {
+        let file = match rustix::fs::openat(&dir, encoded, flags, rustix::fs::Mode::empty()) {
             Ok(fd) => File::from(fd),
             Err(rustix::io::Errno::NOENT) => return Ok(None),
             Err(rustix::io::Errno::LOOP) => {
@@ -849,15 +894,18 @@ impl LocalBlobs for LocalFiles {
             }
             Err(e) => return Err(Error::io("open", self.store.blob_path(digest), e.into())),
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io("stat", self.store.blob_path(digest), e))?;
-        if !meta.is_file() {
+        // fstat: the type and size are all that is needed (std's metadata asks statx for
+        // every field).
+        let stat = rustix::fs::fstat(&file)
+            .map_err(|e| Error::io("stat", self.store.blob_path(digest), e.into()))?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
             return Err(Error::NotARegularFile {
                 path: self.store.blob_path(digest),
             });
         }
-        Ok(Some((file, meta.len())))
+        // A regular file's size is never negative.
+        let size = u64::try_from(stat.st_size).unwrap_or_default();
+        Ok(Some((file, size)))
     }
 }
 
@@ -1134,10 +1182,7 @@ impl Store for FsStore {
     }
 
     fn local_blobs(&self) -> Option<Arc<dyn LocalBlobs>> {
-        Some(Arc::new(LocalFiles {
-            store: self.clone(),
-            dirs: Mutex::new(Vec::new()),
-        }))
+        Some(Arc::new(LocalFiles::new(self.clone())))
     }
 
     async fn list_documents(&self, prefix: &str) -> Result<Vec<DocumentKey>> {

@@ -36,6 +36,9 @@ mod pool;
 mod read;
 mod walk;
 
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 
 use ocikit_codec::Limits;

@@ -2,7 +2,6 @@
 //! streamed from the store; hashing (and decoding) one blob.
 
 use std::io::Read;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,11 +9,10 @@ use futures::StreamExt;
 use ocikit_codec::Limits;
 use ocikit_codec::compression::Decoder;
 use ocikit_digest::graph::GraphError;
-use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, DigestReader, Hasher, descriptor};
 use ocikit_store::{Error as StoreError, LocalBlobs};
 
-use super::pool::{on_workers, on_workers_taking, take_back};
+use super::pool::Context;
 use super::walk::{
     BlobCheck, ConfigReads, DocumentReads, Judged, Parsed, Wanted, is_image_config, parse_document,
 };
@@ -266,6 +264,38 @@ pub(super) fn read_local(local: &dyn LocalBlobs, digest: &Digest, declared: u64)
     (stored, Ok(Bytes::from(bytes)))
 }
 
+/// What a worker found reading one document: its stored size (when it is stored), the
+/// document taken apart ([`Parsed::take`]) or why it could not be, and, for a manifest
+/// whose image config was asked for ([`Context::configs`]), what reading that config found.
+pub(super) type DocumentRead = (
+    Option<u64>,
+    Result<(Option<GraphError>, Parsed)>,
+    Option<((Digest, u64), WholeRead)>,
+);
+
+/// Reads, verifies and parses the document `wanted` from its local file on this (blocking)
+/// thread ([`read_local`], [`parse_document`]); with [`Context::configs`], reads the image
+/// config of a manifest too.
+pub(super) fn read_document(context: &Context, wanted: &Wanted) -> DocumentRead {
+    let (stored, bytes) = read_local(&*context.files, &wanted.digest, wanted.size);
+    let parsed = bytes.and_then(|bytes| parse_document(wanted, bytes, context.max_document_size));
+    let config = match &parsed {
+        Ok((
+            _,
+            Parsed::Manifest {
+                config,
+                config_digest: Some(digest),
+                ..
+            },
+        )) if context.configs && is_image_config(config.media_type().as_ref()) => Some((
+            (digest.clone(), config.size()),
+            read_local(&*context.files, digest, config.size()),
+        )),
+        _ => None,
+    };
+    (stored, parsed, config)
+}
+
 /// Reads a regular file that held `size` bytes when it was opened (at most one byte more,
 /// to notice one that grew). As in [`hash_blob`], a read that comes back short exactly at
 /// `size` is the end.
@@ -336,65 +366,32 @@ impl Layout {
     }
 
     /// Reads, verifies and parses the documents of one level of the walk, in their order,
-    /// with their stored sizes.
+    /// with their stored sizes, streamed from the store (a store with local files has them
+    /// read by the workers of [`super::pool`]).
     pub(super) async fn read_documents(
         &self,
         documents: Vec<Wanted>,
-        mode: &Mode,
         max_size: u64,
     ) -> DocumentReads {
-        match mode {
-            Mode::Local { workers, files } => {
-                let files = files.clone();
-                let documents = Arc::new(documents);
-                let order = (0..documents.len()).collect();
-                let reads = on_workers(
-                    documents.clone(),
-                    order,
-                    *workers,
-                    move |wanted: &Wanted, _buf: &mut Vec<u8>| {
-                        let (stored, bytes) = read_local(&*files, &wanted.digest, wanted.size);
-                        let parsed =
-                            bytes.and_then(|bytes| parse_document(wanted, bytes, max_size));
-                        (stored, parsed)
-                    },
-                )
-                .await;
-                take_back(documents)
-                    .into_iter()
-                    .zip(reads)
-                    .map(|(wanted, read)| {
-                        let (stored, outcome) =
-                            read.unwrap_or_else(|| (None, Err(worker_failed_error())));
-                        (wanted, stored, outcome)
-                    })
-                    .collect()
-            }
-            Mode::Streamed { .. } => {
-                futures::stream::iter(documents)
-                    .map(|wanted| async move {
-                        let stored = self.store().stat(&wanted.digest).await.ok().flatten();
-                        let outcome = match descriptor::new(
-                            &wanted.media_type,
-                            &wanted.digest,
-                            wanted.size,
-                        ) {
-                            Ok(d) => self.read_blob(&d).await,
-                            Err(e) => Err(GraphError::Descriptor(Box::new(e)).into()),
-                        }
-                        .and_then(|bytes| parse_document(&wanted, bytes, max_size));
-                        (wanted, stored, outcome)
-                    })
-                    .buffered(DOCUMENT_CONCURRENCY)
-                    .collect()
-                    .await
-            }
-        }
+        futures::stream::iter(documents)
+            .map(|wanted| async move {
+                let stored = self.store().stat(&wanted.digest).await.ok().flatten();
+                let outcome =
+                    match descriptor::new(&wanted.media_type, &wanted.digest, wanted.size) {
+                        Ok(d) => self.read_blob(&d).await,
+                        Err(e) => Err(GraphError::Descriptor(Box::new(e)).into()),
+                    }
+                    .and_then(|bytes| parse_document(&wanted, bytes, max_size));
+                (wanted, stored, outcome)
+            })
+            .buffered(DOCUMENT_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// Reads (and verifies) the image configs of the manifests in `results`, once each, for
     /// their diffIDs.
-    pub(super) async fn read_configs(&self, results: &DocumentReads, mode: &Mode) -> ConfigReads {
+    pub(super) async fn read_configs(&self, results: &DocumentReads) -> ConfigReads {
         let mut wanted = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (.., outcome) in results {
@@ -406,35 +403,14 @@ impl Layout {
                 wanted.push(((**config).clone(), digest));
             }
         }
-        let wanted = Arc::new(wanted);
-        let reads: Vec<WholeRead> = match mode {
-            Mode::Local { workers, files } => {
-                let files = files.clone();
-                let order = (0..wanted.len()).collect();
-                on_workers(
-                    wanted.clone(),
-                    order,
-                    *workers,
-                    move |(d, digest): &(Descriptor, Digest), _buf: &mut Vec<u8>| {
-                        read_local(&*files, digest, d.size())
-                    },
-                )
-                .await
-                .into_iter()
-                .map(|read| read.unwrap_or_else(|| (None, Err(worker_failed_error()))))
-                .collect()
-            }
-            Mode::Streamed { .. } => {
-                futures::stream::iter(wanted.iter())
-                    .map(|(d, digest)| async move {
-                        let stored = self.store().stat(digest).await.ok().flatten();
-                        (stored, self.read_blob(d).await)
-                    })
-                    .buffered(DOCUMENT_CONCURRENCY)
-                    .collect()
-                    .await
-            }
-        };
+        let reads: Vec<WholeRead> = futures::stream::iter(wanted.iter())
+            .map(|(d, digest)| async move {
+                let stored = self.store().stat(digest).await.ok().flatten();
+                (stored, self.read_blob(d).await)
+            })
+            .buffered(DOCUMENT_CONCURRENCY)
+            .collect()
+            .await;
         wanted
             .iter()
             .zip(reads)
@@ -442,59 +418,27 @@ impl Layout {
             .collect()
     }
 
-    /// Hashes `pending` and judges what each hash found ([`BlobCheck::judge`]): on the local
-    /// workers, largest first so that they finish together, or streamed, `concurrency` at a
-    /// time. Each check is judged and freed where it was hashed. The results are in the
-    /// order of `pending`.
+    /// Hashes `pending`, streamed from the store `concurrency` at a time, and judges what
+    /// each hash found ([`BlobCheck::judge`]). The results are in the order of `pending`.
     pub(super) async fn hash_pending(
         &self,
         pending: Vec<BlobCheck>,
         options: &FsckOptions,
-        mode: &Mode,
+        concurrency: usize,
     ) -> Vec<Judged> {
-        match mode {
-            Mode::Local { workers, files } => {
-                let files = files.clone();
-                let mut order: Vec<usize> = (0..pending.len()).collect();
-                let largest = |c: &BlobCheck| c.reaches().map(|(size, _)| *size).max();
-                order.sort_by_key(|&i| std::cmp::Reverse(pending.get(i).and_then(largest)));
-                let limits = options.limits;
-                let progress = options.progress.clone();
-                on_workers_taking(
-                    pending,
-                    order,
-                    *workers,
-                    move |check: BlobCheck, buf: &mut Vec<u8>| {
-                        // A hash that panics fails this blob alone, and says so.
-                        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            check_local(&*files, &check, limits, &progress, buf)
-                        }))
-                        .unwrap_or_else(|_| (Err(worker_failed()), None));
-                        check.judge(checked)
-                    },
-                )
-                .await
-                .into_iter()
-                // (A job cannot fail past the hash: nothing is lost here.)
-                .map(Option::unwrap_or_default)
+        // Unordered, so that one slow blob does not hold back the start of others; put
+        // back in order afterwards.
+        let mut results: Vec<(usize, Judged)> =
+            futures::stream::iter(pending.into_iter().enumerate())
+                .map(|(i, check)| async move {
+                    let checked = self.check_streamed(&check, options).await;
+                    (i, check.judge(checked).0)
+                })
+                .buffer_unordered(concurrency.max(1))
                 .collect()
-            }
-            Mode::Streamed { concurrency } => {
-                // Unordered, so that one slow blob does not hold back the start of others;
-                // put back in order afterwards.
-                let mut results: Vec<(usize, Judged)> =
-                    futures::stream::iter(pending.into_iter().enumerate())
-                        .map(|(i, check)| async move {
-                            let checked = self.check_streamed(&check, options).await;
-                            (i, check.judge(checked))
-                        })
-                        .buffer_unordered(*concurrency)
-                        .collect()
-                        .await;
-                results.sort_by_key(|(i, _)| *i);
-                results.into_iter().map(|(_, judged)| judged).collect()
-            }
-        }
+                .await;
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, judged)| judged).collect()
     }
 
     /// Hashes one blob streamed from the store (on a blocking thread of its own).

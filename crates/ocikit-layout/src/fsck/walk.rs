@@ -1,5 +1,5 @@
-//! The walk of [`Layout::fsck`]: documents level by level from `index.json`, the blobs
-//! they reach, and what checking each found.
+//! The walk of [`Layout::fsck`]: documents from `index.json` down, breadth first, the
+//! blobs they reach, and what checking each found.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -9,6 +9,7 @@ use ocikit_digest::oci_spec::image::Descriptor;
 use ocikit_digest::{Digest, descriptor, json, media_type};
 use serde_json::Value;
 
+use super::pool::{Context, DocumentDone, Pool};
 use super::read::{Checked, Mode, WholeRead};
 use super::{
     FsckOptions, FsckReport, MAX_CONFIG_SIZE, Problem, ProblemKind, error_chain, read_problem,
@@ -16,7 +17,7 @@ use super::{
 };
 use crate::document::{self, Document};
 use crate::progress::{Event, Operation, Progress};
-use crate::{Layout, Result};
+use crate::{Index, Layout, Result};
 use ocikit_digest::graph::{self, Blob, GraphError, Walker};
 
 /// A blob to hash, with every way it was reached.
@@ -32,6 +33,18 @@ pub(super) struct BlobCheck {
     pub(super) diff_ids: Vec<(Digest, String)>,
 }
 
+/// A blob reached by the walk, hashed once.
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// Its check, until it is handed to the workers (`None` from then on).
+    pub(super) check: Option<BlobCheck>,
+    /// `(declared size, path)` of each reach after it was handed to the workers, compared
+    /// with the stored size once it was hashed (most blobs have none: no allocation).
+    pub(super) later: Vec<(u64, String)>,
+    /// Its digest was read as a document too: checked there, not here.
+    pub(super) superseded: bool,
+}
+
 #[derive(Default)]
 pub(super) struct Walk {
     pub(super) problems: Vec<Problem>,
@@ -40,8 +53,16 @@ pub(super) struct Walk {
     /// Blobs read while walking, with their stored size (`None` when unusable).
     pub(super) read: HashMap<Digest, Option<u64>>,
     /// Blobs left for hashing, in the order first reached.
-    pub(super) pending: Vec<BlobCheck>,
+    pub(super) pending: Vec<Pending>,
     pub(super) by_digest: HashMap<Digest, usize>,
+    /// Hand each blob to the workers as soon as it is first reached (through `outbox`),
+    /// rather than once the walk is done: set when no diffID is checked (a blob's later
+    /// reaches then need nothing of its hash but its stored size).
+    pub(super) immediate: bool,
+    /// Blobs first reached and not handed to the workers yet, by index in `pending`.
+    pub(super) outbox: Vec<(usize, BlobCheck)>,
+    /// Where `Skipped` events of later reaches go.
+    pub(super) progress: Progress,
 }
 
 impl Walk {
@@ -73,27 +94,55 @@ impl Walk {
     ) {
         match self.by_digest.entry(digest) {
             Entry::Occupied(known) => {
-                let Some(check) = self.pending.get_mut(*known.get()) else {
+                let Some(pending) = self.pending.get_mut(*known.get()) else {
                     return;
                 };
-                if let Some(diff_id) = diff_id {
-                    check.diff_ids.push((diff_id, path.clone()));
+                match &mut pending.check {
+                    Some(check) => {
+                        if let Some(diff_id) = diff_id {
+                            check.diff_ids.push((diff_id, path.clone()));
+                        }
+                        check.more.push((size, path));
+                    }
+                    None => {
+                        // Being hashed: this reach is compared with the stored size after.
+                        self.progress.emit_with(|| Event::Skipped {
+                            operation: Operation::Fsck,
+                            digest: known.key().clone(),
+                            size,
+                        });
+                        pending.later.push((size, path));
+                    }
                 }
-                check.more.push((size, path));
             }
             Entry::Vacant(vacant) => {
+                let index = self.pending.len();
+                // A digest read as a document already is checked there (and left out).
+                let hand =
+                    self.immediate && diff_id.is_none() && !self.read.contains_key(vacant.key());
                 let diff_ids = match diff_id {
                     Some(diff_id) => vec![(diff_id, path.clone())],
                     None => Vec::new(),
                 };
-                self.pending.push(BlobCheck {
+                let check = BlobCheck {
                     digest: vacant.key().clone(),
                     media_type,
                     first: (size, path),
                     more: Vec::new(),
                     diff_ids,
+                };
+                vacant.insert(index);
+                let check = if hand {
+                    self.outbox.push((index, check));
+                    None
+                } else {
+                    Some(check)
+                };
+                self.pending.push(Pending {
+                    check,
+                    later: Vec::new(),
+                    superseded: false,
                 });
-                vacant.insert(self.pending.len() - 1);
             }
         }
     }
@@ -404,6 +453,25 @@ impl GraphWalk {
         walk.problem(digest, path, kind);
     }
 
+    /// The documents the walk wants now, with the paths they are read by.
+    fn wanted(&mut self) -> Vec<Wanted> {
+        let wanted: Vec<(Digest, u64, String)> = self
+            .walker
+            .take_wanted_nodes()
+            .into_iter()
+            .map(|n| (n.digest().clone(), n.size(), n.media_type().to_string()))
+            .collect();
+        wanted
+            .into_iter()
+            .map(|(digest, size, media_type)| Wanted {
+                path: self.first_path(&digest),
+                digest,
+                size,
+                media_type,
+            })
+            .collect()
+    }
+
     /// Compares every further reach of a document with the size stored (the walk is then
     /// done with, and freed while the blobs are hashed).
     fn check_sizes(&mut self, walk: &mut Walk) {
@@ -425,6 +493,48 @@ impl GraphWalk {
     }
 }
 
+/// Roots handed to the walk between two hand-outs of the documents they name, so that the
+/// workers start reading before every root is in.
+const ROOTS_AT_ONCE: usize = 128;
+
+/// Adds the root `d`, the `i`th entry of `index.json`, to the walk.
+fn add_root(walk: &mut Walk, graph: &mut GraphWalk, i: usize, d: &Descriptor, progress: &Progress) {
+    let path = entry_path(i, d);
+    let Ok(digest) = descriptor::digest_of(d) else {
+        return; // every descriptor here was checked by the parsers
+    };
+    let (media_type, size) = (d.media_type().as_ref(), d.size());
+    match graph
+        .walker
+        .add_root_blob(Blob::new(&digest, size, media_type))
+    {
+        Ok(()) => graph.reach(walk, (media_type, size), digest, path, progress),
+        Err(e) => graph.refused(walk, &e, &digest, &path),
+    }
+}
+
+/// Makes room for every blob the documents `read` name, at once: the walk's tables and
+/// fsck's grow once per batch of documents instead of step by step.
+fn reserve<'a>(
+    walk: &mut Walk,
+    graph: &mut GraphWalk,
+    read: impl Iterator<Item = &'a Result<(Option<GraphError>, Parsed)>>,
+) {
+    let (mut named, mut documents) = (0, 0);
+    for outcome in read {
+        documents += 1;
+        named += match outcome {
+            Ok((_, Parsed::Manifest { layer_count, .. })) => 1 + layer_count,
+            Ok((_, Parsed::Index { manifests, .. })) => manifests.len(),
+            _ => 0,
+        };
+    }
+    graph.walker.reserve(named);
+    walk.by_digest.reserve(named);
+    walk.pending.reserve(named);
+    walk.read.reserve(documents);
+}
+
 impl Layout {
     /// Verifies everything reachable from `index.json` (see the [module](crate::fsck)
     /// documentation) and reports every problem found. Fails only when `index.json` itself
@@ -432,265 +542,42 @@ impl Layout {
     pub async fn fsck(&self, options: &FsckOptions) -> Result<FsckReport> {
         let index = self.index().await?;
         let mode = self.mode(options);
-        let mut walk = Walk::default();
+        let mut walk = Walk {
+            immediate: matches!(mode, Mode::Local { .. }) && !options.diff_ids,
+            progress: options.progress.clone(),
+            ..Walk::default()
+        };
         let mut graph = GraphWalk::new(options.graph);
         // Room for every root, made once.
         let roots = index.manifests().len();
         graph.walker.reserve(roots);
         graph.first.reserve(roots);
-        for (i, d) in index.manifests().enumerate() {
-            let path = entry_path(i, d);
-            let Ok(digest) = descriptor::digest_of(d) else {
-                continue; // every descriptor here was checked by the parsers
-            };
-            let (media_type, size) = (d.media_type().as_ref(), d.size());
-            match graph
-                .walker
-                .add_root_blob(Blob::new(&digest, size, media_type))
-            {
-                Ok(()) => graph.reach(
-                    &mut walk,
-                    (media_type, size),
-                    digest,
-                    path,
-                    &options.progress,
-                ),
-                Err(e) => graph.refused(&mut walk, &e, &digest, &path),
+        match &mode {
+            Mode::Local { workers, files } => {
+                let pool = Pool::start(
+                    *workers,
+                    Context {
+                        files: files.clone(),
+                        limits: options.limits,
+                        progress: options.progress.clone(),
+                        max_document_size: options.graph.max_document_size,
+                        configs: options.diff_ids,
+                    },
+                );
+                self.walk_local(index, pool, &mut walk, graph, options)
+                    .await;
+            }
+            Mode::Streamed { concurrency } => {
+                for (i, d) in index.manifests().enumerate() {
+                    add_root(&mut walk, &mut graph, i, d, &options.progress);
+                }
+                self.walk_levels(index, &mut walk, &mut graph, options)
+                    .await;
+                graph.check_sizes(&mut walk);
+                self.check_blobs(&mut walk, options, *concurrency, graph)
+                    .await;
             }
         }
-        // Freed while the first documents are read, rather than before or after.
-        let mut index = Some(index);
-        loop {
-            let wanted: Vec<(Digest, u64, String)> = graph
-                .walker
-                .take_wanted_nodes()
-                .into_iter()
-                .map(|n| (n.digest().clone(), n.size(), n.media_type().to_string()))
-                .collect();
-            let documents: Vec<Wanted> = wanted
-                .into_iter()
-                .map(|(digest, size, media_type)| Wanted {
-                    path: graph.first_path(&digest),
-                    digest,
-                    size,
-                    media_type,
-                })
-                .collect();
-            if documents.is_empty() {
-                break;
-            }
-            let done_with = index.take();
-            let reading = self.read_documents(documents, &mode, options.graph.max_document_size);
-            let (results, ()) = futures::join!(reading, async move { drop(done_with) });
-            // Room for every blob this level names, made once: the walk's tables and fsck's
-            // grow once per level instead of step by step.
-            let named: usize = results
-                .iter()
-                .map(|(_, _, outcome)| match outcome {
-                    Ok((_, Parsed::Manifest { layer_count, .. })) => 1 + layer_count,
-                    Ok((_, Parsed::Index { manifests, .. })) => manifests.len(),
-                    _ => 0,
-                })
-                .sum();
-            graph.walker.reserve(named);
-            walk.by_digest.reserve(named);
-            walk.pending.reserve(named);
-            walk.read.reserve(results.len());
-            let configs = if options.diff_ids {
-                self.read_configs(&results, &mode).await
-            } else {
-                ConfigReads::new()
-            };
-            for (wanted, size, outcome) in results {
-                let Wanted {
-                    digest,
-                    size: declared,
-                    path,
-                    ..
-                } = wanted;
-                options.progress.emit_with(|| Event::Started {
-                    operation: Operation::Fsck,
-                    digest: digest.clone(),
-                    size: declared,
-                });
-                let (bad, doc) = match outcome {
-                    Ok(read) => read,
-                    Err(e) => {
-                        match read_problem(&e) {
-                            Some(kind) => walk.problem(&digest, &path, kind),
-                            None => {
-                                // Verified bytes, but not a valid document.
-                                walk.blobs += 1;
-                                walk.bytes += declared;
-                                walk.problem(
-                                    &digest,
-                                    &path,
-                                    ProblemKind::InvalidDocument {
-                                        reason: error_chain(&e),
-                                    },
-                                );
-                            }
-                        }
-                        // Not followed: a leaf of the graph.
-                        let _ = graph.walker.skip_digest(&digest);
-                        walk.read.insert(digest, size);
-                        continue;
-                    }
-                };
-                walk.blobs += 1;
-                walk.bytes += declared;
-                walk.read.insert(digest.clone(), size);
-                options.progress.emit_with(|| Event::Done {
-                    operation: Operation::Fsck,
-                    digest: digest.clone(),
-                    bytes: declared,
-                });
-                // The one walk's limits: what it refuses is reported, and what it did not
-                // take in is not followed.
-                let refused = match bad {
-                    None => graph.walker.visit_children(&digest, doc.children()).err(),
-                    Some(e) => Some(e),
-                };
-                if let Some(e) = &refused {
-                    graph.refused(&mut walk, e, &digest, &path);
-                    let _ = graph.walker.skip_digest(&digest);
-                }
-                let too_deep = matches!(refused, Some(GraphError::TooDeep { .. }));
-                // After a visit the walk accepted, it has taken in every child.
-                let taken = |walker: &Walker, d: &Digest| refused.is_none() || walker.contains(d);
-                if let Some(s) = doc.subject() {
-                    match self.store().stat(s).await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => walk.problem(
-                            s,
-                            &format!("{path} > subject"),
-                            ProblemKind::DanglingSubject,
-                        ),
-                        Err(e) => walk.problem(s, &format!("{path} > subject"), store_problem(&e)),
-                    }
-                }
-                match doc {
-                    Parsed::Manifest {
-                        config,
-                        config_digest,
-                        config_path,
-                        layers,
-                        layer_count,
-                        ..
-                    } => {
-                        let expected = match &config_digest {
-                            Some(c) if !taken(&graph.walker, c) => {
-                                if too_deep {
-                                    graph.not_taken(&mut walk, &config, c, &config_path);
-                                }
-                                None
-                            }
-                            Some(c) if document::is_document(config.media_type().as_ref()) => {
-                                graph.reach(
-                                    &mut walk,
-                                    (config.media_type().as_ref(), config.size()),
-                                    c.clone(),
-                                    config_path,
-                                    &options.progress,
-                                );
-                                None
-                            }
-                            Some(_)
-                                if options.diff_ids
-                                    && is_image_config(config.media_type().as_ref()) =>
-                            {
-                                config_diff_ids(
-                                    &config,
-                                    &config_path,
-                                    layer_count,
-                                    &configs,
-                                    &mut walk,
-                                    &options.progress,
-                                )
-                            }
-                            Some(c) => {
-                                walk.blob(&config, c.clone(), config_path, None);
-                                None
-                            }
-                            None => None,
-                        };
-                        for layer in layers {
-                            let layer_document = document::is_document(&layer.media_type);
-                            if !taken(&graph.walker, &layer.digest) {
-                                // Refused by the walk (reported above, or here).
-                                if too_deep && layer_document {
-                                    walk.problem(
-                                        &layer.digest,
-                                        &layer.path,
-                                        ProblemKind::TooDeep {
-                                            max: graph.limits.max_depth,
-                                        },
-                                    );
-                                }
-                                continue;
-                            }
-                            if layer_document {
-                                graph.reach(
-                                    &mut walk,
-                                    (&layer.media_type, layer.size),
-                                    layer.digest,
-                                    layer.path,
-                                    &options.progress,
-                                );
-                                continue;
-                            }
-                            let mut diff_id = expected
-                                .as_ref()
-                                .and_then(|ids| ids.get(layer.index).cloned());
-                            if diff_id.is_some()
-                                && media_type::layer_compression(&layer.media_type).is_none()
-                            {
-                                // The config names a diffID that cannot be computed: said,
-                                // not skipped.
-                                walk.problem(
-                                    &layer.digest,
-                                    &layer.path,
-                                    ProblemKind::UndecodableMediaType {
-                                        media_type: layer.media_type.clone(),
-                                    },
-                                );
-                                diff_id = None;
-                            }
-                            walk.add(
-                                layer.digest,
-                                layer.media_type,
-                                layer.size,
-                                layer.path,
-                                diff_id,
-                            );
-                        }
-                    }
-                    Parsed::Index { manifests, .. } => {
-                        for (m, digest, path) in manifests {
-                            let Some(digest) = digest else {
-                                continue;
-                            };
-                            if !taken(&graph.walker, &digest) {
-                                if too_deep {
-                                    graph.not_taken(&mut walk, &m, &digest, &path);
-                                }
-                                continue;
-                            }
-                            graph.reach(
-                                &mut walk,
-                                (m.media_type().as_ref(), m.size()),
-                                digest,
-                                path,
-                                &options.progress,
-                            );
-                        }
-                    }
-                    Parsed::Opaque => {}
-                }
-            }
-        }
-        graph.check_sizes(&mut walk);
-        self.check_blobs(&mut walk, options, &mode, graph).await;
         let mut problems = walk.problems;
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(FsckReport {
@@ -700,17 +587,377 @@ impl Layout {
         })
     }
 
-    /// Hashes every pending blob and records what is wrong with each.
-    /// `graph` (the walk, done with) is freed meanwhile.
+    /// The walk on a store with local files: documents and blobs are handed to the
+    /// workers as soon as they are reached, documents in chunks, and what the workers read
+    /// is followed in the order the documents were handed out (the walk's own breadth-first
+    /// order, so that what is reported does not depend on which worker was quicker). Then
+    /// the blobs left for the end (those whose diffIDs are checked) are hashed, and what
+    /// every hash found is added up.
+    async fn walk_local(
+        &self,
+        index: Index,
+        mut pool: Pool,
+        walk: &mut Walk,
+        mut graph: GraphWalk,
+        options: &FsckOptions,
+    ) {
+        let mut handed = 0;
+        for (i, d) in index.manifests().enumerate() {
+            add_root(walk, &mut graph, i, d, &options.progress);
+            if i % ROOTS_AT_ONCE == ROOTS_AT_ONCE - 1 {
+                handed = pool.documents(graph.wanted());
+                pool.blobs(walk.outbox.drain(..));
+            }
+        }
+        drop(index);
+        // Chunks read ahead of the one followed next.
+        let mut arrived: HashMap<usize, Vec<DocumentDone>> = HashMap::new();
+        let mut next = 0;
+        let no_configs = ConfigReads::new();
+        loop {
+            handed = handed.max(pool.documents(graph.wanted()));
+            if !walk.outbox.is_empty() {
+                pool.blobs(walk.outbox.drain(..));
+            }
+            if next == handed {
+                break;
+            }
+            let chunk = loop {
+                if let Some(chunk) = arrived.remove(&next) {
+                    break Some(chunk);
+                }
+                match pool.next_documents().await {
+                    Some((at, read)) => {
+                        arrived.insert(at, read);
+                    }
+                    None => break None,
+                }
+            };
+            // (None: every worker is gone, which they are not while there are documents.)
+            let Some(chunk) = chunk else {
+                break;
+            };
+            next += 1;
+            reserve(
+                walk,
+                &mut graph,
+                chunk.iter().map(|(_, (_, outcome, _))| outcome),
+            );
+            for (wanted, (size, outcome, config)) in chunk {
+                let configs: ConfigReads;
+                let configs = match config {
+                    Some((key, read)) => {
+                        configs = HashMap::from([(key, read)]);
+                        &configs
+                    }
+                    None => &no_configs,
+                };
+                self.visit(walk, &mut graph, options, wanted, size, outcome, configs)
+                    .await;
+            }
+        }
+        graph.check_sizes(walk);
+        // A blob whose digest was read as a document is checked there, not again.
+        for digest in walk.read.keys() {
+            if let Some(&i) = walk.by_digest.get(digest)
+                && let Some(pending) = walk.pending.get_mut(i)
+            {
+                pending.superseded = true;
+            }
+        }
+        // The blobs left for the end, largest first so that the workers finish together.
+        let mut last: Vec<(usize, BlobCheck)> = walk
+            .pending
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, pending)| {
+                let check = pending.check.take()?;
+                (!pending.superseded).then_some((i, check))
+            })
+            .collect();
+        last.sort_by_key(|(_, c)| std::cmp::Reverse(c.reaches().map(|(size, _)| *size).max()));
+        pool.blobs(last);
+        // The walk's maps are not needed any more: freed while the blobs are hashed.
+        let done_with = (
+            std::mem::take(&mut walk.read),
+            std::mem::take(&mut walk.by_digest),
+            graph,
+        );
+        let (hashed, ()) = futures::join!(pool.finish(), async move { drop(done_with) });
+        for (index, judged, stored, digest) in hashed {
+            let Some(pending) = walk.pending.get(index) else {
+                continue;
+            };
+            if pending.superseded {
+                continue;
+            }
+            if judged.hashed {
+                walk.blobs += 1;
+            }
+            walk.bytes += judged.bytes;
+            walk.problems.extend(judged.problems);
+            if let Some(actual) = stored {
+                for (declared, path) in &pending.later {
+                    if *declared != actual {
+                        walk.problems.push(Problem {
+                            digest: digest.clone(),
+                            path: path.clone(),
+                            kind: ProblemKind::SizeMismatch {
+                                expected: *declared,
+                                actual,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The walk on other stores: level by level, each level's documents read `concurrency`
+    /// at a time; the blobs are hashed once the walk is done ([`Layout::check_blobs`]).
+    async fn walk_levels(
+        &self,
+        index: Index,
+        walk: &mut Walk,
+        graph: &mut GraphWalk,
+        options: &FsckOptions,
+    ) {
+        // Freed while the first documents are read, rather than before or after.
+        let mut index = Some(index);
+        loop {
+            let documents = graph.wanted();
+            if documents.is_empty() {
+                break;
+            }
+            let done_with = index.take();
+            let reading = self.read_documents(documents, options.graph.max_document_size);
+            let (results, ()) = futures::join!(reading, async move { drop(done_with) });
+            reserve(walk, graph, results.iter().map(|(_, _, outcome)| outcome));
+            let configs = if options.diff_ids {
+                self.read_configs(&results).await
+            } else {
+                ConfigReads::new()
+            };
+            for (wanted, size, outcome) in results {
+                self.visit(walk, graph, options, wanted, size, outcome, &configs)
+                    .await;
+            }
+        }
+    }
+
+    /// Follows one document the walk read (`size`: its stored size; `outcome`: what reading
+    /// and parsing it found): reports what is wrong with it, and hands what it names to the
+    /// walk (documents) or to the blobs to hash (leaves). `configs` holds the image configs
+    /// read for their diffIDs.
+    #[allow(clippy::too_many_arguments)] // private, and every argument is a different thing
+    async fn visit(
+        &self,
+        walk: &mut Walk,
+        graph: &mut GraphWalk,
+        options: &FsckOptions,
+        wanted: Wanted,
+        size: Option<u64>,
+        outcome: Result<(Option<GraphError>, Parsed)>,
+        configs: &ConfigReads,
+    ) {
+        let Wanted {
+            digest,
+            size: declared,
+            path,
+            ..
+        } = wanted;
+        options.progress.emit_with(|| Event::Started {
+            operation: Operation::Fsck,
+            digest: digest.clone(),
+            size: declared,
+        });
+        let (bad, doc) = match outcome {
+            Ok(read) => read,
+            Err(e) => {
+                match read_problem(&e) {
+                    Some(kind) => walk.problem(&digest, &path, kind),
+                    None => {
+                        // Verified bytes, but not a valid document.
+                        walk.blobs += 1;
+                        walk.bytes += declared;
+                        walk.problem(
+                            &digest,
+                            &path,
+                            ProblemKind::InvalidDocument {
+                                reason: error_chain(&e),
+                            },
+                        );
+                    }
+                }
+                // Not followed: a leaf of the graph.
+                let _ = graph.walker.skip_digest(&digest);
+                walk.read.insert(digest, size);
+                return;
+            }
+        };
+        walk.blobs += 1;
+        walk.bytes += declared;
+        walk.read.insert(digest.clone(), size);
+        options.progress.emit_with(|| Event::Done {
+            operation: Operation::Fsck,
+            digest: digest.clone(),
+            bytes: declared,
+        });
+        // The one walk's limits: what it refuses is reported, and what it did not
+        // take in is not followed.
+        let refused = match bad {
+            None => graph.walker.visit_children(&digest, doc.children()).err(),
+            Some(e) => Some(e),
+        };
+        if let Some(e) = &refused {
+            graph.refused(walk, e, &digest, &path);
+            let _ = graph.walker.skip_digest(&digest);
+        }
+        let too_deep = matches!(refused, Some(GraphError::TooDeep { .. }));
+        // After a visit the walk accepted, it has taken in every child.
+        let taken = |walker: &Walker, d: &Digest| refused.is_none() || walker.contains(d);
+        if let Some(s) = doc.subject() {
+            match self.store().stat(s).await {
+                Ok(Some(_)) => {}
+                Ok(None) => walk.problem(
+                    s,
+                    &format!("{path} > subject"),
+                    ProblemKind::DanglingSubject,
+                ),
+                Err(e) => walk.problem(s, &format!("{path} > subject"), store_problem(&e)),
+            }
+        }
+        match doc {
+            Parsed::Manifest {
+                config,
+                config_digest,
+                config_path,
+                layers,
+                layer_count,
+                ..
+            } => {
+                let expected = match &config_digest {
+                    Some(c) if !taken(&graph.walker, c) => {
+                        if too_deep {
+                            graph.not_taken(walk, &config, c, &config_path);
+                        }
+                        None
+                    }
+                    Some(c) if document::is_document(config.media_type().as_ref()) => {
+                        graph.reach(
+                            walk,
+                            (config.media_type().as_ref(), config.size()),
+                            c.clone(),
+                            config_path,
+                            &options.progress,
+                        );
+                        None
+                    }
+                    Some(_)
+                        if options.diff_ids && is_image_config(config.media_type().as_ref()) =>
+                    {
+                        config_diff_ids(
+                            &config,
+                            &config_path,
+                            layer_count,
+                            configs,
+                            walk,
+                            &options.progress,
+                        )
+                    }
+                    Some(c) => {
+                        walk.blob(&config, c.clone(), config_path, None);
+                        None
+                    }
+                    None => None,
+                };
+                for layer in layers {
+                    let layer_document = document::is_document(&layer.media_type);
+                    if !taken(&graph.walker, &layer.digest) {
+                        // Refused by the walk (reported above, or here).
+                        if too_deep && layer_document {
+                            walk.problem(
+                                &layer.digest,
+                                &layer.path,
+                                ProblemKind::TooDeep {
+                                    max: graph.limits.max_depth,
+                                },
+                            );
+                        }
+                        continue;
+                    }
+                    if layer_document {
+                        graph.reach(
+                            walk,
+                            (&layer.media_type, layer.size),
+                            layer.digest,
+                            layer.path,
+                            &options.progress,
+                        );
+                        continue;
+                    }
+                    let mut diff_id = expected
+                        .as_ref()
+                        .and_then(|ids| ids.get(layer.index).cloned());
+                    if diff_id.is_some()
+                        && media_type::layer_compression(&layer.media_type).is_none()
+                    {
+                        // The config names a diffID that cannot be computed: said,
+                        // not skipped.
+                        walk.problem(
+                            &layer.digest,
+                            &layer.path,
+                            ProblemKind::UndecodableMediaType {
+                                media_type: layer.media_type.clone(),
+                            },
+                        );
+                        diff_id = None;
+                    }
+                    walk.add(
+                        layer.digest,
+                        layer.media_type,
+                        layer.size,
+                        layer.path,
+                        diff_id,
+                    );
+                }
+            }
+            Parsed::Index { manifests, .. } => {
+                for (m, digest, path) in manifests {
+                    let Some(digest) = digest else {
+                        continue;
+                    };
+                    if !taken(&graph.walker, &digest) {
+                        if too_deep {
+                            graph.not_taken(walk, &m, &digest, &path);
+                        }
+                        continue;
+                    }
+                    graph.reach(
+                        walk,
+                        (m.media_type().as_ref(), m.size()),
+                        digest,
+                        path,
+                        &options.progress,
+                    );
+                }
+            }
+            Parsed::Opaque => {}
+        }
+    }
+
+    /// Hashes every pending blob (streamed from the store) and records what is wrong with
+    /// each. `graph` (the walk, done with) is freed meanwhile.
     async fn check_blobs(
         &self,
         walk: &mut Walk,
         options: &FsckOptions,
-        mode: &Mode,
+        concurrency: usize,
         graph: GraphWalk,
     ) {
         let pending: Vec<BlobCheck> = std::mem::take(&mut walk.pending)
             .into_iter()
+            .filter_map(|pending| pending.check)
             .filter(|c| !walk.read.contains_key(&c.digest))
             .collect();
         // The walk's maps are not needed any more: freed while the blobs are hashed.
@@ -719,7 +966,7 @@ impl Layout {
             std::mem::take(&mut walk.by_digest),
             graph,
         );
-        let hashing = self.hash_pending(pending, options, mode);
+        let hashing = self.hash_pending(pending, options, concurrency);
         let (results, ()) = futures::join!(hashing, async move { drop(done_with) });
         for judged in results {
             if judged.hashed {
@@ -747,8 +994,8 @@ impl BlobCheck {
     }
 
     /// Judges what hashing this blob found (`checked`, with its stored size when stored),
-    /// on the thread that hashed it, which frees it.
-    pub(super) fn judge(self, (outcome, size): Checked) -> Judged {
+    /// on the thread that hashed it, which frees it (all but its digest, given back).
+    pub(super) fn judge(self, (outcome, size): Checked) -> (Judged, Digest) {
         let mut judged = Judged::default();
         let BlobCheck {
             digest,
@@ -782,7 +1029,7 @@ impl BlobCheck {
             Ok(hashed) => hashed,
             Err(kind) => {
                 problem(first_path, kind);
-                return judged;
+                return (judged, digest);
             }
         };
         if hashed.digest != digest {
@@ -812,7 +1059,7 @@ impl BlobCheck {
         }
         judged.hashed = true;
         judged.bytes = hashed.bytes;
-        judged
+        (judged, digest)
     }
 }
 

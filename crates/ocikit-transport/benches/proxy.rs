@@ -52,7 +52,7 @@ use ocikit_layout::{ImageBuilder, LayerSpec, Layout};
 use ocikit_store::FsStore;
 
 mod common;
-use common::{Server, cpu_model, report};
+use common::{Server, cpu_model, cpu_seconds, report};
 
 const LAYERS: usize = 5;
 
@@ -155,20 +155,6 @@ async fn image(dir: &Path, mib: usize) {
             .unwrap();
     }
     builder.write_and_tag("v").await.unwrap();
-}
-
-/// User and system CPU seconds of process `pid` from `/proc/PID/stat`: its own, or with
-/// `children` those of the children it has waited for. The kernel counts them in USER_HZ
-/// ticks, 100 a second on Linux.
-fn cpu_seconds(pid: u32, children: bool) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The fields after the command name (which may hold spaces), from the third (state) on.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
-        .split_whitespace()
-        .collect();
-    let (user, system) = if children { (13, 14) } else { (11, 12) };
-    let ticks = |i: usize| fields[i].parse::<f64>().unwrap();
-    (ticks(user) + ticks(system)) / 100.0
 }
 
 /// One kind of pull's samples: wall seconds, and CPU seconds of the client (`ocikit copy`),

@@ -13,7 +13,10 @@
 //! rotates round by round; outputs are removed (untimed) after each run. Prints the CPU
 //! model (`CPU …`), the image's sizes, and `BENCH <name> <median> <unit> <min> <max>` lines:
 //! seconds for each way, and each two-pass way's time over the one stream's (how many times
-//! faster the stream is).
+//! faster the stream is); the CPU seconds (user + system) of each way's processes (`-cpu`)
+//! and of the registry meanwhile (`-registry-cpu`), and the two ocikit ways' ratio of all
+//! that CPU (`-over-stream-cpu`): where both ways keep every core busy, the most the
+//! stream's lead can be.
 //!
 //! Run it from the workspace root:
 //!
@@ -23,7 +26,9 @@
 //! ```
 //!
 //! Environment: `OCIKIT_BENCH_OCIKIT` (the `ocikit` binary; required), `OCIKIT_BENCH_RUNS`
-//! (default 5), `OCIKIT_BENCH_MIB` (default 500), `OCIKIT_BENCH_DIR`. As root, both unpacks
+//! (default 5), `OCIKIT_BENCH_MIB` (default 500), `OCIKIT_BENCH_DIR`,
+//! `OCIKIT_BENCH_COMPRESSION` (`gzip`, the default and issue 20's case; `zstd` or `none` show
+//! how the stream's lead moves with the cost of decompression). As root, both unpacks
 //! apply owners; otherwise both run rootless (`umoci unpack --rootless`, `ocikit unpack
 //! --rootless`).
 #![allow(
@@ -43,7 +48,7 @@ use ocikit_layout::{ImageBuilder, LayerSpec, Layout};
 use ocikit_store::FsStore;
 
 mod common;
-use common::{Server, cpu_model, ratio, report};
+use common::{Server, cpu_model, cpu_seconds, ratio, report};
 use ocikit_testkit::prng::Prng;
 
 const LAYERS: usize = 5;
@@ -212,7 +217,7 @@ fn tree(root: &Path, prng: &mut Prng, bytes: usize) -> usize {
 }
 
 /// The image (tag `v1`) in a new layout at `dir`; returns (files, compressed bytes).
-async fn image(dir: &Path, mib: usize) -> (usize, u64) {
+async fn image(dir: &Path, mib: usize, compression: Compression) -> (usize, u64) {
     let layout = Layout::create(FsStore::open(dir).await.unwrap())
         .await
         .unwrap();
@@ -225,10 +230,7 @@ async fn image(dir: &Path, mib: usize) -> (usize, u64) {
         let layer = tempfile::tempdir_in(dir.parent().unwrap()).unwrap();
         files += tree(layer.path(), &mut prng, (mib << 20) / LAYERS);
         let built = builder
-            .add_layer_from_dir(
-                layer.path(),
-                LayerSpec::new().compression(Compression::Gzip),
-            )
+            .add_layer_from_dir(layer.path(), LayerSpec::new().compression(compression))
             .await
             .unwrap();
         compressed += built.size();
@@ -278,6 +280,13 @@ fn main() {
     let dir = tempfile::tempdir_in(base_dir).unwrap();
     let work = dir.path();
     let rootless = rustix::process::geteuid().as_raw() != 0;
+    let compression = match std::env::var("OCIKIT_BENCH_COMPRESSION").as_deref() {
+        Err(_) | Ok("gzip") => Compression::Gzip,
+        Ok("zstd") => Compression::Zstd,
+        Ok("none") => Compression::None,
+        Ok(other) => panic!("OCIKIT_BENCH_COMPRESSION: gzip, zstd or none, not {other:?}"),
+    };
+    let codec = ocikit_codec::compression::name(compression);
     println!("CPU {}", cpu_model());
 
     let source = work.join("source");
@@ -285,9 +294,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(image(&source, mib));
+        .block_on(image(&source, mib, compression));
     println!(
-        "# {LAYERS} gzip layers, {files} files, {mib} MiB of content, {:.1} MiB compressed, \
+        "# {LAYERS} {codec} layers, {files} files, {mib} MiB of content, {:.1} MiB compressed, \
          {runs} runs{}",
         compressed as f64 / f64::from(1 << 20),
         if rootless { ", rootless" } else { ", as root" }
@@ -307,8 +316,17 @@ fn main() {
     );
     std::fs::remove_dir_all(&source).unwrap();
 
-    let ways = ["ocikit-stream", "ocikit-copy+unpack", "skopeo+umoci"];
+    // umoci reads only gzip and uncompressed layers.
+    let ways: &[&str] = if compression == Compression::Zstd {
+        &["ocikit-stream", "ocikit-copy+unpack"]
+    } else {
+        &["ocikit-stream", "ocikit-copy+unpack", "skopeo+umoci"]
+    };
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    // CPU seconds (user + system) of each way's own processes, and of the registry meanwhile.
+    let mut client_cpu: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    let mut registry_cpu: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    let me = std::process::id();
     let rootfs = work.join("rootfs");
     let layout = work.join("layout");
     let bundle = work.join("bundle");
@@ -316,6 +334,7 @@ fn main() {
         for k in 0..ways.len() {
             let way = (k + round) % ways.len();
             let layout_at = format!("oci:{}:v1", layout.display());
+            let (client0, registry0) = (cpu_seconds(me, true), cpu_seconds(registry.pid(), false));
             let seconds = match ways[way] {
                 "ocikit-stream" => {
                     let mut args = strings(&["-q", "unpack", "--tls-verify=false"]);
@@ -370,6 +389,8 @@ fn main() {
             };
             eprintln!("round {round}: {} {seconds:.2} s", ways[way]);
             results[way].push(seconds);
+            client_cpu[way].push(cpu_seconds(me, true) - client0);
+            registry_cpu[way].push(cpu_seconds(registry.pid(), false) - registry0);
             for path in [&rootfs, &layout, &bundle] {
                 std::fs::remove_dir_all(path).ok();
             }
@@ -380,10 +401,21 @@ fn main() {
         .zip(&results)
         .map(|(way, values)| report(&format!("unpack/{way}"), "s", values))
         .collect();
-    ratio("unpack/skopeo+umoci-over-stream", medians[2] / medians[0]);
+    let mut cpu = Vec::new();
+    for (k, way) in ways.iter().enumerate() {
+        let client = report(&format!("unpack/{way}-cpu"), "s", &client_cpu[k]);
+        let served = report(&format!("unpack/{way}-registry-cpu"), "s", &registry_cpu[k]);
+        cpu.push(client + served);
+    }
+    if let Some(skopeo) = medians.get(2) {
+        ratio("unpack/skopeo+umoci-over-stream", skopeo / medians[0]);
+    }
     ratio(
         "unpack/ocikit-copy+unpack-over-stream",
         medians[1] / medians[0],
     );
+    // Where both ways keep every core busy, each takes its CPU (the registry's included)
+    // over the cores, so the lead of the stream can be at most this.
+    ratio("unpack/ocikit-copy+unpack-over-stream-cpu", cpu[1] / cpu[0]);
     drop(registry);
 }

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ocikit_digest::oci_spec::image::Descriptor;
@@ -26,11 +28,74 @@ pub(super) struct BlobCheck {
     pub(super) digest: Digest,
     pub(super) media_type: String,
     /// `(declared size, path)` of its first reach, the one reported.
-    pub(super) first: (u64, String),
+    pub(super) first: (u64, Path),
     /// `(declared size, path)` of each further reach (most blobs have none: no allocation).
-    pub(super) more: Vec<(u64, String)>,
+    pub(super) more: Vec<(u64, Path)>,
     /// `(diffID, path)` the configs expect.
-    pub(super) diff_ids: Vec<(Digest, String)>,
+    pub(super) diff_ids: Vec<(Digest, Path)>,
+}
+
+/// How a blob was reached, as `index.json manifests[0] (v1) > layers[1]`: the path of the
+/// document that names it (shared by all it names) and one step, made text only when a
+/// problem is reported (most never are).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Path {
+    parent: Arc<str>,
+    step: Step,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+enum Step {
+    /// `parent` is the whole path.
+    #[default]
+    Whole,
+    Config,
+    Layer(usize),
+    Manifest(usize),
+    Subject,
+}
+
+impl Path {
+    /// The path `text`.
+    pub(super) fn new(text: String) -> Path {
+        Path {
+            parent: Arc::from(text),
+            step: Step::Whole,
+        }
+    }
+
+    /// This path as the parent of what its document names: shared, made text once.
+    fn base(&self) -> Arc<str> {
+        match self.step {
+            Step::Whole => self.parent.clone(),
+            _ => Arc::from(self.to_string()),
+        }
+    }
+
+    fn child(base: &Arc<str>, step: Step) -> Path {
+        Path {
+            parent: base.clone(),
+            step,
+        }
+    }
+
+    /// The path of the `subject` of the document reached by this path.
+    pub(super) fn subject(&self) -> Path {
+        Path::child(&self.base(), Step::Subject)
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.parent)?;
+        match self.step {
+            Step::Whole => Ok(()),
+            Step::Config => f.write_str(" > config"),
+            Step::Layer(i) => write!(f, " > layers[{i}]"),
+            Step::Manifest(i) => write!(f, " > manifests[{i}]"),
+            Step::Subject => f.write_str(" > subject"),
+        }
+    }
 }
 
 /// A blob reached by the walk, hashed once.
@@ -40,7 +105,7 @@ pub(super) struct Pending {
     pub(super) check: Option<BlobCheck>,
     /// `(declared size, path)` of each reach after it was handed to the workers, compared
     /// with the stored size once it was hashed (most blobs have none: no allocation).
-    pub(super) later: Vec<(u64, String)>,
+    pub(super) later: Vec<(u64, Path)>,
     /// Its digest was read as a document too: checked there, not here.
     pub(super) superseded: bool,
 }
@@ -66,7 +131,7 @@ pub(super) struct Walk {
 }
 
 impl Walk {
-    pub(super) fn problem(&mut self, digest: &Digest, path: &str, kind: ProblemKind) {
+    pub(super) fn problem(&mut self, digest: &Digest, path: &Path, kind: ProblemKind) {
         self.problems.push(Problem {
             digest: digest.clone(),
             path: path.to_string(),
@@ -78,7 +143,7 @@ impl Walk {
         &mut self,
         d: &Descriptor,
         digest: Digest,
-        path: String,
+        path: Path,
         diff_id: Option<Digest>,
     ) {
         self.add(digest, d.media_type().to_string(), d.size(), path, diff_id);
@@ -89,7 +154,7 @@ impl Walk {
         digest: Digest,
         media_type: String,
         size: u64,
-        path: String,
+        path: Path,
         diff_id: Option<Digest>,
     ) {
         match self.by_digest.entry(digest) {
@@ -156,7 +221,7 @@ pub(super) struct Layer {
     pub(super) digest: Digest,
     pub(super) media_type: String,
     pub(super) size: u64,
-    pub(super) path: String,
+    pub(super) path: Path,
 }
 
 /// What the walk needs of a document that was read and parsed: its references, their
@@ -169,7 +234,7 @@ pub(super) enum Parsed {
         config: Box<Descriptor>,
         /// The config's digest (`None` when invalid).
         config_digest: Option<Digest>,
-        config_path: String,
+        config_path: Path,
         layers: Vec<Layer>,
         /// Entries in `layers` (some may be left out of `layers`: invalid digests).
         layer_count: usize,
@@ -177,7 +242,7 @@ pub(super) enum Parsed {
     /// An index: its manifests, with their digests (`None` when invalid) and paths.
     Index {
         subject: Option<Digest>,
-        manifests: Vec<(Descriptor, Option<Digest>, String)>,
+        manifests: Vec<(Descriptor, Option<Digest>, Path)>,
     },
     /// Anything else.
     Opaque,
@@ -189,7 +254,8 @@ impl Parsed {
     /// first descriptor whose digest does not parse, in the document's order (the parser
     /// refuses those: not expected), which refuses the document as the walk would. The
     /// document and its descriptors are freed here.
-    pub(super) fn take(doc: Document, path: &str) -> (Option<GraphError>, Parsed) {
+    pub(super) fn take(doc: Document, path: &Path) -> (Option<GraphError>, Parsed) {
+        let base = path.base();
         let subject = doc.subject().and_then(|s| descriptor::digest_of(s).ok());
         let mut bad: Option<descriptor::InvalidDescriptor> = None;
         let parsed = match doc {
@@ -212,7 +278,7 @@ impl Parsed {
                             digest,
                             media_type: layer.media_type().to_string(),
                             size: layer.size(),
-                            path: format!("{path} > layers[{index}]"),
+                            path: Path::child(&base, Step::Layer(index)),
                         }),
                         Err(e) => {
                             bad.get_or_insert(e);
@@ -223,7 +289,7 @@ impl Parsed {
                     subject,
                     config: Box::new(config),
                     config_digest,
-                    config_path: format!("{path} > config"),
+                    config_path: Path::child(&base, Step::Config),
                     layers,
                     layer_count,
                 }
@@ -232,7 +298,7 @@ impl Parsed {
                 let named = index.manifests();
                 let mut manifests = Vec::with_capacity(named.len());
                 for (i, m) in named.iter().enumerate() {
-                    let path = format!("{path} > manifests[{i}]");
+                    let path = Path::child(&base, Step::Manifest(i));
                     let digest = match descriptor::digest_of(m) {
                         Ok(digest) => Some(digest),
                         Err(e) => {
@@ -337,7 +403,7 @@ pub(super) struct Wanted {
     pub(super) digest: Digest,
     pub(super) size: u64,
     pub(super) media_type: String,
-    pub(super) path: String,
+    pub(super) path: Path,
 }
 
 /// The documents of one level of the walk, with what reading each found (its stored size
@@ -348,15 +414,17 @@ pub(super) type DocumentReads = Vec<(Wanted, Option<u64>, Result<(Option<GraphEr
 /// Image configs read for their diffIDs, by digest and declared size.
 pub(super) type ConfigReads = HashMap<(Digest, u64), WholeRead>;
 
-pub(super) fn entry_path(i: usize, d: &Descriptor) -> String {
-    match d
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(crate::REF_NAME))
-    {
-        Some(tag) => format!("index.json manifests[{i}] ({tag})"),
-        None => format!("index.json manifests[{i}]"),
-    }
+pub(super) fn entry_path(i: usize, d: &Descriptor) -> Path {
+    Path::new(
+        match d
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(crate::REF_NAME))
+        {
+            Some(tag) => format!("index.json manifests[{i}] ({tag})"),
+            None => format!("index.json manifests[{i}]"),
+        },
+    )
 }
 
 /// fsck's side of the one graph walk ([`ocikit_digest::graph::Walker`]): the walker,
@@ -366,10 +434,10 @@ struct GraphWalk {
     walker: Walker,
     limits: graph::Limits,
     /// The path of each document's first reach: the one it is read by.
-    first: HashMap<Digest, String>,
+    first: HashMap<Digest, Path>,
     /// Further reaches of documents: `(digest, declared size, path)`, compared with the
     /// stored size once everything was read.
-    again: Vec<(Digest, u64, String)>,
+    again: Vec<(Digest, u64, Path)>,
 }
 
 impl GraphWalk {
@@ -389,7 +457,7 @@ impl GraphWalk {
         walk: &mut Walk,
         (media_type, size): (&str, u64),
         digest: Digest,
-        path: String,
+        path: Path,
         progress: &Progress,
     ) {
         if !document::is_document(media_type) {
@@ -415,7 +483,7 @@ impl GraphWalk {
     /// A child the walk did not take in because its parent's children were one level too
     /// deep: a document there is reported too deep (a leaf is not limited by depth, and is
     /// left out only because the walk stopped at the document before it).
-    fn not_taken(&self, walk: &mut Walk, d: &Descriptor, digest: &Digest, path: &str) {
+    fn not_taken(&self, walk: &mut Walk, d: &Descriptor, digest: &Digest, path: &Path) {
         if document::is_document(d.media_type().as_ref()) {
             walk.problem(
                 digest,
@@ -429,15 +497,15 @@ impl GraphWalk {
 
     /// The path a wanted document is read by (taken: it is asked for once; the entry stays,
     /// so further reaches are still told apart).
-    fn first_path(&mut self, digest: &Digest) -> String {
+    fn first_path(&mut self, digest: &Digest) -> Path {
         match self.first.get_mut(digest) {
             Some(path) => std::mem::take(path),
-            None => digest.to_string(),
+            None => Path::new(digest.to_string()),
         }
     }
 
     /// Reports what the walk refused about the document `digest` (or a root) at `path`.
-    fn refused(&self, walk: &mut Walk, error: &GraphError, digest: &Digest, path: &str) {
+    fn refused(&self, walk: &mut Walk, error: &GraphError, digest: &Digest, path: &Path) {
         let kind = match error {
             // Reported at each document child that was not taken in (see `fsck`), or at
             // the root itself.
@@ -701,7 +769,7 @@ impl Layout {
                     if *declared != actual {
                         walk.problems.push(Problem {
                             digest: digest.clone(),
-                            path: path.clone(),
+                            path: path.to_string(),
                             kind: ProblemKind::SizeMismatch {
                                 expected: *declared,
                                 actual,
@@ -819,12 +887,8 @@ impl Layout {
         if let Some(s) = doc.subject() {
             match self.store().stat(s).await {
                 Ok(Some(_)) => {}
-                Ok(None) => walk.problem(
-                    s,
-                    &format!("{path} > subject"),
-                    ProblemKind::DanglingSubject,
-                ),
-                Err(e) => walk.problem(s, &format!("{path} > subject"), store_problem(&e)),
+                Ok(None) => walk.problem(s, &path.subject(), ProblemKind::DanglingSubject),
+                Err(e) => walk.problem(s, &path.subject(), store_problem(&e)),
             }
         }
         match doc {
@@ -989,7 +1053,7 @@ pub(super) struct Judged {
 
 impl BlobCheck {
     /// `(declared size, path)` of every reach, the first first.
-    pub(super) fn reaches(&self) -> impl Iterator<Item = &(u64, String)> {
+    pub(super) fn reaches(&self) -> impl Iterator<Item = &(u64, Path)> {
         std::iter::once(&self.first).chain(&self.more)
     }
 
@@ -1005,7 +1069,7 @@ impl BlobCheck {
             ..
         } = self;
         let first_path = &first.1;
-        let mut problem = |path: &str, kind: ProblemKind| {
+        let mut problem = |path: &Path, kind: ProblemKind| {
             judged.problems.push(Problem {
                 digest: digest.clone(),
                 path: path.to_string(),
@@ -1067,7 +1131,7 @@ impl BlobCheck {
 /// returns its diffIDs when they match the layer count (problems go to `walk`).
 pub(super) fn config_diff_ids(
     config: &Descriptor,
-    path: &str,
+    path: &Path,
     layers: usize,
     configs: &ConfigReads,
     walk: &mut Walk,
@@ -1089,12 +1153,12 @@ pub(super) fn config_diff_ids(
         }
     } else if config.size() > MAX_CONFIG_SIZE {
         // Too large to read into memory: hash it like a layer, skip the diffIDs.
-        walk.blob(config, digest, path.to_string(), None);
+        walk.blob(config, digest, path.clone(), None);
         return None;
     }
     let Some((stored, read)) = configs.get(&(digest.clone(), config.size())) else {
         // Not read (cannot happen: every image config of the level is): hash it instead.
-        walk.blob(config, digest, path.to_string(), None);
+        walk.blob(config, digest, path.clone(), None);
         return None;
     };
     let stored = *stored;

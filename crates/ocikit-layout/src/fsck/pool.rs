@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use ocikit_codec::Limits;
-use ocikit_digest::Digest;
 use ocikit_store::LocalBlobs;
 use tokio::sync::mpsc;
 
@@ -33,8 +32,8 @@ const BATCH_BLOBS: usize = 8;
 pub(super) type DocumentDone = (Wanted, DocumentRead);
 
 /// One blob hashed by a worker: its index in the walk's pending blobs, what checking it
-/// found, its stored size (when stored) and its digest.
-pub(super) type BlobDone = (usize, Judged, Option<u64>, Digest);
+/// found and its stored size (when stored).
+pub(super) type BlobDone = (usize, Judged, Option<u64>);
 
 /// What the workers need besides their jobs.
 pub(super) struct Context {
@@ -206,7 +205,8 @@ fn next_job(shared: &Shared) -> Option<Job> {
         }
         if let Some(first) = queue.blobs.pop_front() {
             let mut bytes = first.1.first.0;
-            let mut batch = vec![first];
+            let mut batch = Vec::with_capacity(BATCH_BLOBS);
+            batch.push(first);
             while batch.len() < BATCH_BLOBS && bytes < BATCH_BYTES {
                 let Some(next) = queue.blobs.pop_front() else {
                     break;
@@ -236,7 +236,8 @@ fn work(
     context: &Context,
 ) -> Vec<BlobDone> {
     let mut buf = Vec::new();
-    let mut done = Vec::new();
+    // Room for the results of a few thousand small blobs, grown rarely after.
+    let mut done = Vec::with_capacity(4096);
     while let Some(job) = next_job(shared) {
         match job {
             Job::Documents(chunk, documents) => {
@@ -266,8 +267,7 @@ fn work(
                     }))
                     .unwrap_or_else(|_| (Err(worker_failed()), None));
                     let stored = checked.1;
-                    let (judged, digest) = check.judge(checked);
-                    done.push((index, judged, stored, digest));
+                    done.push((index, check.judge(checked), stored));
                 }
             }
         }

@@ -432,7 +432,7 @@ impl Layout {
             futures::stream::iter(pending.into_iter().enumerate())
                 .map(|(i, check)| async move {
                     let checked = self.check_streamed(&check, options).await;
-                    (i, check.judge(checked).0)
+                    (i, check.judge(checked))
                 })
                 .buffer_unordered(concurrency.max(1))
                 .collect()

@@ -106,6 +106,8 @@ pub(super) struct Pending {
     /// `(declared size, path)` of each reach after it was handed to the workers, compared
     /// with the stored size once it was hashed (most blobs have none: no allocation).
     pub(super) later: Vec<(u64, Path)>,
+    /// Its digest, kept once it has later reaches (for their problems).
+    pub(super) digest: Option<Digest>,
     /// Its digest was read as a document too: checked there, not here.
     pub(super) superseded: bool,
 }
@@ -177,6 +179,9 @@ impl Walk {
                             size,
                         });
                         pending.later.push((size, path));
+                        if pending.digest.is_none() {
+                            pending.digest = Some(known.key().clone());
+                        }
                     }
                 }
             }
@@ -206,6 +211,7 @@ impl Walk {
                 self.pending.push(Pending {
                     check,
                     later: Vec::new(),
+                    digest: None,
                     superseded: false,
                 });
             }
@@ -752,7 +758,7 @@ impl Layout {
             graph,
         );
         let (hashed, ()) = futures::join!(pool.finish(), async move { drop(done_with) });
-        for (index, judged, stored, digest) in hashed {
+        for (index, judged, stored) in hashed {
             let Some(pending) = walk.pending.get(index) else {
                 continue;
             };
@@ -764,7 +770,7 @@ impl Layout {
             }
             walk.bytes += judged.bytes;
             walk.problems.extend(judged.problems);
-            if let Some(actual) = stored {
+            if let (Some(actual), Some(digest)) = (stored, &pending.digest) {
                 for (declared, path) in &pending.later {
                     if *declared != actual {
                         walk.problems.push(Problem {
@@ -1058,8 +1064,8 @@ impl BlobCheck {
     }
 
     /// Judges what hashing this blob found (`checked`, with its stored size when stored),
-    /// on the thread that hashed it, which frees it (all but its digest, given back).
-    pub(super) fn judge(self, (outcome, size): Checked) -> (Judged, Digest) {
+    /// on the thread that hashed it, which frees it.
+    pub(super) fn judge(self, (outcome, size): Checked) -> Judged {
         let mut judged = Judged::default();
         let BlobCheck {
             digest,
@@ -1093,7 +1099,7 @@ impl BlobCheck {
             Ok(hashed) => hashed,
             Err(kind) => {
                 problem(first_path, kind);
-                return (judged, digest);
+                return judged;
             }
         };
         if hashed.digest != digest {
@@ -1123,7 +1129,7 @@ impl BlobCheck {
         }
         judged.hashed = true;
         judged.bytes = hashed.bytes;
-        (judged, digest)
+        judged
     }
 }
 

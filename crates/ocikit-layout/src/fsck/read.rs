@@ -191,7 +191,7 @@ pub(super) fn check_local(
         size,
         true,
         &check.digest,
-        &check.media_type,
+        check.media_type.as_ref(),
         decode,
         progress,
         buf,
@@ -376,12 +376,15 @@ impl Layout {
         futures::stream::iter(documents)
             .map(|wanted| async move {
                 let stored = self.store().stat(&wanted.digest).await.ok().flatten();
-                let outcome =
-                    match descriptor::new(&wanted.media_type, &wanted.digest, wanted.size) {
-                        Ok(d) => self.read_blob(&d).await,
-                        Err(e) => Err(GraphError::Descriptor(Box::new(e)).into()),
-                    }
-                    .and_then(|bytes| parse_document(&wanted, bytes, max_size));
+                let outcome = match descriptor::new(
+                    wanted.media_type.as_ref(),
+                    &wanted.digest,
+                    wanted.size,
+                ) {
+                    Ok(d) => self.read_blob(&d).await,
+                    Err(e) => Err(GraphError::Descriptor(Box::new(e)).into()),
+                }
+                .and_then(|bytes| parse_document(&wanted, bytes, max_size));
                 (wanted, stored, outcome)
             })
             .buffered(DOCUMENT_CONCURRENCY)
@@ -462,7 +465,7 @@ impl Layout {
                     size,
                     true,
                     &digest,
-                    &media_type,
+                    media_type.as_ref(),
                     decode,
                     &progress,
                     &mut buf,
@@ -475,7 +478,7 @@ impl Layout {
                     size,
                     false,
                     &digest,
-                    &media_type,
+                    media_type.as_ref(),
                     decode,
                     &progress,
                     &mut buf,

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ocikit_digest::oci_spec::image::Descriptor;
+use ocikit_digest::oci_spec::image::{Descriptor, MediaType};
 use ocikit_digest::{Digest, descriptor, json, media_type};
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ use ocikit_digest::graph::{self, Blob, GraphError, Walker};
 #[derive(Debug)]
 pub(super) struct BlobCheck {
     pub(super) digest: Digest,
-    pub(super) media_type: String,
+    pub(super) media_type: MediaType,
     /// `(declared size, path)` of its first reach, the one reported.
     pub(super) first: (u64, Path),
     /// `(declared size, path)` of each further reach (most blobs have none: no allocation).
@@ -148,13 +148,13 @@ impl Walk {
         path: Path,
         diff_id: Option<Digest>,
     ) {
-        self.add(digest, d.media_type().to_string(), d.size(), path, diff_id);
+        self.add(digest, d.media_type().clone(), d.size(), path, diff_id);
     }
 
     pub(super) fn add(
         &mut self,
         digest: Digest,
-        media_type: String,
+        media_type: MediaType,
         size: u64,
         path: Path,
         diff_id: Option<Digest>,
@@ -225,7 +225,7 @@ pub(super) struct Layer {
     /// Its position in `layers`.
     pub(super) index: usize,
     pub(super) digest: Digest,
-    pub(super) media_type: String,
+    pub(super) media_type: MediaType,
     pub(super) size: u64,
     pub(super) path: Path,
 }
@@ -282,7 +282,7 @@ impl Parsed {
                         Ok(digest) => layers.push(Layer {
                             index,
                             digest,
-                            media_type: layer.media_type().to_string(),
+                            media_type: layer.media_type().clone(),
                             size: layer.size(),
                             path: Path::child(&base, Step::Layer(index)),
                         }),
@@ -336,7 +336,7 @@ impl Parsed {
                 .chain(
                     layers
                         .iter()
-                        .map(|l| Blob::new(&l.digest, l.size, &l.media_type)),
+                        .map(|l| Blob::new(&l.digest, l.size, l.media_type.as_ref())),
                 )
                 .collect(),
             Parsed::Index { manifests, .. } => manifests
@@ -397,7 +397,7 @@ pub(super) fn parse_document(
     max_size: u64,
 ) -> Result<(Option<GraphError>, Parsed)> {
     let limit = max_size.min(crate::MAX_DOCUMENT_SIZE);
-    let doc = Document::parse_with_limit(&wanted.media_type, bytes, limit)
+    let doc = Document::parse_with_limit(wanted.media_type.as_ref(), bytes, limit)
         .map_err(|e| document::refused(wanted.digest.clone(), &e))?;
     Ok(Parsed::take(doc, &wanted.path))
 }
@@ -408,7 +408,7 @@ pub(super) fn parse_document(
 pub(super) struct Wanted {
     pub(super) digest: Digest,
     pub(super) size: u64,
-    pub(super) media_type: String,
+    pub(super) media_type: MediaType,
     pub(super) path: Path,
 }
 
@@ -467,7 +467,7 @@ impl GraphWalk {
         progress: &Progress,
     ) {
         if !document::is_document(media_type) {
-            walk.add(digest, media_type.to_string(), size, path, None);
+            walk.add(digest, MediaType::from(media_type), size, path, None);
             return;
         }
         match self.first.entry(digest) {
@@ -529,11 +529,17 @@ impl GraphWalk {
 
     /// The documents the walk wants now, with the paths they are read by.
     fn wanted(&mut self) -> Vec<Wanted> {
-        let wanted: Vec<(Digest, u64, String)> = self
+        let wanted: Vec<(Digest, u64, MediaType)> = self
             .walker
             .take_wanted_nodes()
             .into_iter()
-            .map(|n| (n.digest().clone(), n.size(), n.media_type().to_string()))
+            .map(|n| {
+                (
+                    n.digest().clone(),
+                    n.size(),
+                    MediaType::from(n.media_type()),
+                )
+            })
             .collect();
         wanted
             .into_iter()
@@ -942,7 +948,7 @@ impl Layout {
                     None => None,
                 };
                 for layer in layers {
-                    let layer_document = document::is_document(&layer.media_type);
+                    let layer_document = document::is_document(layer.media_type.as_ref());
                     if !taken(&graph.walker, &layer.digest) {
                         // Refused by the walk (reported above, or here).
                         if too_deep && layer_document {
@@ -959,7 +965,7 @@ impl Layout {
                     if layer_document {
                         graph.reach(
                             walk,
-                            (&layer.media_type, layer.size),
+                            (layer.media_type.as_ref(), layer.size),
                             layer.digest,
                             layer.path,
                             &options.progress,
@@ -970,7 +976,7 @@ impl Layout {
                         .as_ref()
                         .and_then(|ids| ids.get(layer.index).cloned());
                     if diff_id.is_some()
-                        && media_type::layer_compression(&layer.media_type).is_none()
+                        && media_type::layer_compression(layer.media_type.as_ref()).is_none()
                     {
                         // The config names a diffID that cannot be computed: said,
                         // not skipped.
@@ -978,7 +984,7 @@ impl Layout {
                             &layer.digest,
                             &layer.path,
                             ProblemKind::UndecodableMediaType {
-                                media_type: layer.media_type.clone(),
+                                media_type: layer.media_type.to_string(),
                             },
                         );
                         diff_id = None;

@@ -13,14 +13,20 @@
 //! unverified, is not parsed or followed.
 //!
 //! Where the store keeps blobs in local files ([`ocikit_store::Store::local_blobs`], the
-//! filesystem store), a fixed pool of blocking workers, one per CPU, pulls blobs from one
-//! shared queue and reads each from its file into one reused buffer: no hop through the
-//! async runtime per blob, which is what small blobs cost most. The documents of each level
-//! of the walk are read and parsed the same way, and layers are taken largest first so that
-//! the workers finish together. Other stores (memory, object stores) stream every blob,
-//! `concurrency` at a time, and hash each on a blocking thread.
+//! filesystem store), a fixed pool of blocking workers, one per CPU, lives for the whole
+//! fsck and pulls from one shared queue, documents first, reading each blob from its file
+//! into one reused buffer: no hop through the async runtime per blob, which is what small
+//! blobs cost most. The walk hands the workers each document as soon as it reaches it (in
+//! chunks, roots included while `index.json` is still being gone through) and each blob at
+//! its first reach, so that no worker waits for a level of the walk to end; what the
+//! workers read is followed in the order it was handed out, so that what is reported does
+//! not depend on which worker was quicker. A blob reached again after it was handed out is
+//! judged by its stored size once hashed. With [`FsckOptions::diff_ids`], blobs wait for the
+//! end of the walk (a later reach may ask for a diffID), and go largest first so that the
+//! workers finish together. Other stores (memory, object stores) are walked level by level
+//! and stream every blob, `concurrency` at a time, hashing each on a blocking thread.
 //!
-//! The walk is [`ocikit_digest::graph`]'s one walk of manifests and indexes, level by level
+//! The walk is [`ocikit_digest::graph`]'s one walk of manifests and indexes, breadth first
 //! ([`Walker`](ocikit_digest::graph::Walker), fed what the documents the workers parsed
 //! name, with [`Walker::visit_children`](ocikit_digest::graph::Walker::visit_children): the
 //! documents are parsed, taken apart and freed on the workers), under its limits: a

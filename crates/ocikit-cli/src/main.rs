@@ -132,7 +132,7 @@ enum Command {
     /// (`.NAME.ocikit-staging-*`) and renamed into place only once every layer was applied
     /// and every digest and diffID matched; on any failure the target is left as it was.
     /// Staging left by a killed run is removed by the next unpack of the same target.
-    Unpack(commands::image::UnpackArgs),
+    Unpack(commands::unpack::UnpackArgs),
     /// Verify every blob reachable from index.json; exits 1 when anything is wrong.
     #[command(
         after_help = "Examples:\n  ocikit fsck oci:./images\n  ocikit fsck oci:./images --diff-ids --json"
@@ -401,7 +401,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct RegistryArgs {
     #[command(flatten)]
-    tls: commands::copy::TlsArgs,
+    tls: commands::tls::TlsArgs,
     /// Credentials (default: what `ocikit login` stored, else anonymous).
     #[arg(long, value_name = "USER:PASSWORD")]
     creds: Option<String>,
@@ -434,13 +434,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli.command, &out)) {
         Ok(code) => code,
-        Err(err) => out.fail(&commands::copy::tls_hint(err, &tls_flags)),
+        Err(err) => out.fail(&commands::tls::tls_hint(err, &tls_flags)),
     }
 }
 
 /// How `command` spells its TLS flags, for the hint on a TLS failure.
-fn tls_flags(command: &Command) -> commands::copy::TlsFlags {
-    use commands::copy::TlsFlags;
+fn tls_flags(command: &Command) -> commands::tls::TlsFlags {
+    use commands::tls::TlsFlags;
     match command {
         Command::Copy {
             source,

@@ -134,6 +134,15 @@ pub(crate) fn short_digest(digest: &str) -> &str {
     &encoded[..encoded.len().min(12)]
 }
 
+/// `n` and `noun`, plural unless `n` is 1 ("1 image", "3 images").
+pub(crate) fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use ocikit::transport::{AppendOptions, LayerSource, Location};
 
-use super::copy::TlsArgs;
 use super::image::CompressionArg;
 use super::mutate::{edit_options, show};
+use super::tls::TlsArgs;
 use crate::bars::Bars;
 use crate::output::Output;
 

@@ -40,7 +40,7 @@ enum ArtifactCommand {
 #[derive(Debug, clap::Args)]
 struct Access {
     #[command(flatten)]
-    tls: super::copy::TlsArgs,
+    tls: super::tls::TlsArgs,
     /// Credentials (default: what `ocikit login` stored, else anonymous).
     #[arg(long, value_name = "USER:PASSWORD")]
     creds: Option<String>,

@@ -157,7 +157,7 @@ pub(crate) struct AttachArgs {
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     annotations: Vec<String>,
     #[command(flatten)]
-    tls: super::copy::TlsArgs,
+    tls: super::tls::TlsArgs,
     /// Credentials (default: what `ocikit login` stored, else anonymous).
     #[arg(long, value_name = "USER:PASSWORD")]
     creds: Option<String>,

@@ -8,10 +8,11 @@ use anyhow::{Context, Result};
 use ocikit::digest::oci_spec::image::Platform;
 use ocikit::transport::{IndexAnnotations, IndexOptions, IndexReport, Location};
 
-use super::copy::{TlsArgs, plural};
 use super::image::key_value;
+use super::tls::TlsArgs;
 use crate::bars::Bars;
 use crate::output::Output;
+use crate::output::plural;
 
 /// The `index` commands.
 #[derive(Debug, clap::Subcommand)]

@@ -26,7 +26,7 @@ pub(crate) struct LoginArgs {
     #[arg(long)]
     password_stdin: bool,
     #[command(flatten)]
-    tls: super::copy::TlsArgs,
+    tls: super::tls::TlsArgs,
     /// The credentials file (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json).
     #[arg(long, value_name = "PATH")]
     authfile: Option<PathBuf>,

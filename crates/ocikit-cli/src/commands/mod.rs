@@ -19,6 +19,8 @@ pub(crate) mod serve;
 pub(crate) mod sign;
 pub(crate) mod snapshot;
 pub(crate) mod sync;
+pub(crate) mod tls;
+pub(crate) mod unpack;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -40,7 +42,7 @@ pub(crate) async fn run(command: Command, out: &Output) -> Result<ExitCode> {
             return health::fsck(&Location::parse(&location)?, diff_ids, out).await;
         }
         Command::Build(args) => image::build(args, out).await,
-        Command::Unpack(args) => image::unpack(args, out).await,
+        Command::Unpack(args) => unpack::unpack(args, out).await,
         Command::Gc {
             layout: location,
             dry_run,

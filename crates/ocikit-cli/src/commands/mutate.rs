@@ -7,10 +7,11 @@ use anyhow::{Context, Result};
 use ocikit::layout::{ConfigChanges, PlatformQuery};
 use ocikit::transport::{Location, MutateOptions, MutateReport};
 
-use super::copy::{TlsArgs, plural};
 use super::image::{key_value, words};
+use super::tls::TlsArgs;
 use crate::bars::Bars;
 use crate::output::Output;
+use crate::output::plural;
 
 /// What `ocikit mutate` was asked for.
 #[derive(Debug, clap::Args)]

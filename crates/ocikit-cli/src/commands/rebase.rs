@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use ocikit::transport::{Location, RebaseOptions};
 
-use super::copy::TlsArgs;
 use super::mutate::{edit_options, show};
+use super::tls::TlsArgs;
 use crate::bars::Bars;
 use crate::output::Output;
 

@@ -56,7 +56,7 @@ pub(crate) struct PassphraseArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct AccessArgs {
     #[command(flatten)]
-    tls: super::copy::TlsArgs,
+    tls: super::tls::TlsArgs,
     /// Credentials (default: what `ocikit login` stored, else anonymous).
     #[arg(long, value_name = "USER:PASSWORD")]
     creds: Option<String>,

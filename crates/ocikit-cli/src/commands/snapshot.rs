@@ -89,7 +89,7 @@ pub(crate) struct PrepareArgs {
     #[command(flatten)]
     root: RootArgs,
     #[command(flatten)]
-    tls: super::copy::TlsArgs,
+    tls: super::tls::TlsArgs,
     /// Registry credentials (default: what `ocikit login` stored, else anonymous).
     #[arg(long, value_name = "USER:PASSWORD")]
     creds: Option<String>,
@@ -239,7 +239,7 @@ async fn prepare(args: PrepareArgs, out: &Output) -> Result<()> {
     if !out.json {
         out.status(&format!(
             "{} of {} extracted ({} whiteouts)",
-            super::copy::plural(report.extracted.len(), "layer"),
+            crate::output::plural(report.extracted.len(), "layer"),
             report.snapshots.len(),
             store.form()
         ));
@@ -311,7 +311,7 @@ fn show_removed(report: &SnapshotGcReport, out: &Output) -> Result<()> {
         }
         text.push_str(&format!(
             "removed {}, kept {}; {} of stored-once files freed",
-            super::copy::plural(removed.removed.len(), "snapshot"),
+            crate::output::plural(removed.removed.len(), "snapshot"),
             removed.kept,
             human_size(removed.object_bytes_removed)
         ));

@@ -14,7 +14,7 @@ use ocikit::transport::{
 };
 
 use crate::bars::Bars;
-use crate::commands::copy::plural;
+use crate::output::plural;
 use crate::output::{Output, human_size};
 
 /// Where `sync` reads, as skopeo's `--src` names it.

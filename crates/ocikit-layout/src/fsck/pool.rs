@@ -160,8 +160,9 @@ impl Pool {
         self.results.recv().await
     }
 
-    /// Lets the workers hash what is queued and leave; what they hashed.
-    pub(super) async fn finish(mut self) -> Vec<BlobDone> {
+    /// Lets the workers hash what is queued and leave; what they hashed, or `None` when a
+    /// worker went away without answering (its results are lost).
+    pub(super) async fn finish(mut self) -> Option<Vec<BlobDone>> {
         {
             let mut queue = self.shared.lock();
             queue.closed = true;
@@ -169,16 +170,15 @@ impl Pool {
             self.shared.ready.notify_all();
         }
         let mut done = Vec::new();
+        let mut complete = true;
         for worker in std::mem::take(&mut self.workers) {
-            if let Ok(hashed) = worker.await {
-                if done.is_empty() {
-                    done = hashed;
-                } else {
-                    done.extend(hashed);
-                }
+            match worker.await {
+                Ok(hashed) if done.is_empty() => done = hashed,
+                Ok(hashed) => done.extend(hashed),
+                Err(_) => complete = false,
             }
         }
-        done
+        complete.then_some(done)
     }
 }
 

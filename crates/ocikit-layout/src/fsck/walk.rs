@@ -12,7 +12,7 @@ use ocikit_digest::{Digest, descriptor, json, media_type};
 use serde_json::Value;
 
 use super::pool::{Context, DocumentDone, Pool};
-use super::read::{Checked, Mode, WholeRead};
+use super::read::{Checked, Mode, WholeRead, worker_failed_error};
 use super::{
     FsckOptions, FsckReport, MAX_CONFIG_SIZE, Problem, ProblemKind, error_chain, read_problem,
     store_problem,
@@ -645,7 +645,7 @@ impl Layout {
                     },
                 );
                 self.walk_local(index, pool, &mut walk, graph, options)
-                    .await;
+                    .await?;
             }
             Mode::Streamed { concurrency } => {
                 for (i, d) in index.manifests().enumerate() {
@@ -673,6 +673,10 @@ impl Layout {
     /// order, so that what is reported does not depend on which worker was quicker). Then
     /// the blobs left for the end (those whose diffIDs are checked) are hashed, and what
     /// every hash found is added up.
+    ///
+    /// A worker that went away without answering for all it was handed (which only a bug
+    /// could make it do: each job's work is guarded against panics) fails the fsck rather
+    /// than leave part of the layout silently unchecked.
     async fn walk_local(
         &self,
         index: Index,
@@ -680,7 +684,7 @@ impl Layout {
         walk: &mut Walk,
         mut graph: GraphWalk,
         options: &FsckOptions,
-    ) {
+    ) -> Result<()> {
         let mut handed = 0;
         for (i, d) in index.manifests().enumerate() {
             add_root(walk, &mut graph, i, d, &options.progress);
@@ -715,7 +719,7 @@ impl Layout {
             };
             // (None: every worker is gone, which they are not while there are documents.)
             let Some(chunk) = chunk else {
-                break;
+                return Err(worker_failed_error());
             };
             next += 1;
             reserve(
@@ -764,6 +768,9 @@ impl Layout {
             graph,
         );
         let (hashed, ()) = futures::join!(pool.finish(), async move { drop(done_with) });
+        let Some(hashed) = hashed else {
+            return Err(worker_failed_error());
+        };
         for (index, judged, stored) in hashed {
             let Some(pending) = walk.pending.get(index) else {
                 continue;
@@ -791,6 +798,7 @@ impl Layout {
                 }
             }
         }
+        Ok(())
     }
 
     /// The walk on other stores: level by level, each level's documents read `concurrency`
